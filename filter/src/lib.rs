@@ -1,0 +1,1 @@
+//! livegate's proxy-wasm filter (placeholder until the filter lands).
