@@ -1,1 +1,17 @@
-//! end-to-end harness (placeholder).
+//! The end-to-end harness: real Envoy, real Postgres, real control plane on free ports.
+//!
+//! Everything here is synchronous on purpose: tests drive processes and probe them
+//! over HTTP from plain threads, so no async runtime of the tests can hide a stall
+//! of the system under test. Every process is torn down on drop; when a test fails
+//! (the thread is panicking) the logs are printed and kept on disk.
+
+pub mod artifacts;
+pub mod control_plane;
+pub mod demo_upstream;
+pub mod envoy;
+pub mod http;
+pub mod poll;
+pub mod ports;
+pub mod postgres;
+pub mod process;
+pub mod stack;

@@ -1,1 +1,57 @@
-fn main() {}
+//! `cargo xtask`: the project's commands. Each installs what it needs first.
+
+mod build;
+mod setup;
+mod test;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "livegate's development commands", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the stack needs (wasm target, Envoy, Postgres) if missing.
+    Setup,
+    /// Build the filter (.wasm), the control plane and the demo upstream.
+    Build {
+        /// Build the binaries with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the local stack in the foreground until Ctrl-C.
+    Up(up::UpArgs),
+    /// Run every test, unit and end-to-end.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Formatting and clippy, for the host and for the filter's wasm target.
+    Lint,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::all().map(|_| ()),
+        Command::Build { release } => setup::all().and_then(|_| build::all(release).map(|_| ())),
+        Command::Up(args) => up::run(args),
+        Command::Test { cargo_args } => test::all(&cargo_args),
+        Command::Lint => test::lint(),
+    };
+    if let Err(error) = result {
+        eprintln!("xtask: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Prints what the command is doing, so a long first run is never silent.
+fn step(message: &str) {
+    eprintln!("==> {message}");
+}

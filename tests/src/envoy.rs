@@ -1,0 +1,236 @@
+//! The real Envoy, with the livegate filter, rendered from `envoy/` onto free ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use crate::process::{Owned, SpawnOptions};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where Envoy sends what it does not answer itself.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn loopback(port: u16) -> Endpoint {
+        Endpoint {
+            host: "127.0.0.1".to_string(),
+            port,
+        }
+    }
+}
+
+/// Everything the template needs.
+#[derive(Debug, Clone)]
+pub struct EnvoyConfig {
+    pub listen_port: u16,
+    pub admin_port: u16,
+    pub control_plane: Endpoint,
+    pub upstream: Endpoint,
+    /// The filter's plugin configuration, as JSON text.
+    pub filter_config: String,
+    pub filter_wasm: PathBuf,
+    /// Envoy's worker threads.
+    pub concurrency: u16,
+}
+
+impl EnvoyConfig {
+    /// Free ports, the built filter, default filter configuration, one worker.
+    pub fn on_free_ports(control_plane: Endpoint, upstream: Endpoint) -> anyhow::Result<Self> {
+        Ok(EnvoyConfig {
+            listen_port: crate::ports::free_port()?,
+            admin_port: crate::ports::free_port()?,
+            control_plane,
+            upstream,
+            filter_config: "{}".to_string(),
+            filter_wasm: crate::artifacts::filter_wasm(),
+            concurrency: 1,
+        })
+    }
+
+    /// The livegate template rendered with these values.
+    pub fn render(&self) -> anyhow::Result<String> {
+        let template_path = crate::artifacts::workspace_root().join("envoy/livegate.yaml.tmpl");
+        let template = std::fs::read_to_string(&template_path)?;
+        // JSON strings are valid YAML double-quoted scalars: no escaping rules of our own.
+        let quoted = |text: &str| serde_json::Value::from(text).to_string();
+        render(
+            &template,
+            &[
+                ("ADMIN_PORT", self.admin_port.to_string()),
+                ("LISTEN_ADDRESS", "127.0.0.1".to_string()),
+                ("LISTEN_PORT", self.listen_port.to_string()),
+                ("FILTER_CONFIG", quoted(&self.filter_config)),
+                (
+                    "FILTER_WASM",
+                    quoted(&self.filter_wasm.display().to_string()),
+                ),
+                ("CONTROL_PLANE_HOST", quoted(&self.control_plane.host)),
+                ("CONTROL_PLANE_PORT", self.control_plane.port.to_string()),
+                ("UPSTREAM_HOST", quoted(&self.upstream.host)),
+                ("UPSTREAM_PORT", self.upstream.port.to_string()),
+            ],
+        )
+    }
+}
+
+/// Replaces every `{{NAME}}` in `template`; fails if a placeholder is left unfilled.
+pub fn render(template: &str, values: &[(&str, String)]) -> anyhow::Result<String> {
+    let mut rendered = template.to_string();
+    for (name, value) in values {
+        rendered = rendered.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    if let Some(start) = rendered.find("{{") {
+        let rest = &rendered[start..];
+        let end = rest.find("}}").map_or(rest.len(), |end| end + 2);
+        anyhow::bail!("template placeholder {} has no value", &rest[..end]);
+    }
+    Ok(rendered)
+}
+
+/// A running Envoy; SIGTERM then SIGKILL on drop.
+#[derive(Debug)]
+pub struct Envoy {
+    process: Owned,
+    config: EnvoyConfig,
+    config_path: PathBuf,
+}
+
+impl Envoy {
+    /// Renders the config into `dir`, starts Envoy and waits for its admin `/ready`.
+    pub fn start(config: EnvoyConfig, dir: &Path) -> anyhow::Result<Envoy> {
+        let mut envoy = Envoy::spawn(config, dir)?;
+        let ready = format!("{}/ready", envoy.admin_url());
+        let waited = crate::poll::until("Envoy to be ready", READY_TIMEOUT, || {
+            if let Some(status) = envoy.process.try_exit_code() {
+                return Some(Err(anyhow::anyhow!(
+                    "Envoy exited ({status}):\n{}",
+                    envoy.log_text()
+                )));
+            }
+            let answered = crate::http::get_within(&ready, Duration::from_secs(2)).ok()?;
+            (answered.status == 200).then_some(Ok(()))
+        });
+        waited.and_then(|inner| inner).map(|()| envoy)
+    }
+
+    /// Starts Envoy expecting it to refuse its configuration and exit.
+    pub fn start_expecting_exit(
+        config: EnvoyConfig,
+        dir: &Path,
+    ) -> anyhow::Result<(ExitStatus, String)> {
+        let mut envoy = Envoy::spawn(config, dir)?;
+        let status = envoy.process.wait_exit(READY_TIMEOUT)?;
+        Ok((status, envoy.log_text()))
+    }
+
+    /// `envoy --mode validate` on a rendered or hand-written config file.
+    pub fn validate(config_path: &Path) -> anyhow::Result<(bool, String)> {
+        let binary = crate::artifacts::require(&crate::artifacts::envoy_bin(), "Envoy")?;
+        let output = Command::new(binary)
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(config_path)
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok((output.status.success(), text))
+    }
+
+    fn spawn(config: EnvoyConfig, dir: &Path) -> anyhow::Result<Envoy> {
+        let binary = crate::artifacts::require(&crate::artifacts::envoy_bin(), "Envoy")?;
+        crate::artifacts::require(&config.filter_wasm, "the filter (.wasm)")?;
+        let config_path = dir.join("envoy.yaml");
+        std::fs::write(&config_path, config.render()?)?;
+        let mut command = Command::new(binary);
+        command
+            .arg("-c")
+            .arg(&config_path)
+            // Several Envoys run at once in the tests: no shared memory between them.
+            .arg("--disable-hot-restart")
+            .args(["--concurrency", &config.concurrency.to_string()])
+            .args(["--log-level", "info"]);
+        let log = dir.join("envoy.log");
+        let process = Owned::spawn("envoy", command, &log, SpawnOptions::default())?;
+        Ok(Envoy {
+            process,
+            config,
+            config_path,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.config.listen_port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.config.admin_port)
+    }
+
+    pub fn config(&self) -> &EnvoyConfig {
+        &self.config
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
+
+    /// The value of one counter in Envoy's Prometheus stats (0 when absent).
+    pub fn prometheus_counter(&self, name: &str) -> anyhow::Result<f64> {
+        let stats = crate::http::get(&format!("{}/stats/prometheus", self.admin_url()), &[])?;
+        Ok(prometheus_value(&stats.body, name).unwrap_or(0.0))
+    }
+}
+
+/// Sums the samples of metric `name` (any labels) in Prometheus text.
+pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let Some(value) = value {
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_fills_every_placeholder() {
+        let out = render("a {{X}} b {{Y}}", &[("X", "1".into()), ("Y", "2".into())]).unwrap();
+        assert_eq!(out, "a 1 b 2");
+    }
+
+    #[test]
+    fn render_names_a_placeholder_left_unfilled() {
+        let error = render("a {{X}} b {{MISSING}}", &[("X", "1".into())]).unwrap_err();
+        assert!(error.to_string().contains("{{MISSING}}"), "{error}");
+    }
+
+    #[test]
+    fn prometheus_value_sums_labelled_samples_and_ignores_prefixes() {
+        let text = "# TYPE x counter\nx{a=\"1\"} 2\nx{a=\"2\"} 3\nx_total 7\n";
+        assert_eq!(prometheus_value(text, "x"), Some(5.0));
+        assert_eq!(prometheus_value(text, "x_total"), Some(7.0));
+        assert_eq!(prometheus_value(text, "y"), None);
+    }
+}

@@ -1,0 +1,284 @@
+//! A real Postgres cluster the harness owns: initdb'ed on first use, on a free port,
+//! run as an unprivileged user (Postgres refuses root), with fault injection.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::{Gid, Uid, User};
+
+use crate::process::{Owned, Scratch, SpawnOptions, StopPolicy};
+
+const DB_USER: &str = "livegate";
+const DB_NAME: &str = "livegate";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running Postgres; stopped (immediate shutdown) on drop.
+#[derive(Debug)]
+pub struct Postgres {
+    // Dropped in this order: the server first, then its files.
+    server: Option<Owned>,
+    bin_dir: PathBuf,
+    run_as: RunAs,
+    port: u16,
+    password: String,
+    scratch: Scratch,
+}
+
+/// The OS user Postgres runs as.
+#[derive(Debug, Clone, Copy)]
+struct RunAs {
+    uid: Uid,
+    gid: Gid,
+}
+
+impl Postgres {
+    /// A fresh cluster in a temporary directory on a free port.
+    pub fn start() -> anyhow::Result<Postgres> {
+        let scratch = Scratch::new("livegate-pg-")?;
+        Postgres::start_in(scratch, crate::ports::free_port()?)
+    }
+
+    /// A cluster in `scratch` (created on first use, reused after) on `port`.
+    pub fn start_in(scratch: Scratch, port: u16) -> anyhow::Result<Postgres> {
+        let bin_dir = bin_dir()?;
+        let run_as = run_as()?;
+        let password = ensure_cluster(&bin_dir, run_as, scratch.path())?;
+        let mut postgres = Postgres {
+            server: None,
+            bin_dir,
+            run_as,
+            port,
+            password,
+            scratch,
+        };
+        postgres.launch()?;
+        postgres.ensure_database()?;
+        Ok(postgres)
+    }
+
+    /// A libpq URL for the `livegate` database, with the password.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{DB_USER}:{}@127.0.0.1:{}/{DB_NAME}",
+            self.password, self.port
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The password in [`Postgres::url`], for tests that check it is never logged.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The postmaster's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Owned::pid)
+    }
+
+    /// Freezes every Postgres process (postmaster and backends), as `docker pause` does.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal_all(Signal::SIGSTOP)
+    }
+
+    /// Thaws what [`Postgres::pause`] froze.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal_all(Signal::SIGCONT)
+    }
+
+    /// Kills every Postgres process with SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut server) = self.server.take() {
+            server.signal(Signal::SIGKILL)?;
+            server.wait_exit(READY_TIMEOUT)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and data (after [`Postgres::kill`]).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        self.launch()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.server
+            .as_ref()
+            .map(Owned::log_text)
+            .unwrap_or_default()
+    }
+
+    fn signal_all(&self, signal: Signal) -> anyhow::Result<()> {
+        match &self.server {
+            Some(server) => server.signal(signal),
+            None => anyhow::bail!("postgres is not running"),
+        }
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let data = self.scratch.path().join("data");
+        let mut command = Command::new(self.bin_dir.join("postgres"));
+        command
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", data.display()))
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"]);
+        self.run_as.apply(&mut command);
+        let options = SpawnOptions {
+            own_process_group: true,
+            // SIGINT is Postgres' "fast" shutdown: clean, no crash recovery next start.
+            stop: StopPolicy {
+                signal: Signal::SIGINT,
+                grace: Duration::from_secs(10),
+            },
+        };
+        let log = self.scratch.path().join("postgres.log");
+        self.server = Some(Owned::spawn("postgres", command, &log, options)?);
+        let port = self.port.to_string();
+        let pg_isready = self.bin_dir.join("pg_isready");
+        crate::poll::until("postgres to accept connections", READY_TIMEOUT, || {
+            Command::new(&pg_isready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port])
+                .status()
+                .ok()
+                .filter(|status| status.success())
+        })?;
+        Ok(())
+    }
+
+    fn ensure_database(&self) -> anyhow::Result<()> {
+        let socket_dir = self.scratch.path().join("data");
+        let exists = Command::new(self.bin_dir.join("psql"))
+            .arg("-h")
+            .arg(&socket_dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                DB_USER,
+                "-d",
+                "postgres",
+            ])
+            .args([
+                "-tAc",
+                "SELECT 1 FROM pg_database WHERE datname = 'livegate'",
+            ])
+            .output()?;
+        if String::from_utf8_lossy(&exists.stdout).trim() == "1" {
+            return Ok(());
+        }
+        let status = Command::new(self.bin_dir.join("createdb"))
+            .arg("-h")
+            .arg(&socket_dir)
+            .args(["-p", &self.port.to_string(), "-U", DB_USER, DB_NAME])
+            .status()?;
+        anyhow::ensure!(status.success(), "createdb {DB_NAME} failed");
+        Ok(())
+    }
+}
+
+impl RunAs {
+    fn apply(self, command: &mut Command) {
+        if Uid::effective().is_root() {
+            command.uid(self.uid.as_raw()).gid(self.gid.as_raw());
+        }
+    }
+}
+
+/// Postgres refuses to run as root: as root, run it as the `postgres` system user.
+fn run_as() -> anyhow::Result<RunAs> {
+    if !Uid::effective().is_root() {
+        return Ok(RunAs {
+            uid: Uid::effective(),
+            gid: Gid::effective(),
+        });
+    }
+    let user = User::from_name("postgres")?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "running as root needs the `postgres` system user (apt-get install postgresql)"
+        )
+    })?;
+    Ok(RunAs {
+        uid: user.uid,
+        gid: user.gid,
+    })
+}
+
+/// `LIVEGATE_PG_BIN`, else the newest Debian `/usr/lib/postgresql/<v>/bin`, else `PATH`.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("LIVEGATE_PG_BIN").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    debian.sort();
+    if let Some((_, bin)) = debian.pop() {
+        return Ok(bin);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|dir| dir.join("initdb").exists() && dir.join("postgres").exists());
+    on_path.ok_or_else(|| {
+        anyhow::anyhow!("Postgres binaries (initdb) not found: install the Debian package `postgresql`, or set LIVEGATE_PG_BIN")
+    })
+}
+
+/// Creates the cluster under `dir` unless it exists; returns the `livegate` user's password.
+fn ensure_cluster(bin_dir: &Path, run_as: RunAs, dir: &Path) -> anyhow::Result<String> {
+    let data = dir.join("data");
+    let password_file = dir.join("password");
+    if data.join("PG_VERSION").exists() {
+        return Ok(std::fs::read_to_string(&password_file)?.trim().to_string());
+    }
+    let password = random_password()?;
+    std::fs::write(&password_file, &password)?;
+    std::fs::create_dir_all(&data)?;
+    nix::unistd::chown(&data, Some(run_as.uid), Some(run_as.gid))?;
+    nix::unistd::chown(&password_file, Some(run_as.uid), Some(run_as.gid))?;
+    let mut initdb = Command::new(bin_dir.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", DB_USER, "-E", "UTF8", "--locale=C", "--no-sync"])
+        .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+        .arg(format!("--pwfile={}", password_file.display()));
+    run_as.apply(&mut initdb);
+    let output = initdb.output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(password)
+}
+
+fn random_password() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom_fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn getrandom_fill(bytes: &mut [u8]) -> anyhow::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(bytes)?;
+    Ok(())
+}

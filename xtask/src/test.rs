@@ -1,0 +1,45 @@
+//! `cargo xtask test` and `cargo xtask lint`.
+
+use crate::build::{self, cargo};
+use crate::setup::{self, run, WASM_TARGET};
+use crate::step;
+
+/// Installs, builds, then runs every test of the workspace with the artifacts' paths.
+pub fn all(cargo_args: &[String]) -> anyhow::Result<()> {
+    let tools = setup::all()?;
+    let built = build::all(false)?;
+    step("running every test (unit and end-to-end)");
+    run(cargo()
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(cargo_args)
+        .env("LIVEGATE_ENVOY", &tools.envoy)
+        .env("LIVEGATE_PG_BIN", &tools.postgres_bin)
+        .env("LIVEGATE_FILTER_WASM", &built.filter_wasm)
+        .env("LIVEGATE_CONTROL_PLANE_BIN", &built.control_plane)
+        .env("LIVEGATE_DEMO_UPSTREAM_BIN", &built.demo_upstream))
+}
+
+/// Formatting, and clippy with warnings denied, on the host and on the wasm target.
+pub fn lint() -> anyhow::Result<()> {
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("clippy (host, every target)");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("clippy (the filter on wasm32-wasip1)");
+    run(cargo()
+        .args([
+            "clippy",
+            "--package",
+            "livegate-filter",
+            "--target",
+            WASM_TARGET,
+        ])
+        .args(["--", "-D", "warnings"]))
+}

@@ -1,0 +1,205 @@
+//! `cargo xtask up`: the local stack in the foreground, stopped as a whole by Ctrl-C.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use livegate_tests::envoy::Endpoint;
+use livegate_tests::stack::{Database, Stack, StackOptions, Upstream};
+
+use crate::step;
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Envoy's listener port (on 127.0.0.1).
+    #[arg(long, default_value_t = 4000)]
+    port: u16,
+    /// Envoy's admin port (on 127.0.0.1 only).
+    #[arg(long, default_value_t = 9901)]
+    admin_port: u16,
+    /// The control plane's port (on 127.0.0.1).
+    #[arg(long, default_value_t = 4001)]
+    control_plane_port: u16,
+    /// The demo upstream's port, when no LIVEGATE_UPSTREAM is given.
+    #[arg(long, default_value_t = 4002)]
+    demo_upstream_port: u16,
+    /// The embedded Postgres' port, when no DATABASE_URL is given.
+    #[arg(long, default_value_t = 4003)]
+    postgres_port: u16,
+    /// Use this database instead of starting one under .livegate/postgres.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The protected API, as http://host:port; a demo upstream is started when unset.
+    #[arg(long, env = "LIVEGATE_UPSTREAM")]
+    upstream: Option<String>,
+    /// The filter's plugin configuration (JSON); defaults apply to absent fields.
+    #[arg(long, env = "LIVEGATE_FILTER_CONFIG", default_value = "{}")]
+    filter_config: String,
+    /// Build the binaries with the release profile.
+    #[arg(long)]
+    release: bool,
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let tools = crate::setup::all()?;
+    let built = crate::build::all(args.release)?;
+    // The harness finds every artifact through these, as the tests do.
+    std::env::set_var("LIVEGATE_ENVOY", &tools.envoy);
+    std::env::set_var("LIVEGATE_PG_BIN", &tools.postgres_bin);
+    std::env::set_var("LIVEGATE_FILTER_WASM", &built.filter_wasm);
+    std::env::set_var("LIVEGATE_CONTROL_PLANE_BIN", &built.control_plane);
+    std::env::set_var("LIVEGATE_DEMO_UPSTREAM_BIN", &built.demo_upstream);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+
+    let state = livegate_tests::artifacts::state_dir();
+    let master_key = master_key(&state)?;
+    let database = match &args.database_url {
+        Some(url) => Database::External(url.clone()),
+        None => Database::Persistent {
+            dir: state.join("postgres"),
+            port: args.postgres_port,
+        },
+    };
+    let upstream = match &args.upstream {
+        Some(url) => Upstream::External(parse_upstream(url)?),
+        None => Upstream::Demo,
+    };
+    step("starting Postgres, the control plane, the upstream and Envoy");
+    let stack = Stack::start(StackOptions {
+        database: Some(database),
+        upstream,
+        master_key,
+        filter_config: args.filter_config.clone(),
+        listen_port: Some(args.port),
+        admin_port: Some(args.admin_port),
+        control_plane_port: Some(args.control_plane_port),
+        upstream_port: Some(args.demo_upstream_port),
+        concurrency: 2,
+        state_dir: Some(state.join("run")),
+        ..StackOptions::envoy_only()
+    })?;
+    print_welcome(&stack, &args);
+
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    step("stopping every process of the stack");
+    drop(stack);
+    Ok(())
+}
+
+/// `LIVEGATE_MASTER_KEY`, else one generated once and kept in `.livegate/master-key` (0600).
+fn master_key(state: &std::path::Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(key) = std::env::var("LIVEGATE_MASTER_KEY") {
+        if !key.is_empty() {
+            return Ok(key);
+        }
+    }
+    let path = state.join("master-key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(key.trim().to_string());
+    }
+    std::fs::create_dir_all(state)?;
+    let mut random = [0u8; 24];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+    let key = format!(
+        "sk-master-{}",
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut file, key.as_bytes())?;
+    Ok(key)
+}
+
+/// `http://host:port` → the upstream endpoint.
+fn parse_upstream(url: &str) -> anyhow::Result<Endpoint> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("LIVEGATE_UPSTREAM must be an http://host:port URL")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = authority
+        .rsplit_once(':')
+        .context("LIVEGATE_UPSTREAM must name a port: http://host:port")?;
+    let port = port
+        .parse::<u16>()
+        .with_context(|| format!("LIVEGATE_UPSTREAM port `{port}` is not a port number"))?;
+    anyhow::ensure!(!host.is_empty(), "LIVEGATE_UPSTREAM has no host");
+    Ok(Endpoint {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn print_welcome(stack: &Stack, args: &UpArgs) {
+    let gateway = stack.envoy.url();
+    println!();
+    println!("livegate is up.");
+    println!("  gateway (Envoy)   {gateway}");
+    println!(
+        "  Envoy admin       {}  (stats: /stats/prometheus)",
+        stack.envoy.admin_url()
+    );
+    if let Some(control_plane) = &stack.control_plane {
+        println!("  control plane     {}", control_plane.base_url());
+    }
+    match &args.upstream {
+        Some(url) => println!("  upstream          {url}"),
+        None => println!(
+            "  demo upstream     http://127.0.0.1:{}",
+            args.demo_upstream_port
+        ),
+    }
+    println!("  logs              {}", stack.scratch.path().display());
+    println!();
+    println!("Try:");
+    println!("  curl -i {gateway}/health/liveliness");
+    println!("  curl -s {gateway}/health/readiness");
+    if std::env::var_os("LIVEGATE_MASTER_KEY").is_none() {
+        println!("  export LIVEGATE_MASTER_KEY=$(cat .livegate/master-key)");
+    }
+    println!("  KEY=$(curl -s -X POST {gateway}/key/generate -H \"authorization: Bearer $LIVEGATE_MASTER_KEY\" \\");
+    println!("        -H 'content-type: application/json' -d '{{\"key_alias\":\"demo\"}}' | sed -E 's/.*\"key\":\"([^\"]+)\".*/\\1/')");
+    println!("  curl -s {gateway}/v1/chat/completions -H \"authorization: Bearer $KEY\" -d '{{}}'");
+    println!();
+    println!("Ctrl-C stops everything.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_url_gives_host_and_port() {
+        let endpoint = parse_upstream("http://api.internal:8080/v1").unwrap();
+        assert_eq!(
+            (endpoint.host.as_str(), endpoint.port),
+            ("api.internal", 8080)
+        );
+    }
+
+    #[test]
+    fn an_upstream_url_without_a_port_is_refused_with_the_variable_named() {
+        let error = parse_upstream("http://api.internal")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("LIVEGATE_UPSTREAM"), "{error}");
+    }
+
+    #[test]
+    fn an_https_upstream_is_refused() {
+        assert!(parse_upstream("https://api.internal:443").is_err());
+    }
+}
