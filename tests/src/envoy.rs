@@ -8,6 +8,9 @@ use crate::process::{Owned, SpawnOptions};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The one Envoy configuration of the project, relative to the workspace root.
+pub const TEMPLATE: &str = "envoy/livegate.yaml.tmpl";
+
 /// Where Envoy sends what it does not answer itself.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -27,7 +30,10 @@ impl Endpoint {
 /// Everything the template needs.
 #[derive(Debug, Clone)]
 pub struct EnvoyConfig {
+    pub listen_address: String,
     pub listen_port: u16,
+    /// Loopback except inside a container network.
+    pub admin_address: String,
     pub admin_port: u16,
     pub control_plane: Endpoint,
     pub upstream: Endpoint,
@@ -42,7 +48,9 @@ impl EnvoyConfig {
     /// Free ports, the built filter, default filter configuration, one worker.
     pub fn on_free_ports(control_plane: Endpoint, upstream: Endpoint) -> anyhow::Result<Self> {
         Ok(EnvoyConfig {
+            listen_address: "127.0.0.1".to_string(),
             listen_port: crate::ports::free_port()?,
+            admin_address: "127.0.0.1".to_string(),
             admin_port: crate::ports::free_port()?,
             control_plane,
             upstream,
@@ -52,17 +60,18 @@ impl EnvoyConfig {
         })
     }
 
-    /// The livegate template rendered with these values.
+    /// The livegate template (`envoy/livegate.yaml.tmpl`) rendered with these values.
     pub fn render(&self) -> anyhow::Result<String> {
-        let template_path = crate::artifacts::workspace_root().join("envoy/livegate.yaml.tmpl");
+        let template_path = crate::artifacts::workspace_root().join(TEMPLATE);
         let template = std::fs::read_to_string(&template_path)?;
         // JSON strings are valid YAML double-quoted scalars: no escaping rules of our own.
         let quoted = |text: &str| serde_json::Value::from(text).to_string();
         render(
             &template,
             &[
+                ("ADMIN_ADDRESS", quoted(&self.admin_address)),
                 ("ADMIN_PORT", self.admin_port.to_string()),
-                ("LISTEN_ADDRESS", "127.0.0.1".to_string()),
+                ("LISTEN_ADDRESS", quoted(&self.listen_address)),
                 ("LISTEN_PORT", self.listen_port.to_string()),
                 ("FILTER_CONFIG", quoted(&self.filter_config)),
                 (

@@ -134,7 +134,9 @@ impl Stack {
         };
 
         let config = EnvoyConfig {
+            listen_address: "127.0.0.1".to_string(),
             listen_port: pick(options.listen_port)?,
+            admin_address: "127.0.0.1".to_string(),
             admin_port: pick(options.admin_port)?,
             control_plane: Endpoint::loopback(control_plane_port),
             upstream: upstream_endpoint,
