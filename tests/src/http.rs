@@ -73,11 +73,23 @@ pub fn post_raw(
 
 /// `GET url` with its own short timeout: `Err` when nothing answered in time.
 pub fn get_within(url: &str, timeout: Duration) -> anyhow::Result<Response> {
-    let request = agent()
+    get_with_headers_within(url, &[], timeout)
+}
+
+/// `GET url` with `headers` and its own timeout.
+pub fn get_with_headers_within(
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    let mut request = agent()
         .get(url)
         .config()
         .timeout_global(Some(timeout))
         .build();
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     read(request.call()?)
 }
 

@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod demo_upstream;
 pub mod envoy;
 pub mod http;
+pub mod lab;
 pub mod poll;
 pub mod ports;
 pub mod postgres;
