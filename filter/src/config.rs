@@ -1,0 +1,170 @@
+//! The plugin configuration: typed, defaulted, parsed and validated once per root context.
+
+use serde::Deserialize;
+
+/// Everything the operator can set; every field is optional (see `filter/README.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub liveness_paths: Vec<String>,
+    pub passthrough_prefixes: Vec<String>,
+    pub control_plane_cluster: String,
+    pub control_plane_authority: String,
+    pub auth_check_path: String,
+    pub auth_timeout_ms: u64,
+    pub cache: CacheConfig,
+    pub failure_mode: FailureMode,
+    pub retry_after_seconds: u32,
+    pub upstream_authorization: Option<String>,
+}
+
+/// Sizes and lifetimes of the per-worker decision cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub allow_ttl_ms: u64,
+    pub deny_ttl_ms: u64,
+    pub stale_if_error_ms: u64,
+}
+
+/// What to do when the control plane cannot answer and no stale allow exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Refuse with 503: the safe default.
+    #[default]
+    Closed,
+    /// Let the request through, marked, without identity (explicit opt-in).
+    Open,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            liveness_paths: strings(&["/health/liveliness", "/health/liveness"]),
+            passthrough_prefixes: strings(&["/health/readiness", "/key/", "/team/", "/spend/"]),
+            control_plane_cluster: "livegate_control_plane".into(),
+            control_plane_authority: "livegate-control-plane".into(),
+            auth_check_path: "/v1/auth/check".into(),
+            auth_timeout_ms: 200,
+            cache: CacheConfig::default(),
+            failure_mode: FailureMode::Closed,
+            retry_after_seconds: 5,
+            upstream_authorization: None,
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: 10_000,
+            allow_ttl_ms: 10_000,
+            deny_ttl_ms: 2_000,
+            stale_if_error_ms: 300_000,
+        }
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_string()).collect()
+}
+
+/// The longest auth check we allow: the hot path must never hang on the control plane.
+pub const MAX_AUTH_TIMEOUT_MS: u64 = 60_000;
+
+/// Why a configuration was refused; the text always names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("not valid JSON: {0}")]
+    Syntax(String),
+    #[error("{0}")]
+    Shape(String),
+    #[error("{field}: {problem}")]
+    Value { field: String, problem: String },
+}
+
+impl Config {
+    /// Parses the raw plugin configuration; absent or blank means all defaults.
+    pub fn parse(raw: Option<&[u8]>) -> Result<Config, ConfigError> {
+        let raw = raw.unwrap_or_default();
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Config::default());
+        }
+        // Two steps so that type errors carry a field path instead of a line/column.
+        let value: serde_json::Value =
+            serde_json::from_slice(raw).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(shape_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, path) in self.liveness_paths.iter().enumerate() {
+            require_path(&format!("liveness_paths[{i}]"), path)?;
+        }
+        for (i, prefix) in self.passthrough_prefixes.iter().enumerate() {
+            let field = format!("passthrough_prefixes[{i}]");
+            require_path(&field, prefix)?;
+            if prefix == "/" {
+                return Err(invalid(
+                    &field,
+                    "\"/\" would let every request skip authentication",
+                ));
+            }
+        }
+        require_header_value("control_plane_cluster", &self.control_plane_cluster)?;
+        require_header_value("control_plane_authority", &self.control_plane_authority)?;
+        require_path("auth_check_path", &self.auth_check_path)?;
+        if !(1..=MAX_AUTH_TIMEOUT_MS).contains(&self.auth_timeout_ms) {
+            let problem = format!("must be between 1 and {MAX_AUTH_TIMEOUT_MS}");
+            return Err(invalid("auth_timeout_ms", &problem));
+        }
+        if self.cache.max_entries == 0 {
+            return Err(invalid("cache.max_entries", "must be greater than 0"));
+        }
+        if let Some(value) = &self.upstream_authorization {
+            require_header_value("upstream_authorization", value)?;
+        }
+        Ok(())
+    }
+}
+
+fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if path == "." {
+        ConfigError::Shape(inner.to_string())
+    } else {
+        ConfigError::Shape(format!("{path}: {inner}"))
+    }
+}
+
+fn invalid(field: &str, problem: &str) -> ConfigError {
+    ConfigError::Value {
+        field: field.to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+fn require_path(field: &str, value: &str) -> Result<(), ConfigError> {
+    if !value.starts_with('/') {
+        return Err(invalid(field, &format!("{value:?} must start with '/'")));
+    }
+    require_header_value(field, value)
+}
+
+/// Values that end up in HTTP headers must be non-empty visible text.
+fn require_header_value(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.bytes().any(|b| b.is_ascii_control()) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

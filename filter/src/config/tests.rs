@@ -1,0 +1,180 @@
+use super::*;
+use proptest::prelude::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Some(text.as_bytes()))
+}
+
+fn error_text(text: &str) -> String {
+    match parse(text) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn an_absent_configuration_means_all_defaults() {
+    assert_eq!(Config::parse(None), Ok(Config::default()));
+}
+
+#[test]
+fn an_empty_or_blank_configuration_means_all_defaults() {
+    assert_eq!(parse(""), Ok(Config::default()));
+    assert_eq!(parse("  \n\t"), Ok(Config::default()));
+    assert_eq!(parse("{}"), Ok(Config::default()));
+}
+
+#[test]
+fn the_defaults_match_the_architecture_contract() {
+    let c = Config::default();
+    assert_eq!(c.liveness_paths, ["/health/liveliness", "/health/liveness"]);
+    assert_eq!(
+        c.passthrough_prefixes,
+        ["/health/readiness", "/key/", "/team/", "/spend/"]
+    );
+    assert_eq!(c.control_plane_cluster, "livegate_control_plane");
+    assert_eq!(c.control_plane_authority, "livegate-control-plane");
+    assert_eq!(c.auth_check_path, "/v1/auth/check");
+    assert_eq!(c.auth_timeout_ms, 200);
+    assert_eq!(c.cache.max_entries, 10_000);
+    assert_eq!(c.cache.allow_ttl_ms, 10_000);
+    assert_eq!(c.cache.deny_ttl_ms, 2_000);
+    assert_eq!(c.cache.stale_if_error_ms, 300_000);
+    assert_eq!(c.failure_mode, FailureMode::Closed);
+    assert_eq!(c.retry_after_seconds, 5);
+    assert_eq!(c.upstream_authorization, None);
+}
+
+#[test]
+fn the_documented_example_parses_to_the_defaults() {
+    let text = r#"{
+      "liveness_paths": ["/health/liveliness", "/health/liveness"],
+      "passthrough_prefixes": ["/health/readiness", "/key/", "/team/", "/spend/"],
+      "control_plane_cluster": "livegate_control_plane",
+      "control_plane_authority": "livegate-control-plane",
+      "auth_check_path": "/v1/auth/check",
+      "auth_timeout_ms": 200,
+      "cache": {"max_entries": 10000, "allow_ttl_ms": 10000, "deny_ttl_ms": 2000,
+                "stale_if_error_ms": 300000},
+      "failure_mode": "closed",
+      "retry_after_seconds": 5,
+      "upstream_authorization": null
+    }"#;
+    assert_eq!(parse(text), Ok(Config::default()));
+}
+
+#[test]
+fn a_partial_cache_section_keeps_the_other_defaults() {
+    let c = parse(r#"{"cache": {"deny_ttl_ms": 0}}"#).expect("valid");
+    assert_eq!(c.cache.deny_ttl_ms, 0);
+    assert_eq!(c.cache.max_entries, 10_000);
+}
+
+#[test]
+fn failure_mode_open_and_upstream_authorization_are_read() {
+    let c =
+        parse(r#"{"failure_mode": "open", "upstream_authorization": "Bearer up"}"#).expect("valid");
+    assert_eq!(c.failure_mode, FailureMode::Open);
+    assert_eq!(c.upstream_authorization.as_deref(), Some("Bearer up"));
+}
+
+#[test]
+fn a_wrong_type_names_the_nested_field() {
+    assert_eq!(
+        error_text(r#"{"cache": {"max_entries": "x"}}"#),
+        r#"cache.max_entries: invalid type: string "x", expected u64"#
+    );
+}
+
+#[test]
+fn an_unknown_field_is_named() {
+    let text = error_text(r#"{"liveness_path": ["/x"]}"#);
+    assert!(text.contains("unknown field `liveness_path`"), "{text}");
+}
+
+#[test]
+fn an_unknown_nested_field_is_named_with_its_section() {
+    let text = error_text(r#"{"cache": {"ttl": 1}}"#);
+    assert!(text.contains("cache"), "{text}");
+    assert!(text.contains("unknown field `ttl`"), "{text}");
+}
+
+#[test]
+fn an_unknown_failure_mode_is_refused() {
+    let text = error_text(r#"{"failure_mode": "maybe"}"#);
+    assert!(
+        text.starts_with("failure_mode: unknown variant `maybe`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn broken_json_is_refused_with_its_position() {
+    let text = error_text(r#"{"auth_timeout_ms": }"#);
+    assert!(text.starts_with("not valid JSON:"), "{text}");
+    assert!(text.contains("line 1"), "{text}");
+}
+
+#[test]
+fn a_zero_auth_timeout_is_refused() {
+    assert_eq!(
+        error_text(r#"{"auth_timeout_ms": 0}"#),
+        "auth_timeout_ms: must be between 1 and 60000"
+    );
+}
+
+#[test]
+fn a_negative_number_is_refused_by_type() {
+    let text = error_text(r#"{"auth_timeout_ms": -5}"#);
+    assert!(text.starts_with("auth_timeout_ms: invalid value"), "{text}");
+}
+
+#[test]
+fn a_zero_cache_size_is_refused() {
+    assert_eq!(
+        error_text(r#"{"cache": {"max_entries": 0}}"#),
+        "cache.max_entries: must be greater than 0"
+    );
+}
+
+#[test]
+fn paths_must_start_with_a_slash() {
+    assert_eq!(
+        error_text(r#"{"liveness_paths": ["/ok", "health"]}"#),
+        r#"liveness_paths[1]: "health" must start with '/'"#
+    );
+    assert!(error_text(r#"{"auth_check_path": "v1"}"#).starts_with("auth_check_path:"));
+    assert!(error_text(r#"{"passthrough_prefixes": [""]}"#).starts_with("passthrough_prefixes[0]:"));
+}
+
+#[test]
+fn a_root_passthrough_prefix_is_refused() {
+    let text = error_text(r#"{"passthrough_prefixes": ["/"]}"#);
+    assert!(text.starts_with("passthrough_prefixes[0]:"), "{text}");
+}
+
+#[test]
+fn header_bound_values_must_be_clean_text() {
+    let text = error_text(r#"{"upstream_authorization": "Bearer a\r\nx: y"}"#);
+    assert!(text.starts_with("upstream_authorization:"), "{text}");
+    let text = error_text(r#"{"control_plane_cluster": ""}"#);
+    assert!(text.starts_with("control_plane_cluster:"), "{text}");
+}
+
+#[test]
+fn null_is_refused_where_a_value_is_required() {
+    let text = error_text(r#"{"retry_after_seconds": null}"#);
+    assert!(text.starts_with("retry_after_seconds:"), "{text}");
+}
+
+proptest! {
+    #[test]
+    fn parsing_arbitrary_bytes_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = Config::parse(Some(&raw));
+    }
+
+    #[test]
+    fn parsing_arbitrary_json_text_never_panics(text in r#"\{("[a-z_.]{0,20}": ?(-?[0-9]{1,20}|"[^"]{0,10}"|null|\[\]|\{\}),? ?){0,4}\}"#) {
+        let _ = parse(&text);
+    }
+}

@@ -1,0 +1,83 @@
+//! The filter's counters: one name each, defined once per VM by the root context.
+
+/// Every counter the filter increments. Envoy shows them in `/stats/prometheus` under
+/// exactly these names (it registers Wasm stats in its `wasmcustom` namespace and
+/// strips that prefix there), and in `/stats` as `wasmcustom.<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    LivenessServed,
+    Allowed,
+    DeniedMissingCredential,
+    DeniedInvalidKey,
+    DeniedKeyBlocked,
+    DeniedKeyExpired,
+    CacheHit,
+    CacheMiss,
+    StaleServed,
+    ControlPlaneError,
+    Unavailable,
+    FailedOpen,
+}
+
+impl Metric {
+    /// In definition order; `index()` is the position here.
+    pub const ALL: [Metric; 12] = [
+        Metric::LivenessServed,
+        Metric::Allowed,
+        Metric::DeniedMissingCredential,
+        Metric::DeniedInvalidKey,
+        Metric::DeniedKeyBlocked,
+        Metric::DeniedKeyExpired,
+        Metric::CacheHit,
+        Metric::CacheMiss,
+        Metric::StaleServed,
+        Metric::ControlPlaneError,
+        Metric::Unavailable,
+        Metric::FailedOpen,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::LivenessServed => "livegate_liveness_served_total",
+            Metric::Allowed => "livegate_allowed_total",
+            Metric::DeniedMissingCredential => "livegate_denied_missing_credential_total",
+            Metric::DeniedInvalidKey => "livegate_denied_invalid_key_total",
+            Metric::DeniedKeyBlocked => "livegate_denied_key_blocked_total",
+            Metric::DeniedKeyExpired => "livegate_denied_key_expired_total",
+            Metric::CacheHit => "livegate_cache_hit_total",
+            Metric::CacheMiss => "livegate_cache_miss_total",
+            Metric::StaleServed => "livegate_stale_served_total",
+            Metric::ControlPlaneError => "livegate_control_plane_error_total",
+            Metric::Unavailable => "livegate_unavailable_total",
+            Metric::FailedOpen => "livegate_failed_open_total",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_sits_at_its_own_index() {
+        for (i, metric) in Metric::ALL.iter().enumerate() {
+            assert_eq!(metric.index(), i);
+        }
+    }
+
+    #[test]
+    fn names_are_prometheus_safe_and_unique() {
+        let mut names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        for name in &names {
+            assert!(name.starts_with("livegate_") && name.ends_with("_total"));
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Metric::ALL.len());
+    }
+}

@@ -1,0 +1,151 @@
+//! Which of the filter's three behaviours a request path gets.
+
+use crate::config::Config;
+
+/// What the filter does with a request, decided from its path alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Answered inside the VM: no upstream, no dispatch, no shared state.
+    Liveness,
+    /// Sent on to the control plane untouched: it checks the master key itself.
+    Passthrough,
+    /// Needs an API key and an allow decision before it reaches the upstream.
+    Protected,
+}
+
+/// The path-matching part of the configuration, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Routes<'a> {
+    liveness_paths: &'a [String],
+    passthrough_prefixes: &'a [String],
+}
+
+impl<'a> Routes<'a> {
+    pub fn new(config: &'a Config) -> Self {
+        Routes {
+            liveness_paths: &config.liveness_paths,
+            passthrough_prefixes: &config.passthrough_prefixes,
+        }
+    }
+
+    /// Routes a `:path` header value; the query string and fragment never count.
+    pub fn route(&self, raw_path: &str) -> Route {
+        let path = path_only(raw_path);
+        if self.liveness_paths.iter().any(|p| p == path) {
+            Route::Liveness
+        } else if self
+            .passthrough_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+        {
+            Route::Passthrough
+        } else {
+            Route::Protected
+        }
+    }
+}
+
+fn path_only(raw: &str) -> &str {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    raw.get(..end).unwrap_or(raw)
+}
+
+/// Liveness answers probes (GET, and HEAD which is GET without a body); other methods get 405.
+pub fn is_probe_method(method: &str) -> bool {
+    method == "GET" || method == "HEAD"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn route(path: &str) -> Route {
+        let config = Config::default();
+        Routes::new(&config).route(path)
+    }
+
+    #[test]
+    fn both_liveness_spellings_are_answered_locally() {
+        assert_eq!(route("/health/liveliness"), Route::Liveness);
+        assert_eq!(route("/health/liveness"), Route::Liveness);
+    }
+
+    #[test]
+    fn liveness_ignores_the_query_string() {
+        assert_eq!(route("/health/liveliness?probe=k8s"), Route::Liveness);
+        assert_eq!(route("/health/liveness#x"), Route::Liveness);
+    }
+
+    #[test]
+    fn liveness_matches_exactly_not_by_prefix() {
+        assert_eq!(route("/health/liveness/extra"), Route::Protected);
+        assert_eq!(route("/health/livenessx"), Route::Protected);
+        assert_eq!(route("/HEALTH/LIVENESS"), Route::Protected);
+    }
+
+    #[test]
+    fn admin_and_readiness_paths_pass_through() {
+        for path in [
+            "/health/readiness",
+            "/key/generate",
+            "/key/info?key=sk-1",
+            "/team/new",
+            "/spend/logs",
+        ] {
+            assert_eq!(route(path), Route::Passthrough, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_without_its_slash_is_protected() {
+        assert_eq!(route("/key"), Route::Protected);
+        assert_eq!(route("/keys/list"), Route::Protected);
+    }
+
+    #[test]
+    fn everything_else_is_protected() {
+        for path in [
+            "/v1/chat/completions",
+            "/",
+            "",
+            "/v1/auth/check",
+            "/metrics",
+        ] {
+            assert_eq!(route(path), Route::Protected, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_query_cannot_smuggle_a_passthrough_prefix() {
+        assert_eq!(route("/v1/models?/key/"), Route::Protected);
+    }
+
+    #[test]
+    fn configured_paths_replace_the_defaults() {
+        let config = Config {
+            liveness_paths: vec!["/livez".into()],
+            passthrough_prefixes: vec![],
+            ..Config::default()
+        };
+        let routes = Routes::new(&config);
+        assert_eq!(routes.route("/livez"), Route::Liveness);
+        assert_eq!(routes.route("/health/liveness"), Route::Protected);
+        assert_eq!(routes.route("/key/generate"), Route::Protected);
+    }
+
+    #[test]
+    fn probes_may_use_get_or_head_only() {
+        assert!(is_probe_method("GET"));
+        assert!(is_probe_method("HEAD"));
+        assert!(!is_probe_method("POST"));
+        assert!(!is_probe_method("get"));
+    }
+
+    proptest! {
+        #[test]
+        fn routing_any_path_never_panics(path in "\\PC*") {
+            let _ = route(&path);
+        }
+    }
+}
