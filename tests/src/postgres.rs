@@ -61,9 +61,14 @@ impl Postgres {
 
     /// A libpq URL for the `livegate` database, with the password.
     pub fn url(&self) -> String {
+        self.url_via(self.port)
+    }
+
+    /// The same URL through another port (a relay in front of this server).
+    pub fn url_via(&self, port: u16) -> String {
         format!(
-            "postgres://{DB_USER}:{}@127.0.0.1:{}/{DB_NAME}",
-            self.password, self.port
+            "postgres://{DB_USER}:{}@127.0.0.1:{port}/{DB_NAME}",
+            self.password
         )
     }
 

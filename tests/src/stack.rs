@@ -85,6 +85,8 @@ pub struct Stack {
     pub upstream: Option<DemoUpstream>,
     pub postgres: Option<Postgres>,
     pub scratch: Scratch,
+    pub database_url: Option<String>,
+    pub control_plane_port: u16,
     pub options: StackOptions,
 }
 
@@ -109,17 +111,13 @@ impl Stack {
             (_, Some(postgres)) => Some(postgres.url()),
             _ => None,
         };
-        let control_plane = match database_url {
-            Some(url) => {
-                let mut builder = ControlPlane::builder(&url)
-                    .master_key(Some(&options.master_key))
-                    .port(control_plane_port)
-                    .log_dir(scratch.path().to_path_buf());
-                for arg in &options.control_plane_args {
-                    builder = builder.arg(arg.clone());
-                }
-                Some(builder.start()?)
-            }
+        let control_plane = match &database_url {
+            Some(url) => Some(start_control_plane(
+                &options,
+                url,
+                control_plane_port,
+                &scratch,
+            )?),
             None => None,
         };
 
@@ -151,8 +149,23 @@ impl Stack {
             upstream,
             postgres,
             scratch,
+            database_url,
+            control_plane_port,
             options,
         })
+    }
+
+    /// Starts the control plane again, same port and arguments, after it died or was killed.
+    pub fn restart_control_plane(&mut self) -> anyhow::Result<()> {
+        let url = self
+            .database_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("this stack runs no control plane"))?;
+        self.control_plane = None;
+        let control_plane =
+            start_control_plane(&self.options, &url, self.control_plane_port, &self.scratch)?;
+        self.control_plane = Some(control_plane);
+        Ok(())
     }
 
     /// The gateway's URL for `path` (Envoy's listener).
@@ -163,4 +176,20 @@ impl Stack {
     pub fn master_key(&self) -> &str {
         &self.options.master_key
     }
+}
+
+fn start_control_plane(
+    options: &StackOptions,
+    database_url: &str,
+    port: u16,
+    scratch: &Scratch,
+) -> anyhow::Result<ControlPlane> {
+    let mut builder = ControlPlane::builder(database_url)
+        .master_key(Some(&options.master_key))
+        .port(port)
+        .log_dir(scratch.path().to_path_buf());
+    for arg in &options.control_plane_args {
+        builder = builder.arg(arg.clone());
+    }
+    builder.start()
 }

@@ -2,5 +2,7 @@
 //! latency recorder, and probers that hit an endpoint at a steady rate.
 
 pub mod prober;
+pub mod processes;
 pub mod recorder;
 pub mod relay;
+pub mod scenario;

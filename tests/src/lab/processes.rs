@@ -1,0 +1,88 @@
+//! What `/proc` says about a process's children: live engines, zombies.
+
+use std::path::Path;
+
+/// The state letter (`R`, `S`, `Z`, …) and parent pid of every process on the machine.
+fn processes() -> Vec<(u32, char, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            parse_stat(
+                pid,
+                &std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))
+                    .ok()?,
+            )
+        })
+        .collect()
+}
+
+/// `(pid, state, ppid)` from the text of `/proc/<pid>/stat`; the command name may hold spaces.
+fn parse_stat(pid: u32, stat: &str) -> Option<(u32, char, u32)> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((pid, state, ppid))
+}
+
+/// Children of `parent`, split into (alive, zombies).
+pub fn children(parent: u32) -> (Vec<u32>, Vec<u32>) {
+    let mut alive = Vec::new();
+    let mut zombies = Vec::new();
+    for (pid, state, ppid) in processes() {
+        if ppid != parent {
+            continue;
+        }
+        if state == 'Z' {
+            zombies.push(pid);
+        } else {
+            alive.push(pid);
+        }
+    }
+    (alive, zombies)
+}
+
+/// Every live process whose command line contains all of `needles`.
+pub fn with_command_line(needles: &[&str]) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|(_, state, _)| *state != 'Z')
+        .filter(|(pid, _, _)| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            needles.iter().all(|needle| text.contains(needle))
+        })
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_with_spaces_in_the_name_parses() {
+        assert_eq!(
+            parse_stat(42, "42 (tokio worker 1) S 7 42 42 0"),
+            Some((42, 'S', 7))
+        );
+        assert_eq!(parse_stat(9, "9 (x) Z 1 9"), Some((9, 'Z', 1)));
+        assert_eq!(parse_stat(9, "garbage"), None);
+    }
+
+    #[test]
+    fn this_test_process_has_a_child_while_it_runs_one() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let (alive, _) = children(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(alive.contains(&child.id()), "{alive:?}");
+    }
+}
