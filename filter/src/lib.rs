@@ -2,6 +2,9 @@
 //!
 //! Every decision lives in plain modules tested natively (`cargo test -p livegate-filter`).
 
+pub mod cache;
 pub mod config;
+pub mod credential;
+pub mod decision;
 pub mod metrics;
 pub mod routing;

@@ -1,0 +1,234 @@
+use super::*;
+use proptest::prelude::*;
+
+const ALLOW_TTL: u64 = 10_000;
+const DENY_TTL: u64 = 2_000;
+const STALE: u64 = 300_000;
+
+fn policy() -> CacheConfig {
+    CacheConfig {
+        max_entries: 3,
+        allow_ttl_ms: ALLOW_TTL,
+        deny_ttl_ms: DENY_TTL,
+        stale_if_error_ms: STALE,
+    }
+}
+
+fn cache() -> DecisionCache {
+    DecisionCache::new(policy())
+}
+
+fn h(n: u32) -> KeyHash {
+    KeyHash::from_hex(&format!("{n:064x}"))
+}
+
+fn who(alias: &str) -> Identity {
+    Identity {
+        key_alias: Some(alias.into()),
+        ..Identity::default()
+    }
+}
+
+#[test]
+fn an_unknown_key_is_a_miss() {
+    assert_eq!(cache().fresh(&h(1), 0), None);
+    assert_eq!(cache().stale_allow(&h(1), 0), None);
+}
+
+#[test]
+fn an_allow_is_fresh_until_its_ttl_ends() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), None, 1_000);
+    assert_eq!(c.fresh(&h(1), 1_000), Some(Cached::Allow(who("a"))));
+    assert_eq!(
+        c.fresh(&h(1), 1_000 + ALLOW_TTL - 1),
+        Some(Cached::Allow(who("a")))
+    );
+    assert_eq!(c.fresh(&h(1), 1_000 + ALLOW_TTL), None);
+}
+
+#[test]
+fn a_shorter_hint_from_the_control_plane_wins() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), Some(3_000), 0);
+    assert!(c.fresh(&h(1), 2_999).is_some());
+    assert_eq!(c.fresh(&h(1), 3_000), None);
+}
+
+#[test]
+fn a_longer_hint_is_capped_by_the_configured_ttl() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), Some(60_000), 0);
+    assert_eq!(c.fresh(&h(1), ALLOW_TTL), None);
+}
+
+#[test]
+fn a_zero_hint_is_never_fresh_but_can_still_serve_stale() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), Some(0), 0);
+    assert_eq!(c.fresh(&h(1), 0), None);
+    assert_eq!(c.stale_allow(&h(1), 1), Some(who("a")));
+}
+
+#[test]
+fn a_deny_is_cached_for_the_negative_ttl() {
+    let mut c = cache();
+    c.record_deny(h(1), DenyReason::KeyBlocked, 500);
+    assert_eq!(
+        c.fresh(&h(1), 500 + DENY_TTL - 1),
+        Some(Cached::Deny(DenyReason::KeyBlocked))
+    );
+    assert_eq!(c.fresh(&h(1), 500 + DENY_TTL), None);
+    assert!(
+        c.is_empty(),
+        "an expired deny serves nothing and is dropped"
+    );
+}
+
+#[test]
+fn a_zero_negative_ttl_caches_no_deny() {
+    let mut c = DecisionCache::new(CacheConfig {
+        deny_ttl_ms: 0,
+        ..policy()
+    });
+    c.record_deny(h(1), DenyReason::InvalidKey, 0);
+    assert_eq!(c.fresh(&h(1), 0), None);
+}
+
+#[test]
+fn an_expired_allow_is_served_stale_inside_the_window_only() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), None, 0);
+    let expired_at = ALLOW_TTL;
+    assert_eq!(c.fresh(&h(1), expired_at), None);
+    assert_eq!(c.stale_allow(&h(1), expired_at), Some(who("a")));
+    assert_eq!(c.stale_allow(&h(1), expired_at + STALE - 1), Some(who("a")));
+    assert_eq!(c.stale_allow(&h(1), expired_at + STALE), None);
+}
+
+#[test]
+fn a_fresh_miss_keeps_the_entry_for_stale_use_then_drops_it() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), None, 0);
+    assert_eq!(c.fresh(&h(1), ALLOW_TTL + 1), None);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c.fresh(&h(1), ALLOW_TTL + STALE), None);
+    assert!(c.is_empty());
+}
+
+#[test]
+fn no_stale_window_means_no_stale_allow() {
+    let mut c = DecisionCache::new(CacheConfig {
+        stale_if_error_ms: 0,
+        ..policy()
+    });
+    c.record_allow(h(1), who("a"), None, 0);
+    assert_eq!(c.stale_allow(&h(1), ALLOW_TTL), None);
+}
+
+#[test]
+fn a_deny_is_never_served_stale() {
+    let mut c = cache();
+    c.record_deny(h(1), DenyReason::KeyBlocked, 0);
+    for now in [0, DENY_TTL, DENY_TTL + 1, STALE] {
+        assert_eq!(c.stale_allow(&h(1), now), None, "at {now}");
+    }
+}
+
+#[test]
+fn a_deny_replaces_an_earlier_allow_even_for_stale_use() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), None, 0);
+    c.record_deny(h(1), DenyReason::KeyBlocked, 1);
+    assert_eq!(c.stale_allow(&h(1), ALLOW_TTL + 1), None);
+}
+
+#[test]
+fn a_deny_with_zero_negative_ttl_still_forgets_the_allow() {
+    let mut c = DecisionCache::new(CacheConfig {
+        deny_ttl_ms: 0,
+        ..policy()
+    });
+    c.record_allow(h(1), who("a"), None, 0);
+    c.record_deny(h(1), DenyReason::KeyExpired, 1);
+    assert_eq!(c.fresh(&h(1), 2), None);
+    assert_eq!(c.stale_allow(&h(1), 2), None);
+}
+
+#[test]
+fn a_new_allow_replaces_the_old_identity() {
+    let mut c = cache();
+    c.record_allow(h(1), who("old"), None, 0);
+    c.record_allow(h(1), who("new"), None, 1);
+    assert_eq!(c.fresh(&h(1), 2), Some(Cached::Allow(who("new"))));
+    assert_eq!(c.len(), 1);
+}
+
+#[test]
+fn the_cache_never_holds_more_than_max_entries() {
+    let mut c = cache();
+    for n in 0..10 {
+        c.record_allow(h(n), who("a"), None, 0);
+        assert!(c.len() <= 3);
+    }
+    assert_eq!(c.len(), 3);
+}
+
+#[test]
+fn the_oldest_entry_is_evicted_first() {
+    let mut c = cache();
+    c.record_allow(h(1), who("1"), None, 0);
+    c.record_allow(h(2), who("2"), None, 0);
+    c.record_deny(h(3), DenyReason::InvalidKey, 0);
+    c.record_allow(h(1), who("1b"), None, 1); // refreshed: now the newest
+    c.record_allow(h(4), who("4"), None, 2);
+    assert_eq!(c.fresh(&h(2), 3), None, "h(2) was the oldest");
+    assert!(c.fresh(&h(1), 3).is_some());
+    assert!(c.fresh(&h(3), 3).is_some());
+    assert!(c.fresh(&h(4), 3).is_some());
+}
+
+#[test]
+fn a_single_slot_cache_keeps_the_latest_decision() {
+    let mut c = DecisionCache::new(CacheConfig {
+        max_entries: 1,
+        ..policy()
+    });
+    c.record_allow(h(1), who("1"), None, 0);
+    c.record_allow(h(2), who("2"), None, 0);
+    assert_eq!(c.len(), 1);
+    assert!(c.fresh(&h(2), 0).is_some());
+}
+
+#[test]
+fn times_near_the_end_of_the_clock_do_not_overflow() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), None, u64::MAX - 1);
+    assert!(c.fresh(&h(1), u64::MAX - 1).is_some());
+    assert_eq!(c.stale_allow(&h(1), u64::MAX), None);
+}
+
+proptest! {
+    #[test]
+    fn any_sequence_of_operations_stays_bounded_and_never_serves_a_deny_stale(
+        ops in proptest::collection::vec((0u8..4, 0u32..6, 0u64..400_000), 0..80),
+    ) {
+        let mut c = cache();
+        let mut now = 0u64;
+        for (op, key, step) in ops {
+            now = now.saturating_add(step);
+            match op {
+                0 => c.record_allow(h(key), who("a"), Some(step), now),
+                1 => c.record_deny(h(key), DenyReason::KeyBlocked, now),
+                2 => { let _ = c.fresh(&h(key), now); }
+                _ => {
+                    let fresh = c.fresh(&h(key), now);
+                    if matches!(fresh, Some(Cached::Deny(_))) {
+                        prop_assert_eq!(c.stale_allow(&h(key), now), None);
+                    }
+                }
+            }
+            prop_assert!(c.len() <= 3);
+        }
+    }
+}
