@@ -7,4 +7,6 @@ pub mod config;
 pub mod credential;
 pub mod decision;
 pub mod metrics;
+pub mod reply;
 pub mod routing;
+pub mod upstream_headers;

@@ -1,0 +1,108 @@
+use super::*;
+
+fn header<'a>(reply: &'a LocalReply, name: &str) -> Option<&'a str> {
+    reply
+        .headers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn error(reply: &LocalReply) -> Value {
+    match serde_json::from_str::<Value>(&reply.body) {
+        Ok(v) => v["error"].clone(),
+        Err(e) => panic!("reply body is not JSON: {e}"),
+    }
+}
+
+#[test]
+fn liveness_is_a_200_json_string() {
+    let reply = LocalReply::liveness();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, r#""I'm alive!""#);
+    assert_eq!(header(&reply, "content-type"), Some("application/json"));
+    assert_eq!(
+        serde_json::from_str::<String>(&reply.body).ok().as_deref(),
+        Some("I'm alive!")
+    );
+}
+
+#[test]
+fn a_missing_key_is_a_401_with_a_bearer_challenge() {
+    let reply = LocalReply::missing_credential(CredentialError::Missing);
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        header(&reply, "www-authenticate"),
+        Some(r#"Bearer realm="livegate""#)
+    );
+    let e = error(&reply);
+    assert_eq!(e["type"], "auth_error");
+    assert_eq!(e["param"], "key");
+    assert_eq!(e["code"], "401");
+    assert_eq!(e["reason"], "missing_credential");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("Bearer")));
+}
+
+#[test]
+fn an_invalid_key_is_a_401_naming_the_reason() {
+    let reply = LocalReply::denied(DenyReason::InvalidKey);
+    assert_eq!(reply.status, 401);
+    assert!(header(&reply, "www-authenticate").is_some());
+    let e = error(&reply);
+    assert_eq!(e["code"], "401");
+    assert_eq!(e["reason"], "invalid_key");
+    assert!(e["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("invalid_key")));
+}
+
+#[test]
+fn blocked_and_expired_keys_are_403s_naming_the_reason() {
+    for (reason, text) in [
+        (DenyReason::KeyBlocked, "key_blocked"),
+        (DenyReason::KeyExpired, "key_expired"),
+    ] {
+        let reply = LocalReply::denied(reason);
+        assert_eq!(reply.status, 403);
+        assert_eq!(header(&reply, "www-authenticate"), None);
+        let e = error(&reply);
+        assert_eq!(e["code"], "403");
+        assert_eq!(e["type"], "auth_error");
+        assert_eq!(e["param"], "key");
+        assert_eq!(e["reason"], text);
+    }
+}
+
+#[test]
+fn unavailable_is_a_503_with_retry_after() {
+    let reply = LocalReply::unavailable(7);
+    assert_eq!(reply.status, 503);
+    assert_eq!(header(&reply, "retry-after"), Some("7"));
+    let e = error(&reply);
+    assert_eq!(e["code"], "503");
+    assert_eq!(e["type"], "service_unavailable");
+    assert_eq!(e["reason"], "control_plane_unavailable");
+}
+
+#[test]
+fn a_wrong_method_on_liveness_is_a_405() {
+    let reply = LocalReply::method_not_allowed();
+    assert_eq!(reply.status, 405);
+    assert_eq!(header(&reply, "allow"), Some("GET, HEAD"));
+    assert_eq!(error(&reply)["code"], "405");
+}
+
+#[test]
+fn every_error_reply_is_json_and_not_cacheable() {
+    let replies = [
+        LocalReply::missing_credential(CredentialError::NotBearer),
+        LocalReply::denied(DenyReason::KeyBlocked),
+        LocalReply::unavailable(5),
+        LocalReply::method_not_allowed(),
+    ];
+    for reply in replies {
+        assert_eq!(header(&reply, "content-type"), Some("application/json"));
+        assert_eq!(header(&reply, "cache-control"), Some("no-store"));
+        assert!(error(&reply)["message"].is_string());
+    }
+}

@@ -1,0 +1,99 @@
+//! Header hygiene: what the filter removes from and adds to a request it lets through.
+
+use crate::credential::KeyHash;
+use crate::decision::Identity;
+
+/// Every header the filter vouches for starts with this; clients may not send any.
+pub const LIVEGATE_PREFIX: &str = "x-livegate-";
+
+pub const KEY_ALIAS: &str = "x-livegate-key-alias";
+pub const KEY_HASH: &str = "x-livegate-key-hash";
+pub const TEAM_ID: &str = "x-livegate-team-id";
+pub const USER_ID: &str = "x-livegate-user-id";
+pub const STALE: &str = "x-livegate-stale";
+pub const FAILURE_MODE: &str = "x-livegate-failure-mode";
+
+/// Why a protected request is allowed to continue.
+#[derive(Debug, Clone, Copy)]
+pub enum Admission<'a> {
+    /// The control plane vouched for the key (now, or within the stale window).
+    Identified {
+        hash: &'a KeyHash,
+        identity: &'a Identity,
+        stale: bool,
+    },
+    /// Nobody vouched: `failure_mode: open` let it through, without identity.
+    FailedOpen,
+}
+
+/// Header edits to apply, removals first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderEdits {
+    pub remove: Vec<String>,
+    pub set: Vec<(&'static str, String)>,
+}
+
+/// Pass-through routes keep their credentials (the control plane checks the master
+/// key itself) but lose client-supplied `x-livegate-*` headers, so none can be spoofed.
+pub fn for_passthrough(request_header_names: &[String]) -> HeaderEdits {
+    HeaderEdits {
+        remove: livegate_headers(request_header_names),
+        set: Vec::new(),
+    }
+}
+
+/// A protected request on its way upstream: the client's key never travels on.
+pub fn for_upstream(
+    request_header_names: &[String],
+    admission: Admission<'_>,
+    upstream_authorization: Option<&str>,
+) -> HeaderEdits {
+    let mut remove = vec!["authorization".to_string(), "x-api-key".to_string()];
+    remove.extend(livegate_headers(request_header_names));
+    let mut set = Vec::new();
+    match admission {
+        Admission::Identified {
+            hash,
+            identity,
+            stale,
+        } => {
+            push_some(&mut set, KEY_ALIAS, &identity.key_alias);
+            set.push((KEY_HASH, hash.short().to_string()));
+            push_some(&mut set, TEAM_ID, &identity.team_id);
+            push_some(&mut set, USER_ID, &identity.user_id);
+            if stale {
+                set.push((STALE, "true".to_string()));
+            }
+        }
+        Admission::FailedOpen => set.push((FAILURE_MODE, "open".to_string())),
+    }
+    if let Some(value) = upstream_authorization {
+        set.push(("authorization", value.to_string()));
+    }
+    HeaderEdits { remove, set }
+}
+
+fn livegate_headers(names: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = names
+        .iter()
+        .filter(|name| is_livegate_header(name))
+        .map(|name| name.to_ascii_lowercase())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn is_livegate_header(name: &str) -> bool {
+    name.get(..LIVEGATE_PREFIX.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(LIVEGATE_PREFIX))
+}
+
+fn push_some(set: &mut Vec<(&'static str, String)>, name: &'static str, value: &Option<String>) {
+    if let Some(value) = value {
+        set.push((name, value.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

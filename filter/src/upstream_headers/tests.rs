@@ -1,0 +1,138 @@
+use super::*;
+use proptest::prelude::*;
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_string()).collect()
+}
+
+fn hash() -> KeyHash {
+    KeyHash::from_hex("f3abf2a6cc4f00987743db5f544ba345b4899ae31f326d8ee9c4816de153c9e0")
+}
+
+fn full_identity() -> Identity {
+    Identity {
+        key_alias: Some("ci".into()),
+        team_id: Some("t1".into()),
+        user_id: Some("u1".into()),
+    }
+}
+
+fn value<'a>(edits: &'a HeaderEdits, name: &str) -> Option<&'a str> {
+    edits
+        .set
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn the_clients_key_headers_are_always_removed_upstream() {
+    let edits = for_upstream(&names(&[":path"]), Admission::FailedOpen, None);
+    assert!(edits.remove.contains(&"authorization".to_string()));
+    assert!(edits.remove.contains(&"x-api-key".to_string()));
+}
+
+#[test]
+fn client_livegate_headers_are_stripped_upstream() {
+    let request = names(&[
+        "x-livegate-team-id",
+        "X-Livegate-Stale",
+        "x-livegatex",
+        "accept",
+    ]);
+    let id = full_identity();
+    let h = hash();
+    let admission = Admission::Identified {
+        hash: &h,
+        identity: &id,
+        stale: false,
+    };
+    let edits = for_upstream(&request, admission, None);
+    assert!(edits.remove.contains(&"x-livegate-team-id".to_string()));
+    assert!(edits.remove.contains(&"x-livegate-stale".to_string()));
+    assert!(!edits.remove.contains(&"x-livegatex".to_string()));
+    assert!(!edits.remove.contains(&"accept".to_string()));
+}
+
+#[test]
+fn an_identified_request_carries_identity_and_a_short_hash() {
+    let id = full_identity();
+    let h = hash();
+    let admission = Admission::Identified {
+        hash: &h,
+        identity: &id,
+        stale: false,
+    };
+    let edits = for_upstream(&[], admission, None);
+    assert_eq!(value(&edits, KEY_ALIAS), Some("ci"));
+    assert_eq!(value(&edits, KEY_HASH), Some("f3abf2a6cc4f0098"));
+    assert_eq!(value(&edits, TEAM_ID), Some("t1"));
+    assert_eq!(value(&edits, USER_ID), Some("u1"));
+    assert_eq!(value(&edits, STALE), None);
+    assert_eq!(value(&edits, "authorization"), None);
+}
+
+#[test]
+fn absent_identity_fields_add_no_header() {
+    let id = Identity::default();
+    let h = hash();
+    let admission = Admission::Identified {
+        hash: &h,
+        identity: &id,
+        stale: false,
+    };
+    let edits = for_upstream(&[], admission, None);
+    assert_eq!(edits.set, vec![(KEY_HASH, "f3abf2a6cc4f0098".to_string())]);
+}
+
+#[test]
+fn a_stale_allow_is_marked() {
+    let id = full_identity();
+    let h = hash();
+    let admission = Admission::Identified {
+        hash: &h,
+        identity: &id,
+        stale: true,
+    };
+    assert_eq!(
+        value(&for_upstream(&[], admission, None), STALE),
+        Some("true")
+    );
+}
+
+#[test]
+fn a_failed_open_request_is_marked_and_carries_no_identity() {
+    let edits = for_upstream(&[], Admission::FailedOpen, None);
+    assert_eq!(edits.set, vec![(FAILURE_MODE, "open".to_string())]);
+}
+
+#[test]
+fn a_configured_upstream_authorization_replaces_the_clients() {
+    let edits = for_upstream(
+        &names(&["authorization"]),
+        Admission::FailedOpen,
+        Some("Bearer up"),
+    );
+    assert!(edits.remove.contains(&"authorization".to_string()));
+    assert_eq!(value(&edits, "authorization"), Some("Bearer up"));
+}
+
+#[test]
+fn passthrough_keeps_credentials_but_strips_livegate_headers() {
+    let request = names(&["authorization", "x-api-key", "x-livegate-key-hash"]);
+    let edits = for_passthrough(&request);
+    assert_eq!(edits.remove, vec!["x-livegate-key-hash".to_string()]);
+    assert!(edits.set.is_empty());
+}
+
+proptest! {
+    #[test]
+    fn no_client_livegate_header_survives(request in proptest::collection::vec("[a-zA-Z:-]{0,24}", 0..12)) {
+        let edits = for_passthrough(&request);
+        for name in &request {
+            if name.to_ascii_lowercase().starts_with(LIVEGATE_PREFIX) {
+                prop_assert!(edits.remove.contains(&name.to_ascii_lowercase()));
+            }
+        }
+    }
+}
