@@ -10,6 +10,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The one Envoy configuration of the project, relative to the workspace root.
 pub const TEMPLATE: &str = "envoy/livegate.yaml.tmpl";
+/// The benchmarks' reference: the same routes without the filter.
+pub const BASELINE_TEMPLATE: &str = "envoy/baseline.yaml.tmpl";
 
 /// Where Envoy sends what it does not answer itself.
 #[derive(Debug, Clone)]
@@ -62,7 +64,12 @@ impl EnvoyConfig {
 
     /// The livegate template (`envoy/livegate.yaml.tmpl`) rendered with these values.
     pub fn render(&self) -> anyhow::Result<String> {
-        let template_path = crate::artifacts::workspace_root().join(TEMPLATE);
+        self.render_template(TEMPLATE)
+    }
+
+    /// A template of `envoy/` (path relative to the workspace) rendered with these values.
+    pub fn render_template(&self, template: &str) -> anyhow::Result<String> {
+        let template_path = crate::artifacts::workspace_root().join(template);
         let template = std::fs::read_to_string(&template_path)?;
         // JSON strings are valid YAML double-quoted scalars: no escaping rules of our own.
         let quoted = |text: &str| serde_json::Value::from(text).to_string();
@@ -112,7 +119,12 @@ pub struct Envoy {
 impl Envoy {
     /// Renders the config into `dir`, starts Envoy and waits for its admin `/ready`.
     pub fn start(config: EnvoyConfig, dir: &Path) -> anyhow::Result<Envoy> {
-        let mut envoy = Envoy::spawn(config, dir)?;
+        Envoy::start_from(TEMPLATE, config, dir)
+    }
+
+    /// [`Envoy::start`] with another template of `envoy/`.
+    pub fn start_from(template: &str, config: EnvoyConfig, dir: &Path) -> anyhow::Result<Envoy> {
+        let mut envoy = Envoy::spawn(template, config, dir)?;
         let ready = format!("{}/ready", envoy.admin_url());
         let waited = crate::poll::until("Envoy to be ready", READY_TIMEOUT, || {
             if let Some(status) = envoy.process.try_exit_code() {
@@ -132,7 +144,7 @@ impl Envoy {
         config: EnvoyConfig,
         dir: &Path,
     ) -> anyhow::Result<(ExitStatus, String)> {
-        let mut envoy = Envoy::spawn(config, dir)?;
+        let mut envoy = Envoy::spawn(TEMPLATE, config, dir)?;
         let status = envoy.process.wait_exit(READY_TIMEOUT)?;
         Ok((status, envoy.log_text()))
     }
@@ -152,11 +164,12 @@ impl Envoy {
         Ok((output.status.success(), text))
     }
 
-    fn spawn(config: EnvoyConfig, dir: &Path) -> anyhow::Result<Envoy> {
+    fn spawn(template: &str, config: EnvoyConfig, dir: &Path) -> anyhow::Result<Envoy> {
         let binary = crate::artifacts::require(&crate::artifacts::envoy_bin(), "Envoy")?;
         crate::artifacts::require(&config.filter_wasm, "the filter (.wasm)")?;
-        let config_path = dir.join("envoy.yaml");
-        std::fs::write(&config_path, config.render()?)?;
+        let name = format!("envoy-{}", config.listen_port);
+        let config_path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config_path, config.render_template(template)?)?;
         let mut command = Command::new(binary);
         command
             .arg("-c")
@@ -165,7 +178,7 @@ impl Envoy {
             .arg("--disable-hot-restart")
             .args(["--concurrency", &config.concurrency.to_string()])
             .args(["--log-level", "info"]);
-        let log = dir.join("envoy.log");
+        let log = dir.join(format!("{name}.log"));
         let process = Owned::spawn("envoy", command, &log, SpawnOptions::default())?;
         Ok(Envoy {
             process,

@@ -50,3 +50,24 @@ pub fn cargo() -> Command {
     command.current_dir(livegate_tests::artifacts::workspace_root());
     command
 }
+
+/// Installs, builds, and points the harness at the artifacts (`up` and `bench`).
+pub fn prepare_stack(release: bool) -> anyhow::Result<()> {
+    let tools = crate::setup::all()?;
+    let built = all(release)?;
+    for (name, value) in artifact_env(&tools, &built) {
+        std::env::set_var(name, value);
+    }
+    Ok(())
+}
+
+/// The environment through which the harness finds every tool and artifact.
+pub fn artifact_env(tools: &crate::setup::Tools, built: &Built) -> [(&'static str, PathBuf); 5] {
+    [
+        ("LIVEGATE_ENVOY", tools.envoy.clone()),
+        ("LIVEGATE_PG_BIN", tools.postgres_bin.clone()),
+        ("LIVEGATE_FILTER_WASM", built.filter_wasm.clone()),
+        ("LIVEGATE_CONTROL_PLANE_BIN", built.control_plane.clone()),
+        ("LIVEGATE_DEMO_UPSTREAM_BIN", built.demo_upstream.clone()),
+    ]
+}

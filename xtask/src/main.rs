@@ -1,6 +1,8 @@
 //! `cargo xtask`: the project's commands. Each installs what it needs first.
 
+mod bench;
 mod build;
+mod envoy_config;
 mod setup;
 mod test;
 mod up;
@@ -34,6 +36,25 @@ enum Command {
     },
     /// Formatting and clippy, for the host and for the filter's wasm target.
     Lint,
+    /// Benchmarks against the real stack (release build); results go to docs/.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+    /// Render the containers' Envoy configuration (envoy/container.yaml, or with
+    /// --kubernetes deploy/kubernetes/envoy-configmap.yaml) from the one template.
+    EnvoyConfig {
+        /// Write here instead of the committed file; `-` for stdout.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The Kubernetes ConfigMap instead of the docker-compose configuration.
+        #[arg(long)]
+        kubernetes: bool,
+        /// The filter's plugin configuration (JSON); defaults apply to absent fields.
+        #[arg(long, default_value = "{}")]
+        filter_config: String,
+        /// The protected API as host:port (default: the demo upstream's name, port 4002).
+        #[arg(long, value_parser = envoy_config::parse_endpoint)]
+        upstream: Option<livegate_tests::envoy::Endpoint>,
+    },
 }
 
 fn main() {
@@ -44,6 +65,20 @@ fn main() {
         Command::Up(args) => up::run(args),
         Command::Test { cargo_args } => test::all(&cargo_args),
         Command::Lint => test::lint(),
+        Command::Bench(bench) => bench::run(bench),
+        Command::EnvoyConfig {
+            out,
+            kubernetes,
+            filter_config,
+            upstream,
+        } => {
+            let target = if kubernetes {
+                envoy_config::Target::Kubernetes
+            } else {
+                envoy_config::Target::Compose
+            };
+            envoy_config::write(target, out, &filter_config, upstream)
+        }
     };
     if let Err(error) = result {
         eprintln!("xtask: error: {error:#}");

@@ -103,17 +103,22 @@ fn postgres() -> anyhow::Result<PathBuf> {
         "Postgres (initdb) is missing: install the Debian package `postgresql` (apt-get install postgresql), or set LIVEGATE_PG_BIN"
     );
     step("installing Postgres (apt-get install postgresql)");
+    apt_install(&["postgresql"])?;
+    livegate_tests::postgres::bin_dir()
+}
+
+/// `apt-get install` of Debian packages, as root (the benchmarks' wrk and fonts too).
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        nix_is_root(),
+        "missing Debian packages {packages:?}: install them (apt-get install {})",
+        packages.join(" ")
+    );
     run(Command::new("apt-get").arg("update").arg("-q"))?;
     run(Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "postgresql",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    livegate_tests::postgres::bin_dir()
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn nix_is_root() -> bool {

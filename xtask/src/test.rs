@@ -12,11 +12,7 @@ pub fn all(cargo_args: &[String]) -> anyhow::Result<()> {
     run(cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(cargo_args)
-        .env("LIVEGATE_ENVOY", &tools.envoy)
-        .env("LIVEGATE_PG_BIN", &tools.postgres_bin)
-        .env("LIVEGATE_FILTER_WASM", &built.filter_wasm)
-        .env("LIVEGATE_CONTROL_PLANE_BIN", &built.control_plane)
-        .env("LIVEGATE_DEMO_UPSTREAM_BIN", &built.demo_upstream))
+        .envs(build::artifact_env(&tools, &built)))
 }
 
 /// Formatting, and clippy with warnings denied, on the host and on the wasm target.

@@ -42,14 +42,7 @@ pub struct UpArgs {
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    let tools = crate::setup::all()?;
-    let built = crate::build::all(args.release)?;
-    // The harness finds every artifact through these, as the tests do.
-    std::env::set_var("LIVEGATE_ENVOY", &tools.envoy);
-    std::env::set_var("LIVEGATE_PG_BIN", &tools.postgres_bin);
-    std::env::set_var("LIVEGATE_FILTER_WASM", &built.filter_wasm);
-    std::env::set_var("LIVEGATE_CONTROL_PLANE_BIN", &built.control_plane);
-    std::env::set_var("LIVEGATE_DEMO_UPSTREAM_BIN", &built.demo_upstream);
+    crate::build::prepare_stack(args.release)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

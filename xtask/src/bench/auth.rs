@@ -1,0 +1,130 @@
+//! `cargo xtask bench auth`: the cost of the filter on the hot path. Three runs of
+//! wrk against the demo upstream: (a) Envoy without the filter, (b) a cached key,
+//! (c) every request a cache miss through the control plane and Postgres.
+
+use std::fmt::Write as _;
+
+use livegate_tests::envoy::{Endpoint, Envoy, EnvoyConfig, BASELINE_TEMPLATE};
+use livegate_tests::http;
+use livegate_tests::stack::{Stack, StackOptions};
+use serde_json::json;
+
+use super::wrk::{self, Throughput};
+use crate::step;
+
+/// Keys the cache-miss run cycles through, with a filter cache of one entry.
+const MISS_KEYS: usize = 16;
+const CONNECTIONS: u32 = 16;
+
+pub fn run(seconds: u64) -> anyhow::Result<()> {
+    wrk::ensure_installed()?;
+    let stack = Stack::start(StackOptions {
+        concurrency: 1,
+        ..StackOptions::full()
+    })?;
+    let keys: Vec<String> = (0..MISS_KEYS)
+        .map(|i| generate(&stack, i))
+        .collect::<anyhow::Result<_>>()?;
+    let upstream = Endpoint::loopback(stack.upstream.as_ref().map_or(0, |u| u.port()));
+    let control_plane = Endpoint::loopback(stack.control_plane_port);
+
+    let baseline = Envoy::start_from(
+        BASELINE_TEMPLATE,
+        EnvoyConfig::on_free_ports(control_plane.clone(), upstream.clone())?,
+        stack.scratch.path(),
+    )?;
+    // A one-entry cache and keys used in turn: every request misses.
+    let mut missing = EnvoyConfig::on_free_ports(control_plane, upstream)?;
+    missing.filter_config = r#"{"cache": {"max_entries": 1}}"#.to_string();
+    let missing = Envoy::start(missing, stack.scratch.path())?;
+
+    let path = "/v1/models";
+    let cached_script = script(&stack, &keys[..1])?;
+    let miss_script = script(&stack, &keys)?;
+    step("(a) no filter");
+    let none = wrk::run(
+        &format!("{}{path}", baseline.url()),
+        seconds,
+        CONNECTIONS,
+        None,
+    )?;
+    step("(b) cached key");
+    let cached = wrk::run(&stack.url(path), seconds, CONNECTIONS, Some(&cached_script))?;
+    step("(c) cache miss through the control plane");
+    let miss = wrk::run(
+        &format!("{}{path}", missing.url()),
+        seconds,
+        CONNECTIONS,
+        Some(&miss_script),
+    )?;
+    let table = table(seconds, &none, &cached, &miss);
+    eprintln!("{table}");
+    super::markdown::update_benchmarks_doc("auth", &table)
+}
+
+fn generate(stack: &Stack, index: usize) -> anyhow::Result<String> {
+    let bearer = format!("Bearer {}", stack.master_key());
+    let response = http::post_json(
+        &stack.url("/key/generate"),
+        &[("authorization", &bearer)],
+        &json!({"key_alias": format!("bench-{index}")}),
+    )?;
+    anyhow::ensure!(response.status == 200, "key/generate: {}", response.body);
+    Ok(response.json()?["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// A wrk Lua script sending the keys in turn.
+fn script(stack: &Stack, keys: &[String]) -> anyhow::Result<std::path::PathBuf> {
+    let list: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+    let text = format!(
+        "local keys = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i % #keys + 1\n  return wrk.format(\"GET\", nil, {{[\"authorization\"] = \"Bearer \" .. keys[i]}})\nend\n",
+        list.join(", ")
+    );
+    let path = stack
+        .scratch
+        .path()
+        .join(format!("keys-{}.lua", keys.len()));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn table(seconds: u64, none: &Throughput, cached: &Throughput, miss: &Throughput) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Measured by `cargo xtask bench auth` on: {}.",
+        super::machine::describe()
+    );
+    let _ = writeln!(out, "wrk, 1 thread, {CONNECTIONS} connections, {seconds} s per run, `GET /v1/models` on the demo upstream; Envoy with 1 worker.\n");
+    let _ = writeln!(
+        out,
+        "| run | requests/s | p50 | p99 | vs no filter | errors |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (name, run) in [
+        ("(a) no filter", none),
+        ("(b) cached key", cached),
+        ("(c) cache miss → control plane", miss),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.0} | {:.0} µs | {:.0} µs | {:.2}× | {} |",
+            run.requests_per_second,
+            run.p50_us,
+            run.p99_us,
+            run.requests_per_second / none.requests_per_second,
+            run.errors
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nAdded by a cached auth at p50: {:.0} µs (target ≤ 30 µs); cached throughput {:.2}× the no-filter run (target ≥ 0.85×); cache miss p50 {:.2} ms (target ≤ 1 ms).",
+        cached.p50_us - none.p50_us,
+        cached.requests_per_second / none.requests_per_second,
+        miss.p50_us / 1e3
+    );
+    out
+}

@@ -1,0 +1,46 @@
+//! `cargo xtask bench`: the outage lab and the auth throughput benchmark, run
+//! against the real local stack built in release mode; results land in docs/.
+
+mod auth;
+mod machine;
+mod markdown;
+mod outage;
+mod plot;
+mod wrk;
+
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum Bench {
+    /// The outage scenarios: liveness, readiness and auth through each fault.
+    Outage {
+        /// Only these scenarios (pause, kill, partition, wedged-engine,
+        /// control-plane-killed, flapping); all when none is named.
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        /// Seconds per throughput run for the liveness ceilings.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Requests/s and latency: no filter, cached key, cache miss.
+    Auth {
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+pub fn run(bench: Bench) -> anyhow::Result<()> {
+    crate::build::prepare_stack(true)?;
+    match bench {
+        Bench::Outage { scenarios, seconds } => outage::run(&scenarios, seconds),
+        Bench::Auth { seconds } => auth::run(seconds),
+    }
+}
+
+/// `docs/benchmarks/`, where raw results and timelines go.
+fn results_dir() -> anyhow::Result<PathBuf> {
+    let dir = livegate_tests::artifacts::workspace_root().join("docs/benchmarks");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
