@@ -33,15 +33,23 @@ impl<'a> Routes<'a> {
         let path = path_only(raw_path);
         if self.liveness_paths.iter().any(|p| p == path) {
             Route::Liveness
-        } else if self
-            .passthrough_prefixes
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
-        {
+        } else if self.passthrough_prefixes.iter().any(|p| passes(p, path)) {
             Route::Passthrough
         } else {
             Route::Protected
         }
+    }
+}
+
+/// An entry ending in `/` is a prefix; any other entry must be the whole path. So
+/// `/health/readiness` cannot be stretched into `/health/readiness/x` or
+/// `/health/readinessx`, which the route table (exact match there) sends upstream:
+/// skipping authentication for them would open the upstream.
+fn passes(entry: &str, path: &str) -> bool {
+    if entry.ends_with('/') {
+        path.starts_with(entry)
+    } else {
+        path == entry
     }
 }
 
@@ -95,6 +103,14 @@ mod tests {
         ] {
             assert_eq!(route(path), Route::Passthrough, "{path}");
         }
+    }
+
+    #[test]
+    fn an_entry_without_a_trailing_slash_matches_only_the_whole_path() {
+        assert_eq!(route("/health/readiness?verbose=1"), Route::Passthrough);
+        assert_eq!(route("/health/readiness/"), Route::Protected);
+        assert_eq!(route("/health/readiness/../v1/models"), Route::Protected);
+        assert_eq!(route("/health/readinessx"), Route::Protected);
     }
 
     #[test]
