@@ -1,12 +1,243 @@
 //! livegate's proxy-wasm filter: liveness in the VM, API-key auth with a decision cache.
 //!
 //! Every decision lives in plain modules tested natively (`cargo test -p livegate-filter`).
+//! This file alone touches the host: the `wasm` module below (compiled for wasm32 only,
+//! because native binaries cannot resolve proxy-wasm's host imports) wires those modules
+//! into proxy-wasm. It calls `proxy_wasm::hostcalls` directly, and never the `Context`
+//! trait helpers, because those unwrap host errors and decode header values as UTF-8
+//! with a panic on failure.
 
 pub mod cache;
 pub mod config;
 pub mod credential;
 pub mod decision;
+pub mod flow;
+pub mod host;
 pub mod metrics;
 pub mod reply;
 pub mod routing;
 pub mod upstream_headers;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    use crate::cache::Millis;
+    use crate::config::Config;
+    use crate::decision::{CallResponse, MAX_BODY_BYTES};
+    use crate::flow::{Plugin, RequestFlow, Verdict};
+    use crate::host::{AuthCheck, DispatchRefused, Host};
+    use crate::metrics::Metric;
+    use crate::reply::LocalReply;
+    use proxy_wasm::hostcalls;
+    use proxy_wasm::traits::{Context, HttpContext, RootContext};
+    use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+    use std::rc::Rc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    proxy_wasm::main! {{
+        // Also installs the SDK's panic hook, so a bug would at least be logged.
+        proxy_wasm::set_log_level(LogLevel::Info);
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::new()) });
+    }}
+
+    /// Metric ids as defined in this VM, indexed by `Metric::index()`.
+    type MetricIds = [Option<u32>; Metric::ALL.len()];
+
+    /// One per plugin per worker VM: owns the configuration and the decision cache.
+    struct Root {
+        plugin: Rc<Plugin>,
+        metrics: Rc<MetricIds>,
+    }
+
+    impl Root {
+        fn new() -> Root {
+            Root {
+                plugin: Rc::new(Plugin::new(Config::default())),
+                metrics: Rc::new([None; Metric::ALL.len()]),
+            }
+        }
+    }
+
+    impl Context for Root {}
+
+    impl RootContext for Root {
+        fn on_configure(&mut self, _size: usize) -> bool {
+            let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX);
+            match Config::parse(raw.ok().flatten().as_deref()) {
+                Ok(config) => {
+                    self.plugin = Rc::new(Plugin::new(config));
+                    self.metrics = Rc::new(define_metrics());
+                    true
+                }
+                Err(e) => {
+                    let line = format!("livegate: invalid plugin configuration: {e}");
+                    let _ = hostcalls::log(LogLevel::Critical, &line);
+                    false
+                }
+            }
+        }
+
+        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+            Some(Box::new(Http {
+                flow: RequestFlow::new(self.plugin.clone()),
+                metrics: self.metrics.clone(),
+            }))
+        }
+
+        fn get_type(&self) -> Option<ContextType> {
+            Some(ContextType::HttpContext)
+        }
+    }
+
+    fn define_metrics() -> MetricIds {
+        Metric::ALL.map(|m| hostcalls::define_metric(MetricType::Counter, m.name()).ok())
+    }
+
+    /// One per HTTP request.
+    struct Http {
+        flow: RequestFlow,
+        metrics: Rc<MetricIds>,
+    }
+
+    impl Http {
+        fn hold_while_undecided(&self) -> Action {
+            if self.flow.holds_body() {
+                Action::Pause
+            } else {
+                Action::Continue
+            }
+        }
+    }
+
+    impl Context for Http {
+        fn on_http_call_response(&mut self, _token: u32, headers: usize, body: usize, _: usize) {
+            let status =
+                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                    .ok()
+                    .flatten();
+            // One byte past the limit is enough to tell an oversized body from a fitting one.
+            let body = (body > 0)
+                .then(|| {
+                    let size = body.min(MAX_BODY_BYTES + 1);
+                    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+                })
+                .and_then(|read| read.ok().flatten());
+            let response = CallResponse {
+                header_count: headers,
+                status: status.as_deref(),
+                body: body.as_deref(),
+            };
+            let host = WasmHost {
+                metrics: &self.metrics,
+            };
+            if self.flow.on_auth_response(&host, response, now()) == Verdict::Continue {
+                if let Err(e) = hostcalls::resume_http_request() {
+                    host.debug(&format!("livegate: resume failed: {e:?}"));
+                }
+            }
+        }
+    }
+
+    impl HttpContext for Http {
+        fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+            let host = WasmHost {
+                metrics: &self.metrics,
+            };
+            match self.flow.on_request_headers(&host, now()) {
+                Verdict::Continue => Action::Continue,
+                Verdict::Stop => Action::Pause,
+            }
+        }
+
+        fn on_http_request_body(&mut self, _size: usize, _end_of_stream: bool) -> Action {
+            self.hold_while_undecided()
+        }
+
+        fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+            self.hold_while_undecided()
+        }
+    }
+
+    /// Wall-clock milliseconds: the only clock proxy-wasm ABI 0.2.1 offers.
+    fn now() -> Millis {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// `Host` over proxy-wasm hostcalls; every host error is absorbed here.
+    struct WasmHost<'a> {
+        metrics: &'a MetricIds,
+    }
+
+    impl Host for WasmHost<'_> {
+        fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten()
+        }
+
+        fn request_header_names(&self) -> Vec<String> {
+            // Names are HTTP tokens (validated by Envoy's codecs), so UTF-8 decoding holds.
+            hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+                .map(|pairs| pairs.into_iter().map(|(name, _)| name).collect())
+                .unwrap_or_default()
+        }
+
+        fn set_request_header(&self, name: &str, value: &str) {
+            let result = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+            if let Err(e) = result {
+                self.debug(&format!("livegate: could not set {name}: {e:?}"));
+            }
+        }
+
+        fn remove_request_header(&self, name: &str) {
+            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                self.debug(&format!("livegate: could not remove {name}: {e:?}"));
+            }
+        }
+
+        fn send_reply(&self, reply: &LocalReply) {
+            let headers = reply
+                .headers
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            let body = Some(reply.body.as_bytes());
+            if let Err(e) = hostcalls::send_http_response(u32::from(reply.status), headers, body) {
+                self.debug(&format!("livegate: local reply failed: {e:?}"));
+            }
+        }
+
+        fn dispatch_auth_check(&self, check: &AuthCheck<'_>) -> Result<(), DispatchRefused> {
+            let bearer = format!("Bearer {}", check.key);
+            let headers = vec![
+                (":method", "POST"),
+                (":path", check.path),
+                (":authority", check.authority),
+                ("authorization", bearer.as_str()),
+            ];
+            let timeout = Duration::from_millis(check.timeout_ms);
+            match hostcalls::dispatch_http_call(check.cluster, headers, None, vec![], timeout) {
+                Ok(_token) => Ok(()),
+                Err(e) => {
+                    self.debug(&format!(
+                        "livegate: dispatch to {} refused: {e:?}",
+                        check.cluster
+                    ));
+                    Err(DispatchRefused)
+                }
+            }
+        }
+
+        fn increment(&self, metric: Metric) {
+            if let Some(Some(id)) = self.metrics.get(metric.index()) {
+                let _ = hostcalls::increment_metric(*id, 1);
+            }
+        }
+
+        fn debug(&self, message: &str) {
+            let _ = hostcalls::log(LogLevel::Debug, message);
+        }
+    }
+}

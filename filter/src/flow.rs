@@ -1,0 +1,254 @@
+//! One request's path through the filter: route, credential, cache, auth check, verdict.
+
+use crate::cache::{Cached, DecisionCache, Millis};
+use crate::config::{Config, FailureMode};
+use crate::credential::{ApiKey, KeyHash};
+use crate::decision::{decide, CallError, CallResponse, DenyReason, Identity, Outcome};
+use crate::host::{AuthCheck, Host};
+use crate::metrics::Metric;
+use crate::reply::LocalReply;
+use crate::routing::{is_probe_method, Route, Routes};
+use crate::upstream_headers::{for_passthrough, for_upstream, Admission, HeaderEdits};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// What one plugin instance shares across its requests on one worker: the parsed
+/// configuration and the decision cache. Each worker runs its own VM, so each worker
+/// has its own cache; nothing here crosses threads.
+#[derive(Debug)]
+pub struct Plugin {
+    pub config: Config,
+    cache: RefCell<DecisionCache>,
+}
+
+impl Plugin {
+    pub fn new(config: Config) -> Plugin {
+        let cache = RefCell::new(DecisionCache::new(config.cache));
+        Plugin { config, cache }
+    }
+}
+
+/// Whether the request goes on now, or waits (auth check pending, or a reply was sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stage {
+    Headers,
+    AwaitingAuth(KeyHash),
+    Released,
+    Replied,
+}
+
+/// The state of one HTTP request.
+#[derive(Debug)]
+pub struct RequestFlow {
+    plugin: Rc<Plugin>,
+    stage: Stage,
+}
+
+impl RequestFlow {
+    pub fn new(plugin: Rc<Plugin>) -> RequestFlow {
+        RequestFlow {
+            plugin,
+            stage: Stage::Headers,
+        }
+    }
+
+    /// Whether body and trailers must be held back: nothing passes before a decision.
+    pub fn holds_body(&self) -> bool {
+        matches!(self.stage, Stage::AwaitingAuth(_) | Stage::Replied)
+    }
+
+    pub fn on_request_headers(&mut self, host: &impl Host, now: Millis) -> Verdict {
+        let path = text(host.request_header(":path"));
+        match Routes::new(&self.plugin.config).route(&path) {
+            Route::Liveness => self.liveness(host),
+            Route::Passthrough => {
+                apply(host, &for_passthrough(&host.request_header_names()));
+                self.release()
+            }
+            Route::Protected => self.protected(host, now),
+        }
+    }
+
+    /// The dispatched auth check came back (or failed: zero headers).
+    pub fn on_auth_response(
+        &mut self,
+        host: &impl Host,
+        response: CallResponse<'_>,
+        now: Millis,
+    ) -> Verdict {
+        let Stage::AwaitingAuth(hash) = std::mem::replace(&mut self.stage, Stage::Headers) else {
+            host.debug("livegate: auth check response without a pending request; ignored");
+            self.stage = Stage::Replied;
+            return Verdict::Stop;
+        };
+        match decide(response, &hash) {
+            Outcome::Allow {
+                identity,
+                ttl_hint_ms,
+            } => {
+                self.with_cache(|c| {
+                    c.record_allow(hash.clone(), identity.clone(), ttl_hint_ms, now)
+                });
+                self.admit(host, &hash, &identity, false)
+            }
+            Outcome::Deny(reason) => {
+                self.with_cache(|c| c.record_deny(hash.clone(), reason, now));
+                self.refuse(host, reason)
+            }
+            Outcome::Error(error) => self.on_error(host, &hash, &error, now),
+        }
+    }
+
+    fn liveness(&mut self, host: &impl Host) -> Verdict {
+        let method = text(host.request_header(":method"));
+        if is_probe_method(&method) {
+            host.increment(Metric::LivenessServed);
+            self.reply(host, &LocalReply::liveness())
+        } else {
+            self.reply(host, &LocalReply::method_not_allowed())
+        }
+    }
+
+    fn protected(&mut self, host: &impl Host, now: Millis) -> Verdict {
+        let authorization = host.request_header("authorization");
+        let x_api_key = host.request_header("x-api-key");
+        let key = match ApiKey::from_headers(authorization.as_deref(), x_api_key.as_deref()) {
+            Ok(key) => key,
+            Err(why) => {
+                host.increment(Metric::DeniedMissingCredential);
+                return self.reply(host, &LocalReply::missing_credential(why));
+            }
+        };
+        let hash = key.hash();
+        match self.with_cache(|c| c.fresh(&hash, now)).flatten() {
+            Some(Cached::Allow(identity)) => {
+                host.increment(Metric::CacheHit);
+                self.admit(host, &hash, &identity, false)
+            }
+            Some(Cached::Deny(reason)) => {
+                host.increment(Metric::CacheHit);
+                self.refuse(host, reason)
+            }
+            None => {
+                host.increment(Metric::CacheMiss);
+                self.check(host, &key, hash, now)
+            }
+        }
+    }
+
+    fn check(&mut self, host: &impl Host, key: &ApiKey, hash: KeyHash, now: Millis) -> Verdict {
+        let config = &self.plugin.config;
+        let check = AuthCheck {
+            cluster: &config.control_plane_cluster,
+            path: &config.auth_check_path,
+            authority: &config.control_plane_authority,
+            key: key.as_str(),
+            timeout_ms: config.auth_timeout_ms,
+        };
+        match host.dispatch_auth_check(&check) {
+            Ok(()) => {
+                self.stage = Stage::AwaitingAuth(hash);
+                Verdict::Stop
+            }
+            Err(_) => self.on_error(host, &hash, &CallError::Dispatch, now),
+        }
+    }
+
+    /// No decision: stale allow if one is young enough, else fail open or closed.
+    fn on_error(
+        &mut self,
+        host: &impl Host,
+        hash: &KeyHash,
+        error: &CallError,
+        now: Millis,
+    ) -> Verdict {
+        host.increment(Metric::ControlPlaneError);
+        host.debug(&format!("livegate: auth check failed: {error}"));
+        if let Some(identity) = self.with_cache(|c| c.stale_allow(hash, now)).flatten() {
+            host.increment(Metric::StaleServed);
+            return self.admit(host, hash, &identity, true);
+        }
+        let config = &self.plugin.config;
+        if config.failure_mode == FailureMode::Open {
+            host.increment(Metric::FailedOpen);
+            let names = host.request_header_names();
+            let auth = config.upstream_authorization.as_deref();
+            apply(host, &for_upstream(&names, Admission::FailedOpen, auth));
+            return self.release();
+        }
+        host.increment(Metric::Unavailable);
+        let reply = LocalReply::unavailable(config.retry_after_seconds);
+        self.reply(host, &reply)
+    }
+
+    fn admit(&mut self, host: &impl Host, hash: &KeyHash, who: &Identity, stale: bool) -> Verdict {
+        host.increment(Metric::Allowed);
+        let admission = Admission::Identified {
+            hash,
+            identity: who,
+            stale,
+        };
+        let names = host.request_header_names();
+        let auth = self.plugin.config.upstream_authorization.as_deref();
+        apply(host, &for_upstream(&names, admission, auth));
+        self.release()
+    }
+
+    fn refuse(&mut self, host: &impl Host, reason: DenyReason) -> Verdict {
+        host.increment(match reason {
+            DenyReason::InvalidKey => Metric::DeniedInvalidKey,
+            DenyReason::KeyBlocked => Metric::DeniedKeyBlocked,
+            DenyReason::KeyExpired => Metric::DeniedKeyExpired,
+        });
+        self.reply(host, &LocalReply::denied(reason))
+    }
+
+    fn reply(&mut self, host: &impl Host, reply: &LocalReply) -> Verdict {
+        host.send_reply(reply);
+        self.stage = Stage::Replied;
+        Verdict::Stop
+    }
+
+    fn release(&mut self) -> Verdict {
+        self.stage = Stage::Released;
+        Verdict::Continue
+    }
+
+    /// The cache is only ever borrowed here, never across a host call; a failed
+    /// borrow (impossible on one thread) degrades to "not cached" instead of panicking.
+    fn with_cache<T>(&self, f: impl FnOnce(&mut DecisionCache) -> T) -> Option<T> {
+        self.plugin
+            .cache
+            .try_borrow_mut()
+            .ok()
+            .map(|mut c| f(&mut c))
+    }
+}
+
+fn apply(host: &impl Host, edits: &HeaderEdits) {
+    for name in &edits.remove {
+        host.remove_request_header(name);
+    }
+    for (name, value) in &edits.set {
+        host.set_request_header(name, value);
+    }
+}
+
+fn text(value: Option<Vec<u8>>) -> String {
+    value
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod mock;
+#[cfg(test)]
+mod outage_tests;
+#[cfg(test)]
+mod tests;

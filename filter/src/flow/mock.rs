@@ -1,0 +1,169 @@
+//! A recording host, and request fixtures, for native tests of the request flow.
+
+use super::{Plugin, RequestFlow, Verdict};
+use crate::config::Config;
+use crate::decision::CallResponse;
+use crate::host::{AuthCheck, DispatchRefused, Host};
+use crate::metrics::Metric;
+use crate::reply::LocalReply;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// The auth check as dispatched, owned so tests can inspect it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatched {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub key: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct MockHost {
+    pub headers: RefCell<Vec<(String, Vec<u8>)>>,
+    pub replies: RefCell<Vec<LocalReply>>,
+    pub dispatched: RefCell<Vec<Dispatched>>,
+    pub metrics: RefCell<Vec<Metric>>,
+    pub refuse_dispatch: bool,
+}
+
+impl MockHost {
+    pub fn request(method: &str, path: &str, extra: &[(&str, &str)]) -> MockHost {
+        let mut headers = vec![
+            (":method".to_string(), method.as_bytes().to_vec()),
+            (":path".to_string(), path.as_bytes().to_vec()),
+        ];
+        for (name, value) in extra {
+            headers.push(((*name).to_string(), value.as_bytes().to_vec()));
+        }
+        MockHost {
+            headers: RefCell::new(headers),
+            ..MockHost::default()
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.request_header(name)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    pub fn count(&self, metric: Metric) -> usize {
+        self.metrics
+            .borrow()
+            .iter()
+            .filter(|m| **m == metric)
+            .count()
+    }
+
+    pub fn last_reply(&self) -> Option<LocalReply> {
+        self.replies.borrow().last().cloned()
+    }
+}
+
+impl Host for MockHost {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.headers
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn request_header_names(&self) -> Vec<String> {
+        self.headers
+            .borrow()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn set_request_header(&self, name: &str, value: &str) {
+        self.remove_request_header(name);
+        let entry = (name.to_string(), value.as_bytes().to_vec());
+        self.headers.borrow_mut().push(entry);
+    }
+
+    fn remove_request_header(&self, name: &str) {
+        self.headers.borrow_mut().retain(|(n, _)| n != name);
+    }
+
+    fn send_reply(&self, reply: &LocalReply) {
+        self.replies.borrow_mut().push(reply.clone());
+    }
+
+    fn dispatch_auth_check(&self, check: &AuthCheck<'_>) -> Result<(), DispatchRefused> {
+        if self.refuse_dispatch {
+            return Err(DispatchRefused);
+        }
+        self.dispatched.borrow_mut().push(Dispatched {
+            cluster: check.cluster.into(),
+            path: check.path.into(),
+            authority: check.authority.into(),
+            key: check.key.into(),
+            timeout_ms: check.timeout_ms,
+        });
+        Ok(())
+    }
+
+    fn increment(&self, metric: Metric) {
+        self.metrics.borrow_mut().push(metric);
+    }
+
+    fn debug(&self, _message: &str) {}
+}
+
+pub const KEY: &str = "sk-test";
+pub const HASH: &str = "f3abf2a6cc4f00987743db5f544ba345b4899ae31f326d8ee9c4816de153c9e0";
+
+pub fn plugin(config: Config) -> Rc<Plugin> {
+    Rc::new(Plugin::new(config))
+}
+
+pub fn keyed(path: &str) -> MockHost {
+    MockHost::request("POST", path, &[("authorization", "Bearer sk-test")])
+}
+
+pub fn respond(
+    flow: &mut RequestFlow,
+    host: &MockHost,
+    status: &str,
+    body: &str,
+    now: u64,
+) -> Verdict {
+    let response = CallResponse {
+        header_count: 4,
+        status: Some(status.as_bytes()),
+        body: Some(body.as_bytes()),
+    };
+    flow.on_auth_response(host, response, now)
+}
+
+pub fn reset(flow: &mut RequestFlow, host: &MockHost, now: u64) -> Verdict {
+    let response = CallResponse {
+        header_count: 0,
+        status: None,
+        body: None,
+    };
+    flow.on_auth_response(host, response, now)
+}
+
+pub fn allow_body() -> String {
+    format!(
+        r#"{{"decision":"allow","key_hash":"{HASH}","key_alias":"ci","team_id":"t1","user_id":null,"cache_ttl_seconds":60}}"#
+    )
+}
+
+pub const BLOCKED: &str = r#"{"decision":"deny","reason":"key_blocked"}"#;
+pub const INVALID: &str = r#"{"decision":"deny","reason":"invalid_key"}"#;
+
+/// Runs one keyed request through a miss and an allow, at `now`.
+pub fn allow_once(plugin: &Rc<Plugin>, now: u64) {
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(plugin.clone());
+    assert_eq!(flow.on_request_headers(&host, now), Verdict::Stop);
+    assert_eq!(
+        respond(&mut flow, &host, "200", &allow_body(), now),
+        Verdict::Continue
+    );
+}

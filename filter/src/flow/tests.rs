@@ -1,0 +1,147 @@
+use super::mock::*;
+use super::*;
+
+#[test]
+fn liveness_is_answered_in_the_vm_without_dispatch() {
+    let host = MockHost::request("GET", "/health/liveliness?x=1", &[]);
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Stop);
+    let reply = host.last_reply().expect("a reply");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "\"I'm alive!\""));
+    assert!(host.dispatched.borrow().is_empty());
+    assert_eq!(host.count(Metric::LivenessServed), 1);
+}
+
+#[test]
+fn a_post_to_liveness_is_refused_locally() {
+    let host = MockHost::request("POST", "/health/liveness", &[]);
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(405));
+    assert_eq!(host.count(Metric::LivenessServed), 0);
+}
+
+#[test]
+fn passthrough_keeps_credentials_but_drops_spoofed_livegate_headers() {
+    let host = MockHost::request(
+        "POST",
+        "/key/generate",
+        &[
+            ("authorization", "Bearer master"),
+            ("x-livegate-team-id", "evil"),
+        ],
+    );
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Continue);
+    assert_eq!(
+        host.header("authorization").as_deref(),
+        Some("Bearer master")
+    );
+    assert_eq!(host.header("x-livegate-team-id"), None);
+    assert!(host.dispatched.borrow().is_empty());
+}
+
+#[test]
+fn a_protected_path_without_a_key_is_a_401_and_nothing_is_dispatched() {
+    let host = MockHost::request("GET", "/v1/models", &[]);
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(401));
+    assert!(host.dispatched.borrow().is_empty());
+    assert_eq!(host.count(Metric::DeniedMissingCredential), 1);
+}
+
+#[test]
+fn a_cache_miss_dispatches_the_contract_auth_check_and_holds_the_request() {
+    let host = MockHost::request("POST", "/v1/chat/completions", &[("x-api-key", KEY)]);
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Stop);
+    assert!(flow.holds_body());
+    let sent = host.dispatched.borrow().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].cluster, "livegate_control_plane");
+    assert_eq!(sent[0].path, "/v1/auth/check");
+    assert_eq!(sent[0].authority, "livegate-control-plane");
+    assert_eq!(sent[0].key, KEY);
+    assert_eq!(sent[0].timeout_ms, 200);
+    assert_eq!(host.count(Metric::CacheMiss), 1);
+}
+
+#[test]
+fn an_allow_releases_the_request_with_identity_and_without_the_key() {
+    let host = MockHost::request(
+        "POST",
+        "/v1/models",
+        &[
+            ("authorization", "Bearer sk-test"),
+            ("x-livegate-user-id", "spoof"),
+        ],
+    );
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    flow.on_request_headers(&host, 0);
+    assert_eq!(
+        respond(&mut flow, &host, "200", &allow_body(), 0),
+        Verdict::Continue
+    );
+    assert!(!flow.holds_body());
+    assert_eq!(host.header("authorization"), None);
+    assert_eq!(host.header("x-livegate-key-alias").as_deref(), Some("ci"));
+    assert_eq!(host.header("x-livegate-team-id").as_deref(), Some("t1"));
+    assert_eq!(
+        host.header("x-livegate-key-hash").as_deref(),
+        Some(&HASH[..16])
+    );
+    assert_eq!(host.header("x-livegate-user-id"), None);
+    assert_eq!(host.count(Metric::Allowed), 1);
+}
+
+#[test]
+fn a_cached_allow_needs_no_dispatch() {
+    let p = plugin(Config::default());
+    allow_once(&p, 0);
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p);
+    assert_eq!(flow.on_request_headers(&host, 5_000), Verdict::Continue);
+    assert!(host.dispatched.borrow().is_empty());
+    assert_eq!(host.count(Metric::CacheHit), 1);
+    assert_eq!(host.header("x-livegate-key-alias").as_deref(), Some("ci"));
+}
+
+#[test]
+fn an_invalid_key_is_a_401_and_is_cached() {
+    let p = plugin(Config::default());
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p.clone());
+    flow.on_request_headers(&host, 0);
+    assert_eq!(respond(&mut flow, &host, "401", INVALID, 0), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(401));
+    assert_eq!(host.count(Metric::DeniedInvalidKey), 1);
+
+    let again = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p);
+    assert_eq!(flow.on_request_headers(&again, 1_000), Verdict::Stop);
+    assert!(again.dispatched.borrow().is_empty());
+    assert_eq!(again.last_reply().map(|r| r.status), Some(401));
+}
+
+#[test]
+fn a_blocked_key_is_a_403() {
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    flow.on_request_headers(&host, 0);
+    assert_eq!(respond(&mut flow, &host, "403", BLOCKED, 0), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(403));
+    assert_eq!(host.count(Metric::DeniedKeyBlocked), 1);
+}
+
+#[test]
+fn a_response_nobody_waits_for_is_ignored() {
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    assert_eq!(
+        respond(&mut flow, &host, "200", &allow_body(), 0),
+        Verdict::Stop
+    );
+    assert!(host.replies.borrow().is_empty());
+    assert_eq!(host.count(Metric::Allowed), 0);
+}
