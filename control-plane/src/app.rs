@@ -1,0 +1,104 @@
+//! Wiring of `serve`: one runtime thread, the supervisor, the HTTP server, signals, shutdown.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::db::supervisor::{self, SupervisorHandle};
+use crate::http::{self, AppState};
+use crate::key_cache::KeyCache;
+use crate::looplag;
+use crate::metrics::Metrics;
+
+/// Logs go to stderr; `json` for machines. Secrets are never fields of any event.
+pub fn init_logging(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Runs the control plane until SIGTERM or SIGINT.
+///
+/// A single-threaded runtime on purpose: anything that blocked it would stall every task,
+/// the loop-lag probe included, so the probe is an honest witness that nothing does.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(config.json_logs);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(listen = %config.listen, version = env!("CARGO_PKG_VERSION"), "control plane listening");
+    let stop_http = CancellationToken::new();
+    let stop_db = CancellationToken::new();
+    tokio::spawn(looplag::probe(
+        metrics.clone(),
+        config.loop_lag_interval,
+        stop_db.clone(),
+    ));
+    let (db, sup) = supervisor::start(config.supervisor.clone(), metrics.clone(), stop_db.clone());
+    let state = AppState {
+        cache: Arc::new(KeyCache::new(config.cache)),
+        config: config.clone(),
+        db,
+        metrics,
+    };
+    let sup = Arc::new(sup);
+    spawn_signal_handlers(stop_http.clone(), sup.clone())?;
+    let server = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(stop_http.clone().cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+    stop_http.cancelled().await;
+    // Stop accepting, drain in-flight requests (bounded), then the engine's kill sequence.
+    if tokio::time::timeout(config.drain_timeout, server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+    stop_db.cancel();
+    let sup =
+        Arc::try_unwrap(sup).map_err(|_| anyhow::anyhow!("supervisor handle still shared"))?;
+    let _ = sup.task.await;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+fn spawn_signal_handlers(
+    stop: CancellationToken,
+    sup: Arc<SupervisorHandle>,
+) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let hup_sup = sup.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        stop.cancel();
+    });
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reconnecting to the database");
+            hup_sup.force_reconnect();
+        }
+    });
+    drop(sup);
+    Ok(())
+}

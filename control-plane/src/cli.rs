@@ -1,0 +1,153 @@
+//! The command line: `serve`, `engine`, `hash-key`. Flags win over environment variables.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{app, config::Config, db, keys};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "livegate-control-plane",
+    version,
+    about = "livegate's control plane"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API and supervise the database engine.
+    Serve(Box<ServeArgs>),
+    /// The database engine subprocess (started by `serve`; not for operators).
+    Engine,
+    /// Print the SHA-256 (the stored `token`) of a raw key read from stdin.
+    HashKey,
+}
+
+/// Flags of `serve`; `config` turns them into a validated `Config`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default: `/v1/auth/check` is internal).
+    #[arg(long, env = "LIVEGATE_LISTEN", default_value = "127.0.0.1:4001")]
+    pub listen: String,
+    /// libpq URL of Postgres; `sslmode` disable, prefer or require.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Admin credential for `/key/*`; the service refuses to start without one.
+    #[arg(long, env = "LIVEGATE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// Engine program and arguments, split on whitespace (default: this binary's `engine`).
+    #[arg(long, env = "LIVEGATE_ENGINE_COMMAND")]
+    pub engine_command: Option<String>,
+    /// `text` or `json`.
+    #[arg(long, env = "LIVEGATE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    #[arg(long, env = "LIVEGATE_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
+    pub heartbeat_interval_ms: u64,
+    /// A heartbeat slower than this counts as failed.
+    #[arg(long, env = "LIVEGATE_HEARTBEAT_DEADLINE_MS", default_value_t = 1000)]
+    pub heartbeat_deadline_ms: u64,
+    /// Time between SIGTERM and SIGKILL when tearing an engine down.
+    #[arg(long, env = "LIVEGATE_ENGINE_GRACE_MS", default_value_t = 500)]
+    pub engine_grace_ms: u64,
+    /// Upper bound on an engine's start (connect pool + migrate).
+    #[arg(
+        long,
+        env = "LIVEGATE_ENGINE_START_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub engine_start_timeout_ms: u64,
+    #[arg(long, env = "LIVEGATE_BACKOFF_BASE_MS", default_value_t = 100)]
+    pub backoff_base_ms: u64,
+    #[arg(long, env = "LIVEGATE_BACKOFF_CAP_MS", default_value_t = 5000)]
+    pub backoff_cap_ms: u64,
+    #[arg(long, env = "LIVEGATE_DB_POOL_SIZE", default_value_t = 4)]
+    pub db_pool_size: usize,
+    #[arg(long, env = "LIVEGATE_DB_CONNECT_TIMEOUT_MS", default_value_t = 3000)]
+    pub db_connect_timeout_ms: u64,
+    #[arg(long, env = "LIVEGATE_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_statement_timeout_ms: u64,
+    #[arg(long, env = "LIVEGATE_DB_KEEPALIVE_IDLE_MS", default_value_t = 5000)]
+    pub db_keepalive_idle_ms: u64,
+    #[arg(
+        long,
+        env = "LIVEGATE_DB_KEEPALIVE_INTERVAL_MS",
+        default_value_t = 2000
+    )]
+    pub db_keepalive_interval_ms: u64,
+    #[arg(long, env = "LIVEGATE_DB_KEEPALIVE_RETRIES", default_value_t = 3)]
+    pub db_keepalive_retries: u32,
+    #[arg(long, env = "LIVEGATE_DB_TCP_USER_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_tcp_user_timeout_ms: u64,
+    /// Requests to the engine in flight at once; beyond it calls fail fast with 503.
+    #[arg(long, env = "LIVEGATE_DB_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub db_max_in_flight: usize,
+    /// Records younger than this answer auth checks without asking the database.
+    #[arg(long, env = "LIVEGATE_KEY_CACHE_FRESH_SECS", default_value_t = 10)]
+    pub key_cache_fresh_secs: u64,
+    /// While the database is away, known keys keep working for this long after their last read.
+    #[arg(long, env = "LIVEGATE_KEY_CACHE_STALENESS_SECS", default_value_t = 900)]
+    pub key_cache_staleness_secs: u64,
+    #[arg(
+        long,
+        env = "LIVEGATE_KEY_CACHE_MAX_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub key_cache_max_entries: usize,
+    /// `cache_ttl_seconds` suggested to the filter on allow (capped by the key's expiry).
+    #[arg(long, env = "LIVEGATE_AUTH_CACHE_TTL_SECS", default_value_t = 30)]
+    pub auth_cache_ttl_secs: u64,
+    /// Longest an auth check waits for the database (the filter gives up at 200 ms).
+    #[arg(long, env = "LIVEGATE_AUTH_DB_DEADLINE_MS", default_value_t = 150)]
+    pub auth_db_deadline_ms: u64,
+    /// `retry-after` on 503 answers.
+    #[arg(long, env = "LIVEGATE_RETRY_AFTER_SECS", default_value_t = 5)]
+    pub retry_after_secs: u64,
+    /// Largest accepted request body.
+    #[arg(long, env = "LIVEGATE_BODY_LIMIT_BYTES", default_value_t = 65_536)]
+    pub body_limit_bytes: usize,
+    #[arg(long, env = "LIVEGATE_LOOP_LAG_INTERVAL_MS", default_value_t = 10)]
+    pub loop_lag_interval_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "LIVEGATE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+}
+
+/// Parses the command line and runs the chosen command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => Config::from_args(*args)
+            .map_err(anyhow::Error::from)
+            .and_then(app::serve),
+        Command::Engine => engine(),
+        Command::HashKey => hash_key(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("livegate-control-plane: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn engine() -> anyhow::Result<()> {
+    let json = std::env::var("LIVEGATE_LOG_FORMAT").is_ok_and(|f| f == "json");
+    app::init_logging(json);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(db::engine::run())
+}
+
+fn hash_key() -> anyhow::Result<()> {
+    let mut raw = String::new();
+    std::io::stdin().read_to_string(&mut raw)?;
+    println!("{}", keys::KeyHash::of_raw(raw.trim()));
+    Ok(())
+}

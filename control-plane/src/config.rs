@@ -1,0 +1,255 @@
+//! Typed configuration, validated once at start-up; every error names its flag.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::cli::ServeArgs;
+use crate::db::process::EngineCommand;
+use crate::db::protocol::EngineSettings;
+use crate::db::state::Backoff;
+use crate::db::supervisor::SupervisorConfig;
+
+/// A configuration value that cannot be used, with the flag (and variable) to fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{flag}: {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// The key cache's policy.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub fresh: Duration,
+    pub staleness: Duration,
+    pub max_entries: usize,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub master_key: String,
+    pub json_logs: bool,
+    pub supervisor: SupervisorConfig,
+    pub cache: CacheConfig,
+    pub auth_cache_ttl: Duration,
+    pub auth_db_deadline: Duration,
+    pub retry_after: Duration,
+    pub body_limit: usize,
+    pub loop_lag_interval: Duration,
+    pub drain_timeout: Duration,
+}
+
+fn ms(flag: &'static str, v: u64) -> Result<Duration, ConfigError> {
+    if v == 0 {
+        return Err(invalid(flag, "must be greater than 0"));
+    }
+    Ok(Duration::from_millis(v))
+}
+
+fn engine_command(arg: Option<String>) -> Result<EngineCommand, ConfigError> {
+    let flag = "--engine-command (LIVEGATE_ENGINE_COMMAND)";
+    match arg {
+        Some(s) => {
+            let mut parts = s.split_whitespace().map(str::to_owned);
+            let program = parts.next().ok_or_else(|| invalid(flag, "is empty"))?;
+            Ok(EngineCommand {
+                program: program.into(),
+                args: parts.collect(),
+            })
+        }
+        None => {
+            let exe = std::env::current_exe()
+                .map_err(|e| invalid(flag, format!("cannot find this binary: {e}")))?;
+            Ok(EngineCommand {
+                program: exe,
+                args: vec!["engine".into()],
+            })
+        }
+    }
+}
+
+fn database_url(arg: Option<String>) -> Result<String, ConfigError> {
+    let flag = "--database-url (DATABASE_URL)";
+    let url = arg
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| invalid(flag, "is required"))?;
+    // The driver's parse errors name the bad option, never the URL, so no password leaks here.
+    tokio_postgres::Config::from_str(&url)
+        .map_err(|e| invalid(flag, format!("not a usable Postgres URL: {e}")))?;
+    Ok(url)
+}
+
+impl Config {
+    /// Validates the flags once; the service starts only with a usable configuration.
+    pub fn from_args(a: ServeArgs) -> Result<Config, ConfigError> {
+        let listen = a
+            .listen
+            .parse()
+            .map_err(|e| invalid("--listen (LIVEGATE_LISTEN)", format!("{e}")))?;
+        let master_key = a
+            .master_key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| invalid("--master-key (LIVEGATE_MASTER_KEY)", "is required"))?;
+        let json_logs = match a.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(invalid(
+                    "--log-format (LIVEGATE_LOG_FORMAT)",
+                    format!("must be text or json, not {other:?}"),
+                ))
+            }
+        };
+        if !(1..=64).contains(&a.db_pool_size) {
+            return Err(invalid("--db-pool-size", "must be between 1 and 64"));
+        }
+        let backoff = Backoff {
+            base: ms("--backoff-base-ms", a.backoff_base_ms)?,
+            cap: ms("--backoff-cap-ms", a.backoff_cap_ms)?,
+        };
+        if backoff.cap < backoff.base {
+            return Err(invalid(
+                "--backoff-cap-ms",
+                "must not be below --backoff-base-ms",
+            ));
+        }
+        let settings = EngineSettings {
+            database_url: database_url(a.database_url)?,
+            pool_size: a.db_pool_size,
+            connect_timeout_ms: ms("--db-connect-timeout-ms", a.db_connect_timeout_ms)?.as_millis()
+                as u64,
+            keepalive_idle_ms: ms("--db-keepalive-idle-ms", a.db_keepalive_idle_ms)?.as_millis()
+                as u64,
+            keepalive_interval_ms: ms("--db-keepalive-interval-ms", a.db_keepalive_interval_ms)?
+                .as_millis() as u64,
+            keepalive_retries: a.db_keepalive_retries,
+            tcp_user_timeout_ms: ms("--db-tcp-user-timeout-ms", a.db_tcp_user_timeout_ms)?
+                .as_millis() as u64,
+            statement_timeout_ms: ms("--db-statement-timeout-ms", a.db_statement_timeout_ms)?
+                .as_millis() as u64,
+        };
+        let statement_timeout = Duration::from_millis(settings.statement_timeout_ms);
+        let supervisor = SupervisorConfig {
+            engine: engine_command(a.engine_command)?,
+            settings,
+            log_format: a.log_format,
+            heartbeat_interval: ms("--heartbeat-interval-ms", a.heartbeat_interval_ms)?,
+            heartbeat_deadline: ms("--heartbeat-deadline-ms", a.heartbeat_deadline_ms)?,
+            grace: ms("--engine-grace-ms", a.engine_grace_ms)?,
+            backoff,
+            start_timeout: ms("--engine-start-timeout-ms", a.engine_start_timeout_ms)?,
+            // The server gives up at statement_timeout; a second more covers the round trip.
+            request_deadline: statement_timeout + Duration::from_secs(1),
+            max_in_flight: a.db_max_in_flight.max(1),
+        };
+        let cache = CacheConfig {
+            fresh: Duration::from_secs(a.key_cache_fresh_secs),
+            staleness: Duration::from_secs(a.key_cache_staleness_secs),
+            max_entries: a.key_cache_max_entries.max(1),
+        };
+        if cache.staleness < cache.fresh {
+            return Err(invalid(
+                "--key-cache-staleness-secs",
+                "must not be below --key-cache-fresh-secs",
+            ));
+        }
+        if a.body_limit_bytes < 1024 {
+            return Err(invalid("--body-limit-bytes", "must be at least 1024"));
+        }
+        Ok(Config {
+            listen,
+            master_key,
+            json_logs,
+            supervisor,
+            cache,
+            auth_cache_ttl: Duration::from_secs(a.auth_cache_ttl_secs),
+            auth_db_deadline: ms("--auth-db-deadline-ms", a.auth_db_deadline_ms)?,
+            retry_after: Duration::from_secs(a.retry_after_secs.max(1)),
+            body_limit: a.body_limit_bytes,
+            loop_lag_interval: ms("--loop-lag-interval-ms", a.loop_lag_interval_ms)?,
+            drain_timeout: ms("--drain-timeout-ms", a.drain_timeout_ms)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        parse_url("postgres://u:pw@127.0.0.1:5432/db", extra)
+    }
+
+    fn parse_url(url: &str, extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["t", "--database-url", url, "--master-key", "sk-m"];
+        argv.extend_from_slice(extra);
+        Config::from_args(T::try_parse_from(argv).unwrap().a)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4001");
+        assert_eq!(c.supervisor.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.supervisor.heartbeat_deadline, Duration::from_secs(1));
+        assert_eq!(c.supervisor.grace, Duration::from_millis(500));
+        assert_eq!(c.cache.staleness, Duration::from_secs(900));
+        assert_eq!(c.supervisor.engine.args, vec!["engine".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        assert_eq!(
+            parse(&["--heartbeat-deadline-ms", "0"]).unwrap_err().flag,
+            "--heartbeat-deadline-ms"
+        );
+        assert_eq!(
+            parse(&["--listen", "nope"]).unwrap_err().flag,
+            "--listen (LIVEGATE_LISTEN)"
+        );
+        assert_eq!(
+            parse(&["--log-format", "xml"]).unwrap_err().flag,
+            "--log-format (LIVEGATE_LOG_FORMAT)"
+        );
+        assert_eq!(
+            parse(&["--db-pool-size", "0"]).unwrap_err().flag,
+            "--db-pool-size"
+        );
+    }
+
+    #[test]
+    fn a_bad_database_url_is_refused_without_echoing_it() {
+        let e = parse_url("postgres://u:hunter2@h/db?sslmode=bogus", &[]).unwrap_err();
+        assert_eq!(e.flag, "--database-url (DATABASE_URL)");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn the_engine_command_is_split_on_whitespace() {
+        let c = parse(&["--engine-command", "/bin/sh /tmp/wedged.sh"]).unwrap();
+        assert_eq!(
+            c.supervisor.engine,
+            EngineCommand {
+                program: "/bin/sh".into(),
+                args: vec!["/tmp/wedged.sh".into()]
+            }
+        );
+    }
+}

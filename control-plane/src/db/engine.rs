@@ -1,0 +1,209 @@
+//! The engine subprocess: holds the Postgres pool and answers framed requests on stdin/stdout.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, NoTls, Socket};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::ipc::{codec, encode};
+use super::protocol::{
+    EngineError, EngineSettings, Request, RequestFrame, Response, ResponseFrame,
+};
+use super::{queries, schema, tls};
+
+/// Exit code when a pooled connection is lost: the supervisor sees the exit and reconnects.
+const EXIT_CONNECTION_LOST: i32 = 3;
+
+/// A small fixed pool: requests take clients round-robin; tokio-postgres pipelines on each.
+struct Pool {
+    clients: Vec<Client>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    fn client(&self) -> &Client {
+        &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()]
+    }
+}
+
+/// The `engine` subcommand's main loop. Returns when stdin closes (the parent is gone or
+/// tearing us down); the process should then exit.
+pub async fn run() -> anyhow::Result<()> {
+    let mut input = FramedRead::new(tokio::io::stdin(), codec());
+    let (tx, rx) = mpsc::channel::<Bytes>(1024);
+    let writer = tokio::spawn(write_frames(rx));
+    let Some(first) = input.next().await.transpose()? else {
+        return Ok(());
+    };
+    let frame: RequestFrame = serde_json::from_slice(&first)?;
+    let Request::Init(settings) = frame.request else {
+        anyhow::bail!("the first frame must be init");
+    };
+    let pool = match start(&settings).await {
+        Ok(pool) => Arc::new(pool),
+        Err(e) => {
+            tracing::error!(error = %e, "engine could not start");
+            reply(&tx, frame.id, Err(e)).await;
+            drop(tx);
+            let _ = writer.await;
+            std::process::exit(2);
+        }
+    };
+    reply(
+        &tx,
+        frame.id,
+        Ok(Response::Ready {
+            pid: std::process::id(),
+        }),
+    )
+    .await;
+    while let Some(bytes) = input.next().await.transpose()? {
+        match serde_json::from_slice::<RequestFrame>(&bytes) {
+            Ok(f) => {
+                tokio::spawn(handle(pool.clone(), f, tx.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "unreadable request frame"),
+        }
+    }
+    Ok(())
+}
+
+async fn write_frames(mut rx: mpsc::Receiver<Bytes>) {
+    let mut out = FramedWrite::new(tokio::io::stdout(), codec());
+    while let Some(b) = rx.recv().await {
+        if out.send(b).await.is_err() {
+            // Nobody reads our answers: the supervisor is gone.
+            std::process::exit(0);
+        }
+    }
+}
+
+async fn reply(tx: &mpsc::Sender<Bytes>, id: u64, result: Result<Response, EngineError>) {
+    match encode(&ResponseFrame { id, result }) {
+        Ok(b) => {
+            let _ = tx.send(b).await;
+        }
+        Err(e) => tracing::error!(error = %e, "could not encode a response"),
+    }
+}
+
+async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: mpsc::Sender<Bytes>) {
+    let c = pool.client();
+    let result = match frame.request {
+        Request::Init(_) => Err(EngineError::Protocol("already initialised".into())),
+        Request::Ping => queries::ping(c)
+            .await
+            .map(|_| Response::Pong)
+            .map_err(queries::classify),
+        Request::GetKey { token } => queries::get_key(c, &token)
+            .await
+            .map(|record| Response::Key {
+                record: record.map(Box::new),
+            })
+            .map_err(queries::classify),
+        Request::InsertKey { record } => queries::insert_key(c, &record)
+            .await
+            .map(|_| Response::Inserted)
+            .map_err(queries::classify),
+        Request::ListKeys { filter } => queries::list_keys(c, &filter)
+            .await
+            .map(|page| Response::Page { page })
+            .map_err(queries::classify),
+        Request::UpdateKey { token, patch } => queries::update_key(c, &token, &patch)
+            .await
+            .map(|record| Response::Key {
+                record: record.map(Box::new),
+            })
+            .map_err(queries::classify),
+        Request::DeleteKeys { tokens, aliases } => queries::delete_keys(c, &tokens, &aliases)
+            .await
+            .map(|tokens| Response::Deleted { tokens })
+            .map_err(queries::classify),
+    };
+    reply(&tx, frame.id, result).await;
+}
+
+/// Connects the pool (bounded by `connect_timeout` as a whole, not only the TCP connect) and migrates.
+async fn start(s: &EngineSettings) -> Result<Pool, EngineError> {
+    let config = postgres_config(s)?;
+    let deadline = Duration::from_millis(s.connect_timeout_ms);
+    let mut clients = Vec::with_capacity(s.pool_size);
+    for _ in 0..s.pool_size.max(1) {
+        let c = tokio::time::timeout(deadline, connect(&config))
+            .await
+            .map_err(|_| EngineError::Transport("connect timed out".into()))??;
+        clients.push(c);
+    }
+    let applied = schema::migrate(&mut clients[0])
+        .await
+        .map_err(queries::classify)?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "schema migrations applied");
+    }
+    Ok(Pool {
+        clients,
+        next: AtomicUsize::new(0),
+    })
+}
+
+/// The driver's configuration from the URL, with every timeout set explicitly.
+pub fn postgres_config(s: &EngineSettings) -> Result<Config, EngineError> {
+    let mut c = Config::from_str(&s.database_url)
+        .map_err(|e| EngineError::Protocol(format!("DATABASE_URL: {e}")))?;
+    c.connect_timeout(Duration::from_millis(s.connect_timeout_ms))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_millis(s.keepalive_idle_ms))
+        .keepalives_interval(Duration::from_millis(s.keepalive_interval_ms))
+        .keepalives_retries(s.keepalive_retries)
+        .tcp_user_timeout(Duration::from_millis(s.tcp_user_timeout_ms));
+    // Server notices (e.g. "already exists, skipping") are not worth a log line each.
+    let options = format!(
+        "{} -c statement_timeout={} -c client_min_messages=warning",
+        c.get_options().unwrap_or(""),
+        s.statement_timeout_ms
+    );
+    c.options(options.trim_start());
+    if c.get_application_name().is_none() {
+        c.application_name("livegate-engine");
+    }
+    Ok(c)
+}
+
+async fn connect(config: &Config) -> Result<Client, EngineError> {
+    match config.get_ssl_mode() {
+        SslMode::Disable => open(config, NoTls).await,
+        _ => {
+            open(
+                config,
+                tls::connector().map_err(|e| EngineError::Protocol(format!("tls: {e}")))?,
+            )
+            .await
+        }
+    }
+}
+
+async fn open<T>(config: &Config, tls: T) -> Result<Client, EngineError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await.map_err(queries::classify)?;
+    tokio::spawn(async move {
+        // A lost connection makes the whole engine disposable: exit, and let the supervisor
+        // start a fresh one, instead of repairing a pool in place.
+        match connection.await {
+            Ok(()) => tracing::warn!("database connection closed"),
+            Err(e) => tracing::error!(error = %e, "database connection lost"),
+        }
+        std::process::exit(EXIT_CONNECTION_LOST);
+    });
+    Ok(client)
+}

@@ -1,0 +1,151 @@
+//! The database room: a handle the HTTP layer calls, backed by a supervised engine subprocess.
+
+pub mod engine;
+pub mod ipc;
+pub mod process;
+pub mod protocol;
+mod queries;
+mod schema;
+pub mod state;
+pub mod supervisor;
+mod tls;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::keys::KeyHash;
+use crate::record::{KeyFilter, KeyPage, KeyPatch, KeyRecord};
+use ipc::{CallError, EngineLink};
+use protocol::{EngineError, Request, Response};
+pub use supervisor::Snapshot;
+
+/// Why a database call did not succeed, as the HTTP layer needs to know it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DbError {
+    /// No engine, engine busy, or the call failed in transit: the caller gets 503.
+    #[error("database unavailable")]
+    Unavailable,
+    /// A unique constraint: the field that clashed.
+    #[error("conflict on {0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The link to the current engine, tagged with its generation so stale reports are ignored.
+pub(crate) type CurrentLink = Arc<RwLock<Option<(u64, Arc<EngineLink>)>>>;
+
+/// A cheap, cloneable handle: every call fails fast with `Unavailable` while the engine is away.
+#[derive(Clone)]
+pub struct Db {
+    link: CurrentLink,
+    snapshot: watch::Receiver<Snapshot>,
+    trouble: mpsc::Sender<u64>,
+    deadline: Duration,
+}
+
+impl Db {
+    /// The supervisor's state, from memory.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    async fn call(&self, request: Request) -> Result<Response, DbError> {
+        self.call_within(request, self.deadline).await
+    }
+
+    /// A call with its own deadline. A deadline shorter than the default is the caller's
+    /// impatience, not evidence against the connection, so it does not report trouble.
+    async fn call_within(&self, request: Request, deadline: Duration) -> Result<Response, DbError> {
+        let current = self.link.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some((generation, link)) = current else {
+            return Err(DbError::Unavailable);
+        };
+        match link.call(request, deadline).await {
+            Ok(r) => Ok(r),
+            Err(CallError::Deadline) if deadline < self.deadline => Err(DbError::Unavailable),
+            Err(e) if e.is_transport() => {
+                // Full channel: a report for this generation is already queued.
+                let _ = self.trouble.try_send(generation);
+                Err(DbError::Unavailable)
+            }
+            Err(CallError::Busy | CallError::Engine(EngineError::Timeout)) => {
+                Err(DbError::Unavailable)
+            }
+            Err(CallError::Engine(EngineError::Conflict(field))) => Err(DbError::Conflict(field)),
+            Err(e) => Err(DbError::Failed(e.to_string())),
+        }
+    }
+
+    pub async fn get_key(&self, token: &KeyHash) -> Result<Option<KeyRecord>, DbError> {
+        self.get_key_within(token, self.deadline).await
+    }
+
+    /// The auth check's lookup: bounded below the filter's own timeout.
+    pub async fn get_key_within(
+        &self,
+        token: &KeyHash,
+        deadline: Duration,
+    ) -> Result<Option<KeyRecord>, DbError> {
+        match self
+            .call_within(
+                Request::GetKey {
+                    token: token.clone(),
+                },
+                deadline,
+            )
+            .await?
+        {
+            Response::Key { record } => Ok(record.map(|r| *r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn insert_key(&self, record: KeyRecord) -> Result<(), DbError> {
+        match self.call(Request::InsertKey { record }).await? {
+            Response::Inserted => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list_keys(&self, filter: KeyFilter) -> Result<KeyPage, DbError> {
+        match self.call(Request::ListKeys { filter }).await? {
+            Response::Page { page } => Ok(page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn update_key(
+        &self,
+        token: &KeyHash,
+        patch: KeyPatch,
+    ) -> Result<Option<KeyRecord>, DbError> {
+        match self
+            .call(Request::UpdateKey {
+                token: token.clone(),
+                patch,
+            })
+            .await?
+        {
+            Response::Key { record } => Ok(record.map(|r| *r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_keys(
+        &self,
+        tokens: Vec<KeyHash>,
+        aliases: Vec<String>,
+    ) -> Result<Vec<KeyHash>, DbError> {
+        match self.call(Request::DeleteKeys { tokens, aliases }).await? {
+            Response::Deleted { tokens } => Ok(tokens),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(r: Response) -> DbError {
+    DbError::Failed(format!("engine answered with an unexpected {r:?}"))
+}

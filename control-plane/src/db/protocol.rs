@@ -1,0 +1,99 @@
+//! The messages between the supervisor and the engine: requests, responses, typed errors.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::KeyHash;
+use crate::record::{KeyFilter, KeyPage, KeyPatch, KeyRecord};
+
+/// Connection settings the engine applies explicitly (never the driver's defaults).
+/// Sent in the first frame so the database URL never appears in argv or the environment.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EngineSettings {
+    pub database_url: String,
+    pub pool_size: usize,
+    pub connect_timeout_ms: u64,
+    pub keepalive_idle_ms: u64,
+    pub keepalive_interval_ms: u64,
+    pub keepalive_retries: u32,
+    pub tcp_user_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+}
+
+// The URL holds a password: never print it.
+impl std::fmt::Debug for EngineSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSettings")
+            .field("database_url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the supervisor asks of the engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// First frame: connect the pool and migrate the schema, then answer `Ready`.
+    Init(EngineSettings),
+    /// The watchdog's heartbeat: `SELECT 1`.
+    Ping,
+    GetKey {
+        token: KeyHash,
+    },
+    InsertKey {
+        record: KeyRecord,
+    },
+    ListKeys {
+        filter: KeyFilter,
+    },
+    UpdateKey {
+        token: KeyHash,
+        patch: KeyPatch,
+    },
+    DeleteKeys {
+        tokens: Vec<KeyHash>,
+        aliases: Vec<String>,
+    },
+}
+
+/// What the engine answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    Ready { pid: u32 },
+    Pong,
+    Key { record: Option<Box<KeyRecord>> },
+    Inserted,
+    Page { page: KeyPage },
+    Deleted { tokens: Vec<KeyHash> },
+}
+
+/// Typed failures from the engine. `Transport` means the connection itself is in doubt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum EngineError {
+    #[error("database transport failure: {0}")]
+    Transport(String),
+    #[error("conflict on {0}")]
+    Conflict(String),
+    #[error("statement timed out")]
+    Timeout,
+    #[error("database error: {0}")]
+    Query(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// A request on the wire, tagged with its id so many can be in flight at once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub id: u64,
+    pub request: Request,
+}
+
+/// A response on the wire, carrying the id of the request it answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    pub id: u64,
+    pub result: Result<Response, EngineError>,
+}

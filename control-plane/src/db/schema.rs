@@ -1,0 +1,75 @@
+//! Versioned schema migrations, applied at start-up under a transaction-scoped advisory lock.
+
+use tokio_postgres::Client;
+
+/// Any fixed number: every control plane takes the same lock, so two starting at once
+/// apply migrations one after the other and the second finds nothing to do.
+const MIGRATION_LOCK: i64 = 0x6c69_7665_6761_7465; // "livegate"
+
+/// (version, name, SQL). Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "create livegate_keys",
+    "CREATE TABLE livegate_keys (
+        token       text PRIMARY KEY,
+        key_name    text NOT NULL,
+        key_alias   text UNIQUE,
+        team_id     text,
+        user_id     text,
+        models      text[] NOT NULL DEFAULT '{}',
+        max_budget  double precision,
+        metadata    jsonb NOT NULL DEFAULT '{}'::jsonb,
+        blocked     boolean NOT NULL DEFAULT false,
+        spend       double precision NOT NULL DEFAULT 0,
+        expires     timestamptz,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        updated_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX livegate_keys_team_id ON livegate_keys (team_id);
+    CREATE INDEX livegate_keys_user_id ON livegate_keys (user_id);
+    CREATE INDEX livegate_keys_created_at ON livegate_keys (created_at DESC, token);",
+)];
+
+/// Applies the missing migrations; returns the versions it applied (empty when up to date).
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS livegate_schema_migrations (
+            version    integer PRIMARY KEY,
+            name       text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM livegate_schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut done = vec![];
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| !applied.contains(v)) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO livegate_schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        done.push(*version);
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    #[test]
+    fn migration_versions_are_unique_and_ascending() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(MIGRATIONS[0].0, 1);
+    }
+}

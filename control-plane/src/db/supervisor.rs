@@ -1,0 +1,303 @@
+//! The supervisor: spawns the engine, watches it with a heartbeat, and replaces it when it fails.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::ipc::{CallError, EngineLink};
+use super::process::{EngineCommand, EngineProcess};
+use super::protocol::{EngineSettings, Request, Response};
+use super::state::{Action, Backoff, DbStatus, Event, SupervisorState};
+use super::{CurrentLink, Db};
+use crate::metrics::Metrics;
+
+/// Everything the supervisor needs, validated by `config`.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub engine: EngineCommand,
+    pub settings: EngineSettings,
+    pub log_format: String,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_deadline: Duration,
+    pub grace: Duration,
+    pub backoff: Backoff,
+    pub start_timeout: Duration,
+    pub request_deadline: Duration,
+    pub max_in_flight: usize,
+}
+
+/// What readiness and metrics report, kept in memory and updated by the supervisor only.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub db: DbStatus,
+    pub engine_pid: Option<u32>,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+/// Controls for the running supervisor.
+pub struct SupervisorHandle {
+    pub task: JoinHandle<()>,
+    hup: mpsc::Sender<()>,
+}
+
+impl SupervisorHandle {
+    /// SIGHUP: ask for a reconnect (ignored if one is already running).
+    pub fn force_reconnect(&self) {
+        let _ = self.hup.try_send(());
+    }
+}
+
+/// Starts the supervisor task; it runs until `stop` is cancelled, then tears the engine down.
+pub fn start(
+    cfg: SupervisorConfig,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> (Db, SupervisorHandle) {
+    let link: CurrentLink = Arc::new(RwLock::new(None));
+    let initial = Snapshot {
+        db: DbStatus::Disconnected,
+        engine_pid: None,
+        reconnects: 0,
+        last_error: None,
+    };
+    let (snap_tx, snap_rx) = watch::channel(initial);
+    let (trouble_tx, trouble_rx) = mpsc::channel(16);
+    let (hup_tx, hup_rx) = mpsc::channel(1);
+    let db = Db {
+        link: link.clone(),
+        snapshot: snap_rx,
+        trouble: trouble_tx,
+        deadline: cfg.request_deadline,
+    };
+    let sup = Supervisor {
+        cfg,
+        metrics,
+        stop,
+        link,
+        snap: snap_tx,
+        trouble: trouble_rx,
+        hup: hup_rx,
+        state: SupervisorState::default(),
+        generation: 0,
+    };
+    let task = tokio::spawn(sup.run());
+    (db, SupervisorHandle { task, hup: hup_tx })
+}
+
+struct Supervisor {
+    cfg: SupervisorConfig,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    link: CurrentLink,
+    snap: watch::Sender<Snapshot>,
+    trouble: mpsc::Receiver<u64>,
+    hup: mpsc::Receiver<()>,
+    state: SupervisorState,
+    generation: u64,
+}
+
+/// Why an engine's time ended, with the message readiness shows as `last_error`.
+type Ending = (Event, Option<String>);
+
+impl Supervisor {
+    async fn run(mut self) {
+        let mut delay = Duration::ZERO;
+        loop {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.stop.cancelled() => { self.apply(Event::Shutdown, None); break; }
+                }
+            }
+            let (engine, (event, error)) = self.run_one_engine().await;
+            let action = self.apply(event, error);
+            if let Some(engine) = engine {
+                self.teardown(engine).await;
+            }
+            match action {
+                Action::Stop => break,
+                Action::Replace { delay: d } => delay = d,
+                Action::Stay => delay = Duration::ZERO,
+            }
+        }
+        self.snap.send_modify(|s| s.engine_pid = None);
+        tracing::info!("database supervisor stopped");
+    }
+
+    /// Spawns one engine, brings it up, and watches it until something ends its time.
+    async fn run_one_engine(&mut self) -> (Option<EngineProcess>, Ending) {
+        let (mut engine, stdout, stdin) =
+            match EngineProcess::spawn(&self.cfg.engine, &self.cfg.log_format) {
+                Ok(x) => x,
+                Err(e) => {
+                    return (
+                        None,
+                        (
+                            Event::ConnectFailed,
+                            Some(format!("spawning the engine failed: {e}")),
+                        ),
+                    )
+                }
+            };
+        self.metrics.engine_spawns.fetch_add(1, Relaxed);
+        self.generation += 1;
+        let pid = engine.pid();
+        tracing::info!(pid, generation = self.generation, "engine spawned");
+        self.snap.send_modify(|s| s.engine_pid = Some(pid));
+        let link = Arc::new(EngineLink::start(stdout, stdin, self.cfg.max_in_flight));
+        if let Err(ending) = self.bring_up(&mut engine, &link).await {
+            return (Some(engine), ending);
+        }
+        self.apply(Event::EngineReady, None);
+        // Operator requests that arrived while we were reconnecting are already satisfied.
+        while self.hup.try_recv().is_ok() {}
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((self.generation, link.clone()));
+        tracing::info!(pid, "engine ready; database connected");
+        let ending = self.watch(&mut engine, &link).await;
+        (Some(engine), ending)
+    }
+
+    /// Sends `Init` and waits for `Ready`, bounded by the start timeout.
+    async fn bring_up(
+        &mut self,
+        engine: &mut EngineProcess,
+        link: &EngineLink,
+    ) -> Result<(), Ending> {
+        let init = Request::Init(self.cfg.settings.clone());
+        tokio::select! {
+            r = link.call(init, self.cfg.start_timeout) => match r {
+                Ok(Response::Ready { .. }) => Ok(()),
+                Ok(other) => Err((Event::ConnectFailed, Some(format!("engine answered init with {other:?}")))),
+                Err(CallError::Deadline) => Err((Event::ConnectFailed, Some("engine did not connect within the start timeout".into()))),
+                Err(e) => Err((Event::ConnectFailed, Some(format!("engine failed to connect: {e}")))),
+            },
+            st = engine.exited() => Err((Event::ConnectFailed, Some(exit_message(st)))),
+            _ = self.stop.cancelled() => Err((Event::Shutdown, None)),
+        }
+    }
+
+    /// The watchdog: heartbeats with a deadline, engine exit, failed queries, SIGHUP, shutdown.
+    async fn watch(&mut self, engine: &mut EngineProcess, link: &EngineLink) -> Ending {
+        let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Some(ending) = self.heartbeat(engine, link).await {
+                        return ending;
+                    }
+                }
+                st = engine.exited() => return (Event::EngineExited, Some(exit_message(st))),
+                _ = link.closed() => return (Event::TransportError, Some("engine pipes closed".into())),
+                Some(g) = self.trouble.recv() => {
+                    if g == self.generation {
+                        return (Event::TransportError, Some("a query failed in transit".into()));
+                    }
+                }
+                Some(()) = self.hup.recv() => return (Event::ForceReconnect, Some("reconnect requested (SIGHUP)".into())),
+                _ = self.stop.cancelled() => return (Event::Shutdown, None),
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self, engine: &mut EngineProcess, link: &EngineLink) -> Option<Ending> {
+        let started = tokio::time::Instant::now();
+        let deadline = self.cfg.heartbeat_deadline;
+        let result = tokio::select! {
+            r = link.call(Request::Ping, deadline) => r,
+            st = engine.exited() => return Some((Event::EngineExited, Some(exit_message(st)))),
+            _ = self.stop.cancelled() => return Some((Event::Shutdown, None)),
+        };
+        match result {
+            Ok(Response::Pong) => {
+                self.metrics.heartbeat.observe(started.elapsed());
+                None
+            }
+            Err(CallError::Deadline) => {
+                self.metrics.heartbeat_failures.fetch_add(1, Relaxed);
+                Some((
+                    Event::HeartbeatLate,
+                    Some(format!(
+                        "heartbeat missed its {} ms deadline",
+                        deadline.as_millis()
+                    )),
+                ))
+            }
+            other => {
+                self.metrics.heartbeat_failures.fetch_add(1, Relaxed);
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(r) => format!("unexpected answer {r:?}"),
+                };
+                Some((
+                    Event::HeartbeatFailed,
+                    Some(format!("heartbeat failed: {why}")),
+                ))
+            }
+        }
+    }
+
+    /// Feeds one event to the pure state machine and publishes the result.
+    fn apply(&mut self, event: Event, error: Option<String>) -> Action {
+        let jitter = random_unit();
+        let (next, action) = self.state.on(event.clone(), self.cfg.backoff, jitter);
+        if next.db_status() != DbStatus::Connected {
+            // Requests fail fast from here on, before any teardown starts.
+            *self.link.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        if let Some(e) = &error {
+            tracing::warn!(?event, error = %e, phase = ?next.phase, ?action, "database engine event");
+        }
+        self.state = next;
+        self.snap.send_modify(|s| {
+            s.db = next.db_status();
+            s.reconnects = next.reconnects;
+            if error.is_some() {
+                s.last_error = error;
+            }
+        });
+        action
+    }
+
+    async fn teardown(&mut self, engine: EngineProcess) {
+        let pid = engine.pid();
+        let out = engine.teardown(self.cfg.grace).await;
+        self.metrics
+            .engine_sigterms
+            .fetch_add(u64::from(out.sent_term), Relaxed);
+        self.metrics
+            .engine_sigkills
+            .fetch_add(u64::from(out.sent_kill), Relaxed);
+        tracing::info!(
+            pid,
+            sigterm = out.sent_term,
+            sigkill = out.sent_kill,
+            "engine torn down"
+        );
+        self.snap.send_modify(|s| s.engine_pid = None);
+    }
+}
+
+fn exit_message(st: std::io::Result<std::process::ExitStatus>) -> String {
+    match st {
+        Ok(st) => format!("engine exited on its own ({st})"),
+        Err(e) => format!("engine wait failed: {e}"),
+    }
+}
+
+/// Backoff jitter from the OS RNG, in `[0, 1)`.
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,258 @@
+//! Prometheus text metrics: loop lag, database state, reconnects, requests, key-cache use.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::db::Snapshot;
+
+/// Loop-lag buckets include 20 ms, the bound the fault tests hold the control plane to.
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+const HEARTBEAT_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A fixed-bucket histogram on atomics (observing never takes a lock).
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    max_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            max_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+        self.max_micros.fetch_max(micros, Relaxed);
+    }
+
+    pub fn max(&self) -> Duration {
+        Duration::from_micros(self.max_micros.load(Relaxed))
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in self.bounds.iter().enumerate() {
+            cumulative += self.counts[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.counts[self.bounds.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// Every metric the control plane exports.
+pub struct Metrics {
+    pub loop_lag: Histogram,
+    pub heartbeat: Histogram,
+    pub heartbeat_failures: AtomicU64,
+    pub engine_spawns: AtomicU64,
+    pub engine_sigterms: AtomicU64,
+    pub engine_sigkills: AtomicU64,
+    pub key_cache_hits: AtomicU64,
+    pub key_cache_misses: AtomicU64,
+    pub key_cache_stale_served: AtomicU64,
+    auth_decisions: Mutex<BTreeMap<&'static str, u64>>,
+    http_requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            loop_lag: Histogram::new(LAG_BUCKETS),
+            heartbeat: Histogram::new(HEARTBEAT_BUCKETS),
+            heartbeat_failures: AtomicU64::new(0),
+            engine_spawns: AtomicU64::new(0),
+            engine_sigterms: AtomicU64::new(0),
+            engine_sigkills: AtomicU64::new(0),
+            key_cache_hits: AtomicU64::new(0),
+            key_cache_misses: AtomicU64::new(0),
+            key_cache_stale_served: AtomicU64::new(0),
+            auth_decisions: Mutex::default(),
+            http_requests: Mutex::default(),
+        }
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+impl Metrics {
+    pub fn count_auth_decision(&self, outcome: &'static str) {
+        *self
+            .auth_decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    pub fn count_request(&self, route: &str, status: u16) {
+        let mut m = self.http_requests.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((route.to_owned(), status)).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition of everything, with the supervisor's current snapshot.
+    pub fn render(&self, snap: &Snapshot, key_cache_entries: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        self.loop_lag.render(
+            &mut out,
+            "livegate_loop_lag_seconds",
+            "How late the loop-lag probe's ticks fired.",
+        );
+        gauge(
+            &mut out,
+            "livegate_loop_lag_max_seconds",
+            "Largest loop lag seen since start.",
+            self.loop_lag.max().as_secs_f64(),
+        );
+        let _ = writeln!(out, "# HELP livegate_db_state 1 for the database state the supervisor is in.\n# TYPE livegate_db_state gauge");
+        for s in ["connected", "reconnecting", "disconnected"] {
+            let _ = writeln!(
+                out,
+                "livegate_db_state{{state=\"{s}\"}} {}",
+                u8::from(snap.db.as_str() == s)
+            );
+        }
+        counter(
+            &mut out,
+            "livegate_db_reconnects_total",
+            "Reconnects started after a connected engine was lost.",
+            snap.reconnects,
+        );
+        self.heartbeat.render(
+            &mut out,
+            "livegate_db_heartbeat_seconds",
+            "Round trip of successful heartbeats.",
+        );
+        counter(
+            &mut out,
+            "livegate_db_heartbeat_failures_total",
+            "Heartbeats that failed or missed their deadline.",
+            self.heartbeat_failures.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_engine_spawns_total",
+            "Engine subprocesses started.",
+            self.engine_spawns.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_engine_sigterm_total",
+            "SIGTERMs sent to engines.",
+            self.engine_sigterms.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_engine_sigkill_total",
+            "SIGKILLs sent to engines that outlived the grace period.",
+            self.engine_sigkills.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_key_cache_hits_total",
+            "Auth checks answered from a fresh cached key record.",
+            self.key_cache_hits.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_key_cache_misses_total",
+            "Auth checks that needed the database.",
+            self.key_cache_misses.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_key_cache_stale_served_total",
+            "Auth checks answered from a stale record while the database was away.",
+            self.key_cache_stale_served.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "livegate_key_cache_entries",
+            "Key records held in the cache.",
+            key_cache_entries as f64,
+        );
+        self.render_labelled(&mut out);
+        out
+    }
+
+    fn render_labelled(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP livegate_auth_decisions_total Auth check outcomes.\n# TYPE livegate_auth_decisions_total counter");
+        for (k, v) in self
+            .auth_decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "livegate_auth_decisions_total{{outcome=\"{k}\"}} {v}");
+        }
+        let _ = writeln!(out, "# HELP livegate_http_requests_total HTTP requests by route and status.\n# TYPE livegate_http_requests_total counter");
+        for ((route, status), v) in self
+            .http_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "livegate_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {v}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_track_the_max() {
+        let h = Histogram::new(LAG_BUCKETS);
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(15));
+        h.observe(Duration::from_secs(9));
+        let mut s = String::new();
+        h.render(&mut s, "x", "h");
+        assert!(s.contains("x_bucket{le=\"0.001\"} 1\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"0.02\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"5\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 3\n"), "{s}");
+        assert!(s.contains("x_count 3\n"), "{s}");
+        assert_eq!(h.max(), Duration::from_secs(9));
+    }
+}
