@@ -89,7 +89,10 @@ fn a_wrong_type_names_the_nested_field() {
 #[test]
 fn an_unknown_field_is_named() {
     let text = error_text(r#"{"liveness_path": ["/x"]}"#);
-    assert!(text.starts_with("liveness_path: unknown field `liveness_path`"), "{text}");
+    assert!(
+        text.starts_with("liveness_path: unknown field `liveness_path`"),
+        "{text}"
+    );
 }
 
 #[test]
