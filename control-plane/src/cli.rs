@@ -40,7 +40,7 @@ pub struct ServeArgs {
     /// Admin credential for `/key/*`; the service refuses to start without one.
     #[arg(long, env = "LIVEGATE_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
-    /// Engine program and arguments, split on whitespace (default: this binary's `engine`).
+    /// Engine program and arguments, split like a shell line, no shell run (default: this binary's `engine`).
     #[arg(long, env = "LIVEGATE_ENGINE_COMMAND")]
     pub engine_command: Option<String>,
     /// `text` or `json`.

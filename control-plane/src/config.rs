@@ -60,7 +60,11 @@ fn engine_command(arg: Option<String>) -> Result<EngineCommand, ConfigError> {
     let flag = "--engine-command (LIVEGATE_ENGINE_COMMAND)";
     match arg {
         Some(s) => {
-            let mut parts = s.split_whitespace().map(str::to_owned);
+            // Split like a POSIX shell would (quotes honoured) but run no shell: the engine's
+            // pid is the program's, so signals reach it directly.
+            let parts = shell_words::split(&s)
+                .map_err(|e| invalid(flag, format!("cannot be split into words: {e}")))?;
+            let mut parts = parts.into_iter();
             let program = parts.next().ok_or_else(|| invalid(flag, "is empty"))?;
             Ok(EngineCommand {
                 program: program.into(),
