@@ -829,6 +829,112 @@ fn the_envoy_deployment_runs_the_livegate_envoy_image_on_as_many_workers_as_its_
     );
 }
 
+#[test]
+fn only_envoy_pods_may_reach_the_control_plane_and_only_on_its_port() {
+    let policy = manifest("NetworkPolicy", "livegate-control-plane");
+    let pod_labels =
+        |name: &str| manifest("Deployment", name)["spec"]["template"]["metadata"]["labels"].clone();
+    let selects = |selector: &Value, labels: &Value| {
+        let wanted = mapping(selector);
+        !wanted.is_empty()
+            && wanted
+                .iter()
+                .all(|(k, v)| &labels[k.as_str().unwrap()] == v)
+    };
+    assert!(selects(
+        &policy["spec"]["podSelector"]["matchLabels"],
+        &pod_labels("livegate-control-plane")
+    ));
+    let rules = seq(&policy["spec"]["ingress"]);
+    assert_eq!(rules.len(), 1, "one rule: from Envoy");
+    let from = seq(&rules[0]["from"]);
+    assert!(from.iter().all(|peer| selects(
+        &peer["podSelector"]["matchLabels"],
+        &pod_labels("livegate-envoy")
+    )));
+    let ports: Vec<u64> = seq(&rules[0]["ports"])
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    assert_eq!(ports, vec![u64::from(documented_port("control plane"))]);
+}
+
+// ---------------------------------------------------------------------------------------
+// docs/operations.md is the configuration reference: complete and true to the code.
+
+#[test]
+fn operations_md_documents_every_control_plane_flag_with_its_variable_and_default() {
+    let doc = read("docs/operations.md");
+    let flags = control_plane_flags();
+    assert!(flags.len() >= 5, "{flags:?}");
+    for flag in flags {
+        let row = doc
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{}` |", flag.long)))
+            .unwrap_or_else(|| panic!("docs/operations.md has no row for {}", flag.long));
+        assert!(
+            row.contains(&format!("`{}`", flag.env)),
+            "{}: the row does not name {}",
+            flag.long,
+            flag.env
+        );
+        let default = row.split('|').nth(3).unwrap_or_default().trim();
+        match &flag.default {
+            Some(value) => assert_eq!(default, format!("`{value}`"), "{}", flag.long),
+            None => assert!(!default.is_empty(), "{}: no default documented", flag.long),
+        }
+    }
+}
+
+#[test]
+fn operations_md_documents_the_filters_fields_with_the_parsers_defaults() {
+    let doc = read("docs/operations.md");
+    let section = doc
+        .split("### The filter")
+        .nth(1)
+        .expect("a section on the filter's configuration");
+    let json = section
+        .split("```json")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a JSON block of the defaults");
+    assert_eq!(
+        FilterConfig::parse(Some(json.as_bytes())),
+        Ok(FilterConfig::default()),
+        "the documented defaults are not the parser's"
+    );
+    for field in filter_config_fields() {
+        assert!(
+            section.contains(&format!("| `{field}` |")),
+            "docs/operations.md has no row for the filter field {field}"
+        );
+    }
+}
+
+#[test]
+fn operations_md_explains_every_metric_the_filter_and_the_control_plane_export() {
+    let doc = read("docs/operations.md");
+    let mut names: Vec<String> = livegate_filter::metrics::Metric::ALL
+        .iter()
+        .map(|metric| metric.name().to_string())
+        .collect();
+    let source = read("control-plane/src/metrics.rs");
+    for piece in source.split('"').skip(1).step_by(2) {
+        if piece.starts_with("livegate_")
+            && piece.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            names.push(piece.to_string());
+        }
+    }
+    assert!(names.len() >= 20, "{names:?}");
+    for name in names {
+        assert!(
+            doc.contains(&format!("| `{name}` |")) || doc.contains(&format!("| `{name}{{")),
+            "docs/operations.md does not explain {name}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Helpers.
 
@@ -1141,4 +1247,71 @@ fn workspace_members() -> Vec<String> {
         .step_by(2)
         .map(str::to_string)
         .collect()
+}
+
+#[derive(Debug)]
+struct Flag {
+    long: String,
+    env: String,
+    default: Option<String>,
+}
+
+/// The `serve` flags of control-plane/src/cli.rs: `#[arg(long, env = …, default…)] pub name`.
+fn control_plane_flags() -> Vec<Flag> {
+    let source = read("control-plane/src/cli.rs");
+    let mut flags = Vec::new();
+    for chunk in source.split("#[arg(").skip(1) {
+        let (attribute, rest) = chunk.split_once(")]").expect("an #[arg(...)] attribute");
+        let attribute: String = attribute.split_whitespace().collect::<Vec<_>>().join(" ");
+        let Some(env) = attribute.split("env = \"").nth(1) else {
+            continue;
+        };
+        let env = env.split('"').next().unwrap().to_string();
+        let field = rest
+            .split("pub ")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .expect("the field after the attribute")
+            .trim()
+            .to_string();
+        let default = if let Some(value) = attribute.split("default_value_t = ").nth(1) {
+            Some(value.split([',', ' ']).next().unwrap().replace('_', ""))
+        } else {
+            attribute
+                .split("default_value = \"")
+                .nth(1)
+                .map(|value| value.split('"').next().unwrap().to_string())
+        };
+        flags.push(Flag {
+            long: format!("--{}", field.replace('_', "-")),
+            env,
+            default,
+        });
+    }
+    flags
+}
+
+/// The fields of the filter's `Config` and `CacheConfig` (as `cache.<field>`).
+fn filter_config_fields() -> Vec<String> {
+    let source = read("filter/src/config.rs");
+    let fields = |name: &str| -> Vec<String> {
+        let body = source
+            .split(&format!("pub struct {name} {{"))
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .unwrap_or_else(|| panic!("filter/src/config.rs has no struct {name}"));
+        body.lines()
+            .filter_map(|line| line.trim().strip_prefix("pub "))
+            .filter_map(|line| line.split(':').next().map(str::to_string))
+            .collect()
+    };
+    let mut all = fields("Config");
+    all.retain(|field| field != "cache");
+    all.extend(
+        fields("CacheConfig")
+            .into_iter()
+            .map(|f| format!("cache.{f}")),
+    );
+    assert!(all.len() >= 10, "{all:?}");
+    all
 }
