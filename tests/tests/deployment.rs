@@ -560,6 +560,15 @@ fn the_envoy_image_is_the_official_one_at_the_version_xtask_pins() {
         .find(|line| line.starts_with("FROM envoyproxy/envoy:"))
         .expect("a stage FROM envoyproxy/envoy");
     assert_eq!(from, format!("FROM envoyproxy/envoy:v{version} AS envoy"));
+    for (name, service) in mapping(&compose()["services"]) {
+        if !service["build"].is_null() {
+            assert_eq!(
+                service["pull_policy"].as_str(),
+                Some("build"),
+                "{name:?} could be pulled from a registry instead of built"
+            );
+        }
+    }
     let build = &compose()["services"]["envoy"]["build"];
     assert_eq!(build["target"].as_str(), Some("envoy"));
     assert_eq!(
