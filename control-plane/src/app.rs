@@ -6,7 +6,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::db::supervisor::{self, SupervisorHandle};
+use crate::db::supervisor::{self, Reconnect};
 use crate::http::{self, AppState};
 use crate::key_cache::KeyCache;
 use crate::looplag;
@@ -57,8 +57,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         db,
         metrics,
     };
-    let sup = Arc::new(sup);
-    spawn_signal_handlers(stop_http.clone(), sup.clone())?;
+    spawn_signal_handlers(stop_http.clone(), sup.reconnect.clone())?;
     let server = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(stop_http.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
@@ -71,21 +70,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
     stop_db.cancel();
-    let sup =
-        Arc::try_unwrap(sup).map_err(|_| anyhow::anyhow!("supervisor handle still shared"))?;
     let _ = sup.task.await;
     tracing::info!("control plane stopped");
     Ok(())
 }
 
-fn spawn_signal_handlers(
-    stop: CancellationToken,
-    sup: Arc<SupervisorHandle>,
-) -> anyhow::Result<()> {
+fn spawn_signal_handlers(stop: CancellationToken, reconnect: Reconnect) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let hup_sup = sup.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -96,9 +89,8 @@ fn spawn_signal_handlers(
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reconnecting to the database");
-            hup_sup.force_reconnect();
+            reconnect.request();
         }
     });
-    drop(sup);
     Ok(())
 }

@@ -124,6 +124,11 @@ impl EngineLink {
         }
     }
 
+    /// Fails every waiting call with `Closed` at once, leaving the pipes open.
+    pub fn abandon(&self) {
+        self.lock().clear();
+    }
+
     /// Resolves once either pipe has failed or closed.
     pub async fn closed(&self) {
         self.closed.cancelled().await

@@ -43,13 +43,17 @@ pub struct Snapshot {
 /// Controls for the running supervisor.
 pub struct SupervisorHandle {
     pub task: JoinHandle<()>,
-    hup: mpsc::Sender<()>,
+    pub reconnect: Reconnect,
 }
 
-impl SupervisorHandle {
-    /// SIGHUP: ask for a reconnect (ignored if one is already running).
-    pub fn force_reconnect(&self) {
-        let _ = self.hup.try_send(());
+/// Asks the supervisor for a reconnect (SIGHUP); cloneable for signal handlers.
+#[derive(Clone)]
+pub struct Reconnect(mpsc::Sender<()>);
+
+impl Reconnect {
+    /// Ignored if a reconnect is already running or already requested.
+    pub fn request(&self) {
+        let _ = self.0.try_send(());
     }
 }
 
@@ -87,7 +91,13 @@ pub fn start(
         generation: 0,
     };
     let task = tokio::spawn(sup.run());
-    (db, SupervisorHandle { task, hup: hup_tx })
+    (
+        db,
+        SupervisorHandle {
+            task,
+            reconnect: Reconnect(hup_tx),
+        },
+    )
 }
 
 struct Supervisor {
@@ -105,6 +115,9 @@ struct Supervisor {
 /// Why an engine's time ended, with the message readiness shows as `last_error`.
 type Ending = (Event, Option<String>);
 
+/// One engine's life: the process and its link (both still to tear down), and its ending.
+type EngineRun = (Option<EngineProcess>, Option<Arc<EngineLink>>, Ending);
+
 impl Supervisor {
     async fn run(mut self) {
         let mut delay = Duration::ZERO;
@@ -115,11 +128,17 @@ impl Supervisor {
                     _ = self.stop.cancelled() => { self.apply(Event::Shutdown, None); break; }
                 }
             }
-            let (engine, (event, error)) = self.run_one_engine().await;
+            let (engine, link, (event, error)) = self.run_one_engine().await;
             let action = self.apply(event, error);
+            if let Some(link) = &link {
+                link.abandon();
+            }
             if let Some(engine) = engine {
                 self.teardown(engine).await;
             }
+            // The pipes close only now: an engine must not get to leave on EOF before the
+            // kill sequence has had its say (a wedged one would not notice EOF anyway).
+            drop(link);
             match action {
                 Action::Stop => break,
                 Action::Replace { delay: d } => delay = d,
@@ -131,12 +150,13 @@ impl Supervisor {
     }
 
     /// Spawns one engine, brings it up, and watches it until something ends its time.
-    async fn run_one_engine(&mut self) -> (Option<EngineProcess>, Ending) {
+    async fn run_one_engine(&mut self) -> EngineRun {
         let (mut engine, stdout, stdin) =
             match EngineProcess::spawn(&self.cfg.engine, &self.cfg.log_format) {
                 Ok(x) => x,
                 Err(e) => {
                     return (
+                        None,
                         None,
                         (
                             Event::ConnectFailed,
@@ -152,7 +172,7 @@ impl Supervisor {
         self.snap.send_modify(|s| s.engine_pid = Some(pid));
         let link = Arc::new(EngineLink::start(stdout, stdin, self.cfg.max_in_flight));
         if let Err(ending) = self.bring_up(&mut engine, &link).await {
-            return (Some(engine), ending);
+            return (Some(engine), Some(link), ending);
         }
         self.apply(Event::EngineReady, None);
         // Operator requests that arrived while we were reconnecting are already satisfied.
@@ -161,7 +181,7 @@ impl Supervisor {
             Some((self.generation, link.clone()));
         tracing::info!(pid, "engine ready; database connected");
         let ending = self.watch(&mut engine, &link).await;
-        (Some(engine), ending)
+        (Some(engine), Some(link), ending)
     }
 
     /// Sends `Init` and waits for `Ready`, bounded by the start timeout.

@@ -138,3 +138,115 @@ pub fn wait_one_engine_no_zombie(cp: &ControlPlane) {
 pub fn process_exists(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
+
+/// What a background prober saw while a fault ran.
+#[derive(Debug, Default)]
+pub struct Watch {
+    pub samples: usize,
+    pub max_latency: Duration,
+    pub failures: usize,
+    pub states: Vec<String>,
+}
+
+/// Probes readiness back to back on another thread while `fault` runs on this one (which
+/// must stay the thread that spawned the processes), then checks the loop-lag histogram.
+pub fn during<T>(cp: &ControlPlane, fault: impl FnOnce() -> T) -> (T, Watch) {
+    let (lag_ticks_before, lag_over_before) = loop_lag_ticks(cp);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let target = url(cp, "/health/readiness");
+    let flag = stop.clone();
+    let prober = std::thread::spawn(move || {
+        let mut w = Watch::default();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            match http::get_within(&target, Duration::from_secs(5)) {
+                Ok(r) if r.status == 200 => {
+                    w.max_latency = w.max_latency.max(t.elapsed());
+                    let db = r
+                        .json()
+                        .ok()
+                        .and_then(|v| v["db"].as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    if w.states.last() != Some(&db) {
+                        w.states.push(db);
+                    }
+                }
+                _ => w.failures += 1,
+            }
+            w.samples += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w
+    });
+    let out = fault();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let w = prober.join().unwrap();
+    let (lag_ticks_after, lag_over_after) = loop_lag_ticks(cp);
+    assert!(
+        lag_ticks_after > lag_ticks_before,
+        "the loop-lag probe did not tick"
+    );
+    let max =
+        livegate_tests::envoy::prometheus_value(&metrics(cp), "livegate_loop_lag_max_seconds");
+    assert_eq!(
+        lag_over_after - lag_over_before,
+        0.0,
+        "loop-lag ticks later than 20 ms during the fault (max since start {max:?} s)\n{}",
+        cp.log_text()
+    );
+    assert!(
+        w.samples > 0 && w.failures == 0,
+        "readiness failed during the fault: {w:?}"
+    );
+    assert!(
+        w.max_latency < READINESS_BOUND,
+        "readiness took {:?} (> 50 ms) during the fault: {w:?}",
+        w.max_latency
+    );
+    (out, w)
+}
+
+/// The postmaster and its children. Postgres backends call `setsid()`, so signalling the
+/// postmaster's process group (as `Postgres::pause` does) reaches the postmaster alone.
+fn postgres_tree(pg: &Postgres) -> Vec<u32> {
+    let root = pg.pid().expect("postgres runs");
+    let mut all = vec![root];
+    all.extend(livegate_tests::lab::processes::children(root).0);
+    all
+}
+
+/// Freezes every Postgres process, backends included, as `docker pause` does.
+pub fn freeze(pg: &Postgres) {
+    for pid in postgres_tree(pg) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+    }
+}
+
+/// Thaws what [`freeze`] froze.
+pub fn thaw(pg: &Postgres) {
+    for pid in postgres_tree(pg) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+/// Thaws Postgres when dropped, so a failed assertion never leaves it frozen.
+pub struct ThawOnDrop<'a>(pub &'a Postgres);
+
+impl Drop for ThawOnDrop<'_> {
+    fn drop(&mut self) {
+        thaw(self.0);
+    }
+}
+
+/// Fault tests run one at a time: the loop-lag bound is about the control plane, and a
+/// machine busy with several Postgres clusters at once starves every process alike.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
