@@ -121,7 +121,7 @@ pub fn loop_lag_ticks(cp: &ControlPlane) -> (f64, f64) {
 
 /// Live children and zombies of the control plane (its engines).
 pub fn engines(cp: &ControlPlane) -> (Vec<u32>, Vec<u32>) {
-    livegate_tests::lab::processes::children(cp.pid())
+    livegate_tests::procfs::children(cp.pid())
 }
 
 /// Waits until exactly one live engine and no zombie remain under the control plane.
@@ -211,7 +211,7 @@ pub fn during<T>(cp: &ControlPlane, fault: impl FnOnce() -> T) -> (T, Watch) {
 fn postgres_tree(pg: &Postgres) -> Vec<u32> {
     let root = pg.pid().expect("postgres runs");
     let mut all = vec![root];
-    all.extend(livegate_tests::lab::processes::children(root).0);
+    all.extend(livegate_tests::procfs::children(root).0);
     all
 }
 
