@@ -61,6 +61,17 @@ impl ControlPlane {
         self.process.log_text()
     }
 
+    /// Polls readiness until it says `db: "connected"`.
+    pub fn wait_connected(&self, timeout: Duration) -> anyhow::Result<()> {
+        let url = format!("{}/health/readiness", self.base_url());
+        crate::poll::until("the control plane's database to connect", timeout, || {
+            let response = crate::http::get_within(&url, Duration::from_secs(2)).ok()?;
+            let body = response.json().ok()?;
+            (body["db"] == "connected").then_some(())
+        })
+        .map_err(|error| anyhow::anyhow!("{error}:\n{}", self.log_text()))
+    }
+
     /// Waits for the process to exit (after a signal the test sent).
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         self.process.wait_exit(timeout)

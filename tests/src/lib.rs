@@ -15,4 +15,5 @@ pub mod poll;
 pub mod ports;
 pub mod postgres;
 pub mod process;
+pub mod procfs;
 pub mod stack;

@@ -98,8 +98,10 @@ impl Postgres {
 
     /// Kills every Postgres process with SIGKILL, as a crash or an OOM kill would.
     pub fn kill(&mut self) -> anyhow::Result<()> {
+        if self.server.is_some() {
+            self.signal_all(Signal::SIGKILL)?;
+        }
         if let Some(mut server) = self.server.take() {
-            server.signal(Signal::SIGKILL)?;
             server.wait_exit(READY_TIMEOUT)?;
         }
         Ok(())
@@ -118,11 +120,18 @@ impl Postgres {
             .unwrap_or_default()
     }
 
+    /// Signals the postmaster and every backend. Postgres' children each call
+    /// `setsid()`, so a process-group signal would reach the postmaster alone.
     fn signal_all(&self, signal: Signal) -> anyhow::Result<()> {
-        match &self.server {
-            Some(server) => server.signal(signal),
-            None => anyhow::bail!("postgres is not running"),
+        let Some(server) = &self.server else {
+            anyhow::bail!("postgres is not running");
+        };
+        server.signal(signal)?;
+        for pid in crate::procfs::descendants(server.pid()) {
+            // A backend may exit between the listing and the signal.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
         }
+        Ok(())
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
@@ -135,11 +144,12 @@ impl Postgres {
             .args(["-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", data.display()))
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            // fsync off only risks data on an OS crash; a killed server keeps its commits.
+            .args(["-c", "fsync=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"]);
         self.run_as.apply(&mut command);
         let options = SpawnOptions {
-            own_process_group: true,
+            own_process_group: false,
             // SIGINT is Postgres' "fast" shutdown: clean, no crash recovery next start.
             stop: StopPolicy {
                 signal: Signal::SIGINT,

@@ -62,6 +62,8 @@ impl Owned {
         if options.own_process_group {
             command.process_group(0);
         }
+        // The kernel ties the parent-death signal to the spawning *thread*: spawn
+        // from the thread that owns the process (the test's), not a helper thread.
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             command.pre_exec(|| {

@@ -1,4 +1,4 @@
-//! What `/proc` says about a process's children: live engines, zombies.
+//! What `/proc` says about processes: children, descendants, zombies.
 
 use std::path::Path;
 
@@ -29,6 +29,12 @@ fn parse_stat(pid: u32, stat: &str) -> Option<(u32, char, u32)> {
     Some((pid, state, ppid))
 }
 
+/// The state letter of `pid` (`R`, `S`, `T` for stopped, `Z`, …), if it exists.
+pub fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &stat).map(|(_, state, _)| state)
+}
+
 /// Children of `parent`, split into (alive, zombies).
 pub fn children(parent: u32) -> (Vec<u32>, Vec<u32>) {
     let mut alive = Vec::new();
@@ -44,6 +50,22 @@ pub fn children(parent: u32) -> (Vec<u32>, Vec<u32>) {
         }
     }
     (alive, zombies)
+}
+
+/// Every live descendant of `root` (children, their children, …), parents first.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let all = processes();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for (pid, state, ppid) in &all {
+            if *ppid == parent && *state != 'Z' && !found.contains(pid) {
+                found.push(*pid);
+                frontier.push(*pid);
+            }
+        }
+    }
+    found
 }
 
 /// Every live process whose command line contains all of `needles`.
@@ -72,6 +94,23 @@ mod tests {
         );
         assert_eq!(parse_stat(9, "9 (x) Z 1 9"), Some((9, 'Z', 1)));
         assert_eq!(parse_stat(9, "garbage"), None);
+    }
+
+    #[test]
+    fn descendants_include_grandchildren() {
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let grandchild =
+            crate::poll::until("the grandchild", std::time::Duration::from_secs(5), || {
+                descendants(std::process::id())
+                    .into_iter()
+                    .find(|pid| *pid != shell.id())
+            });
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert!(grandchild.is_ok(), "no grandchild found");
     }
 
     #[test]

@@ -191,5 +191,8 @@ fn start_control_plane(
     for arg in &options.control_plane_args {
         builder = builder.arg(arg.clone());
     }
-    builder.start()
+    // A stack is up when it can serve: the control plane's database is connected.
+    let control_plane = builder.start()?;
+    control_plane.wait_connected(std::time::Duration::from_secs(60))?;
+    Ok(control_plane)
 }

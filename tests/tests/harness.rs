@@ -27,6 +27,18 @@ fn postgres_starts_on_a_free_port_and_answers_with_the_password_in_its_url() {
 fn a_paused_postgres_does_not_answer_until_resumed() {
     let pg = Postgres::start().unwrap();
     pg.pause().unwrap();
+    // Every process, backends included (they are not in the postmaster's group).
+    let postmaster = pg.pid().unwrap();
+    let backends = livegate_tests::procfs::descendants(postmaster);
+    assert!(!backends.is_empty());
+    for pid in std::iter::once(postmaster).chain(backends) {
+        // A signal is delivered asynchronously: poll for the stopped state.
+        let stopped =
+            livegate_tests::poll::until("the process to stop", Duration::from_secs(5), || {
+                matches!(livegate_tests::procfs::state(pid), Some('T') | None).then_some(())
+            });
+        assert!(stopped.is_ok(), "pid {pid} still runs");
+    }
     assert!(!select_one(&pg, 1), "a paused Postgres answered");
     pg.resume().unwrap();
     let answered =

@@ -2,7 +2,6 @@
 //! latency recorder, and probers that hit an endpoint at a steady rate.
 
 pub mod prober;
-pub mod processes;
 pub mod recorder;
 pub mod relay;
 pub mod scenario;

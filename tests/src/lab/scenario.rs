@@ -401,7 +401,7 @@ fn loop_lag_max_ms(stack: &Stack) -> Option<f64> {
 fn engines(lab: &Lab) -> (usize, usize) {
     match &lab.stack.control_plane {
         Some(control_plane) => {
-            let (alive, zombies) = super::processes::children(control_plane.pid());
+            let (alive, zombies) = crate::procfs::children(control_plane.pid());
             (alive.len(), zombies.len())
         }
         None => (0, 0),
