@@ -201,6 +201,14 @@ impl Postgres {
     }
 }
 
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // A frozen server cannot act on its stop signal, and its backends would
+        // stay stopped: thaw everything before the server is stopped.
+        let _ = self.resume();
+    }
+}
+
 impl RunAs {
     fn apply(self, command: &mut Command) {
         if Uid::effective().is_root() {

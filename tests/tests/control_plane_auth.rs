@@ -95,13 +95,12 @@ fn deny_reasons_are_invalid_blocked_and_expired_with_their_statuses() {
 #[test]
 fn known_keys_keep_working_while_the_database_is_away_and_unknown_keys_get_503() {
     let (pg, cp) = start(&["--key-cache-fresh-secs", "0"]);
-    let _thaw = ThawOnDrop(&pg);
     let known = generate(&cp, json!({"key_alias": "known"}))["key"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(auth_check(&cp, &known).status, 200);
-    freeze(&pg);
+    pg.pause().unwrap();
     let (_, w) = during(&cp, || {
         wait_db(&cp, "reconnecting");
         let r = auth_check(&cp, &known);
@@ -125,7 +124,7 @@ fn known_keys_keep_working_while_the_database_is_away_and_unknown_keys_get_503()
         assert_eq!(admin.json().unwrap()["error"]["type"], "db_unavailable");
         let strict = http::get(&url(&cp, "/health/readiness?strict=true"), &[]).unwrap();
         assert_eq!(strict.status, 503);
-        thaw(&pg);
+        pg.resume().unwrap();
         wait_db(&cp, "connected");
     });
     assert!(w.states.iter().any(|s| s == "reconnecting"), "{w:?}");
@@ -145,13 +144,12 @@ fn staleness_is_bounded_a_known_key_is_refused_with_503_once_its_record_is_too_o
         "--key-cache-staleness-secs",
         "2",
     ]);
-    let _thaw = ThawOnDrop(&pg);
     let known = generate(&cp, json!({}))["key"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(auth_check(&cp, &known).status, 200);
-    freeze(&pg);
+    pg.pause().unwrap();
     wait_db(&cp, "reconnecting");
     let refused = livegate_tests::poll::until("the cached record to go stale", RECOVERY, || {
         let r = auth_check(&cp, &known);
@@ -161,7 +159,7 @@ fn staleness_is_bounded_a_known_key_is_refused_with_503_once_its_record_is_too_o
         );
         (r.status == 503).then_some(r)
     });
-    thaw(&pg);
+    pg.resume().unwrap();
     assert_eq!(refused.unwrap().json().unwrap()["reason"], "db_unavailable");
     wait_db(&cp, "connected");
     assert_eq!(auth_check(&cp, &known).status, 200);

@@ -54,16 +54,15 @@ fn counter(cp: &ControlPlane, name: &str) -> f64 {
 fn postgres_paused_then_resumed() {
     let _serial = serial();
     let (pg, cp) = start(&[]);
-    let _thaw = ThawOnDrop(&pg);
     let known = generate(&cp, json!({}))["key"]
         .as_str()
         .unwrap()
         .to_string();
     let before = engine_pid(&cp);
     let (_, w) = during(&cp, || {
-        freeze(&pg);
+        pg.pause().unwrap();
         wait_db(&cp, "reconnecting");
-        thaw(&pg);
+        pg.resume().unwrap();
         wait_db(&cp, "connected");
     });
     assert_eq!(
@@ -98,20 +97,19 @@ fn a_wedged_engine_that_ignores_sigterm_is_killed_without_stalling_the_loop() {
     let args = wedged_engine_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (pg, cp) = start(&args);
-    let _thaw = ThawOnDrop(&pg);
     let known = generate(&cp, json!({}))["key"]
         .as_str()
         .unwrap()
         .to_string();
     let wedged = engine_pid(&cp);
     let (_, w) = during(&cp, || {
-        freeze(&pg);
+        pg.pause().unwrap();
         wait_db(&cp, "reconnecting");
         livegate_tests::poll::until("the wedged engine to be SIGKILLed", RECOVERY, || {
             (!process_exists(wedged as u32)).then_some(())
         })
         .unwrap();
-        thaw(&pg);
+        pg.resume().unwrap();
         wait_db(&cp, "connected");
     });
     assert!(w.states.iter().any(|s| s == "reconnecting"), "{w:?}");

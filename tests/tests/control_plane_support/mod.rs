@@ -206,44 +206,6 @@ pub fn during<T>(cp: &ControlPlane, fault: impl FnOnce() -> T) -> (T, Watch) {
     (out, w)
 }
 
-/// The postmaster and its children. Postgres backends call `setsid()`, so signalling the
-/// postmaster's process group (as `Postgres::pause` does) reaches the postmaster alone.
-fn postgres_tree(pg: &Postgres) -> Vec<u32> {
-    let root = pg.pid().expect("postgres runs");
-    let mut all = vec![root];
-    all.extend(livegate_tests::procfs::children(root).0);
-    all
-}
-
-/// Freezes every Postgres process, backends included, as `docker pause` does.
-pub fn freeze(pg: &Postgres) {
-    for pid in postgres_tree(pg) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGSTOP,
-        );
-    }
-}
-
-/// Thaws what [`freeze`] froze.
-pub fn thaw(pg: &Postgres) {
-    for pid in postgres_tree(pg) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGCONT,
-        );
-    }
-}
-
-/// Thaws Postgres when dropped, so a failed assertion never leaves it frozen.
-pub struct ThawOnDrop<'a>(pub &'a Postgres);
-
-impl Drop for ThawOnDrop<'_> {
-    fn drop(&mut self) {
-        thaw(self.0);
-    }
-}
-
 /// Fault tests run one at a time: the loop-lag bound is about the control plane, and a
 /// machine busy with several Postgres clusters at once starves every process alike.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
