@@ -24,6 +24,7 @@ pub struct Postgres {
     run_as: RunAs,
     port: u16,
     password: String,
+    tls: bool,
     scratch: Scratch,
 }
 
@@ -41,17 +42,32 @@ impl Postgres {
         Postgres::start_in(scratch, crate::ports::free_port()?)
     }
 
+    /// A fresh cluster that speaks TLS (a self-signed certificate) and refuses
+    /// every TCP connection without it.
+    pub fn start_with_tls() -> anyhow::Result<Postgres> {
+        let scratch = Scratch::new("livegate-pg-tls-")?;
+        Postgres::start_configured(scratch, crate::ports::free_port()?, true)
+    }
+
     /// A cluster in `scratch` (created on first use, reused after) on `port`.
     pub fn start_in(scratch: Scratch, port: u16) -> anyhow::Result<Postgres> {
+        Postgres::start_configured(scratch, port, false)
+    }
+
+    fn start_configured(scratch: Scratch, port: u16, tls: bool) -> anyhow::Result<Postgres> {
         let bin_dir = bin_dir()?;
         let run_as = run_as()?;
         let password = ensure_cluster(&bin_dir, run_as, scratch.path())?;
+        if tls {
+            require_tls(run_as, &scratch.path().join("data"))?;
+        }
         let mut postgres = Postgres {
             server: None,
             bin_dir,
             run_as,
             port,
             password,
+            tls,
             scratch,
         };
         postgres.launch()?;
@@ -147,6 +163,10 @@ impl Postgres {
             // fsync off only risks data on an OS crash; a killed server keeps its commits.
             .args(["-c", "fsync=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"]);
+        if self.tls {
+            command.args(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt"]);
+            command.args(["-c", "ssl_key_file=server.key"]);
+        }
         self.run_as.apply(&mut command);
         let options = SpawnOptions {
             own_process_group: false,
@@ -292,6 +312,28 @@ fn ensure_cluster(bin_dir: &Path, run_as: RunAs, dir: &Path) -> anyhow::Result<S
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(password)
+}
+
+/// Writes a self-signed certificate into the data directory and makes `pg_hba.conf`
+/// refuse TCP connections that do not use TLS (the first matching line wins).
+fn require_tls(run_as: RunAs, data: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let files = [
+        ("server.crt", certified.cert.pem()),
+        ("server.key", certified.signing_key.serialize_pem()),
+    ];
+    for (name, pem) in files {
+        let path = data.join(name);
+        std::fs::write(&path, pem)?;
+        // Postgres refuses a key that others can read.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        nix::unistd::chown(&path, Some(run_as.uid), Some(run_as.gid))?;
+    }
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba)?;
+    std::fs::write(&hba, format!("hostnossl all all 0.0.0.0/0 reject\n{rules}"))?;
+    Ok(())
 }
 
 fn random_password() -> anyhow::Result<String> {
