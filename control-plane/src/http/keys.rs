@@ -242,16 +242,7 @@ pub async fn block(
     _: MasterKey,
     JsonBody(req): JsonBody<KeyRef>,
 ) -> ApiResult {
-    let token = key_ref("key", req.key.as_deref())?;
-    apply(
-        &s,
-        &token,
-        KeyPatch {
-            blocked: Some(true),
-            ..KeyPatch::default()
-        },
-    )
-    .await
+    set_blocked(&s, &req, true).await
 }
 
 pub async fn unblock(
@@ -259,16 +250,16 @@ pub async fn unblock(
     _: MasterKey,
     JsonBody(req): JsonBody<KeyRef>,
 ) -> ApiResult {
+    set_blocked(&s, &req, false).await
+}
+
+async fn set_blocked(s: &AppState, req: &KeyRef, blocked: bool) -> ApiResult {
     let token = key_ref("key", req.key.as_deref())?;
-    apply(
-        &s,
-        &token,
-        KeyPatch {
-            blocked: Some(false),
-            ..KeyPatch::default()
-        },
-    )
-    .await
+    let patch = KeyPatch {
+        blocked: Some(blocked),
+        ..KeyPatch::default()
+    };
+    apply(s, &token, patch).await
 }
 
 /// Writes a patch, and drops the cached record at once whatever the outcome.
