@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use serde_json::json;
 
+use super::looplag::{LagDuring, LagSnapshot};
 use super::prober::{ProbePlan, Probers};
 use super::recorder::{summarize, Sample, Summary};
 use super::relay::Relay;
@@ -136,7 +137,10 @@ pub struct ScenarioReport {
     pub reconnected_ms: Option<f64>,
     /// A live `GET /key/list` through the gateway after recovery answered 200.
     pub key_list_after: bool,
+    /// The control plane's `livegate_loop_lag_max_seconds`, since it started.
     pub loop_lag_max_ms: Option<f64>,
+    /// The loop lag within the scenario (the control plane's own start-up excluded).
+    pub loop_lag_during: LagDuring,
     pub engines_left: usize,
     pub zombies_left: usize,
     pub liveness_samples: Vec<Sample>,
@@ -203,6 +207,7 @@ fn generate_key(stack: &Stack) -> anyhow::Result<String> {
 /// Runs `fault` on a fresh lab with `timing`.
 pub fn run(fault: Fault, timing: Timing) -> anyhow::Result<ScenarioReport> {
     let mut lab = Lab::start(fault)?;
+    let lag_before = lag_snapshot(&lab.stack);
     let epoch = Instant::now();
     let observers = Observers::start(&lab, &timing, epoch);
     std::thread::sleep(timing.baseline);
@@ -227,6 +232,12 @@ pub fn run(fault: Fault, timing: Timing) -> anyhow::Result<ScenarioReport> {
         .find(|s| s.at_ms >= last_end && s.db == "connected")
         .map(|s| s.at_ms - last_end);
     let (engines_left, zombies_left) = engines(&lab);
+    // A restarted control plane's histogram starts from zero within the scenario.
+    let lag_from = if fault == Fault::ControlPlaneKilled {
+        LagSnapshot::default()
+    } else {
+        lag_before
+    };
     Ok(ScenarioReport {
         scenario: fault.name(),
         timing,
@@ -237,6 +248,7 @@ pub fn run(fault: Fault, timing: Timing) -> anyhow::Result<ScenarioReport> {
         reconnected_ms,
         key_list_after: key_list_works(&lab.stack),
         loop_lag_max_ms: loop_lag_max_ms(&lab.stack),
+        loop_lag_during: lag_from.until(&lag_snapshot(&lab.stack)),
         engines_left,
         zombies_left,
         liveness_samples,
@@ -391,10 +403,19 @@ fn key_list_works(stack: &Stack) -> bool {
     http::get(&stack.url("/key/list"), &[("authorization", &bearer)]).is_ok_and(|r| r.status == 200)
 }
 
-fn loop_lag_max_ms(stack: &Stack) -> Option<f64> {
+fn control_plane_metrics(stack: &Stack) -> Option<String> {
     let control_plane = stack.control_plane.as_ref()?;
     let metrics = http::get(&format!("{}/metrics", control_plane.base_url()), &[]).ok()?;
-    crate::envoy::prometheus_value(&metrics.body, "livegate_loop_lag_max_seconds").map(|s| s * 1e3)
+    Some(metrics.body)
+}
+
+fn loop_lag_max_ms(stack: &Stack) -> Option<f64> {
+    let metrics = control_plane_metrics(stack)?;
+    crate::envoy::prometheus_value(&metrics, "livegate_loop_lag_max_seconds").map(|s| s * 1e3)
+}
+
+fn lag_snapshot(stack: &Stack) -> LagSnapshot {
+    control_plane_metrics(stack).map_or_else(LagSnapshot::default, |m| LagSnapshot::parse(&m))
 }
 
 /// Live engines and zombies under the control plane.

@@ -20,8 +20,14 @@ pub fn describe() -> String {
         })
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
     let kernel = first_line(Command::new("uname").arg("-r"));
+    // `…/envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL`
     let envoy = first_line(Command::new(livegate_tests::artifacts::envoy_bin()).arg("--version"));
-    let envoy = envoy.split('/').nth(1).unwrap_or("?").to_string();
+    let envoy = envoy
+        .split("version:")
+        .nth(1)
+        .and_then(|v| v.trim().split('/').nth(1))
+        .unwrap_or("?")
+        .to_string();
     let rustc = first_line(Command::new("rustc").arg("--version"));
     format!("{model}, {cores} cores, {memory_gib:.0} GiB; Linux {kernel}; Envoy {envoy}; {rustc}")
 }
