@@ -63,7 +63,9 @@ pub struct ServeArgs {
     pub engine_start_timeout_ms: u64,
     #[arg(long, env = "LIVEGATE_BACKOFF_BASE_MS", default_value_t = 100)]
     pub backoff_base_ms: u64,
-    #[arg(long, env = "LIVEGATE_BACKOFF_CAP_MS", default_value_t = 5000)]
+    /// Kept at a second so a database that comes back is found within about a
+    /// second; each attempt is one engine process and one connect, cheap at this rate.
+    #[arg(long, env = "LIVEGATE_BACKOFF_CAP_MS", default_value_t = 1000)]
     pub backoff_cap_ms: u64,
     #[arg(long, env = "LIVEGATE_DB_POOL_SIZE", default_value_t = 4)]
     pub db_pool_size: usize,
