@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use nix::unistd::{Gid, Uid, User};
+use nix::unistd::{Gid, Pid, Uid, User};
 
 use crate::process::{Owned, Scratch, SpawnOptions, StopPolicy};
 
@@ -103,8 +103,28 @@ impl Postgres {
     }
 
     /// Freezes every Postgres process (postmaster and backends), as `docker pause` does.
+    /// A signal takes effect asynchronously, and the postmaster may finish a `fork()`
+    /// meanwhile: wait until it is stopped, then stop children until none runs.
     pub fn pause(&self) -> anyhow::Result<()> {
-        self.signal_all(Signal::SIGSTOP)
+        let Some(server) = &self.server else {
+            anyhow::bail!("postgres is not running");
+        };
+        let postmaster = server.pid();
+        server.signal(Signal::SIGSTOP)?;
+        let stopped = |pid: u32| matches!(crate::procfs::state(pid), Some('T') | None);
+        crate::poll::until("the postmaster to stop", READY_TIMEOUT, || {
+            stopped(postmaster).then_some(())
+        })?;
+        crate::poll::until("every backend to stop", READY_TIMEOUT, || {
+            let running: Vec<u32> = crate::procfs::descendants(postmaster)
+                .into_iter()
+                .filter(|pid| !stopped(*pid))
+                .collect();
+            for pid in &running {
+                let _ = nix::sys::signal::kill(Pid::from_raw(*pid as i32), Signal::SIGSTOP);
+            }
+            running.is_empty().then_some(())
+        })
     }
 
     /// Thaws what [`Postgres::pause`] froze.
@@ -145,7 +165,7 @@ impl Postgres {
         server.signal(signal)?;
         for pid in crate::procfs::descendants(server.pid()) {
             // A backend may exit between the listing and the signal.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
         }
         Ok(())
     }

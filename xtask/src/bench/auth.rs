@@ -52,7 +52,12 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let cached_script = script(&stack, &keys[..1])?;
     let miss_script = script(&stack, &keys)?;
     let targets = [
-        ("(a) no filter", format!("{}{path}", baseline.url()), None),
+        // The same wrk script everywhere: its Lua request hook has a cost of its own.
+        (
+            "(a) no filter",
+            format!("{}{path}", baseline.url()),
+            Some(cached_script.clone()),
+        ),
         ("(b) cached key", stack.url(path), Some(cached_script)),
         (
             "(c) cache miss → control plane",
