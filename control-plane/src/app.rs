@@ -50,7 +50,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.loop_lag_interval,
         stop_db.clone(),
     ));
-    let (db, sup) = supervisor::start(config.supervisor.clone(), metrics.clone(), stop_db.clone());
+    let (db, sup) = supervisor::start(config.supervisor.clone(), metrics.clone(), stop_db.clone())?;
     let state = AppState {
         cache: Arc::new(KeyCache::new(config.cache)),
         config: config.clone(),

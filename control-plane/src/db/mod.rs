@@ -6,6 +6,7 @@ pub mod process;
 pub mod protocol;
 mod queries;
 mod schema;
+mod spawner;
 pub mod state;
 pub mod supervisor;
 mod tls;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::ipc::{CallError, EngineLink};
 use super::process::{EngineCommand, EngineProcess};
 use super::protocol::{EngineSettings, Request, Response};
+use super::spawner::Spawner;
 use super::state::{Action, Backoff, DbStatus, Event, SupervisorState};
 use super::{CurrentLink, Db};
 use crate::metrics::Metrics;
@@ -58,11 +59,13 @@ impl Reconnect {
 }
 
 /// Starts the supervisor task; it runs until `stop` is cancelled, then tears the engine down.
+/// Fails only if the engine spawner thread cannot be started.
 pub fn start(
     cfg: SupervisorConfig,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-) -> (Db, SupervisorHandle) {
+) -> std::io::Result<(Db, SupervisorHandle)> {
+    let spawner = Spawner::start(tokio::runtime::Handle::current())?;
     let link: CurrentLink = Arc::new(RwLock::new(None));
     let initial = Snapshot {
         db: DbStatus::Disconnected,
@@ -89,15 +92,16 @@ pub fn start(
         hup: hup_rx,
         state: SupervisorState::default(),
         generation: 0,
+        spawner,
     };
     let task = tokio::spawn(sup.run());
-    (
+    Ok((
         db,
         SupervisorHandle {
             task,
             reconnect: Reconnect(hup_tx),
         },
-    )
+    ))
 }
 
 struct Supervisor {
@@ -110,6 +114,7 @@ struct Supervisor {
     hup: mpsc::Receiver<()>,
     state: SupervisorState,
     generation: u64,
+    spawner: Spawner,
 }
 
 /// Why an engine's time ended, with the message readiness shows as `last_error`.
@@ -151,20 +156,23 @@ impl Supervisor {
 
     /// Spawns one engine, brings it up, and watches it until something ends its time.
     async fn run_one_engine(&mut self) -> EngineRun {
-        let (mut engine, stdout, stdin) =
-            match EngineProcess::spawn(&self.cfg.engine, &self.cfg.log_format) {
-                Ok(x) => x,
-                Err(e) => {
-                    return (
-                        None,
-                        None,
-                        (
-                            Event::ConnectFailed,
-                            Some(format!("spawning the engine failed: {e}")),
-                        ),
-                    )
-                }
-            };
+        let spawned = self
+            .spawner
+            .spawn(&self.cfg.engine, &self.cfg.log_format)
+            .await;
+        let (mut engine, stdout, stdin) = match spawned {
+            Ok(x) => x,
+            Err(e) => {
+                return (
+                    None,
+                    None,
+                    (
+                        Event::ConnectFailed,
+                        Some(format!("spawning the engine failed: {e}")),
+                    ),
+                )
+            }
+        };
         self.metrics.engine_spawns.fetch_add(1, Relaxed);
         self.generation += 1;
         let pid = engine.pid();
