@@ -93,6 +93,29 @@ pub fn get_with_headers_within(
     read(request.call()?)
 }
 
+/// An admin call (`POST base + path` with the master key) that must answer 200;
+/// its JSON body, or an error carrying the status and body.
+pub fn admin_post(
+    base_url: &str,
+    master_key: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let bearer = format!("Bearer {master_key}");
+    let response = post_json(
+        &format!("{base_url}{path}"),
+        &[("authorization", &bearer)],
+        body,
+    )?;
+    anyhow::ensure!(
+        response.status == 200,
+        "{path} answered {}: {}",
+        response.status,
+        response.body
+    );
+    response.json()
+}
+
 fn read(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Response> {
     let status = response.status().as_u16();
     let mut headers: BTreeMap<String, String> = BTreeMap::new();

@@ -176,6 +176,11 @@ impl Stack {
     pub fn master_key(&self) -> &str {
         &self.options.master_key
     }
+
+    /// An admin call through the gateway (Envoy routes it to the control plane).
+    pub fn admin(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        crate::http::admin_post(&self.envoy.url(), self.master_key(), path, body)
+    }
 }
 
 fn start_control_plane(

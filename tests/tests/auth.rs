@@ -23,10 +23,7 @@ fn start() -> Stack {
 }
 
 fn admin(stack: &Stack, path: &str, body: Value) -> Value {
-    let bearer = format!("Bearer {}", stack.master_key());
-    let response = http::post_json(&stack.url(path), &[("authorization", &bearer)], &body).unwrap();
-    assert_eq!(response.status, 200, "{path}: {}", response.body);
-    response.json().unwrap()
+    stack.admin(path, &body).unwrap()
 }
 
 /// A new key through the gateway's admin route; returns (key, token).

@@ -15,13 +15,14 @@ fn sslmode_require_connects_over_tls_and_serves_keys() {
         .unwrap();
     cp.wait_connected(Duration::from_secs(30)).unwrap();
 
-    let created = http::post_json(
-        &format!("{}/key/generate", cp.base_url()),
-        &[("authorization", "Bearer sk-master-test")],
+    let created = http::admin_post(
+        &cp.base_url(),
+        "sk-master-test",
+        "/key/generate",
         &json!({"key_alias": "over-tls"}),
     )
     .unwrap();
-    assert_eq!(created.status, 200, "{}", created.body);
+    assert!(created["key"].is_string(), "{created}");
 }
 
 #[test]

@@ -191,17 +191,11 @@ fn wedged_engine_args() -> anyhow::Result<Vec<String>> {
 }
 
 fn generate_key(stack: &Stack) -> anyhow::Result<String> {
-    let bearer = format!("Bearer {}", stack.master_key());
-    let response = http::post_json(
-        &stack.url("/key/generate"),
-        &[("authorization", &bearer)],
-        &json!({"key_alias": "lab-known"}),
-    )?;
-    anyhow::ensure!(response.status == 200, "key/generate: {}", response.body);
-    response.json()?["key"]
+    let created = stack.admin("/key/generate", &json!({"key_alias": "lab-known"}))?;
+    created["key"]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("no key in {}", response.body))
+        .ok_or_else(|| anyhow::anyhow!("no key in {created}"))
 }
 
 /// Runs `fault` on a fresh lab with `timing`.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::http::{self, Response};
+use livegate_tests::lab::looplag::LagSnapshot;
 use livegate_tests::postgres::Postgres;
 use serde_json::Value;
 
@@ -15,8 +16,6 @@ pub const ADMIN: &[(&str, &str)] = &[("authorization", "Bearer sk-master-test")]
 
 /// The bound the issue sets on readiness latency during faults.
 pub const READINESS_BOUND: Duration = Duration::from_millis(50);
-/// The bound the issue sets on the control plane's loop lag during faults.
-pub const LOOP_LAG_BOUND_SECONDS: f64 = 0.02;
 /// Generous: how long recovery may take on a loaded CI machine.
 pub const RECOVERY: Duration = Duration::from_secs(60);
 
@@ -80,9 +79,7 @@ pub fn wait_db(cp: &ControlPlane, state: &str) {
 }
 
 pub fn generate(cp: &ControlPlane, body: Value) -> Value {
-    let r = http::post_json(&url(cp, "/key/generate"), ADMIN, &body).unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json().unwrap()
+    http::admin_post(&cp.base_url(), MASTER, "/key/generate", &body).unwrap()
 }
 
 pub fn auth_check(cp: &ControlPlane, key: &str) -> Response {
@@ -111,12 +108,9 @@ pub fn series(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Loop-lag ticks observed so far: (all, those later than 20 ms).
-pub fn loop_lag_ticks(cp: &ControlPlane) -> (f64, f64) {
-    let m = metrics(cp);
-    let count = series(&m, "livegate_loop_lag_seconds_count").expect("loop lag count");
-    let within = series(&m, "livegate_loop_lag_seconds_bucket{le=\"0.02\"}").expect("20 ms bucket");
-    (count, count - within)
+/// The loop-lag histogram as it stands now.
+pub fn loop_lag(cp: &ControlPlane) -> LagSnapshot {
+    LagSnapshot::parse(&metrics(cp))
 }
 
 /// Live children and zombies of the control plane (its engines).
@@ -151,7 +145,7 @@ pub struct Watch {
 /// Probes readiness back to back on another thread while `fault` runs on this one (which
 /// must stay the thread that spawned the processes), then checks the loop-lag histogram.
 pub fn during<T>(cp: &ControlPlane, fault: impl FnOnce() -> T) -> (T, Watch) {
-    let (lag_ticks_before, lag_over_before) = loop_lag_ticks(cp);
+    let lag_before = loop_lag(cp);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let target = url(cp, "/health/readiness");
     let flag = stop.clone();
@@ -181,16 +175,13 @@ pub fn during<T>(cp: &ControlPlane, fault: impl FnOnce() -> T) -> (T, Watch) {
     let out = fault();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let w = prober.join().unwrap();
-    let (lag_ticks_after, lag_over_after) = loop_lag_ticks(cp);
-    assert!(
-        lag_ticks_after > lag_ticks_before,
-        "the loop-lag probe did not tick"
-    );
+    let lag = lag_before.until(&loop_lag(cp));
+    assert!(lag.ticks > 0, "the loop-lag probe did not tick");
     let max =
         livegate_tests::envoy::prometheus_value(&metrics(cp), "livegate_loop_lag_max_seconds");
     assert_eq!(
-        lag_over_after - lag_over_before,
-        0.0,
+        lag.ticks_over_20ms,
+        0,
         "loop-lag ticks later than 20 ms during the fault (max since start {max:?} s)\n{}",
         cp.log_text()
     );

@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 
 use livegate_tests::envoy::{Endpoint, Envoy, EnvoyConfig, BASELINE_TEMPLATE};
-use livegate_tests::http;
 use livegate_tests::stack::{Stack, StackOptions};
 use serde_json::json;
 
@@ -80,17 +79,11 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
 }
 
 fn generate(stack: &Stack, index: usize) -> anyhow::Result<String> {
-    let bearer = format!("Bearer {}", stack.master_key());
-    let response = http::post_json(
-        &stack.url("/key/generate"),
-        &[("authorization", &bearer)],
+    let created = stack.admin(
+        "/key/generate",
         &json!({"key_alias": format!("bench-{index}")}),
     )?;
-    anyhow::ensure!(response.status == 200, "key/generate: {}", response.body);
-    Ok(response.json()?["key"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+    Ok(created["key"].as_str().unwrap_or_default().to_string())
 }
 
 /// A wrk Lua script sending the keys in turn.
