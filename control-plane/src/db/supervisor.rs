@@ -224,7 +224,7 @@ impl Supervisor {
                     }
                 }
                 st = engine.exited() => return (Event::EngineExited, Some(exit_message(st))),
-                _ = link.closed() => return (Event::TransportError, Some("engine pipes closed".into())),
+                _ = link.closed() => return pipes_closed(engine).await,
                 Some(g) = self.trouble.recv() => {
                     if g == self.generation {
                         return (Event::TransportError, Some("a query failed in transit".into()));
@@ -311,6 +311,19 @@ impl Supervisor {
             "engine torn down"
         );
         self.snap.send_modify(|s| s.engine_pid = None);
+    }
+}
+
+/// How long closed pipes wait for the engine's exit status before being reported as such.
+const EXIT_AFTER_EOF_WAIT: Duration = Duration::from_millis(200);
+
+/// A dead engine's pipes and its exit reach us as two events in either order; waiting a
+/// moment (asynchronously) for the exit lets `last_error` say how it died, not just that
+/// the pipes closed.
+async fn pipes_closed(engine: &mut EngineProcess) -> Ending {
+    match tokio::time::timeout(EXIT_AFTER_EOF_WAIT, engine.exited()).await {
+        Ok(st) => (Event::EngineExited, Some(exit_message(st))),
+        Err(_) => (Event::TransportError, Some("engine pipes closed".into())),
     }
 }
 
