@@ -4,7 +4,7 @@ use crate::cache::{Cached, DecisionCache, Millis};
 use crate::config::{Config, FailureMode};
 use crate::credential::{ApiKey, KeyHash};
 use crate::decision::{decide, CallError, CallResponse, DenyReason, Identity, Outcome};
-use crate::host::{AuthCheck, Host};
+use crate::host::{AuthCheck, Host, RequestHeaders};
 use crate::metrics::Metric;
 use crate::reply::LocalReply;
 use crate::routing::{is_probe_method, Route, Routes};
@@ -68,10 +68,10 @@ impl RequestFlow {
         match Routes::new(&self.plugin.config).route(&path) {
             Route::Liveness => self.liveness(host),
             Route::Passthrough => {
-                apply(host, &for_passthrough(&host.request_header_names()));
+                apply(host, &for_passthrough(&host.request_headers()));
                 self.release()
             }
-            Route::Protected => self.protected(host, now),
+            Route::Protected => self.protected(host, &host.request_headers(), now),
         }
     }
 
@@ -95,19 +95,21 @@ impl RequestFlow {
                 self.with_cache(|c| {
                     c.record_allow(hash.clone(), identity.clone(), ttl_hint_ms, now)
                 });
-                self.admit(host, &hash, &identity, false)
+                self.admit(host, &host.request_headers(), &hash, &identity, false)
             }
             Outcome::Deny(reason) => {
                 self.with_cache(|c| c.record_deny(hash.clone(), reason, now));
                 self.refuse(host, reason)
             }
-            Outcome::Error(error) => self.on_error(host, &hash, &error, now),
+            Outcome::Error(error) => {
+                let headers = host.request_headers();
+                self.on_error(host, &headers, &hash, &error, now)
+            }
         }
     }
 
     fn liveness(&mut self, host: &impl Host) -> Verdict {
-        let method = text(host.request_header(":method"));
-        if is_probe_method(&method) {
+        if is_probe_method(&text(host.request_header(":method"))) {
             host.increment(Metric::LivenessServed);
             self.reply(host, &LocalReply::liveness())
         } else {
@@ -115,10 +117,9 @@ impl RequestFlow {
         }
     }
 
-    fn protected(&mut self, host: &impl Host, now: Millis) -> Verdict {
-        let authorization = host.request_header("authorization");
-        let x_api_key = host.request_header("x-api-key");
-        let key = match ApiKey::from_headers(authorization.as_deref(), x_api_key.as_deref()) {
+    fn protected(&mut self, host: &impl Host, headers: &RequestHeaders, now: Millis) -> Verdict {
+        let credential = (headers.get("authorization"), headers.get("x-api-key"));
+        let key = match ApiKey::from_headers(credential.0, credential.1) {
             Ok(key) => key,
             Err(why) => {
                 host.increment(Metric::DeniedMissingCredential);
@@ -129,7 +130,7 @@ impl RequestFlow {
         match self.with_cache(|c| c.fresh(&hash, now)).flatten() {
             Some(Cached::Allow(identity)) => {
                 host.increment(Metric::CacheHit);
-                self.admit(host, &hash, &identity, false)
+                self.admit(host, headers, &hash, &identity, false)
             }
             Some(Cached::Deny(reason)) => {
                 host.increment(Metric::CacheHit);
@@ -137,12 +138,19 @@ impl RequestFlow {
             }
             None => {
                 host.increment(Metric::CacheMiss);
-                self.check(host, &key, hash, now)
+                self.check(host, headers, &key, hash, now)
             }
         }
     }
 
-    fn check(&mut self, host: &impl Host, key: &ApiKey, hash: KeyHash, now: Millis) -> Verdict {
+    fn check(
+        &mut self,
+        host: &impl Host,
+        headers: &RequestHeaders,
+        key: &ApiKey,
+        hash: KeyHash,
+        now: Millis,
+    ) -> Verdict {
         let config = &self.plugin.config;
         let check = AuthCheck {
             cluster: &config.control_plane_cluster,
@@ -156,7 +164,7 @@ impl RequestFlow {
                 self.stage = Stage::AwaitingAuth(hash);
                 Verdict::Stop
             }
-            Err(_) => self.on_error(host, &hash, &CallError::Dispatch, now),
+            Err(_) => self.on_error(host, headers, &hash, &CallError::Dispatch, now),
         }
     }
 
@@ -164,6 +172,7 @@ impl RequestFlow {
     fn on_error(
         &mut self,
         host: &impl Host,
+        headers: &RequestHeaders,
         hash: &KeyHash,
         error: &CallError,
         now: Millis,
@@ -172,14 +181,13 @@ impl RequestFlow {
         host.debug(&format!("livegate: auth check failed: {error}"));
         if let Some(identity) = self.with_cache(|c| c.stale_allow(hash, now)).flatten() {
             host.increment(Metric::StaleServed);
-            return self.admit(host, hash, &identity, true);
+            return self.admit(host, headers, hash, &identity, true);
         }
         let config = &self.plugin.config;
         if config.failure_mode == FailureMode::Open {
             host.increment(Metric::FailedOpen);
-            let names = host.request_header_names();
             let auth = config.upstream_authorization.as_deref();
-            apply(host, &for_upstream(&names, Admission::FailedOpen, auth));
+            apply(host, &for_upstream(headers, Admission::FailedOpen, auth));
             return self.release();
         }
         host.increment(Metric::Unavailable);
@@ -187,16 +195,22 @@ impl RequestFlow {
         self.reply(host, &reply)
     }
 
-    fn admit(&mut self, host: &impl Host, hash: &KeyHash, who: &Identity, stale: bool) -> Verdict {
+    fn admit(
+        &mut self,
+        host: &impl Host,
+        headers: &RequestHeaders,
+        hash: &KeyHash,
+        who: &Identity,
+        stale: bool,
+    ) -> Verdict {
         host.increment(Metric::Allowed);
         let admission = Admission::Identified {
             hash,
             identity: who,
             stale,
         };
-        let names = host.request_header_names();
         let auth = self.plugin.config.upstream_authorization.as_deref();
-        apply(host, &for_upstream(&names, admission, auth));
+        apply(host, &for_upstream(headers, admission, auth));
         self.release()
     }
 

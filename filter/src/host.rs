@@ -18,13 +18,41 @@ pub struct AuthCheck<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchRefused;
 
+/// The request's headers as read from the host, names lowercased by Envoy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHeaders(Vec<(String, Vec<u8>)>);
+
+impl RequestHeaders {
+    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> RequestHeaders {
+        RequestHeaders(pairs)
+    }
+
+    /// The first value of `name`, raw: values need not be UTF-8.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_str())
+    }
+}
+
 /// What the request flow may ask of Envoy. Every method is total: host failures
 /// are absorbed by the implementation (and logged), never surfaced as panics.
 pub trait Host {
-    /// A request header's raw value; Envoy lowercases names.
+    /// One request header's raw value; Envoy lowercases names. Liveness needs only
+    /// `:path` and `:method`, and a single value is the cheapest read.
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
-    /// The names of all request headers, for stripping `x-livegate-*`.
-    fn request_header_names(&self) -> Vec<String>;
+    /// Every request header in one host call: the auth path needs the credential and
+    /// every name (to strip `x-livegate-*`), and one read beats several.
+    fn request_headers(&self) -> RequestHeaders;
     fn set_request_header(&self, name: &str, value: &str);
     fn remove_request_header(&self, name: &str);
     fn send_reply(&self, reply: &LocalReply);

@@ -24,7 +24,7 @@ mod wasm {
     use crate::config::Config;
     use crate::decision::{CallResponse, MAX_BODY_BYTES};
     use crate::flow::{Plugin, RequestFlow, Verdict};
-    use crate::host::{AuthCheck, DispatchRefused, Host};
+    use crate::host::{AuthCheck, DispatchRefused, Host, RequestHeaders};
     use crate::metrics::Metric;
     use crate::reply::LocalReply;
     use proxy_wasm::hostcalls;
@@ -177,11 +177,12 @@ mod wasm {
                 .flatten()
         }
 
-        fn request_header_names(&self) -> Vec<String> {
-            // Names are HTTP tokens (validated by Envoy's codecs), so UTF-8 decoding holds.
-            hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-                .map(|pairs| pairs.into_iter().map(|(name, _)| name).collect())
-                .unwrap_or_default()
+        fn request_headers(&self) -> RequestHeaders {
+            // Names are HTTP tokens (validated by Envoy's codecs), so the SDK's UTF-8
+            // decoding of names holds; values stay bytes.
+            RequestHeaders::new(
+                hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default(),
+            )
         }
 
         fn set_request_header(&self, name: &str, value: &str) {

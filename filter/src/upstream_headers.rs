@@ -2,6 +2,7 @@
 
 use crate::credential::KeyHash;
 use crate::decision::Identity;
+use crate::host::RequestHeaders;
 
 /// Every header the filter vouches for starts with this; clients may not send any.
 pub const LIVEGATE_PREFIX: &str = "x-livegate-";
@@ -35,21 +36,29 @@ pub struct HeaderEdits {
 
 /// Pass-through routes keep their credentials (the control plane checks the master
 /// key itself) but lose client-supplied `x-livegate-*` headers, so none can be spoofed.
-pub fn for_passthrough(request_header_names: &[String]) -> HeaderEdits {
+pub fn for_passthrough(request: &RequestHeaders) -> HeaderEdits {
     HeaderEdits {
-        remove: livegate_headers(request_header_names),
+        remove: livegate_headers(request),
         set: Vec::new(),
     }
 }
 
-/// A protected request on its way upstream: the client's key never travels on.
+/// The headers that carry the client's key.
+const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
+
+/// A protected request on its way upstream: the client's key never travels on. Only
+/// headers the request has are removed: each removal is a call into Envoy.
 pub fn for_upstream(
-    request_header_names: &[String],
+    request: &RequestHeaders,
     admission: Admission<'_>,
     upstream_authorization: Option<&str>,
 ) -> HeaderEdits {
-    let mut remove = vec!["authorization".to_string(), "x-api-key".to_string()];
-    remove.extend(livegate_headers(request_header_names));
+    let mut remove: Vec<String> = CREDENTIAL_HEADERS
+        .iter()
+        .filter(|name| request.contains(name))
+        .map(|name| (*name).to_string())
+        .collect();
+    remove.extend(livegate_headers(request));
     let mut set = Vec::new();
     match admission {
         Admission::Identified {
@@ -73,9 +82,9 @@ pub fn for_upstream(
     HeaderEdits { remove, set }
 }
 
-fn livegate_headers(names: &[String]) -> Vec<String> {
-    let mut found: Vec<String> = names
-        .iter()
+fn livegate_headers(request: &RequestHeaders) -> Vec<String> {
+    let mut found: Vec<String> = request
+        .names()
         .filter(|name| is_livegate_header(name))
         .map(|name| name.to_ascii_lowercase())
         .collect();

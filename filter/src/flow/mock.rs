@@ -3,7 +3,7 @@
 use super::{Plugin, RequestFlow, Verdict};
 use crate::config::Config;
 use crate::decision::CallResponse;
-use crate::host::{AuthCheck, DispatchRefused, Host};
+use crate::host::{AuthCheck, DispatchRefused, Host, RequestHeaders};
 use crate::metrics::Metric;
 use crate::reply::LocalReply;
 use std::cell::RefCell;
@@ -25,6 +25,10 @@ pub struct MockHost {
     pub replies: RefCell<Vec<LocalReply>>,
     pub dispatched: RefCell<Vec<Dispatched>>,
     pub metrics: RefCell<Vec<Metric>>,
+    /// How many times the flow read the whole header map from the host.
+    pub header_reads: RefCell<usize>,
+    /// Every header removal the flow asked for, present or not.
+    pub removals: RefCell<Vec<String>>,
     pub refuse_dispatch: bool,
 }
 
@@ -63,28 +67,23 @@ impl MockHost {
 
 impl Host for MockHost {
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        self.headers
-            .borrow()
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+        let headers = RequestHeaders::new(self.headers.borrow().clone());
+        headers.get(name).map(<[u8]>::to_vec)
     }
 
-    fn request_header_names(&self) -> Vec<String> {
-        self.headers
-            .borrow()
-            .iter()
-            .map(|(n, _)| n.clone())
-            .collect()
+    fn request_headers(&self) -> RequestHeaders {
+        *self.header_reads.borrow_mut() += 1;
+        RequestHeaders::new(self.headers.borrow().clone())
     }
 
     fn set_request_header(&self, name: &str, value: &str) {
-        self.remove_request_header(name);
+        self.headers.borrow_mut().retain(|(n, _)| n != name);
         let entry = (name.to_string(), value.as_bytes().to_vec());
         self.headers.borrow_mut().push(entry);
     }
 
     fn remove_request_header(&self, name: &str) {
+        self.removals.borrow_mut().push(name.to_string());
         self.headers.borrow_mut().retain(|(n, _)| n != name);
     }
 

@@ -108,6 +108,18 @@ fn a_cached_allow_needs_no_dispatch() {
 }
 
 #[test]
+fn the_hot_path_reads_the_headers_once_and_removes_only_what_is_there() {
+    let p = plugin(Config::default());
+    allow_once(&p, 0);
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p);
+    assert_eq!(flow.on_request_headers(&host, 5_000), Verdict::Continue);
+    assert_eq!(*host.header_reads.borrow(), 1);
+    assert_eq!(*host.removals.borrow(), vec!["authorization".to_string()]);
+    assert_eq!(host.header("authorization"), None);
+}
+
+#[test]
 fn an_invalid_key_is_a_401_and_is_cached() {
     let p = plugin(Config::default());
     let host = keyed("/v1/models");

@@ -1,8 +1,17 @@
 use super::*;
 use proptest::prelude::*;
 
-fn names(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_string()).collect()
+/// A request with these header names (values are irrelevant to hygiene).
+fn names(list: &[&str]) -> RequestHeaders {
+    RequestHeaders::new(
+        list.iter()
+            .map(|s| ((*s).to_string(), b"v".to_vec()))
+            .collect(),
+    )
+}
+
+fn none() -> RequestHeaders {
+    RequestHeaders::default()
 }
 
 fn hash() -> KeyHash {
@@ -26,10 +35,17 @@ fn value<'a>(edits: &'a HeaderEdits, name: &str) -> Option<&'a str> {
 }
 
 #[test]
-fn the_clients_key_headers_are_always_removed_upstream() {
-    let edits = for_upstream(&names(&[":path"]), Admission::FailedOpen, None);
+fn the_clients_key_headers_are_removed_upstream() {
+    let request = names(&[":path", "authorization", "x-api-key"]);
+    let edits = for_upstream(&request, Admission::FailedOpen, None);
     assert!(edits.remove.contains(&"authorization".to_string()));
     assert!(edits.remove.contains(&"x-api-key".to_string()));
+}
+
+#[test]
+fn a_header_the_request_lacks_costs_no_removal() {
+    let edits = for_upstream(&names(&[":path", "x-api-key"]), Admission::FailedOpen, None);
+    assert_eq!(edits.remove, vec!["x-api-key".to_string()]);
 }
 
 #[test]
@@ -63,7 +79,7 @@ fn an_identified_request_carries_identity_and_a_short_hash() {
         identity: &id,
         stale: false,
     };
-    let edits = for_upstream(&[], admission, None);
+    let edits = for_upstream(&none(), admission, None);
     assert_eq!(value(&edits, KEY_ALIAS), Some("ci"));
     assert_eq!(value(&edits, KEY_HASH), Some("f3abf2a6cc4f0098"));
     assert_eq!(value(&edits, TEAM_ID), Some("t1"));
@@ -81,7 +97,7 @@ fn absent_identity_fields_add_no_header() {
         identity: &id,
         stale: false,
     };
-    let edits = for_upstream(&[], admission, None);
+    let edits = for_upstream(&none(), admission, None);
     assert_eq!(edits.set, vec![(KEY_HASH, "f3abf2a6cc4f0098".to_string())]);
 }
 
@@ -95,14 +111,14 @@ fn a_stale_allow_is_marked() {
         stale: true,
     };
     assert_eq!(
-        value(&for_upstream(&[], admission, None), STALE),
+        value(&for_upstream(&none(), admission, None), STALE),
         Some("true")
     );
 }
 
 #[test]
 fn a_failed_open_request_is_marked_and_carries_no_identity() {
-    let edits = for_upstream(&[], Admission::FailedOpen, None);
+    let edits = for_upstream(&none(), Admission::FailedOpen, None);
     assert_eq!(edits.set, vec![(FAILURE_MODE, "open".to_string())]);
 }
 
@@ -128,11 +144,24 @@ fn passthrough_keeps_credentials_but_strips_livegate_headers() {
 proptest! {
     #[test]
     fn no_client_livegate_header_survives(request in proptest::collection::vec("[a-zA-Z:-]{0,24}", 0..12)) {
-        let edits = for_passthrough(&request);
+        let list: Vec<&str> = request.iter().map(String::as_str).collect();
+        let edits = for_passthrough(&names(&list));
         for name in &request {
             if name.to_ascii_lowercase().starts_with(LIVEGATE_PREFIX) {
                 prop_assert!(edits.remove.contains(&name.to_ascii_lowercase()));
             }
         }
+    }
+
+    #[test]
+    fn no_client_key_travels_upstream(request in proptest::collection::vec("authorization|x-api-key|accept|x-livegate-[a-z]{1,6}", 0..8)) {
+        let list: Vec<&str> = request.iter().map(String::as_str).collect();
+        let edits = for_upstream(&names(&list), Admission::FailedOpen, None);
+        for name in &request {
+            if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+                prop_assert!(edits.remove.contains(name));
+            }
+        }
+        prop_assert!(edits.set.iter().all(|(n, _)| !CREDENTIAL_HEADERS.contains(n)));
     }
 }
