@@ -22,10 +22,10 @@ pub enum Bench {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
-    /// Requests/s and latency: no filter, cached key, cache miss.
+    /// Requests/s and latency: no filter, filter passing through, cached key, cache miss.
     Auth {
-        /// Seconds per run.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds per wrk run (each setup runs three times, both ways).
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
 }

@@ -47,6 +47,22 @@ pub fn run(
     parse(&text).ok_or_else(|| anyhow::anyhow!("cannot read wrk's output:\n{text}"))
 }
 
+/// The field-wise median of repeated runs of one setup (errors are summed): a single
+/// run on a shared 2-core machine can land tens of microseconds off at p50.
+pub fn median(runs: &[Throughput]) -> Option<Throughput> {
+    let mid = |field: fn(&Throughput) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(field).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    Some(Throughput {
+        requests_per_second: mid(|t| t.requests_per_second)?,
+        p50_us: mid(|t| t.p50_us)?,
+        p99_us: mid(|t| t.p99_us)?,
+        errors: runs.iter().map(|t| t.errors).sum(),
+    })
+}
+
 /// Reads wrk's `--latency` report.
 pub fn parse(text: &str) -> Option<Throughput> {
     let mut rps = None;
@@ -118,6 +134,23 @@ Transfer/sec:      5.00MB
         assert_eq!(parsed.p50_us, 210.0);
         assert_eq!(parsed.p99_us, 1200.0);
         assert_eq!(parsed.errors, 8);
+    }
+
+    #[test]
+    fn the_median_of_runs_is_taken_field_by_field_and_errors_add_up() {
+        let run = |rps, p50, p99, errors| Throughput {
+            requests_per_second: rps,
+            p50_us: p50,
+            p99_us: p99,
+            errors,
+        };
+        let runs = [
+            run(300.0, 10.0, 90.0, 1),
+            run(100.0, 30.0, 70.0, 0),
+            run(200.0, 20.0, 80.0, 2),
+        ];
+        assert_eq!(median(&runs), Some(run(200.0, 20.0, 80.0, 3)));
+        assert_eq!(median(&[]), None);
     }
 
     #[test]
