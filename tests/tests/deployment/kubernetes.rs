@@ -1,0 +1,146 @@
+//! Kubernetes objects fit together.
+
+use std::collections::BTreeSet;
+
+use serde_norway::Value;
+
+use super::support::*;
+
+#[test]
+fn kustomization_lists_every_manifest_and_every_manifest_parses() {
+    let listed: BTreeSet<String> = strings(&kustomization()["resources"]).into_iter().collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(root().join("deploy/kubernetes"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
+        // Examples to fill in are never applied as they are.
+        .filter(|name| !name.ends_with(".example.yaml"))
+        .collect();
+    assert_eq!(listed, on_disk);
+    assert!(kubernetes().len() >= 9);
+}
+
+#[test]
+fn every_service_and_budget_selects_the_pods_of_a_deployment() {
+    let documents = kubernetes();
+    let deployments: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("Deployment"))
+        .collect();
+    let selects = |selector: &Value| {
+        deployments.iter().find(|d| {
+            let labels = &d["spec"]["template"]["metadata"]["labels"];
+            !mapping(selector).is_empty()
+                && mapping(selector)
+                    .iter()
+                    .all(|(k, v)| &labels[k.as_str().unwrap()] == v)
+        })
+    };
+    let mut budgets = 0;
+    for document in &documents {
+        match document["kind"].as_str() {
+            Some("Service") => {
+                let deployment = selects(&document["spec"]["selector"]).unwrap_or_else(|| {
+                    panic!("{:?} selects no pods", document["metadata"]["name"])
+                });
+                let ports =
+                    seq(&deployment["spec"]["template"]["spec"]["containers"][0]["ports"]).to_vec();
+                for port in seq(&document["spec"]["ports"]) {
+                    let target = &port["targetPort"];
+                    assert!(
+                        ports
+                            .iter()
+                            .any(|p| &p["name"] == target || &p["containerPort"] == target),
+                        "targetPort {target:?} is no port of the pods"
+                    );
+                }
+            }
+            Some("PodDisruptionBudget") => {
+                budgets += 1;
+                assert!(
+                    selects(&document["spec"]["selector"]["matchLabels"]).is_some(),
+                    "{:?} protects no pods",
+                    document["metadata"]["name"]
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        budgets >= 2,
+        "Envoy and the control plane each have a budget"
+    );
+}
+
+#[test]
+fn every_container_requests_resources_and_the_control_plane_runs_several_replicas() {
+    for document in kubernetes() {
+        if document["kind"].as_str() != Some("Deployment") {
+            continue;
+        }
+        for container in seq(&document["spec"]["template"]["spec"]["containers"]) {
+            let requests = &container["resources"]["requests"];
+            assert!(
+                !requests["cpu"].is_null() && !requests["memory"].is_null(),
+                "{:?} requests no cpu or memory",
+                container["name"]
+            );
+        }
+    }
+    let replicas = manifest("Deployment", "livegate-control-plane")["spec"]["replicas"]
+        .as_u64()
+        .unwrap();
+    assert!(replicas >= 2, "{replicas}");
+}
+
+#[test]
+fn the_envoy_deployment_runs_the_livegate_envoy_image_on_as_many_workers_as_its_cpu_limit() {
+    let deployment = manifest("Deployment", "livegate-envoy");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"].as_str(), Some("livegate/envoy"));
+    let images: Vec<String> = seq(&kustomization()["images"])
+        .iter()
+        .filter_map(|image| image["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(images.contains(&"livegate/envoy".to_string()), "{images:?}");
+    let args = strings(&container["args"]);
+    let workers = args
+        .iter()
+        .position(|a| a == "--concurrency")
+        .and_then(|i| args.get(i + 1))
+        .expect("--concurrency N");
+    assert_eq!(
+        container["resources"]["limits"]["cpu"].as_str(),
+        Some(workers.as_str())
+    );
+}
+
+#[test]
+fn only_envoy_pods_may_reach_the_control_plane_and_only_on_its_port() {
+    let policy = manifest("NetworkPolicy", "livegate-control-plane");
+    let pod_labels =
+        |name: &str| manifest("Deployment", name)["spec"]["template"]["metadata"]["labels"].clone();
+    let selects = |selector: &Value, labels: &Value| {
+        let wanted = mapping(selector);
+        !wanted.is_empty()
+            && wanted
+                .iter()
+                .all(|(k, v)| &labels[k.as_str().unwrap()] == v)
+    };
+    assert!(selects(
+        &policy["spec"]["podSelector"]["matchLabels"],
+        &pod_labels("livegate-control-plane")
+    ));
+    let rules = seq(&policy["spec"]["ingress"]);
+    assert_eq!(rules.len(), 1, "one rule: from Envoy");
+    let from = seq(&rules[0]["from"]);
+    assert!(from.iter().all(|peer| selects(
+        &peer["podSelector"]["matchLabels"],
+        &pod_labels("livegate-envoy")
+    )));
+    let ports: Vec<u64> = seq(&rules[0]["ports"])
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    assert_eq!(ports, vec![u64::from(documented_port("control plane"))]);
+}
