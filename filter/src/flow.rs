@@ -102,8 +102,7 @@ impl RequestFlow {
                 self.refuse(host, reason)
             }
             Outcome::Error(error) => {
-                let headers = host.request_headers();
-                self.on_error(host, &headers, &hash, &error, now)
+                self.on_error(host, &host.request_headers(), &hash, &error, now)
             }
         }
     }
@@ -118,8 +117,9 @@ impl RequestFlow {
     }
 
     fn protected(&mut self, host: &impl Host, headers: &RequestHeaders, now: Millis) -> Verdict {
-        let credential = (headers.get("authorization"), headers.get("x-api-key"));
-        let key = match ApiKey::from_headers(credential.0, credential.1) {
+        let authorization = headers.get("authorization");
+        let x_api_key = headers.get("x-api-key");
+        let key = match ApiKey::from_headers(authorization, x_api_key) {
             Ok(key) => key,
             Err(why) => {
                 host.increment(Metric::DeniedMissingCredential);
