@@ -26,6 +26,17 @@ fn full_identity() -> Identity {
     }
 }
 
+/// The edits for a request the control plane vouched for, with no upstream credential.
+fn identified(request: &RequestHeaders, identity: &Identity, stale: bool) -> HeaderEdits {
+    let h = hash();
+    let admission = Admission::Identified {
+        hash: &h,
+        identity,
+        stale,
+    };
+    for_upstream(request, admission, None)
+}
+
 fn value<'a>(edits: &'a HeaderEdits, name: &str) -> Option<&'a str> {
     edits
         .set
@@ -56,14 +67,7 @@ fn client_livegate_headers_are_stripped_upstream() {
         "x-livegatex",
         "accept",
     ]);
-    let id = full_identity();
-    let h = hash();
-    let admission = Admission::Identified {
-        hash: &h,
-        identity: &id,
-        stale: false,
-    };
-    let edits = for_upstream(&request, admission, None);
+    let edits = identified(&request, &full_identity(), false);
     assert!(edits.remove.contains(&"x-livegate-team-id".to_string()));
     assert!(edits.remove.contains(&"x-livegate-stale".to_string()));
     assert!(!edits.remove.contains(&"x-livegatex".to_string()));
@@ -72,14 +76,7 @@ fn client_livegate_headers_are_stripped_upstream() {
 
 #[test]
 fn an_identified_request_carries_identity_and_a_short_hash() {
-    let id = full_identity();
-    let h = hash();
-    let admission = Admission::Identified {
-        hash: &h,
-        identity: &id,
-        stale: false,
-    };
-    let edits = for_upstream(&none(), admission, None);
+    let edits = identified(&none(), &full_identity(), false);
     assert_eq!(value(&edits, KEY_ALIAS), Some("ci"));
     assert_eq!(value(&edits, KEY_HASH), Some("f3abf2a6cc4f0098"));
     assert_eq!(value(&edits, TEAM_ID), Some("t1"));
@@ -90,28 +87,14 @@ fn an_identified_request_carries_identity_and_a_short_hash() {
 
 #[test]
 fn absent_identity_fields_add_no_header() {
-    let id = Identity::default();
-    let h = hash();
-    let admission = Admission::Identified {
-        hash: &h,
-        identity: &id,
-        stale: false,
-    };
-    let edits = for_upstream(&none(), admission, None);
+    let edits = identified(&none(), &Identity::default(), false);
     assert_eq!(edits.set, vec![(KEY_HASH, "f3abf2a6cc4f0098".to_string())]);
 }
 
 #[test]
 fn a_stale_allow_is_marked() {
-    let id = full_identity();
-    let h = hash();
-    let admission = Admission::Identified {
-        hash: &h,
-        identity: &id,
-        stale: true,
-    };
     assert_eq!(
-        value(&for_upstream(&none(), admission, None), STALE),
+        value(&identified(&none(), &full_identity(), true), STALE),
         Some("true")
     );
 }
