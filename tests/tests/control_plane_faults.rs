@@ -45,6 +45,14 @@ fn assert_recovered(cp: &ControlPlane, known: Option<&str>) {
     wait_one_engine_no_zombie(cp);
 }
 
+/// A key generated before the fault, to check it still works after.
+fn known_key(cp: &ControlPlane) -> String {
+    generate(cp, json!({}))["key"]
+        .as_str()
+        .expect("a generated key")
+        .to_string()
+}
+
 fn wedged_engine_args() -> Vec<String> {
     let bin = livegate_tests::artifacts::control_plane_bin();
     vec![
@@ -61,10 +69,7 @@ fn counter(cp: &ControlPlane, name: &str) -> f64 {
 fn postgres_paused_then_resumed() {
     let _serial = serial();
     let (pg, cp) = start(&[]);
-    let known = generate(&cp, json!({}))["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let known = known_key(&cp);
     let before = engine_pid(&cp);
     let (_, w) = during(&cp, || {
         pg.pause().unwrap();
@@ -104,10 +109,7 @@ fn a_wedged_engine_that_ignores_sigterm_is_killed_without_stalling_the_loop() {
     let args = wedged_engine_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (pg, cp) = start(&args);
-    let known = generate(&cp, json!({}))["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let known = known_key(&cp);
     let wedged = engine_pid(&cp);
     let (_, w) = during(&cp, || {
         pg.pause().unwrap();
@@ -134,10 +136,7 @@ fn sighup_forces_a_reconnect_even_through_an_engine_that_ignores_sigterm() {
     let args = wedged_engine_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (_pg, cp) = start(&args);
-    let known = generate(&cp, json!({}))["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let known = known_key(&cp);
     let old = engine_pid(&cp);
     let (_, _w) = during(&cp, || {
         cp.signal(Signal::SIGHUP).unwrap();
@@ -156,10 +155,7 @@ fn sighup_forces_a_reconnect_even_through_an_engine_that_ignores_sigterm() {
 fn an_engine_that_crashes_is_replaced() {
     let _serial = serial();
     let (_pg, cp) = start(&[]);
-    let known = generate(&cp, json!({}))["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let known = known_key(&cp);
     let old = engine_pid(&cp);
     let (_, w) = during(&cp, || {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
