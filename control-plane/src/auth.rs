@@ -5,29 +5,16 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 
+use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
+use livegate_contract::{ApiKey, CredentialError};
+
+pub use livegate_contract::DenyReason;
+
 use crate::db::{Db, DbError};
 use crate::key_cache::{KeyCache, Lookup};
 use crate::keys::KeyHash;
 use crate::metrics::Metrics;
 use crate::record::KeyRecord;
-
-/// Why a key is refused. The strings are the contract with the filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
-    InvalidKey,
-    KeyBlocked,
-    KeyExpired,
-}
-
-impl DenyReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DenyReason::InvalidKey => "invalid_key",
-            DenyReason::KeyBlocked => "key_blocked",
-            DenyReason::KeyExpired => "key_expired",
-        }
-    }
-}
 
 /// The answer to one auth check.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,23 +28,11 @@ pub enum Decision {
     Unavailable,
 }
 
-/// The credential: `Authorization: Bearer <key>`, else `x-api-key`.
-pub fn credential(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
-    bearer
-        .or_else(|| {
-            headers
-                .get("x-api-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        })
-        .filter(|k| !k.is_empty())
+/// The credential, by the contract's one rule (the filter applies the same one): the
+/// `Authorization: Bearer` key, else `x-api-key`; a malformed `authorization` is refused.
+pub fn credential(headers: &HeaderMap) -> Result<ApiKey, CredentialError> {
+    let raw = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    ApiKey::from_headers(raw(AUTHORIZATION), raw(X_API_KEY))
 }
 
 /// The pure decision over a record (or its absence). The TTL hint never outlives the key.
@@ -135,23 +110,36 @@ mod tests {
         h
     }
 
+    fn key(pairs: &[(&'static str, &str)]) -> Result<String, CredentialError> {
+        credential(&headers(pairs)).map(|k| k.as_str().to_string())
+    }
+
     #[test]
-    fn the_credential_comes_from_bearer_or_x_api_key() {
+    fn the_credential_follows_the_contract_rule() {
         assert_eq!(
-            credential(&headers(&[("authorization", "Bearer sk-1")])),
-            Some("sk-1")
+            key(&[("authorization", "Bearer sk-1")]).as_deref(),
+            Ok("sk-1")
         );
         assert_eq!(
-            credential(&headers(&[("authorization", "bearer  sk-1 ")])),
-            Some("sk-1")
+            key(&[("authorization", "bearer  sk-1 ")]).as_deref(),
+            Ok("sk-1")
         );
-        assert_eq!(credential(&headers(&[("x-api-key", "sk-2")])), Some("sk-2"));
+        assert_eq!(key(&[("x-api-key", "sk-2")]).as_deref(), Ok("sk-2"));
+        assert_eq!(key(&[]), Err(CredentialError::Missing));
         assert_eq!(
-            credential(&headers(&[("authorization", "Basic abc")])),
-            None
+            key(&[("authorization", "Bearer ")]),
+            Err(CredentialError::Empty)
         );
-        assert_eq!(credential(&headers(&[("authorization", "Bearer ")])), None);
-        assert_eq!(credential(&HeaderMap::new()), None);
+        // A malformed authorization is refused, not skipped for x-api-key.
+        assert_eq!(
+            key(&[("authorization", "Basic abc"), ("x-api-key", "sk-2")]),
+            Err(CredentialError::NotBearer)
+        );
+        let long = format!("Bearer {}", "k".repeat(livegate_contract::MAX_KEY_LEN + 1));
+        assert_eq!(
+            key(&[("authorization", &long)]),
+            Err(CredentialError::TooLong)
+        );
     }
 
     #[test]

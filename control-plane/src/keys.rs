@@ -1,10 +1,7 @@
-//! API keys: generation from the OS RNG, SHA-256 hashing, the `KeyHash` newtype, durations.
+//! API keys: generation from the OS RNG, references by raw key or hash, durations.
+//! How a key is hashed is the contract crate's (`KeyHash`), shared with the filter.
 
-use std::fmt;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Every key starts with this, like the LLM proxies operators already use.
 pub const KEY_PREFIX: &str = "sk-";
@@ -14,49 +11,14 @@ pub const MIN_KEY_BODY: usize = 22;
 const GENERATED_BODY: usize = 32;
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/// The SHA-256 of a raw key, lowercase hex: the only form a key is stored in.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KeyHash(String);
+pub use livegate_contract::KeyHash;
 
-impl KeyHash {
-    /// Hashes a raw key.
-    pub fn of_raw(raw: &str) -> Self {
-        KeyHash(hex::encode(Sha256::digest(raw.as_bytes())))
-    }
-
-    /// Accepts an already hashed key (64 lowercase hex characters).
-    pub fn parse_hex(s: &str) -> Option<Self> {
-        let ok = s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        ok.then(|| KeyHash(s.to_owned()))
-    }
-
-    /// Management calls accept the raw key or its hash.
-    pub fn from_raw_or_hash(s: &str) -> Option<Self> {
-        if s.starts_with(KEY_PREFIX) {
-            Some(Self::of_raw(s))
-        } else {
-            Self::parse_hex(s)
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-// Hashes are not secret, but keep Debug short and uniform in logs.
-impl fmt::Debug for KeyHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyHash({}…)", &self.0[..self.0.len().min(8)])
-    }
-}
-
-impl fmt::Display for KeyHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// Management calls accept the raw key or its hash (64 lowercase hex characters).
+pub fn key_hash_of_raw_or_hash(s: &str) -> Option<KeyHash> {
+    if s.starts_with(KEY_PREFIX) {
+        Some(KeyHash::of_raw(s))
+    } else {
+        KeyHash::parse_hex(s).ok()
     }
 }
 
@@ -152,23 +114,13 @@ mod tests {
     }
 
     #[test]
-    fn hash_is_lowercase_sha256_hex() {
-        // The FIPS 180-2 test vector for "abc".
-        let h = KeyHash::of_raw("abc");
-        assert_eq!(
-            h.as_str(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
-
-    #[test]
     fn management_calls_accept_raw_keys_or_hashes() {
         let raw = "sk-abcdefghijklmnopqrstuvwxyz";
         let h = KeyHash::of_raw(raw);
-        assert_eq!(KeyHash::from_raw_or_hash(raw), Some(h.clone()));
-        assert_eq!(KeyHash::from_raw_or_hash(h.as_str()), Some(h));
-        assert_eq!(KeyHash::from_raw_or_hash("nope"), None);
-        assert_eq!(KeyHash::from_raw_or_hash(&"A".repeat(64)), None);
+        assert_eq!(key_hash_of_raw_or_hash(raw), Some(h.clone()));
+        assert_eq!(key_hash_of_raw_or_hash(h.as_str()), Some(h));
+        assert_eq!(key_hash_of_raw_or_hash("nope"), None);
+        assert_eq!(key_hash_of_raw_or_hash(&"A".repeat(64)), None);
     }
 
     #[test]

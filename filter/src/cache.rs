@@ -4,8 +4,8 @@
 //! forward in practice); the policy never reads a clock, so tests drive it exactly.
 
 use crate::config::CacheConfig;
-use crate::credential::KeyHash;
 use crate::decision::{DenyReason, Identity};
+use livegate_contract::KeyHash;
 use std::collections::{BTreeMap, HashMap};
 
 /// Milliseconds since an arbitrary epoch, supplied by the caller.
@@ -76,16 +76,8 @@ impl DecisionCache {
     }
 
     /// Remembers an allow for `min(allow_ttl_ms, hint)`, then keeps it for stale use.
-    pub fn record_allow(
-        &mut self,
-        hash: KeyHash,
-        identity: Identity,
-        hint_ms: Option<u64>,
-        now: Millis,
-    ) {
-        let ttl = hint_ms.map_or(self.policy.allow_ttl_ms, |hint| {
-            hint.min(self.policy.allow_ttl_ms)
-        });
+    pub fn record_allow(&mut self, hash: KeyHash, identity: Identity, hint_ms: u64, now: Millis) {
+        let ttl = hint_ms.min(self.policy.allow_ttl_ms);
         if ttl == 0 && self.policy.stale_if_error_ms == 0 {
             self.remove(&hash);
             return;

@@ -1,7 +1,8 @@
 //! The control plane's answer to `POST /v1/auth/check`, mapped to what the filter does.
 
-use crate::credential::KeyHash;
-use serde::Deserialize;
+use livegate_contract::{AuthCheckResponse, KeyHash};
+
+pub use livegate_contract::DenyReason;
 
 /// Identity values longer than this are dropped rather than forwarded or cached.
 pub const MAX_IDENTITY_VALUE_LEN: usize = 256;
@@ -15,14 +16,6 @@ pub struct Identity {
     pub key_alias: Option<String>,
     pub team_id: Option<String>,
     pub user_id: Option<String>,
-}
-
-/// Why the control plane refused a key; each has its own status and metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
-    InvalidKey,
-    KeyBlocked,
-    KeyExpired,
 }
 
 /// Why an auth check produced no decision: always an error, never a deny or an allow.
@@ -50,7 +43,7 @@ pub enum Outcome {
     Allow {
         identity: Identity,
         /// The control plane's `cache_ttl_seconds`, in milliseconds.
-        ttl_hint_ms: Option<u64>,
+        ttl_hint_ms: u64,
     },
     Deny(DenyReason),
     Error(CallError),
@@ -65,49 +58,6 @@ pub struct CallResponse<'a> {
     pub body: Option<&'a [u8]>,
 }
 
-impl DenyReason {
-    pub fn parse(reason: &str) -> Option<DenyReason> {
-        match reason {
-            "invalid_key" => Some(DenyReason::InvalidKey),
-            "key_blocked" => Some(DenyReason::KeyBlocked),
-            "key_expired" => Some(DenyReason::KeyExpired),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DenyReason::InvalidKey => "invalid_key",
-            DenyReason::KeyBlocked => "key_blocked",
-            DenyReason::KeyExpired => "key_expired",
-        }
-    }
-
-    /// The status the contract pairs with each reason.
-    pub fn status(self) -> u16 {
-        match self {
-            DenyReason::InvalidKey => 401,
-            DenyReason::KeyBlocked | DenyReason::KeyExpired => 403,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct AllowBody {
-    decision: String,
-    key_hash: Option<String>,
-    key_alias: Option<String>,
-    team_id: Option<String>,
-    user_id: Option<String>,
-    cache_ttl_seconds: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct DenyBody {
-    decision: String,
-    reason: String,
-}
-
 /// Maps a call response to an outcome, per the contract table in docs/architecture.md.
 pub fn decide(response: CallResponse<'_>, expected: &KeyHash) -> Outcome {
     if response.header_count == 0 {
@@ -116,14 +66,36 @@ pub fn decide(response: CallResponse<'_>, expected: &KeyHash) -> Outcome {
     let Some(status) = response.status.and_then(parse_status) else {
         return Outcome::Error(CallError::NoStatus);
     };
-    let body = response.body.unwrap_or_default();
-    let decided = match status {
-        200 => allow(body, expected),
-        401 | 403 => deny(body, status),
-        503 => Err(CallError::Unavailable),
-        other => Err(CallError::UnexpectedStatus(other)),
-    };
-    decided.unwrap_or_else(Outcome::Error)
+    match status {
+        // Unavailable whatever the body says: a 503 is never read as a decision.
+        503 => Outcome::Error(CallError::Unavailable),
+        200 | 401 | 403 => match parse_body(response.body.unwrap_or_default()) {
+            Ok(answer) if answer.status() != status => Outcome::Error(malformed(
+                "the decision does not match the status it came with",
+            )),
+            Ok(answer) => outcome(answer, expected),
+            Err(e) => Outcome::Error(e),
+        },
+        other => Outcome::Error(CallError::UnexpectedStatus(other)),
+    }
+}
+
+fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
+    match answer {
+        AuthCheckResponse::Allow(allow) if allow.key_hash != *expected => {
+            Outcome::Error(CallError::KeyHashMismatch)
+        }
+        AuthCheckResponse::Allow(allow) => Outcome::Allow {
+            identity: Identity {
+                key_alias: header_text(allow.key_alias),
+                team_id: header_text(allow.team_id),
+                user_id: header_text(allow.user_id),
+            },
+            ttl_hint_ms: allow.cache_ttl_seconds.saturating_mul(1000),
+        },
+        AuthCheckResponse::Deny { reason, .. } => Outcome::Deny(reason),
+        AuthCheckResponse::Unavailable { .. } => Outcome::Error(CallError::Unavailable),
+    }
 }
 
 fn parse_status(raw: &[u8]) -> Option<u16> {
@@ -135,37 +107,7 @@ fn parse_status(raw: &[u8]) -> Option<u16> {
         .filter(|s| (100..=599).contains(s))
 }
 
-fn allow(body: &[u8], expected: &KeyHash) -> Result<Outcome, CallError> {
-    let parsed: AllowBody = parse_body(body)?;
-    if parsed.decision != "allow" {
-        return Err(malformed("a 200 must carry \"decision\":\"allow\""));
-    }
-    if parsed.key_hash.is_some_and(|h| !expected.matches(&h)) {
-        return Err(CallError::KeyHashMismatch);
-    }
-    Ok(Outcome::Allow {
-        identity: Identity {
-            key_alias: header_text(parsed.key_alias),
-            team_id: header_text(parsed.team_id),
-            user_id: header_text(parsed.user_id),
-        },
-        ttl_hint_ms: parsed.cache_ttl_seconds.map(seconds_to_ms),
-    })
-}
-
-fn deny(body: &[u8], status: u16) -> Result<Outcome, CallError> {
-    let parsed: DenyBody = parse_body(body)?;
-    if parsed.decision != "deny" {
-        return Err(malformed("a 401/403 must carry \"decision\":\"deny\""));
-    }
-    // A reason the contract does not pair with this status is malformed, not a guess.
-    match DenyReason::parse(&parsed.reason) {
-        Some(reason) if reason.status() == status => Ok(Outcome::Deny(reason)),
-        _ => Err(malformed("the deny reason does not match the status")),
-    }
-}
-
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, CallError> {
+fn parse_body(body: &[u8]) -> Result<AuthCheckResponse, CallError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(malformed("body too large"));
     }
@@ -183,11 +125,6 @@ fn header_text(value: Option<String>) -> Option<String> {
             && v.len() <= MAX_IDENTITY_VALUE_LEN
             && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
     })
-}
-
-/// Negative hints mean "do not cache"; `as` saturates, so huge hints cannot overflow.
-fn seconds_to_ms(seconds: f64) -> u64 {
-    (seconds.max(0.0) * 1000.0) as u64
 }
 
 #[cfg(test)]

@@ -2,13 +2,14 @@
 
 use crate::cache::{Cached, DecisionCache, Millis};
 use crate::config::{Config, FailureMode};
-use crate::credential::{ApiKey, KeyHash};
 use crate::decision::{decide, CallError, CallResponse, DenyReason, Identity, Outcome};
-use crate::host::{AuthCheck, Host, RequestHeaders};
+use crate::host::{AuthCheck, HeaderRefused, Host, RequestHeaders};
 use crate::metrics::Metric;
 use crate::reply::LocalReply;
 use crate::routing::{is_probe_method, Route, Routes};
 use crate::upstream_headers::{for_passthrough, for_upstream, Admission, HeaderEdits};
+use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
+use livegate_contract::{ApiKey, KeyHash};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -63,13 +64,15 @@ impl RequestFlow {
         matches!(self.stage, Stage::AwaitingAuth(_) | Stage::Replied)
     }
 
-    pub fn on_request_headers(&mut self, host: &impl Host, now: Millis) -> Verdict {
+    /// `now` is `None` when the host clock cannot be read: the cache is then bypassed
+    /// (every check goes to the control plane), never consulted at a guessed time.
+    pub fn on_request_headers(&mut self, host: &impl Host, now: Option<Millis>) -> Verdict {
         let path = text(host.request_header(":path"));
         match Routes::new(&self.plugin.config).route(&path) {
             Route::Liveness => self.liveness(host),
             Route::Passthrough => {
-                apply(host, &for_passthrough(&host.request_headers()));
-                self.release()
+                let edits = for_passthrough(&host.request_headers());
+                self.release_with(host, &edits)
             }
             Route::Protected => self.protected(host, &host.request_headers(), now),
         }
@@ -80,7 +83,7 @@ impl RequestFlow {
         &mut self,
         host: &impl Host,
         response: CallResponse<'_>,
-        now: Millis,
+        now: Option<Millis>,
     ) -> Verdict {
         let Stage::AwaitingAuth(hash) = std::mem::replace(&mut self.stage, Stage::Headers) else {
             host.debug("livegate: auth check response without a pending request; ignored");
@@ -92,13 +95,13 @@ impl RequestFlow {
                 identity,
                 ttl_hint_ms,
             } => {
-                self.with_cache(|c| {
+                self.with_cache_at(now, |c, now| {
                     c.record_allow(hash.clone(), identity.clone(), ttl_hint_ms, now)
                 });
                 self.admit(host, &host.request_headers(), &hash, &identity, false)
             }
             Outcome::Deny(reason) => {
-                self.with_cache(|c| c.record_deny(hash.clone(), reason, now));
+                self.with_cache_at(now, |c, now| c.record_deny(hash.clone(), reason, now));
                 self.refuse(host, reason)
             }
             Outcome::Error(error) => {
@@ -116,9 +119,14 @@ impl RequestFlow {
         }
     }
 
-    fn protected(&mut self, host: &impl Host, headers: &RequestHeaders, now: Millis) -> Verdict {
-        let authorization = headers.get("authorization");
-        let x_api_key = headers.get("x-api-key");
+    fn protected(
+        &mut self,
+        host: &impl Host,
+        headers: &RequestHeaders,
+        now: Option<Millis>,
+    ) -> Verdict {
+        let authorization = headers.get(AUTHORIZATION);
+        let x_api_key = headers.get(X_API_KEY);
         let key = match ApiKey::from_headers(authorization, x_api_key) {
             Ok(key) => key,
             Err(why) => {
@@ -127,7 +135,10 @@ impl RequestFlow {
             }
         };
         let hash = key.hash();
-        match self.with_cache(|c| c.fresh(&hash, now)).flatten() {
+        match self
+            .with_cache_at(now, |c, now| c.fresh(&hash, now))
+            .flatten()
+        {
             Some(Cached::Allow(identity)) => {
                 host.increment(Metric::CacheHit);
                 self.admit(host, headers, &hash, &identity, false)
@@ -149,7 +160,7 @@ impl RequestFlow {
         headers: &RequestHeaders,
         key: &ApiKey,
         hash: KeyHash,
-        now: Millis,
+        now: Option<Millis>,
     ) -> Verdict {
         let config = &self.plugin.config;
         let check = AuthCheck {
@@ -175,11 +186,14 @@ impl RequestFlow {
         headers: &RequestHeaders,
         hash: &KeyHash,
         error: &CallError,
-        now: Millis,
+        now: Option<Millis>,
     ) -> Verdict {
         host.increment(Metric::ControlPlaneError);
         host.debug(&format!("livegate: auth check failed: {error}"));
-        if let Some(identity) = self.with_cache(|c| c.stale_allow(hash, now)).flatten() {
+        if let Some(identity) = self
+            .with_cache_at(now, |c, now| c.stale_allow(hash, now))
+            .flatten()
+        {
             host.increment(Metric::StaleServed);
             return self.admit(host, headers, hash, &identity, true);
         }
@@ -187,8 +201,8 @@ impl RequestFlow {
         if config.failure_mode == FailureMode::Open {
             host.increment(Metric::FailedOpen);
             let auth = config.upstream_authorization.as_deref();
-            apply(host, &for_upstream(headers, Admission::FailedOpen, auth));
-            return self.release();
+            let edits = for_upstream(headers, Admission::FailedOpen, auth);
+            return self.release_with(host, &edits);
         }
         host.increment(Metric::Unavailable);
         let reply = LocalReply::unavailable(config.retry_after_seconds);
@@ -210,8 +224,8 @@ impl RequestFlow {
             stale,
         };
         let auth = self.plugin.config.upstream_authorization.as_deref();
-        apply(host, &for_upstream(headers, admission, auth));
-        self.release()
+        let edits = for_upstream(headers, admission, auth);
+        self.release_with(host, &edits)
     }
 
     fn refuse(&mut self, host: &impl Host, reason: DenyReason) -> Verdict {
@@ -229,7 +243,14 @@ impl RequestFlow {
         Verdict::Stop
     }
 
-    fn release(&mut self) -> Verdict {
+    /// Applies the header edits and lets the request go on; if the host refuses any
+    /// edit, the request is refused instead: never forwarded with the client's key or a
+    /// spoofed `x-livegate-*` header still on it.
+    fn release_with(&mut self, host: &impl Host, edits: &HeaderEdits) -> Verdict {
+        if apply(host, edits).is_err() {
+            host.increment(Metric::HeaderRewriteFailed);
+            return self.reply(host, &LocalReply::internal_error());
+        }
         self.stage = Stage::Released;
         Verdict::Continue
     }
@@ -243,15 +264,26 @@ impl RequestFlow {
             .ok()
             .map(|mut c| f(&mut c))
     }
+
+    /// The cache at a known time; with no time there is no cache (a miss, nothing kept).
+    fn with_cache_at<T>(
+        &self,
+        now: Option<Millis>,
+        f: impl FnOnce(&mut DecisionCache, Millis) -> T,
+    ) -> Option<T> {
+        let now = now?;
+        self.with_cache(|c| f(c, now))
+    }
 }
 
-fn apply(host: &impl Host, edits: &HeaderEdits) {
+fn apply(host: &impl Host, edits: &HeaderEdits) -> Result<(), HeaderRefused> {
     for name in &edits.remove {
-        host.remove_request_header(name);
+        host.remove_request_header(name)?;
     }
     for (name, value) in &edits.set {
-        host.set_request_header(name, value);
+        host.set_request_header(name, value)?;
     }
+    Ok(())
 }
 
 fn text(value: Option<Vec<u8>>) -> String {

@@ -18,6 +18,10 @@ pub struct AuthCheck<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchRefused;
 
+/// The host would not change a request header (the stream is gone, or Envoy refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderRefused;
+
 /// The request's headers as read from the host, names lowercased by Envoy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHeaders(Vec<(String, Vec<u8>)>);
@@ -44,8 +48,9 @@ impl RequestHeaders {
     }
 }
 
-/// What the request flow may ask of Envoy. Every method is total: host failures
-/// are absorbed by the implementation (and logged), never surfaced as panics.
+/// What the request flow may ask of Envoy. Nothing here panics: reads absorb host
+/// failures (a header that cannot be read is absent), and writes report them as values
+/// so the flow can refuse a request it could not make safe.
 pub trait Host {
     /// One request header's raw value; Envoy lowercases names. Liveness needs only
     /// `:path` and `:method`, and a single value is the cheapest read.
@@ -53,8 +58,8 @@ pub trait Host {
     /// Every request header in one host call: the auth path needs the credential and
     /// every name (to strip `x-livegate-*`), and one read beats several.
     fn request_headers(&self) -> RequestHeaders;
-    fn set_request_header(&self, name: &str, value: &str);
-    fn remove_request_header(&self, name: &str);
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), HeaderRefused>;
+    fn remove_request_header(&self, name: &str) -> Result<(), HeaderRefused>;
     fn send_reply(&self, reply: &LocalReply);
     fn dispatch_auth_check(&self, check: &AuthCheck<'_>) -> Result<(), DispatchRefused>;
     fn increment(&self, metric: Metric);

@@ -9,7 +9,6 @@
 
 pub mod cache;
 pub mod config;
-pub mod credential;
 pub mod decision;
 pub mod flow;
 pub mod host;
@@ -24,7 +23,7 @@ mod wasm {
     use crate::config::Config;
     use crate::decision::{CallResponse, MAX_BODY_BYTES};
     use crate::flow::{Plugin, RequestFlow, Verdict};
-    use crate::host::{AuthCheck, DispatchRefused, Host, RequestHeaders};
+    use crate::host::{AuthCheck, DispatchRefused, HeaderRefused, Host, RequestHeaders};
     use crate::metrics::Metric;
     use crate::reply::LocalReply;
     use proxy_wasm::hostcalls;
@@ -157,12 +156,13 @@ mod wasm {
         }
     }
 
-    /// Wall-clock milliseconds: the only clock proxy-wasm ABI 0.2.1 offers.
-    fn now() -> Millis {
+    /// Wall-clock milliseconds: the only clock proxy-wasm ABI 0.2.1 offers. `None` when
+    /// the host cannot say: the flow then bypasses the cache instead of guessing a time.
+    fn now() -> Option<Millis> {
         hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// `Host` over proxy-wasm hostcalls; every host error is absorbed here.
@@ -185,17 +185,18 @@ mod wasm {
             )
         }
 
-        fn set_request_header(&self, name: &str, value: &str) {
-            let result = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
-            if let Err(e) = result {
+        fn set_request_header(&self, name: &str, value: &str) -> Result<(), HeaderRefused> {
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)).map_err(|e| {
                 self.debug(&format!("livegate: could not set {name}: {e:?}"));
-            }
+                HeaderRefused
+            })
         }
 
-        fn remove_request_header(&self, name: &str) {
-            if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+        fn remove_request_header(&self, name: &str) -> Result<(), HeaderRefused> {
+            hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).map_err(|e| {
                 self.debug(&format!("livegate: could not remove {name}: {e:?}"));
-            }
+                HeaderRefused
+            })
         }
 
         fn send_reply(&self, reply: &LocalReply) {

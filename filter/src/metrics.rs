@@ -17,11 +17,12 @@ pub enum Metric {
     ControlPlaneError,
     Unavailable,
     FailedOpen,
+    HeaderRewriteFailed,
 }
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 13] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -34,6 +35,7 @@ impl Metric {
         Metric::ControlPlaneError,
         Metric::Unavailable,
         Metric::FailedOpen,
+        Metric::HeaderRewriteFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Metric {
             Metric::ControlPlaneError => "livegate_control_plane_error_total",
             Metric::Unavailable => "livegate_unavailable_total",
             Metric::FailedOpen => "livegate_failed_open_total",
+            Metric::HeaderRewriteFailed => "livegate_header_rewrite_failed_total",
         }
     }
 

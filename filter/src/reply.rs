@@ -1,8 +1,6 @@
 //! The responses the filter sends itself: liveness, and OpenAI-style JSON errors.
 
-use crate::credential::CredentialError;
-use crate::decision::DenyReason;
-use serde_json::{json, Value};
+use livegate_contract::{CredentialError, DenyReason, ErrorObject, ErrorType};
 
 /// The liveness body: a JSON string, quotes included.
 pub const LIVENESS_BODY: &str = "\"I'm alive!\"";
@@ -23,46 +21,27 @@ impl LocalReply {
 
     /// A non-probe method on a liveness path.
     pub fn method_not_allowed() -> LocalReply {
-        let body = error_body(
-            "liveness paths answer GET and HEAD only",
-            "invalid_request_error",
-            Value::Null,
+        let error = ErrorObject::new(
             405,
-            "method_not_allowed",
-        );
-        LocalReply::json(405, body).with("allow", "GET, HEAD")
+            ErrorType::BadRequestError,
+            "liveness paths answer GET and HEAD only",
+        )
+        .with_reason("method_not_allowed");
+        LocalReply::error(error).with("allow", "GET, HEAD")
     }
 
     /// 401 for a request without a usable API key.
     pub fn missing_credential(why: CredentialError) -> LocalReply {
-        let body = error_body(
-            &why.to_string(),
-            "auth_error",
-            json!("key"),
-            401,
-            "missing_credential",
-        );
-        LocalReply::json(401, body).with_challenge()
+        let error = ErrorObject::new(401, ErrorType::AuthError, why.to_string())
+            .with_param("key")
+            .with_reason("missing_credential");
+        LocalReply::error(error).with_challenge()
     }
 
-    /// 401 or 403 for a key the control plane refused.
+    /// 401 or 403 for a key the control plane refused: the contract's own error.
     pub fn denied(reason: DenyReason) -> LocalReply {
-        let message = match reason {
-            DenyReason::InvalidKey => "invalid API key",
-            DenyReason::KeyBlocked => "this API key is blocked",
-            DenyReason::KeyExpired => "this API key has expired",
-        };
-        let status = reason.status();
-        let message = format!("{message} (reason: {})", reason.as_str());
-        let body = error_body(
-            &message,
-            "auth_error",
-            json!("key"),
-            status,
-            reason.as_str(),
-        );
-        let reply = LocalReply::json(status, body);
-        if status == 401 {
+        let reply = LocalReply::error(reason.error());
+        if reply.status == 401 {
             reply.with_challenge()
         } else {
             reply
@@ -71,14 +50,32 @@ impl LocalReply {
 
     /// 503 when no decision can be made: never a 200 for a key nobody vouched for.
     pub fn unavailable(retry_after_seconds: u32) -> LocalReply {
-        let body = error_body(
-            "authentication is temporarily unavailable; retry later",
-            "service_unavailable",
-            Value::Null,
+        let error = ErrorObject::new(
             503,
-            "control_plane_unavailable",
-        );
-        LocalReply::json(503, body).with("retry-after", &retry_after_seconds.to_string())
+            ErrorType::ServiceUnavailable,
+            "authentication is temporarily unavailable; retry later",
+        )
+        .with_reason("control_plane_unavailable");
+        LocalReply::error(error).with("retry-after", &retry_after_seconds.to_string())
+    }
+
+    /// 500 when the filter could not make the request safe to forward (a credential
+    /// header the host would not remove): refused rather than sent on with the key.
+    pub fn internal_error() -> LocalReply {
+        let error = ErrorObject::new(
+            500,
+            ErrorType::InternalServerError,
+            "the gateway could not prepare this request; it was not forwarded",
+        )
+        .with_reason("header_rewrite_failed");
+        LocalReply::error(error)
+    }
+
+    /// An error reply whose status is the error's own `code`.
+    fn error(error: ErrorObject) -> LocalReply {
+        let status = error.code.parse().unwrap_or(500);
+        let body = serde_json::to_string(&error.into_body()).unwrap_or_default();
+        LocalReply::json(status, body)
     }
 
     fn json(status: u16, body: String) -> LocalReply {
@@ -100,20 +97,6 @@ impl LocalReply {
     fn with_challenge(self) -> LocalReply {
         self.with("www-authenticate", "Bearer realm=\"livegate\"")
     }
-}
-
-/// `{"error": {"message", "type", "param", "code", "reason"}}`; `code` is the status as text.
-fn error_body(message: &str, kind: &str, param: Value, status: u16, reason: &str) -> String {
-    json!({
-        "error": {
-            "message": message,
-            "type": kind,
-            "param": param,
-            "code": status.to_string(),
-            "reason": reason,
-        }
-    })
-    .to_string()
 }
 
 #[cfg(test)]

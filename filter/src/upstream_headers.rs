@@ -1,18 +1,11 @@
 //! Header hygiene: what the filter removes from and adds to a request it lets through.
 
-use crate::credential::KeyHash;
 use crate::decision::Identity;
 use crate::host::RequestHeaders;
-
-/// Every header the filter vouches for starts with this; clients may not send any.
-pub const LIVEGATE_PREFIX: &str = "x-livegate-";
-
-pub const KEY_ALIAS: &str = "x-livegate-key-alias";
-pub const KEY_HASH: &str = "x-livegate-key-hash";
-pub const TEAM_ID: &str = "x-livegate-team-id";
-pub const USER_ID: &str = "x-livegate-user-id";
-pub const STALE: &str = "x-livegate-stale";
-pub const FAILURE_MODE: &str = "x-livegate-failure-mode";
+use livegate_contract::headers::{
+    CREDENTIAL_HEADERS, FAILURE_MODE, KEY_ALIAS, KEY_HASH, LIVEGATE_PREFIX, STALE, TEAM_ID, USER_ID,
+};
+use livegate_contract::KeyHash;
 
 /// Why a protected request is allowed to continue.
 #[derive(Debug, Clone, Copy)]
@@ -42,9 +35,6 @@ pub fn for_passthrough(request: &RequestHeaders) -> HeaderEdits {
         set: Vec::new(),
     }
 }
-
-/// The headers that carry the client's key.
-const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
 
 /// A protected request on its way upstream: the client's key never travels on. Only
 /// headers the request has are removed: each removal is a call into Envoy.

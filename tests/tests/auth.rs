@@ -47,10 +47,11 @@ fn upstream_saw(response: &Response) -> Value {
     response.json().unwrap()["livegate"].clone()
 }
 
-fn assert_auth_error(response: &Response, status: u16, reason_fragment: &str) {
+/// The refusal's status and `error.type` (the contract's vocabulary), and a reason in the body.
+fn assert_auth_error(response: &Response, status: u16, kind: &str, reason_fragment: &str) {
     assert_eq!(response.status, status, "{}", response.body);
     let body = response.json().unwrap();
-    assert_eq!(body["error"]["type"], "auth_error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
     assert_eq!(body["error"]["code"], status.to_string(), "{body}");
     assert!(body.to_string().contains(reason_fragment), "{body}");
 }
@@ -80,7 +81,7 @@ fn assert_unknown_keys_refused_and_liveness_holds(stack: &Stack) {
 fn a_request_without_a_key_is_refused_with_401_before_the_upstream() {
     let stack = start();
     let response = call(&stack, &[]);
-    assert_auth_error(&response, 401, "key");
+    assert_auth_error(&response, 401, "auth_error", "key");
     assert!(
         response.header("www-authenticate").is_some(),
         "{:?}",
@@ -99,7 +100,7 @@ fn an_unknown_key_is_refused_with_401_invalid_key() {
         &stack,
         &[("authorization", "Bearer sk-not-a-real-key-0000000000")],
     );
-    assert_auth_error(&response, 401, "invalid_key");
+    assert_auth_error(&response, 401, "token_not_found_in_db", "invalid_key");
 }
 
 #[test]
@@ -167,6 +168,7 @@ fn a_blocked_key_is_refused_with_403() {
     assert_auth_error(
         &call(&stack, &[("authorization", &bearer(&key))]),
         403,
+        "auth_error",
         "key_blocked",
     );
 }
@@ -185,7 +187,7 @@ fn an_expired_key_is_refused_with_403() {
         (response.status != 200).then_some(response)
     })
     .unwrap();
-    assert_auth_error(&response, 403, "key_expired");
+    assert_auth_error(&response, 403, "expired_key", "key_expired");
 }
 
 #[test]
@@ -209,7 +211,7 @@ fn a_deleted_key_stops_working_within_the_cache_ttl() {
         (response.status != 200).then_some(response)
     })
     .unwrap();
-    assert_auth_error(&response, 401, "invalid_key");
+    assert_auth_error(&response, 401, "token_not_found_in_db", "invalid_key");
 }
 
 #[test]

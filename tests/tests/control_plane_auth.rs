@@ -121,7 +121,7 @@ fn known_keys_keep_working_while_the_database_is_away_and_unknown_keys_get_503()
             .is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s > 0)));
         let admin = http::post_json(&url(&cp, "/key/generate"), ADMIN, &json!({})).unwrap();
         assert_eq!(admin.status, 503, "{}", admin.body);
-        assert_eq!(admin.json().unwrap()["error"]["type"], "db_unavailable");
+        assert_eq!(admin.json().unwrap()["error"]["type"], "no_db_connection");
         let strict = http::get(&url(&cp, "/health/readiness?strict=true"), &[]).unwrap();
         assert_eq!(strict.status, 503);
         pg.resume().unwrap();

@@ -6,24 +6,14 @@ mod control_plane_support;
 use std::process::Command;
 
 use control_plane_support::*;
+use livegate_contract::KeyHash;
 use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::http;
 use livegate_tests::postgres::{self, Postgres};
 use serde_json::{json, Value};
 
 fn sha256_hex(s: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("printf %s \"$K\" | sha256sum")
-        .env("K", s)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    KeyHash::of_raw(s).to_string()
 }
 
 fn psql(pg: &Postgres, sql: &str) -> String {

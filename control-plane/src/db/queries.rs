@@ -34,7 +34,7 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
 
 fn token(row: &Row) -> KeyHash {
     let s: String = row.get("token");
-    KeyHash::parse_hex(&s).unwrap_or_else(|| KeyHash::of_raw(&s))
+    KeyHash::parse_hex(&s).unwrap_or_else(|_| KeyHash::of_raw(&s))
 }
 
 fn record(row: &Row) -> KeyRecord {

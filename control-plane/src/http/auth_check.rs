@@ -1,94 +1,56 @@
-//! `POST /v1/auth/check`: the filter's question, answered with the contract's exact bodies.
+//! `POST /v1/auth/check`: the filter's question, answered with the contract's bodies.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde_json::json;
+use livegate_contract::{Allow, AuthCheckResponse, DenyReason};
 
-use super::error::{retry_after, ApiError};
 use super::AppState;
-use crate::auth::{self, Decision, DenyReason};
-use crate::keys::KeyHash;
+use crate::auth::{self, Decision};
 
 pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let decision = match auth::credential(&headers) {
-        None => Decision::Deny(DenyReason::InvalidKey),
-        Some(raw) => {
-            let token = KeyHash::of_raw(raw);
-            match auth::resolve(
-                &s.db,
-                &s.cache,
-                &s.metrics,
-                &token,
-                s.config.auth_db_deadline,
-            )
-            .await
-            {
+        Err(_) => Decision::Deny(DenyReason::InvalidKey),
+        Ok(key) => {
+            let token = key.hash();
+            let deadline = s.config.auth_db_deadline;
+            match auth::resolve(&s.db, &s.cache, &s.metrics, &token, deadline).await {
                 Ok(record) => auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs()),
                 Err(_) => Decision::Unavailable,
             }
         }
     };
-    render(&s, decision)
+    s.metrics.count_auth_decision(outcome(&decision));
+    render(decision)
 }
 
-fn render(s: &AppState, decision: Decision) -> Response {
+/// The metric label of a decision.
+fn outcome(decision: &Decision) -> &'static str {
     match decision {
-        Decision::Allow {
-            record,
-            cache_ttl_seconds,
-        } => {
-            s.metrics.count_auth_decision("allow");
-            let body = json!({
-                "decision": "allow",
-                "key_hash": record.token,
-                "key_alias": record.key_alias,
-                "team_id": record.team_id,
-                "user_id": record.user_id,
-                "cache_ttl_seconds": cache_ttl_seconds,
-            });
-            (StatusCode::OK, Json(body)).into_response()
-        }
-        Decision::Deny(reason) => {
-            s.metrics.count_auth_decision(reason.as_str());
-            let (status, err) = match reason {
-                DenyReason::InvalidKey => (StatusCode::UNAUTHORIZED, ApiError::Unauthorized),
-                DenyReason::KeyBlocked | DenyReason::KeyExpired => {
-                    (StatusCode::FORBIDDEN, ApiError::Forbidden)
-                }
-            };
-            let mut body = deny_error(reason, err);
-            body["decision"] = json!("deny");
-            body["reason"] = json!(reason.as_str());
-            (status, Json(body)).into_response()
-        }
-        Decision::Unavailable => {
-            s.metrics.count_auth_decision("db_unavailable");
-            let err = ApiError::DbUnavailable {
-                retry_after: s.config.retry_after,
-            };
-            let mut body = err.body();
-            body["decision"] = json!("unavailable");
-            body["reason"] = json!("db_unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [retry_after(s.config.retry_after)],
-                Json(body),
-            )
-                .into_response()
-        }
+        Decision::Allow { .. } => "allow",
+        Decision::Deny(reason) => reason.as_str(),
+        Decision::Unavailable => "db_unavailable",
     }
 }
 
-/// The `error` object of a deny, with a message that says which rule refused the key.
-fn deny_error(reason: DenyReason, err: ApiError) -> serde_json::Value {
-    let mut body = err.body();
-    body["error"]["message"] = json!(match reason {
-        DenyReason::InvalidKey => "invalid or missing API key",
-        DenyReason::KeyBlocked => "this API key is blocked",
-        DenyReason::KeyExpired => "this API key has expired",
-    });
-    body
+/// The contract's body with its status; a 503 gets `retry-after` from the router.
+fn render(decision: Decision) -> Response {
+    let answer = match decision {
+        Decision::Allow {
+            record,
+            cache_ttl_seconds,
+        } => AuthCheckResponse::Allow(Allow {
+            key_hash: record.token,
+            key_alias: record.key_alias,
+            team_id: record.team_id,
+            user_id: record.user_id,
+            cache_ttl_seconds,
+        }),
+        Decision::Deny(reason) => AuthCheckResponse::deny(reason),
+        Decision::Unavailable => AuthCheckResponse::db_unavailable(),
+    };
+    let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(answer)).into_response()
 }

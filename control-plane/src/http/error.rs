@@ -1,11 +1,9 @@
-//! The one error type of the HTTP API and the one JSON shape it renders to.
+//! The one error type of the HTTP API, rendered into the contract's one JSON shape.
 
-use std::time::Duration;
-
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use livegate_contract::{ErrorBody, ErrorObject, ErrorType};
 
 use crate::db::DbError;
 
@@ -27,11 +25,25 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Sent with `retry-after`, which the router stamps on every 503 (`http/mod.rs`).
     #[error("database unavailable, retry later")]
-    DbUnavailable { retry_after: Duration },
+    DbUnavailable,
     /// The detail is logged, never returned.
     #[error("internal error")]
     Internal(String),
+}
+
+/// The one place a database failure becomes an HTTP error, so handlers use `?`.
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable => ApiError::DbUnavailable,
+            DbError::Conflict(field) => {
+                ApiError::bad(&field, format!("a key with this {field} already exists"))
+            }
+            DbError::Failed(detail) => ApiError::Internal(detail),
+        }
+    }
 }
 
 impl ApiError {
@@ -39,16 +51,6 @@ impl ApiError {
         ApiError::BadRequest {
             message: message.into(),
             param: Some(param.to_owned()),
-        }
-    }
-
-    pub fn from_db(e: DbError, retry_after: Duration) -> Self {
-        match e {
-            DbError::Unavailable => ApiError::DbUnavailable { retry_after },
-            DbError::Conflict(field) => {
-                ApiError::bad(&field, format!("a key with this {field} already exists"))
-            }
-            DbError::Failed(detail) => ApiError::Internal(detail),
         }
     }
 
@@ -60,37 +62,31 @@ impl ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::DbUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DbUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> ErrorType {
         match self {
             ApiError::BadRequest { .. }
             | ApiError::PayloadTooLarge { .. }
-            | ApiError::MethodNotAllowed => "invalid_request_error",
-            ApiError::Unauthorized => "authentication_error",
-            ApiError::Forbidden => "permission_error",
-            ApiError::NotFound(_) => "not_found_error",
-            ApiError::DbUnavailable { .. } => "db_unavailable",
-            ApiError::Internal(_) => "internal_error",
+            | ApiError::MethodNotAllowed => ErrorType::BadRequestError,
+            ApiError::Unauthorized | ApiError::Forbidden => ErrorType::AuthError,
+            ApiError::NotFound(_) => ErrorType::NotFoundError,
+            ApiError::DbUnavailable => ErrorType::NoDbConnection,
+            ApiError::Internal(_) => ErrorType::InternalServerError,
         }
     }
 
-    /// The `{"error": {...}}` object, shared with the auth check's deny and unavailable bodies.
-    pub fn body(&self) -> serde_json::Value {
-        let param = match self {
-            ApiError::BadRequest { param, .. } => param.clone(),
-            _ => None,
-        };
-        json!({"error": {"message": self.to_string(), "type": self.kind(), "param": param, "code": self.status().as_u16().to_string()}})
+    /// The `{"error": {...}}` body.
+    pub fn body(&self) -> ErrorBody {
+        let mut error = ErrorObject::new(self.status().as_u16(), self.kind(), self.to_string());
+        if let ApiError::BadRequest { param, .. } = self {
+            error.param = param.clone();
+        }
+        error.into_body()
     }
-}
-
-/// `retry-after` for a 503.
-pub fn retry_after(d: Duration) -> (header::HeaderName, HeaderValue) {
-    (header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)))
 }
 
 impl IntoResponse for ApiError {
@@ -98,12 +94,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "internal error");
         }
-        let mut resp = (self.status(), Json(self.body())).into_response();
-        if let ApiError::DbUnavailable { retry_after: d } = &self {
-            let (k, v) = retry_after(*d);
-            resp.headers_mut().insert(k, v);
-        }
-        resp
+        (self.status(), Json(self.body())).into_response()
     }
 }
 
@@ -111,29 +102,38 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
+    fn error(e: ApiError) -> ErrorObject {
+        e.body().error
+    }
+
     #[test]
     fn every_error_has_the_openai_shape_with_the_status_as_code() {
-        let b = ApiError::bad("duration", "bad duration").body();
-        assert_eq!(b["error"]["param"], "duration");
-        assert_eq!(b["error"]["code"], "400");
-        assert_eq!(b["error"]["type"], "invalid_request_error");
-        assert_eq!(ApiError::Unauthorized.body()["error"]["code"], "401");
-        assert!(ApiError::Forbidden.body()["error"]["param"].is_null());
+        let b = error(ApiError::bad("duration", "bad duration"));
+        assert_eq!(b.param.as_deref(), Some("duration"));
+        assert_eq!(b.code, "400");
+        assert_eq!(b.kind, ErrorType::BadRequestError);
+        assert_eq!(error(ApiError::Unauthorized).code, "401");
+        assert_eq!(error(ApiError::Forbidden).param, None);
     }
 
     #[test]
     fn internal_details_stay_out_of_the_body() {
-        let b = ApiError::Internal("password=hunter2".into()).body();
-        assert_eq!(b["error"]["message"], "internal error");
+        let b = error(ApiError::Internal("password=hunter2".into()));
+        assert_eq!(b.message, "internal error");
     }
 
     #[test]
-    fn db_unavailable_carries_retry_after() {
-        let r = ApiError::DbUnavailable {
-            retry_after: Duration::from_secs(5),
-        }
-        .into_response();
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+    fn database_errors_map_to_their_statuses() {
+        assert_eq!(
+            ApiError::from(DbError::Unavailable).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let conflict = error(ApiError::from(DbError::Conflict("key_alias".into())));
+        assert_eq!(
+            (conflict.code.as_str(), conflict.param.as_deref()),
+            ("400", Some("key_alias"))
+        );
+        let failed = ApiError::from(DbError::Failed("boom".into()));
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

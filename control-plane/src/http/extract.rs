@@ -70,8 +70,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
-        let presented = crate::auth::credential(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        if keys_match(presented, &state.config.master_key) {
+        let presented =
+            crate::auth::credential(&parts.headers).map_err(|_| ApiError::Unauthorized)?;
+        if keys_match(presented.as_str(), &state.config.master_key) {
             Ok(MasterKey)
         } else {
             Err(ApiError::Forbidden)

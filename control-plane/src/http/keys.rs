@@ -94,7 +94,7 @@ fn key_ref(param: &str, value: Option<&str>) -> Result<KeyHash, ApiError> {
     let v = value
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ApiError::bad(param, format!("{param} is required")))?;
-    KeyHash::from_raw_or_hash(v).ok_or_else(|| {
+    keys::key_hash_of_raw_or_hash(v).ok_or_else(|| {
         ApiError::bad(
             param,
             format!("{param} must be an sk- key or its SHA-256 hex"),
@@ -142,9 +142,7 @@ pub async fn generate(
         created_at: now,
         updated_at: now,
     };
-    s.db.insert_key(record.clone())
-        .await
-        .map_err(|e| ApiError::from_db(e, s.config.retry_after))?;
+    s.db.insert_key(record.clone()).await?;
     s.cache.invalidate(&record.token);
     tracing::info!(key_name = %record.key_name, "key generated");
     Ok(Json(shown(&record, &raw)))
@@ -195,10 +193,7 @@ pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
         }
     };
     let (page, size) = (filter.page, filter.size);
-    let result =
-        s.db.list_keys(filter)
-            .await
-            .map_err(|e| ApiError::from_db(e, s.config.retry_after))?;
+    let result = s.db.list_keys(filter).await?;
     let keys: Vec<Value> = result
         .keys
         .iter()
@@ -219,11 +214,7 @@ pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
 pub async fn info(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQuery) -> ApiResult {
     let q = parse_query(raw)?;
     let token = key_ref("key", query_param(&q, "key").as_deref())?;
-    let record =
-        s.db.get_key(&token)
-            .await
-            .map_err(|e| ApiError::from_db(e, s.config.retry_after))?
-            .ok_or_else(not_found)?;
+    let record = s.db.get_key(&token).await?.ok_or_else(not_found)?;
     Ok(Json(json!({"key": record.token, "info": record})))
 }
 
@@ -265,11 +256,7 @@ async fn set_blocked(s: &AppState, req: &KeyRef, blocked: bool) -> ApiResult {
 /// Writes a patch, and drops the cached record at once whatever the outcome.
 async fn apply(s: &AppState, token: &KeyHash, patch: KeyPatch) -> ApiResult {
     s.cache.invalidate(token);
-    let record =
-        s.db.update_key(token, patch)
-            .await
-            .map_err(|e| ApiError::from_db(e, s.config.retry_after))?
-            .ok_or_else(not_found)?;
+    let record = s.db.update_key(token, patch).await?.ok_or_else(not_found)?;
     s.cache.invalidate(token);
     Ok(Json(shown(&record, record.token.as_str())))
 }
@@ -289,10 +276,7 @@ pub async fn delete(
         .map(|k| key_ref("keys", Some(k)))
         .collect::<Result<Vec<_>, _>>()?;
     tokens.iter().for_each(|t| s.cache.invalidate(t));
-    let deleted =
-        s.db.delete_keys(tokens, aliases)
-            .await
-            .map_err(|e| ApiError::from_db(e, s.config.retry_after))?;
+    let deleted = s.db.delete_keys(tokens, aliases).await?;
     deleted.iter().for_each(|t| s.cache.invalidate(t));
     if deleted.is_empty() {
         return Err(not_found());

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -55,7 +56,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Counts requests by route template (never the raw path: it could carry a key) and status.
+/// Counts requests by route template (never the raw path: it could carry a key) and status,
+/// and stamps `retry-after` on every 503: the one place it is set.
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -64,7 +66,13 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         .to_owned();
     let method = req.method().clone();
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        let seconds = state.config.retry_after.as_secs().max(1);
+        resp.headers_mut()
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from(seconds));
+    }
     let status = resp.status().as_u16();
     state.metrics.count_request(&route, status);
     tracing::debug!(%method, route, status, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");

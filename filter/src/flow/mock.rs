@@ -3,7 +3,7 @@
 use super::{Plugin, RequestFlow, Verdict};
 use crate::config::Config;
 use crate::decision::CallResponse;
-use crate::host::{AuthCheck, DispatchRefused, Host, RequestHeaders};
+use crate::host::{AuthCheck, DispatchRefused, HeaderRefused, Host, RequestHeaders};
 use crate::metrics::Metric;
 use crate::reply::LocalReply;
 use std::cell::RefCell;
@@ -30,6 +30,8 @@ pub struct MockHost {
     /// Every header removal the flow asked for, present or not.
     pub removals: RefCell<Vec<String>>,
     pub refuse_dispatch: bool,
+    /// Envoy refuses every header write (a stream torn down under the filter).
+    pub refuse_header_writes: bool,
 }
 
 impl MockHost {
@@ -76,15 +78,23 @@ impl Host for MockHost {
         RequestHeaders::new(self.headers.borrow().clone())
     }
 
-    fn set_request_header(&self, name: &str, value: &str) {
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), HeaderRefused> {
+        if self.refuse_header_writes {
+            return Err(HeaderRefused);
+        }
         self.headers.borrow_mut().retain(|(n, _)| n != name);
         let entry = (name.to_string(), value.as_bytes().to_vec());
         self.headers.borrow_mut().push(entry);
+        Ok(())
     }
 
-    fn remove_request_header(&self, name: &str) {
+    fn remove_request_header(&self, name: &str) -> Result<(), HeaderRefused> {
+        if self.refuse_header_writes {
+            return Err(HeaderRefused);
+        }
         self.removals.borrow_mut().push(name.to_string());
         self.headers.borrow_mut().retain(|(n, _)| n != name);
+        Ok(())
     }
 
     fn send_reply(&self, reply: &LocalReply) {
@@ -130,6 +140,17 @@ pub fn respond(
     body: &str,
     now: u64,
 ) -> Verdict {
+    respond_at(flow, host, status, body, Some(now))
+}
+
+/// `respond` with the host clock as the glue reads it: `None` when it cannot be read.
+pub fn respond_at(
+    flow: &mut RequestFlow,
+    host: &MockHost,
+    status: &str,
+    body: &str,
+    now: Option<u64>,
+) -> Verdict {
     let response = CallResponse {
         header_count: 4,
         status: Some(status.as_bytes()),
@@ -144,7 +165,7 @@ pub fn reset(flow: &mut RequestFlow, host: &MockHost, now: u64) -> Verdict {
         status: None,
         body: None,
     };
-    flow.on_auth_response(host, response, now)
+    flow.on_auth_response(host, response, Some(now))
 }
 
 pub fn allow_body() -> String {
@@ -153,14 +174,16 @@ pub fn allow_body() -> String {
     )
 }
 
-pub const BLOCKED: &str = r#"{"decision":"deny","reason":"key_blocked"}"#;
-pub const INVALID: &str = r#"{"decision":"deny","reason":"invalid_key"}"#;
+pub fn deny_body(reason: crate::decision::DenyReason) -> String {
+    let answer = livegate_contract::AuthCheckResponse::deny(reason);
+    serde_json::to_string(&answer).unwrap_or_default()
+}
 
 /// Runs one keyed request through a miss and an allow, at `now`.
 pub fn allow_once(plugin: &Rc<Plugin>, now: u64) {
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(plugin.clone());
-    assert_eq!(flow.on_request_headers(&host, now), Verdict::Stop);
+    assert_eq!(flow.on_request_headers(&host, Some(now)), Verdict::Stop);
     assert_eq!(
         respond(&mut flow, &host, "200", &allow_body(), now),
         Verdict::Continue

@@ -5,7 +5,7 @@ use super::*;
 fn an_unknown_key_during_an_outage_is_a_503_never_a_200() {
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    flow.on_request_headers(&host, 0);
+    flow.on_request_headers(&host, Some(0));
     assert_eq!(reset(&mut flow, &host, 0), Verdict::Stop);
     let reply = host.last_reply().expect("a reply");
     assert_eq!(reply.status, 503);
@@ -19,7 +19,7 @@ fn a_refused_dispatch_is_an_error_not_a_deny() {
     let mut host = keyed("/v1/models");
     host.refuse_dispatch = true;
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Stop);
+    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Stop);
     assert_eq!(host.last_reply().map(|r| r.status), Some(503));
     assert_eq!(host.count(Metric::ControlPlaneError), 1);
 }
@@ -31,7 +31,7 @@ fn a_known_key_is_served_stale_and_marked_when_the_control_plane_fails() {
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
     let later = 10_000 + 299_999; // expired, still inside the stale window
-    assert_eq!(flow.on_request_headers(&host, later), Verdict::Stop);
+    assert_eq!(flow.on_request_headers(&host, Some(later)), Verdict::Stop);
     assert_eq!(
         respond(&mut flow, &host, "503", "{}", later),
         Verdict::Continue
@@ -49,7 +49,7 @@ fn a_stale_entry_past_its_window_is_not_served() {
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
     let too_late = 10_000 + 300_000;
-    flow.on_request_headers(&host, too_late);
+    flow.on_request_headers(&host, Some(too_late));
     assert_eq!(reset(&mut flow, &host, too_late), Verdict::Stop);
     assert_eq!(host.last_reply().map(|r| r.status), Some(503));
 }
@@ -60,11 +60,17 @@ fn a_key_blocked_after_an_allow_is_not_served_stale() {
     allow_once(&p, 0);
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p.clone());
-    flow.on_request_headers(&host, 20_000);
-    respond(&mut flow, &host, "403", BLOCKED, 20_000);
+    flow.on_request_headers(&host, Some(20_000));
+    respond(
+        &mut flow,
+        &host,
+        "403",
+        &deny_body(DenyReason::KeyBlocked),
+        20_000,
+    );
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
-    flow.on_request_headers(&host, 30_000);
+    flow.on_request_headers(&host, Some(30_000));
     assert_eq!(reset(&mut flow, &host, 30_000), Verdict::Stop);
     assert_eq!(host.last_reply().map(|r| r.status), Some(503));
 }
@@ -78,7 +84,7 @@ fn failing_open_lets_an_unknown_key_through_marked_and_anonymous() {
     };
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(plugin(config));
-    flow.on_request_headers(&host, 0);
+    flow.on_request_headers(&host, Some(0));
     assert_eq!(reset(&mut flow, &host, 0), Verdict::Continue);
     assert_eq!(
         host.header("x-livegate-failure-mode").as_deref(),
@@ -103,7 +109,7 @@ fn failing_open_still_prefers_a_stale_identity() {
     allow_once(&p, 0);
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
-    flow.on_request_headers(&host, 20_000);
+    flow.on_request_headers(&host, Some(20_000));
     assert_eq!(reset(&mut flow, &host, 20_000), Verdict::Continue);
     assert_eq!(host.header("x-livegate-stale").as_deref(), Some("true"));
     assert_eq!(host.header("x-livegate-failure-mode"), None);
@@ -115,13 +121,13 @@ fn a_malformed_allow_is_an_error_and_is_not_cached() {
     let p = plugin(Config::default());
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p.clone());
-    flow.on_request_headers(&host, 0);
+    flow.on_request_headers(&host, Some(0));
     assert_eq!(
         respond(&mut flow, &host, "200", "not json", 0),
         Verdict::Stop
     );
     assert_eq!(host.last_reply().map(|r| r.status), Some(503));
     let again = keyed("/v1/models");
-    RequestFlow::new(p).on_request_headers(&again, 1);
+    RequestFlow::new(p).on_request_headers(&again, Some(1));
     assert_eq!(again.dispatched.borrow().len(), 1);
 }

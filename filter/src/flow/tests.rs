@@ -5,7 +5,7 @@ use super::*;
 fn liveness_is_answered_in_the_vm_without_dispatch() {
     let host = MockHost::request("GET", "/health/liveliness?x=1", &[]);
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Stop);
+    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Stop);
     let reply = host.last_reply().expect("a reply");
     assert_eq!((reply.status, reply.body.as_str()), (200, "\"I'm alive!\""));
     assert!(host.dispatched.borrow().is_empty());
@@ -16,7 +16,7 @@ fn liveness_is_answered_in_the_vm_without_dispatch() {
 fn a_post_to_liveness_is_refused_locally() {
     let host = MockHost::request("POST", "/health/liveness", &[]);
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Stop);
+    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Stop);
     assert_eq!(host.last_reply().map(|r| r.status), Some(405));
     assert_eq!(host.count(Metric::LivenessServed), 0);
 }
@@ -32,7 +32,7 @@ fn passthrough_keeps_credentials_but_drops_spoofed_livegate_headers() {
         ],
     );
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Continue);
+    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Continue);
     assert_eq!(
         host.header("authorization").as_deref(),
         Some("Bearer master")
@@ -45,7 +45,7 @@ fn passthrough_keeps_credentials_but_drops_spoofed_livegate_headers() {
 fn a_protected_path_without_a_key_is_a_401_and_nothing_is_dispatched() {
     let host = MockHost::request("GET", "/v1/models", &[]);
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Stop);
+    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Stop);
     assert_eq!(host.last_reply().map(|r| r.status), Some(401));
     assert!(host.dispatched.borrow().is_empty());
     assert_eq!(host.count(Metric::DeniedMissingCredential), 1);
@@ -55,7 +55,7 @@ fn a_protected_path_without_a_key_is_a_401_and_nothing_is_dispatched() {
 fn a_cache_miss_dispatches_the_contract_auth_check_and_holds_the_request() {
     let host = MockHost::request("POST", "/v1/chat/completions", &[("x-api-key", KEY)]);
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    assert_eq!(flow.on_request_headers(&host, 0), Verdict::Stop);
+    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Stop);
     assert!(flow.holds_body());
     let sent = host.dispatched.borrow().clone();
     assert_eq!(sent.len(), 1);
@@ -78,7 +78,7 @@ fn an_allow_releases_the_request_with_identity_and_without_the_key() {
         ],
     );
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    flow.on_request_headers(&host, 0);
+    flow.on_request_headers(&host, Some(0));
     assert_eq!(
         respond(&mut flow, &host, "200", &allow_body(), 0),
         Verdict::Continue
@@ -101,7 +101,10 @@ fn a_cached_allow_needs_no_dispatch_one_header_read_and_only_the_removals_that_m
     allow_once(&p, 0);
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
-    assert_eq!(flow.on_request_headers(&host, 5_000), Verdict::Continue);
+    assert_eq!(
+        flow.on_request_headers(&host, Some(5_000)),
+        Verdict::Continue
+    );
     assert!(host.dispatched.borrow().is_empty());
     assert_eq!(host.count(Metric::CacheHit), 1);
     assert_eq!(host.header("x-livegate-key-alias").as_deref(), Some("ci"));
@@ -115,14 +118,23 @@ fn an_invalid_key_is_a_401_and_is_cached() {
     let p = plugin(Config::default());
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p.clone());
-    flow.on_request_headers(&host, 0);
-    assert_eq!(respond(&mut flow, &host, "401", INVALID, 0), Verdict::Stop);
+    flow.on_request_headers(&host, Some(0));
+    assert_eq!(
+        respond(
+            &mut flow,
+            &host,
+            "401",
+            &deny_body(DenyReason::InvalidKey),
+            0
+        ),
+        Verdict::Stop
+    );
     assert_eq!(host.last_reply().map(|r| r.status), Some(401));
     assert_eq!(host.count(Metric::DeniedInvalidKey), 1);
 
     let again = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
-    assert_eq!(flow.on_request_headers(&again, 1_000), Verdict::Stop);
+    assert_eq!(flow.on_request_headers(&again, Some(1_000)), Verdict::Stop);
     assert!(again.dispatched.borrow().is_empty());
     assert_eq!(again.last_reply().map(|r| r.status), Some(401));
 }
@@ -131,8 +143,17 @@ fn an_invalid_key_is_a_401_and_is_cached() {
 fn a_blocked_key_is_a_403() {
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    flow.on_request_headers(&host, 0);
-    assert_eq!(respond(&mut flow, &host, "403", BLOCKED, 0), Verdict::Stop);
+    flow.on_request_headers(&host, Some(0));
+    assert_eq!(
+        respond(
+            &mut flow,
+            &host,
+            "403",
+            &deny_body(DenyReason::KeyBlocked),
+            0
+        ),
+        Verdict::Stop
+    );
     assert_eq!(host.last_reply().map(|r| r.status), Some(403));
     assert_eq!(host.count(Metric::DeniedKeyBlocked), 1);
 }
@@ -147,4 +168,57 @@ fn a_response_nobody_waits_for_is_ignored() {
     );
     assert!(host.replies.borrow().is_empty());
     assert_eq!(host.count(Metric::Allowed), 0);
+}
+
+#[test]
+fn a_credential_the_host_will_not_remove_refuses_the_request() {
+    let p = plugin(Config::default());
+    allow_once(&p, 0);
+    let host = keyed("/v1/models");
+    let host = MockHost {
+        refuse_header_writes: true,
+        ..host
+    };
+    let mut flow = RequestFlow::new(p);
+    assert_eq!(flow.on_request_headers(&host, Some(1)), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(500));
+    assert_eq!(host.count(Metric::HeaderRewriteFailed), 1);
+    assert_eq!(host.count(Metric::Allowed), 1);
+    assert!(host.header("authorization").is_some(), "nothing was edited");
+}
+
+#[test]
+fn a_spoofed_header_the_host_will_not_remove_refuses_a_passthrough() {
+    let host = MockHost {
+        refuse_header_writes: true,
+        ..MockHost::request("GET", "/key/info", &[("x-livegate-team-id", "evil")])
+    };
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(500));
+}
+
+#[test]
+fn without_a_clock_the_cache_is_bypassed_never_read_at_time_zero() {
+    let p = plugin(Config::default());
+    allow_once(&p, 0);
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p.clone());
+    assert_eq!(flow.on_request_headers(&host, None), Verdict::Stop);
+    assert_eq!(host.dispatched.borrow().len(), 1, "a miss: asked again");
+    assert_eq!(
+        respond_at(&mut flow, &host, "200", &allow_body(), None),
+        Verdict::Continue
+    );
+    // A reset with no clock has no stale window to fall back on either.
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p);
+    assert_eq!(flow.on_request_headers(&host, None), Verdict::Stop);
+    let reset = CallResponse {
+        header_count: 0,
+        status: None,
+        body: None,
+    };
+    assert_eq!(flow.on_auth_response(&host, reset, None), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(503));
 }

@@ -15,7 +15,7 @@ fn none() -> RequestHeaders {
 }
 
 fn hash() -> KeyHash {
-    KeyHash::from_hex("f3abf2a6cc4f00987743db5f544ba345b4899ae31f326d8ee9c4816de153c9e0")
+    KeyHash::parse_hex("f3abf2a6cc4f00987743db5f544ba345b4899ae31f326d8ee9c4816de153c9e0").unwrap()
 }
 
 fn full_identity() -> Identity {

@@ -1,5 +1,6 @@
 //! The client's API key: found in its headers, checked for shape, and hashed.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -10,11 +11,13 @@ pub const MAX_KEY_LEN: usize = 512;
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
 
-/// SHA-256 of a raw key, lowercase hex: the cache key and the control plane's stored form.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// SHA-256 of a raw key, lowercase hex: the filter's cache key and the control plane's
+/// stored form. Not secret, but `Debug` stays short so logs stay uniform.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct KeyHash(String);
 
-/// Why a request carries no usable credential.
+/// Why a request carries no usable credential. One rule for both sides of the house.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
     #[error("no API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")]
@@ -40,7 +43,7 @@ impl ApiKey {
     ) -> Result<ApiKey, CredentialError> {
         match (authorization, x_api_key) {
             (Some(value), _) => ApiKey::parse(bearer_token(value)?),
-            (None, Some(value)) => ApiKey::parse(trim(value)),
+            (None, Some(value)) => ApiKey::parse(value.trim_ascii()),
             (None, None) => Err(CredentialError::Missing),
         }
     }
@@ -67,7 +70,7 @@ impl ApiKey {
     }
 
     pub fn hash(&self) -> KeyHash {
-        KeyHash(hex::encode(Sha256::digest(self.0.as_bytes())))
+        KeyHash::of_raw(&self.0)
     }
 }
 
@@ -77,11 +80,21 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// A text that is not 64 lowercase hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a key hash is 64 lowercase hex characters")]
+pub struct NotAKeyHash;
+
 impl KeyHash {
-    /// A hash from its hex text, for tests that need many distinct keys.
-    #[cfg(test)]
-    pub(crate) fn from_hex(hex: &str) -> KeyHash {
-        KeyHash(hex.to_string())
+    /// Hashes a raw key.
+    pub fn of_raw(raw: &str) -> KeyHash {
+        KeyHash(hex::encode(Sha256::digest(raw.as_bytes())))
+    }
+
+    /// Accepts an already hashed key: exactly 64 lowercase hex characters.
+    pub fn parse_hex(s: &str) -> Result<KeyHash, NotAKeyHash> {
+        let ok = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| KeyHash(s.to_owned())).ok_or(NotAKeyHash)
     }
 
     pub fn as_str(&self) -> &str {
@@ -92,15 +105,35 @@ impl KeyHash {
     pub fn short(&self) -> &str {
         self.0.get(..16).unwrap_or(&self.0)
     }
+}
 
-    /// Compares with a hash the control plane reported, ignoring hex case.
-    pub fn matches(&self, reported: &str) -> bool {
-        self.0.eq_ignore_ascii_case(reported)
+impl TryFrom<String> for KeyHash {
+    type Error = NotAKeyHash;
+    fn try_from(s: String) -> Result<KeyHash, NotAKeyHash> {
+        KeyHash::parse_hex(&s)
+    }
+}
+
+impl From<KeyHash> for String {
+    fn from(h: KeyHash) -> String {
+        h.0
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({}…)", self.0.get(..8).unwrap_or(&self.0))
+    }
+}
+
+impl fmt::Display for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
 fn bearer_token(value: &[u8]) -> Result<&[u8], CredentialError> {
-    let value = trim(value);
+    let value = value.trim_ascii();
     if value.is_empty() {
         return Err(CredentialError::Empty);
     }
@@ -109,11 +142,7 @@ fn bearer_token(value: &[u8]) -> Result<&[u8], CredentialError> {
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(CredentialError::NotBearer);
     }
-    Ok(trim(rest))
-}
-
-fn trim(value: &[u8]) -> &[u8] {
-    value.trim_ascii()
+    Ok(rest.trim_ascii())
 }
 
 #[cfg(test)]

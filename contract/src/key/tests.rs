@@ -92,7 +92,28 @@ fn the_hash_is_sha256_lowercase_hex() {
     let expected = "f3abf2a6cc4f00987743db5f544ba345b4899ae31f326d8ee9c4816de153c9e0";
     assert_eq!(k.hash().as_str(), expected);
     assert_eq!(k.hash().short(), "f3abf2a6cc4f0098");
-    assert!(k.hash().matches(&expected.to_uppercase()));
+    assert_eq!(KeyHash::parse_hex(expected), Ok(k.hash()));
+}
+
+#[test]
+fn only_64_lowercase_hex_characters_are_a_hash() {
+    let upper = "F3ABF2A6CC4F00987743DB5F544BA345B4899AE31F326D8EE9C4816DE153C9E0";
+    assert_eq!(KeyHash::parse_hex(upper), Err(NotAKeyHash));
+    assert_eq!(KeyHash::parse_hex("abc"), Err(NotAKeyHash));
+    assert_eq!(KeyHash::parse_hex(&"g".repeat(64)), Err(NotAKeyHash));
+}
+
+#[test]
+fn a_hash_travels_as_its_hex_text_and_nothing_else_deserialises() {
+    let h = KeyHash::of_raw("abc");
+    let json = serde_json::to_string(&h).unwrap();
+    // The FIPS 180-2 test vector for "abc".
+    assert_eq!(
+        json,
+        "\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\""
+    );
+    assert_eq!(serde_json::from_str::<KeyHash>(&json).unwrap(), h);
+    assert!(serde_json::from_str::<KeyHash>("\"sk-not-a-hash\"").is_err());
 }
 
 #[test]

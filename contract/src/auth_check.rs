@@ -1,0 +1,136 @@
+//! `POST /v1/auth/check`: the filter asks, the control plane answers with one of three
+//! bodies. The request has no body: the client's key rides in `authorization: Bearer`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorObject, ErrorType};
+use crate::key::KeyHash;
+
+/// The control plane's internal path for auth checks; Envoy never routes it from outside.
+pub const AUTH_CHECK_PATH: &str = "/v1/auth/check";
+
+/// Why a key is refused; each has its own status, `error.type` and metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    InvalidKey,
+    KeyBlocked,
+    KeyExpired,
+}
+
+/// Why the control plane could not decide (503): never a deny and never an allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnavailableReason {
+    DbUnavailable,
+}
+
+/// The body of a 200: who the key belongs to, and how long the filter may cache that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allow {
+    pub key_hash: KeyHash,
+    pub key_alias: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub cache_ttl_seconds: u64,
+}
+
+/// Every answer to an auth check, tagged by `decision`. The status goes with the variant:
+/// see [`AuthCheckResponse::status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum AuthCheckResponse {
+    Allow(Allow),
+    Deny {
+        reason: DenyReason,
+        error: ErrorObject,
+    },
+    Unavailable {
+        reason: UnavailableReason,
+        error: ErrorObject,
+    },
+}
+
+impl DenyReason {
+    pub const ALL: [DenyReason; 3] = [
+        DenyReason::InvalidKey,
+        DenyReason::KeyBlocked,
+        DenyReason::KeyExpired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::InvalidKey => "invalid_key",
+            DenyReason::KeyBlocked => "key_blocked",
+            DenyReason::KeyExpired => "key_expired",
+        }
+    }
+
+    /// The status the contract pairs with each reason.
+    pub fn status(self) -> u16 {
+        match self {
+            DenyReason::InvalidKey => 401,
+            DenyReason::KeyBlocked | DenyReason::KeyExpired => 403,
+        }
+    }
+
+    pub fn error_type(self) -> ErrorType {
+        match self {
+            DenyReason::InvalidKey => ErrorType::TokenNotFoundInDb,
+            DenyReason::KeyBlocked => ErrorType::AuthError,
+            DenyReason::KeyExpired => ErrorType::ExpiredKey,
+        }
+    }
+
+    /// The error a client sees for this refusal, from the filter or the control plane alike.
+    pub fn error(self) -> ErrorObject {
+        let message = match self {
+            DenyReason::InvalidKey => "invalid API key",
+            DenyReason::KeyBlocked => "this API key is blocked",
+            DenyReason::KeyExpired => "this API key has expired",
+        };
+        ErrorObject::new(self.status(), self.error_type(), message)
+            .with_param("key")
+            .with_reason(self.as_str())
+    }
+}
+
+impl UnavailableReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnavailableReason::DbUnavailable => "db_unavailable",
+        }
+    }
+}
+
+impl AuthCheckResponse {
+    pub fn deny(reason: DenyReason) -> AuthCheckResponse {
+        AuthCheckResponse::Deny {
+            reason,
+            error: reason.error(),
+        }
+    }
+
+    pub fn db_unavailable() -> AuthCheckResponse {
+        let reason = UnavailableReason::DbUnavailable;
+        let error = ErrorObject::new(
+            503,
+            ErrorType::NoDbConnection,
+            "the database is unavailable and this key is not known without it; retry later",
+        )
+        .with_reason(reason.as_str());
+        AuthCheckResponse::Unavailable { reason, error }
+    }
+
+    /// The HTTP status this answer is sent with; the filter checks the pair.
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthCheckResponse::Allow(_) => 200,
+            AuthCheckResponse::Deny { reason, .. } => reason.status(),
+            AuthCheckResponse::Unavailable { .. } => 503,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
