@@ -33,6 +33,11 @@ pub struct Allow {
     pub team_id: Option<String>,
     pub user_id: Option<String>,
     pub cache_ttl_seconds: u64,
+    /// The key's `expires` in Unix milliseconds: nothing may serve it past this, stale or not.
+    pub expires_at_ms: Option<u64>,
+    /// The key's state version (the change-feed number of its last change): an allow older
+    /// than a change the filter has already applied is not cached.
+    pub version: u64,
 }
 
 /// Every answer to an auth check, tagged by `decision`. The status goes with the variant:

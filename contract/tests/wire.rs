@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
-use livegate_contract::{Allow, AuthCheckResponse, DenyReason, ErrorObject, ErrorType, KeyHash};
+use livegate_contract::{
+    Allow, AuthCheckResponse, ChangeFeed, DenyReason, ErrorObject, ErrorType, KeyChange, KeyHash,
+    KeyStatus,
+};
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
 
@@ -31,6 +34,8 @@ fn an_allow_is_pinned() {
             team_id: Some("team-a".into()),
             user_id: None,
             cache_ttl_seconds: 30,
+            expires_at_ms: Some(1_790_000_000_000),
+            version: 42,
         }),
     );
 }
@@ -81,4 +86,27 @@ fn an_unknown_decision_or_reason_is_refused() {
     let mut body = golden("auth_check_allow");
     body["decision"] = "maybe".into();
     assert!(serde_json::from_value::<AuthCheckResponse>(body).is_err());
+}
+
+#[test]
+fn the_change_feed_is_pinned() {
+    pins(
+        "change_feed",
+        ChangeFeed {
+            cursor: 43,
+            reset: false,
+            changes: vec![
+                KeyChange {
+                    seq: 42,
+                    key_hash: KeyHash::of_raw("sk-test"),
+                    status: KeyStatus::Blocked,
+                },
+                KeyChange {
+                    seq: 43,
+                    key_hash: KeyHash::of_raw("abc"),
+                    status: KeyStatus::Deleted,
+                },
+            ],
+        },
+    );
 }

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::supervisor::{self, Reconnect};
+use crate::feed::{self, ChangeRing};
 use crate::http::{self, AppState};
 use crate::key_cache::KeyCache;
 use crate::looplag;
@@ -51,8 +52,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stop_db.clone(),
     ));
     let (db, sup) = supervisor::start(config.supervisor.clone(), metrics.clone(), stop_db.clone())?;
+    let cache = Arc::new(KeyCache::new(config.cache));
+    let changes = Arc::new(ChangeRing::default());
+    tokio::spawn(feed::run(
+        db.clone(),
+        cache.clone(),
+        changes.clone(),
+        config.feed,
+        stop_db.clone(),
+    ));
     let state = AppState {
-        cache: Arc::new(KeyCache::new(config.cache)),
+        cache,
+        changes,
         config: config.clone(),
         db,
         metrics,

@@ -1,5 +1,6 @@
 //! Auth decisions: which key a request carries, and whether its record lets it in.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -11,7 +12,7 @@ use livegate_contract::{ApiKey, CredentialError};
 pub use livegate_contract::DenyReason;
 
 use crate::db::{Db, DbError};
-use crate::key_cache::{KeyCache, Lookup};
+use crate::key_cache::{KeyCache, KeyState, Lookup};
 use crate::keys::KeyHash;
 use crate::metrics::Metrics;
 use crate::record::KeyRecord;
@@ -56,8 +57,10 @@ pub fn decide(record: Option<KeyRecord>, now: DateTime<Utc>, max_ttl_seconds: u6
     }
 }
 
-/// Finds the record: a fresh cache entry, else the database, else (only if the database is
-/// away) a stale cache entry. An unknown key with no database is `Err`, never a record.
+/// Finds the key's state: a fresh cache entry, else the database, else (only if the
+/// database is away) a stale cache entry. What a read finds is recorded only if no newer
+/// write got there first, and the answer is whatever won: a read that raced a block never
+/// lets the key in. An unknown key with no database is `Err`, never a record.
 pub async fn resolve(
     db: &Db,
     cache: &KeyCache,
@@ -65,31 +68,33 @@ pub async fn resolve(
     token: &KeyHash,
     deadline: Duration,
 ) -> Result<Option<KeyRecord>, DbError> {
-    let cached = cache.get(token, Instant::now());
-    if let Lookup::Fresh(r) = cached {
-        metrics
-            .key_cache_hits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Ok(Some(r));
-    }
-    metrics
-        .key_cache_misses
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cached = match cache.get(token, Instant::now()) {
+        Lookup::Fresh(state) => {
+            metrics.key_cache_hits.fetch_add(1, Relaxed);
+            return Ok(state.into_record());
+        }
+        Lookup::Unknown => {
+            metrics.key_cache_hits.fetch_add(1, Relaxed);
+            return Ok(None);
+        }
+        other => other,
+    };
+    metrics.key_cache_misses.fetch_add(1, Relaxed);
     match db.get_key_within(token, deadline).await {
         Ok(Some(r)) => {
-            cache.put(r.clone(), Instant::now());
-            Ok(Some(r))
+            let version = r.version;
+            let state = KeyState::Present(Box::new(r));
+            Ok(cache
+                .put(token, state, version, Instant::now())
+                .into_record())
         }
-        Ok(None) => {
-            cache.invalidate(token);
-            Ok(None)
-        }
+        Ok(None) => Ok(cache
+            .put_unknown(token, Instant::now())
+            .and_then(KeyState::into_record)),
         Err(e) => match cached {
-            Lookup::Stale(r) => {
-                metrics
-                    .key_cache_stale_served
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(Some(r))
+            Lookup::Stale(state) => {
+                metrics.key_cache_stale_served.fetch_add(1, Relaxed);
+                Ok(state.into_record())
             }
             _ => Err(e),
         },

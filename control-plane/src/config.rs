@@ -9,6 +9,7 @@ use crate::db::process::EngineCommand;
 use crate::db::protocol::EngineSettings;
 use crate::db::state::Backoff;
 use crate::db::supervisor::SupervisorConfig;
+use crate::feed::FeedConfig;
 
 /// A configuration value that cannot be used, with the flag (and variable) to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,6 +48,7 @@ pub struct Config {
     pub body_limit: usize,
     pub loop_lag_interval: Duration,
     pub drain_timeout: Duration,
+    pub feed: FeedConfig,
 }
 
 fn ms(flag: &'static str, v: u64) -> Result<Duration, ConfigError> {
@@ -182,6 +184,11 @@ impl Config {
             body_limit: a.body_limit_bytes,
             loop_lag_interval: ms("--loop-lag-interval-ms", a.loop_lag_interval_ms)?,
             drain_timeout: ms("--drain-timeout-ms", a.drain_timeout_ms)?,
+            // No change can commit later after taking its number than a statement may run.
+            feed: FeedConfig {
+                recent: FeedConfig::default().recent.max(2 * statement_timeout),
+                ..FeedConfig::default()
+            },
         })
     }
 }

@@ -1,7 +1,9 @@
-//! The control plane's cache of key records: fresh reads skip the database, stale ones
-//! carry known keys through an outage, for a bounded time.
+//! The control plane's cache of key states. Every state carries the version of the write
+//! that made it, so no older read can overwrite a newer write (a block, a delete); deleted
+//! keys leave a tombstone; unknown keys are remembered briefly in a pool of their own, so
+//! a flood of random keys neither reaches Postgres each time nor evicts known keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -9,156 +11,176 @@ use crate::config::CacheConfig;
 use crate::keys::KeyHash;
 use crate::record::KeyRecord;
 
+/// How long "no such key" is believed without asking the database again. Short: a key
+/// generated through a peer reaches this cache through the change log within a second.
+pub const UNKNOWN_TTL: Duration = Duration::from_secs(5);
+
+/// What a key is, as of some version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyState {
+    Present(Box<KeyRecord>),
+    /// Deleted: refused as an invalid key, during an outage too.
+    Deleted,
+}
+
+impl KeyState {
+    pub fn into_record(self) -> Option<KeyRecord> {
+        match self {
+            KeyState::Present(r) => Some(*r),
+            KeyState::Deleted => None,
+        }
+    }
+}
+
 /// What the cache knows about a key at a given moment.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
-    /// Read recently enough to answer without the database.
-    Fresh(KeyRecord),
+    /// Read or written recently enough to answer without the database.
+    Fresh(KeyState),
     /// Older: ask the database, but use this if the database is away.
-    Stale(KeyRecord),
-    /// Never read, invalidated, or past the staleness bound.
+    Stale(KeyState),
+    /// The database said recently that no such key exists.
+    Unknown,
+    /// Never read, or past the staleness bound.
     Miss,
+}
+
+#[derive(Debug)]
+struct Known {
+    state: KeyState,
+    version: i64,
+    at: Instant,
 }
 
 pub struct KeyCache {
     policy: CacheConfig,
-    entries: Mutex<HashMap<KeyHash, (KeyRecord, Instant)>>,
+    pools: Mutex<Pools>,
+}
+
+struct Pools {
+    known: Bounded<Known>,
+    unknown: Bounded<Instant>,
 }
 
 impl KeyCache {
     pub fn new(policy: CacheConfig) -> Self {
         KeyCache {
             policy,
-            entries: Mutex::default(),
+            pools: Mutex::new(Pools {
+                known: Bounded::new(policy.max_entries),
+                unknown: Bounded::new(policy.max_entries),
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyHash, (KeyRecord, Instant)>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pools> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn get(&self, token: &KeyHash, now: Instant) -> Lookup {
-        let mut map = self.lock();
-        let Some((record, read_at)) = map.get(token) else {
-            return Lookup::Miss;
+        let mut pools = self.lock();
+        if let Some(known) = pools.known.get(token) {
+            let age = now.saturating_duration_since(known.at);
+            if age < self.policy.fresh {
+                return Lookup::Fresh(known.state.clone());
+            }
+            if age < self.policy.staleness {
+                return Lookup::Stale(known.state.clone());
+            }
+            pools.known.remove(token);
+        }
+        match pools.unknown.get(token) {
+            Some(at) if now.saturating_duration_since(*at) < UNKNOWN_TTL => Lookup::Unknown,
+            Some(_) => {
+                pools.unknown.remove(token);
+                Lookup::Miss
+            }
+            None => Lookup::Miss,
+        }
+    }
+
+    /// Records `state` as of `version`, unless the cache already holds a newer version.
+    /// Returns the state that won: callers answer with it, never with an older read.
+    pub fn put(&self, token: &KeyHash, state: KeyState, version: i64, now: Instant) -> KeyState {
+        let mut pools = self.lock();
+        pools.unknown.remove(token);
+        if let Some(known) = pools.known.get(token) {
+            if known.version > version {
+                return known.state.clone();
+            }
+        }
+        let known = Known {
+            state: state.clone(),
+            version,
+            at: now,
         };
-        let age = now.saturating_duration_since(*read_at);
-        if age < self.policy.fresh {
-            Lookup::Fresh(record.clone())
-        } else if age < self.policy.staleness {
-            Lookup::Stale(record.clone())
-        } else {
-            map.remove(token);
-            Lookup::Miss
-        }
+        pools.known.insert(token.clone(), known);
+        state
     }
 
-    /// Records a read from the database at `now`.
-    pub fn put(&self, record: KeyRecord, now: Instant) {
-        let mut map = self.lock();
-        if map.len() >= self.policy.max_entries && !map.contains_key(&record.token) {
-            evict(&mut map, now, self.policy.staleness);
+    /// The database found no such key. A state the cache already holds (a key written
+    /// through this replica, or learnt from the change log) wins over that read: it is
+    /// returned, and nothing is recorded.
+    pub fn put_unknown(&self, token: &KeyHash, now: Instant) -> Option<KeyState> {
+        let mut pools = self.lock();
+        if let Some(known) = pools.known.get(token) {
+            return Some(known.state.clone());
         }
-        map.insert(record.token.clone(), (record, now));
-    }
-
-    /// Updates, deletes and blocks call this at once, so no stale answer outlives them here.
-    pub fn invalidate(&self, token: &KeyHash) {
-        self.lock().remove(token);
+        pools.unknown.insert(token.clone(), now);
+        None
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().known.len()
     }
 }
 
-/// Makes room: drop everything past the staleness bound, or else the oldest entry.
-fn evict(map: &mut HashMap<KeyHash, (KeyRecord, Instant)>, now: Instant, staleness: Duration) {
-    let before = map.len();
-    map.retain(|_, (_, at)| now.saturating_duration_since(*at) < staleness);
-    if map.len() < before {
-        return;
+/// A map that keeps at most `capacity` entries, evicting the oldest-written in O(log n).
+struct Bounded<V> {
+    entries: HashMap<KeyHash, (V, u64)>,
+    order: BTreeMap<u64, KeyHash>,
+    next: u64,
+    capacity: usize,
+}
+
+impl<V> Bounded<V> {
+    fn new(capacity: usize) -> Self {
+        Bounded {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            next: 0,
+            capacity: capacity.max(1),
+        }
     }
-    if let Some(oldest) = map
-        .iter()
-        .min_by_key(|(_, (_, at))| *at)
-        .map(|(k, _)| k.clone())
-    {
-        map.remove(&oldest);
+
+    fn get(&self, key: &KeyHash) -> Option<&V> {
+        self.entries.get(key).map(|(v, _)| v)
+    }
+
+    fn insert(&mut self, key: KeyHash, value: V) {
+        self.remove(&key);
+        while self.entries.len() >= self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        let seq = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.order.insert(seq, key.clone());
+        self.entries.insert(key, (value, seq));
+    }
+
+    fn remove(&mut self, key: &KeyHash) {
+        if let Some((_, seq)) = self.entries.remove(key) {
+            self.order.remove(&seq);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use chrono::Utc;
-
-    pub fn record(raw: &str) -> KeyRecord {
-        KeyRecord {
-            token: KeyHash::of_raw(raw),
-            key_name: crate::keys::key_name(raw),
-            key_alias: None,
-            team_id: None,
-            user_id: None,
-            models: vec![],
-            max_budget: None,
-            metadata: serde_json::json!({}),
-            blocked: false,
-            spend: 0.0,
-            expires: None,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        }
-    }
-
-    fn cache(max: usize) -> KeyCache {
-        KeyCache::new(CacheConfig {
-            fresh: Duration::from_secs(10),
-            staleness: Duration::from_secs(900),
-            max_entries: max,
-        })
-    }
-
-    #[test]
-    fn records_are_fresh_then_stale_then_gone() {
-        let c = cache(10);
-        let t0 = Instant::now();
-        let r = record("sk-a");
-        c.put(r.clone(), t0);
-        assert_eq!(
-            c.get(&r.token, t0 + Duration::from_secs(5)),
-            Lookup::Fresh(r.clone())
-        );
-        assert_eq!(
-            c.get(&r.token, t0 + Duration::from_secs(60)),
-            Lookup::Stale(r.clone())
-        );
-        assert_eq!(c.get(&r.token, t0 + Duration::from_secs(900)), Lookup::Miss);
-        assert_eq!(c.len(), 0);
-    }
-
-    #[test]
-    fn invalidation_is_immediate() {
-        let c = cache(10);
-        let r = record("sk-a");
-        c.put(r.clone(), Instant::now());
-        c.invalidate(&r.token);
-        assert_eq!(c.get(&r.token, Instant::now()), Lookup::Miss);
-    }
-
-    #[test]
-    fn the_cache_stays_within_its_bound_by_evicting_the_oldest() {
-        let c = cache(2);
-        let t0 = Instant::now();
-        let (a, b, d) = (record("sk-a"), record("sk-b"), record("sk-d"));
-        c.put(a.clone(), t0);
-        c.put(b.clone(), t0 + Duration::from_secs(1));
-        c.put(d.clone(), t0 + Duration::from_secs(2));
-        assert_eq!(c.len(), 2);
-        assert_eq!(c.get(&a.token, t0 + Duration::from_secs(2)), Lookup::Miss);
-        assert!(matches!(
-            c.get(&d.token, t0 + Duration::from_secs(2)),
-            Lookup::Fresh(_)
-        ));
-    }
-}
+pub(crate) mod tests;

@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod config;
 mod db;
+mod feed;
 mod http;
 mod key_cache;
 mod keys;

@@ -21,6 +21,9 @@ pub struct KeyRecord {
     pub expires: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The number of the key's last change (`livegate_key_changes.seq`); 0 before its first.
+    #[serde(default)]
+    pub version: i64,
 }
 
 impl KeyRecord {
@@ -58,4 +61,13 @@ pub struct KeyFilter {
 pub struct KeyPage {
     pub keys: Vec<KeyRecord>,
     pub total: u64,
+}
+
+/// A key's state after one change, as every control plane learns it from the change log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyChange {
+    pub seq: i64,
+    pub token: KeyHash,
+    /// `None`: the key was deleted.
+    pub record: Option<Box<KeyRecord>>,
 }

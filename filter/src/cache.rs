@@ -1,11 +1,13 @@
-//! The decision cache: fresh allows and denies, stale-if-error allows, bounded in size.
+//! The decision cache: fresh allows and denies, stale-if-error allows, revocations pushed
+//! by the change feed. Allows and denies live in separately bounded pools, so a flood of
+//! bad keys cannot evict the allows that would be served through an outage.
 //!
 //! Time is always a parameter (`now`, milliseconds on any clock that only moves
 //! forward in practice); the policy never reads a clock, so tests drive it exactly.
 
 use crate::config::CacheConfig;
 use crate::decision::{DenyReason, Identity};
-use livegate_contract::KeyHash;
+use livegate_contract::{KeyChange, KeyHash, KeyStatus};
 use std::collections::{BTreeMap, HashMap};
 
 /// Milliseconds since an arbitrary epoch, supplied by the caller.
@@ -18,127 +20,231 @@ pub enum Cached {
     Deny(DenyReason),
 }
 
+/// What an allow from the control plane says besides the identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The control plane's `cache_ttl_seconds`, in milliseconds (capped by `allow_ttl_ms`).
+    pub ttl_hint_ms: u64,
+    /// The key's expiry: nothing is served past it, fresh or stale.
+    pub expires_at: Option<Millis>,
+    /// The key's state version: older than a revocation already applied, it is refused.
+    pub version: u64,
+}
+
+impl Grant {
+    /// A grant with only a TTL hint (no expiry, version 0).
+    pub fn ttl(ttl_hint_ms: u64) -> Grant {
+        Grant {
+            ttl_hint_ms,
+            expires_at: None,
+            version: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
-struct Entry {
-    cached: Cached,
-    expires_at: Millis,
-    /// Insertion order, for evicting the oldest entry when full.
-    seq: u64,
+struct AllowEntry {
+    identity: Identity,
+    fresh_until: Millis,
+    key_expires_at: Option<Millis>,
+}
+
+#[derive(Debug)]
+struct DenyEntry {
+    reason: DenyReason,
+    until: Millis,
+    version: u64,
 }
 
 /// Per-worker cache of auth decisions, keyed by key hash (never the raw key).
 #[derive(Debug)]
 pub struct DecisionCache {
     policy: CacheConfig,
-    entries: HashMap<KeyHash, Entry>,
-    order: BTreeMap<u64, KeyHash>,
-    next_seq: u64,
+    allows: Bounded<AllowEntry>,
+    denies: Bounded<DenyEntry>,
 }
 
 impl DecisionCache {
     pub fn new(policy: CacheConfig) -> Self {
+        let capacity = usize::try_from(policy.max_entries).unwrap_or(usize::MAX);
         DecisionCache {
             policy,
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            next_seq: 0,
+            allows: Bounded::new(capacity),
+            denies: Bounded::new(capacity),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.allows.len() + self.denies.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// The cached decision if it is still fresh; drops entries that can serve nothing more.
     pub fn fresh(&mut self, hash: &KeyHash, now: Millis) -> Option<Cached> {
-        let entry = self.entries.get(hash)?;
-        if now < entry.expires_at {
-            return Some(entry.cached.clone());
+        if let Some(deny) = self.denies.get(hash) {
+            if now < deny.until {
+                return Some(Cached::Deny(deny.reason));
+            }
+            self.denies.remove(hash);
         }
-        if !self.stale_usable(entry, now) {
-            self.remove(hash);
+        let allow = self.allows.get(hash)?;
+        if now < allow.fresh_until && !past(allow.key_expires_at, now) {
+            return Some(Cached::Allow(allow.identity.clone()));
+        }
+        if !self.stale_usable(allow, now) {
+            self.allows.remove(hash);
         }
         None
     }
 
-    /// A previously allowed identity whose entry expired less than `stale_if_error_ms` ago.
-    /// Only for when the control plane cannot answer; a deny is never returned as an allow.
+    /// A previously allowed identity whose entry expired less than `stale_if_error_ms` ago
+    /// and whose key has not expired. Only for when the control plane cannot answer.
     pub fn stale_allow(&self, hash: &KeyHash, now: Millis) -> Option<Identity> {
-        let entry = self.entries.get(hash)?;
-        match &entry.cached {
-            Cached::Allow(identity) if self.stale_usable(entry, now) => Some(identity.clone()),
-            _ => None,
-        }
+        let allow = self.allows.get(hash)?;
+        self.stale_usable(allow, now)
+            .then(|| allow.identity.clone())
     }
 
     /// Remembers an allow for `min(allow_ttl_ms, hint)`, then keeps it for stale use.
-    pub fn record_allow(&mut self, hash: KeyHash, identity: Identity, hint_ms: u64, now: Millis) {
-        let ttl = hint_ms.min(self.policy.allow_ttl_ms);
-        if ttl == 0 && self.policy.stale_if_error_ms == 0 {
-            self.remove(&hash);
-            return;
+    /// Returns the deny that wins instead, if a newer revocation of this key is known.
+    pub fn record_allow(
+        &mut self,
+        hash: KeyHash,
+        identity: Identity,
+        grant: Grant,
+        now: Millis,
+    ) -> Option<DenyReason> {
+        if let Some(deny) = self.denies.get(&hash) {
+            if deny.version > grant.version && now < deny.until {
+                return Some(deny.reason);
+            }
         }
-        self.insert(hash, Cached::Allow(identity), now.saturating_add(ttl));
+        self.denies.remove(&hash);
+        let ttl = grant.ttl_hint_ms.min(self.policy.allow_ttl_ms);
+        if ttl == 0 && self.policy.stale_if_error_ms == 0 {
+            self.allows.remove(&hash);
+            return None;
+        }
+        let entry = AllowEntry {
+            identity,
+            fresh_until: now.saturating_add(ttl),
+            key_expires_at: grant.expires_at,
+        };
+        self.allows.insert(hash, entry);
+        None
     }
 
     /// Remembers a deny for `deny_ttl_ms`. It always replaces an earlier allow, so a key
     /// the control plane has refused can never come back through the stale window.
     pub fn record_deny(&mut self, hash: KeyHash, reason: DenyReason, now: Millis) {
-        let ttl = self.policy.deny_ttl_ms;
+        self.deny_for(hash, reason, self.policy.deny_ttl_ms, 0, now);
+    }
+
+    /// Applies a change from the feed: a revocation replaces any allow with a deny kept as
+    /// long as the stale window (so it holds through a control-plane outage); any other
+    /// change forgets what is cached, so the next request asks again.
+    pub fn apply_change(&mut self, change: &KeyChange, now: Millis) {
+        let reason = match change.status {
+            KeyStatus::Active => {
+                self.allows.remove(&change.key_hash);
+                self.denies.remove(&change.key_hash);
+                return;
+            }
+            KeyStatus::Blocked => DenyReason::KeyBlocked,
+            KeyStatus::Deleted => DenyReason::InvalidKey,
+        };
+        let ttl = self.policy.deny_ttl_ms.max(self.policy.stale_if_error_ms);
+        self.deny_for(change.key_hash.clone(), reason, ttl, change.seq, now);
+    }
+
+    /// Forgets every allow: the change feed could not say what happened to them.
+    pub fn forget_allows(&mut self) {
+        self.allows.clear();
+    }
+
+    fn deny_for(&mut self, hash: KeyHash, reason: DenyReason, ttl: u64, version: u64, now: Millis) {
+        self.allows.remove(&hash);
         if ttl == 0 {
-            self.remove(&hash);
+            self.denies.remove(&hash);
             return;
         }
-        self.insert(hash, Cached::Deny(reason), now.saturating_add(ttl));
-    }
-
-    fn stale_usable(&self, entry: &Entry, now: Millis) -> bool {
-        matches!(entry.cached, Cached::Allow(_))
-            && now
-                < entry
-                    .expires_at
-                    .saturating_add(self.policy.stale_if_error_ms)
-    }
-
-    fn insert(&mut self, hash: KeyHash, cached: Cached, expires_at: Millis) {
-        self.remove(&hash);
-        self.evict_to(self.capacity().saturating_sub(1));
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        self.order.insert(seq, hash.clone());
-        self.entries.insert(
+        let until = now.saturating_add(ttl);
+        self.denies.insert(
             hash,
-            Entry {
-                cached,
-                expires_at,
-                seq,
+            DenyEntry {
+                reason,
+                until,
+                version,
             },
         );
     }
 
-    fn capacity(&self) -> usize {
-        usize::try_from(self.policy.max_entries)
-            .unwrap_or(usize::MAX)
-            .max(1)
+    fn stale_usable(&self, allow: &AllowEntry, now: Millis) -> bool {
+        !past(allow.key_expires_at, now)
+            && now
+                < allow
+                    .fresh_until
+                    .saturating_add(self.policy.stale_if_error_ms)
+    }
+}
+
+fn past(deadline: Option<Millis>, now: Millis) -> bool {
+    deadline.is_some_and(|d| now >= d)
+}
+
+/// A map of at most `capacity` entries that evicts the oldest-written first, in O(log n).
+#[derive(Debug)]
+struct Bounded<V> {
+    entries: HashMap<KeyHash, (V, u64)>,
+    order: BTreeMap<u64, KeyHash>,
+    next_seq: u64,
+    capacity: usize,
+}
+
+impl<V> Bounded<V> {
+    fn new(capacity: usize) -> Self {
+        Bounded {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+            capacity: capacity.max(1),
+        }
     }
 
-    fn evict_to(&mut self, limit: usize) {
-        while self.entries.len() > limit {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn get(&self, key: &KeyHash) -> Option<&V> {
+        self.entries.get(key).map(|(v, _)| v)
+    }
+
+    fn insert(&mut self, key: KeyHash, value: V) {
+        self.remove(&key);
+        while self.entries.len() >= self.capacity {
             let Some((_, oldest)) = self.order.pop_first() else {
-                return;
+                break;
             };
             self.entries.remove(&oldest);
         }
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.order.insert(seq, key.clone());
+        self.entries.insert(key, (value, seq));
     }
 
-    fn remove(&mut self, hash: &KeyHash) {
-        if let Some(entry) = self.entries.remove(hash) {
-            self.order.remove(&entry.seq);
+    fn remove(&mut self, key: &KeyHash) {
+        if let Some((_, seq)) = self.entries.remove(key) {
+            self.order.remove(&seq);
         }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
     }
 }
 

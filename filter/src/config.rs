@@ -12,6 +12,11 @@ pub struct Config {
     pub control_plane_authority: String,
     pub auth_check_path: String,
     pub auth_timeout_ms: u64,
+    /// The control plane's change feed; polled by one worker per Envoy.
+    pub changes_path: String,
+    /// How often the change feed is polled; 0 turns it off (revocations then reach this
+    /// Envoy only when its cached decisions expire).
+    pub change_poll_ms: u64,
     pub cache: CacheConfig,
     pub failure_mode: FailureMode,
     pub retry_after_seconds: u32,
@@ -46,8 +51,10 @@ impl Default for Config {
             passthrough_prefixes: strings(&["/health/readiness", "/key/", "/team/", "/spend/"]),
             control_plane_cluster: "livegate_control_plane".into(),
             control_plane_authority: "livegate-control-plane".into(),
-            auth_check_path: "/v1/auth/check".into(),
+            auth_check_path: livegate_contract::AUTH_CHECK_PATH.into(),
             auth_timeout_ms: 200,
+            changes_path: livegate_contract::CHANGES_PATH.into(),
+            change_poll_ms: 250,
             cache: CacheConfig::default(),
             failure_mode: FailureMode::Closed,
             retry_after_seconds: 5,
@@ -60,7 +67,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             max_entries: 10_000,
-            allow_ttl_ms: 10_000,
+            allow_ttl_ms: 60_000,
             deny_ttl_ms: 2_000,
             stale_if_error_ms: 300_000,
         }
@@ -73,6 +80,9 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 /// The longest auth check we allow: the hot path must never hang on the control plane.
 pub const MAX_AUTH_TIMEOUT_MS: u64 = 60_000;
+
+/// The slowest change-feed poll allowed: a revocation must not wait longer than this.
+pub const MAX_CHANGE_POLL_MS: u64 = 60_000;
 
 /// Why a configuration was refused; the text always names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +127,11 @@ impl Config {
         require_header_value("control_plane_cluster", &self.control_plane_cluster)?;
         require_header_value("control_plane_authority", &self.control_plane_authority)?;
         require_path("auth_check_path", &self.auth_check_path)?;
+        require_path("changes_path", &self.changes_path)?;
+        if self.change_poll_ms > MAX_CHANGE_POLL_MS {
+            let problem = format!("must be at most {MAX_CHANGE_POLL_MS} (0 turns the feed off)");
+            return Err(invalid("change_poll_ms", &problem));
+        }
         if !(1..=MAX_AUTH_TIMEOUT_MS).contains(&self.auth_timeout_ms) {
             let problem = format!("must be between 1 and {MAX_AUTH_TIMEOUT_MS}");
             return Err(invalid("auth_timeout_ms", &problem));

@@ -1,5 +1,6 @@
 //! The control plane's answer to `POST /v1/auth/check`, mapped to what the filter does.
 
+use crate::cache::Grant;
 use livegate_contract::{AuthCheckResponse, KeyHash};
 
 pub use livegate_contract::DenyReason;
@@ -40,11 +41,7 @@ pub enum CallError {
 /// The decision the filter acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Allow {
-        identity: Identity,
-        /// The control plane's `cache_ttl_seconds`, in milliseconds.
-        ttl_hint_ms: u64,
-    },
+    Allow { identity: Identity, grant: Grant },
     Deny(DenyReason),
     Error(CallError),
 }
@@ -91,7 +88,11 @@ fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
                 team_id: header_text(allow.team_id),
                 user_id: header_text(allow.user_id),
             },
-            ttl_hint_ms: allow.cache_ttl_seconds.saturating_mul(1000),
+            grant: Grant {
+                ttl_hint_ms: allow.cache_ttl_seconds.saturating_mul(1000),
+                expires_at: allow.expires_at_ms,
+                version: allow.version,
+            },
         },
         AuthCheckResponse::Deny { reason, .. } => Outcome::Deny(reason),
         AuthCheckResponse::Unavailable { .. } => Outcome::Error(CallError::Unavailable),

@@ -27,6 +27,12 @@ impl Plugin {
         let cache = RefCell::new(DecisionCache::new(config.cache));
         Plugin { config, cache }
     }
+
+    /// The cache is only ever borrowed here, never across a host call; a failed
+    /// borrow (impossible on one thread) degrades to "not cached" instead of panicking.
+    pub fn with_cache<T>(&self, f: impl FnOnce(&mut DecisionCache) -> T) -> Option<T> {
+        self.cache.try_borrow_mut().ok().map(|mut c| f(&mut c))
+    }
 }
 
 /// Whether the request goes on now, or waits (auth check pending, or a reply was sent).
@@ -91,14 +97,17 @@ impl RequestFlow {
             return Verdict::Stop;
         };
         match decide(response, &hash) {
-            Outcome::Allow {
-                identity,
-                ttl_hint_ms,
-            } => {
-                self.with_cache_at(now, |c, now| {
-                    c.record_allow(hash.clone(), identity.clone(), ttl_hint_ms, now)
-                });
-                self.admit(host, &host.request_headers(), &hash, &identity, false)
+            Outcome::Allow { identity, grant } => {
+                let revoked = self
+                    .with_cache_at(now, |c, now| {
+                        c.record_allow(hash.clone(), identity.clone(), grant, now)
+                    })
+                    .flatten();
+                match revoked {
+                    // The feed already brought a newer revocation than this answer.
+                    Some(reason) => self.refuse(host, reason),
+                    None => self.admit(host, &host.request_headers(), &hash, &identity, false),
+                }
             }
             Outcome::Deny(reason) => {
                 self.with_cache_at(now, |c, now| c.record_deny(hash.clone(), reason, now));
@@ -255,14 +264,8 @@ impl RequestFlow {
         Verdict::Continue
     }
 
-    /// The cache is only ever borrowed here, never across a host call; a failed
-    /// borrow (impossible on one thread) degrades to "not cached" instead of panicking.
     fn with_cache<T>(&self, f: impl FnOnce(&mut DecisionCache) -> T) -> Option<T> {
-        self.plugin
-            .cache
-            .try_borrow_mut()
-            .ok()
-            .map(|mut c| f(&mut c))
+        self.plugin.with_cache(f)
     }
 
     /// The cache at a known time; with no time there is no cache (a miss, nothing kept).

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod config;
 pub mod decision;
+pub mod feed;
 pub mod flow;
 pub mod host;
 pub mod metrics;
@@ -22,6 +23,7 @@ mod wasm {
     use crate::cache::Millis;
     use crate::config::Config;
     use crate::decision::{CallResponse, MAX_BODY_BYTES};
+    use crate::feed::{self, SharedFeed, WorkerFeed};
     use crate::flow::{Plugin, RequestFlow, Verdict};
     use crate::host::{AuthCheck, DispatchRefused, HeaderRefused, Host, RequestHeaders};
     use crate::metrics::Metric;
@@ -29,6 +31,7 @@ mod wasm {
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+    use std::cell::{Cell, RefCell};
     use std::rc::Rc;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -41,10 +44,13 @@ mod wasm {
     /// Metric ids as defined in this VM, indexed by `Metric::index()`.
     type MetricIds = [Option<u32>; Metric::ALL.len()];
 
-    /// One per plugin per worker VM: owns the configuration and the decision cache.
+    /// One per plugin per worker VM: owns the configuration and the decision cache, and
+    /// takes its turn polling the change feed for the whole Envoy.
     struct Root {
         plugin: Rc<Plugin>,
         metrics: Rc<MetricIds>,
+        feed: RefCell<WorkerFeed>,
+        polling: Cell<bool>,
     }
 
     impl Root {
@@ -52,17 +58,106 @@ mod wasm {
             Root {
                 plugin: Rc::new(Plugin::new(Config::default())),
                 metrics: Rc::new([None; Metric::ALL.len()]),
+                feed: RefCell::new(WorkerFeed::default()),
+                polling: Cell::new(false),
             }
+        }
+
+        fn host(&self) -> WasmHost<'_> {
+            WasmHost {
+                metrics: &self.metrics,
+            }
+        }
+
+        /// Applies what any worker fetched to this worker's cache.
+        fn sync(&self, shared: &SharedFeed, now: Millis) {
+            let applied = self
+                .plugin
+                .with_cache(|cache| self.feed.borrow_mut().apply(shared, cache, now));
+            for _ in 0..applied.unwrap_or(0) {
+                self.host().increment(Metric::ChangesApplied);
+            }
+        }
+
+        /// Takes the poll lease if it is free (compare-and-swap: one worker wins a round).
+        fn take_lease(&self, now: Millis) -> bool {
+            let Ok((lease, cas)) = hostcalls::get_shared_data(feed::LEASE_KEY) else {
+                return false;
+            };
+            if !feed::lease_free(lease.as_deref(), now) {
+                return false;
+            }
+            let until = feed::lease_until(now.saturating_add(self.plugin.config.change_poll_ms));
+            hostcalls::set_shared_data(feed::LEASE_KEY, Some(&until), cas).is_ok()
+        }
+
+        fn poll(&self, shared: &SharedFeed) {
+            let config = &self.plugin.config;
+            let path = feed::poll_path(&config.changes_path, shared.cursor);
+            let headers = vec![
+                (":method", "GET"),
+                (":path", path.as_str()),
+                (":authority", config.control_plane_authority.as_str()),
+            ];
+            let timeout = Duration::from_millis(config.auth_timeout_ms);
+            let cluster = config.control_plane_cluster.as_str();
+            match hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout) {
+                Ok(_) => self.polling.set(true),
+                Err(_) => self.host().increment(Metric::ChangeFeedError),
+            }
+        }
+
+        /// Folds an answer into the shared window; retried when another worker wrote first.
+        fn publish(&self, answer: livegate_contract::ChangeFeed) -> Option<SharedFeed> {
+            for _ in 0..4 {
+                let (bytes, cas) = hostcalls::get_shared_data(feed::SHARED_KEY).ok()?;
+                let mut shared = SharedFeed::decode(bytes.as_deref());
+                shared.merge(answer.clone());
+                let encoded = shared.encode();
+                if hostcalls::set_shared_data(feed::SHARED_KEY, Some(&encoded), cas).is_ok() {
+                    return Some(shared);
+                }
+            }
+            None
         }
     }
 
-    impl Context for Root {}
+    fn shared_feed() -> SharedFeed {
+        let bytes = hostcalls::get_shared_data(feed::SHARED_KEY)
+            .ok()
+            .and_then(|(bytes, _)| bytes);
+        SharedFeed::decode(bytes.as_deref())
+    }
+
+    impl Context for Root {
+        fn on_http_call_response(&mut self, _token: u32, _headers: usize, body: usize, _: usize) {
+            self.polling.set(false);
+            let status =
+                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                    .ok()
+                    .flatten();
+            let body = (body > 0 && body <= feed::MAX_ANSWER_BYTES)
+                .then(|| hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body))
+                .and_then(|read| read.ok().flatten());
+            let published = feed::parse_answer(status.as_deref(), body.as_deref())
+                .and_then(|answer| self.publish(answer));
+            match (published, now()) {
+                (Some(shared), Some(now)) => self.sync(&shared, now),
+                (Some(_), None) => {}
+                (None, _) => self.host().increment(Metric::ChangeFeedError),
+            }
+        }
+    }
 
     impl RootContext for Root {
         fn on_configure(&mut self, _size: usize) -> bool {
             let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX);
             match Config::parse(raw.ok().flatten().as_deref()) {
                 Ok(config) => {
+                    if config.change_poll_ms > 0 {
+                        let tick = Duration::from_millis(config.change_poll_ms);
+                        let _ = hostcalls::set_tick_period(tick);
+                    }
                     self.plugin = Rc::new(Plugin::new(config));
                     self.metrics = Rc::new(define_metrics());
                     true
@@ -84,6 +179,18 @@ mod wasm {
 
         fn get_type(&self) -> Option<ContextType> {
             Some(ContextType::HttpContext)
+        }
+
+        /// Every tick: apply what other workers fetched, then poll if this worker wins the lease.
+        fn on_tick(&mut self) {
+            let Some(now) = now() else {
+                return;
+            };
+            let shared = shared_feed();
+            self.sync(&shared, now);
+            if !self.polling.get() && self.take_lease(now) {
+                self.poll(&shared);
+            }
         }
     }
 

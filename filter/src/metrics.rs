@@ -18,11 +18,13 @@ pub enum Metric {
     Unavailable,
     FailedOpen,
     HeaderRewriteFailed,
+    ChangesApplied,
+    ChangeFeedError,
 }
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 15] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -36,6 +38,8 @@ impl Metric {
         Metric::Unavailable,
         Metric::FailedOpen,
         Metric::HeaderRewriteFailed,
+        Metric::ChangesApplied,
+        Metric::ChangeFeedError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +57,8 @@ impl Metric {
             Metric::Unavailable => "livegate_unavailable_total",
             Metric::FailedOpen => "livegate_failed_open_total",
             Metric::HeaderRewriteFailed => "livegate_header_rewrite_failed_total",
+            Metric::ChangesApplied => "livegate_changes_applied_total",
+            Metric::ChangeFeedError => "livegate_change_feed_errors_total",
         }
     }
 

@@ -38,6 +38,8 @@ pub struct EnvoyConfig {
     pub admin_address: String,
     pub admin_port: u16,
     pub control_plane: Endpoint,
+    /// Further control planes of a fleet: Envoy balances over all of them.
+    pub more_control_planes: Vec<Endpoint>,
     pub upstream: Endpoint,
     /// The filter's plugin configuration, as JSON text.
     pub filter_config: String,
@@ -55,11 +57,28 @@ impl EnvoyConfig {
             admin_address: "127.0.0.1".to_string(),
             admin_port: crate::ports::free_port()?,
             control_plane,
+            more_control_planes: Vec::new(),
             upstream,
             filter_config: "{}".to_string(),
             filter_wasm: crate::artifacts::filter_wasm(),
             concurrency: 1,
         })
+    }
+
+    /// The control planes as a YAML flow list of `lb_endpoints`.
+    fn control_plane_endpoints(&self) -> String {
+        let quoted = |text: &str| serde_json::Value::from(text).to_string();
+        let endpoints: Vec<String> = std::iter::once(&self.control_plane)
+            .chain(&self.more_control_planes)
+            .map(|e| {
+                format!(
+                    "{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}",
+                    quoted(&e.host),
+                    e.port
+                )
+            })
+            .collect();
+        format!("[{}]", endpoints.join(", "))
     }
 
     /// The livegate template (`envoy/livegate.yaml.tmpl`) rendered with these values.
@@ -85,8 +104,7 @@ impl EnvoyConfig {
                     "FILTER_WASM",
                     quoted(&self.filter_wasm.display().to_string()),
                 ),
-                ("CONTROL_PLANE_HOST", quoted(&self.control_plane.host)),
-                ("CONTROL_PLANE_PORT", self.control_plane.port.to_string()),
+                ("CONTROL_PLANE_ENDPOINTS", self.control_plane_endpoints()),
                 ("UPSTREAM_HOST", quoted(&self.upstream.host)),
                 ("UPSTREAM_PORT", self.upstream.port.to_string()),
             ],

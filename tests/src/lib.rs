@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod control_plane;
 pub mod demo_upstream;
 pub mod envoy;
+pub mod fleet;
 pub mod http;
 pub mod lab;
 pub mod poll;

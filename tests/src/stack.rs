@@ -137,6 +137,7 @@ impl Stack {
             admin_address: "127.0.0.1".to_string(),
             admin_port: pick(options.admin_port)?,
             control_plane: Endpoint::loopback(control_plane_port),
+            more_control_planes: Vec::new(),
             upstream: upstream_endpoint,
             filter_config: options.filter_config.clone(),
             filter_wasm: crate::artifacts::filter_wasm(),

@@ -54,6 +54,7 @@ impl Target {
                 host: control_plane.to_string(),
                 port: 4001,
             },
+            more_control_planes: Vec::new(),
             upstream: upstream.unwrap_or(Endpoint {
                 host: default_upstream.to_string(),
                 port: 4002,

@@ -111,7 +111,7 @@ async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: mpsc::Sender<Bytes>) {
             .map_err(queries::classify),
         Request::InsertKey { record } => queries::insert_key(c, &record)
             .await
-            .map(|_| Response::Inserted)
+            .map(|version| Response::Inserted { version })
             .map_err(queries::classify),
         Request::ListKeys { filter } => queries::list_keys(c, &filter)
             .await
@@ -126,6 +126,22 @@ async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: mpsc::Sender<Bytes>) {
         Request::DeleteKeys { tokens, aliases } => queries::delete_keys(c, &tokens, &aliases)
             .await
             .map(|tokens| Response::Deleted { tokens })
+            .map_err(queries::classify),
+        Request::ChangesSince {
+            after,
+            recent_ms,
+            limit,
+        } => queries::changes_since(c, after, recent_ms, limit)
+            .await
+            .map(|changes| Response::Changes { changes })
+            .map_err(queries::classify),
+        Request::LastChange => queries::last_change(c)
+            .await
+            .map(|seq| Response::LastChange { seq })
+            .map_err(queries::classify),
+        Request::PruneChanges { keep_ms } => queries::prune_changes(c, keep_ms)
+            .await
+            .map(|rows| Response::Pruned { rows })
             .map_err(queries::classify),
     };
     reply(&tx, frame.id, result).await;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::keys::KeyHash;
-use crate::record::{KeyFilter, KeyPage, KeyPatch, KeyRecord};
+use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 use ipc::{CallError, EngineLink};
 use protocol::{EngineError, Request, Response};
 pub use supervisor::Snapshot;
@@ -104,9 +104,10 @@ impl Db {
         }
     }
 
-    pub async fn insert_key(&self, record: KeyRecord) -> Result<(), DbError> {
+    /// Inserts the key; returns the version it was given.
+    pub async fn insert_key(&self, record: KeyRecord) -> Result<i64, DbError> {
         match self.call(Request::InsertKey { record }).await? {
-            Response::Inserted => Ok(()),
+            Response::Inserted { version } => Ok(version),
             other => Err(unexpected(other)),
         }
     }
@@ -139,9 +140,48 @@ impl Db {
         &self,
         tokens: Vec<KeyHash>,
         aliases: Vec<String>,
-    ) -> Result<Vec<KeyHash>, DbError> {
+    ) -> Result<Vec<(KeyHash, i64)>, DbError> {
         match self.call(Request::DeleteKeys { tokens, aliases }).await? {
             Response::Deleted { tokens } => Ok(tokens),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The change log's reads take their own, shorter deadline: a slow read of it is no
+    /// evidence against the connection (the heartbeat judges that).
+    pub async fn changes_since(
+        &self,
+        after: i64,
+        recent: Duration,
+        limit: i64,
+        deadline: Duration,
+    ) -> Result<Vec<KeyChange>, DbError> {
+        let recent_ms = i64::try_from(recent.as_millis()).unwrap_or(i64::MAX);
+        let request = Request::ChangesSince {
+            after,
+            recent_ms,
+            limit,
+        };
+        match self.call_within(request, deadline).await? {
+            Response::Changes { changes } => Ok(changes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn last_change(&self, deadline: Duration) -> Result<i64, DbError> {
+        match self.call_within(Request::LastChange, deadline).await? {
+            Response::LastChange { seq } => Ok(seq),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn prune_changes(&self, keep: Duration, deadline: Duration) -> Result<u64, DbError> {
+        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .call_within(Request::PruneChanges { keep_ms }, deadline)
+            .await?
+        {
+            Response::Pruned { rows } => Ok(rows),
             other => Err(unexpected(other)),
         }
     }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::keys::KeyHash;
-use crate::record::{KeyFilter, KeyPage, KeyPatch, KeyRecord};
+use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 
 /// Connection settings the engine applies explicitly (never the driver's defaults).
 /// Sent in the first frame so the database URL never appears in argv or the environment.
@@ -54,6 +54,18 @@ pub enum Request {
         tokens: Vec<KeyHash>,
         aliases: Vec<String>,
     },
+    /// The change log after `after`, and its last `recent_ms` again (see `queries`).
+    ChangesSince {
+        after: i64,
+        recent_ms: i64,
+        limit: i64,
+    },
+    /// The highest change number.
+    LastChange,
+    /// Drops change-log rows older than `keep_ms`.
+    PruneChanges {
+        keep_ms: i64,
+    },
 }
 
 /// What the engine answers.
@@ -63,9 +75,12 @@ pub enum Response {
     Ready { pid: u32 },
     Pong,
     Key { record: Option<Box<KeyRecord>> },
-    Inserted,
+    Inserted { version: i64 },
     Page { page: KeyPage },
-    Deleted { tokens: Vec<KeyHash> },
+    Deleted { tokens: Vec<(KeyHash, i64)> },
+    Changes { changes: Vec<KeyChange> },
+    LastChange { seq: i64 },
+    Pruned { rows: u64 },
 }
 
 /// Typed failures from the engine. `Transport` means the connection itself is in doubt.

@@ -5,9 +5,16 @@ use tokio_postgres::{Client, Row};
 
 use super::protocol::EngineError;
 use crate::keys::KeyHash;
-use crate::record::{KeyFilter, KeyPage, KeyPatch, KeyRecord};
+use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 
-const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, max_budget, metadata, blocked, spend, expires, created_at, updated_at";
+const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version";
+
+/// Appends the written rows' new state to the change log, numbered by the version the
+/// write gave them. `w` is the writing CTE; it must return every column.
+const LOG_CHANGE: &str = "c AS (INSERT INTO livegate_key_changes (seq, token, record) SELECT version, token, to_jsonb(w) - 'version' FROM w)";
+
+/// A fresh change number, taken once per statement.
+const NEXT_VERSION: &str = "v AS (SELECT nextval('livegate_key_changes_seq_seq') AS seq)";
 
 /// Sorts driver errors into the kinds the supervisor acts on.
 pub fn classify(e: tokio_postgres::Error) -> EngineError {
@@ -52,6 +59,7 @@ fn record(row: &Row) -> KeyRecord {
         expires: row.get("expires"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
+        version: row.get("version"),
     }
 }
 
@@ -67,28 +75,37 @@ pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, tokio
         .map(record))
 }
 
-pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<(), tokio_postgres::Error> {
-    let sql = format!("INSERT INTO livegate_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
-    c.execute(
-        &sql,
-        &[
-            &r.token.as_str(),
-            &r.key_name,
-            &r.key_alias,
-            &r.team_id,
-            &r.user_id,
-            &r.models,
-            &r.max_budget,
-            &r.metadata,
-            &r.blocked,
-            &r.spend,
-            &r.expires,
-            &r.created_at,
-            &r.updated_at,
-        ],
-    )
-    .await
-    .map(|_| ())
+/// Inserts the key and logs the change; returns the version it was given.
+pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<i64, tokio_postgres::Error> {
+    let sql = format!(
+        "WITH {NEXT_VERSION},
+         w AS (INSERT INTO livegate_keys ({COLUMNS})
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, v.seq FROM v
+               RETURNING *),
+         {LOG_CHANGE}
+         SELECT version FROM w"
+    );
+    let row = c
+        .query_one(
+            &sql,
+            &[
+                &r.token.as_str(),
+                &r.key_name,
+                &r.key_alias,
+                &r.team_id,
+                &r.user_id,
+                &r.models,
+                &r.max_budget,
+                &r.metadata,
+                &r.blocked,
+                &r.spend,
+                &r.expires,
+                &r.created_at,
+                &r.updated_at,
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 const FILTER: &str = "($1::text IS NULL OR key_alias = $1) AND ($2::text IS NULL OR team_id = $2) AND ($3::text IS NULL OR user_id = $3)";
@@ -120,12 +137,16 @@ pub async fn update_key(
     p: &KeyPatch,
 ) -> Result<Option<KeyRecord>, tokio_postgres::Error> {
     let sql = format!(
-        "UPDATE livegate_keys SET
+        "WITH {NEXT_VERSION},
+         w AS (UPDATE livegate_keys SET
             key_alias = COALESCE($2, key_alias), team_id = COALESCE($3, team_id),
             user_id = COALESCE($4, user_id), models = COALESCE($5, models),
             max_budget = COALESCE($6, max_budget), metadata = COALESCE($7, metadata),
-            blocked = COALESCE($8, blocked), expires = COALESCE($9, expires), updated_at = now()
-         WHERE token = $1 RETURNING {COLUMNS}"
+            blocked = COALESCE($8, blocked), expires = COALESCE($9, expires), updated_at = now(),
+            version = (SELECT seq FROM v)
+         WHERE token = $1 RETURNING *),
+         {LOG_CHANGE}
+         SELECT {COLUMNS} FROM w"
     );
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
         &t.as_str(),
@@ -141,12 +162,67 @@ pub async fn update_key(
     Ok(c.query_opt(&sql, &params).await?.as_ref().map(record))
 }
 
+/// Deletes the keys and logs a tombstone for each; returns each token with its version.
 pub async fn delete_keys(
     c: &Client,
     tokens: &[KeyHash],
     aliases: &[String],
-) -> Result<Vec<KeyHash>, tokio_postgres::Error> {
+) -> Result<Vec<(KeyHash, i64)>, tokio_postgres::Error> {
     let tokens: Vec<&str> = tokens.iter().map(KeyHash::as_str).collect();
-    let rows = c.query("DELETE FROM livegate_keys WHERE token = ANY($1) OR key_alias = ANY($2) RETURNING token", &[&tokens, &aliases]).await?;
-    Ok(rows.iter().map(token).collect())
+    let sql = "WITH d AS (DELETE FROM livegate_keys WHERE token = ANY($1) OR key_alias = ANY($2) RETURNING token),
+         c AS (INSERT INTO livegate_key_changes (token, record) SELECT token, NULL FROM d RETURNING seq, token)
+         SELECT token, seq FROM c";
+    let rows = c.query(sql, &[&tokens, &aliases]).await?;
+    Ok(rows.iter().map(|r| (token(r), r.get("seq"))).collect())
+}
+
+/// Changes numbered after `after`, and again those logged in the last `recent_ms`: a
+/// number is taken before its statement commits, so a lower one can appear later.
+pub async fn changes_since(
+    c: &Client,
+    after: i64,
+    recent_ms: i64,
+    limit: i64,
+) -> Result<Vec<KeyChange>, tokio_postgres::Error> {
+    let sql = "SELECT seq, token, record FROM livegate_key_changes
+         WHERE seq > $1 OR changed_at > now() - make_interval(secs => ($2::bigint / 1000.0)::float8)
+         ORDER BY seq > $1 DESC, seq LIMIT $3";
+    let rows = c.query(sql, &[&after, &recent_ms, &limit]).await?;
+    Ok(rows.iter().map(change).collect())
+}
+
+/// The highest change number so far (0 with none).
+pub async fn last_change(c: &Client) -> Result<i64, tokio_postgres::Error> {
+    let row = c
+        .query_one(
+            "SELECT COALESCE(max(seq), 0) FROM livegate_key_changes",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Drops change-log rows older than `keep_ms`: peers read the log within seconds.
+pub async fn prune_changes(c: &Client, keep_ms: i64) -> Result<u64, tokio_postgres::Error> {
+    c.execute(
+        "DELETE FROM livegate_key_changes WHERE changed_at < now() - make_interval(secs => ($1::bigint / 1000.0)::float8)",
+        &[&keep_ms],
+    )
+    .await
+}
+
+fn change(row: &Row) -> KeyChange {
+    let seq: i64 = row.get("seq");
+    let json: Option<serde_json::Value> = row.get("record");
+    let record = json
+        .and_then(|mut j| {
+            j["version"] = seq.into();
+            serde_json::from_value::<KeyRecord>(j).ok()
+        })
+        .map(Box::new);
+    KeyChange {
+        seq,
+        token: token(row),
+        record,
+    }
 }

@@ -7,10 +7,11 @@ use tokio_postgres::Client;
 const MIGRATION_LOCK: i64 = 0x6c69_7665_6761_7465; // "livegate"
 
 /// (version, name, SQL). Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "create livegate_keys",
-    "CREATE TABLE livegate_keys (
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "create livegate_keys",
+        "CREATE TABLE livegate_keys (
         token       text PRIMARY KEY,
         key_name    text NOT NULL,
         key_alias   text UNIQUE,
@@ -28,7 +29,23 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
     CREATE INDEX livegate_keys_team_id ON livegate_keys (team_id);
     CREATE INDEX livegate_keys_user_id ON livegate_keys (user_id);
     CREATE INDEX livegate_keys_created_at ON livegate_keys (created_at DESC, token);",
-)];
+    ),
+    (
+        2,
+        "versioned key changes",
+        // Every write to a key also appends its new state here, in the same statement; the
+        // row's seq is the key's version. Control planes read this log to learn changes
+        // made through their peers (docs/architecture.md, "Revocation").
+        "CREATE TABLE livegate_key_changes (
+        seq         bigserial PRIMARY KEY,
+        token       text NOT NULL,
+        record      jsonb,
+        changed_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX livegate_key_changes_changed_at ON livegate_key_changes (changed_at);
+    ALTER TABLE livegate_keys ADD COLUMN version bigint NOT NULL DEFAULT 0;",
+    ),
+];
 
 /// Applies the missing migrations; returns the versions it applied (empty when up to date).
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {

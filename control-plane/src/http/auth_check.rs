@@ -1,12 +1,16 @@
-//! `POST /v1/auth/check`: the filter's question, answered with the contract's bodies.
+//! The filter's two internal calls: `POST /v1/auth/check`, answered with the contract's
+//! bodies, and `GET /v1/auth/changes`, the change feed that carries revocations.
 
-use axum::extract::State;
+use std::time::Instant;
+
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use livegate_contract::{Allow, AuthCheckResponse, DenyReason};
 
+use super::error::ApiError;
 use super::AppState;
 use crate::auth::{self, Decision};
 
@@ -47,10 +51,39 @@ fn render(decision: Decision) -> Response {
             team_id: record.team_id,
             user_id: record.user_id,
             cache_ttl_seconds,
+            expires_at_ms: record
+                .expires
+                .and_then(|e| u64::try_from(e.timestamp_millis()).ok()),
+            version: u64::try_from(record.version).unwrap_or(0),
         }),
         Decision::Deny(reason) => AuthCheckResponse::deny(reason),
         Decision::Unavailable => AuthCheckResponse::db_unavailable(),
     };
     let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(answer)).into_response()
+}
+
+/// The change feed after `?after=<cursor>` (absent: from now, with a reset); 503 until
+/// this replica has read the change log once.
+pub async fn changes(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let after = match parse_after(raw.as_deref()) {
+        Ok(after) => after,
+        Err(e) => return e.into_response(),
+    };
+    match s.changes.since(after, s.config.feed.recent, Instant::now()) {
+        Some(feed) => Json(feed).into_response(),
+        None => ApiError::DbUnavailable.into_response(),
+    }
+}
+
+fn parse_after(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or_default())
+        .map_err(|e| ApiError::bad("after", format!("malformed query string: {e}")))?;
+    match pairs.iter().find(|(k, _)| k == "after") {
+        None => Ok(None),
+        Some((_, v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad("after", "after must be a non-negative integer")),
+    }
 }

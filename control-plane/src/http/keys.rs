@@ -1,5 +1,7 @@
 //! Key management with LiteLLM's shapes: generate, list, info, update, delete, block, unblock.
 
+use std::time::Instant;
+
 use axum::extract::{RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -9,6 +11,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::{JsonBody, MasterKey};
 use super::AppState;
+use crate::key_cache::KeyState;
 use crate::keys::{self, KeyHash};
 use crate::record::{KeyFilter, KeyPatch, KeyRecord};
 
@@ -141,9 +144,11 @@ pub async fn generate(
         expires: p.expires,
         created_at: now,
         updated_at: now,
+        version: 0,
     };
-    s.db.insert_key(record.clone()).await?;
-    s.cache.invalidate(&record.token);
+    let version = s.db.insert_key(record.clone()).await?;
+    let record = KeyRecord { version, ..record };
+    remember(&s, &record);
     tracing::info!(key_name = %record.key_name, "key generated");
     Ok(Json(shown(&record, &raw)))
 }
@@ -253,12 +258,18 @@ async fn set_blocked(s: &AppState, req: &KeyRef, blocked: bool) -> ApiResult {
     apply(s, &token, patch).await
 }
 
-/// Writes a patch, and drops the cached record at once whatever the outcome.
+/// Writes a patch; this replica's cache holds the new state at once (its peers learn it
+/// from the change log), and no read older than the write can replace it.
 async fn apply(s: &AppState, token: &KeyHash, patch: KeyPatch) -> ApiResult {
-    s.cache.invalidate(token);
     let record = s.db.update_key(token, patch).await?.ok_or_else(not_found)?;
-    s.cache.invalidate(token);
+    remember(s, &record);
     Ok(Json(shown(&record, record.token.as_str())))
+}
+
+fn remember(s: &AppState, record: &KeyRecord) {
+    let state = KeyState::Present(Box::new(record.clone()));
+    s.cache
+        .put(&record.token, state, record.version, Instant::now());
 }
 
 pub async fn delete(
@@ -275,11 +286,14 @@ pub async fn delete(
         .iter()
         .map(|k| key_ref("keys", Some(k)))
         .collect::<Result<Vec<_>, _>>()?;
-    tokens.iter().for_each(|t| s.cache.invalidate(t));
     let deleted = s.db.delete_keys(tokens, aliases).await?;
-    deleted.iter().for_each(|t| s.cache.invalidate(t));
+    let now = Instant::now();
+    for (token, version) in &deleted {
+        s.cache.put(token, KeyState::Deleted, *version, now);
+    }
     if deleted.is_empty() {
         return Err(not_found());
     }
-    Ok(Json(json!({"deleted_keys": deleted})))
+    let tokens: Vec<&KeyHash> = deleted.iter().map(|(t, _)| t).collect();
+    Ok(Json(json!({"deleted_keys": tokens})))
 }

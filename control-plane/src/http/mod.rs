@@ -18,9 +18,11 @@ use axum::Router;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::feed::ChangeRing;
 use crate::key_cache::KeyCache;
 use crate::metrics::Metrics;
 use error::ApiError;
+use livegate_contract::{AUTH_CHECK_PATH, CHANGES_PATH};
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -28,13 +30,15 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub cache: Arc<KeyCache>,
+    pub changes: Arc<ChangeRing>,
     pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
     Router::new()
-        .route("/v1/auth/check", post(auth_check::check))
+        .route(AUTH_CHECK_PATH, post(auth_check::check))
+        .route(CHANGES_PATH, get(auth_check::changes))
         .route("/health/readiness", get(health::readiness))
         .route("/health/liveliness", get(health::liveliness))
         .route("/health/liveness", get(health::liveliness))

@@ -38,7 +38,7 @@ fn an_unknown_key_is_a_miss() {
 #[test]
 fn an_allow_is_fresh_until_its_ttl_ends() {
     let mut c = cache();
-    c.record_allow(h(1), who("a"), u64::MAX, 1_000);
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 1_000);
     assert_eq!(c.fresh(&h(1), 1_000), Some(Cached::Allow(who("a"))));
     assert_eq!(
         c.fresh(&h(1), 1_000 + ALLOW_TTL - 1),
@@ -50,7 +50,7 @@ fn an_allow_is_fresh_until_its_ttl_ends() {
 #[test]
 fn a_shorter_hint_from_the_control_plane_wins() {
     let mut c = cache();
-    c.record_allow(h(1), who("a"), 3_000, 0);
+    c.record_allow(h(1), who("a"), Grant::ttl(3_000), 0);
     assert!(c.fresh(&h(1), 2_999).is_some());
     assert_eq!(c.fresh(&h(1), 3_000), None);
 }
@@ -58,14 +58,14 @@ fn a_shorter_hint_from_the_control_plane_wins() {
 #[test]
 fn a_longer_hint_is_capped_by_the_configured_ttl() {
     let mut c = cache();
-    c.record_allow(h(1), who("a"), 60_000, 0);
+    c.record_allow(h(1), who("a"), Grant::ttl(60_000), 0);
     assert_eq!(c.fresh(&h(1), ALLOW_TTL), None);
 }
 
 #[test]
 fn a_zero_hint_is_never_fresh_but_can_still_serve_stale() {
     let mut c = cache();
-    c.record_allow(h(1), who("a"), 0, 0);
+    c.record_allow(h(1), who("a"), Grant::ttl(0), 0);
     assert_eq!(c.fresh(&h(1), 0), None);
     assert_eq!(c.stale_allow(&h(1), 1), Some(who("a")));
 }
@@ -98,7 +98,7 @@ fn a_zero_negative_ttl_caches_no_deny() {
 #[test]
 fn an_expired_allow_is_served_stale_inside_the_window_only() {
     let mut c = cache();
-    c.record_allow(h(1), who("a"), u64::MAX, 0);
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
     let expired_at = ALLOW_TTL;
     assert_eq!(c.fresh(&h(1), expired_at), None);
     assert_eq!(c.stale_allow(&h(1), expired_at), Some(who("a")));
@@ -109,7 +109,7 @@ fn an_expired_allow_is_served_stale_inside_the_window_only() {
 #[test]
 fn a_fresh_miss_keeps_the_entry_for_stale_use_then_drops_it() {
     let mut c = cache();
-    c.record_allow(h(1), who("a"), u64::MAX, 0);
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
     assert_eq!(c.fresh(&h(1), ALLOW_TTL + 1), None);
     assert_eq!(c.len(), 1);
     assert_eq!(c.fresh(&h(1), ALLOW_TTL + STALE), None);
@@ -122,7 +122,7 @@ fn no_stale_window_means_no_stale_allow() {
         stale_if_error_ms: 0,
         ..policy()
     });
-    c.record_allow(h(1), who("a"), u64::MAX, 0);
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
     assert_eq!(c.stale_allow(&h(1), ALLOW_TTL), None);
 }
 
@@ -138,7 +138,7 @@ fn a_deny_is_never_served_stale() {
 #[test]
 fn a_deny_replaces_an_earlier_allow_even_for_stale_use() {
     let mut c = cache();
-    c.record_allow(h(1), who("a"), u64::MAX, 0);
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
     c.record_deny(h(1), DenyReason::KeyBlocked, 1);
     assert_eq!(c.stale_allow(&h(1), ALLOW_TTL + 1), None);
 }
@@ -149,7 +149,7 @@ fn a_deny_with_zero_negative_ttl_still_forgets_the_allow() {
         deny_ttl_ms: 0,
         ..policy()
     });
-    c.record_allow(h(1), who("a"), u64::MAX, 0);
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
     c.record_deny(h(1), DenyReason::KeyExpired, 1);
     assert_eq!(c.fresh(&h(1), 2), None);
     assert_eq!(c.stale_allow(&h(1), 2), None);
@@ -158,8 +158,8 @@ fn a_deny_with_zero_negative_ttl_still_forgets_the_allow() {
 #[test]
 fn a_new_allow_replaces_the_old_identity() {
     let mut c = cache();
-    c.record_allow(h(1), who("old"), u64::MAX, 0);
-    c.record_allow(h(1), who("new"), u64::MAX, 1);
+    c.record_allow(h(1), who("old"), Grant::ttl(u64::MAX), 0);
+    c.record_allow(h(1), who("new"), Grant::ttl(u64::MAX), 1);
     assert_eq!(c.fresh(&h(1), 2), Some(Cached::Allow(who("new"))));
     assert_eq!(c.len(), 1);
 }
@@ -168,7 +168,7 @@ fn a_new_allow_replaces_the_old_identity() {
 fn the_cache_never_holds_more_than_max_entries() {
     let mut c = cache();
     for n in 0..10 {
-        c.record_allow(h(n), who("a"), u64::MAX, 0);
+        c.record_allow(h(n), who("a"), Grant::ttl(u64::MAX), 0);
         assert!(c.len() <= 3);
     }
     assert_eq!(c.len(), 3);
@@ -177,15 +177,112 @@ fn the_cache_never_holds_more_than_max_entries() {
 #[test]
 fn the_oldest_entry_is_evicted_first() {
     let mut c = cache();
-    c.record_allow(h(1), who("1"), u64::MAX, 0);
-    c.record_allow(h(2), who("2"), u64::MAX, 0);
-    c.record_deny(h(3), DenyReason::InvalidKey, 0);
-    c.record_allow(h(1), who("1b"), u64::MAX, 1); // refreshed: now the newest
-    c.record_allow(h(4), who("4"), u64::MAX, 2);
+    c.record_allow(h(1), who("1"), Grant::ttl(u64::MAX), 0);
+    c.record_allow(h(2), who("2"), Grant::ttl(u64::MAX), 0);
+    c.record_allow(h(3), who("3"), Grant::ttl(u64::MAX), 0);
+    c.record_allow(h(1), who("1b"), Grant::ttl(u64::MAX), 1); // refreshed: now the newest
+    c.record_allow(h(4), who("4"), Grant::ttl(u64::MAX), 2);
     assert_eq!(c.fresh(&h(2), 3), None, "h(2) was the oldest");
     assert!(c.fresh(&h(1), 3).is_some());
     assert!(c.fresh(&h(3), 3).is_some());
     assert!(c.fresh(&h(4), 3).is_some());
+}
+
+#[test]
+fn a_flood_of_denies_cannot_evict_an_allow() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
+    for n in 100..10_100 {
+        c.record_deny(h(n), DenyReason::InvalidKey, 0);
+    }
+    assert_eq!(c.fresh(&h(1), 1), Some(Cached::Allow(who("a"))));
+    assert_eq!(c.len(), 1 + 3, "each pool holds at most max_entries");
+}
+
+#[test]
+fn nothing_is_served_past_the_keys_expiry_fresh_or_stale() {
+    let mut c = cache();
+    let grant = Grant {
+        expires_at: Some(5_000),
+        ..Grant::ttl(u64::MAX)
+    };
+    c.record_allow(h(1), who("a"), grant, 0);
+    assert!(c.fresh(&h(1), 4_999).is_some());
+    assert_eq!(c.fresh(&h(1), 5_000), None);
+    assert_eq!(c.stale_allow(&h(1), 5_000), None);
+}
+
+fn change(seq: u64, n: u32, status: KeyStatus) -> KeyChange {
+    KeyChange {
+        seq,
+        key_hash: h(n),
+        status,
+    }
+}
+
+#[test]
+fn a_pushed_revocation_replaces_the_allow_and_holds_through_the_stale_window() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
+    c.apply_change(&change(7, 1, KeyStatus::Blocked), 10);
+    assert_eq!(
+        c.fresh(&h(1), 11),
+        Some(Cached::Deny(DenyReason::KeyBlocked))
+    );
+    assert_eq!(c.stale_allow(&h(1), 11), None);
+    assert_eq!(
+        c.fresh(&h(1), 10 + STALE - 1),
+        Some(Cached::Deny(DenyReason::KeyBlocked))
+    );
+    c.apply_change(&change(8, 2, KeyStatus::Deleted), 10);
+    assert_eq!(
+        c.fresh(&h(2), 11),
+        Some(Cached::Deny(DenyReason::InvalidKey))
+    );
+}
+
+#[test]
+fn an_allow_older_than_a_revocation_already_applied_is_refused() {
+    let mut c = cache();
+    c.apply_change(&change(7, 1, KeyStatus::Blocked), 0);
+    let older = Grant {
+        version: 6,
+        ..Grant::ttl(u64::MAX)
+    };
+    assert_eq!(
+        c.record_allow(h(1), who("a"), older, 1),
+        Some(DenyReason::KeyBlocked)
+    );
+    assert_eq!(
+        c.fresh(&h(1), 2),
+        Some(Cached::Deny(DenyReason::KeyBlocked))
+    );
+    let newer = Grant {
+        version: 9,
+        ..Grant::ttl(u64::MAX)
+    };
+    assert_eq!(c.record_allow(h(1), who("a"), newer, 3), None);
+    assert_eq!(c.fresh(&h(1), 4), Some(Cached::Allow(who("a"))));
+}
+
+#[test]
+fn an_unblock_forgets_the_key_so_the_next_request_asks_again() {
+    let mut c = cache();
+    c.apply_change(&change(7, 1, KeyStatus::Blocked), 0);
+    c.apply_change(&change(8, 1, KeyStatus::Active), 1);
+    assert_eq!(c.fresh(&h(1), 2), None);
+    assert_eq!(c.stale_allow(&h(1), 2), None);
+}
+
+#[test]
+fn forgetting_allows_keeps_denies() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
+    c.record_deny(h(2), DenyReason::InvalidKey, 0);
+    c.forget_allows();
+    assert_eq!(c.fresh(&h(1), 1), None);
+    assert_eq!(c.stale_allow(&h(1), 1), None);
+    assert!(c.fresh(&h(2), 1).is_some());
 }
 
 #[test]
@@ -194,8 +291,8 @@ fn a_single_slot_cache_keeps_the_latest_decision() {
         max_entries: 1,
         ..policy()
     });
-    c.record_allow(h(1), who("1"), u64::MAX, 0);
-    c.record_allow(h(2), who("2"), u64::MAX, 0);
+    c.record_allow(h(1), who("1"), Grant::ttl(u64::MAX), 0);
+    c.record_allow(h(2), who("2"), Grant::ttl(u64::MAX), 0);
     assert_eq!(c.len(), 1);
     assert!(c.fresh(&h(2), 0).is_some());
 }
@@ -203,7 +300,7 @@ fn a_single_slot_cache_keeps_the_latest_decision() {
 #[test]
 fn times_near_the_end_of_the_clock_do_not_overflow() {
     let mut c = cache();
-    c.record_allow(h(1), who("a"), u64::MAX, u64::MAX - 1);
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), u64::MAX - 1);
     assert!(c.fresh(&h(1), u64::MAX - 1).is_some());
     assert_eq!(c.stale_allow(&h(1), u64::MAX), None);
 }
@@ -218,7 +315,7 @@ proptest! {
         for (op, key, step) in ops {
             now = now.saturating_add(step);
             match op {
-                0 => c.record_allow(h(key), who("a"), step, now),
+                0 => { let _ = c.record_allow(h(key), who("a"), Grant::ttl(step), now); }
                 1 => c.record_deny(h(key), DenyReason::KeyBlocked, now),
                 2 => { let _ = c.fresh(&h(key), now); }
                 _ => {
@@ -228,7 +325,7 @@ proptest! {
                     }
                 }
             }
-            prop_assert!(c.len() <= 3);
+            prop_assert!(c.len() <= 6);
         }
     }
 }

@@ -36,8 +36,10 @@ fn the_defaults_match_the_architecture_contract() {
     assert_eq!(c.control_plane_authority, "livegate-control-plane");
     assert_eq!(c.auth_check_path, "/v1/auth/check");
     assert_eq!(c.auth_timeout_ms, 200);
+    assert_eq!(c.changes_path, "/v1/auth/changes");
+    assert_eq!(c.change_poll_ms, 250);
     assert_eq!(c.cache.max_entries, 10_000);
-    assert_eq!(c.cache.allow_ttl_ms, 10_000);
+    assert_eq!(c.cache.allow_ttl_ms, 60_000);
     assert_eq!(c.cache.deny_ttl_ms, 2_000);
     assert_eq!(c.cache.stale_if_error_ms, 300_000);
     assert_eq!(c.failure_mode, FailureMode::Closed);
@@ -54,7 +56,9 @@ fn the_documented_example_parses_to_the_defaults() {
       "control_plane_authority": "livegate-control-plane",
       "auth_check_path": "/v1/auth/check",
       "auth_timeout_ms": 200,
-      "cache": {"max_entries": 10000, "allow_ttl_ms": 10000, "deny_ttl_ms": 2000,
+      "changes_path": "/v1/auth/changes",
+      "change_poll_ms": 250,
+      "cache": {"max_entries": 10000, "allow_ttl_ms": 60000, "deny_ttl_ms": 2000,
                 "stale_if_error_ms": 300000},
       "failure_mode": "closed",
       "retry_after_seconds": 5,
@@ -146,6 +150,8 @@ fn paths_must_start_with_a_slash() {
         r#"liveness_paths[1]: "health" must start with '/'"#
     );
     assert!(error_text(r#"{"auth_check_path": "v1"}"#).starts_with("auth_check_path:"));
+    assert!(error_text(r#"{"changes_path": ""}"#).starts_with("changes_path:"));
+    assert!(error_text(r#"{"change_poll_ms": 60001}"#).starts_with("change_poll_ms:"));
     assert!(error_text(r#"{"passthrough_prefixes": [""]}"#).starts_with("passthrough_prefixes[0]:"));
 }
 

@@ -27,6 +27,16 @@ fn allow(key_alias: Option<&str>, team_id: Option<&str>, user_id: Option<&str>) 
         team_id: team_id.map(str::to_string),
         user_id: user_id.map(str::to_string),
         cache_ttl_seconds: 30,
+        expires_at_ms: Some(1_790_000_000_000),
+        version: 4,
+    }
+}
+
+fn grant() -> Grant {
+    Grant {
+        ttl_hint_ms: 30_000,
+        expires_at: Some(1_790_000_000_000),
+        version: 4,
     }
 }
 
@@ -53,7 +63,7 @@ fn a_200_allow_carries_the_identity_and_the_ttl_hint() {
                 team_id: Some("t1".into()),
                 user_id: None,
             },
-            ttl_hint_ms: 30_000,
+            grant: grant(),
         }
     );
 }
@@ -210,7 +220,7 @@ fn identity_values_unfit_for_a_header_are_dropped() {
                 team_id: None,
                 user_id: Some("u 1".into()),
             },
-            ttl_hint_ms: 30_000,
+            grant: grant(),
         }
     );
 }

@@ -169,9 +169,16 @@ pub fn reset(flow: &mut RequestFlow, host: &MockHost, now: u64) -> Verdict {
 }
 
 pub fn allow_body() -> String {
-    format!(
-        r#"{{"decision":"allow","key_hash":"{HASH}","key_alias":"ci","team_id":"t1","user_id":null,"cache_ttl_seconds":60}}"#
-    )
+    let answer = livegate_contract::AuthCheckResponse::Allow(livegate_contract::Allow {
+        key_hash: livegate_contract::KeyHash::of_raw(KEY),
+        key_alias: Some("ci".into()),
+        team_id: Some("t1".into()),
+        user_id: None,
+        cache_ttl_seconds: 60,
+        expires_at_ms: None,
+        version: 1,
+    });
+    serde_json::to_string(&answer).unwrap_or_default()
 }
 
 pub fn deny_body(reason: crate::decision::DenyReason) -> String {

@@ -30,7 +30,7 @@ fn a_known_key_is_served_stale_and_marked_when_the_control_plane_fails() {
     allow_once(&p, 0);
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
-    let later = 10_000 + 299_999; // expired, still inside the stale window
+    let later = 60_000 + 299_999; // expired, still inside the stale window
     assert_eq!(flow.on_request_headers(&host, Some(later)), Verdict::Stop);
     assert_eq!(
         respond(&mut flow, &host, "503", "{}", later),
@@ -48,7 +48,7 @@ fn a_stale_entry_past_its_window_is_not_served() {
     allow_once(&p, 0);
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
-    let too_late = 10_000 + 300_000;
+    let too_late = 60_000 + 300_000;
     flow.on_request_headers(&host, Some(too_late));
     assert_eq!(reset(&mut flow, &host, too_late), Verdict::Stop);
     assert_eq!(host.last_reply().map(|r| r.status), Some(503));
@@ -60,18 +60,18 @@ fn a_key_blocked_after_an_allow_is_not_served_stale() {
     allow_once(&p, 0);
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p.clone());
-    flow.on_request_headers(&host, Some(20_000));
+    flow.on_request_headers(&host, Some(70_000));
     respond(
         &mut flow,
         &host,
         "403",
         &deny_body(DenyReason::KeyBlocked),
-        20_000,
+        70_000,
     );
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
-    flow.on_request_headers(&host, Some(30_000));
-    assert_eq!(reset(&mut flow, &host, 30_000), Verdict::Stop);
+    flow.on_request_headers(&host, Some(80_000));
+    assert_eq!(reset(&mut flow, &host, 80_000), Verdict::Stop);
     assert_eq!(host.last_reply().map(|r| r.status), Some(503));
 }
 
@@ -109,8 +109,8 @@ fn failing_open_still_prefers_a_stale_identity() {
     allow_once(&p, 0);
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p);
-    flow.on_request_headers(&host, Some(20_000));
-    assert_eq!(reset(&mut flow, &host, 20_000), Verdict::Continue);
+    flow.on_request_headers(&host, Some(70_000));
+    assert_eq!(reset(&mut flow, &host, 70_000), Verdict::Continue);
     assert_eq!(host.header("x-livegate-stale").as_deref(), Some("true"));
     assert_eq!(host.header("x-livegate-failure-mode"), None);
     assert_eq!(host.count(Metric::FailedOpen), 0);

@@ -1,0 +1,122 @@
+use super::*;
+use chrono::Utc;
+
+pub fn record(raw: &str) -> KeyRecord {
+    KeyRecord {
+        token: KeyHash::of_raw(raw),
+        key_name: crate::keys::key_name(raw),
+        key_alias: None,
+        team_id: None,
+        user_id: None,
+        models: vec![],
+        max_budget: None,
+        metadata: serde_json::json!({}),
+        blocked: false,
+        spend: 0.0,
+        expires: None,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+        version: 1,
+    }
+}
+
+fn cache(max: usize) -> KeyCache {
+    KeyCache::new(CacheConfig {
+        fresh: Duration::from_secs(10),
+        staleness: Duration::from_secs(900),
+        max_entries: max,
+    })
+}
+
+fn present(r: &KeyRecord) -> KeyState {
+    KeyState::Present(Box::new(r.clone()))
+}
+
+fn blocked(r: &KeyRecord) -> KeyRecord {
+    KeyRecord {
+        blocked: true,
+        ..r.clone()
+    }
+}
+
+#[test]
+fn states_are_fresh_then_stale_then_gone() {
+    let c = cache(10);
+    let t0 = Instant::now();
+    let r = record("sk-a");
+    c.put(&r.token, present(&r), 1, t0);
+    let at = |s| t0 + Duration::from_secs(s);
+    assert_eq!(c.get(&r.token, at(5)), Lookup::Fresh(present(&r)));
+    assert_eq!(c.get(&r.token, at(60)), Lookup::Stale(present(&r)));
+    assert_eq!(c.get(&r.token, at(900)), Lookup::Miss);
+    assert_eq!(c.len(), 0);
+}
+
+#[test]
+fn a_read_from_before_a_block_cannot_overwrite_the_block() {
+    // The auth check read version 1, the block wrote version 2 first, then the read lands.
+    let c = cache(10);
+    let now = Instant::now();
+    let r = record("sk-a");
+    c.put(&r.token, present(&blocked(&r)), 2, now);
+    let won = c.put(&r.token, present(&r), 1, now);
+    assert_eq!(won, present(&blocked(&r)), "the older read loses");
+    assert_eq!(c.get(&r.token, now), Lookup::Fresh(present(&blocked(&r))));
+}
+
+#[test]
+fn a_delete_leaves_a_tombstone_that_an_older_read_cannot_revive() {
+    let c = cache(10);
+    let now = Instant::now();
+    let r = record("sk-a");
+    c.put(&r.token, KeyState::Deleted, 5, now);
+    assert_eq!(c.put(&r.token, present(&r), 4, now), KeyState::Deleted);
+    assert_eq!(c.get(&r.token, now), Lookup::Fresh(KeyState::Deleted));
+    // Stale too: a tombstone answers during an outage.
+    let later = now + Duration::from_secs(60);
+    assert_eq!(c.get(&r.token, later), Lookup::Stale(KeyState::Deleted));
+}
+
+#[test]
+fn unknown_keys_are_remembered_briefly_and_never_over_a_known_state() {
+    let c = cache(10);
+    let now = Instant::now();
+    let r = record("sk-a");
+    let ghost = KeyHash::of_raw("sk-ghost");
+    assert_eq!(c.put_unknown(&ghost, now), None);
+    assert_eq!(c.get(&ghost, now), Lookup::Unknown);
+    assert_eq!(c.get(&ghost, now + UNKNOWN_TTL), Lookup::Miss);
+    // A key this replica just generated beats a read that missed it.
+    c.put(&r.token, present(&r), 3, now);
+    assert_eq!(c.put_unknown(&r.token, now), Some(present(&r)));
+    assert_eq!(c.get(&r.token, now), Lookup::Fresh(present(&r)));
+    // And a key learnt later replaces the unknown entry at once.
+    assert_eq!(c.put_unknown(&ghost, now), None);
+    c.put(&ghost, KeyState::Deleted, 9, now);
+    assert_eq!(c.get(&ghost, now), Lookup::Fresh(KeyState::Deleted));
+}
+
+#[test]
+fn a_flood_of_unknown_keys_does_not_evict_known_ones() {
+    let c = cache(2);
+    let now = Instant::now();
+    let r = record("sk-a");
+    c.put(&r.token, present(&r), 1, now);
+    for i in 0..100 {
+        c.put_unknown(&KeyHash::of_raw(&format!("sk-random-{i}")), now);
+    }
+    assert_eq!(c.get(&r.token, now), Lookup::Fresh(present(&r)));
+}
+
+#[test]
+fn the_cache_stays_within_its_bound_by_evicting_the_oldest() {
+    let c = cache(2);
+    let t0 = Instant::now();
+    let (a, b, d) = (record("sk-a"), record("sk-b"), record("sk-d"));
+    c.put(&a.token, present(&a), 1, t0);
+    c.put(&b.token, present(&b), 1, t0);
+    c.put(&d.token, present(&d), 1, t0);
+    assert_eq!(c.len(), 2);
+    assert_eq!(c.get(&a.token, t0), Lookup::Miss);
+    assert_eq!(c.get(&d.token, t0), Lookup::Fresh(present(&d)));
+}
