@@ -71,7 +71,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
         let presented = crate::auth::credential(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        if keys_match(presented, &state.config.master_key) {
+        if keys_match(presented, state.config.master_key.expose()) {
             Ok(MasterKey)
         } else {
             Err(ApiError::Forbidden)
