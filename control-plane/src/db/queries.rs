@@ -32,42 +32,54 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
     }
 }
 
-fn token(row: &Row) -> KeyHash {
-    let s: String = row.get("token");
-    KeyHash::parse_hex(&s).unwrap_or_else(|| KeyHash::of_raw(&s))
+/// A stored token is a SHA-256 in lowercase hex; anything else is a corrupt row, refused as
+/// such (never re-hashed into a different key, never echoed: it might be a raw key).
+fn token(row: &Row) -> Result<KeyHash, EngineError> {
+    let stored: String = column(row, "token")?;
+    KeyHash::parse_hex(&stored).ok_or_else(|| {
+        EngineError::Query("livegate_keys holds a token that is not a SHA-256 in hex".into())
+    })
 }
 
-fn record(row: &Row) -> KeyRecord {
-    KeyRecord {
-        token: token(row),
-        key_name: row.get("key_name"),
-        key_alias: row.get("key_alias"),
-        team_id: row.get("team_id"),
-        user_id: row.get("user_id"),
-        models: row.get("models"),
-        max_budget: row.get("max_budget"),
-        metadata: row.get("metadata"),
-        blocked: row.get("blocked"),
-        spend: row.get("spend"),
-        expires: row.get("expires"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-    }
+/// One column, typed; a type mismatch (a schema drift) is an error value, not a panic.
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    name: &str,
+) -> Result<T, EngineError> {
+    row.try_get(name)
+        .map_err(|e| EngineError::Query(format!("column {name}: {e}")))
 }
 
-pub async fn ping(c: &Client) -> Result<(), tokio_postgres::Error> {
-    c.simple_query("SELECT 1").await.map(|_| ())
+fn record(row: &Row) -> Result<KeyRecord, EngineError> {
+    Ok(KeyRecord {
+        token: token(row)?,
+        key_name: column(row, "key_name")?,
+        key_alias: column(row, "key_alias")?,
+        team_id: column(row, "team_id")?,
+        user_id: column(row, "user_id")?,
+        models: column(row, "models")?,
+        max_budget: column(row, "max_budget")?,
+        metadata: column(row, "metadata")?,
+        blocked: column(row, "blocked")?,
+        spend: column(row, "spend")?,
+        expires: column(row, "expires")?,
+        created_at: column(row, "created_at")?,
+        updated_at: column(row, "updated_at")?,
+    })
 }
 
-pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, tokio_postgres::Error> {
+pub async fn ping(c: &Client) -> Result<(), EngineError> {
+    c.simple_query("SELECT 1").await.map_err(classify)?;
+    Ok(())
+}
+
+pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, EngineError> {
     let sql = format!("SELECT {COLUMNS} FROM livegate_keys WHERE token = $1");
-    Ok(c.query_opt(&sql, &[&t.as_str()])
-        .await?
-        .as_ref()
-        .map(record))
+    let row = c.query_opt(&sql, &[&t.as_str()]).await.map_err(classify)?;
+    row.as_ref().map(record).transpose()
 }
 
-pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<(), tokio_postgres::Error> {
+pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<(), EngineError> {
     let sql = format!("INSERT INTO livegate_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
     c.execute(
         &sql,
@@ -88,12 +100,13 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<(), tokio_postgres:
         ],
     )
     .await
-    .map(|_| ())
+    .map_err(classify)?;
+    Ok(())
 }
 
 const FILTER: &str = "($1::text IS NULL OR key_alias = $1) AND ($2::text IS NULL OR team_id = $2) AND ($3::text IS NULL OR user_id = $3)";
 
-pub async fn list_keys(c: &Client, f: &KeyFilter) -> Result<KeyPage, tokio_postgres::Error> {
+pub async fn list_keys(c: &Client, f: &KeyFilter) -> Result<KeyPage, EngineError> {
     let limit = i64::from(f.size);
     let offset = i64::from(f.page.saturating_sub(1)) * limit;
     let sql = format!("SELECT {COLUMNS} FROM livegate_keys WHERE {FILTER} ORDER BY created_at DESC, token LIMIT $4 OFFSET $5");
@@ -102,14 +115,18 @@ pub async fn list_keys(c: &Client, f: &KeyFilter) -> Result<KeyPage, tokio_postg
             &sql,
             &[&f.key_alias, &f.team_id, &f.user_id, &limit, &offset],
         )
-        .await?;
+        .await
+        .map_err(classify)?;
     let count_sql = format!("SELECT count(*) FROM livegate_keys WHERE {FILTER}");
-    let total: i64 = c
+    let count = c
         .query_one(&count_sql, &[&f.key_alias, &f.team_id, &f.user_id])
-        .await?
-        .get(0);
+        .await
+        .map_err(classify)?;
+    let total: i64 = count
+        .try_get(0)
+        .map_err(|e| EngineError::Query(format!("count: {e}")))?;
     Ok(KeyPage {
-        keys: rows.iter().map(record).collect(),
+        keys: rows.iter().map(record).collect::<Result<_, _>>()?,
         total: u64::try_from(total).unwrap_or(0),
     })
 }
@@ -118,7 +135,7 @@ pub async fn update_key(
     c: &Client,
     t: &KeyHash,
     p: &KeyPatch,
-) -> Result<Option<KeyRecord>, tokio_postgres::Error> {
+) -> Result<Option<KeyRecord>, EngineError> {
     let sql = format!(
         "UPDATE livegate_keys SET
             key_alias = COALESCE($2, key_alias), team_id = COALESCE($3, team_id),
@@ -138,15 +155,22 @@ pub async fn update_key(
         &p.blocked,
         &p.expires,
     ];
-    Ok(c.query_opt(&sql, &params).await?.as_ref().map(record))
+    let row = c.query_opt(&sql, &params).await.map_err(classify)?;
+    row.as_ref().map(record).transpose()
 }
 
 pub async fn delete_keys(
     c: &Client,
     tokens: &[KeyHash],
     aliases: &[String],
-) -> Result<Vec<KeyHash>, tokio_postgres::Error> {
+) -> Result<Vec<KeyHash>, EngineError> {
     let tokens: Vec<&str> = tokens.iter().map(KeyHash::as_str).collect();
-    let rows = c.query("DELETE FROM livegate_keys WHERE token = ANY($1) OR key_alias = ANY($2) RETURNING token", &[&tokens, &aliases]).await?;
-    Ok(rows.iter().map(token).collect())
+    let rows = c
+        .query(
+            "DELETE FROM livegate_keys WHERE token = ANY($1) OR key_alias = ANY($2) RETURNING token",
+            &[&tokens, &aliases],
+        )
+        .await
+        .map_err(classify)?;
+    rows.iter().map(token).collect()
 }
