@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::secret::Secret;
 use crate::{app, config::Config, db, keys};
 
+/// The whole command line. Its `Debug` is safe to print: secrets are [`Secret`]s.
 #[derive(Debug, Parser)]
 #[command(
     name = "livegate-control-plane",
@@ -15,11 +17,11 @@ use crate::{app, config::Config, db, keys};
 )]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Serve the HTTP API and supervise the database engine.
     Serve(Box<ServeArgs>),
     /// The database engine subprocess (started by `serve`; not for operators).
@@ -36,10 +38,11 @@ pub struct ServeArgs {
     pub listen: String,
     /// libpq URL of Postgres; `sslmode` disable, prefer or require.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Admin credential for `/key/*`; the service refuses to start without one.
+    pub database_url: Option<Secret>,
+    /// Admin credential for `/key/*`: at least 32 characters, not a placeholder; the service
+    /// refuses to start without one (generate it with `openssl rand -hex 32`).
     #[arg(long, env = "LIVEGATE_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
+    pub master_key: Option<Secret>,
     /// Engine program and arguments, split like a shell line, no shell run (default: this binary's `engine`).
     #[arg(long, env = "LIVEGATE_ENGINE_COMMAND")]
     pub engine_command: Option<String>,

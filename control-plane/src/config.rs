@@ -10,6 +10,7 @@ use crate::db::protocol::EngineSettings;
 use crate::db::state::Backoff;
 use crate::db::supervisor::SupervisorConfig;
 use crate::feed::FeedConfig;
+use crate::secret::Secret;
 
 /// A configuration value that cannot be used, with the flag (and variable) to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -34,11 +35,11 @@ pub struct CacheConfig {
     pub max_entries: usize,
 }
 
-/// Everything `serve` needs.
+/// Everything `serve` needs. Its `Debug` is safe to log: the secrets print as `<redacted>`.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub master_key: String,
+    pub master_key: Secret,
     pub json_logs: bool,
     pub supervisor: SupervisorConfig,
     pub cache: CacheConfig,
@@ -84,15 +85,52 @@ fn engine_command(arg: Option<String>) -> Result<EngineCommand, ConfigError> {
     }
 }
 
-fn database_url(arg: Option<String>) -> Result<String, ConfigError> {
+fn database_url(arg: Option<Secret>) -> Result<Secret, ConfigError> {
     let flag = "--database-url (DATABASE_URL)";
     let url = arg
-        .filter(|u| !u.trim().is_empty())
+        .filter(|u| !u.expose().trim().is_empty())
         .ok_or_else(|| invalid(flag, "is required"))?;
     // The driver's parse errors name the bad option, never the URL, so no password leaks here.
-    tokio_postgres::Config::from_str(&url)
+    tokio_postgres::Config::from_str(url.expose())
         .map_err(|e| invalid(flag, format!("not a usable Postgres URL: {e}")))?;
     Ok(url)
+}
+
+/// The shortest master key accepted: 32 characters (`openssl rand -hex 32` gives 64).
+pub const MASTER_KEY_MIN_CHARS: usize = 32;
+
+/// Words that mark a value copied from an example rather than generated: the examples in
+/// this repository (`.env.example`, `deploy/kubernetes/secret.example.yaml`) say "change me".
+const PLACEHOLDER_WORDS: &[&str] = &["changeme", "replaceme", "placeholder", "example"];
+
+fn master_key(arg: Option<Secret>) -> Result<Secret, ConfigError> {
+    let flag = "--master-key (LIVEGATE_MASTER_KEY)";
+    let key = arg
+        .filter(|k| !k.expose().is_empty())
+        .ok_or_else(|| invalid(flag, "is required"))?;
+    // Compared without case or punctuation, so `sk-master-CHANGE_ME` is caught too.
+    let folded: String = key
+        .expose()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if PLACEHOLDER_WORDS.iter().any(|w| folded.contains(w)) {
+        return Err(invalid(
+            flag,
+            "is a placeholder from an example; generate one, e.g. `openssl rand -hex 32`",
+        ));
+    }
+    let chars = key.expose().chars().count();
+    if chars < MASTER_KEY_MIN_CHARS {
+        return Err(invalid(
+            flag,
+            format!(
+                "is {chars} characters long; use at least {MASTER_KEY_MIN_CHARS}, e.g. `openssl rand -hex 32`"
+            ),
+        ));
+    }
+    Ok(key)
 }
 
 impl Config {
@@ -102,10 +140,7 @@ impl Config {
             .listen
             .parse()
             .map_err(|e| invalid("--listen (LIVEGATE_LISTEN)", format!("{e}")))?;
-        let master_key = a
-            .master_key
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| invalid("--master-key (LIVEGATE_MASTER_KEY)", "is required"))?;
+        let master_key = master_key(a.master_key)?;
         let json_logs = match a.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -208,10 +243,62 @@ mod tests {
         parse_url("postgres://u:pw@127.0.0.1:5432/db", extra)
     }
 
+    const MASTER: &str = "sk-master-test-0123456789abcdef0123456789abcdef";
+
     fn parse_url(url: &str, extra: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec!["t", "--database-url", url, "--master-key", "sk-m"];
+        let mut argv = vec!["t", "--database-url", url, "--master-key", MASTER];
         argv.extend_from_slice(extra);
         Config::from_args(T::try_parse_from(argv).unwrap().a)
+    }
+
+    fn with_master_key(key: &str) -> Result<Config, ConfigError> {
+        let argv = [
+            "t",
+            "--database-url",
+            "postgres://h/db",
+            "--master-key",
+            key,
+        ];
+        Config::from_args(T::try_parse_from(argv).unwrap().a)
+    }
+
+    #[test]
+    fn placeholder_master_keys_are_refused_naming_the_variable() {
+        for key in [
+            "sk-master-change-me",
+            "sk-master-CHANGE_ME-0123456789abcdef0123456789abcdef",
+            "replace-me-with-a-long-random-value-please",
+        ] {
+            let e = with_master_key(key).unwrap_err();
+            assert_eq!(e.flag, "--master-key (LIVEGATE_MASTER_KEY)", "{key}");
+            assert!(e.reason.contains("placeholder"), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn master_keys_shorter_than_32_characters_are_refused() {
+        let e = with_master_key("x").unwrap_err();
+        assert_eq!(e.flag, "--master-key (LIVEGATE_MASTER_KEY)");
+        assert!(e.reason.contains("at least 32"), "{e}");
+        assert!(with_master_key(&"k".repeat(31)).is_err());
+        assert!(with_master_key(&"k".repeat(32)).is_ok());
+        assert!(with_master_key("").unwrap_err().reason.contains("required"));
+    }
+
+    #[test]
+    fn the_debug_of_the_config_and_the_args_never_shows_a_secret() {
+        let url = "postgres://u:hunter2@127.0.0.1:5432/db";
+        let argv = ["t", "--database-url", url, "--master-key", MASTER];
+        let args = T::try_parse_from(argv).unwrap().a;
+        let args_debug = format!("{args:?}");
+        let config = Config::from_args(args).unwrap();
+        for shown in [args_debug, format!("{config:?}"), format!("{config:#?}")] {
+            assert!(!shown.contains(MASTER), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        assert_eq!(config.master_key.expose(), MASTER);
+        assert_eq!(config.supervisor.settings.database_url.expose(), url);
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub key_cache_hits: AtomicU64,
     pub key_cache_misses: AtomicU64,
     pub key_cache_stale_served: AtomicU64,
+    /// Admin calls refused because the presented key was not the master key.
+    pub master_key_failures: AtomicU64,
     auth_decisions: Mutex<BTreeMap<&'static str, u64>>,
     http_requests: Mutex<BTreeMap<(String, u16), u64>>,
 }
@@ -94,6 +96,7 @@ impl Default for Metrics {
             key_cache_hits: AtomicU64::new(0),
             key_cache_misses: AtomicU64::new(0),
             key_cache_stale_served: AtomicU64::new(0),
+            master_key_failures: AtomicU64::new(0),
             auth_decisions: Mutex::default(),
             http_requests: Mutex::default(),
         }
@@ -200,6 +203,12 @@ impl Metrics {
             "livegate_key_cache_stale_served_total",
             "Auth checks answered from a stale record while the database was away.",
             self.key_cache_stale_served.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_master_key_failures_total",
+            "Admin calls refused because they presented a key that is not the master key.",
+            self.master_key_failures.load(Relaxed),
         );
         gauge(
             &mut out,

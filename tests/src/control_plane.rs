@@ -10,6 +10,10 @@ use crate::process::{Owned, Scratch, SpawnOptions, StopPolicy};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The master key the tests start control planes with: as long as the control plane
+/// demands (32 characters or more), and no placeholder.
+pub const TEST_MASTER_KEY: &str = "sk-master-test-0123456789abcdef0123456789abcdef";
+
 /// A running control plane; SIGTERM then SIGKILL on drop.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -33,7 +37,7 @@ impl ControlPlane {
     pub fn builder(database_url: &str) -> Builder {
         Builder {
             database_url: database_url.to_string(),
-            master_key: Some("sk-master-test".to_string()),
+            master_key: Some(TEST_MASTER_KEY.to_string()),
             port: None,
             args: Vec::new(),
             env: Vec::new(),

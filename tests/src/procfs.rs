@@ -68,6 +68,30 @@ pub fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
+/// Every live (not zombie) member of the process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            parse_group(&stat).is_some_and(|(state, group)| group == pgid && state != 'Z')
+        })
+        .collect()
+}
+
+/// `(state, pgrp)` from the text of `/proc/<pid>/stat` (pgrp is the field after ppid).
+fn parse_group(stat: &str) -> Option<(char, u32)> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
 /// Every live process whose command line contains all of `needles`.
 pub fn with_command_line(needles: &[&str]) -> Vec<u32> {
     processes()
@@ -94,6 +118,12 @@ mod tests {
         );
         assert_eq!(parse_stat(9, "9 (x) Z 1 9"), Some((9, 'Z', 1)));
         assert_eq!(parse_stat(9, "garbage"), None);
+    }
+
+    #[test]
+    fn the_group_is_the_field_after_the_parent() {
+        assert_eq!(parse_group("42 (a b) S 7 40 40 0"), Some(('S', 40)));
+        assert_eq!(parse_group("garbage"), None);
     }
 
     #[test]

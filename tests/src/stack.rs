@@ -55,7 +55,7 @@ impl StackOptions {
         StackOptions {
             database: None,
             upstream: Upstream::None,
-            master_key: "sk-master-test".to_string(),
+            master_key: crate::control_plane::TEST_MASTER_KEY.to_string(),
             control_plane_args: Vec::new(),
             filter_config: "{}".to_string(),
             listen_port: None,

@@ -186,6 +186,8 @@ fn a_caller_chosen_key_is_accepted_once_and_bad_input_names_its_field() {
 #[test]
 fn admin_endpoints_need_the_master_key() {
     let (_pg, cp) = start(&[]);
+    let failures = || series(&metrics(&cp), "livegate_master_key_failures_total");
+    assert_eq!(failures(), Some(0.0));
     let posts = [
         "/key/generate",
         "/key/update",
@@ -198,7 +200,10 @@ fn admin_endpoints_need_the_master_key() {
         assert_error(&none, 401, None);
         let wrong = http::post_json(
             &url(&cp, p),
-            &[("authorization", "Bearer sk-master-tesx")],
+            &[(
+                "authorization",
+                "Bearer sk-master-test-0123456789abcdef0123456789abcdeX",
+            )],
             &json!({}),
         )
         .unwrap();
@@ -217,6 +222,10 @@ fn admin_endpoints_need_the_master_key() {
         404,
         None,
     );
+    // Every wrong key counted (5 posts + 2 gets); no key at all is not an attempt.
+    assert_eq!(failures(), Some(7.0));
+    get(&cp, "/key/list");
+    assert_eq!(failures(), Some(7.0), "the right key is not a failure");
 }
 
 #[test]
@@ -227,6 +236,29 @@ fn the_service_refuses_to_start_without_a_master_key() {
         .start()
         .unwrap_err();
     assert!(err.to_string().contains("LIVEGATE_MASTER_KEY"), "{err}");
+}
+
+#[test]
+fn the_service_refuses_a_placeholder_or_short_master_key_naming_the_variable() {
+    // Refused while the flags are validated: no database is needed to see it.
+    for (key, why) in [
+        ("sk-master-change-me", "placeholder"),
+        ("x", "at least 32"),
+        ("sk-0123456789abcdef0123456789a", "at least 32"),
+    ] {
+        let (status, log) = ControlPlane::builder("postgres://livegate@127.0.0.1:1/livegate")
+            .master_key(Some(key))
+            .start_expecting_exit()
+            .unwrap();
+        assert!(!status.success(), "{key}: started\n{log}");
+        assert!(
+            log.contains("--master-key (LIVEGATE_MASTER_KEY): ") && log.contains(why),
+            "{key}: {log}"
+        );
+        if key.len() > 8 {
+            assert!(!log.contains(key), "the log repeats the refused key: {log}");
+        }
+    }
 }
 
 #[test]

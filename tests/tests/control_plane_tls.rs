@@ -17,7 +17,7 @@ fn sslmode_require_connects_over_tls_and_serves_keys() {
 
     let created = http::admin_post(
         &cp.base_url(),
-        "sk-master-test",
+        livegate_tests::control_plane::TEST_MASTER_KEY,
         "/key/generate",
         &json!({"key_alias": "over-tls"}),
     )

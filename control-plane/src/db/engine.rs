@@ -57,14 +57,7 @@ pub async fn run() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    reply(
-        &tx,
-        frame.id,
-        Ok(Response::Ready {
-            pid: std::process::id(),
-        }),
-    )
-    .await;
+    reply(&tx, frame.id, Ok(Response::Ready)).await;
     while let Some(bytes) = input.next().await.transpose()? {
         match serde_json::from_slice::<RequestFrame>(&bytes) {
             Ok(f) => {
@@ -97,53 +90,45 @@ async fn reply(tx: &mpsc::Sender<Bytes>, id: u64, result: Result<Response, Engin
 
 async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: mpsc::Sender<Bytes>) {
     let c = pool.client();
-    let result = match frame.request {
-        Request::Init(_) => Err(EngineError::Protocol("already initialised".into())),
-        Request::Ping => queries::ping(c)
-            .await
-            .map(|_| Response::Pong)
-            .map_err(queries::classify),
-        Request::GetKey { token } => queries::get_key(c, &token)
-            .await
-            .map(|record| Response::Key {
-                record: record.map(Box::new),
-            })
-            .map_err(queries::classify),
-        Request::InsertKey { record } => queries::insert_key(c, &record)
-            .await
-            .map(|version| Response::Inserted { version })
-            .map_err(queries::classify),
-        Request::ListKeys { filter } => queries::list_keys(c, &filter)
-            .await
-            .map(|page| Response::Page { page })
-            .map_err(queries::classify),
-        Request::UpdateKey { token, patch } => queries::update_key(c, &token, &patch)
-            .await
-            .map(|record| Response::Key {
-                record: record.map(Box::new),
-            })
-            .map_err(queries::classify),
-        Request::DeleteKeys { tokens, aliases } => queries::delete_keys(c, &tokens, &aliases)
-            .await
-            .map(|tokens| Response::Deleted { tokens })
-            .map_err(queries::classify),
-        Request::ChangesSince {
-            after,
-            recent_ms,
-            limit,
-        } => queries::changes_since(c, after, recent_ms, limit)
-            .await
-            .map(|changes| Response::Changes { changes })
-            .map_err(queries::classify),
-        Request::LastChange => queries::last_change(c)
-            .await
-            .map(|seq| Response::LastChange { seq })
-            .map_err(queries::classify),
-        Request::PruneChanges { keep_ms } => queries::prune_changes(c, keep_ms)
-            .await
-            .map(|rows| Response::Pruned { rows })
-            .map_err(queries::classify),
-    };
+    let result =
+        match frame.request {
+            Request::Init(_) => Err(EngineError::Protocol("already initialised".into())),
+            Request::Ping => queries::ping(c).await.map(|_| Response::Pong),
+            Request::GetKey { token } => {
+                queries::get_key(c, &token)
+                    .await
+                    .map(|record| Response::Key {
+                        record: record.map(Box::new),
+                    })
+            }
+            Request::InsertKey { record } => queries::insert_key(c, &record)
+                .await
+                .map(|version| Response::Inserted { version }),
+            Request::ListKeys { filter } => queries::list_keys(c, &filter)
+                .await
+                .map(|page| Response::Page { page }),
+            Request::UpdateKey { token, patch } => queries::update_key(c, &token, &patch)
+                .await
+                .map(|record| Response::Key {
+                    record: record.map(Box::new),
+                }),
+            Request::DeleteKeys { tokens, aliases } => queries::delete_keys(c, &tokens, &aliases)
+                .await
+                .map(|tokens| Response::Deleted { tokens }),
+            Request::ChangesSince {
+                after,
+                recent_ms,
+                limit,
+            } => queries::changes_since(c, after, recent_ms, limit)
+                .await
+                .map(|changes| Response::Changes { changes }),
+            Request::LastChange => queries::last_change(c)
+                .await
+                .map(|seq| Response::LastChange { seq }),
+            Request::PruneChanges { keep_ms } => queries::prune_changes(c, keep_ms)
+                .await
+                .map(|rows| Response::Pruned { rows }),
+        };
     reply(&tx, frame.id, result).await;
 }
 
@@ -172,7 +157,7 @@ async fn start(s: &EngineSettings) -> Result<Pool, EngineError> {
 
 /// The driver's configuration from the URL, with every timeout set explicitly.
 pub fn postgres_config(s: &EngineSettings) -> Result<Config, EngineError> {
-    let mut c = Config::from_str(&s.database_url)
+    let mut c = Config::from_str(s.database_url.expose())
         .map_err(|e| EngineError::Protocol(format!("DATABASE_URL: {e}")))?;
     c.connect_timeout(Duration::from_millis(s.connect_timeout_ms))
         .keepalives(true)

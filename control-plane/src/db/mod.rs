@@ -48,6 +48,19 @@ pub struct Db {
 }
 
 impl Db {
+    /// A handle on a given link, with a fixed snapshot and no supervisor behind it: the
+    /// in-process router tests put a fake engine on the other end of a `tokio::io::duplex`
+    /// (or no link at all, a database that is away). Trouble reports go nowhere.
+    pub fn fixed(link: Option<EngineLink>, snapshot: Snapshot, deadline: Duration) -> Db {
+        let (trouble, _) = mpsc::channel(1);
+        Db {
+            link: Arc::new(RwLock::new(link.map(|l| (1, Arc::new(l))))),
+            snapshot: watch::channel(snapshot).1,
+            trouble,
+            deadline,
+        }
+    }
+
     /// The supervisor's state, from memory.
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot.borrow().clone()

@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-
-use super::state::TeardownStep;
 
 /// How to start an engine: a program and its arguments (a test may substitute a wrapper).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +19,15 @@ pub struct EngineCommand {
 /// Secrets the engine has no use for in its environment (the URL travels in the first frame).
 const SCRUBBED_ENV: &[&str] = &["LIVEGATE_MASTER_KEY", "DATABASE_URL"];
 
-/// A running engine. Its pid stays ours until we reap it, so signalling it is race-free.
+/// A running engine, leader of its own process group (pgid = pid). The kernel reuses no pid
+/// while it names a live group or an unreaped process, so signalling the group is race-free.
 pub struct EngineProcess {
     child: Child,
     pid: u32,
 }
 
 /// How a teardown ended, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TeardownOutcome {
     pub sent_term: bool,
     pub sent_kill: bool,
@@ -36,7 +35,8 @@ pub struct TeardownOutcome {
 
 impl EngineProcess {
     /// Spawns the engine with piped stdin/stdout, in its own process group (a terminal's
-    /// Ctrl-C reaches us, and we drain before stopping it), and with `PR_SET_PDEATHSIG` so the
+    /// Ctrl-C reaches us, and we drain before stopping it; and the teardown signals the whole
+    /// group, so a wrapper's children go with it), and with `PR_SET_PDEATHSIG` so the
     /// kernel kills it if we die, even by SIGKILL.
     pub fn spawn(
         cmd: &EngineCommand,
@@ -90,52 +90,53 @@ impl EngineProcess {
         self.child.wait().await
     }
 
-    /// Non-blocking check (`waitpid` with `WNOHANG`); reaps the engine if it has exited.
-    fn has_exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The kill sequence: SIGTERM, async sleep(grace) (ended early by exit), SIGKILL if still
-    /// alive, then reap in a background task. Every wait here is a timer or a SIGCHLD-driven
-    /// future: nothing blocks the runtime, however wedged the engine is.
+    /// The kill sequence, addressed to the engine's process group so that a wrapper (a shell
+    /// running the real engine as its child) leaves nothing behind: SIGTERM to the group,
+    /// `tokio::time::sleep(grace)` racing the group's exit, SIGKILL to the group if any of it
+    /// is still alive, then the leader reaped by a background task. Every wait is a timer or a
+    /// SIGCHLD-driven future and every signal a non-blocking syscall: however wedged the
+    /// engine is, the runtime never waits on it.
     pub async fn teardown(mut self, grace: Duration) -> TeardownOutcome {
-        let mut out = TeardownOutcome {
-            sent_term: false,
-            sent_kill: false,
-        };
-        let mut step = if self.has_exited() {
-            TeardownStep::Done
-        } else {
-            TeardownStep::Terminate
-        };
-        loop {
-            match step {
-                TeardownStep::Terminate => {
-                    out.sent_term = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM).is_ok();
-                }
-                TeardownStep::AwaitGrace(grace) => {
-                    let _ = tokio::time::timeout(grace, self.child.wait()).await;
-                }
-                TeardownStep::Kill => {
-                    out.sent_kill = self.child.start_kill().is_ok();
-                }
-                TeardownStep::ReapInBackground => {
-                    let pid = self.pid;
-                    let mut child = self.child;
-                    tokio::spawn(async move {
-                        match child.wait().await {
-                            Ok(status) => tracing::info!(pid, %status, "engine reaped"),
-                            Err(e) => tracing::warn!(pid, error = %e, "engine could not be reaped"),
-                        }
-                    });
-                    return out;
-                }
-                TeardownStep::Done => return out,
+        let group = Pid::from_raw(self.pid as i32);
+        let mut out = TeardownOutcome::default();
+        if group_alive(group) {
+            out.sent_term = killpg(group, Signal::SIGTERM).is_ok();
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = group_gone(&mut self.child, group) => {}
             }
-            step = step.next(self.has_exited(), grace);
+            if group_alive(group) {
+                out.sent_kill = killpg(group, Signal::SIGKILL).is_ok();
+            }
         }
+        let (pid, mut child) = (self.pid, self.child);
+        tokio::spawn(async move {
+            match child.wait().await {
+                Ok(status) => tracing::debug!(pid, %status, "engine reaped"),
+                Err(e) => tracing::warn!(pid, error = %e, "engine could not be reaped"),
+            }
+        });
+        out
     }
 }
+
+/// Whether any process of the group exists (signal 0: a check, nothing is sent). The leader
+/// counts until it is reaped, so this stays true while it is an unreaped zombie.
+fn group_alive(group: Pid) -> bool {
+    killpg(group, None).is_ok()
+}
+
+/// Resolves once the leader is reaped and no other member of its group is left. Members
+/// other than the leader are not our children, so their end is polled, never waited for.
+async fn group_gone(child: &mut Child, group: Pid) {
+    let _ = child.wait().await;
+    while group_alive(group) {
+        tokio::time::sleep(GROUP_POLL).await;
+    }
+}
+
+/// How often `group_gone` looks again for the members of a group whose leader has gone.
+const GROUP_POLL: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 mod tests {
@@ -189,6 +190,69 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("engine {pid} still present after SIGKILL");
+    }
+
+    /// Polls /proc until `pid` is gone (or a zombie, whose reaping is its new parent's job).
+    async fn gone(pid: u32) -> bool {
+        for _ in 0..500 {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                Ok(stat)
+                    if stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z') =>
+                {
+                    return true
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        false
+    }
+
+    async fn first_line(o: &mut ChildStdout) -> String {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while tokio::io::AsyncReadExt::read(o, &mut byte).await.unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        String::from_utf8(line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_wrapper_shell_trapping_sigterm_takes_its_child_with_it() {
+        // The shell ignores SIGTERM and keeps the "engine" as a child, not an exec.
+        let script = "trap '' TERM; sleep 30 & echo $!; wait";
+        let (p, mut o, _i) = EngineProcess::spawn(&sh(script), "text").unwrap();
+        let (shell, child) = (p.pid(), first_line(&mut o).await.parse::<u32>().unwrap());
+        let out = p.teardown(Duration::from_millis(100)).await;
+        assert!(out.sent_term, "{out:?}");
+        assert!(
+            gone(child).await,
+            "the wrapper's child {child} outlived the teardown"
+        );
+        assert!(
+            gone(shell).await,
+            "the wrapper {shell} outlived the teardown"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_group_is_ended_even_after_its_leader_exited_on_its_own() {
+        // The leader leaves at once; its child (same group) is an orphan holding on.
+        let script = "sleep 30 & echo $!";
+        let (mut p, mut o, _i) = EngineProcess::spawn(&sh(script), "text").unwrap();
+        let child = first_line(&mut o).await.parse::<u32>().unwrap();
+        p.exited().await.unwrap();
+        let out = p.teardown(Duration::from_secs(5)).await;
+        assert!(out.sent_term, "{out:?}");
+        assert!(
+            gone(child).await,
+            "the orphan {child} outlived the teardown"
+        );
     }
 
     #[tokio::test]

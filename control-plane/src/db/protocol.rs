@@ -4,12 +4,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::KeyHash;
 use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
+use crate::secret::Secret;
 
 /// Connection settings the engine applies explicitly (never the driver's defaults).
 /// Sent in the first frame so the database URL never appears in argv or the environment.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineSettings {
-    pub database_url: String,
+    pub database_url: Secret,
     pub pool_size: usize,
     pub connect_timeout_ms: u64,
     pub keepalive_idle_ms: u64,
@@ -17,16 +18,6 @@ pub struct EngineSettings {
     pub keepalive_retries: u32,
     pub tcp_user_timeout_ms: u64,
     pub statement_timeout_ms: u64,
-}
-
-// The URL holds a password: never print it.
-impl std::fmt::Debug for EngineSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineSettings")
-            .field("database_url", &"<redacted>")
-            .field("pool_size", &self.pool_size)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What the supervisor asks of the engine.
@@ -72,7 +63,7 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Response {
-    Ready { pid: u32 },
+    Ready,
     Pong,
     Key { record: Option<Box<KeyRecord>> },
     Inserted { version: i64 },

@@ -39,44 +39,56 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
     }
 }
 
-fn token(row: &Row) -> KeyHash {
-    let s: String = row.get("token");
-    KeyHash::parse_hex(&s).unwrap_or_else(|_| KeyHash::of_raw(&s))
+/// A stored token is a SHA-256 in lowercase hex; anything else is a corrupt row, refused as
+/// such (never re-hashed into a different key, never echoed: it might be a raw key).
+fn token(row: &Row) -> Result<KeyHash, EngineError> {
+    let stored: String = column(row, "token")?;
+    KeyHash::parse_hex(&stored).map_err(|_| {
+        EngineError::Query("livegate_keys holds a token that is not a SHA-256 in hex".into())
+    })
 }
 
-fn record(row: &Row) -> KeyRecord {
-    KeyRecord {
-        token: token(row),
-        key_name: row.get("key_name"),
-        key_alias: row.get("key_alias"),
-        team_id: row.get("team_id"),
-        user_id: row.get("user_id"),
-        models: row.get("models"),
-        max_budget: row.get("max_budget"),
-        metadata: row.get("metadata"),
-        blocked: row.get("blocked"),
-        spend: row.get("spend"),
-        expires: row.get("expires"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-        version: row.get("version"),
-    }
+/// One column, typed; a type mismatch (a schema drift) is an error value, not a panic.
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    name: &str,
+) -> Result<T, EngineError> {
+    row.try_get(name)
+        .map_err(|e| EngineError::Query(format!("column {name}: {e}")))
 }
 
-pub async fn ping(c: &Client) -> Result<(), tokio_postgres::Error> {
-    c.simple_query("SELECT 1").await.map(|_| ())
+fn record(row: &Row) -> Result<KeyRecord, EngineError> {
+    Ok(KeyRecord {
+        token: token(row)?,
+        key_name: column(row, "key_name")?,
+        key_alias: column(row, "key_alias")?,
+        team_id: column(row, "team_id")?,
+        user_id: column(row, "user_id")?,
+        models: column(row, "models")?,
+        max_budget: column(row, "max_budget")?,
+        metadata: column(row, "metadata")?,
+        blocked: column(row, "blocked")?,
+        spend: column(row, "spend")?,
+        expires: column(row, "expires")?,
+        created_at: column(row, "created_at")?,
+        updated_at: column(row, "updated_at")?,
+        version: column(row, "version")?,
+    })
 }
 
-pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, tokio_postgres::Error> {
+pub async fn ping(c: &Client) -> Result<(), EngineError> {
+    c.simple_query("SELECT 1").await.map_err(classify)?;
+    Ok(())
+}
+
+pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, EngineError> {
     let sql = format!("SELECT {COLUMNS} FROM livegate_keys WHERE token = $1");
-    Ok(c.query_opt(&sql, &[&t.as_str()])
-        .await?
-        .as_ref()
-        .map(record))
+    let row = c.query_opt(&sql, &[&t.as_str()]).await.map_err(classify)?;
+    row.as_ref().map(record).transpose()
 }
 
 /// Inserts the key and logs the change; returns the version it was given.
-pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<i64, tokio_postgres::Error> {
+pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<i64, EngineError> {
     let sql = format!(
         "WITH {NEXT_VERSION},
          w AS (INSERT INTO livegate_keys ({COLUMNS})
@@ -104,13 +116,14 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<i64, tokio_postgres
                 &r.updated_at,
             ],
         )
-        .await?;
-    Ok(row.get(0))
+        .await
+        .map_err(classify)?;
+    column(&row, "version")
 }
 
 const FILTER: &str = "($1::text IS NULL OR key_alias = $1) AND ($2::text IS NULL OR team_id = $2) AND ($3::text IS NULL OR user_id = $3)";
 
-pub async fn list_keys(c: &Client, f: &KeyFilter) -> Result<KeyPage, tokio_postgres::Error> {
+pub async fn list_keys(c: &Client, f: &KeyFilter) -> Result<KeyPage, EngineError> {
     let limit = i64::from(f.size);
     let offset = i64::from(f.page.saturating_sub(1)) * limit;
     let sql = format!("SELECT {COLUMNS} FROM livegate_keys WHERE {FILTER} ORDER BY created_at DESC, token LIMIT $4 OFFSET $5");
@@ -119,14 +132,18 @@ pub async fn list_keys(c: &Client, f: &KeyFilter) -> Result<KeyPage, tokio_postg
             &sql,
             &[&f.key_alias, &f.team_id, &f.user_id, &limit, &offset],
         )
-        .await?;
+        .await
+        .map_err(classify)?;
     let count_sql = format!("SELECT count(*) FROM livegate_keys WHERE {FILTER}");
-    let total: i64 = c
+    let count = c
         .query_one(&count_sql, &[&f.key_alias, &f.team_id, &f.user_id])
-        .await?
-        .get(0);
+        .await
+        .map_err(classify)?;
+    let total: i64 = count
+        .try_get(0)
+        .map_err(|e| EngineError::Query(format!("count: {e}")))?;
     Ok(KeyPage {
-        keys: rows.iter().map(record).collect(),
+        keys: rows.iter().map(record).collect::<Result<_, _>>()?,
         total: u64::try_from(total).unwrap_or(0),
     })
 }
@@ -135,7 +152,7 @@ pub async fn update_key(
     c: &Client,
     t: &KeyHash,
     p: &KeyPatch,
-) -> Result<Option<KeyRecord>, tokio_postgres::Error> {
+) -> Result<Option<KeyRecord>, EngineError> {
     let sql = format!(
         "WITH {NEXT_VERSION},
          w AS (UPDATE livegate_keys SET
@@ -159,7 +176,8 @@ pub async fn update_key(
         &p.blocked,
         &p.expires,
     ];
-    Ok(c.query_opt(&sql, &params).await?.as_ref().map(record))
+    let row = c.query_opt(&sql, &params).await.map_err(classify)?;
+    row.as_ref().map(record).transpose()
 }
 
 /// Deletes the keys and logs a tombstone for each; returns each token with its version.
@@ -167,62 +185,75 @@ pub async fn delete_keys(
     c: &Client,
     tokens: &[KeyHash],
     aliases: &[String],
-) -> Result<Vec<(KeyHash, i64)>, tokio_postgres::Error> {
+) -> Result<Vec<(KeyHash, i64)>, EngineError> {
     let tokens: Vec<&str> = tokens.iter().map(KeyHash::as_str).collect();
     let sql = "WITH d AS (DELETE FROM livegate_keys WHERE token = ANY($1) OR key_alias = ANY($2) RETURNING token),
          c AS (INSERT INTO livegate_key_changes (token, record) SELECT token, NULL FROM d RETURNING seq, token)
          SELECT token, seq FROM c";
-    let rows = c.query(sql, &[&tokens, &aliases]).await?;
-    Ok(rows.iter().map(|r| (token(r), r.get("seq"))).collect())
+    let rows = c.query(sql, &[&tokens, &aliases]).await.map_err(classify)?;
+    rows.iter()
+        .map(|r| Ok((token(r)?, column(r, "seq")?)))
+        .collect()
 }
 
-/// Changes numbered after `after`, and again those logged in the last `recent_ms`: a
-/// number is taken before its statement commits, so a lower one can appear later.
+/// Changes numbered after `after` first, then again those logged in the last
+/// `recent_ms`: a number is taken before its statement commits, so a lower one can
+/// become visible after a higher one.
 pub async fn changes_since(
     c: &Client,
     after: i64,
     recent_ms: i64,
     limit: i64,
-) -> Result<Vec<KeyChange>, tokio_postgres::Error> {
+) -> Result<Vec<KeyChange>, EngineError> {
     let sql = "SELECT seq, token, record FROM livegate_key_changes
          WHERE seq > $1 OR changed_at > now() - make_interval(secs => ($2::bigint / 1000.0)::float8)
          ORDER BY seq > $1 DESC, seq LIMIT $3";
-    let rows = c.query(sql, &[&after, &recent_ms, &limit]).await?;
-    Ok(rows.iter().map(change).collect())
+    let rows = c
+        .query(sql, &[&after, &recent_ms, &limit])
+        .await
+        .map_err(classify)?;
+    rows.iter().map(change).collect()
 }
 
 /// The highest change number so far (0 with none).
-pub async fn last_change(c: &Client) -> Result<i64, tokio_postgres::Error> {
+pub async fn last_change(c: &Client) -> Result<i64, EngineError> {
     let row = c
         .query_one(
-            "SELECT COALESCE(max(seq), 0) FROM livegate_key_changes",
+            "SELECT COALESCE(max(seq), 0) AS seq FROM livegate_key_changes",
             &[],
         )
-        .await?;
-    Ok(row.get(0))
+        .await
+        .map_err(classify)?;
+    column(&row, "seq")
 }
 
 /// Drops change-log rows older than `keep_ms`: peers read the log within seconds.
-pub async fn prune_changes(c: &Client, keep_ms: i64) -> Result<u64, tokio_postgres::Error> {
+pub async fn prune_changes(c: &Client, keep_ms: i64) -> Result<u64, EngineError> {
     c.execute(
         "DELETE FROM livegate_key_changes WHERE changed_at < now() - make_interval(secs => ($1::bigint / 1000.0)::float8)",
         &[&keep_ms],
     )
     .await
+    .map_err(classify)
 }
 
-fn change(row: &Row) -> KeyChange {
-    let seq: i64 = row.get("seq");
-    let json: Option<serde_json::Value> = row.get("record");
-    let record = json
-        .and_then(|mut j| {
+/// A change-log row; its JSON record is the key's row as written, without its version
+/// (the row's own number is that).
+fn change(row: &Row) -> Result<KeyChange, EngineError> {
+    let seq: i64 = column(row, "seq")?;
+    let json: Option<serde_json::Value> = column(row, "record")?;
+    let record = match json {
+        None => None,
+        Some(mut j) => {
             j["version"] = seq.into();
-            serde_json::from_value::<KeyRecord>(j).ok()
-        })
-        .map(Box::new);
-    KeyChange {
+            let record = serde_json::from_value::<KeyRecord>(j)
+                .map_err(|e| EngineError::Query(format!("livegate_key_changes.record: {e}")))?;
+            Some(Box::new(record))
+        }
+    };
+    Ok(KeyChange {
         seq,
-        token: token(row),
+        token: token(row)?,
         record,
-    }
+    })
 }

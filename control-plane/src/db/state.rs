@@ -1,4 +1,4 @@
-//! The supervisor's state machine as pure functions: phases, events, backoff, the kill sequence.
+//! The supervisor's state machine as pure functions: phases, events, backoff.
 
 use std::time::Duration;
 
@@ -18,11 +18,12 @@ pub enum Phase {
 }
 
 /// What `/health/readiness` reports as `db`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DbStatus {
     Connected,
     Reconnecting,
+    #[default]
     Disconnected,
 }
 
@@ -157,35 +158,6 @@ impl SupervisorState {
     }
 }
 
-/// One step of tearing an engine down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TeardownStep {
-    /// Ask politely: SIGTERM.
-    Terminate,
-    /// `tokio::time::sleep(grace)`, returning early if the engine exits.
-    AwaitGrace(Duration),
-    /// It ignored SIGTERM: SIGKILL.
-    Kill,
-    /// Hand the child to a task that awaits its exit status (never a blocking wait).
-    ReapInBackground,
-    /// The engine is gone and reaped.
-    Done,
-}
-
-impl TeardownStep {
-    /// The kill sequence: the step after `self`, given whether the engine has exited.
-    pub fn next(self, exited: bool, grace: Duration) -> TeardownStep {
-        use TeardownStep::*;
-        match (self, exited) {
-            (Done, _) | (_, true) => Done,
-            (Terminate, false) => AwaitGrace(grace),
-            (AwaitGrace(_), false) => Kill,
-            (Kill, false) => ReapInBackground,
-            (ReapInBackground, false) => Done,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +166,6 @@ mod tests {
         base: Duration::from_millis(100),
         cap: Duration::from_secs(5),
     };
-    const GRACE: Duration = Duration::from_millis(500);
 
     fn connected() -> SupervisorState {
         SupervisorState::default().on(Event::EngineReady, B, 0.0).0
@@ -288,32 +259,5 @@ mod tests {
             assert_eq!((s.phase, a), (Phase::Stopped, Action::Stop));
             assert_eq!(s.on(Event::EngineReady, B, 0.0), (s, Action::Stay));
         }
-    }
-
-    #[test]
-    fn the_kill_sequence_is_term_grace_kill_reap() {
-        let mut step = TeardownStep::Terminate;
-        let mut seen = vec![step];
-        while step != TeardownStep::Done {
-            step = step.next(false, GRACE);
-            seen.push(step);
-        }
-        use TeardownStep::*;
-        assert_eq!(
-            seen,
-            vec![Terminate, AwaitGrace(GRACE), Kill, ReapInBackground, Done]
-        );
-    }
-
-    #[test]
-    fn an_engine_that_exits_during_the_grace_period_is_not_killed() {
-        assert_eq!(
-            TeardownStep::AwaitGrace(GRACE).next(true, GRACE),
-            TeardownStep::Done
-        );
-        assert_eq!(
-            TeardownStep::Terminate.next(true, GRACE),
-            TeardownStep::Done
-        );
     }
 }

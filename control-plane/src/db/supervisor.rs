@@ -33,7 +33,7 @@ pub struct SupervisorConfig {
 }
 
 /// What readiness and metrics report, kept in memory and updated by the supervisor only.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
     pub db: DbStatus,
     pub engine_pid: Option<u32>,
@@ -67,13 +67,7 @@ pub fn start(
 ) -> std::io::Result<(Db, SupervisorHandle)> {
     let spawner = Spawner::start(tokio::runtime::Handle::current())?;
     let link: CurrentLink = Arc::new(RwLock::new(None));
-    let initial = Snapshot {
-        db: DbStatus::Disconnected,
-        engine_pid: None,
-        reconnects: 0,
-        last_error: None,
-    };
-    let (snap_tx, snap_rx) = watch::channel(initial);
+    let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
     let (trouble_tx, trouble_rx) = mpsc::channel(16);
     let (hup_tx, hup_rx) = mpsc::channel(1);
     let db = Db {
@@ -201,7 +195,7 @@ impl Supervisor {
         let init = Request::Init(self.cfg.settings.clone());
         tokio::select! {
             r = link.call(init, self.cfg.start_timeout) => match r {
-                Ok(Response::Ready { .. }) => Ok(()),
+                Ok(Response::Ready) => Ok(()),
                 Ok(other) => Err((Event::ConnectFailed, Some(format!("engine answered init with {other:?}")))),
                 Err(CallError::Deadline) => Err((Event::ConnectFailed, Some("engine did not connect within the start timeout".into()))),
                 Err(e) => Err((Event::ConnectFailed, Some(format!("engine failed to connect: {e}")))),

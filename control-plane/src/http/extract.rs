@@ -72,7 +72,7 @@ where
         let state = AppState::from_ref(state);
         let presented =
             crate::auth::credential(&parts.headers).map_err(|_| ApiError::Unauthorized)?;
-        if keys_match(presented.as_str(), &state.config.master_key) {
+        if keys_match(presented.as_str(), state.config.master_key.expose()) {
             Ok(MasterKey)
         } else {
             Err(ApiError::Forbidden)

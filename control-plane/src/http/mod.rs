@@ -79,6 +79,14 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     }
     let status = resp.status().as_u16();
     state.metrics.count_request(&route, status);
+    // On an admin route a 403 has one cause: the `MasterKey` extractor refused the key
+    // presented (no key at all is a 401, not an attempt).
+    if status == 403 && route.starts_with("/key/") {
+        state
+            .metrics
+            .master_key_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     tracing::debug!(%method, route, status, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");
     resp
 }

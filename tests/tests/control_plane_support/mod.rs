@@ -11,8 +11,11 @@ use livegate_tests::lab::looplag::LagSnapshot;
 use livegate_tests::postgres::Postgres;
 use serde_json::Value;
 
-pub const MASTER: &str = "sk-master-test";
-pub const ADMIN: &[(&str, &str)] = &[("authorization", "Bearer sk-master-test")];
+pub const MASTER: &str = livegate_tests::control_plane::TEST_MASTER_KEY;
+pub const ADMIN: &[(&str, &str)] = &[(
+    "authorization",
+    "Bearer sk-master-test-0123456789abcdef0123456789abcdef",
+)];
 
 /// The bound the issue sets on readiness latency during faults.
 pub const READINESS_BOUND: Duration = Duration::from_millis(50);

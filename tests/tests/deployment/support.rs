@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use clap::CommandFactory;
+
 use livegate_filter::config::Config as FilterConfig;
 use livegate_tests::artifacts;
 use livegate_tests::envoy::Envoy;
@@ -339,39 +341,35 @@ pub struct Flag {
     pub default: Option<String>,
 }
 
-/// The `serve` flags of control-plane/src/cli.rs: `#[arg(long, env = …, default…)] pub name`.
+/// The `serve` flags that have an environment variable, as clap itself describes them.
 pub fn control_plane_flags() -> Vec<Flag> {
-    let source = read("control-plane/src/cli.rs");
-    let mut flags = Vec::new();
-    for chunk in source.split("#[arg(").skip(1) {
-        let (attribute, rest) = chunk.split_once(")]").expect("an #[arg(...)] attribute");
-        let attribute: String = attribute.split_whitespace().collect::<Vec<_>>().join(" ");
-        let Some(env) = attribute.split("env = \"").nth(1) else {
-            continue;
-        };
-        let env = env.split('"').next().unwrap().to_string();
-        let field = rest
-            .split("pub ")
-            .nth(1)
-            .and_then(|r| r.split(':').next())
-            .expect("the field after the attribute")
-            .trim()
-            .to_string();
-        let default = if let Some(value) = attribute.split("default_value_t = ").nth(1) {
-            Some(value.split([',', ' ']).next().unwrap().replace('_', ""))
-        } else {
-            attribute
-                .split("default_value = \"")
-                .nth(1)
-                .map(|value| value.split('"').next().unwrap().to_string())
-        };
-        flags.push(Flag {
-            long: format!("--{}", field.replace('_', "-")),
-            env,
-            default,
-        });
-    }
-    flags
+    let command = livegate_control_plane::cli::Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .expect("the control plane has a serve subcommand");
+    serve
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_str()?.to_string();
+            let long = format!("--{}", arg.get_long()?);
+            let default = arg
+                .get_default_values()
+                .first()
+                .map(|value| value.to_string_lossy().into_owned());
+            Some(Flag { long, env, default })
+        })
+        .collect()
+}
+
+/// Every metric name the control plane exports, read from its own exposition text.
+pub fn control_plane_metric_names() -> Vec<String> {
+    let metrics = livegate_control_plane::metrics::Metrics::default();
+    let text = metrics.render(&livegate_control_plane::db::Snapshot::default(), 0);
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The fields of the filter's `Config` and `CacheConfig` (as `cache.<field>`).
