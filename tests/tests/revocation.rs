@@ -1,0 +1,203 @@
+//! Revocation that holds: on 2 Envoys × 2 control planes over one Postgres, a key blocked
+//! or deleted through one control plane is refused at every Envoy, and stays refused while
+//! Postgres is frozen, while both control planes are stopped, and after a control plane
+//! restarts with an empty cache during the outage; a good key keeps working throughout.
+
+use std::time::Duration;
+
+use livegate_tests::fleet::{Fleet, FleetOptions};
+use livegate_tests::http::{self, Response};
+use livegate_tests::poll;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+/// Short allow TTLs, so any allow the filter serves during the faults is a stale one or a
+/// fresh answer, never a long-lived cache entry hiding what the control plane would say.
+const FILTER_CONFIG: &str =
+    r#"{"cache": {"allow_ttl_ms": 1000, "deny_ttl_ms": 200, "stale_if_error_ms": 120000}}"#;
+const PATIENCE: Duration = Duration::from_secs(30);
+/// Requests per key and Envoy in each fault phase.
+const ROUNDS: usize = 15;
+
+fn fleet(envoys: usize, control_planes: usize) -> Fleet {
+    Fleet::start(FleetOptions {
+        filter_config: FILTER_CONFIG.to_string(),
+        ..FleetOptions::new(envoys, control_planes)
+    })
+    .unwrap()
+}
+
+fn generate(fleet: &Fleet, via: usize, body: Value) -> String {
+    let created = fleet.admin_via(via, "/key/generate", &body).unwrap();
+    created["key"].as_str().unwrap().to_string()
+}
+
+fn call(fleet: &Fleet, envoy: usize, key: &str) -> Response {
+    let url = format!("{}/v1/models", fleet.envoys[envoy].url());
+    http::get(&url, &[("authorization", &format!("Bearer {key}"))]).unwrap()
+}
+
+/// Polls every Envoy until `key` gets `status` there.
+fn until_everywhere(fleet: &Fleet, key: &str, status: u16, what: &str) {
+    for envoy in 0..fleet.envoys.len() {
+        poll::until(&format!("{what} at Envoy {envoy}"), PATIENCE, || {
+            // Twice in a row: each Envoy has two workers, and either may answer.
+            let seen = [
+                call(fleet, envoy, key).status,
+                call(fleet, envoy, key).status,
+            ];
+            seen.iter().all(|s| *s == status).then_some(())
+        })
+        .unwrap();
+    }
+}
+
+/// The auth check straight at control plane `k`: never a 200 for a revoked key.
+fn direct_check(fleet: &Fleet, k: usize, key: &str) -> Option<u16> {
+    let cp = fleet.control_plane(k).ok()?;
+    let url = format!("{}/v1/auth/check", cp.base_url());
+    let bearer = format!("Bearer {key}");
+    let response =
+        http::post_raw(&url, &[("authorization", &bearer)], "application/json", "").ok()?;
+    Some(response.status)
+}
+
+/// For `ROUNDS` rounds at every Envoy: the good key is let in, the revoked keys never are.
+fn holds(fleet: &Fleet, good: &str, revoked: &[&str], phase: &str) {
+    for _ in 0..ROUNDS {
+        for envoy in 0..fleet.envoys.len() {
+            let answer = call(fleet, envoy, good);
+            assert_eq!(
+                answer.status, 200,
+                "{phase}: the good key at Envoy {envoy}: {}",
+                answer.body
+            );
+            for key in revoked {
+                let answer = call(fleet, envoy, key);
+                assert!(
+                    !(200..300).contains(&answer.status),
+                    "{phase}: a revoked key got {} at Envoy {envoy}",
+                    answer.status
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn revocations_reach_every_envoy_and_hold_through_outages_and_restarts() {
+    let mut fleet = fleet(2, 2);
+    let good = generate(&fleet, 0, json!({"key_alias": "good"}));
+    let blocked = generate(&fleet, 0, json!({"key_alias": "to-block"}));
+    let deleted = generate(&fleet, 1, json!({"key_alias": "to-delete"}));
+    for key in [&good, &blocked, &deleted] {
+        until_everywhere(&fleet, key, 200, "the key to be let in");
+    }
+
+    // Revoked through one control plane each: every Envoy learns it.
+    fleet
+        .admin_via(1, "/key/block", &json!({"key": blocked}))
+        .unwrap();
+    fleet
+        .admin_via(0, "/key/delete", &json!({"keys": [deleted]}))
+        .unwrap();
+    until_everywhere(&fleet, &blocked, 403, "the block");
+    until_everywhere(&fleet, &deleted, 401, "the delete");
+    let revoked = [blocked.as_str(), deleted.as_str()];
+
+    fleet.postgres.pause().unwrap();
+    holds(&fleet, &good, &revoked, "Postgres frozen");
+    for k in 0..2 {
+        for key in revoked {
+            let status = direct_check(&fleet, k, key);
+            assert!(
+                status != Some(200),
+                "control plane {k} allowed a revoked key"
+            );
+        }
+    }
+
+    for k in 0..2 {
+        fleet
+            .control_plane(k)
+            .unwrap()
+            .signal(Signal::SIGSTOP)
+            .unwrap();
+    }
+    holds(
+        &fleet,
+        &good,
+        &revoked,
+        "Postgres frozen, both control planes stopped",
+    );
+    for k in 0..2 {
+        fleet
+            .control_plane(k)
+            .unwrap()
+            .signal(Signal::SIGCONT)
+            .unwrap();
+    }
+
+    // A control plane that starts with nothing while the database is away knows neither
+    // key: it answers 503 for both, never an allow.
+    fleet.restart_control_plane(1).unwrap();
+    poll::until("the restarted control plane to answer", PATIENCE, || {
+        direct_check(&fleet, 1, &good)
+    })
+    .unwrap();
+    for key in revoked {
+        assert_eq!(direct_check(&fleet, 1, key), Some(503));
+    }
+    holds(
+        &fleet,
+        &good,
+        &revoked,
+        "Postgres frozen, a control plane restarted empty",
+    );
+
+    fleet.postgres.resume().unwrap();
+    for k in 0..2 {
+        fleet
+            .control_plane(k)
+            .unwrap()
+            .wait_connected(PATIENCE)
+            .unwrap();
+    }
+    fleet
+        .admin_via(1, "/key/unblock", &json!({"key": blocked}))
+        .unwrap();
+    until_everywhere(&fleet, &blocked, 200, "the unblock");
+    until_everywhere(&fleet, &deleted, 401, "the deleted key to stay refused");
+}
+
+#[test]
+fn a_key_that_expires_while_everything_behind_envoy_is_away_is_refused_from_then_on() {
+    let fleet = fleet(1, 1);
+    let key = generate(&fleet, 0, json!({"duration": "6s"}));
+    until_everywhere(&fleet, &key, 200, "the key to be let in");
+    fleet.postgres.pause().unwrap();
+    fleet
+        .control_plane(0)
+        .unwrap()
+        .signal(Signal::SIGSTOP)
+        .unwrap();
+    // Served (stale) until its expiry, refused after it, and never again let in.
+    poll::until("the key to expire at the Envoy", PATIENCE, || {
+        (call(&fleet, 0, &key).status != 200).then_some(())
+    })
+    .unwrap();
+    for _ in 0..ROUNDS {
+        let answer = call(&fleet, 0, &key);
+        assert_ne!(
+            answer.status, 200,
+            "an expired key was served: {}",
+            answer.body
+        );
+    }
+    fleet
+        .control_plane(0)
+        .unwrap()
+        .signal(Signal::SIGCONT)
+        .unwrap();
+    fleet.postgres.resume().unwrap();
+}
