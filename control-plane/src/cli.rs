@@ -104,7 +104,7 @@ pub struct ServeArgs {
     )]
     pub key_cache_max_entries: usize,
     /// `cache_ttl_seconds` suggested to the filter on allow (capped by the key's expiry).
-    #[arg(long, env = "LIVEGATE_AUTH_CACHE_TTL_SECS", default_value_t = 30)]
+    #[arg(long, env = "LIVEGATE_AUTH_CACHE_TTL_SECS", default_value_t = 60)]
     pub auth_cache_ttl_secs: u64,
     /// Longest an auth check waits for the database (the filter gives up at 200 ms).
     #[arg(long, env = "LIVEGATE_AUTH_DB_DEADLINE_MS", default_value_t = 150)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use livegate_tests::envoy::Endpoint;
+use livegate_tests::fleet::{Fleet, FleetOptions, FleetPorts};
 use livegate_tests::stack::{Database, Stack, StackOptions, Upstream};
 
 use crate::step;
@@ -39,6 +40,13 @@ pub struct UpArgs {
     /// Build the binaries with the release profile.
     #[arg(long)]
     release: bool,
+    /// Envoys of a local fleet: Envoy k listens on port + 10k (admin: admin-port + 10k).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
+    envoys: u16,
+    /// Control planes of a local fleet: control plane k on control-plane-port + 10k. Every
+    /// Envoy balances over every control plane; all share one Postgres and one master key.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
+    control_planes: u16,
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -62,6 +70,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(url) => Upstream::External(parse_upstream(url)?),
         None => Upstream::Demo,
     };
+    if args.envoys > 1 || args.control_planes > 1 {
+        return run_fleet(&args, master_key, &state, &stop);
+    }
     step("starting Postgres, the control plane, the upstream and Envoy");
     let stack = Stack::start(StackOptions {
         database: Some(database),
@@ -83,6 +94,55 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     step("stopping every process of the stack");
     drop(stack);
+    Ok(())
+}
+
+/// `--envoys N --control-planes M`: the fleet Kubernetes runs, on this machine.
+fn run_fleet(
+    args: &UpArgs,
+    master_key: String,
+    state: &std::path::Path,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.database_url.is_none() && args.upstream.is_none(),
+        "--envoys/--control-planes run the local Postgres and the demo upstream only; unset DATABASE_URL and LIVEGATE_UPSTREAM"
+    );
+    step("starting Postgres, the control planes, the upstream and the Envoys");
+    let fleet = Fleet::start(FleetOptions {
+        master_key,
+        filter_config: args.filter_config.clone(),
+        ports: Some(FleetPorts {
+            listen: args.port,
+            admin: args.admin_port,
+            control_plane: args.control_plane_port,
+        }),
+        database: Some((state.join("postgres"), args.postgres_port)),
+        upstream_port: Some(args.demo_upstream_port),
+        state_dir: Some(state.join("run")),
+        ..FleetOptions::new(usize::from(args.envoys), usize::from(args.control_planes))
+    })?;
+    println!();
+    println!("livegate is up: a fleet.");
+    for (k, envoy) in fleet.envoys.iter().enumerate() {
+        println!(
+            "  gateway {k}         {}  (admin {})",
+            envoy.url(),
+            envoy.admin_url()
+        );
+    }
+    for (k, cp) in fleet.control_planes.iter().flatten().enumerate() {
+        println!("  control plane {k}   {}", cp.base_url());
+    }
+    println!("  demo upstream     {}", fleet.upstream.base_url());
+    println!("  logs              {}", fleet.scratch.path().display());
+    println!();
+    println!("Ctrl-C stops everything.");
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    step("stopping every process of the fleet");
+    drop(fleet);
     Ok(())
 }
 

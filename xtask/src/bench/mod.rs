@@ -6,6 +6,7 @@ mod machine;
 mod markdown;
 mod outage;
 mod plot;
+mod revocation;
 mod wrk;
 
 use std::path::PathBuf;
@@ -28,6 +29,13 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// 2 Envoys × 2 control planes: time from a block's 200 to the refusal at each Envoy;
+    /// auth checks per second under steady traffic with the old and the new allow TTL.
+    Revocation {
+        /// Seconds of steady traffic per allow TTL.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 pub fn run(bench: Bench) -> anyhow::Result<()> {
@@ -35,6 +43,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Outage { scenarios, seconds } => outage::run(&scenarios, seconds),
         Bench::Auth { seconds } => auth::run(seconds),
+        Bench::Revocation { seconds } => revocation::run(seconds),
     }
 }
 
