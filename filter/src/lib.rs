@@ -51,6 +51,10 @@ mod wasm {
         metrics: Rc<MetricIds>,
         feed: RefCell<WorkerFeed>,
         polling: Cell<bool>,
+        /// The CAS value of the shared window this worker applied last.
+        seen: Cell<Option<u32>>,
+        /// The cursor for this worker's next poll, from the last window it read.
+        cursor: Cell<Option<u64>>,
     }
 
     impl Root {
@@ -60,6 +64,8 @@ mod wasm {
                 metrics: Rc::new([None; Metric::ALL.len()]),
                 feed: RefCell::new(WorkerFeed::default()),
                 polling: Cell::new(false),
+                seen: Cell::new(None),
+                cursor: Cell::new(None),
             }
         }
 
@@ -71,6 +77,7 @@ mod wasm {
 
         /// Applies what any worker fetched to this worker's cache.
         fn sync(&self, shared: &SharedFeed, now: Millis) {
+            self.cursor.set(shared.cursor);
             let applied = self
                 .plugin
                 .with_cache(|cache| self.feed.borrow_mut().apply(shared, cache, now));
@@ -91,9 +98,9 @@ mod wasm {
             hostcalls::set_shared_data(feed::LEASE_KEY, Some(&until), cas).is_ok()
         }
 
-        fn poll(&self, shared: &SharedFeed) {
+        fn poll(&self) {
             let config = &self.plugin.config;
-            let path = feed::poll_path(&config.changes_path, shared.cursor);
+            let path = feed::poll_path(&config.changes_path, self.cursor.get());
             let headers = vec![
                 (":method", "GET"),
                 (":path", path.as_str()),
@@ -122,11 +129,15 @@ mod wasm {
         }
     }
 
-    fn shared_feed() -> SharedFeed {
-        let bytes = hostcalls::get_shared_data(feed::SHARED_KEY)
-            .ok()
-            .and_then(|(bytes, _)| bytes);
-        SharedFeed::decode(bytes.as_deref())
+    /// The shared window, unless it is the version this worker applied last (the CAS
+    /// value changes with every write): most ticks then cost one host call, no decoding.
+    fn shared_feed_if_changed(seen: &Cell<Option<u32>>) -> Option<SharedFeed> {
+        let (bytes, cas) = hostcalls::get_shared_data(feed::SHARED_KEY).ok()?;
+        if cas.is_some() && cas == seen.get() {
+            return None;
+        }
+        seen.set(cas);
+        Some(SharedFeed::decode(bytes.as_deref()))
     }
 
     impl Context for Root {
@@ -186,10 +197,11 @@ mod wasm {
             let Some(now) = now() else {
                 return;
             };
-            let shared = shared_feed();
-            self.sync(&shared, now);
+            if let Some(shared) = shared_feed_if_changed(&self.seen) {
+                self.sync(&shared, now);
+            }
             if !self.polling.get() && self.take_lease(now) {
-                self.poll(&shared);
+                self.poll();
             }
         }
     }
