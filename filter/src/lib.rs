@@ -270,7 +270,18 @@ mod wasm {
             self.hold_while_undecided()
         }
 
+        /// Trailers reach the upstream too: a spoofed `x-livegate-*` trailer is removed,
+        /// and if Envoy refuses, the request is reset rather than forwarded with it.
         fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+            let trailers = RequestHeaders::new(
+                hostcalls::get_map_bytes(MapType::HttpRequestTrailers).unwrap_or_default(),
+            );
+            for name in crate::upstream_headers::livegate_headers(&trailers) {
+                if hostcalls::remove_map_value(MapType::HttpRequestTrailers, &name).is_err() {
+                    let _ = hostcalls::reset_http_request();
+                    return Action::Pause;
+                }
+            }
             self.hold_while_undecided()
         }
     }

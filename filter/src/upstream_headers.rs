@@ -72,7 +72,9 @@ pub fn for_upstream(
     HeaderEdits { remove, set }
 }
 
-fn livegate_headers(request: &RequestHeaders) -> Vec<String> {
+/// The `x-livegate-*` names a request's headers or trailers carry, lowercased, once each:
+/// a client may send none of them, in either place.
+pub fn livegate_headers(request: &RequestHeaders) -> Vec<String> {
     let mut found: Vec<String> = request
         .names()
         .filter(|name| is_livegate_header(name))
