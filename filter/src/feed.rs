@@ -41,9 +41,14 @@ impl SharedFeed {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Folds one answer of the control plane in.
+    /// Folds one answer of the control plane in. The first answer is always a reset (there
+    /// is no cursor yet); it starts the feed and forgets nothing: allows cached before it
+    /// came from a control plane that was reading the change log already, and the answer
+    /// repeats the changes of its last seconds.
     pub fn merge(&mut self, answer: ChangeFeed) {
-        if answer.reset {
+        if answer.reset && self.cursor.is_none() {
+            self.cursor = Some(answer.cursor);
+        } else if answer.reset {
             self.epoch = self.epoch.wrapping_add(1);
             self.cursor = Some(answer.cursor);
         } else {
@@ -72,10 +77,11 @@ pub struct WorkerFeed {
 impl WorkerFeed {
     /// Applies the window to this worker's cache; returns how many changes took effect.
     pub fn apply(&mut self, shared: &SharedFeed, cache: &mut DecisionCache, now: Millis) -> usize {
-        if self.epoch != Some(shared.epoch) {
+        // A worker's first look forgets nothing: it started a tick ago.
+        if self.epoch.is_some_and(|epoch| epoch != shared.epoch) {
             cache.forget_allows();
-            self.epoch = Some(shared.epoch);
         }
+        self.epoch = Some(shared.epoch);
         let newest: HashMap<&KeyHash, u64> =
             shared.changes.iter().fold(HashMap::new(), |mut m, c| {
                 let seq = m.entry(&c.key_hash).or_insert(c.seq);

@@ -404,9 +404,9 @@ fn two_control_planes_starting_at_once_migrate_one_schema() {
     assert_eq!(
         psql(
             &pg,
-            "SELECT string_agg(version::text, ',') FROM livegate_schema_migrations"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM livegate_schema_migrations"
         ),
-        "1"
+        "1,2"
     );
 }
 

@@ -88,6 +88,19 @@ fn a_worker_applies_a_revocation_once_and_only_the_newest_change_of_a_key() {
 }
 
 #[test]
+fn the_first_answer_starts_the_feed_without_forgetting_anything() {
+    let mut c = cache();
+    let mut worker = WorkerFeed::default();
+    let mut shared = SharedFeed::default();
+    worker.apply(&shared, &mut c, 0);
+    allowed(&mut c, 1);
+    shared.merge(answer(3, true, vec![]));
+    worker.apply(&shared, &mut c, 1);
+    assert!(c.fresh(&h(1), 2).is_some());
+    assert_eq!(shared.cursor, Some(3));
+}
+
+#[test]
 fn a_reset_makes_every_worker_forget_its_allows_once() {
     let mut c = cache();
     let mut worker = WorkerFeed::default();
