@@ -13,7 +13,7 @@ const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, max
 pub fn classify(e: tokio_postgres::Error) -> EngineError {
     let Some(db) = e.as_db_error() else {
         // No server error: the socket closed, timed out or failed. The connection is in doubt.
-        return EngineError::Transport(e.to_string());
+        return EngineError::Transport(with_causes(&e));
     };
     let code = db.code();
     if *code == SqlState::UNIQUE_VIOLATION {
@@ -30,6 +30,22 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
     } else {
         EngineError::Query(db.message().to_owned())
     }
+}
+
+/// The driver's message followed by its causes: "error performing TLS handshake" alone does
+/// not say that the certificate was refused, nor why.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    message
 }
 
 fn token(row: &Row) -> KeyHash {
