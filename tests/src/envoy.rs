@@ -39,7 +39,7 @@ pub struct EnvoyLimits {
     pub stream_idle_timeout: Duration,
     /// A connection with no stream for this long is closed.
     pub idle_timeout: Duration,
-    /// Open client connections, all listeners but the probe listener together.
+    /// Open client connections, all listeners together but the probe listener and admin.
     pub max_connections: u64,
     /// The largest body Envoy sends on to the control plane (its `--body-limit-bytes`).
     pub control_plane_body_limit: u64,

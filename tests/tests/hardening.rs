@@ -208,8 +208,8 @@ fn liveness_holds_on_the_probe_listener_while_slow_sockets_fill_the_gateway_and_
         envoy_limits: EnvoyLimits {
             // Long enough that the sockets are still held while the limit is checked;
             // the test then polls for their closing, it never times it.
-            request_headers_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(5),
+            request_headers_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
             max_connections: LIMIT,
             ..EnvoyLimits::default()
         },
@@ -220,11 +220,18 @@ fn liveness_holds_on_the_probe_listener_while_slow_sockets_fill_the_gateway_and_
     let mut sockets = open_slow_sockets(&address, SLOW);
 
     // The gateway's listener is full: a new client is turned away...
-    poll::until("the listener to refuse new connections", PATIENCE, || {
+    let refused = || {
         let answered = http::get_within(&stack.url("/health/liveliness"), Duration::from_secs(2));
         answered.is_err().then_some(())
-    })
-    .unwrap();
+    };
+    poll::until("the listener to refuse new connections", PATIENCE, refused).unwrap();
+    // ...while the kubelet's probes still get their answers...
+    let live = http::get(&format!("{}/health/liveliness", stack.envoy.probe_url()), &[]).unwrap();
+    assert_eq!(live.status, 200, "{}", live.body);
+    let ready = http::get(&format!("{}/ready", stack.envoy.probe_url()), &[]).unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    // ...and the listener was still full after they were answered.
+    assert!(refused().is_some(), "the slow sockets no longer filled the listener");
     poll::until("Envoy to count connections over the limit", PATIENCE, || {
         let overflow = stack
             .envoy
@@ -233,11 +240,6 @@ fn liveness_holds_on_the_probe_listener_while_slow_sockets_fill_the_gateway_and_
         (overflow >= 1.0).then_some(())
     })
     .unwrap();
-    // ...while the kubelet's probe still gets its answer.
-    let live = http::get(&format!("{}/health/liveliness", stack.envoy.probe_url()), &[]).unwrap();
-    assert_eq!(live.status, 200, "{}", live.body);
-    let ready = http::get(&format!("{}/ready", stack.envoy.probe_url()), &[]).unwrap();
-    assert_eq!(ready.status, 200, "{}", ready.body);
 
     // Envoy closes every slow socket itself: over the limit at once, the others when
     // their headers time out.
