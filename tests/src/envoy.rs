@@ -59,7 +59,11 @@ impl Default for EnvoyLimits {
 
 /// A duration as protobuf's JSON spells it (`1.500s`).
 fn proto_duration(duration: Duration) -> String {
-    format!("\"{}.{:03}s\"", duration.as_secs(), duration.subsec_millis())
+    format!(
+        "\"{}.{:03}s\"",
+        duration.as_secs(),
+        duration.subsec_millis()
+    )
 }
 
 /// Everything the template needs.

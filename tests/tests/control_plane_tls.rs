@@ -12,8 +12,7 @@ use serde_json::{json, Value};
 /// checked against (the server's certificate names `localhost`), the connection goes to
 /// 127.0.0.1 whatever the name.
 fn url(pg: &Postgres, host: &str, options: &str) -> String {
-    pg.url()
-        .replacen("@127.0.0.1:", &format!("@{host}:"), 1)
+    pg.url().replacen("@127.0.0.1:", &format!("@{host}:"), 1)
         + &format!("?hostaddr=127.0.0.1&{options}")
 }
 

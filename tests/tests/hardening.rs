@@ -64,9 +64,7 @@ fn post_big_body(base_url: &str, path: &str, bearer: &str, size: usize) -> Strin
         match stream.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => answer.extend_from_slice(&buffer[..n]),
-            Err(error) if error.kind() == ErrorKind::ConnectionReset && !answer.is_empty() => {
-                break
-            }
+            Err(error) if error.kind() == ErrorKind::ConnectionReset && !answer.is_empty() => break,
             Err(error) => panic!("reading the answer: {error}"),
         }
         if complete(&answer) {
@@ -148,7 +146,10 @@ fn envoys_own_errors_are_json_and_the_filters_keep_their_reason() {
     // The filter's replies are its own: not rewritten, `reason` kept.
     let refused = http::get(&stack.url("/v1/models"), &[]).unwrap();
     assert_eq!(refused.status, 401, "{}", refused.body);
-    assert_eq!(refused.json().unwrap()["error"]["reason"], "missing_credential");
+    assert_eq!(
+        refused.json().unwrap()["error"]["reason"],
+        "missing_credential"
+    );
 }
 
 #[test]
@@ -182,7 +183,9 @@ fn open_slow_sockets(address: &str, count: usize) -> Vec<TcpStream> {
         .map(|i| {
             let mut socket = TcpStream::connect(address).unwrap();
             // A write may fail on a connection Envoy already closed (over the limit).
-            let _ = socket.write_all(format!("GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow-{i}: ").as_bytes());
+            let _ = socket.write_all(
+                format!("GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow-{i}: ").as_bytes(),
+            );
             socket.set_nonblocking(true).unwrap();
             socket
         })
@@ -226,19 +229,30 @@ fn liveness_holds_on_the_probe_listener_while_slow_sockets_fill_the_gateway_and_
     };
     poll::until("the listener to refuse new connections", PATIENCE, refused).unwrap();
     // ...while the kubelet's probes still get their answers...
-    let live = http::get(&format!("{}/health/liveliness", stack.envoy.probe_url()), &[]).unwrap();
+    let live = http::get(
+        &format!("{}/health/liveliness", stack.envoy.probe_url()),
+        &[],
+    )
+    .unwrap();
     assert_eq!(live.status, 200, "{}", live.body);
     let ready = http::get(&format!("{}/ready", stack.envoy.probe_url()), &[]).unwrap();
     assert_eq!(ready.status, 200, "{}", ready.body);
     // ...and the listener was still full after they were answered.
-    assert!(refused().is_some(), "the slow sockets no longer filled the listener");
-    poll::until("Envoy to count connections over the limit", PATIENCE, || {
-        let overflow = stack
-            .envoy
-            .prometheus_counter("envoy_listener_downstream_global_cx_overflow")
-            .ok()?;
-        (overflow >= 1.0).then_some(())
-    })
+    assert!(
+        refused().is_some(),
+        "the slow sockets no longer filled the listener"
+    );
+    poll::until(
+        "Envoy to count connections over the limit",
+        PATIENCE,
+        || {
+            let overflow = stack
+                .envoy
+                .prometheus_counter("envoy_listener_downstream_global_cx_overflow")
+                .ok()?;
+            (overflow >= 1.0).then_some(())
+        },
+    )
     .unwrap();
 
     // Envoy closes every slow socket itself: over the limit at once, the others when
@@ -272,7 +286,10 @@ fn headers_spelled_with_underscores_never_reach_the_upstream() {
         .unwrap();
     let key = created["key"].as_str().unwrap();
     // The demo upstream shows every spelling it receives: without Envoy, it sees this one.
-    let upstream = format!("http://127.0.0.1:{}", stack.upstream.as_ref().unwrap().port());
+    let upstream = format!(
+        "http://127.0.0.1:{}",
+        stack.upstream.as_ref().unwrap().port()
+    );
     let direct = http::get(
         &format!("{upstream}/v1/models"),
         &[("x_livegate_user_id", "mallory")],
@@ -327,13 +344,11 @@ fn public_readiness_tells_status_and_db_only_and_the_master_key_or_the_own_port_
     assert_eq!(public, ["db", "status"], "{body}");
     assert_eq!(body["db"], "connected");
     // A client cannot take the mark off (nor forge another value): Envoy overwrites it.
-    let (forged, body) = keys(
-        http::get(&url, &[("x-livegate-readiness-view", "internal")]).unwrap(),
-    );
+    let (forged, body) =
+        keys(http::get(&url, &[("x-livegate-readiness-view", "internal")]).unwrap());
     assert_eq!(forged, ["db", "status"], "{body}");
-    let (wrong_key, body) = keys(
-        http::get(&url, &[("authorization", "Bearer sk-not-the-master-key")]).unwrap(),
-    );
+    let (wrong_key, body) =
+        keys(http::get(&url, &[("authorization", "Bearer sk-not-the-master-key")]).unwrap());
     assert_eq!(wrong_key, ["db", "status"], "{body}");
 
     let bearer = format!("Bearer {}", stack.master_key());

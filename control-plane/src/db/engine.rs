@@ -187,11 +187,13 @@ pub fn postgres_config(s: &EngineSettings) -> Result<Config, EngineError> {
 async fn connect(config: &Config, verify: &tls::Verify) -> Result<Client, EngineError> {
     match config.get_ssl_mode() {
         SslMode::Disable => open(config, NoTls).await,
-        _ => open(
-            config,
-            tls::connector_for(verify).map_err(EngineError::Protocol)?,
-        )
-        .await,
+        _ => {
+            open(
+                config,
+                tls::connector_for(verify).map_err(EngineError::Protocol)?,
+            )
+            .await
+        }
     }
 }
 

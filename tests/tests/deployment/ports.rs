@@ -145,7 +145,10 @@ fn the_probe_port_is_the_documented_one_in_compose_kubernetes_and_xtask_up() {
         .iter()
         .filter_map(|p| p["port"].as_u64())
         .collect();
-    assert!(!service_ports.contains(&documented.into()), "{service_ports:?}");
+    assert!(
+        !service_ports.contains(&documented.into()),
+        "{service_ports:?}"
+    );
     let check = strings(&compose()["services"]["envoy"]["healthcheck"]["test"]).join(" ");
     assert!(
         check.contains(&format!("/dev/tcp/127.0.0.1/{documented}")),

@@ -58,7 +58,10 @@ fn envoys_liveness_probe_is_a_path_the_filter_answers_itself_on_the_probe_listen
 fn envoys_readiness_probe_is_answered_by_envoy_alone_never_by_the_control_plane() {
     let probe = probe("livegate-envoy", "readinessProbe");
     assert_eq!(probe.port, "probe");
-    assert_ne!(probe.path, "/health/readiness", "the control plane's readiness");
+    assert_ne!(
+        probe.path, "/health/readiness",
+        "the control plane's readiness"
+    );
     for envoy in [compose_envoy(), kubernetes_envoy()] {
         let routes = listener_routes(&listener(&envoy, "livegate_probe"));
         let route = routes
@@ -81,7 +84,8 @@ fn the_probe_listener_is_outside_the_connection_limit_and_the_gateways_is_not() 
         let limit = monitors
             .iter()
             .find(|m| {
-                m["name"].as_str() == Some("envoy.resource_monitors.global_downstream_max_connections")
+                m["name"].as_str()
+                    == Some("envoy.resource_monitors.global_downstream_max_connections")
             })
             .expect("a global connection limit");
         assert!(limit["typed_config"]["max_active_downstream_connections"].as_u64() > Some(0));
@@ -90,8 +94,12 @@ fn the_probe_listener_is_outside_the_connection_limit_and_the_gateways_is_not() 
             Some(true)
         );
         assert!(listener(&envoy, "livegate")["ignore_global_conn_limit"].is_null());
-        let manager = &listener(&envoy, "livegate")["filter_chains"][0]["filters"][0]["typed_config"];
-        assert!(manager["request_headers_timeout"].is_string(), "{manager:?}");
+        let manager =
+            &listener(&envoy, "livegate")["filter_chains"][0]["filters"][0]["typed_config"];
+        assert!(
+            manager["request_headers_timeout"].is_string(),
+            "{manager:?}"
+        );
         assert_eq!(
             manager["common_http_protocol_options"]["headers_with_underscores_action"].as_str(),
             Some("DROP_HEADER")

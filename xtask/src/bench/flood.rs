@@ -94,7 +94,8 @@ fn slow_sockets(stack: &Stack, count: usize) -> anyhow::Result<SlowReport> {
         let Ok(mut socket) = TcpStream::connect(&address) else {
             continue;
         };
-        let _ = socket.write_all(format!("GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow-{i}: ").as_bytes());
+        let _ = socket
+            .write_all(format!("GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow-{i}: ").as_bytes());
         socket.set_nonblocking(true)?;
         sockets.push(socket);
     }
@@ -190,7 +191,10 @@ fn flood(stack: &Stack, plan: &FloodPlan) -> anyhow::Result<FloodReport> {
         timeout: Duration::from_secs(2),
     };
     // Warm it: one allow in the caches.
-    livegate_tests::http::get(&warmed_plan.url, &[("authorization", &format!("Bearer {warmed_key}"))])?;
+    livegate_tests::http::get(
+        &warmed_plan.url,
+        &[("authorization", &format!("Bearer {warmed_key}"))],
+    )?;
     let reconnects_before = reconnects(stack)?;
 
     let epoch = Instant::now();
@@ -331,12 +335,17 @@ fn ms(summary: &Option<Summary>, pick: fn(&Summary) -> f64) -> String {
 }
 
 fn percent(summary: &Option<Summary>) -> String {
-    summary
-        .as_ref()
-        .map_or("—".to_string(), |s| format!("{:.2} % of {}", s.percent_2xx, s.count))
+    summary.as_ref().map_or("—".to_string(), |s| {
+        format!("{:.2} % of {}", s.percent_2xx, s.count)
+    })
 }
 
-fn table(plan: &FloodPlan, headers_timeout: Duration, slow: &SlowReport, flood: &FloodReport) -> String {
+fn table(
+    plan: &FloodPlan,
+    headers_timeout: Duration,
+    slow: &SlowReport,
+    flood: &FloodReport,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -370,7 +379,10 @@ fn table(plan: &FloodPlan, headers_timeout: Duration, slow: &SlowReport, flood: 
         slow.opened,
         slow.closed,
         slow.all_closed_after
-            .map_or("not within 60 s".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+            .map_or("not within 60 s".to_string(), |d| format!(
+                "{:.1} s",
+                d.as_secs_f64()
+            )),
         slow.overflowed,
         slow.header_timeouts,
         percent(&slow.liveness),
