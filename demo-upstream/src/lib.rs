@@ -46,7 +46,9 @@ async fn echo(headers: HeaderMap) -> Json<Value> {
 fn received(headers: &HeaderMap) -> Value {
     let identity: serde_json::Map<String, Value> = headers
         .iter()
-        .filter(|(name, _)| name.as_str().starts_with("x-livegate-"))
+        // Every spelling a framework may read as an identity header: `x_livegate_user_id`
+        // is `x-livegate-user-id` to many, so the tests must see it if it ever arrives.
+        .filter(|(name, _)| name.as_str().replace('_', "-").starts_with("x-livegate-"))
         .map(|(name, value)| {
             let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
             (name.as_str().to_string(), Value::String(text))

@@ -29,11 +29,52 @@ impl Endpoint {
     }
 }
 
+/// Envoy's protections against slow, idle and numerous clients, and oversized admin bodies.
+/// The defaults are the containers'; tests shorten the timeouts to see them act.
+#[derive(Debug, Clone)]
+pub struct EnvoyLimits {
+    /// A request's headers must be complete this long after their first byte.
+    pub request_headers_timeout: Duration,
+    /// A stream with no activity for this long is reset.
+    pub stream_idle_timeout: Duration,
+    /// A connection with no stream for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open client connections, all listeners together but the probe listener and admin.
+    pub max_connections: u64,
+    /// The largest body Envoy sends on to the control plane (its `--body-limit-bytes`).
+    pub control_plane_body_limit: u64,
+}
+
+impl Default for EnvoyLimits {
+    fn default() -> Self {
+        EnvoyLimits {
+            request_headers_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            control_plane_body_limit: 65_536,
+        }
+    }
+}
+
+/// A duration as protobuf's JSON spells it (`1.500s`).
+fn proto_duration(duration: Duration) -> String {
+    format!(
+        "\"{}.{:03}s\"",
+        duration.as_secs(),
+        duration.subsec_millis()
+    )
+}
+
 /// Everything the template needs.
 #[derive(Debug, Clone)]
 pub struct EnvoyConfig {
     pub listen_address: String,
     pub listen_port: u16,
+    /// The probe listener (liveness and readiness of Envoy), outside the connection limit.
+    pub probe_address: String,
+    pub probe_port: u16,
+    pub limits: EnvoyLimits,
     /// Loopback except inside a container network.
     pub admin_address: String,
     pub admin_port: u16,
@@ -54,6 +95,9 @@ impl EnvoyConfig {
         Ok(EnvoyConfig {
             listen_address: "127.0.0.1".to_string(),
             listen_port: crate::ports::free_port()?,
+            probe_address: "127.0.0.1".to_string(),
+            probe_port: crate::ports::free_port()?,
+            limits: EnvoyLimits::default(),
             admin_address: "127.0.0.1".to_string(),
             admin_port: crate::ports::free_port()?,
             control_plane,
@@ -99,6 +143,22 @@ impl EnvoyConfig {
                 ("ADMIN_PORT", self.admin_port.to_string()),
                 ("LISTEN_ADDRESS", quoted(&self.listen_address)),
                 ("LISTEN_PORT", self.listen_port.to_string()),
+                ("PROBE_ADDRESS", quoted(&self.probe_address)),
+                ("PROBE_PORT", self.probe_port.to_string()),
+                (
+                    "REQUEST_HEADERS_TIMEOUT",
+                    proto_duration(self.limits.request_headers_timeout),
+                ),
+                (
+                    "STREAM_IDLE_TIMEOUT",
+                    proto_duration(self.limits.stream_idle_timeout),
+                ),
+                ("IDLE_TIMEOUT", proto_duration(self.limits.idle_timeout)),
+                ("MAX_CONNECTIONS", self.limits.max_connections.to_string()),
+                (
+                    "CONTROL_PLANE_BODY_LIMIT",
+                    self.limits.control_plane_body_limit.to_string(),
+                ),
                 ("FILTER_CONFIG", quoted(&self.filter_config)),
                 (
                     "FILTER_WASM",
@@ -209,6 +269,11 @@ impl Envoy {
         format!("http://127.0.0.1:{}", self.config.listen_port)
     }
 
+    /// The probe listener's URL: Envoy's liveness and readiness, outside the connection limit.
+    pub fn probe_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.config.probe_port)
+    }
+
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.config.admin_port)
     }
@@ -253,6 +318,12 @@ pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_rendered_as_protobuf_json_strings() {
+        assert_eq!(proto_duration(Duration::from_millis(1500)), "\"1.500s\"");
+        assert_eq!(proto_duration(Duration::from_secs(300)), "\"300.000s\"");
+    }
 
     #[test]
     fn render_fills_every_placeholder() {

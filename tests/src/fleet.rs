@@ -35,6 +35,8 @@ pub struct FleetPorts {
     pub listen: u16,
     pub admin: u16,
     pub control_plane: u16,
+    /// The probe listener (`None`: free ports).
+    pub probe: Option<u16>,
 }
 
 impl FleetOptions {
@@ -115,6 +117,9 @@ impl Fleet {
                 filter_config: options.filter_config.clone(),
                 filter_wasm: crate::artifacts::filter_wasm(),
                 concurrency: options.concurrency,
+                probe_address: "127.0.0.1".to_string(),
+                probe_port: pick(ports.and_then(|p| p.probe.and_then(|base| offset(base, k))))?,
+                limits: crate::envoy::EnvoyLimits::default(),
             };
             envoys.push(Envoy::start(config, &dir)?);
         }

@@ -25,6 +25,8 @@ pub struct Postgres {
     port: u16,
     password: String,
     tls: bool,
+    /// The CA that signed the server's certificate (TLS clusters only).
+    ca_cert: Option<PathBuf>,
     scratch: Scratch,
 }
 
@@ -42,8 +44,8 @@ impl Postgres {
         Postgres::start_in(scratch, crate::ports::free_port()?)
     }
 
-    /// A fresh cluster that speaks TLS (a self-signed certificate) and refuses
-    /// every TCP connection without it.
+    /// A fresh cluster that speaks TLS (a certificate for `localhost` signed by a CA of its
+    /// own, [`Postgres::ca_cert`]) and refuses every TCP connection without it.
     pub fn start_with_tls() -> anyhow::Result<Postgres> {
         let scratch = Scratch::new("livegate-pg-tls-")?;
         Postgres::start_configured(scratch, crate::ports::free_port()?, true)
@@ -58,9 +60,15 @@ impl Postgres {
         let bin_dir = bin_dir()?;
         let run_as = run_as()?;
         let password = ensure_cluster(&bin_dir, run_as, scratch.path())?;
-        if tls {
-            require_tls(run_as, &scratch.path().join("data"))?;
-        }
+        let ca_cert = if tls {
+            let ca = TestCa::new("livegate test Postgres CA")?;
+            let ca_path = scratch.path().join("ca.crt");
+            std::fs::write(&ca_path, ca.pem())?;
+            require_tls(run_as, &scratch.path().join("data"), &ca)?;
+            Some(ca_path)
+        } else {
+            None
+        };
         let mut postgres = Postgres {
             server: None,
             bin_dir,
@@ -68,6 +76,7 @@ impl Postgres {
             port,
             password,
             tls,
+            ca_cert,
             scratch,
         };
         postgres.launch()?;
@@ -90,6 +99,12 @@ impl Postgres {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (for `localhost`), on a
+    /// TLS cluster.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
     }
 
     /// The password in [`Postgres::url`], for tests that check it is never logged.
@@ -334,15 +349,47 @@ fn ensure_cluster(bin_dir: &Path, run_as: RunAs, dir: &Path) -> anyhow::Result<S
     Ok(password)
 }
 
-/// Writes a self-signed certificate into the data directory and makes `pg_hba.conf`
-/// refuse TCP connections that do not use TLS (the first matching line wins).
-fn require_tls(run_as: RunAs, data: &Path) -> anyhow::Result<()> {
+/// A certificate authority made for a test.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> anyhow::Result<TestCa> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+        Ok(TestCa { issuer })
+    }
+
+    /// The CA's certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A server certificate for `names` signed by this CA: (certificate PEM, key PEM).
+    pub fn server_cert(&self, names: &[&str]) -> anyhow::Result<(String, String)> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names)?;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// Writes a certificate for `localhost` signed by `ca` into the data directory and makes
+/// `pg_hba.conf` refuse TCP connections that do not use TLS (the first matching line wins).
+fn require_tls(run_as: RunAs, data: &Path, ca: &TestCa) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
-    let files = [
-        ("server.crt", certified.cert.pem()),
-        ("server.key", certified.signing_key.serialize_pem()),
-    ];
+    let (cert, key) = ca.server_cert(&["localhost"])?;
+    let files = [("server.crt", cert), ("server.key", key)];
     for (name, pem) in files {
         let path = data.join(name);
         std::fs::write(&path, pem)?;

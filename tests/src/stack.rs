@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::control_plane::ControlPlane;
 use crate::demo_upstream::DemoUpstream;
-use crate::envoy::{Endpoint, Envoy, EnvoyConfig};
+use crate::envoy::{Endpoint, Envoy, EnvoyConfig, EnvoyLimits};
 use crate::postgres::Postgres;
 use crate::process::Scratch;
 
@@ -42,6 +42,9 @@ pub struct StackOptions {
     pub filter_config: String,
     pub listen_port: Option<u16>,
     pub admin_port: Option<u16>,
+    pub probe_port: Option<u16>,
+    /// Envoy's timeouts and connection limit.
+    pub envoy_limits: EnvoyLimits,
     pub control_plane_port: Option<u16>,
     pub upstream_port: Option<u16>,
     pub concurrency: u16,
@@ -60,6 +63,8 @@ impl StackOptions {
             filter_config: "{}".to_string(),
             listen_port: None,
             admin_port: None,
+            probe_port: None,
+            envoy_limits: EnvoyLimits::default(),
             control_plane_port: None,
             upstream_port: None,
             concurrency: 1,
@@ -134,6 +139,9 @@ impl Stack {
         let config = EnvoyConfig {
             listen_address: "127.0.0.1".to_string(),
             listen_port: pick(options.listen_port)?,
+            probe_address: "127.0.0.1".to_string(),
+            probe_port: pick(options.probe_port)?,
+            limits: options.envoy_limits.clone(),
             admin_address: "127.0.0.1".to_string(),
             admin_port: pick(options.admin_port)?,
             control_plane: Endpoint::loopback(control_plane_port),

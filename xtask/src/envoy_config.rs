@@ -9,10 +9,12 @@
 
 use std::path::PathBuf;
 
-use livegate_tests::envoy::{Endpoint, EnvoyConfig};
+use livegate_tests::envoy::{Endpoint, EnvoyConfig, EnvoyLimits};
 
 /// Where the Envoy image keeps the filter (see `deploy/docker/Dockerfile`).
 pub const FILTER_WASM_IN_IMAGE: &str = "/etc/livegate/livegate_filter.wasm";
+/// Envoy's probe listener in the containers (the kubelet's and compose's health checks).
+pub const PROBE_PORT: u16 = 4004;
 /// The committed docker-compose rendering, relative to the workspace root.
 pub const COMPOSE_FILE: &str = "envoy/container.yaml";
 /// The committed Kubernetes ConfigMap, relative to the workspace root.
@@ -23,11 +25,9 @@ pub const KUBERNETES_CONFIGMAP: &str = "livegate-envoy";
 /// Which container platform the configuration is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// docker-compose: services reached by their compose names; admin on every
-    /// interface of the container, which compose never publishes.
+    /// docker-compose: services reached by their compose names.
     Compose,
-    /// Kubernetes: Services reached by their names; admin on loopback only, since a
-    /// pod's address is reachable from the whole cluster.
+    /// Kubernetes: Services reached by their names.
     Kubernetes,
 }
 
@@ -41,14 +41,21 @@ impl Target {
 
     /// The template values for this target; `filter_config` is the plugin's JSON.
     pub fn envoy_config(self, filter_config: &str, upstream: Option<Endpoint>) -> EnvoyConfig {
-        let (admin_address, control_plane, default_upstream) = match self {
-            Target::Compose => ("0.0.0.0", "control-plane", "upstream"),
-            Target::Kubernetes => ("127.0.0.1", "livegate-control-plane", "livegate-upstream"),
+        let (control_plane, default_upstream) = match self {
+            Target::Compose => ("control-plane", "upstream"),
+            Target::Kubernetes => ("livegate-control-plane", "livegate-upstream"),
         };
         EnvoyConfig {
             listen_address: "0.0.0.0".to_string(),
             listen_port: 4000,
-            admin_address: admin_address.to_string(),
+            // The kubelet reaches the pod's address: the probe listener is on every interface.
+            probe_address: "0.0.0.0".to_string(),
+            probe_port: PROBE_PORT,
+            limits: EnvoyLimits::default(),
+            // Admin can stop Envoy (`/quitquitquit`) and dump its configuration: loopback
+            // only, in a pod and in a compose container alike (any container of the
+            // network could reach it otherwise). Read it from inside the container.
+            admin_address: "127.0.0.1".to_string(),
             admin_port: 9901,
             control_plane: Endpoint {
                 host: control_plane.to_string(),
@@ -82,8 +89,8 @@ const COMPOSE_HEADER: &str = "\
 # regenerate. The tests in tests/tests/deployment/ fail when this file and a fresh
 # rendering differ.
 # This is the Envoy configuration of the container image (deploy/docker/Dockerfile,
-# target `envoy`) that docker-compose.yml runs: admin listens on 0.0.0.0 inside the
-# compose network only, and docker-compose.yml publishes nothing but the listener.
+# target `envoy`) that docker-compose.yml runs: admin listens on 127.0.0.1 inside the
+# container only, and docker-compose.yml publishes nothing but the listener.
 ";
 
 /// A ConfigMap with the rendered Envoy configuration under `envoy.yaml`.

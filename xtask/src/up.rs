@@ -16,6 +16,9 @@ pub struct UpArgs {
     /// Envoy's listener port (on 127.0.0.1).
     #[arg(long, default_value_t = 4000)]
     port: u16,
+    /// Envoy's probe listener (liveness and readiness of Envoy, outside the connection limit).
+    #[arg(long, default_value_t = 4004)]
+    probe_port: u16,
     /// Envoy's admin port (on 127.0.0.1 only).
     #[arg(long, default_value_t = 9901)]
     admin_port: u16,
@@ -81,6 +84,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         filter_config: args.filter_config.clone(),
         listen_port: Some(args.port),
         admin_port: Some(args.admin_port),
+        probe_port: Some(args.probe_port),
         control_plane_port: Some(args.control_plane_port),
         upstream_port: Some(args.demo_upstream_port),
         concurrency: 2,
@@ -116,6 +120,7 @@ fn run_fleet(
             listen: args.port,
             admin: args.admin_port,
             control_plane: args.control_plane_port,
+            probe: Some(args.probe_port),
         }),
         database: Some((state.join("postgres"), args.postgres_port)),
         upstream_port: Some(args.demo_upstream_port),
@@ -201,6 +206,10 @@ fn print_welcome(stack: &Stack, args: &UpArgs) {
     println!();
     println!("livegate is up.");
     println!("  gateway (Envoy)   {gateway}");
+    println!(
+        "  Envoy probes      {}  (/health/liveliness, /ready)",
+        stack.envoy.probe_url()
+    );
     println!(
         "  Envoy admin       {}  (stats: /stats/prometheus)",
         stack.envoy.admin_url()

@@ -135,10 +135,11 @@ async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: mpsc::Sender<Bytes>) {
 /// Connects the pool (bounded by `connect_timeout` as a whole, not only the TCP connect) and migrates.
 async fn start(s: &EngineSettings) -> Result<Pool, EngineError> {
     let config = postgres_config(s)?;
+    let verify = database_url(s)?.verify;
     let deadline = Duration::from_millis(s.connect_timeout_ms);
     let mut clients = Vec::with_capacity(s.pool_size);
     for _ in 0..s.pool_size.max(1) {
-        let c = tokio::time::timeout(deadline, connect(&config))
+        let c = tokio::time::timeout(deadline, connect(&config, &verify))
             .await
             .map_err(|_| EngineError::Transport("connect timed out".into()))??;
         clients.push(c);
@@ -155,9 +156,15 @@ async fn start(s: &EngineSettings) -> Result<Pool, EngineError> {
     })
 }
 
+/// The URL split into what the driver parses and how the server's certificate is checked.
+fn database_url(s: &EngineSettings) -> Result<tls::DatabaseUrl, EngineError> {
+    tls::split_database_url(s.database_url.expose())
+        .map_err(|e| EngineError::Protocol(format!("DATABASE_URL: {e}")))
+}
+
 /// The driver's configuration from the URL, with every timeout set explicitly.
 pub fn postgres_config(s: &EngineSettings) -> Result<Config, EngineError> {
-    let mut c = Config::from_str(s.database_url.expose())
+    let mut c = Config::from_str(&database_url(s)?.driver_url)
         .map_err(|e| EngineError::Protocol(format!("DATABASE_URL: {e}")))?;
     c.connect_timeout(Duration::from_millis(s.connect_timeout_ms))
         .keepalives(true)
@@ -178,13 +185,13 @@ pub fn postgres_config(s: &EngineSettings) -> Result<Config, EngineError> {
     Ok(c)
 }
 
-async fn connect(config: &Config) -> Result<Client, EngineError> {
+async fn connect(config: &Config, verify: &tls::Verify) -> Result<Client, EngineError> {
     match config.get_ssl_mode() {
         SslMode::Disable => open(config, NoTls).await,
         _ => {
             open(
                 config,
-                tls::connector().map_err(|e| EngineError::Protocol(format!("tls: {e}")))?,
+                tls::connector_for(verify).map_err(EngineError::Protocol)?,
             )
             .await
         }

@@ -9,7 +9,7 @@ mod schema;
 mod spawner;
 pub mod state;
 pub mod supervisor;
-mod tls;
+pub mod tls;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

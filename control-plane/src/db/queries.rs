@@ -20,7 +20,7 @@ const NEXT_VERSION: &str = "v AS (SELECT nextval('livegate_key_changes_seq_seq')
 pub fn classify(e: tokio_postgres::Error) -> EngineError {
     let Some(db) = e.as_db_error() else {
         // No server error: the socket closed, timed out or failed. The connection is in doubt.
-        return EngineError::Transport(e.to_string());
+        return EngineError::Transport(with_causes(&e));
     };
     let code = db.code();
     if *code == SqlState::UNIQUE_VIOLATION {
@@ -37,6 +37,22 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
     } else {
         EngineError::Query(db.message().to_owned())
     }
+}
+
+/// The driver's message followed by its causes: "error performing TLS handshake" alone does
+/// not say that the certificate was refused, nor why.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    message
 }
 
 /// A stored token is a SHA-256 in lowercase hex; anything else is a corrupt row, refused as

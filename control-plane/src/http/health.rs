@@ -1,17 +1,29 @@
 //! Readiness, liveliness and metrics: answered from memory, whatever the database is doing.
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
+use super::error::ApiError;
+use super::extract::MasterKey;
 use super::AppState;
 use crate::db::state::DbStatus;
 
+/// Set by Envoy's route for `/health/readiness` (overwriting any client's value): the request
+/// came from outside, so the answer holds `status` and `db` only, unless the master key
+/// comes with it. Requests on the control plane's own port get every detail.
+pub const PUBLIC_VIEW_HEADER: &str = "x-livegate-readiness-view";
+
 /// 200 while the gateway can serve (known keys work from cache); `?strict=true` asks for the
 /// database itself and answers 503 unless it is connected.
-pub async fn readiness(State(s): State<AppState>, RawQuery(q): RawQuery) -> impl IntoResponse {
+pub async fn readiness(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    master_key: Result<MasterKey, ApiError>,
+) -> impl IntoResponse {
     let snap = s.db.snapshot();
     let strict = q
         .unwrap_or_default()
@@ -25,9 +37,17 @@ pub async fn readiness(State(s): State<AppState>, RawQuery(q): RawQuery) -> impl
     } else {
         StatusCode::OK
     };
-    let body = json!({
+    let summary = json!({
         "status": if connected { "healthy" } else { "degraded" },
         "db": snap.db.as_str(),
+    });
+    let public = headers.contains_key(PUBLIC_VIEW_HEADER) && master_key.is_err();
+    if public {
+        return (status, Json(summary));
+    }
+    let body = json!({
+        "status": summary["status"],
+        "db": summary["db"],
         "engine_pid": snap.engine_pid,
         "reconnects": snap.reconnects,
         "last_error": snap.last_error,

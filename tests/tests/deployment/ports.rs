@@ -1,5 +1,6 @@
 //! Ports and addresses: the documented contracts and the defaults of `cargo xtask up`.
 
+use super::envoy_config;
 use super::support::*;
 
 #[test]
@@ -88,8 +89,9 @@ fn envoy_admin_is_on_the_documented_port_and_never_published() {
         kubernetes_admin["port_value"].as_u64(),
         Some(documented.into())
     );
-    // Inside the compose network only: no service publishes anything but Envoy's listener.
-    assert_eq!(compose_admin["address"].as_str(), Some("0.0.0.0"));
+    // Loopback inside the container: any container of the compose network could call
+    // `/quitquitquit` otherwise.
+    assert_eq!(compose_admin["address"].as_str(), Some("127.0.0.1"));
     for (name, service) in mapping(&compose()["services"]) {
         let ports = strings(&service["ports"]);
         assert!(
@@ -124,4 +126,32 @@ fn compose_publishes_nothing_but_envoys_listener() {
             assert_eq!(published, 0, "{name:?} publishes a port");
         }
     }
+}
+
+#[test]
+fn the_probe_port_is_the_documented_one_in_compose_kubernetes_and_xtask_up() {
+    let documented = documented_port("Envoy probe listener");
+    assert_eq!(documented, envoy_config::PROBE_PORT);
+    assert_eq!(up_default("probe_port"), documented);
+    for envoy in [compose_envoy(), kubernetes_envoy()] {
+        let probes = &listener(&envoy, "livegate_probe")["address"]["socket_address"];
+        assert_eq!(probes["port_value"].as_u64(), Some(documented.into()));
+        // The kubelet reaches the pod's address.
+        assert_eq!(probes["address"].as_str(), Some("0.0.0.0"));
+    }
+    assert_eq!(container_port("livegate-envoy", "probe"), documented);
+    // The Service carries clients only; compose's health check uses the probe port.
+    let service_ports: Vec<u64> = seq(&manifest("Service", "livegate-envoy")["spec"]["ports"])
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    assert!(
+        !service_ports.contains(&documented.into()),
+        "{service_ports:?}"
+    );
+    let check = strings(&compose()["services"]["envoy"]["healthcheck"]["test"]).join(" ");
+    assert!(
+        check.contains(&format!("/dev/tcp/127.0.0.1/{documented}")),
+        "{check}"
+    );
 }

@@ -92,6 +92,24 @@ pub fn wasm_filter(envoy: &Value) -> Value {
         .clone()
 }
 
+/// The listener called `name` in an Envoy configuration.
+pub fn listener(envoy: &Value, name: &str) -> Value {
+    seq(&envoy["static_resources"]["listeners"])
+        .iter()
+        .find(|l| l["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no listener {name}"))
+        .clone()
+}
+
+/// The routes of a listener's (first) HTTP connection manager.
+pub fn listener_routes(listener: &Value) -> Vec<Value> {
+    seq(
+        &listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+            ["virtual_hosts"][0]["routes"],
+    )
+    .to_vec()
+}
+
 pub fn effective_filter_config(envoy: &Value) -> FilterConfig {
     let raw = wasm_filter(envoy)["config"]["configuration"]["value"]
         .as_str()

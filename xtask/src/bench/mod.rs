@@ -1,7 +1,8 @@
-//! `cargo xtask bench`: the outage lab and the auth throughput benchmark, run
+//! `cargo xtask bench`: the outage lab, the auth throughput benchmark and the flood, run
 //! against the real local stack built in release mode; results land in docs/.
 
 mod auth;
+mod flood;
 mod machine;
 mod markdown;
 mod outage;
@@ -22,6 +23,22 @@ pub enum Bench {
         /// Seconds per throughput run for the liveness ceilings.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Hostile traffic: slow-header sockets against the probe listener's liveness, then a
+    /// flood of random keys while a warmed key keeps requesting.
+    Flood {
+        /// Slow-header connections opened at once.
+        #[arg(long, default_value_t = 5000)]
+        slow_sockets: usize,
+        /// Envoy's connection limit during the run.
+        #[arg(long, default_value_t = 2500)]
+        connection_limit: u64,
+        /// Seconds of the random-key flood.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Random keys per second asked of the flood.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
     },
     /// Requests/s and latency: no filter, filter passing through, cached key, cache miss.
     Auth {
@@ -44,6 +61,17 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Outage { scenarios, seconds } => outage::run(&scenarios, seconds),
         Bench::Auth { seconds } => auth::run(seconds),
         Bench::Revocation { seconds } => revocation::run(seconds),
+        Bench::Flood {
+            slow_sockets,
+            connection_limit,
+            seconds,
+            rate,
+        } => flood::run(&flood::FloodPlan {
+            slow_sockets,
+            connection_limit,
+            flood_seconds: seconds,
+            flood_rate: rate,
+        }),
     }
 }
 

@@ -1,0 +1,417 @@
+//! `cargo xtask bench flood`: hostile traffic against the real stack (release build,
+//! loopback only, bounded in time). (a) Slow sockets: connections that send the start of a
+//! request's headers and never finish, while the kubelet's probe hits the probe listener.
+//! (b) A flood of random `Bearer sk-…` keys at the gateway's listener while a warmed key
+//! keeps requesting.
+
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use livegate_tests::envoy::EnvoyLimits;
+use livegate_tests::lab::prober::{ProbePlan, Probers};
+use livegate_tests::lab::recorder::{self, Sample, Summary};
+use livegate_tests::stack::{Stack, StackOptions};
+use serde_json::json;
+
+use crate::step;
+
+/// What to run.
+pub struct FloodPlan {
+    pub slow_sockets: usize,
+    pub connection_limit: u64,
+    pub flood_seconds: u64,
+    pub flood_rate: u64,
+}
+
+/// (a)'s figures.
+struct SlowReport {
+    opened: usize,
+    closed: usize,
+    all_closed_after: Option<Duration>,
+    overflowed: f64,
+    header_timeouts: f64,
+    liveness: Option<Summary>,
+}
+
+/// (b)'s figures.
+struct FloodReport {
+    sent: u64,
+    requests_per_second: f64,
+    statuses: String,
+    warmed: Option<Summary>,
+    liveness: Option<Summary>,
+    reconnects_before: u64,
+    reconnects_after: u64,
+}
+
+/// The probe a kubelet would send, ten times as often.
+fn liveness_plan(stack: &Stack) -> ProbePlan {
+    ProbePlan {
+        url: format!("{}/health/liveliness", stack.envoy.probe_url()),
+        headers: Vec::new(),
+        clients: 2,
+        period: Duration::from_millis(20),
+        timeout: Duration::from_secs(2),
+    }
+}
+
+pub fn run(plan: &FloodPlan) -> anyhow::Result<()> {
+    let headers_timeout = Duration::from_secs(10);
+    let stack = Stack::start(StackOptions {
+        concurrency: 2,
+        envoy_limits: EnvoyLimits {
+            request_headers_timeout: headers_timeout,
+            max_connections: plan.connection_limit,
+            ..EnvoyLimits::default()
+        },
+        ..StackOptions::full()
+    })?;
+    step(&format!(
+        "(a) {} slow-header sockets, connection limit {}",
+        plan.slow_sockets, plan.connection_limit
+    ));
+    let slow = slow_sockets(&stack, plan.slow_sockets)?;
+    step(&format!(
+        "(b) {} s of {} random keys/s, a warmed key meanwhile",
+        plan.flood_seconds, plan.flood_rate
+    ));
+    let flood = flood(&stack, plan)?;
+    let table = table(plan, headers_timeout, &slow, &flood);
+    eprintln!("{table}");
+    super::markdown::update_benchmarks_doc("flood", &table)
+}
+
+fn slow_sockets(stack: &Stack, count: usize) -> anyhow::Result<SlowReport> {
+    let address = stack.envoy.url().trim_start_matches("http://").to_string();
+    let probers = Probers::start(&liveness_plan(stack), Instant::now());
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(count);
+    for i in 0..count {
+        let Ok(mut socket) = TcpStream::connect(&address) else {
+            continue;
+        };
+        let _ = socket
+            .write_all(format!("GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow-{i}: ").as_bytes());
+        socket.set_nonblocking(true)?;
+        sockets.push(socket);
+    }
+    let opened = sockets.len();
+    // Bounded: the header timeout and a margin.
+    let deadline = started + Duration::from_secs(60);
+    let mut all_closed_after = None;
+    while Instant::now() < deadline {
+        sockets.retain_mut(|socket| !closed(socket));
+        if sockets.is_empty() {
+            all_closed_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let liveness = recorder::summarize(&probers.stop());
+    // Envoy merges its workers' counters into the admin stats every 5 s (its flush).
+    std::thread::sleep(Duration::from_secs(6));
+    Ok(SlowReport {
+        opened,
+        closed: opened - sockets.len(),
+        all_closed_after,
+        overflowed: stack
+            .envoy
+            .prometheus_counter("envoy_listener_downstream_global_cx_overflow")?,
+        header_timeouts: stack
+            .envoy
+            .prometheus_counter("envoy_http_downstream_rq_header_timeout")?,
+        liveness,
+    })
+}
+
+/// Closed by the peer: end of stream, or an error other than "nothing yet".
+fn closed(socket: &mut TcpStream) -> bool {
+    let mut buffer = [0u8; 1024];
+    match socket.read(&mut buffer) {
+        Ok(0) => true,
+        Ok(_) => closed(socket),
+        Err(error) => error.kind() != ErrorKind::WouldBlock,
+    }
+}
+
+fn reconnects(stack: &Stack) -> anyhow::Result<u64> {
+    let control_plane = stack
+        .control_plane
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no control plane"))?;
+    let body = livegate_tests::http::get(
+        &format!("{}/health/readiness", control_plane.base_url()),
+        &[],
+    )?
+    .json()?;
+    Ok(body["reconnects"].as_u64().unwrap_or(0))
+}
+
+/// Counts of answers by status (0: no answer).
+#[derive(Default)]
+struct Statuses(Mutex<std::collections::BTreeMap<u16, u64>>);
+
+impl Statuses {
+    fn count(&self, status: u16) {
+        if let Ok(mut map) = self.0.lock() {
+            *map.entry(status).or_default() += 1;
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.0
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .map(|(status, n)| match status {
+                        0 => format!("no answer: {n}"),
+                        s => format!("{s}: {n}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    }
+}
+
+const FLOOD_THREADS: u64 = 32;
+
+fn flood(stack: &Stack, plan: &FloodPlan) -> anyhow::Result<FloodReport> {
+    let created = stack.admin("/key/generate", &json!({"key_alias": "bench-warmed"}))?;
+    let warmed_key = created["key"].as_str().unwrap_or_default().to_string();
+    let warmed_plan = ProbePlan {
+        url: stack.url("/v1/models"),
+        headers: vec![("authorization".into(), format!("Bearer {warmed_key}"))],
+        clients: 1,
+        period: Duration::from_millis(10),
+        timeout: Duration::from_secs(2),
+    };
+    // Warm it: one allow in the caches.
+    livegate_tests::http::get(
+        &warmed_plan.url,
+        &[("authorization", &format!("Bearer {warmed_key}"))],
+    )?;
+    let reconnects_before = reconnects(stack)?;
+
+    let epoch = Instant::now();
+    let liveness = Probers::start(&liveness_plan(stack), epoch);
+    let warmed = Probers::start(&warmed_plan, epoch);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let statuses = Arc::new(Statuses::default());
+    let address = stack.envoy.url().trim_start_matches("http://").to_string();
+    let interval = Duration::from_secs_f64(FLOOD_THREADS as f64 / plan.flood_rate.max(1) as f64);
+    let threads: Vec<_> = (0..FLOOD_THREADS)
+        .map(|thread| {
+            let (stop, sent, statuses, address) = (
+                Arc::clone(&stop),
+                Arc::clone(&sent),
+                Arc::clone(&statuses),
+                address.clone(),
+            );
+            std::thread::spawn(move || {
+                flood_loop(thread, &address, interval, &stop, &sent, &statuses)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(plan.flood_seconds));
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = epoch.elapsed();
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let warmed_samples: Vec<Sample> = warmed.stop();
+    let liveness = recorder::summarize(&liveness.stop());
+    let sent = sent.load(Ordering::Relaxed);
+    Ok(FloodReport {
+        sent,
+        requests_per_second: sent as f64 / elapsed.as_secs_f64(),
+        statuses: statuses.describe(),
+        warmed: recorder::summarize(&warmed_samples),
+        liveness,
+        reconnects_before,
+        reconnects_after: reconnects(stack)?,
+    })
+}
+
+/// One flooding thread: keep-alive HTTP/1.1, a new random key per request, paced.
+fn flood_loop(
+    thread: u64,
+    address: &str,
+    interval: Duration,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+    statuses: &Statuses,
+) {
+    let mut connection: Option<TcpStream> = None;
+    let mut next = Instant::now();
+    let mut counter: u64 = 0;
+    let seed = std::process::id() as u64 ^ (thread << 32) ^ nanos();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep(next - now);
+        }
+        next += interval;
+        counter += 1;
+        let key = format!("sk-flood-{:016x}{:016x}", splitmix(seed ^ counter), counter);
+        let stream = match connection.take() {
+            Some(stream) => Some(stream),
+            None => TcpStream::connect(address).ok().and_then(|s| {
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                Some(s)
+            }),
+        };
+        let status = stream.and_then(|mut stream| {
+            let request = format!(
+                "GET /v1/models HTTP/1.1\r\nHost: livegate\r\nAuthorization: Bearer {key}\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).ok()?;
+            let (status, keep) = read_response(&mut stream)?;
+            if keep {
+                connection = Some(stream);
+            }
+            Some(status)
+        });
+        sent.fetch_add(1, Ordering::Relaxed);
+        statuses.count(status.unwrap_or(0));
+    }
+}
+
+/// Reads one response with a content-length body; (status, connection reusable).
+fn read_response(stream: &mut TcpStream) -> Option<(u16, bool)> {
+    let mut data = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buffer).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&data);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        let mut length = 0;
+        let mut keep = true;
+        for line in head.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            } else if name.eq_ignore_ascii_case("connection") && value.trim() == "close" {
+                keep = false;
+            }
+        }
+        if body.len() >= length {
+            return Some((status, keep));
+        }
+    }
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn ms(summary: &Option<Summary>, pick: fn(&Summary) -> f64) -> String {
+    summary
+        .as_ref()
+        .map_or("—".to_string(), |s| format!("{:.1} ms", pick(s)))
+}
+
+fn percent(summary: &Option<Summary>) -> String {
+    summary.as_ref().map_or("—".to_string(), |s| {
+        format!("{:.2} % of {}", s.percent_2xx, s.count)
+    })
+}
+
+fn table(
+    plan: &FloodPlan,
+    headers_timeout: Duration,
+    slow: &SlowReport,
+    flood: &FloodReport,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Measured by `cargo xtask bench flood` on: {}; load average when it ended: {}.",
+        super::machine::describe(),
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "?".to_string())
+    );
+    let _ = writeln!(
+        out,
+        "The real stack in release mode on loopback, Envoy with 2 workers; the load generator, \
+         Envoy, the control plane, Postgres and the demo upstream share the machine's cores. \
+         Liveness is probed on Envoy's probe listener by 2 clients every 20 ms each (a 2 s \
+         timeout counts as a failure).\n"
+    );
+    let _ = writeln!(
+        out,
+        "**(a) Slow sockets.** {} connections to the gateway's listener send the start of a \
+         request's headers and never finish; connection limit {}, `request_headers_timeout` {} s.\n",
+        plan.slow_sockets,
+        plan.connection_limit,
+        headers_timeout.as_secs()
+    );
+    let _ = writeln!(out, "| opened | closed by Envoy | all closed after | turned away at the limit | header timeouts | liveness 2xx | liveness p99 | liveness max |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} |\n",
+        slow.opened,
+        slow.closed,
+        slow.all_closed_after
+            .map_or("not within 60 s".to_string(), |d| format!(
+                "{:.1} s",
+                d.as_secs_f64()
+            )),
+        slow.overflowed,
+        slow.header_timeouts,
+        percent(&slow.liveness),
+        ms(&slow.liveness, |s| s.p99_ms),
+        ms(&slow.liveness, |s| s.max_ms),
+    );
+    let _ = writeln!(
+        out,
+        "**(b) Random-key flood.** {} s of random `Bearer sk-…` keys at {} requests/s asked \
+         ({FLOOD_THREADS} keep-alive connections, paced), `GET /v1/models`; meanwhile a warmed key \
+         requests every 10 ms.\n",
+        plan.flood_seconds, plan.flood_rate
+    );
+    let _ = writeln!(out, "| flood requests/s achieved | flood answers | warmed key 2xx | warmed p50 | warmed p99 | liveness 2xx | liveness p99 | liveness max | readiness `reconnects` before → after |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| {:.0} ({} sent) | {} | {} | {} | {} | {} | {} | {} | {} → {} |",
+        flood.requests_per_second,
+        flood.sent,
+        flood.statuses,
+        percent(&flood.warmed),
+        ms(&flood.warmed, |s| s.p50_ms),
+        ms(&flood.warmed, |s| s.p99_ms),
+        percent(&flood.liveness),
+        ms(&flood.liveness, |s| s.p99_ms),
+        ms(&flood.liveness, |s| s.max_ms),
+        flood.reconnects_before,
+        flood.reconnects_after,
+    );
+    out
+}
