@@ -47,6 +47,7 @@ struct AllowEntry {
     identity: Identity,
     fresh_until: Millis,
     key_expires_at: Option<Millis>,
+    version: u64,
 }
 
 #[derive(Debug)]
@@ -132,6 +133,7 @@ impl DecisionCache {
             identity,
             fresh_until: now.saturating_add(ttl),
             key_expires_at: grant.expires_at,
+            version: grant.version,
         };
         self.allows.insert(hash, entry);
         None
@@ -145,12 +147,25 @@ impl DecisionCache {
 
     /// Applies a change from the feed: a revocation replaces any allow with a deny kept as
     /// long as the stale window (so it holds through a control-plane outage); any other
-    /// change forgets what is cached, so the next request asks again.
+    /// change forgets what is cached, so the next request asks again, unless what is
+    /// cached is already as new as the change (an allow for the version it made).
     pub fn apply_change(&mut self, change: &KeyChange, now: Millis) {
         let reason = match change.status {
             KeyStatus::Active => {
-                self.allows.remove(&change.key_hash);
-                self.denies.remove(&change.key_hash);
+                if self
+                    .allows
+                    .get(&change.key_hash)
+                    .is_none_or(|allow| allow.version < change.seq)
+                {
+                    self.allows.remove(&change.key_hash);
+                }
+                if self
+                    .denies
+                    .get(&change.key_hash)
+                    .is_none_or(|deny| deny.version < change.seq)
+                {
+                    self.denies.remove(&change.key_hash);
+                }
                 return;
             }
             KeyStatus::Blocked => DenyReason::KeyBlocked,

@@ -1,6 +1,7 @@
 //! Fault tests against a real Postgres: paused, killed and restarted; a wedged engine that
 //! ignores SIGTERM; an engine that crashes; signals to the control plane. Throughout,
-//! readiness answers within 50 ms and the loop lag stays under 20 ms; afterwards the
+//! readiness answers and the loop ticks without a stall (`STALL_BOUND`; the latencies
+//! themselves are `cargo xtask bench outage`'s to measure); afterwards the
 //! reconnect has completed, reads work, and no zombie or orphan engine is left.
 
 mod control_plane_support;

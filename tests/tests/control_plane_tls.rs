@@ -26,7 +26,7 @@ fn assert_connects(database_url: &str) {
     cp.wait_connected(Duration::from_secs(30)).unwrap();
     let created = http::admin_post(
         &cp.base_url(),
-        "sk-master-test",
+        livegate_tests::control_plane::TEST_MASTER_KEY,
         "/key/generate",
         &json!({"key_alias": "over-tls"}),
     )

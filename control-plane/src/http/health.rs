@@ -4,12 +4,14 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use serde::Serialize;
 use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::MasterKey;
 use super::AppState;
 use crate::db::state::DbStatus;
+use crate::db::Snapshot;
 
 /// Set by Envoy's route for `/health/readiness` (overwriting any client's value): the request
 /// came from outside, so the answer holds `status` and `db` only, unless the master key
@@ -37,23 +39,36 @@ pub async fn readiness(
     } else {
         StatusCode::OK
     };
-    let summary = json!({
-        "status": if connected { "healthy" } else { "degraded" },
-        "db": snap.db.as_str(),
-    });
+    let summary = Summary {
+        status: if connected { "healthy" } else { "degraded" },
+        db: snap.db,
+    };
     let public = headers.contains_key(PUBLIC_VIEW_HEADER) && master_key.is_err();
     if public {
-        return (status, Json(summary));
+        return (status, Json(json!(summary)));
     }
-    let body = json!({
-        "status": summary["status"],
-        "db": summary["db"],
-        "engine_pid": snap.engine_pid,
-        "reconnects": snap.reconnects,
-        "last_error": snap.last_error,
-        "version": env!("CARGO_PKG_VERSION"),
-    });
-    (status, Json(body))
+    let detail = Detail {
+        status: summary.status,
+        snapshot: snap,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    (status, Json(json!(detail)))
+}
+
+/// What anyone may read through Envoy.
+#[derive(Serialize)]
+struct Summary {
+    status: &'static str,
+    db: DbStatus,
+}
+
+/// What the master key, or the control plane's own port, reads: the supervisor's snapshot.
+#[derive(Serialize)]
+struct Detail {
+    status: &'static str,
+    #[serde(flatten)]
+    snapshot: Snapshot,
+    version: &'static str,
 }
 
 pub async fn liveliness() -> Json<serde_json::Value> {

@@ -275,6 +275,26 @@ fn an_unblock_forgets_the_key_so_the_next_request_asks_again() {
 }
 
 #[test]
+fn a_change_the_cached_allow_already_reflects_keeps_it() {
+    // The key's creation (version 5) reaches the feed after its first allow (version 5):
+    // the allow stays, so it can still be served through an outage.
+    let mut c = cache();
+    let grant = Grant {
+        version: 5,
+        ..Grant::ttl(u64::MAX)
+    };
+    let _ = c.record_allow(h(1), who("a"), grant, 0);
+    c.apply_change(&change(5, 1, KeyStatus::Active), 1);
+    assert_eq!(c.fresh(&h(1), 2), Some(Cached::Allow(who("a"))));
+    c.apply_change(&change(6, 1, KeyStatus::Active), 3);
+    assert_eq!(
+        c.fresh(&h(1), 4),
+        None,
+        "a newer change is asked about again"
+    );
+}
+
+#[test]
 fn forgetting_allows_keeps_denies() {
     let mut c = cache();
     c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
