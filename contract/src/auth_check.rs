@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorObject, ErrorType};
 use crate::key::KeyHash;
+use crate::models::ModelAccess;
 
 /// The control plane's internal path for auth checks; Envoy never routes it from outside.
 pub const AUTH_CHECK_PATH: &str = "/v1/auth/check";
@@ -16,6 +17,8 @@ pub enum DenyReason {
     InvalidKey,
     KeyBlocked,
     KeyExpired,
+    /// The key's team is blocked (or was deleted while the key was cached).
+    TeamBlocked,
 }
 
 /// Why the control plane could not decide (503): never a deny and never an allow.
@@ -38,6 +41,9 @@ pub struct Allow {
     /// The key's state version (the change-feed number of its last change): an allow older
     /// than a change the filter has already applied is not cached.
     pub version: u64,
+    /// Which models the key may call (its own list, its team's, its aliases).
+    #[serde(flatten)]
+    pub access: ModelAccess,
 }
 
 /// Every answer to an auth check, tagged by `decision`. The status goes with the variant:
@@ -57,10 +63,11 @@ pub enum AuthCheckResponse {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 3] = [
+    pub const ALL: [DenyReason; 4] = [
         DenyReason::InvalidKey,
         DenyReason::KeyBlocked,
         DenyReason::KeyExpired,
+        DenyReason::TeamBlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +75,7 @@ impl DenyReason {
             DenyReason::InvalidKey => "invalid_key",
             DenyReason::KeyBlocked => "key_blocked",
             DenyReason::KeyExpired => "key_expired",
+            DenyReason::TeamBlocked => "team_blocked",
         }
     }
 
@@ -75,14 +83,14 @@ impl DenyReason {
     pub fn status(self) -> u16 {
         match self {
             DenyReason::InvalidKey => 401,
-            DenyReason::KeyBlocked | DenyReason::KeyExpired => 403,
+            DenyReason::KeyBlocked | DenyReason::KeyExpired | DenyReason::TeamBlocked => 403,
         }
     }
 
     pub fn error_type(self) -> ErrorType {
         match self {
             DenyReason::InvalidKey => ErrorType::TokenNotFoundInDb,
-            DenyReason::KeyBlocked => ErrorType::AuthError,
+            DenyReason::KeyBlocked | DenyReason::TeamBlocked => ErrorType::AuthError,
             DenyReason::KeyExpired => ErrorType::ExpiredKey,
         }
     }
@@ -93,6 +101,7 @@ impl DenyReason {
             DenyReason::InvalidKey => "invalid API key",
             DenyReason::KeyBlocked => "this API key is blocked",
             DenyReason::KeyExpired => "this API key has expired",
+            DenyReason::TeamBlocked => "this API key's team is blocked",
         };
         ErrorObject::new(self.status(), self.error_type(), message)
             .with_param("key")

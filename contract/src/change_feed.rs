@@ -22,6 +22,8 @@ pub enum KeyStatus {
     Blocked,
     /// Gone: refused with `invalid_key` from now on.
     Deleted,
+    /// Its team is blocked: refused with `team_blocked` from now on.
+    TeamBlocked,
 }
 
 /// One change.

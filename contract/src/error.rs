@@ -17,6 +17,10 @@ pub enum ErrorType {
     TokenNotFoundInDb,
     /// 403: the key's `expires` has passed.
     ExpiredKey,
+    /// 401: the key's own `models` does not list the requested model.
+    KeyModelAccessDenied,
+    /// 401: the key's team's `models` does not list the requested model.
+    TeamModelAccessDenied,
     /// 404.
     NotFoundError,
     /// 503: the database is away and the answer needs it.
@@ -34,6 +38,8 @@ impl ErrorType {
             ErrorType::AuthError => "auth_error",
             ErrorType::TokenNotFoundInDb => "token_not_found_in_db",
             ErrorType::ExpiredKey => "expired_key",
+            ErrorType::KeyModelAccessDenied => "key_model_access_denied",
+            ErrorType::TeamModelAccessDenied => "team_model_access_denied",
             ErrorType::NotFoundError => "not_found_error",
             ErrorType::NoDbConnection => "no_db_connection",
             ErrorType::ServiceUnavailable => "service_unavailable",

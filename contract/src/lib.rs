@@ -5,6 +5,7 @@
 //! - [`auth_check`]: `POST /v1/auth/check`, its answers and the reasons for a refusal.
 //! - [`change_feed`]: `GET /v1/auth/changes`, how revocations reach the filter.
 //! - [`error`]: the one JSON error body and its `type` vocabulary.
+//! - [`models`]: which models a key may call, and how a refusal reads.
 //! - [`headers`]: the headers the filter reads and the identity headers it sets upstream.
 
 pub mod auth_check;
@@ -12,8 +13,10 @@ pub mod change_feed;
 pub mod error;
 pub mod headers;
 pub mod key;
+pub mod models;
 
 pub use auth_check::{Allow, AuthCheckResponse, DenyReason, UnavailableReason, AUTH_CHECK_PATH};
 pub use change_feed::{ChangeFeed, KeyChange, KeyStatus, CHANGES_PATH};
 pub use error::{ErrorBody, ErrorObject, ErrorType};
 pub use key::{ApiKey, CredentialError, KeyHash, MAX_KEY_LEN};
+pub use models::{ModelAccess, ModelDenied};

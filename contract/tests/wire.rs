@@ -6,7 +6,7 @@
 
 use livegate_contract::{
     Allow, AuthCheckResponse, ChangeFeed, DenyReason, ErrorObject, ErrorType, KeyChange, KeyHash,
-    KeyStatus,
+    KeyStatus, ModelAccess,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
@@ -36,6 +36,11 @@ fn an_allow_is_pinned() {
             cache_ttl_seconds: 30,
             expires_at_ms: Some(1_790_000_000_000),
             version: 42,
+            access: ModelAccess {
+                models: vec!["gpt-4o".into(), "openai/*".into()],
+                team_models: vec![],
+                aliases: [("fast".to_string(), "gpt-4o".to_string())].into(),
+            },
         }),
     );
 }
@@ -53,6 +58,10 @@ fn each_deny_is_pinned() {
     pins(
         "auth_check_deny_key_expired",
         AuthCheckResponse::deny(DenyReason::KeyExpired),
+    );
+    pins(
+        "auth_check_deny_team_blocked",
+        AuthCheckResponse::deny(DenyReason::TeamBlocked),
     );
 }
 
@@ -93,7 +102,7 @@ fn the_change_feed_is_pinned() {
     pins(
         "change_feed",
         ChangeFeed {
-            cursor: 43,
+            cursor: 44,
             reset: false,
             changes: vec![
                 KeyChange {
@@ -105,6 +114,11 @@ fn the_change_feed_is_pinned() {
                     seq: 43,
                     key_hash: KeyHash::of_raw("abc"),
                     status: KeyStatus::Deleted,
+                },
+                KeyChange {
+                    seq: 44,
+                    key_hash: KeyHash::of_raw("sk-team"),
+                    status: KeyStatus::TeamBlocked,
                 },
             ],
         },

@@ -44,6 +44,9 @@ pub fn decide(record: Option<KeyRecord>, now: DateTime<Utc>, max_ttl_seconds: u6
     if record.blocked {
         return Decision::Deny(DenyReason::KeyBlocked);
     }
+    if record.team_blocked {
+        return Decision::Deny(DenyReason::TeamBlocked);
+    }
     if record.is_expired(now) {
         return Decision::Deny(DenyReason::KeyExpired);
     }
@@ -166,8 +169,15 @@ mod tests {
         );
         r.blocked = true;
         assert_eq!(
-            decide(Some(r), now, 30),
+            decide(Some(r.clone()), now, 30),
             Decision::Deny(DenyReason::KeyBlocked)
+        );
+        r.blocked = false;
+        r.expires = None;
+        r.team_blocked = true;
+        assert_eq!(
+            decide(Some(r), now, 30),
+            Decision::Deny(DenyReason::TeamBlocked)
         );
     }
 

@@ -1,5 +1,7 @@
 //! Key records: what the database stores about a key, and the changes callers ask for.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,9 @@ pub struct KeyRecord {
     pub team_id: Option<String>,
     pub user_id: Option<String>,
     pub models: Vec<String>,
+    /// `{"alias": "model"}` (LiteLLM's `aliases`).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
     pub max_budget: Option<f64>,
     pub metadata: serde_json::Value,
     pub blocked: bool,
@@ -24,6 +29,12 @@ pub struct KeyRecord {
     /// The number of the key's last change (`livegate_key_changes.seq`); 0 before its first.
     #[serde(default)]
     pub version: i64,
+    /// From the key's team when the record was read or logged: a team's change is logged
+    /// as a change of each of its keys, so these are never older than the key's version.
+    #[serde(default)]
+    pub team_blocked: bool,
+    #[serde(default)]
+    pub team_models: Vec<String>,
 }
 
 impl KeyRecord {
@@ -39,7 +50,7 @@ pub struct KeyPatch {
     pub team_id: Option<String>,
     pub user_id: Option<String>,
     pub models: Option<Vec<String>>,
-    pub max_budget: Option<f64>,
+    pub aliases: Option<BTreeMap<String, String>>,
     pub metadata: Option<serde_json::Value>,
     pub blocked: Option<bool>,
     pub expires: Option<DateTime<Utc>>,
@@ -51,6 +62,7 @@ pub struct KeyFilter {
     pub key_alias: Option<String>,
     pub team_id: Option<String>,
     pub user_id: Option<String>,
+    pub token: Option<KeyHash>,
     /// 1-based.
     pub page: u32,
     pub size: u32,
@@ -70,4 +82,40 @@ pub struct KeyChange {
     pub token: KeyHash,
     /// `None`: the key was deleted.
     pub record: Option<Box<KeyRecord>>,
+}
+
+/// One team as stored. Field names follow LiteLLM's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamRecord {
+    pub team_id: String,
+    pub team_alias: Option<String>,
+    pub models: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub blocked: bool,
+    pub spend: f64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Fields a team update may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TeamPatch {
+    pub team_alias: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub metadata: Option<serde_json::Value>,
+    pub blocked: Option<bool>,
+}
+
+/// A team after a write, and the new state of each key whose policy the write changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamWrite {
+    pub team: TeamRecord,
+    pub keys: Vec<KeyRecord>,
+}
+
+/// Teams deleted, and the tombstones (token, version) of the keys deleted with them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TeamsDeleted {
+    pub team_ids: Vec<String>,
+    pub keys: Vec<(KeyHash, i64)>,
 }

@@ -145,6 +145,14 @@ async fn bad_input_is_a_400_naming_the_field() {
     let h = Harness::start(Fake::Up);
     for (path, body, param) in [
         ("/key/generate", json!({"max_budget": -1}), "max_budget"),
+        ("/key/generate", json!({"rpm_limit": 2}), "rpm_limit"),
+        ("/key/generate", json!({"rpm_limt": 2}), "rpm_limt"),
+        (
+            "/key/update",
+            json!({"key": "sk-0123456789abcdefghijklmnop", "tpm_limit": 10}),
+            "tpm_limit",
+        ),
+        ("/key/generate", json!({"aliases": {"fast": ""}}), "aliases"),
         ("/key/generate", json!({"duration": "forever"}), "duration"),
         ("/key/generate", json!({"key": "not-a-key"}), "key"),
         ("/key/generate", json!({"models": "gpt-4"}), "models"),
@@ -213,7 +221,7 @@ async fn unknown_keys_and_paths_are_404() {
     }
     let a = admin(&h, "POST", "/key/delete", json!({"keys": [unknown]})).await;
     assert_error(&a, 404, "not_found_error", None);
-    for path in ["/no/such/path", "/team/new", "/spend/logs"] {
+    for path in ["/no/such/path", "/team/nothing", "/spend/logs"] {
         let a = call(&h.app, "GET", path, None, "").await;
         assert_error(&a, 404, "not_found_error", None);
     }

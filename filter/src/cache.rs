@@ -170,6 +170,7 @@ impl DecisionCache {
             }
             KeyStatus::Blocked => DenyReason::KeyBlocked,
             KeyStatus::Deleted => DenyReason::InvalidKey,
+            KeyStatus::TeamBlocked => DenyReason::TeamBlocked,
         };
         let ttl = self.policy.deny_ttl_ms.max(self.policy.stale_if_error_ms);
         self.deny_for(change.key_hash.clone(), reason, ttl, change.seq, now);

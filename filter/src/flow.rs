@@ -242,6 +242,7 @@ impl RequestFlow {
             DenyReason::InvalidKey => Metric::DeniedInvalidKey,
             DenyReason::KeyBlocked => Metric::DeniedKeyBlocked,
             DenyReason::KeyExpired => Metric::DeniedKeyExpired,
+            DenyReason::TeamBlocked => Metric::DeniedTeamBlocked,
         });
         self.reply(host, &LocalReply::denied(reason))
     }

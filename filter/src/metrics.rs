@@ -11,6 +11,7 @@ pub enum Metric {
     DeniedInvalidKey,
     DeniedKeyBlocked,
     DeniedKeyExpired,
+    DeniedTeamBlocked,
     CacheHit,
     CacheMiss,
     StaleServed,
@@ -24,13 +25,14 @@ pub enum Metric {
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 15] = [
+    pub const ALL: [Metric; 16] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
         Metric::DeniedInvalidKey,
         Metric::DeniedKeyBlocked,
         Metric::DeniedKeyExpired,
+        Metric::DeniedTeamBlocked,
         Metric::CacheHit,
         Metric::CacheMiss,
         Metric::StaleServed,
@@ -50,6 +52,7 @@ impl Metric {
             Metric::DeniedInvalidKey => "livegate_denied_invalid_key_total",
             Metric::DeniedKeyBlocked => "livegate_denied_key_blocked_total",
             Metric::DeniedKeyExpired => "livegate_denied_key_expired_total",
+            Metric::DeniedTeamBlocked => "livegate_denied_team_blocked_total",
             Metric::CacheHit => "livegate_cache_hit_total",
             Metric::CacheMiss => "livegate_cache_miss_total",
             Metric::StaleServed => "livegate_stale_served_total",

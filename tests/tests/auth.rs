@@ -106,6 +106,7 @@ fn an_unknown_key_is_refused_with_401_invalid_key() {
 #[test]
 fn a_good_key_reaches_the_upstream_with_its_identity_and_without_the_key() {
     let stack = start();
+    admin(&stack, "/team/new", json!({"team_id": "team-a"}));
     let (key, token) = generate(
         &stack,
         json!({"key_alias": "alice", "team_id": "team-a", "user_id": "u-1"}),

@@ -11,6 +11,7 @@ use serde_json::json;
 fn allow_carries_the_identity_and_a_ttl_hint_per_the_contract() {
     let _serial = serial();
     let (_pg, cp) = start(&[]);
+    new_team(&cp, "t");
     let k = generate(
         &cp,
         json!({"key_alias": "svc", "team_id": "t", "user_id": "u", "duration": "5s"}),

@@ -4,35 +4,21 @@
 
 mod control_plane_support;
 
-use std::process::Command;
-
 use control_plane_support::*;
 use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::poll;
-use livegate_tests::postgres::{self, Postgres};
+use livegate_tests::postgres::Postgres;
 use livegate_tests::procfs;
 use nix::sys::signal::Signal;
 
 /// Engine connections Postgres sees (the engine names itself `livegate-engine`).
 fn engine_connections(pg: &Postgres) -> u64 {
-    let out = Command::new(postgres::bin_dir().unwrap().join("psql"))
-        .arg(pg.url())
-        .args([
-            "-tAc",
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'livegate-engine'",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    psql(
+        pg,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'livegate-engine'",
+    )
+    .parse()
+    .unwrap()
 }
 
 /// The engine's pid (the wrapper shell's: the leader of the engine's group).

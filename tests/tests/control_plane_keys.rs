@@ -3,31 +3,15 @@
 
 mod control_plane_support;
 
-use std::process::Command;
-
 use control_plane_support::*;
 use livegate_contract::KeyHash;
 use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::http;
-use livegate_tests::postgres::{self, Postgres};
+use livegate_tests::postgres::Postgres;
 use serde_json::{json, Value};
 
 fn sha256_hex(s: &str) -> String {
     KeyHash::of_raw(s).to_string()
-}
-
-fn psql(pg: &Postgres, sql: &str) -> String {
-    let out = Command::new(postgres::bin_dir().unwrap().join("psql"))
-        .arg(pg.url())
-        .args(["-tAc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn post(cp: &ControlPlane, path: &str, body: Value) -> http::Response {
@@ -54,8 +38,9 @@ fn assert_error(r: &http::Response, status: u16, param: Option<&str>) {
 #[test]
 fn generate_returns_a_litellm_shaped_key_that_is_stored_only_as_its_sha256() {
     let (pg, cp) = start(&[]);
+    new_team(&cp, "t1");
     let body = json!({"key_alias": "alice", "duration": "24h", "team_id": "t1", "user_id": "u1",
-        "models": ["gpt-4o"], "max_budget": 12.5, "metadata": {"env": "test"}, "tpm_limit": 10});
+        "models": ["gpt-4o"], "aliases": {"fast": "gpt-4o"}, "metadata": {"env": "test"}});
     let k = generate(&cp, body);
     let raw = k["key"].as_str().unwrap();
     assert!(raw.starts_with("sk-") && raw.len() >= 25, "{raw}");
@@ -76,7 +61,8 @@ fn generate_returns_a_litellm_shaped_key_that_is_stored_only_as_its_sha256() {
         (Some("alice"), Some("t1"), Some("u1"))
     );
     assert_eq!(k["models"], json!(["gpt-4o"]));
-    assert_eq!(k["max_budget"], 12.5);
+    assert_eq!(k["aliases"], json!({"fast": "gpt-4o"}));
+    assert!(k["max_budget"].is_null(), "{k}");
     assert_eq!(k["metadata"], json!({"env": "test"}));
     assert_eq!(
         (k["blocked"].as_bool(), k["spend"].as_f64()),
@@ -264,6 +250,8 @@ fn the_service_refuses_a_placeholder_or_short_master_key_naming_the_variable() {
 #[test]
 fn list_pages_and_filters_like_litellm() {
     let (_pg, cp) = start(&[]);
+    new_team(&cp, "red");
+    new_team(&cp, "blue");
     for i in 0..7 {
         generate(
             &cp,
@@ -302,6 +290,8 @@ fn list_pages_and_filters_like_litellm() {
 #[test]
 fn info_update_block_unblock_and_delete_take_effect_on_the_next_auth_check() {
     let (_pg, cp) = start(&[]);
+    new_team(&cp, "t1");
+    new_team(&cp, "t2");
     let k = generate(&cp, json!({"key_alias": "bob", "team_id": "t1"}));
     let (raw, token) = (k["key"].as_str().unwrap(), k["token"].as_str().unwrap());
     assert_eq!(auth_check(&cp, raw).status, 200);
@@ -406,7 +396,7 @@ fn two_control_planes_starting_at_once_migrate_one_schema() {
             &pg,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM livegate_schema_migrations"
         ),
-        "1,2"
+        "1,2,3"
     );
 }
 

@@ -2,6 +2,7 @@
 //! or deleted through one control plane is refused at every Envoy, and stays refused while
 //! Postgres is frozen, while both control planes are stopped, and after a control plane
 //! restarts with an empty cache during the outage; a good key keeps working throughout.
+//! Blocking or deleting a team revokes its keys with the same guarantees.
 
 use std::time::Duration;
 
@@ -90,7 +91,20 @@ fn revocations_reach_every_envoy_and_hold_through_outages_and_restarts() {
     let good = generate(&fleet, 0, json!({"key_alias": "good"}));
     let blocked = generate(&fleet, 0, json!({"key_alias": "to-block"}));
     let deleted = generate(&fleet, 1, json!({"key_alias": "to-delete"}));
-    for key in [&good, &blocked, &deleted] {
+    for team in ["team-to-block", "team-to-delete"] {
+        fleet
+            .admin_via(0, "/team/new", &json!({ "team_id": team }))
+            .unwrap();
+    }
+    let in_blocked_team = generate(&fleet, 1, json!({"team_id": "team-to-block"}));
+    let in_deleted_team = generate(&fleet, 0, json!({"team_id": "team-to-delete"}));
+    for key in [
+        &good,
+        &blocked,
+        &deleted,
+        &in_blocked_team,
+        &in_deleted_team,
+    ] {
         until_everywhere(&fleet, key, 200, "the key to be let in");
     }
 
@@ -103,7 +117,22 @@ fn revocations_reach_every_envoy_and_hold_through_outages_and_restarts() {
         .unwrap();
     until_everywhere(&fleet, &blocked, 403, "the block");
     until_everywhere(&fleet, &deleted, 401, "the delete");
-    let revoked = [blocked.as_str(), deleted.as_str()];
+    fleet
+        .admin_via(1, "/team/block", &json!({"team_id": "team-to-block"}))
+        .unwrap();
+    fleet
+        .admin_via(0, "/team/delete", &json!({"team_ids": ["team-to-delete"]}))
+        .unwrap();
+    until_everywhere(&fleet, &in_blocked_team, 403, "the team block");
+    let refusal = call(&fleet, 1, &in_blocked_team).json().unwrap();
+    assert_eq!(refusal["error"]["reason"], "team_blocked", "{refusal}");
+    until_everywhere(&fleet, &in_deleted_team, 401, "the team delete");
+    let revoked = [
+        blocked.as_str(),
+        deleted.as_str(),
+        in_blocked_team.as_str(),
+        in_deleted_team.as_str(),
+    ];
 
     fleet.postgres.pause().unwrap();
     holds(&fleet, &good, &revoked, "Postgres frozen");
@@ -167,6 +196,10 @@ fn revocations_reach_every_envoy_and_hold_through_outages_and_restarts() {
         .admin_via(1, "/key/unblock", &json!({"key": blocked}))
         .unwrap();
     until_everywhere(&fleet, &blocked, 200, "the unblock");
+    fleet
+        .admin_via(0, "/team/unblock", &json!({"team_id": "team-to-block"}))
+        .unwrap();
+    until_everywhere(&fleet, &in_blocked_team, 200, "the team unblock");
     until_everywhere(&fleet, &deleted, 401, "the deleted key to stay refused");
 }
 

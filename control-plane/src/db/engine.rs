@@ -17,7 +17,7 @@ use super::ipc::{codec, encode};
 use super::protocol::{
     EngineError, EngineSettings, Request, RequestFrame, Response, ResponseFrame,
 };
-use super::{queries, schema, tls};
+use super::{queries, schema, team_queries, tls};
 
 /// Exit code when a pooled connection is lost: the supervisor sees the exit and reconnects.
 const EXIT_CONNECTION_LOST: i32 = 3;
@@ -101,9 +101,13 @@ async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: mpsc::Sender<Bytes>) {
                         record: record.map(Box::new),
                     })
             }
-            Request::InsertKey { record } => queries::insert_key(c, &record)
-                .await
-                .map(|version| Response::Inserted { version }),
+            Request::InsertKey { record } => {
+                queries::insert_key(c, &record)
+                    .await
+                    .map(|record| Response::Inserted {
+                        record: Box::new(record),
+                    })
+            }
             Request::ListKeys { filter } => queries::list_keys(c, &filter)
                 .await
                 .map(|page| Response::Page { page }),
@@ -128,8 +132,49 @@ async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: mpsc::Sender<Bytes>) {
             Request::PruneChanges { keep_ms } => queries::prune_changes(c, keep_ms)
                 .await
                 .map(|rows| Response::Pruned { rows }),
+            team => handle_team(c, team).await,
         };
     reply(&tx, frame.id, result).await;
+}
+
+/// The team requests (every other request is answered in `handle`).
+async fn handle_team(c: &Client, request: Request) -> Result<Response, EngineError> {
+    match request {
+        Request::InsertTeam { team } => {
+            team_queries::insert_team(c, &team)
+                .await
+                .map(|team| Response::Team {
+                    team: Some(Box::new(team)),
+                    keys: vec![],
+                })
+        }
+        Request::GetTeam { team_id, with_keys } => {
+            let team = team_queries::get_team(c, &team_id).await?;
+            let keys = if with_keys && team.is_some() {
+                team_queries::team_keys(c, &team_id).await?
+            } else {
+                vec![]
+            };
+            Ok(Response::Team {
+                team: team.map(Box::new),
+                keys,
+            })
+        }
+        Request::ListTeams { page, size } => team_queries::list_teams(c, page, size)
+            .await
+            .map(|(teams, total)| Response::Teams { teams, total }),
+        Request::UpdateTeam { team_id, patch } => team_queries::update_team(c, &team_id, &patch)
+            .await
+            .map(|write| Response::TeamWritten {
+                write: write.map(Box::new),
+            }),
+        Request::DeleteTeams { team_ids } => team_queries::delete_teams(c, &team_ids)
+            .await
+            .map(|deleted| Response::TeamsDeleted { deleted }),
+        other => Err(EngineError::Protocol(format!(
+            "unexpected request {other:?}"
+        ))),
+    }
 }
 
 /// Connects the pool (bounded by `connect_timeout` as a whole, not only the TCP connect) and migrates.

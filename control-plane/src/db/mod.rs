@@ -9,6 +9,7 @@ mod schema;
 mod spawner;
 pub mod state;
 pub mod supervisor;
+mod team_queries;
 pub mod tls;
 
 use std::sync::{Arc, RwLock};
@@ -17,7 +18,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::keys::KeyHash;
-use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
+use crate::record::{
+    KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
+    TeamsDeleted,
+};
 use ipc::{CallError, EngineLink};
 use protocol::{EngineError, Request, Response};
 pub use supervisor::Snapshot;
@@ -31,6 +35,9 @@ pub enum DbError {
     /// A unique constraint: the field that clashed.
     #[error("conflict on {0}")]
     Conflict(String),
+    /// A reference to nothing (a key's `team_id` naming no team): the field.
+    #[error("{0} names nothing")]
+    NoSuchReference(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -89,6 +96,9 @@ impl Db {
                 Err(DbError::Unavailable)
             }
             Err(CallError::Engine(EngineError::Conflict(field))) => Err(DbError::Conflict(field)),
+            Err(CallError::Engine(EngineError::NoSuchReference(field))) => {
+                Err(DbError::NoSuchReference(field))
+            }
             Err(e) => Err(DbError::Failed(e.to_string())),
         }
     }
@@ -117,10 +127,60 @@ impl Db {
         }
     }
 
-    /// Inserts the key; returns the version it was given.
-    pub async fn insert_key(&self, record: KeyRecord) -> Result<i64, DbError> {
+    /// Inserts the key; returns it as stored (its version, its team's policy).
+    pub async fn insert_key(&self, record: KeyRecord) -> Result<KeyRecord, DbError> {
         match self.call(Request::InsertKey { record }).await? {
-            Response::Inserted { version } => Ok(version),
+            Response::Inserted { record } => Ok(*record),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn insert_team(&self, team: TeamRecord) -> Result<TeamRecord, DbError> {
+        match self.call(Request::InsertTeam { team }).await? {
+            Response::Team { team: Some(t), .. } => Ok(*t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The team, and its keys when `with_keys`.
+    pub async fn get_team(
+        &self,
+        team_id: &str,
+        with_keys: bool,
+    ) -> Result<Option<(TeamRecord, Vec<KeyRecord>)>, DbError> {
+        let team_id = team_id.to_owned();
+        match self.call(Request::GetTeam { team_id, with_keys }).await? {
+            Response::Team { team, keys } => Ok(team.map(|t| (*t, keys))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list_teams(
+        &self,
+        page: u32,
+        size: u32,
+    ) -> Result<(Vec<TeamRecord>, u64), DbError> {
+        match self.call(Request::ListTeams { page, size }).await? {
+            Response::Teams { teams, total } => Ok((teams, total)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn update_team(
+        &self,
+        team_id: &str,
+        patch: TeamPatch,
+    ) -> Result<Option<TeamWrite>, DbError> {
+        let team_id = team_id.to_owned();
+        match self.call(Request::UpdateTeam { team_id, patch }).await? {
+            Response::TeamWritten { write } => Ok(write.map(|w| *w)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_teams(&self, team_ids: Vec<String>) -> Result<TeamsDeleted, DbError> {
+        match self.call(Request::DeleteTeams { team_ids }).await? {
+            Response::TeamsDeleted { deleted } => Ok(deleted),
             other => Err(unexpected(other)),
         }
     }

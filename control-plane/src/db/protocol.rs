@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::keys::KeyHash;
-use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
+use crate::record::{
+    KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
+    TeamsDeleted,
+};
 use crate::secret::Secret;
 
 /// Connection settings the engine applies explicitly (never the driver's defaults).
@@ -57,6 +60,27 @@ pub enum Request {
     PruneChanges {
         keep_ms: i64,
     },
+    InsertTeam {
+        team: TeamRecord,
+    },
+    /// The team, and its keys when `with_keys`.
+    GetTeam {
+        team_id: String,
+        with_keys: bool,
+    },
+    ListTeams {
+        page: u32,
+        size: u32,
+    },
+    /// Updates the team and logs a change for each of its keys whose policy changed.
+    UpdateTeam {
+        team_id: String,
+        patch: TeamPatch,
+    },
+    /// Deletes the teams and their keys, with a tombstone for each key.
+    DeleteTeams {
+        team_ids: Vec<String>,
+    },
 }
 
 /// What the engine answers.
@@ -65,13 +89,41 @@ pub enum Request {
 pub enum Response {
     Ready,
     Pong,
-    Key { record: Option<Box<KeyRecord>> },
-    Inserted { version: i64 },
-    Page { page: KeyPage },
-    Deleted { tokens: Vec<(KeyHash, i64)> },
-    Changes { changes: Vec<KeyChange> },
-    LastChange { seq: i64 },
-    Pruned { rows: u64 },
+    Key {
+        record: Option<Box<KeyRecord>>,
+    },
+    Page {
+        page: KeyPage,
+    },
+    Inserted {
+        record: Box<KeyRecord>,
+    },
+    Deleted {
+        tokens: Vec<(KeyHash, i64)>,
+    },
+    Changes {
+        changes: Vec<KeyChange>,
+    },
+    LastChange {
+        seq: i64,
+    },
+    Pruned {
+        rows: u64,
+    },
+    Team {
+        team: Option<Box<TeamRecord>>,
+        keys: Vec<KeyRecord>,
+    },
+    Teams {
+        teams: Vec<TeamRecord>,
+        total: u64,
+    },
+    TeamWritten {
+        write: Option<Box<TeamWrite>>,
+    },
+    TeamsDeleted {
+        deleted: TeamsDeleted,
+    },
 }
 
 /// Typed failures from the engine. `Transport` means the connection itself is in doubt.
@@ -82,6 +134,9 @@ pub enum EngineError {
     Transport(String),
     #[error("conflict on {0}")]
     Conflict(String),
+    /// A reference to a row that does not exist (a key's `team_id` naming no team).
+    #[error("{0} names nothing")]
+    NoSuchReference(String),
     #[error("statement timed out")]
     Timeout,
     #[error("database error: {0}")]

@@ -1,17 +1,25 @@
 //! The SQL the engine runs for each request, and the mapping of driver errors to typed ones.
 
+use std::collections::BTreeMap;
+
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
 use super::protocol::EngineError;
 use crate::keys::KeyHash;
 use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 
-const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version";
+/// A key's columns as read: its row and its team's policy (`livegate_key_policies`).
+pub(super) const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version, team_blocked, team_models";
 
-/// Appends the written rows' new state to the change log, numbered by the version the
-/// write gave them. `w` is the writing CTE; it must return every column.
-const LOG_CHANGE: &str = "c AS (INSERT INTO livegate_key_changes (seq, token, record) SELECT version, token, to_jsonb(w) - 'version' FROM w)";
+/// The written key rows (`w`, every column) with their team's policy, as the view shows
+/// them: the change log records this and the statement returns it.
+pub(super) const WITH_TEAM: &str = "p AS (SELECT w.*, COALESCE(t.blocked, false) AS team_blocked, COALESCE(t.models, '{}'::text[]) AS team_models FROM w LEFT JOIN livegate_teams t ON t.team_id = w.team_id)";
+
+/// Appends the written rows' new state (`p`) to the change log, numbered by the version
+/// the write gave them.
+pub(super) const LOG_CHANGE: &str = "c AS (INSERT INTO livegate_key_changes (seq, token, record) SELECT version, token, to_jsonb(p) - 'version' FROM p)";
 
 /// A fresh change number, taken once per statement.
 const NEXT_VERSION: &str = "v AS (SELECT nextval('livegate_key_changes_seq_seq') AS seq)";
@@ -25,10 +33,14 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
     let code = db.code();
     if *code == SqlState::UNIQUE_VIOLATION {
         let field = match db.constraint() {
-            Some(c) if c.contains("alias") => "key_alias",
+            Some(c) if c.contains("team_alias") => "team_alias",
+            Some(c) if c.contains("key_alias") => "key_alias",
+            Some(c) if c.starts_with("livegate_teams") => "team_id",
             _ => "key",
         };
         EngineError::Conflict(field.into())
+    } else if *code == SqlState::FOREIGN_KEY_VIOLATION {
+        EngineError::NoSuchReference("team_id".into())
     } else if *code == SqlState::QUERY_CANCELED {
         EngineError::Timeout
     } else if code.code().starts_with("57P") || code.code().starts_with("08") {
@@ -57,7 +69,7 @@ fn with_causes(e: &tokio_postgres::Error) -> String {
 
 /// A stored token is a SHA-256 in lowercase hex; anything else is a corrupt row, refused as
 /// such (never re-hashed into a different key, never echoed: it might be a raw key).
-fn token(row: &Row) -> Result<KeyHash, EngineError> {
+pub(super) fn token(row: &Row) -> Result<KeyHash, EngineError> {
     let stored: String = column(row, "token")?;
     KeyHash::parse_hex(&stored).map_err(|_| {
         EngineError::Query("livegate_keys holds a token that is not a SHA-256 in hex".into())
@@ -65,7 +77,7 @@ fn token(row: &Row) -> Result<KeyHash, EngineError> {
 }
 
 /// One column, typed; a type mismatch (a schema drift) is an error value, not a panic.
-fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+pub(super) fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,
     name: &str,
 ) -> Result<T, EngineError> {
@@ -73,7 +85,7 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
         .map_err(|e| EngineError::Query(format!("column {name}: {e}")))
 }
 
-fn record(row: &Row) -> Result<KeyRecord, EngineError> {
+pub(super) fn record(row: &Row) -> Result<KeyRecord, EngineError> {
     Ok(KeyRecord {
         token: token(row)?,
         key_name: column(row, "key_name")?,
@@ -81,6 +93,7 @@ fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         team_id: column(row, "team_id")?,
         user_id: column(row, "user_id")?,
         models: column(row, "models")?,
+        aliases: column::<Json<BTreeMap<String, String>>>(row, "aliases")?.0,
         max_budget: column(row, "max_budget")?,
         metadata: column(row, "metadata")?,
         blocked: column(row, "blocked")?,
@@ -89,6 +102,8 @@ fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         created_at: column(row, "created_at")?,
         updated_at: column(row, "updated_at")?,
         version: column(row, "version")?,
+        team_blocked: column(row, "team_blocked")?,
+        team_models: column(row, "team_models")?,
     })
 }
 
@@ -98,21 +113,26 @@ pub async fn ping(c: &Client) -> Result<(), EngineError> {
 }
 
 pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, EngineError> {
-    let sql = format!("SELECT {COLUMNS} FROM livegate_keys WHERE token = $1");
+    let sql = format!("SELECT {COLUMNS} FROM livegate_key_policies WHERE token = $1");
     let row = c.query_opt(&sql, &[&t.as_str()]).await.map_err(classify)?;
     row.as_ref().map(record).transpose()
 }
 
-/// Inserts the key and logs the change; returns the version it was given.
-pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<i64, EngineError> {
+/// A key's own columns, in the order `insert_key` binds them.
+const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version";
+
+/// Inserts the key and logs the change; returns it as stored, with its version and its
+/// team's policy.
+pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineError> {
     let sql = format!(
         "WITH {NEXT_VERSION},
-         w AS (INSERT INTO livegate_keys ({COLUMNS})
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, v.seq FROM v
+         w AS (INSERT INTO livegate_keys ({KEY_COLUMNS})
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, v.seq FROM v
                RETURNING *),
-         {LOG_CHANGE}
-         SELECT version FROM w"
+         {WITH_TEAM}, {LOG_CHANGE}
+         SELECT {COLUMNS} FROM p"
     );
+    let aliases = Json(&r.aliases);
     let row = c
         .query_one(
             &sql,
@@ -123,6 +143,7 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<i64, EngineError> {
                 &r.team_id,
                 &r.user_id,
                 &r.models,
+                &aliases,
                 &r.max_budget,
                 &r.metadata,
                 &r.blocked,
@@ -134,25 +155,33 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<i64, EngineError> {
         )
         .await
         .map_err(classify)?;
-    column(&row, "version")
+    record(&row)
 }
 
-const FILTER: &str = "($1::text IS NULL OR key_alias = $1) AND ($2::text IS NULL OR team_id = $2) AND ($3::text IS NULL OR user_id = $3)";
+const FILTER: &str = "($1::text IS NULL OR key_alias = $1) AND ($2::text IS NULL OR team_id = $2) AND ($3::text IS NULL OR user_id = $3) AND ($4::text IS NULL OR token = $4)";
 
 pub async fn list_keys(c: &Client, f: &KeyFilter) -> Result<KeyPage, EngineError> {
     let limit = i64::from(f.size);
     let offset = i64::from(f.page.saturating_sub(1)) * limit;
-    let sql = format!("SELECT {COLUMNS} FROM livegate_keys WHERE {FILTER} ORDER BY created_at DESC, token LIMIT $4 OFFSET $5");
+    let token = f.token.as_ref().map(KeyHash::as_str);
+    let sql = format!("SELECT {COLUMNS} FROM livegate_key_policies WHERE {FILTER} ORDER BY created_at DESC, token LIMIT $5 OFFSET $6");
     let rows = c
         .query(
             &sql,
-            &[&f.key_alias, &f.team_id, &f.user_id, &limit, &offset],
+            &[
+                &f.key_alias,
+                &f.team_id,
+                &f.user_id,
+                &token,
+                &limit,
+                &offset,
+            ],
         )
         .await
         .map_err(classify)?;
     let count_sql = format!("SELECT count(*) FROM livegate_keys WHERE {FILTER}");
     let count = c
-        .query_one(&count_sql, &[&f.key_alias, &f.team_id, &f.user_id])
+        .query_one(&count_sql, &[&f.key_alias, &f.team_id, &f.user_id, &token])
         .await
         .map_err(classify)?;
     let total: i64 = count
@@ -174,20 +203,21 @@ pub async fn update_key(
          w AS (UPDATE livegate_keys SET
             key_alias = COALESCE($2, key_alias), team_id = COALESCE($3, team_id),
             user_id = COALESCE($4, user_id), models = COALESCE($5, models),
-            max_budget = COALESCE($6, max_budget), metadata = COALESCE($7, metadata),
+            aliases = COALESCE($6, aliases), metadata = COALESCE($7, metadata),
             blocked = COALESCE($8, blocked), expires = COALESCE($9, expires), updated_at = now(),
             version = (SELECT seq FROM v)
          WHERE token = $1 RETURNING *),
-         {LOG_CHANGE}
-         SELECT {COLUMNS} FROM w"
+         {WITH_TEAM}, {LOG_CHANGE}
+         SELECT {COLUMNS} FROM p"
     );
+    let aliases = p.aliases.as_ref().map(Json);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
         &t.as_str(),
         &p.key_alias,
         &p.team_id,
         &p.user_id,
         &p.models,
-        &p.max_budget,
+        &aliases,
         &p.metadata,
         &p.blocked,
         &p.expires,

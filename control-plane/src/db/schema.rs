@@ -45,6 +45,35 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     CREATE INDEX livegate_key_changes_changed_at ON livegate_key_changes (changed_at);
     ALTER TABLE livegate_keys ADD COLUMN version bigint NOT NULL DEFAULT 0;",
     ),
+    (
+        3,
+        "teams and key aliases",
+        // Keys written before teams existed may name any team_id: each becomes a team of
+        // its own, so the foreign key holds and nothing is lost. Reads go through the view,
+        // which gives each key its team's policy.
+        "CREATE TABLE livegate_teams (
+        team_id     text PRIMARY KEY,
+        team_alias  text UNIQUE,
+        models      text[] NOT NULL DEFAULT '{}',
+        metadata    jsonb NOT NULL DEFAULT '{}'::jsonb,
+        blocked     boolean NOT NULL DEFAULT false,
+        spend       double precision NOT NULL DEFAULT 0,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        updated_at  timestamptz NOT NULL DEFAULT now()
+    );
+    INSERT INTO livegate_teams (team_id)
+        SELECT DISTINCT team_id FROM livegate_keys WHERE team_id IS NOT NULL;
+    ALTER TABLE livegate_keys
+        ADD CONSTRAINT livegate_keys_team_id_fkey FOREIGN KEY (team_id) REFERENCES livegate_teams (team_id),
+        ADD COLUMN aliases jsonb NOT NULL DEFAULT '{}'::jsonb;
+    CREATE VIEW livegate_key_policies AS
+        SELECT k.token, k.key_name, k.key_alias, k.team_id, k.user_id, k.models, k.aliases,
+               k.max_budget, k.metadata, k.blocked, k.spend, k.expires, k.created_at,
+               k.updated_at, k.version,
+               COALESCE(t.blocked, false) AS team_blocked,
+               COALESCE(t.models, '{}'::text[]) AS team_models
+        FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
+    ),
 ];
 
 /// Applies the missing migrations; returns the versions it applied (empty when up to date).

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use livegate_contract::{Allow, AuthCheckResponse, DenyReason};
+use livegate_contract::{Allow, AuthCheckResponse, DenyReason, ModelAccess};
 
 use super::error::ApiError;
 use super::AppState;
@@ -55,6 +55,11 @@ fn render(decision: Decision) -> Response {
                 .expires
                 .and_then(|e| u64::try_from(e.timestamp_millis()).ok()),
             version: u64::try_from(record.version).unwrap_or(0),
+            access: ModelAccess {
+                models: record.models,
+                team_models: record.team_models,
+                aliases: record.aliases,
+            },
         }),
         Decision::Deny(reason) => AuthCheckResponse::deny(reason),
         Decision::Unavailable => AuthCheckResponse::db_unavailable(),

@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use livegate_contract::{ErrorBody, ErrorObject, ErrorType};
+use livegate_contract::{DenyReason, ErrorBody, ErrorObject, ErrorType};
 
 use crate::db::DbError;
 
@@ -21,6 +21,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("this credential may not call admin endpoints")]
     Forbidden,
+    /// An API key refused for what it is (unknown, blocked, expired).
+    #[error("{}", .0.error().message)]
+    Denied(DenyReason),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -39,8 +42,12 @@ impl From<DbError> for ApiError {
         match e {
             DbError::Unavailable => ApiError::DbUnavailable,
             DbError::Conflict(field) => {
-                ApiError::bad(&field, format!("a key with this {field} already exists"))
+                ApiError::bad(&field, format!("this {field} is already in use"))
             }
+            DbError::NoSuchReference(field) => ApiError::bad(
+                &field,
+                format!("{field} names no team: create it with /team/new first"),
+            ),
             DbError::Failed(detail) => ApiError::Internal(detail),
         }
     }
@@ -60,6 +67,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Denied(reason) => {
+                StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::FORBIDDEN)
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::DbUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -73,6 +83,7 @@ impl ApiError {
             | ApiError::PayloadTooLarge { .. }
             | ApiError::MethodNotAllowed => ErrorType::BadRequestError,
             ApiError::Unauthorized | ApiError::Forbidden => ErrorType::AuthError,
+            ApiError::Denied(reason) => reason.error_type(),
             ApiError::NotFound(_) => ErrorType::NotFoundError,
             ApiError::DbUnavailable => ErrorType::NoDbConnection,
             ApiError::Internal(_) => ErrorType::InternalServerError,
@@ -81,6 +92,9 @@ impl ApiError {
 
     /// The `{"error": {...}}` body.
     pub fn body(&self) -> ErrorBody {
+        if let ApiError::Denied(reason) = self {
+            return reason.error().into_body();
+        }
         let mut error = ErrorObject::new(self.status().as_u16(), self.kind(), self.to_string());
         if let ApiError::BadRequest { param, .. } = self {
             error.param = param.clone();

@@ -9,14 +9,62 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::keys::KeyHash;
 
-/// A JSON body. An empty body reads as `{}`; errors name the offending field.
+/// Which fields a request body (or query string) may carry. Anything else is refused by
+/// name, never stored and ignored: a field livegate would not enforce must not look set.
+pub trait Fields {
+    /// The fields livegate implements.
+    const ACCEPTED: &'static [&'static str];
+    /// LiteLLM's fields for the same call that livegate does not implement: refused as
+    /// "not supported" rather than "unknown", unless they ask for nothing (null, [], {}).
+    const NOT_SUPPORTED: &'static [&'static str] = &[];
+}
+
+/// Refuses the first field that is neither accepted nor an empty not-supported one.
+pub fn check_fields<'a>(
+    fields: impl IntoIterator<Item = (&'a str, bool)>,
+    accepted: &[&str],
+    not_supported: &[&str],
+) -> Result<(), ApiError> {
+    for (name, asks_nothing) in fields {
+        if accepted.contains(&name) {
+            continue;
+        }
+        if not_supported.contains(&name) {
+            if asks_nothing {
+                continue;
+            }
+            return Err(ApiError::bad(
+                name,
+                format!("{name} is not supported by livegate: it would not be enforced, so it is refused (docs/operations.md lists what is)"),
+            ));
+        }
+        return Err(ApiError::bad(
+            name,
+            format!("unknown field {name}; accepted: {}", accepted.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+fn asks_nothing(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// A JSON object body whose fields `T` accepts. An empty body reads as `{}`; errors name
+/// the offending field.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: DeserializeOwned + Fields,
     AppState: FromRef<S>,
 {
     type Rejection = ApiError;
@@ -38,8 +86,32 @@ where
         } else {
             &bytes
         };
-        parse_json(bytes).map(JsonBody)
+        parse_fields(bytes).map(JsonBody)
     }
+}
+
+/// Parses a JSON object, refusing fields `T` does not accept, then reads it as `T`.
+pub fn parse_fields<T: DeserializeOwned + Fields>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = parse_json(bytes)?;
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::BadRequest {
+            message: "the body must be a JSON object".into(),
+            param: None,
+        });
+    };
+    check_fields(
+        object.iter().map(|(k, v)| (k.as_str(), asks_nothing(v))),
+        T::ACCEPTED,
+        T::NOT_SUPPORTED,
+    )?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let param = (path != "." && path != "?").then_some(path);
+        ApiError::BadRequest {
+            message: format!("invalid request body: {}", e.into_inner()),
+            param,
+        }
+    })
 }
 
 /// Parses JSON, reporting the path of the field that failed as `param`.
@@ -69,13 +141,35 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Master => Ok(MasterKey),
+            Caller::Key(_) => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+/// Who is calling: the master key, or an API key (its hash; whether it is any good is
+/// the handler's to decide). No credential is 401.
+pub enum Caller {
+    Master,
+    Key(KeyHash),
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
         let presented =
             crate::auth::credential(&parts.headers).map_err(|_| ApiError::Unauthorized)?;
         if keys_match(presented.as_str(), state.config.master_key.expose()) {
-            Ok(MasterKey)
+            Ok(Caller::Master)
         } else {
-            Err(ApiError::Forbidden)
+            Ok(Caller::Key(presented.hash()))
         }
     }
 }
@@ -104,6 +198,45 @@ mod tests {
             matches!(e, ApiError::BadRequest { param: Some(ref p), .. } if p == "models"),
             "{e:?}"
         );
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Strict {
+        models: Option<Vec<String>>,
+    }
+
+    impl Fields for Strict {
+        const ACCEPTED: &'static [&'static str] = &["models"];
+        const NOT_SUPPORTED: &'static [&'static str] = &["rpm_limit"];
+    }
+
+    fn refused(body: &str) -> (String, String) {
+        match parse_fields::<Strict>(body.as_bytes()) {
+            Err(ApiError::BadRequest {
+                message,
+                param: Some(p),
+            }) => (p, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_and_unsupported_fields_are_refused_by_name() {
+        let (param, message) = refused(r#"{"models": [], "rpm_limt": 2}"#);
+        assert_eq!(param, "rpm_limt");
+        assert!(message.starts_with("unknown field rpm_limt"), "{message}");
+        let (param, message) = refused(r#"{"rpm_limit": 2}"#);
+        assert_eq!(param, "rpm_limit");
+        assert!(message.contains("not supported"), "{message}");
+        let (param, _) = refused(r#"{"models": "gpt-4"}"#);
+        assert_eq!(param, "models");
+    }
+
+    #[test]
+    fn an_unsupported_field_asking_for_nothing_passes() {
+        assert!(parse_fields::<Strict>(br#"{"rpm_limit": null, "models": ["a"]}"#).is_ok());
+        assert!(parse_fields::<Strict>(b"[1]").is_err());
     }
 
     #[test]

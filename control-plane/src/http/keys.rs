@@ -1,5 +1,6 @@
 //! Key management with LiteLLM's shapes: generate, list, info, update, delete, block, unblock.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
@@ -9,16 +10,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{JsonBody, MasterKey};
+use super::extract::{check_fields, Caller, Fields, JsonBody, MasterKey};
 use super::AppState;
+use crate::auth::{self, Decision};
 use crate::key_cache::KeyState;
 use crate::keys::{self, KeyHash};
 use crate::record::{KeyFilter, KeyPatch, KeyRecord};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-/// Fields shared by generate and update. Unknown LiteLLM fields are accepted and ignored,
-/// so existing scripts keep working.
+/// Fields shared by generate and update. Any other field is refused by name (`Fields`).
 #[derive(Debug, Default, Deserialize)]
 pub struct KeyFields {
     /// Generate: an optional caller-chosen key. Update: the key to change (raw or hash).
@@ -28,9 +29,55 @@ pub struct KeyFields {
     team_id: Option<String>,
     user_id: Option<String>,
     models: Option<Vec<String>>,
-    max_budget: Option<f64>,
+    aliases: Option<BTreeMap<String, String>>,
     metadata: Option<Value>,
     blocked: Option<bool>,
+}
+
+impl Fields for KeyFields {
+    const ACCEPTED: &'static [&'static str] = &[
+        "key",
+        "key_alias",
+        "duration",
+        "team_id",
+        "user_id",
+        "models",
+        "aliases",
+        "metadata",
+        "blocked",
+    ];
+    /// LiteLLM's key fields livegate does not enforce (yet): budgets and limits wait for
+    /// the spend ledger and the rate limiter.
+    const NOT_SUPPORTED: &'static [&'static str] = &[
+        "max_budget",
+        "soft_budget",
+        "budget_duration",
+        "budget_id",
+        "spend",
+        "rpm_limit",
+        "tpm_limit",
+        "max_parallel_requests",
+        "model_max_budget",
+        "model_rpm_limit",
+        "model_tpm_limit",
+        "config",
+        "permissions",
+        "allowed_cache_controls",
+        "guardrails",
+        "prompts",
+        "tags",
+        "enforced_params",
+        "allowed_routes",
+        "allowed_passthrough_routes",
+        "object_permission",
+        "organization_id",
+        "send_invite_email",
+        "key_type",
+        "auto_rotate",
+        "rotation_interval",
+        "temp_budget_increase",
+        "temp_budget_expiry",
+    ];
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,10 +85,29 @@ pub struct KeyRef {
     key: Option<String>,
 }
 
+impl Fields for KeyRef {
+    const ACCEPTED: &'static [&'static str] = &["key"];
+}
+
 #[derive(Debug, Deserialize)]
 pub struct DeleteRequest {
     keys: Option<Vec<String>>,
     key_aliases: Option<Vec<String>>,
+}
+
+impl Fields for DeleteRequest {
+    const ACCEPTED: &'static [&'static str] = &["keys", "key_aliases"];
+}
+
+/// A model name or alias: what a request's `model` can match.
+fn check_model_name(param: &str, name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > 256 {
+        return Err(ApiError::bad(
+            param,
+            format!("{param} entries must be 1 to 256 characters"),
+        ));
+    }
+    Ok(())
 }
 
 impl KeyFields {
@@ -55,13 +121,12 @@ impl KeyFields {
                 ));
             }
         }
-        if let Some(b) = self.max_budget {
-            if !b.is_finite() || b < 0.0 {
-                return Err(ApiError::bad(
-                    "max_budget",
-                    "max_budget must be a non-negative number",
-                ));
-            }
+        for model in self.models.iter().flatten() {
+            check_model_name("models", model)?;
+        }
+        for (alias, model) in self.aliases.iter().flatten() {
+            check_model_name("aliases", alias)?;
+            check_model_name("aliases", model)?;
         }
         if self.metadata.as_ref().is_some_and(|m| !m.is_object()) {
             return Err(ApiError::bad("metadata", "metadata must be a JSON object"));
@@ -84,7 +149,7 @@ impl KeyFields {
             team_id: self.team_id,
             user_id: self.user_id,
             models: self.models,
-            max_budget: self.max_budget,
+            aliases: self.aliases,
             metadata: self.metadata,
             blocked: self.blocked,
             expires,
@@ -137,7 +202,8 @@ pub async fn generate(
         team_id: p.team_id,
         user_id: p.user_id,
         models: p.models.unwrap_or_default(),
-        max_budget: p.max_budget,
+        aliases: p.aliases.unwrap_or_default(),
+        max_budget: None,
         metadata: p.metadata.unwrap_or_else(|| json!({})),
         blocked: p.blocked.unwrap_or(false),
         spend: 0.0,
@@ -145,27 +211,47 @@ pub async fn generate(
         created_at: now,
         updated_at: now,
         version: 0,
+        team_blocked: false,
+        team_models: vec![],
     };
-    let version = s.db.insert_key(record.clone()).await?;
-    let record = KeyRecord { version, ..record };
+    let record = s.db.insert_key(record).await?;
     remember(&s, &record);
     tracing::info!(key_name = %record.key_name, "key generated");
     Ok(Json(shown(&record, &raw)))
 }
 
 /// Reads `name` from a query string (percent-decoded).
-fn query_param(q: &[(String, String)], name: &str) -> Option<String> {
+pub(super) fn query_param(q: &[(String, String)], name: &str) -> Option<String> {
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
-fn parse_query(raw: Option<String>) -> Result<Vec<(String, String)>, ApiError> {
+/// Refuses a query parameter the endpoint does not implement: an ignored filter would
+/// answer more than was asked.
+pub(super) fn check_query(
+    q: &[(String, String)],
+    accepted: &[&str],
+    not_supported: &[&str],
+) -> Result<(), ApiError> {
+    check_fields(
+        q.iter().map(|(k, v)| (k.as_str(), v.is_empty())),
+        accepted,
+        not_supported,
+    )
+}
+
+pub(super) fn parse_query(raw: Option<String>) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_str(&raw.unwrap_or_default()).map_err(|e| ApiError::BadRequest {
         message: format!("malformed query string: {e}"),
         param: None,
     })
 }
 
-fn number(q: &[(String, String)], name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+pub(super) fn number(
+    q: &[(String, String)],
+    name: &str,
+    default: u32,
+    max: u32,
+) -> Result<u32, ApiError> {
     match query_param(q, name) {
         None => Ok(default),
         Some(v) => v
@@ -180,10 +266,35 @@ fn number(q: &[(String, String)], name: &str, default: u32, max: u32) -> Result<
 
 pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQuery) -> ApiResult {
     let q = parse_query(raw)?;
+    check_query(
+        &q,
+        &[
+            "key_alias",
+            "team_id",
+            "user_id",
+            "key_hash",
+            "page",
+            "size",
+            "return_full_object",
+            "include_team_keys",
+        ],
+        &[
+            "organization_id",
+            "sort_by",
+            "sort_order",
+            "expand",
+            "status",
+        ],
+    )?;
+    let token = match query_param(&q, "key_hash") {
+        None => None,
+        Some(k) => Some(key_ref("key_hash", Some(&k))?),
+    };
     let filter = KeyFilter {
         key_alias: query_param(&q, "key_alias"),
         team_id: query_param(&q, "team_id"),
         user_id: query_param(&q, "user_id"),
+        token,
         page: number(&q, "page", 1, u32::MAX)?,
         size: number(&q, "size", 10, 100)?,
     };
@@ -216,9 +327,26 @@ pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
     ))
 }
 
-pub async fn info(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQuery) -> ApiResult {
+/// A key's info: with the master key, any key's (`?key=`); with a key, its own only,
+/// `?key=` naming it or absent (as LiteLLM lets an application read its own budget).
+pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult {
     let q = parse_query(raw)?;
-    let token = key_ref("key", query_param(&q, "key").as_deref())?;
+    check_query(&q, &["key"], &[])?;
+    let asked = query_param(&q, "key");
+    let token = match (&caller, asked.as_deref()) {
+        (Caller::Key(own), None) => own.clone(),
+        (_, asked) => key_ref("key", asked)?,
+    };
+    if let Caller::Key(own) = &caller {
+        if *own != token {
+            return Err(ApiError::Forbidden);
+        }
+        // The key's own credential must still be good: a blocked key learns nothing.
+        let record = s.db.get_key(own).await?;
+        if let Decision::Deny(reason) = auth::decide(record, Utc::now(), 0) {
+            return Err(ApiError::Denied(reason));
+        }
+    }
     let record = s.db.get_key(&token).await?.ok_or_else(not_found)?;
     Ok(Json(json!({"key": record.token, "info": record})))
 }

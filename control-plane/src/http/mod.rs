@@ -5,6 +5,7 @@ pub mod error;
 mod extract;
 mod health;
 mod keys;
+mod teams;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,6 +51,14 @@ pub fn router(state: AppState) -> Router {
         .route("/key/delete", post(keys::delete))
         .route("/key/block", post(keys::block))
         .route("/key/unblock", post(keys::unblock))
+        .route("/team/new", post(teams::new))
+        .route("/team/info", get(teams::info))
+        .route("/team/list", get(teams::list))
+        .route("/team/available", get(teams::available))
+        .route("/team/update", post(teams::update))
+        .route("/team/delete", post(teams::delete))
+        .route("/team/block", post(teams::block))
+        .route("/team/unblock", post(teams::unblock))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
@@ -81,7 +90,7 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     state.metrics.count_request(&route, status);
     // On an admin route a 403 has one cause: the `MasterKey` extractor refused the key
     // presented (no key at all is a 401, not an attempt).
-    if status == 403 && route.starts_with("/key/") {
+    if status == 403 && (route.starts_with("/key/") || route.starts_with("/team/")) {
         state
             .metrics
             .master_key_failures

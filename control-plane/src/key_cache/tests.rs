@@ -9,6 +9,7 @@ pub fn record(raw: &str) -> KeyRecord {
         team_id: None,
         user_id: None,
         models: vec![],
+        aliases: Default::default(),
         max_budget: None,
         metadata: serde_json::json!({}),
         blocked: false,
@@ -17,6 +18,8 @@ pub fn record(raw: &str) -> KeyRecord {
         created_at: Utc::now(),
         updated_at: Utc::now(),
         version: 1,
+        team_blocked: false,
+        team_models: vec![],
     }
 }
 

@@ -74,8 +74,10 @@ impl Store {
                 }
                 let version = next_version(&keys);
                 let record = KeyRecord { version, ..record };
-                keys.insert(record.token.clone(), record);
-                Response::Inserted { version }
+                keys.insert(record.token.clone(), record.clone());
+                Response::Inserted {
+                    record: Box::new(record),
+                }
             }
             Request::ListKeys { filter } => {
                 let matches =
@@ -85,6 +87,7 @@ impl Store {
                     .filter(|k| matches(&filter.key_alias, &k.key_alias))
                     .filter(|k| matches(&filter.team_id, &k.team_id))
                     .filter(|k| matches(&filter.user_id, &k.user_id))
+                    .filter(|k| filter.token.as_ref().is_none_or(|t| *t == k.token))
                     .cloned()
                     .collect();
                 found.sort_by_key(|k| std::cmp::Reverse(k.created_at));
@@ -117,8 +120,8 @@ impl Store {
                     if let Some(v) = patch.models {
                         k.models = v;
                     }
-                    if let Some(v) = patch.max_budget {
-                        k.max_budget = Some(v);
+                    if let Some(v) = patch.aliases {
+                        k.aliases = v;
                     }
                     if let Some(v) = patch.metadata {
                         k.metadata = v;
@@ -156,6 +159,12 @@ impl Store {
                 seq: next_version(&keys) - 1,
             },
             Request::PruneChanges { .. } => Response::Pruned { rows: 0 },
+            // Teams are exercised against a real Postgres (tests/tests/teams.rs).
+            other => {
+                return Err(EngineError::Protocol(format!(
+                    "the fake engine has no teams: {other:?}"
+                )))
+            }
         })
     }
 }

@@ -29,6 +29,7 @@ fn allow(key_alias: Option<&str>, team_id: Option<&str>, user_id: Option<&str>) 
         cache_ttl_seconds: 30,
         expires_at_ms: Some(1_790_000_000_000),
         version: 4,
+        access: Default::default(),
     }
 }
 

@@ -152,7 +152,7 @@ proptest! {
     #[test]
     fn workers_converge_on_the_newest_change_of_each_key(
         batches in proptest::collection::vec(
-            proptest::collection::vec((1u64..40, 0u64..4, 0u8..3), 0..8), 1..6),
+            proptest::collection::vec((1u64..40, 0u64..4, 0u8..4), 0..8), 1..6),
     ) {
         let mut shared = SharedFeed::default();
         let mut c = cache();
@@ -164,7 +164,7 @@ proptest! {
                 .into_iter()
                 .filter(|(seq, _, _)| seen.insert(*seq))
                 .map(|(seq, key, s)| {
-                    let status = [KeyStatus::Active, KeyStatus::Blocked, KeyStatus::Deleted][usize::from(s)];
+                    let status = [KeyStatus::Active, KeyStatus::Blocked, KeyStatus::Deleted, KeyStatus::TeamBlocked][usize::from(s)];
                     let e = newest.entry(key).or_insert((seq, status));
                     if seq >= e.0 { *e = (seq, status); }
                     change(seq, key, status)
@@ -178,6 +178,7 @@ proptest! {
                 KeyStatus::Active => None,
                 KeyStatus::Blocked => Some(Cached::Deny(DenyReason::KeyBlocked)),
                 KeyStatus::Deleted => Some(Cached::Deny(DenyReason::InvalidKey)),
+                KeyStatus::TeamBlocked => Some(Cached::Deny(DenyReason::TeamBlocked)),
             };
             prop_assert_eq!(c.fresh(&h(key), 2), expected);
         }

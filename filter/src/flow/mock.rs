@@ -177,6 +177,7 @@ pub fn allow_body() -> String {
         cache_ttl_seconds: 60,
         expires_at_ms: None,
         version: 1,
+        access: Default::default(),
     });
     serde_json::to_string(&answer).unwrap_or_default()
 }

@@ -91,6 +91,29 @@ pub fn generate(cp: &ControlPlane, body: Value) -> Value {
     http::admin_post(&cp.base_url(), MASTER, "/key/generate", &body).unwrap()
 }
 
+/// Creates a team (`/team/new`); a key's `team_id` must name one.
+#[allow(dead_code)] // not every test binary that shares this module makes teams
+pub fn new_team(cp: &ControlPlane, team_id: &str) -> Value {
+    let body = serde_json::json!({ "team_id": team_id });
+    http::admin_post(&cp.base_url(), MASTER, "/team/new", &body).unwrap()
+}
+
+/// One value from Postgres, as `psql -tA` prints it.
+#[allow(dead_code)] // not every test binary that shares this module reads the database
+pub fn psql(pg: &Postgres, sql: &str) -> String {
+    let out = std::process::Command::new(livegate_tests::postgres::bin_dir().unwrap().join("psql"))
+        .arg(pg.url())
+        .args(["-tAc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 pub fn auth_check(cp: &ControlPlane, key: &str) -> Response {
     let bearer = format!("Bearer {key}");
     http::post_raw(

@@ -1,0 +1,169 @@
+//! Which models a key may call: its own `models`, its team's, and its `aliases`. The
+//! control plane sends this with every allow; the filter applies it to each request's
+//! `model`, so a cached key's model check costs no round trip.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorObject, ErrorType};
+
+/// LiteLLM's spelling of "every model" in a `models` list.
+pub const ALL_MODELS: &str = "all-proxy-models";
+
+/// A key's model policy. An empty list allows every model; an entry ending in `*` allows
+/// every model it prefixes (`openai/*`); [`ALL_MODELS`] allows everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelAccess {
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub team_models: Vec<String>,
+    /// `{"alias": "model"}`: a request naming the alias is sent on with the model.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+}
+
+/// Why a request's model was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelDenied {
+    /// The key's own `models` does not list it.
+    Key { model: String, allowed: Vec<String> },
+    /// The key's team's `models` does not list it.
+    Team { model: String, allowed: Vec<String> },
+}
+
+impl ModelAccess {
+    /// True when any model passes unchanged: the filter need not read the body for it.
+    pub fn is_unrestricted(&self) -> bool {
+        allows_all(&self.models) && allows_all(&self.team_models) && self.aliases.is_empty()
+    }
+
+    /// The model the request is sent on with (its alias resolved), or why it is refused.
+    /// Access is checked against the resolved model.
+    pub fn check(&self, requested: &str) -> Result<String, ModelDenied> {
+        let model = self
+            .aliases
+            .get(requested)
+            .map_or(requested, String::as_str);
+        if !permits(&self.models, model) {
+            return Err(ModelDenied::Key {
+                model: model.to_owned(),
+                allowed: self.models.clone(),
+            });
+        }
+        if !permits(&self.team_models, model) {
+            return Err(ModelDenied::Team {
+                model: model.to_owned(),
+                allowed: self.team_models.clone(),
+            });
+        }
+        Ok(model.to_owned())
+    }
+}
+
+fn allows_all(list: &[String]) -> bool {
+    list.is_empty() || list.iter().any(|m| m == ALL_MODELS || m == "*")
+}
+
+fn permits(list: &[String], model: &str) -> bool {
+    allows_all(list)
+        || list.iter().any(|entry| match entry.strip_suffix('*') {
+            Some(prefix) => model.starts_with(prefix),
+            None => entry == model,
+        })
+}
+
+impl ModelDenied {
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            ModelDenied::Key { .. } => ErrorType::KeyModelAccessDenied,
+            ModelDenied::Team { .. } => ErrorType::TeamModelAccessDenied,
+        }
+    }
+
+    /// 401 with LiteLLM's type and a message naming the model, as LiteLLM answers it.
+    pub fn error(&self) -> ErrorObject {
+        let (who, model, allowed) = match self {
+            ModelDenied::Key { model, allowed } => ("key", model, allowed),
+            ModelDenied::Team { model, allowed } => ("team", model, allowed),
+        };
+        let message = format!(
+            "{who} not allowed to access model. This {who} can only access models={allowed:?}. Tried to access {model}"
+        );
+        ErrorObject::new(401, self.error_type(), message)
+            .with_param("model")
+            .with_reason(match self {
+                ModelDenied::Key { .. } => "key_model_access_denied",
+                ModelDenied::Team { .. } => "team_model_access_denied",
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(models: &[&str], team: &[&str], aliases: &[(&str, &str)]) -> ModelAccess {
+        ModelAccess {
+            models: models.iter().map(|m| m.to_string()).collect(),
+            team_models: team.iter().map(|m| m.to_string()).collect(),
+            aliases: aliases
+                .iter()
+                .map(|(a, m)| (a.to_string(), m.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn empty_lists_allow_every_model() {
+        let a = access(&[], &[], &[]);
+        assert!(a.is_unrestricted());
+        assert_eq!(a.check("claude-3"), Ok("claude-3".into()));
+        assert!(access(&["all-proxy-models"], &[], &[]).is_unrestricted());
+    }
+
+    #[test]
+    fn a_listed_model_passes_and_another_is_refused_by_the_key() {
+        let a = access(&["gpt-4o"], &[], &[]);
+        assert!(!a.is_unrestricted());
+        assert_eq!(a.check("gpt-4o"), Ok("gpt-4o".into()));
+        let denied = a.check("claude-3").unwrap_err();
+        assert_eq!(denied.error_type(), ErrorType::KeyModelAccessDenied);
+        let e = denied.error();
+        assert_eq!(e.code, "401");
+        assert!(e.message.contains("claude-3"), "{}", e.message);
+        assert!(e.message.contains("gpt-4o"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_team_list_applies_too() {
+        let a = access(&[], &["gpt-4o"], &[]);
+        assert!(matches!(a.check("claude-3"), Err(ModelDenied::Team { .. })));
+        let both = access(&["gpt-4o", "claude-3"], &["gpt-4o"], &[]);
+        assert_eq!(both.check("gpt-4o"), Ok("gpt-4o".into()));
+        assert_eq!(
+            both.check("claude-3").unwrap_err().error_type(),
+            ErrorType::TeamModelAccessDenied
+        );
+    }
+
+    #[test]
+    fn wildcards_allow_what_they_prefix() {
+        let a = access(&["openai/*"], &[], &[]);
+        assert_eq!(a.check("openai/gpt-4o"), Ok("openai/gpt-4o".into()));
+        assert!(a.check("anthropic/claude").is_err());
+    }
+
+    #[test]
+    fn aliases_resolve_before_access_is_checked() {
+        let a = access(&["gpt-4o"], &[], &[("fast", "gpt-4o"), ("smart", "o1")]);
+        assert!(!a.is_unrestricted());
+        assert_eq!(a.check("fast"), Ok("gpt-4o".into()));
+        // An alias cannot smuggle in a model the key may not call.
+        assert!(matches!(
+            a.check("smart"),
+            Err(ModelDenied::Key { ref model, .. }) if model == "o1"
+        ));
+    }
+}

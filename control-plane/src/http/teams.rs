@@ -1,0 +1,269 @@
+//! Team management with LiteLLM's shapes: new, info, list, update, delete, block, unblock.
+//! A team's `models` and `blocked` apply to every key in it; changing them is logged as a
+//! change of each key, so it reaches every cache and filter like a key's own change.
+
+use std::time::Instant;
+
+use axum::extract::{RawQuery, State};
+use axum::Json;
+use chrono::{SubsecRound, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{Fields, JsonBody, MasterKey};
+use super::keys::{check_query, number, parse_query, query_param};
+use super::AppState;
+use crate::key_cache::KeyState;
+use crate::record::{TeamPatch, TeamRecord};
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// Fields of `/team/new` and `/team/update`.
+#[derive(Debug, Default, Deserialize)]
+pub struct TeamFields {
+    team_id: Option<String>,
+    team_alias: Option<String>,
+    models: Option<Vec<String>>,
+    metadata: Option<Value>,
+    blocked: Option<bool>,
+}
+
+impl Fields for TeamFields {
+    const ACCEPTED: &'static [&'static str] =
+        &["team_id", "team_alias", "models", "metadata", "blocked"];
+    /// LiteLLM's team fields livegate does not enforce (yet), and membership, which it
+    /// does not model: refused unless they ask for nothing.
+    const NOT_SUPPORTED: &'static [&'static str] = &[
+        "max_budget",
+        "soft_budget",
+        "budget_duration",
+        "rpm_limit",
+        "tpm_limit",
+        "max_parallel_requests",
+        "model_rpm_limit",
+        "model_tpm_limit",
+        "model_max_budget",
+        "members",
+        "members_with_roles",
+        "admins",
+        "organization_id",
+        "model_aliases",
+        "tags",
+        "guardrails",
+        "prompts",
+        "object_permission",
+        "team_member_budget",
+        "team_member_rpm_limit",
+        "team_member_tpm_limit",
+        "team_member_key_duration",
+        "team_member_permissions",
+        "allowed_passthrough_routes",
+        "router_settings",
+        "secret_manager_settings",
+    ];
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TeamRef {
+    team_id: Option<String>,
+}
+
+impl Fields for TeamRef {
+    const ACCEPTED: &'static [&'static str] = &["team_id"];
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteTeams {
+    team_ids: Option<Vec<String>>,
+}
+
+impl Fields for DeleteTeams {
+    const ACCEPTED: &'static [&'static str] = &["team_ids"];
+}
+
+fn text_field(param: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() || value.len() > 256 {
+        return Err(ApiError::bad(
+            param,
+            format!("{param} must be 1 to 256 characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl TeamFields {
+    fn into_patch(self) -> Result<TeamPatch, ApiError> {
+        if let Some(a) = &self.team_alias {
+            text_field("team_alias", a)?;
+        }
+        for m in self.models.iter().flatten() {
+            text_field("models", m)?;
+        }
+        if self.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+            return Err(ApiError::bad("metadata", "metadata must be a JSON object"));
+        }
+        Ok(TeamPatch {
+            team_alias: self.team_alias,
+            models: self.models,
+            metadata: self.metadata,
+            blocked: self.blocked,
+        })
+    }
+}
+
+fn required(param: &str, value: Option<String>) -> Result<String, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad(param, format!("{param} is required")))
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("team not found".into())
+}
+
+/// A team id in the form LiteLLM gives them (a UUID v4), from the OS RNG.
+fn new_team_id() -> Result<String, ApiError> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| ApiError::Internal(format!("OS RNG: {e}")))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+pub async fn new(
+    State(s): State<AppState>,
+    _: MasterKey,
+    JsonBody(mut req): JsonBody<TeamFields>,
+) -> ApiResult {
+    let team_id = match req.team_id.take() {
+        Some(id) => {
+            text_field("team_id", &id)?;
+            id
+        }
+        None => new_team_id()?,
+    };
+    let p = req.into_patch()?;
+    let now = Utc::now().trunc_subsecs(6);
+    let team = TeamRecord {
+        team_id,
+        team_alias: p.team_alias,
+        models: p.models.unwrap_or_default(),
+        metadata: p.metadata.unwrap_or_else(|| json!({})),
+        blocked: p.blocked.unwrap_or(false),
+        spend: 0.0,
+        created_at: now,
+        updated_at: now,
+    };
+    let team = s.db.insert_team(team).await?;
+    tracing::info!(team_id = %team.team_id, "team created");
+    Ok(Json(json!(team)))
+}
+
+pub async fn info(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = parse_query(raw)?;
+    check_query(&q, &["team_id"], &[])?;
+    let team_id = required("team_id", query_param(&q, "team_id"))?;
+    let (team, keys) = s.db.get_team(&team_id, true).await?.ok_or_else(not_found)?;
+    Ok(Json(
+        json!({"team_id": team.team_id, "team_info": team, "keys": keys, "team_memberships": []}),
+    ))
+}
+
+/// LiteLLM answers a plain list of teams; `page` and `size` bound it (default 1 and 100).
+pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = parse_query(raw)?;
+    check_query(&q, &["page", "size"], &["user_id", "organization_id"])?;
+    let page = number(&q, "page", 1, u32::MAX)?;
+    let size = number(&q, "size", 100, 1000)?;
+    let (teams, _) = s.db.list_teams(page, size).await?;
+    Ok(Json(json!(teams)))
+}
+
+/// Teams a user could join: livegate has no users, so none.
+pub async fn available(_: MasterKey) -> ApiResult {
+    Ok(Json(json!([])))
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    _: MasterKey,
+    JsonBody(mut req): JsonBody<TeamFields>,
+) -> ApiResult {
+    let team_id = required("team_id", req.team_id.take())?;
+    let patch = req.into_patch()?;
+    apply(&s, &team_id, patch).await
+}
+
+pub async fn block(
+    State(s): State<AppState>,
+    _: MasterKey,
+    JsonBody(req): JsonBody<TeamRef>,
+) -> ApiResult {
+    set_blocked(&s, req, true).await
+}
+
+pub async fn unblock(
+    State(s): State<AppState>,
+    _: MasterKey,
+    JsonBody(req): JsonBody<TeamRef>,
+) -> ApiResult {
+    set_blocked(&s, req, false).await
+}
+
+async fn set_blocked(s: &AppState, req: TeamRef, blocked: bool) -> ApiResult {
+    let team_id = required("team_id", req.team_id)?;
+    let patch = TeamPatch {
+        blocked: Some(blocked),
+        ..TeamPatch::default()
+    };
+    apply(s, &team_id, patch).await
+}
+
+/// Writes the patch; this replica's cache takes the new state of every key it changed at
+/// once (peers learn it from the change log).
+async fn apply(s: &AppState, team_id: &str, patch: TeamPatch) -> ApiResult {
+    let write =
+        s.db.update_team(team_id, patch)
+            .await?
+            .ok_or_else(not_found)?;
+    let now = Instant::now();
+    for key in &write.keys {
+        let state = KeyState::Present(Box::new(key.clone()));
+        s.cache.put(&key.token, state, key.version, now);
+    }
+    Ok(Json(
+        json!({"team_id": write.team.team_id, "data": write.team}),
+    ))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    _: MasterKey,
+    JsonBody(req): JsonBody<DeleteTeams>,
+) -> ApiResult {
+    let team_ids = req.team_ids.unwrap_or_default();
+    if team_ids.is_empty() {
+        return Err(ApiError::bad("team_ids", "team_ids is required"));
+    }
+    let deleted = s.db.delete_teams(team_ids).await?;
+    let now = Instant::now();
+    for (token, version) in &deleted.keys {
+        s.cache.put(token, KeyState::Deleted, *version, now);
+    }
+    if deleted.team_ids.is_empty() {
+        return Err(not_found());
+    }
+    let keys: Vec<_> = deleted.keys.iter().map(|(t, _)| t).collect();
+    Ok(Json(
+        json!({"deleted_teams": deleted.team_ids, "deleted_keys": keys}),
+    ))
+}
