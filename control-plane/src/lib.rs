@@ -19,3 +19,4 @@ pub mod metrics;
 pub mod pricing;
 pub mod record;
 pub mod secret;
+pub mod spool;
