@@ -2,7 +2,7 @@
 //!
 //! Lines end in LF, CR or CRLF (a CRLF may be split across chunks); an empty line ends an
 //! event; `data:` lines are joined with LF, every other field and `:` comments are
-//! ignored. Only the line and the event being read are held, together at most
+//! ignored, and so is a byte order mark opening the stream. Only the line and the event being read are held, together at most
 //! `max_event_bytes`: an event that would grow past it is dropped at once, the rest of it
 //! passed over until its empty line, and counted in `oversized_events`. `data: [DONE]`
 //! (OpenAI's end) is noted. An event still open when the stream ends is read as if it had
@@ -13,6 +13,9 @@
 //! skipped by a scan instead of a parse.
 
 use super::{conclude, inspect, Reading, Tokens};
+
+/// The UTF-8 byte order mark a stream may open with (the SSE standard drops it).
+const BOM: &[u8] = "\u{feff}".as_bytes();
 
 /// A stream's reader.
 #[derive(Debug, Clone)]
@@ -29,6 +32,8 @@ pub struct SseMeter {
     skipping: bool,
     /// The last chunk ended in CR: an LF opening the next one ends no other line.
     after_cr: bool,
+    /// No line has ended yet: a UTF-8 byte order mark opening it is not part of it.
+    first_line: bool,
     tokens: Option<Tokens>,
     model: Option<String>,
     done: bool,
@@ -56,6 +61,7 @@ impl SseMeter {
             has_data: false,
             skipping: false,
             after_cr: false,
+            first_line: true,
             tokens: None,
             model: None,
             done: false,
@@ -130,6 +136,7 @@ impl SseMeter {
     }
 
     fn end_line(&mut self) {
+        let first = std::mem::replace(&mut self.first_line, false);
         if !self.line_started {
             self.dispatch();
             return;
@@ -139,13 +146,18 @@ impl SseMeter {
             return;
         }
         let line = std::mem::take(&mut self.line);
-        let (field, value) = match line.iter().position(|b| *b == b':') {
+        let text = if first {
+            line.strip_prefix(BOM).unwrap_or(&line)
+        } else {
+            &line
+        };
+        let (field, value) = match text.iter().position(|b| *b == b':') {
             Some(colon) => {
-                let (field, value) = line.split_at(colon);
+                let (field, value) = text.split_at(colon);
                 let value = value.get(1..).unwrap_or_default();
                 (field, value.strip_prefix(b" ").unwrap_or(value))
             }
-            None => (line.as_slice(), &[][..]),
+            None => (text, &[][..]),
         };
         if field == b"data" {
             if self.has_data {

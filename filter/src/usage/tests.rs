@@ -209,6 +209,22 @@ fn data_lines_join_and_comments_and_other_fields_are_ignored() {
 }
 
 #[test]
+fn a_byte_order_mark_opening_the_stream_is_dropped() {
+    let text = "\u{feff}data: {\"model\":\"m\",\"usage\":{\"total_tokens\":5}}\n\n";
+    let expected = reading(known(None, None, Some(5)), "m");
+    assert_eq!(whole(text).reading, expected);
+    let bytes = text.as_bytes();
+    let end = stream(&[&bytes[..1], &bytes[1..2], &bytes[2..]]);
+    assert_eq!(end.reading, expected);
+    let twice = format!("\u{feff}{text}");
+    assert_eq!(
+        whole(&twice).reading.usage,
+        Usage::Absent,
+        "only one mark is dropped"
+    );
+}
+
+#[test]
 fn an_event_left_open_at_the_end_is_still_read() {
     let text = "data: {\"model\":\"m\",\"usage\":{\"total_tokens\":5}}";
     assert_eq!(
