@@ -7,6 +7,7 @@
 //! - [`error`]: the one JSON error body and its `type` vocabulary.
 //! - [`models`]: which models a key may call, and how a refusal reads.
 //! - [`headers`]: the headers the filter reads and the identity headers it sets upstream.
+//! - [`spend`]: `POST /v1/spend/records`, the per-request record the spend ledger is built from.
 
 pub mod auth_check;
 pub mod change_feed;
@@ -14,9 +15,11 @@ pub mod error;
 pub mod headers;
 pub mod key;
 pub mod models;
+pub mod spend;
 
 pub use auth_check::{Allow, AuthCheckResponse, DenyReason, UnavailableReason, AUTH_CHECK_PATH};
 pub use change_feed::{ChangeFeed, KeyChange, KeyStatus, CHANGES_PATH};
 pub use error::{ErrorBody, ErrorObject, ErrorType};
 pub use key::{ApiKey, CredentialError, KeyHash, MAX_KEY_LEN};
 pub use models::{ModelAccess, ModelDenied};
+pub use spend::{SpendAck, SpendBatch, SpendRecord, SPEND_RECORDS_PATH};

@@ -6,7 +6,7 @@
 
 use livegate_contract::{
     Allow, AuthCheckResponse, ChangeFeed, DenyReason, ErrorObject, ErrorType, KeyChange, KeyHash,
-    KeyStatus, ModelAccess,
+    KeyStatus, ModelAccess, SpendAck, SpendBatch, SpendRecord,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
@@ -123,4 +123,82 @@ fn the_change_feed_is_pinned() {
             ],
         },
     );
+}
+
+fn spend_batch() -> SpendBatch {
+    let key_hash = KeyHash::of_raw("sk-test");
+    SpendBatch {
+        records: vec![
+            SpendRecord {
+                request_id: "0f4c7e0e-7d2a-4a57-9d1b-6f3f1d0c2a11".into(),
+                key_hash: key_hash.clone(),
+                key_alias: Some("billing".into()),
+                team_id: Some("team-a".into()),
+                model_requested: Some("gpt-4o".into()),
+                model_returned: Some("gpt-4o-2024-08-06".into()),
+                prompt_tokens: Some(12),
+                completion_tokens: Some(30),
+                total_tokens: Some(42),
+                usage_known: true,
+                status: 200,
+                streamed: true,
+                start_time_ms: 1_790_000_000_000,
+                end_time_ms: 1_790_000_000_250,
+            },
+            SpendRecord {
+                request_id: "6b1d3c55-93a4-4c1e-8f0e-2a7d9e4b5c60".into(),
+                key_hash,
+                key_alias: None,
+                team_id: None,
+                model_requested: Some("gpt-4o".into()),
+                model_returned: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                total_tokens: None,
+                usage_known: false,
+                status: 502,
+                streamed: false,
+                start_time_ms: 1_790_000_001_000,
+                end_time_ms: 1_790_000_001_003,
+            },
+        ],
+    }
+}
+
+#[test]
+fn a_spend_batch_is_pinned() {
+    let batch = spend_batch();
+    assert_eq!(batch.validate(), Ok(()));
+    pins("spend_batch", batch);
+}
+
+#[test]
+fn the_spend_ack_is_pinned() {
+    pins(
+        "spend_ack",
+        SpendAck {
+            accepted: 1,
+            duplicates: 1,
+        },
+    );
+}
+
+#[test]
+fn a_spend_record_from_a_newer_filter_is_still_read() {
+    let mut body = golden("spend_batch");
+    body["records"][0]["cached_tokens"] = 7.into();
+    assert_eq!(
+        serde_json::from_value::<SpendBatch>(body).unwrap(),
+        spend_batch()
+    );
+}
+
+#[test]
+fn a_spend_record_missing_a_field_is_refused() {
+    let mut body = golden("spend_batch");
+    body["records"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("usage_known");
+    assert!(serde_json::from_value::<SpendBatch>(body).is_err());
 }

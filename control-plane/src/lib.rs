@@ -16,5 +16,7 @@ pub mod key_cache;
 pub mod keys;
 pub mod looplag;
 pub mod metrics;
+pub mod pricing;
 pub mod record;
 pub mod secret;
+pub mod spool;

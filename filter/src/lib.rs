@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod reply;
 pub mod routing;
 pub mod upstream_headers;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {

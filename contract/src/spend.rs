@@ -1,0 +1,147 @@
+//! `POST /v1/spend/records`: what the filter reports about each request it let through,
+//! so the control plane can spool it durably and drain it into the spend ledger.
+//!
+//! One [`SpendRecord`] per request, keyed by Envoy's `x-request-id`: the control plane
+//! keeps a request id once, so the filter may send a batch again after a timeout without
+//! counting anything twice. Token counts are what the upstream's response said, never an
+//! estimate: a response without usage is a record with `usage_known: false` and no counts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::KeyHash;
+
+/// The control plane's internal path for spend records; Envoy never routes it from outside.
+pub const SPEND_RECORDS_PATH: &str = "/v1/spend/records";
+
+/// The most records one batch may carry (a batch stays well under the control plane's
+/// 64 KiB body limit: a record is a few hundred bytes).
+pub const MAX_BATCH_RECORDS: usize = 100;
+
+/// The longest request id accepted (Envoy's are 36-character UUIDs).
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The longest model name, key alias or team id a record carries.
+pub const MAX_LABEL_LEN: usize = 256;
+
+/// One request, as the filter saw it. Unknown fields are ignored when read, as in every
+/// contract type: during a rolling upgrade a newer filter's record must still be spooled
+/// by an older control plane rather than refused and retried forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendRecord {
+    /// Envoy's `x-request-id`: the record's identity, end to end.
+    pub request_id: String,
+    pub key_hash: KeyHash,
+    pub key_alias: Option<String>,
+    pub team_id: Option<String>,
+    /// The `model` of the request body, when the filter read one.
+    pub model_requested: Option<String>,
+    /// The `model` of the response, when it carried one.
+    pub model_returned: Option<String>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    /// Whether the response reported usage. `false` means it said nothing (the counts are
+    /// then all absent), not that it used nothing.
+    pub usage_known: bool,
+    /// The upstream's HTTP status.
+    pub status: u16,
+    /// Whether the response was a server-sent-event stream.
+    pub streamed: bool,
+    /// When the request reached the filter, Unix milliseconds.
+    pub start_time_ms: u64,
+    /// When the response's last byte passed, Unix milliseconds.
+    pub end_time_ms: u64,
+}
+
+/// A batch of records: the body of `POST /v1/spend/records`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendBatch {
+    pub records: Vec<SpendRecord>,
+}
+
+/// The control plane's answer once every record of the batch is durable (spooled and
+/// synced): `accepted` were new, `duplicates` had been received before. Anything but a
+/// 200 with this body means the filter must keep the batch and send it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendAck {
+    pub accepted: u32,
+    pub duplicates: u32,
+}
+
+/// Why a record is refused: the control plane answers 400 naming the record's field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SpendRecordError {
+    #[error("request_id must be 1 to {MAX_REQUEST_ID_LEN} visible ASCII characters")]
+    RequestId,
+    #[error("{0} is longer than {MAX_LABEL_LEN} bytes")]
+    TooLong(&'static str),
+    #[error("token counts are present but usage_known is false")]
+    CountsWithoutUsage,
+    #[error("usage_known is true but no token count is present")]
+    UsageWithoutCounts,
+    #[error("end_time_ms is before start_time_ms")]
+    EndsBeforeStart,
+}
+
+/// Why a batch is refused as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SpendBatchError {
+    #[error("a batch carries 1 to {MAX_BATCH_RECORDS} records")]
+    Size,
+    #[error("record {index}: {error}")]
+    Record {
+        index: usize,
+        error: SpendRecordError,
+    },
+}
+
+impl SpendRecord {
+    /// Checks what serde cannot: bounded identities and consistent usage.
+    pub fn validate(&self) -> Result<(), SpendRecordError> {
+        let id = self.request_id.as_bytes();
+        if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN || !id.iter().all(u8::is_ascii_graphic) {
+            return Err(SpendRecordError::RequestId);
+        }
+        let labels = [
+            ("key_alias", &self.key_alias),
+            ("team_id", &self.team_id),
+            ("model_requested", &self.model_requested),
+            ("model_returned", &self.model_returned),
+        ];
+        for (name, value) in labels {
+            if value.as_ref().is_some_and(|v| v.len() > MAX_LABEL_LEN) {
+                return Err(SpendRecordError::TooLong(name));
+            }
+        }
+        let any_count = self.prompt_tokens.is_some()
+            || self.completion_tokens.is_some()
+            || self.total_tokens.is_some();
+        match (self.usage_known, any_count) {
+            (false, true) => return Err(SpendRecordError::CountsWithoutUsage),
+            (true, false) => return Err(SpendRecordError::UsageWithoutCounts),
+            _ => {}
+        }
+        if self.end_time_ms < self.start_time_ms {
+            return Err(SpendRecordError::EndsBeforeStart);
+        }
+        Ok(())
+    }
+}
+
+impl SpendBatch {
+    /// Checks the batch's size and every record.
+    pub fn validate(&self) -> Result<(), SpendBatchError> {
+        if self.records.is_empty() || self.records.len() > MAX_BATCH_RECORDS {
+            return Err(SpendBatchError::Size);
+        }
+        for (index, record) in self.records.iter().enumerate() {
+            record
+                .validate()
+                .map_err(|error| SpendBatchError::Record { index, error })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

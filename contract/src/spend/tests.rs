@@ -1,0 +1,110 @@
+use super::*;
+
+fn record() -> SpendRecord {
+    SpendRecord {
+        request_id: "0f4c7e0e-7d2a-4a57-9d1b-6f3f1d0c2a11".into(),
+        key_hash: KeyHash::of_raw("sk-test"),
+        key_alias: Some("billing".into()),
+        team_id: None,
+        model_requested: Some("gpt-4o".into()),
+        model_returned: Some("gpt-4o-2024-08-06".into()),
+        prompt_tokens: Some(12),
+        completion_tokens: Some(30),
+        total_tokens: Some(42),
+        usage_known: true,
+        status: 200,
+        streamed: false,
+        start_time_ms: 1_790_000_000_000,
+        end_time_ms: 1_790_000_000_250,
+    }
+}
+
+#[test]
+fn a_complete_record_is_valid() {
+    assert_eq!(record().validate(), Ok(()));
+}
+
+#[test]
+fn a_record_without_usage_has_no_counts() {
+    let unknown = SpendRecord {
+        prompt_tokens: None,
+        completion_tokens: None,
+        total_tokens: None,
+        usage_known: false,
+        ..record()
+    };
+    assert_eq!(unknown.validate(), Ok(()));
+    let guessed = SpendRecord {
+        usage_known: false,
+        ..record()
+    };
+    assert_eq!(
+        guessed.validate(),
+        Err(SpendRecordError::CountsWithoutUsage)
+    );
+    let empty = SpendRecord {
+        usage_known: true,
+        ..unknown
+    };
+    assert_eq!(empty.validate(), Err(SpendRecordError::UsageWithoutCounts));
+}
+
+#[test]
+fn request_ids_are_bounded_visible_ascii() {
+    for bad in ["", "has space", "é", &"x".repeat(MAX_REQUEST_ID_LEN + 1)] {
+        let r = SpendRecord {
+            request_id: bad.into(),
+            ..record()
+        };
+        assert_eq!(r.validate(), Err(SpendRecordError::RequestId), "{bad:?}");
+    }
+}
+
+#[test]
+fn labels_are_bounded_and_named() {
+    let r = SpendRecord {
+        model_returned: Some("m".repeat(MAX_LABEL_LEN + 1)),
+        ..record()
+    };
+    assert_eq!(
+        r.validate(),
+        Err(SpendRecordError::TooLong("model_returned"))
+    );
+}
+
+#[test]
+fn a_record_cannot_end_before_it_starts() {
+    let r = SpendRecord {
+        end_time_ms: 1,
+        ..record()
+    };
+    assert_eq!(r.validate(), Err(SpendRecordError::EndsBeforeStart));
+}
+
+#[test]
+fn a_batch_is_bounded_and_names_the_bad_record() {
+    assert_eq!(
+        SpendBatch { records: vec![] }.validate(),
+        Err(SpendBatchError::Size)
+    );
+    let full = SpendBatch {
+        records: vec![record(); MAX_BATCH_RECORDS + 1],
+    };
+    assert_eq!(full.validate(), Err(SpendBatchError::Size));
+    let bad = SpendBatch {
+        records: vec![
+            record(),
+            SpendRecord {
+                end_time_ms: 0,
+                ..record()
+            },
+        ],
+    };
+    assert_eq!(
+        bad.validate(),
+        Err(SpendBatchError::Record {
+            index: 1,
+            error: SpendRecordError::EndsBeforeStart
+        })
+    );
+}

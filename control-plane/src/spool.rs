@@ -1,0 +1,569 @@
+//! The spend spool: a local append-only file that holds every acknowledged spend record
+//! until it is drained into Postgres, so neither a database outage nor a SIGKILL of the
+//! control plane loses one.
+//!
+//! **Shape.** [`Spool`] is a synchronous structure over one file ([`frame`] gives its
+//! bytes): `append` writes a batch as one checked frame and syncs it (`fdatasync`) before
+//! it returns, so a caller acknowledges only what is on disk; `mark_drained` writes a
+//! watermark frame ("every entry up to seq N is in Postgres") and syncs it; `open`
+//! replays the file. It never touches the runtime: [`SpoolHandle`] is the async face,
+//! running every call that does file I/O on tokio's blocking pool (`spawn_blocking`)
+//! behind a `std::sync::Mutex` that no runtime thread ever takes, and publishing the depth
+//! through atomics that readiness and metrics read without waiting for a sync.
+//!
+//! **Exactly once.** Each entry has an id (the request id) and a number (`seq`). The spool
+//! holds an id once: an append of an id already pending is a duplicate, acknowledged
+//! without a write, so a filter's retry after a lost answer counts nothing twice. Replay
+//! yields each entry above the last watermark exactly once, in order. An id that was
+//! drained and is sent again is spooled again; the drain into Postgres is idempotent on
+//! the request id (`ON CONFLICT DO NOTHING`), which makes the ledger exact end to end.
+//!
+//! **Crashes.** A batch is one frame, written by one `write_all`: a crash in the middle
+//! leaves a torn last frame (short, or with a checksum that fails), which replay cuts off
+//! and reports; since the batch was not synced it was not acknowledged, and none of its
+//! entries is replayed. A bad frame farther than one largest frame from the end cannot be
+//! a torn write: replay refuses the file ([`SpoolError::Corrupt`]) rather than drop
+//! acknowledged records. A write or sync that fails leaves the spool refusing every call
+//! ([`SpoolError::Failed`]) until it is opened again, because after a failed `fsync` the
+//! kernel's view of the file can no longer be trusted.
+//!
+//! **Bounds and compaction.** `max_records` bounds the pending entries and `max_bytes` the
+//! file. When every entry is drained the file is truncated to its header; when drained
+//! entries take more room than pending ones (and at least a megabyte), or an append would
+//! pass `max_bytes`, the pending entries are rewritten to a new file that replaces the old
+//! one by `rename` (synced, then the directory synced), so a crash leaves one or the
+//! other, whole. An append past the bounds is refused with [`SpoolError::Full`]; what to
+//! do then is the caller's policy. Pending entries are also held in memory (for the
+//! drain and for duplicate checks), so `max_bytes` bounds memory as well as disk.
+
+pub mod frame;
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use frame::Entry;
+use frame::{Decoded, Frame, FRAME_HEADER, MAGIC, MAX_FRAME_BYTES};
+
+/// The longest id an entry may have.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// Drained entries are compacted away once they take this much room and more than the
+/// pending ones.
+const COMPACT_MIN_DEAD_BYTES: u64 = 1 << 20;
+
+/// Where the spool lives and how large it may grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    pub path: PathBuf,
+    /// The file's largest size, drained entries not yet compacted included.
+    pub max_bytes: u64,
+    /// The most pending (undrained) entries.
+    pub max_records: usize,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("{}: {op}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{}: not a spool file (its header is not {MAGIC:?})", .path.display())]
+    NotASpool { path: PathBuf },
+    #[error("{}: a damaged frame at byte {offset}, too far from the end to be a torn write; move the file aside to start empty", .path.display())]
+    Corrupt { path: PathBuf, offset: u64 },
+    #[error("the spool is full ({records} records, {bytes} bytes)")]
+    Full { records: usize, bytes: u64 },
+    #[error("a batch larger than {MAX_FRAME_BYTES} bytes")]
+    BatchTooLarge,
+    #[error("an id must be 1 to {MAX_ID_LEN} bytes")]
+    BadId,
+    #[error("an earlier write failed; the spool must be opened again")]
+    Failed,
+    #[error("the spool's worker thread failed")]
+    Worker,
+}
+
+/// What [`Spool::open`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    /// Entries waiting to be drained.
+    pub pending: usize,
+    /// Bytes of a torn last write, cut off.
+    pub truncated_bytes: u64,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Appended {
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+/// How much waits to be drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    pub records: usize,
+    pub file_bytes: u64,
+}
+
+/// The spool (see the module documentation).
+#[derive(Debug)]
+pub struct Spool {
+    config: SpoolConfig,
+    file: File,
+    /// The file's length: every byte before it is a checked frame.
+    len: u64,
+    state: Pending,
+    failed: bool,
+}
+
+/// The pending entries, in order, as the frames so far say: what replay rebuilds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pending {
+    entries: VecDeque<Entry>,
+    ids: HashSet<String>,
+    /// Framed bytes of the pending entries (what a compaction would keep).
+    live_bytes: u64,
+    /// The number the next entry gets (numbers never go back within a file).
+    next_seq: u64,
+}
+
+/// The result of reading a spool file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    pub pending: Pending,
+    /// The length of the prefix made of checked frames; what follows is a torn write.
+    pub good_len: usize,
+}
+
+/// Reads a spool file's bytes (from its header on): pure, for `open` and for tests.
+pub fn scan(bytes: &[u8], path: &Path) -> Result<Scan, SpoolError> {
+    if !bytes.starts_with(MAGIC) {
+        return Err(SpoolError::NotASpool {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut pending = Pending {
+        next_seq: 1,
+        ..Pending::default()
+    };
+    let mut at = MAGIC.len();
+    while let Some(rest) = bytes.get(at..).filter(|rest| !rest.is_empty()) {
+        match frame::decode(rest) {
+            Decoded::Frame(Frame::Batch(entries), used) => {
+                for entry in entries {
+                    pending.next_seq = pending.next_seq.max(entry.seq.saturating_add(1));
+                    pending.hold(entry);
+                }
+                at += used;
+            }
+            Decoded::Frame(Frame::Drained { through }, used) => {
+                pending.forget_through(through);
+                at += used;
+            }
+            Decoded::Torn if rest.len() <= FRAME_HEADER + MAX_FRAME_BYTES => break,
+            Decoded::Torn => {
+                return Err(SpoolError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: at as u64,
+                })
+            }
+        }
+    }
+    Ok(Scan {
+        pending,
+        good_len: at,
+    })
+}
+
+impl Pending {
+    /// The entries, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn hold(&mut self, entry: Entry) {
+        if !self.ids.insert(entry.id.clone()) {
+            return; // an id is held once: replayed once
+        }
+        self.live_bytes += frame::entry_bytes(&entry.id, &entry.data) as u64;
+        self.entries.push_back(entry);
+    }
+
+    fn forget_through(&mut self, through: u64) {
+        while self.entries.front().is_some_and(|e| e.seq <= through) {
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
+            self.ids.remove(&entry.id);
+            self.live_bytes -= frame::entry_bytes(&entry.id, &entry.data) as u64;
+        }
+    }
+}
+
+impl Spool {
+    /// Opens the spool, creating it if absent, and replays it.
+    pub fn open(config: SpoolConfig) -> Result<(Spool, Replay), SpoolError> {
+        let path = config.path.clone();
+        let io = |op: &'static str| {
+            let path = path.clone();
+            move |source| SpoolError::Io { path, op, source }
+        };
+        remove_if_present(&temp_path(&config.path)).map_err(io("remove the compaction file"))?;
+        let existed = config.path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&config.path)
+            .map_err(io("open"))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io("read"))?;
+        let mut spool = Spool {
+            config,
+            file,
+            len: 0,
+            state: Pending {
+                next_seq: 1,
+                ..Pending::default()
+            },
+            failed: false,
+        };
+        if bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) {
+            // New, or torn while its header was written: nothing was ever acknowledged.
+            let truncated_bytes = bytes.len() as u64;
+            spool.file.set_len(0).map_err(io("truncate"))?;
+            spool.file.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
+            spool.write_synced(MAGIC)?;
+            if !existed {
+                sync_dir(&spool.config.path).map_err(io("sync the directory"))?;
+            }
+            let replay = Replay {
+                pending: 0,
+                truncated_bytes,
+            };
+            return Ok((spool, replay));
+        }
+        let Scan { pending, good_len } = scan(&bytes, &spool.config.path)?;
+        spool.state = pending;
+        let truncated_bytes = (bytes.len() - good_len) as u64;
+        if truncated_bytes > 0 {
+            spool
+                .file
+                .set_len(good_len as u64)
+                .map_err(io("truncate"))?;
+            spool.file.sync_data().map_err(io("sync"))?;
+        }
+        spool.len = good_len as u64;
+        spool.file.seek(SeekFrom::End(0)).map_err(io("seek"))?;
+        spool.compact_if_worth_it()?;
+        let replay = Replay {
+            pending: spool.state.len(),
+            truncated_bytes,
+        };
+        Ok((spool, replay))
+    }
+
+    /// Appends the entries whose id is not pending yet, synced before it returns.
+    pub fn append(&mut self, entries: Vec<(String, Vec<u8>)>) -> Result<Appended, SpoolError> {
+        self.usable()?;
+        let mut result = Appended::default();
+        let mut fresh = Vec::new();
+        let mut seen = HashSet::new();
+        let mut entries_bytes = 0;
+        for (id, data) in entries {
+            if id.is_empty() || id.len() > MAX_ID_LEN {
+                return Err(SpoolError::BadId);
+            }
+            if self.state.contains(&id) || !seen.insert(id.clone()) {
+                result.duplicates += 1;
+                continue;
+            }
+            entries_bytes += frame::entry_bytes(&id, &data);
+            fresh.push((id, data));
+        }
+        if fresh.is_empty() {
+            return Ok(result);
+        }
+        let frame_bytes = frame::batch_bytes(entries_bytes);
+        if frame_bytes - FRAME_HEADER > MAX_FRAME_BYTES {
+            return Err(SpoolError::BatchTooLarge);
+        }
+        self.make_room(fresh.len(), frame_bytes as u64)?;
+        let first = self.state.next_seq;
+        let batch: Vec<Entry> = fresh
+            .into_iter()
+            .zip(first..)
+            .map(|((id, data), seq)| Entry { seq, id, data })
+            .collect();
+        self.write_synced(&frame::encode(&Frame::Batch(batch.clone())))?;
+        result.accepted = batch.len();
+        self.state.next_seq = first + batch.len() as u64;
+        for entry in batch {
+            self.state.hold(entry);
+        }
+        Ok(result)
+    }
+
+    /// The oldest pending entries, at most `limit`, in order.
+    pub fn oldest(&self, limit: usize) -> Vec<Entry> {
+        self.state.entries().take(limit).cloned().collect()
+    }
+
+    /// Records that every entry up to `through` is drained, synced before it returns.
+    pub fn mark_drained(&mut self, through: u64) -> Result<(), SpoolError> {
+        self.usable()?;
+        if self.state.entries.front().is_none_or(|e| e.seq > through) {
+            return Ok(());
+        }
+        self.write_synced(&frame::encode(&Frame::Drained { through }))?;
+        self.state.forget_through(through);
+        self.compact_if_worth_it()
+    }
+
+    pub fn depth(&self) -> Depth {
+        Depth {
+            records: self.state.len(),
+            file_bytes: self.len,
+        }
+    }
+
+    /// What is pending, for the drain and for tests.
+    pub fn pending(&self) -> &Pending {
+        &self.state
+    }
+
+    fn usable(&self) -> Result<(), SpoolError> {
+        if self.failed {
+            return Err(SpoolError::Failed);
+        }
+        Ok(())
+    }
+
+    /// Checks the bounds for `records` more entries in a frame of `bytes`, compacting
+    /// first if drained entries are in the way.
+    fn make_room(&mut self, records: usize, bytes: u64) -> Result<(), SpoolError> {
+        if self.state.len() + records > self.config.max_records {
+            return Err(self.full());
+        }
+        if self.len + bytes > self.config.max_bytes && self.dead_bytes() > 0 {
+            self.compact()?;
+        }
+        if self.len + bytes > self.config.max_bytes {
+            return Err(self.full());
+        }
+        Ok(())
+    }
+
+    fn full(&self) -> SpoolError {
+        SpoolError::Full {
+            records: self.state.len(),
+            bytes: self.len,
+        }
+    }
+
+    /// Bytes of the file that compaction would free (an estimate: frame overheads).
+    fn dead_bytes(&self) -> u64 {
+        self.len
+            .saturating_sub(MAGIC.len() as u64)
+            .saturating_sub(self.state.live_bytes)
+    }
+
+    fn compact_if_worth_it(&mut self) -> Result<(), SpoolError> {
+        let dead = self.dead_bytes();
+        if self.state.is_empty() && self.len > MAGIC.len() as u64 {
+            return self.truncate_to_header();
+        }
+        if dead >= COMPACT_MIN_DEAD_BYTES && dead > self.state.live_bytes {
+            return self.compact();
+        }
+        Ok(())
+    }
+
+    fn truncate_to_header(&mut self) -> Result<(), SpoolError> {
+        let header = MAGIC.len() as u64;
+        let result = self
+            .file
+            .set_len(header)
+            .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.file.seek(SeekFrom::End(0)).map(drop));
+        self.check(result, "truncate")?;
+        self.len = header;
+        Ok(())
+    }
+
+    /// Rewrites the pending entries to a new file and puts it in place.
+    fn compact(&mut self) -> Result<(), SpoolError> {
+        let temp = temp_path(&self.config.path);
+        let mut bytes = MAGIC.to_vec();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for entry in self.state.entries() {
+            let size = frame::entry_bytes(&entry.id, &entry.data);
+            if !batch.is_empty() && frame::batch_bytes(batch_bytes + size) > MAX_FRAME_BYTES {
+                bytes.extend(frame::encode(&Frame::Batch(std::mem::take(&mut batch))));
+                batch_bytes = 0;
+            }
+            batch.push(entry.clone());
+            batch_bytes += size;
+        }
+        if !batch.is_empty() {
+            bytes.extend(frame::encode(&Frame::Batch(batch)));
+        }
+        let written = write_new(&temp, &bytes)
+            .and_then(|()| std::fs::rename(&temp, &self.config.path))
+            .and_then(|()| sync_dir(&self.config.path))
+            .and_then(|()| OpenOptions::new().append(true).open(&self.config.path));
+        let file = self.check(written, "compact")?;
+        self.file = file;
+        self.len = bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends bytes and syncs them; on failure, cuts the file back and stops the spool.
+    fn write_synced(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        let result = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        if result.is_err() {
+            // Best effort: a later open cuts a torn tail anyway.
+            let _ = self.file.set_len(self.len);
+        }
+        self.check(result, "append")?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn check<T>(&mut self, result: std::io::Result<T>, op: &'static str) -> Result<T, SpoolError> {
+        result.map_err(|source| {
+            self.failed = true;
+            SpoolError::Io {
+                path: self.config.path.clone(),
+                op,
+                source,
+            }
+        })
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".compacting");
+    PathBuf::from(name)
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Syncs the directory holding `path`, so a new or renamed entry in it survives a crash.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// The spool for async callers: file I/O on the blocking pool, depth without waiting.
+#[derive(Debug, Clone)]
+pub struct SpoolHandle {
+    spool: Arc<Mutex<Spool>>,
+    records: Arc<AtomicU64>,
+    file_bytes: Arc<AtomicU64>,
+}
+
+impl SpoolHandle {
+    /// Opens and replays the spool on the blocking pool.
+    pub async fn open(config: SpoolConfig) -> Result<(SpoolHandle, Replay), SpoolError> {
+        let (spool, replay) = tokio::task::spawn_blocking(move || Spool::open(config))
+            .await
+            .map_err(|_| SpoolError::Worker)??;
+        let depth = spool.depth();
+        let handle = SpoolHandle {
+            spool: Arc::new(Mutex::new(spool)),
+            records: Arc::default(),
+            file_bytes: Arc::default(),
+        };
+        handle.publish(depth);
+        Ok((handle, replay))
+    }
+
+    /// [`Spool::append`]: returns once the new entries are synced.
+    pub async fn append(&self, entries: Vec<(String, Vec<u8>)>) -> Result<Appended, SpoolError> {
+        self.run(move |spool| spool.append(entries)).await
+    }
+
+    /// [`Spool::oldest`].
+    pub async fn oldest(&self, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+        self.run(move |spool| Ok(spool.oldest(limit))).await
+    }
+
+    /// [`Spool::mark_drained`].
+    pub async fn mark_drained(&self, through: u64) -> Result<(), SpoolError> {
+        self.run(move |spool| spool.mark_drained(through)).await
+    }
+
+    /// The depth as of the last call that finished; never waits.
+    pub fn depth(&self) -> Depth {
+        Depth {
+            records: self.records.load(Ordering::Relaxed) as usize,
+            file_bytes: self.file_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn publish(&self, depth: Depth) {
+        self.records.store(depth.records as u64, Ordering::Relaxed);
+        self.file_bytes.store(depth.file_bytes, Ordering::Relaxed);
+    }
+
+    async fn run<T, F>(&self, call: F) -> Result<T, SpoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
+    {
+        let spool = Arc::clone(&self.spool);
+        let (result, depth) = tokio::task::spawn_blocking(move || {
+            let mut spool = spool.lock().map_err(|_| SpoolError::Worker)?;
+            let result = call(&mut spool);
+            Ok::<_, SpoolError>((result, spool.depth()))
+        })
+        .await
+        .map_err(|_| SpoolError::Worker)??;
+        self.publish(depth);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests;

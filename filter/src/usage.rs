@@ -1,0 +1,246 @@
+//! Token usage read from upstream responses as they pass, with bounded memory.
+//!
+//! Pure functions and small structs, no host types: the glue feeds response bytes to a
+//! [`Meter`] chunk by chunk (the chunks go on to the client unchanged and unheld) and asks
+//! it at the end of the stream what the response said.
+//!
+//! - [`json`]: a non-streamed body, copied up to a bound and parsed once at its end.
+//! - [`sse`]: a server-sent-event stream, parsed event by event; only the event being
+//!   read is held, and an event larger than the bound is skipped and counted.
+//! - [`stream_options`]: the request-side rewrite that asks OpenAI to report usage at
+//!   the end of a stream (`stream_options.include_usage`).
+//!
+//! Shapes understood, in a whole body or in one event's data:
+//!
+//! | shape | model | usage |
+//! |---|---|---|
+//! | OpenAI chat, completions, embeddings; a stream's usage chunk | `model` | `usage.prompt_tokens`, `completion_tokens`, `total_tokens` |
+//! | OpenAI Responses API | `model` | `usage.input_tokens`, `output_tokens`, `total_tokens` |
+//! | its stream (`response.completed`) | `response.model` | `response.usage.…` |
+//! | Anthropic Messages | `model` | `usage.input_tokens`, `output_tokens` |
+//! | its stream: `message_start`, then `message_delta` | `message.model` | `message.usage.…`, then `usage.output_tokens` (cumulative) |
+//!
+//! Across the events of a stream each count is the **last** one reported (Anthropic's and
+//! continuous-usage streams repeat cumulative counts), and the model is the first one. A
+//! total that the response does not state is the sum of the two counts when both are
+//! known. Anthropic's cache counts (`cache_read_input_tokens`, …) are not read yet. Usage
+//! is [`Usage::Known`] only when the response stated at least one count: nothing is ever
+//! estimated.
+
+use serde_json::Value;
+
+pub mod json;
+pub mod sse;
+pub mod stream_options;
+
+pub use json::{JsonError, JsonMeter};
+pub use sse::SseMeter;
+
+/// A model name longer than this is not recorded (the spend record's bound).
+pub const MAX_MODEL_LEN: usize = livegate_contract::spend::MAX_LABEL_LEN;
+
+/// Token counts as the response stated them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub prompt: Option<u64>,
+    pub completion: Option<u64>,
+    pub total: Option<u64>,
+}
+
+/// Whether the response reported usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Known(Tokens),
+    /// The response said nothing about usage (or nothing that could be read).
+    Absent,
+}
+
+/// What a response said about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub usage: Usage,
+    /// The `model` the response named.
+    pub model: Option<String>,
+}
+
+/// The bounds of one response's metering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest non-streamed body read; a larger one is metered as usage absent.
+    pub max_json_bytes: usize,
+    /// The largest event of a stream read; a larger one is skipped and counted.
+    pub max_event_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_json_bytes: 1024 * 1024,
+            max_event_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The end of one response's metering: what it said, and what could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub reading: Reading,
+    pub streamed: bool,
+    /// Bodies or events passed over because they exceeded their bound.
+    pub oversized: u32,
+    /// Bodies or events that were not JSON.
+    pub malformed: u32,
+}
+
+/// One response's meter, chosen by its headers.
+#[derive(Debug, Clone)]
+pub enum Meter {
+    Json(JsonMeter),
+    Sse(SseMeter),
+}
+
+impl Meter {
+    /// `text/event-stream` is read as a stream, anything else as one JSON body. `None`
+    /// when the body is encoded (`content-encoding` other than `identity`): the filter
+    /// does not decompress, so such a response is recorded with usage absent.
+    pub fn for_response(
+        content_type: Option<&[u8]>,
+        content_encoding: Option<&[u8]>,
+        limits: Limits,
+    ) -> Option<Meter> {
+        if content_encoding.is_some_and(|e| !e.trim_ascii().eq_ignore_ascii_case(b"identity")) {
+            return None;
+        }
+        let essence = content_type
+            .map(|t| t.split(|b| *b == b';').next().unwrap_or(t).trim_ascii())
+            .unwrap_or_default();
+        Some(if essence.eq_ignore_ascii_case(b"text/event-stream") {
+            Meter::Sse(SseMeter::new(limits.max_event_bytes))
+        } else {
+            Meter::Json(JsonMeter::new(limits.max_json_bytes))
+        })
+    }
+
+    /// Reads the next chunk of the response body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match self {
+            Meter::Json(meter) => meter.feed(chunk),
+            Meter::Sse(meter) => meter.feed(chunk),
+        }
+    }
+
+    /// The body has ended: what it said.
+    pub fn finish(self) -> Report {
+        match self {
+            Meter::Json(meter) => {
+                let (reading, oversized, malformed) = match meter.finish() {
+                    Ok(reading) => (reading, 0, 0),
+                    Err(JsonError::TooLarge { .. }) => (Reading::absent(), 1, 0),
+                    Err(JsonError::Malformed) => (Reading::absent(), 0, 1),
+                };
+                Report {
+                    reading,
+                    streamed: false,
+                    oversized,
+                    malformed,
+                }
+            }
+            Meter::Sse(meter) => {
+                let end = meter.finish();
+                Report {
+                    reading: end.reading,
+                    streamed: true,
+                    oversized: end.oversized_events,
+                    malformed: end.malformed_events,
+                }
+            }
+        }
+    }
+}
+
+impl Reading {
+    /// Nothing read.
+    pub fn absent() -> Reading {
+        Reading {
+            usage: Usage::Absent,
+            model: None,
+        }
+    }
+}
+
+impl Tokens {
+    fn any(&self) -> bool {
+        self.prompt.is_some() || self.completion.is_some() || self.total.is_some()
+    }
+
+    /// Later counts replace earlier ones; a count a later report omits is kept.
+    fn update(&mut self, later: Tokens) {
+        self.prompt = later.prompt.or(self.prompt);
+        self.completion = later.completion.or(self.completion);
+        self.total = later.total.or(self.total);
+    }
+}
+
+/// What one JSON document (a body, or one event's data) says, before any merging.
+#[derive(Debug, Default)]
+struct Found {
+    tokens: Option<Tokens>,
+    model: Option<String>,
+}
+
+/// Usage and model from a document, wherever the shapes above put them: the document
+/// itself, or the `message` (Anthropic's `message_start`) or `response` (the Responses
+/// API's stream events) it wraps.
+fn inspect(document: &Value) -> Found {
+    let mut found = Found::default();
+    let places = [
+        Some(document),
+        document.get("message"),
+        document.get("response"),
+    ];
+    for place in places.into_iter().flatten() {
+        if found.tokens.is_none() {
+            found.tokens = place.get("usage").and_then(tokens);
+        }
+        if found.model.is_none() {
+            found.model = place.get("model").and_then(model);
+        }
+    }
+    found
+}
+
+/// The counts of a `usage` object; `None` when it states none (`null`, `{}`, strings).
+fn tokens(usage: &Value) -> Option<Tokens> {
+    let count = |names: &[&str]| names.iter().find_map(|n| usage.get(n)?.as_u64());
+    let tokens = Tokens {
+        prompt: count(&["prompt_tokens", "input_tokens"]),
+        completion: count(&["completion_tokens", "output_tokens"]),
+        total: count(&["total_tokens"]),
+    };
+    tokens.any().then_some(tokens)
+}
+
+fn model(value: &Value) -> Option<String> {
+    let name = value.as_str()?;
+    (!name.is_empty() && name.len() <= MAX_MODEL_LEN).then(|| name.to_string())
+}
+
+/// Usage from what was gathered: a missing total is the sum of the two counts.
+fn conclude(tokens: Option<Tokens>, model: Option<String>) -> Reading {
+    let usage = match tokens {
+        Some(mut t) if t.any() => {
+            if t.total.is_none() {
+                t.total = t
+                    .prompt
+                    .zip(t.completion)
+                    .and_then(|(p, c)| p.checked_add(c));
+            }
+            Usage::Known(t)
+        }
+        _ => Usage::Absent,
+    };
+    Reading { usage, model }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+//! A server-sent-event stream, read as it passes.
+//!
+//! Lines end in LF, CR or CRLF (a CRLF may be split across chunks); an empty line ends an
+//! event; `data:` lines are joined with LF, every other field and `:` comments are
+//! ignored, and so is a byte order mark opening the stream. Only the line and the event being read are held, together at most
+//! `max_event_bytes`: an event that would grow past it is dropped at once, the rest of it
+//! passed over until its empty line, and counted in `oversized_events`. `data: [DONE]`
+//! (OpenAI's end) is noted. An event still open when the stream ends is read as if it had
+//! been closed: a truncated one fails to parse and is counted, a complete one is not lost.
+//!
+//! Parsing costs: once the model is known, an event is parsed only when its data mentions
+//! a `"usage"` key holding an object, so content chunks (and OpenAI's `"usage":null`) are
+//! skipped by a scan instead of a parse.
+
+use super::{conclude, inspect, Reading, Tokens};
+
+/// The UTF-8 byte order mark a stream may open with (the SSE standard drops it).
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
+/// A stream's reader.
+#[derive(Debug, Clone)]
+pub struct SseMeter {
+    max_event_bytes: usize,
+    /// The line being read (without its terminator).
+    line: Vec<u8>,
+    /// Whether the line being read has any byte (kept even while the event is skipped).
+    line_started: bool,
+    /// The current event's data lines, joined by LF.
+    data: Vec<u8>,
+    has_data: bool,
+    /// The current event outgrew the bound: the rest of it is passed over.
+    skipping: bool,
+    /// The last chunk ended in CR: an LF opening the next one ends no other line.
+    after_cr: bool,
+    /// No line has ended yet: a UTF-8 byte order mark opening it is not part of it.
+    first_line: bool,
+    tokens: Option<Tokens>,
+    model: Option<String>,
+    done: bool,
+    oversized_events: u32,
+    malformed_events: u32,
+}
+
+/// What a stream said, and what of it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEnd {
+    pub reading: Reading,
+    /// Whether the stream sent OpenAI's `data: [DONE]`.
+    pub done: bool,
+    pub oversized_events: u32,
+    pub malformed_events: u32,
+}
+
+impl SseMeter {
+    pub fn new(max_event_bytes: usize) -> SseMeter {
+        SseMeter {
+            max_event_bytes,
+            line: Vec::new(),
+            line_started: false,
+            data: Vec::new(),
+            has_data: false,
+            skipping: false,
+            after_cr: false,
+            first_line: true,
+            tokens: None,
+            model: None,
+            done: false,
+            oversized_events: 0,
+            malformed_events: 0,
+        }
+    }
+
+    /// Reads the next chunk; any split of a stream into chunks reads the same.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        if self.after_cr && !rest.is_empty() {
+            self.after_cr = false;
+            if let Some((b'\n', tail)) = rest.split_first() {
+                rest = tail;
+            }
+        }
+        while let Some(end) = rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            let (line, tail) = rest.split_at(end);
+            self.push(line);
+            self.end_line();
+            rest = match tail {
+                [b'\r', b'\n', after @ ..] => after,
+                [b'\r'] => {
+                    self.after_cr = true;
+                    &[]
+                }
+                [_, after @ ..] => after,
+                [] => &[],
+            };
+        }
+        self.push(rest);
+    }
+
+    /// The stream has ended.
+    pub fn finish(mut self) -> StreamEnd {
+        if self.line_started {
+            self.end_line();
+        }
+        self.dispatch();
+        StreamEnd {
+            reading: conclude(self.tokens, self.model),
+            done: self.done,
+            oversized_events: self.oversized_events,
+            malformed_events: self.malformed_events,
+        }
+    }
+
+    /// The bytes held for the event being read: never more than the bound.
+    pub fn held_bytes(&self) -> usize {
+        self.line.len() + self.data.len()
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.line_started = true;
+        if self.skipping {
+            return;
+        }
+        let held = self.line.len() + self.data.len() + bytes.len();
+        if held > self.max_event_bytes {
+            self.skipping = true;
+            self.oversized_events = self.oversized_events.saturating_add(1);
+            self.line = Vec::new();
+            self.data = Vec::new();
+            self.has_data = false;
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn end_line(&mut self) {
+        let first = std::mem::replace(&mut self.first_line, false);
+        if !self.line_started {
+            self.dispatch();
+            return;
+        }
+        self.line_started = false;
+        if self.skipping {
+            return;
+        }
+        let line = std::mem::take(&mut self.line);
+        let text = if first {
+            line.strip_prefix(BOM).unwrap_or(&line)
+        } else {
+            &line
+        };
+        let (field, value) = match text.iter().position(|b| *b == b':') {
+            Some(colon) => {
+                let (field, value) = text.split_at(colon);
+                let value = value.get(1..).unwrap_or_default();
+                (field, value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (text, &[][..]),
+        };
+        if field == b"data" {
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(value);
+            self.has_data = true;
+        }
+        self.line = line;
+        self.line.clear();
+    }
+
+    /// An empty line: the event is complete.
+    fn dispatch(&mut self) {
+        let skipped = std::mem::replace(&mut self.skipping, false);
+        if skipped || !std::mem::replace(&mut self.has_data, false) {
+            self.data.clear();
+            return;
+        }
+        let data = std::mem::take(&mut self.data);
+        self.read_event(&data);
+        self.data = data;
+        self.data.clear();
+    }
+
+    fn read_event(&mut self, data: &[u8]) {
+        if data.trim_ascii() == b"[DONE]" {
+            self.done = true;
+            return;
+        }
+        if self.model.is_some() && !mentions_usage_object(data) {
+            return;
+        }
+        let Ok(document) = serde_json::from_slice::<serde_json::Value>(data) else {
+            self.malformed_events = self.malformed_events.saturating_add(1);
+            return;
+        };
+        let found = inspect(&document);
+        if let Some(later) = found.tokens {
+            self.tokens
+                .get_or_insert_with(Tokens::default)
+                .update(later);
+        }
+        if self.model.is_none() {
+            self.model = found.model;
+        }
+    }
+}
+
+/// Whether `"usage"` is followed by `:` and `{` (whitespace allowed): the only events
+/// worth parsing once the model is known. A key spelled with escapes is not seen.
+fn mentions_usage_object(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut rest = data;
+    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+        let after = rest.get(at + KEY.len()..).unwrap_or_default();
+        let mut tail = after.iter().copied().filter(|b| !b.is_ascii_whitespace());
+        if tail.next() == Some(b':') && tail.next() == Some(b'{') {
+            return true;
+        }
+        rest = after;
+    }
+    false
+}

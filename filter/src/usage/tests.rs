@@ -1,0 +1,504 @@
+use super::stream_options::{include_usage, Rewrite, Unchanged};
+use super::*;
+use proptest::prelude::*;
+
+const OPENAI_CHAT: &str = include_str!("fixtures/openai_chat.json");
+const OPENAI_EMBEDDINGS: &str = include_str!("fixtures/openai_embeddings.json");
+const OPENAI_RESPONSES: &str = include_str!("fixtures/openai_responses.json");
+const ANTHROPIC: &str = include_str!("fixtures/anthropic_messages.json");
+const OPENAI_STREAM: &str = include_str!("fixtures/openai_chat_stream.sse");
+const OPENAI_STREAM_NO_USAGE: &str = include_str!("fixtures/openai_chat_stream_no_usage.sse");
+const ANTHROPIC_STREAM: &str = include_str!("fixtures/anthropic_stream.sse");
+const RESPONSES_STREAM: &str = include_str!("fixtures/openai_responses_stream.sse");
+
+const STREAMS: [&str; 4] = [
+    OPENAI_STREAM,
+    OPENAI_STREAM_NO_USAGE,
+    ANTHROPIC_STREAM,
+    RESPONSES_STREAM,
+];
+
+fn known(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) -> Usage {
+    Usage::Known(Tokens {
+        prompt,
+        completion,
+        total,
+    })
+}
+
+fn reading(usage: Usage, model: &str) -> Reading {
+    Reading {
+        usage,
+        model: Some(model.into()),
+    }
+}
+
+fn stream(chunks: &[&[u8]]) -> sse::StreamEnd {
+    let mut meter = SseMeter::new(Limits::default().max_event_bytes);
+    for chunk in chunks {
+        meter.feed(chunk);
+    }
+    meter.finish()
+}
+
+fn whole(text: &str) -> sse::StreamEnd {
+    stream(&[text.as_bytes()])
+}
+
+// ---- JSON bodies ----
+
+#[test]
+fn an_openai_chat_completion_reports_its_usage_and_model() {
+    assert_eq!(
+        json::read(OPENAI_CHAT.as_bytes()),
+        Ok(reading(
+            known(Some(1117), Some(46), Some(1163)),
+            "gpt-4o-2024-08-06"
+        ))
+    );
+}
+
+#[test]
+fn an_embedding_reports_prompt_and_total_only() {
+    assert_eq!(
+        json::read(OPENAI_EMBEDDINGS.as_bytes()),
+        Ok(reading(
+            known(Some(8), None, Some(8)),
+            "text-embedding-3-small"
+        ))
+    );
+}
+
+#[test]
+fn a_responses_api_answer_reports_input_and_output_tokens() {
+    assert_eq!(
+        json::read(OPENAI_RESPONSES.as_bytes()),
+        Ok(reading(
+            known(Some(36), Some(87), Some(123)),
+            "gpt-4.1-2025-04-14"
+        ))
+    );
+}
+
+#[test]
+fn an_anthropic_message_reports_usage_with_the_total_summed() {
+    assert_eq!(
+        json::read(ANTHROPIC.as_bytes()),
+        Ok(reading(
+            known(Some(2095), Some(503), Some(2598)),
+            "claude-3-5-sonnet-20241022"
+        ))
+    );
+}
+
+#[test]
+fn a_body_without_usage_is_absent_never_zero() {
+    for body in [
+        r#"{"model":"m","choices":[]}"#,
+        r#"{"model":"m","usage":null}"#,
+        r#"{"model":"m","usage":{}}"#,
+        r#"{"model":"m","usage":{"prompt_tokens":"12","completion_tokens":-1,"total_tokens":1.5}}"#,
+    ] {
+        assert_eq!(
+            json::read(body.as_bytes()),
+            Ok(reading(Usage::Absent, "m")),
+            "{body}"
+        );
+    }
+    assert_eq!(json::read(b"[1,2]"), Ok(Reading::absent()));
+}
+
+#[test]
+fn a_body_that_is_not_json_is_an_error() {
+    assert_eq!(
+        json::read(b"<html>bad gateway</html>"),
+        Err(JsonError::Malformed)
+    );
+    assert_eq!(json::read(b""), Err(JsonError::Malformed));
+}
+
+#[test]
+fn an_unreasonable_model_name_is_not_recorded() {
+    let body = format!(
+        r#"{{"model":"{}","usage":{{"total_tokens":3}}}}"#,
+        "m".repeat(MAX_MODEL_LEN + 1)
+    );
+    assert_eq!(
+        json::read(body.as_bytes()),
+        Ok(Reading {
+            usage: known(None, None, Some(3)),
+            model: None
+        })
+    );
+}
+
+#[test]
+fn a_body_past_the_bound_is_too_large_and_forgotten() {
+    let mut meter = JsonMeter::new(100);
+    meter.feed(&OPENAI_CHAT.as_bytes()[..60]);
+    meter.feed(&OPENAI_CHAT.as_bytes()[60..]);
+    assert_eq!(meter.finish(), Err(JsonError::TooLarge { limit: 100 }));
+    let mut meter = JsonMeter::new(OPENAI_CHAT.len());
+    for chunk in OPENAI_CHAT.as_bytes().chunks(7) {
+        meter.feed(chunk);
+    }
+    assert_eq!(meter.finish(), json::read(OPENAI_CHAT.as_bytes()));
+}
+
+// ---- streams ----
+
+#[test]
+fn an_openai_stream_reports_the_usage_chunk() {
+    let end = whole(OPENAI_STREAM);
+    assert_eq!(
+        end.reading,
+        reading(known(Some(9), Some(12), Some(21)), "gpt-4o-mini-2024-07-18")
+    );
+    assert!(end.done);
+    assert_eq!((end.oversized_events, end.malformed_events), (0, 0));
+}
+
+#[test]
+fn an_openai_stream_without_the_usage_chunk_is_absent() {
+    let end = whole(OPENAI_STREAM_NO_USAGE);
+    assert_eq!(
+        end.reading,
+        reading(Usage::Absent, "gpt-4o-mini-2024-07-18")
+    );
+    assert!(end.done);
+}
+
+#[test]
+fn an_anthropic_stream_takes_input_from_the_start_and_output_from_the_last_delta() {
+    let end = whole(ANTHROPIC_STREAM);
+    assert_eq!(
+        end.reading,
+        reading(
+            known(Some(25), Some(15), Some(40)),
+            "claude-3-5-sonnet-20241022"
+        )
+    );
+    assert!(!end.done);
+}
+
+#[test]
+fn a_responses_api_stream_reports_the_completed_event() {
+    assert_eq!(
+        whole(RESPONSES_STREAM).reading,
+        reading(known(Some(37), Some(11), Some(48)), "gpt-4.1-2025-04-14")
+    );
+}
+
+#[test]
+fn crlf_and_cr_line_ends_read_the_same() {
+    for text in STREAMS {
+        let crlf = text.replace('\n', "\r\n");
+        let cr = text.replace('\n', "\r");
+        assert_eq!(whole(&crlf), whole(text));
+        assert_eq!(whole(&cr), whole(text));
+    }
+}
+
+#[test]
+fn data_lines_join_and_comments_and_other_fields_are_ignored() {
+    let text = ": keep-alive\nevent: x\nid: 7\nretry: 10\ndata: {\"model\":\"m\",\ndata:\"usage\":{\"prompt_tokens\":1}}\n\n";
+    assert_eq!(
+        whole(text).reading,
+        reading(known(Some(1), None, None), "m")
+    );
+}
+
+#[test]
+fn a_byte_order_mark_opening_the_stream_is_dropped() {
+    let text = "\u{feff}data: {\"model\":\"m\",\"usage\":{\"total_tokens\":5}}\n\n";
+    let expected = reading(known(None, None, Some(5)), "m");
+    assert_eq!(whole(text).reading, expected);
+    let bytes = text.as_bytes();
+    let end = stream(&[&bytes[..1], &bytes[1..2], &bytes[2..]]);
+    assert_eq!(end.reading, expected);
+    let twice = format!("\u{feff}{text}");
+    assert_eq!(
+        whole(&twice).reading.usage,
+        Usage::Absent,
+        "only one mark is dropped"
+    );
+}
+
+#[test]
+fn an_event_left_open_at_the_end_is_still_read() {
+    let text = "data: {\"model\":\"m\",\"usage\":{\"total_tokens\":5}}";
+    assert_eq!(
+        whole(text).reading,
+        reading(known(None, None, Some(5)), "m")
+    );
+}
+
+#[test]
+fn a_stream_cut_inside_the_usage_event_is_absent_and_counted() {
+    let cut = OPENAI_STREAM
+        .find("\"completion_tokens\"")
+        .map(|at| &OPENAI_STREAM[..at])
+        .unwrap();
+    let end = whole(cut);
+    assert_eq!(
+        end.reading,
+        reading(Usage::Absent, "gpt-4o-mini-2024-07-18")
+    );
+    assert_eq!(end.malformed_events, 1);
+}
+
+#[test]
+fn an_oversized_event_is_skipped_counted_and_the_next_one_read() {
+    let big = format!(
+        "data: {{\"model\":\"m\",\"pad\":\"{}\"}}\n\ndata: {{\"model\":\"n\",\"usage\":{{\"prompt_tokens\":2}}}}\n\n",
+        "x".repeat(500)
+    );
+    for size in [1, 3, 64, 1000] {
+        let mut meter = SseMeter::new(200);
+        for chunk in big.as_bytes().chunks(size) {
+            meter.feed(chunk);
+            assert!(meter.held_bytes() <= 200);
+        }
+        let end = meter.finish();
+        assert_eq!(end.reading, reading(known(Some(2), None, None), "n"));
+        assert_eq!(end.oversized_events, 1);
+    }
+}
+
+#[test]
+fn a_line_without_end_is_bounded_too() {
+    let mut meter = SseMeter::new(1024);
+    for _ in 0..10_000 {
+        meter.feed(b"data: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        assert!(meter.held_bytes() <= 1024);
+    }
+    assert_eq!(meter.finish().oversized_events, 1);
+}
+
+#[test]
+fn every_cut_into_two_chunks_reads_the_same() {
+    for text in STREAMS {
+        let bytes = text.as_bytes();
+        let expected = whole(text);
+        for at in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(at);
+            assert_eq!(stream(&[a, b]), expected, "cut at {at}");
+        }
+        let crlf = text.replace('\n', "\r\n");
+        for at in 0..=crlf.len() {
+            let (a, b) = crlf.as_bytes().split_at(at);
+            assert_eq!(stream(&[a, b]), expected, "crlf cut at {at}");
+        }
+    }
+}
+
+#[test]
+fn the_meter_is_chosen_by_content_type_and_refuses_encoded_bodies() {
+    let limits = Limits::default();
+    let pick = |t: Option<&str>, e: Option<&str>| {
+        Meter::for_response(t.map(str::as_bytes), e.map(str::as_bytes), limits)
+    };
+    assert!(matches!(
+        pick(Some("text/event-stream; charset=utf-8"), None),
+        Some(Meter::Sse(_))
+    ));
+    assert!(matches!(
+        pick(Some("Text/Event-Stream"), Some("identity")),
+        Some(Meter::Sse(_))
+    ));
+    assert!(matches!(
+        pick(Some("application/json"), None),
+        Some(Meter::Json(_))
+    ));
+    assert!(matches!(pick(None, None), Some(Meter::Json(_))));
+    assert!(pick(Some("application/json"), Some("gzip")).is_none());
+}
+
+#[test]
+fn a_meter_reports_streamed_and_what_it_could_not_read() {
+    let mut meter =
+        Meter::for_response(Some(b"text/event-stream"), None, Limits::default()).unwrap();
+    meter.feed(ANTHROPIC_STREAM.as_bytes());
+    let report = meter.finish();
+    assert!(report.streamed);
+    assert_eq!(report.reading, whole(ANTHROPIC_STREAM).reading);
+
+    let mut meter = Meter::for_response(None, None, Limits::default()).unwrap();
+    meter.feed(b"not json");
+    let report = meter.finish();
+    assert_eq!(
+        (report.streamed, report.malformed, report.oversized),
+        (false, 1, 0)
+    );
+    assert_eq!(report.reading, Reading::absent());
+
+    let limits = Limits {
+        max_json_bytes: 10,
+        ..Limits::default()
+    };
+    let mut meter = Meter::for_response(None, None, limits).unwrap();
+    meter.feed(OPENAI_CHAT.as_bytes());
+    assert_eq!(meter.finish().oversized, 1);
+}
+
+// ---- stream_options ----
+
+fn rewritten(body: &str) -> (String, bool) {
+    match include_usage(body.as_bytes(), 1 << 20) {
+        Rewrite::Rewritten { body, overrode } => (String::from_utf8(body).unwrap(), overrode),
+        Rewrite::Unchanged(why) => panic!("{body}: unchanged ({why:?})"),
+    }
+}
+
+fn unchanged(body: &str) -> Unchanged {
+    match include_usage(body.as_bytes(), 1 << 20) {
+        Rewrite::Unchanged(why) => why,
+        Rewrite::Rewritten { body, .. } => panic!("rewritten: {}", String::from_utf8_lossy(&body)),
+    }
+}
+
+#[test]
+fn a_stream_without_options_gets_them_and_keeps_every_other_byte() {
+    let body = "{ \"model\": \"gpt-4o\", \"stream\": true, \"temperature\": 1.0e0 }\n";
+    assert_eq!(
+        rewritten(body),
+        (
+            "{ \"model\": \"gpt-4o\", \"stream\": true, \"temperature\": 1.0e0 ,\"stream_options\":{\"include_usage\":true}}\n".into(),
+            false
+        )
+    );
+}
+
+#[test]
+fn existing_options_gain_include_usage() {
+    assert_eq!(
+        rewritten(r#"{"stream":true,"stream_options":{}}"#).0,
+        r#"{"stream":true,"stream_options":{"include_usage":true}}"#
+    );
+    assert_eq!(
+        rewritten(r#"{"stream":true,"stream_options":{"x":1},"n":2}"#).0,
+        r#"{"stream":true,"stream_options":{"include_usage":true,"x":1},"n":2}"#
+    );
+    assert_eq!(
+        rewritten(r#"{"stream":true,"stream_options":null}"#).0,
+        r#"{"stream":true,"stream_options":{"include_usage":true}}"#
+    );
+}
+
+#[test]
+fn a_client_that_declines_usage_is_overridden_and_said_so() {
+    assert_eq!(
+        rewritten(r#"{"stream":true,"stream_options":{"include_usage": false, "x":1}}"#),
+        (
+            r#"{"stream":true,"stream_options":{"include_usage": true, "x":1}}"#.into(),
+            true
+        )
+    );
+}
+
+#[test]
+fn bodies_that_need_no_change_or_cannot_take_one_are_left_alone() {
+    assert_eq!(
+        unchanged(r#"{"stream":true,"stream_options":{"include_usage":true}}"#),
+        Unchanged::AlreadyIncluded
+    );
+    for body in [
+        r#"{"model":"m"}"#,
+        r#"{"stream":false}"#,
+        r#"{"stream":"true"}"#,
+    ] {
+        assert_eq!(unchanged(body), Unchanged::NotStreamed, "{body}");
+    }
+    for body in [
+        "",
+        "[true]",
+        "{\"stream\":true",
+        r#"{"stream":true,"stream_options":"yes"}"#,
+        "\u{feff}{\"stream\":true}",
+    ] {
+        assert_eq!(unchanged(body), Unchanged::NotEditable, "{body}");
+    }
+    assert_eq!(
+        include_usage(br#"{"stream":true}"#, 5),
+        Rewrite::Unchanged(Unchanged::TooLarge)
+    );
+}
+
+#[test]
+fn the_last_of_duplicate_keys_is_the_one_edited_as_upstreams_read_it() {
+    let (body, _) =
+        rewritten(r#"{"stream":true,"stream_options":{"include_usage":true},"stream_options":{}}"#);
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["stream_options"]["include_usage"], true);
+}
+
+fn member() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(r#""model": "gpt-4o""#.to_string()),
+        Just(r#""messages": [{"role": "user", "content": "}{\"stream_options\""}]"#.to_string()),
+        Just(r#""temperature": 0.7"#.to_string()),
+        Just(r#""stream_options": {}"#.to_string()),
+        Just(r#""stream_options": {"include_usage": false}"#.to_string()),
+        Just(r#""stream_options": {"x": [1, {"include_usage": 0}]}"#.to_string()),
+        Just(r#""stream_options": null"#.to_string()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_chunking_of_a_stream_reads_the_same(
+        which in 0..STREAMS.len(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let bytes = STREAMS[which].as_bytes();
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut from = 0;
+        for to in at {
+            chunks.push(&bytes[from..to]);
+            from = to;
+        }
+        chunks.push(&bytes[from..]);
+        prop_assert_eq!(stream(&chunks), whole(STREAMS[which]));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_stay_bounded(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..20),
+    ) {
+        let mut meter = SseMeter::new(256);
+        for chunk in &chunks {
+            meter.feed(chunk);
+            prop_assert!(meter.held_bytes() <= 256);
+        }
+        let _ = meter.finish();
+        let body = chunks.concat();
+        let _ = json::read(&body);
+        let _ = include_usage(&body, 1 << 20);
+    }
+
+    #[test]
+    fn a_rewrite_changes_nothing_but_include_usage(
+        members in proptest::collection::vec(member(), 0..4),
+        space in "[ \n\t]{0,2}",
+    ) {
+        let mut all = members.clone();
+        all.push(r#""stream": true"#.to_string());
+        let body = format!("{{{space}{}{space}}}{space}", all.join(&format!(",{space}")));
+        let before: serde_json::Value = serde_json::from_str(&body).unwrap();
+        match include_usage(body.as_bytes(), 1 << 20) {
+            Rewrite::Rewritten { body: after, .. } => {
+                let after: serde_json::Value = serde_json::from_slice(&after).unwrap();
+                let mut expected = before.clone();
+                let options = &mut expected["stream_options"];
+                if !options.is_object() {
+                    *options = serde_json::json!({});
+                }
+                options["include_usage"] = true.into();
+                prop_assert_eq!(after, expected);
+            }
+            Rewrite::Unchanged(why) => prop_assert!(false, "{body}: {why:?}"),
+        }
+    }
+}
