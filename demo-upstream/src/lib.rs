@@ -1,6 +1,14 @@
 //! A tiny OpenAI-shaped upstream for trying livegate: it answers `/v1/models` and
 //! `/v1/chat/completions`, and echoes what the gateway told it about the caller.
+//!
+//! Every handler reads the whole request body before it answers, as a real API does. An
+//! HTTP server that answers first and then closes the connection with the body still
+//! unread makes the kernel reset it (unread data at close is an RST), and the reset can
+//! reach Envoy before the answer does: the client then gets Envoy's 503 "reset before
+//! headers" for a request the upstream answered with 200.
 
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,17 +21,22 @@ pub fn router() -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completion))
         .fallback(echo)
+        // Far above the gateway's largest request body: the gateway decides what is too large.
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
 }
 
-async fn models(headers: HeaderMap) -> Json<Value> {
+/// The largest body the demo reads (64 MiB).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
+async fn models(headers: HeaderMap, body: Bytes) -> Json<Value> {
     Json(json!({
         "object": "list",
         "data": [{"id": "livegate-demo", "object": "model", "owned_by": "livegate"}],
-        "livegate": received(&headers),
+        "livegate": received(&headers, &body),
     }))
 }
 
-async fn chat_completion(headers: HeaderMap) -> Json<Value> {
+async fn chat_completion(headers: HeaderMap, body: Bytes) -> Json<Value> {
     Json(json!({
         "id": "chatcmpl-livegate-demo",
         "object": "chat.completion",
@@ -34,16 +47,17 @@ async fn chat_completion(headers: HeaderMap) -> Json<Value> {
             "finish_reason": "stop",
         }],
         "usage": {"prompt_tokens": 0, "completion_tokens": 8, "total_tokens": 8},
-        "livegate": received(&headers),
+        "livegate": received(&headers, &body),
     }))
 }
 
-async fn echo(headers: HeaderMap) -> Json<Value> {
-    Json(json!({"livegate": received(&headers)}))
+async fn echo(headers: HeaderMap, body: Bytes) -> Json<Value> {
+    Json(json!({"livegate": received(&headers, &body)}))
 }
 
-/// What the upstream saw: the identity headers, and whether any credential leaked.
-fn received(headers: &HeaderMap) -> Value {
+/// What the upstream saw: the identity headers, whether any credential leaked, and how
+/// many body bytes arrived.
+fn received(headers: &HeaderMap, body: &Bytes) -> Value {
     let identity: serde_json::Map<String, Value> = headers
         .iter()
         // Every spelling a framework may read as an identity header: `x_livegate_user_id`
@@ -59,5 +73,6 @@ fn received(headers: &HeaderMap) -> Value {
         // Whether, never what: the demo must not echo a credential back to a client.
         "authorization_present": headers.contains_key("authorization"),
         "x_api_key_present": headers.contains_key("x-api-key"),
+        "body_bytes": body.len(),
     })
 }

@@ -48,6 +48,9 @@ enum Stage {
     AwaitingAuth(KeyHash),
     Released,
     Replied,
+    /// The stream ended (completed, or reset by a client that went away): nothing is
+    /// kept, and an answer that still arrives is dropped.
+    Done,
 }
 
 /// The state of one HTTP request.
@@ -68,6 +71,34 @@ impl RequestFlow {
     /// Whether body and trailers must be held back: nothing passes before a decision.
     pub fn holds_body(&self) -> bool {
         matches!(self.stage, Stage::AwaitingAuth(_) | Stage::Replied)
+    }
+
+    /// The body policy. Envoy's buffer filter runs first on protected routes, so the body
+    /// comes here whole (at most the largest request body, `end_of_stream` set) in one
+    /// call: held until the decision, then released with the headers. A policy that needs
+    /// the body (a bounded read of the JSON `model` field) decides here, from the bytes
+    /// the host reads for it.
+    pub fn on_request_body(&self, _end_of_stream: bool) -> Verdict {
+        if self.holds_body() {
+            Verdict::Stop
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    /// The host is done with the stream (`on_done`: completed, or reset because the client
+    /// went away while its check was in flight). Drops the request's state; the answer to
+    /// a check still in flight is dropped when it arrives.
+    pub fn on_done(&mut self) {
+        self.stage = Stage::Done;
+    }
+
+    /// The key whose check this request waits for, if any.
+    pub fn pending_check(&self) -> Option<&KeyHash> {
+        match &self.stage {
+            Stage::AwaitingAuth(hash) => Some(hash),
+            _ => None,
+        }
     }
 
     /// `now` is `None` when the host clock cannot be read: the cache is then bypassed
@@ -91,6 +122,10 @@ impl RequestFlow {
         response: CallResponse<'_>,
         now: Option<Millis>,
     ) -> Verdict {
+        if self.stage == Stage::Done {
+            host.debug("livegate: auth check answered after its request ended; dropped");
+            return Verdict::Stop;
+        }
         let Stage::AwaitingAuth(hash) = std::mem::replace(&mut self.stage, Stage::Headers) else {
             host.debug("livegate: auth check response without a pending request; ignored");
             self.stage = Stage::Replied;

@@ -39,7 +39,7 @@ mod wasm {
     proxy_wasm::main! {{
         // Also installs the SDK's panic hook, so a bug would at least be logged.
         proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::new()) });
+        proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
     }}
 
     /// Metric ids as defined in this VM, indexed by `Metric::index()`.
@@ -48,7 +48,11 @@ mod wasm {
     /// One per plugin per worker VM: owns the configuration and the decision cache, and
     /// takes its turn polling the change feed for the whole Envoy.
     struct Root {
+        /// This root context's id: auth checks are dispatched on its behalf (see `Owner`).
+        id: u32,
         plugin: Rc<Plugin>,
+        /// The gauge `livegate_vm_memory_bytes`, once defined.
+        memory_gauge: Option<u32>,
         metrics: Rc<MetricIds>,
         feed: RefCell<WorkerFeed>,
         polling: Cell<bool>,
@@ -59,9 +63,11 @@ mod wasm {
     }
 
     impl Root {
-        fn new() -> Root {
+        fn new(id: u32) -> Root {
             Root {
+                id,
                 plugin: Rc::new(Plugin::new(Config::default())),
+                memory_gauge: None,
                 metrics: Rc::new([None; Metric::ALL.len()]),
                 feed: RefCell::new(WorkerFeed::default()),
                 polling: Cell::new(false),
@@ -73,6 +79,15 @@ mod wasm {
         fn host(&self) -> WasmHost<'_> {
             WasmHost {
                 metrics: &self.metrics,
+                owner: None,
+            }
+        }
+
+        /// The VM's linear memory as a gauge: it only ever grows, so a leak per request
+        /// shows here (the disconnect tests and `cargo xtask bench disconnects` read it).
+        fn record_memory(&self) {
+            if let Some(id) = self.memory_gauge {
+                let _ = hostcalls::record_metric(id, vm_memory_bytes());
             }
         }
 
@@ -172,6 +187,9 @@ mod wasm {
                     }
                     self.plugin = Rc::new(Plugin::new(config));
                     self.metrics = Rc::new(define_metrics());
+                    self.memory_gauge =
+                        hostcalls::define_metric(MetricType::Gauge, VM_MEMORY_GAUGE).ok();
+                    self.record_memory();
                     true
                 }
                 Err(e) => {
@@ -182,10 +200,14 @@ mod wasm {
             }
         }
 
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
             Some(Box::new(Http {
                 flow: RequestFlow::new(self.plugin.clone()),
                 metrics: self.metrics.clone(),
+                owner: Owner {
+                    root: self.id,
+                    stream: context_id,
+                },
             }))
         }
 
@@ -195,6 +217,7 @@ mod wasm {
 
         /// Every tick: apply what other workers fetched, then poll if this worker wins the lease.
         fn on_tick(&mut self) {
+            self.record_memory();
             let Some(now) = now() else {
                 return;
             };
@@ -207,27 +230,67 @@ mod wasm {
         }
     }
 
+    /// The name of the VM memory gauge (bytes of the worker VM's linear memory).
+    const VM_MEMORY_GAUGE: &str = "livegate_vm_memory_bytes";
+
+    fn vm_memory_bytes() -> u64 {
+        let pages = u64::try_from(core::arch::wasm32::memory_size(0)).unwrap_or(u64::MAX);
+        pages.saturating_mul(65_536)
+    }
+
     fn define_metrics() -> MetricIds {
         Metric::ALL.map(|m| hostcalls::define_metric(MetricType::Counter, m.name()).ok())
+    }
+
+    /// Who dispatches a request's auth check: the root context, on the stream's behalf.
+    ///
+    /// Envoy cancels the calls a stream context made when the stream ends, and a cancelled
+    /// call never answers; but the SDK keeps an entry (token → context) for every call it
+    /// dispatched until its answer arrives, so each client that went away with its check in
+    /// flight left one behind, and the VM's memory grew for ever. Calls made with the root
+    /// as the effective context live as long as the VM: Envoy always answers them (reply,
+    /// failure or timeout), the SDK drops its entry then, and hands the answer to the
+    /// stream if it still exists (nothing, if it does not).
+    #[derive(Clone, Copy)]
+    struct Owner {
+        root: u32,
+        stream: u32,
     }
 
     /// One per HTTP request.
     struct Http {
         flow: RequestFlow,
         metrics: Rc<MetricIds>,
+        owner: Owner,
     }
 
     impl Http {
         fn hold_while_undecided(&self) -> Action {
-            if self.flow.holds_body() {
-                Action::Pause
-            } else {
-                Action::Continue
-            }
+            action(self.flow.on_request_body(true))
+        }
+    }
+
+    fn stream_host(metrics: &MetricIds, owner: Owner) -> WasmHost<'_> {
+        WasmHost {
+            metrics,
+            owner: Some(owner),
+        }
+    }
+
+    fn action(verdict: Verdict) -> Action {
+        match verdict {
+            Verdict::Continue => Action::Continue,
+            Verdict::Stop => Action::Pause,
         }
     }
 
     impl Context for Http {
+        /// The stream ended, completed or reset: drop its state.
+        fn on_done(&mut self) -> bool {
+            self.flow.on_done();
+            true
+        }
+
         fn on_http_call_response(&mut self, _token: u32, headers: usize, body: usize, _: usize) {
             let status =
                 hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
@@ -245,9 +308,7 @@ mod wasm {
                 status: status.as_deref(),
                 body: body.as_deref(),
             };
-            let host = WasmHost {
-                metrics: &self.metrics,
-            };
+            let host = stream_host(&self.metrics, self.owner);
             if self.flow.on_auth_response(&host, response, now()) == Verdict::Continue {
                 if let Err(e) = hostcalls::resume_http_request() {
                     host.debug(&format!("livegate: resume failed: {e:?}"));
@@ -258,17 +319,13 @@ mod wasm {
 
     impl HttpContext for Http {
         fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-            let host = WasmHost {
-                metrics: &self.metrics,
-            };
-            match self.flow.on_request_headers(&host, now()) {
-                Verdict::Continue => Action::Continue,
-                Verdict::Stop => Action::Pause,
-            }
+            let host = stream_host(&self.metrics, self.owner);
+            let verdict = self.flow.on_request_headers(&host, now());
+            action(verdict)
         }
 
-        fn on_http_request_body(&mut self, _size: usize, _end_of_stream: bool) -> Action {
-            self.hold_while_undecided()
+        fn on_http_request_body(&mut self, _size: usize, end_of_stream: bool) -> Action {
+            action(self.flow.on_request_body(end_of_stream))
         }
 
         /// Trailers reach the upstream too: a spoofed `x-livegate-*` trailer is removed,
@@ -299,6 +356,29 @@ mod wasm {
     /// `Host` over proxy-wasm hostcalls; every host error is absorbed here.
     struct WasmHost<'a> {
         metrics: &'a MetricIds,
+        /// For a request: the contexts its auth check is dispatched from and for.
+        owner: Option<Owner>,
+    }
+
+    impl WasmHost<'_> {
+        /// Dispatches with the root as the effective context (see `Owner`), then makes the
+        /// stream the effective context again for the rest of this callback.
+        fn dispatch_as_root(
+            &self,
+            cluster: &str,
+            headers: Vec<(&str, &str)>,
+            timeout: Duration,
+        ) -> Result<u32, proxy_wasm::types::Status> {
+            let Some(owner) = self.owner else {
+                return hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout);
+            };
+            hostcalls::set_effective_context(owner.root)?;
+            let dispatched = hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout);
+            if let Err(e) = hostcalls::set_effective_context(owner.stream) {
+                self.debug(&format!("livegate: could not return to the stream: {e:?}"));
+            }
+            dispatched
+        }
     }
 
     impl Host for WasmHost<'_> {
@@ -351,7 +431,7 @@ mod wasm {
                 ("authorization", bearer.as_str()),
             ];
             let timeout = Duration::from_millis(check.timeout_ms);
-            match hostcalls::dispatch_http_call(check.cluster, headers, None, vec![], timeout) {
+            match self.dispatch_as_root(check.cluster, headers, timeout) {
                 Ok(_token) => Ok(()),
                 Err(e) => {
                     self.debug(&format!(

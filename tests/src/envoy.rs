@@ -43,6 +43,45 @@ pub struct EnvoyLimits {
     pub max_connections: u64,
     /// The largest body Envoy sends on to the control plane (its `--body-limit-bytes`).
     pub control_plane_body_limit: u64,
+    /// The largest request body of a protected route (the API behind the gateway): Envoy
+    /// takes the body whole before the filter runs, and answers a JSON 413 beyond it.
+    pub max_request_body: u64,
+}
+
+/// The default largest request body of a protected route: 8 MiB.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 8 * 1024 * 1024;
+
+/// Envoy's buffer filter counts in a `uint32`.
+const MAX_BUFFER_BYTES: u64 = u32::MAX as u64;
+
+impl EnvoyLimits {
+    /// Checks every value the template will carry; the error names the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (field, bytes) in [
+            ("control_plane_body_limit", self.control_plane_body_limit),
+            ("max_request_body", self.max_request_body),
+        ] {
+            anyhow::ensure!(
+                (1..=MAX_BUFFER_BYTES).contains(&bytes),
+                "envoy limits: {field} must be between 1 and {MAX_BUFFER_BYTES} bytes, got {bytes}"
+            );
+        }
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "envoy limits: max_connections must be greater than 0"
+        );
+        for (field, duration) in [
+            ("request_headers_timeout", self.request_headers_timeout),
+            ("stream_idle_timeout", self.stream_idle_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            anyhow::ensure!(
+                !duration.is_zero(),
+                "envoy limits: {field} must be greater than 0 (0 disables it in Envoy)"
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for EnvoyLimits {
@@ -53,6 +92,7 @@ impl Default for EnvoyLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             control_plane_body_limit: 65_536,
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
         }
     }
 }
@@ -132,6 +172,7 @@ impl EnvoyConfig {
 
     /// A template of `envoy/` (path relative to the workspace) rendered with these values.
     pub fn render_template(&self, template: &str) -> anyhow::Result<String> {
+        self.limits.validate()?;
         let template_path = crate::artifacts::workspace_root().join(template);
         let template = std::fs::read_to_string(&template_path)?;
         // JSON strings are valid YAML double-quoted scalars: no escaping rules of our own.
@@ -159,6 +200,7 @@ impl EnvoyConfig {
                     "CONTROL_PLANE_BODY_LIMIT",
                     self.limits.control_plane_body_limit.to_string(),
                 ),
+                ("MAX_REQUEST_BODY", self.limits.max_request_body.to_string()),
                 ("FILTER_CONFIG", quoted(&self.filter_config)),
                 (
                     "FILTER_WASM",
@@ -323,6 +365,29 @@ mod tests {
     fn durations_are_rendered_as_protobuf_json_strings() {
         assert_eq!(proto_duration(Duration::from_millis(1500)), "\"1.500s\"");
         assert_eq!(proto_duration(Duration::from_secs(300)), "\"300.000s\"");
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused_naming_the_field() {
+        let zero = EnvoyLimits {
+            max_request_body: 0,
+            ..EnvoyLimits::default()
+        };
+        let error = zero.validate().unwrap_err().to_string();
+        assert!(error.contains("max_request_body"), "{error}");
+        let huge = EnvoyLimits {
+            max_request_body: u64::from(u32::MAX) + 1,
+            ..EnvoyLimits::default()
+        };
+        let error = huge.validate().unwrap_err().to_string();
+        assert!(error.contains("max_request_body"), "{error}");
+        let no_timeout = EnvoyLimits {
+            idle_timeout: Duration::ZERO,
+            ..EnvoyLimits::default()
+        };
+        let error = no_timeout.validate().unwrap_err().to_string();
+        assert!(error.contains("idle_timeout"), "{error}");
+        assert!(EnvoyLimits::default().validate().is_ok());
     }
 
     #[test]

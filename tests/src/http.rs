@@ -136,3 +136,99 @@ fn read(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Respon
         body,
     })
 }
+
+/// Sends `POST path` with a `size`-byte JSON-ish body the way a real client does (curl
+/// after its `100 Continue`): the body is written by one thread while the answer is
+/// read by another, so an early answer (Envoy's 413) is read even though the body is not
+/// finished. `headers` are sent as given (`("authorization", "Bearer …")`). The answer is
+/// read raw: a reset after a complete answer is fine; a reset before any answer is an
+/// `Err`.
+pub fn post_sized_body(
+    base_url: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    size: usize,
+) -> anyhow::Result<Response> {
+    use std::io::{ErrorKind, Read, Write};
+    let address = base_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: livegate\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    ));
+    stream.write_all(head.as_bytes())?;
+    let mut writer = stream.try_clone()?;
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < size {
+            let n = chunk.len().min(size - sent);
+            // Envoy may close once it has answered: a write error ends the body.
+            if writer.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            sent += n;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break Ok(()),
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Err(error) if error.kind() == ErrorKind::ConnectionReset && !answer.is_empty() => {
+                break Ok(())
+            }
+            Err(error) => break Err(error),
+        }
+        if complete(&answer) {
+            break Ok(());
+        }
+    };
+    // Unblocks the writer if the gateway stopped reading.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    read?;
+    parse_raw(&String::from_utf8_lossy(&answer))
+}
+
+/// A complete HTTP/1.1 response with a content-length body.
+fn complete(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+/// A raw HTTP/1.1 answer as a [`Response`] (status and body; headers lowercased).
+pub fn parse_raw(raw: &str) -> anyhow::Result<Response> {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP answer: {raw:?}"))?;
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in lines.filter_map(|line| line.split_once(':')) {
+        headers.insert(name.to_ascii_lowercase(), value.trim().to_string());
+    }
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}

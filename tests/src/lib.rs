@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod control_plane;
 pub mod demo_upstream;
+pub mod disconnects;
 pub mod envoy;
 pub mod fleet;
 pub mod http;

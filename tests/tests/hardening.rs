@@ -31,99 +31,19 @@ fn assert_error_shape(response: &Response, status: u16, kind: &str) -> Value {
     body
 }
 
-/// Sends `POST path` with a `size`-byte body the way a real client does: the body is
-/// written by one thread while the response is read by another, so an early answer
-/// (Envoy's 413) is read even though the body is not finished.
-fn post_big_body(base_url: &str, path: &str, bearer: &str, size: usize) -> String {
-    let address = base_url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: livegate\r\nAuthorization: Bearer {bearer}\r\n\
-         Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let sender = std::thread::spawn(move || {
-        let chunk = vec![b' '; 64 * 1024];
-        let mut sent = 0;
-        while sent < size {
-            let n = chunk.len().min(size - sent);
-            // Envoy may close once it has answered: a write error ends the body.
-            if writer.write_all(&chunk[..n]).is_err() {
-                return;
-            }
-            sent += n;
-        }
-    });
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buffer[..n]),
-            Err(error) if error.kind() == ErrorKind::ConnectionReset && !answer.is_empty() => break,
-            Err(error) => panic!("reading the answer: {error}"),
-        }
-        if complete(&answer) {
-            break;
-        }
-    }
-    drop(stream);
-    let _ = sender.join();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// A complete HTTP/1.1 response with a content-length body.
-fn complete(answer: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(answer);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    body.len() >= length
-}
-
-/// A raw HTTP/1.1 answer as a [`Response`] (status and body; headers lowercased).
-fn parse_raw(raw: &str) -> Response {
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {raw}"));
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
 #[test]
 fn an_oversized_admin_body_gets_a_json_413_from_envoy_not_a_reset() {
     let stack = Stack::start(StackOptions::full()).unwrap();
     for _ in 0..3 {
-        let raw = post_big_body(
+        let bearer = format!("Bearer {}", stack.master_key());
+        let answer = http::post_sized_body(
             &stack.envoy.url(),
             "/key/generate",
-            stack.master_key(),
+            &[("authorization", &bearer)],
             4 * 1024 * 1024,
-        );
-        assert_error_shape(&parse_raw(&raw), 413, "bad_request_error");
+        )
+        .unwrap();
+        assert_error_shape(&answer, 413, "bad_request_error");
     }
     // A body within the limit still reaches the control plane.
     let created = stack.admin("/key/generate", &json!({"key_alias": "after-413"}));
@@ -358,5 +278,76 @@ fn public_readiness_tells_status_and_db_only_and_the_master_key_or_the_own_port_
     let (direct, body) = keys(http::get(&own_port, &[]).unwrap());
     for detail in details {
         assert!(direct.iter().any(|k| k == detail), "{detail}: {body}");
+    }
+}
+
+/// Posts a `size`-byte body to a protected path with `key`; the upstream's echo, or the error.
+fn post_protected(stack: &Stack, key: &str, size: usize) -> Response {
+    let bearer = format!("Bearer {key}");
+    http::post_sized_body(
+        &stack.envoy.url(),
+        "/v1/chat/completions",
+        &[("authorization", &bearer)],
+        size,
+    )
+    .unwrap()
+}
+
+/// A 200 from the upstream, which read the whole body.
+fn assert_upstream_read(response: &Response, size: usize) {
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json().unwrap();
+    assert_eq!(body["livegate"]["body_bytes"], size, "{body}");
+}
+
+#[test]
+fn a_body_up_to_the_largest_gets_200_with_a_fresh_key_and_a_cached_one_and_one_byte_more_a_json_413(
+) {
+    // Above Envoy's 1 MiB default buffer, so a body held while the check is pending would
+    // have hit it.
+    const MAX: usize = 2 * 1024 * 1024;
+    let stack = Stack::start(StackOptions {
+        envoy_limits: EnvoyLimits {
+            max_request_body: MAX as u64,
+            ..EnvoyLimits::default()
+        },
+        ..StackOptions::full()
+    })
+    .unwrap();
+    for _ in 0..5 {
+        let created = stack.admin("/key/generate", &json!({})).unwrap();
+        let key = created["key"].as_str().unwrap();
+        // Fresh (the filter has no decision: the body is held while the check runs), then
+        // cached (no check).
+        assert_upstream_read(&post_protected(&stack, key, MAX), MAX);
+        assert_upstream_read(&post_protected(&stack, key, MAX), MAX);
+        let body = assert_error_shape(
+            &post_protected(&stack, key, MAX + 1),
+            413,
+            "bad_request_error",
+        );
+        assert_eq!(body["error"]["code"], "413", "{body}");
+    }
+    // Over the limit with a key the filter has never seen: the same 413, no check needed.
+    let created = stack.admin("/key/generate", &json!({})).unwrap();
+    let fresh = created["key"].as_str().unwrap();
+    assert_error_shape(
+        &post_protected(&stack, fresh, MAX + 1),
+        413,
+        "bad_request_error",
+    );
+    assert_upstream_read(&post_protected(&stack, fresh, MAX), MAX);
+}
+
+#[test]
+fn the_issues_3_mb_body_gets_200_with_the_default_limit_fresh_and_cached() {
+    const SIZE: usize = 3_000_000;
+    let stack = Stack::start(StackOptions::full()).unwrap();
+    assert!(SIZE as u64 <= EnvoyLimits::default().max_request_body);
+    for _ in 0..3 {
+        let created = stack.admin("/key/generate", &json!({})).unwrap();
+        let key = created["key"].as_str().unwrap();
+        assert_upstream_read(&post_protected(&stack, key, SIZE), SIZE);
+        assert_upstream_read(&post_protected(&stack, key, SIZE), SIZE);
     }
 }

@@ -13,7 +13,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Config, NoTls, Socket};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::ipc::{codec, encode};
+use super::ipc::{codec, encode, LaneSenders, Lanes};
 use super::protocol::{
     EngineError, EngineSettings, Request, RequestFrame, Response, ResponseFrame,
 };
@@ -23,8 +23,11 @@ use super::{queries, schema, team_queries, tls};
 const EXIT_CONNECTION_LOST: i32 = 3;
 
 /// A small fixed pool: requests take clients round-robin; tokio-postgres pipelines on each.
+/// The heartbeat has a connection of its own: behind a pipeline of auth queries it would
+/// measure the queue, not the database, and a flood would get a healthy engine replaced.
 struct Pool {
     clients: Vec<Client>,
+    heartbeat: Client,
     next: AtomicUsize,
 }
 
@@ -38,7 +41,7 @@ impl Pool {
 /// tearing us down); the process should then exit.
 pub async fn run() -> anyhow::Result<()> {
     let mut input = FramedRead::new(tokio::io::stdin(), codec());
-    let (tx, rx) = mpsc::channel::<Bytes>(1024);
+    let (tx, rx) = Lanes::new(1024);
     let writer = tokio::spawn(write_frames(rx));
     let Some(first) = input.next().await.transpose()? else {
         return Ok(());
@@ -51,13 +54,13 @@ pub async fn run() -> anyhow::Result<()> {
         Ok(pool) => Arc::new(pool),
         Err(e) => {
             tracing::error!(error = %e, "engine could not start");
-            reply(&tx, frame.id, Err(e)).await;
+            reply(&tx.traffic, frame.id, Err(e)).await;
             drop(tx);
             let _ = writer.await;
             std::process::exit(2);
         }
     };
-    reply(&tx, frame.id, Ok(Response::Ready)).await;
+    reply(&tx.traffic, frame.id, Ok(Response::Ready)).await;
     while let Some(bytes) = input.next().await.transpose()? {
         match serde_json::from_slice::<RequestFrame>(&bytes) {
             Ok(f) => {
@@ -69,9 +72,9 @@ pub async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn write_frames(mut rx: mpsc::Receiver<Bytes>) {
+async fn write_frames(mut rx: Lanes) {
     let mut out = FramedWrite::new(tokio::io::stdout(), codec());
-    while let Some(b) = rx.recv().await {
+    while let Some(b) = rx.next().await {
         if out.send(b).await.is_err() {
             // Nobody reads our answers: the supervisor is gone.
             std::process::exit(0);
@@ -88,12 +91,13 @@ async fn reply(tx: &mpsc::Sender<Bytes>, id: u64, result: Result<Response, Engin
     }
 }
 
-async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: mpsc::Sender<Bytes>) {
+async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: LaneSenders) {
     let c = pool.client();
+    let tx = tx.for_request(&frame.request).clone();
     let result =
         match frame.request {
             Request::Init(_) => Err(EngineError::Protocol("already initialised".into())),
-            Request::Ping => queries::ping(c).await.map(|_| Response::Pong),
+            Request::Ping => queries::ping(&pool.heartbeat).await.map(|_| Response::Pong),
             Request::GetKey { token } => {
                 queries::get_key(c, &token)
                     .await
@@ -182,13 +186,17 @@ async fn start(s: &EngineSettings) -> Result<Pool, EngineError> {
     let config = postgres_config(s)?;
     let verify = database_url(s)?.verify;
     let deadline = Duration::from_millis(s.connect_timeout_ms);
-    let mut clients = Vec::with_capacity(s.pool_size);
-    for _ in 0..s.pool_size.max(1) {
+    // The pool, then the heartbeat's own connection.
+    let mut clients = Vec::with_capacity(s.pool_size + 1);
+    for _ in 0..=s.pool_size.max(1) {
         let c = tokio::time::timeout(deadline, connect(&config, &verify))
             .await
             .map_err(|_| EngineError::Transport("connect timed out".into()))??;
         clients.push(c);
     }
+    let heartbeat = clients
+        .pop()
+        .ok_or_else(|| EngineError::Protocol("no connection for the heartbeat".into()))?;
     let applied = schema::migrate(&mut clients[0])
         .await
         .map_err(queries::classify)?;
@@ -197,6 +205,7 @@ async fn start(s: &EngineSettings) -> Result<Pool, EngineError> {
     }
     Ok(Pool {
         clients,
+        heartbeat,
         next: AtomicUsize::new(0),
     })
 }

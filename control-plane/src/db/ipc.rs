@@ -57,9 +57,61 @@ impl CallError {
 type Reply = oneshot::Sender<Result<Response, EngineError>>;
 type Pending = Arc<Mutex<HashMap<u64, Reply>>>;
 
+/// Room in the priority lane: the watchdog has one heartbeat out at a time.
+const PRIORITY_LANE: usize = 4;
+
+/// Two queues of frames into one pipe: the heartbeat's lane is always written first, so a
+/// heartbeat never waits behind a queue of auth traffic (it waits for at most the one
+/// frame being written), and a full traffic lane (`Busy`) never refuses it.
+pub struct Lanes {
+    priority: mpsc::Receiver<Bytes>,
+    traffic: mpsc::Receiver<Bytes>,
+}
+
+/// The senders of [`Lanes`].
+#[derive(Clone)]
+pub struct LaneSenders {
+    pub priority: mpsc::Sender<Bytes>,
+    pub traffic: mpsc::Sender<Bytes>,
+}
+
+impl Lanes {
+    /// The traffic lane holds `traffic` frames; the priority lane a few.
+    pub fn new(traffic: usize) -> (LaneSenders, Lanes) {
+        let (priority_tx, priority) = mpsc::channel(PRIORITY_LANE);
+        let (traffic_tx, traffic) = mpsc::channel(traffic.max(1));
+        let senders = LaneSenders {
+            priority: priority_tx,
+            traffic: traffic_tx,
+        };
+        (senders, Lanes { priority, traffic })
+    }
+
+    /// The next frame to write, priority first; `None` once both lanes are closed.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        tokio::select! {
+            biased;
+            Some(frame) = self.priority.recv() => Some(frame),
+            Some(frame) = self.traffic.recv() => Some(frame),
+            else => None,
+        }
+    }
+}
+
+impl LaneSenders {
+    /// The lane for a request: the heartbeat's own, or the traffic's.
+    pub fn for_request(&self, request: &Request) -> &mpsc::Sender<Bytes> {
+        if request.is_heartbeat() {
+            &self.priority
+        } else {
+            &self.traffic
+        }
+    }
+}
+
 /// The supervisor's end of one engine's pipes. Many calls share it concurrently.
 pub struct EngineLink {
-    tx: mpsc::Sender<Bytes>,
+    tx: LaneSenders,
     pending: Pending,
     next_id: AtomicU64,
     closed: CancellationToken,
@@ -73,7 +125,7 @@ impl EngineLink {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(max_in_flight.max(1));
+        let (tx, rx) = Lanes::new(max_in_flight);
         let pending: Pending = Arc::default();
         let closed = CancellationToken::new();
         let w = tokio::spawn(write_loop(
@@ -98,6 +150,7 @@ impl EngineLink {
     /// Sends one request and waits, at most `deadline`, for its answer.
     pub async fn call(&self, request: Request, deadline: Duration) -> Result<Response, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let lane = self.tx.for_request(&request);
         let frame = encode(&RequestFrame { id, request })
             .map_err(|e| EngineError::Protocol(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
@@ -107,7 +160,7 @@ impl EngineLink {
             self.lock().remove(&id);
             return Err(CallError::Closed);
         }
-        if let Err(e) = self.tx.try_send(frame) {
+        if let Err(e) = lane.try_send(frame) {
             self.lock().remove(&id);
             return Err(match e {
                 mpsc::error::TrySendError::Full(_) => CallError::Busy,
@@ -149,14 +202,14 @@ impl Drop for EngineLink {
 
 async fn write_loop<W>(
     mut sink: FramedWrite<W, LengthDelimitedCodec>,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: Lanes,
     closed: CancellationToken,
 ) where
     W: AsyncWrite + Unpin,
 {
     loop {
         let frame = tokio::select! {
-            f = rx.recv() => f,
+            f = rx.next() => f,
             _ = closed.cancelled() => None,
         };
         let Some(frame) = frame else { break };
@@ -195,6 +248,7 @@ async fn read_loop<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeyHash;
 
     /// A fake engine answering `Ping` with `Pong`, in reverse order of arrival per batch.
     async fn fake_engine(io: tokio::io::DuplexStream) {
@@ -221,7 +275,8 @@ mod tests {
     async fn many_calls_are_in_flight_at_once_and_each_gets_its_own_answer() {
         let (link, theirs) = link();
         tokio::spawn(fake_engine(theirs));
-        let calls = (0..50).map(|_| link.call(Request::Ping, Duration::from_secs(5)));
+        // Traffic, not heartbeats: the watchdog has one heartbeat out at a time.
+        let calls = (0..50).map(|_| link.call(Request::LastChange, Duration::from_secs(5)));
         for r in futures_util::future::join_all(calls).await {
             assert!(matches!(r, Ok(Response::Pong)));
         }
@@ -247,6 +302,70 @@ mod tests {
                 .unwrap_err(),
             CallError::Closed
         );
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_overtakes_queued_traffic_and_is_never_refused_as_busy() {
+        // A pipe of a few bytes and an engine that reads nothing yet: frames queue up.
+        let (ours, theirs) = tokio::io::duplex(16);
+        let (r, w) = tokio::io::split(ours);
+        let link = Arc::new(EngineLink::start(r, w, 2));
+        let token = || KeyHash::of_raw("sk-queued");
+        let mut traffic = Vec::new();
+        for _ in 0..3 {
+            let link = link.clone();
+            traffic.push(tokio::spawn(async move {
+                let request = Request::GetKey { token: token() };
+                link.call(request, Duration::from_secs(5)).await
+            }));
+            tokio::task::yield_now().await;
+        }
+        // The traffic lane is full: one more is refused at once...
+        let refused = link
+            .call(Request::GetKey { token: token() }, Duration::from_secs(5))
+            .await;
+        assert_eq!(refused.unwrap_err(), CallError::Busy);
+        // ...the heartbeat is not, and the engine reads it before the queued traffic.
+        let heartbeat = {
+            let link = link.clone();
+            tokio::spawn(async move { link.call(Request::Ping, Duration::from_secs(5)).await })
+        };
+        tokio::task::yield_now().await;
+        let order = tokio::spawn(recording_engine(theirs));
+        assert!(matches!(heartbeat.await.unwrap(), Ok(Response::Pong)));
+        for call in traffic {
+            assert!(call.await.unwrap().is_ok());
+        }
+        drop(link);
+        let order = order.await.unwrap();
+        let ping_at = order.iter().position(|ping| *ping).unwrap();
+        // At most the frame the writer had begun before the heartbeat came goes first.
+        assert!(
+            ping_at <= 1,
+            "the heartbeat was frame {ping_at} of {order:?}"
+        );
+    }
+
+    /// Answers every request (`Pong` for a ping, no key otherwise), and returns, in order
+    /// of arrival, whether each frame was a ping.
+    async fn recording_engine(io: tokio::io::DuplexStream) -> Vec<bool> {
+        let (r, w) = tokio::io::split(io);
+        let mut rd = FramedRead::new(r, codec());
+        let mut wr = FramedWrite::new(w, codec());
+        let mut order = Vec::new();
+        while let Some(Ok(b)) = rd.next().await {
+            let f: RequestFrame = serde_json::from_slice(&b).unwrap();
+            order.push(f.request.is_heartbeat());
+            let result = match f.request {
+                Request::Ping => Ok(Response::Pong),
+                _ => Ok(Response::Key { record: None }),
+            };
+            let out = ResponseFrame { id: f.id, result };
+            if wr.send(encode(&out).unwrap()).await.is_err() {
+                break;
+            }
+        }
+        order
     }
 
     #[test]

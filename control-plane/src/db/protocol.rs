@@ -83,6 +83,14 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The watchdog's heartbeat: it travels in a lane of its own and runs on a connection
+    /// of its own, so auth traffic never delays it.
+    pub fn is_heartbeat(&self) -> bool {
+        matches!(self, Request::Ping)
+    }
+}
+
 /// What the engine answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

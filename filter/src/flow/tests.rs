@@ -222,3 +222,54 @@ fn without_a_clock_the_cache_is_bypassed_never_read_at_time_zero() {
     assert_eq!(flow.on_auth_response(&host, reset, None), Verdict::Stop);
     assert_eq!(host.last_reply().map(|r| r.status), Some(503));
 }
+
+#[test]
+fn a_client_that_goes_away_with_its_check_in_flight_leaves_nothing_and_the_late_answer_is_dropped()
+{
+    let p = plugin(Config::default());
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p.clone());
+    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Stop);
+    assert!(flow.pending_check().is_some(), "the check is in flight");
+    // The stream is reset (the client disconnected): the host calls on_done.
+    flow.on_done();
+    assert_eq!(flow.pending_check(), None);
+    assert!(!flow.holds_body());
+    // The answer arrives afterwards: no reply, no release, no header edit, nothing counted,
+    // and no decision cached on behalf of a request nobody waits for.
+    let edits_before = host.removals.borrow().len();
+    assert_eq!(
+        respond(&mut flow, &host, "200", &allow_body(), 1),
+        Verdict::Stop
+    );
+    assert!(host.replies.borrow().is_empty());
+    assert_eq!(host.removals.borrow().len(), edits_before);
+    assert_eq!(host.count(Metric::Allowed), 0);
+    assert_eq!(flow.pending_check(), None);
+    let cached = p.with_cache(|c| c.len()).unwrap();
+    assert_eq!(cached, 0, "the late answer was not cached");
+}
+
+#[test]
+fn on_done_in_every_stage_keeps_no_pending_check() {
+    let p = plugin(Config::default());
+    allow_once(&p, 0);
+    for path in ["/health/liveliness", "/key/list", "/v1/models"] {
+        let host = keyed(path);
+        let mut flow = RequestFlow::new(p.clone());
+        flow.on_request_headers(&host, Some(1));
+        flow.on_done();
+        assert_eq!(flow.pending_check(), None, "{path}");
+        assert_eq!(flow.on_request_body(true), Verdict::Continue, "{path}");
+    }
+}
+
+#[test]
+fn the_body_is_held_while_the_check_is_pending_and_released_with_the_decision() {
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    flow.on_request_headers(&host, Some(0));
+    assert_eq!(flow.on_request_body(true), Verdict::Stop);
+    respond(&mut flow, &host, "200", &allow_body(), 0);
+    assert_eq!(flow.on_request_body(true), Verdict::Continue);
+}

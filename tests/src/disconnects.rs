@@ -1,0 +1,81 @@
+//! Clients that go away while their auth check is in flight: the driver the disconnect
+//! test and `cargo xtask bench disconnects` share. The control plane must hold the checks
+//! (the test stops it with SIGSTOP); every client sends a protected request with a key
+//! nobody has seen, waits until the filter has dispatched all the checks, then closes.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::envoy::Envoy;
+
+/// What the filter's VM and Envoy say, read from Envoy's admin stats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VmState {
+    /// `livegate_vm_memory_bytes`: the worker VM's linear memory.
+    pub memory_bytes: f64,
+    /// Auth checks dispatched so far (`livegate_cache_miss_total`).
+    pub checks: f64,
+    /// Requests to the control plane Envoy still has open (its cluster's `upstream_rq_active`).
+    pub calls_open: f64,
+}
+
+pub fn vm_state(envoy: &Envoy) -> anyhow::Result<VmState> {
+    Ok(VmState {
+        memory_bytes: envoy.prometheus_counter("livegate_vm_memory_bytes")?,
+        checks: envoy.prometheus_counter("livegate_cache_miss_total")?,
+        calls_open: envoy.prometheus_counter("envoy_cluster_upstream_rq_active")?,
+    })
+}
+
+/// One batch: `count` clients, each with a fresh random key, each gone once every one of
+/// their checks is in flight. `seed` makes the keys of different batches differ.
+pub fn disconnect_batch(
+    envoy: &Envoy,
+    count: usize,
+    seed: u64,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    let before = vm_state(envoy)?.checks;
+    let address = envoy.url().trim_start_matches("http://").to_string();
+    let mut clients = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut socket = TcpStream::connect(&address)?;
+        let request = format!(
+            "GET /v1/models HTTP/1.1\r\nHost: livegate\r\n\
+             Authorization: Bearer sk-gone-{seed:x}-{i:x}\r\n\r\n"
+        );
+        socket.write_all(request.as_bytes())?;
+        clients.push(socket);
+    }
+    let wanted = before + count as f64;
+    crate::poll::until("every check of the batch to be in flight", patience, || {
+        let checks = vm_state(envoy).ok()?.checks;
+        (checks >= wanted).then_some(())
+    })?;
+    // Each close resets its stream while the check is still out.
+    drop(clients);
+    Ok(())
+}
+
+/// Waits until Envoy has no call to the control plane open (each answered, failed, timed
+/// out or cancelled), so the next batch finds room in the cluster's circuit breakers.
+pub fn drain(envoy: &Envoy, patience: Duration) -> anyhow::Result<()> {
+    crate::poll::until("every call to the control plane to end", patience, || {
+        let state = vm_state(envoy).ok()?;
+        (state.calls_open == 0.0).then_some(())
+    })
+}
+
+/// [`drain`], then one more tick of the filter so the memory gauge is current.
+pub fn settle(envoy: &Envoy, patience: Duration) -> anyhow::Result<VmState> {
+    drain(envoy, patience)?;
+    // The gauge is recorded on the filter's tick; the change feed fails on every tick
+    // while the control plane is stopped, so two more failures mean a tick has passed.
+    let ticks = |e: &Envoy| e.prometheus_counter("livegate_change_feed_errors_total");
+    let start = ticks(envoy)?;
+    crate::poll::until("a filter tick", patience, || {
+        (ticks(envoy).ok()? >= start + 2.0).then_some(())
+    })?;
+    vm_state(envoy)
+}
