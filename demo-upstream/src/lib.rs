@@ -74,5 +74,7 @@ fn received(headers: &HeaderMap, body: &Bytes) -> Value {
         "authorization_present": headers.contains_key("authorization"),
         "x_api_key_present": headers.contains_key("x-api-key"),
         "body_bytes": body.len(),
+        // The model the request named as it arrived (after the gateway resolved an alias).
+        "model": serde_json::from_slice::<Value>(body).ok().and_then(|b| b.get("model").cloned()),
     })
 }

@@ -1,7 +1,7 @@
 //! The control plane's answer to `POST /v1/auth/check`, mapped to what the filter does.
 
 use crate::cache::Grant;
-use livegate_contract::{AuthCheckResponse, KeyHash};
+use livegate_contract::{AuthCheckResponse, KeyHash, ModelAccess};
 
 pub use livegate_contract::DenyReason;
 
@@ -17,6 +17,8 @@ pub struct Identity {
     pub key_alias: Option<String>,
     pub team_id: Option<String>,
     pub user_id: Option<String>,
+    /// Which models the key may call (checked on the model routes).
+    pub access: ModelAccess,
 }
 
 /// Why an auth check produced no decision: always an error, never a deny or an allow.
@@ -87,6 +89,7 @@ fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
                 key_alias: header_text(allow.key_alias),
                 team_id: header_text(allow.team_id),
                 user_id: header_text(allow.user_id),
+                access: allow.access,
             },
             grant: Grant {
                 ttl_hint_ms: allow.cache_ttl_seconds.saturating_mul(1000),

@@ -5,11 +5,12 @@ use crate::config::{Config, FailureMode};
 use crate::decision::{decide, CallError, CallResponse, DenyReason, Identity, Outcome};
 use crate::host::{AuthCheck, HeaderRefused, Host, RequestHeaders};
 use crate::metrics::Metric;
+use crate::model_body::{is_model_route, requested_model, BodyError, RequestedModel};
 use crate::reply::LocalReply;
-use crate::routing::{is_probe_method, Route, Routes};
+use crate::routing::{is_probe_method, path_only, Route, Routes};
 use crate::upstream_headers::{for_passthrough, for_upstream, Admission, HeaderEdits};
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
-use livegate_contract::{ApiKey, KeyHash};
+use livegate_contract::{ApiKey, KeyHash, ModelAccess};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -46,6 +47,8 @@ pub enum Verdict {
 enum Stage {
     Headers,
     AwaitingAuth(KeyHash),
+    /// The key is admitted; a model route waits for its body to check the model.
+    AwaitingBody(Box<Admitted>),
     Released,
     Replied,
     /// The stream ended (completed, or reset by a client that went away): nothing is
@@ -53,11 +56,25 @@ enum Stage {
     Done,
 }
 
+/// An admitted key's request, waiting for its body on a model route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Admitted {
+    edits: HeaderEdits,
+    access: ModelAccess,
+}
+
+/// What a model route's body said, once seen.
+type BodyModel = Result<RequestedModel, BodyError>;
+
 /// The state of one HTTP request.
 #[derive(Debug)]
 pub struct RequestFlow {
     plugin: Rc<Plugin>,
     stage: Stage,
+    /// A model route: the key's model policy applies to the body's `model`.
+    model_route: bool,
+    /// The body's model, when the body came before the decision.
+    body: Option<BodyModel>,
 }
 
 impl RequestFlow {
@@ -65,20 +82,43 @@ impl RequestFlow {
         RequestFlow {
             plugin,
             stage: Stage::Headers,
+            model_route: false,
+            body: None,
         }
     }
 
     /// Whether body and trailers must be held back: nothing passes before a decision.
     pub fn holds_body(&self) -> bool {
-        matches!(self.stage, Stage::AwaitingAuth(_) | Stage::Replied)
+        matches!(
+            self.stage,
+            Stage::AwaitingAuth(_) | Stage::AwaitingBody(_) | Stage::Replied
+        )
     }
 
-    /// The body policy. Envoy's buffer filter runs first on protected routes, so the body
-    /// comes here whole (at most the largest request body, `end_of_stream` set) in one
-    /// call: held until the decision, then released with the headers. A policy that needs
-    /// the body (a bounded read of the JSON `model` field) decides here, from the bytes
-    /// the host reads for it.
-    pub fn on_request_body(&self, _end_of_stream: bool) -> Verdict {
+    /// The body policy. While the filter holds a request, Envoy buffers its body (up to
+    /// the route's limit, the largest request body) and calls here as it grows: held until
+    /// the decision, then released with the headers. On a model route the body's `model`
+    /// is read once it is whole (`end_of_stream`), and checked against the key's policy
+    /// as soon as the key is admitted.
+    pub fn on_request_body(&mut self, host: &impl Host, end_of_stream: bool) -> Verdict {
+        let decided = matches!(self.stage, Stage::Replied | Stage::Done);
+        if !self.model_route || !end_of_stream || self.body.is_some() || decided {
+            return self.hold_or_pass();
+        }
+        let seen = host
+            .request_body()
+            .map_or(Err(BodyError::Empty), |b| requested_model(&b));
+        match std::mem::replace(&mut self.stage, Stage::Headers) {
+            Stage::AwaitingBody(admitted) => self.check_model(host, *admitted, seen),
+            other => {
+                self.stage = other;
+                self.body = Some(seen);
+                self.hold_or_pass()
+            }
+        }
+    }
+
+    fn hold_or_pass(&self) -> Verdict {
         if self.holds_body() {
             Verdict::Stop
         } else {
@@ -104,6 +144,16 @@ impl RequestFlow {
     /// `now` is `None` when the host clock cannot be read: the cache is then bypassed
     /// (every check goes to the control plane), never consulted at a guessed time.
     pub fn on_request_headers(&mut self, host: &impl Host, now: Option<Millis>) -> Verdict {
+        self.on_request_headers_with(host, now, false)
+    }
+
+    /// As `on_request_headers`; `end_of_stream` says the request has no body.
+    pub fn on_request_headers_with(
+        &mut self,
+        host: &impl Host,
+        now: Option<Millis>,
+        end_of_stream: bool,
+    ) -> Verdict {
         let path = text(host.request_header(":path"));
         match Routes::new(&self.plugin.config).route(&path) {
             Route::Liveness => self.liveness(host),
@@ -111,7 +161,13 @@ impl RequestFlow {
                 let edits = for_passthrough(&host.request_headers());
                 self.release_with(host, &edits)
             }
-            Route::Protected => self.protected(host, &host.request_headers(), now),
+            Route::Protected => {
+                self.model_route = is_model_route(path_only(&path));
+                if self.model_route && end_of_stream {
+                    self.body = Some(Err(BodyError::Empty));
+                }
+                self.protected(host, &host.request_headers(), now)
+            }
         }
     }
 
@@ -261,7 +317,6 @@ impl RequestFlow {
         who: &Identity,
         stale: bool,
     ) -> Verdict {
-        host.increment(Metric::Allowed);
         let admission = Admission::Identified {
             hash,
             identity: who,
@@ -269,6 +324,55 @@ impl RequestFlow {
         };
         let auth = self.plugin.config.upstream_authorization.as_deref();
         let edits = for_upstream(headers, admission, auth);
+        if !self.model_route {
+            host.increment(Metric::Allowed);
+            return self.release_with(host, &edits);
+        }
+        let admitted = Admitted {
+            edits,
+            access: who.access.clone(),
+        };
+        match self.body.take() {
+            Some(seen) => self.check_model(host, admitted, seen),
+            None => {
+                self.stage = Stage::AwaitingBody(Box::new(admitted));
+                Verdict::Stop
+            }
+        }
+    }
+
+    /// The key is admitted and the body's model known: refuse, or send it on (with its
+    /// alias resolved in the body, and the body's new length).
+    fn check_model(&mut self, host: &impl Host, admitted: Admitted, seen: BodyModel) -> Verdict {
+        let requested = match seen {
+            Ok(requested) => requested,
+            Err(why) => {
+                host.increment(Metric::DeniedModel);
+                return self.reply(host, &LocalReply::bad_body(why));
+            }
+        };
+        let model = match admitted.access.check(&requested.name) {
+            Ok(model) => model,
+            Err(denied) => {
+                host.increment(Metric::DeniedModel);
+                return self.reply(host, &LocalReply::model_denied(&denied));
+            }
+        };
+        let mut edits = admitted.edits;
+        if model != requested.name {
+            let rewritten = host
+                .request_body()
+                .and_then(|body| requested.replaced(&body, &model));
+            let stored = rewritten.map(|body| host.set_request_body(&body).map(|()| body.len()));
+            match stored {
+                Some(Ok(length)) => edits.set.push(("content-length", length.to_string())),
+                _ => {
+                    host.increment(Metric::HeaderRewriteFailed);
+                    return self.reply(host, &LocalReply::internal_error());
+                }
+            }
+        }
+        host.increment(Metric::Allowed);
         self.release_with(host, &edits)
     }
 
@@ -333,6 +437,8 @@ fn text(value: Option<Vec<u8>>) -> String {
 
 #[cfg(test)]
 mod mock;
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod outage_tests;
 #[cfg(test)]

@@ -61,6 +61,10 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HeaderRefused>;
     fn remove_request_header(&self, name: &str) -> Result<(), HeaderRefused>;
     fn send_reply(&self, reply: &LocalReply);
+    /// The request body buffered so far (the whole body once `end_of_stream` was seen).
+    fn request_body(&self) -> Option<Vec<u8>>;
+    /// Replaces the whole buffered request body.
+    fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused>;
     fn dispatch_auth_check(&self, check: &AuthCheck<'_>) -> Result<(), DispatchRefused>;
     fn increment(&self, metric: Metric);
     /// Per-request detail: debug level, so an outage cannot flood the log.

@@ -14,6 +14,7 @@ pub mod feed;
 pub mod flow;
 pub mod host;
 pub mod metrics;
+pub mod model_body;
 pub mod reply;
 pub mod routing;
 pub mod upstream_headers;
@@ -80,6 +81,7 @@ mod wasm {
             WasmHost {
                 metrics: &self.metrics,
                 owner: None,
+                body_size: 0,
             }
         }
 
@@ -204,6 +206,7 @@ mod wasm {
             Some(Box::new(Http {
                 flow: RequestFlow::new(self.plugin.clone()),
                 metrics: self.metrics.clone(),
+                body_size: 0,
                 owner: Owner {
                     root: self.id,
                     stream: context_id,
@@ -262,18 +265,16 @@ mod wasm {
         flow: RequestFlow,
         metrics: Rc<MetricIds>,
         owner: Owner,
+        /// Bytes of request body Envoy holds for this stream (0 before any).
+        body_size: usize,
     }
 
-    impl Http {
-        fn hold_while_undecided(&self) -> Action {
-            action(self.flow.on_request_body(true))
-        }
-    }
-
-    fn stream_host(metrics: &MetricIds, owner: Owner) -> WasmHost<'_> {
+    /// The host for a request's callbacks (a free function: the flow is borrowed apart).
+    fn stream_host(metrics: &MetricIds, owner: Owner, body_size: usize) -> WasmHost<'_> {
         WasmHost {
             metrics,
             owner: Some(owner),
+            body_size,
         }
     }
 
@@ -308,7 +309,7 @@ mod wasm {
                 status: status.as_deref(),
                 body: body.as_deref(),
             };
-            let host = stream_host(&self.metrics, self.owner);
+            let host = stream_host(&self.metrics, self.owner, self.body_size);
             if self.flow.on_auth_response(&host, response, now()) == Verdict::Continue {
                 if let Err(e) = hostcalls::resume_http_request() {
                     host.debug(&format!("livegate: resume failed: {e:?}"));
@@ -318,14 +319,20 @@ mod wasm {
     }
 
     impl HttpContext for Http {
-        fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-            let host = stream_host(&self.metrics, self.owner);
-            let verdict = self.flow.on_request_headers(&host, now());
+        fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+            let host = stream_host(&self.metrics, self.owner, self.body_size);
+            let verdict = self
+                .flow
+                .on_request_headers_with(&host, now(), end_of_stream);
             action(verdict)
         }
 
-        fn on_http_request_body(&mut self, _size: usize, end_of_stream: bool) -> Action {
-            action(self.flow.on_request_body(end_of_stream))
+        /// `size` is what Envoy holds so far: while the filter pauses, Envoy buffers.
+        fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+            self.body_size = size;
+            let host = stream_host(&self.metrics, self.owner, self.body_size);
+            let verdict = self.flow.on_request_body(&host, end_of_stream);
+            action(verdict)
         }
 
         /// Trailers reach the upstream too: a spoofed `x-livegate-*` trailer is removed,
@@ -340,7 +347,11 @@ mod wasm {
                     return Action::Pause;
                 }
             }
-            self.hold_while_undecided()
+            if self.flow.holds_body() {
+                Action::Pause
+            } else {
+                Action::Continue
+            }
         }
     }
 
@@ -358,6 +369,8 @@ mod wasm {
         metrics: &'a MetricIds,
         /// For a request: the contexts its auth check is dispatched from and for.
         owner: Option<Owner>,
+        /// Bytes of request body Envoy holds.
+        body_size: usize,
     }
 
     impl WasmHost<'_> {
@@ -408,6 +421,24 @@ mod wasm {
                 self.debug(&format!("livegate: could not remove {name}: {e:?}"));
                 HeaderRefused
             })
+        }
+
+        fn request_body(&self) -> Option<Vec<u8>> {
+            if self.body_size == 0 {
+                return None;
+            }
+            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size)
+                .ok()
+                .flatten()
+        }
+
+        fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused> {
+            hostcalls::set_buffer(BufferType::HttpRequestBody, 0, self.body_size, body).map_err(
+                |e| {
+                    self.debug(&format!("livegate: could not replace the body: {e:?}"));
+                    HeaderRefused
+                },
+            )
         }
 
         fn send_reply(&self, reply: &LocalReply) {

@@ -12,6 +12,7 @@ pub enum Metric {
     DeniedKeyBlocked,
     DeniedKeyExpired,
     DeniedTeamBlocked,
+    DeniedModel,
     CacheHit,
     CacheMiss,
     StaleServed,
@@ -25,7 +26,7 @@ pub enum Metric {
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 17] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -33,6 +34,7 @@ impl Metric {
         Metric::DeniedKeyBlocked,
         Metric::DeniedKeyExpired,
         Metric::DeniedTeamBlocked,
+        Metric::DeniedModel,
         Metric::CacheHit,
         Metric::CacheMiss,
         Metric::StaleServed,
@@ -53,6 +55,7 @@ impl Metric {
             Metric::DeniedKeyBlocked => "livegate_denied_key_blocked_total",
             Metric::DeniedKeyExpired => "livegate_denied_key_expired_total",
             Metric::DeniedTeamBlocked => "livegate_denied_team_blocked_total",
+            Metric::DeniedModel => "livegate_denied_model_total",
             Metric::CacheHit => "livegate_cache_hit_total",
             Metric::CacheMiss => "livegate_cache_miss_total",
             Metric::StaleServed => "livegate_stale_served_total",

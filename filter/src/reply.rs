@@ -1,6 +1,7 @@
 //! The responses the filter sends itself: liveness, and OpenAI-style JSON errors.
 
-use livegate_contract::{CredentialError, DenyReason, ErrorObject, ErrorType};
+use crate::model_body::BodyError;
+use livegate_contract::{CredentialError, DenyReason, ErrorObject, ErrorType, ModelDenied};
 
 /// The liveness body: a JSON string, quotes included.
 pub const LIVENESS_BODY: &str = "\"I'm alive!\"";
@@ -68,6 +69,19 @@ impl LocalReply {
             "the gateway could not prepare this request; it was not forwarded",
         )
         .with_reason("header_rewrite_failed");
+        LocalReply::error(error)
+    }
+
+    /// 401 for a model the key (or its team) may not call: LiteLLM's type, the model named.
+    pub fn model_denied(denied: &ModelDenied) -> LocalReply {
+        LocalReply::error(denied.error())
+    }
+
+    /// 400 for a model route whose body names no model: nothing is forwarded.
+    pub fn bad_body(why: BodyError) -> LocalReply {
+        let error = ErrorObject::new(400, ErrorType::BadRequestError, why.message())
+            .with_param("model")
+            .with_reason("model_missing");
         LocalReply::error(error)
     }
 

@@ -53,7 +53,8 @@ fn passes(entry: &str, path: &str) -> bool {
     }
 }
 
-fn path_only(raw: &str) -> &str {
+/// The path without its query string or fragment.
+pub fn path_only(raw: &str) -> &str {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     raw.get(..end).unwrap_or(raw)
 }

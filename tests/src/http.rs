@@ -163,15 +163,30 @@ pub fn post_sized_body(
     stream.write_all(head.as_bytes())?;
     let mut writer = stream.try_clone()?;
     let sender = std::thread::spawn(move || {
+        // A JSON object naming a model, padded with spaces to exactly `size` bytes: what a
+        // model route accepts, however large.
+        let (open, close) = (br#"{"model":"livegate-demo","#.as_slice(), b"}".as_slice());
+        let fits = size >= open.len() + close.len();
+        let padding = if fits {
+            size - open.len() - close.len()
+        } else {
+            size
+        };
+        if fits && writer.write_all(open).is_err() {
+            return;
+        }
         let chunk = vec![b' '; 64 * 1024];
         let mut sent = 0;
-        while sent < size {
-            let n = chunk.len().min(size - sent);
+        while sent < padding {
+            let n = chunk.len().min(padding - sent);
             // Envoy may close once it has answered: a write error ends the body.
             if writer.write_all(&chunk[..n]).is_err() {
                 return;
             }
             sent += n;
+        }
+        if fits {
+            let _ = writer.write_all(close);
         }
     });
     let mut answer = Vec::new();

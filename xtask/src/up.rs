@@ -234,7 +234,7 @@ fn print_welcome(stack: &Stack, args: &UpArgs) {
     }
     println!("  KEY=$(curl -s -X POST {gateway}/key/generate -H \"authorization: Bearer $LIVEGATE_MASTER_KEY\" \\");
     println!("        -H 'content-type: application/json' -d '{{\"key_alias\":\"demo\"}}' | sed -E 's/.*\"key\":\"([^\"]+)\".*/\\1/')");
-    println!("  curl -s {gateway}/v1/chat/completions -H \"authorization: Bearer $KEY\" -d '{{}}'");
+    println!("  curl -s {gateway}/v1/chat/completions -H \"authorization: Bearer $KEY\" -d '{{\"model\":\"livegate-demo\",\"messages\":[]}}'");
     println!();
     println!("Ctrl-C stops everything.");
 }

@@ -63,6 +63,7 @@ fn a_200_allow_carries_the_identity_and_the_ttl_hint() {
                 key_alias: Some("ci".into()),
                 team_id: Some("t1".into()),
                 user_id: None,
+                access: Default::default(),
             },
             grant: grant(),
         }
@@ -220,6 +221,7 @@ fn identity_values_unfit_for_a_header_are_dropped() {
                 key_alias: None,
                 team_id: None,
                 user_id: Some("u 1".into()),
+                access: Default::default(),
             },
             grant: grant(),
         }

@@ -32,6 +32,8 @@ pub struct MockHost {
     pub refuse_dispatch: bool,
     /// Envoy refuses every header write (a stream torn down under the filter).
     pub refuse_header_writes: bool,
+    /// The request body Envoy holds.
+    pub body: RefCell<Vec<u8>>,
 }
 
 impl MockHost {
@@ -94,6 +96,19 @@ impl Host for MockHost {
         }
         self.removals.borrow_mut().push(name.to_string());
         self.headers.borrow_mut().retain(|(n, _)| n != name);
+        Ok(())
+    }
+
+    fn request_body(&self) -> Option<Vec<u8>> {
+        let body = self.body.borrow();
+        (!body.is_empty()).then(|| body.clone())
+    }
+
+    fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused> {
+        if self.refuse_header_writes {
+            return Err(HeaderRefused);
+        }
+        *self.body.borrow_mut() = body.to_vec();
         Ok(())
     }
 
@@ -169,6 +184,11 @@ pub fn reset(flow: &mut RequestFlow, host: &MockHost, now: u64) -> Verdict {
 }
 
 pub fn allow_body() -> String {
+    allow_body_with(livegate_contract::ModelAccess::default())
+}
+
+/// An allow carrying this model policy.
+pub fn allow_body_with(access: livegate_contract::ModelAccess) -> String {
     let answer = livegate_contract::AuthCheckResponse::Allow(livegate_contract::Allow {
         key_hash: livegate_contract::KeyHash::of_raw(KEY),
         key_alias: Some("ci".into()),
@@ -177,7 +197,7 @@ pub fn allow_body() -> String {
         cache_ttl_seconds: 60,
         expires_at_ms: None,
         version: 1,
-        access: Default::default(),
+        access,
     });
     serde_json::to_string(&answer).unwrap_or_default()
 }

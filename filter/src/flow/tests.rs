@@ -260,7 +260,11 @@ fn on_done_in_every_stage_keeps_no_pending_check() {
         flow.on_request_headers(&host, Some(1));
         flow.on_done();
         assert_eq!(flow.pending_check(), None, "{path}");
-        assert_eq!(flow.on_request_body(true), Verdict::Continue, "{path}");
+        assert_eq!(
+            flow.on_request_body(&host, true),
+            Verdict::Continue,
+            "{path}"
+        );
     }
 }
 
@@ -269,7 +273,7 @@ fn the_body_is_held_while_the_check_is_pending_and_released_with_the_decision() 
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(plugin(Config::default()));
     flow.on_request_headers(&host, Some(0));
-    assert_eq!(flow.on_request_body(true), Verdict::Stop);
+    assert_eq!(flow.on_request_body(&host, true), Verdict::Stop);
     respond(&mut flow, &host, "200", &allow_body(), 0);
-    assert_eq!(flow.on_request_body(true), Verdict::Continue);
+    assert_eq!(flow.on_request_body(&host, true), Verdict::Continue);
 }

@@ -23,6 +23,7 @@ fn full_identity() -> Identity {
         key_alias: Some("ci".into()),
         team_id: Some("t1".into()),
         user_id: Some("u1".into()),
+        access: Default::default(),
     }
 }
 

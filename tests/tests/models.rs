@@ -1,0 +1,147 @@
+//! A key's models, its team's models and its aliases, enforced by the filter on the model
+//! routes through the real Envoy, control plane and Postgres: a refused model never
+//! reaches the upstream, an alias reaches it as its model, and the policy holds with
+//! Postgres frozen and with the control plane stopped.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
+
+use std::time::Duration;
+
+use livegate_tests::http::{self, Response};
+use livegate_tests::poll;
+use livegate_tests::stack::{Stack, StackOptions};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+/// Short allow TTL, so the fault phases run on stale allows, not fresh ones.
+const FILTER_CONFIG: &str =
+    r#"{"cache": {"allow_ttl_ms": 500, "deny_ttl_ms": 200, "stale_if_error_ms": 120000}}"#;
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn start() -> Stack {
+    Stack::start(StackOptions {
+        filter_config: FILTER_CONFIG.to_string(),
+        ..StackOptions::full()
+    })
+    .unwrap()
+}
+
+fn generate(stack: &Stack, body: Value) -> String {
+    let created = stack.admin("/key/generate", &body).unwrap();
+    created["key"].as_str().unwrap().to_string()
+}
+
+fn chat(stack: &Stack, key: &str, body: &str) -> Response {
+    let bearer = format!("Bearer {key}");
+    http::post_raw(
+        &stack.url("/v1/chat/completions"),
+        &[("authorization", &bearer)],
+        "application/json",
+        body,
+    )
+    .unwrap()
+}
+
+fn with_model(model: &str) -> String {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+}
+
+/// 200 from the upstream, which saw `model`.
+fn reached_as(response: &Response, model: &str) {
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json().unwrap();
+    assert_eq!(body["livegate"]["model"], model, "{body}");
+}
+
+/// Refused by the filter with LiteLLM's status and type, the model named; the upstream's
+/// echo (`livegate`) is absent, so nothing reached it.
+fn refused(response: &Response, status: u16, kind: &str, model: &str) {
+    assert_eq!(response.status, status, "{}", response.body);
+    let body = response.json().unwrap();
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(model),
+        "{body}"
+    );
+    assert!(
+        body.get("livegate").is_none(),
+        "reached the upstream: {body}"
+    );
+}
+
+#[test]
+fn models_teams_and_aliases_are_enforced_and_hold_through_outages() {
+    let mut stack = start();
+    stack
+        .admin(
+            "/team/new",
+            &json!({"team_id": "research", "models": ["gpt-4o", "o1"]}),
+        )
+        .unwrap();
+    let key = generate(
+        &stack,
+        json!({"models": ["gpt-4o", "claude-3"], "team_id": "research",
+               "aliases": {"fast": "gpt-4o"}}),
+    );
+    let open = generate(&stack, json!({"key_alias": "every-model"}));
+
+    let check = |stack: &Stack, phase: &str| {
+        // Twice each: the first may be a miss (the check), the second a cached allow.
+        for _ in 0..2 {
+            reached_as(&chat(stack, &key, &with_model("gpt-4o")), "gpt-4o");
+            reached_as(&chat(stack, &key, &with_model("fast")), "gpt-4o");
+            refused(
+                &chat(stack, &key, &with_model("o1")),
+                401,
+                "key_model_access_denied",
+                "o1",
+            );
+            refused(
+                &chat(stack, &key, &with_model("claude-3")),
+                401,
+                "team_model_access_denied",
+                "claude-3",
+            );
+            reached_as(&chat(stack, &open, &with_model("anything")), "anything");
+            let bad = chat(stack, &key, "not json");
+            assert_eq!(bad.status, 400, "{phase}: {}", bad.body);
+            let body = bad.json().unwrap();
+            assert_eq!(body["error"]["param"], "model", "{phase}: {body}");
+        }
+    };
+    check(&stack, "all up");
+
+    stack.postgres.as_ref().unwrap().pause().unwrap();
+    check(&stack, "Postgres frozen");
+
+    let control_plane = stack.control_plane.as_mut().unwrap();
+    control_plane.signal(Signal::SIGSTOP).unwrap();
+    // Wait until the filter serves the key stale: the policy comes from its cache alone.
+    poll::until("a stale allow", PATIENCE, || {
+        let response = chat(&stack, &key, &with_model("gpt-4o"));
+        assert_eq!(response.status, 200, "{}", response.body);
+        let stale = &response.json().unwrap()["livegate"]["identity_headers"]["x-livegate-stale"];
+        (stale == "true").then_some(())
+    })
+    .unwrap();
+    check(&stack, "control plane stopped");
+
+    let control_plane = stack.control_plane.as_mut().unwrap();
+    control_plane.signal(Signal::SIGCONT).unwrap();
+    stack.postgres.as_ref().unwrap().resume().unwrap();
+}
+
+#[test]
+fn a_policy_change_reaches_the_filter_like_a_revocation() {
+    let stack = start();
+    let key = generate(&stack, json!({"models": ["gpt-4o"]}));
+    reached_as(&chat(&stack, &key, &with_model("gpt-4o")), "gpt-4o");
+    stack
+        .admin("/key/update", &json!({"key": key, "models": ["o1"]}))
+        .unwrap();
+    poll::until("the new models to apply", PATIENCE, || {
+        (chat(&stack, &key, &with_model("gpt-4o")).status == 401).then_some(())
+    })
+    .unwrap();
+    reached_as(&chat(&stack, &key, &with_model("o1")), "o1");
+}
