@@ -3,7 +3,7 @@
 //! (the test stops it with SIGSTOP); every client sends a protected request with a key
 //! nobody has seen, waits until the filter has dispatched all the checks, then closes.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -29,13 +29,14 @@ pub fn vm_state(envoy: &Envoy) -> anyhow::Result<VmState> {
 }
 
 /// One batch: `count` clients, each with a fresh random key, each gone once every one of
-/// their checks is in flight. `seed` makes the keys of different batches differ.
+/// their checks is dispatched. `seed` makes the keys of different batches differ. Returns
+/// how many clients still had no answer when they closed (their check was in flight).
 pub fn disconnect_batch(
     envoy: &Envoy,
     count: usize,
     seed: u64,
     patience: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let before = vm_state(envoy)?.checks;
     let address = envoy.url().trim_start_matches("http://").to_string();
     let mut clients = Vec::with_capacity(count);
@@ -53,9 +54,19 @@ pub fn disconnect_batch(
         let checks = vm_state(envoy).ok()?.checks;
         (checks >= wanted).then_some(())
     })?;
+    let mut waiting = 0;
+    for socket in &mut clients {
+        socket.set_nonblocking(true)?;
+        let mut byte = [0u8; 1];
+        let nothing_yet = matches!(
+            socket.read(&mut byte),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
+        );
+        waiting += usize::from(nothing_yet);
+    }
     // Each close resets its stream while the check is still out.
     drop(clients);
-    Ok(())
+    Ok(waiting)
 }
 
 /// Waits until Envoy has no call to the control plane open (each answered, failed, timed
