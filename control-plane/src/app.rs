@@ -10,6 +10,7 @@ use crate::db::supervisor::{self, Reconnect};
 use crate::feed::{self, ChangeRing};
 use crate::http::{self, AppState};
 use crate::key_cache::KeyCache;
+use crate::ledger::{self, Ledger};
 use crate::looplag;
 use crate::metrics::Metrics;
 
@@ -42,6 +43,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
+    // The spool is replayed before the port opens: nothing is acknowledged twice.
+    let ledger = Ledger::open(&config.spend).await?;
+    metrics.set_ledger(ledger.counters.clone(), ledger.spool.clone());
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, version = env!("CARGO_PKG_VERSION"), "control plane listening");
     let stop_http = CancellationToken::new();
@@ -61,7 +65,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.feed,
         stop_db.clone(),
     ));
+    let drain = tokio::spawn(ledger::drain(
+        ledger.clone(),
+        db.clone(),
+        config.spend.drain_batch,
+        config.spend.drain_retry,
+        stop_db.clone(),
+    ));
     let state = AppState {
+        ledger: Some(ledger),
         cache,
         changes,
         config: config.clone(),
@@ -81,6 +93,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
     stop_db.cancel();
+    let _ = drain.await;
     let _ = sup.task.await;
     tracing::info!("control plane stopped");
     Ok(())

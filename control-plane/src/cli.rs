@@ -120,6 +120,37 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "LIVEGATE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// The spend spool: every acknowledged spend record waits here, synced, until it is in
+    /// Postgres. Its directory is created at start. One file per control plane.
+    #[arg(
+        long,
+        env = "LIVEGATE_SPEND_SPOOL_PATH",
+        default_value = "livegate-data/spend.spool"
+    )]
+    pub spend_spool_path: String,
+    /// The most spend records waiting in the spool; beyond it records are refused with 503.
+    #[arg(
+        long,
+        env = "LIVEGATE_SPEND_SPOOL_MAX_RECORDS",
+        default_value_t = 200_000
+    )]
+    pub spend_spool_max_records: usize,
+    /// The spool file's largest size (waiting records are also held in memory).
+    #[arg(
+        long,
+        env = "LIVEGATE_SPEND_SPOOL_MAX_BYTES",
+        default_value_t = 134_217_728
+    )]
+    pub spend_spool_max_bytes: u64,
+    /// LiteLLM's `model_prices_and_context_window.json`; without it every model costs 0.
+    #[arg(long, env = "LIVEGATE_PRICES_FILE")]
+    pub prices_file: Option<String>,
+    /// Records written to Postgres per drain transaction.
+    #[arg(long, env = "LIVEGATE_SPEND_DRAIN_BATCH", default_value_t = 500)]
+    pub spend_drain_batch: usize,
+    /// Wait before the drain tries again after the database refused or was away.
+    #[arg(long, env = "LIVEGATE_SPEND_DRAIN_RETRY_MS", default_value_t = 1000)]
+    pub spend_drain_retry_ms: u64,
 }
 
 /// Parses the command line and runs the chosen command.

@@ -1,6 +1,7 @@
 //! Typed configuration, validated once at start-up; every error names its flag.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::db::state::Backoff;
 use crate::db::supervisor::SupervisorConfig;
 use crate::feed::FeedConfig;
 use crate::secret::Secret;
+use crate::spool::SpoolConfig;
 
 /// A configuration value that cannot be used, with the flag (and variable) to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +37,65 @@ pub struct CacheConfig {
     pub max_entries: usize,
 }
 
+/// The spend ledger: where records are spooled, how they are priced and drained.
+#[derive(Debug, Clone)]
+pub struct SpendConfig {
+    pub spool: SpoolConfig,
+    /// LiteLLM's price file; `None`: every model costs 0 and is marked unpriced.
+    pub prices_file: Option<PathBuf>,
+    pub drain_batch: usize,
+    pub drain_retry: Duration,
+}
+
+/// The largest drain batch: one transaction, one IPC frame well under its 16 MiB bound.
+pub const MAX_DRAIN_BATCH: usize = 5000;
+
+fn spend(a: &ServeArgs) -> Result<SpendConfig, ConfigError> {
+    let path = a.spend_spool_path.trim();
+    if path.is_empty() {
+        return Err(invalid(
+            "--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH)",
+            "must not be empty",
+        ));
+    }
+    if a.spend_spool_max_records == 0 {
+        return Err(invalid(
+            "--spend-spool-max-records (LIVEGATE_SPEND_SPOOL_MAX_RECORDS)",
+            "must be greater than 0",
+        ));
+    }
+    // The largest batch (100 records of a few hundred bytes) must fit many times over.
+    if a.spend_spool_max_bytes < 1 << 20 {
+        return Err(invalid(
+            "--spend-spool-max-bytes (LIVEGATE_SPEND_SPOOL_MAX_BYTES)",
+            "must be at least 1048576 (1 MiB)",
+        ));
+    }
+    if !(1..=MAX_DRAIN_BATCH).contains(&a.spend_drain_batch) {
+        return Err(invalid(
+            "--spend-drain-batch (LIVEGATE_SPEND_DRAIN_BATCH)",
+            format!("must be between 1 and {MAX_DRAIN_BATCH}"),
+        ));
+    }
+    let prices_file = match a.prices_file.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) => Some(PathBuf::from(p)),
+    };
+    Ok(SpendConfig {
+        spool: SpoolConfig {
+            path: PathBuf::from(path),
+            max_bytes: a.spend_spool_max_bytes,
+            max_records: a.spend_spool_max_records,
+        },
+        prices_file,
+        drain_batch: a.spend_drain_batch,
+        drain_retry: ms(
+            "--spend-drain-retry-ms (LIVEGATE_SPEND_DRAIN_RETRY_MS)",
+            a.spend_drain_retry_ms,
+        )?,
+    })
+}
+
 /// Everything `serve` needs. Its `Debug` is safe to log: the secrets print as `<redacted>`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,6 +111,7 @@ pub struct Config {
     pub loop_lag_interval: Duration,
     pub drain_timeout: Duration,
     pub feed: FeedConfig,
+    pub spend: SpendConfig,
 }
 
 fn ms(flag: &'static str, v: u64) -> Result<Duration, ConfigError> {
@@ -137,6 +199,7 @@ fn master_key(arg: Option<Secret>) -> Result<Secret, ConfigError> {
 impl Config {
     /// Validates the flags once; the service starts only with a usable configuration.
     pub fn from_args(a: ServeArgs) -> Result<Config, ConfigError> {
+        let spend = spend(&a)?;
         let listen = a
             .listen
             .parse()
@@ -209,6 +272,7 @@ impl Config {
             return Err(invalid("--body-limit-bytes", "must be at least 1024"));
         }
         Ok(Config {
+            spend,
             listen,
             master_key,
             json_logs,
@@ -311,6 +375,38 @@ mod tests {
         assert_eq!(c.supervisor.grace, Duration::from_millis(500));
         assert_eq!(c.cache.staleness, Duration::from_secs(900));
         assert_eq!(c.supervisor.engine.args, vec!["engine".to_string()]);
+        assert_eq!(
+            c.spend.spool.path,
+            std::path::Path::new("livegate-data/spend.spool")
+        );
+        assert_eq!(c.spend.spool.max_records, 200_000);
+        assert_eq!(c.spend.spool.max_bytes, 128 << 20);
+        assert_eq!(c.spend.prices_file, None);
+        assert_eq!(c.spend.drain_batch, 500);
+    }
+
+    #[test]
+    fn spend_settings_that_cannot_work_are_refused_naming_the_flag() {
+        for (flag, value, named) in [
+            ("--spend-spool-path", " ", "--spend-spool-path"),
+            (
+                "--spend-spool-max-records",
+                "0",
+                "--spend-spool-max-records",
+            ),
+            ("--spend-spool-max-bytes", "1000", "--spend-spool-max-bytes"),
+            ("--spend-drain-batch", "0", "--spend-drain-batch"),
+            ("--spend-drain-batch", "5001", "--spend-drain-batch"),
+            ("--spend-drain-retry-ms", "0", "--spend-drain-retry-ms"),
+        ] {
+            let e = parse(&[flag, value]).unwrap_err();
+            assert!(e.flag.starts_with(named), "{flag} {value}: {e}");
+        }
+        let c = parse(&["--prices-file", "/etc/prices.json"]).unwrap();
+        assert_eq!(
+            c.spend.prices_file.unwrap(),
+            std::path::Path::new("/etc/prices.json")
+        );
     }
 
     #[test]

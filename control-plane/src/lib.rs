@@ -14,6 +14,7 @@ pub mod http;
 #[allow(clippy::len_without_is_empty)]
 pub mod key_cache;
 pub mod keys;
+pub mod ledger;
 pub mod looplag;
 pub mod metrics;
 pub mod pricing;

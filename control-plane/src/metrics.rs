@@ -3,10 +3,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::db::Snapshot;
+use crate::ledger::LedgerCounters;
+use crate::spool::SpoolHandle;
 
 /// Loop-lag buckets include 20 ms, the bound the fault tests hold the control plane to.
 const LAG_BUCKETS: &[f64] = &[
@@ -82,6 +84,7 @@ pub struct Metrics {
     pub master_key_failures: AtomicU64,
     auth_decisions: Mutex<BTreeMap<&'static str, u64>>,
     http_requests: Mutex<BTreeMap<(String, u16), u64>>,
+    ledger: OnceLock<(Arc<LedgerCounters>, SpoolHandle)>,
 }
 
 impl Default for Metrics {
@@ -99,6 +102,7 @@ impl Default for Metrics {
             master_key_failures: AtomicU64::new(0),
             auth_decisions: Mutex::default(),
             http_requests: Mutex::default(),
+            ledger: OnceLock::new(),
         }
     }
 }
@@ -115,6 +119,60 @@ fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
 }
 
 impl Metrics {
+    /// The spend ledger's counters and spool, set once at start.
+    pub fn set_ledger(&self, counters: Arc<LedgerCounters>, spool: SpoolHandle) {
+        let _ = self.ledger.set((counters, spool));
+    }
+
+    fn render_ledger(&self, out: &mut String) {
+        let Some((c, spool)) = self.ledger.get() else {
+            return;
+        };
+        let depth = spool.depth();
+        gauge(
+            out,
+            "livegate_spend_spool_records",
+            "Spend records spooled and not yet drained into Postgres.",
+            depth.records as f64,
+        );
+        gauge(
+            out,
+            "livegate_spend_spool_bytes",
+            "Size of the spend spool file.",
+            depth.file_bytes as f64,
+        );
+        counter(
+            out,
+            "livegate_spend_drained_total",
+            "Spend records written to Postgres by the drain.",
+            c.drained.load(Relaxed),
+        );
+        counter(
+            out,
+            "livegate_spend_duplicates_total",
+            "Spend records the drain found in Postgres already (a replay or a retry).",
+            c.duplicates.load(Relaxed),
+        );
+        counter(
+            out,
+            "livegate_spend_unpriced_total",
+            "Spend records written whose model has no price (cost 0).",
+            c.unpriced.load(Relaxed),
+        );
+        counter(
+            out,
+            "livegate_spend_drain_failures_total",
+            "Drain attempts that failed (the database away or refusing); retried.",
+            c.drain_failures.load(Relaxed),
+        );
+        counter(
+            out,
+            "livegate_spend_spool_full_total",
+            "Spend batches refused with 503 because the spool was at its bound.",
+            c.refused_full.load(Relaxed),
+        );
+    }
+
     pub fn count_auth_decision(&self, outcome: &'static str) {
         *self
             .auth_decisions
@@ -216,6 +274,7 @@ impl Metrics {
             "Key records held in the cache.",
             key_cache_entries as f64,
         );
+        self.render_ledger(&mut out);
         self.render_labelled(&mut out);
         out
     }

@@ -158,7 +158,10 @@ impl Builder {
             .arg(format!("127.0.0.1:{port}"))
             .args(&self.args)
             .env("DATABASE_URL", &self.database_url)
-            .env_remove("LIVEGATE_MASTER_KEY");
+            .env_remove("LIVEGATE_MASTER_KEY")
+            // Each control plane its own spend spool (a `--spend-spool-path` argument or an
+            // `env` of the builder wins): next to its log, kept across a restart on it.
+            .env("LIVEGATE_SPEND_SPOOL_PATH", log_dir.join("spend.spool"));
         if let Some(key) = &self.master_key {
             command.env("LIVEGATE_MASTER_KEY", key);
         }

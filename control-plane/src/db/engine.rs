@@ -17,7 +17,7 @@ use super::ipc::{codec, encode, LaneSenders, Lanes};
 use super::protocol::{
     EngineError, EngineSettings, Request, RequestFrame, Response, ResponseFrame,
 };
-use super::{queries, schema, team_queries, tls};
+use super::{queries, schema, spend_queries, team_queries, tls};
 
 /// Exit code when a pooled connection is lost: the supervisor sees the exit and reconnects.
 const EXIT_CONNECTION_LOST: i32 = 3;
@@ -175,6 +175,18 @@ async fn handle_team(c: &Client, request: Request) -> Result<Response, EngineErr
         Request::DeleteTeams { team_ids } => team_queries::delete_teams(c, &team_ids)
             .await
             .map(|deleted| Response::TeamsDeleted { deleted }),
+        Request::InsertSpend { rows } => spend_queries::insert_spend(c, &rows)
+            .await
+            .map(|inserted| Response::SpendInserted { inserted }),
+        Request::SpendLogs { filter } => spend_queries::spend_logs(c, &filter)
+            .await
+            .map(|rows| Response::SpendLogs { rows }),
+        Request::SpendSummary { filter } => spend_queries::spend_summary(c, &filter)
+            .await
+            .map(|groups| Response::SpendSummary { groups }),
+        Request::GlobalSpend => spend_queries::global_spend(c)
+            .await
+            .map(|spend| Response::GlobalSpend { spend }),
         other => Err(EngineError::Protocol(format!(
             "unexpected request {other:?}"
         ))),

@@ -7,6 +7,7 @@ pub mod protocol;
 mod queries;
 mod schema;
 mod spawner;
+mod spend_queries;
 pub mod state;
 pub mod supervisor;
 mod team_queries;
@@ -18,12 +19,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::keys::KeyHash;
+use crate::ledger::LedgerEntry;
 use crate::record::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
     TeamsDeleted,
 };
 use ipc::{CallError, EngineLink};
 use protocol::{EngineError, Request, Response};
+pub use protocol::{SpendFilter, SpendGroup, SpendInserted, SpendRow};
 pub use supervisor::Snapshot;
 
 /// Why a database call did not succeed, as the HTTP layer needs to know it.
@@ -255,6 +258,37 @@ impl Db {
             .await?
         {
             Response::Pruned { rows } => Ok(rows),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl Db {
+    /// The drain's statement (see [`Request::InsertSpend`]).
+    pub async fn insert_spend(&self, rows: Vec<LedgerEntry>) -> Result<SpendInserted, DbError> {
+        match self.call(Request::InsertSpend { rows }).await? {
+            Response::SpendInserted { inserted } => Ok(inserted),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn spend_logs(&self, filter: SpendFilter) -> Result<Vec<SpendRow>, DbError> {
+        match self.call(Request::SpendLogs { filter }).await? {
+            Response::SpendLogs { rows } => Ok(rows),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn spend_summary(&self, filter: SpendFilter) -> Result<Vec<SpendGroup>, DbError> {
+        match self.call(Request::SpendSummary { filter }).await? {
+            Response::SpendSummary { groups } => Ok(groups),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn global_spend(&self) -> Result<f64, DbError> {
+        match self.call(Request::GlobalSpend).await? {
+            Response::GlobalSpend { spend } => Ok(spend),
             other => Err(unexpected(other)),
         }
     }

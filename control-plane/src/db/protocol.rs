@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::keys::KeyHash;
+use crate::ledger::LedgerEntry;
 use crate::record::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
     TeamsDeleted,
@@ -81,6 +82,72 @@ pub enum Request {
     DeleteTeams {
         team_ids: Vec<String>,
     },
+    /// The drain's one statement: inserts the rows whose request id is new and adds only
+    /// their cost to their key's and team's `spend` (no version, no change logged).
+    InsertSpend {
+        rows: Vec<LedgerEntry>,
+    },
+    /// Rows of `livegate_spend_logs`, newest first.
+    SpendLogs {
+        filter: SpendFilter,
+    },
+    /// Spend per UTC day, key and model within the filter's dates.
+    SpendSummary {
+        filter: SpendFilter,
+    },
+    /// The sum of every row's cost.
+    GlobalSpend,
+}
+
+/// What `/spend/logs` asks for; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpendFilter {
+    pub key_hash: Option<String>,
+    pub request_id: Option<String>,
+    /// Rows that started on or after this UTC day…
+    pub start_date: Option<chrono::NaiveDate>,
+    /// …and on or before this one.
+    pub end_date: Option<chrono::NaiveDate>,
+    pub limit: i64,
+}
+
+/// What the drain's statement did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendInserted {
+    /// Rows inserted (the rest were there already).
+    pub inserted: u64,
+    /// Of those, rows whose model has no price.
+    pub unpriced: u64,
+}
+
+/// One row of `livegate_spend_logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendRow {
+    pub request_id: String,
+    pub key_hash: String,
+    pub key_alias: Option<String>,
+    pub team_id: Option<String>,
+    pub model_requested: Option<String>,
+    pub model_returned: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub total_tokens: Option<i64>,
+    pub cost: f64,
+    pub unpriced: bool,
+    pub usage_known: bool,
+    pub status: i32,
+    pub streamed: bool,
+    pub start_time: chrono::DateTime<chrono::Utc>,
+    pub end_time: chrono::DateTime<chrono::Utc>,
+}
+
+/// Spend of one key on one model on one UTC day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendGroup {
+    pub day: chrono::NaiveDate,
+    pub key_hash: String,
+    pub model: String,
+    pub spend: f64,
 }
 
 impl Request {
@@ -131,6 +198,18 @@ pub enum Response {
     },
     TeamsDeleted {
         deleted: TeamsDeleted,
+    },
+    SpendInserted {
+        inserted: SpendInserted,
+    },
+    SpendLogs {
+        rows: Vec<SpendRow>,
+    },
+    SpendSummary {
+        groups: Vec<SpendGroup>,
+    },
+    GlobalSpend {
+        spend: f64,
     },
 }
 

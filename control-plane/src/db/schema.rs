@@ -74,6 +74,34 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
                COALESCE(t.models, '{}'::text[]) AS team_models
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
     ),
+    (
+        4,
+        "spend logs",
+        // One row per request, written by the spend drain; its request_id makes the drain
+        // idempotent. team_id is the team the key had when the request was made: no
+        // foreign key, a deleted team's rows stay in the ledger.
+        "CREATE TABLE livegate_spend_logs (
+        request_id        text PRIMARY KEY,
+        key_hash          text NOT NULL,
+        key_alias         text,
+        team_id           text,
+        model_requested   text,
+        model_returned    text,
+        prompt_tokens     bigint,
+        completion_tokens bigint,
+        total_tokens      bigint,
+        cost              double precision NOT NULL DEFAULT 0,
+        unpriced          boolean NOT NULL DEFAULT false,
+        usage_known       boolean NOT NULL,
+        status            integer NOT NULL,
+        streamed          boolean NOT NULL,
+        start_time        timestamptz NOT NULL,
+        end_time          timestamptz NOT NULL,
+        inserted_at       timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX livegate_spend_logs_key_hash ON livegate_spend_logs (key_hash, start_time);
+    CREATE INDEX livegate_spend_logs_start_time ON livegate_spend_logs (start_time);",
+    ),
 ];
 
 /// Applies the missing migrations; returns the versions it applied (empty when up to date).

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// Sent with `retry-after`, which the router stamps on every 503 (`http/mod.rs`).
     #[error("database unavailable, retry later")]
     DbUnavailable,
+    /// Something other than the database is away or full (the spend spool): 503.
+    #[error("{0}")]
+    Unavailable(String),
     /// The detail is logged, never returned.
     #[error("internal error")]
     Internal(String),
@@ -72,7 +75,7 @@ impl ApiError {
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::DbUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DbUnavailable | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::Denied(reason) => reason.error_type(),
             ApiError::NotFound(_) => ErrorType::NotFoundError,
             ApiError::DbUnavailable => ErrorType::NoDbConnection,
+            ApiError::Unavailable(_) => ErrorType::ServiceUnavailable,
             ApiError::Internal(_) => ErrorType::InternalServerError,
         }
     }

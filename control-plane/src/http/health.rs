@@ -47,8 +47,11 @@ pub async fn readiness(
     if public {
         return (status, Json(json!(summary)));
     }
+    let spool = s.ledger.as_ref().map(|l| l.spool.depth());
     let detail = Detail {
         status: summary.status,
+        spend_spool_records: spool.map(|d| d.records),
+        spend_spool_bytes: spool.map(|d| d.file_bytes),
         snapshot: snap,
         version: env!("CARGO_PKG_VERSION"),
     };
@@ -68,6 +71,9 @@ struct Detail {
     status: &'static str,
     #[serde(flatten)]
     snapshot: Snapshot,
+    /// Spend records waiting to be drained into Postgres, and the spool file's size.
+    spend_spool_records: Option<usize>,
+    spend_spool_bytes: Option<u64>,
     version: &'static str,
 }
 

@@ -5,6 +5,7 @@ pub mod error;
 mod extract;
 mod health;
 mod keys;
+mod spend;
 mod teams;
 
 use std::sync::Arc;
@@ -21,9 +22,10 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::feed::ChangeRing;
 use crate::key_cache::KeyCache;
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use error::ApiError;
-use livegate_contract::{AUTH_CHECK_PATH, CHANGES_PATH};
+use livegate_contract::{AUTH_CHECK_PATH, CHANGES_PATH, SPEND_RECORDS_PATH};
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -33,6 +35,9 @@ pub struct AppState {
     pub cache: Arc<KeyCache>,
     pub changes: Arc<ChangeRing>,
     pub metrics: Arc<Metrics>,
+    /// The spend spool and prices; `None` only in router tests that run without a spool
+    /// (the intake then answers 503).
+    pub ledger: Option<Ledger>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +45,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(AUTH_CHECK_PATH, post(auth_check::check))
         .route(CHANGES_PATH, get(auth_check::changes))
+        .route(SPEND_RECORDS_PATH, post(spend::records))
+        .route("/spend/logs", get(spend::logs))
+        .route("/global/spend", get(spend::global))
         .route("/health/readiness", get(health::readiness))
         .route("/health/liveliness", get(health::liveliness))
         .route("/health/liveness", get(health::liveliness))
@@ -90,7 +98,8 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     state.metrics.count_request(&route, status);
     // On an admin route a 403 has one cause: the `MasterKey` extractor refused the key
     // presented (no key at all is a 401, not an attempt).
-    if status == 403 && (route.starts_with("/key/") || route.starts_with("/team/")) {
+    let admin = ["/key/", "/team/", "/spend/", "/global/"];
+    if status == 403 && admin.iter().any(|p| route.starts_with(p)) {
         state
             .metrics
             .master_key_failures

@@ -254,6 +254,7 @@ impl Harness {
             config: Arc::new(config),
             db: Db::fixed(link, snapshot, deadline),
             metrics: metrics.clone(),
+            ledger: None,
         };
         assert!(deadline < Duration::from_secs(5), "{deadline:?}");
         Harness {

@@ -1,0 +1,271 @@
+//! The spend ledger: records from the filter are priced, spooled (synced) and only then
+//! acknowledged; a task drains the spool into Postgres whenever the engine answers.
+//!
+//! ```text
+//! POST /v1/spend/records ─▶ validate ─▶ price ─▶ SpoolHandle::append (fsync) ─▶ SpendAck
+//!                                                      │
+//!                     drain task ◀─ oldest(batch) ◀────┘
+//!                        └─▶ Db::insert_spend (one statement: rows ON CONFLICT DO NOTHING,
+//!                            key and team totals from the inserted rows only) ─▶ mark_drained
+//! ```
+//!
+//! Exactly once: the spool holds an id once while it is pending, the drain's statement
+//! inserts a request id once, and the totals grow only by the rows that statement inserted,
+//! so a batch replayed after a crash between the commit and `mark_drained` adds nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use livegate_contract::spend::{SpendBatch, SpendRecord};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SpendConfig;
+use crate::db::{Db, DbError, SpendInserted};
+use crate::pricing::PriceTable;
+use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
+
+/// A record as spooled and drained: what the filter reported, with its price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    #[serde(flatten)]
+    pub record: SpendRecord,
+    /// USD; 0 when usage is unknown or the model has no price.
+    pub cost: f64,
+    /// The model (returned, else requested) is not in the price table.
+    pub unpriced: bool,
+}
+
+/// Prices a record: the model the upstream returned, else the one requested.
+pub fn price(record: SpendRecord, prices: &PriceTable) -> LedgerEntry {
+    let model = record
+        .model_returned
+        .as_deref()
+        .or(record.model_requested.as_deref());
+    let priced = model.map(|m| {
+        prices.cost(
+            m,
+            record.prompt_tokens.unwrap_or(0),
+            record.completion_tokens.unwrap_or(0),
+        )
+    });
+    let (cost, unpriced) = match priced {
+        Some(p) => (p.cost, p.unpriced),
+        None => (0.0, true),
+    };
+    LedgerEntry {
+        record,
+        cost,
+        unpriced,
+    }
+}
+
+/// The spool's entries for a batch: (request id, the priced record as JSON).
+pub fn spool_entries(
+    batch: SpendBatch,
+    prices: &PriceTable,
+) -> Result<Vec<(String, Vec<u8>)>, serde_json::Error> {
+    batch
+        .records
+        .into_iter()
+        .map(|r| {
+            let entry = price(r, prices);
+            Ok((entry.record.request_id.clone(), serde_json::to_vec(&entry)?))
+        })
+        .collect()
+}
+
+/// What the drain sends for a run of spool entries, and the watermark it may then write.
+#[derive(Debug, Default, PartialEq)]
+pub struct DrainBatch {
+    pub rows: Vec<LedgerEntry>,
+    /// The last entry's number: everything up to it is drained once `rows` commit.
+    pub through: Option<u64>,
+    /// Entries whose data is not a ledger entry (never written by this code): logged and
+    /// passed over rather than blocking the spool forever.
+    pub unreadable: Vec<String>,
+}
+
+/// Decodes spool entries into rows (pure).
+pub fn drain_batch(entries: &[Entry]) -> DrainBatch {
+    let mut batch = DrainBatch::default();
+    for entry in entries {
+        match serde_json::from_slice::<LedgerEntry>(&entry.data) {
+            Ok(row) => batch.rows.push(row),
+            Err(_) => batch.unreadable.push(entry.id.clone()),
+        }
+        batch.through = Some(entry.seq);
+    }
+    batch
+}
+
+/// Counters of the ledger, rendered by `Metrics`.
+#[derive(Debug, Default)]
+pub struct LedgerCounters {
+    pub drained: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub unpriced: AtomicU64,
+    pub drain_failures: AtomicU64,
+    pub refused_full: AtomicU64,
+}
+
+/// The spool, the prices and the drain's wake-up, shared by the intake and the drain.
+#[derive(Clone)]
+pub struct Ledger {
+    pub spool: SpoolHandle,
+    pub prices: Arc<PriceTable>,
+    pub counters: Arc<LedgerCounters>,
+    wake: Arc<Notify>,
+}
+
+/// Why a batch was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("the spend spool is full: retry later")]
+    Full,
+    #[error("the spend spool cannot write: {0}")]
+    Spool(SpoolError),
+    #[error("a record cannot be encoded: {0}")]
+    Encode(serde_json::Error),
+}
+
+impl Ledger {
+    /// Opens (and replays) the spool, creating its directory, and loads the prices.
+    pub async fn open(config: &SpendConfig) -> anyhow::Result<Ledger> {
+        if let Some(dir) = config
+            .spool
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH): cannot create {}: {e}",
+                    dir.display()
+                )
+            })?;
+        }
+        let (spool, replay) = SpoolHandle::open(config.spool.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH): {e}"))?;
+        tracing::info!(
+            path = %config.spool.path.display(),
+            pending = replay.pending,
+            truncated_bytes = replay.truncated_bytes,
+            "spend spool opened"
+        );
+        let prices = match &config.prices_file {
+            None => {
+                tracing::warn!("no --prices-file: every model costs 0 and is marked unpriced");
+                PriceTable::default()
+            }
+            Some(file) => PriceTable::load(file)
+                .await
+                .map_err(|e| anyhow::anyhow!("--prices-file (LIVEGATE_PRICES_FILE): {e}"))?,
+        };
+        Ok(Ledger {
+            spool,
+            prices: Arc::new(prices),
+            counters: Arc::default(),
+            wake: Arc::default(),
+        })
+    }
+
+    /// Prices and spools a validated batch; returns once it is synced.
+    pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
+        let entries = spool_entries(batch, &self.prices).map_err(IntakeError::Encode)?;
+        match self.spool.append(entries).await {
+            Ok(appended) => {
+                if appended.accepted > 0 {
+                    self.wake.notify_one();
+                }
+                Ok(appended)
+            }
+            Err(SpoolError::Full { .. }) => {
+                self.counters.refused_full.fetch_add(1, Relaxed);
+                Err(IntakeError::Full)
+            }
+            Err(e) => Err(IntakeError::Spool(e)),
+        }
+    }
+}
+
+/// Drains the spool into Postgres until `stop`: a batch at a time, waiting for new records
+/// when empty and `retry` after a failure. Never blocks the runtime: the spool's calls run
+/// on the blocking pool and the database's are IPC to the engine.
+pub async fn drain(
+    ledger: Ledger,
+    db: Db,
+    batch: usize,
+    retry: std::time::Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let waited = match drain_once(&ledger, &db, batch).await {
+            Ok(0) => Wait::ForRecords,
+            Ok(_) => Wait::No,
+            Err(e) => {
+                ledger.counters.drain_failures.fetch_add(1, Relaxed);
+                tracing::debug!(error = %e, "spend drain deferred");
+                Wait::Retry
+            }
+        };
+        let sleep = match waited {
+            Wait::No => continue,
+            Wait::ForRecords => tokio::time::sleep(retry.max(std::time::Duration::from_secs(5))),
+            Wait::Retry => tokio::time::sleep(retry),
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ledger.wake.notified(), if matches!(waited, Wait::ForRecords) => {}
+            _ = sleep => {}
+        }
+    }
+}
+
+enum Wait {
+    No,
+    ForRecords,
+    Retry,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DrainError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// One batch: read, insert in one statement, then mark drained. Returns the entries done.
+async fn drain_once(ledger: &Ledger, db: &Db, batch: usize) -> Result<usize, DrainError> {
+    let entries = ledger.spool.oldest(batch).await?;
+    let DrainBatch {
+        rows,
+        through,
+        unreadable,
+    } = drain_batch(&entries);
+    let Some(through) = through else {
+        return Ok(0);
+    };
+    for id in &unreadable {
+        tracing::error!(request_id = %id, "a spooled spend record cannot be read; skipped");
+    }
+    if !rows.is_empty() {
+        let SpendInserted { inserted, unpriced } = db.insert_spend(rows.clone()).await?;
+        let c = &ledger.counters;
+        c.drained.fetch_add(inserted, Relaxed);
+        c.duplicates
+            .fetch_add((rows.len() as u64).saturating_sub(inserted), Relaxed);
+        c.unpriced.fetch_add(unpriced, Relaxed);
+    }
+    ledger.spool.mark_drained(through).await?;
+    Ok(entries.len())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+use super::*;
+use livegate_contract::KeyHash;
+use std::path::Path;
+
+fn record(id: &str, model: Option<&str>, tokens: Option<(u64, u64)>) -> SpendRecord {
+    SpendRecord {
+        request_id: id.into(),
+        key_hash: KeyHash::of_raw("sk-test"),
+        key_alias: Some("alias".into()),
+        team_id: None,
+        model_requested: Some("requested".into()),
+        model_returned: model.map(str::to_owned),
+        prompt_tokens: tokens.map(|t| t.0),
+        completion_tokens: tokens.map(|t| t.1),
+        total_tokens: tokens.map(|t| t.0 + t.1),
+        usage_known: tokens.is_some(),
+        status: 200,
+        streamed: false,
+        start_time_ms: 1_700_000_000_000,
+        end_time_ms: 1_700_000_000_500,
+    }
+}
+
+fn prices() -> PriceTable {
+    let text = r#"{"m": {"input_cost_per_token": 0.5, "output_cost_per_token": 0.25},
+                   "requested": {"input_cost_per_token": 1, "output_cost_per_token": 1}}"#;
+    PriceTable::parse(text, Path::new("prices.json")).unwrap()
+}
+
+#[test]
+fn a_record_is_priced_by_the_model_returned_else_the_one_requested() {
+    let e = price(record("a", Some("m"), Some((4, 8))), &prices());
+    assert_eq!((e.cost, e.unpriced), (4.0, false));
+    let e = price(record("b", None, Some((4, 8))), &prices());
+    assert_eq!((e.cost, e.unpriced), (12.0, false));
+    let e = price(record("c", Some("other"), Some((4, 8))), &prices());
+    assert_eq!((e.cost, e.unpriced), (0.0, true));
+}
+
+#[test]
+fn without_a_price_file_every_model_costs_zero_and_is_marked_unpriced() {
+    let e = price(record("a", Some("m"), Some((4, 8))), &PriceTable::default());
+    assert_eq!((e.cost, e.unpriced), (0.0, true));
+}
+
+#[test]
+fn a_record_without_usage_costs_zero() {
+    let e = price(record("a", Some("m"), None), &prices());
+    assert_eq!((e.cost, e.unpriced), (0.0, false));
+}
+
+#[test]
+fn spooled_entries_read_back_as_the_same_rows_with_the_last_number_as_watermark() {
+    let batch = SpendBatch {
+        records: vec![
+            record("a", Some("m"), Some((1, 2))),
+            record("b", None, None),
+        ],
+    };
+    let entries: Vec<Entry> = spool_entries(batch.clone(), &prices())
+        .unwrap()
+        .into_iter()
+        .zip(7..)
+        .map(|((id, data), seq)| Entry { seq, id, data })
+        .collect();
+    assert_eq!(entries[0].id, "a");
+    let drained = drain_batch(&entries);
+    assert_eq!(drained.through, Some(8));
+    assert!(drained.unreadable.is_empty());
+    let expected: Vec<LedgerEntry> = batch
+        .records
+        .into_iter()
+        .map(|r| price(r, &prices()))
+        .collect();
+    assert_eq!(drained.rows, expected);
+}
+
+#[test]
+fn an_unreadable_entry_is_passed_over_but_still_moves_the_watermark() {
+    let entries = vec![Entry {
+        seq: 3,
+        id: "x".into(),
+        data: b"not json".to_vec(),
+    }];
+    let drained = drain_batch(&entries);
+    assert_eq!(drained.rows, vec![]);
+    assert_eq!(drained.unreadable, vec!["x".to_string()]);
+    assert_eq!(drained.through, Some(3));
+}
+
+#[test]
+fn nothing_to_drain_has_no_watermark() {
+    assert_eq!(drain_batch(&[]), DrainBatch::default());
+}
+
+#[test]
+fn the_drained_row_is_the_json_the_sql_reads() {
+    // jsonb_to_recordset in db/spend_queries.rs reads these names.
+    let e = price(record("a", Some("m"), Some((1, 2))), &prices());
+    let v = serde_json::to_value(&e).unwrap();
+    for name in [
+        "request_id",
+        "key_hash",
+        "key_alias",
+        "team_id",
+        "model_requested",
+        "model_returned",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost",
+        "unpriced",
+        "usage_known",
+        "status",
+        "streamed",
+        "start_time_ms",
+        "end_time_ms",
+    ] {
+        assert!(v.get(name).is_some(), "{name}: {v}");
+    }
+    assert_eq!(v["key_hash"], KeyHash::of_raw("sk-test").to_string());
+}
