@@ -165,7 +165,7 @@ pub fn post_sized_body(
     let sender = std::thread::spawn(move || {
         // A JSON object naming a model, padded with spaces to exactly `size` bytes: what a
         // model route accepts, however large.
-        let (open, close) = (br#"{"model":"livegate-demo","#.as_slice(), b"}".as_slice());
+        let (open, close) = (br#"{"model":"livegate-demo""#.as_slice(), b"}".as_slice());
         let fits = size >= open.len() + close.len();
         let padding = if fits {
             size - open.len() - close.len()

@@ -82,7 +82,8 @@ fn a_wrapper_engine_command_leaves_no_orphan_after_a_reconnect_or_a_stop() {
         "the engine is not the wrapper's child: {:?}",
         procfs::group_members(old)
     );
-    assert_eq!(engine_connections(&pg), 2);
+    // The pool (2) and the heartbeat's own connection.
+    assert_eq!(engine_connections(&pg), 3);
 
     cp.signal(Signal::SIGHUP).unwrap();
     poll::until("a new engine", RECOVERY, || {
@@ -92,7 +93,7 @@ fn a_wrapper_engine_command_leaves_no_orphan_after_a_reconnect_or_a_stop() {
     })
     .unwrap();
     wait_group_gone(&cp, old);
-    wait_engine_connections(&pg, &cp, 2);
+    wait_engine_connections(&pg, &cp, 3);
     let metrics = metrics(&cp);
     assert_eq!(
         series(&metrics, "livegate_engine_sigkill_total"),
