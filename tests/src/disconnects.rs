@@ -1,13 +1,49 @@
 //! Clients that go away while their auth check is in flight: the driver the disconnect
-//! test and `cargo xtask bench disconnects` share. The control plane must hold the checks
-//! (the test stops it with SIGSTOP); every client sends a protected request with a key
-//! nobody has seen, waits until the filter has dispatched all the checks, then closes.
+//! test and `cargo xtask bench disconnects` share. Each batch is sent while the control
+//! plane is stopped (SIGSTOP), so it holds every check: each client sends a protected
+//! request with a key nobody has seen, waits until the filter has dispatched all the
+//! checks, then closes. The control plane is then resumed, answers the checks of clients
+//! that are gone, and empties its accept queue (which would otherwise fill across batches
+//! and make Envoy's connects fail before the clients leave).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
+use crate::control_plane::ControlPlane;
 use crate::envoy::Envoy;
+
+/// One held batch (see the module's comment); returns how many clients closed with their
+/// check still out (all of them, unless a check failed first).
+pub fn held_batch(
+    envoy: &Envoy,
+    control_plane: &ControlPlane,
+    count: usize,
+    seed: u64,
+    patience: Duration,
+) -> anyhow::Result<usize> {
+    control_plane.signal(Signal::SIGSTOP)?;
+    let waiting = disconnect_batch(envoy, count, seed, patience);
+    control_plane.signal(Signal::SIGCONT)?;
+    let waiting = waiting?;
+    drain(envoy, patience)?;
+    Ok(waiting)
+}
+
+/// The VM's state once every call has ended and a tick has recorded the memory gauge
+/// (read with the control plane stopped: see [`settle`]).
+pub fn measure(
+    envoy: &Envoy,
+    control_plane: &ControlPlane,
+    patience: Duration,
+) -> anyhow::Result<VmState> {
+    control_plane.signal(Signal::SIGSTOP)?;
+    let state = settle(envoy, patience);
+    control_plane.signal(Signal::SIGCONT)?;
+    state
+}
 
 /// What the filter's VM and Envoy say, read from Envoy's admin stats.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,7 +67,7 @@ pub fn vm_state(envoy: &Envoy) -> anyhow::Result<VmState> {
 /// One batch: `count` clients, each with a fresh random key, each gone once every one of
 /// their checks is dispatched. `seed` makes the keys of different batches differ. Returns
 /// how many clients still had no answer when they closed (their check was in flight).
-pub fn disconnect_batch(
+fn disconnect_batch(
     envoy: &Envoy,
     count: usize,
     seed: u64,

@@ -11,6 +11,7 @@ pub mod demo_upstream;
 pub mod disconnects;
 pub mod envoy;
 pub mod fleet;
+pub mod flood;
 pub mod http;
 pub mod lab;
 pub mod poll;

@@ -7,11 +7,10 @@
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use livegate_tests::envoy::EnvoyLimits;
+use livegate_tests::flood::RandomKeyFlood;
 use livegate_tests::lab::prober::{ProbePlan, Probers};
 use livegate_tests::lab::recorder::{self, Sample, Summary};
 use livegate_tests::stack::{Stack, StackOptions};
@@ -151,33 +150,6 @@ fn reconnects(stack: &Stack) -> anyhow::Result<u64> {
     Ok(body["reconnects"].as_u64().unwrap_or(0))
 }
 
-/// Counts of answers by status (0: no answer).
-#[derive(Default)]
-struct Statuses(Mutex<std::collections::BTreeMap<u16, u64>>);
-
-impl Statuses {
-    fn count(&self, status: u16) {
-        if let Ok(mut map) = self.0.lock() {
-            *map.entry(status).or_default() += 1;
-        }
-    }
-
-    fn describe(&self) -> String {
-        self.0
-            .lock()
-            .map(|map| {
-                map.iter()
-                    .map(|(status, n)| match status {
-                        0 => format!("no answer: {n}"),
-                        s => format!("{s}: {n}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    }
-}
-
 const FLOOD_THREADS: u64 = 32;
 
 fn flood(stack: &Stack, plan: &FloodPlan) -> anyhow::Result<FloodReport> {
@@ -200,132 +172,21 @@ fn flood(stack: &Stack, plan: &FloodPlan) -> anyhow::Result<FloodReport> {
     let epoch = Instant::now();
     let liveness = Probers::start(&liveness_plan(stack), epoch);
     let warmed = Probers::start(&warmed_plan, epoch);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let statuses = Arc::new(Statuses::default());
     let address = stack.envoy.url().trim_start_matches("http://").to_string();
-    let interval = Duration::from_secs_f64(FLOOD_THREADS as f64 / plan.flood_rate.max(1) as f64);
-    let threads: Vec<_> = (0..FLOOD_THREADS)
-        .map(|thread| {
-            let (stop, sent, statuses, address) = (
-                Arc::clone(&stop),
-                Arc::clone(&sent),
-                Arc::clone(&statuses),
-                address.clone(),
-            );
-            std::thread::spawn(move || {
-                flood_loop(thread, &address, interval, &stop, &sent, &statuses)
-            })
-        })
-        .collect();
+    let flood = RandomKeyFlood::start(&address, FLOOD_THREADS, plan.flood_rate);
     std::thread::sleep(Duration::from_secs(plan.flood_seconds));
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = epoch.elapsed();
-    for thread in threads {
-        let _ = thread.join();
-    }
+    let tally = flood.stop();
     let warmed_samples: Vec<Sample> = warmed.stop();
     let liveness = recorder::summarize(&liveness.stop());
-    let sent = sent.load(Ordering::Relaxed);
     Ok(FloodReport {
-        sent,
-        requests_per_second: sent as f64 / elapsed.as_secs_f64(),
-        statuses: statuses.describe(),
+        sent: tally.sent,
+        requests_per_second: tally.requests_per_second(),
+        statuses: tally.describe(),
         warmed: recorder::summarize(&warmed_samples),
         liveness,
         reconnects_before,
         reconnects_after: reconnects(stack)?,
     })
-}
-
-/// One flooding thread: keep-alive HTTP/1.1, a new random key per request, paced.
-fn flood_loop(
-    thread: u64,
-    address: &str,
-    interval: Duration,
-    stop: &AtomicBool,
-    sent: &AtomicU64,
-    statuses: &Statuses,
-) {
-    let mut connection: Option<TcpStream> = None;
-    let mut next = Instant::now();
-    let mut counter: u64 = 0;
-    let seed = std::process::id() as u64 ^ (thread << 32) ^ nanos();
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now < next {
-            std::thread::sleep(next - now);
-        }
-        next += interval;
-        counter += 1;
-        let key = format!("sk-flood-{:016x}{:016x}", splitmix(seed ^ counter), counter);
-        let stream = match connection.take() {
-            Some(stream) => Some(stream),
-            None => TcpStream::connect(address).ok().and_then(|s| {
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-                Some(s)
-            }),
-        };
-        let status = stream.and_then(|mut stream| {
-            let request = format!(
-                "GET /v1/models HTTP/1.1\r\nHost: livegate\r\nAuthorization: Bearer {key}\r\n\r\n"
-            );
-            stream.write_all(request.as_bytes()).ok()?;
-            let (status, keep) = read_response(&mut stream)?;
-            if keep {
-                connection = Some(stream);
-            }
-            Some(status)
-        });
-        sent.fetch_add(1, Ordering::Relaxed);
-        statuses.count(status.unwrap_or(0));
-    }
-}
-
-/// Reads one response with a content-length body; (status, connection reusable).
-fn read_response(stream: &mut TcpStream) -> Option<(u16, bool)> {
-    let mut data = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buffer).ok()?;
-        if n == 0 {
-            return None;
-        }
-        data.extend_from_slice(&buffer[..n]);
-        let text = String::from_utf8_lossy(&data);
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        let mut length = 0;
-        let mut keep = true;
-        for line in head.lines().skip(1) {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().ok()?;
-            } else if name.eq_ignore_ascii_case("connection") && value.trim() == "close" {
-                keep = false;
-            }
-        }
-        if body.len() >= length {
-            return Some((status, keep));
-        }
-    }
-}
-
-fn nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64)
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 fn ms(summary: &Option<Summary>, pick: fn(&Summary) -> f64) -> String {

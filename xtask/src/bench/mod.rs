@@ -1,7 +1,9 @@
-//! `cargo xtask bench`: the outage lab, the auth throughput benchmark and the flood, run
-//! against the real local stack built in release mode; results land in docs/.
+//! `cargo xtask bench`: the outage lab, the auth throughput benchmark, the flood and the
+//! disconnects, run against the real local stack built in release mode; results land in
+//! docs/.
 
 mod auth;
+mod disconnects;
 mod flood;
 mod machine;
 mod markdown;
@@ -40,6 +42,13 @@ pub enum Bench {
         #[arg(long, default_value_t = 2000)]
         rate: u64,
     },
+    /// Clients that disconnect with their auth check in flight: the filter VM's memory
+    /// over a million of them.
+    Disconnects {
+        /// Disconnects after the warm-up.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+    },
     /// Requests/s and latency: no filter, filter passing through, cached key, cache miss.
     Auth {
         /// Seconds per wrk run (each setup runs three times, both ways).
@@ -61,6 +70,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Outage { scenarios, seconds } => outage::run(&scenarios, seconds),
         Bench::Auth { seconds } => auth::run(seconds),
         Bench::Revocation { seconds } => revocation::run(seconds),
+        Bench::Disconnects { count } => disconnects::run(count),
         Bench::Flood {
             slow_sockets,
             connection_limit,
