@@ -54,6 +54,9 @@ mod wasm {
         plugin: Rc<Plugin>,
         /// The gauge `livegate_vm_memory_bytes`, once defined.
         memory_gauge: Option<u32>,
+        /// Whether this VM serves requests. Envoy also runs the plugin in a VM on its main
+        /// thread, which never does; its ticks must not overwrite the workers' gauges.
+        serves_streams: Cell<bool>,
         metrics: Rc<MetricIds>,
         feed: RefCell<WorkerFeed>,
         polling: Cell<bool>,
@@ -69,6 +72,7 @@ mod wasm {
                 id,
                 plugin: Rc::new(Plugin::new(Config::default())),
                 memory_gauge: None,
+                serves_streams: Cell::new(false),
                 metrics: Rc::new([None; Metric::ALL.len()]),
                 feed: RefCell::new(WorkerFeed::default()),
                 polling: Cell::new(false),
@@ -87,7 +91,11 @@ mod wasm {
 
         /// The VM's linear memory as a gauge: it only ever grows, so a leak per request
         /// shows here (the disconnect tests and `cargo xtask bench disconnects` read it).
+        /// With several workers it is the last worker's to tick.
         fn record_memory(&self) {
+            if !self.serves_streams.get() {
+                return;
+            }
             if let Some(id) = self.memory_gauge {
                 let _ = hostcalls::record_metric(id, vm_memory_bytes());
             }
@@ -203,6 +211,7 @@ mod wasm {
         }
 
         fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+            self.serves_streams.set(true);
             Some(Box::new(Http {
                 flow: RequestFlow::new(self.plugin.clone()),
                 metrics: self.metrics.clone(),
