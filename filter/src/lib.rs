@@ -13,10 +13,12 @@ pub mod decision;
 pub mod feed;
 pub mod flow;
 pub mod host;
+pub mod metering;
 pub mod metrics;
 pub mod model_body;
 pub mod reply;
 pub mod routing;
+pub mod spend_queue;
 pub mod upstream_headers;
 pub mod usage;
 
