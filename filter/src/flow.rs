@@ -432,7 +432,11 @@ impl RequestFlow {
         }
         let Some(mut body) = host.request_body() else {
             // No body to edit: an alias cannot reach the upstream unresolved.
-            return if aliased { Err(HeaderRefused) } else { Ok(None) };
+            return if aliased {
+                Err(HeaderRefused)
+            } else {
+                Ok(None)
+            };
         };
         if aliased {
             body = requested.replaced(&body, model).ok_or(HeaderRefused)?;
@@ -440,8 +444,10 @@ impl RequestFlow {
         let mut overrode = None;
         if ask_usage {
             // The body is already bounded by Envoy (the route's largest request body).
-            if let Rewrite::Rewritten { body: with_usage, overrode: o } =
-                include_usage(&body, usize::MAX)
+            if let Rewrite::Rewritten {
+                body: with_usage,
+                overrode: o,
+            } = include_usage(&body, usize::MAX)
             {
                 body = with_usage;
                 overrode = Some(o);

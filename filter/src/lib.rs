@@ -428,7 +428,11 @@ mod wasm {
                 status: status.as_deref(),
                 body: body.as_deref(),
             };
-            let host = stream_host(&self.metrics, self.owner, (self.body_size, self.response_chunk));
+            let host = stream_host(
+                &self.metrics,
+                self.owner,
+                (self.body_size, self.response_chunk),
+            );
             if self.flow.on_auth_response(&host, response, now()) == Verdict::Continue {
                 if let Err(e) = hostcalls::resume_http_request() {
                     host.debug(&format!("livegate: resume failed: {e:?}"));
@@ -439,7 +443,11 @@ mod wasm {
 
     impl HttpContext for Http {
         fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-            let host = stream_host(&self.metrics, self.owner, (self.body_size, self.response_chunk));
+            let host = stream_host(
+                &self.metrics,
+                self.owner,
+                (self.body_size, self.response_chunk),
+            );
             let verdict = self
                 .flow
                 .on_request_headers_with(&host, now(), end_of_stream);
@@ -449,7 +457,11 @@ mod wasm {
         /// `size` is what Envoy holds so far: while the filter pauses, Envoy buffers.
         fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
             self.body_size = size;
-            let host = stream_host(&self.metrics, self.owner, (self.body_size, self.response_chunk));
+            let host = stream_host(
+                &self.metrics,
+                self.owner,
+                (self.body_size, self.response_chunk),
+            );
             let verdict = self.flow.on_request_body(&host, end_of_stream);
             action(verdict)
         }

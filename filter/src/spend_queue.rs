@@ -100,9 +100,8 @@ impl SpendQueue {
             return Delivery::Stray;
         };
         let ack = body.and_then(|b| serde_json::from_slice::<SpendAck>(b).ok());
-        let whole = ack.is_some_and(|a| {
-            u64::from(a.accepted) + u64::from(a.duplicates) == count as u64
-        });
+        let whole =
+            ack.is_some_and(|a| u64::from(a.accepted) + u64::from(a.duplicates) == count as u64);
         if status == Some(b"200".as_slice()) && whole {
             self.records.drain(..count.min(self.records.len()));
             Delivery::Acknowledged(count)

@@ -28,7 +28,10 @@ fn chat(stack: &Stack, key: &str, i: usize, stream: bool) -> Response {
         "stream": stream,
     });
     // A client's own request id is replaced by Envoy's: it cannot make requests count once.
-    let headers = [("authorization", bearer.as_str()), ("x-request-id", "client-chosen")];
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("x-request-id", "client-chosen"),
+    ];
     let response = http::post_raw(
         &stack.url("/v1/chat/completions"),
         &headers,
@@ -40,7 +43,11 @@ fn chat(stack: &Stack, key: &str, i: usize, stream: bool) -> Response {
     if stream {
         // The filter asked for the stream's usage; the demo then ends with a usage chunk.
         assert!(response.body.contains("\"usage\":{"), "{}", response.body);
-        assert!(response.body.ends_with("data: [DONE]\n\n"), "{}", response.body);
+        assert!(
+            response.body.ends_with("data: [DONE]\n\n"),
+            "{}",
+            response.body
+        );
     }
     response
 }
@@ -71,7 +78,10 @@ fn assert_ledger(stack: &Stack, key: &str, n: usize, prompt: u64) {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.envoy.log_text()));
     assert_eq!(rows.len(), n, "no record twice");
-    let mut ids: Vec<&str> = rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), n, "no request id twice");
@@ -86,7 +96,10 @@ fn assert_ledger(stack: &Stack, key: &str, n: usize, prompt: u64) {
         assert_eq!(row["model_group"], "livegate-demo", "{row}");
         assert_eq!(row["metadata"]["user_api_key_alias"], "meter", "{row}");
     }
-    let streamed = rows.iter().filter(|r| r["metadata"]["streamed"] == true).count();
+    let streamed = rows
+        .iter()
+        .filter(|r| r["metadata"]["streamed"] == true)
+        .count();
     assert_eq!(streamed, n / 2, "half of them streamed");
 }
 
@@ -101,7 +114,9 @@ fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
         ..StackOptions::full()
     })
     .unwrap();
-    let created = stack.admin("/key/generate", &json!({"key_alias": "meter"})).unwrap();
+    let created = stack
+        .admin("/key/generate", &json!({"key_alias": "meter"}))
+        .unwrap();
     let key = created["key"].as_str().unwrap().to_string();
 
     let mut prompt = send(&stack, &key, 1..=10);
@@ -109,14 +124,24 @@ fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
 
     // The control plane stopped: records wait in the filter's queue, which retries.
     let retried_before = counter(&stack, "livegate_spend_records_retried_total");
-    stack.control_plane.as_ref().unwrap().signal(Signal::SIGSTOP).unwrap();
+    stack
+        .control_plane
+        .as_ref()
+        .unwrap()
+        .signal(Signal::SIGSTOP)
+        .unwrap();
     prompt += send(&stack, &key, 11..=20);
     poll::until("a batch retried", PATIENCE, || {
         (counter(&stack, "livegate_spend_records_retried_total") > retried_before).then_some(())
     })
     .unwrap();
     assert!(counter(&stack, "livegate_spend_queue_records") > 0.0);
-    stack.control_plane.as_ref().unwrap().signal(Signal::SIGCONT).unwrap();
+    stack
+        .control_plane
+        .as_ref()
+        .unwrap()
+        .signal(Signal::SIGCONT)
+        .unwrap();
     assert_ledger(&stack, &key, 40, prompt);
 
     // Postgres frozen: the control plane spools what it acknowledges, and drains after.

@@ -204,7 +204,8 @@ fn metering_is_on_by_default_and_its_bounds_are_checked_by_name() {
         error_text(r#"{"metering": {"max_queued_records": 0}}"#),
         "metering.max_queued_records: must be between 1 and 1000000"
     );
-    assert!(error_text(r#"{"metering": {"records": 1}}"#).starts_with("metering.records: unknown field"));
+    assert!(error_text(r#"{"metering": {"records": 1}}"#)
+        .starts_with("metering.records: unknown field"));
     assert_eq!(
         error_text(r#"{"metering": {"records_path": "spend"}}"#),
         "metering.records_path: \"spend\" must start with '/'"

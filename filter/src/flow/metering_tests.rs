@@ -19,11 +19,19 @@ fn config(json: &str) -> Config {
 }
 
 /// A keyed request with Envoy's request id and `body`, admitted by a fresh allow.
-fn admitted(plugin: &Rc<Plugin>, path: &str, body: &str, access: ModelAccess) -> (MockHost, RequestFlow) {
+fn admitted(
+    plugin: &Rc<Plugin>,
+    path: &str,
+    body: &str,
+    access: ModelAccess,
+) -> (MockHost, RequestFlow) {
     let host = MockHost::request(
         "POST",
         path,
-        &[("authorization", "Bearer sk-test"), ("x-request-id", "req-1")],
+        &[
+            ("authorization", "Bearer sk-test"),
+            ("x-request-id", "req-1"),
+        ],
     );
     *host.body.borrow_mut() = body.as_bytes().to_vec();
     let mut flow = RequestFlow::new(plugin.clone());
@@ -42,7 +50,10 @@ fn answer(host: &MockHost, flow: &mut RequestFlow, content_type: &str, chunks: &
         (":status".into(), b"200".to_vec()),
         ("content-type".into(), content_type.as_bytes().to_vec()),
     ];
-    assert_eq!(flow.on_response_headers(host, false, Some(NOW + 1)), Verdict::Continue);
+    assert_eq!(
+        flow.on_response_headers(host, false, Some(NOW + 1)),
+        Verdict::Continue
+    );
     for (i, chunk) in chunks.iter().enumerate() {
         *host.response_chunk.borrow_mut() = chunk.as_bytes().to_vec();
         let last = i + 1 == chunks.len();
@@ -76,18 +87,34 @@ fn a_json_completion_gives_one_record_with_the_resolved_model_and_its_usage() {
     let plugin = plugin(Config::default());
     let body = r#"{"model": "fast", "messages": []}"#;
     let (host, mut flow) = admitted(&plugin, CHAT, body, aliased());
-    let usage = r#"{"model": "gpt-4o-2024", "usage": {"prompt_tokens": 4, "completion_tokens": 8}}"#;
-    answer(&host, &mut flow, "application/json", &[&usage[..20], &usage[20..]]);
+    let usage =
+        r#"{"model": "gpt-4o-2024", "usage": {"prompt_tokens": 4, "completion_tokens": 8}}"#;
+    answer(
+        &host,
+        &mut flow,
+        "application/json",
+        &[&usage[..20], &usage[20..]],
+    );
     flow.on_done(&host, Some(NOW + 99));
     let records = queued(&plugin);
     assert_eq!(records.len(), 1, "one record, not one more at on_done");
     let r = &records[0];
     assert_eq!(r.request_id, "req-1");
     assert_eq!(r.key_hash, KeyHash::of_raw(KEY));
-    assert_eq!((r.key_alias.as_deref(), r.team_id.as_deref()), (Some("ci"), Some("t1")));
-    assert_eq!(r.model_requested.as_deref(), Some("gpt-4o"), "the alias resolved");
+    assert_eq!(
+        (r.key_alias.as_deref(), r.team_id.as_deref()),
+        (Some("ci"), Some("t1"))
+    );
+    assert_eq!(
+        r.model_requested.as_deref(),
+        Some("gpt-4o"),
+        "the alias resolved"
+    );
     assert_eq!(r.model_returned.as_deref(), Some("gpt-4o-2024"));
-    assert_eq!((r.prompt_tokens, r.completion_tokens, r.total_tokens), (Some(4), Some(8), Some(12)));
+    assert_eq!(
+        (r.prompt_tokens, r.completion_tokens, r.total_tokens),
+        (Some(4), Some(8), Some(12))
+    );
     assert_eq!((r.status, r.streamed), (200, false));
     assert_eq!((r.start_time_ms, r.end_time_ms), (NOW, NOW + 10));
     assert_eq!(host.count(Metric::SpendRecordsQueued), 1);
@@ -120,7 +147,11 @@ fn a_stream_is_read_event_by_event_and_a_reset_records_what_was_seen() {
     flow.on_response_body(&host, false, Some(NOW));
     flow.on_done(&host, Some(NOW + 5));
     flow.on_done(&host, Some(NOW + 6));
-    assert_eq!(host.count(Metric::SpendRecordsQueued), 1, "once, however often on_done comes");
+    assert_eq!(
+        host.count(Metric::SpendRecordsQueued),
+        1,
+        "once, however often on_done comes"
+    );
     assert_eq!(host.count(Metric::ResponsesWithoutUsage), 1);
     plugin.with_spend(|q| q.on_answer(Some(b"200"), Some(b"{\"accepted\":1,\"duplicates\":0}")));
     let cut = queued(&plugin);
@@ -193,13 +224,23 @@ fn a_streamed_completion_is_asked_for_its_usage_with_its_new_length() {
     let body = r#"{"model": "fast", "stream": true}"#;
     let (host, _flow) = admitted(&plugin, CHAT, body, aliased());
     let sent = String::from_utf8(host.body.borrow().clone()).unwrap();
-    assert_eq!(sent, r#"{"model": "gpt-4o", "stream": true,"stream_options":{"include_usage":true}}"#);
+    assert_eq!(
+        sent,
+        r#"{"model": "gpt-4o", "stream": true,"stream_options":{"include_usage":true}}"#
+    );
     assert_eq!(host.header("content-length"), Some(sent.len().to_string()));
     assert_eq!(host.count(Metric::IncludeUsageAdded), 1);
 
     let opted_out = r#"{"model": "m", "stream": true, "stream_options": {"include_usage": false}}"#;
-    let (host, _flow) = admitted(&plugin, "/v1/completions", opted_out, ModelAccess::default());
-    assert!(String::from_utf8(host.body.borrow().clone()).unwrap().contains("\"include_usage\": true"));
+    let (host, _flow) = admitted(
+        &plugin,
+        "/v1/completions",
+        opted_out,
+        ModelAccess::default(),
+    );
+    assert!(String::from_utf8(host.body.borrow().clone())
+        .unwrap()
+        .contains("\"include_usage\": true"));
     assert_eq!(host.count(Metric::IncludeUsageOverridden), 1);
 }
 
@@ -208,13 +249,20 @@ fn other_bodies_and_routes_are_left_as_sent() {
     let plugin = plugin(Config::default());
     let cases = [
         (CHAT, r#"{"model": "m"}"#),
-        (CHAT, r#"{"model": "m", "stream": true, "stream_options": {"include_usage": true}}"#),
+        (
+            CHAT,
+            r#"{"model": "m", "stream": true, "stream_options": {"include_usage": true}}"#,
+        ),
         ("/v1/messages", r#"{"model": "m", "stream": true}"#),
         ("/v1/responses", r#"{"model": "m", "stream": true}"#),
     ];
     for (path, body) in cases {
         let (host, _flow) = admitted(&plugin, path, body, ModelAccess::default());
-        assert_eq!(host.body.borrow().as_slice(), body.as_bytes(), "{path} {body}");
+        assert_eq!(
+            host.body.borrow().as_slice(),
+            body.as_bytes(),
+            "{path} {body}"
+        );
         assert_eq!(host.header("content-length"), None);
     }
     let off = plugin_with_include_usage_off();

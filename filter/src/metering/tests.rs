@@ -11,7 +11,6 @@ fn requester() -> Requester {
     }
 }
 
-
 #[test]
 fn a_json_answer_becomes_a_record_with_its_usage() {
     let mut meter = ResponseMeter::new(requester());
@@ -25,16 +24,27 @@ fn a_json_answer_becomes_a_record_with_its_usage() {
     assert_eq!(record.team_id.as_deref(), Some("t1"));
     assert_eq!(record.model_requested.as_deref(), Some("gpt-4o"));
     assert_eq!(record.model_returned.as_deref(), Some("gpt-4o-2024"));
-    let counts = (record.prompt_tokens, record.completion_tokens, record.total_tokens);
+    let counts = (
+        record.prompt_tokens,
+        record.completion_tokens,
+        record.total_tokens,
+    );
     assert_eq!(counts, (Some(3), Some(5), Some(8)));
     assert!(record.usage_known && !record.streamed);
-    assert_eq!((record.status, record.start_time_ms, record.end_time_ms), (200, 1_000, 1_500));
+    assert_eq!(
+        (record.status, record.start_time_ms, record.end_time_ms),
+        (200, 1_000, 1_500)
+    );
 }
 
 #[test]
 fn a_stream_cut_before_its_usage_is_a_record_without_usage() {
     let mut meter = ResponseMeter::new(requester());
-    meter.on_headers(Some(b"200"), Some(b"text/event-stream; charset=utf-8"), None);
+    meter.on_headers(
+        Some(b"200"),
+        Some(b"text/event-stream; charset=utf-8"),
+        None,
+    );
     meter.feed(b"data: {\"model\": \"m\", \"choices\": []}\n\ndata: {\"mo");
     let record = meter.finish(Some(2_000)).unwrap();
     assert!(record.streamed);
@@ -57,7 +67,12 @@ fn no_response_headers_is_status_zero_and_an_encoded_body_is_not_read() {
 
 #[test]
 fn without_a_request_id_or_any_clock_there_is_no_record() {
-    for raw in [None, Some(&b""[..]), Some(b"has space"), Some(&[b'a'; 129][..])] {
+    for raw in [
+        None,
+        Some(&b""[..]),
+        Some(b"has space"),
+        Some(&[b'a'; 129][..]),
+    ] {
         let who = Requester {
             request_id: request_id(raw),
             ..requester()
@@ -72,7 +87,9 @@ fn without_a_request_id_or_any_clock_there_is_no_record() {
         ..requester()
     };
     assert_eq!(
-        ResponseMeter::new(clockless.clone()).finish(None).unwrap_err(),
+        ResponseMeter::new(clockless.clone())
+            .finish(None)
+            .unwrap_err(),
         NoRecord::NoClock
     );
     let one_end = ResponseMeter::new(clockless).finish(Some(7)).unwrap();

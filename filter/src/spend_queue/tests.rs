@@ -76,7 +76,8 @@ fn anything_but_a_whole_ack_keeps_the_batch_for_a_retry_in_order() {
     for i in 0..3 {
         queue.push(record(i));
     }
-    let failures: [(Option<&[u8]>, Option<Vec<u8>>); 5] = [
+    type Answer<'a> = (Option<&'a [u8]>, Option<Vec<u8>>);
+    let failures: [Answer<'_>; 5] = [
         (Some(b"503"), Some(ack(2, 0))),
         (Some(b"200"), None),
         (Some(b"200"), Some(b"{\"accepted\": \"x\"}".to_vec())),
@@ -92,7 +93,11 @@ fn anything_but_a_whole_ack_keeps_the_batch_for_a_retry_in_order() {
     queue.next_batch(false).unwrap();
     queue.not_sent();
     let (sent, _) = queue.next_batch(false).unwrap();
-    assert_eq!(ids(&sent), ["req-0", "req-1"], "a refused dispatch keeps it too");
+    assert_eq!(
+        ids(&sent),
+        ["req-0", "req-1"],
+        "a refused dispatch keeps it too"
+    );
     assert_eq!(
         queue.on_answer(Some(b"200"), Some(&ack(0, 2))),
         Delivery::Acknowledged(2)
