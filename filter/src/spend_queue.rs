@@ -9,6 +9,11 @@
 use livegate_contract::spend::{SpendAck, SpendBatch, SpendRecord};
 use std::collections::VecDeque;
 
+/// The largest batch body sent: half the control plane's default body limit (64 KiB). A
+/// batch of records with long labels is cut shorter, so that no batch can be refused
+/// for its size and retried for ever; one record (at most a few KiB) always fits.
+pub const MAX_BATCH_BYTES: usize = 32 * 1024;
+
 /// Whether a record found room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
@@ -76,16 +81,21 @@ impl SpendQueue {
         if self.in_flight.is_some() || self.records.is_empty() {
             return None;
         }
-        let count = self.records.len().min(self.batch_records);
+        let mut count = self.records.len().min(self.batch_records);
         if whole_only && count < self.batch_records {
             return None;
         }
-        let batch = SpendBatch {
-            records: self.records.iter().take(count).cloned().collect(),
-        };
-        let body = serde_json::to_vec(&batch).ok()?;
-        self.in_flight = Some(count);
-        Some((body, count))
+        loop {
+            let batch = SpendBatch {
+                records: self.records.iter().take(count).cloned().collect(),
+            };
+            let body = serde_json::to_vec(&batch).ok()?;
+            if body.len() <= MAX_BATCH_BYTES || count == 1 {
+                self.in_flight = Some(count);
+                return Some((body, count));
+            }
+            count = count.div_ceil(2);
+        }
     }
 
     /// The dispatch of the batch in flight was refused by the host: it stays, for later.

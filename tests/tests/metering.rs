@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use livegate_demo_upstream::COMPLETION_TOKENS;
+use livegate_tests::envoy::prometheus_value;
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::stack::{Stack, StackOptions};
@@ -145,10 +146,21 @@ fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
     assert_ledger(&stack, &key, 40, prompt);
 
     // Postgres frozen: the control plane spools what it acknowledges, and drains after.
+    // First quiet: nothing left in the filter's queue (no retry to come) nor in the spool.
+    let cp_metrics = format!("{}/metrics", stack.control_plane.as_ref().unwrap().base_url());
+    let spooled = || {
+        let text = http::get(&cp_metrics, &[]).ok()?.body;
+        prometheus_value(&text, "livegate_spend_spool_records")
+    };
+    poll::until("queue and spool empty", PATIENCE, || {
+        let queued = counter(&stack, "livegate_spend_queue_records");
+        (queued == 0.0 && spooled()? == 0.0).then_some(())
+    })
+    .unwrap();
     stack.postgres.as_ref().unwrap().pause().unwrap();
     prompt += send(&stack, &key, 21..=25);
-    poll::until("the queue emptied into the spool", PATIENCE, || {
-        (counter(&stack, "livegate_spend_queue_records") == 0.0).then_some(())
+    poll::until("the ten new records acknowledged into the spool", PATIENCE, || {
+        (spooled()? == 10.0).then_some(())
     })
     .unwrap();
     stack.postgres.as_ref().unwrap().resume().unwrap();

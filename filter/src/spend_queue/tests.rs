@@ -117,3 +117,22 @@ fn an_answer_without_a_batch_changes_nothing() {
     assert_eq!(queue.len(), 1);
     assert_eq!(SpendQueue::new(10, 2).next_batch(false), None);
 }
+
+#[test]
+fn records_with_long_labels_go_in_shorter_batches_that_fit_the_body_limit() {
+    let mut queue = SpendQueue::new(1000, 100);
+    let long = "m".repeat(livegate_contract::spend::MAX_LABEL_LEN);
+    for i in 0..100 {
+        queue.push(SpendRecord {
+            key_alias: Some(long.clone()),
+            team_id: Some(long.clone()),
+            model_requested: Some(long.clone()),
+            model_returned: Some(long.clone()),
+            ..record(i)
+        });
+    }
+    let (body, count) = queue.next_batch(false).unwrap();
+    assert!(body.len() <= MAX_BATCH_BYTES, "{}", body.len());
+    assert!(count < 100 && count > 1, "{count}");
+    assert_eq!(ids(&body).len(), count);
+}
