@@ -147,7 +147,10 @@ fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
 
     // Postgres frozen: the control plane spools what it acknowledges, and drains after.
     // First quiet: nothing left in the filter's queue (no retry to come) nor in the spool.
-    let cp_metrics = format!("{}/metrics", stack.control_plane.as_ref().unwrap().base_url());
+    let cp_metrics = format!(
+        "{}/metrics",
+        stack.control_plane.as_ref().unwrap().base_url()
+    );
     let spooled = || {
         let text = http::get(&cp_metrics, &[]).ok()?.body;
         prometheus_value(&text, "livegate_spend_spool_records")
@@ -159,9 +162,11 @@ fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
     .unwrap();
     stack.postgres.as_ref().unwrap().pause().unwrap();
     prompt += send(&stack, &key, 21..=25);
-    poll::until("the ten new records acknowledged into the spool", PATIENCE, || {
-        (spooled()? == 10.0).then_some(())
-    })
+    poll::until(
+        "the ten new records acknowledged into the spool",
+        PATIENCE,
+        || (spooled()? == 10.0).then_some(()),
+    )
     .unwrap();
     stack.postgres.as_ref().unwrap().resume().unwrap();
     assert_ledger(&stack, &key, 50, prompt);
