@@ -513,6 +513,14 @@ mod wasm {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// `size` bytes of a buffer Envoy holds; none when it holds none or will not say.
+    fn read_whole(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
+        if size == 0 {
+            return None;
+        }
+        hostcalls::get_buffer(buffer, 0, size).ok().flatten()
+    }
+
     /// `Host` over proxy-wasm hostcalls; every host error is absorbed here.
     struct WasmHost<'a> {
         metrics: &'a MetricIds,
@@ -575,12 +583,7 @@ mod wasm {
         }
 
         fn request_body(&self) -> Option<Vec<u8>> {
-            if self.body_size == 0 {
-                return None;
-            }
-            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size)
-                .ok()
-                .flatten()
+            read_whole(BufferType::HttpRequestBody, self.body_size)
         }
 
         fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused> {
@@ -632,12 +635,7 @@ mod wasm {
         }
 
         fn response_body(&self) -> Option<Vec<u8>> {
-            if self.response_chunk == 0 {
-                return None;
-            }
-            hostcalls::get_buffer(BufferType::HttpResponseBody, 0, self.response_chunk)
-                .ok()
-                .flatten()
+            read_whole(BufferType::HttpResponseBody, self.response_chunk)
         }
 
         fn increment(&self, metric: Metric) {

@@ -22,10 +22,7 @@ impl RequestFlow {
                 host.response_header("content-encoding").as_deref(),
             );
         }
-        if end_of_stream {
-            self.finish_metering(host, now);
-        }
-        Verdict::Continue
+        self.pass_on(host, end_of_stream, now)
     }
 
     /// One chunk of the response body: read, and passed on at once.
@@ -40,15 +37,19 @@ impl RequestFlow {
                 meter.feed(&chunk);
             }
         }
-        if end_of_stream {
-            self.finish_metering(host, now);
-        }
-        Verdict::Continue
+        self.pass_on(host, end_of_stream, now)
     }
 
     /// Response trailers end the stream.
     pub fn on_response_trailers(&mut self, host: &impl Host, now: Option<Millis>) -> Verdict {
-        self.finish_metering(host, now);
+        self.pass_on(host, true, now)
+    }
+
+    /// Every response callback lets the response go on at once; the last one records it.
+    fn pass_on(&mut self, host: &impl Host, end_of_stream: bool, now: Option<Millis>) -> Verdict {
+        if end_of_stream {
+            self.finish_metering(host, now);
+        }
         Verdict::Continue
     }
 
