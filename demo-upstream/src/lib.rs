@@ -142,3 +142,41 @@ fn received(headers: &HeaderMap, body: &Bytes) -> Value {
         "model": serde_json::from_slice::<Value>(body).ok().and_then(|b| b.get("model").cloned()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(stream: &str) -> Vec<&str> {
+        stream
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_ends_with_its_usage_only_when_asked_then_done() {
+        let asked = stream_events(5, true);
+        let data = events(&asked);
+        assert_eq!(data.last(), Some(&"[DONE]"));
+        let usage: Value = serde_json::from_str(data[data.len() - 2]).unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(
+            usage["usage"],
+            json!({"prompt_tokens": 5, "completion_tokens": 8, "total_tokens": 13})
+        );
+        let chunks = data.len() - 2;
+        assert!(chunks > 2, "several content chunks");
+
+        let unasked = stream_events(5, false);
+        assert!(!unasked.contains("prompt_tokens"));
+        assert_eq!(events(&unasked).len(), chunks + 1);
+    }
+
+    #[test]
+    fn prompt_tokens_are_the_characters_of_the_messages() {
+        let request = json!({"messages": [{"content": "héllo"}, {"content": "ab"}, {"role": "x"}]});
+        assert_eq!(prompt_tokens(&request), 7);
+        assert_eq!(prompt_tokens(&json!({"model": "m"})), 0);
+    }
+}
