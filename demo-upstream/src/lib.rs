@@ -9,7 +9,8 @@
 
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -36,19 +37,82 @@ async fn models(headers: HeaderMap, body: Bytes) -> Json<Value> {
     }))
 }
 
-async fn chat_completion(headers: HeaderMap, body: Bytes) -> Json<Value> {
+/// The demo's answer, in words (one stream chunk each).
+const ANSWER: [&str; 6] = ["Hello ", "from ", "the ", "livegate ", "demo ", "upstream."];
+
+/// Every answer counts this many completion tokens.
+pub const COMPLETION_TOKENS: u64 = 8;
+
+/// The prompt's token count, as the demo counts it: the characters of every message's
+/// `content` string, so a test knows each request's usage exactly.
+pub fn prompt_tokens(request: &Value) -> u64 {
+    let messages = request.get("messages").and_then(Value::as_array);
+    messages
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("content").and_then(Value::as_str))
+        .map(|c| c.chars().count() as u64)
+        .sum()
+}
+
+fn usage(prompt: u64) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": prompt + COMPLETION_TOKENS,
+    })
+}
+
+/// `stream: true` gets a server-sent-event stream of `chat.completion.chunk`s, ending with
+/// a usage chunk when `stream_options.include_usage` is true, then `data: [DONE]`; any
+/// other request one JSON answer.
+async fn chat_completion(headers: HeaderMap, body: Bytes) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let prompt = prompt_tokens(&request);
+    if request.get("stream") == Some(&Value::Bool(true)) {
+        let include_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
+        let sse = stream_events(prompt, include_usage);
+        return ([(header::CONTENT_TYPE, "text/event-stream")], sse).into_response();
+    }
     Json(json!({
         "id": "chatcmpl-livegate-demo",
         "object": "chat.completion",
         "model": "livegate-demo",
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": "Hello from the livegate demo upstream."},
+            "message": {"role": "assistant", "content": ANSWER.concat()},
             "finish_reason": "stop",
         }],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 8, "total_tokens": 8},
+        "usage": usage(prompt),
         "livegate": received(&headers, &body),
     }))
+    .into_response()
+}
+
+/// The events of a streamed answer, as OpenAI sends them.
+pub fn stream_events(prompt: u64, include_usage: bool) -> String {
+    let chunk = |choices: Value, usage: Value| {
+        let event = json!({
+            "id": "chatcmpl-livegate-demo",
+            "object": "chat.completion.chunk",
+            "model": "livegate-demo",
+            "choices": choices,
+            "usage": usage,
+        });
+        format!("data: {event}\n\n")
+    };
+    let mut out = String::new();
+    for word in ANSWER {
+        let delta = json!([{"index": 0, "delta": {"content": word}, "finish_reason": null}]);
+        out.push_str(&chunk(delta, Value::Null));
+    }
+    let stop = json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]);
+    out.push_str(&chunk(stop, Value::Null));
+    if include_usage {
+        out.push_str(&chunk(json!([]), usage(prompt)));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
 }
 
 async fn echo(headers: HeaderMap, body: Bytes) -> Json<Value> {
@@ -77,4 +141,42 @@ fn received(headers: &HeaderMap, body: &Bytes) -> Value {
         // The model the request named as it arrived (after the gateway resolved an alias).
         "model": serde_json::from_slice::<Value>(body).ok().and_then(|b| b.get("model").cloned()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(stream: &str) -> Vec<&str> {
+        stream
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_ends_with_its_usage_only_when_asked_then_done() {
+        let asked = stream_events(5, true);
+        let data = events(&asked);
+        assert_eq!(data.last(), Some(&"[DONE]"));
+        let usage: Value = serde_json::from_str(data[data.len() - 2]).unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(
+            usage["usage"],
+            json!({"prompt_tokens": 5, "completion_tokens": 8, "total_tokens": 13})
+        );
+        let chunks = data.len() - 2;
+        assert!(chunks > 2, "several content chunks");
+
+        let unasked = stream_events(5, false);
+        assert!(!unasked.contains("prompt_tokens"));
+        assert_eq!(events(&unasked).len(), chunks + 1);
+    }
+
+    #[test]
+    fn prompt_tokens_are_the_characters_of_the_messages() {
+        let request = json!({"messages": [{"content": "héllo"}, {"content": "ab"}, {"role": "x"}]});
+        assert_eq!(prompt_tokens(&request), 7);
+        assert_eq!(prompt_tokens(&json!({"model": "m"})), 0);
+    }
 }

@@ -21,6 +21,26 @@ pub struct Config {
     pub failure_mode: FailureMode,
     pub retry_after_seconds: u32,
     pub upstream_authorization: Option<String>,
+    pub metering: MeteringConfig,
+}
+
+/// Response metering and the delivery of spend records to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeteringConfig {
+    /// Meter the responses of admitted requests and send one spend record per request.
+    pub enabled: bool,
+    /// Add `stream_options.include_usage: true` to streamed OpenAI completions requests.
+    pub include_usage: bool,
+    /// `:path` of the spend records on the control plane.
+    pub records_path: String,
+    /// Records each worker holds while the control plane cannot take them; beyond, new
+    /// records are dropped and counted.
+    pub max_queued_records: u64,
+    /// Records per `POST`, 1 to the contract's `MAX_BATCH_RECORDS`.
+    pub batch_records: u64,
+    /// How long a batch may take to be acknowledged before it is sent again.
+    pub send_timeout_ms: u64,
 }
 
 /// Sizes and lifetimes of the per-worker decision cache.
@@ -59,6 +79,20 @@ impl Default for Config {
             failure_mode: FailureMode::Closed,
             retry_after_seconds: 5,
             upstream_authorization: None,
+            metering: MeteringConfig::default(),
+        }
+    }
+}
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        MeteringConfig {
+            enabled: true,
+            include_usage: true,
+            records_path: livegate_contract::spend::SPEND_RECORDS_PATH.into(),
+            max_queued_records: 10_000,
+            batch_records: 100,
+            send_timeout_ms: 5_000,
         }
     }
 }
@@ -83,6 +117,12 @@ pub const MAX_AUTH_TIMEOUT_MS: u64 = 60_000;
 
 /// The slowest change-feed poll allowed: a revocation must not wait longer than this.
 pub const MAX_CHANGE_POLL_MS: u64 = 60_000;
+
+/// The root's tick when the change feed is off but metering is on (the feed's default).
+pub const METERING_TICK_MS: u64 = 250;
+
+/// The most records one worker may queue (a record is a few hundred bytes).
+pub const MAX_QUEUED_RECORDS: u64 = 1_000_000;
 
 /// Why a configuration was refused; the text always names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,6 +181,36 @@ impl Config {
         }
         if let Some(value) = &self.upstream_authorization {
             require_header_value("upstream_authorization", value)?;
+        }
+        self.metering.validate()
+    }
+
+    /// The root context's tick: the change feed's period, or, with the feed off and
+    /// metering on, `METERING_TICK_MS` (records are sent on ticks). `None`: no tick.
+    pub fn tick_ms(&self) -> Option<u64> {
+        if self.change_poll_ms > 0 {
+            Some(self.change_poll_ms)
+        } else {
+            self.metering.enabled.then_some(METERING_TICK_MS)
+        }
+    }
+}
+
+impl MeteringConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        require_path("metering.records_path", &self.records_path)?;
+        if !(1..=MAX_QUEUED_RECORDS).contains(&self.max_queued_records) {
+            let problem = format!("must be between 1 and {MAX_QUEUED_RECORDS}");
+            return Err(invalid("metering.max_queued_records", &problem));
+        }
+        let max_batch = livegate_contract::spend::MAX_BATCH_RECORDS as u64;
+        if !(1..=max_batch).contains(&self.batch_records) {
+            let problem = format!("must be between 1 and {max_batch}");
+            return Err(invalid("metering.batch_records", &problem));
+        }
+        if !(1..=MAX_AUTH_TIMEOUT_MS).contains(&self.send_timeout_ms) {
+            let problem = format!("must be between 1 and {MAX_AUTH_TIMEOUT_MS}");
+            return Err(invalid("metering.send_timeout_ms", &problem));
         }
         Ok(())
     }

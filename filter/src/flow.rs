@@ -4,29 +4,47 @@ use crate::cache::{Cached, DecisionCache, Millis};
 use crate::config::{Config, FailureMode};
 use crate::decision::{decide, CallError, CallResponse, DenyReason, Identity, Outcome};
 use crate::host::{AuthCheck, HeaderRefused, Host, RequestHeaders};
+use crate::metering::{request_id, Requester, ResponseMeter};
 use crate::metrics::Metric;
 use crate::model_body::{is_model_route, requested_model, BodyError, RequestedModel};
 use crate::reply::LocalReply;
 use crate::routing::{is_probe_method, path_only, Route, Routes};
+use crate::spend_queue::SpendQueue;
 use crate::upstream_headers::{for_passthrough, for_upstream, Admission, HeaderEdits};
+use crate::usage::stream_options::{include_usage, Rewrite};
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
 use livegate_contract::{ApiKey, KeyHash, ModelAccess};
 use std::cell::RefCell;
 use std::rc::Rc;
 
 /// What one plugin instance shares across its requests on one worker: the parsed
-/// configuration and the decision cache. Each worker runs its own VM, so each worker
-/// has its own cache; nothing here crosses threads.
+/// configuration, the decision cache and the queue of spend records. Each worker runs its
+/// own VM, so each worker has its own; nothing here crosses threads.
 #[derive(Debug)]
 pub struct Plugin {
     pub config: Config,
     cache: RefCell<DecisionCache>,
+    spend: RefCell<SpendQueue>,
 }
 
 impl Plugin {
     pub fn new(config: Config) -> Plugin {
         let cache = RefCell::new(DecisionCache::new(config.cache));
-        Plugin { config, cache }
+        let metering = &config.metering;
+        let spend = RefCell::new(SpendQueue::new(
+            usize::try_from(metering.max_queued_records).unwrap_or(usize::MAX),
+            usize::try_from(metering.batch_records).unwrap_or(1),
+        ));
+        Plugin {
+            config,
+            cache,
+            spend,
+        }
+    }
+
+    /// The worker's spend queue, borrowed as the cache is: never across a host call.
+    pub fn with_spend<T>(&self, f: impl FnOnce(&mut SpendQueue) -> T) -> Option<T> {
+        self.spend.try_borrow_mut().ok().map(|mut q| f(&mut q))
     }
 
     /// The cache is only ever borrowed here, never across a host call; a failed
@@ -61,6 +79,7 @@ enum Stage {
 struct Admitted {
     edits: HeaderEdits,
     access: ModelAccess,
+    requester: Requester,
 }
 
 /// What a model route's body said, once seen.
@@ -75,6 +94,12 @@ pub struct RequestFlow {
     model_route: bool,
     /// The body's model, when the body came before the decision.
     body: Option<BodyModel>,
+    /// An OpenAI completions route: a streamed request is asked for its usage.
+    usage_route: bool,
+    /// When the request reached the filter.
+    started: Option<Millis>,
+    /// The response of an admitted request, metered as it passes.
+    metering: Option<ResponseMeter>,
 }
 
 impl RequestFlow {
@@ -84,6 +109,9 @@ impl RequestFlow {
             stage: Stage::Headers,
             model_route: false,
             body: None,
+            usage_route: false,
+            started: None,
+            metering: None,
         }
     }
 
@@ -128,8 +156,10 @@ impl RequestFlow {
 
     /// The host is done with the stream (`on_done`: completed, or reset because the client
     /// went away while its check was in flight). Drops the request's state; the answer to
-    /// a check still in flight is dropped when it arrives.
-    pub fn on_done(&mut self) {
+    /// a check still in flight is dropped when it arrives. A response still being metered
+    /// (the stream ended early) is recorded as seen so far.
+    pub fn on_done(&mut self, host: &impl Host, now: Option<Millis>) {
+        self.finish_metering(host, now);
         self.stage = Stage::Done;
     }
 
@@ -154,6 +184,7 @@ impl RequestFlow {
         now: Option<Millis>,
         end_of_stream: bool,
     ) -> Verdict {
+        self.started = now;
         let path = text(host.request_header(":path"));
         match Routes::new(&self.plugin.config).route(&path) {
             Route::Liveness => self.liveness(host),
@@ -163,6 +194,7 @@ impl RequestFlow {
             }
             Route::Protected => {
                 self.model_route = is_model_route(path_only(&path));
+                self.usage_route = asks_for_usage(path_only(&path));
                 if self.model_route && end_of_stream {
                     self.body = Some(Err(BodyError::Empty));
                 }
@@ -324,13 +356,22 @@ impl RequestFlow {
         };
         let auth = self.plugin.config.upstream_authorization.as_deref();
         let edits = for_upstream(headers, admission, auth);
+        let requester = Requester {
+            request_id: request_id(headers.get(X_REQUEST_ID)),
+            key_hash: hash.clone(),
+            key_alias: who.key_alias.clone(),
+            team_id: who.team_id.clone(),
+            model: None,
+            start: self.started,
+        };
         if !self.model_route {
             host.increment(Metric::Allowed);
-            return self.release_with(host, &edits);
+            return self.release_metered(host, &edits, requester);
         }
         let admitted = Admitted {
             edits,
             access: who.access.clone(),
+            requester,
         };
         match self.body.take() {
             Some(seen) => self.check_model(host, admitted, seen),
@@ -359,21 +400,83 @@ impl RequestFlow {
             }
         };
         let mut edits = admitted.edits;
-        if model != requested.name {
-            let rewritten = host
-                .request_body()
-                .and_then(|body| requested.replaced(&body, &model));
-            let stored = rewritten.map(|body| host.set_request_body(&body).map(|()| body.len()));
-            match stored {
-                Some(Ok(length)) => edits.set.push(("content-length", length.to_string())),
-                _ => {
-                    host.increment(Metric::HeaderRewriteFailed);
-                    return self.reply(host, &LocalReply::internal_error());
-                }
+        match self.rewrite_body(host, &requested, &model) {
+            Ok(Some(length)) => edits.set.push(("content-length", length.to_string())),
+            Ok(None) => {}
+            Err(HeaderRefused) => {
+                host.increment(Metric::HeaderRewriteFailed);
+                return self.reply(host, &LocalReply::internal_error());
             }
         }
         host.increment(Metric::Allowed);
-        self.release_with(host, &edits)
+        let requester = Requester {
+            model: Some(model),
+            ..admitted.requester
+        };
+        self.release_metered(host, &edits, requester)
+    }
+
+    /// The body as it goes upstream: the key's alias resolved, and, on the completions
+    /// routes, a stream asked for its usage. The new length when the body changed.
+    fn rewrite_body(
+        &self,
+        host: &impl Host,
+        requested: &RequestedModel,
+        model: &str,
+    ) -> Result<Option<usize>, HeaderRefused> {
+        let metering = &self.plugin.config.metering;
+        let ask_usage = self.usage_route && metering.enabled && metering.include_usage;
+        let aliased = model != requested.name;
+        if !aliased && !ask_usage {
+            return Ok(None);
+        }
+        let Some(mut body) = host.request_body() else {
+            // No body to edit: an alias cannot reach the upstream unresolved.
+            return if aliased {
+                Err(HeaderRefused)
+            } else {
+                Ok(None)
+            };
+        };
+        if aliased {
+            body = requested.replaced(&body, model).ok_or(HeaderRefused)?;
+        }
+        let mut overrode = None;
+        if ask_usage {
+            // The body is already bounded by Envoy (the route's largest request body).
+            if let Rewrite::Rewritten {
+                body: with_usage,
+                overrode: o,
+            } = include_usage(&body, usize::MAX)
+            {
+                body = with_usage;
+                overrode = Some(o);
+            }
+        }
+        if !aliased && overrode.is_none() {
+            return Ok(None);
+        }
+        host.set_request_body(&body)?;
+        match overrode {
+            Some(true) => host.increment(Metric::IncludeUsageOverridden),
+            Some(false) => host.increment(Metric::IncludeUsageAdded),
+            None => {}
+        }
+        Ok(Some(body.len()))
+    }
+
+    /// Releases an admitted request; its response is metered if metering is on.
+    fn release_metered(
+        &mut self,
+        host: &impl Host,
+        edits: &HeaderEdits,
+        requester: Requester,
+    ) -> Verdict {
+        let verdict = self.release_with(host, edits);
+        if self.stage == Stage::Released && self.plugin.config.metering.enabled {
+            self.metering = Some(ResponseMeter::new(requester));
+        }
+        verdict
     }
 
     fn refuse(&mut self, host: &impl Host, reason: DenyReason) -> Verdict {
@@ -419,6 +522,17 @@ impl RequestFlow {
     }
 }
 
+/// Envoy's request id: the spend record's identity.
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// The OpenAI completions paths, whose streams report usage only when asked.
+fn asks_for_usage(path: &str) -> bool {
+    matches!(
+        path,
+        "/v1/chat/completions" | "/chat/completions" | "/v1/completions" | "/completions"
+    )
+}
+
 fn apply(host: &impl Host, edits: &HeaderEdits) -> Result<(), HeaderRefused> {
     for name in &edits.remove {
         host.remove_request_header(name)?;
@@ -435,6 +549,10 @@ fn text(value: Option<Vec<u8>>) -> String {
         .unwrap_or_default()
 }
 
+mod response;
+
+#[cfg(test)]
+mod metering_tests;
 #[cfg(test)]
 mod mock;
 #[cfg(test)]

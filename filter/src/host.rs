@@ -66,6 +66,10 @@ pub trait Host {
     /// Replaces the whole buffered request body.
     fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused>;
     fn dispatch_auth_check(&self, check: &AuthCheck<'_>) -> Result<(), DispatchRefused>;
+    /// One response header's raw value (`:status`, `content-type`, …).
+    fn response_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// The response body chunk the host holds now (the filter never holds more than one).
+    fn response_body(&self) -> Option<Vec<u8>>;
     fn increment(&self, metric: Metric);
     /// Per-request detail: debug level, so an outage cannot flood the log.
     fn debug(&self, message: &str);

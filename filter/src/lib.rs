@@ -13,10 +13,12 @@ pub mod decision;
 pub mod feed;
 pub mod flow;
 pub mod host;
+pub mod metering;
 pub mod metrics;
 pub mod model_body;
 pub mod reply;
 pub mod routing;
+pub mod spend_queue;
 pub mod upstream_headers;
 pub mod usage;
 
@@ -30,6 +32,7 @@ mod wasm {
     use crate::host::{AuthCheck, DispatchRefused, HeaderRefused, Host, RequestHeaders};
     use crate::metrics::Metric;
     use crate::reply::LocalReply;
+    use crate::spend_queue::Delivery;
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
@@ -46,8 +49,9 @@ mod wasm {
     /// Metric ids as defined in this VM, indexed by `Metric::index()`.
     type MetricIds = [Option<u32>; Metric::ALL.len()];
 
-    /// One per plugin per worker VM: owns the configuration and the decision cache, and
-    /// takes its turn polling the change feed for the whole Envoy.
+    /// One per plugin per worker VM: owns the configuration, the decision cache and the
+    /// spend queue, takes its turn polling the change feed for the whole Envoy, and sends
+    /// this worker's spend records to the control plane.
     struct Root {
         /// This root context's id: auth checks are dispatched on its behalf (see `Owner`).
         id: u32,
@@ -59,7 +63,14 @@ mod wasm {
         serves_streams: Cell<bool>,
         metrics: Rc<MetricIds>,
         feed: RefCell<WorkerFeed>,
-        polling: Cell<bool>,
+        /// The change-feed poll in flight.
+        poll_token: Cell<Option<u32>>,
+        /// The spend batch in flight (at most one per worker).
+        spend_token: Cell<Option<u32>>,
+        /// The gauge `livegate_spend_queue_records`, once defined, and what this worker
+        /// added to it so far (workers share the gauge: each adds its own changes).
+        queue_gauge: Option<u32>,
+        queue_reported: Cell<i64>,
         /// The CAS value of the shared window this worker applied last.
         seen: Cell<Option<u32>>,
         /// The cursor for this worker's next poll, from the last window it read.
@@ -75,7 +86,10 @@ mod wasm {
                 serves_streams: Cell::new(false),
                 metrics: Rc::new([None; Metric::ALL.len()]),
                 feed: RefCell::new(WorkerFeed::default()),
-                polling: Cell::new(false),
+                poll_token: Cell::new(None),
+                spend_token: Cell::new(None),
+                queue_gauge: None,
+                queue_reported: Cell::new(0),
                 seen: Cell::new(None),
                 cursor: Cell::new(None),
             }
@@ -86,6 +100,88 @@ mod wasm {
                 metrics: &self.metrics,
                 owner: None,
                 body_size: 0,
+                response_chunk: 0,
+            }
+        }
+
+        fn count(&self, metric: Metric, n: usize) {
+            if let Some(Some(id)) = self.metrics.get(metric.index()) {
+                let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+
+        /// Sends the next batch of spend records, as the root (never for a stream, so a
+        /// client that goes away cannot strand it): on a tick whatever is queued, after
+        /// an acknowledgement only a whole batch. Never waits for the answer.
+        fn flush(&self, whole_only: bool) {
+            let metering = &self.plugin.config.metering;
+            if !metering.enabled || self.spend_token.get().is_some() {
+                return;
+            }
+            let Some((body, count)) = self
+                .plugin
+                .with_spend(|queue| queue.next_batch(whole_only))
+                .flatten()
+            else {
+                return;
+            };
+            let config = &self.plugin.config;
+            let headers = vec![
+                (":method", "POST"),
+                (":path", metering.records_path.as_str()),
+                (":authority", config.control_plane_authority.as_str()),
+                ("content-type", "application/json"),
+            ];
+            let timeout = Duration::from_millis(metering.send_timeout_ms);
+            let cluster = config.control_plane_cluster.as_str();
+            match hostcalls::dispatch_http_call(cluster, headers, Some(&body), vec![], timeout) {
+                Ok(token) => {
+                    self.spend_token.set(Some(token));
+                    self.count(Metric::SpendRecordsSent, count);
+                }
+                Err(e) => {
+                    self.plugin.with_spend(|queue| queue.not_sent());
+                    self.count(Metric::SpendRecordsRetried, count);
+                    self.host()
+                        .debug(&format!("livegate: spend dispatch refused: {e:?}"));
+                }
+            }
+        }
+
+        /// The control plane answered the batch in flight (or Envoy reported a failure).
+        fn on_spend_answer(&self, body_size: usize) {
+            self.spend_token.set(None);
+            let status =
+                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                    .ok()
+                    .flatten();
+            let body = (body_size > 0 && body_size <= MAX_ACK_BYTES)
+                .then(|| hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size))
+                .and_then(|read| read.ok().flatten());
+            let delivery = self
+                .plugin
+                .with_spend(|queue| queue.on_answer(status.as_deref(), body.as_deref()));
+            match delivery {
+                Some(Delivery::Acknowledged(n)) => {
+                    self.count(Metric::SpendRecordsAcknowledged, n);
+                    self.flush(true);
+                }
+                Some(Delivery::Retry(n)) => self.count(Metric::SpendRecordsRetried, n),
+                Some(Delivery::Stray) | None => {}
+            }
+            self.record_queue();
+        }
+
+        /// Moves the shared gauge by what this worker's queue changed since last time.
+        fn record_queue(&self) {
+            let (Some(id), Some(len)) = (self.queue_gauge, self.plugin.with_spend(|q| q.len()))
+            else {
+                return;
+            };
+            let len = i64::try_from(len).unwrap_or(i64::MAX);
+            let delta = len - self.queue_reported.get();
+            if delta != 0 && hostcalls::increment_metric(id, delta).is_ok() {
+                self.queue_reported.set(len);
             }
         }
 
@@ -135,7 +231,7 @@ mod wasm {
             let timeout = Duration::from_millis(config.auth_timeout_ms);
             let cluster = config.control_plane_cluster.as_str();
             match hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout) {
-                Ok(_) => self.polling.set(true),
+                Ok(token) => self.poll_token.set(Some(token)),
                 Err(_) => self.host().increment(Metric::ChangeFeedError),
             }
         }
@@ -166,9 +262,16 @@ mod wasm {
         Some(SharedFeed::decode(bytes.as_deref()))
     }
 
+    /// The largest spend acknowledgement read (a `SpendAck` is a few dozen bytes).
+    const MAX_ACK_BYTES: usize = 4096;
+
     impl Context for Root {
-        fn on_http_call_response(&mut self, _token: u32, _headers: usize, body: usize, _: usize) {
-            self.polling.set(false);
+        fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _: usize) {
+            if self.spend_token.get() == Some(token) {
+                self.on_spend_answer(body);
+                return;
+            }
+            self.poll_token.set(None);
             let status =
                 hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
                     .ok()
@@ -191,14 +294,15 @@ mod wasm {
             let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX);
             match Config::parse(raw.ok().flatten().as_deref()) {
                 Ok(config) => {
-                    if config.change_poll_ms > 0 {
-                        let tick = Duration::from_millis(config.change_poll_ms);
-                        let _ = hostcalls::set_tick_period(tick);
+                    if let Some(tick) = config.tick_ms() {
+                        let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
                     }
                     self.plugin = Rc::new(Plugin::new(config));
                     self.metrics = Rc::new(define_metrics());
                     self.memory_gauge =
                         hostcalls::define_metric(MetricType::Gauge, VM_MEMORY_GAUGE).ok();
+                    self.queue_gauge =
+                        hostcalls::define_metric(MetricType::Gauge, SPEND_QUEUE_GAUGE).ok();
                     self.record_memory();
                     true
                 }
@@ -216,6 +320,7 @@ mod wasm {
                 flow: RequestFlow::new(self.plugin.clone()),
                 metrics: self.metrics.clone(),
                 body_size: 0,
+                response_chunk: 0,
                 owner: Owner {
                     root: self.id,
                     stream: context_id,
@@ -227,16 +332,22 @@ mod wasm {
             Some(ContextType::HttpContext)
         }
 
-        /// Every tick: apply what other workers fetched, then poll if this worker wins the lease.
+        /// Every tick: send queued spend records; apply what other workers fetched, then
+        /// poll if this worker wins the lease (when the feed is on).
         fn on_tick(&mut self) {
             self.record_memory();
+            self.flush(false);
+            self.record_queue();
             let Some(now) = now() else {
                 return;
             };
+            if self.plugin.config.change_poll_ms == 0 {
+                return;
+            }
             if let Some(shared) = shared_feed_if_changed(&self.seen) {
                 self.sync(&shared, now);
             }
-            if !self.polling.get() && self.take_lease(now) {
+            if self.poll_token.get().is_none() && self.take_lease(now) {
                 self.poll();
             }
         }
@@ -244,6 +355,9 @@ mod wasm {
 
     /// The name of the VM memory gauge (bytes of the worker VM's linear memory).
     const VM_MEMORY_GAUGE: &str = "livegate_vm_memory_bytes";
+
+    /// Spend records held by the workers' queues, summed over the workers.
+    const SPEND_QUEUE_GAUGE: &str = "livegate_spend_queue_records";
 
     fn vm_memory_bytes() -> u64 {
         let pages = u64::try_from(core::arch::wasm32::memory_size(0)).unwrap_or(u64::MAX);
@@ -276,14 +390,17 @@ mod wasm {
         owner: Owner,
         /// Bytes of request body Envoy holds for this stream (0 before any).
         body_size: usize,
+        /// Bytes of the response body chunk Envoy holds now.
+        response_chunk: usize,
     }
 
     /// The host for a request's callbacks (a free function: the flow is borrowed apart).
-    fn stream_host(metrics: &MetricIds, owner: Owner, body_size: usize) -> WasmHost<'_> {
+    fn stream_host(metrics: &MetricIds, owner: Owner, sizes: (usize, usize)) -> WasmHost<'_> {
         WasmHost {
             metrics,
             owner: Some(owner),
-            body_size,
+            body_size: sizes.0,
+            response_chunk: sizes.1,
         }
     }
 
@@ -295,9 +412,11 @@ mod wasm {
     }
 
     impl Context for Http {
-        /// The stream ended, completed or reset: drop its state.
+        /// The stream ended, completed or reset: drop its state. A response still being
+        /// metered (the stream ended early) is recorded as seen so far.
         fn on_done(&mut self) -> bool {
-            self.flow.on_done();
+            let host = stream_host(&self.metrics, self.owner, (self.body_size, 0));
+            self.flow.on_done(&host, now());
             true
         }
 
@@ -318,7 +437,11 @@ mod wasm {
                 status: status.as_deref(),
                 body: body.as_deref(),
             };
-            let host = stream_host(&self.metrics, self.owner, self.body_size);
+            let host = stream_host(
+                &self.metrics,
+                self.owner,
+                (self.body_size, self.response_chunk),
+            );
             if self.flow.on_auth_response(&host, response, now()) == Verdict::Continue {
                 if let Err(e) = hostcalls::resume_http_request() {
                     host.debug(&format!("livegate: resume failed: {e:?}"));
@@ -329,7 +452,11 @@ mod wasm {
 
     impl HttpContext for Http {
         fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-            let host = stream_host(&self.metrics, self.owner, self.body_size);
+            let host = stream_host(
+                &self.metrics,
+                self.owner,
+                (self.body_size, self.response_chunk),
+            );
             let verdict = self
                 .flow
                 .on_request_headers_with(&host, now(), end_of_stream);
@@ -339,7 +466,11 @@ mod wasm {
         /// `size` is what Envoy holds so far: while the filter pauses, Envoy buffers.
         fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
             self.body_size = size;
-            let host = stream_host(&self.metrics, self.owner, self.body_size);
+            let host = stream_host(
+                &self.metrics,
+                self.owner,
+                (self.body_size, self.response_chunk),
+            );
             let verdict = self.flow.on_request_body(&host, end_of_stream);
             action(verdict)
         }
@@ -362,6 +493,24 @@ mod wasm {
                 Action::Continue
             }
         }
+
+        /// The response is metered as it passes: never paused, never buffered.
+        fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+            let host = stream_host(&self.metrics, self.owner, (self.body_size, 0));
+            action(self.flow.on_response_headers(&host, end_of_stream, now()))
+        }
+
+        /// `size` is this chunk's: the filter continues every chunk, so Envoy holds one.
+        fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+            self.response_chunk = size;
+            let host = stream_host(&self.metrics, self.owner, (self.body_size, size));
+            action(self.flow.on_response_body(&host, end_of_stream, now()))
+        }
+
+        fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+            let host = stream_host(&self.metrics, self.owner, (self.body_size, 0));
+            action(self.flow.on_response_trailers(&host, now()))
+        }
     }
 
     /// Wall-clock milliseconds: the only clock proxy-wasm ABI 0.2.1 offers. `None` when
@@ -373,6 +522,14 @@ mod wasm {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// `size` bytes of a buffer Envoy holds; none when it holds none or will not say.
+    fn read_whole(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
+        if size == 0 {
+            return None;
+        }
+        hostcalls::get_buffer(buffer, 0, size).ok().flatten()
+    }
+
     /// `Host` over proxy-wasm hostcalls; every host error is absorbed here.
     struct WasmHost<'a> {
         metrics: &'a MetricIds,
@@ -380,6 +537,8 @@ mod wasm {
         owner: Option<Owner>,
         /// Bytes of request body Envoy holds.
         body_size: usize,
+        /// Bytes of the response body chunk Envoy holds.
+        response_chunk: usize,
     }
 
     impl WasmHost<'_> {
@@ -433,12 +592,7 @@ mod wasm {
         }
 
         fn request_body(&self) -> Option<Vec<u8>> {
-            if self.body_size == 0 {
-                return None;
-            }
-            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size)
-                .ok()
-                .flatten()
+            read_whole(BufferType::HttpRequestBody, self.body_size)
         }
 
         fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused> {
@@ -481,6 +635,16 @@ mod wasm {
                     Err(DispatchRefused)
                 }
             }
+        }
+
+        fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten()
+        }
+
+        fn response_body(&self) -> Option<Vec<u8>> {
+            read_whole(BufferType::HttpResponseBody, self.response_chunk)
         }
 
         fn increment(&self, metric: Metric) {

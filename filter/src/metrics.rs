@@ -22,11 +22,20 @@ pub enum Metric {
     HeaderRewriteFailed,
     ChangesApplied,
     ChangeFeedError,
+    SpendRecordsQueued,
+    SpendRecordsSent,
+    SpendRecordsAcknowledged,
+    SpendRecordsRetried,
+    SpendRecordsDropped,
+    SpendRecordsSkipped,
+    ResponsesWithoutUsage,
+    IncludeUsageAdded,
+    IncludeUsageOverridden,
 }
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 17] = [
+    pub const ALL: [Metric; 26] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -44,6 +53,15 @@ impl Metric {
         Metric::HeaderRewriteFailed,
         Metric::ChangesApplied,
         Metric::ChangeFeedError,
+        Metric::SpendRecordsQueued,
+        Metric::SpendRecordsSent,
+        Metric::SpendRecordsAcknowledged,
+        Metric::SpendRecordsRetried,
+        Metric::SpendRecordsDropped,
+        Metric::SpendRecordsSkipped,
+        Metric::ResponsesWithoutUsage,
+        Metric::IncludeUsageAdded,
+        Metric::IncludeUsageOverridden,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +83,15 @@ impl Metric {
             Metric::HeaderRewriteFailed => "livegate_header_rewrite_failed_total",
             Metric::ChangesApplied => "livegate_changes_applied_total",
             Metric::ChangeFeedError => "livegate_change_feed_errors_total",
+            Metric::SpendRecordsQueued => "livegate_spend_records_queued_total",
+            Metric::SpendRecordsSent => "livegate_spend_records_sent_total",
+            Metric::SpendRecordsAcknowledged => "livegate_spend_records_acknowledged_total",
+            Metric::SpendRecordsRetried => "livegate_spend_records_retried_total",
+            Metric::SpendRecordsDropped => "livegate_spend_records_dropped_total",
+            Metric::SpendRecordsSkipped => "livegate_spend_records_skipped_total",
+            Metric::ResponsesWithoutUsage => "livegate_responses_without_usage_total",
+            Metric::IncludeUsageAdded => "livegate_include_usage_added_total",
+            Metric::IncludeUsageOverridden => "livegate_include_usage_overridden_total",
         }
     }
 

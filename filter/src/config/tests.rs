@@ -62,7 +62,9 @@ fn the_documented_example_parses_to_the_defaults() {
                 "stale_if_error_ms": 300000},
       "failure_mode": "closed",
       "retry_after_seconds": 5,
-      "upstream_authorization": null
+      "upstream_authorization": null,
+      "metering": {"enabled": true, "include_usage": true, "records_path": "/v1/spend/records",
+                   "max_queued_records": 10000, "batch_records": 100, "send_timeout_ms": 5000}
     }"#;
     assert_eq!(parse(text), Ok(Config::default()));
 }
@@ -185,4 +187,38 @@ proptest! {
     fn parsing_arbitrary_json_text_never_panics(text in r#"\{("[a-z_.]{0,20}": ?(-?[0-9]{1,20}|"[^"]{0,10}"|null|\[\]|\{\}),? ?){0,4}\}"#) {
         let _ = parse(&text);
     }
+}
+
+#[test]
+fn metering_is_on_by_default_and_its_bounds_are_checked_by_name() {
+    let c = Config::default();
+    assert!(c.metering.enabled && c.metering.include_usage);
+    assert_eq!(c.metering.max_queued_records, 10_000);
+    assert_eq!(c.metering.batch_records, 100);
+    assert_eq!(c.metering.records_path, "/v1/spend/records");
+    assert_eq!(
+        error_text(r#"{"metering": {"batch_records": 101}}"#),
+        "metering.batch_records: must be between 1 and 100"
+    );
+    assert_eq!(
+        error_text(r#"{"metering": {"max_queued_records": 0}}"#),
+        "metering.max_queued_records: must be between 1 and 1000000"
+    );
+    assert!(error_text(r#"{"metering": {"records": 1}}"#)
+        .starts_with("metering.records: unknown field"));
+    assert_eq!(
+        error_text(r#"{"metering": {"records_path": "spend"}}"#),
+        "metering.records_path: \"spend\" must start with '/'"
+    );
+}
+
+#[test]
+fn the_tick_runs_for_the_feed_or_for_metering() {
+    assert_eq!(Config::default().tick_ms(), Some(250));
+    let feed_off = parse(r#"{"change_poll_ms": 0}"#).unwrap();
+    assert_eq!(feed_off.tick_ms(), Some(METERING_TICK_MS));
+    let both_off = parse(r#"{"change_poll_ms": 0, "metering": {"enabled": false}}"#).unwrap();
+    assert_eq!(both_off.tick_ms(), None);
+    let slow_feed = parse(r#"{"change_poll_ms": 1000}"#).unwrap();
+    assert_eq!(slow_feed.tick_ms(), Some(1000));
 }

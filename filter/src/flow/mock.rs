@@ -34,6 +34,10 @@ pub struct MockHost {
     pub refuse_header_writes: bool,
     /// The request body Envoy holds.
     pub body: RefCell<Vec<u8>>,
+    /// The response headers, once the upstream answered.
+    pub response_headers: RefCell<Vec<(String, Vec<u8>)>>,
+    /// The response body chunk Envoy holds now.
+    pub response_chunk: RefCell<Vec<u8>>,
 }
 
 impl MockHost {
@@ -128,6 +132,16 @@ impl Host for MockHost {
             timeout_ms: check.timeout_ms,
         });
         Ok(())
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        let headers = RequestHeaders::new(self.response_headers.borrow().clone());
+        headers.get(name).map(<[u8]>::to_vec)
+    }
+
+    fn response_body(&self) -> Option<Vec<u8>> {
+        let chunk = self.response_chunk.borrow();
+        (!chunk.is_empty()).then(|| chunk.clone())
     }
 
     fn increment(&self, metric: Metric) {

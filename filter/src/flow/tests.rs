@@ -232,7 +232,7 @@ fn a_client_that_goes_away_with_its_check_in_flight_leaves_nothing_and_the_late_
     assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Stop);
     assert!(flow.pending_check().is_some(), "the check is in flight");
     // The stream is reset (the client disconnected): the host calls on_done.
-    flow.on_done();
+    flow.on_done(&host, Some(0));
     assert_eq!(flow.pending_check(), None);
     assert!(!flow.holds_body());
     // The answer arrives afterwards: no reply, no release, no header edit, nothing counted,
@@ -258,7 +258,7 @@ fn on_done_in_every_stage_keeps_no_pending_check() {
         let host = keyed(path);
         let mut flow = RequestFlow::new(p.clone());
         flow.on_request_headers(&host, Some(1));
-        flow.on_done();
+        flow.on_done(&host, Some(1));
         assert_eq!(flow.pending_check(), None, "{path}");
         assert_eq!(
             flow.on_request_body(&host, true),

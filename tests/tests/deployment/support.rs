@@ -405,11 +405,16 @@ pub fn filter_config_fields() -> Vec<String> {
             .collect()
     };
     let mut all = fields("Config");
-    all.retain(|field| field != "cache");
+    all.retain(|field| field != "cache" && field != "metering");
     all.extend(
         fields("CacheConfig")
             .into_iter()
             .map(|f| format!("cache.{f}")),
+    );
+    all.extend(
+        fields("MeteringConfig")
+            .into_iter()
+            .map(|f| format!("metering.{f}")),
     );
     assert!(all.len() >= 10, "{all:?}");
     all

@@ -1,0 +1,78 @@
+//! The response side of an admitted request: metered as it passes, never held, and one
+//! spend record queued for the control plane when it ends.
+
+use super::{RequestFlow, Verdict};
+use crate::cache::Millis;
+use crate::host::Host;
+use crate::metrics::Metric;
+use crate::spend_queue::Pushed;
+
+impl RequestFlow {
+    /// The response headers: its status, and how its body will be read.
+    pub fn on_response_headers(
+        &mut self,
+        host: &impl Host,
+        end_of_stream: bool,
+        now: Option<Millis>,
+    ) -> Verdict {
+        if let Some(meter) = &mut self.metering {
+            meter.on_headers(
+                host.response_header(":status").as_deref(),
+                host.response_header("content-type").as_deref(),
+                host.response_header("content-encoding").as_deref(),
+            );
+        }
+        self.pass_on(host, end_of_stream, now)
+    }
+
+    /// One chunk of the response body: read, and passed on at once.
+    pub fn on_response_body(
+        &mut self,
+        host: &impl Host,
+        end_of_stream: bool,
+        now: Option<Millis>,
+    ) -> Verdict {
+        if let Some(meter) = &mut self.metering {
+            if let Some(chunk) = host.response_body() {
+                meter.feed(&chunk);
+            }
+        }
+        self.pass_on(host, end_of_stream, now)
+    }
+
+    /// Response trailers end the stream.
+    pub fn on_response_trailers(&mut self, host: &impl Host, now: Option<Millis>) -> Verdict {
+        self.pass_on(host, true, now)
+    }
+
+    /// Every response callback lets the response go on at once; the last one records it.
+    fn pass_on(&mut self, host: &impl Host, end_of_stream: bool, now: Option<Millis>) -> Verdict {
+        if end_of_stream {
+            self.finish_metering(host, now);
+        }
+        Verdict::Continue
+    }
+
+    /// The response is over (or the stream ended early): its record goes into the
+    /// worker's queue, once.
+    pub(super) fn finish_metering(&mut self, host: &impl Host, now: Option<Millis>) {
+        let Some(meter) = self.metering.take() else {
+            return;
+        };
+        let record = match meter.finish(now) {
+            Ok(record) => record,
+            Err(why) => {
+                host.debug(&format!("livegate: no spend record: {why:?}"));
+                host.increment(Metric::SpendRecordsSkipped);
+                return;
+            }
+        };
+        if !record.usage_known {
+            host.increment(Metric::ResponsesWithoutUsage);
+        }
+        match self.plugin.with_spend(|queue| queue.push(record)) {
+            Some(Pushed::Queued) => host.increment(Metric::SpendRecordsQueued),
+            Some(Pushed::Dropped) | None => host.increment(Metric::SpendRecordsDropped),
+        }
+    }
+}

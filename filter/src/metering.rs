@@ -1,0 +1,129 @@
+//! One admitted request's response, metered as it passes, and its spend record.
+//!
+//! The response is never held: each body chunk is fed to a [`Meter`] and goes on. At the
+//! end of the stream (or when the stream ends early: a reset, a client gone) the record
+//! says what was seen: the status (0 if no response headers came) and the usage read so
+//! far. A stream cut before its usage chunk is a record with `usage_known: false`.
+
+use crate::cache::Millis;
+use crate::usage::{Limits, Meter, Usage};
+use livegate_contract::spend::{SpendRecord, MAX_REQUEST_ID_LEN};
+use livegate_contract::KeyHash;
+
+/// Who the request was, known when it is admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    /// Envoy's `x-request-id`, if it is one the contract accepts.
+    pub request_id: Option<String>,
+    pub key_hash: KeyHash,
+    pub key_alias: Option<String>,
+    pub team_id: Option<String>,
+    /// The model sent upstream: the key's alias resolved, as prices name models.
+    pub model: Option<String>,
+    /// When the request reached the filter (`None`: the clock could not be read).
+    pub start: Option<Millis>,
+}
+
+/// Why an admitted request has no record (counted by the glue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRecord {
+    /// No `x-request-id` the contract accepts (Envoy sets one on every request).
+    NoRequestId,
+    /// The host clock could not be read at the start nor at the end.
+    NoClock,
+    /// The record broke the contract (a bound); never expected.
+    Invalid,
+}
+
+/// The response side of one admitted request.
+#[derive(Debug, Clone)]
+pub struct ResponseMeter {
+    requester: Requester,
+    status: u16,
+    event_stream: bool,
+    meter: Option<Meter>,
+}
+
+/// The request id, if the header holds one the contract accepts.
+pub fn request_id(raw: Option<&[u8]>) -> Option<String> {
+    let raw = raw?;
+    let fits = !raw.is_empty() && raw.len() <= MAX_REQUEST_ID_LEN;
+    if !fits || !raw.iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    String::from_utf8(raw.to_vec()).ok()
+}
+
+impl ResponseMeter {
+    pub fn new(requester: Requester) -> ResponseMeter {
+        ResponseMeter {
+            requester,
+            status: 0,
+            event_stream: false,
+            meter: None,
+        }
+    }
+
+    /// The response headers: its status and how to read its body.
+    pub fn on_headers(
+        &mut self,
+        status: Option<&[u8]>,
+        content_type: Option<&[u8]>,
+        content_encoding: Option<&[u8]>,
+    ) {
+        self.status = status
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        self.meter = Meter::for_response(content_type, content_encoding, Limits::default());
+        self.event_stream = matches!(self.meter, Some(Meter::Sse(_)));
+    }
+
+    /// Reads one body chunk (which goes on to the client unchanged).
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if let Some(meter) = &mut self.meter {
+            meter.feed(chunk);
+        }
+    }
+
+    /// The record, at `end` (the host clock now; `None` if it cannot be read).
+    pub fn finish(self, end: Option<Millis>) -> Result<SpendRecord, NoRecord> {
+        let requester = self.requester;
+        let request_id = requester.request_id.ok_or(NoRecord::NoRequestId)?;
+        let (start, end) = match (requester.start, end) {
+            (Some(start), Some(end)) => (start, end.max(start)),
+            (Some(t), None) | (None, Some(t)) => (t, t),
+            (None, None) => return Err(NoRecord::NoClock),
+        };
+        let report = self.meter.map(Meter::finish);
+        let (usage, model_returned) = match report {
+            Some(report) => (report.reading.usage, report.reading.model),
+            None => (Usage::Absent, None),
+        };
+        let tokens = match usage {
+            Usage::Known(tokens) => Some(tokens),
+            Usage::Absent => None,
+        };
+        let record = SpendRecord {
+            request_id,
+            key_hash: requester.key_hash,
+            key_alias: requester.key_alias,
+            team_id: requester.team_id,
+            model_requested: requester.model,
+            model_returned,
+            prompt_tokens: tokens.and_then(|t| t.prompt),
+            completion_tokens: tokens.and_then(|t| t.completion),
+            total_tokens: tokens.and_then(|t| t.total),
+            usage_known: tokens.is_some(),
+            status: self.status,
+            streamed: self.event_stream,
+            start_time_ms: start,
+            end_time_ms: end,
+        };
+        record.validate().map_err(|_| NoRecord::Invalid)?;
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests;
