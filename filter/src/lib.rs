@@ -486,6 +486,8 @@ mod wasm {
                     let _ = hostcalls::reset_http_request();
                     return Action::Pause;
                 }
+                stream_host(&self.metrics, self.owner, (self.body_size, 0))
+                    .increment(Metric::SpoofedTrailerRemoved);
             }
             if self.flow.holds_body() {
                 Action::Pause

@@ -20,6 +20,7 @@ pub enum Metric {
     Unavailable,
     FailedOpen,
     HeaderRewriteFailed,
+    SpoofedTrailerRemoved,
     ChangesApplied,
     ChangeFeedError,
     SpendRecordsQueued,
@@ -35,7 +36,7 @@ pub enum Metric {
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 26] = [
+    pub const ALL: [Metric; 27] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -51,6 +52,7 @@ impl Metric {
         Metric::Unavailable,
         Metric::FailedOpen,
         Metric::HeaderRewriteFailed,
+        Metric::SpoofedTrailerRemoved,
         Metric::ChangesApplied,
         Metric::ChangeFeedError,
         Metric::SpendRecordsQueued,
@@ -81,6 +83,7 @@ impl Metric {
             Metric::Unavailable => "livegate_unavailable_total",
             Metric::FailedOpen => "livegate_failed_open_total",
             Metric::HeaderRewriteFailed => "livegate_header_rewrite_failed_total",
+            Metric::SpoofedTrailerRemoved => "livegate_spoofed_trailers_removed_total",
             Metric::ChangesApplied => "livegate_changes_applied_total",
             Metric::ChangeFeedError => "livegate_change_feed_errors_total",
             Metric::SpendRecordsQueued => "livegate_spend_records_queued_total",
