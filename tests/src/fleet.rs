@@ -158,6 +158,14 @@ impl Fleet {
     }
 
     /// Stops control plane `k` for good (SIGTERM, then waits for it to exit).
+    /// Sends `signal` to every running control plane (SIGSTOP freezes them all at once).
+    pub fn signal_control_planes(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        for control_plane in self.control_planes.iter().flatten() {
+            control_plane.signal(signal)?;
+        }
+        Ok(())
+    }
+
     pub fn stop_control_plane(&mut self, k: usize) {
         if let Some(slot) = self.control_planes.get_mut(k) {
             *slot = None;

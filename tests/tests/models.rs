@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use livegate_tests::fleet::{Fleet, FleetOptions};
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::stack::{Stack, StackOptions};
@@ -32,9 +33,14 @@ fn generate(stack: &Stack, body: Value) -> String {
 }
 
 fn chat(stack: &Stack, key: &str, body: &str) -> Response {
+    chat_at(&stack.envoy.url(), key, body)
+}
+
+/// A chat completion through the Envoy at `base` (its listener's URL).
+fn chat_at(base: &str, key: &str, body: &str) -> Response {
     let bearer = format!("Bearer {key}");
     http::post_raw(
-        &stack.url("/v1/chat/completions"),
+        &format!("{base}/v1/chat/completions"),
         &[("authorization", &bearer)],
         "application/json",
         body,
@@ -144,4 +150,98 @@ fn a_policy_change_reaches_the_filter_like_a_revocation() {
     })
     .unwrap();
     reached_as(&chat(&stack, &key, &with_model("o1")), "o1");
+}
+
+/// Two Envoys (two workers each) and two control planes: a key's and its team's policy,
+/// changed through either control plane, reaches every Envoy and holds there with
+/// Postgres frozen and with both control planes stopped.
+#[test]
+fn model_policy_holds_on_two_envoys_and_two_control_planes_through_outages() {
+    let fleet = Fleet::start(FleetOptions {
+        filter_config: FILTER_CONFIG.to_string(),
+        ..FleetOptions::new(2, 2)
+    })
+    .unwrap();
+    let admin = |via: usize, path: &str, body: Value| fleet.admin_via(via, path, &body).unwrap();
+    admin(
+        0,
+        "/team/new",
+        json!({"team_id": "fleet", "models": ["gpt-4o", "o1"]}),
+    );
+    let created = admin(
+        1,
+        "/key/generate",
+        json!({"team_id": "fleet", "models": ["gpt-4o"], "aliases": {"fast": "gpt-4o"}}),
+    );
+    let key = created["key"].as_str().unwrap().to_string();
+    let open = admin(0, "/key/generate", json!({"key_alias": "fleet-open"}))["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let envoys: Vec<String> = fleet.envoys.iter().map(|e| e.url()).collect();
+    // Each Envoy has two workers with a cache each: a few rounds reach both.
+    let each_envoy = |check: &dyn Fn(&str)| {
+        for base in &envoys {
+            for _ in 0..4 {
+                check(base);
+            }
+        }
+    };
+    let until_at_every_envoy = |what: &str, model: &str, status: u16| {
+        for base in &envoys {
+            poll::until(&format!("{what} at {base}"), PATIENCE, || {
+                let seen = [
+                    chat_at(base, &key, &with_model(model)).status,
+                    chat_at(base, &key, &with_model(model)).status,
+                ];
+                seen.iter().all(|s| *s == status).then_some(())
+            })
+            .unwrap();
+        }
+    };
+
+    each_envoy(&|base| {
+        reached_as(&chat_at(base, &key, &with_model("gpt-4o")), "gpt-4o");
+        reached_as(&chat_at(base, &key, &with_model("fast")), "gpt-4o");
+        let o1 = chat_at(base, &key, &with_model("o1"));
+        refused(&o1, 401, "key_model_access_denied", "o1");
+    });
+
+    // The key's models change through control plane 0; the team's through control plane 1.
+    admin(0, "/key/update", json!({"key": key, "models": ["o1"]}));
+    until_at_every_envoy("the key's new models", "o1", 200);
+    admin(
+        1,
+        "/team/update",
+        json!({"team_id": "fleet", "models": ["gpt-4o"]}),
+    );
+    until_at_every_envoy("the team's new models", "o1", 401);
+    let after_changes = |base: &str| {
+        let o1 = chat_at(base, &key, &with_model("o1"));
+        refused(&o1, 401, "team_model_access_denied", "o1");
+        let gpt = chat_at(base, &key, &with_model("gpt-4o"));
+        refused(&gpt, 401, "key_model_access_denied", "gpt-4o");
+        reached_as(&chat_at(base, &open, &with_model("any")), "any");
+    };
+    each_envoy(&after_changes);
+
+    fleet.postgres.pause().unwrap();
+    each_envoy(&after_changes);
+
+    fleet.signal_control_planes(Signal::SIGSTOP).unwrap();
+    // Every Envoy serves from its cache alone: the open key comes back marked stale.
+    for base in &envoys {
+        poll::until(&format!("a stale allow at {base}"), PATIENCE, || {
+            let response = chat_at(base, &open, &with_model("any"));
+            assert_eq!(response.status, 200, "{}", response.body);
+            let body = response.json().unwrap();
+            let stale = &body["livegate"]["identity_headers"]["x-livegate-stale"];
+            (stale == "true").then_some(())
+        })
+        .unwrap();
+    }
+    each_envoy(&after_changes);
+
+    fleet.signal_control_planes(Signal::SIGCONT).unwrap();
+    fleet.postgres.resume().unwrap();
 }

@@ -159,26 +159,14 @@ fn revocations_reach_every_envoy_and_hold_through_outages_and_restarts() {
         }
     }
 
-    for k in 0..2 {
-        fleet
-            .control_plane(k)
-            .unwrap()
-            .signal(Signal::SIGSTOP)
-            .unwrap();
-    }
+    fleet.signal_control_planes(Signal::SIGSTOP).unwrap();
     holds(
         &fleet,
         &good,
         &revoked,
         "Postgres frozen, both control planes stopped",
     );
-    for k in 0..2 {
-        fleet
-            .control_plane(k)
-            .unwrap()
-            .signal(Signal::SIGCONT)
-            .unwrap();
-    }
+    fleet.signal_control_planes(Signal::SIGCONT).unwrap();
 
     // A control plane that starts with nothing while the database is away knows neither
     // key: it answers 503 for both, never an allow.
