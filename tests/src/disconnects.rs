@@ -32,17 +32,19 @@ pub fn held_batch(
     Ok(waiting)
 }
 
-/// The VM's state once every call has ended and a tick has recorded the memory gauge
-/// (read with the control plane stopped: see [`settle`]).
-pub fn measure(
-    envoy: &Envoy,
-    control_plane: &ControlPlane,
-    patience: Duration,
-) -> anyhow::Result<VmState> {
-    control_plane.signal(Signal::SIGSTOP)?;
-    let state = settle(envoy, patience);
-    control_plane.signal(Signal::SIGCONT)?;
-    state
+/// The VM's state once every call has ended and a filter tick has recorded the memory
+/// gauge since. The control plane runs: stopped, its change-feed polls would stay open
+/// until their timeout and one would nearly always be in flight.
+pub fn measure(envoy: &Envoy, patience: Duration) -> anyhow::Result<VmState> {
+    drain(envoy, patience)?;
+    // Every tick polls the change feed (one worker per tick wins the lease): two more
+    // requests to the control plane mean a tick has passed.
+    let polls = |e: &Envoy| e.prometheus_counter("envoy_cluster_upstream_rq_total");
+    let start = polls(envoy)?;
+    crate::poll::until("a filter tick", patience, || {
+        (polls(envoy).ok()? >= start + 2.0).then_some(())
+    })?;
+    vm_state(envoy)
 }
 
 /// What the filter's VM and Envoy say, read from Envoy's admin stats.
@@ -112,17 +114,4 @@ pub fn drain(envoy: &Envoy, patience: Duration) -> anyhow::Result<()> {
         let state = vm_state(envoy).ok()?;
         (state.calls_open == 0.0).then_some(())
     })
-}
-
-/// [`drain`], then one more tick of the filter so the memory gauge is current.
-pub fn settle(envoy: &Envoy, patience: Duration) -> anyhow::Result<VmState> {
-    drain(envoy, patience)?;
-    // The gauge is recorded on the filter's tick; the change feed fails on every tick
-    // while the control plane is stopped, so two more failures mean a tick has passed.
-    let ticks = |e: &Envoy| e.prometheus_counter("livegate_change_feed_errors_total");
-    let start = ticks(envoy)?;
-    crate::poll::until("a filter tick", patience, || {
-        (ticks(envoy).ok()? >= start + 2.0).then_some(())
-    })?;
-    vm_state(envoy)
 }

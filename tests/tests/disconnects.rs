@@ -30,7 +30,7 @@ fn clients_that_disconnect_with_their_check_in_flight_leave_the_vm_memory_flat()
     .unwrap();
     let control_plane = stack.control_plane.as_ref().unwrap();
     let batch = |seed| held_batch(&stack.envoy, control_plane, BATCH, seed, PATIENCE).unwrap();
-    let vm_now = || measure(&stack.envoy, control_plane, PATIENCE).unwrap();
+    let vm_now = || measure(&stack.envoy, PATIENCE).unwrap();
 
     // Warm-up: the VM's memory is a high-water mark (it never shrinks), and the first
     // batches set it (as many streams and calls at once as this load makes).

@@ -12,7 +12,7 @@ use crate::step;
 
 const PATIENCE: Duration = Duration::from_secs(120);
 /// Clients per batch (each batch held by a stopped control plane, then drained).
-const BATCH: usize = 1_000;
+const BATCH: usize = 500;
 /// Batches before the first reading: the VM's memory is a high-water mark.
 const WARM_UP: u64 = 10;
 /// Readings taken over the run.
@@ -20,7 +20,7 @@ const READINGS: u64 = 10;
 
 pub fn run(disconnects: u64) -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
-        filter_config: r#"{"auth_timeout_ms": 5000}"#.to_string(),
+        filter_config: r#"{"auth_timeout_ms": 3000}"#.to_string(),
         ..StackOptions::full()
     })?;
     let control_plane = stack
@@ -35,7 +35,7 @@ pub fn run(disconnects: u64) -> anyhow::Result<()> {
     for seed in 0..WARM_UP {
         held_batch(&stack.envoy, control_plane, BATCH, seed, PATIENCE)?;
     }
-    let first = measure(&stack.envoy, control_plane, PATIENCE)?;
+    let first = measure(&stack.envoy, PATIENCE)?;
     let started = Instant::now();
     let mut readings = Vec::new();
     let (mut done, mut in_flight) = (0u64, 0usize);
@@ -44,7 +44,7 @@ pub fn run(disconnects: u64) -> anyhow::Result<()> {
         in_flight += held_batch(&stack.envoy, control_plane, BATCH, seed, PATIENCE)?;
         done += 1;
         if done % per_reading == 0 || done == batches {
-            let state = measure(&stack.envoy, control_plane, PATIENCE)?;
+            let state = measure(&stack.envoy, PATIENCE)?;
             eprintln!(
                 "   {} disconnects: VM memory {} bytes",
                 done * BATCH as u64,
@@ -68,7 +68,7 @@ fn table(first: &VmState, readings: &[(u64, usize, VmState)], elapsed: Duration)
     );
     let _ = writeln!(
         out,
-        "The real stack in release mode, Envoy with 1 worker, `auth_timeout_ms` 5000. Batches \
+        "The real stack in release mode, Envoy with 1 worker, `auth_timeout_ms` 3000. Batches \
          of {BATCH} clients, each sent while the control plane is stopped, each client closing \
          once every check of its batch is dispatched; the control plane is then resumed to \
          answer the checks of clients that are gone. {total} disconnects after {WARM_UP} \
