@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use livegate_tests::envoy::{prometheus_value, BASELINE_TEMPLATE, TEMPLATE};
+use livegate_tests::envoy::{prometheus_value, Envoy, BASELINE_TEMPLATE, TEMPLATE};
 use livegate_tests::http;
 use livegate_tests::stack::{Stack, StackOptions};
 use serde_json::{json, Value};
@@ -29,6 +29,14 @@ const RECORDS: usize = 50_000;
 const BATCH: usize = 100;
 const PATIENCE: Duration = Duration::from_secs(600);
 
+/// CPU time per answer of one setup, in µs: its Envoy's, and the ledger's (the control
+/// plane and every Postgres process).
+struct Cpu {
+    name: &'static str,
+    envoy_us: f64,
+    ledger_us: f64,
+}
+
 struct Drain {
     records: usize,
     intake: Duration,
@@ -42,6 +50,8 @@ struct Outage {
     requests: f64,
     spooled_peak: f64,
     drained: f64,
+    duplicates: f64,
+    rows: f64,
     after_resume: Duration,
     dropped: f64,
 }
@@ -93,9 +103,11 @@ pub fn run(seconds: u64, outage_seconds: u64) -> anyhow::Result<()> {
     ];
     let plan = Plan::interleaved(seconds);
     let runs = wrk::measure(&targets, &plan)?;
+    let envoys = [&passthrough, &unmetered, &stack.envoy];
+    let cpu = cpu_per_answer(&stack, &targets[1..], &envoys, &plan)?;
     let drain = drain(&stack, &token)?;
     let outage = outage(&stack, &targets[3].url, &script, outage_seconds)?;
-    let table = table(&plan, &runs, &drain, &outage);
+    let table = table(&plan, &runs, &cpu, &drain, &outage);
     eprintln!("{table}");
     super::markdown::update_benchmarks_doc("metering", &table)
 }
@@ -125,6 +137,54 @@ fn control_plane_metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow::anyhow!("no control plane"))?;
     let text = http::get(&format!("{base}/metrics"), &[])?.body;
     prometheus_value(&text, name).ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))
+}
+
+fn ledger_ticks(stack: &Stack) -> u64 {
+    use livegate_tests::procfs::{cpu_ticks, descendants};
+    let control_plane = stack.control_plane.as_ref().map(|c| c.pid());
+    let postgres = stack.postgres.as_ref().and_then(|p| p.pid());
+    let postgres_all = postgres
+        .into_iter()
+        .flat_map(|pid| std::iter::once(pid).chain(descendants(pid)));
+    control_plane
+        .into_iter()
+        .chain(postgres_all)
+        .filter_map(cpu_ticks)
+        .sum()
+}
+
+/// One more wrk run per setup (the plan's connections), with the CPU time its Envoy and the ledger
+/// used: where an answer's time goes when everything shares the cores.
+fn cpu_per_answer(
+    stack: &Stack,
+    targets: &[Target],
+    envoys: &[&Envoy],
+    plan: &Plan,
+) -> anyhow::Result<Vec<Cpu>> {
+    let seconds = plan.seconds;
+    use livegate_tests::procfs::{cpu_ticks, TICKS_PER_SECOND};
+    let us_per_tick = 1e6 / TICKS_PER_SECOND as f64;
+    let mut out = Vec::new();
+    for (target, envoy) in targets.iter().zip(envoys) {
+        step(&format!("CPU per answer: {}", target.name));
+        settle(stack)?;
+        let envoy_before = cpu_ticks(envoy.pid()).unwrap_or(0);
+        let ledger_before = ledger_ticks(stack);
+        let run = wrk::run(&target.url, seconds, plan.connections, Some(&target.script))?;
+        // The records of the last answers reach the ledger within a tick or two.
+        settle(stack)?;
+        let answers = (run.requests_per_second * seconds as f64).max(1.0);
+        let envoy_ticks = cpu_ticks(envoy.pid())
+            .unwrap_or(0)
+            .saturating_sub(envoy_before);
+        let ledger = ledger_ticks(stack).saturating_sub(ledger_before);
+        out.push(Cpu {
+            name: target.name,
+            envoy_us: envoy_ticks as f64 * us_per_tick / answers,
+            ledger_us: ledger as f64 * us_per_tick / answers,
+        });
+    }
+    Ok(out)
 }
 
 /// Polls `condition` every 20 ms until it holds; the time it took.
@@ -157,6 +217,26 @@ fn settle(stack: &Stack) -> anyhow::Result<Duration> {
         std::thread::sleep(Duration::from_millis(500));
         empty()
     })
+}
+
+/// Rows of `livegate_spend_logs` from real requests (the drain run's ids start `bench-`),
+/// counted by Postgres itself: the ground truth, whatever the counters say.
+fn metered_rows(stack: &Stack) -> anyhow::Result<u64> {
+    let postgres = stack
+        .postgres
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no Postgres"))?;
+    let output = std::process::Command::new(livegate_tests::postgres::bin_dir()?.join("psql"))
+        .arg(postgres.url())
+        .args([
+            "-tAc",
+            "SELECT count(*) FROM livegate_spend_logs WHERE request_id NOT LIKE 'bench-%'",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("psql: {text}{}", String::from_utf8_lossy(&output.stderr)))
 }
 
 fn records_batch(token: &str, run: &str, first: usize) -> Value {
@@ -272,6 +352,8 @@ fn outage(
         .ok_or_else(|| anyhow::anyhow!("no Postgres"))?;
     settle(stack)?;
     let drained_before = control_plane_metric(stack, "livegate_spend_drained_total")?;
+    let rows_before = metered_rows(stack)?;
+    let duplicates_before = control_plane_metric(stack, "livegate_spend_duplicates_total")?;
     let queued_before = stack
         .envoy
         .prometheus_counter("livegate_spend_records_queued_total")?;
@@ -306,6 +388,9 @@ fn outage(
         .prometheus_counter("livegate_spend_records_queued_total")?
         - queued_before;
     let drained = control_plane_metric(stack, "livegate_spend_drained_total")? - drained_before;
+    let duplicates =
+        control_plane_metric(stack, "livegate_spend_duplicates_total")? - duplicates_before;
+    let rows = metered_rows(stack)?.saturating_sub(rows_before) as f64;
     let dropped = stack
         .envoy
         .prometheus_counter("livegate_spend_records_dropped_total")?
@@ -315,12 +400,14 @@ fn outage(
         requests: queued,
         spooled_peak,
         drained,
+        duplicates,
+        rows,
         after_resume,
         dropped,
     })
 }
 
-fn table(plan: &Plan, runs: &[Run], drain: &Drain, outage: &Outage) -> String {
+fn table(plan: &Plan, runs: &[Run], cpu: &[Cpu], drain: &Drain, outage: &Outage) -> String {
     let Plan {
         connections,
         latency_connections,
@@ -374,6 +461,35 @@ fn table(plan: &Plan, runs: &[Run], drain: &Drain, outage: &Outage) -> String {
             (pt - metered.throughput.requests_per_second) / pt * 100.0,
         );
     }
+    let _ = writeln!(
+        out,
+        "\nWhere the time goes: one more run per setup ({connections} connections, {seconds} s), \
+         with the CPU time each process used, per answer. The ledger is the control plane and \
+         Postgres taking the records (intake, `fdatasync`, drain, insert): on this machine it shares \
+         the cores with Envoy, so its work lowers the metered run's throughput too.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| run | Envoy CPU per answer | ledger CPU per answer |"
+    );
+    let _ = writeln!(out, "|---|---|---|");
+    for c in cpu {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} µs | {:.0} µs |",
+            c.name, c.envoy_us, c.ledger_us
+        );
+    }
+    if let [_, unmetered, metered] = cpu {
+        let _ = writeln!(
+            out,
+            "\nMetering adds {:.0} µs of Envoy CPU per answer ({:.1} % of the metered run's Envoy \
+             CPU) and {:.0} µs in the ledger.",
+            metered.envoy_us - unmetered.envoy_us,
+            (metered.envoy_us - unmetered.envoy_us) / metered.envoy_us.max(1e-9) * 100.0,
+            metered.ledger_us - unmetered.ledger_us,
+        );
+    }
     let rate = drain.drained / drain.drain.as_secs_f64().max(1e-9);
     let verdict = if rate >= 5000.0 { "met" } else { "not met" };
     let _ = writeln!(
@@ -393,17 +509,22 @@ fn table(plan: &Plan, runs: &[Run], drain: &Drain, outage: &Outage) -> String {
     let _ = writeln!(
         out,
         "\n**(c) A database outage under load.** Streamed answers through (iv) with 4 connections \
-         for {} s, Postgres frozen for {} s of them: {:.0} responses metered, at most {:.0} records \
-         waiting in the spool, down to at most 100 (one batch) {:.1} s after the thaw; at the end, records drained \
-         {:.0}, dropped by the filter {:.0}, **lost {:.0}** (target 0).",
+         for {} s, Postgres frozen for {} s of them: {:.0} responses metered (records queued by the \
+         filter), at most {:.0} records waiting in the spool, down to at most 100 (one batch) {:.1} s \
+         after the thaw. Afterwards Postgres holds {:.0} new rows: **lost {:.0}** (target 0); \
+         dropped by the filter {:.0}. The counters: drained {:.0}, duplicates {:.0} (records the drain found in \
+         Postgres already: a statement the frozen backend committed after the thaw, its engine \
+         replaced meanwhile, or a filter's retry: the drained counter does not count them).",
         outage.seconds + 20,
         outage.seconds,
         outage.requests,
         outage.spooled_peak,
         outage.after_resume.as_secs_f64(),
-        outage.drained,
+        outage.rows,
+        (outage.requests - outage.rows).max(0.0),
         outage.dropped,
-        (outage.requests - outage.drained).max(0.0),
+        outage.drained,
+        outage.duplicates,
     );
     out
 }
