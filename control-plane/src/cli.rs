@@ -151,6 +151,14 @@ pub struct ServeArgs {
     /// Wait before the drain tries again after the database refused or was away.
     #[arg(long, env = "LIVEGATE_SPEND_DRAIN_RETRY_MS", default_value_t = 1000)]
     pub spend_drain_retry_ms: u64,
+    /// The most (key alias, team, model) series of the spend metrics (0 to 100000); records
+    /// of further triples are counted under the series labelled `other`.
+    #[arg(
+        long,
+        env = "LIVEGATE_SPEND_METRICS_MAX_SERIES",
+        default_value_t = crate::metrics::spend_series::DEFAULT_MAX_SERIES
+    )]
+    pub spend_metrics_max_series: usize,
 }
 
 /// Parses the command line and runs the chosen command.

@@ -45,7 +45,12 @@ pub struct SpendConfig {
     pub prices_file: Option<PathBuf>,
     pub drain_batch: usize,
     pub drain_retry: Duration,
+    /// The most (key alias, team, model) series of the spend metrics; beyond: `other`.
+    pub metrics_max_series: usize,
 }
+
+/// The largest bound on spend metric series a flag may set.
+pub const MAX_SPEND_METRICS_SERIES: usize = 100_000;
 
 /// The largest drain batch: one transaction, one IPC frame well under its 16 MiB bound.
 pub const MAX_DRAIN_BATCH: usize = 5000;
@@ -77,6 +82,12 @@ fn spend(a: &ServeArgs) -> Result<SpendConfig, ConfigError> {
             format!("must be between 1 and {MAX_DRAIN_BATCH}"),
         ));
     }
+    if a.spend_metrics_max_series > MAX_SPEND_METRICS_SERIES {
+        return Err(invalid(
+            "--spend-metrics-max-series (LIVEGATE_SPEND_METRICS_MAX_SERIES)",
+            format!("must be at most {MAX_SPEND_METRICS_SERIES}"),
+        ));
+    }
     let prices_file = match a.prices_file.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(p) => Some(PathBuf::from(p)),
@@ -93,6 +104,7 @@ fn spend(a: &ServeArgs) -> Result<SpendConfig, ConfigError> {
             "--spend-drain-retry-ms (LIVEGATE_SPEND_DRAIN_RETRY_MS)",
             a.spend_drain_retry_ms,
         )?,
+        metrics_max_series: a.spend_metrics_max_series,
     })
 }
 
@@ -383,6 +395,7 @@ mod tests {
         assert_eq!(c.spend.spool.max_bytes, 128 << 20);
         assert_eq!(c.spend.prices_file, None);
         assert_eq!(c.spend.drain_batch, 500);
+        assert_eq!(c.spend.metrics_max_series, 1000);
     }
 
     #[test]
@@ -398,6 +411,11 @@ mod tests {
             ("--spend-drain-batch", "0", "--spend-drain-batch"),
             ("--spend-drain-batch", "5001", "--spend-drain-batch"),
             ("--spend-drain-retry-ms", "0", "--spend-drain-retry-ms"),
+            (
+                "--spend-metrics-max-series",
+                "100001",
+                "--spend-metrics-max-series",
+            ),
         ] {
             let e = parse(&[flag, value]).unwrap_err();
             assert!(e.flag.starts_with(named), "{flag} {value}: {e}");

@@ -14,7 +14,7 @@
 //! so a batch replayed after a crash between the commit and `mark_drained` adds nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use livegate_contract::spend::{SpendBatch, SpendRecord};
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SpendConfig;
 use crate::db::{Db, DbError, SpendInserted};
+use crate::metrics::spend_series::{SeriesLabels, SpendSeries, Usage};
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
 
@@ -101,13 +102,40 @@ pub fn drain_batch(entries: &[Entry]) -> DrainBatch {
 }
 
 /// Counters of the ledger, rendered by `Metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LedgerCounters {
     pub drained: AtomicU64,
     pub duplicates: AtomicU64,
     pub unpriced: AtomicU64,
     pub drain_failures: AtomicU64,
     pub refused_full: AtomicU64,
+    /// Tokens and cost by (key alias, team, model) of the records the drain inserted: a
+    /// record counts when its row is written, once (a replayed or retried one that Postgres
+    /// had already is not counted again). Held for a few map updates, never across an await.
+    pub series: Mutex<SpendSeries>,
+}
+
+impl LedgerCounters {
+    pub fn new(max_series: usize) -> LedgerCounters {
+        LedgerCounters {
+            drained: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            unpriced: AtomicU64::new(0),
+            drain_failures: AtomicU64::new(0),
+            refused_full: AtomicU64::new(0),
+            series: Mutex::new(SpendSeries::new(max_series)),
+        }
+    }
+
+    /// Adds the rows the drain inserted (those not in `duplicates`) to their series.
+    pub fn count_inserted(&self, rows: &[LedgerEntry], duplicates: &[String]) {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for row in rows {
+            if !duplicates.contains(&row.record.request_id) {
+                series.add(SeriesLabels::of(row), Usage::of(row));
+            }
+        }
+    }
 }
 
 /// The spool, the prices and the drain's wake-up, shared by the intake and the drain.
@@ -167,7 +195,7 @@ impl Ledger {
         Ok(Ledger {
             spool,
             prices: Arc::new(prices),
-            counters: Arc::default(),
+            counters: Arc::new(LedgerCounters::new(config.metrics_max_series)),
             wake: Arc::default(),
         })
     }
@@ -256,8 +284,13 @@ async fn drain_once(ledger: &Ledger, db: &Db, batch: usize) -> Result<usize, Dra
         tracing::error!(request_id = %id, "a spooled spend record cannot be read; skipped");
     }
     if !rows.is_empty() {
-        let SpendInserted { inserted, unpriced } = db.insert_spend(rows.clone()).await?;
+        let SpendInserted {
+            inserted,
+            unpriced,
+            duplicates,
+        } = db.insert_spend(rows.clone()).await?;
         let c = &ledger.counters;
+        c.count_inserted(&rows, &duplicates);
         c.drained.fetch_add(inserted, Relaxed);
         c.duplicates
             .fetch_add((rows.len() as u64).saturating_sub(inserted), Relaxed);

@@ -10,6 +10,8 @@ use crate::db::Snapshot;
 use crate::ledger::LedgerCounters;
 use crate::spool::SpoolHandle;
 
+pub mod spend_series;
+
 /// Loop-lag buckets include 20 ms, the bound the fault tests hold the control plane to.
 const LAG_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -171,6 +173,10 @@ impl Metrics {
             "Spend batches refused with 503 because the spool was at its bound.",
             c.refused_full.load(Relaxed),
         );
+        c.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .render(out);
     }
 
     pub fn count_auth_decision(&self, outcome: &'static str) {

@@ -32,10 +32,13 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 async fn models(headers: HeaderMap, body: Bytes) -> Json<Value> {
     Json(json!({
         "object": "list",
-        "data": [{"id": "livegate-demo", "object": "model", "owned_by": "livegate"}],
+        "data": [{"id": MODEL, "object": "model", "owned_by": "livegate"}],
         "livegate": received(&headers, &body),
     }))
 }
+
+/// The model the demo serves and names in every answer.
+pub const MODEL: &str = "livegate-demo";
 
 /// The demo's answer, in words (one stream chunk each).
 const ANSWER: [&str; 6] = ["Hello ", "from ", "the ", "livegate ", "demo ", "upstream."];
@@ -55,6 +58,22 @@ pub fn prompt_tokens(request: &Value) -> u64 {
         .sum()
 }
 
+/// The request field naming how many content chunks a streamed answer has (the answer's
+/// words, repeated), for benchmarks; absent, not a number, or 0: one chunk per word.
+pub const EVENTS_FIELD: &str = "livegate_events";
+
+/// The most content chunks a stream is made of, whatever the request asks.
+pub const MAX_EVENTS: u64 = 100_000;
+
+/// The content chunks a request asks for: `livegate_events` (at most [`MAX_EVENTS`]), else
+/// one per word of the answer.
+pub fn content_chunks(request: &Value) -> usize {
+    match request.get(EVENTS_FIELD).and_then(Value::as_u64) {
+        Some(n) if n > 0 => usize::try_from(n.min(MAX_EVENTS)).unwrap_or(ANSWER.len()),
+        _ => ANSWER.len(),
+    }
+}
+
 fn usage(prompt: u64) -> Value {
     json!({
         "prompt_tokens": prompt,
@@ -71,13 +90,13 @@ async fn chat_completion(headers: HeaderMap, body: Bytes) -> Response {
     let prompt = prompt_tokens(&request);
     if request.get("stream") == Some(&Value::Bool(true)) {
         let include_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
-        let sse = stream_events(prompt, include_usage);
+        let sse = stream_events(prompt, include_usage, content_chunks(&request));
         return ([(header::CONTENT_TYPE, "text/event-stream")], sse).into_response();
     }
     Json(json!({
         "id": "chatcmpl-livegate-demo",
         "object": "chat.completion",
-        "model": "livegate-demo",
+        "model": MODEL,
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": ANSWER.concat()},
@@ -89,20 +108,21 @@ async fn chat_completion(headers: HeaderMap, body: Bytes) -> Response {
     .into_response()
 }
 
-/// The events of a streamed answer, as OpenAI sends them.
-pub fn stream_events(prompt: u64, include_usage: bool) -> String {
+/// The events of a streamed answer, as OpenAI sends them: `chunks` content chunks (the
+/// answer's words in turn), a stop chunk, the usage chunk when asked, `[DONE]`.
+pub fn stream_events(prompt: u64, include_usage: bool, chunks: usize) -> String {
     let chunk = |choices: Value, usage: Value| {
         let event = json!({
             "id": "chatcmpl-livegate-demo",
             "object": "chat.completion.chunk",
-            "model": "livegate-demo",
+            "model": MODEL,
             "choices": choices,
             "usage": usage,
         });
         format!("data: {event}\n\n")
     };
     let mut out = String::new();
-    for word in ANSWER {
+    for word in ANSWER.iter().cycle().take(chunks) {
         let delta = json!([{"index": 0, "delta": {"content": word}, "finish_reason": null}]);
         out.push_str(&chunk(delta, Value::Null));
     }
@@ -156,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_stream_ends_with_its_usage_only_when_asked_then_done() {
-        let asked = stream_events(5, true);
+        let asked = stream_events(5, true, ANSWER.len());
         let data = events(&asked);
         assert_eq!(data.last(), Some(&"[DONE]"));
         let usage: Value = serde_json::from_str(data[data.len() - 2]).unwrap();
@@ -168,9 +188,28 @@ mod tests {
         let chunks = data.len() - 2;
         assert!(chunks > 2, "several content chunks");
 
-        let unasked = stream_events(5, false);
+        let unasked = stream_events(5, false, ANSWER.len());
         assert!(!unasked.contains("prompt_tokens"));
         assert_eq!(events(&unasked).len(), chunks + 1);
+    }
+
+    #[test]
+    fn a_request_may_ask_for_a_number_of_content_chunks_within_a_bound() {
+        assert_eq!(content_chunks(&json!({})), ANSWER.len());
+        assert_eq!(content_chunks(&json!({"livegate_events": 0})), ANSWER.len());
+        assert_eq!(
+            content_chunks(&json!({"livegate_events": "9"})),
+            ANSWER.len()
+        );
+        assert_eq!(content_chunks(&json!({"livegate_events": 200})), 200);
+        assert_eq!(
+            content_chunks(&json!({"livegate_events": u64::MAX})),
+            MAX_EVENTS as usize
+        );
+        let stream = stream_events(3, true, 200);
+        // 200 content chunks, the stop chunk, the usage chunk, [DONE].
+        assert_eq!(events(&stream).len(), 203);
+        assert!(stream.contains("\"completion_tokens\":8"));
     }
 
     #[test]

@@ -68,7 +68,13 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             liveness_paths: strings(&["/health/liveliness", "/health/liveness"]),
-            passthrough_prefixes: strings(&["/health/readiness", "/key/", "/team/", "/spend/"]),
+            passthrough_prefixes: strings(&[
+                "/health/readiness",
+                "/key/",
+                "/team/",
+                "/spend/",
+                "/global/spend",
+            ]),
             control_plane_cluster: "livegate_control_plane".into(),
             control_plane_authority: "livegate-control-plane".into(),
             auth_check_path: livegate_contract::AUTH_CHECK_PATH.into(),

@@ -101,8 +101,16 @@ mod tests {
             "/key/info?key=sk-1",
             "/team/new",
             "/spend/logs",
+            "/global/spend",
         ] {
             assert_eq!(route(path), Route::Passthrough, "{path}");
+        }
+    }
+
+    #[test]
+    fn only_the_global_spend_path_passes_under_global() {
+        for path in ["/global/spend/logs", "/global/other", "/global/"] {
+            assert_eq!(route(path), Route::Protected, "{path}");
         }
     }
 

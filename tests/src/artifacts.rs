@@ -11,6 +11,12 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The checked-in price file that prices the demo upstream's model (`cargo xtask up` gives
+/// it to the control planes).
+pub fn demo_prices_file() -> PathBuf {
+    workspace_root().join("deploy/prices/model_prices.json")
+}
+
 /// Cargo's target directory, honouring `CARGO_TARGET_DIR`.
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {

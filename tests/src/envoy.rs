@@ -332,6 +332,11 @@ impl Envoy {
         self.process.log_text()
     }
 
+    /// The Envoy process' id (for its CPU time in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// The value of one counter in Envoy's Prometheus stats (0 when absent).
     pub fn prometheus_counter(&self, name: &str) -> anyhow::Result<f64> {
         let stats = crate::http::get(&format!("{}/stats/prometheus", self.admin_url()), &[])?;

@@ -29,6 +29,25 @@ fn parse_stat(pid: u32, stat: &str) -> Option<(u32, char, u32)> {
     Some((pid, state, ppid))
 }
 
+/// CPU time `pid` has used (user and system), in the clock ticks of `/proc`: USER_HZ, which
+/// is 100 per second on Linux whatever the kernel's own tick rate.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_ticks_of(&stat)
+}
+
+/// Ticks per second of [`cpu_ticks`].
+pub const TICKS_PER_SECOND: u64 = 100;
+
+/// `utime + stime`: the 12th and 13th fields after the command name.
+fn cpu_ticks_of(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
 /// The state letter of `pid` (`R`, `S`, `T` for stopped, `Z`, …), if it exists.
 pub fn state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -118,6 +137,13 @@ mod tests {
         );
         assert_eq!(parse_stat(9, "9 (x) Z 1 9"), Some((9, 'Z', 1)));
         assert_eq!(parse_stat(9, "garbage"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_user_plus_system_time() {
+        let stat = "42 (envoy worker) S 7 42 42 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 9";
+        assert_eq!(cpu_ticks_of(stat), Some(281));
+        assert_eq!(cpu_ticks_of("42 (x) S 7"), None);
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! request, JSON or streamed, becomes exactly one row in `/spend/logs` with the usage the
 //! demo upstream reported (exact sums), and no request id twice; with the control plane
 //! stopped for a while (the filter's queue retries) and with Postgres frozen (the control
-//! plane spools), every record still arrives exactly once.
+//! plane spools), every record still arrives exactly once. Priced with the demo's price
+//! file: the ledger's reads through Envoy (master key required) and the control plane's
+//! token and cost metrics by key alias, team and model agree with the sums.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
 use std::time::Duration;
 
 use livegate_demo_upstream::COMPLETION_TOKENS;
+use livegate_tests::artifacts::demo_prices_file;
 use livegate_tests::envoy::prometheus_value;
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
@@ -112,6 +115,10 @@ fn counter(stack: &Stack, name: &str) -> f64 {
 fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
     let stack = Stack::start(StackOptions {
         filter_config: FILTER_CONFIG.to_string(),
+        control_plane_args: vec![
+            "--prices-file".into(),
+            demo_prices_file().display().to_string(),
+        ],
         ..StackOptions::full()
     })
     .unwrap();
@@ -175,4 +182,56 @@ fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
     assert_eq!(counter(&stack, "livegate_spend_records_skipped_total"), 0.0);
     assert_eq!(counter(&stack, "livegate_include_usage_added_total"), 25.0);
     assert!(counter(&stack, "livegate_spend_records_acknowledged_total") >= 50.0);
+
+    assert_reads_and_metrics(&stack, &key, prompt, 50);
+}
+
+/// The demo's prices (deploy/prices/model_prices.json), USD per token.
+const PROMPT_PRICE: f64 = 0.00001;
+const COMPLETION_PRICE: f64 = 0.00003;
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// `/global/spend` and `/spend/logs` through Envoy: 401 without the master key, the sums with
+/// it; the control plane's metrics by key alias, team and model: the same sums.
+fn assert_reads_and_metrics(stack: &Stack, key: &str, prompt: u64, n: u64) {
+    let completion = n * COMPLETION_TOKENS;
+    let cost = prompt as f64 * PROMPT_PRICE + completion as f64 * COMPLETION_PRICE;
+    let logs = format!("/spend/logs?api_key={key}");
+    for path in ["/global/spend", logs.as_str()] {
+        let anonymous = http::get(&stack.url(path), &[]).unwrap();
+        assert_eq!(anonymous.status, 401, "{path}: {}", anonymous.body);
+    }
+    let master = format!("Bearer {}", stack.master_key());
+    let global = http::get(&stack.url("/global/spend"), &[("authorization", &master)]).unwrap();
+    assert_eq!(global.status, 200, "{}", global.body);
+    let global_spend = global.json().unwrap()["spend"].as_f64().unwrap();
+    assert!(close(global_spend, cost), "{global_spend} != {cost}");
+    let rows = spend_rows(stack, key).unwrap();
+    let row_spend: f64 = rows.iter().map(|r| r["spend"].as_f64().unwrap()).sum();
+    assert!(close(row_spend, cost), "{row_spend} != {cost}");
+
+    let url = format!(
+        "{}/metrics",
+        stack.control_plane.as_ref().unwrap().base_url()
+    );
+    let text = http::get(&url, &[]).unwrap().body;
+    let series = |name: &str, extra: &str| {
+        let prefix =
+            format!("{name}{{key_alias=\"meter\",team=\"\",model=\"livegate-demo\"{extra}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    let tokens = "livegate_spend_tokens_total";
+    assert_eq!(series(tokens, ",kind=\"prompt\""), prompt as f64);
+    assert_eq!(series(tokens, ",kind=\"completion\""), completion as f64);
+    assert!(close(series("livegate_spend_cost_total", ""), cost));
+    assert_eq!(
+        prometheus_value(&text, "livegate_spend_series_folded_total"),
+        Some(0.0)
+    );
 }

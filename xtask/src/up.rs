@@ -50,6 +50,22 @@ pub struct UpArgs {
     /// Envoy balances over every control plane; all share one Postgres and one master key.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
     control_planes: u16,
+    /// The control planes' price file (LiteLLM's model_prices_and_context_window.json
+    /// format); by default the checked-in deploy/prices/model_prices.json, which prices the
+    /// demo upstream's model `livegate-demo`.
+    #[arg(long, env = "LIVEGATE_PRICES_FILE")]
+    prices_file: Option<std::path::PathBuf>,
+}
+
+impl UpArgs {
+    /// `--prices-file <file>` for the control planes: the one named, else the demo's.
+    fn control_plane_args(&self) -> Vec<String> {
+        let file = self
+            .prices_file
+            .clone()
+            .unwrap_or_else(livegate_tests::artifacts::demo_prices_file);
+        vec!["--prices-file".into(), file.display().to_string()]
+    }
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -82,6 +98,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         upstream,
         master_key,
         filter_config: args.filter_config.clone(),
+        control_plane_args: args.control_plane_args(),
         listen_port: Some(args.port),
         admin_port: Some(args.admin_port),
         probe_port: Some(args.probe_port),
@@ -116,6 +133,7 @@ fn run_fleet(
     let fleet = Fleet::start(FleetOptions {
         master_key,
         filter_config: args.filter_config.clone(),
+        control_plane_args: args.control_plane_args(),
         ports: Some(FleetPorts {
             listen: args.port,
             admin: args.admin_port,

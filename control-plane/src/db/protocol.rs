@@ -112,12 +112,15 @@ pub struct SpendFilter {
 }
 
 /// What the drain's statement did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpendInserted {
     /// Rows inserted (the rest were there already).
     pub inserted: u64,
     /// Of those, rows whose model has no price.
     pub unpriced: u64,
+    /// The request ids of the batch that were there already (a replay or a retry; rare).
+    #[serde(default)]
+    pub duplicates: Vec<String>,
 }
 
 /// One row of `livegate_spend_logs`.

@@ -29,7 +29,7 @@ ins AS (
         status, streamed, to_timestamp(start_time_ms / 1000.0), to_timestamp(end_time_ms / 1000.0)
     FROM input
     ON CONFLICT (request_id) DO NOTHING
-    RETURNING key_hash, team_id, cost, unpriced
+    RETURNING request_id, key_hash, team_id, cost, unpriced
 ),
 k AS (
     UPDATE livegate_keys k SET spend = k.spend + s.cost
@@ -41,7 +41,10 @@ t AS (
     FROM (SELECT team_id, sum(cost) AS cost FROM ins WHERE team_id IS NOT NULL GROUP BY team_id) s
     WHERE t.team_id = s.team_id
 )
-SELECT count(*) AS inserted, count(*) FILTER (WHERE unpriced) AS unpriced FROM ins";
+SELECT count(*) AS inserted, count(*) FILTER (WHERE unpriced) AS unpriced,
+    (SELECT COALESCE(array_agg(i.request_id), ARRAY[]::text[]) FROM input i
+     WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.request_id = i.request_id)) AS duplicates
+FROM ins";
 
 /// The filter's conditions: $1 key hash, $2 request id, $3 from, $4 before.
 const WHERE: &str = "WHERE ($1::text IS NULL OR key_hash = $1)
@@ -56,9 +59,11 @@ pub async fn insert_spend(c: &Client, rows: &[LedgerEntry]) -> Result<SpendInser
         .map_err(classify)?;
     let inserted: i64 = column(&row, "inserted")?;
     let unpriced: i64 = column(&row, "unpriced")?;
+    let duplicates: Vec<String> = column(&row, "duplicates")?;
     Ok(SpendInserted {
         inserted: u64::try_from(inserted).unwrap_or(0),
         unpriced: u64::try_from(unpriced).unwrap_or(0),
+        duplicates,
     })
 }
 

@@ -30,7 +30,13 @@ fn the_defaults_match_the_architecture_contract() {
     assert_eq!(c.liveness_paths, ["/health/liveliness", "/health/liveness"]);
     assert_eq!(
         c.passthrough_prefixes,
-        ["/health/readiness", "/key/", "/team/", "/spend/"]
+        [
+            "/health/readiness",
+            "/key/",
+            "/team/",
+            "/spend/",
+            "/global/spend"
+        ]
     );
     assert_eq!(c.control_plane_cluster, "livegate_control_plane");
     assert_eq!(c.control_plane_authority, "livegate-control-plane");
@@ -51,7 +57,7 @@ fn the_defaults_match_the_architecture_contract() {
 fn the_documented_example_parses_to_the_defaults() {
     let text = r#"{
       "liveness_paths": ["/health/liveliness", "/health/liveness"],
-      "passthrough_prefixes": ["/health/readiness", "/key/", "/team/", "/spend/"],
+      "passthrough_prefixes": ["/health/readiness", "/key/", "/team/", "/spend/", "/global/spend"],
       "control_plane_cluster": "livegate_control_plane",
       "control_plane_authority": "livegate-control-plane",
       "auth_check_path": "/v1/auth/check",

@@ -318,3 +318,25 @@ fn the_dockerignore_keeps_every_workspace_member_in_the_build_context() {
         }
     }
 }
+
+#[test]
+fn the_demo_price_file_prices_the_demo_model_and_compose_mounts_it_where_it_points() {
+    let path = "deploy/prices/model_prices.json";
+    let prices =
+        livegate_control_plane::pricing::PriceTable::parse(&read(path), std::path::Path::new(path))
+            .expect("the demo price file parses");
+    let priced = prices.cost(livegate_demo_upstream::MODEL, 1000, 8);
+    assert!(
+        !priced.unpriced && priced.cost > 0.0,
+        "{path} must price the demo model: {priced:?}"
+    );
+    let control_plane = &compose()["services"]["control-plane"];
+    let target = control_plane["environment"]["LIVEGATE_PRICES_FILE"]
+        .as_str()
+        .expect("compose sets LIVEGATE_PRICES_FILE");
+    let mount = format!("./{path}:{target}:ro");
+    assert!(
+        strings(&control_plane["volumes"]).contains(&mount),
+        "compose mounts {mount}"
+    );
+}

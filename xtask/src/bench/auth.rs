@@ -5,38 +5,16 @@
 //! plane and Postgres.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
-use livegate_tests::envoy::{Endpoint, Envoy, EnvoyConfig, BASELINE_TEMPLATE};
+use livegate_tests::envoy::{BASELINE_TEMPLATE, TEMPLATE};
 use livegate_tests::stack::{Stack, StackOptions};
 use serde_json::json;
 
-use super::wrk::{self, Throughput};
-use crate::step;
+use super::wrk::{self, Plan, Run, Target};
+use super::{envoy_beside, PASSTHROUGH_V1};
 
 /// Keys the cache-miss run cycles through, with a filter cache of one entry.
 const MISS_KEYS: usize = 16;
-/// Throughput is measured with many connections (saturation); the latency a request
-/// pays is measured with one, where p50 is the work itself and not queueing.
-const CONNECTIONS: u32 = 16;
-const LATENCY_CONNECTIONS: u32 = 1;
-/// Every setup is measured this many times, interleaved, and the median reported, so
-/// drift on the machine shows up in every row alike instead of in one.
-const ROUNDS: usize = 3;
-
-/// One setup to measure.
-struct Target {
-    name: &'static str,
-    url: String,
-    script: PathBuf,
-}
-
-/// One setup measured both ways (medians over the rounds).
-struct Run {
-    name: &'static str,
-    throughput: Throughput,
-    latency: Throughput,
-}
 
 pub fn run(seconds: u64) -> anyhow::Result<()> {
     wrk::ensure_installed()?;
@@ -47,18 +25,10 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let keys: Vec<String> = (0..MISS_KEYS)
         .map(|i| generate(&stack, i))
         .collect::<anyhow::Result<_>>()?;
-    let upstream = Endpoint::loopback(stack.upstream.as_ref().map_or(0, |u| u.port()));
-    let control_plane = Endpoint::loopback(stack.control_plane_port);
-    let config = || EnvoyConfig::on_free_ports(control_plane.clone(), upstream.clone());
-
-    let baseline = Envoy::start_from(BASELINE_TEMPLATE, config()?, stack.scratch.path())?;
-    let mut passthrough = config()?;
-    passthrough.filter_config = r#"{"passthrough_prefixes": ["/v1/"]}"#.to_string();
-    let passthrough = Envoy::start(passthrough, stack.scratch.path())?;
+    let baseline = envoy_beside(&stack, BASELINE_TEMPLATE, "{}")?;
+    let passthrough = envoy_beside(&stack, TEMPLATE, PASSTHROUGH_V1)?;
     // A one-entry cache and keys used in turn: every request misses.
-    let mut missing = config()?;
-    missing.filter_config = r#"{"cache": {"max_entries": 1}}"#.to_string();
-    let missing = Envoy::start(missing, stack.scratch.path())?;
+    let missing = envoy_beside(&stack, TEMPLATE, r#"{"cache": {"max_entries": 1}}"#)?;
 
     let path = "/v1/models";
     // The same wrk script everywhere: its Lua request hook has a cost of its own.
@@ -85,34 +55,11 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
             script: script(&stack, &keys)?,
         },
     ];
-    let runs = measure(&targets, seconds)?;
-    let table = table(seconds, &runs);
+    let plan = Plan::interleaved(seconds);
+    let runs = wrk::measure(&targets, &plan)?;
+    let table = table(&plan, &runs);
     eprintln!("{table}");
     super::markdown::update_benchmarks_doc("auth", &table)
-}
-
-/// Runs every target once per round, both ways, and keeps the medians.
-fn measure(targets: &[Target], seconds: u64) -> anyhow::Result<Vec<Run>> {
-    let mut samples = vec![(Vec::new(), Vec::new()); targets.len()];
-    for round in 1..=ROUNDS {
-        for (target, (throughput, latency)) in targets.iter().zip(&mut samples) {
-            step(&format!("round {round}/{ROUNDS}: {}", target.name));
-            let script = Some(target.script.as_path());
-            throughput.push(wrk::run(&target.url, seconds, CONNECTIONS, script)?);
-            latency.push(wrk::run(&target.url, seconds, LATENCY_CONNECTIONS, script)?);
-        }
-    }
-    targets
-        .iter()
-        .zip(samples)
-        .map(|(target, (throughput, latency))| {
-            Ok(Run {
-                name: target.name,
-                throughput: wrk::median(&throughput).ok_or_else(|| anyhow::anyhow!("no run"))?,
-                latency: wrk::median(&latency).ok_or_else(|| anyhow::anyhow!("no run"))?,
-            })
-        })
-        .collect()
 }
 
 fn generate(stack: &Stack, index: usize) -> anyhow::Result<String> {
@@ -138,7 +85,13 @@ fn script(stack: &Stack, keys: &[String]) -> anyhow::Result<std::path::PathBuf> 
     Ok(path)
 }
 
-fn table(seconds: u64, runs: &[Run]) -> String {
+fn table(plan: &Plan, runs: &[Run]) -> String {
+    let Plan {
+        connections,
+        latency_connections,
+        rounds,
+        seconds,
+    } = plan;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -148,11 +101,11 @@ fn table(seconds: u64, runs: &[Run]) -> String {
     let _ = writeln!(
         out,
         "wrk with 1 thread, `GET /v1/models` on the demo upstream, Envoy with 1 worker; \
-         throughput with {CONNECTIONS} connections, latency with {LATENCY_CONNECTIONS} (no queueing). \
-         Each figure is the median of {ROUNDS} runs of {seconds} s, the setups interleaved. \
+         throughput with {connections} connections, latency with {latency_connections} (no queueing). \
+         Each figure is the median of {rounds} runs of {seconds} s, the setups interleaved. \
          wrk, the Envoys, the upstream and the control plane share the machine's cores.\n"
     );
-    let _ = writeln!(out, "| run | requests/s ({CONNECTIONS} conns) | vs no filter | p50 (1 conn) | p99 (1 conn) | errors |");
+    let _ = writeln!(out, "| run | requests/s ({connections} conns) | vs no filter | p50 (1 conn) | p99 (1 conn) | errors |");
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for run in runs {
         let _ = writeln!(

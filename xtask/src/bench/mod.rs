@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the outage lab, the auth throughput benchmark, the flood and the
+//! `cargo xtask bench`: the outage lab, the auth throughput benchmark, metering, the flood and the
 //! disconnects, run against the real local stack built in release mode; results land in
 //! docs/.
 
@@ -7,6 +7,7 @@ mod disconnects;
 mod flood;
 mod machine;
 mod markdown;
+mod metering;
 mod outage;
 mod plot;
 mod revocation;
@@ -55,6 +56,16 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Metering's cost on streamed answers (no filter, passed through, metering off and on),
+    /// the ledger's drain rate into Postgres, and a database outage under metered load.
+    Metering {
+        /// Seconds per wrk run (each setup runs three times, both ways).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Seconds Postgres stays frozen under steady metered traffic.
+        #[arg(long, default_value_t = 60)]
+        outage_seconds: u64,
+    },
     /// 2 Envoys × 2 control planes: time from a block's 200 to the refusal at each Envoy;
     /// auth checks per second under steady traffic with the old and the new allow TTL.
     Revocation {
@@ -69,6 +80,10 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Outage { scenarios, seconds } => outage::run(&scenarios, seconds),
         Bench::Auth { seconds } => auth::run(seconds),
+        Bench::Metering {
+            seconds,
+            outage_seconds,
+        } => metering::run(seconds, outage_seconds),
         Bench::Revocation { seconds } => revocation::run(seconds),
         Bench::Disconnects { count } => disconnects::run(count),
         Bench::Flood {
@@ -84,6 +99,24 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         }),
     }
 }
+
+/// An Envoy beside the stack's, on free ports, with the same control plane and upstream:
+/// from `template` (the filter's, or the no-filter baseline) with this filter configuration.
+fn envoy_beside(
+    stack: &livegate_tests::stack::Stack,
+    template: &str,
+    filter_config: &str,
+) -> anyhow::Result<livegate_tests::envoy::Envoy> {
+    use livegate_tests::envoy::{Endpoint, Envoy, EnvoyConfig};
+    let upstream = Endpoint::loopback(stack.upstream.as_ref().map_or(0, |u| u.port()));
+    let control_plane = Endpoint::loopback(stack.control_plane_port);
+    let mut config = EnvoyConfig::on_free_ports(control_plane, upstream)?;
+    config.filter_config = filter_config.to_string();
+    Envoy::start_from(template, config, stack.scratch.path())
+}
+
+/// The filter passing every `/v1/` path through: what any Wasm filter costs.
+const PASSTHROUGH_V1: &str = r#"{"passthrough_prefixes": ["/v1/"]}"#;
 
 /// `docs/benchmarks/`, where raw results and timelines go.
 fn results_dir() -> anyhow::Result<PathBuf> {

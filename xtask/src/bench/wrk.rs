@@ -63,6 +63,74 @@ pub fn median(runs: &[Throughput]) -> Option<Throughput> {
     })
 }
 
+/// One setup to measure: a URL and the wrk script its requests are made by.
+pub struct Target {
+    pub name: &'static str,
+    pub url: String,
+    pub script: std::path::PathBuf,
+}
+
+/// One setup measured both ways (medians over the rounds).
+pub struct Run {
+    pub name: &'static str,
+    /// With many connections: saturation.
+    pub throughput: Throughput,
+    /// With few: the latency a request pays, not queueing.
+    pub latency: Throughput,
+}
+
+/// How the setups are measured: connections both ways, rounds, seconds per run.
+pub struct Plan {
+    pub connections: u32,
+    pub latency_connections: u32,
+    pub rounds: usize,
+    pub seconds: u64,
+}
+
+impl Plan {
+    /// Throughput with 16 connections (saturation); latency with one, where p50 is the work
+    /// itself and not queueing; every setup measured 3 times, interleaved, the median kept,
+    /// so drift on the machine shows up in every row alike instead of in one.
+    pub fn interleaved(seconds: u64) -> Plan {
+        Plan {
+            connections: 16,
+            latency_connections: 1,
+            rounds: 3,
+            seconds,
+        }
+    }
+}
+
+/// Runs every target once per round, both ways, interleaved so drift on the machine shows
+/// in every row alike, and keeps the medians.
+pub fn measure(targets: &[Target], plan: &Plan) -> anyhow::Result<Vec<Run>> {
+    let mut samples = vec![(Vec::new(), Vec::new()); targets.len()];
+    for round in 1..=plan.rounds {
+        for (target, (throughput, latency)) in targets.iter().zip(&mut samples) {
+            crate::step(&format!("round {round}/{}: {}", plan.rounds, target.name));
+            let script = Some(target.script.as_path());
+            throughput.push(run(&target.url, plan.seconds, plan.connections, script)?);
+            latency.push(run(
+                &target.url,
+                plan.seconds,
+                plan.latency_connections,
+                script,
+            )?);
+        }
+    }
+    targets
+        .iter()
+        .zip(samples)
+        .map(|(target, (throughput, latency))| {
+            Ok(Run {
+                name: target.name,
+                throughput: median(&throughput).ok_or_else(|| anyhow::anyhow!("no run"))?,
+                latency: median(&latency).ok_or_else(|| anyhow::anyhow!("no run"))?,
+            })
+        })
+        .collect()
+}
+
 /// Reads wrk's `--latency` report.
 pub fn parse(text: &str) -> Option<Throughput> {
     let mut rps = None;

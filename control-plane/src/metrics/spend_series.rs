@@ -1,0 +1,208 @@
+//! Tokens and spend by (key alias, team, model), with a bound on the number of series.
+//!
+//! Prometheus keeps every label combination it ever saw; one series per key would grow
+//! without end. [`SpendSeries`] tracks at most `max` distinct (key alias, team, model)
+//! triples, first come first kept; every record of a triple beyond them is added to one
+//! series labelled `other` (all three labels) and counted as folded. Pure: no clock, no
+//! randomness, natively tested.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::ledger::LedgerEntry;
+
+/// The label value of the series that takes what the bound leaves out.
+pub const OTHER: &str = "other";
+
+/// The default bound on (key alias, team, model) series (`--spend-metrics-max-series`).
+pub const DEFAULT_MAX_SERIES: usize = 1000;
+
+/// One series' labels.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeriesLabels {
+    pub key_alias: String,
+    pub team: String,
+    pub model: String,
+}
+
+impl SeriesLabels {
+    /// A drained record's labels: its key alias, else `hash:` and the first 8 hex digits of
+    /// its key hash (not a credential, and what `/spend/logs` shows in full); its team id or
+    /// `""`; the model returned, else the one requested (the one priced), or `""`.
+    pub fn of(entry: &LedgerEntry) -> SeriesLabels {
+        let r = &entry.record;
+        let key_alias = match r.key_alias.as_deref().filter(|a| !a.is_empty()) {
+            Some(alias) => alias.to_string(),
+            None => format!(
+                "hash:{}",
+                r.key_hash.as_str().chars().take(8).collect::<String>()
+            ),
+        };
+        let model = r.model_returned.as_deref().or(r.model_requested.as_deref());
+        SeriesLabels {
+            key_alias,
+            team: r.team_id.clone().unwrap_or_default(),
+            model: model.unwrap_or_default().to_string(),
+        }
+    }
+
+    fn other() -> SeriesLabels {
+        SeriesLabels {
+            key_alias: OTHER.into(),
+            team: OTHER.into(),
+            model: OTHER.into(),
+        }
+    }
+}
+
+/// What one record adds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// USD.
+    pub cost: f64,
+}
+
+impl Usage {
+    pub fn of(entry: &LedgerEntry) -> Usage {
+        Usage {
+            prompt_tokens: entry.record.prompt_tokens.unwrap_or(0),
+            completion_tokens: entry.record.completion_tokens.unwrap_or(0),
+            cost: entry.cost,
+        }
+    }
+
+    fn add(&mut self, u: Usage) {
+        self.prompt_tokens = self.prompt_tokens.saturating_add(u.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(u.completion_tokens);
+        self.cost += u.cost;
+    }
+}
+
+/// The bounded map of series.
+#[derive(Debug)]
+pub struct SpendSeries {
+    max: usize,
+    series: BTreeMap<SeriesLabels, Usage>,
+    other: Option<Usage>,
+    folded: u64,
+}
+
+impl SpendSeries {
+    pub fn new(max: usize) -> SpendSeries {
+        SpendSeries {
+            max,
+            series: BTreeMap::new(),
+            other: None,
+            folded: 0,
+        }
+    }
+
+    /// Adds a record's usage to its series, or to `other` when the bound is reached (a triple
+    /// that reads exactly `other`, `other`, `other` always goes there, so no two series share
+    /// labels). Returns whether it was folded.
+    pub fn add(&mut self, labels: SeriesLabels, usage: Usage) -> bool {
+        let is_other = labels == SeriesLabels::other();
+        if !is_other {
+            if let Some(u) = self.series.get_mut(&labels) {
+                u.add(usage);
+                return false;
+            }
+            if self.series.len() < self.max {
+                self.series.insert(labels, usage);
+                return false;
+            }
+            self.folded += 1;
+        }
+        self.other.get_or_insert_with(Usage::default).add(usage);
+        !is_other
+    }
+
+    /// Series tracked by their own labels (`other` not included).
+    pub fn tracked(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Records added to `other` because the bound was reached.
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+
+    /// The usage counted under these labels (`other`'s with [`OTHER`] in all three).
+    pub fn get(&self, labels: &SeriesLabels) -> Option<Usage> {
+        if *labels == SeriesLabels::other() {
+            return self.other;
+        }
+        self.series.get(labels).copied()
+    }
+
+    /// The Prometheus text of the token, cost and folded counters.
+    pub fn render(&self, out: &mut String) {
+        let all = || {
+            self.series
+                .iter()
+                .map(|(l, u)| (l.clone(), *u))
+                .chain(self.other.map(|u| (SeriesLabels::other(), u)))
+        };
+        let _ = writeln!(
+            out,
+            "# HELP livegate_spend_tokens_total Tokens of drained spend records by key alias, team, model and kind.\n# TYPE livegate_spend_tokens_total counter"
+        );
+        for (l, u) in all() {
+            let labels = render_labels(&l);
+            for (kind, v) in [
+                ("prompt", u.prompt_tokens),
+                ("completion", u.completion_tokens),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "livegate_spend_tokens_total{{{labels},kind=\"{kind}\"}} {v}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP livegate_spend_cost_total Cost (USD) of drained spend records by key alias, team and model.\n# TYPE livegate_spend_cost_total counter"
+        );
+        for (l, u) in all() {
+            let _ = writeln!(
+                out,
+                "livegate_spend_cost_total{{{}}} {}",
+                render_labels(&l),
+                u.cost
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP livegate_spend_series_folded_total Spend records counted under the series labelled other because the series bound was reached.\n# TYPE livegate_spend_series_folded_total counter\nlivegate_spend_series_folded_total {}",
+            self.folded
+        );
+    }
+}
+
+fn render_labels(l: &SeriesLabels) -> String {
+    format!(
+        "key_alias=\"{}\",team=\"{}\",model=\"{}\"",
+        escape(&l.key_alias),
+        escape(&l.team),
+        escape(&l.model)
+    )
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

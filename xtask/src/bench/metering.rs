@@ -1,0 +1,530 @@
+//! `cargo xtask bench metering`: what metering costs and how fast the ledger drains.
+//!
+//! (a) wrk streams answers of `STREAM_EVENTS` SSE events (the demo's `livegate_events`)
+//! through four Envoys: no filter, the filter passing `/v1/` through, a cached key with
+//! metering off, and a cached key with metering on (the stack's Envoy).
+//! (b) The drain: with Postgres frozen, `RECORDS` records are posted to
+//! `/v1/spend/records` in batches of 100 (the intake rate, every batch synced); Postgres
+//! thawed, the time from the first drained record to an empty spool (the drain rate).
+//! (c) A database outage of `outage_seconds` under steady metered streaming: records
+//! spooled, drained after, lost.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use livegate_tests::envoy::{prometheus_value, Envoy, BASELINE_TEMPLATE, TEMPLATE};
+use livegate_tests::http;
+use livegate_tests::stack::{Stack, StackOptions};
+use serde_json::{json, Value};
+
+use super::wrk::{self, Plan, Run, Target};
+use super::{envoy_beside, PASSTHROUGH_V1};
+use crate::step;
+
+/// Content chunks per streamed answer (plus the stop and usage chunks and `[DONE]`).
+const STREAM_EVENTS: u64 = 200;
+/// Records of the drain run, posted in batches of the contract's largest size.
+const RECORDS: usize = 50_000;
+const BATCH: usize = 100;
+const PATIENCE: Duration = Duration::from_secs(600);
+
+/// CPU time per answer of one setup, in µs: its Envoy's, and the ledger's (the control
+/// plane and every Postgres process).
+struct Cpu {
+    name: &'static str,
+    envoy_us: f64,
+    ledger_us: f64,
+}
+
+struct Drain {
+    records: usize,
+    intake: Duration,
+    reconnect: Duration,
+    drain: Duration,
+    drained: f64,
+}
+
+struct Outage {
+    seconds: u64,
+    requests: f64,
+    spooled_peak: f64,
+    drained: f64,
+    duplicates: f64,
+    rows: f64,
+    after_resume: Duration,
+    dropped: f64,
+}
+
+pub fn run(seconds: u64, outage_seconds: u64) -> anyhow::Result<()> {
+    wrk::ensure_installed()?;
+    let stack = Stack::start(StackOptions {
+        concurrency: 1,
+        control_plane_args: vec![
+            "--prices-file".into(),
+            livegate_tests::artifacts::demo_prices_file()
+                .display()
+                .to_string(),
+        ],
+        ..StackOptions::full()
+    })?;
+    let created = stack.admin("/key/generate", &json!({"key_alias": "bench-metering"}))?;
+    let key = created["key"].as_str().unwrap_or_default().to_string();
+    let token = created["token"].as_str().unwrap_or_default().to_string();
+    anyhow::ensure!(!key.is_empty() && !token.is_empty(), "no key: {created}");
+
+    let baseline = envoy_beside(&stack, BASELINE_TEMPLATE, "{}")?;
+    let passthrough = envoy_beside(&stack, TEMPLATE, PASSTHROUGH_V1)?;
+    let unmetered = envoy_beside(&stack, TEMPLATE, r#"{"metering": {"enabled": false}}"#)?;
+
+    let path = "/v1/chat/completions";
+    let script = script(&stack, &key)?;
+    let targets = [
+        Target {
+            name: "(i) no filter",
+            url: format!("{}{path}", baseline.url()),
+            script: script.clone(),
+        },
+        Target {
+            name: "(ii) filter, the route passed through",
+            url: format!("{}{path}", passthrough.url()),
+            script: script.clone(),
+        },
+        Target {
+            name: "(iii) filter, cached key, metering off",
+            url: format!("{}{path}", unmetered.url()),
+            script: script.clone(),
+        },
+        Target {
+            name: "(iv) filter, cached key, metering on",
+            url: stack.url(path),
+            script: script.clone(),
+        },
+    ];
+    let plan = Plan::interleaved(seconds);
+    let runs = wrk::measure(&targets, &plan)?;
+    let envoys = [&passthrough, &unmetered, &stack.envoy];
+    let cpu = cpu_per_answer(&stack, &targets[1..], &envoys, &plan)?;
+    let drain = drain(&stack, &token)?;
+    let outage = outage(&stack, &targets[3].url, &script, outage_seconds)?;
+    let table = table(&plan, &runs, &cpu, &drain, &outage);
+    eprintln!("{table}");
+    super::markdown::update_benchmarks_doc("metering", &table)
+}
+
+/// A wrk Lua script posting one streamed chat completion of `STREAM_EVENTS` chunks.
+fn script(stack: &Stack, key: &str) -> anyhow::Result<PathBuf> {
+    let body = json!({
+        "model": livegate_demo_upstream::MODEL,
+        "messages": [{"role": "user", "content": "benchmark"}],
+        "stream": true,
+        "livegate_events": STREAM_EVENTS,
+    })
+    .to_string();
+    let text = format!(
+        "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"authorization\"] = \"Bearer {key}\"\n"
+    );
+    let path = stack.scratch.path().join("stream.lua");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn control_plane_metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
+    let base = stack
+        .control_plane
+        .as_ref()
+        .map(|c| c.base_url())
+        .ok_or_else(|| anyhow::anyhow!("no control plane"))?;
+    let text = http::get(&format!("{base}/metrics"), &[])?.body;
+    prometheus_value(&text, name).ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))
+}
+
+fn ledger_ticks(stack: &Stack) -> u64 {
+    use livegate_tests::procfs::{cpu_ticks, descendants};
+    let control_plane = stack.control_plane.as_ref().map(|c| c.pid());
+    let postgres = stack.postgres.as_ref().and_then(|p| p.pid());
+    let postgres_all = postgres
+        .into_iter()
+        .flat_map(|pid| std::iter::once(pid).chain(descendants(pid)));
+    control_plane
+        .into_iter()
+        .chain(postgres_all)
+        .filter_map(cpu_ticks)
+        .sum()
+}
+
+/// One more wrk run per setup (the plan's connections), with the CPU time its Envoy and the ledger
+/// used: where an answer's time goes when everything shares the cores.
+fn cpu_per_answer(
+    stack: &Stack,
+    targets: &[Target],
+    envoys: &[&Envoy],
+    plan: &Plan,
+) -> anyhow::Result<Vec<Cpu>> {
+    let seconds = plan.seconds;
+    use livegate_tests::procfs::{cpu_ticks, TICKS_PER_SECOND};
+    let us_per_tick = 1e6 / TICKS_PER_SECOND as f64;
+    let mut out = Vec::new();
+    for (target, envoy) in targets.iter().zip(envoys) {
+        step(&format!("CPU per answer: {}", target.name));
+        settle(stack)?;
+        let envoy_before = cpu_ticks(envoy.pid()).unwrap_or(0);
+        let ledger_before = ledger_ticks(stack);
+        let run = wrk::run(&target.url, seconds, plan.connections, Some(&target.script))?;
+        // The records of the last answers reach the ledger within a tick or two.
+        settle(stack)?;
+        let answers = (run.requests_per_second * seconds as f64).max(1.0);
+        let envoy_ticks = cpu_ticks(envoy.pid())
+            .unwrap_or(0)
+            .saturating_sub(envoy_before);
+        let ledger = ledger_ticks(stack).saturating_sub(ledger_before);
+        out.push(Cpu {
+            name: target.name,
+            envoy_us: envoy_ticks as f64 * us_per_tick / answers,
+            ledger_us: ledger as f64 * us_per_tick / answers,
+        });
+    }
+    Ok(out)
+}
+
+/// Polls `condition` every 20 ms until it holds; the time it took.
+fn wait(
+    what: &str,
+    mut condition: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    while !condition()? {
+        anyhow::ensure!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(start.elapsed())
+}
+
+/// Waits until nothing is left in the filter's queue nor in the spool, twice in a row half
+/// a second apart (a batch may be on its way between the two).
+fn settle(stack: &Stack) -> anyhow::Result<Duration> {
+    let empty = || -> anyhow::Result<bool> {
+        Ok(stack
+            .envoy
+            .prometheus_counter("livegate_spend_queue_records")?
+            == 0.0
+            && control_plane_metric(stack, "livegate_spend_spool_records")? == 0.0)
+    };
+    wait("the filter's queue and the spool empty", || {
+        if !empty()? {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        empty()
+    })
+}
+
+/// Rows of `livegate_spend_logs` from real requests (the drain run's ids start `bench-`),
+/// counted by Postgres itself: the ground truth, whatever the counters say.
+fn metered_rows(stack: &Stack) -> anyhow::Result<u64> {
+    let postgres = stack
+        .postgres
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no Postgres"))?;
+    let output = std::process::Command::new(livegate_tests::postgres::bin_dir()?.join("psql"))
+        .arg(postgres.url())
+        .args([
+            "-tAc",
+            "SELECT count(*) FROM livegate_spend_logs WHERE request_id NOT LIKE 'bench-%'",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("psql: {text}{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+fn records_batch(token: &str, run: &str, first: usize) -> Value {
+    let records: Vec<Value> = (first..first + BATCH)
+        .map(|i| {
+            json!({
+                "request_id": format!("bench-{run}-{i}"),
+                "key_hash": token,
+                "key_alias": "bench-metering",
+                "team_id": null,
+                "model_requested": livegate_demo_upstream::MODEL,
+                "model_returned": livegate_demo_upstream::MODEL,
+                "prompt_tokens": 100,
+                "completion_tokens": 200,
+                "total_tokens": 300,
+                "usage_known": true,
+                "status": 200,
+                "streamed": true,
+                "start_time_ms": 1_760_000_000_000u64 + i as u64,
+                "end_time_ms": 1_760_000_000_100u64 + i as u64,
+            })
+        })
+        .collect();
+    json!({ "records": records })
+}
+
+/// (b): intake with Postgres frozen, then the backlog's drain.
+fn drain(stack: &Stack, token: &str) -> anyhow::Result<Drain> {
+    step(&format!(
+        "drain: {RECORDS} records into a frozen Postgres, then drained"
+    ));
+    let postgres = stack
+        .postgres
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no Postgres"))?;
+    let base = stack
+        .control_plane
+        .as_ref()
+        .map(|c| c.base_url())
+        .ok_or_else(|| anyhow::anyhow!("no control plane"))?;
+    settle(stack)?;
+    let drained_before = control_plane_metric(stack, "livegate_spend_drained_total")?;
+    let run = format!("{}", std::process::id());
+    postgres.pause()?;
+    let started = Instant::now();
+    // Four posting threads: the intake syncs every batch, so one client would measure
+    // fdatasync latency rather than the intake.
+    let url = format!("{base}/v1/spend/records");
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (url, run) = (&url, &run);
+                s.spawn(move || -> anyhow::Result<()> {
+                    for first in (t * BATCH..RECORDS).step_by(4 * BATCH) {
+                        let r = http::post_json(url, &[], &records_batch(token, run, first))?;
+                        anyhow::ensure!(r.status == 200, "intake: {} {}", r.status, r.body);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a poster panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    let intake = started.elapsed();
+    let spooled = control_plane_metric(stack, "livegate_spend_spool_records")?;
+    anyhow::ensure!(
+        spooled as usize == RECORDS,
+        "spooled {spooled}, posted {RECORDS}"
+    );
+    postgres.resume()?;
+    let mut first = drained_before;
+    let reconnect = wait("the first drained record", || {
+        first = control_plane_metric(stack, "livegate_spend_drained_total")?;
+        Ok(first > drained_before)
+    })?;
+    let drain = wait("an empty spool", || {
+        Ok(control_plane_metric(stack, "livegate_spend_spool_records")? == 0.0)
+    })?;
+    let total = control_plane_metric(stack, "livegate_spend_drained_total")? - drained_before;
+    anyhow::ensure!(total as usize == RECORDS, "drained {total} of {RECORDS}");
+    // The rate from the first record seen drained: what was drained after it, over the time.
+    let drained = total - (first - drained_before);
+    Ok(Drain {
+        records: RECORDS,
+        intake,
+        reconnect,
+        drain,
+        drained,
+    })
+}
+
+/// (c): steady metered streaming for `outage + 20` s, Postgres frozen from 10 s to
+/// 10 + `outage` s; then every record accounted for.
+fn outage(
+    stack: &Stack,
+    url: &str,
+    script: &std::path::Path,
+    outage: u64,
+) -> anyhow::Result<Outage> {
+    step(&format!(
+        "outage: {outage} s of frozen Postgres under metered streaming"
+    ));
+    let postgres = stack
+        .postgres
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no Postgres"))?;
+    settle(stack)?;
+    let drained_before = control_plane_metric(stack, "livegate_spend_drained_total")?;
+    let rows_before = metered_rows(stack)?;
+    let duplicates_before = control_plane_metric(stack, "livegate_spend_duplicates_total")?;
+    let queued_before = stack
+        .envoy
+        .prometheus_counter("livegate_spend_records_queued_total")?;
+    let dropped_before = stack
+        .envoy
+        .prometheus_counter("livegate_spend_records_dropped_total")?;
+    let total = outage + 20;
+    let spooled_peak = std::thread::scope(|s| -> anyhow::Result<(f64, Duration)> {
+        let wrk = s.spawn(|| wrk::run(url, total, 4, Some(script)));
+        std::thread::sleep(Duration::from_secs(10));
+        postgres.pause()?;
+        let mut peak: f64 = 0.0;
+        let frozen = Instant::now();
+        while frozen.elapsed() < Duration::from_secs(outage) {
+            peak = peak.max(control_plane_metric(stack, "livegate_spend_spool_records")?);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        peak = peak.max(control_plane_metric(stack, "livegate_spend_spool_records")?);
+        postgres.resume()?;
+        // The backlog is drained when what waits is down to about one filter batch.
+        let after_resume = wait("the backlog drained", || {
+            Ok(control_plane_metric(stack, "livegate_spend_spool_records")? <= 100.0)
+        })?;
+        wrk.join()
+            .map_err(|_| anyhow::anyhow!("wrk's thread panicked"))??;
+        Ok((peak, after_resume))
+    })?;
+    let (spooled_peak, after_resume) = spooled_peak;
+    settle(stack)?;
+    let queued = stack
+        .envoy
+        .prometheus_counter("livegate_spend_records_queued_total")?
+        - queued_before;
+    let drained = control_plane_metric(stack, "livegate_spend_drained_total")? - drained_before;
+    let duplicates =
+        control_plane_metric(stack, "livegate_spend_duplicates_total")? - duplicates_before;
+    let rows = metered_rows(stack)?.saturating_sub(rows_before) as f64;
+    let dropped = stack
+        .envoy
+        .prometheus_counter("livegate_spend_records_dropped_total")?
+        - dropped_before;
+    Ok(Outage {
+        seconds: outage,
+        requests: queued,
+        spooled_peak,
+        drained,
+        duplicates,
+        rows,
+        after_resume,
+        dropped,
+    })
+}
+
+fn table(plan: &Plan, runs: &[Run], cpu: &[Cpu], drain: &Drain, outage: &Outage) -> String {
+    let Plan {
+        connections,
+        latency_connections,
+        rounds,
+        seconds,
+    } = plan;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Measured by `cargo xtask bench metering` on: {}.",
+        super::machine::describe()
+    );
+    let _ = writeln!(
+        out,
+        "\n**(a) Streaming.** wrk with 1 thread, `POST /v1/chat/completions` with `stream: true` and \
+         `livegate_events: {STREAM_EVENTS}` (the demo answers {STREAM_EVENTS} content chunks, a stop chunk, the usage chunk, `[DONE]`: \
+         about {} KiB per answer), Envoy with 1 worker; throughput with {connections} connections, latency with {latency_connections}. \
+         Each figure is the median of {rounds} runs of {seconds} s, the setups interleaved. \
+         wrk, the Envoys, the upstream, the control plane and Postgres share the machine's cores.\n",
+        livegate_demo_upstream::stream_events(9, true, STREAM_EVENTS as usize).len() / 1024
+    );
+    let _ = writeln!(out, "| run | answers/s ({connections} conns) | vs no filter | vs passed through | p50 (1 conn) | p99 (1 conn) | errors |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for run in runs {
+        let rps = run.throughput.requests_per_second;
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2}× | {:.2}× | {:.2} ms | {:.2} ms | {} |",
+            run.name,
+            rps,
+            rps / runs[0].throughput.requests_per_second,
+            rps / runs[1].throughput.requests_per_second,
+            run.latency.p50_us / 1e3,
+            run.latency.p99_us / 1e3,
+            run.throughput.errors + run.latency.errors
+        );
+    }
+    if let [_, passthrough, unmetered, metered] = runs {
+        let pt = passthrough.throughput.requests_per_second;
+        let cost = (unmetered.throughput.requests_per_second
+            - metered.throughput.requests_per_second)
+            / pt;
+        let verdict = if cost <= 0.05 { "met" } else { "not met" };
+        let _ = writeln!(
+            out,
+            "\nMetering's cost (iii − iv) is {:.1} % of the pass-through filter's streaming throughput \
+             (target ≤ 5 %: {verdict}); it adds {:.0} µs at p50 per answer. Auth and metering together \
+             (ii → iv) cost {:.1} % of it.",
+            cost * 100.0,
+            metered.latency.p50_us - unmetered.latency.p50_us,
+            (pt - metered.throughput.requests_per_second) / pt * 100.0,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nWhere the time goes: one more run per setup ({connections} connections, {seconds} s), \
+         with the CPU time each process used, per answer. The ledger is the control plane and \
+         Postgres taking the records (intake, `fdatasync`, drain, insert): on this machine it shares \
+         the cores with Envoy, so its work lowers the metered run's throughput too.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| run | Envoy CPU per answer | ledger CPU per answer |"
+    );
+    let _ = writeln!(out, "|---|---|---|");
+    for c in cpu {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} µs | {:.0} µs |",
+            c.name, c.envoy_us, c.ledger_us
+        );
+    }
+    if let [_, unmetered, metered] = cpu {
+        let _ = writeln!(
+            out,
+            "\nMetering adds {:.0} µs of Envoy CPU per answer ({:.1} % of the metered run's Envoy \
+             CPU) and {:.0} µs in the ledger.",
+            metered.envoy_us - unmetered.envoy_us,
+            (metered.envoy_us - unmetered.envoy_us) / metered.envoy_us.max(1e-9) * 100.0,
+            metered.ledger_us - unmetered.ledger_us,
+        );
+    }
+    let rate = drain.drained / drain.drain.as_secs_f64().max(1e-9);
+    let verdict = if rate >= 5000.0 { "met" } else { "not met" };
+    let _ = writeln!(
+        out,
+        "\n**(b) The drain.** {} records posted to `/v1/spend/records` by 4 clients in batches of {BATCH} \
+         with Postgres frozen (SIGSTOP): intake {:.0} records/s (each batch `fdatasync`ed before its 200). \
+         Postgres thawed: the first record drained after {:.1} s (the supervisor's reconnect), then \
+         {:.0} records drained in {:.2} s: **{:.0} records/s** (batches of 500, the default \
+         `--spend-drain-batch`; target ≥ 5,000/s: {verdict}).",
+        drain.records,
+        drain.records as f64 / drain.intake.as_secs_f64().max(1e-9),
+        drain.reconnect.as_secs_f64(),
+        drain.drained,
+        drain.drain.as_secs_f64(),
+        rate,
+    );
+    let _ = writeln!(
+        out,
+        "\n**(c) A database outage under load.** Streamed answers through (iv) with 4 connections \
+         for {} s, Postgres frozen for {} s of them: {:.0} responses metered (records queued by the \
+         filter), at most {:.0} records waiting in the spool, down to at most 100 (one batch) {:.1} s \
+         after the thaw. Afterwards Postgres holds {:.0} new rows: **lost {:.0}** (target 0); \
+         dropped by the filter {:.0}. The counters: drained {:.0}, duplicates {:.0} (records the drain found in \
+         Postgres already: a statement the frozen backend committed after the thaw, its engine \
+         replaced meanwhile, or a filter's retry: the drained counter does not count them).",
+        outage.seconds + 20,
+        outage.seconds,
+        outage.requests,
+        outage.spooled_peak,
+        outage.after_resume.as_secs_f64(),
+        outage.rows,
+        (outage.requests - outage.rows).max(0.0),
+        outage.dropped,
+        outage.drained,
+        outage.duplicates,
+    );
+    out
+}
