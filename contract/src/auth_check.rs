@@ -19,6 +19,56 @@ pub enum DenyReason {
     KeyExpired,
     /// The key's team is blocked (or was deleted while the key was cached).
     TeamBlocked,
+    /// The key's or its team's spend has reached its `max_budget`: the deny carries a
+    /// [`Budget`] with the numbers.
+    BudgetExceeded,
+}
+
+/// Whose budget refused a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    Key,
+    Team,
+}
+
+/// The numbers of a budget refusal: the spend the control plane counted (drained, plus
+/// what it holds spooled) and the maximum it reached. USD.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub scope: BudgetScope,
+    /// The team whose budget it is (`scope` `team`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    pub spend: f64,
+    pub max_budget: f64,
+}
+
+// JSON has no NaN: a decoded or computed spend is a finite number, so equality is total.
+impl Eq for Budget {}
+
+impl Budget {
+    /// LiteLLM's 400 `budget_exceeded`, with its message for a key or for a team.
+    pub fn error(&self) -> ErrorObject {
+        let message = match (self.scope, &self.team_id) {
+            (BudgetScope::Team, Some(team)) => format!(
+                "Budget has been exceeded! Team={team} Current cost: {}, Max budget: {}",
+                self.spend, self.max_budget
+            ),
+            (BudgetScope::Team, None) => format!(
+                "Budget has been exceeded! Current cost: {}, Max budget: {}",
+                self.spend, self.max_budget
+            ),
+            (BudgetScope::Key, _) => format!(
+                "ExceededTokenBudget: Current spend for token: {}; Max Budget for Token: {}",
+                self.spend, self.max_budget
+            ),
+        };
+        let reason = DenyReason::BudgetExceeded;
+        ErrorObject::new(reason.status(), reason.error_type(), message)
+            .with_param("key")
+            .with_reason(reason.as_str())
+    }
 }
 
 /// Why the control plane could not decide (503): never a deny and never an allow.
@@ -55,6 +105,9 @@ pub enum AuthCheckResponse {
     Deny {
         reason: DenyReason,
         error: ErrorObject,
+        /// With `budget_exceeded` only: whose budget, the spend and the maximum.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget: Option<Budget>,
     },
     Unavailable {
         reason: UnavailableReason,
@@ -63,11 +116,12 @@ pub enum AuthCheckResponse {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 4] = [
+    pub const ALL: [DenyReason; 5] = [
         DenyReason::InvalidKey,
         DenyReason::KeyBlocked,
         DenyReason::KeyExpired,
         DenyReason::TeamBlocked,
+        DenyReason::BudgetExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +130,7 @@ impl DenyReason {
             DenyReason::KeyBlocked => "key_blocked",
             DenyReason::KeyExpired => "key_expired",
             DenyReason::TeamBlocked => "team_blocked",
+            DenyReason::BudgetExceeded => "budget_exceeded",
         }
     }
 
@@ -83,6 +138,7 @@ impl DenyReason {
     pub fn status(self) -> u16 {
         match self {
             DenyReason::InvalidKey => 401,
+            DenyReason::BudgetExceeded => 400,
             DenyReason::KeyBlocked | DenyReason::KeyExpired | DenyReason::TeamBlocked => 403,
         }
     }
@@ -92,6 +148,7 @@ impl DenyReason {
             DenyReason::InvalidKey => ErrorType::TokenNotFoundInDb,
             DenyReason::KeyBlocked | DenyReason::TeamBlocked => ErrorType::AuthError,
             DenyReason::KeyExpired => ErrorType::ExpiredKey,
+            DenyReason::BudgetExceeded => ErrorType::BudgetExceeded,
         }
     }
 
@@ -102,6 +159,7 @@ impl DenyReason {
             DenyReason::KeyBlocked => "this API key is blocked",
             DenyReason::KeyExpired => "this API key has expired",
             DenyReason::TeamBlocked => "this API key's team is blocked",
+            DenyReason::BudgetExceeded => "this API key's budget is exceeded",
         };
         ErrorObject::new(self.status(), self.error_type(), message)
             .with_param("key")
@@ -122,6 +180,16 @@ impl AuthCheckResponse {
         AuthCheckResponse::Deny {
             reason,
             error: reason.error(),
+            budget: None,
+        }
+    }
+
+    /// 400 `budget_exceeded` with the numbers, structured and in the message.
+    pub fn over_budget(budget: Budget) -> AuthCheckResponse {
+        AuthCheckResponse::Deny {
+            reason: DenyReason::BudgetExceeded,
+            error: budget.error(),
+            budget: Some(budget),
         }
     }
 

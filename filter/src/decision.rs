@@ -1,7 +1,7 @@
 //! The control plane's answer to `POST /v1/auth/check`, mapped to what the filter does.
 
 use crate::cache::Grant;
-use livegate_contract::{AuthCheckResponse, KeyHash, ModelAccess};
+use livegate_contract::{AuthCheckResponse, Budget, KeyHash, ModelAccess};
 
 pub use livegate_contract::DenyReason;
 
@@ -43,8 +43,14 @@ pub enum CallError {
 /// The decision the filter acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Allow { identity: Identity, grant: Grant },
+    Allow {
+        identity: Identity,
+        grant: Grant,
+    },
     Deny(DenyReason),
+    /// 400 `budget_exceeded`, with the numbers for the message. Never cached: the next
+    /// request asks again, so a budget reset or a raised `max_budget` lets the key in.
+    OverBudget(Budget),
     Error(CallError),
 }
 
@@ -68,7 +74,7 @@ pub fn decide(response: CallResponse<'_>, expected: &KeyHash) -> Outcome {
     match status {
         // Unavailable whatever the body says: a 503 is never read as a decision.
         503 => Outcome::Error(CallError::Unavailable),
-        200 | 401 | 403 => match parse_body(response.body.unwrap_or_default()) {
+        200 | 400 | 401 | 403 => match parse_body(response.body.unwrap_or_default()) {
             Ok(answer) if answer.status() != status => Outcome::Error(malformed(
                 "the decision does not match the status it came with",
             )),
@@ -96,6 +102,16 @@ fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
                 expires_at: allow.expires_at_ms,
                 version: allow.version,
             },
+        },
+        AuthCheckResponse::Deny {
+            reason: DenyReason::BudgetExceeded,
+            budget,
+            ..
+        } => match budget {
+            Some(budget) if budget.spend.is_finite() && budget.max_budget.is_finite() => {
+                Outcome::OverBudget(budget)
+            }
+            _ => Outcome::Error(malformed("a budget_exceeded deny without its numbers")),
         },
         AuthCheckResponse::Deny { reason, .. } => Outcome::Deny(reason),
         AuthCheckResponse::Unavailable { .. } => Outcome::Error(CallError::Unavailable),

@@ -236,6 +236,10 @@ impl RequestFlow {
                 self.with_cache_at(now, |c, now| c.record_deny(hash.clone(), reason, now));
                 self.refuse(host, reason)
             }
+            Outcome::OverBudget(budget) => {
+                host.increment(Metric::DeniedBudgetExceeded);
+                self.reply(host, &LocalReply::over_budget(&budget))
+            }
             Outcome::Error(error) => {
                 self.on_error(host, &host.request_headers(), &hash, &error, now)
             }
@@ -485,6 +489,7 @@ impl RequestFlow {
             DenyReason::KeyBlocked => Metric::DeniedKeyBlocked,
             DenyReason::KeyExpired => Metric::DeniedKeyExpired,
             DenyReason::TeamBlocked => Metric::DeniedTeamBlocked,
+            DenyReason::BudgetExceeded => Metric::DeniedBudgetExceeded,
         });
         self.reply(host, &LocalReply::denied(reason))
     }

@@ -12,6 +12,7 @@ pub enum Metric {
     DeniedKeyBlocked,
     DeniedKeyExpired,
     DeniedTeamBlocked,
+    DeniedBudgetExceeded,
     DeniedModel,
     CacheHit,
     CacheMiss,
@@ -35,7 +36,7 @@ pub enum Metric {
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 26] = [
+    pub const ALL: [Metric; 27] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -43,6 +44,7 @@ impl Metric {
         Metric::DeniedKeyBlocked,
         Metric::DeniedKeyExpired,
         Metric::DeniedTeamBlocked,
+        Metric::DeniedBudgetExceeded,
         Metric::DeniedModel,
         Metric::CacheHit,
         Metric::CacheMiss,
@@ -73,6 +75,7 @@ impl Metric {
             Metric::DeniedKeyBlocked => "livegate_denied_key_blocked_total",
             Metric::DeniedKeyExpired => "livegate_denied_key_expired_total",
             Metric::DeniedTeamBlocked => "livegate_denied_team_blocked_total",
+            Metric::DeniedBudgetExceeded => "livegate_denied_budget_exceeded_total",
             Metric::DeniedModel => "livegate_denied_model_total",
             Metric::CacheHit => "livegate_cache_hit_total",
             Metric::CacheMiss => "livegate_cache_miss_total",
