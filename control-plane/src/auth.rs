@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
-use livegate_contract::{ApiKey, CredentialError};
+use livegate_contract::{ApiKey, Budget, CredentialError};
 
 pub use livegate_contract::DenyReason;
 
@@ -25,6 +25,8 @@ pub enum Decision {
         cache_ttl_seconds: u64,
     },
     Deny(DenyReason),
+    /// The key's or its team's spend has reached its `max_budget`.
+    OverBudget(Budget),
     /// The database is away and the key is not known well enough to decide.
     Unavailable,
 }
@@ -58,6 +60,19 @@ pub fn decide(record: Option<KeyRecord>, now: DateTime<Utc>, max_ttl_seconds: u6
         record: Box::new(record),
         cache_ttl_seconds: ttl,
     }
+}
+
+/// The budget check after [`decide`]: an allow whose key or team has spent its
+/// `max_budget` (the drained spend its record carries) becomes a refusal. The cost this
+/// control plane has spooled and not drained is not added yet (docs/operations.md, "The
+/// bound on over-spend").
+pub fn check_budget(decision: Decision) -> Decision {
+    if let Decision::Allow { record, .. } = &decision {
+        if let Some(budget) = crate::budget::exceeded(record, 0.0, 0.0) {
+            return Decision::OverBudget(budget);
+        }
+    }
+    decision
 }
 
 /// Finds the key's state: a fresh cache entry, else the database, else (only if the

@@ -21,7 +21,11 @@ pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
             let token = key.hash();
             let deadline = s.config.auth_db_deadline;
             match auth::resolve(&s.db, &s.cache, &s.metrics, &token, deadline).await {
-                Ok(record) => auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs()),
+                Ok(record) => {
+                    let decision =
+                        auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs());
+                    auth::check_budget(decision)
+                }
                 Err(_) => Decision::Unavailable,
             }
         }
@@ -35,6 +39,7 @@ fn outcome(decision: &Decision) -> &'static str {
     match decision {
         Decision::Allow { .. } => "allow",
         Decision::Deny(reason) => reason.as_str(),
+        Decision::OverBudget(_) => DenyReason::BudgetExceeded.as_str(),
         Decision::Unavailable => "db_unavailable",
     }
 }
@@ -62,6 +67,7 @@ fn render(decision: Decision) -> Response {
             },
         }),
         Decision::Deny(reason) => AuthCheckResponse::deny(reason),
+        Decision::OverBudget(budget) => AuthCheckResponse::over_budget(budget),
         Decision::Unavailable => AuthCheckResponse::db_unavailable(),
     };
     let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
