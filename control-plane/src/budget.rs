@@ -8,6 +8,8 @@ use livegate_contract::{Budget, BudgetScope};
 use crate::keys;
 use crate::record::{BudgetPatch, KeyRecord};
 
+pub mod reset;
+
 /// A budget field a write cannot take; `param` names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

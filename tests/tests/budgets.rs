@@ -3,7 +3,8 @@
 //! its numbers, before anything reaches the upstream; priced traffic is admitted until the
 //! drained spend crosses the budget, then refused at the gateway (the crossing is logged as
 //! a key change, so the filter's cached allow goes); raising a team's budget lets its keys
-//! in again; `/key/info` shows the budget fields and the spend.
+//! in again; a `budget_duration` resets the spend; `/key/info` shows the budget fields and
+//! the spend.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
@@ -185,6 +186,28 @@ fn a_team_budget_refuses_its_keys_until_it_is_raised() {
 }
 
 #[test]
+fn a_budget_duration_resets_the_spend_and_lets_the_key_in_again() {
+    let (stack, _dir) = stack();
+    let key = generate(&stack, json!({"max_budget": 4, "budget_duration": "5s"}));
+    let info = key_info(&stack, &key);
+    assert_eq!(info["budget_duration"], "5s");
+    let first_reset = info["budget_reset_at"].as_str().unwrap().to_string();
+    // One request spends the whole budget; once drained, the key is refused...
+    poll::until("a budget refusal", PATIENCE, || {
+        (chat(&stack, &key).status == 400).then_some(())
+    })
+    .unwrap();
+    // ...until its budget resets, which the filter learns like any key change.
+    poll::until("the key admitted after the reset", PATIENCE, || {
+        (chat(&stack, &key).status == 200).then_some(())
+    })
+    .unwrap();
+    let info = key_info(&stack, &key);
+    let next_reset = info["budget_reset_at"].as_str().unwrap();
+    assert!(next_reset > first_reset.as_str(), "{info}");
+}
+
+#[test]
 fn budget_fields_are_validated_by_name() {
     let (stack, _dir) = stack();
     let bearer = format!("Bearer {}", stack.master_key());
@@ -198,7 +221,12 @@ fn budget_fields_are_validated_by_name() {
         ("/team/new", json!({"max_budget": -0.5}), "max_budget"),
         (
             "/key/generate",
-            json!({"budget_duration": "30d"}),
+            json!({"budget_duration": "1w"}),
+            "budget_duration",
+        ),
+        (
+            "/team/new",
+            json!({"budget_duration": "0s"}),
             "budget_duration",
         ),
     ] {

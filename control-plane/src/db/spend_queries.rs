@@ -10,8 +10,11 @@ use chrono::{NaiveDate, NaiveTime};
 use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
-use super::protocol::{EngineError, SpendFilter, SpendGroup, SpendInserted, SpendRow};
+use super::protocol::{
+    BudgetsReset, EngineError, SpendFilter, SpendGroup, SpendInserted, SpendRow,
+};
 use super::queries::{classify, column};
+use super::queries::{LOG_CHANGE, WITH_TEAM};
 use crate::ledger::LedgerEntry;
 
 const INSERT_SPEND: &str = "
@@ -180,4 +183,59 @@ pub async fn global_spend(c: &Client) -> Result<f64, EngineError> {
         .await
         .map_err(classify)?;
     column(&row, "spend")
+}
+
+/// Keys whose own budget is due: spend back to 0, the next reset one duration after `$1`,
+/// and a new version logged, so caches and filters forget a refusal or a stale spend.
+const RESET_KEYS: &str = "
+WITH w AS (
+    UPDATE livegate_keys SET spend = 0,
+        budget_reset_at = $1 + make_interval(secs => budget_duration_secs::float8),
+        version = nextval('livegate_key_changes_seq_seq')
+    WHERE budget_reset_at <= $1 AND budget_duration_secs IS NOT NULL
+    RETURNING *
+),
+";
+
+/// Teams whose budget is due, and every key of theirs logged with the team's new spend.
+const RESET_TEAMS: &str = "
+WITH t AS (
+    UPDATE livegate_teams SET spend = 0,
+        budget_reset_at = $1 + make_interval(secs => budget_duration_secs::float8)
+    WHERE budget_reset_at <= $1 AND budget_duration_secs IS NOT NULL
+    RETURNING *
+),
+w AS (
+    UPDATE livegate_keys k SET version = nextval('livegate_key_changes_seq_seq')
+    FROM t WHERE k.team_id = t.team_id
+    RETURNING k.*
+),
+p AS (
+    SELECT w.*, t.blocked AS team_blocked, t.models AS team_models,
+        t.max_budget AS team_max_budget, t.spend AS team_spend
+    FROM w JOIN t ON t.team_id = w.team_id
+),
+c AS (INSERT INTO livegate_key_changes (seq, token, record)
+      SELECT version, token, to_jsonb(p) - 'version' FROM p)
+SELECT count(*) AS n FROM t";
+
+/// Resets the budgets due at `now`: keys' own first, then teams' (two statements: a row
+/// is written once per statement).
+pub async fn reset_budgets(
+    c: &Client,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<BudgetsReset, EngineError> {
+    let keys_sql = format!("{RESET_KEYS} {WITH_TEAM}, {LOG_CHANGE} SELECT count(*) AS n FROM p");
+    let keys: i64 = column(
+        &c.query_one(&keys_sql, &[&now]).await.map_err(classify)?,
+        "n",
+    )?;
+    let teams: i64 = column(
+        &c.query_one(RESET_TEAMS, &[&now]).await.map_err(classify)?,
+        "n",
+    )?;
+    Ok(BudgetsReset {
+        keys: u64::try_from(keys).unwrap_or(0),
+        teams: u64::try_from(teams).unwrap_or(0),
+    })
 }

@@ -50,12 +50,11 @@ impl Fields for KeyFields {
         "blocked",
         "max_budget",
         "soft_budget",
+        "budget_duration",
     ];
     /// LiteLLM's key fields livegate does not enforce (yet): limits wait for the rate
     /// limiter.
     const NOT_SUPPORTED: &'static [&'static str] = &[
-        // Accepted once the periodic reset is in (budget.rs computes `budget_reset_at`).
-        "budget_duration",
         "budget_id",
         "spend",
         "rpm_limit",

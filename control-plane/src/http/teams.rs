@@ -41,12 +41,11 @@ impl Fields for TeamFields {
         "blocked",
         "max_budget",
         "soft_budget",
+        "budget_duration",
     ];
     /// LiteLLM's team fields livegate does not enforce (yet), and membership, which it
     /// does not model: refused unless they ask for nothing.
     const NOT_SUPPORTED: &'static [&'static str] = &[
-        // Accepted once the periodic reset is in (budget.rs computes `budget_reset_at`).
-        "budget_duration",
         "rpm_limit",
         "tpm_limit",
         "max_parallel_requests",
