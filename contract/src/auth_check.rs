@@ -76,6 +76,9 @@ impl Budget {
 #[serde(rename_all = "snake_case")]
 pub enum UnavailableReason {
     DbUnavailable,
+    /// The spend spool is at its bound and the operator's `--spend-spool-full` refuses this
+    /// key: its spend could not be recorded. The filter refuses it too (no stale allow).
+    SpendSpoolFull,
 }
 
 /// The body of a 200: who the key belongs to, and how long the filter may cache that.
@@ -171,6 +174,7 @@ impl UnavailableReason {
     pub fn as_str(self) -> &'static str {
         match self {
             UnavailableReason::DbUnavailable => "db_unavailable",
+            UnavailableReason::SpendSpoolFull => "spend_spool_full",
         }
     }
 }
@@ -199,6 +203,18 @@ impl AuthCheckResponse {
             503,
             ErrorType::NoDbConnection,
             "the database is unavailable and this key is not known without it; retry later",
+        )
+        .with_reason(reason.as_str());
+        AuthCheckResponse::Unavailable { reason, error }
+    }
+
+    /// 503 `spend_spool_full`: spend cannot be recorded, and this key is refused for it.
+    pub fn spend_spool_full() -> AuthCheckResponse {
+        let reason = UnavailableReason::SpendSpoolFull;
+        let error = ErrorObject::new(
+            503,
+            ErrorType::SpendSpoolFull,
+            "spend cannot be recorded right now (the spend spool is full), so keys with a budget are refused; retry later",
         )
         .with_reason(reason.as_str());
         AuthCheckResponse::Unavailable { reason, error }

@@ -88,6 +88,10 @@ fn unavailable_is_pinned() {
         "auth_check_unavailable",
         AuthCheckResponse::db_unavailable(),
     );
+    pins(
+        "auth_check_unavailable_spend_spool_full",
+        AuthCheckResponse::spend_spool_full(),
+    );
 }
 
 #[test]

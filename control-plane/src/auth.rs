@@ -11,6 +11,7 @@ use livegate_contract::{ApiKey, Budget, CredentialError};
 
 pub use livegate_contract::DenyReason;
 
+use crate::config::SpoolFullPolicy;
 use crate::db::{Db, DbError};
 use crate::key_cache::{KeyCache, KeyState, Lookup};
 use crate::keys::KeyHash;
@@ -27,6 +28,8 @@ pub enum Decision {
     Deny(DenyReason),
     /// The key's or its team's spend has reached its `max_budget`.
     OverBudget(Budget),
+    /// The spend spool is at its bound and `--spend-spool-full` refuses this key.
+    SpendSpoolFull,
     /// The database is away and the key is not known well enough to decide.
     Unavailable,
 }
@@ -73,6 +76,21 @@ pub fn check_budget(decision: Decision) -> Decision {
         }
     }
     decision
+}
+
+/// `--spend-spool-full` while the spool is at its bound: an allow for a key with a budget
+/// (`refuse-budgeted`), or any allow (`refuse-all`), becomes a 503; `admit` changes nothing.
+pub fn check_spool(decision: Decision, at_bound: bool, policy: SpoolFullPolicy) -> Decision {
+    let Decision::Allow { record, .. } = &decision else {
+        return decision;
+    };
+    let budgeted = record.max_budget.is_some() || record.team_max_budget.is_some();
+    match policy {
+        _ if !at_bound => decision,
+        SpoolFullPolicy::RefuseAll => Decision::SpendSpoolFull,
+        SpoolFullPolicy::RefuseBudgeted if budgeted => Decision::SpendSpoolFull,
+        SpoolFullPolicy::RefuseBudgeted | SpoolFullPolicy::Admit => decision,
+    }
 }
 
 /// Finds the key's state: a fresh cache entry, else the database, else (only if the
@@ -194,6 +212,33 @@ mod tests {
             decide(Some(r), now, 30),
             Decision::Deny(DenyReason::TeamBlocked)
         );
+    }
+
+    #[test]
+    fn a_full_spool_refuses_what_the_operator_chose() {
+        let allow = |r: KeyRecord| decide(Some(r), Utc::now(), 30);
+        let plain = record("sk-a");
+        let mut budgeted = record("sk-b");
+        budgeted.max_budget = Some(10.0);
+        let mut team_budgeted = record("sk-c");
+        team_budgeted.team_max_budget = Some(10.0);
+        let refused = |d: Decision| d == Decision::SpendSpoolFull;
+        use SpoolFullPolicy::*;
+        for r in [&plain, &budgeted, &team_budgeted] {
+            assert!(!refused(check_spool(allow(r.clone()), false, RefuseAll)));
+            assert!(!refused(check_spool(allow(r.clone()), true, Admit)));
+            assert!(refused(check_spool(allow(r.clone()), true, RefuseAll)));
+        }
+        assert!(!refused(check_spool(allow(plain), true, RefuseBudgeted)));
+        assert!(refused(check_spool(allow(budgeted), true, RefuseBudgeted)));
+        assert!(refused(check_spool(
+            allow(team_budgeted),
+            true,
+            RefuseBudgeted
+        )));
+        // A refusal stays what it was.
+        let deny = Decision::Deny(DenyReason::KeyBlocked);
+        assert_eq!(check_spool(deny.clone(), true, RefuseAll), deny);
     }
 
     #[test]

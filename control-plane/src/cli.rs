@@ -151,6 +151,14 @@ pub struct ServeArgs {
     /// Wait before the drain tries again after the database refused or was away.
     #[arg(long, env = "LIVEGATE_SPEND_DRAIN_RETRY_MS", default_value_t = 1000)]
     pub spend_drain_retry_ms: u64,
+    /// What auth checks answer while the spend spool is at its bound: `refuse-budgeted`
+    /// (keys with a budget, their own or their team's, get 503), `refuse-all` or `admit`.
+    #[arg(
+        long,
+        env = "LIVEGATE_SPEND_SPOOL_FULL",
+        default_value = "refuse-budgeted"
+    )]
+    pub spend_spool_full: String,
 }
 
 /// Parses the command line and runs the chosen command.

@@ -13,7 +13,7 @@
 //! inserts a request id once, and the totals grow only by the rows that statement inserted,
 //! so a batch replayed after a crash between the commit and `mark_drained` adds nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use livegate_contract::spend::{SpendBatch, SpendRecord};
@@ -108,6 +108,9 @@ pub struct LedgerCounters {
     pub unpriced: AtomicU64,
     pub drain_failures: AtomicU64,
     pub refused_full: AtomicU64,
+    /// The spool refused the last batch it was offered for want of room, and the drain has
+    /// not freed any since: the auth check's `--spend-spool-full` applies.
+    pub at_bound: AtomicBool,
 }
 
 /// The spool, the prices and the drain's wake-up, shared by the intake and the drain.
@@ -172,11 +175,17 @@ impl Ledger {
         })
     }
 
+    /// Whether the spool is at its bound (see [`LedgerCounters::at_bound`]).
+    pub fn at_bound(&self) -> bool {
+        self.counters.at_bound.load(Relaxed)
+    }
+
     /// Prices and spools a validated batch; returns once it is synced.
     pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
         let entries = spool_entries(batch, &self.prices).map_err(IntakeError::Encode)?;
         match self.spool.append(entries).await {
             Ok(appended) => {
+                self.counters.at_bound.store(false, Relaxed);
                 if appended.accepted > 0 {
                     self.wake.notify_one();
                 }
@@ -184,6 +193,7 @@ impl Ledger {
             }
             Err(SpoolError::Full { .. }) => {
                 self.counters.refused_full.fetch_add(1, Relaxed);
+                self.counters.at_bound.store(true, Relaxed);
                 Err(IntakeError::Full)
             }
             Err(e) => Err(IntakeError::Spool(e)),
@@ -264,6 +274,7 @@ async fn drain_once(ledger: &Ledger, db: &Db, batch: usize) -> Result<usize, Dra
         c.unpriced.fetch_add(unpriced, Relaxed);
     }
     ledger.spool.mark_drained(through).await?;
+    ledger.counters.at_bound.store(false, Relaxed);
     Ok(entries.len())
 }
 

@@ -240,6 +240,11 @@ impl RequestFlow {
                 host.increment(Metric::DeniedBudgetExceeded);
                 self.reply(host, &LocalReply::over_budget(&budget))
             }
+            Outcome::SpendSpoolFull => {
+                host.increment(Metric::DeniedSpendSpoolFull);
+                let retry_after = self.plugin.config.retry_after_seconds;
+                self.reply(host, &LocalReply::spend_spool_full(retry_after))
+            }
             Outcome::Error(error) => {
                 self.on_error(host, &host.request_headers(), &hash, &error, now)
             }

@@ -13,6 +13,7 @@ pub enum Metric {
     DeniedKeyExpired,
     DeniedTeamBlocked,
     DeniedBudgetExceeded,
+    DeniedSpendSpoolFull,
     DeniedModel,
     CacheHit,
     CacheMiss,
@@ -36,7 +37,7 @@ pub enum Metric {
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 27] = [
+    pub const ALL: [Metric; 28] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -45,6 +46,7 @@ impl Metric {
         Metric::DeniedKeyExpired,
         Metric::DeniedTeamBlocked,
         Metric::DeniedBudgetExceeded,
+        Metric::DeniedSpendSpoolFull,
         Metric::DeniedModel,
         Metric::CacheHit,
         Metric::CacheMiss,
@@ -76,6 +78,7 @@ impl Metric {
             Metric::DeniedKeyExpired => "livegate_denied_key_expired_total",
             Metric::DeniedTeamBlocked => "livegate_denied_team_blocked_total",
             Metric::DeniedBudgetExceeded => "livegate_denied_budget_exceeded_total",
+            Metric::DeniedSpendSpoolFull => "livegate_denied_spend_spool_full_total",
             Metric::DeniedModel => "livegate_denied_model_total",
             Metric::CacheHit => "livegate_cache_hit_total",
             Metric::CacheMiss => "livegate_cache_miss_total",

@@ -54,6 +54,16 @@ impl LocalReply {
         LocalReply::error(budget.error())
     }
 
+    /// 503 `spend_spool_full`: the control plane refused the key because its spend
+    /// cannot be recorded; the contract's error, with `retry-after`.
+    pub fn spend_spool_full(retry_after_seconds: u32) -> LocalReply {
+        let error = match livegate_contract::AuthCheckResponse::spend_spool_full() {
+            livegate_contract::AuthCheckResponse::Unavailable { error, .. } => error,
+            _ => ErrorObject::new(503, ErrorType::SpendSpoolFull, "spend spool full"),
+        };
+        LocalReply::error(error).with("retry-after", &retry_after_seconds.to_string())
+    }
+
     /// 503 when no decision can be made: never a 200 for a key nobody vouched for.
     pub fn unavailable(retry_after_seconds: u32) -> LocalReply {
         let error = ErrorObject::new(

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use livegate_tests::envoy::prometheus_value;
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::process::Scratch;
@@ -24,11 +25,18 @@ const COST_PER_REQUEST: f64 = 4.0;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn stack() -> (Stack, Scratch) {
+    stack_with(&[])
+}
+
+fn stack_with(extra: &[&str]) -> (Stack, Scratch) {
     let dir = Scratch::new("livegate-budget-prices-").unwrap();
     let path = dir.path().join("prices.json");
     std::fs::write(&path, PRICES).unwrap();
     let mut options = StackOptions::full();
     options.control_plane_args = vec!["--prices-file".into(), path.display().to_string()];
+    options
+        .control_plane_args
+        .extend(extra.iter().map(|a| a.to_string()));
     (Stack::start(options).unwrap(), dir)
 }
 
@@ -234,4 +242,44 @@ fn budget_fields_are_validated_by_name() {
         assert_eq!(r.status, 400, "{path} {body}: {}", r.body);
         assert_eq!(r.json().unwrap()["error"]["param"], param, "{}", r.body);
     }
+}
+
+#[test]
+fn at_the_spool_bound_keys_with_a_budget_are_refused_and_others_admitted() {
+    // One record fits; with Postgres frozen nothing drains, so the second batch is refused.
+    let (stack, _dir) = stack_with(&["--spend-spool-max-records", "1"]);
+    let plain = generate(&stack, json!({}));
+    let budgeted = generate(&stack, json!({"max_budget": 1000}));
+    let other = generate(&stack, json!({}));
+    let cp_metrics = format!(
+        "{}/metrics",
+        stack.control_plane.as_ref().unwrap().base_url()
+    );
+    let refused_batches = || {
+        let text = http::get(&cp_metrics, &[]).ok()?.body;
+        prometheus_value(&text, "livegate_spend_spool_full_total")
+    };
+    stack.postgres.as_ref().unwrap().pause().unwrap();
+    assert_eq!(chat(&stack, &plain).status, 200);
+    assert_eq!(chat(&stack, &plain).status, 200);
+    poll::until("a spend batch refused at the bound", PATIENCE, || {
+        (refused_batches()? > 0.0).then_some(())
+    })
+    .unwrap();
+    // The budgeted key asks now (it was never cached by the filter): refused, fail-closed.
+    let r = chat(&stack, &budgeted);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json().unwrap()["error"]["type"], "spend_spool_full");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    // A key without a budget is admitted (from the control plane's cached record).
+    let r = chat(&stack, &other);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Postgres back: the drain frees room and the budgeted key is admitted again.
+    stack.postgres.as_ref().unwrap().resume().unwrap();
+    poll::until(
+        "the budgeted key admitted after the drain",
+        PATIENCE,
+        || (chat(&stack, &budgeted).status == 200).then_some(()),
+    )
+    .unwrap();
 }

@@ -24,7 +24,9 @@ pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
                 Ok(record) => {
                     let decision =
                         auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs());
-                    auth::check_budget(decision)
+                    let at_bound = s.ledger.as_ref().is_some_and(|l| l.at_bound());
+                    let decision = auth::check_budget(decision);
+                    auth::check_spool(decision, at_bound, s.config.spend.when_full)
                 }
                 Err(_) => Decision::Unavailable,
             }
@@ -40,6 +42,7 @@ fn outcome(decision: &Decision) -> &'static str {
         Decision::Allow { .. } => "allow",
         Decision::Deny(reason) => reason.as_str(),
         Decision::OverBudget(_) => DenyReason::BudgetExceeded.as_str(),
+        Decision::SpendSpoolFull => "spend_spool_full",
         Decision::Unavailable => "db_unavailable",
     }
 }
@@ -68,6 +71,7 @@ fn render(decision: Decision) -> Response {
         }),
         Decision::Deny(reason) => AuthCheckResponse::deny(reason),
         Decision::OverBudget(budget) => AuthCheckResponse::over_budget(budget),
+        Decision::SpendSpoolFull => AuthCheckResponse::spend_spool_full(),
         Decision::Unavailable => AuthCheckResponse::db_unavailable(),
     };
     let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

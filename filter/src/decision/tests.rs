@@ -159,6 +159,14 @@ fn a_503_is_unavailable_whatever_its_body() {
 }
 
 #[test]
+fn a_503_saying_the_spend_spool_is_full_is_a_refusal_not_an_outage() {
+    let body = json(&AuthCheckResponse::spend_spool_full());
+    assert_eq!(answer("503", &body), Outcome::SpendSpoolFull);
+    // The same body with another status is not believed.
+    assert!(matches!(answer("200", &body), Outcome::Error(_)));
+}
+
+#[test]
 fn a_500_or_any_other_status_is_an_error() {
     for status in ["500", "502", "204", "302", "404", "429"] {
         assert!(

@@ -124,3 +124,11 @@ fn a_key_over_budget_is_litellms_400_budget_exceeded_with_its_numbers() {
         "ExceededTokenBudget: Current spend for token: 0.5; Max Budget for Token: 0"
     );
 }
+
+#[test]
+fn a_full_spend_spool_is_a_503_with_its_own_type_and_retry_after() {
+    let reply = LocalReply::spend_spool_full(7);
+    assert_eq!(reply.status, 503);
+    assert_eq!(header(&reply, "retry-after"), Some("7"));
+    assert_eq!(error(&reply)["type"], "spend_spool_full");
+}
