@@ -1,6 +1,7 @@
 //! The filter's two internal calls: `POST /v1/auth/check`, answered with the contract's
 //! bodies, and `GET /v1/auth/changes`, the change feed that carries revocations.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
@@ -33,6 +34,11 @@ pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
         }
     };
     s.metrics.count_auth_decision(outcome(&decision));
+    if let Decision::Allow { record, .. } = &decision {
+        if record.soft_budget_cooldown() {
+            s.metrics.soft_budget_exceeded.fetch_add(1, Relaxed);
+        }
+    }
     render(decision)
 }
 
