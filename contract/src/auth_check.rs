@@ -19,6 +19,56 @@ pub enum DenyReason {
     KeyExpired,
     /// The key's team is blocked (or was deleted while the key was cached).
     TeamBlocked,
+    /// The key's or its team's spend has reached its `max_budget`: the deny carries a
+    /// [`Budget`] with the numbers.
+    BudgetExceeded,
+}
+
+/// Whose budget refused a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    Key,
+    Team,
+}
+
+/// The numbers of a budget refusal: the spend the control plane counted (drained, plus
+/// what it holds spooled) and the maximum it reached. USD.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub scope: BudgetScope,
+    /// The team whose budget it is (`scope` `team`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    pub spend: f64,
+    pub max_budget: f64,
+}
+
+// JSON has no NaN: a decoded or computed spend is a finite number, so equality is total.
+impl Eq for Budget {}
+
+impl Budget {
+    /// LiteLLM's 400 `budget_exceeded`, with its message for a key or for a team.
+    pub fn error(&self) -> ErrorObject {
+        let message = match (self.scope, &self.team_id) {
+            (BudgetScope::Team, Some(team)) => format!(
+                "Budget has been exceeded! Team={team} Current cost: {}, Max budget: {}",
+                self.spend, self.max_budget
+            ),
+            (BudgetScope::Team, None) => format!(
+                "Budget has been exceeded! Current cost: {}, Max budget: {}",
+                self.spend, self.max_budget
+            ),
+            (BudgetScope::Key, _) => format!(
+                "ExceededTokenBudget: Current spend for token: {}; Max Budget for Token: {}",
+                self.spend, self.max_budget
+            ),
+        };
+        let reason = DenyReason::BudgetExceeded;
+        ErrorObject::new(reason.status(), reason.error_type(), message)
+            .with_param("key")
+            .with_reason(reason.as_str())
+    }
 }
 
 /// Why the control plane could not decide (503): never a deny and never an allow.
@@ -26,6 +76,9 @@ pub enum DenyReason {
 #[serde(rename_all = "snake_case")]
 pub enum UnavailableReason {
     DbUnavailable,
+    /// The spend spool is at its bound and the operator's `--spend-spool-full` refuses this
+    /// key: its spend could not be recorded. The filter refuses it too (no stale allow).
+    SpendSpoolFull,
 }
 
 /// The body of a 200: who the key belongs to, and how long the filter may cache that.
@@ -55,6 +108,9 @@ pub enum AuthCheckResponse {
     Deny {
         reason: DenyReason,
         error: ErrorObject,
+        /// With `budget_exceeded` only: whose budget, the spend and the maximum.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget: Option<Budget>,
     },
     Unavailable {
         reason: UnavailableReason,
@@ -63,11 +119,12 @@ pub enum AuthCheckResponse {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 4] = [
+    pub const ALL: [DenyReason; 5] = [
         DenyReason::InvalidKey,
         DenyReason::KeyBlocked,
         DenyReason::KeyExpired,
         DenyReason::TeamBlocked,
+        DenyReason::BudgetExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +133,7 @@ impl DenyReason {
             DenyReason::KeyBlocked => "key_blocked",
             DenyReason::KeyExpired => "key_expired",
             DenyReason::TeamBlocked => "team_blocked",
+            DenyReason::BudgetExceeded => "budget_exceeded",
         }
     }
 
@@ -83,6 +141,7 @@ impl DenyReason {
     pub fn status(self) -> u16 {
         match self {
             DenyReason::InvalidKey => 401,
+            DenyReason::BudgetExceeded => 400,
             DenyReason::KeyBlocked | DenyReason::KeyExpired | DenyReason::TeamBlocked => 403,
         }
     }
@@ -92,6 +151,7 @@ impl DenyReason {
             DenyReason::InvalidKey => ErrorType::TokenNotFoundInDb,
             DenyReason::KeyBlocked | DenyReason::TeamBlocked => ErrorType::AuthError,
             DenyReason::KeyExpired => ErrorType::ExpiredKey,
+            DenyReason::BudgetExceeded => ErrorType::BudgetExceeded,
         }
     }
 
@@ -102,6 +162,7 @@ impl DenyReason {
             DenyReason::KeyBlocked => "this API key is blocked",
             DenyReason::KeyExpired => "this API key has expired",
             DenyReason::TeamBlocked => "this API key's team is blocked",
+            DenyReason::BudgetExceeded => "this API key's budget is exceeded",
         };
         ErrorObject::new(self.status(), self.error_type(), message)
             .with_param("key")
@@ -113,6 +174,7 @@ impl UnavailableReason {
     pub fn as_str(self) -> &'static str {
         match self {
             UnavailableReason::DbUnavailable => "db_unavailable",
+            UnavailableReason::SpendSpoolFull => "spend_spool_full",
         }
     }
 }
@@ -122,6 +184,16 @@ impl AuthCheckResponse {
         AuthCheckResponse::Deny {
             reason,
             error: reason.error(),
+            budget: None,
+        }
+    }
+
+    /// 400 `budget_exceeded` with the numbers, structured and in the message.
+    pub fn over_budget(budget: Budget) -> AuthCheckResponse {
+        AuthCheckResponse::Deny {
+            reason: DenyReason::BudgetExceeded,
+            error: budget.error(),
+            budget: Some(budget),
         }
     }
 
@@ -131,6 +203,18 @@ impl AuthCheckResponse {
             503,
             ErrorType::NoDbConnection,
             "the database is unavailable and this key is not known without it; retry later",
+        )
+        .with_reason(reason.as_str());
+        AuthCheckResponse::Unavailable { reason, error }
+    }
+
+    /// 503 `spend_spool_full`: spend cannot be recorded, and this key is refused for it.
+    pub fn spend_spool_full() -> AuthCheckResponse {
+        let reason = UnavailableReason::SpendSpoolFull;
+        let error = ErrorObject::new(
+            503,
+            ErrorType::SpendSpoolFull,
+            "spend cannot be recorded right now (the spend spool is full), so keys with a budget are refused; retry later",
         )
         .with_reason(reason.as_str());
         AuthCheckResponse::Unavailable { reason, error }

@@ -23,6 +23,11 @@ pub enum ErrorType {
     TeamModelAccessDenied,
     /// 404.
     NotFoundError,
+    /// 400: the key's or its team's spend has reached its `max_budget` (LiteLLM's type).
+    BudgetExceeded,
+    /// 503: the spend spool is at its bound and the key has a budget (or the operator chose
+    /// to refuse every key there): its spend could not be recorded.
+    SpendSpoolFull,
     /// 503: the database is away and the answer needs it.
     NoDbConnection,
     /// 503: the filter could not reach the control plane and had nothing it may serve.
@@ -41,6 +46,8 @@ impl ErrorType {
             ErrorType::KeyModelAccessDenied => "key_model_access_denied",
             ErrorType::TeamModelAccessDenied => "team_model_access_denied",
             ErrorType::NotFoundError => "not_found_error",
+            ErrorType::BudgetExceeded => "budget_exceeded",
+            ErrorType::SpendSpoolFull => "spend_spool_full",
             ErrorType::NoDbConnection => "no_db_connection",
             ErrorType::ServiceUnavailable => "service_unavailable",
             ErrorType::InternalServerError => "internal_server_error",

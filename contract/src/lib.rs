@@ -17,7 +17,9 @@ pub mod key;
 pub mod models;
 pub mod spend;
 
-pub use auth_check::{Allow, AuthCheckResponse, DenyReason, UnavailableReason, AUTH_CHECK_PATH};
+pub use auth_check::{
+    Allow, AuthCheckResponse, Budget, BudgetScope, DenyReason, UnavailableReason, AUTH_CHECK_PATH,
+};
 pub use change_feed::{ChangeFeed, KeyChange, KeyStatus, CHANGES_PATH};
 pub use error::{ErrorBody, ErrorObject, ErrorType};
 pub use key::{ApiKey, CredentialError, KeyHash, MAX_KEY_LEN};

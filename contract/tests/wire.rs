@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
 use livegate_contract::{
-    Allow, AuthCheckResponse, ChangeFeed, DenyReason, ErrorObject, ErrorType, KeyChange, KeyHash,
-    KeyStatus, ModelAccess, SpendAck, SpendBatch, SpendRecord,
+    Allow, AuthCheckResponse, Budget, BudgetScope, ChangeFeed, DenyReason, ErrorObject, ErrorType,
+    KeyChange, KeyHash, KeyStatus, ModelAccess, SpendAck, SpendBatch, SpendRecord,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
@@ -66,10 +66,31 @@ fn each_deny_is_pinned() {
 }
 
 #[test]
+fn a_budget_deny_is_pinned_and_other_denies_need_no_budget() {
+    pins(
+        "auth_check_deny_budget_exceeded",
+        AuthCheckResponse::over_budget(Budget {
+            scope: BudgetScope::Team,
+            team_id: Some("team-a".into()),
+            spend: 1.25,
+            max_budget: 1.0,
+        }),
+    );
+    // A field the contract does not know yet is tolerated, as everywhere in it.
+    let mut body = golden("auth_check_deny_budget_exceeded");
+    body["budget"]["currency"] = "USD".into();
+    assert!(serde_json::from_value::<AuthCheckResponse>(body).is_ok());
+}
+
+#[test]
 fn unavailable_is_pinned() {
     pins(
         "auth_check_unavailable",
         AuthCheckResponse::db_unavailable(),
+    );
+    pins(
+        "auth_check_unavailable_spend_spool_full",
+        AuthCheckResponse::spend_spool_full(),
     );
 }
 

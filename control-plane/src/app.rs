@@ -65,6 +65,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.feed,
         stop_db.clone(),
     ));
+    tokio::spawn(crate::budget::reset::run(
+        db.clone(),
+        crate::budget::reset::RESET_EVERY,
+        stop_db.clone(),
+    ));
     let drain = tokio::spawn(ledger::drain(
         ledger.clone(),
         db.clone(),

@@ -7,10 +7,11 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
-use livegate_contract::{ApiKey, CredentialError};
+use livegate_contract::{ApiKey, Budget, CredentialError};
 
 pub use livegate_contract::DenyReason;
 
+use crate::config::SpoolFullPolicy;
 use crate::db::{Db, DbError};
 use crate::key_cache::{KeyCache, KeyState, Lookup};
 use crate::keys::KeyHash;
@@ -25,6 +26,10 @@ pub enum Decision {
         cache_ttl_seconds: u64,
     },
     Deny(DenyReason),
+    /// The key's or its team's spend has reached its `max_budget`.
+    OverBudget(Budget),
+    /// The spend spool is at its bound and `--spend-spool-full` refuses this key.
+    SpendSpoolFull,
     /// The database is away and the key is not known well enough to decide.
     Unavailable,
 }
@@ -57,6 +62,34 @@ pub fn decide(record: Option<KeyRecord>, now: DateTime<Utc>, max_ttl_seconds: u6
     Decision::Allow {
         record: Box::new(record),
         cache_ttl_seconds: ttl,
+    }
+}
+
+/// The budget check after [`decide`]: an allow whose key or team has spent its
+/// `max_budget` (the drained spend its record carries) becomes a refusal. The cost this
+/// control plane has spooled and not drained is not added yet (docs/operations.md, "The
+/// bound on over-spend").
+pub fn check_budget(decision: Decision) -> Decision {
+    if let Decision::Allow { record, .. } = &decision {
+        if let Some(budget) = crate::budget::exceeded(record, 0.0, 0.0) {
+            return Decision::OverBudget(budget);
+        }
+    }
+    decision
+}
+
+/// `--spend-spool-full` while the spool is at its bound: an allow for a key with a budget
+/// (`refuse-budgeted`), or any allow (`refuse-all`), becomes a 503; `admit` changes nothing.
+pub fn check_spool(decision: Decision, at_bound: bool, policy: SpoolFullPolicy) -> Decision {
+    let Decision::Allow { record, .. } = &decision else {
+        return decision;
+    };
+    let budgeted = record.max_budget.is_some() || record.team_max_budget.is_some();
+    match policy {
+        _ if !at_bound => decision,
+        SpoolFullPolicy::RefuseAll => Decision::SpendSpoolFull,
+        SpoolFullPolicy::RefuseBudgeted if budgeted => Decision::SpendSpoolFull,
+        SpoolFullPolicy::RefuseBudgeted | SpoolFullPolicy::Admit => decision,
     }
 }
 
@@ -179,6 +212,33 @@ mod tests {
             decide(Some(r), now, 30),
             Decision::Deny(DenyReason::TeamBlocked)
         );
+    }
+
+    #[test]
+    fn a_full_spool_refuses_what_the_operator_chose() {
+        let allow = |r: KeyRecord| decide(Some(r), Utc::now(), 30);
+        let plain = record("sk-a");
+        let mut budgeted = record("sk-b");
+        budgeted.max_budget = Some(10.0);
+        let mut team_budgeted = record("sk-c");
+        team_budgeted.team_max_budget = Some(10.0);
+        let refused = |d: Decision| d == Decision::SpendSpoolFull;
+        use SpoolFullPolicy::*;
+        for r in [&plain, &budgeted, &team_budgeted] {
+            assert!(!refused(check_spool(allow(r.clone()), false, RefuseAll)));
+            assert!(!refused(check_spool(allow(r.clone()), true, Admit)));
+            assert!(refused(check_spool(allow(r.clone()), true, RefuseAll)));
+        }
+        assert!(!refused(check_spool(allow(plain), true, RefuseBudgeted)));
+        assert!(refused(check_spool(allow(budgeted), true, RefuseBudgeted)));
+        assert!(refused(check_spool(
+            allow(team_budgeted),
+            true,
+            RefuseBudgeted
+        )));
+        // A refusal stays what it was.
+        let deny = Decision::Deny(DenyReason::KeyBlocked);
+        assert_eq!(check_spool(deny.clone(), true, RefuseAll), deny);
     }
 
     #[test]

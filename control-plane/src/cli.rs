@@ -159,6 +159,14 @@ pub struct ServeArgs {
         default_value_t = crate::metrics::spend_series::DEFAULT_MAX_SERIES
     )]
     pub spend_metrics_max_series: usize,
+    /// What auth checks answer while the spend spool is at its bound: `refuse-budgeted`
+    /// (keys with a budget, their own or their team's, get 503), `refuse-all` or `admit`.
+    #[arg(
+        long,
+        env = "LIVEGATE_SPEND_SPOOL_FULL",
+        default_value = "refuse-budgeted"
+    )]
+    pub spend_spool_full: String,
 }
 
 /// Parses the command line and runs the chosen command.

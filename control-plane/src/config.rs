@@ -47,6 +47,31 @@ pub struct SpendConfig {
     pub drain_retry: Duration,
     /// The most (key alias, team, model) series of the spend metrics; beyond: `other`.
     pub metrics_max_series: usize,
+    pub when_full: SpoolFullPolicy,
+}
+
+/// What the auth check answers while the spend spool is at its bound (`--spend-spool-full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolFullPolicy {
+    /// Keys with a budget (their own or their team's) are refused: their spend could not
+    /// be counted. The default: fail closed where spend matters.
+    RefuseBudgeted,
+    /// Every key is refused.
+    RefuseAll,
+    /// Nobody is refused: spend made meanwhile reaches the ledger only as the filter's
+    /// retries are accepted.
+    Admit,
+}
+
+impl SpoolFullPolicy {
+    pub fn parse(s: &str) -> Option<SpoolFullPolicy> {
+        match s {
+            "refuse-budgeted" => Some(SpoolFullPolicy::RefuseBudgeted),
+            "refuse-all" => Some(SpoolFullPolicy::RefuseAll),
+            "admit" => Some(SpoolFullPolicy::Admit),
+            _ => None,
+        }
+    }
 }
 
 /// The largest bound on spend metric series a flag may set.
@@ -99,6 +124,15 @@ fn spend(a: &ServeArgs) -> Result<SpendConfig, ConfigError> {
             max_records: a.spend_spool_max_records,
         },
         prices_file,
+        when_full: SpoolFullPolicy::parse(a.spend_spool_full.trim()).ok_or_else(|| {
+            invalid(
+                "--spend-spool-full (LIVEGATE_SPEND_SPOOL_FULL)",
+                format!(
+                    "must be refuse-budgeted, refuse-all or admit, not {:?}",
+                    a.spend_spool_full
+                ),
+            )
+        })?,
         drain_batch: a.spend_drain_batch,
         drain_retry: ms(
             "--spend-drain-retry-ms (LIVEGATE_SPEND_DRAIN_RETRY_MS)",

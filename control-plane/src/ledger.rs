@@ -13,7 +13,7 @@
 //! inserts a request id once, and the totals grow only by the rows that statement inserted,
 //! so a batch replayed after a crash between the commit and `mark_drained` adds nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use livegate_contract::spend::{SpendBatch, SpendRecord};
@@ -109,6 +109,9 @@ pub struct LedgerCounters {
     pub unpriced: AtomicU64,
     pub drain_failures: AtomicU64,
     pub refused_full: AtomicU64,
+    /// The spool refused the last batch it was offered for want of room, and the drain has
+    /// not freed any since: the auth check's `--spend-spool-full` applies.
+    pub at_bound: AtomicBool,
     /// Tokens and cost by (key alias, team, model) of the records the drain inserted: a
     /// record counts when its row is written, once (a replayed or retried one that Postgres
     /// had already is not counted again). Held for a few map updates, never across an await.
@@ -123,6 +126,7 @@ impl LedgerCounters {
             unpriced: AtomicU64::new(0),
             drain_failures: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
+            at_bound: AtomicBool::new(false),
             series: Mutex::new(SpendSeries::new(max_series)),
         }
     }
@@ -200,11 +204,17 @@ impl Ledger {
         })
     }
 
+    /// Whether the spool is at its bound (see [`LedgerCounters::at_bound`]).
+    pub fn at_bound(&self) -> bool {
+        self.counters.at_bound.load(Relaxed)
+    }
+
     /// Prices and spools a validated batch; returns once it is synced.
     pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
         let entries = spool_entries(batch, &self.prices).map_err(IntakeError::Encode)?;
         match self.spool.append(entries).await {
             Ok(appended) => {
+                self.counters.at_bound.store(false, Relaxed);
                 if appended.accepted > 0 {
                     self.wake.notify_one();
                 }
@@ -212,6 +222,7 @@ impl Ledger {
             }
             Err(SpoolError::Full { .. }) => {
                 self.counters.refused_full.fetch_add(1, Relaxed);
+                self.counters.at_bound.store(true, Relaxed);
                 Err(IntakeError::Full)
             }
             Err(e) => Err(IntakeError::Spool(e)),
@@ -297,6 +308,7 @@ async fn drain_once(ledger: &Ledger, db: &Db, batch: usize) -> Result<usize, Dra
         c.unpriced.fetch_add(unpriced, Relaxed);
     }
     ledger.spool.mark_drained(through).await?;
+    ledger.counters.at_bound.store(false, Relaxed);
     Ok(entries.len())
 }
 

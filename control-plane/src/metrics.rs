@@ -84,6 +84,8 @@ pub struct Metrics {
     pub key_cache_stale_served: AtomicU64,
     /// Admin calls refused because the presented key was not the master key.
     pub master_key_failures: AtomicU64,
+    /// Auth checks that admitted a key whose spend has reached its `soft_budget`.
+    pub soft_budget_exceeded: AtomicU64,
     auth_decisions: Mutex<BTreeMap<&'static str, u64>>,
     http_requests: Mutex<BTreeMap<(String, u16), u64>>,
     ledger: OnceLock<(Arc<LedgerCounters>, SpoolHandle)>,
@@ -102,6 +104,7 @@ impl Default for Metrics {
             key_cache_misses: AtomicU64::new(0),
             key_cache_stale_served: AtomicU64::new(0),
             master_key_failures: AtomicU64::new(0),
+            soft_budget_exceeded: AtomicU64::new(0),
             auth_decisions: Mutex::default(),
             http_requests: Mutex::default(),
             ledger: OnceLock::new(),
@@ -273,6 +276,12 @@ impl Metrics {
             "livegate_master_key_failures_total",
             "Admin calls refused because they presented a key that is not the master key.",
             self.master_key_failures.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_soft_budget_exceeded_total",
+            "Auth checks that admitted a key whose spend has reached its soft_budget.",
+            self.soft_budget_exceeded.load(Relaxed),
         );
         gauge(
             &mut out,

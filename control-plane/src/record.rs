@@ -20,6 +20,14 @@ pub struct KeyRecord {
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
     pub max_budget: Option<f64>,
+    /// Alerts only: `spend >= soft_budget` sets `soft_budget_cooldown` in `/key/info`.
+    #[serde(default)]
+    pub soft_budget: Option<f64>,
+    /// LiteLLM's `30s`, `30m`, `1h`, `1d`, `30d`: spend goes back to 0 at `budget_reset_at`.
+    #[serde(default)]
+    pub budget_duration: Option<String>,
+    #[serde(default)]
+    pub budget_reset_at: Option<DateTime<Utc>>,
     pub metadata: serde_json::Value,
     pub blocked: bool,
     pub spend: f64,
@@ -35,11 +43,22 @@ pub struct KeyRecord {
     pub team_blocked: bool,
     #[serde(default)]
     pub team_models: Vec<String>,
+    /// The team's budget and drained spend, as of the key's version: a team's crossing of
+    /// its budget (and its reset) is logged as a change of each of its keys.
+    #[serde(default)]
+    pub team_max_budget: Option<f64>,
+    #[serde(default)]
+    pub team_spend: f64,
 }
 
 impl KeyRecord {
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires.is_some_and(|e| e <= now)
+    }
+
+    /// LiteLLM's flag: the key's spend has reached its `soft_budget` (an alert, not a limit).
+    pub fn soft_budget_cooldown(&self) -> bool {
+        self.soft_budget.is_some_and(|soft| self.spend >= soft)
     }
 }
 
@@ -54,6 +73,20 @@ pub struct KeyPatch {
     pub metadata: Option<serde_json::Value>,
     pub blocked: Option<bool>,
     pub expires: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub budget: BudgetPatch,
+}
+
+/// Budget fields a write may set (keys and teams alike); `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetPatch {
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    /// Its length in seconds, parsed once at the edge (the reset task adds it in SQL).
+    pub budget_duration_secs: Option<i64>,
+    /// `now + budget_duration` when a duration is set.
+    pub budget_reset_at: Option<DateTime<Utc>>,
 }
 
 /// Filters and paging of `/key/list`.
@@ -93,6 +126,14 @@ pub struct TeamRecord {
     pub metadata: serde_json::Value,
     pub blocked: bool,
     pub spend: f64,
+    #[serde(default)]
+    pub max_budget: Option<f64>,
+    #[serde(default)]
+    pub soft_budget: Option<f64>,
+    #[serde(default)]
+    pub budget_duration: Option<String>,
+    #[serde(default)]
+    pub budget_reset_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -104,6 +145,8 @@ pub struct TeamPatch {
     pub models: Option<Vec<String>>,
     pub metadata: Option<serde_json::Value>,
     pub blocked: Option<bool>,
+    #[serde(default)]
+    pub budget: BudgetPatch,
 }
 
 /// A team after a write, and the new state of each key whose policy the write changed.

@@ -1,7 +1,7 @@
 //! The control plane's answer to `POST /v1/auth/check`, mapped to what the filter does.
 
 use crate::cache::Grant;
-use livegate_contract::{AuthCheckResponse, KeyHash, ModelAccess};
+use livegate_contract::{AuthCheckResponse, Budget, KeyHash, ModelAccess, UnavailableReason};
 
 pub use livegate_contract::DenyReason;
 
@@ -43,8 +43,17 @@ pub enum CallError {
 /// The decision the filter acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Allow { identity: Identity, grant: Grant },
+    Allow {
+        identity: Identity,
+        grant: Grant,
+    },
     Deny(DenyReason),
+    /// 400 `budget_exceeded`, with the numbers for the message. Never cached: the next
+    /// request asks again, so a budget reset or a raised `max_budget` lets the key in.
+    OverBudget(Budget),
+    /// 503 `spend_spool_full`: the control plane cannot record spend and refuses this key
+    /// for it. Refused, never served from a stale allow (that would be failing open).
+    SpendSpoolFull,
     Error(CallError),
 }
 
@@ -66,9 +75,16 @@ pub fn decide(response: CallResponse<'_>, expected: &KeyHash) -> Outcome {
         return Outcome::Error(CallError::NoStatus);
     };
     match status {
-        // Unavailable whatever the body says: a 503 is never read as a decision.
-        503 => Outcome::Error(CallError::Unavailable),
-        200 | 401 | 403 => match parse_body(response.body.unwrap_or_default()) {
+        // Unavailable whatever the body says, but for the one refusal a 503 carries: a
+        // 503 is never read as an allow or a deny.
+        503 => match parse_body(response.body.unwrap_or_default()) {
+            Ok(AuthCheckResponse::Unavailable {
+                reason: UnavailableReason::SpendSpoolFull,
+                ..
+            }) => Outcome::SpendSpoolFull,
+            _ => Outcome::Error(CallError::Unavailable),
+        },
+        200 | 400 | 401 | 403 => match parse_body(response.body.unwrap_or_default()) {
             Ok(answer) if answer.status() != status => Outcome::Error(malformed(
                 "the decision does not match the status it came with",
             )),
@@ -96,6 +112,16 @@ fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
                 expires_at: allow.expires_at_ms,
                 version: allow.version,
             },
+        },
+        AuthCheckResponse::Deny {
+            reason: DenyReason::BudgetExceeded,
+            budget,
+            ..
+        } => match budget {
+            Some(budget) if budget.spend.is_finite() && budget.max_budget.is_finite() => {
+                Outcome::OverBudget(budget)
+            }
+            _ => Outcome::Error(malformed("a budget_exceeded deny without its numbers")),
         },
         AuthCheckResponse::Deny { reason, .. } => Outcome::Deny(reason),
         AuthCheckResponse::Unavailable { .. } => Outcome::Error(CallError::Unavailable),

@@ -236,6 +236,15 @@ impl RequestFlow {
                 self.with_cache_at(now, |c, now| c.record_deny(hash.clone(), reason, now));
                 self.refuse(host, reason)
             }
+            Outcome::OverBudget(budget) => {
+                host.increment(Metric::DeniedBudgetExceeded);
+                self.reply(host, &LocalReply::over_budget(&budget))
+            }
+            Outcome::SpendSpoolFull => {
+                host.increment(Metric::DeniedSpendSpoolFull);
+                let retry_after = self.plugin.config.retry_after_seconds;
+                self.reply(host, &LocalReply::spend_spool_full(retry_after))
+            }
             Outcome::Error(error) => {
                 self.on_error(host, &host.request_headers(), &hash, &error, now)
             }
@@ -485,6 +494,7 @@ impl RequestFlow {
             DenyReason::KeyBlocked => Metric::DeniedKeyBlocked,
             DenyReason::KeyExpired => Metric::DeniedKeyExpired,
             DenyReason::TeamBlocked => Metric::DeniedTeamBlocked,
+            DenyReason::BudgetExceeded => Metric::DeniedBudgetExceeded,
         });
         self.reply(host, &LocalReply::denied(reason))
     }

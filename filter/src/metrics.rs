@@ -12,6 +12,8 @@ pub enum Metric {
     DeniedKeyBlocked,
     DeniedKeyExpired,
     DeniedTeamBlocked,
+    DeniedBudgetExceeded,
+    DeniedSpendSpoolFull,
     DeniedModel,
     CacheHit,
     CacheMiss,
@@ -36,7 +38,7 @@ pub enum Metric {
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 27] = [
+    pub const ALL: [Metric; 29] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -44,6 +46,8 @@ impl Metric {
         Metric::DeniedKeyBlocked,
         Metric::DeniedKeyExpired,
         Metric::DeniedTeamBlocked,
+        Metric::DeniedBudgetExceeded,
+        Metric::DeniedSpendSpoolFull,
         Metric::DeniedModel,
         Metric::CacheHit,
         Metric::CacheMiss,
@@ -75,6 +79,8 @@ impl Metric {
             Metric::DeniedKeyBlocked => "livegate_denied_key_blocked_total",
             Metric::DeniedKeyExpired => "livegate_denied_key_expired_total",
             Metric::DeniedTeamBlocked => "livegate_denied_team_blocked_total",
+            Metric::DeniedBudgetExceeded => "livegate_denied_budget_exceeded_total",
+            Metric::DeniedSpendSpoolFull => "livegate_denied_spend_spool_full_total",
             Metric::DeniedModel => "livegate_denied_model_total",
             Metric::CacheHit => "livegate_cache_hit_total",
             Metric::CacheMiss => "livegate_cache_miss_total",

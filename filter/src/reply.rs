@@ -1,7 +1,7 @@
 //! The responses the filter sends itself: liveness, and OpenAI-style JSON errors.
 
 use crate::model_body::BodyError;
-use livegate_contract::{CredentialError, DenyReason, ErrorObject, ErrorType, ModelDenied};
+use livegate_contract::{Budget, CredentialError, DenyReason, ErrorObject, ErrorType, ModelDenied};
 
 /// The liveness body: a JSON string, quotes included.
 pub const LIVENESS_BODY: &str = "\"I'm alive!\"";
@@ -47,6 +47,21 @@ impl LocalReply {
         } else {
             reply
         }
+    }
+
+    /// 400 `budget_exceeded`: LiteLLM's message with the spend and the maximum.
+    pub fn over_budget(budget: &Budget) -> LocalReply {
+        LocalReply::error(budget.error())
+    }
+
+    /// 503 `spend_spool_full`: the control plane refused the key because its spend
+    /// cannot be recorded; the contract's error, with `retry-after`.
+    pub fn spend_spool_full(retry_after_seconds: u32) -> LocalReply {
+        let error = match livegate_contract::AuthCheckResponse::spend_spool_full() {
+            livegate_contract::AuthCheckResponse::Unavailable { error, .. } => error,
+            _ => ErrorObject::new(503, ErrorType::SpendSpoolFull, "spend spool full"),
+        };
+        LocalReply::error(error).with("retry-after", &retry_after_seconds.to_string())
     }
 
     /// 503 when no decision can be made: never a 200 for a key nobody vouched for.

@@ -187,6 +187,9 @@ async fn handle_team(c: &Client, request: Request) -> Result<Response, EngineErr
         Request::GlobalSpend => spend_queries::global_spend(c)
             .await
             .map(|spend| Response::GlobalSpend { spend }),
+        Request::ResetBudgets { now } => spend_queries::reset_budgets(c, now)
+            .await
+            .map(|reset| Response::BudgetsReset { reset }),
         other => Err(EngineError::Protocol(format!(
             "unexpected request {other:?}"
         ))),

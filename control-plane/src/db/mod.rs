@@ -25,8 +25,8 @@ use crate::record::{
     TeamsDeleted,
 };
 use ipc::{CallError, EngineLink};
+pub use protocol::{BudgetsReset, SpendFilter, SpendGroup, SpendInserted, SpendRow};
 use protocol::{EngineError, Request, Response};
-pub use protocol::{SpendFilter, SpendGroup, SpendInserted, SpendRow};
 pub use supervisor::Snapshot;
 
 /// Why a database call did not succeed, as the HTTP layer needs to know it.
@@ -282,6 +282,17 @@ impl Db {
     pub async fn spend_summary(&self, filter: SpendFilter) -> Result<Vec<SpendGroup>, DbError> {
         match self.call(Request::SpendSummary { filter }).await? {
             Response::SpendSummary { groups } => Ok(groups),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Resets the budgets due at `now` (see [`Request::ResetBudgets`]).
+    pub async fn reset_budgets(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<BudgetsReset, DbError> {
+        match self.call(Request::ResetBudgets { now }).await? {
+            Response::BudgetsReset { reset } => Ok(reset),
             other => Err(unexpected(other)),
         }
     }

@@ -97,6 +97,11 @@ pub enum Request {
     },
     /// The sum of every row's cost.
     GlobalSpend,
+    /// Budgets whose `budget_reset_at` is at or before `now`: spend back to 0, the next
+    /// reset at `now + budget_duration`, and a change logged for each key concerned.
+    ResetBudgets {
+        now: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// What `/spend/logs` asks for; `None` matches everything.
@@ -214,6 +219,16 @@ pub enum Response {
     GlobalSpend {
         spend: f64,
     },
+    BudgetsReset {
+        reset: BudgetsReset,
+    },
+}
+
+/// What a budget reset did: keys and teams whose spend went back to 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetsReset {
+    pub keys: u64,
+    pub teams: u64,
 }
 
 /// Typed failures from the engine. `Transport` means the connection itself is in doubt.

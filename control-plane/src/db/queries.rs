@@ -11,11 +11,11 @@ use crate::keys::KeyHash;
 use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 
 /// A key's columns as read: its row and its team's policy (`livegate_key_policies`).
-pub(super) const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version, team_blocked, team_models";
+pub(super) const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version, team_blocked, team_models, soft_budget, budget_duration, budget_reset_at, team_max_budget, team_spend";
 
 /// The written key rows (`w`, every column) with their team's policy, as the view shows
 /// them: the change log records this and the statement returns it.
-pub(super) const WITH_TEAM: &str = "p AS (SELECT w.*, COALESCE(t.blocked, false) AS team_blocked, COALESCE(t.models, '{}'::text[]) AS team_models FROM w LEFT JOIN livegate_teams t ON t.team_id = w.team_id)";
+pub(super) const WITH_TEAM: &str = "p AS (SELECT w.*, COALESCE(t.blocked, false) AS team_blocked, COALESCE(t.models, '{}'::text[]) AS team_models, t.max_budget AS team_max_budget, COALESCE(t.spend, 0) AS team_spend FROM w LEFT JOIN livegate_teams t ON t.team_id = w.team_id)";
 
 /// Appends the written rows' new state (`p`) to the change log, numbered by the version
 /// the write gave them.
@@ -104,6 +104,11 @@ pub(super) fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         version: column(row, "version")?,
         team_blocked: column(row, "team_blocked")?,
         team_models: column(row, "team_models")?,
+        soft_budget: column(row, "soft_budget")?,
+        budget_duration: column(row, "budget_duration")?,
+        budget_reset_at: column(row, "budget_reset_at")?,
+        team_max_budget: column(row, "team_max_budget")?,
+        team_spend: column(row, "team_spend")?,
     })
 }
 
@@ -118,16 +123,23 @@ pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, Engin
     row.as_ref().map(record).transpose()
 }
 
+/// A `budget_duration` in seconds, for the reset task's SQL (validated at the edge).
+pub(super) fn duration_secs(d: Option<&str>) -> Option<i64> {
+    let d = crate::keys::parse_duration(d?).ok()?;
+    i64::try_from(d.as_secs()).ok()
+}
+
 /// A key's own columns, in the order `insert_key` binds them.
-const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version";
+const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, soft_budget, budget_duration, budget_duration_secs, budget_reset_at, version";
 
 /// Inserts the key and logs the change; returns it as stored, with its version and its
 /// team's policy.
 pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineError> {
+    let budget_duration_secs = duration_secs(r.budget_duration.as_deref());
     let sql = format!(
         "WITH {NEXT_VERSION},
          w AS (INSERT INTO livegate_keys ({KEY_COLUMNS})
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, v.seq FROM v
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, v.seq FROM v
                RETURNING *),
          {WITH_TEAM}, {LOG_CHANGE}
          SELECT {COLUMNS} FROM p"
@@ -151,6 +163,10 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineEr
                 &r.expires,
                 &r.created_at,
                 &r.updated_at,
+                &r.soft_budget,
+                &r.budget_duration,
+                &budget_duration_secs,
+                &r.budget_reset_at,
             ],
         )
         .await
@@ -205,13 +221,18 @@ pub async fn update_key(
             user_id = COALESCE($4, user_id), models = COALESCE($5, models),
             aliases = COALESCE($6, aliases), metadata = COALESCE($7, metadata),
             blocked = COALESCE($8, blocked), expires = COALESCE($9, expires), updated_at = now(),
+            max_budget = COALESCE($10, max_budget), soft_budget = COALESCE($11, soft_budget),
+            budget_duration = COALESCE($12, budget_duration),
+            budget_duration_secs = COALESCE($13, budget_duration_secs),
+            budget_reset_at = COALESCE($14, budget_reset_at),
             version = (SELECT seq FROM v)
          WHERE token = $1 RETURNING *),
          {WITH_TEAM}, {LOG_CHANGE}
          SELECT {COLUMNS} FROM p"
     );
     let aliases = p.aliases.as_ref().map(Json);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+    let b = &p.budget;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
         &t.as_str(),
         &p.key_alias,
         &p.team_id,
@@ -221,6 +242,11 @@ pub async fn update_key(
         &p.metadata,
         &p.blocked,
         &p.expires,
+        &b.max_budget,
+        &b.soft_budget,
+        &b.budget_duration,
+        &b.budget_duration_secs,
+        &b.budget_reset_at,
     ];
     let row = c.query_opt(&sql, &params).await.map_err(classify)?;
     row.as_ref().map(record).transpose()

@@ -102,6 +102,37 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     CREATE INDEX livegate_spend_logs_key_hash ON livegate_spend_logs (key_hash, start_time);
     CREATE INDEX livegate_spend_logs_start_time ON livegate_spend_logs (start_time);",
     ),
+    (
+        5,
+        "budgets on keys and teams",
+        // budget_duration as given (LiteLLM's string) and in seconds for the reset task;
+        // the view gains the new key columns and the team's budget and spend at its end.
+        "ALTER TABLE livegate_keys
+        ADD COLUMN soft_budget double precision,
+        ADD COLUMN budget_duration text,
+        ADD COLUMN budget_duration_secs bigint,
+        ADD COLUMN budget_reset_at timestamptz;
+    ALTER TABLE livegate_teams
+        ADD COLUMN max_budget double precision,
+        ADD COLUMN soft_budget double precision,
+        ADD COLUMN budget_duration text,
+        ADD COLUMN budget_duration_secs bigint,
+        ADD COLUMN budget_reset_at timestamptz;
+    CREATE INDEX livegate_keys_budget_reset_at ON livegate_keys (budget_reset_at)
+        WHERE budget_reset_at IS NOT NULL;
+    CREATE INDEX livegate_teams_budget_reset_at ON livegate_teams (budget_reset_at)
+        WHERE budget_reset_at IS NOT NULL;
+    CREATE OR REPLACE VIEW livegate_key_policies AS
+        SELECT k.token, k.key_name, k.key_alias, k.team_id, k.user_id, k.models, k.aliases,
+               k.max_budget, k.metadata, k.blocked, k.spend, k.expires, k.created_at,
+               k.updated_at, k.version,
+               COALESCE(t.blocked, false) AS team_blocked,
+               COALESCE(t.models, '{}'::text[]) AS team_models,
+               k.soft_budget, k.budget_duration, k.budget_reset_at,
+               t.max_budget AS team_max_budget,
+               COALESCE(t.spend, 0) AS team_spend
+        FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
+    ),
 ];
 
 /// Applies the missing migrations; returns the versions it applied (empty when up to date).

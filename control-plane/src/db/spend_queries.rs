@@ -1,14 +1,20 @@
 //! The SQL of the spend ledger. The drain's write is one statement, so one transaction:
 //! the rows whose request id is new are inserted, and only those rows' cost is added to
 //! their key's and team's `spend`. A replayed batch inserts nothing and adds nothing.
-//! Spend is not policy: the key's `version` and the change log are left alone.
+//! Spend is not policy, except where it crosses a budget: a key whose spend (or whose
+//! team's) goes from under its `max_budget` to at or over it gets a new version and a
+//! change-log row in the same statement, so caches and filters drop their allows for it
+//! (`budget::crosses` is the same test). The key is otherwise left alone.
 
 use chrono::{NaiveDate, NaiveTime};
 use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
-use super::protocol::{EngineError, SpendFilter, SpendGroup, SpendInserted, SpendRow};
+use super::protocol::{
+    BudgetsReset, EngineError, SpendFilter, SpendGroup, SpendInserted, SpendRow,
+};
 use super::queries::{classify, column};
+use super::queries::{LOG_CHANGE, WITH_TEAM};
 use crate::ledger::LedgerEntry;
 
 const INSERT_SPEND: &str = "
@@ -31,15 +37,44 @@ ins AS (
     ON CONFLICT (request_id) DO NOTHING
     RETURNING request_id, key_hash, team_id, cost, unpriced
 ),
-k AS (
-    UPDATE livegate_keys k SET spend = k.spend + s.cost
-    FROM (SELECT key_hash, sum(cost) AS cost FROM ins GROUP BY key_hash) s
-    WHERE k.token = s.key_hash
-),
+ks AS (SELECT key_hash, sum(cost) AS cost FROM ins GROUP BY key_hash),
+ts AS (SELECT team_id, sum(cost) AS cost FROM ins WHERE team_id IS NOT NULL GROUP BY team_id),
+old_t AS (SELECT team_id, spend FROM livegate_teams WHERE team_id IN (SELECT team_id FROM ts)),
 t AS (
-    UPDATE livegate_teams t SET spend = t.spend + s.cost
-    FROM (SELECT team_id, sum(cost) AS cost FROM ins WHERE team_id IS NOT NULL GROUP BY team_id) s
-    WHERE t.team_id = s.team_id
+    UPDATE livegate_teams t SET spend = t.spend + ts.cost
+    FROM ts WHERE t.team_id = ts.team_id
+    RETURNING t.team_id, t.max_budget, t.spend
+),
+tc AS (
+    SELECT t.team_id FROM t JOIN old_t o ON o.team_id = t.team_id
+    WHERE t.max_budget IS NOT NULL AND o.spend < t.max_budget AND t.spend >= t.max_budget
+),
+kd AS (
+    SELECT k.token, k.version AS old_version, COALESCE(ks.cost, 0) AS cost
+    FROM livegate_keys k LEFT JOIN ks ON ks.key_hash = k.token
+    WHERE k.token IN (SELECT key_hash FROM ks) OR k.team_id IN (SELECT team_id FROM tc)
+),
+w AS (
+    UPDATE livegate_keys k SET spend = k.spend + kd.cost,
+        version = CASE
+            WHEN (k.max_budget IS NOT NULL AND k.spend < k.max_budget
+                  AND k.spend + kd.cost >= k.max_budget)
+              OR k.team_id IN (SELECT team_id FROM tc)
+            THEN nextval('livegate_key_changes_seq_seq') ELSE k.version END
+    FROM kd WHERE k.token = kd.token
+    RETURNING k.*, kd.old_version
+),
+p AS (
+    SELECT w.*, COALESCE(tm.blocked, false) AS team_blocked,
+        COALESCE(tm.models, '{}'::text[]) AS team_models, tm.max_budget AS team_max_budget,
+        COALESCE(t.spend, tm.spend, 0) AS team_spend
+    FROM w LEFT JOIN livegate_teams tm ON tm.team_id = w.team_id
+        LEFT JOIN t ON t.team_id = w.team_id
+    WHERE w.version <> w.old_version
+),
+c AS (
+    INSERT INTO livegate_key_changes (seq, token, record)
+    SELECT version, token, to_jsonb(p) - 'version' - 'old_version' FROM p
 )
 SELECT count(*) AS inserted, count(*) FILTER (WHERE unpriced) AS unpriced,
     (SELECT COALESCE(array_agg(i.request_id), ARRAY[]::text[]) FROM input i
@@ -153,4 +188,59 @@ pub async fn global_spend(c: &Client) -> Result<f64, EngineError> {
         .await
         .map_err(classify)?;
     column(&row, "spend")
+}
+
+/// Keys whose own budget is due: spend back to 0, the next reset one duration after `$1`,
+/// and a new version logged, so caches and filters forget a refusal or a stale spend.
+const RESET_KEYS: &str = "
+WITH w AS (
+    UPDATE livegate_keys SET spend = 0,
+        budget_reset_at = $1 + make_interval(secs => budget_duration_secs::float8),
+        version = nextval('livegate_key_changes_seq_seq')
+    WHERE budget_reset_at <= $1 AND budget_duration_secs IS NOT NULL
+    RETURNING *
+),
+";
+
+/// Teams whose budget is due, and every key of theirs logged with the team's new spend.
+const RESET_TEAMS: &str = "
+WITH t AS (
+    UPDATE livegate_teams SET spend = 0,
+        budget_reset_at = $1 + make_interval(secs => budget_duration_secs::float8)
+    WHERE budget_reset_at <= $1 AND budget_duration_secs IS NOT NULL
+    RETURNING *
+),
+w AS (
+    UPDATE livegate_keys k SET version = nextval('livegate_key_changes_seq_seq')
+    FROM t WHERE k.team_id = t.team_id
+    RETURNING k.*
+),
+p AS (
+    SELECT w.*, t.blocked AS team_blocked, t.models AS team_models,
+        t.max_budget AS team_max_budget, t.spend AS team_spend
+    FROM w JOIN t ON t.team_id = w.team_id
+),
+c AS (INSERT INTO livegate_key_changes (seq, token, record)
+      SELECT version, token, to_jsonb(p) - 'version' FROM p)
+SELECT count(*) AS n FROM t";
+
+/// Resets the budgets due at `now`: keys' own first, then teams' (two statements: a row
+/// is written once per statement).
+pub async fn reset_budgets(
+    c: &Client,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<BudgetsReset, EngineError> {
+    let keys_sql = format!("{RESET_KEYS} {WITH_TEAM}, {LOG_CHANGE} SELECT count(*) AS n FROM p");
+    let keys: i64 = column(
+        &c.query_one(&keys_sql, &[&now]).await.map_err(classify)?,
+        "n",
+    )?;
+    let teams: i64 = column(
+        &c.query_one(RESET_TEAMS, &[&now]).await.map_err(classify)?,
+        "n",
+    )?;
+    Ok(BudgetsReset {
+        keys: u64::try_from(keys).unwrap_or(0),
+        teams: u64::try_from(teams).unwrap_or(0),
+    })
 }

@@ -9,16 +9,18 @@ use super::queries::{classify, column, record, token, COLUMNS};
 use crate::record::{TeamPatch, TeamRecord, TeamWrite, TeamsDeleted};
 
 const TEAM_COLUMNS: &str =
-    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at";
+    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, max_budget, soft_budget, budget_duration, budget_reset_at, budget_duration_secs";
 
 /// The keys of the written team (`t`) get new versions; `p` is their new state with the
 /// team's new policy (the view would still show the old one inside this statement).
 const RELOG_KEYS: &str = "
     w AS (UPDATE livegate_keys SET version = nextval('livegate_key_changes_seq_seq')
           WHERE team_id = (SELECT team_id FROM t) AND EXISTS (SELECT 1 FROM o, t
-              WHERE o.blocked IS DISTINCT FROM t.blocked OR o.models IS DISTINCT FROM t.models)
+              WHERE o.blocked IS DISTINCT FROM t.blocked OR o.models IS DISTINCT FROM t.models
+                 OR o.max_budget IS DISTINCT FROM t.max_budget OR o.spend IS DISTINCT FROM t.spend)
           RETURNING *),
-    p AS (SELECT w.*, t.blocked AS team_blocked, t.models AS team_models FROM w, t),
+    p AS (SELECT w.*, t.blocked AS team_blocked, t.models AS team_models,
+                 t.max_budget AS team_max_budget, t.spend AS team_spend FROM w, t),
     c AS (INSERT INTO livegate_key_changes (seq, token, record)
           SELECT version, token, to_jsonb(p) - 'version' FROM p)";
 
@@ -30,14 +32,20 @@ fn team(row: &Row) -> Result<TeamRecord, EngineError> {
         metadata: column(row, "metadata")?,
         blocked: column(row, "blocked")?,
         spend: column(row, "spend")?,
+        max_budget: column(row, "max_budget")?,
+        soft_budget: column(row, "soft_budget")?,
+        budget_duration: column(row, "budget_duration")?,
+        budget_reset_at: column(row, "budget_reset_at")?,
         created_at: column(row, "created_at")?,
         updated_at: column(row, "updated_at")?,
     })
 }
 
 pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, EngineError> {
+    let budget_duration_secs = super::queries::duration_secs(t.budget_duration.as_deref());
     let sql = format!(
-        "INSERT INTO livegate_teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO livegate_teams ({TEAM_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          RETURNING {TEAM_COLUMNS}"
     );
     let row = c
@@ -52,6 +60,11 @@ pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, Engin
                 &t.spend,
                 &t.created_at,
                 &t.updated_at,
+                &t.max_budget,
+                &t.soft_budget,
+                &t.budget_duration,
+                &t.budget_reset_at,
+                &budget_duration_secs,
             ],
         )
         .await
@@ -93,10 +106,14 @@ pub async fn update_team(
     p: &TeamPatch,
 ) -> Result<Option<TeamWrite>, EngineError> {
     let sql = format!(
-        "WITH o AS (SELECT blocked, models FROM livegate_teams WHERE team_id = $1),
+        "WITH o AS (SELECT blocked, models, max_budget, spend FROM livegate_teams WHERE team_id = $1),
          t AS (UPDATE livegate_teams SET
             team_alias = COALESCE($2, team_alias), models = COALESCE($3, models),
             metadata = COALESCE($4, metadata), blocked = COALESCE($5, blocked),
+            max_budget = COALESCE($6, max_budget), soft_budget = COALESCE($7, soft_budget),
+            budget_duration = COALESCE($8, budget_duration),
+            budget_duration_secs = COALESCE($9, budget_duration_secs),
+            budget_reset_at = COALESCE($10, budget_reset_at),
             updated_at = now()
          WHERE team_id = $1 RETURNING *),
          {RELOG_KEYS}
@@ -106,7 +123,18 @@ pub async fn update_team(
     let rows = c
         .query(
             &sql,
-            &[&team_id, &p.team_alias, &p.models, &p.metadata, &p.blocked],
+            &[
+                &team_id,
+                &p.team_alias,
+                &p.models,
+                &p.metadata,
+                &p.blocked,
+                &p.budget.max_budget,
+                &p.budget.soft_budget,
+                &p.budget.budget_duration,
+                &p.budget.budget_duration_secs,
+                &p.budget.budget_reset_at,
+            ],
         )
         .await
         .map_err(classify)?;

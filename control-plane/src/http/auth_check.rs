@@ -1,6 +1,7 @@
 //! The filter's two internal calls: `POST /v1/auth/check`, answered with the contract's
 //! bodies, and `GET /v1/auth/changes`, the change feed that carries revocations.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
@@ -21,12 +22,23 @@ pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
             let token = key.hash();
             let deadline = s.config.auth_db_deadline;
             match auth::resolve(&s.db, &s.cache, &s.metrics, &token, deadline).await {
-                Ok(record) => auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs()),
+                Ok(record) => {
+                    let decision =
+                        auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs());
+                    let at_bound = s.ledger.as_ref().is_some_and(|l| l.at_bound());
+                    let decision = auth::check_budget(decision);
+                    auth::check_spool(decision, at_bound, s.config.spend.when_full)
+                }
                 Err(_) => Decision::Unavailable,
             }
         }
     };
     s.metrics.count_auth_decision(outcome(&decision));
+    if let Decision::Allow { record, .. } = &decision {
+        if record.soft_budget_cooldown() {
+            s.metrics.soft_budget_exceeded.fetch_add(1, Relaxed);
+        }
+    }
     render(decision)
 }
 
@@ -35,6 +47,8 @@ fn outcome(decision: &Decision) -> &'static str {
     match decision {
         Decision::Allow { .. } => "allow",
         Decision::Deny(reason) => reason.as_str(),
+        Decision::OverBudget(_) => DenyReason::BudgetExceeded.as_str(),
+        Decision::SpendSpoolFull => "spend_spool_full",
         Decision::Unavailable => "db_unavailable",
     }
 }
@@ -62,6 +76,8 @@ fn render(decision: Decision) -> Response {
             },
         }),
         Decision::Deny(reason) => AuthCheckResponse::deny(reason),
+        Decision::OverBudget(budget) => AuthCheckResponse::over_budget(budget),
+        Decision::SpendSpoolFull => AuthCheckResponse::spend_spool_full(),
         Decision::Unavailable => AuthCheckResponse::db_unavailable(),
     };
     let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

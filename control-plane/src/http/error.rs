@@ -40,6 +40,12 @@ pub enum ApiError {
 }
 
 /// The one place a database failure becomes an HTTP error, so handlers use `?`.
+impl From<crate::budget::BudgetFieldError> for ApiError {
+    fn from(e: crate::budget::BudgetFieldError) -> Self {
+        ApiError::bad(e.param, e.message)
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {

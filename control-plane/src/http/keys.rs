@@ -32,6 +32,9 @@ pub struct KeyFields {
     aliases: Option<BTreeMap<String, String>>,
     metadata: Option<Value>,
     blocked: Option<bool>,
+    max_budget: Option<f64>,
+    soft_budget: Option<f64>,
+    budget_duration: Option<String>,
 }
 
 impl Fields for KeyFields {
@@ -45,13 +48,13 @@ impl Fields for KeyFields {
         "aliases",
         "metadata",
         "blocked",
-    ];
-    /// LiteLLM's key fields livegate does not enforce (yet): budgets and limits wait for
-    /// the spend ledger and the rate limiter.
-    const NOT_SUPPORTED: &'static [&'static str] = &[
         "max_budget",
         "soft_budget",
         "budget_duration",
+    ];
+    /// LiteLLM's key fields livegate does not enforce (yet): limits wait for the rate
+    /// limiter.
+    const NOT_SUPPORTED: &'static [&'static str] = &[
         "budget_id",
         "spend",
         "rpm_limit",
@@ -144,7 +147,10 @@ impl KeyFields {
                 )
             }
         };
+        let budget =
+            crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
         Ok(KeyPatch {
+            budget,
             key_alias: self.key_alias,
             team_id: self.team_id,
             user_id: self.user_id,
@@ -172,8 +178,15 @@ fn key_ref(param: &str, value: Option<&str>) -> Result<KeyHash, ApiError> {
 
 /// A record as LiteLLM shows it, with `key` set as asked.
 fn shown(record: &KeyRecord, key: &str) -> Value {
-    let mut v = serde_json::to_value(record).unwrap_or_else(|_| json!({}));
+    let mut v = info_of(record);
     v["key"] = json!(key);
+    v
+}
+
+/// A record with LiteLLM's `soft_budget_cooldown`: its spend has reached `soft_budget`.
+fn info_of(record: &KeyRecord) -> Value {
+    let mut v = serde_json::to_value(record).unwrap_or_else(|_| json!({}));
+    v["soft_budget_cooldown"] = json!(record.soft_budget_cooldown());
     v
 }
 
@@ -203,7 +216,12 @@ pub async fn generate(
         user_id: p.user_id,
         models: p.models.unwrap_or_default(),
         aliases: p.aliases.unwrap_or_default(),
-        max_budget: None,
+        max_budget: p.budget.max_budget,
+        soft_budget: p.budget.soft_budget,
+        budget_duration: p.budget.budget_duration,
+        budget_reset_at: p.budget.budget_reset_at,
+        team_max_budget: None,
+        team_spend: 0.0,
         metadata: p.metadata.unwrap_or_else(|| json!({})),
         blocked: p.blocked.unwrap_or(false),
         spend: 0.0,
@@ -341,14 +359,15 @@ pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQ
         if *own != token {
             return Err(ApiError::Forbidden);
         }
-        // The key's own credential must still be good: a blocked key learns nothing.
+        // The key's own credential must still be good: a blocked key learns nothing (a key
+        // over its budget may still read its spend, as in LiteLLM).
         let record = s.db.get_key(own).await?;
         if let Decision::Deny(reason) = auth::decide(record, Utc::now(), 0) {
             return Err(ApiError::Denied(reason));
         }
     }
     let record = s.db.get_key(&token).await?.ok_or_else(not_found)?;
-    Ok(Json(json!({"key": record.token, "info": record})))
+    Ok(Json(json!({"key": record.token, "info": info_of(&record)})))
 }
 
 pub async fn update(

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use axum::Json;
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -27,17 +27,25 @@ pub struct TeamFields {
     models: Option<Vec<String>>,
     metadata: Option<Value>,
     blocked: Option<bool>,
+    max_budget: Option<f64>,
+    soft_budget: Option<f64>,
+    budget_duration: Option<String>,
 }
 
 impl Fields for TeamFields {
-    const ACCEPTED: &'static [&'static str] =
-        &["team_id", "team_alias", "models", "metadata", "blocked"];
-    /// LiteLLM's team fields livegate does not enforce (yet), and membership, which it
-    /// does not model: refused unless they ask for nothing.
-    const NOT_SUPPORTED: &'static [&'static str] = &[
+    const ACCEPTED: &'static [&'static str] = &[
+        "team_id",
+        "team_alias",
+        "models",
+        "metadata",
+        "blocked",
         "max_budget",
         "soft_budget",
         "budget_duration",
+    ];
+    /// LiteLLM's team fields livegate does not enforce (yet), and membership, which it
+    /// does not model: refused unless they ask for nothing.
+    const NOT_SUPPORTED: &'static [&'static str] = &[
         "rpm_limit",
         "tpm_limit",
         "max_parallel_requests",
@@ -93,7 +101,7 @@ fn text_field(param: &str, value: &str) -> Result<(), ApiError> {
 }
 
 impl TeamFields {
-    fn into_patch(self) -> Result<TeamPatch, ApiError> {
+    fn into_patch(self, now: DateTime<Utc>) -> Result<TeamPatch, ApiError> {
         if let Some(a) = &self.team_alias {
             text_field("team_alias", a)?;
         }
@@ -103,7 +111,10 @@ impl TeamFields {
         if self.metadata.as_ref().is_some_and(|m| !m.is_object()) {
             return Err(ApiError::bad("metadata", "metadata must be a JSON object"));
         }
+        let budget =
+            crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
         Ok(TeamPatch {
+            budget,
             team_alias: self.team_alias,
             models: self.models,
             metadata: self.metadata,
@@ -151,8 +162,8 @@ pub async fn new(
         }
         None => new_team_id()?,
     };
-    let p = req.into_patch()?;
     let now = Utc::now().trunc_subsecs(6);
+    let p = req.into_patch(now)?;
     let team = TeamRecord {
         team_id,
         team_alias: p.team_alias,
@@ -160,6 +171,10 @@ pub async fn new(
         metadata: p.metadata.unwrap_or_else(|| json!({})),
         blocked: p.blocked.unwrap_or(false),
         spend: 0.0,
+        max_budget: p.budget.max_budget,
+        soft_budget: p.budget.soft_budget,
+        budget_duration: p.budget.budget_duration,
+        budget_reset_at: p.budget.budget_reset_at,
         created_at: now,
         updated_at: now,
     };
@@ -199,7 +214,7 @@ pub async fn update(
     JsonBody(mut req): JsonBody<TeamFields>,
 ) -> ApiResult {
     let team_id = required("team_id", req.team_id.take())?;
-    let patch = req.into_patch()?;
+    let patch = req.into_patch(Utc::now().trunc_subsecs(6))?;
     apply(&s, &team_id, patch).await
 }
 

@@ -20,6 +20,11 @@ pub fn record(raw: &str) -> KeyRecord {
         version: 1,
         team_blocked: false,
         team_models: vec![],
+        soft_budget: None,
+        budget_duration: None,
+        budget_reset_at: None,
+        team_max_budget: None,
+        team_spend: 0.0,
     }
 }
 

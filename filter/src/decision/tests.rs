@@ -91,7 +91,10 @@ fn a_200_that_does_not_say_allow_is_an_error() {
 
 #[test]
 fn each_deny_is_read_with_the_status_the_contract_pairs_it_with() {
-    for reason in DenyReason::ALL {
+    for reason in DenyReason::ALL
+        .into_iter()
+        .filter(|r| *r != DenyReason::BudgetExceeded)
+    {
         let status = reason.status().to_string();
         assert_eq!(
             answer(&status, &deny_body(reason)),
@@ -99,6 +102,32 @@ fn each_deny_is_read_with_the_status_the_contract_pairs_it_with() {
             "{reason:?}"
         );
     }
+}
+
+fn over_budget() -> livegate_contract::Budget {
+    livegate_contract::Budget {
+        scope: livegate_contract::BudgetScope::Key,
+        team_id: None,
+        spend: 0.75,
+        max_budget: 0.5,
+    }
+}
+
+#[test]
+fn a_budget_deny_is_read_with_its_numbers() {
+    let body = json(&AuthCheckResponse::over_budget(over_budget()));
+    assert_eq!(answer("400", &body), Outcome::OverBudget(over_budget()));
+    // The same body with another status is not believed.
+    assert!(matches!(answer("403", &body), Outcome::Error(_)));
+}
+
+#[test]
+fn a_budget_deny_without_its_numbers_is_an_error_not_a_deny() {
+    let body = deny_body(DenyReason::BudgetExceeded);
+    assert!(matches!(
+        answer("400", &body),
+        Outcome::Error(CallError::MalformedBody(_))
+    ));
 }
 
 #[test]
@@ -127,6 +156,14 @@ fn a_503_is_unavailable_whatever_its_body() {
         answer("503", &allow_body),
         Outcome::Error(CallError::Unavailable)
     );
+}
+
+#[test]
+fn a_503_saying_the_spend_spool_is_full_is_a_refusal_not_an_outage() {
+    let body = json(&AuthCheckResponse::spend_spool_full());
+    assert_eq!(answer("503", &body), Outcome::SpendSpoolFull);
+    // The same body with another status is not believed.
+    assert!(matches!(answer("200", &body), Outcome::Error(_)));
 }
 
 #[test]

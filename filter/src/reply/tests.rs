@@ -105,3 +105,30 @@ fn every_error_reply_is_json_and_not_cacheable() {
         assert!(error(&reply)["message"].is_string());
     }
 }
+
+#[test]
+fn a_key_over_budget_is_litellms_400_budget_exceeded_with_its_numbers() {
+    let reply = LocalReply::over_budget(&livegate_contract::Budget {
+        scope: livegate_contract::BudgetScope::Key,
+        team_id: None,
+        spend: 0.5,
+        max_budget: 0.0,
+    });
+    assert_eq!(reply.status, 400);
+    assert_eq!(header(&reply, "www-authenticate"), None);
+    let e = error(&reply);
+    assert_eq!(e["type"], "budget_exceeded");
+    assert_eq!(e["code"], "400");
+    assert_eq!(
+        e["message"],
+        "ExceededTokenBudget: Current spend for token: 0.5; Max Budget for Token: 0"
+    );
+}
+
+#[test]
+fn a_full_spend_spool_is_a_503_with_its_own_type_and_retry_after() {
+    let reply = LocalReply::spend_spool_full(7);
+    assert_eq!(reply.status, 503);
+    assert_eq!(header(&reply, "retry-after"), Some("7"));
+    assert_eq!(error(&reply)["type"], "spend_spool_full");
+}

@@ -1,0 +1,98 @@
+use super::*;
+use crate::key_cache::tests::record;
+use chrono::TimeZone;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 31, 12, 0, 0).unwrap()
+}
+
+#[test]
+fn a_budget_duration_sets_the_first_reset_from_now() {
+    let p = patch(Some(10.0), Some(5.0), Some("30d".into()), t0()).unwrap();
+    assert_eq!(p.budget_duration_secs, Some(30 * 86_400));
+    assert_eq!(
+        p.budget_reset_at,
+        Some(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap())
+    );
+    let p = patch(None, None, Some("30s".into()), t0()).unwrap();
+    assert_eq!(
+        p.budget_reset_at,
+        Some(t0() + chrono::Duration::seconds(30))
+    );
+    let p = patch(Some(0.0), None, None, t0()).unwrap();
+    assert_eq!((p.max_budget, p.budget_reset_at), (Some(0.0), None));
+}
+
+#[test]
+fn bad_budget_fields_are_refused_by_name() {
+    let param = |r: Result<BudgetPatch, BudgetFieldError>| r.unwrap_err().param;
+    assert_eq!(param(patch(Some(-1.0), None, None, t0())), "max_budget");
+    assert_eq!(param(patch(Some(f64::NAN), None, None, t0())), "max_budget");
+    assert_eq!(param(patch(None, Some(-0.5), None, t0())), "soft_budget");
+    assert_eq!(
+        param(patch(None, None, Some("1w".into()), t0())),
+        "budget_duration"
+    );
+    assert_eq!(
+        param(patch(None, None, Some("0s".into()), t0())),
+        "budget_duration"
+    );
+    let huge = format!("{}d", i64::MAX / 86_400);
+    assert_eq!(
+        param(patch(None, None, Some(huge), t0())),
+        "budget_duration"
+    );
+}
+
+#[test]
+fn a_crossing_is_from_under_the_budget_to_at_or_over_it() {
+    assert!(crosses(0.9, 0.1, Some(1.0)));
+    assert!(crosses(0.5, 2.0, Some(1.0)));
+    assert!(!crosses(0.5, 0.1, Some(1.0)));
+    // Already over: the crossing was logged when it happened.
+    assert!(!crosses(1.0, 0.5, Some(1.0)));
+    assert!(!crosses(0.5, 100.0, None));
+}
+
+#[test]
+fn spend_at_the_budget_refuses_and_a_budget_of_zero_admits_nothing() {
+    let mut r = record("sk-a");
+    assert_eq!(exceeded(&r, 0.0, 0.0), None);
+    r.max_budget = Some(0.0);
+    let b = exceeded(&r, 0.0, 0.0).unwrap();
+    assert_eq!(
+        (b.scope, b.spend, b.max_budget),
+        (BudgetScope::Key, 0.0, 0.0)
+    );
+    r.max_budget = Some(1.0);
+    r.spend = 0.75;
+    assert_eq!(exceeded(&r, 0.0, 0.0), None);
+    r.spend = 1.0;
+    assert!(exceeded(&r, 0.0, 0.0).is_some());
+}
+
+#[test]
+fn spooled_cost_counts_toward_the_budget() {
+    let mut r = record("sk-a");
+    r.max_budget = Some(1.0);
+    r.spend = 0.75;
+    let b = exceeded(&r, 0.25, 0.0).unwrap();
+    assert_eq!(b.spend, 1.0);
+}
+
+#[test]
+fn the_keys_own_budget_is_checked_before_its_teams() {
+    let mut r = record("sk-a");
+    r.team_id = Some("team-a".into());
+    r.team_max_budget = Some(5.0);
+    r.team_spend = 4.0;
+    assert_eq!(exceeded(&r, 0.0, 0.0), None);
+    let b = exceeded(&r, 0.0, 1.0).unwrap();
+    assert_eq!(
+        (b.scope, b.team_id.as_deref(), b.spend),
+        (BudgetScope::Team, Some("team-a"), 5.0)
+    );
+    r.max_budget = Some(0.5);
+    r.spend = 0.5;
+    assert_eq!(exceeded(&r, 0.0, 1.0).unwrap().scope, BudgetScope::Key);
+}
