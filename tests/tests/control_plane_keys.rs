@@ -160,6 +160,11 @@ fn a_caller_chosen_key_is_accepted_once_and_bad_input_names_its_field() {
     let huge = format!("{{\"metadata\": {{\"x\": \"{}\"}}}}", "a".repeat(200_000));
     let r = http::post_raw(&url(&cp, "/key/generate"), ADMIN, "application/json", &huge).unwrap();
     assert_error(&r, 413, None);
+    assert_eq!(
+        slow_oversized_post(&cp, 900_000),
+        413,
+        "a client still sending a too-large body gets the 413, not a reset"
+    );
     for d in ["30s", "30m", "24h", "7d"] {
         assert!(
             generate(&cp, json!({"duration": d}))["expires"].is_string(),
@@ -443,4 +448,31 @@ fn health_endpoints_and_metrics_answer_and_no_secret_is_logged() {
     for secret in [raw.as_str(), MASTER, pg.password(), "sk-unknown-secret"] {
         assert!(!log.contains(secret), "a secret is in the log: {secret}");
     }
+}
+
+/// Posts a body of `size` bytes to `/key/generate` in pieces, pausing between them so the
+/// control plane's answer (and, were it to close with the body unread, its reset) arrives
+/// while the client is still sending; the status of the answer read at the end.
+fn slow_oversized_post(cp: &ControlPlane, size: usize) -> u16 {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", cp.port())).unwrap();
+    let head = format!(
+        "POST /key/generate HTTP/1.1\r\nHost: cp\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n",
+        livegate_tests::control_plane::TEST_MASTER_KEY
+    );
+    socket.write_all(head.as_bytes()).unwrap();
+    let piece = vec![b' '; 60_000];
+    let mut sent = 0;
+    while sent < size {
+        let n = piece.len().min(size - sent);
+        socket
+            .write_all(&piece[..n])
+            .unwrap_or_else(|e| panic!("writing the body after {sent} bytes: {e}"));
+        sent += n;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut answer = [0u8; 12];
+    socket.read_exact(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer[9..12]).parse().unwrap()
 }

@@ -3,6 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -71,16 +72,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let limit = AppState::from_ref(state).config.body_limit;
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::BadRequest {
-                    message: format!("could not read the body: {e}"),
-                    param: None,
-                }
-            }
-        })?;
+        let bytes = read_body(req.into_body(), limit).await?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -88,6 +80,35 @@ where
         };
         parse_fields(bytes).map(JsonBody)
     }
+}
+
+/// How much of a body past the limit is read and thrown away before the 413. A server that
+/// answers and closes with the body unread makes the kernel reset the connection, and a
+/// client still sending then gets a broken pipe instead of the answer.
+const DRAIN_PAST_LIMIT: usize = 1024 * 1024;
+
+/// The body, up to `limit` bytes; beyond it, 413 once the rest (up to
+/// [`DRAIN_PAST_LIMIT`]) has been read.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest {
+            message: format!("could not read the body: {e}"),
+            param: None,
+        })?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limit {
+            kept.extend_from_slice(&chunk);
+        } else if seen > limit.saturating_add(DRAIN_PAST_LIMIT) {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(Bytes::from(kept))
 }
 
 /// Parses a JSON object, refusing fields `T` does not accept, then reads it as `T`.
