@@ -1,5 +1,6 @@
-//! A tiny OpenAI-shaped upstream for trying livegate: it answers `/v1/models` and
-//! `/v1/chat/completions`, and echoes what the gateway told it about the caller.
+//! A tiny OpenAI-shaped upstream for trying livegate: it answers `/v1/models` (and
+//! `/models`) and `/v1/chat/completions`, and echoes what the gateway told it about the
+//! caller.
 //!
 //! Every handler reads the whole request body before it answers, as a real API does. An
 //! HTTP server that answers first and then closes the connection with the body still
@@ -20,6 +21,8 @@ use serde_json::{json, Value};
 pub fn router() -> Router {
     Router::new()
         .route("/v1/models", get(models))
+        // LiteLLM serves both spellings, and its `lite models list` asks for this one.
+        .route("/models", get(models))
         .route("/v1/chat/completions", post(chat_completion))
         .fallback(echo)
         // Far above the gateway's largest request body: the gateway decides what is too large.

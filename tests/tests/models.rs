@@ -120,6 +120,17 @@ fn models_teams_and_aliases_are_enforced_and_hold_through_outages() {
         }
     };
     check(&stack, "all up");
+    // The model list under both spellings (LiteLLM's `lite models list` asks for `/models`).
+    for path in ["/v1/models", "/models"] {
+        let bearer = format!("Bearer {open}");
+        let listed = http::get(&stack.url(path), &[("authorization", &bearer)]).unwrap();
+        assert_eq!(listed.status, 200, "{path}: {}", listed.body);
+        assert_eq!(
+            listed.json().unwrap()["data"][0]["id"],
+            "livegate-demo",
+            "{path}"
+        );
+    }
 
     stack.postgres.as_ref().unwrap().pause().unwrap();
     check(&stack, "Postgres frozen");
