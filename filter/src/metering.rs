@@ -88,41 +88,75 @@ impl ResponseMeter {
 
     /// The record, at `end` (the host clock now; `None` if it cannot be read).
     pub fn finish(self, end: Option<Millis>) -> Result<SpendRecord, NoRecord> {
-        let requester = self.requester;
-        let request_id = requester.request_id.ok_or(NoRecord::NoRequestId)?;
-        let (start, end) = match (requester.start, end) {
-            (Some(start), Some(end)) => (start, end.max(start)),
-            (Some(t), None) | (None, Some(t)) => (t, t),
-            (None, None) => return Err(NoRecord::NoClock),
-        };
+        self.finish_counting(end).0
+    }
+
+    /// The record, and what of the response the meter could not read (the glue counts it).
+    pub fn finish_counting(self, end: Option<Millis>) -> (Result<SpendRecord, NoRecord>, Unread) {
         let report = self.meter.map(Meter::finish);
+        let unread = report.as_ref().map_or_else(Unread::default, |r| Unread {
+            oversized: r.oversized > 0,
+            malformed: r.malformed > 0,
+        });
         let (usage, model_returned) = match report {
             Some(report) => (report.reading.usage, report.reading.model),
             None => (Usage::Absent, None),
         };
-        let tokens = match usage {
-            Usage::Known(tokens) => Some(tokens),
-            Usage::Absent => None,
-        };
-        let record = SpendRecord {
-            request_id,
-            key_hash: requester.key_hash,
-            key_alias: requester.key_alias,
-            team_id: requester.team_id,
-            model_requested: requester.model,
+        let record = record(
+            self.requester,
+            (self.status, self.event_stream),
+            usage,
             model_returned,
-            prompt_tokens: tokens.and_then(|t| t.prompt),
-            completion_tokens: tokens.and_then(|t| t.completion),
-            total_tokens: tokens.and_then(|t| t.total),
-            usage_known: tokens.is_some(),
-            status: self.status,
-            streamed: self.event_stream,
-            start_time_ms: start,
-            end_time_ms: end,
-        };
-        record.validate().map_err(|_| NoRecord::Invalid)?;
-        Ok(record)
+            end,
+        );
+        (record, unread)
     }
+}
+
+/// What of one response the meter passed over: a body or event past its bound, or one
+/// that was not JSON. Such a response's usage is recorded as unknown, never guessed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unread {
+    pub oversized: bool,
+    pub malformed: bool,
+}
+
+/// The record of a response: `answer` is its status and whether it was an event stream.
+fn record(
+    requester: Requester,
+    answer: (u16, bool),
+    usage: Usage,
+    model_returned: Option<String>,
+    end: Option<Millis>,
+) -> Result<SpendRecord, NoRecord> {
+    let request_id = requester.request_id.ok_or(NoRecord::NoRequestId)?;
+    let (start, end) = match (requester.start, end) {
+        (Some(start), Some(end)) => (start, end.max(start)),
+        (Some(t), None) | (None, Some(t)) => (t, t),
+        (None, None) => return Err(NoRecord::NoClock),
+    };
+    let tokens = match usage {
+        Usage::Known(tokens) => Some(tokens),
+        Usage::Absent => None,
+    };
+    let record = SpendRecord {
+        request_id,
+        key_hash: requester.key_hash,
+        key_alias: requester.key_alias,
+        team_id: requester.team_id,
+        model_requested: requester.model,
+        model_returned,
+        prompt_tokens: tokens.and_then(|t| t.prompt),
+        completion_tokens: tokens.and_then(|t| t.completion),
+        total_tokens: tokens.and_then(|t| t.total),
+        usage_known: tokens.is_some(),
+        status: answer.0,
+        streamed: answer.1,
+        start_time_ms: start,
+        end_time_ms: end,
+    };
+    record.validate().map_err(|_| NoRecord::Invalid)?;
+    Ok(record)
 }
 
 #[cfg(test)]

@@ -32,13 +32,15 @@ pub enum Metric {
     SpendRecordsDropped,
     SpendRecordsSkipped,
     ResponsesWithoutUsage,
+    UsageOversized,
+    UsageMalformed,
     IncludeUsageAdded,
     IncludeUsageOverridden,
 }
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 29] = [
+    pub const ALL: [Metric; 31] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -66,6 +68,8 @@ impl Metric {
         Metric::SpendRecordsDropped,
         Metric::SpendRecordsSkipped,
         Metric::ResponsesWithoutUsage,
+        Metric::UsageOversized,
+        Metric::UsageMalformed,
         Metric::IncludeUsageAdded,
         Metric::IncludeUsageOverridden,
     ];
@@ -99,6 +103,8 @@ impl Metric {
             Metric::SpendRecordsDropped => "livegate_spend_records_dropped_total",
             Metric::SpendRecordsSkipped => "livegate_spend_records_skipped_total",
             Metric::ResponsesWithoutUsage => "livegate_responses_without_usage_total",
+            Metric::UsageOversized => "livegate_usage_oversized_total",
+            Metric::UsageMalformed => "livegate_usage_malformed_total",
             Metric::IncludeUsageAdded => "livegate_include_usage_added_total",
             Metric::IncludeUsageOverridden => "livegate_include_usage_overridden_total",
         }

@@ -274,3 +274,17 @@ fn other_bodies_and_routes_are_left_as_sent() {
 fn plugin_with_include_usage_off() -> Rc<Plugin> {
     plugin(config(r#"{"metering": {"include_usage": false}}"#))
 }
+
+#[test]
+fn a_body_that_is_not_json_is_recorded_without_usage_and_counted_as_malformed() {
+    let plugin = plugin(Config::default());
+    let body = r#"{"model": "fast", "messages": []}"#;
+    let (host, mut flow) = admitted(&plugin, CHAT, body, aliased());
+    answer(&host, &mut flow, "application/json", &["<html>busy</html>"]);
+    let records = queued(&plugin);
+    assert_eq!(records.len(), 1);
+    assert!(!records[0].usage_known);
+    assert_eq!(host.count(Metric::ResponsesWithoutUsage), 1);
+    assert_eq!(host.count(Metric::UsageMalformed), 1);
+    assert_eq!(host.count(Metric::UsageOversized), 0);
+}

@@ -59,7 +59,14 @@ impl RequestFlow {
         let Some(meter) = self.metering.take() else {
             return;
         };
-        let record = match meter.finish(now) {
+        let (record, unread) = meter.finish_counting(now);
+        if unread.oversized {
+            host.increment(Metric::UsageOversized);
+        }
+        if unread.malformed {
+            host.increment(Metric::UsageMalformed);
+        }
+        let record = match record {
             Ok(record) => record,
             Err(why) => {
                 host.debug(&format!("livegate: no spend record: {why:?}"));
