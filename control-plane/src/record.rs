@@ -138,6 +138,14 @@ pub struct TeamRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+impl TeamRecord {
+    /// The team's spend has reached its `soft_budget` (an alert, not a limit), as a key's
+    /// `soft_budget_cooldown`.
+    pub fn soft_budget_cooldown(&self) -> bool {
+        self.soft_budget.is_some_and(|soft| self.spend >= soft)
+    }
+}
+
 /// Fields a team update may change; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TeamPatch {

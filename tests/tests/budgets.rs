@@ -189,6 +189,10 @@ fn a_team_budget_refuses_its_keys_until_it_is_raised() {
     .unwrap();
     assert_eq!(team["team_info"]["max_budget"], 0.0, "{team}");
     assert_eq!(team["team_info"]["soft_budget"], 0.0, "{team}");
+    assert_eq!(
+        team["team_info"]["soft_budget_cooldown"], true,
+        "a spend of 0 has reached a soft budget of 0: {team}"
+    );
     assert_eq!(team["team_info"]["spend"], 0.0, "{team}");
 
     // Raising the team's budget is logged as a change of each of its keys.

@@ -189,8 +189,15 @@ pub async fn info(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
     let team_id = required("team_id", query_param(&q, "team_id"))?;
     let (team, keys) = s.db.get_team(&team_id, true).await?.ok_or_else(not_found)?;
     Ok(Json(
-        json!({"team_id": team.team_id, "team_info": team, "keys": keys, "team_memberships": []}),
+        json!({"team_id": team.team_id, "team_info": shown(&team), "keys": keys, "team_memberships": []}),
     ))
+}
+
+/// A team with `soft_budget_cooldown`: its spend has reached its `soft_budget`.
+fn shown(team: &TeamRecord) -> Value {
+    let mut v = serde_json::to_value(team).unwrap_or_else(|_| json!({}));
+    v["soft_budget_cooldown"] = json!(team.soft_budget_cooldown());
+    v
 }
 
 /// LiteLLM answers a plain list of teams; `page` and `size` bound it (default 1 and 100).
@@ -200,7 +207,7 @@ pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
     let page = number(&q, "page", 1, u32::MAX)?;
     let size = number(&q, "size", 100, 1000)?;
     let (teams, _) = s.db.list_teams(page, size).await?;
-    Ok(Json(json!(teams)))
+    Ok(Json(Value::Array(teams.iter().map(shown).collect())))
 }
 
 /// Teams a user could join: livegate has no users, so none.
