@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorObject, ErrorType};
 use crate::key::KeyHash;
 use crate::models::ModelAccess;
+use crate::rate_limit::{RateLimited, RateLimits};
 
 /// The control plane's internal path for auth checks; Envoy never routes it from outside.
 pub const AUTH_CHECK_PATH: &str = "/v1/auth/check";
@@ -22,6 +23,9 @@ pub enum DenyReason {
     /// The key's or its team's spend has reached its `max_budget`: the deny carries a
     /// [`Budget`] with the numbers.
     BudgetExceeded,
+    /// A rate limit of the key or its team is reached: the deny carries a
+    /// [`RateLimited`] with the limit and when the window has room.
+    RateLimited,
 }
 
 /// Whose budget refused a key.
@@ -97,6 +101,10 @@ pub struct Allow {
     /// Which models the key may call (its own list, its team's, its aliases).
     #[serde(flatten)]
     pub access: ModelAccess,
+    /// The key's effective rate limits. A key with any is checked by the control plane on
+    /// every request (never admitted from a cache while the control plane answers).
+    #[serde(default, skip_serializing_if = "RateLimits::is_none")]
+    pub limits: RateLimits,
 }
 
 /// Every answer to an auth check, tagged by `decision`. The status goes with the variant:
@@ -111,6 +119,9 @@ pub enum AuthCheckResponse {
         /// With `budget_exceeded` only: whose budget, the spend and the maximum.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         budget: Option<Budget>,
+        /// With `rate_limited` only: which limit, and when the window has room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate_limit: Option<RateLimited>,
     },
     Unavailable {
         reason: UnavailableReason,
@@ -119,12 +130,13 @@ pub enum AuthCheckResponse {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 5] = [
+    pub const ALL: [DenyReason; 6] = [
         DenyReason::InvalidKey,
         DenyReason::KeyBlocked,
         DenyReason::KeyExpired,
         DenyReason::TeamBlocked,
         DenyReason::BudgetExceeded,
+        DenyReason::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +146,7 @@ impl DenyReason {
             DenyReason::KeyExpired => "key_expired",
             DenyReason::TeamBlocked => "team_blocked",
             DenyReason::BudgetExceeded => "budget_exceeded",
+            DenyReason::RateLimited => "rate_limited",
         }
     }
 
@@ -142,6 +155,7 @@ impl DenyReason {
         match self {
             DenyReason::InvalidKey => 401,
             DenyReason::BudgetExceeded => 400,
+            DenyReason::RateLimited => 429,
             DenyReason::KeyBlocked | DenyReason::KeyExpired | DenyReason::TeamBlocked => 403,
         }
     }
@@ -152,6 +166,7 @@ impl DenyReason {
             DenyReason::KeyBlocked | DenyReason::TeamBlocked => ErrorType::AuthError,
             DenyReason::KeyExpired => ErrorType::ExpiredKey,
             DenyReason::BudgetExceeded => ErrorType::BudgetExceeded,
+            DenyReason::RateLimited => ErrorType::RateLimitError,
         }
     }
 
@@ -163,6 +178,7 @@ impl DenyReason {
             DenyReason::KeyExpired => "this API key has expired",
             DenyReason::TeamBlocked => "this API key's team is blocked",
             DenyReason::BudgetExceeded => "this API key's budget is exceeded",
+            DenyReason::RateLimited => "this API key's rate limit is reached",
         };
         ErrorObject::new(self.status(), self.error_type(), message)
             .with_param("key")
@@ -185,6 +201,17 @@ impl AuthCheckResponse {
             reason,
             error: reason.error(),
             budget: None,
+            rate_limit: None,
+        }
+    }
+
+    /// 429 `rate_limit_error`, with the limit and when the window has room.
+    pub fn rate_limited(limited: RateLimited) -> AuthCheckResponse {
+        AuthCheckResponse::Deny {
+            reason: DenyReason::RateLimited,
+            error: limited.error(),
+            budget: None,
+            rate_limit: Some(limited),
         }
     }
 
@@ -194,6 +221,7 @@ impl AuthCheckResponse {
             reason: DenyReason::BudgetExceeded,
             error: budget.error(),
             budget: Some(budget),
+            rate_limit: None,
         }
     }
 

@@ -25,6 +25,9 @@ pub enum ErrorType {
     NotFoundError,
     /// 400: the key's or its team's spend has reached its `max_budget` (LiteLLM's type).
     BudgetExceeded,
+    /// 429: a rate limit of the key or its team is reached (with `retry-after` and
+    /// OpenAI's `x-ratelimit-*` headers).
+    RateLimitError,
     /// 503: the spend spool is at its bound and the key has a budget (or the operator chose
     /// to refuse every key there): its spend could not be recorded.
     SpendSpoolFull,
@@ -47,6 +50,7 @@ impl ErrorType {
             ErrorType::TeamModelAccessDenied => "team_model_access_denied",
             ErrorType::NotFoundError => "not_found_error",
             ErrorType::BudgetExceeded => "budget_exceeded",
+            ErrorType::RateLimitError => "rate_limit_error",
             ErrorType::SpendSpoolFull => "spend_spool_full",
             ErrorType::NoDbConnection => "no_db_connection",
             ErrorType::ServiceUnavailable => "service_unavailable",

@@ -7,6 +7,7 @@
 //! - [`error`]: the one JSON error body and its `type` vocabulary.
 //! - [`models`]: which models a key may call, and how a refusal reads.
 //! - [`headers`]: the headers the filter reads and the identity headers it sets upstream.
+//! - [`rate_limit`]: the sliding window both halves count rate limits with, and a 429.
 //! - [`spend`]: `POST /v1/spend/records`, the per-request record the spend ledger is built from.
 
 pub mod auth_check;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod headers;
 pub mod key;
 pub mod models;
+pub mod rate_limit;
 pub mod spend;
 
 pub use auth_check::{
@@ -24,4 +26,5 @@ pub use change_feed::{ChangeFeed, KeyChange, KeyStatus, CHANGES_PATH};
 pub use error::{ErrorBody, ErrorObject, ErrorType};
 pub use key::{ApiKey, CredentialError, KeyHash, MAX_KEY_LEN};
 pub use models::{ModelAccess, ModelDenied};
+pub use rate_limit::{LimitKind, RateLimited, RateLimits, WindowLog};
 pub use spend::{SpendAck, SpendBatch, SpendRecord, SPEND_RECORDS_PATH};

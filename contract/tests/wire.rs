@@ -6,7 +6,8 @@
 
 use livegate_contract::{
     Allow, AuthCheckResponse, Budget, BudgetScope, ChangeFeed, DenyReason, ErrorObject, ErrorType,
-    KeyChange, KeyHash, KeyStatus, ModelAccess, SpendAck, SpendBatch, SpendRecord,
+    KeyChange, KeyHash, KeyStatus, LimitKind, ModelAccess, RateLimited, RateLimits, SpendAck,
+    SpendBatch, SpendRecord,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
@@ -40,6 +41,10 @@ fn an_allow_is_pinned() {
                 models: vec!["gpt-4o".into(), "openai/*".into()],
                 team_models: vec![],
                 aliases: [("fast".to_string(), "gpt-4o".to_string())].into(),
+            },
+            limits: RateLimits {
+                rpm_limit: Some(60),
+                tpm_limit: None,
             },
         }),
     );
@@ -80,6 +85,20 @@ fn a_budget_deny_is_pinned_and_other_denies_need_no_budget() {
     let mut body = golden("auth_check_deny_budget_exceeded");
     body["budget"]["currency"] = "USD".into();
     assert!(serde_json::from_value::<AuthCheckResponse>(body).is_ok());
+}
+
+#[test]
+fn a_rate_limit_deny_is_pinned() {
+    pins(
+        "auth_check_deny_rate_limited",
+        AuthCheckResponse::rate_limited(RateLimited {
+            kind: LimitKind::Requests,
+            scope: BudgetScope::Team,
+            team_id: Some("team-a".into()),
+            limit: 60,
+            reset_at_ms: 1_790_000_060_000,
+        }),
+    );
 }
 
 #[test]

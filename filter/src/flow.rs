@@ -495,6 +495,7 @@ impl RequestFlow {
             DenyReason::KeyExpired => Metric::DeniedKeyExpired,
             DenyReason::TeamBlocked => Metric::DeniedTeamBlocked,
             DenyReason::BudgetExceeded => Metric::DeniedBudgetExceeded,
+            DenyReason::RateLimited => Metric::DeniedRateLimited,
         });
         self.reply(host, &LocalReply::denied(reason))
     }

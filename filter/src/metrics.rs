@@ -13,6 +13,7 @@ pub enum Metric {
     DeniedKeyExpired,
     DeniedTeamBlocked,
     DeniedBudgetExceeded,
+    DeniedRateLimited,
     DeniedSpendSpoolFull,
     DeniedModel,
     CacheHit,
@@ -40,7 +41,7 @@ pub enum Metric {
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 31] = [
+    pub const ALL: [Metric; 32] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -49,6 +50,7 @@ impl Metric {
         Metric::DeniedKeyExpired,
         Metric::DeniedTeamBlocked,
         Metric::DeniedBudgetExceeded,
+        Metric::DeniedRateLimited,
         Metric::DeniedSpendSpoolFull,
         Metric::DeniedModel,
         Metric::CacheHit,
@@ -84,6 +86,7 @@ impl Metric {
             Metric::DeniedKeyExpired => "livegate_denied_key_expired_total",
             Metric::DeniedTeamBlocked => "livegate_denied_team_blocked_total",
             Metric::DeniedBudgetExceeded => "livegate_denied_budget_exceeded_total",
+            Metric::DeniedRateLimited => "livegate_denied_rate_limited_total",
             Metric::DeniedSpendSpoolFull => "livegate_denied_spend_spool_full_total",
             Metric::DeniedModel => "livegate_denied_model_total",
             Metric::CacheHit => "livegate_cache_hit_total",

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use livegate_contract::{Allow, AuthCheckResponse, DenyReason, ModelAccess};
+use livegate_contract::{Allow, AuthCheckResponse, DenyReason, ModelAccess, RateLimits};
 
 use super::error::ApiError;
 use super::AppState;
@@ -74,6 +74,7 @@ fn render(decision: Decision) -> Response {
                 team_models: record.team_models,
                 aliases: record.aliases,
             },
+            limits: RateLimits::default(),
         }),
         Decision::Deny(reason) => AuthCheckResponse::deny(reason),
         Decision::OverBudget(budget) => AuthCheckResponse::over_budget(budget),

@@ -1,0 +1,238 @@
+//! Rate limits: the 60-second sliding window both halves count with, a key's effective
+//! limits, and how a refusal reads (LiteLLM's message, OpenAI's `x-ratelimit-*` headers).
+//!
+//! A limit of N means at most N in any 60-second window: the window slides with each
+//! request (no fixed minute, so no double burst at an edge) and a fresh key may use all N
+//! at once. Time is passed in as Unix milliseconds; nothing here reads a clock.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth_check::{BudgetScope, DenyReason};
+use crate::error::{ErrorObject, ErrorType};
+
+/// The window every limit counts over.
+pub const WINDOW_MS: u64 = 60_000;
+
+/// A key's effective limits: for each, the stricter of the key's and its team's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_limit: Option<u64>,
+}
+
+impl RateLimits {
+    /// No limit at all: the key may be served from a cache with no round trip.
+    pub fn is_none(&self) -> bool {
+        self.rpm_limit.is_none() && self.tpm_limit.is_none()
+    }
+
+    /// The stricter of two limits of one kind (`None` is no limit).
+    pub fn stricter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// `rpm_limit`: requests admitted.
+    Requests,
+    /// `tpm_limit`: tokens the responses used (charged when they are metered).
+    Tokens,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests",
+            LimitKind::Tokens => "tokens",
+        }
+    }
+
+    /// LiteLLM's name for the limit.
+    pub fn field(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "rpm_limit",
+            LimitKind::Tokens => "tpm_limit",
+        }
+    }
+}
+
+/// A refusal for a limit: which one, whose, and when the window lets the next one in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimited {
+    pub kind: LimitKind,
+    pub scope: BudgetScope,
+    /// The team whose limit it is (`scope` `team`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    pub limit: u64,
+    /// When the window has room again, Unix milliseconds.
+    pub reset_at_ms: u64,
+}
+
+impl RateLimited {
+    /// 429 `rate_limit_error` with LiteLLM's wording of the limit.
+    pub fn error(&self) -> ErrorObject {
+        let whose = match (self.scope, &self.team_id) {
+            (BudgetScope::Team, Some(team)) => format!("team_id: {team}"),
+            (BudgetScope::Team, None) => "team".to_owned(),
+            (BudgetScope::Key, _) => "api_key".to_owned(),
+        };
+        let message = format!(
+            "Rate limit exceeded for {whose}. Limit type: {}. Current limit: {}, Remaining: 0.",
+            self.kind.field(),
+            self.limit,
+        );
+        ErrorObject::new(429, ErrorType::RateLimitError, message)
+            .with_param(self.kind.field())
+            .with_reason(DenyReason::RateLimited.as_str())
+    }
+
+    /// Whole seconds until the window has room (at least 1), for `retry-after`.
+    pub fn retry_after_seconds(&self, now_ms: u64) -> u64 {
+        self.reset_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1)
+    }
+
+    /// The headers a client of OpenAI's API reads on a 429: `retry-after` and the three
+    /// `x-ratelimit-*` of the limit's kind (`-requests` or `-tokens`).
+    pub fn headers(&self, now_ms: u64) -> [(String, String); 4] {
+        let kind = self.kind.as_str();
+        let wait = self.reset_at_ms.saturating_sub(now_ms);
+        [
+            (
+                "retry-after".to_owned(),
+                self.retry_after_seconds(now_ms).to_string(),
+            ),
+            (format!("x-ratelimit-limit-{kind}"), self.limit.to_string()),
+            (format!("x-ratelimit-remaining-{kind}"), "0".to_owned()),
+            (format!("x-ratelimit-reset-{kind}"), openai_duration(wait)),
+        ]
+    }
+}
+
+/// OpenAI's spelling of a wait: `250ms`, `12s`, `1m30s`.
+pub fn openai_duration(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let seconds = ms.div_ceil(1000);
+    match (seconds / 60, seconds % 60) {
+        (0, s) => format!("{s}s"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+/// The sliding window's log: what was counted when, oldest first. Entries in the same
+/// millisecond merge, so a window holds at most [`WINDOW_MS`] entries whatever the limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowLog {
+    entries: VecDeque<(u64, u64)>,
+}
+
+impl WindowLog {
+    pub fn new() -> WindowLog {
+        WindowLog::default()
+    }
+
+    /// The entries, oldest first, as `(unix_ms, amount)`.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.entries.iter().copied()
+    }
+
+    /// Counts `amount` at `at`. An entry from the future (a clock stepped back, another
+    /// replica's clock ahead) is counted as now: it holds the window at most one window
+    /// longer than the clocks' difference allows, never for the size of the step.
+    pub fn add(&mut self, at: u64, amount: u64, now: u64) {
+        if amount == 0 {
+            return;
+        }
+        let at = at.min(now);
+        let position = self.entries.partition_point(|&(t, _)| t <= at);
+        match position.checked_sub(1).map(|i| &mut self.entries[i]) {
+            Some(last) if last.0 == at => last.1 = last.1.saturating_add(amount),
+            _ => self.entries.insert(position, (at, amount)),
+        }
+    }
+
+    /// Drops what has left the window at `now`, and clamps entries from the future to now.
+    pub fn prune(&mut self, now: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|&(t, _)| t.saturating_add(WINDOW_MS) <= now)
+        {
+            self.entries.pop_front();
+        }
+        if self.entries.back().is_some_and(|&(t, _)| t > now) {
+            let future: u64 = self
+                .entries
+                .iter()
+                .filter(|&&(t, _)| t > now)
+                .map(|&(_, a)| a)
+                .fold(0, u64::saturating_add);
+            self.entries.retain(|&(t, _)| t <= now);
+            self.add(now, future, now);
+        }
+    }
+
+    /// What the window holds at `now`.
+    pub fn total(&mut self, now: u64) -> u64 {
+        self.prune(now);
+        self.entries.iter().map(|&(_, a)| a).fold(0, u64::saturating_add)
+    }
+
+    /// The earliest time the window holds less than `limit` (now, if it already does).
+    pub fn room_at(&mut self, now: u64, limit: u64) -> u64 {
+        if limit == 0 {
+            return now.saturating_add(WINDOW_MS);
+        }
+        let mut over = self.total(now).saturating_sub(limit.saturating_sub(1));
+        if over == 0 {
+            return now;
+        }
+        for &(t, amount) in &self.entries {
+            over = over.saturating_sub(amount);
+            if over == 0 {
+                return t.saturating_add(WINDOW_MS);
+            }
+        }
+        now.saturating_add(WINDOW_MS)
+    }
+
+    /// Admits one request if the window holds less than `limit`, counting it at `now`;
+    /// otherwise the time it would have room.
+    pub fn admit(&mut self, now: u64, limit: u64) -> Result<u64, u64> {
+        let total = self.total(now);
+        if total < limit {
+            self.add(now, 1, now);
+            Ok(limit - total - 1)
+        } else {
+            Err(self.room_at(now, limit))
+        }
+    }
+
+    /// Adds every entry of `other` (what another replica counted, or what this one has not
+    /// yet shared); the window's arithmetic is the same whichever order they arrive in.
+    pub fn merge(&mut self, other: &WindowLog, now: u64) {
+        for (at, amount) in other.entries() {
+            self.add(at, amount, now);
+        }
+        self.prune(now);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;
