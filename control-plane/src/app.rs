@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+use crate::rate_limit::Limiter;
 use crate::config::Config;
 use crate::db::supervisor::{self, Reconnect};
 use crate::feed::{self, ChangeRing};
@@ -77,7 +78,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.spend.drain_retry,
         stop_db.clone(),
     ));
+    let limiter = Limiter::new(db.clone(), config.auth_db_deadline);
+    tokio::spawn(crate::rate_limit::run_flusher(
+        limiter.clone(),
+        crate::rate_limit::FLUSH_EVERY,
+        stop_db.clone(),
+    ));
     let state = AppState {
+        limiter,
         ledger: Some(ledger),
         cache,
         changes,

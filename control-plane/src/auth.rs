@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
-use livegate_contract::{ApiKey, Budget, CredentialError};
+use livegate_contract::{ApiKey, Budget, CredentialError, RateLimited};
 
 pub use livegate_contract::DenyReason;
 
@@ -30,6 +30,8 @@ pub enum Decision {
     OverBudget(Budget),
     /// The spend spool is at its bound and `--spend-spool-full` refuses this key.
     SpendSpoolFull,
+    /// A rate limit of the key or its team is reached.
+    RateLimited(RateLimited),
     /// The database is away and the key is not known well enough to decide.
     Unavailable,
 }
@@ -90,6 +92,30 @@ pub fn check_spool(decision: Decision, at_bound: bool, policy: SpoolFullPolicy) 
         SpoolFullPolicy::RefuseAll => Decision::SpendSpoolFull,
         SpoolFullPolicy::RefuseBudgeted if budgeted => Decision::SpendSpoolFull,
         SpoolFullPolicy::RefuseBudgeted | SpoolFullPolicy::Admit => decision,
+    }
+}
+
+/// The rate limits after every other check: only a request that would be admitted is
+/// counted in its windows.
+pub async fn check_limits(
+    decision: Decision,
+    limiter: &crate::rate_limit::Limiter,
+    metrics: &Metrics,
+    now_ms: u64,
+) -> Decision {
+    let Decision::Allow { record, .. } = &decision else {
+        return decision;
+    };
+    if record.limits().is_none() {
+        return decision;
+    }
+    let (verdict, source) = limiter.admit(record, now_ms).await;
+    if source == crate::rate_limit::Source::Local {
+        metrics.rate_limit_local_decisions.fetch_add(1, Relaxed);
+    }
+    match verdict {
+        Ok(()) => decision,
+        Err(limited) => Decision::RateLimited(limited),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod looplag;
 pub mod metrics;
 pub mod pricing;
+pub mod rate_limit;
 pub mod record;
 pub mod secret;
 pub mod spool;

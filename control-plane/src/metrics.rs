@@ -86,6 +86,8 @@ pub struct Metrics {
     pub master_key_failures: AtomicU64,
     /// Auth checks that admitted a key whose spend has reached its `soft_budget`.
     pub soft_budget_exceeded: AtomicU64,
+    /// Rate-limit decisions made without the database (it did not answer in time).
+    pub rate_limit_local_decisions: AtomicU64,
     auth_decisions: Mutex<BTreeMap<&'static str, u64>>,
     http_requests: Mutex<BTreeMap<(String, u16), u64>>,
     ledger: OnceLock<(Arc<LedgerCounters>, SpoolHandle)>,
@@ -105,6 +107,7 @@ impl Default for Metrics {
             key_cache_stale_served: AtomicU64::new(0),
             master_key_failures: AtomicU64::new(0),
             soft_budget_exceeded: AtomicU64::new(0),
+            rate_limit_local_decisions: AtomicU64::new(0),
             auth_decisions: Mutex::default(),
             http_requests: Mutex::default(),
             ledger: OnceLock::new(),
@@ -282,6 +285,12 @@ impl Metrics {
             "livegate_soft_budget_exceeded_total",
             "Auth checks that admitted a key whose spend has reached its soft_budget.",
             self.soft_budget_exceeded.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_rate_limit_local_decisions_total",
+            "Rate-limit decisions made from this replica's memory because the database did not answer.",
+            self.rate_limit_local_decisions.load(Relaxed),
         );
         gauge(
             &mut out,

@@ -49,9 +49,35 @@ pub struct KeyRecord {
     pub team_max_budget: Option<f64>,
     #[serde(default)]
     pub team_spend: f64,
+    /// Requests and tokens in any 60 s window (LiteLLM's `rpm_limit`, `tpm_limit`).
+    #[serde(default)]
+    pub rpm_limit: Option<i64>,
+    #[serde(default)]
+    pub tpm_limit: Option<i64>,
+    /// The team's limits, as of the key's version (a team's change of them is logged as a
+    /// change of each of its keys).
+    #[serde(default)]
+    pub team_rpm_limit: Option<i64>,
+    #[serde(default)]
+    pub team_tpm_limit: Option<i64>,
 }
 
 impl KeyRecord {
+    /// The limits that apply: for each, the stricter of the key's and its team's.
+    pub fn limits(&self) -> livegate_contract::RateLimits {
+        let unsigned = |v: Option<i64>| v.map(|n| u64::try_from(n).unwrap_or(0));
+        livegate_contract::RateLimits {
+            rpm_limit: livegate_contract::RateLimits::stricter(
+                unsigned(self.rpm_limit),
+                unsigned(self.team_rpm_limit),
+            ),
+            tpm_limit: livegate_contract::RateLimits::stricter(
+                unsigned(self.tpm_limit),
+                unsigned(self.team_tpm_limit),
+            ),
+        }
+    }
+
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires.is_some_and(|e| e <= now)
     }
@@ -75,6 +101,15 @@ pub struct KeyPatch {
     pub expires: Option<DateTime<Utc>>,
     #[serde(default)]
     pub budget: BudgetPatch,
+    #[serde(default)]
+    pub limits: LimitsPatch,
+}
+
+/// Rate limits a write may set (keys and teams alike); `None` leaves a limit as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsPatch {
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
 }
 
 /// Budget fields a write may set (keys and teams alike); `None` leaves a field as it is.
@@ -134,6 +169,10 @@ pub struct TeamRecord {
     pub budget_duration: Option<String>,
     #[serde(default)]
     pub budget_reset_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub rpm_limit: Option<i64>,
+    #[serde(default)]
+    pub tpm_limit: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -155,6 +194,8 @@ pub struct TeamPatch {
     pub blocked: Option<bool>,
     #[serde(default)]
     pub budget: BudgetPatch,
+    #[serde(default)]
+    pub limits: LimitsPatch,
 }
 
 /// A team after a write, and the new state of each key whose policy the write changed.

@@ -115,13 +115,13 @@ fn a_key_must_name_a_real_team_and_unenforced_fields_are_refused_by_name() {
         "team_id",
         "names no team",
     );
-    // LiteLLM's own first example, as a new user types it.
-    let body = json!({"models": ["gpt-4o"], "max_budget": 0, "rpm_limit": 2, "tpm_limit": 10});
+    // LiteLLM's own first example, as a new user types it, with a limit not enforced.
+    let body = json!({"models": ["gpt-4o"], "max_budget": 0, "rpm_limit": 2, "max_parallel_requests": 1});
     let r = post(&cp, "/key/generate", body);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
-        r.body.contains("not supported"),
-        "the refusal says why: {}",
+        r.body.contains("not supported") && r.body.contains("max_parallel_requests"),
+        "the refusal names the field and says why: {}",
         r.body
     );
     refused(
@@ -130,8 +130,8 @@ fn a_key_must_name_a_real_team_and_unenforced_fields_are_refused_by_name() {
         "unknown field",
     );
     refused(
-        &post(&cp, "/team/new", json!({"rpm_limit": 5})),
-        "rpm_limit",
+        &post(&cp, "/team/new", json!({"max_parallel_requests": 5})),
+        "max_parallel_requests",
         "not supported",
     );
     refused(

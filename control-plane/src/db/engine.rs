@@ -17,7 +17,7 @@ use super::ipc::{codec, encode, LaneSenders, Lanes};
 use super::protocol::{
     EngineError, EngineSettings, Request, RequestFrame, Response, ResponseFrame,
 };
-use super::{queries, schema, spend_queries, team_queries, tls};
+use super::{queries, rate_queries, schema, spend_queries, team_queries, tls};
 
 /// Exit code when a pooled connection is lost: the supervisor sees the exit and reconnects.
 const EXIT_CONNECTION_LOST: i32 = 3;
@@ -190,6 +190,11 @@ async fn handle_team(c: &Client, request: Request) -> Result<Response, EngineErr
         Request::ResetBudgets { now } => spend_queries::reset_budgets(c, now)
             .await
             .map(|reset| Response::BudgetsReset { reset }),
+        Request::SwapRateWindow {
+            scope,
+            expected,
+            window,
+        } => rate_queries::swap_window(c, &scope, expected, &window).await,
         other => Err(EngineError::Protocol(format!(
             "unexpected request {other:?}"
         ))),

@@ -5,6 +5,7 @@ pub mod ipc;
 pub mod process;
 pub mod protocol;
 mod queries;
+mod rate_queries;
 mod schema;
 mod spawner;
 mod spend_queries;
@@ -28,6 +29,19 @@ use ipc::{CallError, EngineLink};
 pub use protocol::{BudgetsReset, SpendFilter, SpendGroup, SpendInserted, SpendRow};
 use protocol::{EngineError, Request, Response};
 pub use supervisor::Snapshot;
+
+/// What a rate-limit window's compare and swap found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowSwap {
+    Swapped {
+        version: i64,
+    },
+    /// Another writer got there first: its window, to merge and try again.
+    Current {
+        window: livegate_contract::WindowLog,
+        version: i64,
+    },
+}
 
 /// Why a database call did not succeed, as the HTTP layer needs to know it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -293,6 +307,29 @@ impl Db {
     ) -> Result<BudgetsReset, DbError> {
         match self.call(Request::ResetBudgets { now }).await? {
             Response::BudgetsReset { reset } => Ok(reset),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One compare and swap of a rate-limit window (see [`Request::SwapRateWindow`]), with
+    /// the auth check's deadline.
+    pub async fn swap_rate_window(
+        &self,
+        scope: &str,
+        expected: i64,
+        window: livegate_contract::WindowLog,
+        deadline: Duration,
+    ) -> Result<WindowSwap, DbError> {
+        let request = Request::SwapRateWindow {
+            scope: scope.to_owned(),
+            expected,
+            window,
+        };
+        match self.call_within(request, deadline).await? {
+            Response::RateWindowSwapped { version } => Ok(WindowSwap::Swapped { version }),
+            Response::RateWindowCurrent { window, version } => {
+                Ok(WindowSwap::Current { window, version })
+            }
             other => Err(unexpected(other)),
         }
     }

@@ -9,6 +9,7 @@ use crate::record::{
     TeamsDeleted,
 };
 use crate::secret::Secret;
+use livegate_contract::WindowLog;
 
 /// Connection settings the engine applies explicitly (never the driver's defaults).
 /// Sent in the first frame so the database URL never appears in argv or the environment.
@@ -101,6 +102,13 @@ pub enum Request {
     /// reset at `now + budget_duration`, and a change logged for each key concerned.
     ResetBudgets {
         now: chrono::DateTime<chrono::Utc>,
+    },
+    /// Compare and swap of one rate-limit window: writes `window` if the row's version is
+    /// still `expected` (0: no row yet), else answers the row as it is.
+    SwapRateWindow {
+        scope: String,
+        expected: i64,
+        window: WindowLog,
     },
 }
 
@@ -221,6 +229,15 @@ pub enum Response {
     },
     BudgetsReset {
         reset: BudgetsReset,
+    },
+    /// The swap was made: the row's new version.
+    RateWindowSwapped {
+        version: i64,
+    },
+    /// The swap was not made: the row as another writer left it.
+    RateWindowCurrent {
+        window: WindowLog,
+        version: i64,
     },
 }
 

@@ -133,6 +133,33 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
                COALESCE(t.spend, 0) AS team_spend
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
     ),
+    (
+        6,
+        "rate limits on keys and teams",
+        // A limit's sliding window is one row per scope (`key:<hash>:rpm`, `team:<id>:tpm`):
+        // its entries as JSON and a version that control planes compare and swap
+        // (docs/architecture.md, "Rate limits").
+        "ALTER TABLE livegate_keys ADD COLUMN rpm_limit bigint, ADD COLUMN tpm_limit bigint;
+    ALTER TABLE livegate_teams ADD COLUMN rpm_limit bigint, ADD COLUMN tpm_limit bigint;
+    CREATE TABLE livegate_rate_windows (
+        scope       text PRIMARY KEY,
+        entries     jsonb NOT NULL,
+        version     bigint NOT NULL,
+        updated_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE OR REPLACE VIEW livegate_key_policies AS
+        SELECT k.token, k.key_name, k.key_alias, k.team_id, k.user_id, k.models, k.aliases,
+               k.max_budget, k.metadata, k.blocked, k.spend, k.expires, k.created_at,
+               k.updated_at, k.version,
+               COALESCE(t.blocked, false) AS team_blocked,
+               COALESCE(t.models, '{}'::text[]) AS team_models,
+               k.soft_budget, k.budget_duration, k.budget_reset_at,
+               t.max_budget AS team_max_budget,
+               COALESCE(t.spend, 0) AS team_spend,
+               k.rpm_limit, k.tpm_limit,
+               t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit
+        FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
+    ),
 ];
 
 /// Applies the missing migrations; returns the versions it applied (empty when up to date).

@@ -9,7 +9,7 @@ use super::queries::{classify, column, record, token, COLUMNS};
 use crate::record::{TeamPatch, TeamRecord, TeamWrite, TeamsDeleted};
 
 const TEAM_COLUMNS: &str =
-    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, max_budget, soft_budget, budget_duration, budget_reset_at, budget_duration_secs";
+    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, max_budget, soft_budget, budget_duration, budget_reset_at, budget_duration_secs, rpm_limit, tpm_limit";
 
 /// The keys of the written team (`t`) get new versions; `p` is their new state with the
 /// team's new policy (the view would still show the old one inside this statement).
@@ -17,10 +17,12 @@ const RELOG_KEYS: &str = "
     w AS (UPDATE livegate_keys SET version = nextval('livegate_key_changes_seq_seq')
           WHERE team_id = (SELECT team_id FROM t) AND EXISTS (SELECT 1 FROM o, t
               WHERE o.blocked IS DISTINCT FROM t.blocked OR o.models IS DISTINCT FROM t.models
-                 OR o.max_budget IS DISTINCT FROM t.max_budget OR o.spend IS DISTINCT FROM t.spend)
+                 OR o.max_budget IS DISTINCT FROM t.max_budget OR o.spend IS DISTINCT FROM t.spend
+                 OR o.rpm_limit IS DISTINCT FROM t.rpm_limit OR o.tpm_limit IS DISTINCT FROM t.tpm_limit)
           RETURNING *),
     p AS (SELECT w.*, t.blocked AS team_blocked, t.models AS team_models,
-                 t.max_budget AS team_max_budget, t.spend AS team_spend FROM w, t),
+                 t.max_budget AS team_max_budget, t.spend AS team_spend,
+                 t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit FROM w, t),
     c AS (INSERT INTO livegate_key_changes (seq, token, record)
           SELECT version, token, to_jsonb(p) - 'version' FROM p)";
 
@@ -36,6 +38,8 @@ fn team(row: &Row) -> Result<TeamRecord, EngineError> {
         soft_budget: column(row, "soft_budget")?,
         budget_duration: column(row, "budget_duration")?,
         budget_reset_at: column(row, "budget_reset_at")?,
+        rpm_limit: column(row, "rpm_limit")?,
+        tpm_limit: column(row, "tpm_limit")?,
         created_at: column(row, "created_at")?,
         updated_at: column(row, "updated_at")?,
     })
@@ -45,7 +49,7 @@ pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, Engin
     let budget_duration_secs = super::queries::duration_secs(t.budget_duration.as_deref());
     let sql = format!(
         "INSERT INTO livegate_teams ({TEAM_COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          RETURNING {TEAM_COLUMNS}"
     );
     let row = c
@@ -65,6 +69,8 @@ pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, Engin
                 &t.budget_duration,
                 &t.budget_reset_at,
                 &budget_duration_secs,
+                &t.rpm_limit,
+                &t.tpm_limit,
             ],
         )
         .await
@@ -106,7 +112,7 @@ pub async fn update_team(
     p: &TeamPatch,
 ) -> Result<Option<TeamWrite>, EngineError> {
     let sql = format!(
-        "WITH o AS (SELECT blocked, models, max_budget, spend FROM livegate_teams WHERE team_id = $1),
+        "WITH o AS (SELECT blocked, models, max_budget, spend, rpm_limit, tpm_limit FROM livegate_teams WHERE team_id = $1),
          t AS (UPDATE livegate_teams SET
             team_alias = COALESCE($2, team_alias), models = COALESCE($3, models),
             metadata = COALESCE($4, metadata), blocked = COALESCE($5, blocked),
@@ -114,6 +120,7 @@ pub async fn update_team(
             budget_duration = COALESCE($8, budget_duration),
             budget_duration_secs = COALESCE($9, budget_duration_secs),
             budget_reset_at = COALESCE($10, budget_reset_at),
+            rpm_limit = COALESCE($11, rpm_limit), tpm_limit = COALESCE($12, tpm_limit),
             updated_at = now()
          WHERE team_id = $1 RETURNING *),
          {RELOG_KEYS}
@@ -134,6 +141,8 @@ pub async fn update_team(
                 &p.budget.budget_duration,
                 &p.budget.budget_duration_secs,
                 &p.budget.budget_reset_at,
+                &p.limits.rpm_limit,
+                &p.limits.tpm_limit,
             ],
         )
         .await

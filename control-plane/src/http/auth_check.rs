@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use livegate_contract::{Allow, AuthCheckResponse, DenyReason, ModelAccess, RateLimits};
+use livegate_contract::{Allow, AuthCheckResponse, DenyReason, ModelAccess};
 
 use super::error::ApiError;
 use super::AppState;
@@ -27,7 +27,9 @@ pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
                         auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs());
                     let at_bound = s.ledger.as_ref().is_some_and(|l| l.at_bound());
                     let decision = auth::check_budget(decision);
-                    auth::check_spool(decision, at_bound, s.config.spend.when_full)
+                    let decision = auth::check_spool(decision, at_bound, s.config.spend.when_full);
+                    let now = crate::rate_limit::now_ms();
+                    auth::check_limits(decision, &s.limiter, &s.metrics, now).await
                 }
                 Err(_) => Decision::Unavailable,
             }
@@ -49,6 +51,7 @@ fn outcome(decision: &Decision) -> &'static str {
         Decision::Deny(reason) => reason.as_str(),
         Decision::OverBudget(_) => DenyReason::BudgetExceeded.as_str(),
         Decision::SpendSpoolFull => "spend_spool_full",
+        Decision::RateLimited(_) => DenyReason::RateLimited.as_str(),
         Decision::Unavailable => "db_unavailable",
     }
 }
@@ -60,6 +63,7 @@ fn render(decision: Decision) -> Response {
             record,
             cache_ttl_seconds,
         } => AuthCheckResponse::Allow(Allow {
+            limits: record.limits(),
             key_hash: record.token,
             key_alias: record.key_alias,
             team_id: record.team_id,
@@ -74,11 +78,11 @@ fn render(decision: Decision) -> Response {
                 team_models: record.team_models,
                 aliases: record.aliases,
             },
-            limits: RateLimits::default(),
         }),
         Decision::Deny(reason) => AuthCheckResponse::deny(reason),
         Decision::OverBudget(budget) => AuthCheckResponse::over_budget(budget),
         Decision::SpendSpoolFull => AuthCheckResponse::spend_spool_full(),
+        Decision::RateLimited(limited) => AuthCheckResponse::rate_limited(limited),
         Decision::Unavailable => AuthCheckResponse::db_unavailable(),
     };
     let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

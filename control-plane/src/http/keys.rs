@@ -15,7 +15,7 @@ use super::AppState;
 use crate::auth::{self, Decision};
 use crate::key_cache::KeyState;
 use crate::keys::{self, KeyHash};
-use crate::record::{KeyFilter, KeyPatch, KeyRecord};
+use crate::record::{KeyFilter, KeyPatch, KeyRecord, LimitsPatch};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -35,6 +35,8 @@ pub struct KeyFields {
     max_budget: Option<f64>,
     soft_budget: Option<f64>,
     budget_duration: Option<String>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
 }
 
 impl Fields for KeyFields {
@@ -51,14 +53,13 @@ impl Fields for KeyFields {
         "max_budget",
         "soft_budget",
         "budget_duration",
+        "rpm_limit",
+        "tpm_limit",
     ];
-    /// LiteLLM's key fields livegate does not enforce (yet): limits wait for the rate
-    /// limiter.
+    /// LiteLLM's key fields livegate does not enforce (yet).
     const NOT_SUPPORTED: &'static [&'static str] = &[
         "budget_id",
         "spend",
-        "rpm_limit",
-        "tpm_limit",
         "max_parallel_requests",
         "model_max_budget",
         "model_rpm_limit",
@@ -149,8 +150,10 @@ impl KeyFields {
         };
         let budget =
             crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
+        let limits = limits_patch(self.rpm_limit, self.tpm_limit)?;
         Ok(KeyPatch {
             budget,
+            limits,
             key_alias: self.key_alias,
             team_id: self.team_id,
             user_id: self.user_id,
@@ -161,6 +164,20 @@ impl KeyFields {
             expires,
         })
     }
+}
+
+/// `rpm_limit` and `tpm_limit` as given: whole numbers of requests or tokens, 0 or more
+/// (0 admits nothing, as a `max_budget` of 0 does).
+pub(super) fn limits_patch(rpm: Option<i64>, tpm: Option<i64>) -> Result<LimitsPatch, ApiError> {
+    for (param, value) in [("rpm_limit", rpm), ("tpm_limit", tpm)] {
+        if value.is_some_and(|v| v < 0) {
+            return Err(ApiError::bad(param, format!("{param} must be 0 or more")));
+        }
+    }
+    Ok(LimitsPatch {
+        rpm_limit: rpm,
+        tpm_limit: tpm,
+    })
 }
 
 /// Reads a key reference (raw key or its hash) from a request field.
@@ -231,6 +248,10 @@ pub async fn generate(
         version: 0,
         team_blocked: false,
         team_models: vec![],
+        rpm_limit: p.limits.rpm_limit,
+        tpm_limit: p.limits.tpm_limit,
+        team_rpm_limit: None,
+        team_tpm_limit: None,
     };
     let record = s.db.insert_key(record).await?;
     remember(&s, &record);

@@ -24,6 +24,7 @@ use crate::feed::ChangeRing;
 use crate::key_cache::KeyCache;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::rate_limit::Limiter;
 use error::ApiError;
 use livegate_contract::{AUTH_CHECK_PATH, CHANGES_PATH, SPEND_RECORDS_PATH};
 
@@ -38,6 +39,8 @@ pub struct AppState {
     /// The spend spool and prices; `None` only in router tests that run without a spool
     /// (the intake then answers 503).
     pub ledger: Option<Ledger>,
+    /// Every rate-limit window this replica has touched.
+    pub limiter: Limiter,
 }
 
 pub fn router(state: AppState) -> Router {

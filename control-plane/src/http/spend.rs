@@ -16,7 +16,7 @@ use super::extract::MasterKey;
 use super::keys::{check_query, parse_query, query_param};
 use super::AppState;
 use crate::db::{SpendFilter, SpendGroup, SpendRow};
-use crate::keys;
+use crate::keys::{self, KeyHash};
 use crate::ledger::IntakeError;
 
 /// The most rows `/spend/logs` answers (newest first) when it does not summarize.
@@ -36,17 +36,46 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
         .ledger
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable("the spend ledger is not running".into()))?;
+    let tokens = used_tokens(&batch);
     match ledger.intake(batch).await {
-        Ok(appended) => Ok(Json(SpendAck {
+        Ok(appended) => {
+            tokio::spawn(charge_tokens(s.clone(), tokens));
+            Ok(Json(SpendAck {
             accepted: u32::try_from(appended.accepted).unwrap_or(u32::MAX),
             duplicates: u32::try_from(appended.duplicates).unwrap_or(u32::MAX),
-        })),
+            }))
+        }
         Err(IntakeError::Full) => Err(ApiError::Unavailable(
             "the spend spool is full; retry later".into(),
         )),
         Err(e) => {
             tracing::error!(error = %e, "spend records not spooled");
             Err(ApiError::Unavailable("the spend spool cannot write".into()))
+        }
+    }
+}
+
+/// (key, tokens, when) of each record that used tokens.
+fn used_tokens(batch: &SpendBatch) -> Vec<(KeyHash, u64, u64)> {
+    batch
+        .records
+        .iter()
+        .filter_map(|r| Some((r.key_hash.clone(), r.total_tokens.filter(|&t| t > 0)?, r.end_time_ms)))
+        .collect()
+}
+
+/// Charges spooled records' tokens to their keys' `tpm_limit` windows, after the ack (a
+/// batch retried after a lost ack is charged again: the error is on the side of refusing).
+async fn charge_tokens(s: AppState, used: Vec<(KeyHash, u64, u64)>) {
+    let deadline = s.config.auth_db_deadline;
+    for (token, tokens, at) in used {
+        let Ok(Some(record)) = crate::auth::resolve(&s.db, &s.cache, &s.metrics, &token, deadline).await
+        else {
+            continue;
+        };
+        if record.limits().tpm_limit.is_some() {
+            let now = crate::rate_limit::now_ms();
+            s.limiter.charge_tokens(&record, tokens, at, now).await;
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct TeamFields {
     max_budget: Option<f64>,
     soft_budget: Option<f64>,
     budget_duration: Option<String>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
 }
 
 impl Fields for TeamFields {
@@ -42,12 +44,12 @@ impl Fields for TeamFields {
         "max_budget",
         "soft_budget",
         "budget_duration",
+        "rpm_limit",
+        "tpm_limit",
     ];
     /// LiteLLM's team fields livegate does not enforce (yet), and membership, which it
     /// does not model: refused unless they ask for nothing.
     const NOT_SUPPORTED: &'static [&'static str] = &[
-        "rpm_limit",
-        "tpm_limit",
         "max_parallel_requests",
         "model_rpm_limit",
         "model_tpm_limit",
@@ -113,8 +115,10 @@ impl TeamFields {
         }
         let budget =
             crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
+        let limits = super::keys::limits_patch(self.rpm_limit, self.tpm_limit)?;
         Ok(TeamPatch {
             budget,
+            limits,
             team_alias: self.team_alias,
             models: self.models,
             metadata: self.metadata,
@@ -175,6 +179,8 @@ pub async fn new(
         soft_budget: p.budget.soft_budget,
         budget_duration: p.budget.budget_duration,
         budget_reset_at: p.budget.budget_reset_at,
+        rpm_limit: p.limits.rpm_limit,
+        tpm_limit: p.limits.tpm_limit,
         created_at: now,
         updated_at: now,
     };

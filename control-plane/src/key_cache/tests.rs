@@ -25,6 +25,10 @@ pub fn record(raw: &str) -> KeyRecord {
         budget_reset_at: None,
         team_max_budget: None,
         team_spend: 0.0,
+        rpm_limit: None,
+        tpm_limit: None,
+        team_rpm_limit: None,
+        team_tpm_limit: None,
     }
 }
 

@@ -248,11 +248,13 @@ impl Harness {
         };
         let deadline = config.supervisor.request_deadline;
         let metrics = Arc::new(Metrics::default());
+        let db = Db::fixed(link, snapshot, deadline);
         let state = AppState {
+            limiter: livegate_control_plane::rate_limit::Limiter::new(db.clone(), deadline),
             cache: Arc::new(KeyCache::new(config.cache)),
             changes: Arc::new(livegate_control_plane::feed::ChangeRing::default()),
             config: Arc::new(config),
-            db: Db::fixed(link, snapshot, deadline),
+            db,
             metrics: metrics.clone(),
             ledger: None,
         };

@@ -1,0 +1,376 @@
+//! Rate limits at the control plane: each limited key's and team's sliding window, shared
+//! with the other control planes through one Postgres row per window.
+//!
+//! A window row is written by compare and swap; the arithmetic is the contract's
+//! [`WindowLog`], so every control plane and the filter count alike. What this replica
+//! knows of a window (the row as it last saw it, and what it counted since) is a lower
+//! bound of the truth: a refusal from it needs no round trip. An admission needs one, so
+//! two control planes never admit the same slot while the database answers. Without the
+//! database a replica admits from what it knows and writes it when the database is back
+//! (docs/operations.md, "Rate limits").
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use livegate_contract::rate_limit::WINDOW_MS;
+use livegate_contract::{BudgetScope, LimitKind, RateLimited, WindowLog};
+
+use crate::db::{Db, WindowSwap};
+use crate::keys::KeyHash;
+use crate::record::KeyRecord;
+
+#[cfg(test)]
+mod tests;
+
+/// Compare-and-swap attempts before a replica decides from what it knows: each failed one
+/// means another replica wrote the row meanwhile, which only happens while it admits.
+const MAX_SWAPS: usize = 8;
+
+/// How old this replica's copy of a token window may be when it decides a `tpm_limit`:
+/// tokens another replica charged are seen within this (plus its own flush interval).
+pub const TOKEN_REFRESH_MS: u64 = 250;
+
+/// How often counts made without a round trip (tokens, outage admissions) are written.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// One window: whose it is, what it counts, and its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The row's name: `key:<hash>:rpm`, `team:<id>:tpm`.
+    pub name: String,
+    pub kind: LimitKind,
+    pub owner: BudgetScope,
+    pub team_id: Option<String>,
+    pub limit: u64,
+}
+
+impl Scope {
+    fn of_key(token: &KeyHash, kind: LimitKind, limit: u64) -> Scope {
+        Scope {
+            name: format!("key:{}:{}", token.as_str(), suffix(kind)),
+            kind,
+            owner: BudgetScope::Key,
+            team_id: None,
+            limit,
+        }
+    }
+
+    fn of_team(team_id: &str, kind: LimitKind, limit: u64) -> Scope {
+        Scope {
+            name: format!("team:{team_id}:{}", suffix(kind)),
+            kind,
+            owner: BudgetScope::Team,
+            team_id: Some(team_id.to_owned()),
+            limit,
+        }
+    }
+
+    fn refusal(&self, reset_at_ms: u64) -> RateLimited {
+        RateLimited {
+            kind: self.kind,
+            scope: self.owner,
+            team_id: self.team_id.clone(),
+            limit: self.limit,
+            reset_at_ms,
+        }
+    }
+}
+
+fn suffix(kind: LimitKind) -> &'static str {
+    match kind {
+        LimitKind::Requests => "rpm",
+        LimitKind::Tokens => "tpm",
+    }
+}
+
+fn limit_of(value: Option<i64>) -> Option<u64> {
+    value.map(|v| u64::try_from(v).unwrap_or(0))
+}
+
+/// The windows a request of this key is counted in, teams first (a team's limit is shared
+/// by its keys, so it is the one most often full).
+pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
+    let (team_limit, key_limit) = match kind {
+        LimitKind::Requests => (record.team_rpm_limit, record.rpm_limit),
+        LimitKind::Tokens => (record.team_tpm_limit, record.tpm_limit),
+    };
+    let team = record
+        .team_id
+        .as_deref()
+        .zip(limit_of(team_limit))
+        .map(|(team, limit)| Scope::of_team(team, kind, limit));
+    let key = limit_of(key_limit).map(|limit| Scope::of_key(&record.token, kind, limit));
+    team.into_iter().chain(key).collect()
+}
+
+/// What one replica knows of one window.
+#[derive(Debug, Clone, Default)]
+pub struct ScopeWindow {
+    /// The row as this replica last read or wrote it, and its version (0: no row seen).
+    shared: WindowLog,
+    version: i64,
+    /// Counted here and not yet in the row.
+    pending: WindowLog,
+    /// When the row was last read or written, Unix milliseconds.
+    synced_at: Option<u64>,
+}
+
+impl ScopeWindow {
+    /// The row as known plus what is pending: never more than the truth.
+    pub fn known(&self, now: u64) -> WindowLog {
+        let mut known = self.shared.clone();
+        known.merge(&self.pending, now);
+        known
+    }
+
+    /// The window to write if one more request is admitted, or when it has room again.
+    pub fn plan_admit(&self, now: u64, limit: u64) -> Result<WindowLog, u64> {
+        let mut known = self.known(now);
+        known.admit(now, limit).map(|_| known)
+    }
+
+    /// The row was written as `written`: it is now what this replica knows.
+    pub fn swapped(&mut self, written: WindowLog, version: i64, now: u64) {
+        self.shared = written;
+        self.version = version;
+        self.pending = WindowLog::new();
+        self.synced_at = Some(now);
+    }
+
+    /// Another replica wrote the row first: take its window, keep what is pending here.
+    pub fn current(&mut self, window: WindowLog, version: i64, now: u64) {
+        self.shared = window;
+        self.version = version;
+        self.synced_at = Some(now);
+    }
+
+    /// Counts `amount` here, to be written with the next swap.
+    pub fn count(&mut self, at: u64, amount: u64, now: u64) {
+        self.pending.add(at, amount, now);
+    }
+
+    pub fn is_stale(&self, now: u64, max_age_ms: u64) -> bool {
+        self.synced_at
+            .is_none_or(|at| now.saturating_sub(at) >= max_age_ms)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Nothing counted in the last window and nothing to write: the entry can go.
+    fn is_idle(&mut self, now: u64) -> bool {
+        self.known(now).total(now) == 0
+            && !self.has_pending()
+            && self.synced_at.is_some_and(|at| at + 2 * WINDOW_MS <= now)
+    }
+}
+
+/// How a decision was reached, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Written to or read from the database.
+    Shared,
+    /// Refused from what this replica knew, with no round trip.
+    Known,
+    /// The database did not answer: decided from what this replica knew.
+    Local,
+}
+
+/// Every window this replica has touched.
+#[derive(Clone)]
+pub struct Limiter {
+    db: Db,
+    deadline: Duration,
+    windows: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<ScopeWindow>>>>>,
+}
+
+impl Limiter {
+    pub fn new(db: Db, deadline: Duration) -> Limiter {
+        Limiter {
+            db,
+            deadline,
+            windows: Arc::default(),
+        }
+    }
+
+    fn window(&self, name: &str) -> Arc<tokio::sync::Mutex<ScopeWindow>> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        windows.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Admits one request in every request window of the key (and its team), or the first
+    /// refusal. A window already counted stays counted if a later one refuses.
+    pub async fn admit(&self, record: &KeyRecord, now: u64) -> (Result<(), RateLimited>, Source) {
+        let mut source = Source::Known;
+        let requests = scopes(record, LimitKind::Requests);
+        for scope in &requests {
+            let window = self.window(&scope.name);
+            let known = window.lock().await.known(now).room_at(now, scope.limit);
+            if known > now {
+                return (Err(scope.refusal(known)), Source::Known);
+            }
+        }
+        for scope in scopes(record, LimitKind::Tokens) {
+            let (verdict, from) = self.check_tokens(&scope, now).await;
+            source = worse(source, from);
+            if let Err(e) = verdict {
+                return (Err(e), source);
+            }
+        }
+        for scope in &requests {
+            let (verdict, from) = self.admit_one(scope, now).await;
+            source = worse(source, from);
+            if let Err(e) = verdict {
+                return (Err(e), source);
+            }
+        }
+        (Ok(()), source)
+    }
+
+    async fn admit_one(&self, scope: &Scope, now: u64) -> (Result<(), RateLimited>, Source) {
+        let window = self.window(&scope.name);
+        let mut w = window.lock().await;
+        for _ in 0..MAX_SWAPS {
+            let planned = match w.plan_admit(now, scope.limit) {
+                Ok(planned) => planned,
+                Err(room) => return (Err(scope.refusal(room)), Source::Shared),
+            };
+            match self.swap(&scope.name, w.version, planned.clone()).await {
+                Ok(WindowSwap::Swapped { version }) => {
+                    w.swapped(planned, version, now);
+                    return (Ok(()), Source::Shared);
+                }
+                Ok(WindowSwap::Current { window, version }) => w.current(window, version, now),
+                Err(()) => break,
+            }
+        }
+        // No answer (or endless contention): decide from what this replica knows.
+        let verdict = match w.plan_admit(now, scope.limit) {
+            Ok(_) => {
+                w.count(now, 1, now);
+                Ok(())
+            }
+            Err(room) => Err(scope.refusal(room)),
+        };
+        (verdict, Source::Local)
+    }
+
+    async fn check_tokens(&self, scope: &Scope, now: u64) -> (Result<(), RateLimited>, Source) {
+        let window = self.window(&scope.name);
+        let mut w = window.lock().await;
+        let mut source = Source::Known;
+        if w.is_stale(now, TOKEN_REFRESH_MS) {
+            source = if self.sync(&mut w, &scope.name, now).await {
+                Source::Shared
+            } else {
+                Source::Local
+            };
+        }
+        let room = w.known(now).room_at(now, scope.limit);
+        let verdict = if room > now {
+            Err(scope.refusal(room))
+        } else {
+            Ok(())
+        };
+        (verdict, source)
+    }
+
+    /// Charges a response's tokens to the key's (and its team's) token windows.
+    pub async fn charge_tokens(&self, record: &KeyRecord, tokens: u64, at: u64, now: u64) {
+        for scope in scopes(record, LimitKind::Tokens) {
+            let window = self.window(&scope.name);
+            window.lock().await.count(at, tokens, now);
+        }
+    }
+
+    /// Writes every window with something pending, and forgets idle ones; returns how many
+    /// windows could not be written.
+    pub async fn flush(&self, now: u64) -> usize {
+        let all: Vec<(String, Arc<tokio::sync::Mutex<ScopeWindow>>)> = {
+            let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            windows.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let mut failed = 0;
+        let mut idle = vec![];
+        for (name, window) in all {
+            let mut w = window.lock().await;
+            if w.has_pending() && !self.sync(&mut w, &name, now).await {
+                failed += 1;
+            } else if w.is_idle(now) {
+                idle.push(name);
+            }
+        }
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        for name in idle {
+            // Only if no request holds it now: a held one is in use again.
+            if windows.get(&name).is_some_and(|w| Arc::strong_count(w) == 1) {
+                windows.remove(&name);
+            }
+        }
+        failed
+    }
+
+    /// Writes what is pending and reads what others wrote; false if the database is away.
+    async fn sync(&self, w: &mut ScopeWindow, name: &str, now: u64) -> bool {
+        for _ in 0..MAX_SWAPS {
+            let planned = w.known(now);
+            match self.swap(name, w.version, planned.clone()).await {
+                Ok(WindowSwap::Swapped { version }) => {
+                    w.swapped(planned, version, now);
+                    return true;
+                }
+                Ok(WindowSwap::Current { window, version }) => w.current(window, version, now),
+                Err(()) => return false,
+            }
+        }
+        false
+    }
+
+    async fn swap(&self, name: &str, expected: i64, window: WindowLog) -> Result<WindowSwap, ()> {
+        self.db
+            .swap_rate_window(name, expected, window, self.deadline)
+            .await
+            .map_err(|e| tracing::debug!(error = %e, "rate window not written"))
+    }
+
+    /// Windows held in memory (a gauge).
+    pub fn windows(&self) -> usize {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+fn worse(a: Source, b: Source) -> Source {
+    match (a, b) {
+        (Source::Local, _) | (_, Source::Local) => Source::Local,
+        (Source::Shared, _) | (_, Source::Shared) => Source::Shared,
+        _ => Source::Known,
+    }
+}
+
+/// Flushes pending counts every `interval` until `stop`.
+pub async fn run_flusher(
+    limiter: Limiter,
+    interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                limiter.flush(crate::rate_limit::now_ms()).await;
+            }
+        }
+    }
+}
+
+/// The wall clock in Unix milliseconds: windows are shared between replicas, so they count
+/// in the time they share.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

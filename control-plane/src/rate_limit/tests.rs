@@ -1,0 +1,142 @@
+#![allow(clippy::unwrap_used)] // a test module: failures are panics
+
+use super::*;
+use crate::key_cache::tests::record;
+
+const T0: u64 = 1_800_000_000_000;
+
+/// The row in Postgres, as the engine's compare and swap treats it.
+#[derive(Default)]
+struct Row {
+    window: WindowLog,
+    version: i64,
+}
+
+impl Row {
+    fn swap(&mut self, expected: i64, window: WindowLog) -> WindowSwap {
+        if expected == self.version {
+            self.window = window;
+            self.version += 1;
+            WindowSwap::Swapped {
+                version: self.version,
+            }
+        } else {
+            WindowSwap::Current {
+                window: self.window.clone(),
+                version: self.version,
+            }
+        }
+    }
+}
+
+/// One admission as `Limiter::admit_one` makes it while the database answers.
+fn admit(w: &mut ScopeWindow, row: &mut Row, now: u64, limit: u64) -> bool {
+    loop {
+        let Ok(planned) = w.plan_admit(now, limit) else {
+            return false;
+        };
+        match row.swap(w.version, planned.clone()) {
+            WindowSwap::Swapped { version } => {
+                w.swapped(planned, version, now);
+                return true;
+            }
+            WindowSwap::Current { window, version } => w.current(window, version, now),
+        }
+    }
+}
+
+#[test]
+fn two_replicas_sharing_a_row_admit_the_limit_and_no_more() {
+    let mut row = Row::default();
+    let (mut a, mut b) = (ScopeWindow::default(), ScopeWindow::default());
+    let mut admitted = 0;
+    for i in 0..100 {
+        let w = if i % 3 == 0 { &mut a } else { &mut b };
+        admitted += u32::from(admit(w, &mut row, T0 + i, 10));
+    }
+    assert_eq!(admitted, 10);
+    // A full window later both have room again, and still share it.
+    let later = T0 + WINDOW_MS + 100;
+    let mut admitted = 0;
+    for i in 0..40 {
+        let w = if i % 2 == 0 { &mut a } else { &mut b };
+        admitted += u32::from(admit(w, &mut row, later + i, 10));
+    }
+    assert_eq!(admitted, 10);
+}
+
+#[test]
+fn what_a_replica_knows_refuses_without_asking() {
+    let mut row = Row::default();
+    let mut w = ScopeWindow::default();
+    for _ in 0..3 {
+        assert!(admit(&mut w, &mut row, T0, 3));
+    }
+    assert_eq!(w.known(T0 + 1).room_at(T0 + 1, 3), T0 + WINDOW_MS);
+    assert_eq!(w.plan_admit(T0 + 1, 3), Err(T0 + WINDOW_MS));
+}
+
+#[test]
+fn counts_made_without_the_database_are_written_with_the_next_swap() {
+    let mut row = Row::default();
+    let mut w = ScopeWindow::default();
+    assert!(admit(&mut w, &mut row, T0, 5));
+    // The database is away: two admitted from memory.
+    w.count(T0 + 10, 1, T0 + 10);
+    w.count(T0 + 20, 1, T0 + 20);
+    assert!(w.has_pending());
+    assert!(admit(&mut w, &mut row, T0 + 30, 5));
+    assert!(!w.has_pending());
+    assert_eq!(row.window.clone().total(T0 + 30), 4);
+    // Another replica now sees them: only one more fits.
+    let mut other = ScopeWindow::default();
+    assert!(admit(&mut other, &mut row, T0 + 40, 5));
+    assert!(!admit(&mut other, &mut row, T0 + 50, 5));
+}
+
+#[test]
+fn a_swap_lost_to_another_replica_keeps_what_is_pending_here() {
+    let mut w = ScopeWindow::default();
+    w.count(T0, 7, T0);
+    let mut theirs = WindowLog::new();
+    theirs.add(T0 + 1, 2, T0 + 1);
+    w.current(theirs, 3, T0 + 1);
+    assert_eq!(w.known(T0 + 2).total(T0 + 2), 9);
+    assert!(w.has_pending());
+}
+
+#[test]
+fn a_token_window_is_stale_after_its_refresh_interval() {
+    let mut w = ScopeWindow::default();
+    assert!(w.is_stale(T0, TOKEN_REFRESH_MS));
+    w.swapped(WindowLog::new(), 1, T0);
+    assert!(!w.is_stale(T0 + TOKEN_REFRESH_MS - 1, TOKEN_REFRESH_MS));
+    assert!(w.is_stale(T0 + TOKEN_REFRESH_MS, TOKEN_REFRESH_MS));
+}
+
+#[test]
+fn a_key_is_counted_in_its_teams_window_first_then_its_own() {
+    let mut r = record("team-key");
+    r.team_id = Some("t1".into());
+    r.rpm_limit = Some(10);
+    r.team_rpm_limit = Some(4);
+    r.tpm_limit = Some(1000);
+    let requests = scopes(&r, LimitKind::Requests);
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].name, "team:t1:rpm");
+    assert_eq!((requests[0].owner, requests[0].limit), (BudgetScope::Team, 4));
+    assert_eq!(requests[1].name, format!("key:{}:rpm", r.token.as_str()));
+    let tokens = scopes(&r, LimitKind::Tokens);
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].limit, 1000);
+    assert_eq!(r.limits().rpm_limit, Some(4));
+    assert!(scopes(&record("plain"), LimitKind::Requests).is_empty());
+}
+
+#[test]
+fn an_idle_window_is_forgotten_only_after_two_windows() {
+    let mut w = ScopeWindow::default();
+    w.swapped(WindowLog::new(), 1, T0);
+    assert!(!w.is_idle(T0 + WINDOW_MS));
+    assert!(w.is_idle(T0 + 2 * WINDOW_MS));
+}
