@@ -102,6 +102,7 @@ pub async fn check_limits(
     limiter: &crate::rate_limit::Limiter,
     metrics: &Metrics,
     now_ms: u64,
+    until: tokio::time::Instant,
 ) -> Decision {
     let Decision::Allow { record, .. } = &decision else {
         return decision;
@@ -109,7 +110,7 @@ pub async fn check_limits(
     if record.limits().is_none() {
         return decision;
     }
-    let (verdict, source) = limiter.admit(record, now_ms).await;
+    let (verdict, source) = limiter.admit(record, now_ms, until).await;
     if source == crate::rate_limit::Source::Local {
         metrics.rate_limit_local_decisions.fetch_add(1, Relaxed);
     }

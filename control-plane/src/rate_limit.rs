@@ -201,8 +201,18 @@ impl Limiter {
     }
 
     /// Admits one request in every request window of the key (and its team), or the first
-    /// refusal. A window already counted stays counted if a later one refuses.
-    pub async fn admit(&self, record: &KeyRecord, now: u64) -> (Result<(), RateLimited>, Source) {
+    /// refusal, asking the database until `until` at the latest. A window already counted
+    /// stays counted if a later one refuses.
+    pub async fn admit(
+        &self,
+        record: &KeyRecord,
+        now: u64,
+        until: tokio::time::Instant,
+    ) -> (Result<(), RateLimited>, Source) {
+        let mut patience = Patience {
+            until,
+            gave_up: false,
+        };
         let mut source = Source::Known;
         let requests = scopes(record, LimitKind::Requests);
         for scope in &requests {
@@ -213,14 +223,14 @@ impl Limiter {
             }
         }
         for scope in scopes(record, LimitKind::Tokens) {
-            let (verdict, from) = self.check_tokens(&scope, now).await;
+            let (verdict, from) = self.check_tokens(&scope, now, &mut patience).await;
             source = worse(source, from);
             if let Err(e) = verdict {
                 return (Err(e), source);
             }
         }
         for scope in &requests {
-            let (verdict, from) = self.admit_one(scope, now).await;
+            let (verdict, from) = self.admit_one(scope, now, &mut patience).await;
             source = worse(source, from);
             if let Err(e) = verdict {
                 return (Err(e), source);
@@ -229,7 +239,12 @@ impl Limiter {
         (Ok(()), source)
     }
 
-    async fn admit_one(&self, scope: &Scope, now: u64) -> (Result<(), RateLimited>, Source) {
+    async fn admit_one(
+        &self,
+        scope: &Scope,
+        now: u64,
+        patience: &mut Patience,
+    ) -> (Result<(), RateLimited>, Source) {
         let window = self.window(&scope.name);
         let mut w = window.lock().await;
         for _ in 0..MAX_SWAPS {
@@ -237,7 +252,7 @@ impl Limiter {
                 Ok(planned) => planned,
                 Err(room) => return (Err(scope.refusal(room)), Source::Shared),
             };
-            match self.swap(&scope.name, w.version, planned.clone()).await {
+            match self.swap(&scope.name, w.version, planned.clone(), patience).await {
                 Ok(WindowSwap::Swapped { version }) => {
                     w.swapped(planned, version, now);
                     return (Ok(()), Source::Shared);
@@ -257,12 +272,17 @@ impl Limiter {
         (verdict, Source::Local)
     }
 
-    async fn check_tokens(&self, scope: &Scope, now: u64) -> (Result<(), RateLimited>, Source) {
+    async fn check_tokens(
+        &self,
+        scope: &Scope,
+        now: u64,
+        patience: &mut Patience,
+    ) -> (Result<(), RateLimited>, Source) {
         let window = self.window(&scope.name);
         let mut w = window.lock().await;
         let mut source = Source::Known;
         if w.is_stale(now, TOKEN_REFRESH_MS) {
-            source = if self.sync(&mut w, &scope.name, now).await {
+            source = if self.sync(&mut w, &scope.name, now, patience).await {
                 Source::Shared
             } else {
                 Source::Local
@@ -296,7 +316,8 @@ impl Limiter {
         let mut idle = vec![];
         for (name, window) in all {
             let mut w = window.lock().await;
-            if w.has_pending() && !self.sync(&mut w, &name, now).await {
+            let mut patience = Patience::within(self.deadline);
+            if w.has_pending() && !self.sync(&mut w, &name, now, &mut patience).await {
                 failed += 1;
             } else if w.is_idle(now) {
                 idle.push(name);
@@ -313,10 +334,16 @@ impl Limiter {
     }
 
     /// Writes what is pending and reads what others wrote; false if the database is away.
-    async fn sync(&self, w: &mut ScopeWindow, name: &str, now: u64) -> bool {
+    async fn sync(
+        &self,
+        w: &mut ScopeWindow,
+        name: &str,
+        now: u64,
+        patience: &mut Patience,
+    ) -> bool {
         for _ in 0..MAX_SWAPS {
             let planned = w.known(now);
-            match self.swap(name, w.version, planned.clone()).await {
+            match self.swap(name, w.version, planned.clone(), patience).await {
                 Ok(WindowSwap::Swapped { version }) => {
                     w.swapped(planned, version, now);
                     return true;
@@ -328,16 +355,53 @@ impl Limiter {
         false
     }
 
-    async fn swap(&self, name: &str, expected: i64, window: WindowLog) -> Result<WindowSwap, ()> {
-        self.db
-            .swap_rate_window(name, expected, window, self.deadline)
-            .await
-            .map_err(|e| tracing::debug!(error = %e, "rate window not written"))
+    /// One compare and swap within what is left of the request's patience; after one
+    /// failure the request asks no more (the database is away for all its windows).
+    async fn swap(
+        &self,
+        name: &str,
+        expected: i64,
+        window: WindowLog,
+        patience: &mut Patience,
+    ) -> Result<WindowSwap, ()> {
+        let Some(left) = patience.left() else {
+            return Err(());
+        };
+        let swapped = self.db.swap_rate_window(name, expected, window, left).await;
+        swapped.map_err(|e| {
+            patience.give_up();
+            tracing::debug!(error = %e, "rate window not written");
+        })
     }
 
     /// Windows held in memory (a gauge).
     pub fn windows(&self) -> usize {
         self.windows.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// How long one auth check may wait on the database for all its windows together: the
+/// filter gives up on the whole check soon after.
+pub struct Patience {
+    until: tokio::time::Instant,
+    gave_up: bool,
+}
+
+impl Patience {
+    fn within(deadline: Duration) -> Patience {
+        Patience {
+            until: tokio::time::Instant::now() + deadline,
+            gave_up: false,
+        }
+    }
+
+    fn left(&self) -> Option<Duration> {
+        let left = self.until.saturating_duration_since(tokio::time::Instant::now());
+        (!self.gave_up && !left.is_zero()).then_some(left)
+    }
+
+    fn give_up(&mut self) {
+        self.gave_up = true;
     }
 }
 

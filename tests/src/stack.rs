@@ -190,6 +190,19 @@ impl Stack {
     pub fn admin(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
         crate::http::admin_post(&self.envoy.url(), self.master_key(), path, body)
     }
+
+    /// An admin read (`GET` with the master key, through the gateway) that must answer 200.
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let bearer = format!("Bearer {}", self.master_key());
+        let response = crate::http::get(&self.url(path), &[("authorization", &bearer)])?;
+        anyhow::ensure!(
+            response.status == 200,
+            "{path} answered {}: {}",
+            response.status,
+            response.body
+        );
+        response.json()
+    }
 }
 
 fn start_control_plane(

@@ -16,6 +16,8 @@ use super::AppState;
 use crate::auth::{self, Decision};
 
 pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    // One deadline for every database call of the check: the filter gives up soon after.
+    let until = tokio::time::Instant::now() + s.config.auth_db_deadline;
     let decision = match auth::credential(&headers) {
         Err(_) => Decision::Deny(DenyReason::InvalidKey),
         Ok(key) => {
@@ -29,7 +31,7 @@ pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
                     let decision = auth::check_budget(decision);
                     let decision = auth::check_spool(decision, at_bound, s.config.spend.when_full);
                     let now = crate::rate_limit::now_ms();
-                    auth::check_limits(decision, &s.limiter, &s.metrics, now).await
+                    auth::check_limits(decision, &s.limiter, &s.metrics, now, until).await
                 }
                 Err(_) => Decision::Unavailable,
             }

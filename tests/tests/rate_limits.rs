@@ -1,0 +1,234 @@
+//! Rate limits through the real Envoy, filter, control planes and Postgres: a key (or its
+//! team) uses its whole `rpm_limit` at once and is then refused with 429, `retry-after`,
+//! OpenAI's `x-ratelimit-*` headers and LiteLLM's error, before anything reaches the
+//! upstream; a `tpm_limit` refuses once the metered tokens reach it; the limit holds with
+//! Postgres frozen (from the control plane's memory) and with the control plane stopped
+//! (the filter's local share); two Envoys and two control planes admit a flooded key its
+//! limit and no more.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
+
+use std::time::Duration;
+
+use livegate_tests::fleet::{Fleet, FleetOptions};
+use livegate_tests::http::{self, Response};
+use livegate_tests::poll;
+use livegate_tests::stack::{Stack, StackOptions};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The filter's local share while no control plane answers: a quarter of a key's limit per
+/// worker.
+const FILTER_CONFIG: &str = r#"{"rate_limits": {"outage_share": 0.25}}"#;
+
+fn stack() -> Stack {
+    let mut options = StackOptions::full();
+    options.filter_config = FILTER_CONFIG.to_string();
+    Stack::start(options).unwrap()
+}
+
+fn generate(stack: &Stack, body: Value) -> String {
+    let key = stack.admin("/key/generate", &body).unwrap();
+    key["key"].as_str().unwrap().to_string()
+}
+
+fn chat_at(base: &str, key: &str) -> Response {
+    let bearer = format!("Bearer {key}");
+    let body = json!({"model": "livegate-demo", "messages": [{"role": "user", "content": "abcd"}]});
+    http::post_raw(
+        &format!("{base}/v1/chat/completions"),
+        &[("authorization", bearer.as_str())],
+        "application/json",
+        &body.to_string(),
+    )
+    .unwrap()
+}
+
+/// The upstream's answer (the demo upstream answers chat completions with `choices`).
+fn reached_upstream(r: &Response) -> bool {
+    r.status == 200 && r.json().is_ok_and(|b| b.get("choices").is_some())
+}
+
+/// The gateway's 429 for a limit of `kind` (`requests` or `tokens`), as an OpenAI client
+/// and a LiteLLM user read it; returns the `retry-after` seconds.
+fn assert_rate_limited(r: &Response, kind: &str, limit: u64) -> u64 {
+    assert_eq!(r.status, 429, "{}", r.body);
+    let body = r.json().unwrap();
+    let e = &body["error"];
+    assert_eq!(e["type"], "rate_limit_error", "{}", r.body);
+    assert_eq!(e["code"], "429", "{}", r.body);
+    let field = if kind == "requests" { "rpm_limit" } else { "tpm_limit" };
+    assert_eq!(e["param"], field, "{}", r.body);
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains(field), "{message}");
+    assert!(body.get("choices").is_none(), "reached the upstream: {}", r.body);
+    let header = |name: &str| {
+        r.header(name)
+            .unwrap_or_else(|| panic!("{name} missing: {:?}", r.headers))
+            .to_string()
+    };
+    assert_eq!(header(&format!("x-ratelimit-limit-{kind}")), limit.to_string());
+    assert_eq!(header(&format!("x-ratelimit-remaining-{kind}")), "0");
+    assert!(!header(&format!("x-ratelimit-reset-{kind}")).is_empty());
+    let retry_after: u64 = header("retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
+    retry_after
+}
+
+/// Sends `n` requests one after the other; how many reached the upstream. Every other
+/// answer must be the gateway's 429.
+fn admitted_of(base: &str, key: &str, n: usize, kind: &str, limit: u64) -> usize {
+    (0..n)
+        .filter(|_| {
+            let r = chat_at(base, key);
+            if reached_upstream(&r) {
+                return true;
+            }
+            assert_rate_limited(&r, kind, limit);
+            false
+        })
+        .count()
+}
+
+#[test]
+fn a_key_uses_its_limit_at_once_then_gets_429_with_openai_headers() {
+    let stack = stack();
+    let base = stack.envoy.url();
+    let key = generate(&stack, json!({"rpm_limit": 3, "key_alias": "limited"}));
+    let open = generate(&stack, json!({}));
+    assert_eq!(admitted_of(&base, &key, 10, "requests", 3), 3);
+    // The 429 is cached at the filter until the window has room: still refused, and a key
+    // without limits is untouched by its neighbour's.
+    assert_rate_limited(&chat_at(&base, &key), "requests", 3);
+    for _ in 0..10 {
+        assert!(reached_upstream(&chat_at(&base, &open)));
+    }
+    let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
+    assert_eq!(info["info"]["rpm_limit"], 3, "{info}");
+    assert!(stack.envoy.prometheus_counter("livegate_denied_rate_limited_total").unwrap() >= 8.0);
+    // Raising the limit reaches the filter like any key change: the key is let in again.
+    stack
+        .admin("/key/update", &json!({"key": key, "rpm_limit": 5}))
+        .unwrap();
+    poll::until("the raised limit at the filter", PATIENCE, || {
+        reached_upstream(&chat_at(&base, &key)).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_teams_limit_is_shared_by_its_keys() {
+    let stack = stack();
+    let base = stack.envoy.url();
+    stack
+        .admin("/team/new", &json!({"team_id": "small", "rpm_limit": 2}))
+        .unwrap();
+    let a = generate(&stack, json!({"team_id": "small", "rpm_limit": 10}));
+    let b = generate(&stack, json!({"team_id": "small"}));
+    let admitted = admitted_of(&base, &a, 3, "requests", 2) + admitted_of(&base, &b, 3, "requests", 2);
+    assert_eq!(admitted, 2);
+    let r = chat_at(&base, &b);
+    assert_rate_limited(&r, "requests", 2);
+    let message = r.json().unwrap()["error"]["message"].clone();
+    assert!(message.as_str().unwrap().contains("team_id: small"), "{message}");
+    let team = stack.admin_get("/team/info?team_id=small").unwrap();
+    assert_eq!(team["team_info"]["rpm_limit"], 2, "{team}");
+}
+
+#[test]
+fn a_token_limit_refuses_once_the_metered_tokens_reach_it() {
+    let stack = stack();
+    let base = stack.envoy.url();
+    // The demo upstream counts a 4-character prompt as 4 tokens and answers 8: 12 a request.
+    let key = generate(&stack, json!({"tpm_limit": 20}));
+    assert!(reached_upstream(&chat_at(&base, &key)));
+    // Tokens are known after the response: charged when the filter's record arrives.
+    let refused = poll::until("the tokens charged", PATIENCE, || {
+        let r = chat_at(&base, &key);
+        (!reached_upstream(&r)).then_some(r)
+    })
+    .unwrap();
+    assert_rate_limited(&refused, "tokens", 20);
+}
+
+#[test]
+fn the_limit_holds_with_postgres_frozen_and_with_the_control_plane_stopped() {
+    let stack = stack();
+    let base = stack.envoy.url();
+    let key = generate(&stack, json!({"rpm_limit": 4}));
+    assert_eq!(admitted_of(&base, &key, 2, "requests", 4), 2);
+
+    // Postgres frozen: the control plane decides from what it knows (one replica knows
+    // everything): the rest of the limit, never more. (One answer slower than the
+    // filter's patience is admitted by the filter's share instead, or not at all: never
+    // beyond the limit, since the control plane counted it.)
+    let postgres = stack.postgres.as_ref().unwrap();
+    postgres.pause().unwrap();
+    let admitted = admitted_of(&base, &key, 6, "requests", 4);
+    postgres.resume().unwrap();
+    assert!((1..=2).contains(&admitted), "{admitted} admitted");
+    // What it admitted meanwhile was written when the database came back: still full.
+    assert_rate_limited(&chat_at(&base, &key), "requests", 4);
+
+    // The control plane stopped: the filter's local share, max(1, ⌊0.25 · 8⌋) = 2 per
+    // worker (the stack runs one), never unlimited and never none.
+    let other = generate(&stack, json!({"rpm_limit": 8}));
+    assert_eq!(admitted_of(&base, &other, 1, "requests", 8), 1);
+    let control_plane = stack.control_plane.as_ref().unwrap();
+    control_plane.signal(Signal::SIGSTOP).unwrap();
+    let admitted = admitted_of(&base, &other, 6, "requests", 2);
+    control_plane.signal(Signal::SIGCONT).unwrap();
+    assert_eq!(admitted, 2);
+    assert!(stack.envoy.prometheus_counter("livegate_rate_limited_local_total").unwrap() >= 4.0);
+}
+
+/// Two Envoys (two workers each) and two control planes: requests spread over every Envoy
+/// and control plane are admitted exactly the limit; with Postgres frozen a fresh window
+/// is admitted at most once per control plane.
+#[test]
+fn two_envoys_and_two_control_planes_admit_a_flooded_key_its_limit_and_no_more() {
+    let fleet = Fleet::start(FleetOptions {
+        filter_config: FILTER_CONFIG.to_string(),
+        ..FleetOptions::new(2, 2)
+    })
+    .unwrap();
+    let envoys: Vec<String> = fleet.envoys.iter().map(|e| e.url()).collect();
+    let generate = |via: usize, body: Value| {
+        fleet.admin_via(via, "/key/generate", &body).unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let key = generate(0, json!({"rpm_limit": 10}));
+    // Ten times the limit, alternating Envoys (each balances over both control planes).
+    let admitted: usize = (0..100)
+        .map(|i| admitted_of(&envoys[i % 2], &key, 1, "requests", 10))
+        .sum();
+    assert_eq!(admitted, 10, "over-admission across the fleet");
+
+    // Postgres frozen: each control plane knows only what it admitted.
+    let fresh = generate(1, json!({"rpm_limit": 10}));
+    fleet.postgres.pause().unwrap();
+    let admitted: usize = (0..100)
+        .map(|i| admitted_of(&envoys[i % 2], &fresh, 1, "requests", 10))
+        .sum();
+    fleet.postgres.resume().unwrap();
+    assert!(
+        (10..=20).contains(&admitted),
+        "{admitted} admitted: at least the limit, at most the limit per control plane"
+    );
+
+    // Both control planes stopped: each Envoy worker admits its local share.
+    let stopped = generate(0, json!({"rpm_limit": 8}));
+    assert_eq!(admitted_of(&envoys[0], &stopped, 1, "requests", 8), 1);
+    assert_eq!(admitted_of(&envoys[1], &stopped, 1, "requests", 8), 1);
+    fleet.signal_control_planes(Signal::SIGSTOP).unwrap();
+    let admitted: usize = (0..40)
+        .map(|i| admitted_of(&envoys[i % 2], &stopped, 1, "requests", 2))
+        .sum();
+    fleet.signal_control_planes(Signal::SIGCONT).unwrap();
+    // 2 Envoys × 2 workers × max(1, ⌊0.25 · 8⌋).
+    assert!((1..=8).contains(&admitted), "{admitted} admitted");
+}
