@@ -1,14 +1,19 @@
 //! The decision cache: fresh allows and denies, stale-if-error allows, revocations pushed
-//! by the change feed. Allows and denies live in separately bounded pools, so a flood of
-//! bad keys cannot evict the allows that would be served through an outage.
+//! by the change feed, and rate-limit refusals until their window has room. Allows, denies
+//! and refusals live in separately bounded pools, so a flood of bad keys cannot evict the
+//! allows that would be served through an outage.
+//!
+//! An allow for a key with rate limits is recorded for outages only: it is never fresh,
+//! because the control plane counts every request such a key makes.
 //!
 //! Time is always a parameter (`now`, milliseconds on any clock that only moves
 //! forward in practice); the policy never reads a clock, so tests drive it exactly.
 
+use crate::bounded::Bounded;
 use crate::config::CacheConfig;
 use crate::decision::{DenyReason, Identity};
-use livegate_contract::{KeyChange, KeyHash, KeyStatus};
-use std::collections::{BTreeMap, HashMap};
+use livegate_contract::rate_limit::WINDOW_MS;
+use livegate_contract::{KeyChange, KeyHash, KeyStatus, RateLimited};
 
 /// Milliseconds since an arbitrary epoch, supplied by the caller.
 pub type Millis = u64;
@@ -18,6 +23,8 @@ pub type Millis = u64;
 pub enum Cached {
     Allow(Identity),
     Deny(DenyReason),
+    /// The control plane's 429, until its window has room.
+    RateLimited(RateLimited),
 }
 
 /// What an allow from the control plane says besides the identity.
@@ -57,12 +64,22 @@ struct DenyEntry {
     version: u64,
 }
 
+#[derive(Debug)]
+struct LimitedEntry {
+    limited: RateLimited,
+    until: Millis,
+}
+
 /// Per-worker cache of auth decisions, keyed by key hash (never the raw key).
 #[derive(Debug)]
 pub struct DecisionCache {
     policy: CacheConfig,
     allows: Bounded<AllowEntry>,
     denies: Bounded<DenyEntry>,
+    /// Rate-limit refusals: apart from the denies because the key is still valid (its
+    /// allow stays usable through an outage) and apart from the allows so that a flood of
+    /// refusals cannot evict them.
+    limited: Bounded<LimitedEntry>,
 }
 
 impl DecisionCache {
@@ -72,11 +89,12 @@ impl DecisionCache {
             policy,
             allows: Bounded::new(capacity),
             denies: Bounded::new(capacity),
+            limited: Bounded::new(capacity),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.allows.len() + self.denies.len()
+        self.allows.len() + self.denies.len() + self.limited.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -90,6 +108,12 @@ impl DecisionCache {
                 return Some(Cached::Deny(deny.reason));
             }
             self.denies.remove(hash);
+        }
+        if let Some(entry) = self.limited.get(hash) {
+            if now < entry.until {
+                return Some(Cached::RateLimited(entry.limited.clone()));
+            }
+            self.limited.remove(hash);
         }
         let allow = self.allows.get(hash)?;
         if now < allow.fresh_until && !past(allow.key_expires_at, now) {
@@ -109,7 +133,8 @@ impl DecisionCache {
             .then(|| allow.identity.clone())
     }
 
-    /// Remembers an allow for `min(allow_ttl_ms, hint)`, then keeps it for stale use.
+    /// Remembers an allow for `min(allow_ttl_ms, hint)`, then keeps it for stale use; an
+    /// allow for a key with rate limits is never fresh, only kept for stale use.
     /// Returns the deny that wins instead, if a newer revocation of this key is known.
     pub fn record_allow(
         &mut self,
@@ -124,7 +149,11 @@ impl DecisionCache {
             }
         }
         self.denies.remove(&hash);
-        let ttl = grant.ttl_hint_ms.min(self.policy.allow_ttl_ms);
+        let ttl = if identity.limits.is_none() {
+            grant.ttl_hint_ms.min(self.policy.allow_ttl_ms)
+        } else {
+            0
+        };
         if ttl == 0 && self.policy.stale_if_error_ms == 0 {
             self.allows.remove(&hash);
             return None;
@@ -145,11 +174,25 @@ impl DecisionCache {
         self.deny_for(hash, reason, self.policy.deny_ttl_ms, 0, now);
     }
 
+    /// Remembers the control plane's 429 until its window has room, so further requests of
+    /// the key are refused here. Never longer than one window from now, whatever the
+    /// control plane's clock says: a sliding window always has room within one.
+    pub fn record_rate_limited(&mut self, hash: KeyHash, limited: RateLimited, now: Millis) {
+        let until = limited.reset_at_ms.min(now.saturating_add(WINDOW_MS));
+        if until <= now {
+            self.limited.remove(&hash);
+            return;
+        }
+        self.limited.insert(hash, LimitedEntry { limited, until });
+    }
+
     /// Applies a change from the feed: a revocation replaces any allow with a deny kept as
     /// long as the stale window (so it holds through a control-plane outage); any other
     /// change forgets what is cached, so the next request asks again, unless what is
-    /// cached is already as new as the change (an allow for the version it made).
+    /// cached is already as new as the change (an allow for the version it made). Any
+    /// change drops a cached 429: the key's limits may have moved.
     pub fn apply_change(&mut self, change: &KeyChange, now: Millis) {
+        self.limited.remove(&change.key_hash);
         let reason = match change.status {
             KeyStatus::Active => {
                 if self
@@ -176,13 +219,16 @@ impl DecisionCache {
         self.deny_for(change.key_hash.clone(), reason, ttl, change.seq, now);
     }
 
-    /// Forgets every allow: the change feed could not say what happened to them.
+    /// Forgets every allow, and every cached 429: the change feed could not say what
+    /// happened to those keys.
     pub fn forget_allows(&mut self) {
         self.allows.clear();
+        self.limited.clear();
     }
 
     fn deny_for(&mut self, hash: KeyHash, reason: DenyReason, ttl: u64, version: u64, now: Millis) {
         self.allows.remove(&hash);
+        self.limited.remove(&hash);
         if ttl == 0 {
             self.denies.remove(&hash);
             return;
@@ -209,59 +255,6 @@ impl DecisionCache {
 
 fn past(deadline: Option<Millis>, now: Millis) -> bool {
     deadline.is_some_and(|d| now >= d)
-}
-
-/// A map of at most `capacity` entries that evicts the oldest-written first, in O(log n).
-#[derive(Debug)]
-struct Bounded<V> {
-    entries: HashMap<KeyHash, (V, u64)>,
-    order: BTreeMap<u64, KeyHash>,
-    next_seq: u64,
-    capacity: usize,
-}
-
-impl<V> Bounded<V> {
-    fn new(capacity: usize) -> Self {
-        Bounded {
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            next_seq: 0,
-            capacity: capacity.max(1),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    fn get(&self, key: &KeyHash) -> Option<&V> {
-        self.entries.get(key).map(|(v, _)| v)
-    }
-
-    fn insert(&mut self, key: KeyHash, value: V) {
-        self.remove(&key);
-        while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else {
-                break;
-            };
-            self.entries.remove(&oldest);
-        }
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        self.order.insert(seq, key.clone());
-        self.entries.insert(key, (value, seq));
-    }
-
-    fn remove(&mut self, key: &KeyHash) {
-        if let Some((_, seq)) = self.entries.remove(key) {
-            self.order.remove(&seq);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.order.clear();
-    }
 }
 
 #[cfg(test)]

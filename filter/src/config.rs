@@ -22,6 +22,8 @@ pub struct Config {
     pub retry_after_seconds: u32,
     pub upstream_authorization: Option<String>,
     pub metering: MeteringConfig,
+    /// What the filter enforces of a key's rate limits itself: while no control plane answers.
+    pub rate_limits: RateLimitsConfig,
 }
 
 /// Response metering and the delivery of spend records to the control plane.
@@ -41,6 +43,26 @@ pub struct MeteringConfig {
     pub batch_records: u64,
     /// How long a batch may take to be acknowledged before it is sent again.
     pub send_timeout_ms: u64,
+}
+
+/// The filter's own hold on keys with rate limits, while no control plane answers (the
+/// control planes count them whenever one does).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Each Envoy worker admits at most this share of a key's limit per 60 s while no
+    /// control plane answers: `max(1, floor(share × limit))`, in (0, 1]. With E Envoys of W
+    /// workers, a fleet admits at most E·W times that.
+    pub outage_share: f64,
+}
+
+// JSON has no NaN, and validation keeps the share in (0, 1]: equality is total.
+impl Eq for RateLimitsConfig {}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig { outage_share: 0.25 }
+    }
 }
 
 /// Sizes and lifetimes of the per-worker decision cache.
@@ -86,6 +108,7 @@ impl Default for Config {
             retry_after_seconds: 5,
             upstream_authorization: None,
             metering: MeteringConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
         }
     }
 }
@@ -188,7 +211,8 @@ impl Config {
         if let Some(value) = &self.upstream_authorization {
             require_header_value("upstream_authorization", value)?;
         }
-        self.metering.validate()
+        self.metering.validate()?;
+        self.rate_limits.validate()
     }
 
     /// The root context's tick: the change feed's period, or, with the feed off and
@@ -217,6 +241,20 @@ impl MeteringConfig {
         if !(1..=MAX_AUTH_TIMEOUT_MS).contains(&self.send_timeout_ms) {
             let problem = format!("must be between 1 and {MAX_AUTH_TIMEOUT_MS}");
             return Err(invalid("metering.send_timeout_ms", &problem));
+        }
+        Ok(())
+    }
+}
+
+impl RateLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let share = self.outage_share;
+        // Written so that NaN fails too (it cannot come from JSON, but nothing relies on that).
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(invalid(
+                "rate_limits.outage_share",
+                "must be greater than 0 and at most 1",
+            ));
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! The control plane's answer to `POST /v1/auth/check`, mapped to what the filter does.
 
 use crate::cache::Grant;
-use livegate_contract::{AuthCheckResponse, Budget, KeyHash, ModelAccess, UnavailableReason};
+use livegate_contract::{
+    AuthCheckResponse, Budget, KeyHash, ModelAccess, RateLimited, RateLimits, UnavailableReason,
+};
 
 pub use livegate_contract::DenyReason;
 
@@ -19,6 +21,10 @@ pub struct Identity {
     pub user_id: Option<String>,
     /// Which models the key may call (checked on the model routes).
     pub access: ModelAccess,
+    /// The key's effective rate limits. With any, the key is never admitted from the cache
+    /// while the control plane answers (it counts), and a stale allow is held to the
+    /// worker's share of them (`local_limits`).
+    pub limits: RateLimits,
 }
 
 /// Why an auth check produced no decision: always an error, never a deny or an allow.
@@ -51,6 +57,9 @@ pub enum Outcome {
     /// 400 `budget_exceeded`, with the numbers for the message. Never cached: the next
     /// request asks again, so a budget reset or a raised `max_budget` lets the key in.
     OverBudget(Budget),
+    /// 429 `rate_limited`, with the limit and when its window has room: cached for the key
+    /// until then, so a flood of a limited key costs the control plane nothing.
+    RateLimited(RateLimited),
     /// 503 `spend_spool_full`: the control plane cannot record spend and refuses this key
     /// for it. Refused, never served from a stale allow (that would be failing open).
     SpendSpoolFull,
@@ -84,7 +93,7 @@ pub fn decide(response: CallResponse<'_>, expected: &KeyHash) -> Outcome {
             }) => Outcome::SpendSpoolFull,
             _ => Outcome::Error(CallError::Unavailable),
         },
-        200 | 400 | 401 | 403 => match parse_body(response.body.unwrap_or_default()) {
+        200 | 400 | 401 | 403 | 429 => match parse_body(response.body.unwrap_or_default()) {
             Ok(answer) if answer.status() != status => Outcome::Error(malformed(
                 "the decision does not match the status it came with",
             )),
@@ -106,6 +115,7 @@ fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
                 team_id: header_text(allow.team_id),
                 user_id: header_text(allow.user_id),
                 access: allow.access,
+                limits: allow.limits,
             },
             grant: Grant {
                 ttl_hint_ms: allow.cache_ttl_seconds.saturating_mul(1000),
@@ -122,6 +132,14 @@ fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
                 Outcome::OverBudget(budget)
             }
             _ => Outcome::Error(malformed("a budget_exceeded deny without its numbers")),
+        },
+        AuthCheckResponse::Deny {
+            reason: DenyReason::RateLimited,
+            rate_limit,
+            ..
+        } => match rate_limit {
+            Some(limited) => Outcome::RateLimited(limited),
+            None => Outcome::Error(malformed("a rate_limited deny without its limit")),
         },
         AuthCheckResponse::Deny { reason, .. } => Outcome::Deny(reason),
         AuthCheckResponse::Unavailable { .. } => Outcome::Error(CallError::Unavailable),

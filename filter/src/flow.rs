@@ -4,6 +4,7 @@ use crate::cache::{Cached, DecisionCache, Millis};
 use crate::config::{Config, FailureMode};
 use crate::decision::{decide, CallError, CallResponse, DenyReason, Identity, Outcome};
 use crate::host::{AuthCheck, HeaderRefused, Host, RequestHeaders};
+use crate::local_limits::LocalLimits;
 use crate::metering::{request_id, Requester, ResponseMeter};
 use crate::metrics::Metric;
 use crate::model_body::{is_model_route, requested_model, BodyError, RequestedModel};
@@ -13,18 +14,21 @@ use crate::spend_queue::SpendQueue;
 use crate::upstream_headers::{for_passthrough, for_upstream, Admission, HeaderEdits};
 use crate::usage::stream_options::{include_usage, Rewrite};
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
-use livegate_contract::{ApiKey, KeyHash, ModelAccess};
+use livegate_contract::rate_limit::WINDOW_MS;
+use livegate_contract::{ApiKey, KeyHash, ModelAccess, RateLimited};
 use std::cell::RefCell;
 use std::rc::Rc;
 
 /// What one plugin instance shares across its requests on one worker: the parsed
-/// configuration, the decision cache and the queue of spend records. Each worker runs its
-/// own VM, so each worker has its own; nothing here crosses threads.
+/// configuration, the decision cache, the queue of spend records and the windows of the
+/// keys with rate limits. Each worker runs its own VM, so each worker has its own; nothing
+/// here crosses threads.
 #[derive(Debug)]
 pub struct Plugin {
     pub config: Config,
     cache: RefCell<DecisionCache>,
     spend: RefCell<SpendQueue>,
+    local: RefCell<LocalLimits>,
 }
 
 impl Plugin {
@@ -35,11 +39,22 @@ impl Plugin {
             usize::try_from(metering.max_queued_records).unwrap_or(usize::MAX),
             usize::try_from(metering.batch_records).unwrap_or(1),
         ));
+        // As many keys as the cache holds allows: each one tracked could be served stale.
+        let local = RefCell::new(LocalLimits::new(
+            config.rate_limits.outage_share,
+            usize::try_from(config.cache.max_entries).unwrap_or(usize::MAX),
+        ));
         Plugin {
             config,
             cache,
             spend,
+            local,
         }
+    }
+
+    /// The worker's rate-limit windows, borrowed as the cache is: never across a host call.
+    pub fn with_local<T>(&self, f: impl FnOnce(&mut LocalLimits) -> T) -> Option<T> {
+        self.local.try_borrow_mut().ok().map(|mut l| f(&mut l))
     }
 
     /// The worker's spend queue, borrowed as the cache is: never across a host call.
@@ -100,6 +115,9 @@ pub struct RequestFlow {
     started: Option<Millis>,
     /// The response of an admitted request, metered as it passes.
     metering: Option<ResponseMeter>,
+    /// The admitted key has a token limit: its metered tokens count toward the worker's
+    /// window of it (real usage, whoever admitted the request).
+    counts_tokens: bool,
 }
 
 impl RequestFlow {
@@ -112,6 +130,7 @@ impl RequestFlow {
             usage_route: false,
             started: None,
             metering: None,
+            counts_tokens: false,
         }
     }
 
@@ -236,6 +255,12 @@ impl RequestFlow {
                 self.with_cache_at(now, |c, now| c.record_deny(hash.clone(), reason, now));
                 self.refuse(host, reason)
             }
+            Outcome::RateLimited(limited) => {
+                self.with_cache_at(now, |c, now| {
+                    c.record_rate_limited(hash.clone(), limited.clone(), now);
+                });
+                self.rate_limited(host, &limited, now)
+            }
             Outcome::OverBudget(budget) => {
                 host.increment(Metric::DeniedBudgetExceeded);
                 self.reply(host, &LocalReply::over_budget(&budget))
@@ -288,6 +313,10 @@ impl RequestFlow {
                 host.increment(Metric::CacheHit);
                 self.refuse(host, reason)
             }
+            Some(Cached::RateLimited(limited)) => {
+                host.increment(Metric::CacheHit);
+                self.rate_limited(host, &limited, now)
+            }
             None => {
                 host.increment(Metric::CacheMiss);
                 self.check(host, headers, &key, hash, now)
@@ -320,7 +349,8 @@ impl RequestFlow {
         }
     }
 
-    /// No decision: stale allow if one is young enough, else fail open or closed.
+    /// No decision: stale allow if one is young enough (held to the worker's share of the
+    /// key's rate limits), else fail open or closed.
     fn on_error(
         &mut self,
         host: &impl Host,
@@ -335,6 +365,10 @@ impl RequestFlow {
             .with_cache_at(now, |c, now| c.stale_allow(hash, now))
             .flatten()
         {
+            if let Some(Err(limited)) = self.admit_locally(hash, &identity, now) {
+                host.increment(Metric::RateLimitedLocal);
+                return self.rate_limited(host, &limited, now);
+            }
             host.increment(Metric::StaleServed);
             return self.admit(host, headers, hash, &identity, true);
         }
@@ -348,6 +382,19 @@ impl RequestFlow {
         host.increment(Metric::Unavailable);
         let reply = LocalReply::unavailable(config.retry_after_seconds);
         self.reply(host, &reply)
+    }
+
+    /// A stale allow's admission against the worker's own window of the key's limits
+    /// (`None`: no time, or no window to count in; a key without limits is always admitted).
+    fn admit_locally(
+        &self,
+        hash: &KeyHash,
+        identity: &Identity,
+        now: Option<Millis>,
+    ) -> Option<Result<(), RateLimited>> {
+        let now = now?;
+        self.plugin
+            .with_local(|local| local.admit(hash, identity.limits, now))
     }
 
     fn admit(
@@ -365,6 +412,7 @@ impl RequestFlow {
         };
         let auth = self.plugin.config.upstream_authorization.as_deref();
         let edits = for_upstream(headers, admission, auth);
+        self.counts_tokens = who.limits.tpm_limit.is_some();
         let requester = Requester {
             request_id: request_id(headers.get(X_REQUEST_ID)),
             key_hash: hash.clone(),
@@ -500,6 +548,19 @@ impl RequestFlow {
         self.reply(host, &LocalReply::denied(reason))
     }
 
+    /// 429 for a rate limit: the control plane's, cached, or the worker's own.
+    fn rate_limited(
+        &mut self,
+        host: &impl Host,
+        limited: &RateLimited,
+        now: Option<Millis>,
+    ) -> Verdict {
+        host.increment(Metric::DeniedRateLimited);
+        // Without a clock the whole window is the wait: never an invitation to retry at once.
+        let now = now.unwrap_or_else(|| limited.reset_at_ms.saturating_sub(WINDOW_MS));
+        self.reply(host, &LocalReply::rate_limited(limited, now))
+    }
+
     fn reply(&mut self, host: &impl Host, reply: &LocalReply) -> Verdict {
         host.send_reply(reply);
         self.stage = Stage::Replied;
@@ -570,5 +631,7 @@ mod mock;
 mod model_tests;
 #[cfg(test)]
 mod outage_tests;
+#[cfg(test)]
+mod rate_limit_tests;
 #[cfg(test)]
 mod tests;

@@ -7,12 +7,14 @@
 //! trait helpers, because those unwrap host errors and decode header values as UTF-8
 //! with a panic on failure.
 
+pub mod bounded;
 pub mod cache;
 pub mod config;
 pub mod decision;
 pub mod feed;
 pub mod flow;
 pub mod host;
+pub mod local_limits;
 pub mod metering;
 pub mod metrics;
 pub mod model_body;

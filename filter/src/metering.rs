@@ -113,6 +113,15 @@ impl ResponseMeter {
     }
 }
 
+/// The tokens a record says its response used: the upstream's total, else the sum of
+/// the parts it reported; 0 when it reported none (nothing to count, nothing guessed).
+pub fn tokens_used(record: &SpendRecord) -> u64 {
+    record.total_tokens.unwrap_or_else(|| {
+        let parts = [record.prompt_tokens, record.completion_tokens];
+        parts.into_iter().flatten().fold(0, u64::saturating_add)
+    })
+}
+
 /// What of one response the meter passed over: a body or event past its bound, or one
 /// that was not JSON. Such a response's usage is recorded as unknown, never guessed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -14,6 +14,8 @@ pub enum Metric {
     DeniedTeamBlocked,
     DeniedBudgetExceeded,
     DeniedRateLimited,
+    /// Of those, refused by the worker's own limit while no control plane answered.
+    RateLimitedLocal,
     DeniedSpendSpoolFull,
     DeniedModel,
     CacheHit,
@@ -41,7 +43,7 @@ pub enum Metric {
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 32] = [
+    pub const ALL: [Metric; 33] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -51,6 +53,7 @@ impl Metric {
         Metric::DeniedTeamBlocked,
         Metric::DeniedBudgetExceeded,
         Metric::DeniedRateLimited,
+        Metric::RateLimitedLocal,
         Metric::DeniedSpendSpoolFull,
         Metric::DeniedModel,
         Metric::CacheHit,
@@ -87,6 +90,7 @@ impl Metric {
             Metric::DeniedTeamBlocked => "livegate_denied_team_blocked_total",
             Metric::DeniedBudgetExceeded => "livegate_denied_budget_exceeded_total",
             Metric::DeniedRateLimited => "livegate_denied_rate_limited_total",
+            Metric::RateLimitedLocal => "livegate_rate_limited_local_total",
             Metric::DeniedSpendSpoolFull => "livegate_denied_spend_spool_full_total",
             Metric::DeniedModel => "livegate_denied_model_total",
             Metric::CacheHit => "livegate_cache_hit_total",

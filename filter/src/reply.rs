@@ -1,10 +1,23 @@
 //! The responses the filter sends itself: liveness, and OpenAI-style JSON errors.
 
 use crate::model_body::BodyError;
-use livegate_contract::{Budget, CredentialError, DenyReason, ErrorObject, ErrorType, ModelDenied};
+use livegate_contract::{
+    Budget, CredentialError, DenyReason, ErrorObject, ErrorType, ModelDenied, RateLimited,
+};
 
 /// The liveness body: a JSON string, quotes included.
 pub const LIVENESS_BODY: &str = "\"I'm alive!\"";
+
+/// Every header name `RateLimited::headers` gives, for either kind of limit.
+const RATE_LIMIT_HEADERS: [&str; 7] = [
+    "retry-after",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
 
 /// A complete local reply; the glue hands it to `send_http_response` as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +67,24 @@ impl LocalReply {
         LocalReply::error(budget.error())
     }
 
+    /// 429 `rate_limit_error`: the contract's error for the limit, with `retry-after` and
+    /// OpenAI's `x-ratelimit-*` headers counted from `now_ms`.
+    pub fn rate_limited(limited: &RateLimited, now_ms: u64) -> LocalReply {
+        let mut reply = LocalReply::error(limited.error());
+        for (name, value) in limited.headers(now_ms) {
+            // A reply's header names are static; the contract names only these (a test
+            // checks every one it can produce is here), so nothing is dropped.
+            if let Some(name) = RATE_LIMIT_HEADERS
+                .iter()
+                .copied()
+                .find(|known| *known == name)
+            {
+                reply = reply.with(name, &value);
+            }
+        }
+        reply
+    }
+
     /// 503 `spend_spool_full`: the control plane refused the key because its spend
     /// cannot be recorded; the contract's error, with `retry-after`.
     pub fn spend_spool_full(retry_after_seconds: u32) -> LocalReply {
@@ -98,6 +129,14 @@ impl LocalReply {
             .with_param("model")
             .with_reason("model_missing");
         LocalReply::error(error)
+    }
+
+    /// The first value of a header the reply carries.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// An error reply whose status is the error's own `code`.

@@ -349,3 +349,96 @@ proptest! {
         }
     }
 }
+
+fn limited_who(alias: &str) -> Identity {
+    Identity {
+        limits: livegate_contract::RateLimits {
+            rpm_limit: Some(10),
+            tpm_limit: None,
+        },
+        ..who(alias)
+    }
+}
+
+fn limited(reset_at_ms: u64) -> RateLimited {
+    RateLimited {
+        kind: livegate_contract::LimitKind::Requests,
+        scope: livegate_contract::BudgetScope::Key,
+        team_id: None,
+        limit: 10,
+        reset_at_ms,
+    }
+}
+
+#[test]
+fn an_allow_for_a_key_with_limits_is_never_fresh_but_kept_for_outages() {
+    let mut c = cache();
+    c.record_allow(h(1), limited_who("a"), Grant::ttl(u64::MAX), 1_000);
+    assert_eq!(c.fresh(&h(1), 1_000), None);
+    assert_eq!(
+        c.stale_allow(&h(1), 1_000 + STALE - 1),
+        Some(limited_who("a"))
+    );
+    assert_eq!(c.stale_allow(&h(1), 1_000 + STALE), None);
+}
+
+#[test]
+fn a_key_without_limits_keeps_its_fresh_allow() {
+    let mut c = cache();
+    c.record_allow(h(1), who("a"), Grant::ttl(u64::MAX), 0);
+    c.record_allow(h(2), limited_who("b"), Grant::ttl(u64::MAX), 0);
+    assert_eq!(c.fresh(&h(1), 1), Some(Cached::Allow(who("a"))));
+    assert_eq!(c.fresh(&h(2), 1), None);
+}
+
+#[test]
+fn a_rate_limit_refusal_is_served_until_its_window_has_room() {
+    let mut c = cache();
+    c.record_rate_limited(h(1), limited(5_000), 1_000);
+    assert_eq!(
+        c.fresh(&h(1), 4_999),
+        Some(Cached::RateLimited(limited(5_000)))
+    );
+    assert_eq!(c.fresh(&h(1), 5_000), None);
+    assert!(c.is_empty());
+}
+
+#[test]
+fn a_rate_limit_refusal_is_kept_no_longer_than_one_window() {
+    let mut c = cache();
+    c.record_rate_limited(h(1), limited(10 * WINDOW_MS), 0);
+    assert!(c.fresh(&h(1), WINDOW_MS - 1).is_some());
+    assert_eq!(c.fresh(&h(1), WINDOW_MS), None);
+}
+
+#[test]
+fn a_rate_limit_refusal_already_past_is_not_kept() {
+    let mut c = cache();
+    c.record_rate_limited(h(1), limited(1_000), 1_000);
+    assert!(c.is_empty());
+}
+
+#[test]
+fn a_rate_limit_refusal_leaves_the_stale_allow_usable() {
+    let mut c = cache();
+    c.record_allow(h(1), limited_who("a"), Grant::ttl(0), 0);
+    c.record_rate_limited(h(1), limited(5_000), 1_000);
+    assert_eq!(c.stale_allow(&h(1), 2_000), Some(limited_who("a")));
+}
+
+#[test]
+fn any_change_or_a_feed_reset_drops_a_rate_limit_refusal() {
+    let mut c = cache();
+    c.record_rate_limited(h(1), limited(50_000), 0);
+    c.apply_change(&change(7, 1, KeyStatus::Active), 1);
+    assert_eq!(c.fresh(&h(1), 2), None);
+    c.record_rate_limited(h(1), limited(50_000), 0);
+    c.forget_allows();
+    assert_eq!(c.fresh(&h(1), 2), None);
+    c.record_rate_limited(h(1), limited(50_000), 0);
+    c.apply_change(&change(8, 1, KeyStatus::Blocked), 1);
+    assert_eq!(
+        c.fresh(&h(1), 2),
+        Some(Cached::Deny(DenyReason::KeyBlocked))
+    );
+}

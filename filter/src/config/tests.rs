@@ -70,7 +70,8 @@ fn the_documented_example_parses_to_the_defaults() {
       "retry_after_seconds": 5,
       "upstream_authorization": null,
       "metering": {"enabled": true, "include_usage": true, "records_path": "/v1/spend/records",
-                   "max_queued_records": 10000, "batch_records": 100, "send_timeout_ms": 5000}
+                   "max_queued_records": 10000, "batch_records": 100, "send_timeout_ms": 5000},
+      "rate_limits": {"outage_share": 0.25}
     }"#;
     assert_eq!(parse(text), Ok(Config::default()));
 }
@@ -227,4 +228,30 @@ fn the_tick_runs_for_the_feed_or_for_metering() {
     assert_eq!(both_off.tick_ms(), None);
     let slow_feed = parse(r#"{"change_poll_ms": 1000}"#).unwrap();
     assert_eq!(slow_feed.tick_ms(), Some(1000));
+}
+
+#[test]
+fn the_outage_share_defaults_to_a_quarter_and_must_be_in_zero_to_one() {
+    assert_eq!(Config::default().rate_limits.outage_share, 0.25);
+    let c = parse(r#"{"rate_limits": {"outage_share": 1}}"#).unwrap();
+    assert_eq!(c.rate_limits.outage_share, 1.0);
+    let c = parse(r#"{"rate_limits": {"outage_share": 0.001}}"#).unwrap();
+    assert_eq!(c.rate_limits.outage_share, 0.001);
+    for bad in ["0", "0.0", "-0.5", "1.01", "2"] {
+        assert_eq!(
+            error_text(&format!(r#"{{"rate_limits": {{"outage_share": {bad}}}}}"#)),
+            "rate_limits.outage_share: must be greater than 0 and at most 1",
+            "{bad}"
+        );
+    }
+    let text = error_text(r#"{"rate_limits": {"outage_share": "half"}}"#);
+    assert!(
+        text.starts_with("rate_limits.outage_share: invalid type"),
+        "{text}"
+    );
+    let text = error_text(r#"{"rate_limits": {"share": 0.5}}"#);
+    assert!(
+        text.starts_with("rate_limits.share: unknown field"),
+        "{text}"
+    );
 }

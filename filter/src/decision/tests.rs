@@ -30,6 +30,7 @@ fn allow(key_alias: Option<&str>, team_id: Option<&str>, user_id: Option<&str>) 
         expires_at_ms: Some(1_790_000_000_000),
         version: 4,
         access: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -64,6 +65,7 @@ fn a_200_allow_carries_the_identity_and_the_ttl_hint() {
                 team_id: Some("t1".into()),
                 user_id: None,
                 access: Default::default(),
+                limits: Default::default(),
             },
             grant: grant(),
         }
@@ -93,7 +95,7 @@ fn a_200_that_does_not_say_allow_is_an_error() {
 fn each_deny_is_read_with_the_status_the_contract_pairs_it_with() {
     for reason in DenyReason::ALL
         .into_iter()
-        .filter(|r| *r != DenyReason::BudgetExceeded)
+        .filter(|r| !matches!(r, DenyReason::BudgetExceeded | DenyReason::RateLimited))
     {
         let status = reason.status().to_string();
         assert_eq!(
@@ -128,6 +130,60 @@ fn a_budget_deny_without_its_numbers_is_an_error_not_a_deny() {
         answer("400", &body),
         Outcome::Error(CallError::MalformedBody(_))
     ));
+}
+
+fn rate_limited() -> livegate_contract::RateLimited {
+    livegate_contract::RateLimited {
+        kind: livegate_contract::LimitKind::Tokens,
+        scope: livegate_contract::BudgetScope::Team,
+        team_id: Some("t1".into()),
+        limit: 1_000,
+        reset_at_ms: 1_790_000_030_000,
+    }
+}
+
+#[test]
+fn a_429_rate_limited_deny_is_read_with_its_limit() {
+    let body = json(&AuthCheckResponse::rate_limited(rate_limited()));
+    assert_eq!(answer("429", &body), Outcome::RateLimited(rate_limited()));
+    // The same body with another status is not believed.
+    assert!(matches!(answer("403", &body), Outcome::Error(_)));
+    assert!(matches!(answer("200", &body), Outcome::Error(_)));
+}
+
+#[test]
+fn a_rate_limited_deny_without_its_limit_is_malformed() {
+    let body = deny_body(DenyReason::RateLimited);
+    assert!(matches!(
+        answer("429", &body),
+        Outcome::Error(CallError::MalformedBody(_))
+    ));
+}
+
+#[test]
+fn a_429_without_the_contract_body_is_an_error() {
+    assert!(matches!(
+        answer("429", "Too Many Requests"),
+        Outcome::Error(CallError::MalformedBody(_))
+    ));
+    let blocked = deny_body(DenyReason::KeyBlocked);
+    assert!(matches!(answer("429", &blocked), Outcome::Error(_)));
+}
+
+#[test]
+fn an_allow_carries_the_keys_limits_into_its_identity() {
+    let limits = livegate_contract::RateLimits {
+        rpm_limit: Some(60),
+        tpm_limit: Some(10_000),
+    };
+    let body = json(&AuthCheckResponse::Allow(Allow {
+        limits,
+        ..allow(None, None, None)
+    }));
+    match answer("200", &body) {
+        Outcome::Allow { identity, .. } => assert_eq!(identity.limits, limits),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -168,7 +224,7 @@ fn a_503_saying_the_spend_spool_is_full_is_a_refusal_not_an_outage() {
 
 #[test]
 fn a_500_or_any_other_status_is_an_error() {
-    for status in ["500", "502", "204", "302", "404", "429"] {
+    for status in ["500", "502", "204", "302", "404", "409"] {
         assert!(
             matches!(
                 answer(status, "{}"),
@@ -259,6 +315,7 @@ fn identity_values_unfit_for_a_header_are_dropped() {
                 team_id: None,
                 user_id: Some("u 1".into()),
                 access: Default::default(),
+                limits: Default::default(),
             },
             grant: grant(),
         }

@@ -203,6 +203,14 @@ pub fn allow_body() -> String {
 
 /// An allow carrying this model policy.
 pub fn allow_body_with(access: livegate_contract::ModelAccess) -> String {
+    allow_body_limited(access, livegate_contract::RateLimits::default())
+}
+
+/// An allow carrying this model policy and these rate limits.
+pub fn allow_body_limited(
+    access: livegate_contract::ModelAccess,
+    limits: livegate_contract::RateLimits,
+) -> String {
     let answer = livegate_contract::AuthCheckResponse::Allow(livegate_contract::Allow {
         key_hash: livegate_contract::KeyHash::of_raw(KEY),
         key_alias: Some("ci".into()),
@@ -212,6 +220,7 @@ pub fn allow_body_with(access: livegate_contract::ModelAccess) -> String {
         expires_at_ms: None,
         version: 1,
         access,
+        limits,
     });
     serde_json::to_string(&answer).unwrap_or_default()
 }

@@ -4,6 +4,7 @@
 use super::{RequestFlow, Verdict};
 use crate::cache::Millis;
 use crate::host::Host;
+use crate::metering::tokens_used;
 use crate::metrics::Metric;
 use crate::spend_queue::Pushed;
 
@@ -76,6 +77,12 @@ impl RequestFlow {
         };
         if !record.usage_known {
             host.increment(Metric::ResponsesWithoutUsage);
+        }
+        if self.counts_tokens {
+            let tokens = tokens_used(&record);
+            let at = record.end_time_ms;
+            self.plugin
+                .with_local(|local| local.add_tokens(&record.key_hash, tokens, at));
         }
         match self.plugin.with_spend(|queue| queue.push(record)) {
             Some(Pushed::Queued) => host.increment(Metric::SpendRecordsQueued),

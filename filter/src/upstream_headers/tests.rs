@@ -24,6 +24,7 @@ fn full_identity() -> Identity {
         team_id: Some("t1".into()),
         user_id: Some("u1".into()),
         access: Default::default(),
+        limits: Default::default(),
     }
 }
 
