@@ -99,7 +99,10 @@ impl RateLimited {
 
     /// Whole seconds until the window has room (at least 1), for `retry-after`.
     pub fn retry_after_seconds(&self, now_ms: u64) -> u64 {
-        self.reset_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1)
+        self.reset_at_ms
+            .saturating_sub(now_ms)
+            .div_ceil(1000)
+            .max(1)
     }
 
     /// The headers a client of OpenAI's API reads on a 429: `retry-after` and the three
@@ -187,7 +190,10 @@ impl WindowLog {
     /// What the window holds at `now`.
     pub fn total(&mut self, now: u64) -> u64 {
         self.prune(now);
-        self.entries.iter().map(|&(_, a)| a).fold(0, u64::saturating_add)
+        self.entries
+            .iter()
+            .map(|&(_, a)| a)
+            .fold(0, u64::saturating_add)
     }
 
     /// The earliest time the window holds less than `limit` (now, if it already does).

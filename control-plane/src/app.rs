@@ -5,7 +5,6 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::rate_limit::Limiter;
 use crate::config::Config;
 use crate::db::supervisor::{self, Reconnect};
 use crate::feed::{self, ChangeRing};
@@ -14,6 +13,7 @@ use crate::key_cache::KeyCache;
 use crate::ledger::{self, Ledger};
 use crate::looplag;
 use crate::metrics::Metrics;
+use crate::rate_limit::Limiter;
 
 /// Logs go to stderr; `json` for machines. Secrets are never fields of any event.
 pub fn init_logging(json: bool) {

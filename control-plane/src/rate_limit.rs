@@ -252,7 +252,10 @@ impl Limiter {
                 Ok(planned) => planned,
                 Err(room) => return (Err(scope.refusal(room)), Source::Shared),
             };
-            match self.swap(&scope.name, w.version, planned.clone(), patience).await {
+            match self
+                .swap(&scope.name, w.version, planned.clone(), patience)
+                .await
+            {
                 Ok(WindowSwap::Swapped { version }) => {
                     w.swapped(planned, version, now);
                     return (Ok(()), Source::Shared);
@@ -310,7 +313,10 @@ impl Limiter {
     pub async fn flush(&self, now: u64) -> usize {
         let all: Vec<(String, Arc<tokio::sync::Mutex<ScopeWindow>>)> = {
             let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-            windows.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            windows
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         };
         let mut failed = 0;
         let mut idle = vec![];
@@ -326,7 +332,10 @@ impl Limiter {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         for name in idle {
             // Only if no request holds it now: a held one is in use again.
-            if windows.get(&name).is_some_and(|w| Arc::strong_count(w) == 1) {
+            if windows
+                .get(&name)
+                .is_some_and(|w| Arc::strong_count(w) == 1)
+            {
                 windows.remove(&name);
             }
         }
@@ -396,7 +405,9 @@ impl Patience {
     }
 
     fn left(&self) -> Option<Duration> {
-        let left = self.until.saturating_duration_since(tokio::time::Instant::now());
+        let left = self
+            .until
+            .saturating_duration_since(tokio::time::Instant::now());
         (!self.gave_up && !left.is_zero()).then_some(left)
     }
 

@@ -116,7 +116,8 @@ fn a_key_must_name_a_real_team_and_unenforced_fields_are_refused_by_name() {
         "names no team",
     );
     // LiteLLM's own first example, as a new user types it, with a limit not enforced.
-    let body = json!({"models": ["gpt-4o"], "max_budget": 0, "rpm_limit": 2, "max_parallel_requests": 1});
+    let body =
+        json!({"models": ["gpt-4o"], "max_budget": 0, "rpm_limit": 2, "max_parallel_requests": 1});
     let r = post(&cp, "/key/generate", body);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(

@@ -4,7 +4,10 @@ use super::*;
 fn every_deny_reason_pairs_a_4xx_status_with_its_own_error() {
     for reason in DenyReason::ALL {
         let error = reason.error();
-        assert!(matches!(reason.status(), 400 | 401 | 403 | 429), "{reason:?}");
+        assert!(
+            matches!(reason.status(), 400 | 401 | 403 | 429),
+            "{reason:?}"
+        );
         assert_eq!(error.code, reason.status().to_string());
         assert_eq!(error.reason.as_deref(), Some(reason.as_str()));
         assert_eq!(error.kind, reason.error_type());

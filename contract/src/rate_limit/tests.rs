@@ -96,9 +96,18 @@ fn the_headers_name_the_kind_and_the_wait() {
     };
     let headers = limited.headers(T0);
     assert_eq!(headers[0], ("retry-after".into(), "91".into()));
-    assert_eq!(headers[1], ("x-ratelimit-limit-tokens".into(), "100".into()));
-    assert_eq!(headers[2], ("x-ratelimit-remaining-tokens".into(), "0".into()));
-    assert_eq!(headers[3], ("x-ratelimit-reset-tokens".into(), "1m31s".into()));
+    assert_eq!(
+        headers[1],
+        ("x-ratelimit-limit-tokens".into(), "100".into())
+    );
+    assert_eq!(
+        headers[2],
+        ("x-ratelimit-remaining-tokens".into(), "0".into())
+    );
+    assert_eq!(
+        headers[3],
+        ("x-ratelimit-reset-tokens".into(), "1m31s".into())
+    );
     assert_eq!(limited.retry_after_seconds(T0 + 90_500), 1);
     assert_eq!(openai_duration(250), "250ms");
     assert_eq!(openai_duration(12_000), "12s");

@@ -41,8 +41,8 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
         Ok(appended) => {
             tokio::spawn(charge_tokens(s.clone(), tokens));
             Ok(Json(SpendAck {
-            accepted: u32::try_from(appended.accepted).unwrap_or(u32::MAX),
-            duplicates: u32::try_from(appended.duplicates).unwrap_or(u32::MAX),
+                accepted: u32::try_from(appended.accepted).unwrap_or(u32::MAX),
+                duplicates: u32::try_from(appended.duplicates).unwrap_or(u32::MAX),
             }))
         }
         Err(IntakeError::Full) => Err(ApiError::Unavailable(
@@ -60,7 +60,13 @@ fn used_tokens(batch: &SpendBatch) -> Vec<(KeyHash, u64, u64)> {
     batch
         .records
         .iter()
-        .filter_map(|r| Some((r.key_hash.clone(), r.total_tokens.filter(|&t| t > 0)?, r.end_time_ms)))
+        .filter_map(|r| {
+            Some((
+                r.key_hash.clone(),
+                r.total_tokens.filter(|&t| t > 0)?,
+                r.end_time_ms,
+            ))
+        })
         .collect()
 }
 
@@ -69,7 +75,8 @@ fn used_tokens(batch: &SpendBatch) -> Vec<(KeyHash, u64, u64)> {
 async fn charge_tokens(s: AppState, used: Vec<(KeyHash, u64, u64)>) {
     let deadline = s.config.auth_db_deadline;
     for (token, tokens, at) in used {
-        let Ok(Some(record)) = crate::auth::resolve(&s.db, &s.cache, &s.metrics, &token, deadline).await
+        let Ok(Some(record)) =
+            crate::auth::resolve(&s.db, &s.cache, &s.metrics, &token, deadline).await
         else {
             continue;
         };

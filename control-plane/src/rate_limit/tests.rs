@@ -124,7 +124,10 @@ fn a_key_is_counted_in_its_teams_window_first_then_its_own() {
     let requests = scopes(&r, LimitKind::Requests);
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].name, "team:t1:rpm");
-    assert_eq!((requests[0].owner, requests[0].limit), (BudgetScope::Team, 4));
+    assert_eq!(
+        (requests[0].owner, requests[0].limit),
+        (BudgetScope::Team, 4)
+    );
     assert_eq!(requests[1].name, format!("key:{}:rpm", r.token.as_str()));
     let tokens = scopes(&r, LimitKind::Tokens);
     assert_eq!(tokens.len(), 1);

@@ -405,7 +405,7 @@ pub fn filter_config_fields() -> Vec<String> {
             .collect()
     };
     let mut all = fields("Config");
-    all.retain(|field| field != "cache" && field != "metering");
+    all.retain(|field| !["cache", "metering", "rate_limits"].contains(&field.as_str()));
     all.extend(
         fields("CacheConfig")
             .into_iter()
@@ -415,6 +415,11 @@ pub fn filter_config_fields() -> Vec<String> {
         fields("MeteringConfig")
             .into_iter()
             .map(|f| format!("metering.{f}")),
+    );
+    all.extend(
+        fields("RateLimitsConfig")
+            .into_iter()
+            .map(|f| format!("rate_limits.{f}")),
     );
     assert!(all.len() >= 10, "{all:?}");
     all
