@@ -15,6 +15,10 @@ use crate::error::{ErrorObject, ErrorType};
 /// The window every limit counts over.
 pub const WINDOW_MS: u64 = 60_000;
 
+/// The resolution of a window's log: what is counted within one bucket is held until the
+/// bucket's latest entry leaves the window.
+pub const BUCKET_MS: u64 = 100;
+
 /// A key's effective limits: for each, the stricter of the key's and its team's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimits {
@@ -135,7 +139,7 @@ pub fn openai_duration(ms: u64) -> String {
 }
 
 /// The sliding window's log: what was counted when, oldest first. Entries in the same
-/// millisecond merge, so a window holds at most [`WINDOW_MS`] entries whatever the limit.
+/// [`BUCKET_MS`] merge, so a window holds at most 600 entries whatever the limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowLog {
     entries: VecDeque<(u64, u64)>,
@@ -154,15 +158,36 @@ impl WindowLog {
     /// Counts `amount` at `at`. An entry from the future (a clock stepped back, another
     /// replica's clock ahead) is counted as now: it holds the window at most one window
     /// longer than the clocks' difference allows, never for the size of the step.
+    ///
+    /// Entries in one [`BUCKET_MS`] merge into one that carries the latest time of the
+    /// bucket: what was counted leaves the window up to a bucket late, never early, so a
+    /// window of any limit holds at most `WINDOW_MS / BUCKET_MS` entries (small enough to
+    /// write whole on every admission).
     pub fn add(&mut self, at: u64, amount: u64, now: u64) {
         if amount == 0 {
             return;
         }
         let at = at.min(now);
+        let bucket = at / BUCKET_MS;
         let position = self.entries.partition_point(|&(t, _)| t <= at);
-        match position.checked_sub(1).map(|i| &mut self.entries[i]) {
-            Some(last) if last.0 == at => last.1 = last.1.saturating_add(amount),
-            _ => self.entries.insert(position, (at, amount)),
+        let same_bucket = |i: usize, entries: &VecDeque<(u64, u64)>| {
+            entries
+                .get(i)
+                .is_some_and(|&(t, _)| t / BUCKET_MS == bucket)
+        };
+        let merge_into = if position > 0 && same_bucket(position - 1, &self.entries) {
+            Some(position - 1)
+        } else if same_bucket(position, &self.entries) {
+            Some(position)
+        } else {
+            None
+        };
+        match merge_into.and_then(|i| self.entries.get_mut(i)) {
+            Some(entry) => {
+                entry.0 = entry.0.max(at);
+                entry.1 = entry.1.saturating_add(amount);
+            }
+            None => self.entries.insert(position, (at, amount)),
         }
     }
 

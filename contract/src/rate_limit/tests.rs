@@ -76,13 +76,22 @@ fn a_clock_stepped_forward_frees_the_window() {
 }
 
 #[test]
-fn entries_in_one_millisecond_merge() {
+fn entries_in_one_bucket_merge_and_leave_with_the_latest() {
     let mut log = WindowLog::new();
-    for _ in 0..1000 {
-        log.add(T0, 1, T0);
+    let start = T0 - T0 % BUCKET_MS;
+    for i in 0..BUCKET_MS {
+        log.add(start + i, 1, start + i);
     }
     assert_eq!(log.entries().count(), 1);
-    assert_eq!(log.total(T0), 1000);
+    let last = start + BUCKET_MS - 1;
+    assert_eq!(log.total(last + WINDOW_MS - 1), BUCKET_MS);
+    assert_eq!(log.total(last + WINDOW_MS), 0);
+    // A minute of admissions at 1,000 a second is 600 entries, not 60,000.
+    let mut busy = WindowLog::new();
+    for ms in 0..WINDOW_MS {
+        busy.add(T0 + ms, 1, T0 + ms);
+    }
+    assert!(busy.entries().count() <= 601, "{}", busy.entries().count());
 }
 
 #[test]

@@ -1,10 +1,11 @@
-//! `cargo xtask bench`: the outage lab, the auth throughput benchmark, metering, the flood and the
-//! disconnects, run against the real local stack built in release mode; results land in
+//! `cargo xtask bench`: the outage lab, the auth throughput benchmark, metering, rate limits,
+//! the flood and the disconnects, run against the real local stack built in release mode; results land in
 //! docs/.
 
 mod auth;
 mod disconnects;
 mod flood;
+mod limits;
 mod machine;
 mod markdown;
 mod metering;
@@ -66,6 +67,16 @@ pub enum Bench {
         #[arg(long, default_value_t = 60)]
         outage_seconds: u64,
     },
+    /// 2 Envoys × 2 control planes: a key flooded at 10× its `rpm_limit`, admitted per
+    /// window against the limit, then with Postgres frozen for one window.
+    Limits {
+        /// The key's `rpm_limit`.
+        #[arg(long, default_value_t = 60)]
+        limit: u64,
+        /// Windows (60 s each) of flood with Postgres up.
+        #[arg(long, default_value_t = 3)]
+        windows: u64,
+    },
     /// 2 Envoys × 2 control planes: time from a block's 200 to the refusal at each Envoy;
     /// auth checks per second under steady traffic with the old and the new allow TTL.
     Revocation {
@@ -85,6 +96,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             outage_seconds,
         } => metering::run(seconds, outage_seconds),
         Bench::Revocation { seconds } => revocation::run(seconds),
+        Bench::Limits { limit, windows } => limits::run(limit, windows),
         Bench::Disconnects { count } => disconnects::run(count),
         Bench::Flood {
             slow_sockets,
