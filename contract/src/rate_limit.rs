@@ -19,6 +19,10 @@ pub const WINDOW_MS: u64 = 60_000;
 /// bucket's latest entry leaves the window.
 pub const BUCKET_MS: u64 = 100;
 
+/// How long a request holds its `max_parallel_requests` slot at most: one whose end was
+/// never reported (an Envoy that crashed, a record lost) frees its slot after this.
+pub const PARALLEL_LEASE_MS: u64 = 600_000;
+
 /// A key's effective limits: for each, the stricter of the key's and its team's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimits {
@@ -26,12 +30,16 @@ pub struct RateLimits {
     pub rpm_limit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_requests: Option<u64>,
 }
 
 impl RateLimits {
     /// No limit at all: the key may be served from a cache with no round trip.
     pub fn is_none(&self) -> bool {
-        self.rpm_limit.is_none() && self.tpm_limit.is_none()
+        self.rpm_limit.is_none()
+            && self.tpm_limit.is_none()
+            && self.max_parallel_requests.is_none()
     }
 
     /// The stricter of two limits of one kind (`None` is no limit).
@@ -51,6 +59,8 @@ pub enum LimitKind {
     Requests,
     /// `tpm_limit`: tokens the responses used (charged when they are metered).
     Tokens,
+    /// `max_parallel_requests`: requests admitted and not yet finished.
+    Parallel,
 }
 
 impl LimitKind {
@@ -58,6 +68,7 @@ impl LimitKind {
         match self {
             LimitKind::Requests => "requests",
             LimitKind::Tokens => "tokens",
+            LimitKind::Parallel => "parallel",
         }
     }
 
@@ -66,6 +77,7 @@ impl LimitKind {
         match self {
             LimitKind::Requests => "rpm_limit",
             LimitKind::Tokens => "tpm_limit",
+            LimitKind::Parallel => "max_parallel_requests",
         }
     }
 }
@@ -91,11 +103,17 @@ impl RateLimited {
             (BudgetScope::Team, None) => "team".to_owned(),
             (BudgetScope::Key, _) => "api_key".to_owned(),
         };
-        let message = format!(
-            "Rate limit exceeded for {whose}. Limit type: {}. Current limit: {}, Remaining: 0.",
-            self.kind.field(),
-            self.limit,
-        );
+        let message = match self.kind {
+            LimitKind::Parallel => format!(
+                "Max parallel request limit reached for {whose}. max_parallel_requests: {}.",
+                self.limit
+            ),
+            kind => format!(
+                "Rate limit exceeded for {whose}. Limit type: {}. Current limit: {}, Remaining: 0.",
+                kind.field(),
+                self.limit,
+            ),
+        };
         ErrorObject::new(429, ErrorType::RateLimitError, message)
             .with_param(self.kind.field())
             .with_reason(DenyReason::RateLimited.as_str())
@@ -110,15 +128,20 @@ impl RateLimited {
     }
 
     /// The headers a client of OpenAI's API reads on a 429: `retry-after` and the three
-    /// `x-ratelimit-*` of the limit's kind (`-requests` or `-tokens`).
-    pub fn headers(&self, now_ms: u64) -> [(String, String); 4] {
+    /// `x-ratelimit-*` of the limit's kind (`-requests` or `-tokens`); OpenAI has none for
+    /// parallel requests, so those get `retry-after` alone.
+    pub fn headers(&self, now_ms: u64) -> Vec<(String, String)> {
+        let retry = (
+            "retry-after".to_owned(),
+            self.retry_after_seconds(now_ms).to_string(),
+        );
+        if self.kind == LimitKind::Parallel {
+            return vec![retry];
+        }
         let kind = self.kind.as_str();
         let wait = self.reset_at_ms.saturating_sub(now_ms);
-        [
-            (
-                "retry-after".to_owned(),
-                self.retry_after_seconds(now_ms).to_string(),
-            ),
+        vec![
+            retry,
             (format!("x-ratelimit-limit-{kind}"), self.limit.to_string()),
             (format!("x-ratelimit-remaining-{kind}"), "0".to_owned()),
             (format!("x-ratelimit-reset-{kind}"), openai_duration(wait)),
@@ -140,14 +163,46 @@ pub fn openai_duration(ms: u64) -> String {
 
 /// The sliding window's log: what was counted when, oldest first. Entries in the same
 /// [`BUCKET_MS`] merge, so a window holds at most 600 entries whatever the limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowLog {
     entries: VecDeque<(u64, u64)>,
+    /// How long an entry counts: [`WINDOW_MS`] for rates, [`PARALLEL_LEASE_MS`] for the
+    /// starts and ends of requests.
+    #[serde(default = "default_span", skip_serializing_if = "is_default_span")]
+    span_ms: u64,
+}
+
+fn default_span() -> u64 {
+    WINDOW_MS
+}
+
+fn is_default_span(span: &u64) -> bool {
+    *span == WINDOW_MS
+}
+
+impl Default for WindowLog {
+    fn default() -> WindowLog {
+        WindowLog::spanning(WINDOW_MS)
+    }
 }
 
 impl WindowLog {
     pub fn new() -> WindowLog {
         WindowLog::default()
+    }
+
+    /// Entries merge within this: [`BUCKET_MS`] for a minute, a 600th of longer spans, so
+    /// a log holds about 600 entries whatever its span.
+    fn bucket_ms(&self) -> u64 {
+        (self.span_ms / 600).max(BUCKET_MS)
+    }
+
+    /// A log whose entries count for `span_ms` (at least one bucket).
+    pub fn spanning(span_ms: u64) -> WindowLog {
+        WindowLog {
+            entries: VecDeque::new(),
+            span_ms: span_ms.max(BUCKET_MS),
+        }
     }
 
     /// The entries, oldest first, as `(unix_ms, amount)`.
@@ -159,7 +214,7 @@ impl WindowLog {
     /// replica's clock ahead) is counted as now: it holds the window at most one window
     /// longer than the clocks' difference allows, never for the size of the step.
     ///
-    /// Entries in one [`BUCKET_MS`] merge into one that carries the latest time of the
+    /// Entries in one bucket ([`BUCKET_MS`] in a minute's window) merge into one that carries the latest time of the
     /// bucket: what was counted leaves the window up to a bucket late, never early, so a
     /// window of any limit holds at most `WINDOW_MS / BUCKET_MS` entries (small enough to
     /// write whole on every admission).
@@ -168,12 +223,13 @@ impl WindowLog {
             return;
         }
         let at = at.min(now);
-        let bucket = at / BUCKET_MS;
+        let width = self.bucket_ms();
+        let bucket = at / width;
         let position = self.entries.partition_point(|&(t, _)| t <= at);
         let same_bucket = |i: usize, entries: &VecDeque<(u64, u64)>| {
             entries
                 .get(i)
-                .is_some_and(|&(t, _)| t / BUCKET_MS == bucket)
+                .is_some_and(|&(t, _)| t / width == bucket)
         };
         let merge_into = if position > 0 && same_bucket(position - 1, &self.entries) {
             Some(position - 1)
@@ -196,7 +252,7 @@ impl WindowLog {
         while self
             .entries
             .front()
-            .is_some_and(|&(t, _)| t.saturating_add(WINDOW_MS) <= now)
+            .is_some_and(|&(t, _)| t.saturating_add(self.span_ms) <= now)
         {
             self.entries.pop_front();
         }
@@ -224,7 +280,7 @@ impl WindowLog {
     /// The earliest time the window holds less than `limit` (now, if it already does).
     pub fn room_at(&mut self, now: u64, limit: u64) -> u64 {
         if limit == 0 {
-            return now.saturating_add(WINDOW_MS);
+            return now.saturating_add(self.span_ms);
         }
         let mut over = self.total(now).saturating_sub(limit.saturating_sub(1));
         if over == 0 {
@@ -233,10 +289,10 @@ impl WindowLog {
         for &(t, amount) in &self.entries {
             over = over.saturating_sub(amount);
             if over == 0 {
-                return t.saturating_add(WINDOW_MS);
+                return t.saturating_add(self.span_ms);
             }
         }
-        now.saturating_add(WINDOW_MS)
+        now.saturating_add(self.span_ms)
     }
 
     /// Admits one request if the window holds less than `limit`, counting it at `now`;

@@ -45,6 +45,7 @@ fn an_allow_is_pinned() {
             limits: RateLimits {
                 rpm_limit: Some(60),
                 tpm_limit: None,
+                max_parallel_requests: Some(4),
             },
         }),
     );

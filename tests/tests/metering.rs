@@ -1,8 +1,9 @@
 //! Metering through the real Envoy, filter, control plane and Postgres: every admitted
 //! request, JSON or streamed, becomes exactly one row in `/spend/logs` with the usage the
 //! demo upstream reported (exact sums), and no request id twice; with the control plane
-//! stopped for a while (the filter's queue retries) and with Postgres frozen (the control
-//! plane spools), every record still arrives exactly once. Priced with the demo's price
+//! stopped for a while (the filter's queue retries), with Postgres frozen for 20 s (the
+//! control plane spools) and with the control plane SIGKILLed and restarted (it replays its
+//! spool), every record still arrives exactly once. Priced with the demo's price
 //! file: the ledger's reads through Envoy (master key required) and the control plane's
 //! token and cost metrics by key alias, team and model agree with the sums.
 
@@ -113,7 +114,7 @@ fn counter(stack: &Stack, name: &str) -> f64 {
 
 #[test]
 fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
-    let stack = Stack::start(StackOptions {
+    let mut stack = Stack::start(StackOptions {
         filter_config: FILTER_CONFIG.to_string(),
         control_plane_args: vec![
             "--prices-file".into(),
@@ -168,22 +169,40 @@ fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
     })
     .unwrap();
     stack.postgres.as_ref().unwrap().pause().unwrap();
-    prompt += send(&stack, &key, 21..=25);
+    let frozen_at = std::time::Instant::now();
+    let undrained = send(&stack, &key, 21..=25);
+    prompt += undrained;
     poll::until(
         "the ten new records acknowledged into the spool",
         PATIENCE,
         || (spooled()? == 10.0).then_some(()),
     )
     .unwrap();
+    // The fault lasts 20 s, as a real outage would: nothing drains meanwhile.
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(frozen_at.elapsed()));
+    assert_eq!(spooled(), Some(10.0), "nothing drained into a frozen Postgres");
+
+    // The control plane SIGKILLed with those ten acknowledged and undrained; requests go on
+    // meanwhile (their records wait in the filter's queue); restarted, it replays its spool.
+    stack
+        .control_plane
+        .as_ref()
+        .unwrap()
+        .signal(Signal::SIGKILL)
+        .unwrap();
     stack.postgres.as_ref().unwrap().resume().unwrap();
-    assert_ledger(&stack, &key, 50, prompt);
+    let after_kill = send(&stack, &key, 26..=28);
+    prompt += after_kill;
+    stack.restart_control_plane().unwrap();
+    assert_ledger(&stack, &key, 56, prompt);
 
     assert_eq!(counter(&stack, "livegate_spend_records_dropped_total"), 0.0);
     assert_eq!(counter(&stack, "livegate_spend_records_skipped_total"), 0.0);
-    assert_eq!(counter(&stack, "livegate_include_usage_added_total"), 25.0);
-    assert!(counter(&stack, "livegate_spend_records_acknowledged_total") >= 50.0);
+    assert_eq!(counter(&stack, "livegate_include_usage_added_total"), 28.0);
+    assert!(counter(&stack, "livegate_spend_records_acknowledged_total") >= 56.0);
 
-    assert_reads_and_metrics(&stack, &key, prompt, 50);
+    // The restarted control plane's counters hold what it drained: the ten replayed and six.
+    assert_reads_and_metrics(&stack, &key, (prompt, 56), (undrained + after_kill, 16));
 }
 
 /// The demo's prices (deploy/prices/model_prices.json), USD per token.
@@ -196,7 +215,10 @@ fn close(a: f64, b: f64) -> bool {
 
 /// `/global/spend` and `/spend/logs` through Envoy: 401 without the master key, the sums with
 /// it; the control plane's metrics by key alias, team and model: the same sums.
-fn assert_reads_and_metrics(stack: &Stack, key: &str, prompt: u64, n: u64) {
+/// The ledger's reads hold every row (`ledger`: prompt tokens, rows); the control plane's
+/// metrics what this process drained (`drained`).
+fn assert_reads_and_metrics(stack: &Stack, key: &str, ledger: (u64, u64), drained: (u64, u64)) {
+    let (prompt, n) = ledger;
     let completion = n * COMPLETION_TOKENS;
     let cost = prompt as f64 * PROMPT_PRICE + completion as f64 * COMPLETION_PRICE;
     let logs = format!("/spend/logs?api_key={key}");
@@ -226,6 +248,9 @@ fn assert_reads_and_metrics(stack: &Stack, key: &str, prompt: u64, n: u64) {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
     };
+    let (prompt, n) = drained;
+    let completion = n * COMPLETION_TOKENS;
+    let cost = prompt as f64 * PROMPT_PRICE + completion as f64 * COMPLETION_PRICE;
     let tokens = "livegate_spend_tokens_total";
     assert_eq!(series(tokens, ",kind=\"prompt\""), prompt as f64);
     assert_eq!(series(tokens, ",kind=\"completion\""), completion as f64);

@@ -127,6 +127,39 @@ fn the_headers_name_the_kind_and_the_wait() {
 }
 
 #[test]
+fn a_parallel_refusal_reads_as_litellm_says_it_and_sends_retry_after_alone() {
+    let limited = RateLimited {
+        kind: LimitKind::Parallel,
+        scope: BudgetScope::Key,
+        team_id: None,
+        limit: 2,
+        reset_at_ms: T0 + 1000,
+    };
+    assert_eq!(limited.headers(T0), vec![("retry-after".into(), "1".into())]);
+    let error = limited.error();
+    assert!(error.message.starts_with("Max parallel request limit reached"), "{}", error.message);
+    assert_eq!(error.param.as_deref(), Some("max_parallel_requests"));
+}
+
+#[test]
+fn a_long_span_counts_its_entries_for_that_long_in_coarser_buckets() {
+    let mut log = WindowLog::spanning(PARALLEL_LEASE_MS);
+    log.add(T0, 1, T0);
+    assert_eq!(log.total(T0 + WINDOW_MS), 1);
+    assert_eq!(log.total(T0 + PARALLEL_LEASE_MS), 0);
+    let mut busy = WindowLog::spanning(PARALLEL_LEASE_MS);
+    for s in 0..600_u64 {
+        for ms in [0, 250, 500, 750] {
+            busy.add(T0 + s * 1000 + ms, 1, T0 + s * 1000 + ms);
+        }
+    }
+    assert!(busy.entries().count() <= 601, "{}", busy.entries().count());
+    // A log read back keeps its span.
+    let back: WindowLog = serde_json::from_value(serde_json::to_value(&busy).unwrap()).unwrap();
+    assert_eq!(back, busy);
+}
+
+#[test]
 fn the_stricter_limit_wins() {
     assert_eq!(RateLimits::stricter(Some(5), Some(3)), Some(3));
     assert_eq!(RateLimits::stricter(None, Some(3)), Some(3));

@@ -2,7 +2,10 @@
 //! demo upstream through four Envoys: (a) without the filter, (a′) with the filter
 //! passing `/v1/` through (what any Wasm filter costs, plus routing and header
 //! hygiene), (b) a cached key, (c) every request a cache miss through the control
-//! plane and Postgres.
+//! plane and Postgres, (d) a key with an `rpm_limit` (every request asks the control
+//! plane, which writes the key's window); and on `/v1/chat/completions` with a 1 KiB body,
+//! (e) a key with no model policy and (e′) a model-restricted key (the filter reads the
+//! body's `model`).
 
 use std::fmt::Write as _;
 
@@ -30,7 +33,13 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     // A one-entry cache and keys used in turn: every request misses.
     let missing = envoy_beside(&stack, TEMPLATE, r#"{"cache": {"max_entries": 1}}"#)?;
 
+    let limited = generate_with(&stack, json!({"key_alias": "bench-limited", "rpm_limit": 1_000_000_000_u64}))?;
+    let restricted = generate_with(
+        &stack,
+        json!({"key_alias": "bench-models", "models": ["livegate-demo"]}),
+    )?;
     let path = "/v1/models";
+    let chat = "/v1/chat/completions";
     // The same wrk script everywhere: its Lua request hook has a cost of its own.
     let cached_script = script(&stack, &keys[..1])?;
     let targets = [
@@ -54,6 +63,21 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
             url: format!("{}{path}", missing.url()),
             script: script(&stack, &keys)?,
         },
+        Target {
+            name: "(d) key with an rpm_limit",
+            url: stack.url(path),
+            script: script(&stack, std::slice::from_ref(&limited))?,
+        },
+        Target {
+            name: "(e) chat, 1 KiB body, no model policy",
+            url: stack.url(chat),
+            script: chat_script(&stack, &keys[0], "open")?,
+        },
+        Target {
+            name: "(e′) chat, 1 KiB body, model-restricted key",
+            url: stack.url(chat),
+            script: chat_script(&stack, &restricted, "restricted")?,
+        },
     ];
     let plan = Plan::interleaved(seconds);
     let runs = wrk::measure(&targets, &plan)?;
@@ -63,11 +87,25 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
 }
 
 fn generate(stack: &Stack, index: usize) -> anyhow::Result<String> {
-    let created = stack.admin(
-        "/key/generate",
-        &json!({"key_alias": format!("bench-{index}")}),
-    )?;
+    generate_with(stack, json!({"key_alias": format!("bench-{index}")}))
+}
+
+fn generate_with(stack: &Stack, body: serde_json::Value) -> anyhow::Result<String> {
+    let created = stack.admin("/key/generate", &body)?;
     Ok(created["key"].as_str().unwrap_or_default().to_string())
+}
+
+/// A wrk Lua script posting a chat completion of about 1 KiB with `key`.
+fn chat_script(stack: &Stack, key: &str, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let content = "x".repeat(1024 - 80);
+    let body = json!({"model": "livegate-demo", "messages": [{"role": "user", "content": content}]})
+        .to_string();
+    let text = format!(
+        "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"authorization\"] = \"Bearer {key}\"\n"
+    );
+    let path = stack.scratch.path().join(format!("chat-{name}.lua"));
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 /// A wrk Lua script sending the keys in turn.
@@ -100,7 +138,7 @@ fn table(plan: &Plan, runs: &[Run]) -> String {
     );
     let _ = writeln!(
         out,
-        "wrk with 1 thread, `GET /v1/models` on the demo upstream, Envoy with 1 worker; \
+        "wrk with 1 thread, `GET /v1/models` (and `POST /v1/chat/completions` for (e)) on the demo upstream, Envoy with 1 worker; \
          throughput with {connections} connections, latency with {latency_connections} (no queueing). \
          Each figure is the median of {rounds} runs of {seconds} s, the setups interleaved. \
          wrk, the Envoys, the upstream and the control plane share the machine's cores.\n"
@@ -119,18 +157,22 @@ fn table(plan: &Plan, runs: &[Run]) -> String {
             run.throughput.errors + run.latency.errors
         );
     }
-    if let [none, passthrough, cached, miss] = runs {
+    if let [none, passthrough, cached, miss, limited, open_chat, restricted] = runs {
         let ratio =
             |run: &Run| run.throughput.requests_per_second / none.throughput.requests_per_second;
         let _ = writeln!(
             out,
             "\nAdded by a cached auth at p50: {:.0} µs (target ≤ 30 µs); cached throughput {:.2}× the no-filter run (target ≥ 0.85×); a cache miss end to end at p50: {:.2} ms (target ≤ 1 ms). \
-             The filter with no auth to do already costs {:.2}× and {:.0} µs at p50.",
+             The filter with no auth to do already costs {:.2}× and {:.0} µs at p50. \
+             A key with an rpm_limit adds {:.0} µs at p50 over a cached key (target ≤ 300 µs); \
+             a model-restricted key adds {:.0} µs at p50 over an unrestricted one on the same 1 KiB chat body.",
             cached.latency.p50_us - none.latency.p50_us,
             ratio(cached),
             miss.latency.p50_us / 1e3,
             ratio(passthrough),
             passthrough.latency.p50_us - none.latency.p50_us,
+            limited.latency.p50_us - cached.latency.p50_us,
+            restricted.latency.p50_us - open_chat.latency.p50_us,
         );
     }
     out
