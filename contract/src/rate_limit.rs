@@ -37,9 +37,7 @@ pub struct RateLimits {
 impl RateLimits {
     /// No limit at all: the key may be served from a cache with no round trip.
     pub fn is_none(&self) -> bool {
-        self.rpm_limit.is_none()
-            && self.tpm_limit.is_none()
-            && self.max_parallel_requests.is_none()
+        self.rpm_limit.is_none() && self.tpm_limit.is_none() && self.max_parallel_requests.is_none()
     }
 
     /// The stricter of two limits of one kind (`None` is no limit).
@@ -197,6 +195,11 @@ impl WindowLog {
         (self.span_ms / 600).max(BUCKET_MS)
     }
 
+    /// How long an entry counts.
+    pub fn span_ms(&self) -> u64 {
+        self.span_ms
+    }
+
     /// A log whose entries count for `span_ms` (at least one bucket).
     pub fn spanning(span_ms: u64) -> WindowLog {
         WindowLog {
@@ -227,9 +230,7 @@ impl WindowLog {
         let bucket = at / width;
         let position = self.entries.partition_point(|&(t, _)| t <= at);
         let same_bucket = |i: usize, entries: &VecDeque<(u64, u64)>| {
-            entries
-                .get(i)
-                .is_some_and(|&(t, _)| t / width == bucket)
+            entries.get(i).is_some_and(|&(t, _)| t / width == bucket)
         };
         let merge_into = if position > 0 && same_bucket(position - 1, &self.entries) {
             Some(position - 1)

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use livegate_contract::rate_limit::WINDOW_MS;
+use livegate_contract::rate_limit::{PARALLEL_LEASE_MS, WINDOW_MS};
 use livegate_contract::{BudgetScope, LimitKind, RateLimited, WindowLog};
 
 use crate::db::{Db, WindowSwap};
@@ -66,6 +66,20 @@ impl Scope {
         }
     }
 
+    /// How long what is counted in this window counts.
+    fn span_ms(&self) -> u64 {
+        match self.kind {
+            LimitKind::Parallel => PARALLEL_LEASE_MS,
+            LimitKind::Requests | LimitKind::Tokens => WINDOW_MS,
+        }
+    }
+
+    /// The row of a parallel limit's finished requests (each counted at its start, so a
+    /// start and its end leave the lease window together).
+    fn finished_name(&self) -> String {
+        format!("{}-done", self.name)
+    }
+
     fn refusal(&self, reset_at_ms: u64) -> RateLimited {
         RateLimited {
             kind: self.kind,
@@ -81,6 +95,7 @@ fn suffix(kind: LimitKind) -> &'static str {
     match kind {
         LimitKind::Requests => "rpm",
         LimitKind::Tokens => "tpm",
+        LimitKind::Parallel => "parallel",
     }
 }
 
@@ -94,6 +109,10 @@ pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
     let (team_limit, key_limit) = match kind {
         LimitKind::Requests => (record.team_rpm_limit, record.rpm_limit),
         LimitKind::Tokens => (record.team_tpm_limit, record.tpm_limit),
+        LimitKind::Parallel => (
+            record.team_max_parallel_requests,
+            record.max_parallel_requests,
+        ),
     };
     let team = record
         .team_id
@@ -105,7 +124,7 @@ pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
 }
 
 /// What one replica knows of one window.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ScopeWindow {
     /// The row as this replica last read or wrote it, and its version (0: no row seen).
     shared: WindowLog,
@@ -116,7 +135,23 @@ pub struct ScopeWindow {
     synced_at: Option<u64>,
 }
 
+impl Default for ScopeWindow {
+    fn default() -> ScopeWindow {
+        ScopeWindow::spanning(WINDOW_MS)
+    }
+}
+
 impl ScopeWindow {
+    /// A window whose entries count for `span_ms`.
+    pub fn spanning(span_ms: u64) -> ScopeWindow {
+        ScopeWindow {
+            shared: WindowLog::spanning(span_ms),
+            version: 0,
+            pending: WindowLog::spanning(span_ms),
+            synced_at: None,
+        }
+    }
+
     /// The row as known plus what is pending: never more than the truth.
     pub fn known(&self, now: u64) -> WindowLog {
         let mut known = self.shared.clone();
@@ -132,9 +167,9 @@ impl ScopeWindow {
 
     /// The row was written as `written`: it is now what this replica knows.
     pub fn swapped(&mut self, written: WindowLog, version: i64, now: u64) {
+        self.pending = WindowLog::spanning(written.span_ms());
         self.shared = written;
         self.version = version;
-        self.pending = WindowLog::new();
         self.synced_at = Some(now);
     }
 
@@ -195,9 +230,12 @@ impl Limiter {
         }
     }
 
-    fn window(&self, name: &str) -> Arc<tokio::sync::Mutex<ScopeWindow>> {
+    fn window(&self, name: &str, span_ms: u64) -> Arc<tokio::sync::Mutex<ScopeWindow>> {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        windows.entry(name.to_owned()).or_default().clone()
+        let window = windows.entry(name.to_owned());
+        window
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(ScopeWindow::spanning(span_ms))))
+            .clone()
     }
 
     /// Admits one request in every request window of the key (and its team), or the first
@@ -216,7 +254,7 @@ impl Limiter {
         let mut source = Source::Known;
         let requests = scopes(record, LimitKind::Requests);
         for scope in &requests {
-            let window = self.window(&scope.name);
+            let window = self.window(&scope.name, scope.span_ms());
             let known = window.lock().await.known(now).room_at(now, scope.limit);
             if known > now {
                 return (Err(scope.refusal(known)), Source::Known);
@@ -230,7 +268,14 @@ impl Limiter {
             }
         }
         for scope in &requests {
-            let (verdict, from) = self.admit_one(scope, now, &mut patience).await;
+            let (verdict, from) = self.admit_one(scope, now, 0, &mut patience).await;
+            source = worse(source, from);
+            if let Err(e) = verdict {
+                return (Err(e), source);
+            }
+        }
+        for scope in scopes(record, LimitKind::Parallel) {
+            let (verdict, from) = self.start_one(&scope, now, &mut patience).await;
             source = worse(source, from);
             if let Err(e) = verdict {
                 return (Err(e), source);
@@ -239,16 +284,42 @@ impl Limiter {
         (Ok(()), source)
     }
 
-    async fn admit_one(
+    /// A parallel limit: the request is counted in the window of starts if the starts the
+    /// lease window holds, less the ends known, leave room. The ends known are never more
+    /// than the truth, so the estimate of what is in flight never falls short of it.
+    async fn start_one(
         &self,
         scope: &Scope,
         now: u64,
         patience: &mut Patience,
     ) -> (Result<(), RateLimited>, Source) {
-        let window = self.window(&scope.name);
+        let finished = self.window(&scope.finished_name(), scope.span_ms());
+        let mut done = finished.lock().await;
+        if done.is_stale(now, TOKEN_REFRESH_MS) {
+            self.sync(&mut done, &scope.finished_name(), now, patience)
+                .await;
+        }
+        let ended = done.known(now).total(now);
+        drop(done);
+        let (verdict, source) = self.admit_one(scope, now, ended, patience).await;
+        // Which slot frees first is not known: ask again in a second.
+        (verdict.map_err(|_| scope.refusal(now + 1000)), source)
+    }
+
+    /// Counts one request in the scope's window if it holds less than its limit (plus
+    /// `released`: entries that no longer hold a place, the ends of parallel requests).
+    async fn admit_one(
+        &self,
+        scope: &Scope,
+        now: u64,
+        released: u64,
+        patience: &mut Patience,
+    ) -> (Result<(), RateLimited>, Source) {
+        let limit = scope.limit.saturating_add(released);
+        let window = self.window(&scope.name, scope.span_ms());
         let mut w = window.lock().await;
         for _ in 0..MAX_SWAPS {
-            let planned = match w.plan_admit(now, scope.limit) {
+            let planned = match w.plan_admit(now, limit) {
                 Ok(planned) => planned,
                 Err(room) => return (Err(scope.refusal(room)), Source::Shared),
             };
@@ -265,7 +336,7 @@ impl Limiter {
             }
         }
         // No answer (or endless contention): decide from what this replica knows.
-        let verdict = match w.plan_admit(now, scope.limit) {
+        let verdict = match w.plan_admit(now, limit) {
             Ok(_) => {
                 w.count(now, 1, now);
                 Ok(())
@@ -281,7 +352,7 @@ impl Limiter {
         now: u64,
         patience: &mut Patience,
     ) -> (Result<(), RateLimited>, Source) {
-        let window = self.window(&scope.name);
+        let window = self.window(&scope.name, scope.span_ms());
         let mut w = window.lock().await;
         let mut source = Source::Known;
         if w.is_stale(now, TOKEN_REFRESH_MS) {
@@ -303,8 +374,17 @@ impl Limiter {
     /// Charges a response's tokens to the key's (and its team's) token windows.
     pub async fn charge_tokens(&self, record: &KeyRecord, tokens: u64, at: u64, now: u64) {
         for scope in scopes(record, LimitKind::Tokens) {
-            let window = self.window(&scope.name);
+            let window = self.window(&scope.name, scope.span_ms());
             window.lock().await.count(at, tokens, now);
+        }
+    }
+
+    /// Records the end of a request that started at `started_at` in the key's (and its
+    /// team's) parallel windows, freeing its slot.
+    pub async fn finish(&self, record: &KeyRecord, started_at: u64, now: u64) {
+        for scope in scopes(record, LimitKind::Parallel) {
+            let window = self.window(&scope.finished_name(), scope.span_ms());
+            window.lock().await.count(started_at, 1, now);
         }
     }
 

@@ -54,12 +54,17 @@ pub struct KeyRecord {
     pub rpm_limit: Option<i64>,
     #[serde(default)]
     pub tpm_limit: Option<i64>,
+    /// Requests admitted and not yet finished (LiteLLM's `max_parallel_requests`).
+    #[serde(default)]
+    pub max_parallel_requests: Option<i64>,
     /// The team's limits, as of the key's version (a team's change of them is logged as a
     /// change of each of its keys).
     #[serde(default)]
     pub team_rpm_limit: Option<i64>,
     #[serde(default)]
     pub team_tpm_limit: Option<i64>,
+    #[serde(default)]
+    pub team_max_parallel_requests: Option<i64>,
 }
 
 impl KeyRecord {
@@ -74,6 +79,10 @@ impl KeyRecord {
             tpm_limit: livegate_contract::RateLimits::stricter(
                 unsigned(self.tpm_limit),
                 unsigned(self.team_tpm_limit),
+            ),
+            max_parallel_requests: livegate_contract::RateLimits::stricter(
+                unsigned(self.max_parallel_requests),
+                unsigned(self.team_max_parallel_requests),
             ),
         }
     }
@@ -110,6 +119,7 @@ pub struct KeyPatch {
 pub struct LimitsPatch {
     pub rpm_limit: Option<i64>,
     pub tpm_limit: Option<i64>,
+    pub max_parallel_requests: Option<i64>,
 }
 
 /// Budget fields a write may set (keys and teams alike); `None` leaves a field as it is.
@@ -173,6 +183,8 @@ pub struct TeamRecord {
     pub rpm_limit: Option<i64>,
     #[serde(default)]
     pub tpm_limit: Option<i64>,
+    #[serde(default)]
+    pub max_parallel_requests: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

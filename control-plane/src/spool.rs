@@ -100,10 +100,12 @@ pub struct Replay {
 }
 
 /// What an append did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Appended {
     pub accepted: usize,
     pub duplicates: usize,
+    /// The ids of the entries accepted (the others were pending already).
+    pub accepted_ids: Vec<String>,
 }
 
 /// How much waits to be drained.
@@ -318,6 +320,7 @@ impl Spool {
             .collect();
         self.write_synced(&frame::encode(&Frame::Batch(batch.clone())))?;
         result.accepted = batch.len();
+        result.accepted_ids = batch.iter().map(|e| e.id.clone()).collect();
         self.state.next_seq = first + batch.len() as u64;
         for entry in batch {
             self.state.hold(entry);

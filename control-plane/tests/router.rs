@@ -147,10 +147,15 @@ async fn bad_input_is_a_400_naming_the_field() {
         ("/key/generate", json!({"max_budget": -1}), "max_budget"),
         (
             "/key/generate",
-            json!({"max_parallel_requests": 2}),
+            json!({"max_parallel_requests": -1}),
             "max_parallel_requests",
         ),
         ("/key/generate", json!({"rpm_limt": 2}), "rpm_limt"),
+        (
+            "/key/generate",
+            json!({"model_rpm_limit": {"m": 2}}),
+            "model_rpm_limit",
+        ),
         ("/key/generate", json!({"rpm_limit": -1}), "rpm_limit"),
         ("/key/generate", json!({"rpm_limit": 1.5}), "rpm_limit"),
         (

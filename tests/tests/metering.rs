@@ -180,7 +180,11 @@ fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
     .unwrap();
     // The fault lasts 20 s, as a real outage would: nothing drains meanwhile.
     std::thread::sleep(Duration::from_secs(20).saturating_sub(frozen_at.elapsed()));
-    assert_eq!(spooled(), Some(10.0), "nothing drained into a frozen Postgres");
+    assert_eq!(
+        spooled(),
+        Some(10.0),
+        "nothing drained into a frozen Postgres"
+    );
 
     // The control plane SIGKILLed with those ten acknowledged and undrained; requests go on
     // meanwhile (their records wait in the filter's queue); restarted, it replays its spool.

@@ -115,13 +115,17 @@ fn a_key_must_name_a_real_team_and_unenforced_fields_are_refused_by_name() {
         "team_id",
         "names no team",
     );
-    // LiteLLM's own first example, as a new user types it, with a limit not enforced.
-    let body =
-        json!({"models": ["gpt-4o"], "max_budget": 0, "rpm_limit": 2, "max_parallel_requests": 1});
+    // LiteLLM's own first example, as a new user types it: every field is enforced now.
+    let body = json!({"models": ["gpt-4o"], "max_budget": 0, "rpm_limit": 2, "tpm_limit": 10});
+    let created = ok(post(&cp, "/key/generate", body));
+    assert_eq!(created["rpm_limit"], 2, "{created}");
+    assert_eq!(created["tpm_limit"], 10, "{created}");
+    // A per-model limit is not enforced: refused by name.
+    let body = json!({"models": ["gpt-4o"], "model_rpm_limit": {"gpt-4o": 1}});
     let r = post(&cp, "/key/generate", body);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
-        r.body.contains("not supported") && r.body.contains("max_parallel_requests"),
+        r.body.contains("not supported") && r.body.contains("model_rpm_limit"),
         "the refusal names the field and says why: {}",
         r.body
     );
@@ -131,8 +135,8 @@ fn a_key_must_name_a_real_team_and_unenforced_fields_are_refused_by_name() {
         "unknown field",
     );
     refused(
-        &post(&cp, "/team/new", json!({"max_parallel_requests": 5})),
-        "max_parallel_requests",
+        &post(&cp, "/team/new", json!({"model_tpm_limit": {"gpt-4o": 5}})),
+        "model_tpm_limit",
         "not supported",
     );
     refused(

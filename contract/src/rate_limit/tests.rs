@@ -135,9 +135,18 @@ fn a_parallel_refusal_reads_as_litellm_says_it_and_sends_retry_after_alone() {
         limit: 2,
         reset_at_ms: T0 + 1000,
     };
-    assert_eq!(limited.headers(T0), vec![("retry-after".into(), "1".into())]);
+    assert_eq!(
+        limited.headers(T0),
+        vec![("retry-after".into(), "1".into())]
+    );
     let error = limited.error();
-    assert!(error.message.starts_with("Max parallel request limit reached"), "{}", error.message);
+    assert!(
+        error
+            .message
+            .starts_with("Max parallel request limit reached"),
+        "{}",
+        error.message
+    );
     assert_eq!(error.param.as_deref(), Some("max_parallel_requests"));
 }
 

@@ -11,11 +11,11 @@ use crate::keys::KeyHash;
 use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 
 /// A key's columns as read: its row and its team's policy (`livegate_key_policies`).
-pub(super) const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version, team_blocked, team_models, soft_budget, budget_duration, budget_reset_at, team_max_budget, team_spend, rpm_limit, tpm_limit, team_rpm_limit, team_tpm_limit";
+pub(super) const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version, team_blocked, team_models, soft_budget, budget_duration, budget_reset_at, team_max_budget, team_spend, rpm_limit, tpm_limit, max_parallel_requests, team_rpm_limit, team_tpm_limit, team_max_parallel_requests";
 
 /// The written key rows (`w`, every column) with their team's policy, as the view shows
 /// them: the change log records this and the statement returns it.
-pub(super) const WITH_TEAM: &str = "p AS (SELECT w.*, COALESCE(t.blocked, false) AS team_blocked, COALESCE(t.models, '{}'::text[]) AS team_models, t.max_budget AS team_max_budget, COALESCE(t.spend, 0) AS team_spend, t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit FROM w LEFT JOIN livegate_teams t ON t.team_id = w.team_id)";
+pub(super) const WITH_TEAM: &str = "p AS (SELECT w.*, COALESCE(t.blocked, false) AS team_blocked, COALESCE(t.models, '{}'::text[]) AS team_models, t.max_budget AS team_max_budget, COALESCE(t.spend, 0) AS team_spend, t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit, t.max_parallel_requests AS team_max_parallel_requests FROM w LEFT JOIN livegate_teams t ON t.team_id = w.team_id)";
 
 /// Appends the written rows' new state (`p`) to the change log, numbered by the version
 /// the write gave them.
@@ -111,8 +111,10 @@ pub(super) fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         team_spend: column(row, "team_spend")?,
         rpm_limit: column(row, "rpm_limit")?,
         tpm_limit: column(row, "tpm_limit")?,
+        max_parallel_requests: column(row, "max_parallel_requests")?,
         team_rpm_limit: column(row, "team_rpm_limit")?,
         team_tpm_limit: column(row, "team_tpm_limit")?,
+        team_max_parallel_requests: column(row, "team_max_parallel_requests")?,
     })
 }
 
@@ -134,7 +136,7 @@ pub(super) fn duration_secs(d: Option<&str>) -> Option<i64> {
 }
 
 /// A key's own columns, in the order `insert_key` binds them.
-const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, soft_budget, budget_duration, budget_duration_secs, budget_reset_at, rpm_limit, tpm_limit, version";
+const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, soft_budget, budget_duration, budget_duration_secs, budget_reset_at, rpm_limit, tpm_limit, max_parallel_requests, version";
 
 /// Inserts the key and logs the change; returns it as stored, with its version and its
 /// team's policy.
@@ -143,7 +145,7 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineEr
     let sql = format!(
         "WITH {NEXT_VERSION},
          w AS (INSERT INTO livegate_keys ({KEY_COLUMNS})
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, v.seq FROM v
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, v.seq FROM v
                RETURNING *),
          {WITH_TEAM}, {LOG_CHANGE}
          SELECT {COLUMNS} FROM p"
@@ -173,6 +175,7 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineEr
                 &r.budget_reset_at,
                 &r.rpm_limit,
                 &r.tpm_limit,
+                &r.max_parallel_requests,
             ],
         )
         .await
@@ -232,6 +235,7 @@ pub async fn update_key(
             budget_duration_secs = COALESCE($13, budget_duration_secs),
             budget_reset_at = COALESCE($14, budget_reset_at),
             rpm_limit = COALESCE($15, rpm_limit), tpm_limit = COALESCE($16, tpm_limit),
+            max_parallel_requests = COALESCE($17, max_parallel_requests),
             version = (SELECT seq FROM v)
          WHERE token = $1 RETURNING *),
          {WITH_TEAM}, {LOG_CHANGE}
@@ -239,7 +243,7 @@ pub async fn update_key(
     );
     let aliases = p.aliases.as_ref().map(Json);
     let b = &p.budget;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 17] = [
         &t.as_str(),
         &p.key_alias,
         &p.team_id,
@@ -256,6 +260,7 @@ pub async fn update_key(
         &b.budget_reset_at,
         &p.limits.rpm_limit,
         &p.limits.tpm_limit,
+        &p.limits.max_parallel_requests,
     ];
     let row = c.query_opt(&sql, &params).await.map_err(classify)?;
     row.as_ref().map(record).transpose()

@@ -139,8 +139,10 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         // A limit's sliding window is one row per scope (`key:<hash>:rpm`, `team:<id>:tpm`):
         // its entries as JSON and a version that control planes compare and swap
         // (docs/architecture.md, "Rate limits").
-        "ALTER TABLE livegate_keys ADD COLUMN rpm_limit bigint, ADD COLUMN tpm_limit bigint;
-    ALTER TABLE livegate_teams ADD COLUMN rpm_limit bigint, ADD COLUMN tpm_limit bigint;
+        "ALTER TABLE livegate_keys ADD COLUMN rpm_limit bigint, ADD COLUMN tpm_limit bigint,
+        ADD COLUMN max_parallel_requests bigint;
+    ALTER TABLE livegate_teams ADD COLUMN rpm_limit bigint, ADD COLUMN tpm_limit bigint,
+        ADD COLUMN max_parallel_requests bigint;
     CREATE TABLE livegate_rate_windows (
         scope       text PRIMARY KEY,
         entries     jsonb NOT NULL,
@@ -156,8 +158,9 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
                k.soft_budget, k.budget_duration, k.budget_reset_at,
                t.max_budget AS team_max_budget,
                COALESCE(t.spend, 0) AS team_spend,
-               k.rpm_limit, k.tpm_limit,
-               t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit
+               k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
+               t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit,
+               t.max_parallel_requests AS team_max_parallel_requests
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
     ),
 ];

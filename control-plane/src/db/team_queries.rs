@@ -9,7 +9,7 @@ use super::queries::{classify, column, record, token, COLUMNS};
 use crate::record::{TeamPatch, TeamRecord, TeamWrite, TeamsDeleted};
 
 const TEAM_COLUMNS: &str =
-    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, max_budget, soft_budget, budget_duration, budget_reset_at, budget_duration_secs, rpm_limit, tpm_limit";
+    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, max_budget, soft_budget, budget_duration, budget_reset_at, budget_duration_secs, rpm_limit, tpm_limit, max_parallel_requests";
 
 /// The keys of the written team (`t`) get new versions; `p` is their new state with the
 /// team's new policy (the view would still show the old one inside this statement).
@@ -18,11 +18,13 @@ const RELOG_KEYS: &str = "
           WHERE team_id = (SELECT team_id FROM t) AND EXISTS (SELECT 1 FROM o, t
               WHERE o.blocked IS DISTINCT FROM t.blocked OR o.models IS DISTINCT FROM t.models
                  OR o.max_budget IS DISTINCT FROM t.max_budget OR o.spend IS DISTINCT FROM t.spend
-                 OR o.rpm_limit IS DISTINCT FROM t.rpm_limit OR o.tpm_limit IS DISTINCT FROM t.tpm_limit)
+                 OR o.rpm_limit IS DISTINCT FROM t.rpm_limit OR o.tpm_limit IS DISTINCT FROM t.tpm_limit
+                 OR o.max_parallel_requests IS DISTINCT FROM t.max_parallel_requests)
           RETURNING *),
     p AS (SELECT w.*, t.blocked AS team_blocked, t.models AS team_models,
                  t.max_budget AS team_max_budget, t.spend AS team_spend,
-                 t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit FROM w, t),
+                 t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit,
+                 t.max_parallel_requests AS team_max_parallel_requests FROM w, t),
     c AS (INSERT INTO livegate_key_changes (seq, token, record)
           SELECT version, token, to_jsonb(p) - 'version' FROM p)";
 
@@ -40,6 +42,7 @@ fn team(row: &Row) -> Result<TeamRecord, EngineError> {
         budget_reset_at: column(row, "budget_reset_at")?,
         rpm_limit: column(row, "rpm_limit")?,
         tpm_limit: column(row, "tpm_limit")?,
+        max_parallel_requests: column(row, "max_parallel_requests")?,
         created_at: column(row, "created_at")?,
         updated_at: column(row, "updated_at")?,
     })
@@ -49,7 +52,7 @@ pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, Engin
     let budget_duration_secs = super::queries::duration_secs(t.budget_duration.as_deref());
     let sql = format!(
         "INSERT INTO livegate_teams ({TEAM_COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          RETURNING {TEAM_COLUMNS}"
     );
     let row = c
@@ -71,6 +74,7 @@ pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, Engin
                 &budget_duration_secs,
                 &t.rpm_limit,
                 &t.tpm_limit,
+                &t.max_parallel_requests,
             ],
         )
         .await
@@ -112,7 +116,7 @@ pub async fn update_team(
     p: &TeamPatch,
 ) -> Result<Option<TeamWrite>, EngineError> {
     let sql = format!(
-        "WITH o AS (SELECT blocked, models, max_budget, spend, rpm_limit, tpm_limit FROM livegate_teams WHERE team_id = $1),
+        "WITH o AS (SELECT blocked, models, max_budget, spend, rpm_limit, tpm_limit, max_parallel_requests FROM livegate_teams WHERE team_id = $1),
          t AS (UPDATE livegate_teams SET
             team_alias = COALESCE($2, team_alias), models = COALESCE($3, models),
             metadata = COALESCE($4, metadata), blocked = COALESCE($5, blocked),
@@ -121,6 +125,7 @@ pub async fn update_team(
             budget_duration_secs = COALESCE($9, budget_duration_secs),
             budget_reset_at = COALESCE($10, budget_reset_at),
             rpm_limit = COALESCE($11, rpm_limit), tpm_limit = COALESCE($12, tpm_limit),
+            max_parallel_requests = COALESCE($13, max_parallel_requests),
             updated_at = now()
          WHERE team_id = $1 RETURNING *),
          {RELOG_KEYS}
@@ -143,6 +148,7 @@ pub async fn update_team(
                 &p.budget.budget_reset_at,
                 &p.limits.rpm_limit,
                 &p.limits.tpm_limit,
+                &p.limits.max_parallel_requests,
             ],
         )
         .await

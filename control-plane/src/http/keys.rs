@@ -37,6 +37,7 @@ pub struct KeyFields {
     budget_duration: Option<String>,
     rpm_limit: Option<i64>,
     tpm_limit: Option<i64>,
+    max_parallel_requests: Option<i64>,
 }
 
 impl Fields for KeyFields {
@@ -55,12 +56,12 @@ impl Fields for KeyFields {
         "budget_duration",
         "rpm_limit",
         "tpm_limit",
+        "max_parallel_requests",
     ];
     /// LiteLLM's key fields livegate does not enforce (yet).
     const NOT_SUPPORTED: &'static [&'static str] = &[
         "budget_id",
         "spend",
-        "max_parallel_requests",
         "model_max_budget",
         "model_rpm_limit",
         "model_tpm_limit",
@@ -150,7 +151,7 @@ impl KeyFields {
         };
         let budget =
             crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
-        let limits = limits_patch(self.rpm_limit, self.tpm_limit)?;
+        let limits = limits_patch(self.rpm_limit, self.tpm_limit, self.max_parallel_requests)?;
         Ok(KeyPatch {
             budget,
             limits,
@@ -166,10 +167,19 @@ impl KeyFields {
     }
 }
 
-/// `rpm_limit` and `tpm_limit` as given: whole numbers of requests or tokens, 0 or more
+/// `rpm_limit`, `tpm_limit` and `max_parallel_requests` as given: whole numbers, 0 or more
 /// (0 admits nothing, as a `max_budget` of 0 does).
-pub(super) fn limits_patch(rpm: Option<i64>, tpm: Option<i64>) -> Result<LimitsPatch, ApiError> {
-    for (param, value) in [("rpm_limit", rpm), ("tpm_limit", tpm)] {
+pub(super) fn limits_patch(
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    parallel: Option<i64>,
+) -> Result<LimitsPatch, ApiError> {
+    let limits = [
+        ("rpm_limit", rpm),
+        ("tpm_limit", tpm),
+        ("max_parallel_requests", parallel),
+    ];
+    for (param, value) in limits {
         if value.is_some_and(|v| v < 0) {
             return Err(ApiError::bad(param, format!("{param} must be 0 or more")));
         }
@@ -177,6 +187,7 @@ pub(super) fn limits_patch(rpm: Option<i64>, tpm: Option<i64>) -> Result<LimitsP
     Ok(LimitsPatch {
         rpm_limit: rpm,
         tpm_limit: tpm,
+        max_parallel_requests: parallel,
     })
 }
 
@@ -250,8 +261,10 @@ pub async fn generate(
         team_models: vec![],
         rpm_limit: p.limits.rpm_limit,
         tpm_limit: p.limits.tpm_limit,
+        max_parallel_requests: p.limits.max_parallel_requests,
         team_rpm_limit: None,
         team_tpm_limit: None,
+        team_max_parallel_requests: None,
     };
     let record = s.db.insert_key(record).await?;
     remember(&s, &record);

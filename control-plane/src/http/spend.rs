@@ -36,10 +36,16 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
         .ledger
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable("the spend ledger is not running".into()))?;
-    let tokens = used_tokens(&batch);
+    let ended = ended_requests(&batch);
     match ledger.intake(batch).await {
         Ok(appended) => {
-            tokio::spawn(charge_tokens(s.clone(), tokens));
+            let accepted: std::collections::HashSet<&str> =
+                appended.accepted_ids.iter().map(String::as_str).collect();
+            let ended = ended
+                .into_iter()
+                .filter(|e| accepted.contains(e.request_id.as_str()))
+                .collect();
+            tokio::spawn(settle_limits(s.clone(), ended));
             Ok(Json(SpendAck {
                 accepted: u32::try_from(appended.accepted).unwrap_or(u32::MAX),
                 duplicates: u32::try_from(appended.duplicates).unwrap_or(u32::MAX),
@@ -55,34 +61,46 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
     }
 }
 
-/// (key, tokens, when) of each record that used tokens.
-fn used_tokens(batch: &SpendBatch) -> Vec<(KeyHash, u64, u64)> {
-    batch
-        .records
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.key_hash.clone(),
-                r.total_tokens.filter(|&t| t > 0)?,
-                r.end_time_ms,
-            ))
-        })
-        .collect()
+/// What a rate limit needs of a finished request: whose, its tokens, when it ran.
+struct Ended {
+    request_id: String,
+    key: KeyHash,
+    tokens: u64,
+    started_ms: u64,
+    ended_ms: u64,
 }
 
-/// Charges spooled records' tokens to their keys' `tpm_limit` windows, after the ack (a
-/// batch retried after a lost ack is charged again: the error is on the side of refusing).
-async fn charge_tokens(s: AppState, used: Vec<(KeyHash, u64, u64)>) {
+fn ended_requests(batch: &SpendBatch) -> Vec<Ended> {
+    let ended = batch.records.iter().map(|r| Ended {
+        request_id: r.request_id.clone(),
+        key: r.key_hash.clone(),
+        tokens: r.total_tokens.unwrap_or(0),
+        started_ms: r.start_time_ms,
+        ended_ms: r.end_time_ms,
+    });
+    ended.collect()
+}
+
+/// After the ack, for the records the spool took (not those it already held): charges
+/// their tokens to the keys' `tpm_limit` windows and frees their `max_parallel_requests`
+/// slots. (A record retried after a lost ack and already drained is taken again: charged
+/// and freed twice, at most once per lost acknowledgement.)
+async fn settle_limits(s: AppState, ended: Vec<Ended>) {
     let deadline = s.config.auth_db_deadline;
-    for (token, tokens, at) in used {
-        let Ok(Some(record)) =
-            crate::auth::resolve(&s.db, &s.cache, &s.metrics, &token, deadline).await
-        else {
+    for e in ended {
+        let found = crate::auth::resolve(&s.db, &s.cache, &s.metrics, &e.key, deadline).await;
+        let Ok(Some(record)) = found else {
             continue;
         };
-        if record.limits().tpm_limit.is_some() {
-            let now = crate::rate_limit::now_ms();
-            s.limiter.charge_tokens(&record, tokens, at, now).await;
+        let limits = record.limits();
+        let now = crate::rate_limit::now_ms();
+        if limits.tpm_limit.is_some() && e.tokens > 0 {
+            s.limiter
+                .charge_tokens(&record, e.tokens, e.ended_ms, now)
+                .await;
+        }
+        if limits.max_parallel_requests.is_some() {
+            s.limiter.finish(&record, e.started_ms, now).await;
         }
     }
 }

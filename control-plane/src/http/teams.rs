@@ -32,6 +32,7 @@ pub struct TeamFields {
     budget_duration: Option<String>,
     rpm_limit: Option<i64>,
     tpm_limit: Option<i64>,
+    max_parallel_requests: Option<i64>,
 }
 
 impl Fields for TeamFields {
@@ -46,11 +47,11 @@ impl Fields for TeamFields {
         "budget_duration",
         "rpm_limit",
         "tpm_limit",
+        "max_parallel_requests",
     ];
     /// LiteLLM's team fields livegate does not enforce (yet), and membership, which it
     /// does not model: refused unless they ask for nothing.
     const NOT_SUPPORTED: &'static [&'static str] = &[
-        "max_parallel_requests",
         "model_rpm_limit",
         "model_tpm_limit",
         "model_max_budget",
@@ -115,7 +116,8 @@ impl TeamFields {
         }
         let budget =
             crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
-        let limits = super::keys::limits_patch(self.rpm_limit, self.tpm_limit)?;
+        let limits =
+            super::keys::limits_patch(self.rpm_limit, self.tpm_limit, self.max_parallel_requests)?;
         Ok(TeamPatch {
             budget,
             limits,
@@ -181,6 +183,7 @@ pub async fn new(
         budget_reset_at: p.budget.budget_reset_at,
         rpm_limit: p.limits.rpm_limit,
         tpm_limit: p.limits.tpm_limit,
+        max_parallel_requests: p.limits.max_parallel_requests,
         created_at: now,
         updated_at: now,
     };

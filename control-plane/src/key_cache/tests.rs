@@ -29,6 +29,8 @@ pub fn record(raw: &str) -> KeyRecord {
         tpm_limit: None,
         team_rpm_limit: None,
         team_tpm_limit: None,
+        max_parallel_requests: None,
+        team_max_parallel_requests: None,
     }
 }
 

@@ -143,3 +143,74 @@ fn an_idle_window_is_forgotten_only_after_two_windows() {
     assert!(!w.is_idle(T0 + WINDOW_MS));
     assert!(w.is_idle(T0 + 2 * WINDOW_MS));
 }
+
+#[test]
+fn a_parallel_slot_frees_when_its_end_is_known_or_its_lease_runs_out() {
+    let span = PARALLEL_LEASE_MS;
+    let (mut started_row, mut ended_row) = (Row::default(), Row::default());
+    let mut started = ScopeWindow::spanning(span);
+    let mut ended = ScopeWindow::spanning(span);
+    let admit_parallel = |started: &mut ScopeWindow, row: &mut Row, ended: &ScopeWindow, now| {
+        let done = ended.known(now).total(now);
+        admit(started, row, now, 2 + done)
+    };
+    assert!(admit_parallel(&mut started, &mut started_row, &ended, T0));
+    assert!(admit_parallel(
+        &mut started,
+        &mut started_row,
+        &ended,
+        T0 + 10
+    ));
+    assert!(!admit_parallel(
+        &mut started,
+        &mut started_row,
+        &ended,
+        T0 + 20
+    ));
+    // The first one ends: its end is counted at its start, and a slot is free.
+    ended.count(T0, 1, T0 + 30);
+    assert!(admit_parallel(
+        &mut started,
+        &mut started_row,
+        &ended,
+        T0 + 40
+    ));
+    assert!(!admit_parallel(
+        &mut started,
+        &mut started_row,
+        &ended,
+        T0 + 50
+    ));
+    // Ends never reported: the lease runs out.
+    let later = T0 + 40 + span + 1000;
+    assert!(admit_parallel(
+        &mut started,
+        &mut started_row,
+        &ended,
+        later
+    ));
+    assert!(admit_parallel(
+        &mut started,
+        &mut started_row,
+        &ended,
+        later
+    ));
+    // Written ends reach the other replicas through their row, like starts.
+    let planned = ended.known(T0 + 60);
+    assert!(matches!(
+        ended_row.swap(0, planned),
+        WindowSwap::Swapped { .. }
+    ));
+    assert_eq!(ended_row.window.total(T0 + 60), 1);
+}
+
+#[test]
+fn a_key_with_a_parallel_limit_has_a_window_of_starts_and_one_of_ends() {
+    let mut r = record("parallel-key");
+    r.max_parallel_requests = Some(3);
+    let parallel = scopes(&r, LimitKind::Parallel);
+    assert_eq!(parallel.len(), 1);
+    assert_eq!(parallel[0].span_ms(), PARALLEL_LEASE_MS);
+    assert!(parallel[0].finished_name().ends_with(":parallel-done"));
+    assert_eq!(r.limits().max_parallel_requests, Some(3));
+}

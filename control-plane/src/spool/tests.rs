@@ -72,7 +72,8 @@ fn a_pending_id_sent_again_is_a_duplicate_and_writes_nothing() {
         spool.append(batch(&["a", "b", "a"])).unwrap(),
         Appended {
             accepted: 2,
-            duplicates: 1
+            duplicates: 1,
+            accepted_ids: ["a", "b"].map(String::from).to_vec(),
         }
     );
     let len = spool.depth().file_bytes;
@@ -80,7 +81,8 @@ fn a_pending_id_sent_again_is_a_duplicate_and_writes_nothing() {
         spool.append(batch(&["b", "a"])).unwrap(),
         Appended {
             accepted: 0,
-            duplicates: 2
+            duplicates: 2,
+            accepted_ids: vec![],
         }
     );
     assert_eq!(spool.depth().file_bytes, len);
@@ -88,7 +90,8 @@ fn a_pending_id_sent_again_is_a_duplicate_and_writes_nothing() {
         spool.append(batch(&["b", "c"])).unwrap(),
         Appended {
             accepted: 1,
-            duplicates: 1
+            duplicates: 1,
+            accepted_ids: ["c"].map(String::from).to_vec(),
         }
     );
     assert_eq!(ids(spool.pending()), ["a", "b", "c"]);
@@ -374,7 +377,8 @@ async fn the_async_handle_appends_drains_and_publishes_its_depth() {
         appended,
         Appended {
             accepted: 2,
-            duplicates: 0
+            duplicates: 0,
+            accepted_ids: vec!["a".to_string(), "b".to_string()],
         }
     );
     assert_eq!(spool.depth().records, 2);

@@ -33,7 +33,10 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     // A one-entry cache and keys used in turn: every request misses.
     let missing = envoy_beside(&stack, TEMPLATE, r#"{"cache": {"max_entries": 1}}"#)?;
 
-    let limited = generate_with(&stack, json!({"key_alias": "bench-limited", "rpm_limit": 1_000_000_000_u64}))?;
+    let limited = generate_with(
+        &stack,
+        json!({"key_alias": "bench-limited", "rpm_limit": 1_000_000_000_u64}),
+    )?;
     let restricted = generate_with(
         &stack,
         json!({"key_alias": "bench-models", "models": ["livegate-demo"]}),
@@ -98,8 +101,9 @@ fn generate_with(stack: &Stack, body: serde_json::Value) -> anyhow::Result<Strin
 /// A wrk Lua script posting a chat completion of about 1 KiB with `key`.
 fn chat_script(stack: &Stack, key: &str, name: &str) -> anyhow::Result<std::path::PathBuf> {
     let content = "x".repeat(1024 - 80);
-    let body = json!({"model": "livegate-demo", "messages": [{"role": "user", "content": content}]})
-        .to_string();
+    let body =
+        json!({"model": "livegate-demo", "messages": [{"role": "user", "content": content}]})
+            .to_string();
     let text = format!(
         "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"authorization\"] = \"Bearer {key}\"\n"
     );
