@@ -15,6 +15,7 @@ use crate::config::SpoolFullPolicy;
 use crate::db::{Db, DbError};
 use crate::key_cache::{KeyCache, KeyState, Lookup};
 use crate::keys::KeyHash;
+use crate::ledger::PendingSpend;
 use crate::metrics::Metrics;
 use crate::record::KeyRecord;
 
@@ -68,12 +69,15 @@ pub fn decide(record: Option<KeyRecord>, now: DateTime<Utc>, max_ttl_seconds: u6
 }
 
 /// The budget check after [`decide`]: an allow whose key or team has spent its
-/// `max_budget` (the drained spend its record carries) becomes a refusal. The cost this
-/// control plane has spooled and not drained is not added yet (docs/operations.md, "The
-/// bound on over-spend").
-pub fn check_budget(decision: Decision) -> Decision {
+/// `max_budget` becomes a refusal. Spent is the drained spend its record carries plus what
+/// this control plane has spooled and not yet drained (`pending`); what other replicas
+/// hold undrained is not known here (docs/operations.md, "The bound on over-spend").
+pub fn check_budget(decision: Decision, pending: Option<&PendingSpend>) -> Decision {
     if let Decision::Allow { record, .. } = &decision {
-        if let Some(budget) = crate::budget::exceeded(record, 0.0, 0.0) {
+        let (key, team) = pending.map_or((0.0, 0.0), |p| {
+            (p.key(&record.token), p.team(record.team_id.as_deref()))
+        });
+        if let Some(budget) = crate::budget::exceeded(record, key, team) {
             return Decision::OverBudget(budget);
         }
     }

@@ -27,6 +27,9 @@ use crate::metrics::spend_series::{SeriesLabels, SpendSeries, Usage};
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
 
+mod pending;
+pub use pending::PendingSpend;
+
 /// A record as spooled and drained: what the filter reported, with its price.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {
@@ -67,13 +70,18 @@ pub fn spool_entries(
     batch: SpendBatch,
     prices: &PriceTable,
 ) -> Result<Vec<(String, Vec<u8>)>, serde_json::Error> {
-    batch
+    let priced: Vec<LedgerEntry> = batch
         .records
         .into_iter()
-        .map(|r| {
-            let entry = price(r, prices);
-            Ok((entry.record.request_id.clone(), serde_json::to_vec(&entry)?))
-        })
+        .map(|r| price(r, prices))
+        .collect();
+    encode(&priced)
+}
+
+fn encode(entries: &[LedgerEntry]) -> Result<Vec<(String, Vec<u8>)>, serde_json::Error> {
+    entries
+        .iter()
+        .map(|e| Ok((e.record.request_id.clone(), serde_json::to_vec(e)?)))
         .collect()
 }
 
@@ -148,6 +156,8 @@ pub struct Ledger {
     pub spool: SpoolHandle,
     pub prices: Arc<PriceTable>,
     pub counters: Arc<LedgerCounters>,
+    /// What the spool holds and the drain has not written, by key and team.
+    pub pending: Arc<Mutex<PendingSpend>>,
     wake: Arc<Notify>,
 }
 
@@ -187,6 +197,14 @@ impl Ledger {
             truncated_bytes = replay.truncated_bytes,
             "spend spool opened"
         );
+        let mut pending = PendingSpend::default();
+        let replayed = spool
+            .oldest(usize::MAX)
+            .await
+            .map_err(|e| anyhow::anyhow!("--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH): {e}"))?;
+        for entry in drain_batch(&replayed).rows {
+            pending.add(&entry);
+        }
         let prices = match &config.prices_file {
             None => {
                 tracing::warn!("no --prices-file: every model costs 0 and is marked unpriced");
@@ -200,8 +218,14 @@ impl Ledger {
             spool,
             prices: Arc::new(prices),
             counters: Arc::new(LedgerCounters::new(config.metrics_max_series)),
+            pending: Arc::new(Mutex::new(pending)),
             wake: Arc::default(),
         })
+    }
+
+    /// The undrained cost (held only briefly, never across an await).
+    pub fn pending_spend(&self) -> std::sync::MutexGuard<'_, PendingSpend> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the spool is at its bound (see [`LedgerCounters::at_bound`]).
@@ -211,9 +235,24 @@ impl Ledger {
 
     /// Prices and spools a validated batch; returns once it is synced.
     pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
-        let entries = spool_entries(batch, &self.prices).map_err(IntakeError::Encode)?;
+        let priced: Vec<LedgerEntry> = batch
+            .records
+            .into_iter()
+            .map(|r| price(r, &self.prices))
+            .collect();
+        let entries = encode(&priced).map_err(IntakeError::Encode)?;
         match self.spool.append(entries).await {
             Ok(appended) => {
+                let accepted: std::collections::HashSet<&str> =
+                    appended.accepted_ids.iter().map(String::as_str).collect();
+                let mut pending = self.pending_spend();
+                for entry in priced
+                    .iter()
+                    .filter(|e| accepted.contains(e.record.request_id.as_str()))
+                {
+                    pending.add(entry);
+                }
+                drop(pending);
                 self.counters.at_bound.store(false, Relaxed);
                 if appended.accepted > 0 {
                     self.wake.notify_one();
@@ -308,6 +347,11 @@ async fn drain_once(ledger: &Ledger, db: &Db, batch: usize) -> Result<usize, Dra
         c.unpriced.fetch_add(unpriced, Relaxed);
     }
     ledger.spool.mark_drained(through).await?;
+    let mut pending = ledger.pending_spend();
+    for row in &rows {
+        pending.remove(row);
+    }
+    drop(pending);
     ledger.counters.at_bound.store(false, Relaxed);
     Ok(entries.len())
 }

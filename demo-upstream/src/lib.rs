@@ -68,6 +68,22 @@ pub const EVENTS_FIELD: &str = "livegate_events";
 /// The most content chunks a stream is made of, whatever the request asks.
 pub const MAX_EVENTS: u64 = 100_000;
 
+/// The request field asking the demo to hold its answer this many milliseconds (a slow
+/// model, for tests of requests in flight); at most [`MAX_DELAY_MS`].
+pub const DELAY_FIELD: &str = "livegate_delay_ms";
+
+/// The longest a request may ask the demo to wait.
+pub const MAX_DELAY_MS: u64 = 60_000;
+
+/// How long a request asks the demo to wait before it answers.
+pub fn delay(request: &Value) -> std::time::Duration {
+    let ms = request
+        .get(DELAY_FIELD)
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    std::time::Duration::from_millis(ms.min(MAX_DELAY_MS))
+}
+
 /// The content chunks a request asks for: `livegate_events` (at most [`MAX_EVENTS`]), else
 /// one per word of the answer.
 pub fn content_chunks(request: &Value) -> usize {
@@ -91,6 +107,7 @@ fn usage(prompt: u64) -> Value {
 async fn chat_completion(headers: HeaderMap, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let prompt = prompt_tokens(&request);
+    tokio::time::sleep(delay(&request)).await;
     if request.get("stream") == Some(&Value::Bool(true)) {
         let include_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
         let sse = stream_events(prompt, include_usage, content_chunks(&request));
@@ -213,6 +230,20 @@ mod tests {
         // 200 content chunks, the stop chunk, the usage chunk, [DONE].
         assert_eq!(events(&stream).len(), 203);
         assert!(stream.contains("\"completion_tokens\":8"));
+    }
+
+    #[test]
+    fn a_request_may_ask_for_a_delay_within_a_bound() {
+        assert_eq!(delay(&json!({})), std::time::Duration::ZERO);
+        assert_eq!(delay(&json!({"livegate_delay_ms": 250})).as_millis(), 250);
+        assert_eq!(
+            delay(&json!({"livegate_delay_ms": "1"})),
+            std::time::Duration::ZERO
+        );
+        assert_eq!(
+            delay(&json!({"livegate_delay_ms": u64::MAX})).as_millis(),
+            u128::from(MAX_DELAY_MS)
+        );
     }
 
     #[test]

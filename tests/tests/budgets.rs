@@ -5,7 +5,8 @@
 //! a key change, so the filter's cached allow goes); raising a team's budget lets its keys
 //! in again; a `budget_duration` resets the spend; `/key/info` shows the budget fields and
 //! the spend; at the spool's bound budgeted keys are refused (503 `spend_spool_full`); a
-//! budget crossed while Postgres is frozen is charged and enforced once it is back.
+//! budget crossed while Postgres is frozen is charged and enforced once it is back, and by the
+//! control plane that spooled it while Postgres is still away.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
@@ -331,4 +332,33 @@ fn a_budget_crossed_while_postgres_is_frozen_is_charged_and_enforced_after() {
     // 12, or more if a request was admitted from a cached allow before the change the
     // crossing logged reached the filter (the bound docs/operations.md states).
     assert!(spend_in_refusal(&refused, "8") >= 12.0);
+}
+
+#[test]
+fn a_budget_crossed_while_postgres_is_frozen_is_enforced_from_the_spooled_spend() {
+    // The filter asks on every request (no cached allow): the control plane decides each
+    // one on the drained spend plus what it holds spooled, Postgres or not.
+    let (stack, _dir) = stack_configured(&[], r#"{"cache": {"allow_ttl_ms": 0}}"#);
+    let key = generate(&stack, json!({"max_budget": 8}));
+    stack.postgres.as_ref().unwrap().pause().unwrap();
+    for _ in 0..2 {
+        let r = chat(&stack, &key);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Once their records are spooled (8 of 8 spent), refused with Postgres still frozen.
+    let refused = poll::until("a refusal from the spooled spend", PATIENCE, || {
+        let r = chat(&stack, &key);
+        (r.status == 400).then_some(r)
+    })
+    .unwrap();
+    assert!(spend_in_refusal(&refused, "8") >= 8.0);
+    stack.postgres.as_ref().unwrap().resume().unwrap();
+    // Drained, the spend Postgres holds refuses it as well.
+    let info = poll::until("the spooled spend charged", PATIENCE, || {
+        let info = key_info(&stack, &key);
+        (info["spend"].as_f64() >= Some(8.0)).then_some(info)
+    })
+    .unwrap();
+    assert_eq!(info["max_budget"], 8.0);
+    assert_eq!(chat(&stack, &key).status, 400);
 }

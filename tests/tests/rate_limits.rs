@@ -35,8 +35,13 @@ fn generate(stack: &Stack, body: Value) -> String {
 }
 
 fn chat_at(base: &str, key: &str) -> Response {
+    chat_held(base, key, 0)
+}
+
+/// A chat completion the demo upstream holds `delay_ms` before it answers (a slow model).
+fn chat_held(base: &str, key: &str, delay_ms: u64) -> Response {
     let bearer = format!("Bearer {key}");
-    let body = json!({"model": "livegate-demo", "messages": [{"role": "user", "content": "abcd"}]});
+    let body = json!({"model": "livegate-demo", "messages": [{"role": "user", "content": "abcd"}], "livegate_delay_ms": delay_ms});
     http::post_raw(
         &format!("{base}/v1/chat/completions"),
         &[("authorization", bearer.as_str())],
@@ -164,6 +169,68 @@ fn a_key_uses_its_limit_at_once_then_gets_429_with_openai_headers() {
         reached_upstream(&chat_at(&base, &key)).then_some(())
     })
     .unwrap();
+}
+
+/// The control plane's allows so far.
+fn allows(stack: &Stack) -> f64 {
+    let url = format!(
+        "{}/metrics",
+        stack.control_plane.as_ref().unwrap().base_url()
+    );
+    let text = http::get(&url, &[]).unwrap().body;
+    livegate_tests::envoy::prometheus_value(
+        &text,
+        "livegate_auth_decisions_total{outcome=\"allow\"}",
+    )
+    .unwrap_or(0.0)
+}
+
+/// Two requests held in flight by the upstream, a third refused with a parallel 429 while
+/// they are, then a slot free again once their records have arrived.
+fn parallel_round(stack: &Stack, key: &str) {
+    let base = stack.envoy.url();
+    let before = allows(stack);
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (base, key) = (base.clone(), key.to_string());
+            std::thread::spawn(move || chat_held(&base, &key, 5_000))
+        })
+        .collect();
+    poll::until("both held requests admitted", PATIENCE, || {
+        (allows(stack) >= before + 2.0).then_some(())
+    })
+    .unwrap();
+    let refused = chat_at(&base, key);
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    let e = refused.json().unwrap()["error"].clone();
+    assert_eq!(e["type"], "rate_limit_error", "{e}");
+    assert_eq!(e["param"], "max_parallel_requests", "{e}");
+    assert!(
+        refused.header("retry-after").is_some(),
+        "{:?}",
+        refused.headers
+    );
+    assert!(refused.header("x-ratelimit-limit-requests").is_none());
+    for request in held {
+        assert!(reached_upstream(&request.join().unwrap()));
+    }
+    poll::until("a slot free once the ends are known", PATIENCE, || {
+        reached_upstream(&chat_at(&base, key)).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn parallel_requests_beyond_the_limit_are_refused_until_one_ends_also_with_postgres_frozen() {
+    let stack = stack();
+    let key = generate(&stack, json!({"max_parallel_requests": 2}));
+    let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
+    assert_eq!(info["info"]["max_parallel_requests"], 2, "{info}");
+    parallel_round(&stack, &key);
+    // Postgres frozen: the control plane counts the starts and the ends in its memory.
+    stack.postgres.as_ref().unwrap().pause().unwrap();
+    parallel_round(&stack, &key);
+    stack.postgres.as_ref().unwrap().resume().unwrap();
 }
 
 #[test]

@@ -28,7 +28,10 @@ pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
                     let decision =
                         auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs());
                     let at_bound = s.ledger.as_ref().is_some_and(|l| l.at_bound());
-                    let decision = auth::check_budget(decision);
+                    let decision = match &s.ledger {
+                        Some(ledger) => auth::check_budget(decision, Some(&ledger.pending_spend())),
+                        None => auth::check_budget(decision, None),
+                    };
                     let decision = auth::check_spool(decision, at_bound, s.config.spend.when_full);
                     let now = crate::rate_limit::now_ms();
                     auth::check_limits(decision, &s.limiter, &s.metrics, now, until).await
