@@ -355,6 +355,7 @@ fn limited_who(alias: &str) -> Identity {
         limits: livegate_contract::RateLimits {
             rpm_limit: Some(10),
             tpm_limit: None,
+            max_parallel_requests: None,
         },
         ..who(alias)
     }

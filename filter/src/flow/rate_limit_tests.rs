@@ -12,6 +12,7 @@ fn limits(rpm: Option<u64>, tpm: Option<u64>) -> RateLimits {
     RateLimits {
         rpm_limit: rpm,
         tpm_limit: tpm,
+        max_parallel_requests: None,
     }
 }
 
