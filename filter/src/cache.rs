@@ -1,7 +1,7 @@
 //! The decision cache: fresh allows and denies, stale-if-error allows, revocations pushed
-//! by the change feed, and rate-limit refusals until their window has room. Allows, denies
-//! and refusals live in separately bounded pools, so a flood of bad keys cannot evict the
-//! allows that would be served through an outage.
+//! by the change feed, and rate-limit refusals (of requests or tokens) until their window
+//! has room. Allows, denies and refusals live in separately bounded pools, so a flood of
+//! bad keys cannot evict the allows that would be served through an outage.
 //!
 //! An allow for a key with rate limits is recorded for outages only: it is never fresh,
 //! because the control plane counts every request such a key makes.
@@ -13,7 +13,7 @@ use crate::bounded::Bounded;
 use crate::config::CacheConfig;
 use crate::decision::{DenyReason, Identity};
 use livegate_contract::rate_limit::WINDOW_MS;
-use livegate_contract::{KeyChange, KeyHash, KeyStatus, RateLimited};
+use livegate_contract::{KeyChange, KeyHash, KeyStatus, LimitKind, RateLimited};
 
 /// Milliseconds since an arbitrary epoch, supplied by the caller.
 pub type Millis = u64;
@@ -177,7 +177,14 @@ impl DecisionCache {
     /// Remembers the control plane's 429 until its window has room, so further requests of
     /// the key are refused here. Never longer than one window from now, whatever the
     /// control plane's clock says: a sliding window always has room within one.
+    ///
+    /// A parallel 429 is not kept: a slot frees whenever one of the key's requests ends,
+    /// anywhere in the fleet, and its `reset_at_ms` is only a guess (now + 1 s), so the
+    /// next request asks again.
     pub fn record_rate_limited(&mut self, hash: KeyHash, limited: RateLimited, now: Millis) {
+        if limited.kind == LimitKind::Parallel {
+            return;
+        }
         let until = limited.reset_at_ms.min(now.saturating_add(WINDOW_MS));
         if until <= now {
             self.limited.remove(&hash);

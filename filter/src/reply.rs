@@ -8,7 +8,8 @@ use livegate_contract::{
 /// The liveness body: a JSON string, quotes included.
 pub const LIVENESS_BODY: &str = "\"I'm alive!\"";
 
-/// Every header name `RateLimited::headers` gives, for either kind of limit.
+/// Every header name `RateLimited::headers` gives, for any kind of limit (a parallel
+/// limit gives `retry-after` alone).
 const RATE_LIMIT_HEADERS: [&str; 7] = [
     "retry-after",
     "x-ratelimit-limit-requests",

@@ -355,6 +355,7 @@ fn limited_who(alias: &str) -> Identity {
         limits: livegate_contract::RateLimits {
             rpm_limit: Some(10),
             tpm_limit: None,
+            max_parallel_requests: None,
         },
         ..who(alias)
     }
@@ -440,5 +441,42 @@ fn any_change_or_a_feed_reset_drops_a_rate_limit_refusal() {
     assert_eq!(
         c.fresh(&h(1), 2),
         Some(Cached::Deny(DenyReason::KeyBlocked))
+    );
+}
+
+fn parallel_who(alias: &str) -> Identity {
+    Identity {
+        limits: livegate_contract::RateLimits {
+            max_parallel_requests: Some(2),
+            ..livegate_contract::RateLimits::default()
+        },
+        ..who(alias)
+    }
+}
+
+#[test]
+fn an_allow_for_a_key_with_only_a_parallel_limit_is_never_fresh_but_kept_for_outages() {
+    let mut c = cache();
+    c.record_allow(h(1), parallel_who("a"), Grant::ttl(u64::MAX), 0);
+    assert_eq!(c.fresh(&h(1), 1), None);
+    assert_eq!(c.stale_allow(&h(1), 1), Some(parallel_who("a")));
+}
+
+#[test]
+fn a_parallel_refusal_is_not_kept_and_leaves_a_kept_refusal_alone() {
+    let parallel = RateLimited {
+        kind: livegate_contract::LimitKind::Parallel,
+        ..limited(2_000)
+    };
+    let mut c = cache();
+    c.record_rate_limited(h(1), parallel.clone(), 1_000);
+    assert!(c.is_empty());
+    assert_eq!(c.fresh(&h(1), 1_000), None);
+
+    c.record_rate_limited(h(1), limited(5_000), 1_000);
+    c.record_rate_limited(h(1), parallel, 1_001);
+    assert_eq!(
+        c.fresh(&h(1), 1_002),
+        Some(Cached::RateLimited(limited(5_000)))
     );
 }

@@ -175,6 +175,7 @@ fn an_allow_carries_the_keys_limits_into_its_identity() {
     let limits = livegate_contract::RateLimits {
         rpm_limit: Some(60),
         tpm_limit: Some(10_000),
+        max_parallel_requests: Some(4),
     };
     let body = json(&AuthCheckResponse::Allow(Allow {
         limits,

@@ -1,6 +1,7 @@
 //! Keys with rate limits: the control plane counts every request while it answers (its
-//! 429s reach the client, and are cached until the window has room); while it does not,
-//! each worker holds a stale allow to its share of the key's limits.
+//! 429s reach the client; those for requests or tokens are cached until the window has
+//! room, a parallel one is not); while it does not, each worker holds a stale allow to
+//! its share of the key's limits.
 
 use super::mock::*;
 use super::*;
@@ -12,6 +13,14 @@ fn limits(rpm: Option<u64>, tpm: Option<u64>) -> RateLimits {
     RateLimits {
         rpm_limit: rpm,
         tpm_limit: tpm,
+        max_parallel_requests: None,
+    }
+}
+
+fn parallel(n: u64) -> RateLimits {
+    RateLimits {
+        max_parallel_requests: Some(n),
+        ..RateLimits::default()
     }
 }
 
@@ -77,6 +86,38 @@ fn a_429_from_the_control_plane_reaches_the_client_with_its_headers() {
     assert_eq!(host.count(Metric::RateLimitedLocal), 0);
 }
 
+fn parallel_body(reset_at_ms: u64) -> String {
+    let answer = livegate_contract::AuthCheckResponse::rate_limited(RateLimited {
+        kind: LimitKind::Parallel,
+        scope: BudgetScope::Key,
+        team_id: None,
+        limit: 3,
+        reset_at_ms,
+    });
+    serde_json::to_string(&answer).unwrap()
+}
+
+#[test]
+fn a_parallel_429_reaches_the_client_with_retry_after_alone_and_is_not_cached() {
+    let p = plugin(Config::default());
+    let (host, verdict) = asked(&p, T0, "429", &parallel_body(T0 + 1_000));
+    assert_eq!(verdict, Verdict::Stop);
+    let reply = host.last_reply().unwrap();
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert!(reply
+        .headers
+        .iter()
+        .all(|(n, _)| !n.starts_with("x-ratelimit-")));
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(body["error"]["param"], "max_parallel_requests");
+    assert_eq!(host.count(Metric::DeniedRateLimited), 1);
+    // A slot may free at any moment: the next request asks again, and may be admitted.
+    let (host, verdict) = asked(&p, T0 + 1, "200", &limited_allow(parallel(3)));
+    assert_eq!(verdict, Verdict::Continue);
+    assert_eq!(host.count(Metric::CacheMiss), 1);
+}
+
 #[test]
 fn a_key_with_limits_asks_the_control_plane_on_every_request() {
     let p = plugin(Config::default());
@@ -85,6 +126,16 @@ fn a_key_with_limits_asks_the_control_plane_on_every_request() {
         assert_eq!(verdict, Verdict::Continue);
         assert_eq!(host.count(Metric::CacheMiss), 1);
         assert_eq!(host.count(Metric::Allowed), 1);
+    }
+}
+
+#[test]
+fn a_key_with_only_a_parallel_limit_asks_the_control_plane_on_every_request() {
+    let p = plugin(Config::default());
+    for i in 0..3 {
+        let (host, verdict) = asked(&p, T0 + i, "200", &limited_allow(parallel(2)));
+        assert_eq!(verdict, Verdict::Continue);
+        assert_eq!(host.count(Metric::CacheMiss), 1);
     }
 }
 

@@ -155,10 +155,11 @@ fn a_rate_limited_reply_is_a_429_with_the_contract_error_and_openai_headers() {
 }
 
 #[test]
-fn every_header_the_contract_gives_a_429_is_sent_for_either_kind() {
+fn every_header_the_contract_gives_a_429_is_sent_for_every_kind() {
     for kind in [
         livegate_contract::LimitKind::Requests,
         livegate_contract::LimitKind::Tokens,
+        livegate_contract::LimitKind::Parallel,
     ] {
         let limited = limited(kind);
         let reply = LocalReply::rate_limited(&limited, 0);
@@ -166,4 +167,21 @@ fn every_header_the_contract_gives_a_429_is_sent_for_either_kind() {
             assert_eq!(reply.header(&name), Some(value.as_str()), "{name}");
         }
     }
+}
+
+#[test]
+fn a_parallel_429_carries_retry_after_alone() {
+    let reply = LocalReply::rate_limited(&limited(livegate_contract::LimitKind::Parallel), 60_000);
+    assert_eq!(reply.status, 429);
+    let e = error(&reply);
+    assert_eq!(e["type"], "rate_limit_error");
+    assert_eq!(e["param"], "max_parallel_requests");
+    assert!(e["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("Max parallel request limit reached")));
+    assert_eq!(reply.header("retry-after"), Some("2"));
+    assert!(reply
+        .headers
+        .iter()
+        .all(|(n, _)| !n.starts_with("x-ratelimit-")));
 }
