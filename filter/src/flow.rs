@@ -4,7 +4,7 @@ use crate::cache::{Cached, DecisionCache, Millis};
 use crate::config::{Config, FailureMode};
 use crate::decision::{decide, CallError, CallResponse, DenyReason, Identity, Outcome};
 use crate::host::{AuthCheck, HeaderRefused, Host, RequestHeaders};
-use crate::local_limits::LocalLimits;
+use crate::local_limits::{InFlight, LocalLimits};
 use crate::metering::{request_id, Requester, ResponseMeter};
 use crate::metrics::Metric;
 use crate::model_body::{is_model_route, requested_model, BodyError, RequestedModel};
@@ -118,6 +118,9 @@ pub struct RequestFlow {
     /// The admitted key has a token limit: its metered tokens count toward the worker's
     /// window of it (real usage, whoever admitted the request).
     counts_tokens: bool,
+    /// The admitted key has `max_parallel_requests`: the worker counts this request in
+    /// flight until it ends (`end_in_flight`).
+    in_flight: Option<InFlight>,
 }
 
 impl RequestFlow {
@@ -131,6 +134,7 @@ impl RequestFlow {
             started: None,
             metering: None,
             counts_tokens: false,
+            in_flight: None,
         }
     }
 
@@ -179,7 +183,17 @@ impl RequestFlow {
     /// (the stream ended early) is recorded as seen so far.
     pub fn on_done(&mut self, host: &impl Host, now: Option<Millis>) {
         self.finish_metering(host, now);
+        self.end_in_flight();
         self.stage = Stage::Done;
+    }
+
+    /// The request no longer holds a parallel slot of its key: its response ended, a local
+    /// reply refused it after its admission, or the stream is done. Called from each; the
+    /// slot is given back at the first, once.
+    fn end_in_flight(&mut self) {
+        if let Some(request) = self.in_flight.take() {
+            self.plugin.with_local(|local| local.end(request));
+        }
     }
 
     /// The key whose check this request waits for, if any.
@@ -365,9 +379,13 @@ impl RequestFlow {
             .with_cache_at(now, |c, now| c.stale_allow(hash, now))
             .flatten()
         {
-            if let Some(Err(limited)) = self.admit_locally(hash, &identity, now) {
-                host.increment(Metric::RateLimitedLocal);
-                return self.rate_limited(host, &limited, now);
+            match self.admit_locally(hash, &identity, now) {
+                Some(Err(limited)) => {
+                    host.increment(Metric::RateLimitedLocal);
+                    return self.rate_limited(host, &limited, now);
+                }
+                Some(Ok(request)) => self.in_flight = request,
+                None => {}
             }
             host.increment(Metric::StaleServed);
             return self.admit(host, headers, hash, &identity, true);
@@ -385,13 +403,14 @@ impl RequestFlow {
     }
 
     /// A stale allow's admission against the worker's own window of the key's limits
-    /// (`None`: no time, or no window to count in; a key without limits is always admitted).
+    /// (`None`: no time, or no window to count in; a key without limits is always admitted),
+    /// with the request counted in flight if the key has `max_parallel_requests`.
     fn admit_locally(
         &self,
         hash: &KeyHash,
         identity: &Identity,
         now: Option<Millis>,
-    ) -> Option<Result<(), RateLimited>> {
+    ) -> Option<Result<Option<InFlight>, RateLimited>> {
         let now = now?;
         self.plugin
             .with_local(|local| local.admit(hash, identity.limits, now))
@@ -413,6 +432,15 @@ impl RequestFlow {
         let auth = self.plugin.config.upstream_authorization.as_deref();
         let edits = for_upstream(headers, admission, auth);
         self.counts_tokens = who.limits.tpm_limit.is_some();
+        if self.in_flight.is_none() {
+            // Admitted by the control plane (a stale admission was counted by
+            // `admit_locally`, or had no clock to be held to): in flight all the same, so
+            // that an outage starting now sees it.
+            self.in_flight = self
+                .plugin
+                .with_local(|local| local.start(hash, who.limits))
+                .flatten();
+        }
         let requester = Requester {
             request_id: request_id(headers.get(X_REQUEST_ID)),
             key_hash: hash.clone(),
@@ -561,8 +589,11 @@ impl RequestFlow {
         self.reply(host, &LocalReply::rate_limited(limited, now))
     }
 
+    /// Sends a local reply: the request ends here, and gives back its slot if it was
+    /// admitted (a model refused, a body it could not edit).
     fn reply(&mut self, host: &impl Host, reply: &LocalReply) -> Verdict {
         host.send_reply(reply);
+        self.end_in_flight();
         self.stage = Stage::Replied;
         Verdict::Stop
     }
@@ -591,6 +622,14 @@ impl RequestFlow {
     ) -> Option<T> {
         let now = now?;
         self.with_cache(|c| f(c, now))
+    }
+}
+
+/// The host ends every stream with `on_done`; should a flow be dropped without it, its
+/// slot is given back all the same, never held for the worker's life.
+impl Drop for RequestFlow {
+    fn drop(&mut self) {
+        self.end_in_flight();
     }
 }
 

@@ -7,6 +7,11 @@
 //! (a stale allow alone would admit everything), never refuse-all (1 is the least). With
 //! E Envoys of W workers a fleet admits at most E·W times that; nothing is shared.
 //!
+//! `max_parallel_requests` is held the same way, over requests in flight rather than a
+//! window: the worker counts every request of such a key it lets through (whoever
+//! admitted it) until the request ends, and a stale allow is refused while that count
+//! reaches the worker's share.
+//!
 //! Time is always a parameter (Unix milliseconds); nothing here reads a clock.
 
 use crate::bounded::Bounded;
@@ -21,14 +26,33 @@ const MILLIONTHS: u64 = 1_000_000;
 /// whatever its traffic, and a count leaves the window at most a second early.
 const TOKEN_BUCKET_MS: u64 = 1_000;
 
-/// What one key used on this worker in the current window.
-#[derive(Debug, Default)]
+/// How long a parallel refusal asks the client to wait: a slot frees whenever one of the
+/// key's requests ends, so there is no better guess than a second (the contract's own).
+const PARALLEL_RETRY_MS: u64 = 1_000;
+
+/// What one key used on this worker in the current window, and has in flight now.
+#[derive(Debug)]
 struct Windows {
     /// Requests this worker admitted from a stale allow (never those the control plane
     /// admitted: it is the authority while it answers).
     requests: WindowLog,
     /// Tokens this worker's responses for the key used, whoever admitted them.
     tokens: WindowLog,
+    /// This worker's requests of the key let through and not yet ended, whoever admitted
+    /// them: a stale allow cannot tell how many the rest of the fleet holds, only these.
+    in_flight: u64,
+    /// Which life of the key's entry this is: an entry forgotten at the bound and made
+    /// again starts from 0, and the ends of requests counted by the old one are ignored
+    /// (they would take slots of requests the new one counted).
+    generation: u64,
+}
+
+/// A request counted in flight for a key: handed back to [`LocalLimits::end`] when the
+/// request ends. Not `Clone`, so a request cannot end twice.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InFlight {
+    hash: KeyHash,
+    generation: u64,
 }
 
 /// Per-worker windows of the keys with limits, bounded like the decision cache.
@@ -36,6 +60,8 @@ struct Windows {
 pub struct LocalLimits {
     share_millionths: u64,
     keys: Bounded<Windows>,
+    /// The generation the next new entry gets.
+    next_generation: u64,
 }
 
 impl LocalLimits {
@@ -48,6 +74,7 @@ impl LocalLimits {
         LocalLimits {
             share_millionths,
             keys: Bounded::new(max_keys),
+            next_generation: 0,
         }
     }
 
@@ -65,18 +92,21 @@ impl LocalLimits {
         self.keys.is_empty()
     }
 
-    /// Admits one request of a key with `limits` from a stale allow, counting it, or
-    /// refuses it with the local limit and when this worker's window has room.
+    /// Admits one request of a key with `limits` from a stale allow, counting it (and, for
+    /// a key with `max_parallel_requests`, holding it in flight until [`LocalLimits::end`]),
+    /// or refuses it with the local limit and when this worker has room for it. Nothing of
+    /// a refused request is counted.
     pub fn admit(
         &mut self,
         hash: &KeyHash,
         limits: RateLimits,
         now: Millis,
-    ) -> Result<(), RateLimited> {
+    ) -> Result<Option<InFlight>, RateLimited> {
         if limits.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let share = self.share_millionths;
+        let requests = limits.rpm_limit.map(|rpm| share_of(rpm, share));
         self.with_windows(hash, |windows| {
             if let Some(tpm) = limits.tpm_limit {
                 let limit = share_of(tpm, share);
@@ -85,15 +115,55 @@ impl LocalLimits {
                     return Err(refusal(LimitKind::Tokens, limit, room_at));
                 }
             }
-            if let Some(rpm) = limits.rpm_limit {
-                let limit = share_of(rpm, share);
-                windows
-                    .requests
-                    .admit(now, limit)
-                    .map_err(|room_at| refusal(LimitKind::Requests, limit, room_at))?;
+            if let Some(limit) = requests {
+                if windows.requests.total(now) >= limit {
+                    let room_at = windows.requests.room_at(now, limit);
+                    return Err(refusal(LimitKind::Requests, limit, room_at));
+                }
+            }
+            if let Some(parallel) = limits.max_parallel_requests {
+                let limit = share_of(parallel, share);
+                if windows.in_flight >= limit {
+                    let retry_at = now.saturating_add(PARALLEL_RETRY_MS);
+                    return Err(refusal(LimitKind::Parallel, limit, retry_at));
+                }
+            }
+            if requests.is_some() {
+                windows.requests.add(now, 1, now);
             }
             Ok(())
+        })?;
+        Ok(self.start(hash, limits))
+    }
+
+    /// Counts in flight a request of a key with `max_parallel_requests`, never refusing it:
+    /// one the control plane admitted (the authority while it answers), or one `admit` let
+    /// through. `None` for a key without that limit: nothing to end.
+    pub fn start(&mut self, hash: &KeyHash, limits: RateLimits) -> Option<InFlight> {
+        limits.max_parallel_requests?;
+        let generation = self.with_windows(hash, |windows| {
+            windows.in_flight = windows.in_flight.saturating_add(1);
+            windows.generation
+        });
+        Some(InFlight {
+            hash: hash.clone(),
+            generation,
         })
+    }
+
+    /// A request counted in flight has ended (completed, reset, or refused after its
+    /// admission). A key forgotten at the bound since, or made again, is left alone.
+    pub fn end(&mut self, request: InFlight) {
+        if let Some(windows) = self.keys.get_mut(&request.hash) {
+            if windows.generation == request.generation {
+                windows.in_flight = windows.in_flight.saturating_sub(1);
+            }
+        }
+    }
+
+    /// This worker's requests of the key in flight now (0 for a key not tracked).
+    pub fn in_flight(&self, hash: &KeyHash) -> u64 {
+        self.keys.get(hash).map_or(0, |windows| windows.in_flight)
     }
 
     /// Counts the tokens a response for the key used, at `at` (when it was metered).
@@ -108,7 +178,19 @@ impl LocalLimits {
     /// The key's windows, written back as the most recently used: the key evicted at the
     /// bound is the one counted longest ago.
     fn with_windows<T>(&mut self, hash: &KeyHash, f: impl FnOnce(&mut Windows) -> T) -> T {
-        let mut windows = self.keys.remove(hash).unwrap_or_default();
+        let mut windows = match self.keys.remove(hash) {
+            Some(windows) => windows,
+            None => {
+                let generation = self.next_generation;
+                self.next_generation = self.next_generation.wrapping_add(1);
+                Windows {
+                    requests: WindowLog::new(),
+                    tokens: WindowLog::new(),
+                    in_flight: 0,
+                    generation,
+                }
+            }
+        };
         let out = f(&mut windows);
         self.keys.insert(hash.clone(), windows);
         out

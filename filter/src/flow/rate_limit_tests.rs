@@ -97,11 +97,9 @@ fn parallel_body(reset_at_ms: u64) -> String {
     serde_json::to_string(&answer).unwrap()
 }
 
-#[test]
-fn a_parallel_429_reaches_the_client_with_retry_after_alone_and_is_not_cached() {
-    let p = plugin(Config::default());
-    let (host, verdict) = asked(&p, T0, "429", &parallel_body(T0 + 1_000));
-    assert_eq!(verdict, Verdict::Stop);
+/// The reply was a parallel 429: `retry-after: 1` alone, no `x-ratelimit-*` (OpenAI has
+/// none for it). Its `error` object.
+fn parallel_429(host: &MockHost) -> serde_json::Value {
     let reply = host.last_reply().unwrap();
     assert_eq!(reply.status, 429);
     assert_eq!(reply.header("retry-after"), Some("1"));
@@ -111,6 +109,18 @@ fn a_parallel_429_reaches_the_client_with_retry_after_alone_and_is_not_cached() 
         .all(|(n, _)| !n.starts_with("x-ratelimit-")));
     let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(body["error"]["param"], "max_parallel_requests");
+    body["error"].clone()
+}
+
+#[test]
+fn a_parallel_429_reaches_the_client_with_retry_after_alone_and_is_not_cached() {
+    let p = plugin(Config::default());
+    let (host, verdict) = asked(&p, T0, "429", &parallel_body(T0 + 1_000));
+    assert_eq!(verdict, Verdict::Stop);
+    let error = parallel_429(&host);
+    assert!(error["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("max_parallel_requests: 3")));
     assert_eq!(host.count(Metric::DeniedRateLimited), 1);
     // A slot may free at any moment: the next request asks again, and may be admitted.
     let (host, verdict) = asked(&p, T0 + 1, "200", &limited_allow(parallel(3)));
@@ -317,4 +327,177 @@ fn in_an_outage_the_tokens_this_worker_metered_hold_the_key_to_its_share_of_tpm(
     // The 20 tokens metered at T0 leave the window at T0 + 60 s.
     assert_eq!(reply.header("retry-after"), Some("57"));
     assert_eq!(in_outage(&p, T0 + 60_000).1, Verdict::Continue);
+}
+
+/// This worker's requests of the test key in flight now.
+fn in_flight(p: &Rc<Plugin>) -> u64 {
+    p.with_local(|l| l.in_flight(&KeyHash::of_raw(KEY)))
+        .unwrap()
+}
+
+/// A keyed request at `now` while no control plane answers, kept open (its flow alive).
+fn open_in_outage(p: &Rc<Plugin>, now: u64) -> (RequestFlow, MockHost, Verdict) {
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p.clone());
+    assert_eq!(flow.on_request_headers(&host, Some(now)), Verdict::Stop);
+    let verdict = reset(&mut flow, &host, now);
+    (flow, host, verdict)
+}
+
+/// The upstream's whole response, then the stream's end, as Envoy reports them.
+fn complete(flow: &mut RequestFlow, host: &MockHost, now: u64) {
+    *host.response_headers.borrow_mut() = vec![(":status".into(), b"200".to_vec())];
+    flow.on_response_headers(host, true, Some(now));
+    flow.on_done(host, Some(now));
+}
+
+#[test]
+fn in_an_outage_a_worker_holds_its_share_of_parallel_requests_until_one_ends() {
+    // max_parallel_requests 8 at the default share of 0.25: max(1, ⌊2⌋) = 2 in flight.
+    let p = plugin(Config::default());
+    asked(&p, T0, "200", &limited_allow(parallel(8)));
+    assert_eq!(in_flight(&p), 0, "the allow's own request has ended");
+    let (mut first, first_host, verdict) = open_in_outage(&p, T0 + 1_000);
+    assert_eq!(verdict, Verdict::Continue);
+    assert_eq!(first_host.count(Metric::StaleServed), 1);
+    let (mut second, second_host, verdict) = open_in_outage(&p, T0 + 1_001);
+    assert_eq!(verdict, Verdict::Continue);
+    assert_eq!(in_flight(&p), 2);
+
+    let (_third, host, verdict) = open_in_outage(&p, T0 + 1_002);
+    assert_eq!(verdict, Verdict::Stop);
+    let error = parallel_429(&host);
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_parallel_requests: 2"));
+    assert_eq!(host.count(Metric::RateLimitedLocal), 1);
+    assert_eq!(host.count(Metric::DeniedRateLimited), 1);
+    assert_eq!(host.count(Metric::StaleServed), 0);
+    assert_eq!(in_flight(&p), 2, "the refused request holds no slot");
+
+    // The response's end gives the slot back, before the stream's.
+    *first_host.response_headers.borrow_mut() = vec![(":status".into(), b"200".to_vec())];
+    first.on_response_headers(&first_host, false, Some(T0 + 1_500));
+    assert_eq!(in_flight(&p), 2);
+    first.on_response_body(&first_host, true, Some(T0 + 2_000));
+    assert_eq!(in_flight(&p), 1);
+    first.on_done(&first_host, Some(T0 + 2_000));
+    assert_eq!(in_flight(&p), 1);
+    let (mut fourth, fourth_host, verdict) = open_in_outage(&p, T0 + 2_001);
+    assert_eq!(verdict, Verdict::Continue, "a slot is free again");
+    complete(&mut second, &second_host, T0 + 3_000);
+    complete(&mut fourth, &fourth_host, T0 + 3_000);
+    assert_eq!(in_flight(&p), 0);
+}
+
+#[test]
+fn requests_the_control_plane_admitted_hold_the_outage_limit_while_in_flight() {
+    let p = plugin(Config::default());
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let host = keyed("/v1/models");
+        let mut flow = RequestFlow::new(p.clone());
+        flow.on_request_headers(&host, Some(T0 + i));
+        let body = limited_allow(parallel(8));
+        assert_eq!(
+            respond(&mut flow, &host, "200", &body, T0 + i),
+            Verdict::Continue
+        );
+        open.push((flow, host));
+    }
+    assert_eq!(in_flight(&p), 2);
+    let (_, host, verdict) = open_in_outage(&p, T0 + 10);
+    assert_eq!(verdict, Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(429));
+    for (mut flow, host) in open {
+        complete(&mut flow, &host, T0 + 20);
+    }
+    assert_eq!(in_flight(&p), 0);
+    assert_eq!(open_in_outage(&p, T0 + 30).2, Verdict::Continue);
+}
+
+#[test]
+fn a_request_refused_after_its_admission_gives_its_slot_back_at_once() {
+    let p = plugin(Config::default());
+    let access = ModelAccess {
+        models: vec!["gpt-4o".into()],
+        ..ModelAccess::default()
+    };
+    let host = keyed("/v1/chat/completions");
+    *host.body.borrow_mut() = br#"{"model": "claude-3"}"#.to_vec();
+    let mut flow = RequestFlow::new(p.clone());
+    assert_eq!(flow.on_request_headers(&host, Some(T0)), Verdict::Stop);
+    let body = allow_body_limited(access, parallel(1));
+    assert_eq!(respond(&mut flow, &host, "200", &body, T0), Verdict::Stop);
+    assert_eq!(in_flight(&p), 1, "admitted, waiting for its body");
+    assert_eq!(flow.on_request_body(&host, true), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(401));
+    assert_eq!(in_flight(&p), 0, "refused by its model");
+    // Envoy then passes the local reply back through the filter, and ends the stream.
+    complete(&mut flow, &host, T0 + 1);
+    assert_eq!(in_flight(&p), 0);
+}
+
+#[test]
+fn a_client_that_goes_away_gives_its_slot_back() {
+    let p = plugin(Config::default());
+    // Gone while the filter waited for the body on a model route.
+    let host = keyed("/v1/chat/completions");
+    let mut waiting = RequestFlow::new(p.clone());
+    waiting.on_request_headers(&host, Some(T0));
+    let body = limited_allow(parallel(4));
+    assert_eq!(
+        respond(&mut waiting, &host, "200", &body, T0),
+        Verdict::Stop
+    );
+    // Gone mid-response, its request already upstream.
+    let upstream = keyed("/v1/models");
+    let mut streaming = RequestFlow::new(p.clone());
+    streaming.on_request_headers(&upstream, Some(T0));
+    assert_eq!(
+        respond(&mut streaming, &upstream, "200", &body, T0),
+        Verdict::Continue
+    );
+    *upstream.response_headers.borrow_mut() = vec![(":status".into(), b"200".to_vec())];
+    streaming.on_response_headers(&upstream, false, Some(T0 + 1));
+    assert_eq!(in_flight(&p), 2);
+
+    waiting.on_done(&host, Some(T0 + 2));
+    streaming.on_done(&upstream, Some(T0 + 2));
+    assert_eq!(in_flight(&p), 0);
+    // An end reported twice, or the contexts dropped after it, give nothing more back.
+    streaming.on_response_body(&upstream, true, Some(T0 + 3));
+    waiting.on_done(&host, Some(T0 + 3));
+    drop((waiting, streaming));
+    assert_eq!(in_flight(&p), 0);
+}
+
+#[test]
+fn a_client_that_goes_away_before_the_answer_never_holds_a_slot() {
+    let p = plugin(Config::default());
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p.clone());
+    flow.on_request_headers(&host, Some(T0));
+    flow.on_done(&host, Some(T0 + 1));
+    let body = limited_allow(parallel(4));
+    assert_eq!(
+        respond(&mut flow, &host, "200", &body, T0 + 2),
+        Verdict::Stop
+    );
+    assert_eq!(in_flight(&p), 0);
+}
+
+#[test]
+fn a_flow_dropped_without_its_end_gives_its_slot_back() {
+    let p = plugin(Config::default());
+    let (flow, _host, verdict) = open_in_outage(&p, T0);
+    assert_eq!(verdict, Verdict::Stop, "no stale allow yet: a 503");
+    drop(flow);
+    asked(&p, T0, "200", &limited_allow(parallel(4)));
+    let (flow, _host, verdict) = open_in_outage(&p, T0 + 1);
+    assert_eq!(verdict, Verdict::Continue);
+    assert_eq!(in_flight(&p), 1);
+    drop(flow);
+    assert_eq!(in_flight(&p), 0);
 }

@@ -46,10 +46,12 @@ impl RequestFlow {
         self.pass_on(host, true, now)
     }
 
-    /// Every response callback lets the response go on at once; the last one records it.
+    /// Every response callback lets the response go on at once; the last one records it
+    /// and ends the request's parallel slot.
     fn pass_on(&mut self, host: &impl Host, end_of_stream: bool, now: Option<Millis>) -> Verdict {
         if end_of_stream {
             self.finish_metering(host, now);
+            self.end_in_flight();
         }
         Verdict::Continue
     }
