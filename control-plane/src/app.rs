@@ -74,6 +74,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let drain = tokio::spawn(ledger::drain(
         ledger.clone(),
         db.clone(),
+        cache.clone(),
         config.spend.drain_batch,
         config.spend.drain_retry,
         stop_db.clone(),

@@ -133,6 +133,25 @@ impl KeyCache {
     pub fn len(&self) -> usize {
         self.lock().known.len()
     }
+
+    /// Adds spend the drain has just written to the records held, so that a budget check
+    /// between the drain and the next read of the key does not see it neither spooled nor
+    /// spent. (A crossing of a budget is logged as a change as well; a read replaces all.)
+    pub fn add_spend(&self, keys: &HashMap<KeyHash, f64>, teams: &HashMap<String, f64>) {
+        if keys.is_empty() && teams.is_empty() {
+            return;
+        }
+        let mut pools = self.lock();
+        for (token, (known, _)) in &mut pools.known.entries {
+            let KeyState::Present(record) = &mut known.state else {
+                continue;
+            };
+            record.spend += keys.get(token).copied().unwrap_or(0.0);
+            if let Some(team) = record.team_id.as_ref().and_then(|t| teams.get(t)) {
+                record.team_spend += team;
+            }
+        }
+    }
 }
 
 /// A map that keeps at most `capacity` entries, evicting the oldest-written in O(log n).

@@ -13,6 +13,7 @@
 //! inserts a request id once, and the totals grow only by the rows that statement inserted,
 //! so a batch replayed after a crash between the commit and `mark_drained` adds nothing.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SpendConfig;
 use crate::db::{Db, DbError, SpendInserted};
+use crate::key_cache::KeyCache;
+use crate::keys::KeyHash;
 use crate::metrics::spend_series::{SeriesLabels, SpendSeries, Usage};
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
@@ -275,6 +278,7 @@ impl Ledger {
 pub async fn drain(
     ledger: Ledger,
     db: Db,
+    cache: Arc<KeyCache>,
     batch: usize,
     retry: std::time::Duration,
     stop: CancellationToken,
@@ -283,7 +287,7 @@ pub async fn drain(
         if stop.is_cancelled() {
             return;
         }
-        let waited = match drain_once(&ledger, &db, batch).await {
+        let waited = match drain_once(&ledger, &db, &cache, batch).await {
             Ok(0) => Wait::ForRecords,
             Ok(_) => Wait::No,
             Err(e) => {
@@ -320,7 +324,12 @@ enum DrainError {
 }
 
 /// One batch: read, insert in one statement, then mark drained. Returns the entries done.
-async fn drain_once(ledger: &Ledger, db: &Db, batch: usize) -> Result<usize, DrainError> {
+async fn drain_once(
+    ledger: &Ledger,
+    db: &Db,
+    cache: &KeyCache,
+    batch: usize,
+) -> Result<usize, DrainError> {
     let entries = ledger.spool.oldest(batch).await?;
     let DrainBatch {
         rows,
@@ -333,12 +342,14 @@ async fn drain_once(ledger: &Ledger, db: &Db, batch: usize) -> Result<usize, Dra
     for id in &unreadable {
         tracing::error!(request_id = %id, "a spooled spend record cannot be read; skipped");
     }
+    let mut written = (HashMap::new(), HashMap::new());
     if !rows.is_empty() {
         let SpendInserted {
             inserted,
             unpriced,
             duplicates,
         } = db.insert_spend(rows.clone()).await?;
+        written = spend_by_key_and_team(&rows, &duplicates);
         let c = &ledger.counters;
         c.count_inserted(&rows, &duplicates);
         c.drained.fetch_add(inserted, Relaxed);
@@ -347,6 +358,7 @@ async fn drain_once(ledger: &Ledger, db: &Db, batch: usize) -> Result<usize, Dra
         c.unpriced.fetch_add(unpriced, Relaxed);
     }
     ledger.spool.mark_drained(through).await?;
+    cache.add_spend(&written.0, &written.1);
     let mut pending = ledger.pending_spend();
     for row in &rows {
         pending.remove(row);
@@ -354,6 +366,25 @@ async fn drain_once(ledger: &Ledger, db: &Db, batch: usize) -> Result<usize, Dra
     drop(pending);
     ledger.counters.at_bound.store(false, Relaxed);
     Ok(entries.len())
+}
+
+/// The cost of the rows a drain inserted (not those Postgres held already), by key and team.
+fn spend_by_key_and_team(
+    rows: &[LedgerEntry],
+    duplicates: &[String],
+) -> (HashMap<KeyHash, f64>, HashMap<String, f64>) {
+    let mut keys: HashMap<KeyHash, f64> = HashMap::new();
+    let mut teams: HashMap<String, f64> = HashMap::new();
+    for row in rows
+        .iter()
+        .filter(|r| !duplicates.contains(&r.record.request_id))
+    {
+        *keys.entry(row.record.key_hash.clone()).or_default() += row.cost;
+        if let Some(team) = &row.record.team_id {
+            *teams.entry(team.clone()).or_default() += row.cost;
+        }
+    }
+    (keys, teams)
 }
 
 #[cfg(test)]

@@ -449,6 +449,12 @@ impl RequestFlow {
             model: None,
             start: self.started,
         };
+        if who.limits.max_parallel_requests.is_some() && self.plugin.config.metering.enabled {
+            // The control plane frees the request's parallel slot when its record arrives:
+            // a request refused after this (its model) or abandoned before its answer
+            // must send one too (its status, no usage), or its slot waits out the lease.
+            self.metering = Some(ResponseMeter::new(requester.clone()));
+        }
         if !self.model_route {
             host.increment(Metric::Allowed);
             return self.release_metered(host, &edits, requester);
@@ -593,6 +599,10 @@ impl RequestFlow {
     /// admitted (a model refused, a body it could not edit).
     fn reply(&mut self, host: &impl Host, reply: &LocalReply) -> Verdict {
         host.send_reply(reply);
+        if let Some(meter) = &mut self.metering {
+            meter.answered_locally(reply.status);
+        }
+        self.finish_metering(host, None);
         self.end_in_flight();
         self.stage = Stage::Replied;
         Verdict::Stop

@@ -79,6 +79,13 @@ impl ResponseMeter {
         self.event_stream = matches!(self.meter, Some(Meter::Sse(_)));
     }
 
+    /// The filter answered the request itself after admitting it (its model refused, a
+    /// body it could not edit): the record carries that status, and no usage.
+    pub fn answered_locally(&mut self, status: u16) {
+        self.status = status;
+        self.meter = None;
+    }
+
     /// Reads one body chunk (which goes on to the client unchanged).
     pub fn feed(&mut self, chunk: &[u8]) {
         if let Some(meter) = &mut self.meter {

@@ -17,6 +17,7 @@ use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::process::Scratch;
 use livegate_tests::stack::{Stack, StackOptions};
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 /// Powers of two, so every sum is exact: a request with a 4-character prompt costs
@@ -164,6 +165,13 @@ fn priced_traffic_is_admitted_until_the_spend_crosses_the_budget_then_refused() 
     assert_eq!(info["soft_budget_cooldown"], true, "{info}");
     // And it stays refused.
     assert_eq!(chat(&stack, &key).status, 400);
+    // Also with the control plane stopped: the crossing was a change of the key, so the
+    // filter holds no allow of it to serve stale (and never caches a budget refusal).
+    let control_plane = stack.control_plane.as_ref().unwrap();
+    control_plane.signal(Signal::SIGSTOP).unwrap();
+    let r = chat(&stack, &key);
+    control_plane.signal(Signal::SIGCONT).unwrap();
+    assert_eq!(r.status, 503, "never admitted: {}", r.body);
 }
 
 #[test]

@@ -134,3 +134,27 @@ fn the_cache_stays_within_its_bound_by_evicting_the_oldest() {
     assert_eq!(c.get(&a.token, t0), Lookup::Miss);
     assert_eq!(c.get(&d.token, t0), Lookup::Fresh(present(&d)));
 }
+
+#[test]
+fn drained_spend_is_added_to_the_records_held_for_their_key_and_team() {
+    let c = cache(10);
+    let now = Instant::now();
+    let mut a = record("a");
+    a.team_id = Some("t".into());
+    let mut b = record("b");
+    b.team_id = Some("t".into());
+    let other = record("c");
+    for r in [&a, &b, &other] {
+        c.put(&r.token, present(r), 1, now);
+    }
+    let keys = [(a.token.clone(), 2.0)].into();
+    let teams = [("t".to_string(), 3.0)].into();
+    c.add_spend(&keys, &teams);
+    let spend = |r: &KeyRecord| match c.get(&r.token, now) {
+        Lookup::Fresh(KeyState::Present(r)) => (r.spend, r.team_spend),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(spend(&a), (2.0, 3.0));
+    assert_eq!(spend(&b), (0.0, 3.0));
+    assert_eq!(spend(&other), (0.0, 0.0));
+}

@@ -62,7 +62,7 @@ fn answer(host: &MockHost, flow: &mut RequestFlow, content_type: &str, chunks: &
     }
 }
 
-fn queued(plugin: &Plugin) -> Vec<SpendRecord> {
+pub(super) fn queued(plugin: &Plugin) -> Vec<SpendRecord> {
     let body = plugin
         .with_spend(|q| q.next_batch(false))
         .flatten()

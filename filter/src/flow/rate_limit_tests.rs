@@ -501,3 +501,66 @@ fn a_flow_dropped_without_its_end_gives_its_slot_back() {
     drop(flow);
     assert_eq!(in_flight(&p), 0);
 }
+
+/// A chat completion of a key with `limits`, its request id set, that the control plane
+/// admits; the body names `model`.
+fn admitted_chat(
+    p: &Rc<Plugin>,
+    access: ModelAccess,
+    limits: RateLimits,
+) -> (RequestFlow, MockHost) {
+    let host = MockHost::request(
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "Bearer sk-test"), ("x-request-id", "r-9")],
+    );
+    *host.body.borrow_mut() = br#"{"model": "claude-3"}"#.to_vec();
+    let mut flow = RequestFlow::new(p.clone());
+    assert_eq!(flow.on_request_headers(&host, Some(T0)), Verdict::Stop);
+    let body = allow_body_limited(access, limits);
+    assert_eq!(respond(&mut flow, &host, "200", &body, T0), Verdict::Stop);
+    (flow, host)
+}
+
+fn only_gpt() -> ModelAccess {
+    ModelAccess {
+        models: vec!["gpt-4o".into()],
+        ..ModelAccess::default()
+    }
+}
+
+#[test]
+fn a_parallel_key_refused_after_its_admission_still_reports_its_end() {
+    // The control plane counted it: its record (the refusal's status, no usage) frees the slot.
+    let p = plugin(Config::default());
+    let (mut flow, host) = admitted_chat(&p, only_gpt(), parallel(2));
+    assert_eq!(flow.on_request_body(&host, true), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(401));
+    let records = super::metering_tests::queued(&p);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].request_id, "r-9");
+    assert_eq!(records[0].status, 401);
+    assert!(!records[0].usage_known);
+    flow.on_done(&host, Some(T0 + 1));
+    assert_eq!(p.with_spend(|q| q.len()), Some(1), "reported once");
+}
+
+#[test]
+fn a_parallel_key_abandoned_before_its_answer_still_reports_its_end() {
+    let p = plugin(Config::default());
+    let (mut flow, host) = admitted_chat(&p, ModelAccess::default(), parallel(2));
+    flow.on_done(&host, Some(T0 + 1));
+    let records = super::metering_tests::queued(&p);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, 0, "no answer came");
+}
+
+#[test]
+fn a_key_without_a_parallel_limit_refused_after_its_admission_leaves_no_record() {
+    let p = plugin(Config::default());
+    let (mut flow, host) = admitted_chat(&p, only_gpt(), limits(Some(10), None));
+    assert_eq!(flow.on_request_body(&host, true), Verdict::Stop);
+    assert_eq!(host.last_reply().map(|r| r.status), Some(401));
+    flow.on_done(&host, Some(T0 + 1));
+    assert!(super::metering_tests::queued(&p).is_empty());
+}
