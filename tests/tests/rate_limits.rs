@@ -189,6 +189,16 @@ fn allows(stack: &Stack) -> f64 {
 /// they are, then a slot free again once their records have arrived.
 fn parallel_round(stack: &Stack, key: &str) {
     let base = stack.envoy.url();
+    // Every earlier request's end has reached the control plane (a slot frees when its
+    // record arrives, a tick after the response).
+    poll::until("the earlier requests' ends delivered", PATIENCE, || {
+        let acknowledged = stack
+            .envoy
+            .prometheus_counter("livegate_spend_records_acknowledged_total")
+            .ok()?;
+        (acknowledged >= allows(stack)).then_some(())
+    })
+    .unwrap();
     let before = allows(stack);
     let held: Vec<_> = (0..2)
         .map(|_| {
@@ -221,7 +231,7 @@ fn parallel_round(stack: &Stack, key: &str) {
 }
 
 #[test]
-fn parallel_requests_beyond_the_limit_are_refused_until_one_ends_also_with_postgres_frozen() {
+fn parallel_requests_beyond_the_limit_are_refused_until_one_ends_through_outages() {
     let stack = stack();
     let key = generate(&stack, json!({"max_parallel_requests": 2}));
     let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
@@ -231,6 +241,42 @@ fn parallel_requests_beyond_the_limit_are_refused_until_one_ends_also_with_postg
     stack.postgres.as_ref().unwrap().pause().unwrap();
     parallel_round(&stack, &key);
     stack.postgres.as_ref().unwrap().resume().unwrap();
+
+    // The control plane stopped: the worker holds max(1, ⌊0.25 · 2⌋) = 1 in flight.
+    let base = stack.envoy.url();
+    let stale = || {
+        stack
+            .envoy
+            .prometheus_counter("livegate_stale_served_total")
+            .unwrap()
+    };
+    let before = stale();
+    let control_plane = stack.control_plane.as_ref().unwrap();
+    control_plane.signal(Signal::SIGSTOP).unwrap();
+    let held = {
+        let (base, key) = (base.clone(), key.clone());
+        std::thread::spawn(move || chat_held(&base, &key, 5_000))
+    };
+    poll::until("the held request admitted stale", PATIENCE, || {
+        (stale() > before).then_some(())
+    })
+    .unwrap();
+    let refused = chat_at(&base, &key);
+    let admitted_after = reached_upstream(&held.join().unwrap());
+    control_plane.signal(Signal::SIGCONT).unwrap();
+    assert!(admitted_after);
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(
+        refused.json().unwrap()["error"]["param"],
+        "max_parallel_requests"
+    );
+    assert!(
+        stack
+            .envoy
+            .prometheus_counter("livegate_rate_limited_local_total")
+            .unwrap()
+            >= 1.0
+    );
 }
 
 #[test]
