@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use livegate_contract::rate_limit::{PARALLEL_LEASE_MS, WINDOW_MS};
-use livegate_contract::{BudgetScope, LimitKind, RateLimited, WindowLog};
+use livegate_contract::{LimitKind, RateLimited, WindowLog};
 
 use crate::db::{Db, WindowSwap};
-use crate::keys::KeyHash;
 use crate::record::KeyRecord;
+
+mod window;
+pub use window::{scopes, Scope, ScopeWindow};
 
 #[cfg(test)]
 mod tests;
@@ -33,174 +34,6 @@ pub const TOKEN_REFRESH_MS: u64 = 250;
 
 /// How often counts made without a round trip (tokens, outage admissions) are written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
-
-/// One window: whose it is, what it counts, and its limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scope {
-    /// The row's name: `key:<hash>:rpm`, `team:<id>:tpm`.
-    pub name: String,
-    pub kind: LimitKind,
-    pub owner: BudgetScope,
-    pub team_id: Option<String>,
-    pub limit: u64,
-}
-
-impl Scope {
-    fn of_key(token: &KeyHash, kind: LimitKind, limit: u64) -> Scope {
-        Scope {
-            name: format!("key:{}:{}", token.as_str(), suffix(kind)),
-            kind,
-            owner: BudgetScope::Key,
-            team_id: None,
-            limit,
-        }
-    }
-
-    fn of_team(team_id: &str, kind: LimitKind, limit: u64) -> Scope {
-        Scope {
-            name: format!("team:{team_id}:{}", suffix(kind)),
-            kind,
-            owner: BudgetScope::Team,
-            team_id: Some(team_id.to_owned()),
-            limit,
-        }
-    }
-
-    /// How long what is counted in this window counts.
-    fn span_ms(&self) -> u64 {
-        match self.kind {
-            LimitKind::Parallel => PARALLEL_LEASE_MS,
-            LimitKind::Requests | LimitKind::Tokens => WINDOW_MS,
-        }
-    }
-
-    /// The row of a parallel limit's finished requests (each counted at its start, so a
-    /// start and its end leave the lease window together).
-    fn finished_name(&self) -> String {
-        format!("{}-done", self.name)
-    }
-
-    fn refusal(&self, reset_at_ms: u64) -> RateLimited {
-        RateLimited {
-            kind: self.kind,
-            scope: self.owner,
-            team_id: self.team_id.clone(),
-            limit: self.limit,
-            reset_at_ms,
-        }
-    }
-}
-
-fn suffix(kind: LimitKind) -> &'static str {
-    match kind {
-        LimitKind::Requests => "rpm",
-        LimitKind::Tokens => "tpm",
-        LimitKind::Parallel => "parallel",
-    }
-}
-
-fn limit_of(value: Option<i64>) -> Option<u64> {
-    value.map(|v| u64::try_from(v).unwrap_or(0))
-}
-
-/// The windows a request of this key is counted in, teams first (a team's limit is shared
-/// by its keys, so it is the one most often full).
-pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
-    let (team_limit, key_limit) = match kind {
-        LimitKind::Requests => (record.team_rpm_limit, record.rpm_limit),
-        LimitKind::Tokens => (record.team_tpm_limit, record.tpm_limit),
-        LimitKind::Parallel => (
-            record.team_max_parallel_requests,
-            record.max_parallel_requests,
-        ),
-    };
-    let team = record
-        .team_id
-        .as_deref()
-        .zip(limit_of(team_limit))
-        .map(|(team, limit)| Scope::of_team(team, kind, limit));
-    let key = limit_of(key_limit).map(|limit| Scope::of_key(&record.token, kind, limit));
-    team.into_iter().chain(key).collect()
-}
-
-/// What one replica knows of one window.
-#[derive(Debug, Clone)]
-pub struct ScopeWindow {
-    /// The row as this replica last read or wrote it, and its version (0: no row seen).
-    shared: WindowLog,
-    version: i64,
-    /// Counted here and not yet in the row.
-    pending: WindowLog,
-    /// When the row was last read or written, Unix milliseconds.
-    synced_at: Option<u64>,
-}
-
-impl Default for ScopeWindow {
-    fn default() -> ScopeWindow {
-        ScopeWindow::spanning(WINDOW_MS)
-    }
-}
-
-impl ScopeWindow {
-    /// A window whose entries count for `span_ms`.
-    pub fn spanning(span_ms: u64) -> ScopeWindow {
-        ScopeWindow {
-            shared: WindowLog::spanning(span_ms),
-            version: 0,
-            pending: WindowLog::spanning(span_ms),
-            synced_at: None,
-        }
-    }
-
-    /// The row as known plus what is pending: never more than the truth.
-    pub fn known(&self, now: u64) -> WindowLog {
-        let mut known = self.shared.clone();
-        known.merge(&self.pending, now);
-        known
-    }
-
-    /// The window to write if one more request is admitted, or when it has room again.
-    pub fn plan_admit(&self, now: u64, limit: u64) -> Result<WindowLog, u64> {
-        let mut known = self.known(now);
-        known.admit(now, limit).map(|_| known)
-    }
-
-    /// The row was written as `written`: it is now what this replica knows.
-    pub fn swapped(&mut self, written: WindowLog, version: i64, now: u64) {
-        self.pending = WindowLog::spanning(written.span_ms());
-        self.shared = written;
-        self.version = version;
-        self.synced_at = Some(now);
-    }
-
-    /// Another replica wrote the row first: take its window, keep what is pending here.
-    pub fn current(&mut self, window: WindowLog, version: i64, now: u64) {
-        self.shared = window;
-        self.version = version;
-        self.synced_at = Some(now);
-    }
-
-    /// Counts `amount` here, to be written with the next swap.
-    pub fn count(&mut self, at: u64, amount: u64, now: u64) {
-        self.pending.add(at, amount, now);
-    }
-
-    pub fn is_stale(&self, now: u64, max_age_ms: u64) -> bool {
-        self.synced_at
-            .is_none_or(|at| now.saturating_sub(at) >= max_age_ms)
-    }
-
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Nothing counted in the last window and nothing to write: the entry can go.
-    fn is_idle(&mut self, now: u64) -> bool {
-        self.known(now).total(now) == 0
-            && !self.has_pending()
-            && self.synced_at.is_some_and(|at| at + 2 * WINDOW_MS <= now)
-    }
-}
 
 /// How a decision was reached, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::key_cache::tests::record;
+use livegate_contract::rate_limit::{PARALLEL_LEASE_MS, WINDOW_MS};
+use livegate_contract::BudgetScope;
 
 const T0: u64 = 1_800_000_000_000;
 
