@@ -17,7 +17,7 @@ pub const WINDOW_MS: u64 = 60_000;
 
 /// The resolution of a window's log: what is counted within one bucket is held until the
 /// bucket's latest entry leaves the window.
-pub const BUCKET_MS: u64 = 100;
+pub const BUCKET_MS: u64 = 1_000;
 
 /// How long a request holds its `max_parallel_requests` slot at most: one whose end was
 /// never reported (an Envoy that crashed, a record lost) frees its slot after this.
@@ -160,7 +160,7 @@ pub fn openai_duration(ms: u64) -> String {
 }
 
 /// The sliding window's log: what was counted when, oldest first. Entries in the same
-/// [`BUCKET_MS`] merge, so a window holds at most 600 entries whatever the limit.
+/// [`BUCKET_MS`] merge, so a window holds at most 60 entries whatever the limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowLog {
     entries: VecDeque<(u64, u64)>,
@@ -189,10 +189,11 @@ impl WindowLog {
         WindowLog::default()
     }
 
-    /// Entries merge within this: [`BUCKET_MS`] for a minute, a 600th of longer spans, so
-    /// a log holds about 600 entries whatever its span.
+    /// Entries merge within this: [`BUCKET_MS`] for a minute, a 60th of longer spans, so
+    /// a log holds about 60 entries whatever its span (a row of about a kilobyte, written
+    /// whole on every admission).
     fn bucket_ms(&self) -> u64 {
-        (self.span_ms / 600).max(BUCKET_MS)
+        (self.span_ms / 60).max(BUCKET_MS)
     }
 
     /// How long an entry counts.

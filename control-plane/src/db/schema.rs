@@ -138,12 +138,14 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rate limits on keys and teams",
         // A limit's sliding window is one row per scope (`key:<hash>:rpm`, `team:<id>:tpm`):
         // its entries as JSON and a version that control planes compare and swap
-        // (docs/architecture.md, "Rate limits").
+        // (docs/architecture.md, "Rate limits"). Unlogged: an admission's write costs no
+        // WAL flush; the windows are soft state that a Postgres crash empties (the control
+        // planes write back what they know).
         "ALTER TABLE livegate_keys ADD COLUMN rpm_limit bigint, ADD COLUMN tpm_limit bigint,
         ADD COLUMN max_parallel_requests bigint;
     ALTER TABLE livegate_teams ADD COLUMN rpm_limit bigint, ADD COLUMN tpm_limit bigint,
         ADD COLUMN max_parallel_requests bigint;
-    CREATE TABLE livegate_rate_windows (
+    CREATE UNLOGGED TABLE livegate_rate_windows (
         scope       text PRIMARY KEY,
         entries     jsonb NOT NULL,
         version     bigint NOT NULL,

@@ -148,7 +148,11 @@ impl ScopeWindow {
 
     /// Another replica wrote the row first: take its window, keep what is pending here.
     pub fn current(&mut self, window: WindowLog, version: i64, now: u64) {
-        self.shared = window;
+        // Read with this window's span whatever the row said (a row emptied by a Postgres
+        // crash comes back as a fresh log of the default span).
+        let mut shared = WindowLog::spanning(self.pending.span_ms());
+        shared.merge(&window, now);
+        self.shared = shared;
         self.version = version;
         self.synced_at = Some(now);
     }

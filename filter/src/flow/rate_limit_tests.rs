@@ -224,10 +224,11 @@ fn in_an_outage_a_limited_key_gets_its_share_then_a_429_until_the_window_has_roo
     assert_eq!(verdict, Verdict::Stop);
     let reply = host.last_reply().unwrap();
     assert_eq!(reply.status, 429);
-    // The first local admission leaves the window at start + 60 s: 58 s from now.
-    assert_eq!(reply.header("retry-after"), Some("58"));
+    // Both local admissions fall in one second of the window and leave it together, with
+    // the later of them, at start + 60.5 s: 58.5 s from now.
+    assert_eq!(reply.header("retry-after"), Some("59"));
     assert_eq!(reply.header("x-ratelimit-limit-requests"), Some("2"));
-    assert_eq!(reply.header("x-ratelimit-reset-requests"), Some("58s"));
+    assert_eq!(reply.header("x-ratelimit-reset-requests"), Some("59s"));
     let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(host.count(Metric::RateLimitedLocal), 1);
@@ -235,9 +236,9 @@ fn in_an_outage_a_limited_key_gets_its_share_then_a_429_until_the_window_has_roo
     assert_eq!(host.count(Metric::StaleServed), 0);
     assert_eq!(host.count(Metric::ControlPlaneError), 1);
 
-    let (_, verdict) = in_outage(&p, start + 60_000 - 1);
+    let (_, verdict) = in_outage(&p, start + 60_500 - 1);
     assert_eq!(verdict, Verdict::Stop);
-    let (_, verdict) = in_outage(&p, start + 60_000);
+    let (_, verdict) = in_outage(&p, start + 60_500);
     assert_eq!(verdict, Verdict::Continue, "the window has room again");
 }
 

@@ -16,6 +16,10 @@ use serde_json::json;
 use super::wrk::{self, Plan, Run, Target};
 use super::{envoy_beside, PASSTHROUGH_V1};
 
+/// Metering off: its cost (and the ledger's work, which shares the cores) is measured by
+/// `bench metering`; here only auth is.
+const NO_METERING: &str = r#"{"metering": {"enabled": false}}"#;
+
 /// Keys the cache-miss run cycles through, with a filter cache of one entry.
 const MISS_KEYS: usize = 16;
 
@@ -23,6 +27,7 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     wrk::ensure_installed()?;
     let stack = Stack::start(StackOptions {
         concurrency: 1,
+        filter_config: NO_METERING.to_string(),
         ..StackOptions::full()
     })?;
     let keys: Vec<String> = (0..MISS_KEYS)
@@ -31,7 +36,11 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let baseline = envoy_beside(&stack, BASELINE_TEMPLATE, "{}")?;
     let passthrough = envoy_beside(&stack, TEMPLATE, PASSTHROUGH_V1)?;
     // A one-entry cache and keys used in turn: every request misses.
-    let missing = envoy_beside(&stack, TEMPLATE, r#"{"cache": {"max_entries": 1}}"#)?;
+    let missing = envoy_beside(
+        &stack,
+        TEMPLATE,
+        r#"{"cache": {"max_entries": 1}, "metering": {"enabled": false}}"#,
+    )?;
 
     let limited = generate_with(
         &stack,
@@ -44,7 +53,7 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let path = "/v1/models";
     let chat = "/v1/chat/completions";
     // The same wrk script everywhere: its Lua request hook has a cost of its own.
-    let cached_script = script(&stack, &keys[..1])?;
+    let cached_script = script(&stack, "cached", &keys[..1])?;
     let targets = [
         Target {
             name: "(a) no filter",
@@ -64,12 +73,12 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         Target {
             name: "(c) cache miss → control plane",
             url: format!("{}{path}", missing.url()),
-            script: script(&stack, &keys)?,
+            script: script(&stack, "missing", &keys)?,
         },
         Target {
             name: "(d) key with an rpm_limit",
             url: stack.url(path),
-            script: script(&stack, std::slice::from_ref(&limited))?,
+            script: script(&stack, "limited", std::slice::from_ref(&limited))?,
         },
         Target {
             name: "(e) chat, 1 KiB body, no model policy",
@@ -112,17 +121,14 @@ fn chat_script(stack: &Stack, key: &str, name: &str) -> anyhow::Result<std::path
     Ok(path)
 }
 
-/// A wrk Lua script sending the keys in turn.
-fn script(stack: &Stack, keys: &[String]) -> anyhow::Result<std::path::PathBuf> {
+/// A wrk Lua script sending the keys in turn, in a file of its own (`name`).
+fn script(stack: &Stack, name: &str, keys: &[String]) -> anyhow::Result<std::path::PathBuf> {
     let list: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
     let text = format!(
         "local keys = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i % #keys + 1\n  return wrk.format(\"GET\", nil, {{[\"authorization\"] = \"Bearer \" .. keys[i]}})\nend\n",
         list.join(", ")
     );
-    let path = stack
-        .scratch
-        .path()
-        .join(format!("keys-{}.lua", keys.len()));
+    let path = stack.scratch.path().join(format!("keys-{name}.lua"));
     std::fs::write(&path, text)?;
     Ok(path)
 }
@@ -145,6 +151,7 @@ fn table(plan: &Plan, runs: &[Run]) -> String {
         "wrk with 1 thread, `GET /v1/models` (and `POST /v1/chat/completions` for (e)) on the demo upstream, Envoy with 1 worker; \
          throughput with {connections} connections, latency with {latency_connections} (no queueing). \
          Each figure is the median of {rounds} runs of {seconds} s, the setups interleaved. \
+         Metering is off (its cost is `bench metering`'s). \
          wrk, the Envoys, the upstream and the control plane share the machine's cores.\n"
     );
     let _ = writeln!(out, "| run | requests/s ({connections} conns) | vs no filter | p50 (1 conn) | p99 (1 conn) | errors |");
