@@ -58,7 +58,8 @@ pub enum Outcome {
     /// request asks again, so a budget reset or a raised `max_budget` lets the key in.
     OverBudget(Budget),
     /// 429 `rate_limited`, with the limit and when its window has room: cached for the key
-    /// until then, so a flood of a limited key costs the control plane nothing.
+    /// until then, so a flood of a limited key costs the control plane nothing (not a
+    /// parallel one: a slot frees whenever one of the key's requests ends).
     RateLimited(RateLimited),
     /// 503 `spend_spool_full`: the control plane cannot record spend and refuses this key
     /// for it. Refused, never served from a stale allow (that would be failing open).
