@@ -107,6 +107,22 @@ pub fn admin_post(
         &[("authorization", &bearer)],
         body,
     )?;
+    ok_json(path, &response)
+}
+
+/// An admin read (`GET base + path` with the master key) that must answer 200.
+pub fn admin_get(
+    base_url: &str,
+    master_key: &str,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let bearer = format!("Bearer {master_key}");
+    let response = get(&format!("{base_url}{path}"), &[("authorization", &bearer)])?;
+    ok_json(path, &response)
+}
+
+/// The JSON body of a 200, or an error carrying the status and body.
+fn ok_json(path: &str, response: &Response) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(
         response.status == 200,
         "{path} answered {}: {}",

@@ -193,15 +193,7 @@ impl Stack {
 
     /// An admin read (`GET` with the master key, through the gateway) that must answer 200.
     pub fn admin_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let bearer = format!("Bearer {}", self.master_key());
-        let response = crate::http::get(&self.url(path), &[("authorization", &bearer)])?;
-        anyhow::ensure!(
-            response.status == 200,
-            "{path} answered {}: {}",
-            response.status,
-            response.body
-        );
-        response.json()
+        crate::http::admin_get(&self.envoy.url(), self.master_key(), path)
     }
 }
 
