@@ -142,11 +142,21 @@ impl KeyCache {
             return;
         }
         let mut pools = self.lock();
-        for (token, (known, _)) in &mut pools.known.entries {
+        for (token, cost) in keys {
+            if let Some((known, _)) = pools.known.entries.get_mut(token) {
+                if let KeyState::Present(record) = &mut known.state {
+                    record.spend += cost;
+                }
+            }
+        }
+        if teams.is_empty() {
+            return;
+        }
+        // A team's spend is on each of its keys' records: every record is looked at.
+        for (known, _) in pools.known.entries.values_mut() {
             let KeyState::Present(record) = &mut known.state else {
                 continue;
             };
-            record.spend += keys.get(token).copied().unwrap_or(0.0);
             if let Some(team) = record.team_id.as_ref().and_then(|t| teams.get(t)) {
                 record.team_spend += team;
             }
