@@ -6,13 +6,15 @@
 //! in again; a `budget_duration` resets the spend; `/key/info` shows the budget fields and
 //! the spend; at the spool's bound budgeted keys are refused (503 `spend_spool_full`); a
 //! budget crossed while Postgres is frozen is charged and enforced once it is back, and by the
-//! control plane that spooled it while Postgres is still away.
+//! control plane that spooled it while Postgres is still away; a crossed key is refused with
+//! the control plane stopped, and at every Envoy of 2 Envoys × 2 control planes.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
 use std::time::Duration;
 
 use livegate_tests::envoy::prometheus_value;
+use livegate_tests::fleet::{Fleet, FleetOptions};
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::process::Scratch;
@@ -35,13 +37,20 @@ fn stack_with(extra: &[&str]) -> (Stack, Scratch) {
     stack_configured(extra, "{}")
 }
 
-fn stack_configured(extra: &[&str], filter_config: &str) -> (Stack, Scratch) {
+/// The prices file, in a directory that lives as long as the returned `Scratch`.
+fn prices() -> (Scratch, String) {
     let dir = Scratch::new("livegate-budget-prices-").unwrap();
     let path = dir.path().join("prices.json");
     std::fs::write(&path, PRICES).unwrap();
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+fn stack_configured(extra: &[&str], filter_config: &str) -> (Stack, Scratch) {
+    let (dir, path) = prices();
     let mut options = StackOptions::full();
     options.filter_config = filter_config.to_string();
-    options.control_plane_args = vec!["--prices-file".into(), path.display().to_string()];
+    options.control_plane_args = vec!["--prices-file".into(), path];
     options
         .control_plane_args
         .extend(extra.iter().map(|a| a.to_string()));
@@ -49,10 +58,14 @@ fn stack_configured(extra: &[&str], filter_config: &str) -> (Stack, Scratch) {
 }
 
 fn chat(stack: &Stack, key: &str) -> Response {
+    chat_at(&stack.envoy.url(), key)
+}
+
+fn chat_at(base: &str, key: &str) -> Response {
     let bearer = format!("Bearer {key}");
     let body = json!({"model": "livegate-demo", "messages": [{"role": "user", "content": "abcd"}]});
     http::post_raw(
-        &stack.url("/v1/chat/completions"),
+        &format!("{base}/v1/chat/completions"),
         &[("authorization", bearer.as_str())],
         "application/json",
         &body.to_string(),
@@ -369,4 +382,36 @@ fn a_budget_crossed_while_postgres_is_frozen_is_enforced_from_the_spooled_spend(
     .unwrap();
     assert_eq!(info["max_budget"], 8.0);
     assert_eq!(chat(&stack, &key).status, 400);
+}
+
+/// Two Envoys (two workers each) and two control planes over one Postgres: traffic through
+/// both Envoys crosses a key's budget, and whichever control plane drains the crossing logs
+/// it as a change of the key, so every worker of every Envoy refuses it.
+#[test]
+fn a_budget_crossed_on_two_envoys_and_two_control_planes_is_refused_everywhere() {
+    let (_dir, path) = prices();
+    let fleet = Fleet::start(FleetOptions {
+        control_plane_args: vec!["--prices-file".into(), path],
+        ..FleetOptions::new(2, 2)
+    })
+    .unwrap();
+    let created = fleet
+        .admin_via(1, "/key/generate", &json!({"max_budget": 10}))
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    let envoys: Vec<String> = fleet.envoys.iter().map(|e| e.url()).collect();
+    for (i, base) in envoys.iter().enumerate() {
+        // Requests through this Envoy (and, for the second, after the first crossed it):
+        // twelve refusals in a row, so both workers learned it.
+        let refused = poll::until(&format!("the crossing at Envoy {i}"), PATIENCE, || {
+            let answers: Vec<Response> = (0..12).map(|_| chat_at(base, &key)).collect();
+            answers
+                .iter()
+                .all(|r| r.status == 400)
+                .then(|| answers.into_iter().next())
+                .flatten()
+        })
+        .unwrap();
+        assert!(spend_in_refusal(&refused, "10") >= 10.0);
+    }
 }
