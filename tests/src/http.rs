@@ -110,6 +110,26 @@ pub fn admin_post(
     ok_json(path, &response)
 }
 
+/// A chat completion with `key` through `base` for the demo upstream's model, with a
+/// 4-character prompt (4 prompt tokens, 8 completion tokens at the demo) and any `extra`
+/// request fields (`livegate_delay_ms`, `stream`).
+pub fn demo_chat(base: &str, key: &str, extra: serde_json::Value) -> anyhow::Result<Response> {
+    let bearer = format!("Bearer {key}");
+    let mut body = serde_json::json!({
+        "model": "livegate-demo",
+        "messages": [{"role": "user", "content": "abcd"}],
+    });
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    post_raw(
+        &format!("{base}/v1/chat/completions"),
+        &[("authorization", bearer.as_str())],
+        "application/json",
+        &body.to_string(),
+    )
+}
+
 /// An admin read (`GET base + path` with the master key) that must answer 200.
 pub fn admin_get(
     base_url: &str,

@@ -62,15 +62,7 @@ fn chat(stack: &Stack, key: &str) -> Response {
 }
 
 fn chat_at(base: &str, key: &str) -> Response {
-    let bearer = format!("Bearer {key}");
-    let body = json!({"model": "livegate-demo", "messages": [{"role": "user", "content": "abcd"}]});
-    http::post_raw(
-        &format!("{base}/v1/chat/completions"),
-        &[("authorization", bearer.as_str())],
-        "application/json",
-        &body.to_string(),
-    )
-    .unwrap()
+    http::demo_chat(base, key, json!({})).unwrap()
 }
 
 fn generate(stack: &Stack, body: Value) -> String {

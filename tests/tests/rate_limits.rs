@@ -40,15 +40,7 @@ fn chat_at(base: &str, key: &str) -> Response {
 
 /// A chat completion the demo upstream holds `delay_ms` before it answers (a slow model).
 fn chat_held(base: &str, key: &str, delay_ms: u64) -> Response {
-    let bearer = format!("Bearer {key}");
-    let body = json!({"model": "livegate-demo", "messages": [{"role": "user", "content": "abcd"}], "livegate_delay_ms": delay_ms});
-    http::post_raw(
-        &format!("{base}/v1/chat/completions"),
-        &[("authorization", bearer.as_str())],
-        "application/json",
-        &body.to_string(),
-    )
-    .unwrap()
+    http::demo_chat(base, key, json!({"livegate_delay_ms": delay_ms})).unwrap()
 }
 
 /// The upstream's answer (the demo upstream answers chat completions with `choices`).
