@@ -141,7 +141,8 @@ fn table(limit: u64, runs: &[(&str, &Vec<Sent>)]) -> String {
         out,
         "\nTargets: over-admission 0 with Postgres up (each admission is a compare and swap of \
          the key's window row); with Postgres frozen each control plane admits from what it \
-         knows, so at most the limit per control plane (here 2 × {limit})."
+         knows, so at most the limit per control plane (here 2 × {limit}), plus each \
+         Envoy worker's outage share for checks answered later than the filter waits."
     );
     out
 }
