@@ -100,8 +100,19 @@ fn admitted_of(base: &str, key: &str, n: usize, kind: &str, limit: u64) -> usize
         .count()
 }
 
-/// Like [`admitted_of`] when a 429 may be the control plane's (`limit`) or, for a check
-/// answered later than the filter waits, the worker's share of it (`local`).
+/// Asserts a requests 429 stating the control plane's `limit` or, for a check answered
+/// later than the filter waits, the worker's share of it (`local`).
+fn assert_limited_by_either(r: &Response, limit: u64, local: u64) {
+    let stated = r.header("x-ratelimit-limit-requests").unwrap_or_default();
+    let stated = if stated == local.to_string() {
+        local
+    } else {
+        limit
+    };
+    assert_rate_limited(r, "requests", stated);
+}
+
+/// Like [`admitted_of`] when a 429 may be the control plane's or the worker's share.
 fn admitted_of_any(base: &str, key: &str, n: usize, limit: u64, local: u64) -> usize {
     (0..n)
         .filter(|_| {
@@ -109,13 +120,7 @@ fn admitted_of_any(base: &str, key: &str, n: usize, limit: u64, local: u64) -> u
             if reached_upstream(&r) {
                 return true;
             }
-            let stated = r.header("x-ratelimit-limit-requests").unwrap_or_default();
-            let stated = if stated == local.to_string() {
-                local
-            } else {
-                limit
-            };
-            assert_rate_limited(&r, "requests", stated);
+            assert_limited_by_either(&r, limit, local);
             false
         })
         .count()
@@ -136,13 +141,7 @@ fn admitted_in_outage(envoys: &[String], key: &str, n: usize, limit: u64, local:
             if r.status == 503 {
                 assert_eq!(r.json().unwrap()["error"]["code"], "503", "{}", r.body);
             } else {
-                let stated = r.header("x-ratelimit-limit-requests").unwrap_or_default();
-                let stated = if stated == local.to_string() {
-                    local
-                } else {
-                    limit
-                };
-                assert_rate_limited(&r, "requests", stated);
+                assert_limited_by_either(&r, limit, local);
                 limited += 1;
             }
             false
