@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod envoy_config;
+mod fuzz;
 mod setup;
 mod test;
 mod up;
@@ -36,6 +37,16 @@ enum Command {
     },
     /// Formatting and clippy, for the host and for the filter's wasm target.
     Lint,
+    /// Every fuzz target of fuzz/ (nightly and cargo-fuzz, installed if missing), then
+    /// the corpus minimised in place.
+    Fuzz {
+        /// Executions per target.
+        #[arg(long, default_value_t = 10_000_000)]
+        runs: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Benchmarks against the real stack (release build); results go to docs/.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -65,6 +76,7 @@ fn main() {
         Command::Up(args) => up::run(args),
         Command::Test { cargo_args } => test::all(&cargo_args),
         Command::Lint => test::lint(),
+        Command::Fuzz { runs, target } => fuzz::all(runs, target.as_deref()),
         Command::Bench(bench) => bench::run(bench),
         Command::EnvoyConfig {
             out,
