@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod envoy_config;
+mod package;
 mod setup;
 mod test;
 mod up;
@@ -26,6 +27,9 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
+    /// Package the filter (release build) as an OCI image a service mesh pulls:
+    /// target/oci/livegate-filter (an OCI layout) and target/oci/livegate-filter.tar.
+    Package,
     /// Run the local stack in the foreground until Ctrl-C.
     Up(up::UpArgs),
     /// Run every test, unit and end-to-end.
@@ -62,6 +66,7 @@ fn main() {
     let result = match cli.command {
         Command::Setup => setup::all().map(|_| ()),
         Command::Build { release } => setup::all().and_then(|_| build::all(release).map(|_| ())),
+        Command::Package => package::run(),
         Command::Up(args) => up::run(args),
         Command::Test { cargo_args } => test::all(&cargo_args),
         Command::Lint => test::lint(),

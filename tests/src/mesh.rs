@@ -1,0 +1,327 @@
+//! livegate delivered as a service mesh delivers it: the filter taken out of its OCI image
+//! (`cargo xtask package`), handed to Envoy over extension config discovery (ECDS) from a
+//! file, with the mesh's cluster names (`envoy/mesh.yaml.tmpl`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::control_plane::ControlPlane;
+use crate::demo_upstream::DemoUpstream;
+use crate::postgres::Postgres;
+use crate::process::{Owned, Scratch, SpawnOptions};
+
+/// The template of the mesh's Envoy, relative to the workspace root.
+pub const TEMPLATE: &str = "envoy/mesh.yaml.tmpl";
+/// Where `cargo xtask test` says the packaged layout is.
+pub const OCI_LAYOUT_ENV: &str = "LIVEGATE_FILTER_OCI";
+/// The namespace the manifests of deploy/istio install into.
+pub const NAMESPACE: &str = "livegate";
+/// The control plane's port and Service name in the manifests.
+pub const CONTROL_PLANE_SERVICE: &str = "livegate-control-plane";
+pub const CONTROL_PLANE_PORT: u16 = 4001;
+/// The extension config's name: the HTTP filter of the listener asks for it by name.
+pub const EXTENSION_NAME: &str = "livegate";
+/// The one host variable the filter may read (the internal credential, when it has one).
+pub const HOST_ENV_KEYS: &[&str] = &["LIVEGATE_INTERNAL_TOKEN"];
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A cluster's name as Istio gives it to a Service's port: `outbound|PORT||HOST`.
+pub fn istio_cluster(port: u16, service: &str, namespace: &str) -> String {
+    format!("outbound|{port}||{service}.{namespace}.svc.cluster.local")
+}
+
+/// The layout `cargo xtask package` wrote: `LIVEGATE_FILTER_OCI`, else `target/oci`.
+pub fn oci_layout() -> PathBuf {
+    std::env::var_os(OCI_LAYOUT_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::artifacts::target_dir().join("oci/livegate-filter"))
+}
+
+/// `plugin.wasm` out of an OCI layout, as a mesh's image fetcher takes it (Istio
+/// `pkg/wasm/imagefetcher.go`, compat variant): index → manifest → its one gzip tar layer
+/// → the file `plugin.wasm`. Every blob is checked against its digest and size.
+pub fn plugin_from_layout(layout: &Path) -> anyhow::Result<Vec<u8>> {
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let manifest: Value = serde_json::from_slice(&blob(layout, &index["manifests"][0])?)?;
+    let layers = manifest["layers"]
+        .as_array()
+        .context("the manifest has no layers")?;
+    anyhow::ensure!(layers.len() == 1, "{} layers, not one", layers.len());
+    anyhow::ensure!(
+        layers[0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip",
+        "layer media type {}",
+        layers[0]["mediaType"]
+    );
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(blob(layout, &layers[0])?.as_slice()).read_to_end(&mut tar)?;
+    let mut archive = tar::Archive::new(tar.as_slice());
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.path()?.as_os_str() == "plugin.wasm" {
+            let mut module = Vec::new();
+            entry.read_to_end(&mut module)?;
+            return Ok(module);
+        }
+    }
+    anyhow::bail!("no plugin.wasm in the layer")
+}
+
+/// A blob of the layout by its descriptor, checked against the descriptor's digest and size.
+fn blob(layout: &Path, descriptor: &Value) -> anyhow::Result<Vec<u8>> {
+    let digest = descriptor["digest"].as_str().context("descriptor without digest")?;
+    let hex = digest
+        .strip_prefix("sha256:")
+        .context("digest is not sha256")?;
+    let bytes = std::fs::read(layout.join("blobs/sha256").join(hex))?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    anyhow::ensure!(actual == hex, "blob {hex} has digest {actual}");
+    anyhow::ensure!(
+        descriptor["size"].as_u64() == Some(bytes.len() as u64),
+        "blob {hex} is {} bytes, its descriptor says {}",
+        bytes.len(),
+        descriptor["size"]
+    );
+    Ok(bytes)
+}
+
+/// The ECDS resource istio-agent hands Envoy for deploy/istio's EnvoyFilter once it has
+/// fetched the image: the Wasm filter, `code.local.filename` the extracted module.
+pub fn extension_config(filter_config: &str, plugin_wasm: &Path) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": EXTENSION_NAME,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": EXTENSION_NAME,
+                "root_id": "livegate",
+                "allow_on_headers_stop_iteration": true,
+                "fail_open": false,
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": filter_config,
+                },
+                "vm_config": {
+                    "vm_id": "livegate",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "environment_variables": { "host_env_keys": HOST_ENV_KEYS },
+                    "code": { "local": { "filename": plugin_wasm.display().to_string() } },
+                },
+            },
+        },
+    })
+}
+
+/// An Envoy configured as a mesh configures it, its filter from an ECDS file.
+#[derive(Debug)]
+pub struct MeshEnvoy {
+    process: Owned,
+    listen_port: u16,
+    admin_port: u16,
+    ecds_dir: PathBuf,
+    plugin_wasm: PathBuf,
+    version: u64,
+}
+
+impl MeshEnvoy {
+    /// Takes `plugin.wasm` out of the packaged layout into `dir`, writes the first ECDS
+    /// resource with `filter_config`, starts Envoy and waits until its listener serves.
+    pub fn start(
+        dir: &Path,
+        control_plane_port: u16,
+        upstream_port: u16,
+        filter_config: &str,
+    ) -> anyhow::Result<MeshEnvoy> {
+        let binary = crate::artifacts::require(&crate::artifacts::envoy_bin(), "Envoy")?;
+        let layout = oci_layout();
+        crate::artifacts::require(&layout, "the filter's OCI layout (cargo xtask package)")?;
+        let plugin_wasm = dir.join("plugin.wasm");
+        std::fs::write(&plugin_wasm, plugin_from_layout(&layout)?)?;
+        let ecds_dir = dir.join("ecds");
+        std::fs::create_dir_all(&ecds_dir)?;
+        let listen_port = crate::ports::free_port()?;
+        let admin_port = crate::ports::free_port()?;
+        let quoted = |text: &str| Value::from(text).to_string();
+        let control_plane_cluster =
+            istio_cluster(CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE, NAMESPACE);
+        let upstream_cluster = istio_cluster(4002, "demo-upstream", NAMESPACE);
+        let template =
+            std::fs::read_to_string(crate::artifacts::workspace_root().join(TEMPLATE))?;
+        let config = crate::envoy::render(
+            &template,
+            &[
+                ("ADMIN_PORT", admin_port.to_string()),
+                ("LISTEN_PORT", listen_port.to_string()),
+                ("CONTROL_PLANE_CLUSTER", quoted(&control_plane_cluster)),
+                ("CONTROL_PLANE_PORT", control_plane_port.to_string()),
+                ("UPSTREAM_CLUSTER", quoted(&upstream_cluster)),
+                ("UPSTREAM_PORT", upstream_port.to_string()),
+                (
+                    "ECDS_PATH",
+                    quoted(&ecds_dir.join("livegate.json").display().to_string()),
+                ),
+                ("ECDS_DIR", quoted(&ecds_dir.display().to_string())),
+            ],
+        )?;
+        let config_path = dir.join(format!("mesh-envoy-{listen_port}.yaml"));
+        std::fs::write(&config_path, config)?;
+        let mut envoy = MeshEnvoy {
+            process: {
+                let mut command = Command::new(binary);
+                command
+                    .arg("-c")
+                    .arg(&config_path)
+                    .arg("--disable-hot-restart")
+                    .args(["--concurrency", "2"])
+                    .args(["--log-level", "info"]);
+                // Written before Envoy starts: its first read finds the resource.
+                write_ecds(&ecds_dir, &plugin_wasm, filter_config, 1)?;
+                let log = dir.join(format!("mesh-envoy-{listen_port}.log"));
+                Owned::spawn("envoy", command, &log, SpawnOptions::default())?
+            },
+            listen_port,
+            admin_port,
+            ecds_dir,
+            plugin_wasm,
+            version: 1,
+        };
+        envoy.wait_ready()?;
+        Ok(envoy)
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let liveness = format!("{}/health/liveliness", self.url());
+        let waited = crate::poll::until("the mesh Envoy to serve", READY_TIMEOUT, || {
+            if let Some(status) = self.process.try_exit_code() {
+                return Some(Err(anyhow::anyhow!(
+                    "Envoy exited ({status}):\n{}",
+                    self.log_text()
+                )));
+            }
+            let answered = crate::http::get_within(&liveness, Duration::from_secs(2)).ok()?;
+            (answered.status == 200).then_some(Ok(()))
+        });
+        waited.and_then(|inner| inner)
+    }
+
+    /// Replaces the extension config with one carrying `filter_config`, as a mesh pushes a
+    /// changed `pluginConfig`: written aside, then moved into place in one rename.
+    pub fn push_plugin_config(&mut self, filter_config: &str) -> anyhow::Result<()> {
+        self.version += 1;
+        write_ecds(
+            &self.ecds_dir,
+            &self.plugin_wasm,
+            filter_config,
+            self.version,
+        )
+    }
+
+    /// Times Envoy took a new extension config over ECDS (the first one included).
+    pub fn config_reloads(&self) -> anyhow::Result<f64> {
+        let stats = crate::http::get(&format!("{}/stats?format=json", self.admin_url()), &[])?;
+        let name = format!("extension_config_discovery.http_filter.{EXTENSION_NAME}.config_reload");
+        let value = stats.json()?["stats"]
+            .as_array()
+            .and_then(|stats| stats.iter().find(|s| s["name"] == name.as_str()))
+            .and_then(|s| s["value"].as_f64());
+        Ok(value.unwrap_or(0.0))
+    }
+
+    pub fn plugin_wasm(&self) -> &Path {
+        &self.plugin_wasm
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.listen_port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
+}
+
+/// The ECDS file: a discovery response with the one extension config.
+fn write_ecds(
+    dir: &Path,
+    plugin_wasm: &Path,
+    filter_config: &str,
+    version: u64,
+) -> anyhow::Result<()> {
+    let response = json!({
+        "version_info": version.to_string(),
+        "resources": [extension_config(filter_config, plugin_wasm)],
+    });
+    let aside = dir.join(format!(".livegate-{version}.json"));
+    std::fs::write(&aside, serde_json::to_vec_pretty(&response)?)?;
+    std::fs::rename(&aside, dir.join("livegate.json"))?;
+    Ok(())
+}
+
+/// Postgres, a control plane, the demo upstream and the mesh's Envoy. Drops Envoy first.
+#[derive(Debug)]
+pub struct MeshStack {
+    pub envoy: MeshEnvoy,
+    pub control_plane: Option<ControlPlane>,
+    pub upstream: DemoUpstream,
+    pub postgres: Postgres,
+    pub scratch: Scratch,
+}
+
+impl MeshStack {
+    pub fn start(filter_config: &str) -> anyhow::Result<MeshStack> {
+        let scratch = Scratch::new("livegate-mesh-")?;
+        let postgres = Postgres::start()?;
+        let control_plane = ControlPlane::builder(&postgres.url())
+            .master_key(Some(crate::control_plane::TEST_MASTER_KEY))
+            .log_dir(scratch.path().to_path_buf())
+            .start()?;
+        control_plane.wait_connected(Duration::from_secs(60))?;
+        let upstream = DemoUpstream::start(None, scratch.path())?;
+        let envoy = MeshEnvoy::start(
+            scratch.path(),
+            control_plane.port(),
+            upstream.port(),
+            filter_config,
+        )?;
+        Ok(MeshStack {
+            envoy,
+            control_plane: Some(control_plane),
+            upstream,
+            postgres,
+            scratch,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.envoy.url())
+    }
+
+    /// An admin call through the mesh's gateway (its route to the control plane).
+    pub fn admin(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        crate::http::admin_post(
+            &self.envoy.url(),
+            crate::control_plane::TEST_MASTER_KEY,
+            path,
+            body,
+        )
+    }
+
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<Value> {
+        crate::http::admin_get(
+            &self.envoy.url(),
+            crate::control_plane::TEST_MASTER_KEY,
+            path,
+        )
+    }
+}

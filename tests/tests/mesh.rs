@@ -1,0 +1,252 @@
+//! The filter as a service mesh runs it: taken out of the OCI image `cargo xtask package`
+//! writes, supplied to a real Envoy 1.40 over extension config discovery (ECDS) in the
+//! shape deploy/istio gives it, the control plane's cluster named as Istio names it. It
+//! behaves as in livegate's own Envoy, with Postgres frozen and with the control plane
+//! stopped, and a changed plugin configuration pushed under load fails no request.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use livegate_tests::http::{self, Response};
+use livegate_tests::mesh::{self, MeshStack};
+use livegate_tests::poll;
+use serde_json::{json, Value};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+/// Answers in a row, each on a new connection, that show a change applied at both workers.
+const IN_A_ROW: usize = 12;
+
+/// The plugin configuration as deploy/istio's EnvoyFilter passes it, with short cache
+/// lifetimes so the fault phases run on stale allows and the feed, not on fresh answers.
+fn plugin_config(extra: Value) -> String {
+    let mut config = json!({
+        "control_plane_cluster": mesh::istio_cluster(
+            mesh::CONTROL_PLANE_PORT, mesh::CONTROL_PLANE_SERVICE, mesh::NAMESPACE),
+        "control_plane_authority": format!(
+            "{}.{}.svc.cluster.local:{}",
+            mesh::CONTROL_PLANE_SERVICE, mesh::NAMESPACE, mesh::CONTROL_PLANE_PORT),
+        "cache": {"allow_ttl_ms": 500, "deny_ttl_ms": 200, "stale_if_error_ms": 120000},
+    });
+    if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
+        config.extend(extra);
+    }
+    config.to_string()
+}
+
+fn generate(stack: &MeshStack, body: Value) -> String {
+    let created = stack.admin("/key/generate", &body).unwrap();
+    created["key"].as_str().unwrap().to_string()
+}
+
+fn chat(stack: &MeshStack, key: &str, model: &str) -> Response {
+    chat_at(&stack.envoy.url(), key, model)
+}
+
+/// A chat completion through the gateway at `base` (its listener's URL).
+fn chat_at(base: &str, key: &str, model: &str) -> Response {
+    let bearer = format!("Bearer {key}");
+    http::post_raw(
+        &format!("{base}/v1/chat/completions"),
+        &[("authorization", &bearer)],
+        "application/json",
+        &json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+    )
+    .unwrap()
+}
+
+/// 200 from the upstream, which saw `model`.
+fn reached_as(response: &Response, model: &str, phase: &str) {
+    assert_eq!(response.status, 200, "{phase}: {}", response.body);
+    let body = response.json().unwrap();
+    assert_eq!(body["livegate"]["model"], model, "{phase}: {body}");
+}
+
+/// Refused by the filter: `status`, the error `type`, nothing reached the upstream.
+fn refused(response: &Response, status: u16, kind: &str, phase: &str) {
+    assert_eq!(response.status, status, "{phase}: {}", response.body);
+    let body = response.json().unwrap();
+    assert_eq!(body["error"]["type"], kind, "{phase}: {body}");
+    assert!(body.get("livegate").is_none(), "{phase}: reached: {body}");
+}
+
+fn liveness(stack: &MeshStack, phase: &str) {
+    for path in ["/health/liveliness", "/health/liveness"] {
+        let r = http::get(&stack.url(path), &[]).unwrap();
+        assert_eq!(r.status, 200, "{phase}: {path}: {}", r.body);
+    }
+}
+
+fn spend_rows(stack: &MeshStack, key: &str) -> Option<Vec<Value>> {
+    let rows = stack
+        .admin_get(&format!("/spend/logs?api_key={key}"))
+        .ok()?;
+    rows.as_array().cloned()
+}
+
+/// What must hold in every phase: liveness, the good key (fresh or stale), its model
+/// policy and alias, and the blocked key refused.
+fn holds(stack: &MeshStack, good: &str, restricted: &str, blocked: &str, phase: &str) {
+    liveness(stack, phase);
+    for _ in 0..2 {
+        reached_as(&chat(stack, good, "anything"), "anything", phase);
+        reached_as(&chat(stack, restricted, "fast"), "gpt-4o", phase);
+        refused(
+            &chat(stack, restricted, "o1"),
+            401,
+            "key_model_access_denied",
+            phase,
+        );
+        let revoked = chat(stack, blocked, "gpt-4o");
+        assert_eq!(revoked.status, 403, "{phase}: {}", revoked.body);
+    }
+}
+
+#[test]
+fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_outages() {
+    let mut stack = MeshStack::start(&plugin_config(json!({}))).unwrap();
+    // The module the mesh runs is the release build, byte for byte.
+    let release = std::fs::read(livegate_tests::artifacts::filter_wasm()).unwrap();
+    assert_eq!(
+        std::fs::read(stack.envoy.plugin_wasm()).unwrap(),
+        release,
+        "plugin.wasm out of the image is not the release build"
+    );
+    liveness(&stack, "all up");
+    let ready = http::get(&stack.url("/health/readiness"), &[]).unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json().unwrap()["db"], "connected");
+
+    // A fresh key: the first request is checked through the mesh-named cluster, the
+    // second answered from the filter's cache.
+    let good = generate(&stack, json!({"key_alias": "good"}));
+    let restricted = generate(
+        &stack,
+        json!({"models": ["gpt-4o"], "aliases": {"fast": "gpt-4o"}}),
+    );
+    let blocked = generate(&stack, json!({"key_alias": "to-block"}));
+    let unknown = "sk-never-generated-0123456789";
+    refused(&chat(&stack, unknown, "gpt-4o"), 401, "token_not_found_in_db", "unknown key");
+
+    // A rate-limited key: its rpm_limit, then 429 with retry-after.
+    let limited = generate(&stack, json!({"rpm_limit": 2}));
+    for _ in 0..2 {
+        reached_as(&chat(&stack, &limited, "gpt-4o"), "gpt-4o", "rate limit");
+    }
+    let over = chat(&stack, &limited, "gpt-4o");
+    assert_eq!(over.status, 429, "{}", over.body);
+    assert!(over.header("retry-after").is_some(), "{:?}", over.headers);
+
+    // A metered stream: the whole stream reaches the client, one spend row with its usage.
+    let metered = generate(&stack, json!({"key_alias": "metered"}));
+    let streamed = http::demo_chat(&stack.envoy.url(), &metered, json!({"stream": true})).unwrap();
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    assert!(streamed.body.contains("data: [DONE]"), "{}", streamed.body);
+    let rows = poll::until("the stream's spend row", PATIENCE, || {
+        spend_rows(&stack, &metered).filter(|rows| !rows.is_empty())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.envoy.log_text()));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0]["completion_tokens"].as_u64().unwrap() > 0, "{rows:?}");
+    assert_eq!(rows[0]["metadata"]["usage_known"], true, "{rows:?}");
+
+    // A revocation reaches the mesh's Envoy (the feed through the same cluster).
+    reached_as(&chat(&stack, &blocked, "gpt-4o"), "gpt-4o", "before the block");
+    stack
+        .admin("/key/block", &json!({"key": blocked}))
+        .unwrap();
+    // Each of Envoy's two workers applies the feed on its own tick: the block holds once
+    // it is answered on many connections in a row (all on one worker: once in 2,048).
+    poll::until("the block at the mesh's Envoy", PATIENCE, || {
+        (0..IN_A_ROW)
+            .all(|_| chat(&stack, &blocked, "gpt-4o").status == 403)
+            .then_some(())
+    })
+    .unwrap();
+    holds(&stack, &good, &restricted, &blocked, "all up");
+
+    // Postgres frozen: the control plane answers from its cache, the filter from its own.
+    stack.postgres.pause().unwrap();
+    holds(&stack, &good, &restricted, &blocked, "postgres frozen");
+    stack.postgres.resume().unwrap();
+
+    // The control plane stopped: stale allows, the feed's revocations, liveness; a key
+    // never seen is refused with 503 and retry-after, never let in.
+    stack.control_plane = None;
+    holds(&stack, &good, &restricted, &blocked, "control plane stopped");
+    let stranger = chat(&stack, unknown, "gpt-4o");
+    assert_eq!(stranger.status, 503, "{}", stranger.body);
+    assert!(stranger.header("retry-after").is_some());
+}
+
+#[test]
+fn a_changed_plugin_config_pushed_over_ecds_under_load_fails_no_request() {
+    let mut stack = MeshStack::start(&plugin_config(json!({}))).unwrap();
+    let key = generate(&stack, json!({"key_alias": "under-load"}));
+    reached_as(&chat(&stack, &key, "gpt-4o"), "gpt-4o", "before the load");
+    let reloads = stack.envoy.config_reloads().unwrap();
+    assert!(reloads >= 1.0, "the first config came over ECDS: {reloads}");
+
+    // Four clients send without pause; each answer is kept: its status, and whether the
+    // upstream saw the credential only the new configuration gives it.
+    let base = stack.envoy.url();
+    let stop = AtomicBool::new(false);
+    let answers: Mutex<Vec<(u16, Option<bool>)>> = Mutex::new(Vec::new());
+    let count = |credential: Option<bool>| {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| *c == credential)
+            .count()
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = chat_at(&base, &key, "gpt-4o");
+                    let credential = r
+                        .json()
+                        .ok()
+                        .and_then(|b| b["livegate"]["authorization_present"].as_bool());
+                    answers.lock().unwrap().push((r.status, credential));
+                }
+            });
+        }
+        poll::until("answers under the first config", PATIENCE, || {
+            (count(Some(false)) >= 20).then_some(())
+        })
+        .unwrap();
+        stack
+            .envoy
+            .push_plugin_config(&plugin_config(
+                json!({"upstream_authorization": "Bearer upstream-credential-of-the-test"}),
+            ))
+            .unwrap();
+        let pushed = poll::until("answers under the new config", PATIENCE, || {
+            (count(Some(true)) >= 20).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        pushed.unwrap_or_else(|e| panic!("{e}\n{}", stack.envoy.log_text()));
+    });
+
+    assert!(stack.envoy.config_reloads().unwrap() > reloads);
+    let answers = answers.into_inner().unwrap();
+    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    for (status, _) in &answers {
+        *statuses.entry(*status).or_default() += 1;
+    }
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "every request of {} answered 200: {statuses:?}",
+        answers.len()
+    );
+    assert!(
+        answers.iter().all(|(_, credential)| credential.is_some()),
+        "every answer came from the upstream"
+    );
+}
