@@ -27,8 +27,6 @@ pub const CONTROL_PLANE_SERVICE: &str = "livegate-control-plane";
 pub const CONTROL_PLANE_PORT: u16 = 4001;
 /// The extension config's name: the HTTP filter of the listener asks for it by name.
 pub const EXTENSION_NAME: &str = "livegate";
-/// The one host variable the filter may read (the internal credential, when it has one).
-pub const HOST_ENV_KEYS: &[&str] = &["LIVEGATE_INTERNAL_TOKEN"];
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A cluster's name as Istio gives it to a Service's port: `outbound|PORT||HOST`.
@@ -75,7 +73,9 @@ pub fn plugin_from_layout(layout: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// A blob of the layout by its descriptor, checked against the descriptor's digest and size.
 fn blob(layout: &Path, descriptor: &Value) -> anyhow::Result<Vec<u8>> {
-    let digest = descriptor["digest"].as_str().context("descriptor without digest")?;
+    let digest = descriptor["digest"]
+        .as_str()
+        .context("descriptor without digest")?;
     let hex = digest
         .strip_prefix("sha256:")
         .context("digest is not sha256")?;
@@ -91,32 +91,52 @@ fn blob(layout: &Path, descriptor: &Value) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The ECDS resource istio-agent hands Envoy for deploy/istio's EnvoyFilter once it has
-/// fetched the image: the Wasm filter, `code.local.filename` the extracted module.
-pub fn extension_config(filter_config: &str, plugin_wasm: &Path) -> Value {
-    json!({
-        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-        "name": EXTENSION_NAME,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": EXTENSION_NAME,
-                "root_id": "livegate",
-                "allow_on_headers_stop_iteration": true,
-                "fail_open": false,
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": filter_config,
-                },
-                "vm_config": {
-                    "vm_id": "livegate",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "environment_variables": { "host_env_keys": HOST_ENV_KEYS },
-                    "code": { "local": { "filename": plugin_wasm.display().to_string() } },
-                },
-            },
-        },
-    })
+/// deploy/istio's EnvoyFilter, whose extension config the mesh tests run.
+pub const ISTIO_ENVOY_FILTER: &str = "deploy/istio/envoyfilter.yaml";
+
+/// The extension config deploy/istio's EnvoyFilter adds, as istio-agent hands it to Envoy
+/// once it has fetched the image: `code.remote` (the `oci://` url) replaced by
+/// `code.local.filename` of the extracted module. `overrides` are merged into the
+/// manifest's plugin configuration (the tests' short cache lifetimes, a changed setting).
+pub fn extension_config(overrides: &Value, plugin_wasm: &Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(crate::artifacts::workspace_root().join(ISTIO_ENVOY_FILTER))?;
+    let envoy_filter: Value = serde_norway::from_str(&text)?;
+    let mut extension = envoy_filter["spec"]["configPatches"]
+        .as_array()
+        .and_then(|patches| patches.iter().find(|p| p["applyTo"] == "EXTENSION_CONFIG"))
+        .map(|patch| patch["patch"]["value"].clone())
+        .context("no EXTENSION_CONFIG patch in the EnvoyFilter")?;
+    extension["@type"] = json!("type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig");
+    let config = &mut extension["typed_config"]["config"];
+    let plugin = plugin_config(config, overrides)?;
+    config["configuration"]["value"] = json!(plugin);
+    config["vm_config"]["code"] = json!({"local": {"filename": plugin_wasm.display().to_string()}});
+    Ok(extension)
+}
+
+/// The plugin configuration a PluginConfig carries, with `overrides` merged in.
+fn plugin_config(config: &Value, overrides: &Value) -> anyhow::Result<String> {
+    let text = config["configuration"]["value"]
+        .as_str()
+        .context("the PluginConfig has no configuration")?;
+    let mut plugin: Value = serde_json::from_str(text)?;
+    if let (Some(plugin), Some(overrides)) = (plugin.as_object_mut(), overrides.as_object()) {
+        plugin.extend(overrides.clone());
+    }
+    Ok(plugin.to_string())
+}
+
+/// The control plane's cluster the extension config names (`control_plane_cluster`).
+pub fn control_plane_cluster(extension: &Value) -> anyhow::Result<String> {
+    let text = extension["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .context("no plugin configuration")?;
+    let plugin: Value = serde_json::from_str(text)?;
+    plugin["control_plane_cluster"]
+        .as_str()
+        .map(str::to_string)
+        .context("the plugin configuration names no control_plane_cluster")
 }
 
 /// An Envoy configured as a mesh configures it, its filter from an ECDS file.
@@ -132,12 +152,13 @@ pub struct MeshEnvoy {
 
 impl MeshEnvoy {
     /// Takes `plugin.wasm` out of the packaged layout into `dir`, writes the first ECDS
-    /// resource with `filter_config`, starts Envoy and waits until its listener serves.
+    /// resource (the manifest's, with `overrides` in its plugin configuration), starts
+    /// Envoy and waits until its listener serves.
     pub fn start(
         dir: &Path,
         control_plane_port: u16,
         upstream_port: u16,
-        filter_config: &str,
+        overrides: &Value,
     ) -> anyhow::Result<MeshEnvoy> {
         let binary = crate::artifacts::require(&crate::artifacts::envoy_bin(), "Envoy")?;
         let layout = oci_layout();
@@ -149,11 +170,10 @@ impl MeshEnvoy {
         let listen_port = crate::ports::free_port()?;
         let admin_port = crate::ports::free_port()?;
         let quoted = |text: &str| Value::from(text).to_string();
-        let control_plane_cluster =
-            istio_cluster(CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE, NAMESPACE);
+        let first = extension_config(overrides, &plugin_wasm)?;
+        let control_plane_cluster = control_plane_cluster(&first)?;
         let upstream_cluster = istio_cluster(4002, "demo-upstream", NAMESPACE);
-        let template =
-            std::fs::read_to_string(crate::artifacts::workspace_root().join(TEMPLATE))?;
+        let template = std::fs::read_to_string(crate::artifacts::workspace_root().join(TEMPLATE))?;
         let config = crate::envoy::render(
             &template,
             &[
@@ -182,7 +202,7 @@ impl MeshEnvoy {
                     .args(["--concurrency", "2"])
                     .args(["--log-level", "info"]);
                 // Written before Envoy starts: its first read finds the resource.
-                write_ecds(&ecds_dir, &plugin_wasm, filter_config, 1)?;
+                write_ecds(&ecds_dir, first, 1)?;
                 let log = dir.join(format!("mesh-envoy-{listen_port}.log"));
                 Owned::spawn("envoy", command, &log, SpawnOptions::default())?
             },
@@ -211,16 +231,12 @@ impl MeshEnvoy {
         waited.and_then(|inner| inner)
     }
 
-    /// Replaces the extension config with one carrying `filter_config`, as a mesh pushes a
-    /// changed `pluginConfig`: written aside, then moved into place in one rename.
-    pub fn push_plugin_config(&mut self, filter_config: &str) -> anyhow::Result<()> {
+    /// Replaces the extension config with one whose plugin configuration has `overrides`,
+    /// as a mesh pushes a changed configuration: written aside, then renamed into place.
+    pub fn push_plugin_config(&mut self, overrides: &Value) -> anyhow::Result<()> {
         self.version += 1;
-        write_ecds(
-            &self.ecds_dir,
-            &self.plugin_wasm,
-            filter_config,
-            self.version,
-        )
+        let extension = extension_config(overrides, &self.plugin_wasm)?;
+        write_ecds(&self.ecds_dir, extension, self.version)
     }
 
     /// Times Envoy took a new extension config over ECDS (the first one included).
@@ -252,15 +268,10 @@ impl MeshEnvoy {
 }
 
 /// The ECDS file: a discovery response with the one extension config.
-fn write_ecds(
-    dir: &Path,
-    plugin_wasm: &Path,
-    filter_config: &str,
-    version: u64,
-) -> anyhow::Result<()> {
+fn write_ecds(dir: &Path, extension: Value, version: u64) -> anyhow::Result<()> {
     let response = json!({
         "version_info": version.to_string(),
-        "resources": [extension_config(filter_config, plugin_wasm)],
+        "resources": [extension],
     });
     let aside = dir.join(format!(".livegate-{version}.json"));
     std::fs::write(&aside, serde_json::to_vec_pretty(&response)?)?;
@@ -279,7 +290,8 @@ pub struct MeshStack {
 }
 
 impl MeshStack {
-    pub fn start(filter_config: &str) -> anyhow::Result<MeshStack> {
+    /// `overrides`: merged into the manifest's plugin configuration.
+    pub fn start(overrides: &Value) -> anyhow::Result<MeshStack> {
         let scratch = Scratch::new("livegate-mesh-")?;
         let postgres = Postgres::start()?;
         let control_plane = ControlPlane::builder(&postgres.url())
@@ -292,7 +304,7 @@ impl MeshStack {
             scratch.path(),
             control_plane.port(),
             upstream.port(),
-            filter_config,
+            overrides,
         )?;
         Ok(MeshStack {
             envoy,

@@ -20,21 +20,16 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Answers in a row, each on a new connection, that show a change applied at both workers.
 const IN_A_ROW: usize = 12;
 
-/// The plugin configuration as deploy/istio's EnvoyFilter passes it, with short cache
-/// lifetimes so the fault phases run on stale allows and the feed, not on fresh answers.
-fn plugin_config(extra: Value) -> String {
-    let mut config = json!({
-        "control_plane_cluster": mesh::istio_cluster(
-            mesh::CONTROL_PLANE_PORT, mesh::CONTROL_PLANE_SERVICE, mesh::NAMESPACE),
-        "control_plane_authority": format!(
-            "{}.{}.svc.cluster.local:{}",
-            mesh::CONTROL_PLANE_SERVICE, mesh::NAMESPACE, mesh::CONTROL_PLANE_PORT),
+/// Short cache lifetimes over the manifest's plugin configuration, so the fault phases run
+/// on stale allows and the feed, not on fresh answers.
+fn overrides(extra: Value) -> Value {
+    let mut overrides = json!({
         "cache": {"allow_ttl_ms": 500, "deny_ttl_ms": 200, "stale_if_error_ms": 120000},
     });
-    if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
-        config.extend(extra);
+    if let (Some(overrides), Value::Object(extra)) = (overrides.as_object_mut(), extra) {
+        overrides.extend(extra);
     }
-    config.to_string()
+    overrides
 }
 
 fn generate(stack: &MeshStack, body: Value) -> String {
@@ -107,7 +102,21 @@ fn holds(stack: &MeshStack, good: &str, restricted: &str, blocked: &str, phase: 
 
 #[test]
 fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_outages() {
-    let mut stack = MeshStack::start(&plugin_config(json!({}))).unwrap();
+    // The control plane's cluster as the mesh names it, in the manifest's configuration.
+    let manifest = mesh::extension_config(&json!({}), std::path::Path::new("plugin.wasm")).unwrap();
+    assert_eq!(
+        mesh::control_plane_cluster(&manifest).unwrap(),
+        mesh::istio_cluster(
+            mesh::CONTROL_PLANE_PORT,
+            mesh::CONTROL_PLANE_SERVICE,
+            mesh::NAMESPACE
+        )
+    );
+    assert_eq!(
+        manifest["typed_config"]["config"]["allow_on_headers_stop_iteration"],
+        true
+    );
+    let mut stack = MeshStack::start(&overrides(json!({}))).unwrap();
     // The module the mesh runs is the release build, byte for byte.
     let release = std::fs::read(livegate_tests::artifacts::filter_wasm()).unwrap();
     assert_eq!(
@@ -129,7 +138,12 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
     );
     let blocked = generate(&stack, json!({"key_alias": "to-block"}));
     let unknown = "sk-never-generated-0123456789";
-    refused(&chat(&stack, unknown, "gpt-4o"), 401, "token_not_found_in_db", "unknown key");
+    refused(
+        &chat(&stack, unknown, "gpt-4o"),
+        401,
+        "token_not_found_in_db",
+        "unknown key",
+    );
 
     // A rate-limited key: its rpm_limit, then 429 with retry-after.
     let limited = generate(&stack, json!({"rpm_limit": 2}));
@@ -150,14 +164,19 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.envoy.log_text()));
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0]["completion_tokens"].as_u64().unwrap() > 0, "{rows:?}");
+    assert!(
+        rows[0]["completion_tokens"].as_u64().unwrap() > 0,
+        "{rows:?}"
+    );
     assert_eq!(rows[0]["metadata"]["usage_known"], true, "{rows:?}");
 
     // A revocation reaches the mesh's Envoy (the feed through the same cluster).
-    reached_as(&chat(&stack, &blocked, "gpt-4o"), "gpt-4o", "before the block");
-    stack
-        .admin("/key/block", &json!({"key": blocked}))
-        .unwrap();
+    reached_as(
+        &chat(&stack, &blocked, "gpt-4o"),
+        "gpt-4o",
+        "before the block",
+    );
+    stack.admin("/key/block", &json!({"key": blocked})).unwrap();
     // Each of Envoy's two workers applies the feed on its own tick: the block holds once
     // it is answered on many connections in a row (all on one worker: once in 2,048).
     poll::until("the block at the mesh's Envoy", PATIENCE, || {
@@ -176,7 +195,13 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
     // The control plane stopped: stale allows, the feed's revocations, liveness; a key
     // never seen is refused with 503 and retry-after, never let in.
     stack.control_plane = None;
-    holds(&stack, &good, &restricted, &blocked, "control plane stopped");
+    holds(
+        &stack,
+        &good,
+        &restricted,
+        &blocked,
+        "control plane stopped",
+    );
     let stranger = chat(&stack, unknown, "gpt-4o");
     assert_eq!(stranger.status, 503, "{}", stranger.body);
     assert!(stranger.header("retry-after").is_some());
@@ -184,7 +209,7 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
 
 #[test]
 fn a_changed_plugin_config_pushed_over_ecds_under_load_fails_no_request() {
-    let mut stack = MeshStack::start(&plugin_config(json!({}))).unwrap();
+    let mut stack = MeshStack::start(&overrides(json!({}))).unwrap();
     let key = generate(&stack, json!({"key_alias": "under-load"}));
     reached_as(&chat(&stack, &key, "gpt-4o"), "gpt-4o", "before the load");
     let reloads = stack.envoy.config_reloads().unwrap();
@@ -222,7 +247,7 @@ fn a_changed_plugin_config_pushed_over_ecds_under_load_fails_no_request() {
         .unwrap();
         stack
             .envoy
-            .push_plugin_config(&plugin_config(
+            .push_plugin_config(&overrides(
                 json!({"upstream_authorization": "Bearer upstream-credential-of-the-test"}),
             ))
             .unwrap();

@@ -17,9 +17,9 @@ use std::str::FromStr;
 
 use anyhow::Context;
 use oci_spec::image::{
-    Arch, Descriptor, Digest, ImageConfigurationBuilder, ImageIndexBuilder,
-    ImageManifestBuilder, MediaType, OciLayoutBuilder, Os, RootFsBuilder, Sha256Digest,
-    ANNOTATION_REF_NAME, ANNOTATION_TITLE, ANNOTATION_VERSION,
+    Arch, Descriptor, Digest, ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder,
+    MediaType, OciLayoutBuilder, Os, RootFsBuilder, Sha256Digest, ANNOTATION_REF_NAME,
+    ANNOTATION_TITLE, ANNOTATION_VERSION,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -180,7 +180,10 @@ impl Image {
             ("index.json".to_string(), self.index.as_slice()),
         ];
         for blob in blobs {
-            files.push((format!("blobs/sha256/{}", blob.hex()), blob.bytes.as_slice()));
+            files.push((
+                format!("blobs/sha256/{}", blob.hex()),
+                blob.bytes.as_slice(),
+            ));
         }
         files
     }

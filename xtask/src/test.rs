@@ -9,10 +9,8 @@ pub fn all(cargo_args: &[String]) -> anyhow::Result<()> {
     let tools = setup::all()?;
     let built = build::all(false)?;
     // The mesh tests run the filter as a mesh does: taken out of its OCI image.
-    let package = crate::package::package(
-        &built.filter_wasm,
-        &livegate_tests::artifacts::target_dir(),
-    )?;
+    let package =
+        crate::package::package(&built.filter_wasm, &livegate_tests::artifacts::target_dir())?;
     step("running every test (unit and end-to-end)");
     run(cargo()
         .args(["test", "--workspace", "--no-fail-fast"])

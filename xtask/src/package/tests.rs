@@ -93,7 +93,10 @@ fn the_layout_is_one_compat_image_whose_single_layer_holds_plugin_wasm_alone() {
 
     let manifest = layout.json(&manifests[0]);
     assert_eq!(manifest["schemaVersion"], 2);
-    assert_eq!(manifest["annotations"]["module.wasm.image/variant"], "compat");
+    assert_eq!(
+        manifest["annotations"]["module.wasm.image/variant"],
+        "compat"
+    );
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.oci.image.config.v1+json"
@@ -148,7 +151,10 @@ fn two_packagings_of_the_same_module_are_the_same_bytes() {
         std::fs::read(&first.archive).unwrap(),
         std::fs::read(&second.archive).unwrap()
     );
-    assert_eq!(read_dir(&first.layout).files, read_dir(&second.layout).files);
+    assert_eq!(
+        read_dir(&first.layout).files,
+        read_dir(&second.layout).files
+    );
     assert_eq!(first.plugin_sha256, hex::encode(Sha256::digest(MODULE)));
     // Another module is another image.
     let other = Image::of(b"\0asm\x01\0\0\0 another", "1.2.3").unwrap();
