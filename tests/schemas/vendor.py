@@ -21,7 +21,6 @@ WANTED = {
     ("gateway.envoyproxy.io", "EnvoyPatchPolicy", "v1alpha1"),
     ("gateway.envoyproxy.io", "EnvoyProxy", "v1alpha1"),
     ("gateway.envoyproxy.io", "ClientTrafficPolicy", "v1alpha1"),
-    ("gateway.networking.k8s.io", "GatewayClass", "v1"),
     ("gateway.networking.k8s.io", "Gateway", "v1"),
     ("gateway.networking.k8s.io", "HTTPRoute", "v1"),
 }

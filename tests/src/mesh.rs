@@ -284,6 +284,8 @@ fn write_ecds(dir: &Path, extension: Value, version: u64) -> anyhow::Result<()> 
 pub struct MeshStack {
     pub envoy: MeshEnvoy,
     pub control_plane: Option<ControlPlane>,
+    /// The control plane's port: a restarted one listens there again.
+    pub control_plane_port: u16,
     pub upstream: DemoUpstream,
     pub postgres: Postgres,
     pub scratch: Scratch,
@@ -294,8 +296,10 @@ impl MeshStack {
     pub fn start(overrides: &Value) -> anyhow::Result<MeshStack> {
         let scratch = Scratch::new("livegate-mesh-")?;
         let postgres = Postgres::start()?;
+        let control_plane_port = crate::ports::free_port()?;
         let control_plane = ControlPlane::builder(&postgres.url())
             .master_key(Some(crate::control_plane::TEST_MASTER_KEY))
+            .port(control_plane_port)
             .log_dir(scratch.path().to_path_buf())
             .start()?;
         control_plane.wait_connected(Duration::from_secs(60))?;
@@ -309,6 +313,7 @@ impl MeshStack {
         Ok(MeshStack {
             envoy,
             control_plane: Some(control_plane),
+            control_plane_port,
             upstream,
             postgres,
             scratch,

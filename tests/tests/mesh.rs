@@ -154,21 +154,44 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
     assert_eq!(over.status, 429, "{}", over.body);
     assert!(over.header("retry-after").is_some(), "{:?}", over.headers);
 
-    // A metered stream: the whole stream reaches the client, one spend row with its usage.
+    // A metered stream and a JSON answer, both sent with the same client-chosen request id:
+    // the whole stream reaches the client, and each request is one spend row with its usage
+    // under an id of the gateway's (a client cannot make two requests count once).
     let metered = generate(&stack, json!({"key_alias": "metered"}));
-    let streamed = http::demo_chat(&stack.envoy.url(), &metered, json!({"stream": true})).unwrap();
-    assert_eq!(streamed.status, 200, "{}", streamed.body);
-    assert!(streamed.body.contains("data: [DONE]"), "{}", streamed.body);
-    let rows = poll::until("the stream's spend row", PATIENCE, || {
-        spend_rows(&stack, &metered).filter(|rows| !rows.is_empty())
+    let bearer = format!("Bearer {metered}");
+    for stream in [true, false] {
+        let answered = http::post_raw(
+            &stack.url("/v1/chat/completions"),
+            &[
+                ("authorization", &bearer),
+                ("x-request-id", "client-chosen"),
+            ],
+            "application/json",
+            &json!({"model": "gpt-4o", "stream": stream,
+                    "messages": [{"role": "user", "content": "abcd"}]})
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(answered.status, 200, "{}", answered.body);
+        assert_eq!(
+            answered.body.contains("data: [DONE]"),
+            stream,
+            "{}",
+            answered.body
+        );
+    }
+    let rows = poll::until("the spend rows", PATIENCE, || {
+        spend_rows(&stack, &metered).filter(|rows| rows.len() >= 2)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.envoy.log_text()));
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(
-        rows[0]["completion_tokens"].as_u64().unwrap() > 0,
-        "{rows:?}"
-    );
-    assert_eq!(rows[0]["metadata"]["usage_known"], true, "{rows:?}");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_ne!(rows[0]["request_id"], rows[1]["request_id"], "{rows:?}");
+    for row in &rows {
+        assert_ne!(row["request_id"], "client-chosen", "{row}");
+        assert_eq!(row["prompt_tokens"], 4, "{row}");
+        assert!(row["completion_tokens"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["metadata"]["usage_known"], true, "{row}");
+    }
 
     // A revocation reaches the mesh's Envoy (the feed through the same cluster).
     reached_as(
@@ -274,4 +297,67 @@ fn a_changed_plugin_config_pushed_over_ecds_under_load_fails_no_request() {
         answers.iter().all(|(_, credential)| credential.is_some()),
         "every answer came from the upstream"
     );
+}
+
+/// A changed plugin configuration is a new root context in each worker: the filter's
+/// cached allows and revocations start empty (docs/operations.md, "In a service mesh").
+/// Pushed while no control plane answers, it fails closed: every key, known, revoked or
+/// never seen, is refused with 503, none let in unchecked; and the known keys are served
+/// again as soon as a control plane answers.
+#[test]
+fn a_plugin_config_pushed_while_the_control_plane_is_away_fails_closed_until_it_is_back() {
+    let mut stack = MeshStack::start(&overrides(json!({}))).unwrap();
+    let good = generate(&stack, json!({"key_alias": "good"}));
+    let blocked = generate(&stack, json!({"key_alias": "to-block"}));
+    stack.admin("/key/block", &json!({"key": blocked})).unwrap();
+    // Both workers hold the allow and the revocation (many connections in a row).
+    poll::until("both keys decided at both workers", PATIENCE, || {
+        (0..IN_A_ROW)
+            .all(|_| {
+                chat(&stack, &good, "gpt-4o").status == 200
+                    && chat(&stack, &blocked, "gpt-4o").status == 403
+            })
+            .then_some(())
+    })
+    .unwrap();
+    stack.control_plane = None;
+    for _ in 0..IN_A_ROW {
+        reached_as(&chat(&stack, &good, "gpt-4o"), "gpt-4o", "stale allow");
+    }
+
+    let reloads = stack.envoy.config_reloads().unwrap();
+    stack
+        .envoy
+        .push_plugin_config(&overrides(json!({"retry_after_seconds": 7})))
+        .unwrap();
+    poll::until("the new config", PATIENCE, || {
+        (stack.envoy.config_reloads().unwrap() > reloads).then_some(())
+    })
+    .unwrap();
+    liveness(&stack, "after the push, control plane away");
+    for key in [
+        good.as_str(),
+        blocked.as_str(),
+        "sk-never-generated-0123456789",
+    ] {
+        for _ in 0..IN_A_ROW {
+            let r = chat(&stack, key, "gpt-4o");
+            assert_eq!(r.status, 503, "{}", r.body);
+            // The new configuration's retry-after: the answer is the new root context's.
+            assert_eq!(r.header("retry-after"), Some("7"));
+        }
+    }
+
+    stack.control_plane = Some(
+        livegate_tests::control_plane::ControlPlane::builder(&stack.postgres.url())
+            .port(stack.control_plane_port)
+            .log_dir(stack.scratch.path().to_path_buf())
+            .start()
+            .unwrap(),
+    );
+    poll::until("the good key served again", PATIENCE, || {
+        (chat(&stack, &good, "gpt-4o").status == 200).then_some(())
+    })
+    .unwrap();
+    assert_eq!(chat(&stack, &blocked, "gpt-4o").status, 403);
 }

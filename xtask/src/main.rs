@@ -29,7 +29,14 @@ enum Command {
     },
     /// Package the filter (release build) as an OCI image a service mesh pulls:
     /// target/oci/livegate-filter (an OCI layout) and target/oci/livegate-filter.tar.
-    Package,
+    Package {
+        /// Package this module instead of building the filter (the Dockerfile's stage).
+        #[arg(long)]
+        wasm: Option<std::path::PathBuf>,
+        /// Write `livegate-filter/` and `livegate-filter.tar` here instead of target/oci.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Run the local stack in the foreground until Ctrl-C.
     Up(up::UpArgs),
     /// Run every test, unit and end-to-end.
@@ -66,7 +73,7 @@ fn main() {
     let result = match cli.command {
         Command::Setup => setup::all().map(|_| ()),
         Command::Build { release } => setup::all().and_then(|_| build::all(release).map(|_| ())),
-        Command::Package => package::run(),
+        Command::Package { wasm, out } => package::run(wasm, out),
         Command::Up(args) => up::run(args),
         Command::Test { cargo_args } => test::all(&cargo_args),
         Command::Lint => test::lint(),

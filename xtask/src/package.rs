@@ -30,9 +30,10 @@ pub const PLUGIN_FILE: &str = "plugin.wasm";
 /// Marks the image as the Wasm OCI spec's "compat" variant: a plain image, one layer.
 pub const VARIANT_ANNOTATION: &str = "module.wasm.image/variant";
 pub const VARIANT: &str = "compat";
-/// The layout's directory and archive under `target/`.
-const LAYOUT_DIR: &str = "oci/livegate-filter";
-const ARCHIVE: &str = "oci/livegate-filter.tar";
+/// The layout's directory and archive, in `target/oci` unless told otherwise.
+const OUT_DIR: &str = "oci";
+const LAYOUT_DIR: &str = "livegate-filter";
+const ARCHIVE: &str = "livegate-filter.tar";
 /// Every file of the layer and of the archive: owned by root, this mode, this mtime
 /// (`SOURCE_DATE_EPOCH` practice: a constant, so two builds are the same bytes).
 const FILE_MODE: u32 = 0o644;
@@ -51,11 +52,18 @@ pub struct Package {
     pub plugin_sha256: String,
 }
 
-/// Builds the filter (profile `wasm`, the release build) and packages it under `target/oci`.
-pub fn run() -> anyhow::Result<()> {
-    crate::setup::all()?;
-    let wasm = crate::build::filter()?;
-    let package = package(&wasm, &livegate_tests::artifacts::target_dir())?;
+/// Builds the filter (profile `wasm`, the release build) and packages it in `target/oci`;
+/// or packages the module at `wasm` as it is, into `out` (the Dockerfile does so).
+pub fn run(wasm: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let wasm = match wasm {
+        Some(wasm) => wasm,
+        None => {
+            crate::setup::all()?;
+            crate::build::filter()?
+        }
+    };
+    let out = out.unwrap_or_else(|| livegate_tests::artifacts::target_dir().join(OUT_DIR));
+    let package = package(&wasm, &out)?;
     println!("layout   {}", package.layout.display());
     println!("archive  {}", package.archive.display());
     println!("manifest {}", package.manifest_digest);
@@ -63,12 +71,12 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the layout and its archive for the module at `wasm`, under `target`.
-pub fn package(wasm: &Path, target: &Path) -> anyhow::Result<Package> {
+/// Writes the layout and its archive for the module at `wasm` into `out`.
+pub fn package(wasm: &Path, out: &Path) -> anyhow::Result<Package> {
     step("packaging the filter as an OCI image (plugin.wasm, compat variant)");
     let module = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
-    let layout = target.join(LAYOUT_DIR);
-    let archive = target.join(ARCHIVE);
+    let layout = out.join(LAYOUT_DIR);
+    let archive = out.join(ARCHIVE);
     let image = Image::of(&module, env!("CARGO_PKG_VERSION"))?;
     image.write_layout(&layout)?;
     image.write_archive(&archive)?;
