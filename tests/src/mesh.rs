@@ -1,6 +1,6 @@
 //! livegate delivered as a service mesh delivers it: the filter taken out of its OCI image
 //! (`cargo xtask package`), handed to Envoy over extension config discovery (ECDS) from a
-//! file, with the mesh's cluster names (`envoy/mesh.yaml.tmpl`).
+//! file, with the mesh's cluster names (`tests/mesh/envoy.yaml.tmpl`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use crate::postgres::Postgres;
 use crate::process::{Owned, Scratch, SpawnOptions};
 
 /// The template of the mesh's Envoy, relative to the workspace root.
-pub const TEMPLATE: &str = "envoy/mesh.yaml.tmpl";
+pub const TEMPLATE: &str = "tests/mesh/envoy.yaml.tmpl";
 /// Where `cargo xtask test` says the packaged layout is.
 pub const OCI_LAYOUT_ENV: &str = "LIVEGATE_FILTER_OCI";
 /// The namespace the manifests of deploy/istio install into.
