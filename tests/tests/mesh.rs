@@ -82,6 +82,32 @@ fn spend_rows(stack: &MeshStack, key: &str) -> Option<Vec<Value>> {
     rows.as_array().cloned()
 }
 
+/// `n` requests of a rate-limited key during an outage: how many reached the upstream.
+/// Every other answer is the gateway's 429 (the control plane's memory, or a worker's share
+/// of the limit) or, at a worker that never saw the key, its 503; at least one is a 429.
+fn admitted_in_outage(stack: &MeshStack, key: &str, n: usize, phase: &str) -> usize {
+    let mut limited = 0;
+    let mut admitted = 0;
+    for _ in 0..n {
+        let r = chat(stack, key, "gpt-4o");
+        match r.status {
+            200 => admitted += 1,
+            429 => {
+                assert!(
+                    r.header("retry-after").is_some(),
+                    "{phase}: {:?}",
+                    r.headers
+                );
+                limited += 1;
+            }
+            503 => {}
+            other => panic!("{phase}: {other}: {}", r.body),
+        }
+    }
+    assert!(limited > 0, "{phase}: no 429 among {n} answers");
+    admitted
+}
+
 /// What must hold in every phase: liveness, the good key (fresh or stale), its model
 /// policy and alias, and the blocked key refused.
 fn holds(stack: &MeshStack, good: &str, restricted: &str, blocked: &str, phase: &str) {
@@ -213,6 +239,11 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
     // Postgres frozen: the control plane answers from its cache, the filter from its own.
     stack.postgres.pause().unwrap();
     holds(&stack, &good, &restricted, &blocked, "postgres frozen");
+    // The limited key used its limit: the control plane refuses it from memory; a check it
+    // answers later than the filter waits is decided by the worker's share, max(1, ⌊0.25 ·
+    // 2⌋) = 1, at each of the two workers.
+    let admitted = admitted_in_outage(&stack, &limited, 12, "postgres frozen");
+    assert!(admitted <= 2, "{admitted} admitted");
     stack.postgres.resume().unwrap();
 
     // The control plane stopped: stale allows, the feed's revocations, liveness; a key
