@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Vendors the openAPIV3Schema of the CRDs the mesh manifests use, descriptions removed.
+"""Vendors the schemas the mesh manifests are validated against, descriptions removed.
 
-Usage: vendor.py ISTIO_CRDS_YAML EG_CRDS_DIR GATEWAY_API_CRDS_YAML
-(istio/istio manifests/charts/base/files/crd-all.gen.yaml;
-envoyproxy/gateway charts/gateway-helm/charts/crds/crds/generated/;
-envoyproxy/gateway charts/gateway-helm/charts/crds/crds/gatewayapi-crds.yaml).
-Writes tests/schemas/<group>/<Kind>.<version>.json, keys sorted. Needs PyYAML.
+Usage:
+  vendor.py ISTIO_CRDS_YAML EG_CRDS_DIR GATEWAY_API_CRDS_YAML
+    (istio/istio manifests/charts/base/files/crd-all.gen.yaml;
+    envoyproxy/gateway charts/gateway-helm/charts/crds/crds/generated/;
+    envoyproxy/gateway charts/gateway-helm/charts/crds/crds/gatewayapi-crds.yaml)
+    writes tests/schemas/<group>/<Kind>.<version>.json (a CRD's openAPIV3Schema). Needs PyYAML.
+  vendor.py kubernetes KUBERNETES_VALIDATE_WHEEL
+    (PyPI kubernetes-validate 1.37.0) writes tests/schemas/kubernetes-1.37.0/<name>.json:
+    its v1.37.0-local-strict schema of each core kind, with the definitions it uses inlined.
+Keys sorted, compact.
 """
 import json
 import os
+import re
 import sys
+import zipfile
 
 import yaml
 
@@ -41,7 +48,47 @@ def crds(path):
                 yield doc
 
 
+KUBERNETES = "1.37.0"
+KUBERNETES_KINDS = [
+    "configmap-v1",
+    "deployment-apps-v1",
+    "namespace-v1",
+    "networkpolicy-networking-v1",
+    "poddisruptionbudget-policy-v1",
+    "service-v1",
+]
+REF = "/api/_definitions.json#/$defs/"
+
+
+def kubernetes(wheel):
+    base = f"kubernetes_validate/kubernetes-json-schema/v{KUBERNETES}-local-strict/"
+    with zipfile.ZipFile(wheel) as z:
+        defs = json.loads(z.read(base + "_definitions.json"))["$defs"]
+        here = os.path.dirname(os.path.abspath(__file__))
+        for name in KUBERNETES_KINDS:
+            schema = strip(json.loads(z.read(base + name + ".json")))
+            used, todo = {}, [schema]
+            while todo:
+                # Refs from the kind's file name the definitions file; between
+                # definitions they are local.
+                for ref in re.findall(r'"\$ref": "(?:/api/_definitions\.json)?#/\$defs/([^"]+)"',
+                                      json.dumps(todo.pop())):
+                    if ref not in used:
+                        used[ref] = strip(defs[ref])
+                        todo.append(used[ref])
+            schema["$defs"] = used
+            text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+            text = text.replace(REF, "#/$defs/")
+            out = os.path.join(here, f"kubernetes-{KUBERNETES}", name + ".json")
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with open(out, "w") as f:
+                f.write(text + "\n")
+            print(out, os.path.getsize(out))
+
+
 def main():
+    if sys.argv[1] == "kubernetes":
+        return kubernetes(sys.argv[2])
     istio, eg_dir, gateway_api = sys.argv[1:4]
     paths = [istio, gateway_api] + [
         os.path.join(eg_dir, n) for n in sorted(os.listdir(eg_dir)) if n.endswith(".yaml")

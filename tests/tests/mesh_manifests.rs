@@ -1,6 +1,6 @@
 //! The service-mesh manifests (deploy/istio, deploy/envoy-gateway, deploy/mesh-control-plane)
-//! against the CRD schemas they use (tests/schemas, versions named there) and against the
-//! code: the filter's own configuration parser, the cluster names the meshes generate, the
+//! against the schemas of what they create (tests/schemas: the CRDs, versions named there,
+//! and Kubernetes 1.37's core objects) and against the code: the filter's own configuration parser, the cluster names the meshes generate, the
 //! internal credential's path to the filter, who may reach the control plane.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
@@ -69,17 +69,32 @@ fn istio_wasm_plugin() -> Value {
         .value
 }
 
-/// The vendored schema of a custom resource, strict: an object that declares its properties
-/// accepts no other (the API server would prune it silently); `None` for core objects.
-fn schema(api_version: &str, kind: &str) -> Option<Value> {
-    let (group, version) = api_version.split_once('/')?;
-    if !group.contains('.') || group.ends_with(".k8s.io") && !group.starts_with("gateway.") {
-        return None;
-    }
-    let path = workspace_root().join(format!("tests/schemas/{group}/{kind}.{version}.json"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("no vendored schema for {api_version} {kind}: {path:?}: {e}"));
+/// The Kubernetes version whose schemas the core objects are checked against.
+const KUBERNETES: &str = "1.37.0";
+
+/// The vendored schema of an object: a custom resource's, made strict (an object that
+/// declares its properties accepts no other: the API server would prune it silently), or
+/// a core object's from Kubernetes 1.37 (strict already).
+fn schema(api_version: &str, kind: &str) -> Value {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let core = !group.contains('.') || group.ends_with(".k8s.io") && !group.starts_with("gateway.");
+    let path = if core {
+        let group = group.split('.').next().unwrap_or_default();
+        let name = [kind.to_lowercase().as_str(), group, version]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        format!("tests/schemas/kubernetes-{KUBERNETES}/{name}.json")
+    } else {
+        format!("tests/schemas/{group}/{kind}.{version}.json")
+    };
+    let text = std::fs::read_to_string(workspace_root().join(&path))
+        .unwrap_or_else(|e| panic!("no vendored schema for {api_version} {kind}: {path}: {e}"));
     let mut schema: Value = serde_json::from_str(&text).unwrap();
+    if core {
+        return schema;
+    }
     // The API server takes these of every object, whether the CRD declares them or not
     // (Istio's do not).
     for (field, kind) in [
@@ -92,7 +107,7 @@ fn schema(api_version: &str, kind: &str) -> Option<Value> {
         }
     }
     strict(&mut schema);
-    Some(schema)
+    schema
 }
 
 fn strict(node: &mut Value) {
@@ -111,20 +126,18 @@ fn strict(node: &mut Value) {
 }
 
 /// The schema's errors for a document, as text; empty when it is valid.
-fn schema_errors(value: &Value) -> Option<Vec<String>> {
+fn schema_errors(value: &Value) -> Vec<String> {
     let api_version = value["apiVersion"].as_str().unwrap();
-    let schema = schema(api_version, value["kind"].as_str().unwrap())?;
+    let schema = schema(api_version, value["kind"].as_str().unwrap());
     let validator = jsonschema::validator_for(&schema).unwrap();
-    Some(
-        validator
-            .iter_errors(value)
-            .map(|e| format!("{}: {e}", e.instance_path()))
-            .collect(),
-    )
+    validator
+        .iter_errors(value)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
 }
 
 #[test]
-fn every_custom_resource_of_the_mesh_manifests_fits_its_vendored_crd_schema() {
+fn every_object_of_the_mesh_manifests_fits_its_vendored_schema() {
     let mut checked = BTreeSet::new();
     let mut documents = applied("deploy/istio");
     documents.extend(applied("deploy/envoy-gateway"));
@@ -132,14 +145,14 @@ fn every_custom_resource_of_the_mesh_manifests_fits_its_vendored_crd_schema() {
         &workspace_root().join("deploy/istio/wasmplugin.yaml"),
     ));
     for document in &documents {
-        let value = &document.value;
-        if let Some(errors) = schema_errors(value) {
-            assert!(errors.is_empty(), "{:?}: {errors:#?}", document.file);
-            checked.insert(value["kind"].as_str().unwrap().to_string());
-        }
+        let errors = schema_errors(&document.value);
+        assert!(errors.is_empty(), "{:?}: {errors:#?}", document.file);
+        checked.insert(document.value["kind"].as_str().unwrap().to_string());
     }
     let expected: BTreeSet<String> = [
         "ClientTrafficPolicy",
+        "ConfigMap",
+        "Deployment",
         "DestinationRule",
         "EnvoyExtensionPolicy",
         "EnvoyFilter",
@@ -147,6 +160,10 @@ fn every_custom_resource_of_the_mesh_manifests_fits_its_vendored_crd_schema() {
         "EnvoyProxy",
         "Gateway",
         "HTTPRoute",
+        "Namespace",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
         "WasmPlugin",
     ]
     .into_iter()
@@ -155,24 +172,43 @@ fn every_custom_resource_of_the_mesh_manifests_fits_its_vendored_crd_schema() {
     assert_eq!(checked, expected);
 }
 
+/// livegate's own Kubernetes manifests, against the same Kubernetes 1.37 schemas (a kind
+/// added there needs its schema: tests/schemas/vendor.py).
+#[test]
+fn livegates_own_kubernetes_manifests_fit_the_kubernetes_schemas() {
+    for document in applied("deploy/kubernetes") {
+        let errors = schema_errors(&document.value);
+        assert!(errors.is_empty(), "{:?}: {errors:#?}", document.file);
+    }
+}
+
 #[test]
 fn the_strict_schemas_refuse_a_misspelt_field_and_a_wrong_enum() {
     let mut typo = istio_wasm_plugin();
     typo["spec"]["failStratgy"] = json!("FAIL_CLOSE");
-    let errors = schema_errors(&typo).unwrap();
+    let errors = schema_errors(&typo);
     assert!(
         errors.iter().any(|e| e.contains("failStratgy")),
         "{errors:?}"
     );
     let mut wrong = istio_wasm_plugin();
     wrong["spec"]["phase"] = json!("FIRST");
-    assert!(!schema_errors(&wrong).unwrap().is_empty());
+    assert!(!schema_errors(&wrong).is_empty());
     // Deep in a list too.
     let documents = applied("deploy/envoy-gateway");
     let mut deep = find(&documents, "EnvoyExtensionPolicy", "livegate").clone();
     deep["spec"]["wasm"][0]["code"]["image"]["digest"] = json!("sha256:00");
-    let errors = schema_errors(&deep).unwrap();
+    let errors = schema_errors(&deep);
     assert!(errors.iter().any(|e| e.contains("digest")), "{errors:?}");
+    // And in the core objects: a probe's field misspelt.
+    let documents = applied("deploy/mesh-control-plane");
+    let mut probe = find(&documents, "Deployment", "livegate-control-plane").clone();
+    probe["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["periodSecond"] = json!(10);
+    let errors = schema_errors(&probe);
+    assert!(
+        errors.iter().any(|e| e.contains("periodSecond")),
+        "{errors:?}"
+    );
 }
 
 #[test]
