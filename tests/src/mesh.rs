@@ -192,20 +192,19 @@ impl MeshEnvoy {
         )?;
         let config_path = dir.join(format!("mesh-envoy-{listen_port}.yaml"));
         std::fs::write(&config_path, config)?;
+        // Written before Envoy starts: its first read finds the resource.
+        write_ecds(&ecds_dir, first, 1)?;
+        let mut command = Command::new(binary);
+        command
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--disable-hot-restart")
+            // Two workers, as the mesh's gateways run several: each has its own VM.
+            .args(["--concurrency", "2"])
+            .args(["--log-level", "info"]);
+        let log = dir.join(format!("mesh-envoy-{listen_port}.log"));
         let mut envoy = MeshEnvoy {
-            process: {
-                let mut command = Command::new(binary);
-                command
-                    .arg("-c")
-                    .arg(&config_path)
-                    .arg("--disable-hot-restart")
-                    .args(["--concurrency", "2"])
-                    .args(["--log-level", "info"]);
-                // Written before Envoy starts: its first read finds the resource.
-                write_ecds(&ecds_dir, first, 1)?;
-                let log = dir.join(format!("mesh-envoy-{listen_port}.log"));
-                Owned::spawn("envoy", command, &log, SpawnOptions::default())?
-            },
+            process: Owned::spawn("envoy", command, &log, SpawnOptions::default())?,
             listen_port,
             admin_port,
             ecds_dir,

@@ -45,8 +45,9 @@ const MTIME: u64 = 0;
 pub struct Package {
     pub layout: PathBuf,
     pub archive: PathBuf,
-    /// `sha256:…` of the image manifest: what the meshes pin (Istio's `WasmPlugin.sha256`
-    /// and `code.remote.sha256` of an OCI url, Envoy Gateway's `image.sha256`), hex only.
+    /// `sha256:<hex>` of the image manifest; its hex is what the meshes pin (Istio's
+    /// `WasmPlugin.sha256` and `code.remote.sha256` of an `oci://` url, Envoy Gateway's
+    /// `image.sha256`).
     pub manifest_digest: String,
     /// Hex SHA-256 of `plugin.wasm` itself, for a plain `https://` download of the module.
     pub plugin_sha256: String,
@@ -58,7 +59,8 @@ pub fn run(wasm: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
     let wasm = match wasm {
         Some(wasm) => wasm,
         None => {
-            crate::setup::all()?;
+            // Only the wasm target: packaging needs neither Envoy nor Postgres.
+            crate::setup::wasm_target()?;
             crate::build::filter()?
         }
     };
