@@ -235,6 +235,13 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
     })
     .unwrap();
     holds(&stack, &good, &restricted, &blocked, "all up");
+    // Each worker has its own decision cache: the keys are asked on many connections in a
+    // row, so both workers hold their allows (all on one worker: once in 2,048) before the
+    // outages, which they serve from it.
+    for _ in 0..IN_A_ROW {
+        reached_as(&chat(&stack, &good, "anything"), "anything", "warming");
+        reached_as(&chat(&stack, &restricted, "fast"), "gpt-4o", "warming");
+    }
 
     // Postgres frozen: the control plane answers from its cache, the filter from its own.
     stack.postgres.pause().unwrap();
