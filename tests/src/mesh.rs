@@ -1,6 +1,7 @@
 //! livegate delivered as a service mesh delivers it: the filter taken out of its OCI image
-//! (`cargo xtask package`), handed to Envoy over extension config discovery (ECDS) from a
-//! file, with the mesh's cluster names (`tests/mesh/envoy.yaml.tmpl`).
+//! (`cargo xtask package`), handed to Envoy as Istio does (over extension config discovery
+//! from a file, `tests/mesh/envoy.yaml.tmpl`) or as Envoy Gateway does (in the listener,
+//! enabled per route, `tests/mesh/envoy-gateway.yaml.tmpl`), with the mesh's cluster names.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -139,13 +140,116 @@ pub fn control_plane_cluster(extension: &Value) -> anyhow::Result<String> {
         .context("the plugin configuration names no control_plane_cluster")
 }
 
+/// `plugin.wasm` out of the packaged layout, written into `dir`.
+fn take_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
+    let layout = oci_layout();
+    crate::artifacts::require(&layout, "the filter's OCI layout (cargo xtask package)")?;
+    let plugin_wasm = dir.join("plugin.wasm");
+    std::fs::write(&plugin_wasm, plugin_from_layout(&layout)?)?;
+    Ok(plugin_wasm)
+}
+
+/// deploy/envoy-gateway's manifests that make the filter and its clusters.
+pub const ENVOY_GATEWAY_DIR: &str = "deploy/envoy-gateway";
+pub const ENVOY_GATEWAY_TEMPLATE: &str = "tests/mesh/envoy-gateway.yaml.tmpl";
+
+/// What Envoy Gateway generates from deploy/envoy-gateway for the filter.
+#[derive(Debug, Clone)]
+pub struct EnvoyGatewayFilter {
+    /// `envoy.filters.http.wasm/envoyextensionpolicy/NAMESPACE/NAME/wasm/0`.
+    pub filter_name: String,
+    /// The HTTP filter's typed_config: a Wasm filter with the policy's PluginConfig and the
+    /// patch policy's setting applied.
+    pub typed_config: Value,
+    /// The clusters of the HTTPRoute's rules, in order: `httproute/NAMESPACE/ROUTE/rule/I`.
+    pub rule_clusters: Vec<String>,
+}
+
+fn manifest(path: &str) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(crate::artifacts::workspace_root().join(path))?;
+    let mut documents = Vec::new();
+    for document in serde_norway::Deserializer::from_str(&text) {
+        documents.push(<Value as serde::Deserialize>::deserialize(document)?);
+    }
+    Ok(documents)
+}
+
+/// The filter as Envoy Gateway builds it from the EnvoyExtensionPolicy (its translator's
+/// `wasmConfig`: name, root id, a VM per policy and index, V8, the `config` object as a
+/// string, fail_open, the host env keys), with the EnvoyPatchPolicy's operation applied
+/// to it, and the HTTPRoute's clusters. `overrides` go into the plugin configuration.
+pub fn envoy_gateway_filter(
+    overrides: &Value,
+    plugin_wasm: &Path,
+) -> anyhow::Result<EnvoyGatewayFilter> {
+    let namespace = manifest(&format!("{ENVOY_GATEWAY_DIR}/kustomization.yaml"))?[0]["namespace"]
+        .as_str()
+        .context("the kustomization sets no namespace")?
+        .to_string();
+    let policy = manifest(&format!("{ENVOY_GATEWAY_DIR}/extension-policy.yaml"))?.remove(0);
+    let name = policy["metadata"]["name"].as_str().context("policy name")?;
+    let ir_name = format!("envoyextensionpolicy/{namespace}/{name}/wasm/0");
+    let filter_name = format!("envoy.filters.http.wasm/{ir_name}");
+    let wasm = &policy["spec"]["wasm"][0];
+    let mut plugin = wasm["config"].clone();
+    if let (Some(plugin), Some(overrides)) = (plugin.as_object_mut(), overrides.as_object()) {
+        plugin.extend(overrides.clone());
+    }
+    let mut typed_config = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {
+            "name": wasm["name"],
+            "root_id": wasm["rootID"],
+            "vm_config": {
+                "vm_id": ir_name,
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": plugin_wasm.display().to_string()}},
+                "environment_variables": {"host_env_keys": wasm["env"]["hostKeys"]},
+            },
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": plugin.to_string(),
+            },
+            "fail_open": wasm["failOpen"],
+        },
+    });
+    // The patch policy's one operation: `add` of `path` on the object its jsonPath selects,
+    // which must be this filter's PluginConfig.
+    let patch = manifest(&format!("{ENVOY_GATEWAY_DIR}/patch-policy.yaml"))?.remove(0);
+    let operation = &patch["spec"]["jsonPatches"][0]["operation"];
+    let json_path = operation["jsonPath"].as_str().context("patch jsonPath")?;
+    anyhow::ensure!(
+        operation["op"] == "add"
+            && json_path.contains(&format!("'{filter_name}'"))
+            && json_path.ends_with(".typed_config.config"),
+        "the patch policy does not select {filter_name}'s PluginConfig: {json_path}"
+    );
+    let field = operation["path"].as_str().context("patch path")?;
+    typed_config["config"][field] = operation["value"].clone();
+    let route = manifest(&format!("{ENVOY_GATEWAY_DIR}/gateway.yaml"))?
+        .into_iter()
+        .find(|d| d["kind"] == "HTTPRoute")
+        .context("no HTTPRoute")?;
+    let route_name = route["metadata"]["name"].as_str().context("route name")?;
+    let rules = route["spec"]["rules"].as_array().context("route rules")?;
+    let rule_clusters = (0..rules.len())
+        .map(|i| format!("httproute/{namespace}/{route_name}/rule/{i}"))
+        .collect();
+    Ok(EnvoyGatewayFilter {
+        filter_name,
+        typed_config,
+        rule_clusters,
+    })
+}
+
 /// An Envoy configured as a mesh configures it, its filter from an ECDS file.
 #[derive(Debug)]
 pub struct MeshEnvoy {
     process: Owned,
     listen_port: u16,
     admin_port: u16,
-    ecds_dir: PathBuf,
+    /// Where the ECDS resource is (none: the filter is in the listener, Envoy Gateway's way).
+    ecds_dir: Option<PathBuf>,
     plugin_wasm: PathBuf,
     version: u64,
 }
@@ -160,11 +264,7 @@ impl MeshEnvoy {
         upstream_port: u16,
         overrides: &Value,
     ) -> anyhow::Result<MeshEnvoy> {
-        let binary = crate::artifacts::require(&crate::artifacts::envoy_bin(), "Envoy")?;
-        let layout = oci_layout();
-        crate::artifacts::require(&layout, "the filter's OCI layout (cargo xtask package)")?;
-        let plugin_wasm = dir.join("plugin.wasm");
-        std::fs::write(&plugin_wasm, plugin_from_layout(&layout)?)?;
+        let plugin_wasm = take_plugin(dir)?;
         let ecds_dir = dir.join("ecds");
         std::fs::create_dir_all(&ecds_dir)?;
         let listen_port = crate::ports::free_port()?;
@@ -190,10 +290,65 @@ impl MeshEnvoy {
                 ("ECDS_DIR", quoted(&ecds_dir.display().to_string())),
             ],
         )?;
-        let config_path = dir.join(format!("mesh-envoy-{listen_port}.yaml"));
-        std::fs::write(&config_path, config)?;
         // Written before Envoy starts: its first read finds the resource.
         write_ecds(&ecds_dir, first, 1)?;
+        MeshEnvoy::launch(
+            dir,
+            &config,
+            listen_port,
+            admin_port,
+            plugin_wasm,
+            Some(ecds_dir),
+        )
+    }
+
+    /// Takes `plugin.wasm` out of the packaged layout into `dir` and starts Envoy with the
+    /// configuration Envoy Gateway generates for deploy/envoy-gateway (`overrides` in the
+    /// plugin configuration); waits until its listener serves.
+    pub fn start_envoy_gateway(
+        dir: &Path,
+        control_plane_port: u16,
+        upstream_port: u16,
+        overrides: &Value,
+    ) -> anyhow::Result<MeshEnvoy> {
+        let plugin_wasm = take_plugin(dir)?;
+        let listen_port = crate::ports::free_port()?;
+        let admin_port = crate::ports::free_port()?;
+        let generated = envoy_gateway_filter(overrides, &plugin_wasm)?;
+        let quoted = |text: &str| Value::from(text).to_string();
+        let mut values = vec![
+            ("ADMIN_PORT", admin_port.to_string()),
+            ("LISTEN_PORT", listen_port.to_string()),
+            ("CONTROL_PLANE_PORT", control_plane_port.to_string()),
+            ("UPSTREAM_PORT", upstream_port.to_string()),
+            ("WASM_FILTER_NAME", quoted(&generated.filter_name)),
+            // JSON is YAML: the filter's typed_config as one flow mapping.
+            ("WASM_FILTER", generated.typed_config.to_string()),
+        ];
+        for (placeholder, cluster) in ["RULE_0", "RULE_1", "RULE_2"]
+            .into_iter()
+            .zip(&generated.rule_clusters)
+        {
+            values.push((placeholder, quoted(cluster)));
+        }
+        let template = std::fs::read_to_string(
+            crate::artifacts::workspace_root().join(ENVOY_GATEWAY_TEMPLATE),
+        )?;
+        let config = crate::envoy::render(&template, &values)?;
+        MeshEnvoy::launch(dir, &config, listen_port, admin_port, plugin_wasm, None)
+    }
+
+    fn launch(
+        dir: &Path,
+        config: &str,
+        listen_port: u16,
+        admin_port: u16,
+        plugin_wasm: PathBuf,
+        ecds_dir: Option<PathBuf>,
+    ) -> anyhow::Result<MeshEnvoy> {
+        let binary = crate::artifacts::require(&crate::artifacts::envoy_bin(), "Envoy")?;
+        let config_path = dir.join(format!("mesh-envoy-{listen_port}.yaml"));
+        std::fs::write(&config_path, config)?;
         let mut command = Command::new(binary);
         command
             .arg("-c")
@@ -233,9 +388,13 @@ impl MeshEnvoy {
     /// Replaces the extension config with one whose plugin configuration has `overrides`,
     /// as a mesh pushes a changed configuration: written aside, then renamed into place.
     pub fn push_plugin_config(&mut self, overrides: &Value) -> anyhow::Result<()> {
+        let ecds_dir = self
+            .ecds_dir
+            .as_ref()
+            .context("this Envoy takes its filter from its listener, not over ECDS")?;
         self.version += 1;
         let extension = extension_config(overrides, &self.plugin_wasm)?;
-        write_ecds(&self.ecds_dir, extension, self.version)
+        write_ecds(ecds_dir, extension, self.version)
     }
 
     /// Times Envoy took a new extension config over ECDS (the first one included).
@@ -278,6 +437,13 @@ fn write_ecds(dir: &Path, extension: Value, version: u64) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Which mesh's gateway the stack runs.
+#[derive(Debug, Clone, Copy)]
+enum Mesh {
+    Istio,
+    EnvoyGateway,
+}
+
 /// Postgres, a control plane, the demo upstream and the mesh's Envoy. Drops Envoy first.
 #[derive(Debug)]
 pub struct MeshStack {
@@ -291,8 +457,17 @@ pub struct MeshStack {
 }
 
 impl MeshStack {
-    /// `overrides`: merged into the manifest's plugin configuration.
+    /// With Istio's gateway; `overrides`: merged into the manifest's plugin configuration.
     pub fn start(overrides: &Value) -> anyhow::Result<MeshStack> {
+        MeshStack::start_as(Mesh::Istio, overrides)
+    }
+
+    /// With Envoy Gateway's gateway.
+    pub fn start_envoy_gateway(overrides: &Value) -> anyhow::Result<MeshStack> {
+        MeshStack::start_as(Mesh::EnvoyGateway, overrides)
+    }
+
+    fn start_as(mesh: Mesh, overrides: &Value) -> anyhow::Result<MeshStack> {
         let scratch = Scratch::new("livegate-mesh-")?;
         let postgres = Postgres::start()?;
         let control_plane_port = crate::ports::free_port()?;
@@ -303,7 +478,11 @@ impl MeshStack {
             .start()?;
         control_plane.wait_connected(Duration::from_secs(60))?;
         let upstream = DemoUpstream::start(None, scratch.path())?;
-        let envoy = MeshEnvoy::start(
+        let start = match mesh {
+            Mesh::Istio => MeshEnvoy::start,
+            Mesh::EnvoyGateway => MeshEnvoy::start_envoy_gateway,
+        };
+        let envoy = start(
             scratch.path(),
             control_plane.port(),
             upstream.port(),

@@ -1,8 +1,9 @@
 //! The filter as a service mesh runs it: taken out of the OCI image `cargo xtask package`
 //! writes, supplied to a real Envoy 1.40 over extension config discovery (ECDS) in the
-//! shape deploy/istio gives it, the control plane's cluster named as Istio names it. It
-//! behaves as in livegate's own Envoy, with Postgres frozen and with the control plane
-//! stopped, and a changed plugin configuration pushed under load fails no request.
+//! shape deploy/istio gives it, the control plane's cluster named as Istio names it (and,
+//! as Envoy Gateway installs it from deploy/envoy-gateway, in the listener). It behaves as
+//! in livegate's own Envoy, with Postgres frozen and with the control plane stopped, and a
+//! changed plugin configuration pushed under load fails no request.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
@@ -266,6 +267,71 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
     let stranger = chat(&stack, unknown, "gpt-4o");
     assert_eq!(stranger.status, 503, "{}", stranger.body);
     assert!(stranger.header("retry-after").is_some());
+}
+
+/// Envoy Gateway's way: the filter in the listener, disabled but on the routes the
+/// EnvoyExtensionPolicy targets, its PluginConfig built from the policy with the
+/// EnvoyPatchPolicy applied, the control plane's cluster the HTTPRoute rule's. The same
+/// behaviour, through the same outages.
+#[test]
+fn the_filter_as_envoy_gateway_installs_it_behaves_the_same_through_outages() {
+    let generated =
+        mesh::envoy_gateway_filter(&json!({}), std::path::Path::new("plugin.wasm")).unwrap();
+    let config = &generated.typed_config["config"];
+    assert_eq!(config["allow_on_headers_stop_iteration"], true);
+    let plugin: Value =
+        serde_json::from_str(config["configuration"]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(plugin["control_plane_cluster"], generated.rule_clusters[0]);
+
+    let mut stack = MeshStack::start_envoy_gateway(&overrides(json!({}))).unwrap();
+    liveness(&stack, "all up");
+    let ready = http::get(&stack.url("/health/readiness"), &[]).unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let good = generate(&stack, json!({"key_alias": "good"}));
+    let restricted = generate(
+        &stack,
+        json!({"models": ["gpt-4o"], "aliases": {"fast": "gpt-4o"}}),
+    );
+    let blocked = generate(&stack, json!({"key_alias": "to-block"}));
+    let unknown = "sk-never-generated-0123456789";
+    refused(
+        &chat(&stack, unknown, "gpt-4o"),
+        401,
+        "token_not_found_in_db",
+        "unknown key",
+    );
+    reached_as(
+        &chat(&stack, &blocked, "gpt-4o"),
+        "gpt-4o",
+        "before the block",
+    );
+    stack.admin("/key/block", &json!({"key": blocked})).unwrap();
+    poll::until("the block at Envoy Gateway's Envoy", PATIENCE, || {
+        (0..IN_A_ROW)
+            .all(|_| chat(&stack, &blocked, "gpt-4o").status == 403)
+            .then_some(())
+    })
+    .unwrap();
+    holds(&stack, &good, &restricted, &blocked, "all up");
+    for _ in 0..IN_A_ROW {
+        reached_as(&chat(&stack, &good, "anything"), "anything", "warming");
+        reached_as(&chat(&stack, &restricted, "fast"), "gpt-4o", "warming");
+    }
+
+    stack.postgres.pause().unwrap();
+    holds(&stack, &good, &restricted, &blocked, "postgres frozen");
+    stack.postgres.resume().unwrap();
+
+    stack.control_plane = None;
+    holds(
+        &stack,
+        &good,
+        &restricted,
+        &blocked,
+        "control plane stopped",
+    );
+    let stranger = chat(&stack, unknown, "gpt-4o");
+    assert_eq!(stranger.status, 503, "{}", stranger.body);
 }
 
 #[test]
