@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod flood;
 pub mod http;
 pub mod lab;
+pub mod mesh;
 pub mod poll;
 pub mod ports;
 pub mod postgres;

@@ -14,16 +14,7 @@ pub struct Built {
 }
 
 pub fn all(release: bool) -> anyhow::Result<Built> {
-    step("building the filter (wasm32-wasip1, profile wasm)");
-    run(cargo()
-        .args([
-            "build",
-            "--package",
-            "livegate-filter",
-            "--target",
-            WASM_TARGET,
-        ])
-        .args(["--profile", "wasm"]))?;
+    let filter_wasm = filter()?;
     let profile = if release { "release" } else { "debug" };
     step(&format!(
         "building the control plane and the demo upstream ({profile})"
@@ -37,10 +28,27 @@ pub fn all(release: bool) -> anyhow::Result<Built> {
     run(&mut native)?;
     let target = livegate_tests::artifacts::target_dir();
     Ok(Built {
-        filter_wasm: target.join(WASM_TARGET).join("wasm/livegate_filter.wasm"),
+        filter_wasm,
         control_plane: target.join(profile).join("livegate-control-plane"),
         demo_upstream: target.join(profile).join("livegate-demo-upstream"),
     })
+}
+
+/// Builds the filter alone (wasm32-wasip1, profile `wasm`: the release build that ships).
+pub fn filter() -> anyhow::Result<PathBuf> {
+    step("building the filter (wasm32-wasip1, profile wasm)");
+    run(cargo()
+        .args([
+            "build",
+            "--package",
+            "livegate-filter",
+            "--target",
+            WASM_TARGET,
+        ])
+        .args(["--profile", "wasm"]))?;
+    Ok(livegate_tests::artifacts::target_dir()
+        .join(WASM_TARGET)
+        .join("wasm/livegate_filter.wasm"))
 }
 
 /// `cargo`, the same one running this xtask.

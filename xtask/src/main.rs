@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod envoy_config;
 mod fuzz;
+mod package;
 mod setup;
 mod test;
 mod up;
@@ -26,6 +27,16 @@ enum Command {
         /// Build the binaries with the release profile.
         #[arg(long)]
         release: bool,
+    },
+    /// Package the filter (release build) as an OCI image a service mesh pulls:
+    /// target/oci/livegate-filter (an OCI layout) and target/oci/livegate-filter.tar.
+    Package {
+        /// Package this module instead of building the filter (the Dockerfile's stage).
+        #[arg(long)]
+        wasm: Option<std::path::PathBuf>,
+        /// Write `livegate-filter/` and `livegate-filter.tar` here instead of target/oci.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Run the local stack in the foreground until Ctrl-C.
     Up(up::UpArgs),
@@ -73,6 +84,7 @@ fn main() {
     let result = match cli.command {
         Command::Setup => setup::all().map(|_| ()),
         Command::Build { release } => setup::all().and_then(|_| build::all(release).map(|_| ())),
+        Command::Package { wasm, out } => package::run(wasm, out),
         Command::Up(args) => up::run(args),
         Command::Test { cargo_args } => test::all(&cargo_args),
         Command::Lint => test::lint(),

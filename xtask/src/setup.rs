@@ -27,7 +27,8 @@ pub fn all() -> anyhow::Result<Tools> {
     })
 }
 
-fn wasm_target() -> anyhow::Result<()> {
+/// The filter's wasm target, added with rustup if missing.
+pub fn wasm_target() -> anyhow::Result<()> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
         .context("rustup is needed to add the wasm target")?;
     if installed.lines().any(|line| line.trim() == WASM_TARGET) {

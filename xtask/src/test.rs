@@ -8,11 +8,15 @@ use crate::step;
 pub fn all(cargo_args: &[String]) -> anyhow::Result<()> {
     let tools = setup::all()?;
     let built = build::all(false)?;
+    // The mesh tests run the filter as a mesh does: taken out of its OCI image.
+    let package =
+        crate::package::package(&built.filter_wasm, &livegate_tests::artifacts::target_dir())?;
     step("running every test (unit and end-to-end)");
     run(cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(cargo_args)
-        .envs(build::artifact_env(&tools, &built)))
+        .envs(build::artifact_env(&tools, &built))
+        .env(livegate_tests::mesh::OCI_LAYOUT_ENV, &package.layout))
 }
 
 /// Formatting, and clippy with warnings denied, on the host and on the wasm target.
