@@ -36,6 +36,7 @@ fn entry(
             completion_tokens: None,
             total_tokens: Some(3),
             usage_known: true,
+            usage_estimate_reason: None,
             status: 200,
             streamed: false,
             start_time_ms: 1,
