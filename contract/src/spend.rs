@@ -50,8 +50,9 @@ pub struct SpendRecord {
     /// that it used nothing: the counts are then an estimate (with its reason) or absent.
     pub usage_known: bool,
     /// Why the counts are an estimate; `None` when usage is known or nothing is charged.
-    /// Absent in records of older filters (read as `None`).
-    #[serde(default)]
+    /// Left out of the JSON when `None` (a batch's size is bounded; records of older
+    /// filters read the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_estimate_reason: Option<EstimateReason>,
     /// The upstream's HTTP status.
     pub status: u16,
@@ -129,7 +130,9 @@ pub enum SpendRecordError {
     RequestId,
     #[error("{0} is longer than {MAX_LABEL_LEN} bytes")]
     TooLong(&'static str),
-    #[error("token counts are present but usage_known is false and no usage_estimate_reason says why")]
+    #[error(
+        "token counts are present but usage_known is false and no usage_estimate_reason says why"
+    )]
     CountsWithoutUsage,
     #[error("usage_estimate_reason is set but usage_known is true")]
     ReasonWithKnownUsage,
