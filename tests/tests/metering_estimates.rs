@@ -103,10 +103,18 @@ fn disconnect_mid_stream(stack: &Stack, key: &str) {
     let mut buffer = [0u8; 16 * 1024];
     while seen.len() < 64 * 1024 {
         let n = socket.read(&mut buffer).unwrap();
-        assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&seen));
+        assert!(
+            n > 0,
+            "the stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.extend_from_slice(&buffer[..n]);
     }
-    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen[..200]));
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen[..200])
+    );
     assert!(String::from_utf8_lossy(&seen).contains("\"content\":"));
     // Gone, 20 MB of stream still to come and its usage chunk at the very end.
     drop(socket);
@@ -120,10 +128,17 @@ fn unreadable_answers(stack: &Stack, key: &str) -> Vec<&'static str> {
     assert_eq!(forced.status, 200);
     assert_eq!(forced.encoding.as_deref(), Some("gzip"));
     let answer: Value = serde_json::from_slice(&gunzip(&forced.body)).unwrap();
-    assert_eq!(answer["usage"]["completion_tokens"], 8, "usage unread by the meter");
+    assert_eq!(
+        answer["usage"]["completion_tokens"], 8,
+        "usage unread by the meter"
+    );
 
     // A JSON answer over the meter's 1 MiB.
-    let big = post_gzip_ok(&chat, key, &chat_body(json!({"livegate_answer_bytes": 1_200_000})));
+    let big = post_gzip_ok(
+        &chat,
+        key,
+        &chat_body(json!({"livegate_answer_bytes": 1_200_000})),
+    );
     assert_eq!((big.status, big.encoding.as_deref()), (200, None));
     assert!(big.body.len() > 1024 * 1024);
 
@@ -138,7 +153,12 @@ fn unreadable_answers(stack: &Stack, key: &str) -> Vec<&'static str> {
     assert!(text.contains("response.completed") && text.contains("\"input_tokens\":4"));
 
     disconnect_mid_stream(stack, key);
-    vec!["encoded", "body_too_large", "event_too_large", "client_disconnected"]
+    vec![
+        "encoded",
+        "body_too_large",
+        "event_too_large",
+        "client_disconnected",
+    ]
 }
 
 fn spend_rows(stack: &Stack, key: &str) -> Option<Vec<Value>> {
@@ -150,7 +170,10 @@ fn spend_rows(stack: &Stack, key: &str) -> Option<Vec<Value>> {
 }
 
 fn control_plane_metrics(stack: &Stack) -> String {
-    let url = format!("{}/metrics", stack.control_plane.as_ref().unwrap().base_url());
+    let url = format!(
+        "{}/metrics",
+        stack.control_plane.as_ref().unwrap().base_url()
+    );
     http::get(&url, &[]).unwrap().body
 }
 
@@ -172,7 +195,11 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
 
     // The demo upstream compresses when asked, as OpenAI does...
     let demo = stack.upstream.as_ref().unwrap().base_url();
-    let direct = post_gzip_ok(&format!("{demo}/v1/chat/completions"), "x", &chat_body(json!({})));
+    let direct = post_gzip_ok(
+        &format!("{demo}/v1/chat/completions"),
+        "x",
+        &chat_body(json!({})),
+    );
     assert_eq!(direct.encoding.as_deref(), Some("gzip"));
     let direct: Value = serde_json::from_slice(&gunzip(&direct.body)).unwrap();
     assert_eq!(direct["livegate"]["accept_encoding"], "gzip");
@@ -184,7 +211,9 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
     assert_eq!(plain["livegate"]["accept_encoding"], "identity");
     let streamed = post_gzip_ok(&chat, &key, &chat_body(json!({"stream": true})));
     assert_eq!(streamed.encoding, None);
-    assert!(String::from_utf8(streamed.body).unwrap().contains("\"total_tokens\":12"));
+    assert!(String::from_utf8(streamed.body)
+        .unwrap()
+        .contains("\"total_tokens\":12"));
 
     // `stream` values a lax upstream reads as true: refused, naming the field.
     for odd in [json!("true"), json!(1)] {
@@ -199,17 +228,27 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
     let control_plane = stack.control_plane.as_ref().unwrap();
     control_plane.signal(Signal::SIGSTOP).unwrap();
     disconnect_mid_stream(&stack, &key);
-    let big = post_gzip_ok(&chat, &key, &chat_body(json!({"livegate_answer_bytes": 1_200_000})));
+    let big = post_gzip_ok(
+        &chat,
+        &key,
+        &chat_body(json!({"livegate_answer_bytes": 1_200_000})),
+    );
     assert_eq!(big.status, 200);
     poll::until("estimates queued in the filter", PATIENCE, || {
-        let queued = stack.envoy.prometheus_counter("livegate_spend_queue_records").ok()?;
+        let queued = stack
+            .envoy
+            .prometheus_counter("livegate_spend_queue_records")
+            .ok()?;
         (queued >= 2.0).then_some(())
     })
     .unwrap();
     control_plane.signal(Signal::SIGCONT).unwrap();
     expected.extend(["client_disconnected", "body_too_large"]);
     poll::until("the queue drained", PATIENCE, || {
-        let queued = stack.envoy.prometheus_counter("livegate_spend_queue_records").ok()?;
+        let queued = stack
+            .envoy
+            .prometheus_counter("livegate_spend_queue_records")
+            .ok()?;
         (queued == 0.0).then_some(())
     })
     .unwrap();
@@ -255,10 +294,19 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
 
     // Counted by reason where the records were drained, and by the filter.
     let text = control_plane_metrics(&stack);
-    for reason in ["client_disconnected", "body_too_large", "event_too_large", "encoded"] {
+    for reason in [
+        "client_disconnected",
+        "body_too_large",
+        "event_too_large",
+        "encoded",
+    ] {
         let want = expected.iter().filter(|r| **r == reason).count() as f64;
         let series = format!("livegate_spend_estimated_total{{reason=\"{reason}\"}}");
-        assert_eq!(prometheus_value(&text, &series), Some(want), "{reason}\n{text}");
+        assert_eq!(
+            prometheus_value(&text, &series),
+            Some(want),
+            "{reason}\n{text}"
+        );
     }
     let estimated = stack
         .envoy
