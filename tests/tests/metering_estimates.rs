@@ -314,3 +314,78 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
         .unwrap();
     assert_eq!(estimated, expected.len() as f64);
 }
+
+/// The OpenAI Python SDK's calls, plain and streamed; it sends `Accept-Encoding: gzip`
+/// (httpx's default). Prints one JSON line: what the upstream saw, and the stream's usage.
+const OPENAI_SDK_SCRIPT: &str = r#"
+import json, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0, timeout=30)
+messages = [{"role": "user", "content": "abcd"}]
+raw = client.chat.completions.with_raw_response.create(model="livegate-demo", messages=messages)
+plain = raw.parse()
+usage = None
+for chunk in client.chat.completions.create(model="livegate-demo", messages=messages, stream=True):
+    if chunk.usage is not None:
+        usage = chunk.usage.total_tokens
+print(json.dumps({
+    "sent_accept_encoding": raw.http_request.headers.get("accept-encoding"),
+    "content_encoding": raw.headers.get("content-encoding"),
+    "upstream_saw": plain.model_extra["livegate"]["accept_encoding"],
+    "plain_total": plain.usage.total_tokens,
+    "stream_total": usage,
+}))
+"#;
+
+#[test]
+#[ignore = "needs LIVEGATE_TEST_PYTHON: a Python with the openai package (python -m venv v && v/bin/pip install openai)"]
+fn the_openai_python_sdk_asking_for_gzip_is_metered_exactly() {
+    let python = std::env::var("LIVEGATE_TEST_PYTHON").unwrap();
+    let stack = Stack::start(StackOptions {
+        filter_config: FILTER_CONFIG.to_string(),
+        control_plane_args: vec![
+            "--prices-file".into(),
+            demo_prices_file().display().to_string(),
+        ],
+        ..StackOptions::full()
+    })
+    .unwrap();
+    let created = stack
+        .admin("/key/generate", &json!({"key_alias": "sdk"}))
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    let output = std::process::Command::new(python)
+        .args(["-c", OPENAI_SDK_SCRIPT, &stack.url(""), &key])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        seen["sent_accept_encoding"]
+            .as_str()
+            .unwrap()
+            .contains("gzip"),
+        "{seen}"
+    );
+    assert_eq!(seen["content_encoding"], Value::Null, "{seen}");
+    assert_eq!(seen["upstream_saw"], "identity", "{seen}");
+    assert_eq!(
+        (seen["plain_total"].clone(), seen["stream_total"].clone()),
+        (json!(12), json!(12))
+    );
+    let rows = poll::until("2 spend rows", PATIENCE, || {
+        spend_rows(&stack, &key).filter(|rows| rows.len() >= 2)
+    })
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row["metadata"]["usage_known"], true, "{row}");
+        assert_eq!(row["total_tokens"], 12, "{row}");
+        assert!(row["spend"].as_f64().unwrap() > 0.0, "{row}");
+    }
+}
