@@ -26,12 +26,12 @@
 //! known. Anthropic's cache counts (`cache_read_input_tokens`, …) are not read yet. Usage
 //! is [`Usage::Known`] only when the response stated at least one count. The meter also
 //! counts what an estimate needs when usage is not stated (`crate::metering::estimate`):
-//! the body bytes that passed and, in a stream, the bytes of generated content (the
-//! string leaves of each event's `delta` and of each choice's `text`/`delta`; a skipped or
-//! unreadable event counts whole).
+//! the body bytes that passed and, in a stream, the bytes of generated content
+//! ([`content`]; a skipped or unreadable event counts whole).
 
 use serde_json::Value;
 
+pub mod content;
 pub mod json;
 pub mod sse;
 pub mod stream_options;
@@ -255,35 +255,6 @@ fn tokens(usage: &Value) -> Option<Tokens> {
         total: count(&["total_tokens"]),
     };
     tokens.any().then_some(tokens)
-}
-
-/// The bytes of generated content one document (a stream event) carries: the string
-/// leaves of its `delta` (Anthropic's `content_block_delta`, the Responses API's
-/// `*.delta` events) and of each choice's `delta` and `text` (OpenAI's chunks). Role and
-/// type names inside a delta count too: a few bytes, on the side of the client paying.
-fn content_len(document: &Value) -> u64 {
-    let choices = document.get("choices").and_then(Value::as_array);
-    let from_choices = choices.into_iter().flatten().map(|choice| {
-        let text = choice.get("text").map_or(0, string_leaves);
-        text.saturating_add(choice.get("delta").map_or(0, string_leaves))
-    });
-    from_choices.fold(
-        document.get("delta").map_or(0, string_leaves),
-        u64::saturating_add,
-    )
-}
-
-/// The bytes of every string inside a value (serde_json bounds its depth at 128).
-fn string_leaves(value: &Value) -> u64 {
-    match value {
-        Value::String(s) => len(s.as_bytes()),
-        Value::Array(items) => items.iter().map(string_leaves).fold(0, u64::saturating_add),
-        Value::Object(members) => members
-            .values()
-            .map(string_leaves)
-            .fold(0, u64::saturating_add),
-        _ => 0,
-    }
 }
 
 /// A length as a count of bytes.

@@ -8,11 +8,14 @@
 //! (OpenAI's end) is noted. An event still open when the stream ends is read as if it had
 //! been closed: a truncated one fails to parse and is counted, a complete one is not lost.
 //!
-//! Every event is parsed once: its usage and model are read, and its generated content
-//! counted (`content_bytes`, for an estimate when the stream's usage never comes). An
-//! event skipped for its size, or whose data is not JSON, counts whole.
+//! Parsing costs: every event's generated content is counted in one pass that builds
+//! nothing ([`super::content`]; for an estimate when the stream's usage never comes; an
+//! event skipped for its size, or whose data is not JSON, counts whole). Once the model is
+//! known, an event is parsed into a document only when its data mentions a `"usage"` key
+//! holding an object, so content chunks (and OpenAI's `"usage":null`) cost that one pass.
 
-use super::{conclude, content_len, inspect, len, Reading, Tokens};
+use super::content::content_bytes;
+use super::{conclude, inspect, len, Reading, Tokens};
 
 /// The UTF-8 byte order mark a stream may open with (the SSE standard drops it).
 const BOM: &[u8] = "\u{feff}".as_bytes();
@@ -202,12 +205,18 @@ impl SseMeter {
             self.done = true;
             return;
         }
-        let Ok(document) = serde_json::from_slice::<serde_json::Value>(data) else {
+        let Some(content) = content_bytes(data) else {
             self.malformed_events = self.malformed_events.saturating_add(1);
             self.content_bytes = self.content_bytes.saturating_add(len(data));
             return;
         };
-        self.content_bytes = self.content_bytes.saturating_add(content_len(&document));
+        self.content_bytes = self.content_bytes.saturating_add(content);
+        if self.model.is_some() && !mentions_usage_object(data) {
+            return;
+        }
+        let Ok(document) = serde_json::from_slice::<serde_json::Value>(data) else {
+            return;
+        };
         let found = inspect(&document);
         if let Some(later) = found.tokens {
             self.tokens
@@ -218,4 +227,20 @@ impl SseMeter {
             self.model = found.model;
         }
     }
+}
+
+/// Whether `"usage"` is followed by `:` and `{` (whitespace allowed): the only events
+/// worth parsing once the model is known. A key spelled with escapes is not seen.
+fn mentions_usage_object(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut rest = data;
+    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
+        let after = rest.get(at + KEY.len()..).unwrap_or_default();
+        let mut tail = after.iter().copied().filter(|b| !b.is_ascii_whitespace());
+        if tail.next() == Some(b':') && tail.next() == Some(b'{') {
+            return true;
+        }
+        rest = after;
+    }
+    false
 }

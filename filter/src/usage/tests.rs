@@ -559,3 +559,53 @@ proptest! {
         }
     }
 }
+
+/// The content count, as a document walk: what [`content::content_bytes`] does in one pass.
+fn content_by_walking(document: &serde_json::Value) -> u64 {
+    fn leaves(v: &serde_json::Value) -> u64 {
+        match v {
+            serde_json::Value::String(s) => s.len() as u64,
+            serde_json::Value::Array(a) => a.iter().map(leaves).sum(),
+            serde_json::Value::Object(o) => o.values().map(leaves).sum(),
+            _ => 0,
+        }
+    }
+    let choices = document["choices"].as_array().into_iter().flatten();
+    let from_choices: u64 = choices
+        .map(|c| c.get("text").map_or(0, leaves) + c.get("delta").map_or(0, leaves))
+        .sum();
+    from_choices + document.get("delta").map_or(0, leaves)
+}
+
+#[test]
+fn the_one_pass_content_count_agrees_with_a_document_walk_on_every_fixture_event() {
+    let mut events = 0;
+    for text in STREAMS {
+        for line in text.lines() {
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            let Ok(document) = serde_json::from_str::<serde_json::Value>(data) else {
+                continue;
+            };
+            events += 1;
+            assert_eq!(
+                content::content_bytes(data.as_bytes()),
+                Some(content_by_walking(&document)),
+                "{data}"
+            );
+        }
+    }
+    assert!(events >= 20, "{events}");
+    assert_eq!(
+        content::content_bytes(b"{\"choices\": 3, \"delta\": null}"),
+        Some(0)
+    );
+    assert_eq!(content::content_bytes(b"[\"text\"]"), Some(0));
+    assert_eq!(
+        content::content_bytes(b"{\"delta\": \"\\u00e9t\\u00e9\"}"),
+        Some(5)
+    );
+    assert_eq!(content::content_bytes(b"{\"delta\": \"x\"} trailing"), None);
+    assert_eq!(content::content_bytes(b"{\"delta\": "), None);
+}
