@@ -313,6 +313,41 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
         .prometheus_counter("livegate_usage_estimated_total")
         .unwrap();
     assert_eq!(estimated, expected.len() as f64);
+
+    junk_model_names_never_get_series_of_their_own(&stack);
+}
+
+/// Issue 24 item 9: model names nobody priced (a client's junk) are counted under
+/// `model="other"` from the start, so they cannot fill the spend metrics' series bound.
+fn junk_model_names_never_get_series_of_their_own(stack: &Stack) {
+    let created = stack
+        .admin("/key/generate", &json!({"key_alias": "junk"}))
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {key}");
+    for i in 0..5 {
+        // The demo echoes embeddings without a model: the record names the junk only.
+        let body = json!({"model": format!("junk-{i}"), "input": "abcd"});
+        let r = http::post_json(
+            &stack.url("/v1/embeddings"),
+            &[("authorization", &bearer)],
+            &body,
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let text = poll::until("the junk records drained", PATIENCE, || {
+        let text = control_plane_metrics(stack);
+        let series = "livegate_spend_tokens_total{key_alias=\"junk\",team=\"\",model=\"other\",kind=\"prompt\"}";
+        (prometheus_value(&text, series)? > 0.0 && spend_rows(stack, &key)?.len() == 5)
+            .then_some(text)
+    })
+    .unwrap();
+    assert!(!text.contains("junk-"), "{text}");
+    assert_eq!(
+        prometheus_value(&text, "livegate_spend_series_folded_total"),
+        Some(0.0)
+    );
 }
 
 /// The OpenAI Python SDK's calls, plain and streamed; it sends `Accept-Encoding: gzip`
