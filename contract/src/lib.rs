@@ -27,4 +27,4 @@ pub use error::{ErrorBody, ErrorObject, ErrorType};
 pub use key::{ApiKey, CredentialError, KeyHash, MAX_KEY_LEN};
 pub use models::{ModelAccess, ModelDenied};
 pub use rate_limit::{LimitKind, RateLimited, RateLimits, WindowLog};
-pub use spend::{SpendAck, SpendBatch, SpendRecord, SPEND_RECORDS_PATH};
+pub use spend::{EstimateReason, SpendAck, SpendBatch, SpendRecord, SPEND_RECORDS_PATH};

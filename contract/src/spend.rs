@@ -3,8 +3,14 @@
 //!
 //! One [`SpendRecord`] per request, keyed by Envoy's `x-request-id`: the control plane
 //! keeps a request id once, so the filter may send a batch again after a timeout without
-//! counting anything twice. Token counts are what the upstream's response said, never an
-//! estimate: a response without usage is a record with `usage_known: false` and no counts.
+//! counting anything twice. Token counts are what the upstream's response said when it said
+//! them (`usage_known: true`). When it did not (a client gone before the usage chunk, a body
+//! or event past the meter's bounds, a compressed body, no usage at all), the filter charges
+//! an estimate that never under-counts what the client demonstrably used: the record then
+//! has `usage_known: false`, the estimated counts, and [`SpendRecord::usage_estimate_reason`]
+//! saying why (docs/metering.md, "Estimates"). A record with `usage_known: false` and no
+//! reason carries no counts: a request answered without reaching the upstream (the filter
+//! refused it after its admission) or refused by the upstream (a status other than 2xx).
 
 use serde::{Deserialize, Serialize};
 
@@ -40,9 +46,14 @@ pub struct SpendRecord {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
-    /// Whether the response reported usage. `false` means it said nothing (the counts are
-    /// then all absent), not that it used nothing.
+    /// Whether the response reported usage. `false` means it said nothing readable, not
+    /// that it used nothing: the counts are then an estimate (with its reason) or absent.
     pub usage_known: bool,
+    /// Why the counts are an estimate; `None` when usage is known or nothing is charged.
+    /// Left out of the JSON when `None` (a batch's size is bounded; records of older
+    /// filters read the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_estimate_reason: Option<EstimateReason>,
     /// The upstream's HTTP status.
     pub status: u16,
     /// Whether the response was a server-sent-event stream.
@@ -51,6 +62,50 @@ pub struct SpendRecord {
     pub start_time_ms: u64,
     /// When the response's last byte passed, Unix milliseconds.
     pub end_time_ms: u64,
+}
+
+/// Why a record's counts are an estimate rather than what the upstream stated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateReason {
+    /// The stream ended before the response did (the client went away, or a reset):
+    /// a stream's final usage chunk never passed.
+    ClientDisconnected,
+    /// A JSON body larger than the meter reads (1 MiB).
+    BodyTooLarge,
+    /// A stream event larger than the meter reads (64 KiB), and no usage elsewhere.
+    EventTooLarge,
+    /// A `content-encoding` the meter cannot read (the filter asks for identity; an
+    /// upstream compressed anyway).
+    Encoded,
+    /// The response was read whole and stated no usage (or was not JSON).
+    Absent,
+}
+
+impl EstimateReason {
+    pub const ALL: [EstimateReason; 5] = [
+        EstimateReason::ClientDisconnected,
+        EstimateReason::BodyTooLarge,
+        EstimateReason::EventTooLarge,
+        EstimateReason::Encoded,
+        EstimateReason::Absent,
+    ];
+
+    /// The wire name (also the metric label and the spend log's value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EstimateReason::ClientDisconnected => "client_disconnected",
+            EstimateReason::BodyTooLarge => "body_too_large",
+            EstimateReason::EventTooLarge => "event_too_large",
+            EstimateReason::Encoded => "encoded",
+            EstimateReason::Absent => "absent",
+        }
+    }
+
+    /// The reason named by its wire name.
+    pub fn parse(name: &str) -> Option<EstimateReason> {
+        EstimateReason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
 }
 
 /// A batch of records: the body of `POST /v1/spend/records`.
@@ -75,8 +130,14 @@ pub enum SpendRecordError {
     RequestId,
     #[error("{0} is longer than {MAX_LABEL_LEN} bytes")]
     TooLong(&'static str),
-    #[error("token counts are present but usage_known is false")]
+    #[error(
+        "token counts are present but usage_known is false and no usage_estimate_reason says why"
+    )]
     CountsWithoutUsage,
+    #[error("usage_estimate_reason is set but usage_known is true")]
+    ReasonWithKnownUsage,
+    #[error("usage_estimate_reason is set but no token count is present")]
+    ReasonWithoutCounts,
     #[error("usage_known is true but no token count is present")]
     UsageWithoutCounts,
     #[error("end_time_ms is before start_time_ms")]
@@ -116,9 +177,12 @@ impl SpendRecord {
         let any_count = self.prompt_tokens.is_some()
             || self.completion_tokens.is_some()
             || self.total_tokens.is_some();
-        match (self.usage_known, any_count) {
-            (false, true) => return Err(SpendRecordError::CountsWithoutUsage),
-            (true, false) => return Err(SpendRecordError::UsageWithoutCounts),
+        let estimated = self.usage_estimate_reason.is_some();
+        match (self.usage_known, estimated, any_count) {
+            (true, true, _) => return Err(SpendRecordError::ReasonWithKnownUsage),
+            (true, false, false) => return Err(SpendRecordError::UsageWithoutCounts),
+            (false, false, true) => return Err(SpendRecordError::CountsWithoutUsage),
+            (false, true, false) => return Err(SpendRecordError::ReasonWithoutCounts),
             _ => {}
         }
         if self.end_time_ms < self.start_time_ms {

@@ -6,8 +6,8 @@
 
 use livegate_contract::{
     Allow, AuthCheckResponse, Budget, BudgetScope, ChangeFeed, DenyReason, ErrorObject, ErrorType,
-    KeyChange, KeyHash, KeyStatus, LimitKind, ModelAccess, RateLimited, RateLimits, SpendAck,
-    SpendBatch, SpendRecord,
+    EstimateReason, KeyChange, KeyHash, KeyStatus, LimitKind, ModelAccess, RateLimited, RateLimits,
+    SpendAck, SpendBatch, SpendRecord,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
@@ -181,6 +181,7 @@ fn spend_batch() -> SpendBatch {
                 completion_tokens: Some(30),
                 total_tokens: Some(42),
                 usage_known: true,
+                usage_estimate_reason: None,
                 status: 200,
                 streamed: true,
                 start_time_ms: 1_790_000_000_000,
@@ -188,7 +189,7 @@ fn spend_batch() -> SpendBatch {
             },
             SpendRecord {
                 request_id: "6b1d3c55-93a4-4c1e-8f0e-2a7d9e4b5c60".into(),
-                key_hash,
+                key_hash: key_hash.clone(),
                 key_alias: None,
                 team_id: None,
                 model_requested: Some("gpt-4o".into()),
@@ -197,10 +198,28 @@ fn spend_batch() -> SpendBatch {
                 completion_tokens: None,
                 total_tokens: None,
                 usage_known: false,
+                usage_estimate_reason: None,
                 status: 502,
                 streamed: false,
                 start_time_ms: 1_790_000_001_000,
                 end_time_ms: 1_790_000_001_003,
+            },
+            SpendRecord {
+                request_id: "9a0e51c2-2f7b-4d8e-b6a3-0c4d5e6f7a81".into(),
+                key_hash,
+                key_alias: Some("billing".into()),
+                team_id: None,
+                model_requested: Some("gpt-4o".into()),
+                model_returned: Some("gpt-4o-2024-08-06".into()),
+                prompt_tokens: Some(25),
+                completion_tokens: Some(113),
+                total_tokens: Some(138),
+                usage_known: false,
+                usage_estimate_reason: Some(EstimateReason::ClientDisconnected),
+                status: 200,
+                streamed: true,
+                start_time_ms: 1_790_000_002_000,
+                end_time_ms: 1_790_000_002_900,
             },
         ],
     }
@@ -232,6 +251,27 @@ fn a_spend_record_from_a_newer_filter_is_still_read() {
         serde_json::from_value::<SpendBatch>(body).unwrap(),
         spend_batch()
     );
+}
+
+#[test]
+fn a_record_without_an_estimate_leaves_the_reason_out_and_reads_null_as_none() {
+    let mut body = golden("spend_batch");
+    assert!(body["records"][1].get("usage_estimate_reason").is_none());
+    body["records"][1]["usage_estimate_reason"] = serde_json::Value::Null;
+    assert_eq!(
+        serde_json::from_value::<SpendBatch>(body).unwrap(),
+        spend_batch()
+    );
+}
+
+#[test]
+fn every_estimate_reason_has_its_wire_name() {
+    for reason in EstimateReason::ALL {
+        let wire = serde_json::to_value(reason).unwrap();
+        assert_eq!(wire, reason.as_str());
+        assert_eq!(EstimateReason::parse(reason.as_str()), Some(reason));
+    }
+    assert_eq!(EstimateReason::parse("zero"), None);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use crate::config::SpendConfig;
 use crate::db::{Db, DbError, SpendInserted};
 use crate::key_cache::KeyCache;
 use crate::keys::KeyHash;
-use crate::metrics::spend_series::{SeriesLabels, SpendSeries, Usage};
+use crate::metrics::spend_series::SpendSeries;
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
 
@@ -147,7 +147,7 @@ impl LedgerCounters {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         for row in rows {
             if !duplicates.contains(&row.record.request_id) {
-                series.add(SeriesLabels::of(row), Usage::of(row));
+                series.add_entry(row);
             }
         }
     }

@@ -1,6 +1,11 @@
 //! A tiny OpenAI-shaped upstream for trying livegate: it answers `/v1/models` (and
-//! `/models`) and `/v1/chat/completions`, and echoes what the gateway told it about the
-//! caller.
+//! `/models`), `/v1/chat/completions` and `/v1/responses`, and echoes what the gateway
+//! told it about the caller.
+//!
+//! Like OpenAI, it gzips its JSON and event-stream answers when the request's
+//! `Accept-Encoding` allows gzip (`content-encoding: gzip`, `vary: accept-encoding`); a
+//! request field `livegate_gzip: true` makes it gzip whatever the request accepts (an
+//! upstream that compresses anyway, for tests of the meter).
 //!
 //! Every handler reads the whole request body before it answers, as a real API does. An
 //! HTTP server that answers first and then closes the connection with the body still
@@ -10,11 +15,12 @@
 
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::{json, Value};
+use std::io::Write;
 
 /// The demo's routes; anything else is echoed too, so every protected path shows
 /// what reached the upstream.
@@ -24,6 +30,7 @@ pub fn router() -> Router {
         // LiteLLM serves both spellings, and its `lite models list` asks for this one.
         .route("/models", get(models))
         .route("/v1/chat/completions", post(chat_completion))
+        .route("/v1/responses", post(responses))
         .fallback(echo)
         // Far above the gateway's largest request body: the gateway decides what is too large.
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -32,12 +39,90 @@ pub fn router() -> Router {
 /// The largest body the demo reads (64 MiB).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 
-async fn models(headers: HeaderMap, body: Bytes) -> Json<Value> {
-    Json(json!({
+async fn models(headers: HeaderMap, body: Bytes) -> Response {
+    let answer = json!({
         "object": "list",
         "data": [{"id": MODEL, "object": "model", "owned_by": "livegate"}],
         "livegate": received(&headers, &body),
-    }))
+    });
+    encoded(&headers, false, JSON, answer.to_string())
+}
+
+const JSON: &str = "application/json";
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// The request field asking for gzip whatever `Accept-Encoding` says.
+pub const GZIP_FIELD: &str = "livegate_gzip";
+
+/// The request field asking for an answer of about this many bytes of content (the
+/// answer's words repeated; at most [`MAX_ANSWER_BYTES`]), for tests of the meter's bounds.
+pub const ANSWER_BYTES_FIELD: &str = "livegate_answer_bytes";
+
+/// The largest answer a request may ask for (8 MiB).
+pub const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Whether an `Accept-Encoding` value allows gzip (`gzip` or `*`, with a q-value above 0).
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accept_encoding
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
+/// gzip of `data` (in memory: the demo's answers are whole strings).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    encoder.finish().unwrap_or_default()
+}
+
+/// An answer of `content_type`, gzipped when the request accepts it or `force`s it.
+fn encoded(headers: &HeaderMap, force: bool, content_type: &'static str, body: String) -> Response {
+    let accept = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let mut response = if force || accepts_gzip(accept) {
+        let mut r = gzip(body.as_bytes()).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        r
+    } else {
+        body.into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The answer's text: the demo's sentence, or its words repeated to about
+/// `livegate_answer_bytes` bytes.
+pub fn answer_text(request: &Value) -> String {
+    let wanted = request
+        .get(ANSWER_BYTES_FIELD)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(MAX_ANSWER_BYTES);
+    let mut text = ANSWER.concat();
+    while (text.len() as u64) < wanted {
+        text.push_str(ANSWER[text.len() % ANSWER.len()]);
+    }
+    text
+}
+
+fn forced_gzip(request: &Value) -> bool {
+    request.get(GZIP_FIELD) == Some(&Value::Bool(true))
 }
 
 /// The model the demo serves and names in every answer.
@@ -108,24 +193,74 @@ async fn chat_completion(headers: HeaderMap, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let prompt = prompt_tokens(&request);
     tokio::time::sleep(delay(&request)).await;
+    let force = forced_gzip(&request);
     if request.get("stream") == Some(&Value::Bool(true)) {
         let include_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
         let sse = stream_events(prompt, include_usage, content_chunks(&request));
-        return ([(header::CONTENT_TYPE, "text/event-stream")], sse).into_response();
+        return encoded(&headers, force, EVENT_STREAM, sse);
     }
-    Json(json!({
+    let answer = json!({
         "id": "chatcmpl-livegate-demo",
         "object": "chat.completion",
         "model": MODEL,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": ANSWER.concat()},
+            "message": {"role": "assistant", "content": answer_text(&request)},
             "finish_reason": "stop",
         }],
         "usage": usage(prompt),
         "livegate": received(&headers, &body),
-    }))
-    .into_response()
+    });
+    encoded(&headers, force, JSON, answer.to_string())
+}
+
+/// OpenAI's Responses API: `input` (a string; its characters are the prompt's tokens)
+/// answered as one `response`, or with `stream: true` as its events, ending with
+/// `response.completed`, which carries the whole response and its usage (so a long
+/// answer makes that one event large, as OpenAI's does).
+async fn responses(headers: HeaderMap, body: Bytes) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let prompt = request
+        .get("input")
+        .and_then(Value::as_str)
+        .map_or(0, |s| s.chars().count() as u64);
+    let text = answer_text(&request);
+    let response = json!({
+        "id": "resp_livegate_demo",
+        "object": "response",
+        "status": "completed",
+        "model": MODEL,
+        "output": [{
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text}],
+        }],
+        "usage": {
+            "input_tokens": prompt,
+            "output_tokens": COMPLETION_TOKENS,
+            "total_tokens": prompt + COMPLETION_TOKENS,
+        },
+    });
+    let force = forced_gzip(&request);
+    if request.get("stream") != Some(&Value::Bool(true)) {
+        return encoded(&headers, force, JSON, response.to_string());
+    }
+    let event = |kind: &str, data: Value| format!("event: {kind}\ndata: {data}\n\n");
+    let mut sse = event(
+        "response.created",
+        json!({"type": "response.created", "response": {"id": "resp_livegate_demo", "model": MODEL, "status": "in_progress"}}),
+    );
+    for word in ANSWER {
+        sse.push_str(&event(
+            "response.output_text.delta",
+            json!({"type": "response.output_text.delta", "delta": word}),
+        ));
+    }
+    sse.push_str(&event(
+        "response.completed",
+        json!({"type": "response.completed", "response": response}),
+    ));
+    encoded(&headers, force, EVENT_STREAM, sse)
 }
 
 /// The events of a streamed answer, as OpenAI sends them: `chunks` content chunks (the
@@ -155,8 +290,9 @@ pub fn stream_events(prompt: u64, include_usage: bool, chunks: usize) -> String 
     out
 }
 
-async fn echo(headers: HeaderMap, body: Bytes) -> Json<Value> {
-    Json(json!({"livegate": received(&headers, &body)}))
+async fn echo(headers: HeaderMap, body: Bytes) -> Response {
+    let answer = json!({"livegate": received(&headers, &body)});
+    encoded(&headers, false, JSON, answer.to_string())
 }
 
 /// What the upstream saw: the identity headers, whether any credential leaked, and how
@@ -178,6 +314,10 @@ fn received(headers: &HeaderMap, body: &Bytes) -> Value {
         "authorization_present": headers.contains_key("authorization"),
         "x_api_key_present": headers.contains_key("x-api-key"),
         "body_bytes": body.len(),
+        // What the gateway let the client ask for (it asks for identity on metered routes).
+        "accept_encoding": headers
+            .get(header::ACCEPT_ENCODING)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         // The model the request named as it arrived (after the gateway resolved an alias).
         "model": serde_json::from_slice::<Value>(body).ok().and_then(|b| b.get("model").cloned()),
     })
@@ -244,6 +384,32 @@ mod tests {
             delay(&json!({"livegate_delay_ms": u64::MAX})).as_millis(),
             u128::from(MAX_DELAY_MS)
         );
+    }
+
+    #[test]
+    fn gzip_is_used_when_accepted_and_not_refused() {
+        for yes in ["gzip", "br, gzip;q=0.5", "*", "GZIP", "deflate, gzip, br"] {
+            assert!(accepts_gzip(Some(yes)), "{yes}");
+        }
+        for no in ["", "identity", "br", "gzip;q=0", "deflate"] {
+            assert!(!accepts_gzip(Some(no)), "{no}");
+        }
+        assert!(!accepts_gzip(None));
+        let data = b"data: {}\n\n".repeat(100);
+        let packed = gzip(&data);
+        assert!(packed.len() < data.len());
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&packed[..]), &mut out)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn an_answer_may_be_asked_to_be_long_within_a_bound() {
+        assert_eq!(answer_text(&json!({})), ANSWER.concat());
+        assert!(answer_text(&json!({"livegate_answer_bytes": 2_000_000})).len() >= 2_000_000);
+        let capped = answer_text(&json!({"livegate_answer_bytes": u64::MAX}));
+        assert!((capped.len() as u64) < MAX_ANSWER_BYTES + 100);
     }
 
     #[test]

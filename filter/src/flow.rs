@@ -5,14 +5,14 @@ use crate::config::{Config, FailureMode};
 use crate::decision::{decide, CallError, CallResponse, DenyReason, Identity, Outcome};
 use crate::host::{AuthCheck, HeaderRefused, Host, RequestHeaders};
 use crate::local_limits::{InFlight, LocalLimits};
-use crate::metering::{request_id, Requester, ResponseMeter};
+use crate::metering::{request_id, Ending, Requester, ResponseMeter};
 use crate::metrics::Metric;
 use crate::model_body::{is_model_route, requested_model, BodyError, RequestedModel};
 use crate::reply::LocalReply;
 use crate::routing::{is_probe_method, path_only, Route, Routes};
 use crate::spend_queue::SpendQueue;
 use crate::upstream_headers::{for_passthrough, for_upstream, Admission, HeaderEdits};
-use crate::usage::stream_options::{include_usage, Rewrite};
+use crate::usage::stream_options::{include_usage, stream_flag, Rewrite};
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
 use livegate_contract::rate_limit::WINDOW_MS;
 use livegate_contract::{ApiKey, KeyHash, ModelAccess, RateLimited};
@@ -109,6 +109,10 @@ pub struct RequestFlow {
     model_route: bool,
     /// The body's model, when the body came before the decision.
     body: Option<BodyModel>,
+    /// The request body's bytes, once read (a model route's): an estimate's prompt.
+    prompt_bytes: u64,
+    /// The body's `stream` is not a JSON boolean (nor `null`): refused, naming it.
+    bad_stream: bool,
     /// An OpenAI completions route: a streamed request is asked for its usage.
     usage_route: bool,
     /// When the request reached the filter.
@@ -130,6 +134,8 @@ impl RequestFlow {
             stage: Stage::Headers,
             model_route: false,
             body: None,
+            prompt_bytes: 0,
+            bad_stream: false,
             usage_route: false,
             started: None,
             metering: None,
@@ -156,9 +162,10 @@ impl RequestFlow {
         if !self.model_route || !end_of_stream || self.body.is_some() || decided {
             return self.hold_or_pass();
         }
-        let seen = host
-            .request_body()
-            .map_or(Err(BodyError::Empty), |b| requested_model(&b));
+        let body = host.request_body();
+        self.prompt_bytes = body.as_ref().map_or(0, |b| b.len() as u64);
+        self.bad_stream = body.as_ref().is_some_and(|b| stream_flag(b).is_err());
+        let seen = body.map_or(Err(BodyError::Empty), |b| requested_model(&b));
         match std::mem::replace(&mut self.stage, Stage::Headers) {
             Stage::AwaitingBody(admitted) => self.check_model(host, *admitted, seen),
             other => {
@@ -182,7 +189,7 @@ impl RequestFlow {
     /// a check still in flight is dropped when it arrives. A response still being metered
     /// (the stream ended early) is recorded as seen so far.
     pub fn on_done(&mut self, host: &impl Host, now: Option<Millis>) {
-        self.finish_metering(host, now);
+        self.finish_metering(host, now, Ending::Early);
         self.end_in_flight();
         self.stage = Stage::Done;
     }
@@ -430,7 +437,12 @@ impl RequestFlow {
             stale,
         };
         let auth = self.plugin.config.upstream_authorization.as_deref();
-        let edits = for_upstream(headers, admission, auth);
+        let mut edits = for_upstream(headers, admission, auth);
+        if self.plugin.config.metering.enabled {
+            // The meter reads only identity bodies: the answer comes uncompressed, and the
+            // client (which must accept identity) gets it so (docs/metering.md, "Compression").
+            edits.set.push((ACCEPT_ENCODING, "identity".to_string()));
+        }
         self.counts_tokens = who.limits.tpm_limit.is_some();
         if self.in_flight.is_none() {
             // Admitted by the control plane (a stale admission was counted by
@@ -490,6 +502,10 @@ impl RequestFlow {
                 return self.reply(host, &LocalReply::model_denied(&denied));
             }
         };
+        if self.bad_stream {
+            host.increment(Metric::DeniedModel);
+            return self.reply(host, &LocalReply::bad_stream());
+        }
         let mut edits = admitted.edits;
         match self.rewrite_body(host, &requested, &model) {
             Ok(Some(length)) => edits.set.push(("content-length", length.to_string())),
@@ -565,7 +581,7 @@ impl RequestFlow {
     ) -> Verdict {
         let verdict = self.release_with(host, edits);
         if self.stage == Stage::Released && self.plugin.config.metering.enabled {
-            self.metering = Some(ResponseMeter::new(requester));
+            self.metering = Some(ResponseMeter::released(requester, self.prompt_bytes));
         }
         verdict
     }
@@ -602,7 +618,7 @@ impl RequestFlow {
         if let Some(meter) = &mut self.metering {
             meter.answered_locally(reply.status);
         }
-        self.finish_metering(host, None);
+        self.finish_metering(host, None, Ending::Complete);
         self.end_in_flight();
         self.stage = Stage::Replied;
         Verdict::Stop
@@ -645,6 +661,9 @@ impl Drop for RequestFlow {
 
 /// Envoy's request id: the spend record's identity.
 const X_REQUEST_ID: &str = "x-request-id";
+
+/// Set to `identity` on metered requests: the meter does not decompress.
+const ACCEPT_ENCODING: &str = "accept-encoding";
 
 /// The OpenAI completions paths, whose streams report usage only when asked.
 fn asks_for_usage(path: &str) -> bool {

@@ -3,12 +3,17 @@
 //! The response is never held: each body chunk is fed to a [`Meter`] and goes on. At the
 //! end of the stream (or when the stream ends early: a reset, a client gone) the record
 //! says what was seen: the status (0 if no response headers came) and the usage read so
-//! far. A stream cut before its usage chunk is a record with `usage_known: false`.
+//! far. Usage the response did not state readably (a stream cut before its usage chunk, a
+//! body past the meter's bounds, a compressed body) is charged as an [`estimate`] and
+//! marked `usage_known: false` with its reason: never free.
 
 use crate::cache::Millis;
-use crate::usage::{Limits, Meter, Usage};
-use livegate_contract::spend::{SpendRecord, MAX_REQUEST_ID_LEN};
+use crate::usage::{Limits, Meter, Tokens};
+use estimate::{charge, Charge, Context};
+use livegate_contract::spend::{EstimateReason, SpendRecord, MAX_REQUEST_ID_LEN};
 use livegate_contract::KeyHash;
+
+pub mod estimate;
 
 /// Who the request was, known when it is admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +47,19 @@ pub struct ResponseMeter {
     status: u16,
     event_stream: bool,
     meter: Option<Meter>,
+    /// The request went upstream: only then can its answer be charged.
+    released: bool,
+    /// The request body's bytes (an estimate's prompt).
+    prompt_bytes: u64,
+}
+
+/// How a response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Its last byte passed (end of stream, or trailers).
+    Complete,
+    /// The stream ended first: a client gone, a reset.
+    Early,
 }
 
 /// The request id, if the header holds one the contract accepts.
@@ -55,12 +73,24 @@ pub fn request_id(raw: Option<&[u8]>) -> Option<String> {
 }
 
 impl ResponseMeter {
+    /// The meter of an admitted request not (yet) sent upstream: its record charges nothing.
     pub fn new(requester: Requester) -> ResponseMeter {
         ResponseMeter {
             requester,
             status: 0,
             event_stream: false,
             meter: None,
+            released: false,
+            prompt_bytes: 0,
+        }
+    }
+
+    /// The meter of a request sent upstream with a body of `prompt_bytes`.
+    pub fn released(requester: Requester, prompt_bytes: u64) -> ResponseMeter {
+        ResponseMeter {
+            released: true,
+            prompt_bytes,
+            ..ResponseMeter::new(requester)
         }
     }
 
@@ -75,8 +105,9 @@ impl ResponseMeter {
             .and_then(|s| std::str::from_utf8(s).ok())
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        self.meter = Meter::for_response(content_type, content_encoding, Limits::default());
-        self.event_stream = matches!(self.meter, Some(Meter::Sse(_)));
+        let meter = Meter::for_response(content_type, content_encoding, Limits::default());
+        self.event_stream = meter.is_stream();
+        self.meter = Some(meter);
     }
 
     /// The filter answered the request itself after admitting it (its model refused, a
@@ -84,6 +115,7 @@ impl ResponseMeter {
     pub fn answered_locally(&mut self, status: u16) {
         self.status = status;
         self.meter = None;
+        self.released = false;
     }
 
     /// Reads one body chunk (which goes on to the client unchanged).
@@ -93,26 +125,36 @@ impl ResponseMeter {
         }
     }
 
-    /// The record, at `end` (the host clock now; `None` if it cannot be read).
+    /// The record of a response that ended with its last byte, at `end` (the host clock
+    /// now; `None` if it cannot be read).
     pub fn finish(self, end: Option<Millis>) -> Result<SpendRecord, NoRecord> {
-        self.finish_counting(end).0
+        self.finish_counting(end, Ending::Complete).0
     }
 
     /// The record, and what of the response the meter could not read (the glue counts it).
-    pub fn finish_counting(self, end: Option<Millis>) -> (Result<SpendRecord, NoRecord>, Unread) {
+    pub fn finish_counting(
+        self,
+        end: Option<Millis>,
+        ending: Ending,
+    ) -> (Result<SpendRecord, NoRecord>, Unread) {
         let report = self.meter.map(Meter::finish);
         let unread = report.as_ref().map_or_else(Unread::default, |r| Unread {
             oversized: r.oversized > 0,
             malformed: r.malformed > 0,
         });
-        let (usage, model_returned) = match report {
-            Some(report) => (report.reading.usage, report.reading.model),
-            None => (Usage::Absent, None),
+        let context = Context {
+            released: self.released,
+            model_route: self.requester.model.is_some(),
+            prompt_bytes: self.prompt_bytes,
+            status: self.status,
+            complete: ending == Ending::Complete,
         };
+        let charged = charge(report.as_ref(), context);
+        let model_returned = report.and_then(|r| r.reading.model);
         let record = record(
             self.requester,
             (self.status, self.event_stream),
-            usage,
+            charged,
             model_returned,
             end,
         );
@@ -120,8 +162,8 @@ impl ResponseMeter {
     }
 }
 
-/// The tokens a record says its response used: the upstream's total, else the sum of
-/// the parts it reported; 0 when it reported none (nothing to count, nothing guessed).
+/// The tokens a record charges (stated or estimated): the total, else the sum of the
+/// parts; 0 when it carries none (nothing charged).
 pub fn tokens_used(record: &SpendRecord) -> u64 {
     record.total_tokens.unwrap_or_else(|| {
         let parts = [record.prompt_tokens, record.completion_tokens];
@@ -130,7 +172,7 @@ pub fn tokens_used(record: &SpendRecord) -> u64 {
 }
 
 /// What of one response the meter passed over: a body or event past its bound, or one
-/// that was not JSON. Such a response's usage is recorded as unknown, never guessed.
+/// that was not JSON. Such a response's usage is estimated unless stated elsewhere.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Unread {
     pub oversized: bool,
@@ -141,7 +183,7 @@ pub struct Unread {
 fn record(
     requester: Requester,
     answer: (u16, bool),
-    usage: Usage,
+    charged: Charge,
     model_returned: Option<String>,
     end: Option<Millis>,
 ) -> Result<SpendRecord, NoRecord> {
@@ -151,10 +193,12 @@ fn record(
         (Some(t), None) | (None, Some(t)) => (t, t),
         (None, None) => return Err(NoRecord::NoClock),
     };
-    let tokens = match usage {
-        Usage::Known(tokens) => Some(tokens),
-        Usage::Absent => None,
-    };
+    let (tokens, usage_known, reason): (Option<Tokens>, bool, Option<EstimateReason>) =
+        match charged {
+            Charge::Known(tokens) => (Some(tokens), true, None),
+            Charge::Estimated(tokens, reason) => (Some(tokens), false, Some(reason)),
+            Charge::None => (None, false, None),
+        };
     let record = SpendRecord {
         request_id,
         key_hash: requester.key_hash,
@@ -165,7 +209,8 @@ fn record(
         prompt_tokens: tokens.and_then(|t| t.prompt),
         completion_tokens: tokens.and_then(|t| t.completion),
         total_tokens: tokens.and_then(|t| t.total),
-        usage_known: tokens.is_some(),
+        usage_known,
+        usage_estimate_reason: reason,
         status: answer.0,
         streamed: answer.1,
         start_time_ms: start,

@@ -39,11 +39,12 @@ pub enum Metric {
     UsageMalformed,
     IncludeUsageAdded,
     IncludeUsageOverridden,
+    UsageEstimated,
 }
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 33] = [
+    pub const ALL: [Metric; 34] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -77,6 +78,7 @@ impl Metric {
         Metric::UsageMalformed,
         Metric::IncludeUsageAdded,
         Metric::IncludeUsageOverridden,
+        Metric::UsageEstimated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -114,6 +116,7 @@ impl Metric {
             Metric::UsageMalformed => "livegate_usage_malformed_total",
             Metric::IncludeUsageAdded => "livegate_include_usage_added_total",
             Metric::IncludeUsageOverridden => "livegate_include_usage_overridden_total",
+            Metric::UsageEstimated => "livegate_usage_estimated_total",
         }
     }
 

@@ -132,6 +132,18 @@ impl LocalReply {
         LocalReply::error(error)
     }
 
+    /// 400 for a model route whose `stream` is not a JSON boolean: a lax upstream would
+    /// stream it without the usage the filter asks for, so it is never forwarded.
+    pub fn bad_stream() -> LocalReply {
+        let error = ErrorObject::new(
+            400,
+            ErrorType::BadRequestError,
+            "stream must be a JSON boolean (true or false)",
+        )
+        .with_param("stream");
+        LocalReply::error(error)
+    }
+
     /// The first value of a header the reply carries.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

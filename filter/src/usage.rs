@@ -24,11 +24,14 @@
 //! continuous-usage streams repeat cumulative counts), and the model is the first one. A
 //! total that the response does not state is the sum of the two counts when both are
 //! known. Anthropic's cache counts (`cache_read_input_tokens`, …) are not read yet. Usage
-//! is [`Usage::Known`] only when the response stated at least one count: nothing is ever
-//! estimated.
+//! is [`Usage::Known`] only when the response stated at least one count. The meter also
+//! counts what an estimate needs when usage is not stated (`crate::metering::estimate`):
+//! the body bytes that passed and, in a stream, the bytes of generated content
+//! ([`content`]; a skipped or unreadable event counts whole).
 
 use serde_json::Value;
 
+pub mod content;
 pub mod json;
 pub mod sse;
 pub mod stream_options;
@@ -90,6 +93,12 @@ pub struct Report {
     pub oversized: u32,
     /// Bodies or events that were not JSON.
     pub malformed: u32,
+    /// The body had a `content-encoding` the meter does not read.
+    pub encoded: bool,
+    /// Body bytes that passed (encoded bytes for an encoded body).
+    pub seen_bytes: u64,
+    /// Of a stream, the bytes of generated content seen (see the module's comment).
+    pub content_bytes: u64,
 }
 
 /// One response's meter, chosen by its headers.
@@ -97,28 +106,34 @@ pub struct Report {
 pub enum Meter {
     Json(JsonMeter),
     Sse(SseMeter),
+    /// A body the meter cannot read: only its size is counted.
+    Encoded {
+        streamed: bool,
+        bytes: u64,
+    },
 }
 
 impl Meter {
-    /// `text/event-stream` is read as a stream, anything else as one JSON body. `None`
-    /// when the body is encoded (`content-encoding` other than `identity`): the filter
-    /// does not decompress, so such a response is recorded with usage absent.
+    /// `text/event-stream` is read as a stream, anything else as one JSON body. A body
+    /// with a `content-encoding` other than `identity` is only counted: the filter asks
+    /// upstreams for identity and does not decompress, so such a response is estimated.
     pub fn for_response(
         content_type: Option<&[u8]>,
         content_encoding: Option<&[u8]>,
         limits: Limits,
-    ) -> Option<Meter> {
-        if content_encoding.is_some_and(|e| !e.trim_ascii().eq_ignore_ascii_case(b"identity")) {
-            return None;
-        }
+    ) -> Meter {
         let essence = content_type
             .map(|t| t.split(|b| *b == b';').next().unwrap_or(t).trim_ascii())
             .unwrap_or_default();
-        Some(if essence.eq_ignore_ascii_case(b"text/event-stream") {
+        let streamed = essence.eq_ignore_ascii_case(b"text/event-stream");
+        if content_encoding.is_some_and(|e| !e.trim_ascii().eq_ignore_ascii_case(b"identity")) {
+            return Meter::Encoded { streamed, bytes: 0 };
+        }
+        if streamed {
             Meter::Sse(SseMeter::new(limits.max_event_bytes))
         } else {
             Meter::Json(JsonMeter::new(limits.max_json_bytes))
-        })
+        }
     }
 
     /// Reads the next chunk of the response body.
@@ -126,13 +141,20 @@ impl Meter {
         match self {
             Meter::Json(meter) => meter.feed(chunk),
             Meter::Sse(meter) => meter.feed(chunk),
+            Meter::Encoded { bytes, .. } => *bytes = bytes.saturating_add(len(chunk)),
         }
+    }
+
+    /// Whether this meter reads an event stream.
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Meter::Sse(_) | Meter::Encoded { streamed: true, .. })
     }
 
     /// The body has ended: what it said.
     pub fn finish(self) -> Report {
         match self {
             Meter::Json(meter) => {
+                let seen_bytes = meter.seen_bytes();
                 let (reading, oversized, malformed) = match meter.finish() {
                     Ok(reading) => (reading, 0, 0),
                     Err(JsonError::TooLarge { .. }) => (Reading::absent(), 1, 0),
@@ -143,6 +165,9 @@ impl Meter {
                     streamed: false,
                     oversized,
                     malformed,
+                    encoded: false,
+                    seen_bytes,
+                    content_bytes: 0,
                 }
             }
             Meter::Sse(meter) => {
@@ -152,8 +177,20 @@ impl Meter {
                     streamed: true,
                     oversized: end.oversized_events,
                     malformed: end.malformed_events,
+                    encoded: false,
+                    seen_bytes: end.seen_bytes,
+                    content_bytes: end.content_bytes,
                 }
             }
+            Meter::Encoded { streamed, bytes } => Report {
+                reading: Reading::absent(),
+                streamed,
+                oversized: 0,
+                malformed: 0,
+                encoded: true,
+                seen_bytes: bytes,
+                content_bytes: 0,
+            },
         }
     }
 }
@@ -218,6 +255,11 @@ fn tokens(usage: &Value) -> Option<Tokens> {
         total: count(&["total_tokens"]),
     };
     tokens.any().then_some(tokens)
+}
+
+/// A length as a count of bytes.
+fn len(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
 }
 
 fn model(value: &Value) -> Option<String> {

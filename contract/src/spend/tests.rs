@@ -12,6 +12,7 @@ fn record() -> SpendRecord {
         completion_tokens: Some(30),
         total_tokens: Some(42),
         usage_known: true,
+        usage_estimate_reason: None,
         status: 200,
         streamed: false,
         start_time_ms: 1_790_000_000_000,
@@ -31,11 +32,13 @@ fn a_record_without_usage_has_no_counts() {
         completion_tokens: None,
         total_tokens: None,
         usage_known: false,
+        usage_estimate_reason: None,
         ..record()
     };
     assert_eq!(unknown.validate(), Ok(()));
     let guessed = SpendRecord {
         usage_known: false,
+        usage_estimate_reason: None,
         ..record()
     };
     assert_eq!(
@@ -44,6 +47,7 @@ fn a_record_without_usage_has_no_counts() {
     );
     let empty = SpendRecord {
         usage_known: true,
+        usage_estimate_reason: None,
         ..unknown
     };
     assert_eq!(empty.validate(), Err(SpendRecordError::UsageWithoutCounts));
@@ -106,5 +110,33 @@ fn a_batch_is_bounded_and_names_the_bad_record() {
             index: 1,
             error: SpendRecordError::EndsBeforeStart
         })
+    );
+}
+
+#[test]
+fn an_estimate_carries_counts_and_its_reason() {
+    let estimate = SpendRecord {
+        usage_known: false,
+        usage_estimate_reason: Some(EstimateReason::BodyTooLarge),
+        ..record()
+    };
+    assert_eq!(estimate.validate(), Ok(()));
+    let known_and_estimated = SpendRecord {
+        usage_known: true,
+        ..estimate.clone()
+    };
+    assert_eq!(
+        known_and_estimated.validate(),
+        Err(SpendRecordError::ReasonWithKnownUsage)
+    );
+    let reason_without_counts = SpendRecord {
+        prompt_tokens: None,
+        completion_tokens: None,
+        total_tokens: None,
+        ..estimate
+    };
+    assert_eq!(
+        reason_without_counts.validate(),
+        Err(SpendRecordError::ReasonWithoutCounts)
     );
 }

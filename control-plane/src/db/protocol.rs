@@ -155,6 +155,9 @@ pub struct SpendRow {
     pub streamed: bool,
     pub start_time: chrono::DateTime<chrono::Utc>,
     pub end_time: chrono::DateTime<chrono::Utc>,
+    /// Why the counts are an estimate (`contract::EstimateReason`'s name), if they are.
+    #[serde(default)]
+    pub usage_estimate_reason: Option<String>,
 }
 
 /// Spend of one key on one model on one UTC day.

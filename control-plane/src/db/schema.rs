@@ -165,6 +165,13 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
                t.max_parallel_requests AS team_max_parallel_requests
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
     ),
+    (
+        8,
+        "spend log estimate reasons",
+        // Why a row's counts are an estimate (contract::EstimateReason's wire name); NULL
+        // when usage was stated or nothing was charged. Numbered 8: 7 is the ledger's.
+        "ALTER TABLE livegate_spend_logs ADD COLUMN usage_estimate_reason text;",
+    ),
 ];
 
 /// Applies the missing migrations; returns the versions it applied (empty when up to date).

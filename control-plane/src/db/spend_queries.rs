@@ -24,15 +24,18 @@ WITH input AS (
         model_requested text, model_returned text,
         prompt_tokens bigint, completion_tokens bigint, total_tokens bigint,
         cost double precision, unpriced boolean, usage_known boolean,
-        status integer, streamed boolean, start_time_ms bigint, end_time_ms bigint)
+        status integer, streamed boolean, start_time_ms bigint, end_time_ms bigint,
+        usage_estimate_reason text)
 ),
 ins AS (
     INSERT INTO livegate_spend_logs (request_id, key_hash, key_alias, team_id,
         model_requested, model_returned, prompt_tokens, completion_tokens, total_tokens,
-        cost, unpriced, usage_known, status, streamed, start_time, end_time)
+        cost, unpriced, usage_known, status, streamed, start_time, end_time,
+        usage_estimate_reason)
     SELECT request_id, key_hash, key_alias, team_id, model_requested, model_returned,
         prompt_tokens, completion_tokens, total_tokens, cost, unpriced, usage_known,
-        status, streamed, to_timestamp(start_time_ms / 1000.0), to_timestamp(end_time_ms / 1000.0)
+        status, streamed, to_timestamp(start_time_ms / 1000.0), to_timestamp(end_time_ms / 1000.0),
+        usage_estimate_reason
     FROM input
     ON CONFLICT (request_id) DO NOTHING
     RETURNING request_id, key_hash, team_id, cost, unpriced
@@ -135,6 +138,7 @@ fn spend_row(row: &Row) -> Result<SpendRow, EngineError> {
         streamed: column(row, "streamed")?,
         start_time: column(row, "start_time")?,
         end_time: column(row, "end_time")?,
+        usage_estimate_reason: column(row, "usage_estimate_reason")?,
     })
 }
 
@@ -143,7 +147,7 @@ pub async fn spend_logs(c: &Client, f: &SpendFilter) -> Result<Vec<SpendRow>, En
     let sql = format!(
         "SELECT request_id, key_hash, key_alias, team_id, model_requested, model_returned,
             prompt_tokens, completion_tokens, total_tokens, cost, unpriced, usage_known,
-            status, streamed, start_time, end_time
+            status, streamed, start_time, end_time, usage_estimate_reason
          FROM livegate_spend_logs {WHERE} ORDER BY start_time DESC, request_id LIMIT $5"
     );
     let rows = c

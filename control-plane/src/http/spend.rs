@@ -214,6 +214,7 @@ pub fn shown(r: &SpendRow) -> Value {
         "metadata": {
             "user_api_key_alias": r.key_alias,
             "usage_known": r.usage_known,
+            "usage_estimate_reason": r.usage_estimate_reason,
             "unpriced": r.unpriced,
             "status": r.status,
             "streamed": r.streamed,

@@ -76,6 +76,7 @@ mod tests {
                 completion_tokens: None,
                 total_tokens: None,
                 usage_known: true,
+                usage_estimate_reason: None,
                 status: 200,
                 streamed: false,
                 start_time_ms: 0,

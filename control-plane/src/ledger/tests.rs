@@ -14,6 +14,7 @@ fn record(id: &str, model: Option<&str>, tokens: Option<(u64, u64)>) -> SpendRec
         completion_tokens: tokens.map(|t| t.1),
         total_tokens: tokens.map(|t| t.0 + t.1),
         usage_known: tokens.is_some(),
+        usage_estimate_reason: None,
         status: 200,
         streamed: false,
         start_time_ms: 1_700_000_000_000,

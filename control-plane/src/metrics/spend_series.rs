@@ -3,11 +3,15 @@
 //! Prometheus keeps every label combination it ever saw; one series per key would grow
 //! without end. [`SpendSeries`] tracks at most `max` distinct (key alias, team, model)
 //! triples, first come first kept; every record of a triple beyond them is added to one
-//! series labelled `other` (all three labels) and counted as folded. Pure: no clock, no
-//! randomness, natively tested.
+//! series labelled `other` (all three labels) and counted as folded. A model the price
+//! table does not know is labelled `other` from the start: a client's junk model names
+//! (on error answers, say) cannot fill the bound. It also counts the drained records whose
+//! counts are estimates, by reason. Pure: no clock, no randomness, natively tested.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+use livegate_contract::EstimateReason;
 
 use crate::ledger::LedgerEntry;
 
@@ -28,7 +32,8 @@ pub struct SeriesLabels {
 impl SeriesLabels {
     /// A drained record's labels: its key alias, else `hash:` and the first 8 hex digits of
     /// its key hash (not a credential, and what `/spend/logs` shows in full); its team id or
-    /// `""`; the model returned, else the one requested (the one priced), or `""`.
+    /// `""`; the model returned, else the one requested (the one priced), `""` when it
+    /// names none, and [`OTHER`] when the price table does not know it (`unpriced`).
     pub fn of(entry: &LedgerEntry) -> SeriesLabels {
         let r = &entry.record;
         let key_alias = match r.key_alias.as_deref().filter(|a| !a.is_empty()) {
@@ -39,10 +44,15 @@ impl SeriesLabels {
             ),
         };
         let model = r.model_returned.as_deref().or(r.model_requested.as_deref());
+        let model = match model {
+            None => "",
+            Some(_) if entry.unpriced => OTHER,
+            Some(name) => name,
+        };
         SeriesLabels {
             key_alias,
             team: r.team_id.clone().unwrap_or_default(),
-            model: model.unwrap_or_default().to_string(),
+            model: model.to_string(),
         }
     }
 
@@ -87,6 +97,8 @@ pub struct SpendSeries {
     series: BTreeMap<SeriesLabels, Usage>,
     other: Option<Usage>,
     folded: u64,
+    /// Records whose counts are estimates, by reason.
+    estimated: BTreeMap<EstimateReason, u64>,
 }
 
 impl SpendSeries {
@@ -96,7 +108,21 @@ impl SpendSeries {
             series: BTreeMap::new(),
             other: None,
             folded: 0,
+            estimated: BTreeMap::new(),
         }
+    }
+
+    /// Adds a drained record: its usage to its series, and its estimate's reason if any.
+    pub fn add_entry(&mut self, entry: &LedgerEntry) -> bool {
+        if let Some(reason) = entry.record.usage_estimate_reason {
+            *self.estimated.entry(reason).or_default() += 1;
+        }
+        self.add(SeriesLabels::of(entry), Usage::of(entry))
+    }
+
+    /// Drained records estimated for `reason`.
+    pub fn estimated(&self, reason: EstimateReason) -> u64 {
+        self.estimated.get(&reason).copied().unwrap_or(0)
     }
 
     /// Adds a record's usage to its series, or to `other` when the bound is reached (a triple
@@ -178,6 +204,18 @@ impl SpendSeries {
             "# HELP livegate_spend_series_folded_total Spend records counted under the series labelled other because the series bound was reached.\n# TYPE livegate_spend_series_folded_total counter\nlivegate_spend_series_folded_total {}",
             self.folded
         );
+        let _ = writeln!(
+            out,
+            "# HELP livegate_spend_estimated_total Drained spend records whose token counts are estimates (usage not stated readably), by reason.\n# TYPE livegate_spend_estimated_total counter"
+        );
+        for reason in EstimateReason::ALL {
+            let _ = writeln!(
+                out,
+                "livegate_spend_estimated_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                self.estimated(reason)
+            );
+        }
     }
 }
 

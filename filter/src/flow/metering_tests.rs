@@ -288,3 +288,101 @@ fn a_body_that_is_not_json_is_recorded_without_usage_and_counted_as_malformed() 
     assert_eq!(host.count(Metric::UsageMalformed), 1);
     assert_eq!(host.count(Metric::UsageOversized), 0);
 }
+
+#[test]
+fn a_metered_request_asks_the_upstream_for_an_identity_body() {
+    let plugin = plugin(Config::default());
+    let host = MockHost::request(
+        "POST",
+        CHAT,
+        &[
+            ("authorization", "Bearer sk-test"),
+            ("x-request-id", "req-1"),
+            ("accept-encoding", "gzip, deflate, br"),
+        ],
+    );
+    *host.body.borrow_mut() = br#"{"model": "m"}"#.to_vec();
+    let mut flow = RequestFlow::new(plugin.clone());
+    flow.on_request_headers(&host, Some(NOW));
+    flow.on_request_body(&host, true);
+    respond(&mut flow, &host, "200", &allow_body(), NOW);
+    assert_eq!(host.header("accept-encoding").as_deref(), Some("identity"));
+
+    let off = super::mock::plugin(config(r#"{"metering": {"enabled": false}}"#));
+    let host = MockHost::request(
+        "GET",
+        "/v1/models",
+        &[
+            ("authorization", "Bearer sk-test"),
+            ("accept-encoding", "gzip"),
+        ],
+    );
+    let mut flow = RequestFlow::new(off);
+    flow.on_request_headers(&host, Some(NOW));
+    respond(&mut flow, &host, "200", &allow_body(), NOW);
+    assert_eq!(
+        host.header("accept-encoding").as_deref(),
+        Some("gzip"),
+        "without metering the client's preference goes on"
+    );
+}
+
+#[test]
+fn a_stream_cut_before_its_usage_is_charged_an_estimate_and_counted() {
+    let plugin = plugin(Config::default());
+    let body = r#"{"model": "m", "stream": true, "messages": [{"content": "0123456789"}]}"#;
+    let (host, mut flow) = admitted(&plugin, CHAT, body, ModelAccess::default());
+    let sent = host.body.borrow().len() as u64;
+    *host.response_headers.borrow_mut() = vec![
+        (":status".into(), b"200".to_vec()),
+        ("content-type".into(), b"text/event-stream".to_vec()),
+    ];
+    flow.on_response_headers(&host, false, Some(NOW));
+    *host.response_chunk.borrow_mut() =
+        b"data: {\"choices\": [{\"delta\": {\"content\": \"twelve bytes\"}}]}\n\n".to_vec();
+    flow.on_response_body(&host, false, Some(NOW));
+    flow.on_done(&host, Some(NOW + 5));
+    let records = queued(&plugin);
+    let r = &records[0];
+    assert!(!r.usage_known);
+    assert_eq!(
+        r.usage_estimate_reason,
+        Some(livegate_contract::EstimateReason::ClientDisconnected)
+    );
+    assert!(sent > body.len() as u64, "the body went with include_usage");
+    let prompt = (body.len() as u64).div_ceil(4);
+    assert_eq!(
+        (r.prompt_tokens, r.completion_tokens, r.total_tokens),
+        (Some(prompt), Some(3), Some(prompt + 3))
+    );
+    assert_eq!(host.count(Metric::UsageEstimated), 1);
+    r.validate().unwrap();
+}
+
+#[test]
+fn a_stream_flag_that_is_not_a_boolean_is_refused_naming_stream() {
+    for stream in [r#""true""#, "1", "[]", r#""yes""#] {
+        let plugin = plugin(Config::default());
+        let host = keyed(CHAT);
+        *host.body.borrow_mut() = format!(r#"{{"model": "m", "stream": {stream}}}"#).into_bytes();
+        let mut flow = RequestFlow::new(plugin.clone());
+        flow.on_request_headers(&host, Some(NOW));
+        flow.on_request_body(&host, true);
+        let verdict = respond(&mut flow, &host, "200", &allow_body(), NOW);
+        assert_eq!(verdict, Verdict::Stop, "{stream}");
+        let reply = host.last_reply().unwrap();
+        assert_eq!(reply.status, 400, "{stream}");
+        let error: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(error["error"]["param"], "stream", "{stream}");
+    }
+    for stream in ["true", "false", "null"] {
+        let plugin = plugin(Config::default());
+        let host = keyed(CHAT);
+        *host.body.borrow_mut() = format!(r#"{{"model": "m", "stream": {stream}}}"#).into_bytes();
+        let mut flow = RequestFlow::new(plugin.clone());
+        flow.on_request_headers(&host, Some(NOW));
+        flow.on_request_body(&host, true);
+        let verdict = respond(&mut flow, &host, "200", &allow_body(), NOW);
+        assert_eq!(verdict, Verdict::Continue, "{stream}");
+    }
+}

@@ -4,7 +4,7 @@
 use super::{RequestFlow, Verdict};
 use crate::cache::Millis;
 use crate::host::Host;
-use crate::metering::tokens_used;
+use crate::metering::{tokens_used, Ending};
 use crate::metrics::Metric;
 use crate::spend_queue::Pushed;
 
@@ -50,7 +50,7 @@ impl RequestFlow {
     /// and ends the request's parallel slot.
     fn pass_on(&mut self, host: &impl Host, end_of_stream: bool, now: Option<Millis>) -> Verdict {
         if end_of_stream {
-            self.finish_metering(host, now);
+            self.finish_metering(host, now, Ending::Complete);
             self.end_in_flight();
         }
         Verdict::Continue
@@ -58,11 +58,16 @@ impl RequestFlow {
 
     /// The response is over (or the stream ended early): its record goes into the
     /// worker's queue, once.
-    pub(super) fn finish_metering(&mut self, host: &impl Host, now: Option<Millis>) {
+    pub(super) fn finish_metering(
+        &mut self,
+        host: &impl Host,
+        now: Option<Millis>,
+        ending: Ending,
+    ) {
         let Some(meter) = self.metering.take() else {
             return;
         };
-        let (record, unread) = meter.finish_counting(now);
+        let (record, unread) = meter.finish_counting(now, ending);
         if unread.oversized {
             host.increment(Metric::UsageOversized);
         }
@@ -79,6 +84,9 @@ impl RequestFlow {
         };
         if !record.usage_known {
             host.increment(Metric::ResponsesWithoutUsage);
+        }
+        if record.usage_estimate_reason.is_some() {
+            host.increment(Metric::UsageEstimated);
         }
         if self.counts_tokens {
             let tokens = tokens_used(&record);

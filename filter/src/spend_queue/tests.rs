@@ -13,6 +13,7 @@ fn record(i: u64) -> SpendRecord {
         completion_tokens: None,
         total_tokens: None,
         usage_known: true,
+        usage_estimate_reason: None,
         status: 200,
         streamed: false,
         start_time_ms: 1,

@@ -18,6 +18,8 @@ pub struct JsonMeter {
     limit: usize,
     body: Vec<u8>,
     too_large: bool,
+    /// Every byte fed, past the bound too (what an estimate counts).
+    seen: u64,
 }
 
 impl JsonMeter {
@@ -26,10 +28,17 @@ impl JsonMeter {
             limit,
             body: Vec::new(),
             too_large: false,
+            seen: 0,
         }
     }
 
+    /// The bytes fed so far.
+    pub fn seen_bytes(&self) -> u64 {
+        self.seen
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
+        self.seen = self.seen.saturating_add(super::len(chunk));
         if self.too_large {
             return;
         }

@@ -8,11 +8,14 @@
 //! (OpenAI's end) is noted. An event still open when the stream ends is read as if it had
 //! been closed: a truncated one fails to parse and is counted, a complete one is not lost.
 //!
-//! Parsing costs: once the model is known, an event is parsed only when its data mentions
-//! a `"usage"` key holding an object, so content chunks (and OpenAI's `"usage":null`) are
-//! skipped by a scan instead of a parse.
+//! Parsing costs: every event's generated content is counted in one pass that builds
+//! nothing ([`super::content`]; for an estimate when the stream's usage never comes; an
+//! event skipped for its size, or whose data is not JSON, counts whole). Once the model is
+//! known, an event is parsed into a document only when its data mentions a `"usage"` key
+//! holding an object, so content chunks (and OpenAI's `"usage":null`) cost that one pass.
 
-use super::{conclude, inspect, Reading, Tokens};
+use super::content::content_bytes;
+use super::{conclude, inspect, len, Reading, Tokens};
 
 /// The UTF-8 byte order mark a stream may open with (the SSE standard drops it).
 const BOM: &[u8] = "\u{feff}".as_bytes();
@@ -39,6 +42,8 @@ pub struct SseMeter {
     done: bool,
     oversized_events: u32,
     malformed_events: u32,
+    seen_bytes: u64,
+    content_bytes: u64,
 }
 
 /// What a stream said, and what of it could not be read.
@@ -49,6 +54,10 @@ pub struct StreamEnd {
     pub done: bool,
     pub oversized_events: u32,
     pub malformed_events: u32,
+    /// Every byte of the stream.
+    pub seen_bytes: u64,
+    /// The generated content seen (see the module's comment).
+    pub content_bytes: u64,
 }
 
 impl SseMeter {
@@ -67,11 +76,14 @@ impl SseMeter {
             done: false,
             oversized_events: 0,
             malformed_events: 0,
+            seen_bytes: 0,
+            content_bytes: 0,
         }
     }
 
     /// Reads the next chunk; any split of a stream into chunks reads the same.
     pub fn feed(&mut self, chunk: &[u8]) {
+        self.seen_bytes = self.seen_bytes.saturating_add(len(chunk));
         let mut rest = chunk;
         if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
@@ -107,6 +119,8 @@ impl SseMeter {
             done: self.done,
             oversized_events: self.oversized_events,
             malformed_events: self.malformed_events,
+            seen_bytes: self.seen_bytes,
+            content_bytes: self.content_bytes,
         }
     }
 
@@ -121,10 +135,13 @@ impl SseMeter {
         }
         self.line_started = true;
         if self.skipping {
+            self.content_bytes = self.content_bytes.saturating_add(len(bytes));
             return;
         }
         let held = self.line.len() + self.data.len() + bytes.len();
         if held > self.max_event_bytes {
+            let dropped = u64::try_from(held).unwrap_or(u64::MAX);
+            self.content_bytes = self.content_bytes.saturating_add(dropped);
             self.skipping = true;
             self.oversized_events = self.oversized_events.saturating_add(1);
             self.line = Vec::new();
@@ -188,11 +205,16 @@ impl SseMeter {
             self.done = true;
             return;
         }
+        let Some(content) = content_bytes(data) else {
+            self.malformed_events = self.malformed_events.saturating_add(1);
+            self.content_bytes = self.content_bytes.saturating_add(len(data));
+            return;
+        };
+        self.content_bytes = self.content_bytes.saturating_add(content);
         if self.model.is_some() && !mentions_usage_object(data) {
             return;
         }
         let Ok(document) = serde_json::from_slice::<serde_json::Value>(data) else {
-            self.malformed_events = self.malformed_events.saturating_add(1);
             return;
         };
         let found = inspect(&document);

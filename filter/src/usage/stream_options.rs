@@ -12,6 +12,26 @@
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
+/// The body's `stream` is present and neither `true`, `false` nor `null`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotBoolean;
+
+/// The body's top-level `stream` (the last one, as upstreams read duplicates): `Ok(true)`
+/// only for JSON `true`. A string `"true"` or a number would be read as true by lax
+/// upstreams (Python's pydantic) while the filter did not ask for the stream's usage: the
+/// flow refuses it with a 400 naming `stream`. A body that is not a JSON object says
+/// nothing here (`Ok(false)`): the model check refuses it on its own terms.
+pub fn stream_flag(body: &[u8]) -> Result<bool, NotBoolean> {
+    let Ok(top) = serde_json::from_slice::<Members<'_>>(body) else {
+        return Ok(false);
+    };
+    match top.get("stream").map(|v| v.get()) {
+        None | Some("false" | "null") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(NotBoolean),
+    }
+}
+
 /// The result of [`include_usage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rewrite {

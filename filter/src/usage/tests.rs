@@ -45,6 +45,12 @@ fn whole(text: &str) -> sse::StreamEnd {
     stream(&[text.as_bytes()])
 }
 
+/// What a stream said, whatever its line ends (its byte count aside).
+fn said(mut end: sse::StreamEnd) -> sse::StreamEnd {
+    end.seen_bytes = 0;
+    end
+}
+
 // ---- JSON bodies ----
 
 #[test]
@@ -194,8 +200,8 @@ fn crlf_and_cr_line_ends_read_the_same() {
     for text in STREAMS {
         let crlf = text.replace('\n', "\r\n");
         let cr = text.replace('\n', "\r");
-        assert_eq!(whole(&crlf), whole(text));
-        assert_eq!(whole(&cr), whole(text));
+        assert_eq!(said(whole(&crlf)), said(whole(text)));
+        assert_eq!(said(whole(&cr)), said(whole(text)));
     }
 }
 
@@ -287,43 +293,60 @@ fn every_cut_into_two_chunks_reads_the_same() {
         let crlf = text.replace('\n', "\r\n");
         for at in 0..=crlf.len() {
             let (a, b) = crlf.as_bytes().split_at(at);
-            assert_eq!(stream(&[a, b]), expected, "crlf cut at {at}");
+            assert_eq!(
+                said(stream(&[a, b])),
+                said(expected.clone()),
+                "crlf cut at {at}"
+            );
         }
     }
 }
 
 #[test]
-fn the_meter_is_chosen_by_content_type_and_refuses_encoded_bodies() {
+fn the_meter_is_chosen_by_content_type_and_only_counts_encoded_bodies() {
     let limits = Limits::default();
     let pick = |t: Option<&str>, e: Option<&str>| {
         Meter::for_response(t.map(str::as_bytes), e.map(str::as_bytes), limits)
     };
     assert!(matches!(
         pick(Some("text/event-stream; charset=utf-8"), None),
-        Some(Meter::Sse(_))
+        Meter::Sse(_)
     ));
     assert!(matches!(
         pick(Some("Text/Event-Stream"), Some("identity")),
-        Some(Meter::Sse(_))
+        Meter::Sse(_)
     ));
     assert!(matches!(
         pick(Some("application/json"), None),
-        Some(Meter::Json(_))
+        Meter::Json(_)
     ));
-    assert!(matches!(pick(None, None), Some(Meter::Json(_))));
-    assert!(pick(Some("application/json"), Some("gzip")).is_none());
+    assert!(matches!(pick(None, None), Meter::Json(_)));
+    let mut gzip = pick(Some("application/json"), Some("gzip"));
+    assert!(matches!(
+        gzip,
+        Meter::Encoded {
+            streamed: false,
+            ..
+        }
+    ));
+    gzip.feed(&[0x1f, 0x8b, 8, 0]);
+    gzip.feed(b"{\"usage\": {\"prompt_tokens\": 3}}");
+    let report = gzip.finish();
+    assert!(report.encoded && !report.streamed);
+    assert_eq!(report.seen_bytes, 4 + 31);
+    assert_eq!(report.reading, Reading::absent(), "never read");
+    assert!(pick(Some("text/event-stream"), Some("br")).is_stream());
 }
 
 #[test]
 fn a_meter_reports_streamed_and_what_it_could_not_read() {
-    let mut meter =
-        Meter::for_response(Some(b"text/event-stream"), None, Limits::default()).unwrap();
+    let mut meter = Meter::for_response(Some(b"text/event-stream"), None, Limits::default());
     meter.feed(ANTHROPIC_STREAM.as_bytes());
     let report = meter.finish();
     assert!(report.streamed);
     assert_eq!(report.reading, whole(ANTHROPIC_STREAM).reading);
 
-    let mut meter = Meter::for_response(None, None, Limits::default()).unwrap();
+    let mut meter = Meter::for_response(None, None, Limits::default());
     meter.feed(b"not json");
     let report = meter.finish();
     assert_eq!(
@@ -331,14 +354,48 @@ fn a_meter_reports_streamed_and_what_it_could_not_read() {
         (false, 1, 0)
     );
     assert_eq!(report.reading, Reading::absent());
+    assert_eq!(report.seen_bytes, 8);
 
     let limits = Limits {
         max_json_bytes: 10,
         ..Limits::default()
     };
-    let mut meter = Meter::for_response(None, None, limits).unwrap();
+    let mut meter = Meter::for_response(None, None, limits);
     meter.feed(OPENAI_CHAT.as_bytes());
-    assert_eq!(meter.finish().oversized, 1);
+    let report = meter.finish();
+    assert_eq!(report.oversized, 1);
+    assert_eq!(
+        report.seen_bytes,
+        OPENAI_CHAT.len() as u64,
+        "counted past the bound"
+    );
+}
+
+#[test]
+fn a_stream_counts_its_generated_content_in_every_shape() {
+    // OpenAI chat: each chunk's delta (role included, a few bytes on the client's side).
+    let chat = "data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hello\"}}]}\n\n\
+                data: {\"choices\":[{\"delta\":{\"content\":\" world\"},\"finish_reason\":null}]}\n\n\
+                data: [DONE]\n\n";
+    assert_eq!(whole(chat).content_bytes, 9 + 5 + 6);
+    // Text completions: each choice's text; tool calls: their arguments and names.
+    let completions = "data: {\"choices\":[{\"text\":\"abc\"},{\"text\":\"de\"}]}\n\n";
+    assert_eq!(whole(completions).content_bytes, 5);
+    let tools = "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\n\n";
+    assert_eq!(whole(tools).content_bytes, 7);
+    // Anthropic's content_block_delta and the Responses API's delta events.
+    let anthropic = whole(ANTHROPIC_STREAM).content_bytes;
+    assert!(anthropic > 0, "{anthropic}");
+    let responses = "data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi there\"}\n\n";
+    assert_eq!(whole(responses).content_bytes, 8);
+    // An event that is not JSON counts whole; so does one skipped for its size.
+    assert_eq!(whole("data: not json\n\n").content_bytes, 8);
+    let mut meter = SseMeter::new(16);
+    meter.feed(b"data: 0123456789abcdefghij\n\ndata: [DONE]\n\n");
+    let end = meter.finish();
+    assert_eq!(end.oversized_events, 1);
+    assert!(end.content_bytes >= 20, "{}", end.content_bytes);
+    assert_eq!(end.seen_bytes, 42);
 }
 
 // ---- stream_options ----
@@ -501,4 +558,54 @@ proptest! {
             Rewrite::Unchanged(why) => prop_assert!(false, "{body}: {why:?}"),
         }
     }
+}
+
+/// The content count, as a document walk: what [`content::content_bytes`] does in one pass.
+fn content_by_walking(document: &serde_json::Value) -> u64 {
+    fn leaves(v: &serde_json::Value) -> u64 {
+        match v {
+            serde_json::Value::String(s) => s.len() as u64,
+            serde_json::Value::Array(a) => a.iter().map(leaves).sum(),
+            serde_json::Value::Object(o) => o.values().map(leaves).sum(),
+            _ => 0,
+        }
+    }
+    let choices = document["choices"].as_array().into_iter().flatten();
+    let from_choices: u64 = choices
+        .map(|c| c.get("text").map_or(0, leaves) + c.get("delta").map_or(0, leaves))
+        .sum();
+    from_choices + document.get("delta").map_or(0, leaves)
+}
+
+#[test]
+fn the_one_pass_content_count_agrees_with_a_document_walk_on_every_fixture_event() {
+    let mut events = 0;
+    for text in STREAMS {
+        for line in text.lines() {
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            let Ok(document) = serde_json::from_str::<serde_json::Value>(data) else {
+                continue;
+            };
+            events += 1;
+            assert_eq!(
+                content::content_bytes(data.as_bytes()),
+                Some(content_by_walking(&document)),
+                "{data}"
+            );
+        }
+    }
+    assert!(events >= 20, "{events}");
+    assert_eq!(
+        content::content_bytes(b"{\"choices\": 3, \"delta\": null}"),
+        Some(0)
+    );
+    assert_eq!(content::content_bytes(b"[\"text\"]"), Some(0));
+    assert_eq!(
+        content::content_bytes(b"{\"delta\": \"\\u00e9t\\u00e9\"}"),
+        Some(5)
+    );
+    assert_eq!(content::content_bytes(b"{\"delta\": \"x\"} trailing"), None);
+    assert_eq!(content::content_bytes(b"{\"delta\": "), None);
 }

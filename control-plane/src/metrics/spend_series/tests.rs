@@ -36,6 +36,7 @@ fn entry(
             completion_tokens: None,
             total_tokens: Some(3),
             usage_known: true,
+            usage_estimate_reason: None,
             status: 200,
             streamed: false,
             start_time_ms: 1,
@@ -137,4 +138,46 @@ fn label_values_are_escaped_for_the_text_format() {
     let text = rendered(&s);
     assert!(text.contains(r#"key_alias="a\"b\\c\nd""#), "{text}");
     assert_eq!(text.lines().filter(|l| l.contains("a\\\"b")).count(), 3);
+}
+
+#[test]
+fn junk_model_names_are_other_from_the_start_and_never_fill_the_bound() {
+    let mut s = SpendSeries::new(3);
+    for i in 0..1_000 {
+        let mut junk = entry(Some("k"), None, &format!("junk-{i}"), None);
+        junk.unpriced = true;
+        assert!(!s.add_entry(&junk), "never folded: other from the start");
+    }
+    assert_eq!(s.tracked(), 1, "one series: (k, \"\", other)");
+    assert_eq!(s.folded(), 0);
+    assert_eq!(
+        s.get(&labels("k", "", OTHER)).map(|u| u.prompt_tokens),
+        Some(3_000)
+    );
+    // A priced model still has its own series.
+    assert!(!s.add_entry(&entry(Some("k"), None, "gpt-4o", None)));
+    assert_eq!(
+        s.get(&labels("k", "", "gpt-4o")).map(|u| u.prompt_tokens),
+        Some(3)
+    );
+}
+
+#[test]
+fn estimated_records_are_counted_by_reason() {
+    let mut s = SpendSeries::new(10);
+    let mut cut = entry(Some("k"), None, "gpt-4o", None);
+    cut.record.usage_known = false;
+    cut.record.usage_estimate_reason = Some(EstimateReason::ClientDisconnected);
+    s.add_entry(&cut);
+    s.add_entry(&cut);
+    s.add_entry(&entry(Some("k"), None, "gpt-4o", None));
+    assert_eq!(s.estimated(EstimateReason::ClientDisconnected), 2);
+    let text = rendered(&s);
+    assert!(text.contains("livegate_spend_estimated_total{reason=\"client_disconnected\"} 2\n"));
+    assert!(text.contains("livegate_spend_estimated_total{reason=\"encoded\"} 0\n"));
+    // The tokens of an estimate count like stated ones.
+    assert_eq!(
+        s.get(&labels("k", "", "gpt-4o")).map(|u| u.prompt_tokens),
+        Some(9)
+    );
 }
