@@ -8,7 +8,7 @@ use livegate_contract::{ApiKey, KeyHash};
 use livegate_filter::decision::{decide, CallResponse};
 use livegate_filter::feed::{parse_answer, SharedFeed};
 use livegate_filter::model_body::requested_model;
-use livegate_filter::usage::stream_options::{include_usage, Rewrite};
+use livegate_filter::usage::stream_options::{include_usage, stream_flag, Rewrite};
 use livegate_filter::usage::{Limits, Meter};
 
 /// What a target asserts of one input (it panics if the parser broke a promise).
@@ -52,8 +52,7 @@ fn meter(data: &[u8], content_type: &[u8], streamed: bool) {
     let Some((size, body)) = chunked(data) else {
         return;
     };
-    let mut meter =
-        Meter::for_response(Some(content_type), None, LIMITS).expect("identity is metered");
+    let mut meter = Meter::for_response(Some(content_type), None, LIMITS);
     for chunk in body.chunks(size) {
         meter.feed(chunk);
     }
@@ -61,9 +60,15 @@ fn meter(data: &[u8], content_type: &[u8], streamed: bool) {
 }
 
 /// The `stream_options.include_usage` rewrite of a client's body: what it writes is JSON
-/// that asks for usage.
+/// that asks for usage, and it rewrites only a body whose `stream` is `true`.
 pub fn include_usage_rewrite(data: &[u8]) {
+    let streamed = stream_flag(data);
     if let Rewrite::Rewritten { body, .. } = include_usage(data, 64 * 1024) {
+        assert_eq!(
+            streamed,
+            Ok(true),
+            "only a streamed request is asked for usage"
+        );
         let value: serde_json::Value =
             serde_json::from_slice(&body).expect("a rewritten body is JSON");
         assert_eq!(
