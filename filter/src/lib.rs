@@ -18,6 +18,7 @@ pub mod local_limits;
 pub mod metering;
 pub mod metrics;
 pub mod model_body;
+pub mod path;
 pub mod reply;
 pub mod routing;
 pub mod spend_queue;

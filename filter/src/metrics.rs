@@ -39,11 +39,16 @@ pub enum Metric {
     UsageMalformed,
     IncludeUsageAdded,
     IncludeUsageOverridden,
+    /// A request path the filter could not normalise safely (answered 400).
+    DeniedBadPath,
+    /// A worker found changes missing between the last it applied and the shared window's
+    /// oldest: it forgot its cached allows.
+    ChangeFeedGap,
 }
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 33] = [
+    pub const ALL: [Metric; 35] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -77,6 +82,8 @@ impl Metric {
         Metric::UsageMalformed,
         Metric::IncludeUsageAdded,
         Metric::IncludeUsageOverridden,
+        Metric::DeniedBadPath,
+        Metric::ChangeFeedGap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -114,6 +121,8 @@ impl Metric {
             Metric::UsageMalformed => "livegate_usage_malformed_total",
             Metric::IncludeUsageAdded => "livegate_include_usage_added_total",
             Metric::IncludeUsageOverridden => "livegate_include_usage_overridden_total",
+            Metric::DeniedBadPath => "livegate_denied_bad_path_total",
+            Metric::ChangeFeedGap => "livegate_change_feed_gaps_total",
         }
     }
 
