@@ -198,7 +198,10 @@ mod tests {
     #[test]
     fn a_restricted_key_or_team_is_refused_a_route_without_a_model() {
         assert!(!access(&[], &[], &[("fast", "gpt-4o")]).is_restricted());
-        assert_eq!(access(&[], &[], &[]).check_model_free_route("/v1/files"), Ok(()));
+        assert_eq!(
+            access(&[], &[], &[]).check_model_free_route("/v1/files"),
+            Ok(())
+        );
         assert_eq!(
             access(&["all-proxy-models"], &[], &[]).check_model_free_route("/v1/files"),
             Ok(())

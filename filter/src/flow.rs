@@ -724,11 +724,7 @@ fn asks_for_usage(source: &ModelSource, path: &str) -> bool {
     }
 }
 
-fn apply(
-    host: &impl Host,
-    edits: &HeaderEdits,
-    path: Option<&str>,
-) -> Result<(), HeaderRefused> {
+fn apply(host: &impl Host, edits: &HeaderEdits, path: Option<&str>) -> Result<(), HeaderRefused> {
     for name in &edits.remove {
         host.remove_request_header(name)?;
     }

@@ -178,7 +178,10 @@ fn model_free_paths_are_paths_and_never_the_root() {
     assert!(text.starts_with("model_free_paths[0]:"), "{text}");
     let config = Config::parse(Some(br#"{"model_free_paths": []}"#.as_slice())).unwrap();
     assert!(config.model_free_paths.is_empty());
-    assert_eq!(Config::default().model_free_paths, ["/v1/models", "/models"]);
+    assert_eq!(
+        Config::default().model_free_paths,
+        ["/v1/models", "/models"]
+    );
 }
 
 #[test]

@@ -74,9 +74,15 @@ fn every_spelling_of_the_chat_route_is_the_chat_route() {
 fn a_normal_path_is_left_as_sent_with_its_query() {
     let (host, verdict) = run("/v1/chat/completions?x=%2F", r#"{"model": "a"}"#, only(&[]));
     assert_eq!(verdict, Verdict::Continue);
-    assert_eq!(host.header(":path").as_deref(), Some("/v1/chat/completions?x=%2F"));
+    assert_eq!(
+        host.header(":path").as_deref(),
+        Some("/v1/chat/completions?x=%2F")
+    );
     let (host, _) = run("/v1//chat/completions?x=1", r#"{"model": "a"}"#, only(&[]));
-    assert_eq!(host.header(":path").as_deref(), Some("/v1/chat/completions?x=1"));
+    assert_eq!(
+        host.header(":path").as_deref(),
+        Some("/v1/chat/completions?x=1")
+    );
 }
 
 #[test]
@@ -94,14 +100,26 @@ fn a_path_that_cannot_be_normalised_is_a_400_before_any_check() {
 fn a_keyless_path_must_be_sent_in_normal_form() {
     // A router that does not normalise may send these elsewhere than the control plane:
     // never let through unchecked.
-    for path in ["/key//generate", "/team/./new", "/key/%67enerate", "/key\\generate"] {
+    for path in [
+        "/key//generate",
+        "/team/./new",
+        "/key/%67enerate",
+        "/key\\generate",
+    ] {
         let host = MockHost::request("POST", path, &[]);
         let mut flow = RequestFlow::new(plugin(Config::default()));
-        assert_eq!(flow.on_request_headers(&host, Some(NOW)), Verdict::Stop, "{path}");
+        assert_eq!(
+            flow.on_request_headers(&host, Some(NOW)),
+            Verdict::Stop,
+            "{path}"
+        );
         assert_eq!(host.last_reply().unwrap().status, 400, "{path}");
     }
     // A path that leaves the prefix is the protected route it names, key and policy.
-    for path in ["/key/../v1/chat/completions", "/key/..%2Fv1/chat/completions"] {
+    for path in [
+        "/key/../v1/chat/completions",
+        "/key/..%2Fv1/chat/completions",
+    ] {
         let (host, verdict) = run(path, r#"{"model": "o1"}"#, only(&["a"]));
         assert_eq!(verdict, Verdict::Stop, "{path}");
         assert_eq!(error_type(&host), "key_model_access_denied", "{path}");
@@ -124,7 +142,11 @@ fn an_azure_path_is_held_to_the_key_policy() {
     assert_eq!(verdict, Verdict::Continue);
     // The path's model is the record's model; a streamed request is asked for usage.
     let (_, verdict) = run(allowed, "", only(&["gpt-4o"]));
-    assert_eq!(verdict, Verdict::Continue, "no body is fine: the path names the model");
+    assert_eq!(
+        verdict,
+        Verdict::Continue,
+        "no body is fine: the path names the model"
+    );
     assert_eq!(host.count(Metric::DeniedModel), 0);
 
     // A body naming a model the key may not call is refused on an allowed path too.

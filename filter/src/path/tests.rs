@@ -9,7 +9,10 @@ fn normal(raw: &str) -> String {
 fn an_escaped_slash_in_either_case_is_a_slash() {
     assert_eq!(normal("/v1/chat%2Fcompletions"), "/v1/chat/completions");
     assert_eq!(normal("/v1/chat%2fcompletions"), "/v1/chat/completions");
-    assert_eq!(normal("/v1%2Fchat%2Fcompletions?x=%2F"), "/v1/chat/completions?x=%2F");
+    assert_eq!(
+        normal("/v1%2Fchat%2Fcompletions?x=%2F"),
+        "/v1/chat/completions?x=%2F"
+    );
 }
 
 #[test]
@@ -17,9 +20,15 @@ fn duplicate_slashes_and_dot_segments_go() {
     assert_eq!(normal("//v1/chat/completions"), "/v1/chat/completions");
     assert_eq!(normal("/v1/./chat/completions"), "/v1/chat/completions");
     assert_eq!(normal("/v1/x/../chat//completions"), "/v1/chat/completions");
-    assert_eq!(normal("/v1/%2E/chat/%2e%2E/chat/completions"), "/v1/chat/completions");
+    assert_eq!(
+        normal("/v1/%2E/chat/%2e%2E/chat/completions"),
+        "/v1/chat/completions"
+    );
     assert_eq!(normal("/../../v1/models"), "/v1/models");
-    assert_eq!(normal("/key/..%2Fv1/chat/completions"), "/v1/chat/completions");
+    assert_eq!(
+        normal("/key/..%2Fv1/chat/completions"),
+        "/v1/chat/completions"
+    );
 }
 
 #[test]
@@ -32,7 +41,10 @@ fn unreserved_escapes_are_decoded_and_others_kept_in_upper_case() {
     assert_eq!(normal("/v1/ch%61t/completions"), "/v1/chat/completions");
     assert_eq!(normal("/a%3fb%c3%a9"), "/a%3Fb%C3%A9");
     // Never decoded twice: `%252F` is a percent sign and `2F`, not a slash.
-    assert_eq!(normal("/v1/chat%252Fcompletions"), "/v1/chat%252Fcompletions");
+    assert_eq!(
+        normal("/v1/chat%252Fcompletions"),
+        "/v1/chat%252Fcompletions"
+    );
 }
 
 #[test]
@@ -50,7 +62,10 @@ fn a_normal_path_is_unchanged_and_says_so() {
     assert_eq!(n.path, "/v1/chat/completions");
     assert_eq!(n.rest, "?stream=true");
     assert!(normalize("/v1/chat%2Fcompletions").unwrap().changed);
-    assert!(normalize("/a%c3").unwrap().changed, "lower-case hex is not normal");
+    assert!(
+        normalize("/a%c3").unwrap().changed,
+        "lower-case hex is not normal"
+    );
 }
 
 #[test]
@@ -69,10 +84,16 @@ fn what_cannot_be_normalised_safely_is_an_error() {
 
 #[test]
 fn segments_decode_and_encode() {
-    assert_eq!(decode_segment("gpt%2D4o%2Fmini").as_deref(), Some("gpt-4o/mini"));
+    assert_eq!(
+        decode_segment("gpt%2D4o%2Fmini").as_deref(),
+        Some("gpt-4o/mini")
+    );
     assert_eq!(decode_segment("%C3%A9").as_deref(), Some("é"));
     assert_eq!(decode_segment("%FF"), None);
-    assert_eq!(encode_segment("openai/gpt-4o é"), "openai%2Fgpt-4o%20%C3%A9");
+    assert_eq!(
+        encode_segment("openai/gpt-4o é"),
+        "openai%2Fgpt-4o%20%C3%A9"
+    );
 }
 
 proptest! {
