@@ -206,8 +206,12 @@ mod wasm {
             let applied = self
                 .plugin
                 .with_cache(|cache| self.feed.borrow_mut().apply(shared, cache, now));
-            for _ in 0..applied.unwrap_or(0) {
+            let applied = applied.unwrap_or_default();
+            for _ in 0..applied.changes {
                 self.host().increment(Metric::ChangesApplied);
+            }
+            if applied.gap {
+                self.host().increment(Metric::ChangeFeedGap);
             }
         }
 
