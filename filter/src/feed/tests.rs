@@ -218,7 +218,10 @@ fn dropped_ranges_join_and_stay_bounded() {
         shared.note_dropped(seq);
     }
     assert_eq!(shared.dropped.len(), MAX_DROPPED_RANGES);
-    assert!(!shared.was_dropped(1), "the oldest ranges are forgotten first");
+    assert!(
+        !shared.was_dropped(1),
+        "the oldest ranges are forgotten first"
+    );
     assert!(shared.was_dropped(100 + 2 * (MAX_DROPPED_RANGES as u64 - 1)));
 }
 
