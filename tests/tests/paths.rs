@@ -9,6 +9,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use livegate_tests::envoy::Envoy;
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::stack::{Stack, StackOptions};
@@ -23,7 +24,12 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Sends the request line exactly as written (an HTTP client library may tidy the path
 /// before it leaves): `POST path` with a JSON body, the answer read to the end.
 fn post_as_written(stack: &Stack, path: &str, key: &str, body: &str) -> Response {
-    let address = stack.envoy.url().trim_start_matches("http://").to_string();
+    post_to(&stack.envoy.url(), path, key, body)
+}
+
+/// [`post_as_written`] to the Envoy listening at `base`.
+fn post_to(base: &str, path: &str, key: &str, body: &str) -> Response {
+    let address = base.trim_start_matches("http://").to_string();
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
@@ -168,4 +174,65 @@ fn a_path_that_cannot_be_normalised_is_refused_with_a_json_400() {
         assert_eq!(body["error"]["type"], "bad_request_error", "{path}: {body}");
         assert!(body.get("livegate").is_none(), "{path}: {body}");
     }
+}
+
+/// Envoy as a mesh might configure it: no path normalisation at all. The filter normalises
+/// on its own, decides on the normal path and sends the upstream that path.
+#[test]
+fn the_policy_holds_in_an_envoy_that_does_not_normalise_paths() {
+    let stack = Stack::start(StackOptions::full()).unwrap();
+    let restricted = generate(&stack, json!({"models": ["gpt-4o"]}));
+    let template_path =
+        livegate_tests::artifacts::workspace_root().join(livegate_tests::envoy::TEMPLATE);
+    let template = std::fs::read_to_string(template_path).unwrap();
+    let bare = template
+        .replace("normalize_path: true", "normalize_path: false")
+        .replace("merge_slashes: true", "merge_slashes: false")
+        .replace(
+            "path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD",
+            "path_with_escaped_slashes_action: KEEP_UNCHANGED",
+        );
+    assert_ne!(bare, template, "the template's normalisation options moved");
+    let dir = stack.scratch.path().join("bare-envoy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bare_path = dir.join("bare.yaml.tmpl");
+    std::fs::write(&bare_path, bare).unwrap();
+    let mut config = stack.envoy.config().clone();
+    config.listen_port = livegate_tests::ports::free_port().unwrap();
+    config.admin_port = livegate_tests::ports::free_port().unwrap();
+    config.probe_port = livegate_tests::ports::free_port().unwrap();
+    let envoy = Envoy::start_from(bare_path.to_str().unwrap(), config, &dir).unwrap();
+    let base = envoy.url();
+
+    for path in [
+        "/v1/chat%2Fcompletions",
+        "//v1/chat/completions",
+        "/v1/./chat/completions",
+    ] {
+        let refused_answer = post_to(&base, path, &restricted, &chat_body("o1"));
+        refused(&refused_answer, path);
+        // Allowed, and served by the upstream's chat route: it got the normal path.
+        let allowed = post_to(&base, path, &restricted, &chat_body("gpt-4o"));
+        assert_eq!(allowed.status, 200, "{path}: {}", allowed.body);
+        let body = allowed.json().unwrap();
+        assert!(
+            body.get("choices").is_some(),
+            "{path}: not the chat route: {body}"
+        );
+    }
+    // A path the filter cannot normalise, and a key-less prefix not in normal form.
+    let bad = post_to(&base, "/v1/%zz/completions", &restricted, "{}");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.json().unwrap()["error"]["reason"], "bad_path");
+    let sideways = post_to(&base, "/key//generate", "sk-anything", "{}");
+    assert_eq!(sideways.status, 400, "{}", sideways.body);
+    assert_eq!(sideways.json().unwrap()["error"]["reason"], "bad_path");
+    // Out of a key-less prefix into the chat route: the filter asks for a key.
+    let escaped = post_to(
+        &base,
+        "/key/..%2Fv1/chat/completions",
+        &restricted,
+        &chat_body("o1"),
+    );
+    refused(&escaped, "/key/..%2Fv1/chat/completions");
 }
