@@ -156,6 +156,13 @@ impl KeyCache {
         pools.heard = pools.heard.max(Some(at));
     }
 
+    /// How long ago the last complete read of the change log began (`None`: never).
+    pub fn change_log_age(&self, now: Instant) -> Option<Duration> {
+        self.lock()
+            .heard
+            .map(|at| now.saturating_duration_since(at))
+    }
+
     pub fn len(&self) -> usize {
         self.lock().known.len()
     }

@@ -128,6 +128,17 @@ fn a_replica_cut_off_past_the_filters_hold_refuses_instead_of_reviving_a_revoked
         assert_eq!(body["error"]["type"], "no_db_connection", "{body}");
     })
     .unwrap();
+    // Its readiness (on its own port) says how long the change log has been silent.
+    let readiness = http::get(&format!("{}/health/readiness", cut_off.base_url()), &[]).unwrap();
+    let silent = readiness.json().unwrap()["change_log_read_ms_ago"]
+        .as_u64()
+        .unwrap();
+    assert!(silent > 3_000, "{}", readiness.body);
+    let readiness = http::get(&format!("{}/health/readiness", healthy.base_url()), &[]).unwrap();
+    let heard = readiness.json().unwrap()["change_log_read_ms_ago"]
+        .as_u64()
+        .unwrap();
+    assert!(heard < silent, "{}", readiness.body);
 
     // Past the filter's hold (shown by the cut-off replica being asked about the key and
     // answering 503, which the filter passes on having no allow to fall back on), the key
