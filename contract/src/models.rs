@@ -31,12 +31,42 @@ pub enum ModelDenied {
     Key { model: String, allowed: Vec<String> },
     /// The key's team's `models` does not list it.
     Team { model: String, allowed: Vec<String> },
+    /// The key (`team: false`) or its team has a `models` restriction and the route names
+    /// no model the gateway can check (files, batches, images…): refused, or the
+    /// restriction could be walked around.
+    Route {
+        path: String,
+        team: bool,
+        allowed: Vec<String>,
+    },
 }
 
 impl ModelAccess {
     /// True when any model passes unchanged: the filter need not read the body for it.
     pub fn is_unrestricted(&self) -> bool {
         allows_all(&self.models) && allows_all(&self.team_models) && self.aliases.is_empty()
+    }
+
+    /// True when the key or its team limits the models it may call: such a key may use
+    /// only routes whose model the gateway can check (and routes configured as model-free).
+    pub fn is_restricted(&self) -> bool {
+        !allows_all(&self.models) || !allows_all(&self.team_models)
+    }
+
+    /// Refusal of a route that names no model, for a restricted key; `Ok` otherwise.
+    pub fn check_model_free_route(&self, path: &str) -> Result<(), ModelDenied> {
+        let (team, allowed) = if !allows_all(&self.models) {
+            (false, &self.models)
+        } else if !allows_all(&self.team_models) {
+            (true, &self.team_models)
+        } else {
+            return Ok(());
+        };
+        Err(ModelDenied::Route {
+            path: path.to_owned(),
+            team,
+            allowed: allowed.clone(),
+        })
     }
 
     /// The model the request is sent on with (its alias resolved), or why it is refused.
@@ -77,8 +107,12 @@ fn permits(list: &[String], model: &str) -> bool {
 impl ModelDenied {
     pub fn error_type(&self) -> ErrorType {
         match self {
-            ModelDenied::Key { .. } => ErrorType::KeyModelAccessDenied,
-            ModelDenied::Team { .. } => ErrorType::TeamModelAccessDenied,
+            ModelDenied::Key { .. } | ModelDenied::Route { team: false, .. } => {
+                ErrorType::KeyModelAccessDenied
+            }
+            ModelDenied::Team { .. } | ModelDenied::Route { team: true, .. } => {
+                ErrorType::TeamModelAccessDenied
+            }
         }
     }
 
@@ -87,6 +121,19 @@ impl ModelDenied {
         let (who, model, allowed) = match self {
             ModelDenied::Key { model, allowed } => ("key", model, allowed),
             ModelDenied::Team { model, allowed } => ("team", model, allowed),
+            ModelDenied::Route {
+                path,
+                team,
+                allowed,
+            } => {
+                let who = if *team { "team" } else { "key" };
+                let message = format!(
+                    "{who} not allowed to access route. This {who} can only access models={allowed:?}. Tried to access {path}, a route that names no model the gateway can check"
+                );
+                return ErrorObject::new(401, self.error_type(), message)
+                    .with_param("model")
+                    .with_reason("model_free_route_denied");
+            }
         };
         let message = format!(
             "{who} not allowed to access model. This {who} can only access models={allowed:?}. Tried to access {model}"
@@ -94,8 +141,8 @@ impl ModelDenied {
         ErrorObject::new(401, self.error_type(), message)
             .with_param("model")
             .with_reason(match self {
-                ModelDenied::Key { .. } => "key_model_access_denied",
                 ModelDenied::Team { .. } => "team_model_access_denied",
+                _ => "key_model_access_denied",
             })
     }
 }
@@ -144,6 +191,31 @@ mod tests {
         assert_eq!(both.check("gpt-4o"), Ok("gpt-4o".into()));
         assert_eq!(
             both.check("claude-3").unwrap_err().error_type(),
+            ErrorType::TeamModelAccessDenied
+        );
+    }
+
+    #[test]
+    fn a_restricted_key_or_team_is_refused_a_route_without_a_model() {
+        assert!(!access(&[], &[], &[("fast", "gpt-4o")]).is_restricted());
+        assert_eq!(
+            access(&[], &[], &[]).check_model_free_route("/v1/files"),
+            Ok(())
+        );
+        assert_eq!(
+            access(&["all-proxy-models"], &[], &[]).check_model_free_route("/v1/files"),
+            Ok(())
+        );
+        let key = access(&["gpt-4o"], &[], &[]);
+        assert!(key.is_restricted());
+        let denied = key.check_model_free_route("/v1/files").unwrap_err();
+        assert_eq!(denied.error_type(), ErrorType::KeyModelAccessDenied);
+        let e = denied.error();
+        assert_eq!(e.code, "401");
+        assert!(e.message.contains("/v1/files"), "{}", e.message);
+        let team = access(&[], &["gpt-4o"], &[]).check_model_free_route("/v1/batches");
+        assert_eq!(
+            team.unwrap_err().error_type(),
             ErrorType::TeamModelAccessDenied
         );
     }

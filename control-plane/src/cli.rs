@@ -97,6 +97,22 @@ pub struct ServeArgs {
     /// While the database is away, known keys keep working for this long after their last read.
     #[arg(long, env = "LIVEGATE_KEY_CACHE_STALENESS_SECS", default_value_t = 900)]
     pub key_cache_staleness_secs: u64,
+    /// A record older than the fresh bound lets a key in only if the change log was read
+    /// within this; must be below --filter-revocation-hold-secs (docs/architecture.md).
+    #[arg(
+        long,
+        env = "LIVEGATE_MAX_CHANGE_LOG_SILENCE_SECS",
+        default_value_t = 240
+    )]
+    pub max_change_log_silence_secs: u64,
+    /// How long the filters hold a revocation from the change feed: the larger of their
+    /// `cache.stale_if_error_ms` and `cache.deny_ttl_ms`, in seconds.
+    #[arg(
+        long,
+        env = "LIVEGATE_FILTER_REVOCATION_HOLD_SECS",
+        default_value_t = 300
+    )]
+    pub filter_revocation_hold_secs: u64,
     #[arg(
         long,
         env = "LIVEGATE_KEY_CACHE_MAX_ENTRIES",

@@ -35,6 +35,9 @@ pub struct CacheConfig {
     pub fresh: Duration,
     pub staleness: Duration,
     pub max_entries: usize,
+    /// A record older than `fresh` lets a key in only if the change log was read within
+    /// this (`fresh` ≤ it < the filters' revocation hold).
+    pub max_silence: Duration,
 }
 
 /// The spend ledger: where records are spooled, how they are priced and drained.
@@ -307,11 +310,26 @@ impl Config {
             fresh: Duration::from_secs(a.key_cache_fresh_secs),
             staleness: Duration::from_secs(a.key_cache_staleness_secs),
             max_entries: a.key_cache_max_entries.max(1),
+            max_silence: Duration::from_secs(a.max_change_log_silence_secs),
         };
         if cache.staleness < cache.fresh {
             return Err(invalid(
                 "--key-cache-staleness-secs",
                 "must not be below --key-cache-fresh-secs",
+            ));
+        }
+        // The one relation that keeps a cut-off replica from reviving a revoked key:
+        // fresh ≤ silence < the filters' hold of a revocation.
+        if cache.max_silence < cache.fresh {
+            return Err(invalid(
+                "--max-change-log-silence-secs",
+                "must not be below --key-cache-fresh-secs",
+            ));
+        }
+        if a.max_change_log_silence_secs >= a.filter_revocation_hold_secs {
+            return Err(invalid(
+                "--max-change-log-silence-secs",
+                "must be below --filter-revocation-hold-secs (the filters' cache.stale_if_error_ms), or a replica cut off from Postgres could let a revoked key in again once the filters forgot the revocation",
             ));
         }
         if a.body_limit_bytes < 1024 {
@@ -413,6 +431,25 @@ mod tests {
     }
 
     #[test]
+    fn the_change_log_silence_must_sit_between_fresh_and_the_filters_hold() {
+        let e = parse(&["--max-change-log-silence-secs", "300"]).unwrap_err();
+        assert_eq!(e.flag, "--max-change-log-silence-secs");
+        assert!(e.reason.contains("--filter-revocation-hold-secs"), "{e}");
+        let e = parse(&["--max-change-log-silence-secs", "5"]).unwrap_err();
+        assert!(e.reason.contains("--key-cache-fresh-secs"), "{e}");
+        let ok = parse(&[
+            "--max-change-log-silence-secs",
+            "3",
+            "--filter-revocation-hold-secs",
+            "6",
+            "--key-cache-fresh-secs",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(ok.cache.max_silence, Duration::from_secs(3));
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:4001");
@@ -420,6 +457,7 @@ mod tests {
         assert_eq!(c.supervisor.heartbeat_deadline, Duration::from_secs(1));
         assert_eq!(c.supervisor.grace, Duration::from_millis(500));
         assert_eq!(c.cache.staleness, Duration::from_secs(900));
+        assert_eq!(c.cache.max_silence, Duration::from_secs(240));
         assert_eq!(c.supervisor.engine.args, vec!["engine".to_string()]);
         assert_eq!(
             c.spend.spool.path,

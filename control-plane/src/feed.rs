@@ -166,13 +166,23 @@ pub async fn run(
                 Err(_) => continue,
             },
         };
+        // Taken before the read: what it returns is complete as of no later than this.
+        let asked_at = Instant::now();
         if let Ok(changes) = db
             .changes_since(after, cfg.recent, cfg.batch, cfg.deadline)
             .await
         {
+            // New changes come first, then the recent ones read again.
+            let new = changes.iter().filter(|c| c.seq > after).count();
+            let caught_up = i64::try_from(new).is_ok_and(|n| n < cfg.batch);
             for change in changes {
                 last = last.max(Some(change.seq));
                 apply(&cache, &ring, change, &cfg);
+            }
+            // A full batch may have left changes unread: the log vouches once it is read
+            // to its end.
+            if caught_up {
+                cache.heard_change_log(asked_at);
             }
         }
         if pruned_at.elapsed() >= cfg.prune_every {

@@ -2,6 +2,12 @@
 //! that made it, so no older read can overwrite a newer write (a block, a delete); deleted
 //! keys leave a tombstone; unknown keys are remembered briefly in a pool of their own, so
 //! a flood of random keys neither reaches Postgres each time nor evicts known keys.
+//!
+//! A state older than `fresh` lets a key in only while the change log vouches for it: the
+//! log was read within `max_silence`, so a revocation written through a peer since would
+//! be here. A replica cut off from Postgres for longer stops letting keys in from its
+//! records (the auth check answers 503), before the filters forget the revocations they
+//! hold (`max_silence` < the filter's hold, checked at start: docs/architecture.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -37,7 +43,9 @@ impl KeyState {
 pub enum Lookup {
     /// Read or written recently enough to answer without the database.
     Fresh(KeyState),
-    /// Older: ask the database, but use this if the database is away.
+    /// Older: ask the database, but use this if the database is away. A state that lets
+    /// the key in is stale only while the change log vouches for it; past that it is a
+    /// `Miss`, whatever its age.
     Stale(KeyState),
     /// The database said recently that no such key exists.
     Unknown,
@@ -60,6 +68,9 @@ pub struct KeyCache {
 struct Pools {
     known: Bounded<Known>,
     unknown: Bounded<Instant>,
+    /// When the last read of the change log that succeeded began: every state held is
+    /// true as of then. `None` until the first.
+    heard: Option<Instant>,
 }
 
 impl KeyCache {
@@ -69,6 +80,7 @@ impl KeyCache {
             pools: Mutex::new(Pools {
                 known: Bounded::new(policy.max_entries),
                 unknown: Bounded::new(policy.max_entries),
+                heard: None,
             }),
         }
     }
@@ -85,7 +97,14 @@ impl KeyCache {
                 return Lookup::Fresh(known.state.clone());
             }
             if age < self.policy.staleness {
-                return Lookup::Stale(known.state.clone());
+                let vouched = pools
+                    .heard
+                    .is_some_and(|at| now.saturating_duration_since(at) <= self.policy.max_silence);
+                if vouched || refuses(&known.state) {
+                    return Lookup::Stale(known.state.clone());
+                }
+                // Kept: the next read of the log vouches for it again.
+                return Lookup::Miss;
             }
             pools.known.remove(token);
         }
@@ -130,6 +149,20 @@ impl KeyCache {
         None
     }
 
+    /// A read of the change log that began at `at` succeeded: every change committed
+    /// before then is in this cache.
+    pub fn heard_change_log(&self, at: Instant) {
+        let mut pools = self.lock();
+        pools.heard = pools.heard.max(Some(at));
+    }
+
+    /// How long ago the last complete read of the change log began (`None`: never).
+    pub fn change_log_age(&self, now: Instant) -> Option<Duration> {
+        self.lock()
+            .heard
+            .map(|at| now.saturating_duration_since(at))
+    }
+
     pub fn len(&self) -> usize {
         self.lock().known.len()
     }
@@ -161,6 +194,15 @@ impl KeyCache {
                 record.team_spend += team;
             }
         }
+    }
+}
+
+/// A state that refuses the key whatever happened since (a tombstone, a block): serving it
+/// late can never let a revoked key in.
+fn refuses(state: &KeyState) -> bool {
+    match state {
+        KeyState::Deleted => true,
+        KeyState::Present(record) => record.blocked || record.team_blocked,
     }
 }
 

@@ -8,6 +8,10 @@ use serde::Deserialize;
 pub struct Config {
     pub liveness_paths: Vec<String>,
     pub passthrough_prefixes: Vec<String>,
+    /// Protected routes that name no model and that a key with a `models` restriction may
+    /// still use (exact, or a prefix when the entry ends in `/`). Every other route without
+    /// a model the filter can read refuses such a key.
+    pub model_free_paths: Vec<String>,
     pub control_plane_cluster: String,
     pub control_plane_authority: String,
     pub auth_check_path: String,
@@ -97,6 +101,8 @@ impl Default for Config {
                 "/spend/",
                 "/global/spend",
             ]),
+            // Listing the models spends nothing (LiteLLM lists a restricted key's own).
+            model_free_paths: strings(&["/v1/models", "/models"]),
             control_plane_cluster: "livegate_control_plane".into(),
             control_plane_authority: "livegate-control-plane".into(),
             auth_check_path: livegate_contract::AUTH_CHECK_PATH.into(),
@@ -190,6 +196,16 @@ impl Config {
                 return Err(invalid(
                     &field,
                     "\"/\" would let every request skip authentication",
+                ));
+            }
+        }
+        for (i, path) in self.model_free_paths.iter().enumerate() {
+            let field = format!("model_free_paths[{i}]");
+            require_path(&field, path)?;
+            if path == "/" {
+                return Err(invalid(
+                    &field,
+                    "\"/\" would let a key restricted to some models use every route",
                 ));
             }
         }

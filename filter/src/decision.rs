@@ -7,7 +7,8 @@ use livegate_contract::{
 
 pub use livegate_contract::DenyReason;
 
-/// Identity values longer than this are dropped rather than forwarded or cached.
+/// Identity values longer than this are dropped rather than forwarded or cached (the
+/// control plane's API accepts no longer one).
 pub const MAX_IDENTITY_VALUE_LEN: usize = 256;
 
 /// Bodies past this size are not an auth check answer; the glue reads no more than this.
@@ -112,9 +113,9 @@ fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
         }
         AuthCheckResponse::Allow(allow) => Outcome::Allow {
             identity: Identity {
-                key_alias: header_text(allow.key_alias),
-                team_id: header_text(allow.team_id),
-                user_id: header_text(allow.user_id),
+                key_alias: identity_text(allow.key_alias),
+                team_id: identity_text(allow.team_id),
+                user_id: identity_text(allow.user_id),
                 access: allow.access,
                 limits: allow.limits,
             },
@@ -167,13 +168,13 @@ fn malformed(why: &str) -> CallError {
     CallError::MalformedBody(why.to_string())
 }
 
-/// Identity values become upstream headers: only short, printable ASCII survives.
-fn header_text(value: Option<String>) -> Option<String> {
-    value.filter(|v| {
-        !v.is_empty()
-            && v.len() <= MAX_IDENTITY_VALUE_LEN
-            && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
-    })
+/// Identity values are kept as the control plane sent them, whatever their characters:
+/// the spend record carries them as they are (so a team's spend reaches the team for
+/// every id the API accepts), and headers carry them percent-encoded (`upstream_headers`).
+/// Only an empty or over-long value, or one with a NUL (which no database row can hold),
+/// is dropped.
+fn identity_text(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty() && v.len() <= MAX_IDENTITY_VALUE_LEN && !v.contains('\0'))
 }
 
 #[cfg(test)]

@@ -7,15 +7,16 @@ use crate::host::{AuthCheck, HeaderRefused, Host, RequestHeaders};
 use crate::local_limits::{InFlight, LocalLimits};
 use crate::metering::{request_id, Ending, Requester, ResponseMeter};
 use crate::metrics::Metric;
-use crate::model_body::{is_model_route, requested_model, BodyError, RequestedModel};
+use crate::model_body::{model_source, requested_model, BodyError, ModelSource, RequestedModel};
+use crate::path::{normalize, NormalPath, PathError};
 use crate::reply::LocalReply;
-use crate::routing::{is_probe_method, path_only, Route, Routes};
+use crate::routing::{is_probe_method, Route, Routes};
 use crate::spend_queue::SpendQueue;
 use crate::upstream_headers::{for_passthrough, for_upstream, Admission, HeaderEdits};
 use crate::usage::stream_options::{include_usage, stream_flag, Rewrite};
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
 use livegate_contract::rate_limit::WINDOW_MS;
-use livegate_contract::{ApiKey, KeyHash, ModelAccess, RateLimited};
+use livegate_contract::{ApiKey, KeyHash, ModelAccess, ModelDenied, RateLimited};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -105,8 +106,15 @@ type BodyModel = Result<RequestedModel, BodyError>;
 pub struct RequestFlow {
     plugin: Rc<Plugin>,
     stage: Stage,
-    /// A model route: the key's model policy applies to the body's `model`.
-    model_route: bool,
+    /// Where the request names its model: the key's model policy applies to it, and a
+    /// route that names none is refused to a key restricted to some models.
+    source: ModelSource,
+    /// The request's normal path; `None` until the headers are seen.
+    normal: Option<NormalPath>,
+    /// The `:path` the request goes on with, when it differs from the one sent (not in
+    /// normal form, or an alias resolved in an Azure path): the upstream sees the path
+    /// the filter decided on.
+    upstream_path: Option<String>,
     /// The body's model, when the body came before the decision.
     body: Option<BodyModel>,
     /// The request body's bytes, once read (a model route's): an estimate's prompt.
@@ -132,7 +140,9 @@ impl RequestFlow {
         RequestFlow {
             plugin,
             stage: Stage::Headers,
-            model_route: false,
+            source: ModelSource::None,
+            normal: None,
+            upstream_path: None,
             body: None,
             prompt_bytes: 0,
             bad_stream: false,
@@ -159,7 +169,7 @@ impl RequestFlow {
     /// as soon as the key is admitted.
     pub fn on_request_body(&mut self, host: &impl Host, end_of_stream: bool) -> Verdict {
         let decided = matches!(self.stage, Stage::Replied | Stage::Done);
-        if !self.model_route || !end_of_stream || self.body.is_some() || decided {
+        if !self.model_route() || !end_of_stream || self.body.is_some() || decided {
             return self.hold_or_pass();
         }
         let body = host.request_body();
@@ -174,6 +184,11 @@ impl RequestFlow {
                 self.hold_or_pass()
             }
         }
+    }
+
+    /// A route whose model the filter reads (from the body, or the path and the body).
+    fn model_route(&self) -> bool {
+        !matches!(self.source, ModelSource::None)
     }
 
     fn hold_or_pass(&self) -> Verdict {
@@ -225,19 +240,27 @@ impl RequestFlow {
         end_of_stream: bool,
     ) -> Verdict {
         self.started = now;
-        let path = text(host.request_header(":path"));
-        match Routes::new(&self.plugin.config).route(&path) {
+        // Every decision is made on the normal path: `/v1/chat%2Fcompletions` is the chat
+        // route for an upstream that decodes it, so it is for the filter too.
+        let normal = match normalize(&text(host.request_header(":path"))) {
+            Ok(normal) => normal,
+            Err(why) => return self.bad_path(host, why),
+        };
+        match Routes::new(&self.plugin.config).route(&normal.path) {
             Route::Liveness => self.liveness(host),
+            Route::Passthrough if normal.changed => self.bad_path(host, PathError::NotNormal),
             Route::Passthrough => {
                 let edits = for_passthrough(&host.request_headers());
                 self.release_with(host, &edits)
             }
             Route::Protected => {
-                self.model_route = is_model_route(path_only(&path));
-                self.usage_route = asks_for_usage(path_only(&path));
-                if self.model_route && end_of_stream {
+                self.source = model_source(&normal.path);
+                self.usage_route = asks_for_usage(&self.source, &normal.path);
+                if self.model_route() && end_of_stream {
                     self.body = Some(Err(BodyError::Empty));
                 }
+                self.upstream_path = normal.changed.then(|| normal.full());
+                self.normal = Some(normal);
                 self.protected(host, &host.request_headers(), now)
             }
         }
@@ -295,6 +318,11 @@ impl RequestFlow {
                 self.on_error(host, &host.request_headers(), &hash, &error, now)
             }
         }
+    }
+
+    fn bad_path(&mut self, host: &impl Host, why: PathError) -> Verdict {
+        host.increment(Metric::DeniedBadPath);
+        self.reply(host, &LocalReply::bad_path(why))
     }
 
     fn liveness(&mut self, host: &impl Host) -> Verdict {
@@ -467,7 +495,11 @@ impl RequestFlow {
             // must send one too (its status, no usage), or its slot waits out the lease.
             self.metering = Some(ResponseMeter::new(requester.clone()));
         }
-        if !self.model_route {
+        if !self.model_route() {
+            if let Err(denied) = self.model_free_route(&who.access) {
+                host.increment(Metric::DeniedModel);
+                return self.reply(host, &LocalReply::model_denied(&denied));
+            }
             host.increment(Metric::Allowed);
             return self.release_metered(host, &edits, requester);
         }
@@ -485,29 +517,60 @@ impl RequestFlow {
         }
     }
 
+    /// A route that names no model, for a key restricted to some models: refused unless
+    /// the operator configured it as model-free.
+    fn model_free_route(&self, access: &ModelAccess) -> Result<(), ModelDenied> {
+        let path = self.normal.as_ref().map_or("", |n| n.path.as_str());
+        if Routes::new(&self.plugin.config).model_free(path) {
+            return Ok(());
+        }
+        access.check_model_free_route(path)
+    }
+
     /// The key is admitted and the body's model known: refuse, or send it on (with its
-    /// alias resolved in the body, and the body's new length).
+    /// alias resolved in the body, and the body's new length). On a path-model route the
+    /// path's model decides (as LiteLLM reads it) and a `model` the body names is held to
+    /// the same policy, so neither reading of the request escapes it.
     fn check_model(&mut self, host: &impl Host, admitted: Admitted, seen: BodyModel) -> Verdict {
-        let requested = match seen {
-            Ok(requested) => requested,
-            Err(why) => {
+        let path_model = match &self.source {
+            ModelSource::Path(path_model) => Some(path_model.clone()),
+            _ => None,
+        };
+        let requested = match (seen, &path_model) {
+            (Ok(requested), _) => Some(requested),
+            (Err(_), Some(_)) => None,
+            (Err(why), None) => {
                 host.increment(Metric::DeniedModel);
                 return self.reply(host, &LocalReply::bad_body(why));
             }
         };
-        let model = match admitted.access.check(&requested.name) {
-            Ok(model) => model,
-            Err(denied) => {
-                host.increment(Metric::DeniedModel);
-                return self.reply(host, &LocalReply::model_denied(&denied));
+        let checked = |name: &str| admitted.access.check(name);
+        let path_resolved = match path_model.as_ref().map(|p| checked(&p.name)).transpose() {
+            Ok(resolved) => resolved,
+            Err(denied) => return self.model_refused(host, &denied),
+        };
+        let body_resolved = match requested.as_ref().map(|r| checked(&r.name)).transpose() {
+            Ok(resolved) => resolved,
+            Err(denied) => return self.model_refused(host, &denied),
+        };
+        if let (Some(path_model), Some(resolved)) = (&path_model, &path_resolved) {
+            if *resolved != path_model.name {
+                let rest = self.normal.as_ref().map_or("", |n| n.rest.as_str());
+                self.upstream_path = Some(format!("{}{rest}", path_model.with_model(resolved)));
             }
+        }
+        let Some(model) = path_resolved.or_else(|| body_resolved.clone()) else {
+            // A route without a path model whose body named none was refused above.
+            host.increment(Metric::DeniedModel);
+            return self.reply(host, &LocalReply::bad_body(BodyError::NoModel));
         };
         if self.bad_stream {
             host.increment(Metric::DeniedModel);
             return self.reply(host, &LocalReply::bad_stream());
         }
         let mut edits = admitted.edits;
-        match self.rewrite_body(host, &requested, &model) {
+        let body_edit = requested.as_ref().zip(body_resolved.as_deref());
+        match self.rewrite_body(host, body_edit) {
             Ok(Some(length)) => edits.set.push(("content-length", length.to_string())),
             Ok(None) => {}
             Err(HeaderRefused) => {
@@ -523,17 +586,22 @@ impl RequestFlow {
         self.release_metered(host, &edits, requester)
     }
 
-    /// The body as it goes upstream: the key's alias resolved, and, on the completions
-    /// routes, a stream asked for its usage. The new length when the body changed.
+    fn model_refused(&mut self, host: &impl Host, denied: &ModelDenied) -> Verdict {
+        host.increment(Metric::DeniedModel);
+        self.reply(host, &LocalReply::model_denied(denied))
+    }
+
+    /// The body as it goes upstream: the key's alias resolved (`model`: the body's model
+    /// and what it resolved to), and, on the completions routes, a stream asked for its
+    /// usage. The new length when the body changed.
     fn rewrite_body(
         &self,
         host: &impl Host,
-        requested: &RequestedModel,
-        model: &str,
+        model: Option<(&RequestedModel, &str)>,
     ) -> Result<Option<usize>, HeaderRefused> {
         let metering = &self.plugin.config.metering;
         let ask_usage = self.usage_route && metering.enabled && metering.include_usage;
-        let aliased = model != requested.name;
+        let aliased = model.is_some_and(|(requested, model)| model != requested.name);
         if !aliased && !ask_usage {
             return Ok(None);
         }
@@ -545,7 +613,7 @@ impl RequestFlow {
                 Ok(None)
             };
         };
-        if aliased {
+        if let Some((requested, model)) = model.filter(|_| aliased) {
             body = requested.replaced(&body, model).ok_or(HeaderRefused)?;
         }
         let mut overrode = None;
@@ -628,7 +696,7 @@ impl RequestFlow {
     /// edit, the request is refused instead: never forwarded with the client's key or a
     /// spoofed `x-livegate-*` header still on it.
     fn release_with(&mut self, host: &impl Host, edits: &HeaderEdits) -> Verdict {
-        if apply(host, edits).is_err() {
+        if apply(host, edits, self.upstream_path.as_deref()).is_err() {
             host.increment(Metric::HeaderRewriteFailed);
             return self.reply(host, &LocalReply::internal_error());
         }
@@ -665,20 +733,25 @@ const X_REQUEST_ID: &str = "x-request-id";
 /// Set to `identity` on metered requests: the meter does not decompress.
 const ACCEPT_ENCODING: &str = "accept-encoding";
 
-/// The OpenAI completions paths, whose streams report usage only when asked.
-fn asks_for_usage(path: &str) -> bool {
-    matches!(
-        path,
-        "/v1/chat/completions" | "/chat/completions" | "/v1/completions" | "/completions"
-    )
+/// The OpenAI completions routes (and Azure's), whose streams report usage only when asked.
+fn asks_for_usage(source: &ModelSource, path: &str) -> bool {
+    let completions = |p: &str| matches!(p, "/chat/completions" | "/completions");
+    match source {
+        ModelSource::Body => completions(path) || path.strip_prefix("/v1").is_some_and(completions),
+        ModelSource::Path(path_model) => completions(path_model.operation()),
+        ModelSource::None => false,
+    }
 }
 
-fn apply(host: &impl Host, edits: &HeaderEdits) -> Result<(), HeaderRefused> {
+fn apply(host: &impl Host, edits: &HeaderEdits, path: Option<&str>) -> Result<(), HeaderRefused> {
     for name in &edits.remove {
         host.remove_request_header(name)?;
     }
     for (name, value) in &edits.set {
         host.set_request_header(name, value)?;
+    }
+    if let Some(path) = path {
+        host.set_request_header(":path", path)?;
     }
     Ok(())
 }
@@ -699,6 +772,8 @@ mod mock;
 mod model_tests;
 #[cfg(test)]
 mod outage_tests;
+#[cfg(test)]
+mod path_tests;
 #[cfg(test)]
 mod rate_limit_tests;
 #[cfg(test)]

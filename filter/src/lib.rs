@@ -18,6 +18,7 @@ pub mod local_limits;
 pub mod metering;
 pub mod metrics;
 pub mod model_body;
+pub mod path;
 pub mod reply;
 pub mod routing;
 pub mod spend_queue;
@@ -205,8 +206,12 @@ mod wasm {
             let applied = self
                 .plugin
                 .with_cache(|cache| self.feed.borrow_mut().apply(shared, cache, now));
-            for _ in 0..applied.unwrap_or(0) {
+            let applied = applied.unwrap_or_default();
+            for _ in 0..applied.changes {
                 self.host().increment(Metric::ChangesApplied);
+            }
+            if applied.gap {
+                self.host().increment(Metric::ChangeFeedGap);
             }
         }
 

@@ -40,11 +40,16 @@ pub enum Metric {
     IncludeUsageAdded,
     IncludeUsageOverridden,
     UsageEstimated,
+    /// A request path the filter could not normalise safely (answered 400).
+    DeniedBadPath,
+    /// A worker found changes missing between the last it applied and the shared window's
+    /// oldest: it forgot its cached allows.
+    ChangeFeedGap,
 }
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 34] = [
+    pub const ALL: [Metric; 36] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -79,6 +84,8 @@ impl Metric {
         Metric::IncludeUsageAdded,
         Metric::IncludeUsageOverridden,
         Metric::UsageEstimated,
+        Metric::DeniedBadPath,
+        Metric::ChangeFeedGap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,6 +124,8 @@ impl Metric {
             Metric::IncludeUsageAdded => "livegate_include_usage_added_total",
             Metric::IncludeUsageOverridden => "livegate_include_usage_overridden_total",
             Metric::UsageEstimated => "livegate_usage_estimated_total",
+            Metric::DeniedBadPath => "livegate_denied_bad_path_total",
+            Metric::ChangeFeedGap => "livegate_change_feed_gaps_total",
         }
     }
 

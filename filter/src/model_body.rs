@@ -24,6 +24,81 @@ pub fn is_model_route(path: &str) -> bool {
     MODEL_PATHS.contains(&path)
 }
 
+/// The prefixes of the routes that carry the model in the path (Azure OpenAI's, and the
+/// older `engines` spelling LiteLLM serves too): `{prefix}{model}/{operation}`.
+pub const PATH_MODEL_PREFIXES: [&str; 2] = ["/openai/deployments/", "/engines/"];
+
+/// The operations after a path's model that the filter knows (their body is OpenAI's).
+/// Any other operation under a path-model prefix names no model the filter can vouch for.
+pub const PATH_MODEL_OPERATIONS: [&str; 3] = ["/chat/completions", "/completions", "/embeddings"];
+
+/// Where a protected request names its model, decided from its normal path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// OpenAI's and Anthropic's routes: the JSON body's `model`.
+    Body,
+    /// Azure's routes: one path segment (and the body's `model` too, if it names one).
+    Path(PathModel),
+    /// No model the filter can read: files, batches, images, audio, assistants…
+    None,
+}
+
+/// The model of an Azure-style path, and the path around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathModel {
+    pub name: String,
+    before: String,
+    after: String,
+}
+
+impl PathModel {
+    /// The path with `model` in place of this one (an alias resolved), as one segment.
+    pub fn with_model(&self, model: &str) -> String {
+        format!(
+            "{}{}{}",
+            self.before,
+            crate::path::encode_segment(model),
+            self.after
+        )
+    }
+
+    /// The operation after the model (`/chat/completions`).
+    pub fn operation(&self) -> &str {
+        &self.after
+    }
+}
+
+/// Where the request on a normal path (query excluded) names its model. A path-model
+/// route must be exactly `{prefix}{one segment}{known operation}`: anything else under
+/// those prefixes (a model spelled over two segments, an unknown operation) is `None`,
+/// so that a restricted key is refused there rather than checked against a guess.
+pub fn model_source(path: &str) -> ModelSource {
+    if is_model_route(path) {
+        return ModelSource::Body;
+    }
+    for prefix in PATH_MODEL_PREFIXES {
+        let Some(tail) = path.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some(slash) = tail.find('/') else {
+            return ModelSource::None;
+        };
+        let (segment, after) = tail.split_at(slash);
+        if segment.is_empty() || !PATH_MODEL_OPERATIONS.contains(&after) {
+            return ModelSource::None;
+        }
+        return match crate::path::decode_segment(segment) {
+            Some(name) => ModelSource::Path(PathModel {
+                name,
+                before: prefix.to_string(),
+                after: after.to_string(),
+            }),
+            None => ModelSource::None,
+        };
+    }
+    ModelSource::None
+}
+
 /// The model a body names, and where its JSON string sits in the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestedModel {
@@ -143,7 +218,55 @@ mod tests {
         assert!(!is_model_route("/v1/chat/completions/x"));
     }
 
+    #[test]
+    fn azure_paths_carry_their_model_in_one_segment() {
+        let ModelSource::Path(m) = model_source("/openai/deployments/gpt-4o/chat/completions")
+        else {
+            panic!("not a path model");
+        };
+        assert_eq!(m.name, "gpt-4o");
+        assert_eq!(m.operation(), "/chat/completions");
+        assert_eq!(
+            m.with_model("openai/o1"),
+            "/openai/deployments/openai%2Fo1/chat/completions"
+        );
+        let ModelSource::Path(m) = model_source("/engines/my%20model/embeddings") else {
+            panic!("not a path model");
+        };
+        assert_eq!(m.name, "my model");
+        assert_eq!(model_source("/v1/chat/completions"), ModelSource::Body);
+    }
+
+    #[test]
+    fn paths_without_a_readable_model_have_none() {
+        for path in [
+            "/v1/files",
+            "/v1/batches",
+            "/v1/images/generations",
+            "/v1/audio/transcriptions",
+            "/v1/assistants",
+            "/v1/realtime",
+            "/v1/fine_tuning/jobs",
+            "/openai/deployments",
+            "/openai/deployments/",
+            "/openai/deployments/gpt-4o",
+            "/openai/deployments/gpt-4o/",
+            "/openai/deployments//chat/completions",
+            "/openai/deployments/a/b/chat/completions",
+            "/openai/deployments/gpt-4o/audio/speech",
+            "/openai/deployments/%FF/chat/completions",
+            "/v1/models",
+        ] {
+            assert_eq!(model_source(path), ModelSource::None, "{path}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn any_path_is_classified_without_panic(path in "\\PC{0,60}") {
+            let _ = model_source(&path);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = requested_model(&bytes);

@@ -1,6 +1,7 @@
 //! The responses the filter sends itself: liveness, and OpenAI-style JSON errors.
 
 use crate::model_body::BodyError;
+use crate::path::PathError;
 use livegate_contract::{
     Budget, CredentialError, DenyReason, ErrorObject, ErrorType, ModelDenied, RateLimited,
 };
@@ -141,6 +142,13 @@ impl LocalReply {
             "stream must be a JSON boolean (true or false)",
         )
         .with_param("stream");
+        LocalReply::error(error)
+    }
+
+    /// 400 for a path the filter cannot normalise safely: decided on nothing, sent nowhere.
+    pub fn bad_path(why: PathError) -> LocalReply {
+        let error = ErrorObject::new(400, ErrorType::BadRequestError, why.to_string())
+            .with_reason("bad_path");
         LocalReply::error(error)
     }
 

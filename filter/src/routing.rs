@@ -18,6 +18,7 @@ pub enum Route {
 pub struct Routes<'a> {
     liveness_paths: &'a [String],
     passthrough_prefixes: &'a [String],
+    model_free_paths: &'a [String],
 }
 
 impl<'a> Routes<'a> {
@@ -25,7 +26,13 @@ impl<'a> Routes<'a> {
         Routes {
             liveness_paths: &config.liveness_paths,
             passthrough_prefixes: &config.passthrough_prefixes,
+            model_free_paths: &config.model_free_paths,
         }
+    }
+
+    /// Whether a protected route that names no model is open to a restricted key.
+    pub fn model_free(&self, path: &str) -> bool {
+        self.model_free_paths.iter().any(|p| passes(p, path))
     }
 
     /// Routes a `:path` header value; the query string and fragment never count.

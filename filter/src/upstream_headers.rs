@@ -92,8 +92,23 @@ fn is_livegate_header(name: &str) -> bool {
 
 fn push_some(set: &mut Vec<(&'static str, String)>, name: &'static str, value: &Option<String>) {
     if let Some(value) = value {
-        set.push((name, value.clone()));
+        set.push((name, header_encoded(value)));
     }
+}
+
+/// An identity as a header value: printable ASCII as is, every other byte (and `%`
+/// itself, so that decoding is unambiguous) as `%XX` of its UTF-8. An id of plain
+/// printable ASCII without `%` reads the same either way.
+pub fn header_encoded(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (b == b' ' || b.is_ascii_graphic()) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

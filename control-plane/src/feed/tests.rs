@@ -96,6 +96,7 @@ fn applying_a_change_never_undoes_a_newer_state() {
     let cache = KeyCache::new(crate::config::CacheConfig {
         fresh: Duration::from_secs(10),
         staleness: Duration::from_secs(900),
+        max_silence: Duration::from_secs(240),
         max_entries: 10,
     });
     let ring = ChangeRing::default();

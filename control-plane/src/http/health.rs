@@ -52,6 +52,10 @@ pub async fn readiness(
         status: summary.status,
         spend_spool_records: spool.map(|d| d.records),
         spend_spool_bytes: spool.map(|d| d.file_bytes),
+        change_log_read_ms_ago: s
+            .cache
+            .change_log_age(std::time::Instant::now())
+            .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
         snapshot: snap,
         version: env!("CARGO_PKG_VERSION"),
     };
@@ -74,6 +78,9 @@ struct Detail {
     /// Spend records waiting to be drained into Postgres, and the spool file's size.
     spend_spool_records: Option<usize>,
     spend_spool_bytes: Option<u64>,
+    /// Since the last complete read of the change log began; past
+    /// `--max-change-log-silence-secs` the replica lets no key in from its older records.
+    change_log_read_ms_ago: Option<u64>,
     version: &'static str,
 }
 

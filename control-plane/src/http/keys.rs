@@ -118,12 +118,15 @@ fn check_model_name(param: &str, name: &str) -> Result<(), ApiError> {
 impl KeyFields {
     /// Validates every field and turns it into a patch; `now` anchors `duration`.
     fn into_patch(self, now: DateTime<Utc>) -> Result<KeyPatch, ApiError> {
-        if let Some(a) = &self.key_alias {
-            if a.trim().is_empty() || a.len() > 256 {
-                return Err(ApiError::bad(
-                    "key_alias",
-                    "key_alias must be 1 to 256 characters",
-                ));
+        // Each reaches the filter's headers and spend records: see `identity_field`.
+        let identities = [
+            ("key_alias", &self.key_alias),
+            ("team_id", &self.team_id),
+            ("user_id", &self.user_id),
+        ];
+        for (param, value) in identities {
+            if let Some(value) = value {
+                super::teams::identity_field(param, value)?;
             }
         }
         for model in self.models.iter().flatten() {

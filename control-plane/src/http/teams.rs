@@ -103,6 +103,29 @@ fn text_field(param: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The longest identity (team id, key alias, user id) accepted: the filter carries every
+/// one it is given up to this length, in spend records as is and in headers encoded.
+pub const MAX_IDENTITY_BYTES: usize = 256;
+
+/// An identity that reaches the filter, its headers and the spend records: 1 to 256 bytes
+/// of UTF-8 (any script), not blank, no control characters (a NUL cannot be stored, and
+/// a line break in an id is a log line forged, never a name).
+pub(super) fn identity_field(param: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() || value.len() > MAX_IDENTITY_BYTES {
+        return Err(ApiError::bad(
+            param,
+            format!("{param} must be 1 to {MAX_IDENTITY_BYTES} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            param,
+            format!("{param} must not contain control characters"),
+        ));
+    }
+    Ok(())
+}
+
 impl TeamFields {
     fn into_patch(self, now: DateTime<Utc>) -> Result<TeamPatch, ApiError> {
         if let Some(a) = &self.team_alias {
@@ -163,7 +186,7 @@ pub async fn new(
 ) -> ApiResult {
     let team_id = match req.team_id.take() {
         Some(id) => {
-            text_field("team_id", &id)?;
+            identity_field("team_id", &id)?;
             id
         }
         None => new_team_id()?,

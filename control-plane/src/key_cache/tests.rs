@@ -38,6 +38,7 @@ fn cache(max: usize) -> KeyCache {
     KeyCache::new(CacheConfig {
         fresh: Duration::from_secs(10),
         staleness: Duration::from_secs(900),
+        max_silence: Duration::from_secs(240),
         max_entries: max,
     })
 }
@@ -60,10 +61,44 @@ fn states_are_fresh_then_stale_then_gone() {
     let r = record("sk-a");
     c.put(&r.token, present(&r), 1, t0);
     let at = |s| t0 + Duration::from_secs(s);
+    c.heard_change_log(t0);
     assert_eq!(c.get(&r.token, at(5)), Lookup::Fresh(present(&r)));
     assert_eq!(c.get(&r.token, at(60)), Lookup::Stale(present(&r)));
     assert_eq!(c.get(&r.token, at(900)), Lookup::Miss);
     assert_eq!(c.len(), 0);
+}
+
+#[test]
+fn a_record_lets_a_key_in_late_only_while_the_change_log_vouches_for_it() {
+    let c = cache(10);
+    let t0 = Instant::now();
+    let at = |s| t0 + Duration::from_secs(s);
+    let r = record("sk-a");
+    let gone = record("sk-gone");
+    let off = blocked(&record("sk-off"));
+    c.put(&r.token, present(&r), 1, t0);
+    c.put(&gone.token, KeyState::Deleted, 1, t0);
+    c.put(&off.token, present(&off), 1, t0);
+    // Never heard: only fresh records answer.
+    assert_eq!(c.change_log_age(at(5)), None);
+    assert_eq!(c.get(&r.token, at(5)), Lookup::Fresh(present(&r)));
+    assert_eq!(c.get(&r.token, at(20)), Lookup::Miss);
+    // Heard at 100 s: vouched for 240 s after (the test cache's `max_silence`).
+    c.heard_change_log(at(100));
+    assert_eq!(c.change_log_age(at(340)), Some(Duration::from_secs(240)));
+    assert_eq!(c.get(&r.token, at(340)), Lookup::Stale(present(&r)));
+    assert_eq!(c.get(&r.token, at(341)), Lookup::Miss, "a cut-off replica");
+    // Refusals need no voucher; the record was kept, and answers once heard again.
+    assert_eq!(
+        c.get(&gone.token, at(500)),
+        Lookup::Stale(KeyState::Deleted)
+    );
+    assert_eq!(c.get(&off.token, at(500)), Lookup::Stale(present(&off)));
+    c.heard_change_log(at(400));
+    assert_eq!(c.get(&r.token, at(500)), Lookup::Stale(present(&r)));
+    // An older read never moves the voucher back.
+    c.heard_change_log(at(10));
+    assert_eq!(c.get(&r.token, at(600)), Lookup::Stale(present(&r)));
 }
 
 #[test]

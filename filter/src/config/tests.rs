@@ -171,6 +171,20 @@ fn a_root_passthrough_prefix_is_refused() {
 }
 
 #[test]
+fn model_free_paths_are_paths_and_never_the_root() {
+    let text = error_text(r#"{"model_free_paths": ["/v1/files", "/"]}"#);
+    assert!(text.starts_with("model_free_paths[1]:"), "{text}");
+    let text = error_text(r#"{"model_free_paths": ["v1/files"]}"#);
+    assert!(text.starts_with("model_free_paths[0]:"), "{text}");
+    let config = Config::parse(Some(br#"{"model_free_paths": []}"#.as_slice())).unwrap();
+    assert!(config.model_free_paths.is_empty());
+    assert_eq!(
+        Config::default().model_free_paths,
+        ["/v1/models", "/models"]
+    );
+}
+
+#[test]
 fn header_bound_values_must_be_clean_text() {
     let text = error_text(r#"{"upstream_authorization": "Bearer a\r\nx: y"}"#);
     assert!(text.starts_with("upstream_authorization:"), "{text}");

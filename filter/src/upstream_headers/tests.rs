@@ -126,7 +126,27 @@ fn passthrough_keeps_credentials_but_strips_livegate_headers() {
     assert!(edits.set.is_empty());
 }
 
+#[test]
+fn identities_outside_printable_ascii_travel_percent_encoded() {
+    assert_eq!(header_encoded("team-1 a"), "team-1 a");
+    assert_eq!(header_encoded("équipe"), "%C3%A9quipe");
+    assert_eq!(header_encoded("50%"), "50%25");
+    assert_eq!(header_encoded("a\r\nx: y"), "a%0D%0Ax: y");
+    let identity = Identity {
+        team_id: Some("研究".into()),
+        ..full_identity()
+    };
+    let edits = identified(&none(), &identity, false);
+    assert_eq!(value(&edits, TEAM_ID), Some("%E7%A0%94%E7%A9%B6"));
+}
+
 proptest! {
+    #[test]
+    fn an_encoded_identity_is_always_a_clean_header_value(id in "\\PC{0,40}") {
+        let encoded = header_encoded(&id);
+        prop_assert!(encoded.bytes().all(|b| b == b' ' || b.is_ascii_graphic()));
+    }
+
     #[test]
     fn no_client_livegate_header_survives(request in proptest::collection::vec("[a-zA-Z:-]{0,24}", 0..12)) {
         let list: Vec<&str> = request.iter().map(String::as_str).collect();
