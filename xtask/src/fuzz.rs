@@ -17,6 +17,7 @@ const TARGETS: &[&str] = &[
     "auth_check",
     "change_feed",
     "spend_intake",
+    "request_path",
 ];
 
 /// libFuzzer needs a nightly compiler; cargo-fuzz is installed from crates.io when missing.

@@ -8,6 +8,7 @@ use livegate_contract::{ApiKey, KeyHash};
 use livegate_filter::decision::{decide, CallResponse};
 use livegate_filter::feed::{parse_answer, SharedFeed};
 use livegate_filter::model_body::requested_model;
+use livegate_filter::path::{decode_segment, encode_segment, normalize};
 use livegate_filter::usage::stream_options::{include_usage, stream_flag, Rewrite};
 use livegate_filter::usage::{Limits, Meter};
 
@@ -24,6 +25,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("auth_check", auth_check),
     ("change_feed", change_feed),
     ("spend_intake", spend_intake),
+    ("request_path", request_path),
 ];
 
 /// Small bounds, so the fuzzer reaches the oversized paths with short inputs.
@@ -154,4 +156,27 @@ pub fn spend_intake(data: &[u8]) {
         let again: SpendBatch = serde_json::from_slice(&bytes).expect("and reads back");
         assert_eq!(again, batch);
     }
+}
+
+/// The request path the filter decides on: a normal path is its own normal form (no
+/// second decoding can turn it into another route: `%252F` stays what it was), has no dot
+/// segment or empty segment, and a segment survives the trip through encoding.
+pub fn request_path(data: &[u8]) {
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(normal) = normalize(raw) {
+        let again = normalize(&normal.path).expect("a normal path normalises");
+        assert_eq!(again.path, normal.path);
+        assert!(again.rest.is_empty());
+        let inner = normal
+            .path
+            .strip_prefix('/')
+            .expect("a normal path is absolute");
+        for segment in inner.split('/').filter(|_| !inner.is_empty()) {
+            assert!(!matches!(segment, "." | ".."), "dot segment in {normal:?}");
+        }
+        assert!(!normal.path.contains("//"), "empty segment in {normal:?}");
+    }
+    assert_eq!(decode_segment(&encode_segment(raw)).as_deref(), Some(raw));
 }
