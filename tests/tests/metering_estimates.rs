@@ -373,9 +373,10 @@ print(json.dumps({
 "#;
 
 #[test]
-#[ignore = "needs LIVEGATE_TEST_PYTHON: a Python with the openai package (python -m venv v && v/bin/pip install openai)"]
 fn the_openai_python_sdk_asking_for_gzip_is_metered_exactly() {
-    let python = std::env::var("LIVEGATE_TEST_PYTHON").unwrap();
+    let python = std::env::var("LIVEGATE_TEST_PYTHON").expect(
+        "LIVEGATE_TEST_PYTHON: a Python with the openai package (cargo xtask test sets it)",
+    );
     let stack = Stack::start(StackOptions {
         filter_config: FILTER_CONFIG.to_string(),
         control_plane_args: vec![

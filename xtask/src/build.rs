@@ -70,8 +70,9 @@ pub fn prepare_stack(release: bool) -> anyhow::Result<()> {
 }
 
 /// The environment through which the harness finds every tool and artifact.
-pub fn artifact_env(tools: &crate::setup::Tools, built: &Built) -> [(&'static str, PathBuf); 5] {
+pub fn artifact_env(tools: &crate::setup::Tools, built: &Built) -> [(&'static str, PathBuf); 6] {
     [
+        ("LIVEGATE_TEST_PYTHON", tools.client_python.clone()),
         ("LIVEGATE_ENVOY", tools.envoy.clone()),
         ("LIVEGATE_PG_BIN", tools.postgres_bin.clone()),
         ("LIVEGATE_FILTER_WASM", built.filter_wasm.clone()),

@@ -15,15 +15,19 @@ pub const WASM_TARGET: &str = "wasm32-wasip1";
 pub struct Tools {
     pub envoy: PathBuf,
     pub postgres_bin: PathBuf,
+    /// A Python with the real client SDKs the end-to-end tests drive.
+    pub client_python: PathBuf,
 }
 
 pub fn all() -> anyhow::Result<Tools> {
     wasm_target()?;
     let envoy = envoy()?;
     let postgres_bin = postgres()?;
+    let client_python = clients()?;
     Ok(Tools {
         envoy,
         postgres_bin,
+        client_python,
     })
 }
 
@@ -79,6 +83,41 @@ fn envoy() -> anyhow::Result<PathBuf> {
         "installed Envoy reports `{version}`, expected {ENVOY_VERSION}"
     );
     Ok(binary)
+}
+
+/// The OpenAI Python SDK, as clients call through the gateway (it asks for gzip, among other
+/// things a hand-written client would not do), pinned so a test run is repeatable.
+const OPENAI_SDK_VERSION: &str = "3.57.0";
+
+/// A venv under `.livegate/clients` with the client SDKs, made when missing or outdated.
+fn clients() -> anyhow::Result<PathBuf> {
+    let venv = livegate_tests::artifacts::state_dir().join("clients");
+    let venv_python = venv.join("bin").join("python");
+    let check =
+        format!("import openai, sys; sys.exit(openai.__version__ != '{OPENAI_SDK_VERSION}')");
+    if Command::new(&venv_python)
+        .args(["-c", &check])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(venv_python);
+    }
+    step(&format!(
+        "installing the OpenAI Python SDK {OPENAI_SDK_VERSION} into {}",
+        venv.display()
+    ));
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new(python()?).args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(&venv_python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg(format!("openai=={OPENAI_SDK_VERSION}")))?;
+    Ok(venv_python)
 }
 
 fn envoy_version(binary: &PathBuf) -> Option<String> {
