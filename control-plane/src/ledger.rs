@@ -7,6 +7,8 @@
 //!                     drain task ◀─ oldest(batch) ◀────┘
 //!                        └─▶ Db::insert_spend (one statement: rows ON CONFLICT DO NOTHING,
 //!                            key and team totals from the inserted rows only) ─▶ mark_drained
+//!                              └─ refused data: split until the record stands alone
+//!                                 ─▶ livegate_spend_dead_letters ([`isolate`])
 //! ```
 //!
 //! Exactly once: the spool holds an id once while it is pending, the drain's statement
@@ -23,14 +25,16 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SpendConfig;
-use crate::db::{Db, DbError, SpendInserted};
+use crate::db::{Db, DbError, DeadLetter};
 use crate::key_cache::KeyCache;
 use crate::keys::KeyHash;
 use crate::metrics::spend_series::{SeriesLabels, SpendSeries, Usage};
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
 
+pub mod isolate;
 mod pending;
+use isolate::{write_isolating, Written};
 pub use pending::PendingSpend;
 
 /// A record as spooled and drained: what the filter reported, with its price.
@@ -94,9 +98,9 @@ pub struct DrainBatch {
     pub rows: Vec<LedgerEntry>,
     /// The last entry's number: everything up to it is drained once `rows` commit.
     pub through: Option<u64>,
-    /// Entries whose data is not a ledger entry (never written by this code): logged and
-    /// passed over rather than blocking the spool forever.
-    pub unreadable: Vec<String>,
+    /// Entries whose data is not a ledger entry (never written by this code), id and
+    /// bytes: dead letters rather than blocking the spool forever.
+    pub unreadable: Vec<(String, Vec<u8>)>,
 }
 
 /// Decodes spool entries into rows (pure).
@@ -105,7 +109,9 @@ pub fn drain_batch(entries: &[Entry]) -> DrainBatch {
     for entry in entries {
         match serde_json::from_slice::<LedgerEntry>(&entry.data) {
             Ok(row) => batch.rows.push(row),
-            Err(_) => batch.unreadable.push(entry.id.clone()),
+            Err(_) => batch
+                .unreadable
+                .push((entry.id.clone(), entry.data.clone())),
         }
         batch.through = Some(entry.seq);
     }
@@ -119,6 +125,8 @@ pub struct LedgerCounters {
     pub duplicates: AtomicU64,
     pub unpriced: AtomicU64,
     pub drain_failures: AtomicU64,
+    /// Records kept in `livegate_spend_dead_letters` by this process's drain.
+    pub dead_letters: AtomicU64,
     pub refused_full: AtomicU64,
     /// The spool refused the last batch it was offered for want of room, and the drain has
     /// not freed any since: the auth check's `--spend-spool-full` applies.
@@ -136,6 +144,7 @@ impl LedgerCounters {
             duplicates: AtomicU64::new(0),
             unpriced: AtomicU64::new(0),
             drain_failures: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
             at_bound: AtomicBool::new(false),
             series: Mutex::new(SpendSeries::new(max_series)),
@@ -283,16 +292,38 @@ pub async fn drain(
     retry: std::time::Duration,
     stop: CancellationToken,
 ) {
+    // The reason of the failure in progress: logged at warn when it starts or changes,
+    // at debug while it repeats, so an outage says so once per reason, not per retry.
+    let mut failing: Option<String> = None;
     loop {
         if stop.is_cancelled() {
             return;
         }
-        let waited = match drain_once(&ledger, &db, &cache, batch).await {
-            Ok(0) => Wait::ForRecords,
-            Ok(_) => Wait::No,
+        let result = drain_once(&ledger, &db, &cache, batch).await;
+        let waited = match result {
+            Ok(n) => {
+                if failing.take().is_some() {
+                    tracing::info!("spend drain resumed");
+                }
+                if n == 0 {
+                    Wait::ForRecords
+                } else {
+                    Wait::No
+                }
+            }
             Err(e) => {
                 ledger.counters.drain_failures.fetch_add(1, Relaxed);
-                tracing::debug!(error = %e, "spend drain deferred");
+                let reason = e.to_string();
+                if failing.as_deref() == Some(reason.as_str()) {
+                    tracing::debug!(error = %reason, "spend drain deferred");
+                } else {
+                    tracing::warn!(
+                        error = %reason,
+                        pending = ledger.spool.depth().records,
+                        "spend drain failed; the records stay in the spool and are retried"
+                    );
+                    failing = Some(reason);
+                }
                 Wait::Retry
             }
         };
@@ -323,7 +354,8 @@ enum DrainError {
     Spool(#[from] SpoolError),
 }
 
-/// One batch: read, insert in one statement, then mark drained. Returns the entries done.
+/// One batch: read, insert (isolating what Postgres refuses), keep the refused and the
+/// unreadable as dead letters, then mark drained. Returns the entries done.
 async fn drain_once(
     ledger: &Ledger,
     db: &Db,
@@ -339,28 +371,54 @@ async fn drain_once(
     let Some(through) = through else {
         return Ok(0);
     };
-    for id in &unreadable {
-        tracing::error!(request_id = %id, "a spooled spend record cannot be read; skipped");
+    let Written {
+        rows,
+        inserted,
+        unpriced,
+        duplicates,
+        refused,
+    } = write_isolating(db, rows).await?;
+    let mut letters: Vec<DeadLetter> = unreadable
+        .into_iter()
+        .map(|(request_id, data)| DeadLetter {
+            request_id,
+            data,
+            reason: "not a spend record this control plane can read".into(),
+        })
+        .collect();
+    for (row, reason) in &refused {
+        let id = &row.record.request_id;
+        let spooled = entries.iter().find(|e| &e.id == id).map(|e| e.data.clone());
+        letters.push(DeadLetter {
+            request_id: id.clone(),
+            data: spooled.unwrap_or_default(),
+            reason: reason.clone(),
+        });
     }
-    let mut written = (HashMap::new(), HashMap::new());
-    if !rows.is_empty() {
-        let SpendInserted {
-            inserted,
-            unpriced,
-            duplicates,
-        } = db.insert_spend(rows.clone()).await?;
-        written = spend_by_key_and_team(&rows, &duplicates);
+    if !letters.is_empty() {
+        db.dead_letter_spend(letters.clone()).await?;
+        for letter in &letters {
+            tracing::warn!(
+                request_id = %letter.request_id.escape_debug(),
+                reason = %letter.reason,
+                "a spooled spend record cannot be written: kept in livegate_spend_dead_letters, \
+                 the rest of its batch drained"
+            );
+        }
         let c = &ledger.counters;
-        c.count_inserted(&rows, &duplicates);
-        c.drained.fetch_add(inserted, Relaxed);
-        c.duplicates
-            .fetch_add((rows.len() as u64).saturating_sub(inserted), Relaxed);
-        c.unpriced.fetch_add(unpriced, Relaxed);
+        c.dead_letters.fetch_add(letters.len() as u64, Relaxed);
     }
+    let written = spend_by_key_and_team(&rows, &duplicates);
+    let c = &ledger.counters;
+    c.count_inserted(&rows, &duplicates);
+    c.drained.fetch_add(inserted, Relaxed);
+    c.duplicates
+        .fetch_add((rows.len() as u64).saturating_sub(inserted), Relaxed);
+    c.unpriced.fetch_add(unpriced, Relaxed);
     ledger.spool.mark_drained(through).await?;
     cache.add_spend(&written.0, &written.1);
     let mut pending = ledger.pending_spend();
-    for row in &rows {
+    for row in rows.iter().chain(refused.iter().map(|(row, _)| row)) {
         pending.remove(row);
     }
     drop(pending);

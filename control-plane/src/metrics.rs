@@ -175,6 +175,13 @@ impl Metrics {
         );
         counter(
             out,
+            "livegate_spend_dead_letters_total",
+            "Spooled spend records the database refused (or that could not be read), kept in \
+             livegate_spend_dead_letters instead of being retried.",
+            c.dead_letters.load(Relaxed),
+        );
+        counter(
+            out,
             "livegate_spend_spool_full_total",
             "Spend batches refused with 503 because the spool was at its bound.",
             c.refused_full.load(Relaxed),

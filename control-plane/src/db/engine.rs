@@ -178,6 +178,9 @@ async fn handle_team(c: &Client, request: Request) -> Result<Response, EngineErr
         Request::InsertSpend { rows } => spend_queries::insert_spend(c, &rows)
             .await
             .map(|inserted| Response::SpendInserted { inserted }),
+        Request::DeadLetterSpend { letters } => spend_queries::dead_letter(c, &letters)
+            .await
+            .map(|rows| Response::DeadLettered { rows }),
         Request::SpendLogs { filter } => spend_queries::spend_logs(c, &filter)
             .await
             .map(|rows| Response::SpendLogs { rows }),

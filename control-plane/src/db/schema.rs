@@ -165,6 +165,19 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
                t.max_parallel_requests AS team_max_parallel_requests
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
     ),
+    (
+        7,
+        "spend dead letters",
+        // Spooled records the drain could not write (Postgres refused their data) or not
+        // read: kept here, bytes as spooled, instead of blocking every record behind them
+        // (docs/operations.md, "Dead letters").
+        "CREATE TABLE livegate_spend_dead_letters (
+        request_id  text PRIMARY KEY,
+        data        bytea NOT NULL,
+        reason      text NOT NULL,
+        dead_at     timestamptz NOT NULL DEFAULT now()
+    );",
+    ),
 ];
 
 /// Applies the missing migrations; returns the versions it applied (empty when up to date).

@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::error::ApiError;
 use super::extract::MasterKey;
@@ -52,6 +53,10 @@ pub async fn readiness(
         status: summary.status,
         spend_spool_records: spool.map(|d| d.records),
         spend_spool_bytes: spool.map(|d| d.file_bytes),
+        spend_dead_letters: s
+            .ledger
+            .as_ref()
+            .map(|l| l.counters.dead_letters.load(Relaxed)),
         snapshot: snap,
         version: env!("CARGO_PKG_VERSION"),
     };
@@ -74,6 +79,8 @@ struct Detail {
     /// Spend records waiting to be drained into Postgres, and the spool file's size.
     spend_spool_records: Option<usize>,
     spend_spool_bytes: Option<u64>,
+    /// Records this process's drain kept in `livegate_spend_dead_letters`.
+    spend_dead_letters: Option<u64>,
     version: &'static str,
 }
 

@@ -30,8 +30,11 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
         param: None,
     })?;
     batch
-        .validate()
-        .map_err(|e| ApiError::bad("records", e.to_string()))?;
+        .validate_at(crate::rate_limit::now_ms())
+        .map_err(|e| ApiError::BadRequest {
+            message: e.to_string(),
+            param: Some(e.param()),
+        })?;
     let ledger = s
         .ledger
         .as_ref()

@@ -76,7 +76,7 @@ fn spooled_entries_read_back_as_the_same_rows_with_the_last_number_as_watermark(
 }
 
 #[test]
-fn an_unreadable_entry_is_passed_over_but_still_moves_the_watermark() {
+fn an_unreadable_entry_is_set_apart_but_still_moves_the_watermark() {
     let entries = vec![Entry {
         seq: 3,
         id: "x".into(),
@@ -84,7 +84,10 @@ fn an_unreadable_entry_is_passed_over_but_still_moves_the_watermark() {
     }];
     let drained = drain_batch(&entries);
     assert_eq!(drained.rows, vec![]);
-    assert_eq!(drained.unreadable, vec!["x".to_string()]);
+    assert_eq!(
+        drained.unreadable,
+        vec![("x".to_string(), b"not json".to_vec())]
+    );
     assert_eq!(drained.through, Some(3));
 }
 
