@@ -15,26 +15,23 @@
 //! inserts a request id once, and the totals grow only by the rows that statement inserted,
 //! so a batch replayed after a crash between the commit and `mark_drained` adds nothing.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use livegate_contract::spend::{SpendBatch, SpendRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::SpendConfig;
-use crate::db::{Db, DbError, DeadLetter};
-use crate::key_cache::KeyCache;
-use crate::keys::KeyHash;
 use crate::metrics::spend_series::{SeriesLabels, SpendSeries, Usage};
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
 
+pub mod bind;
+pub mod drain;
 pub mod isolate;
 mod pending;
-use isolate::{write_isolating, Written};
+pub use drain::{drain, drain_step, DrainError};
 pub use pending::PendingSpend;
 
 /// A record as spooled and drained: what the filter reported, with its price.
@@ -170,6 +167,8 @@ pub struct Ledger {
     pub counters: Arc<LedgerCounters>,
     /// What the spool holds and the drain has not written, by key and team.
     pub pending: Arc<Mutex<PendingSpend>>,
+    /// Which database the spool belongs to, and the spools set aside ([`bind`]).
+    pub binding: Arc<bind::Binding>,
     wake: Arc<Notify>,
 }
 
@@ -178,6 +177,8 @@ pub struct Ledger {
 pub enum IntakeError {
     #[error("the spend spool is full: retry later")]
     Full,
+    #[error("the spend spool waits to learn whether the database reached is its own")]
+    Unbound,
     #[error("the spend spool cannot write: {0}")]
     Spool(SpoolError),
     #[error("a record cannot be encoded: {0}")]
@@ -217,6 +218,9 @@ impl Ledger {
         for entry in drain_batch(&replayed).rows {
             pending.add(&entry);
         }
+        let binding = bind::at_start(&spool, &config.spool.path)
+            .await
+            .map_err(|e| anyhow::anyhow!("--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH): {e}"))?;
         let prices = match &config.prices_file {
             None => {
                 tracing::warn!("no --prices-file: every model costs 0 and is marked unpriced");
@@ -231,6 +235,7 @@ impl Ledger {
             prices: Arc::new(prices),
             counters: Arc::new(LedgerCounters::new(config.metrics_max_series)),
             pending: Arc::new(Mutex::new(pending)),
+            binding: Arc::new(binding),
             wake: Arc::default(),
         })
     }
@@ -247,6 +252,9 @@ impl Ledger {
 
     /// Prices and spools a validated batch; returns once it is synced.
     pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
+        if !self.binding.confirmed() {
+            return Err(IntakeError::Unbound);
+        }
         let priced: Vec<LedgerEntry> = batch
             .records
             .into_iter()
@@ -279,170 +287,6 @@ impl Ledger {
             Err(e) => Err(IntakeError::Spool(e)),
         }
     }
-}
-
-/// Drains the spool into Postgres until `stop`: a batch at a time, waiting for new records
-/// when empty and `retry` after a failure. Never blocks the runtime: the spool's calls run
-/// on the blocking pool and the database's are IPC to the engine.
-pub async fn drain(
-    ledger: Ledger,
-    db: Db,
-    cache: Arc<KeyCache>,
-    batch: usize,
-    retry: std::time::Duration,
-    stop: CancellationToken,
-) {
-    // The reason of the failure in progress: logged at warn when it starts or changes,
-    // at debug while it repeats, so an outage says so once per reason, not per retry.
-    let mut failing: Option<String> = None;
-    loop {
-        if stop.is_cancelled() {
-            return;
-        }
-        let result = drain_once(&ledger, &db, &cache, batch).await;
-        let waited = match result {
-            Ok(n) => {
-                if failing.take().is_some() {
-                    tracing::info!("spend drain resumed");
-                }
-                if n == 0 {
-                    Wait::ForRecords
-                } else {
-                    Wait::No
-                }
-            }
-            Err(e) => {
-                ledger.counters.drain_failures.fetch_add(1, Relaxed);
-                let reason = e.to_string();
-                if failing.as_deref() == Some(reason.as_str()) {
-                    tracing::debug!(error = %reason, "spend drain deferred");
-                } else {
-                    tracing::warn!(
-                        error = %reason,
-                        pending = ledger.spool.depth().records,
-                        "spend drain failed; the records stay in the spool and are retried"
-                    );
-                    failing = Some(reason);
-                }
-                Wait::Retry
-            }
-        };
-        let sleep = match waited {
-            Wait::No => continue,
-            Wait::ForRecords => tokio::time::sleep(retry.max(std::time::Duration::from_secs(5))),
-            Wait::Retry => tokio::time::sleep(retry),
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ledger.wake.notified(), if matches!(waited, Wait::ForRecords) => {}
-            _ = sleep => {}
-        }
-    }
-}
-
-enum Wait {
-    No,
-    ForRecords,
-    Retry,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum DrainError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
-}
-
-/// One batch: read, insert (isolating what Postgres refuses), keep the refused and the
-/// unreadable as dead letters, then mark drained. Returns the entries done.
-async fn drain_once(
-    ledger: &Ledger,
-    db: &Db,
-    cache: &KeyCache,
-    batch: usize,
-) -> Result<usize, DrainError> {
-    let entries = ledger.spool.oldest(batch).await?;
-    let DrainBatch {
-        rows,
-        through,
-        unreadable,
-    } = drain_batch(&entries);
-    let Some(through) = through else {
-        return Ok(0);
-    };
-    let Written {
-        rows,
-        inserted,
-        unpriced,
-        duplicates,
-        refused,
-    } = write_isolating(db, rows).await?;
-    let mut letters: Vec<DeadLetter> = unreadable
-        .into_iter()
-        .map(|(request_id, data)| DeadLetter {
-            request_id,
-            data,
-            reason: "not a spend record this control plane can read".into(),
-        })
-        .collect();
-    for (row, reason) in &refused {
-        let id = &row.record.request_id;
-        let spooled = entries.iter().find(|e| &e.id == id).map(|e| e.data.clone());
-        letters.push(DeadLetter {
-            request_id: id.clone(),
-            data: spooled.unwrap_or_default(),
-            reason: reason.clone(),
-        });
-    }
-    if !letters.is_empty() {
-        db.dead_letter_spend(letters.clone()).await?;
-        for letter in &letters {
-            tracing::warn!(
-                request_id = %letter.request_id.escape_debug(),
-                reason = %letter.reason,
-                "a spooled spend record cannot be written: kept in livegate_spend_dead_letters, \
-                 the rest of its batch drained"
-            );
-        }
-        let c = &ledger.counters;
-        c.dead_letters.fetch_add(letters.len() as u64, Relaxed);
-    }
-    let written = spend_by_key_and_team(&rows, &duplicates);
-    let c = &ledger.counters;
-    c.count_inserted(&rows, &duplicates);
-    c.drained.fetch_add(inserted, Relaxed);
-    c.duplicates
-        .fetch_add((rows.len() as u64).saturating_sub(inserted), Relaxed);
-    c.unpriced.fetch_add(unpriced, Relaxed);
-    ledger.spool.mark_drained(through).await?;
-    cache.add_spend(&written.0, &written.1);
-    let mut pending = ledger.pending_spend();
-    for row in rows.iter().chain(refused.iter().map(|(row, _)| row)) {
-        pending.remove(row);
-    }
-    drop(pending);
-    ledger.counters.at_bound.store(false, Relaxed);
-    Ok(entries.len())
-}
-
-/// The cost of the rows a drain inserted (not those Postgres held already), by key and team.
-fn spend_by_key_and_team(
-    rows: &[LedgerEntry],
-    duplicates: &[String],
-) -> (HashMap<KeyHash, f64>, HashMap<String, f64>) {
-    let mut keys: HashMap<KeyHash, f64> = HashMap::new();
-    let mut teams: HashMap<String, f64> = HashMap::new();
-    for row in rows
-        .iter()
-        .filter(|r| !duplicates.contains(&r.record.request_id))
-    {
-        *keys.entry(row.record.key_hash.clone()).or_default() += row.cost;
-        if let Some(team) = &row.record.team_id {
-            *teams.entry(team.clone()).or_default() += row.cost;
-        }
-    }
-    (keys, teams)
 }
 
 #[cfg(test)]

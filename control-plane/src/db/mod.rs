@@ -284,16 +284,27 @@ impl Db {
 
 impl Db {
     /// The drain's statement (see [`Request::InsertSpend`]).
-    pub async fn insert_spend(&self, rows: Vec<LedgerEntry>) -> Result<SpendInserted, DbError> {
-        match self.call(Request::InsertSpend { rows }).await? {
+    pub async fn insert_spend(
+        &self,
+        rows: Vec<LedgerEntry>,
+        database: Option<String>,
+    ) -> Result<SpendInserted, DbError> {
+        match self.call(Request::InsertSpend { rows, database }).await? {
             Response::SpendInserted { inserted } => Ok(inserted),
             other => Err(unexpected(other)),
         }
     }
 
     /// Keeps records the drain cannot write (see [`Request::DeadLetterSpend`]).
-    pub async fn dead_letter_spend(&self, letters: Vec<DeadLetter>) -> Result<u64, DbError> {
-        match self.call(Request::DeadLetterSpend { letters }).await? {
+    pub async fn dead_letter_spend(
+        &self,
+        letters: Vec<DeadLetter>,
+        database: Option<String>,
+    ) -> Result<u64, DbError> {
+        match self
+            .call(Request::DeadLetterSpend { letters, database })
+            .await?
+        {
             Response::DeadLettered { rows } => Ok(rows),
             other => Err(unexpected(other)),
         }

@@ -87,11 +87,17 @@ pub enum Request {
     /// their cost to their key's and team's `spend` (no version, no change logged).
     InsertSpend {
         rows: Vec<LedgerEntry>,
+        /// The identity of the database the rows belong to: an engine connected to
+        /// another refuses (`None`: any).
+        #[serde(default)]
+        database: Option<String>,
     },
     /// Records the drain cannot write (or read), kept in `livegate_spend_dead_letters`
     /// instead of blocking the rows behind them; a letter already there is left as it is.
     DeadLetterSpend {
         letters: Vec<DeadLetter>,
+        #[serde(default)]
+        database: Option<String>,
     },
     /// Rows of `livegate_spend_logs`, newest first.
     SpendLogs {
@@ -192,7 +198,11 @@ impl Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Response {
-    Ready,
+    /// Connected and migrated; `database` is the database's identity (`schema::identity`).
+    Ready {
+        #[serde(default)]
+        database: Option<String>,
+    },
     Pong,
     Key {
         record: Option<Box<KeyRecord>>,

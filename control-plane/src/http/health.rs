@@ -57,6 +57,7 @@ pub async fn readiness(
             .ledger
             .as_ref()
             .map(|l| l.counters.dead_letters.load(Relaxed)),
+        spend_spools_set_aside: s.ledger.as_ref().map(|l| l.binding.set_aside()),
         snapshot: snap,
         version: env!("CARGO_PKG_VERSION"),
     };
@@ -81,6 +82,8 @@ struct Detail {
     spend_spool_bytes: Option<u64>,
     /// Records this process's drain kept in `livegate_spend_dead_letters`.
     spend_dead_letters: Option<u64>,
+    /// Spools of another database, set aside (file, its database, its records).
+    spend_spools_set_aside: Option<Vec<crate::ledger::bind::SetAside>>,
     version: &'static str,
 }
 

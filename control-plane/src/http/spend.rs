@@ -57,6 +57,9 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
         Err(IntakeError::Full) => Err(ApiError::Unavailable(
             "the spend spool is full; retry later".into(),
         )),
+        Err(IntakeError::Unbound) => Err(ApiError::Unavailable(
+            "the spend spool waits for the database to connect; retry later".into(),
+        )),
         Err(e) => {
             tracing::error!(error = %e, "spend records not spooled");
             Err(ApiError::Unavailable("the spend spool cannot write".into()))

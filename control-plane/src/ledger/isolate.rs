@@ -11,24 +11,15 @@
 
 use std::future::Future;
 
-use crate::db::{Db, DbError, SpendInserted};
+use crate::db::{DbError, SpendInserted};
 use crate::ledger::LedgerEntry;
 
-/// What writes a drain's rows: the database, or a fake in the tests.
+/// What writes a drain's rows: the spool's database (`drain::IntoDatabase`), or a fake.
 pub trait SpendWriter {
     fn insert(
         &self,
         rows: Vec<LedgerEntry>,
     ) -> impl Future<Output = Result<SpendInserted, DbError>> + Send;
-}
-
-impl SpendWriter for Db {
-    fn insert(
-        &self,
-        rows: Vec<LedgerEntry>,
-    ) -> impl Future<Output = Result<SpendInserted, DbError>> + Send {
-        self.insert_spend(rows)
-    }
 }
 
 /// What [`write_isolating`] did.
