@@ -185,6 +185,18 @@ pub struct ServeArgs {
         default_value_t = crate::metrics::spend_series::DEFAULT_MAX_SERIES
     )]
     pub spend_metrics_max_series: usize,
+    /// USD reserved per request in flight of a key or team with a budget, counted as spend
+    /// in the budget check until the request's spend record arrives (0: off). Set it to
+    /// about one answer's cost: see docs/operations.md, "Requests in flight".
+    #[arg(long, env = "LIVEGATE_BUDGET_RESERVATION_USD", default_value_t = 0.0)]
+    pub budget_reservation_usd: f64,
+    /// How long a reservation lasts when its spend record never arrives.
+    #[arg(
+        long,
+        env = "LIVEGATE_BUDGET_RESERVATION_LEASE_SECS",
+        default_value_t = 600
+    )]
+    pub budget_reservation_lease_secs: u64,
     /// What auth checks answer while the spend spool is at its bound: `refuse-budgeted`
     /// (keys with a budget, their own or their team's, get 503), `refuse-all` or `admit`.
     #[arg(

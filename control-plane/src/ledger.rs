@@ -22,7 +22,10 @@ use livegate_contract::spend::{SpendBatch, SpendRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::auth::Decision;
+use crate::budget::reserve::{Held, Reservations};
 use crate::config::SpendConfig;
+use crate::keys::KeyHash;
 use crate::metrics::spend_series::{SeriesLabels, SpendSeries, Usage};
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
@@ -169,6 +172,8 @@ pub struct Ledger {
     pub pending: Arc<Mutex<PendingSpend>>,
     /// Which database the spool belongs to, and the spools set aside ([`bind`]).
     pub binding: Arc<bind::Binding>,
+    /// What requests in flight of budgeted keys reserve (`budget::reserve`).
+    pub reservations: Arc<Mutex<Reservations>>,
     wake: Arc<Notify>,
 }
 
@@ -236,6 +241,10 @@ impl Ledger {
             counters: Arc::new(LedgerCounters::new(config.metrics_max_series)),
             pending: Arc::new(Mutex::new(pending)),
             binding: Arc::new(binding),
+            reservations: Arc::new(Mutex::new(Reservations::new(
+                config.reservation_usd,
+                config.reservation_lease.as_millis() as u64,
+            ))),
             wake: Arc::default(),
         })
     }
@@ -243,6 +252,53 @@ impl Ledger {
     /// The undrained cost (held only briefly, never across an await).
     pub fn pending_spend(&self) -> std::sync::MutexGuard<'_, PendingSpend> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The budget check of an allow, counting this replica's undrained spend and the
+    /// reservations of the key's and its team's requests in flight; an allow reserves for
+    /// its request at once (under the same lock, so two checks cannot both take the last
+    /// room) and is not cached by the filter near its budget. The caller releases the
+    /// [`Held`] if a later check refuses the request.
+    pub fn check_budget(&self, decision: Decision, now_ms: u64) -> (Decision, Option<Held>) {
+        let Decision::Allow { record, .. } = &decision else {
+            return (decision, None);
+        };
+        let mut reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let (reserved_key, reserved_team) = reservations.reserved(record, now_ms);
+        let pending = self.pending_spend();
+        let key = pending.key(&record.token) + reserved_key;
+        let team = pending.team(record.team_id.as_deref()) + reserved_team;
+        drop(pending);
+        if let Some(budget) = crate::budget::exceeded(record, key, team) {
+            return (Decision::OverBudget(budget), None);
+        }
+        let Some(held) = reservations.reserve(record, now_ms) else {
+            return (decision, None);
+        };
+        let (after_key, after_team) = reservations.reserved(record, now_ms);
+        let near = reservations.near_budget(
+            record,
+            record.spend + key - reserved_key + after_key,
+            record.team_spend + team - reserved_team + after_team,
+        );
+        drop(reservations);
+        let decision = match decision {
+            Decision::Allow { record, .. } if near => Decision::Allow {
+                record,
+                cache_ttl_seconds: 0,
+            },
+            other => other,
+        };
+        (decision, Some(held))
+    }
+
+    /// Frees a reservation: its request's spend record arrived, or a check after the
+    /// budget's refused it.
+    pub fn release(&self, key: &KeyHash, team: Option<&str>) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release(key, team);
     }
 
     /// Whether the spool is at its bound (see [`LedgerCounters::at_bound`]).

@@ -407,3 +407,41 @@ fn a_budget_crossed_on_two_envoys_and_two_control_planes_is_refused_everywhere()
         assert!(spend_in_refusal(&refused, "10") >= 10.0);
     }
 }
+
+/// The attack of issue 24 (item 9): many parallel requests against a nearly spent budget,
+/// each admitted before any answer's cost is known. With a reservation of 3 per request in
+/// flight and a budget of 9, at most 3 are in flight at once; an answer costs 4, so its
+/// record adds more than it frees and nothing is admitted after them: of 8 parallel
+/// requests exactly 3 pass, the other 5 are refused with `budget_exceeded`.
+#[test]
+fn parallel_requests_against_a_nearly_spent_budget_are_refused_beyond_the_reservations() {
+    let (stack, _dir) = stack_with(&["--budget-reservation-usd", "3"]);
+    let key = generate(&stack, json!({"max_budget": 9}));
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..8).map(|_| s.spawn(|| chat(&stack, &key))).collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let admitted = answers.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        admitted,
+        3,
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in answers.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(
+            r.json().unwrap()["error"]["type"],
+            "budget_exceeded",
+            "{}",
+            r.body
+        );
+    }
+    // Charged exactly: the three answers, no more (9 + one answer's excess over its
+    // reservation at most per request in flight).
+    poll::until("the three answers charged", PATIENCE, || {
+        (key_info(&stack, &key)["spend"].as_f64()? == 3.0 * COST_PER_REQUEST).then_some(())
+    })
+    .unwrap();
+    assert_eq!(chat(&stack, &key).status, 400, "over budget once drained");
+}
