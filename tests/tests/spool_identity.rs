@@ -99,7 +99,8 @@ fn records_for_a_frozen_database_never_reach_another(signal: Signal) {
 
     // Started against B with the same spool file.
     let cp = start_cp(&pg_b.url(), &args);
-    let (id_a, id_b) = (identity(&pg_a_thawed(&pg_a)), identity(&pg_b));
+    pg_a.resume().unwrap(); // thawed to read its identity; nothing connects to it
+    let (id_a, id_b) = (identity(&pg_a), identity(&pg_b));
     assert_ne!(id_a, id_b);
     let aside = poll::until("the spool set aside", RECOVERY, || {
         let (r, _) = readiness(&cp);
@@ -158,12 +159,6 @@ fn records_for_a_frozen_database_never_reach_another(signal: Signal) {
     assert!(out.contains("drained 0 records"), "{out}");
     assert_eq!(rows(&pg_a), 15, "exactly once");
     assert!(std::path::Path::new(&file).exists(), "never deleted");
-}
-
-/// Thaws A (the test reads its identity) and hands it back.
-fn pg_a_thawed(pg: &Postgres) -> &Postgres {
-    pg.resume().unwrap();
-    pg
 }
 
 #[test]
