@@ -94,6 +94,11 @@ impl Db {
         self.snapshot.borrow().clone()
     }
 
+    /// The supervisor's state as it changes (a connect, a loss): for tasks that act at once.
+    pub fn watch(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.clone()
+    }
+
     async fn call(&self, request: Request) -> Result<Response, DbError> {
         self.call_within(request, self.deadline).await
     }

@@ -29,6 +29,9 @@ pub async fn drain(
     // The reason of the failure in progress: logged at warn when it starts or changes,
     // at debug while it repeats, so an outage says so once per reason, not per retry.
     let mut failing: Option<String> = None;
+    // A connect wakes the drain at once: the spool is bound (or set aside) before budget
+    // checks of the database reached can count its pending spend for long.
+    let mut connects = db.watch();
     loop {
         if stop.is_cancelled() {
             return;
@@ -69,6 +72,7 @@ pub async fn drain(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ledger.wake.notified(), if matches!(waited, Wait::ForRecords) => {}
+            Ok(()) = connects.changed() => {}
             _ = sleep => {}
         }
     }
