@@ -188,7 +188,7 @@ pub struct ServeArgs {
     /// USD reserved per request in flight of a key or team with a budget, counted as spend
     /// in the budget check until the request's spend record arrives (0: off). Set it to
     /// about one answer's cost: see docs/operations.md, "Requests in flight".
-    #[arg(long, env = "LIVEGATE_BUDGET_RESERVATION_USD", default_value_t = 0.0)]
+    #[arg(long, env = "LIVEGATE_BUDGET_RESERVATION_USD", default_value_t = 0.01)]
     pub budget_reservation_usd: f64,
     /// How long a reservation lasts when its spend record never arrives.
     #[arg(
