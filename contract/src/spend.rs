@@ -29,6 +29,21 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// The longest model name, key alias or team id a record carries.
 pub const MAX_LABEL_LEN: usize = 256;
 
+/// The largest token count a record may carry: far above any real answer, far below
+/// Postgres's `bigint`, so a count can never make the drain's statement fail.
+pub const MAX_TOKENS: u64 = 1 << 40;
+
+/// How far in the past a record's start may lie when the control plane takes it: a
+/// filter holds records in memory while the control plane is away, for hours at most.
+pub const MAX_RECORD_AGE_MS: u64 = 30 * 24 * 3_600_000;
+
+/// How far ahead of the control plane's clock a record's end may lie (clock skew between
+/// Envoy's host and the control plane's).
+pub const MAX_CLOCK_SKEW_MS: u64 = 3_600_000;
+
+/// What replaces a character Postgres's `text` and `jsonb` refuse (NUL) in a label.
+pub const REPLACEMENT: char = char::REPLACEMENT_CHARACTER;
+
 /// One request, as the filter saw it. Unknown fields are ignored when read, as in every
 /// contract type: during a rolling upgrade a newer filter's record must still be spooled
 /// by an older control plane rather than refused and retried forever.
@@ -123,13 +138,19 @@ pub struct SpendAck {
     pub duplicates: u32,
 }
 
-/// Why a record is refused: the control plane answers 400 naming the record's field.
+/// Why a record is refused: the control plane answers 400 naming the record's field
+/// ([`SpendRecordError::field`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SpendRecordError {
     #[error("request_id must be 1 to {MAX_REQUEST_ID_LEN} visible ASCII characters")]
     RequestId,
     #[error("{0} is longer than {MAX_LABEL_LEN} bytes")]
     TooLong(&'static str),
+    /// Postgres's `text` and `jsonb` refuse U+0000: such a record could never be written.
+    #[error("{0} contains a NUL character")]
+    Nul(&'static str),
+    #[error("{0} is larger than {MAX_TOKENS}")]
+    TooManyTokens(&'static str),
     #[error(
         "token counts are present but usage_known is false and no usage_estimate_reason says why"
     )]
@@ -142,6 +163,30 @@ pub enum SpendRecordError {
     UsageWithoutCounts,
     #[error("end_time_ms is before start_time_ms")]
     EndsBeforeStart,
+    #[error("start_time_ms is more than {MAX_RECORD_AGE_MS} ms before now")]
+    StartsTooEarly,
+    #[error("end_time_ms is more than {MAX_CLOCK_SKEW_MS} ms after now")]
+    EndsInTheFuture,
+}
+
+impl SpendRecordError {
+    /// The record's field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            SpendRecordError::RequestId => "request_id",
+            SpendRecordError::TooLong(f)
+            | SpendRecordError::Nul(f)
+            | SpendRecordError::TooManyTokens(f) => f,
+            SpendRecordError::CountsWithoutUsage | SpendRecordError::UsageWithoutCounts => {
+                "usage_known"
+            }
+            SpendRecordError::ReasonWithKnownUsage | SpendRecordError::ReasonWithoutCounts => {
+                "usage_estimate_reason"
+            }
+            SpendRecordError::EndsBeforeStart | SpendRecordError::EndsInTheFuture => "end_time_ms",
+            SpendRecordError::StartsTooEarly => "start_time_ms",
+        }
+    }
 }
 
 /// Why a batch is refused as a whole.
@@ -157,7 +202,9 @@ pub enum SpendBatchError {
 }
 
 impl SpendRecord {
-    /// Checks what serde cannot: bounded identities and consistent usage.
+    /// Checks what serde cannot, without a clock: bounded identities and labels that
+    /// Postgres accepts, token counts in range, consistent usage, an end not before the
+    /// start. (Invalid UTF-8 and lone surrogates never reach here: serde refuses them.)
     pub fn validate(&self) -> Result<(), SpendRecordError> {
         let id = self.request_id.as_bytes();
         if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN || !id.iter().all(u8::is_ascii_graphic) {
@@ -172,6 +219,19 @@ impl SpendRecord {
         for (name, value) in labels {
             if value.as_ref().is_some_and(|v| v.len() > MAX_LABEL_LEN) {
                 return Err(SpendRecordError::TooLong(name));
+            }
+            if value.as_ref().is_some_and(|v| v.contains('\0')) {
+                return Err(SpendRecordError::Nul(name));
+            }
+        }
+        let counts = [
+            ("prompt_tokens", self.prompt_tokens),
+            ("completion_tokens", self.completion_tokens),
+            ("total_tokens", self.total_tokens),
+        ];
+        for (name, count) in counts {
+            if count.is_some_and(|n| n > MAX_TOKENS) {
+                return Err(SpendRecordError::TooManyTokens(name));
             }
         }
         let any_count = self.prompt_tokens.is_some()
@@ -190,20 +250,88 @@ impl SpendRecord {
         }
         Ok(())
     }
+
+    /// [`SpendRecord::validate`], and times within a window around `now_ms` (the
+    /// control plane's clock): started at most [`MAX_RECORD_AGE_MS`] ago, ended at most
+    /// [`MAX_CLOCK_SKEW_MS`] ahead. What the control plane's intake applies.
+    pub fn validate_at(&self, now_ms: u64) -> Result<(), SpendRecordError> {
+        self.validate()?;
+        if self.start_time_ms < now_ms.saturating_sub(MAX_RECORD_AGE_MS) {
+            return Err(SpendRecordError::StartsTooEarly);
+        }
+        if self.end_time_ms > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(SpendRecordError::EndsInTheFuture);
+        }
+        Ok(())
+    }
+
+    /// Makes the labels a client controls (the model names above all) storable: NUL
+    /// becomes U+FFFD and a label past [`MAX_LABEL_LEN`] is cut at a character boundary.
+    /// The filter applies it before [`SpendRecord::validate`], so a hostile model name
+    /// still yields a billed record instead of none.
+    pub fn sanitize(&mut self) {
+        for label in [
+            &mut self.key_alias,
+            &mut self.team_id,
+            &mut self.model_requested,
+            &mut self.model_returned,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            sanitize_label(label);
+        }
+    }
+}
+
+/// See [`SpendRecord::sanitize`].
+fn sanitize_label(label: &mut String) {
+    if label.contains('\0') {
+        *label = label.replace('\0', &REPLACEMENT.to_string());
+    }
+    if label.len() > MAX_LABEL_LEN {
+        let mut end = MAX_LABEL_LEN;
+        while !label.is_char_boundary(end) {
+            end -= 1;
+        }
+        label.truncate(end);
+    }
 }
 
 impl SpendBatch {
-    /// Checks the batch's size and every record.
+    /// Checks the batch's size and every record (without a clock).
     pub fn validate(&self) -> Result<(), SpendBatchError> {
+        self.check(SpendRecord::validate)
+    }
+
+    /// Checks the batch's size and every record, times against `now_ms`: the intake's.
+    pub fn validate_at(&self, now_ms: u64) -> Result<(), SpendBatchError> {
+        self.check(|r| r.validate_at(now_ms))
+    }
+
+    fn check(
+        &self,
+        valid: impl Fn(&SpendRecord) -> Result<(), SpendRecordError>,
+    ) -> Result<(), SpendBatchError> {
         if self.records.is_empty() || self.records.len() > MAX_BATCH_RECORDS {
             return Err(SpendBatchError::Size);
         }
         for (index, record) in self.records.iter().enumerate() {
-            record
-                .validate()
-                .map_err(|error| SpendBatchError::Record { index, error })?;
+            valid(record).map_err(|error| SpendBatchError::Record { index, error })?;
         }
         Ok(())
+    }
+}
+
+impl SpendBatchError {
+    /// The parameter to name in a 400: `records`, or `records[i].field`.
+    pub fn param(&self) -> String {
+        match self {
+            SpendBatchError::Size => "records".to_string(),
+            SpendBatchError::Record { index, error } => {
+                format!("records[{index}].{}", error.field())
+            }
+        }
     }
 }
 

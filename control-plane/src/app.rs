@@ -46,7 +46,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     // The spool is replayed before the port opens: nothing is acknowledged twice.
     let ledger = Ledger::open(&config.spend).await?;
-    metrics.set_ledger(ledger.counters.clone(), ledger.spool.clone());
+    metrics.set_ledger(
+        ledger.counters.clone(),
+        ledger.spool.clone(),
+        ledger.binding.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, version = env!("CARGO_PKG_VERSION"), "control plane listening");
     let stop_http = CancellationToken::new();

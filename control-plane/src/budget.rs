@@ -8,6 +8,7 @@ use livegate_contract::{Budget, BudgetScope};
 use crate::keys;
 use crate::record::{BudgetPatch, KeyRecord};
 
+pub mod reserve;
 pub mod reset;
 
 /// A budget field a write cannot take; `param` names it.

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `engine`, `hash-key`. Flags win over environment variables.
+//! The command line: `serve`, `engine`, `hash-key`, `spool drain`. Flags win over environment variables.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -28,6 +28,32 @@ pub enum Command {
     Engine,
     /// Print the SHA-256 (the stored `token`) of a raw key read from stdin.
     HashKey,
+    /// Operate on spend spools set aside for another database.
+    #[command(subcommand)]
+    Spool(SpoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpoolCommand {
+    /// Drain a spool file into the database of --database-url, only if it is the spool's
+    /// own (a set-aside spool carries its database's identity); refuses any other.
+    Drain(SpoolDrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SpoolDrainArgs {
+    /// The spool file (e.g. `spend.spool.db-<identity>.<ms>` next to the live spool).
+    #[arg(long)]
+    pub file: std::path::PathBuf,
+    /// libpq URL of the spool's database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// As for `serve`.
+    #[arg(long, env = "LIVEGATE_ENGINE_COMMAND")]
+    pub engine_command: Option<String>,
+    /// How long to wait for the database.
+    #[arg(long, default_value_t = 30)]
+    pub connect_timeout_secs: u64,
 }
 
 /// Flags of `serve`; `config` turns them into a validated `Config`.
@@ -175,6 +201,18 @@ pub struct ServeArgs {
         default_value_t = crate::metrics::spend_series::DEFAULT_MAX_SERIES
     )]
     pub spend_metrics_max_series: usize,
+    /// USD reserved per request in flight of a key or team with a budget, counted as spend
+    /// in the budget check until the request's spend record arrives (0: off). Set it to
+    /// about one answer's cost: see docs/operations.md, "Requests in flight".
+    #[arg(long, env = "LIVEGATE_BUDGET_RESERVATION_USD", default_value_t = 0.01)]
+    pub budget_reservation_usd: f64,
+    /// How long a reservation lasts when its spend record never arrives.
+    #[arg(
+        long,
+        env = "LIVEGATE_BUDGET_RESERVATION_LEASE_SECS",
+        default_value_t = 600
+    )]
+    pub budget_reservation_lease_secs: u64,
     /// What auth checks answer while the spend spool is at its bound: `refuse-budgeted`
     /// (keys with a budget, their own or their team's, get 503), `refuse-all` or `admit`.
     #[arg(
@@ -194,6 +232,7 @@ pub fn main() -> ExitCode {
             .and_then(app::serve),
         Command::Engine => engine(),
         Command::HashKey => hash_key(),
+        Command::Spool(SpoolCommand::Drain(args)) => spool_drain(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -211,6 +250,50 @@ fn engine() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(db::engine::run())
+}
+
+/// `spool drain`: the engine's settings are `serve`'s defaults (parsed the same way), with
+/// this command's URL and engine command; no listener, no master key used.
+fn spool_drain(args: SpoolDrainArgs) -> anyhow::Result<()> {
+    app::init_logging(false);
+    let Some(url) = args.database_url else {
+        anyhow::bail!("--database-url (DATABASE_URL) is required");
+    };
+    let placeholder_key = keys::KeyHash::of_raw(&format!("{:?}", std::time::SystemTime::now()));
+    let mut argv = vec![
+        "livegate-control-plane".to_string(),
+        "serve".into(),
+        "--master-key".into(),
+        format!("sk-{placeholder_key}"),
+        "--database-url".into(),
+        url.expose().to_string(),
+    ];
+    if let Some(engine) = args.engine_command {
+        argv.extend(["--engine-command".into(), engine]);
+    }
+    let Command::Serve(serve) = Cli::try_parse_from(argv)?.command else {
+        anyhow::bail!("internal: serve's flags did not parse as serve");
+    };
+    let config = Config::from_args(*serve)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let within = std::time::Duration::from_secs(args.connect_timeout_secs);
+    let drained = rt.block_on(crate::spool_drain::run(
+        args.file,
+        config.supervisor,
+        within,
+    ))?;
+    println!(
+        "drained {} records: {} inserted, {} already there, {} dead letters",
+        drained.entries,
+        drained.inserted,
+        (drained.entries as u64)
+            .saturating_sub(drained.inserted)
+            .saturating_sub(drained.dead_letters as u64),
+        drained.dead_letters
+    );
+    Ok(())
 }
 
 fn hash_key() -> anyhow::Result<()> {

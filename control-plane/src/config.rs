@@ -51,6 +51,10 @@ pub struct SpendConfig {
     /// The most (key alias, team, model) series of the spend metrics; beyond: `other`.
     pub metrics_max_series: usize,
     pub when_full: SpoolFullPolicy,
+    /// USD reserved per request in flight of a budgeted key (0: no reservations).
+    pub reservation_usd: f64,
+    /// How long a reservation lasts without its spend record.
+    pub reservation_lease: Duration,
 }
 
 /// What the auth check answers while the spend spool is at its bound (`--spend-spool-full`).
@@ -142,6 +146,16 @@ fn spend(a: &ServeArgs) -> Result<SpendConfig, ConfigError> {
             a.spend_drain_retry_ms,
         )?,
         metrics_max_series: a.spend_metrics_max_series,
+        reservation_usd: match a.budget_reservation_usd {
+            r if r.is_finite() && r >= 0.0 => r,
+            _ => {
+                return Err(invalid(
+                    "--budget-reservation-usd (LIVEGATE_BUDGET_RESERVATION_USD)",
+                    "must be a number at least 0",
+                ))
+            }
+        },
+        reservation_lease: Duration::from_secs(a.budget_reservation_lease_secs.max(1)),
     })
 }
 

@@ -7,30 +7,34 @@
 //!                     drain task ◀─ oldest(batch) ◀────┘
 //!                        └─▶ Db::insert_spend (one statement: rows ON CONFLICT DO NOTHING,
 //!                            key and team totals from the inserted rows only) ─▶ mark_drained
+//!                              └─ refused data: split until the record stands alone
+//!                                 ─▶ livegate_spend_dead_letters ([`isolate`])
 //! ```
 //!
 //! Exactly once: the spool holds an id once while it is pending, the drain's statement
 //! inserts a request id once, and the totals grow only by the rows that statement inserted,
 //! so a batch replayed after a crash between the commit and `mark_drained` adds nothing.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use livegate_contract::spend::{SpendBatch, SpendRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
+use crate::auth::Decision;
+use crate::budget::reserve::{Held, Reservations};
 use crate::config::SpendConfig;
-use crate::db::{Db, DbError, SpendInserted};
-use crate::key_cache::KeyCache;
 use crate::keys::KeyHash;
 use crate::metrics::spend_series::SpendSeries;
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
 
+pub mod bind;
+pub mod drain;
+pub mod isolate;
 mod pending;
+pub use drain::{drain, drain_step, DrainError};
 pub use pending::PendingSpend;
 
 /// A record as spooled and drained: what the filter reported, with its price.
@@ -94,9 +98,9 @@ pub struct DrainBatch {
     pub rows: Vec<LedgerEntry>,
     /// The last entry's number: everything up to it is drained once `rows` commit.
     pub through: Option<u64>,
-    /// Entries whose data is not a ledger entry (never written by this code): logged and
-    /// passed over rather than blocking the spool forever.
-    pub unreadable: Vec<String>,
+    /// Entries whose data is not a ledger entry (never written by this code), id and
+    /// bytes: dead letters rather than blocking the spool forever.
+    pub unreadable: Vec<(String, Vec<u8>)>,
 }
 
 /// Decodes spool entries into rows (pure).
@@ -105,7 +109,9 @@ pub fn drain_batch(entries: &[Entry]) -> DrainBatch {
     for entry in entries {
         match serde_json::from_slice::<LedgerEntry>(&entry.data) {
             Ok(row) => batch.rows.push(row),
-            Err(_) => batch.unreadable.push(entry.id.clone()),
+            Err(_) => batch
+                .unreadable
+                .push((entry.id.clone(), entry.data.clone())),
         }
         batch.through = Some(entry.seq);
     }
@@ -119,6 +125,8 @@ pub struct LedgerCounters {
     pub duplicates: AtomicU64,
     pub unpriced: AtomicU64,
     pub drain_failures: AtomicU64,
+    /// Records kept in `livegate_spend_dead_letters` by this process's drain.
+    pub dead_letters: AtomicU64,
     pub refused_full: AtomicU64,
     /// The spool refused the last batch it was offered for want of room, and the drain has
     /// not freed any since: the auth check's `--spend-spool-full` applies.
@@ -136,6 +144,7 @@ impl LedgerCounters {
             duplicates: AtomicU64::new(0),
             unpriced: AtomicU64::new(0),
             drain_failures: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
             at_bound: AtomicBool::new(false),
             series: Mutex::new(SpendSeries::new(max_series)),
@@ -161,6 +170,10 @@ pub struct Ledger {
     pub counters: Arc<LedgerCounters>,
     /// What the spool holds and the drain has not written, by key and team.
     pub pending: Arc<Mutex<PendingSpend>>,
+    /// Which database the spool belongs to, and the spools set aside ([`bind`]).
+    pub binding: Arc<bind::Binding>,
+    /// What requests in flight of budgeted keys reserve (`budget::reserve`).
+    pub reservations: Arc<Mutex<Reservations>>,
     wake: Arc<Notify>,
 }
 
@@ -169,6 +182,8 @@ pub struct Ledger {
 pub enum IntakeError {
     #[error("the spend spool is full: retry later")]
     Full,
+    #[error("the spend spool waits to learn whether the database reached is its own")]
+    Unbound,
     #[error("the spend spool cannot write: {0}")]
     Spool(SpoolError),
     #[error("a record cannot be encoded: {0}")]
@@ -208,6 +223,9 @@ impl Ledger {
         for entry in drain_batch(&replayed).rows {
             pending.add(&entry);
         }
+        let binding = bind::at_start(&spool, &config.spool.path)
+            .await
+            .map_err(|e| anyhow::anyhow!("--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH): {e}"))?;
         let prices = match &config.prices_file {
             None => {
                 tracing::warn!("no --prices-file: every model costs 0 and is marked unpriced");
@@ -222,6 +240,11 @@ impl Ledger {
             prices: Arc::new(prices),
             counters: Arc::new(LedgerCounters::new(config.metrics_max_series)),
             pending: Arc::new(Mutex::new(pending)),
+            binding: Arc::new(binding),
+            reservations: Arc::new(Mutex::new(Reservations::new(
+                config.reservation_usd,
+                config.reservation_lease.as_millis() as u64,
+            ))),
             wake: Arc::default(),
         })
     }
@@ -231,6 +254,53 @@ impl Ledger {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The budget check of an allow, counting this replica's undrained spend and the
+    /// reservations of the key's and its team's requests in flight; an allow reserves for
+    /// its request at once (under the same lock, so two checks cannot both take the last
+    /// room) and is not cached by the filter near its budget. The caller releases the
+    /// [`Held`] if a later check refuses the request.
+    pub fn check_budget(&self, decision: Decision, now_ms: u64) -> (Decision, Option<Held>) {
+        let Decision::Allow { record, .. } = &decision else {
+            return (decision, None);
+        };
+        let mut reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let (reserved_key, reserved_team) = reservations.reserved(record, now_ms);
+        let pending = self.pending_spend();
+        let key = pending.key(&record.token) + reserved_key;
+        let team = pending.team(record.team_id.as_deref()) + reserved_team;
+        drop(pending);
+        if let Some(budget) = crate::budget::exceeded(record, key, team) {
+            return (Decision::OverBudget(budget), None);
+        }
+        let Some(held) = reservations.reserve(record, now_ms) else {
+            return (decision, None);
+        };
+        let (after_key, after_team) = reservations.reserved(record, now_ms);
+        let near = reservations.near_budget(
+            record,
+            record.spend + key - reserved_key + after_key,
+            record.team_spend + team - reserved_team + after_team,
+        );
+        drop(reservations);
+        let decision = match decision {
+            Decision::Allow { record, .. } if near => Decision::Allow {
+                record,
+                cache_ttl_seconds: 0,
+            },
+            other => other,
+        };
+        (decision, Some(held))
+    }
+
+    /// Frees a reservation: its request's spend record arrived, or a check after the
+    /// budget's refused it.
+    pub fn release(&self, key: &KeyHash, team: Option<&str>) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release(key, team);
+    }
+
     /// Whether the spool is at its bound (see [`LedgerCounters::at_bound`]).
     pub fn at_bound(&self) -> bool {
         self.counters.at_bound.load(Relaxed)
@@ -238,6 +308,9 @@ impl Ledger {
 
     /// Prices and spools a validated batch; returns once it is synced.
     pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
+        if !self.binding.confirmed() {
+            return Err(IntakeError::Unbound);
+        }
         let priced: Vec<LedgerEntry> = batch
             .records
             .into_iter()
@@ -270,121 +343,6 @@ impl Ledger {
             Err(e) => Err(IntakeError::Spool(e)),
         }
     }
-}
-
-/// Drains the spool into Postgres until `stop`: a batch at a time, waiting for new records
-/// when empty and `retry` after a failure. Never blocks the runtime: the spool's calls run
-/// on the blocking pool and the database's are IPC to the engine.
-pub async fn drain(
-    ledger: Ledger,
-    db: Db,
-    cache: Arc<KeyCache>,
-    batch: usize,
-    retry: std::time::Duration,
-    stop: CancellationToken,
-) {
-    loop {
-        if stop.is_cancelled() {
-            return;
-        }
-        let waited = match drain_once(&ledger, &db, &cache, batch).await {
-            Ok(0) => Wait::ForRecords,
-            Ok(_) => Wait::No,
-            Err(e) => {
-                ledger.counters.drain_failures.fetch_add(1, Relaxed);
-                tracing::debug!(error = %e, "spend drain deferred");
-                Wait::Retry
-            }
-        };
-        let sleep = match waited {
-            Wait::No => continue,
-            Wait::ForRecords => tokio::time::sleep(retry.max(std::time::Duration::from_secs(5))),
-            Wait::Retry => tokio::time::sleep(retry),
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ledger.wake.notified(), if matches!(waited, Wait::ForRecords) => {}
-            _ = sleep => {}
-        }
-    }
-}
-
-enum Wait {
-    No,
-    ForRecords,
-    Retry,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum DrainError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
-}
-
-/// One batch: read, insert in one statement, then mark drained. Returns the entries done.
-async fn drain_once(
-    ledger: &Ledger,
-    db: &Db,
-    cache: &KeyCache,
-    batch: usize,
-) -> Result<usize, DrainError> {
-    let entries = ledger.spool.oldest(batch).await?;
-    let DrainBatch {
-        rows,
-        through,
-        unreadable,
-    } = drain_batch(&entries);
-    let Some(through) = through else {
-        return Ok(0);
-    };
-    for id in &unreadable {
-        tracing::error!(request_id = %id, "a spooled spend record cannot be read; skipped");
-    }
-    let mut written = (HashMap::new(), HashMap::new());
-    if !rows.is_empty() {
-        let SpendInserted {
-            inserted,
-            unpriced,
-            duplicates,
-        } = db.insert_spend(rows.clone()).await?;
-        written = spend_by_key_and_team(&rows, &duplicates);
-        let c = &ledger.counters;
-        c.count_inserted(&rows, &duplicates);
-        c.drained.fetch_add(inserted, Relaxed);
-        c.duplicates
-            .fetch_add((rows.len() as u64).saturating_sub(inserted), Relaxed);
-        c.unpriced.fetch_add(unpriced, Relaxed);
-    }
-    ledger.spool.mark_drained(through).await?;
-    cache.add_spend(&written.0, &written.1);
-    let mut pending = ledger.pending_spend();
-    for row in &rows {
-        pending.remove(row);
-    }
-    drop(pending);
-    ledger.counters.at_bound.store(false, Relaxed);
-    Ok(entries.len())
-}
-
-/// The cost of the rows a drain inserted (not those Postgres held already), by key and team.
-fn spend_by_key_and_team(
-    rows: &[LedgerEntry],
-    duplicates: &[String],
-) -> (HashMap<KeyHash, f64>, HashMap<String, f64>) {
-    let mut keys: HashMap<KeyHash, f64> = HashMap::new();
-    let mut teams: HashMap<String, f64> = HashMap::new();
-    for row in rows
-        .iter()
-        .filter(|r| !duplicates.contains(&r.record.request_id))
-    {
-        *keys.entry(row.record.key_hash.clone()).or_default() += row.cost;
-        if let Some(team) = &row.record.team_id {
-            *teams.entry(team.clone()).or_default() += row.cost;
-        }
-    }
-    (keys, teams)
 }
 
 #[cfg(test)]

@@ -23,3 +23,4 @@ pub mod rate_limit;
 pub mod record;
 pub mod secret;
 pub mod spool;
+pub mod spool_drain;

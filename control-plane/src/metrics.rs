@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::db::Snapshot;
+use crate::ledger::bind::Binding;
 use crate::ledger::LedgerCounters;
 use crate::spool::SpoolHandle;
 
@@ -90,7 +91,7 @@ pub struct Metrics {
     pub rate_limit_local_decisions: AtomicU64,
     auth_decisions: Mutex<BTreeMap<&'static str, u64>>,
     http_requests: Mutex<BTreeMap<(String, u16), u64>>,
-    ledger: OnceLock<(Arc<LedgerCounters>, SpoolHandle)>,
+    ledger: OnceLock<(Arc<LedgerCounters>, SpoolHandle, Arc<Binding>)>,
 }
 
 impl Default for Metrics {
@@ -128,14 +129,38 @@ fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
 
 impl Metrics {
     /// The spend ledger's counters and spool, set once at start.
-    pub fn set_ledger(&self, counters: Arc<LedgerCounters>, spool: SpoolHandle) {
-        let _ = self.ledger.set((counters, spool));
+    pub fn set_ledger(
+        &self,
+        counters: Arc<LedgerCounters>,
+        spool: SpoolHandle,
+        binding: Arc<Binding>,
+    ) {
+        let _ = self.ledger.set((counters, spool, binding));
     }
 
     fn render_ledger(&self, out: &mut String) {
-        let Some((c, spool)) = self.ledger.get() else {
+        let Some((c, spool, binding)) = self.ledger.get() else {
             return;
         };
+        let aside = binding.set_aside();
+        gauge(
+            out,
+            "livegate_spend_spools_set_aside",
+            "Spend spools of another database, set aside and waiting for `spool drain`.",
+            aside.len() as f64,
+        );
+        gauge(
+            out,
+            "livegate_spend_spool_set_aside_records",
+            "Records in the set-aside spend spools (as of start or of setting aside).",
+            aside.iter().map(|s| s.records).sum::<usize>() as f64,
+        );
+        counter(
+            out,
+            "livegate_spend_spool_database_mismatches_total",
+            "Times the spend spool was found bound to another database than the one reached.",
+            binding.mismatches.load(Relaxed),
+        );
         let depth = spool.depth();
         gauge(
             out,
@@ -172,6 +197,13 @@ impl Metrics {
             "livegate_spend_drain_failures_total",
             "Drain attempts that failed (the database away or refusing); retried.",
             c.drain_failures.load(Relaxed),
+        );
+        counter(
+            out,
+            "livegate_spend_dead_letters_total",
+            "Spooled spend records the database refused (or that could not be read), kept in \
+             livegate_spend_dead_letters instead of being retried.",
+            c.dead_letters.load(Relaxed),
         );
         counter(
             out,

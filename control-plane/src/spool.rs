@@ -35,6 +35,12 @@
 //! other, whole. An append past the bounds is refused with [`SpoolError::Full`]; what to
 //! do then is the caller's policy. Pending entries are also held in memory (for the
 //! drain and for duplicate checks), so `max_bytes` bounds memory as well as disk.
+//!
+//! **Whose records.** The spool carries the identity of the database its entries belong
+//! to (an identity frame, kept at the file's head by truncation and compaction). The
+//! ledger binds it ([`Spool::set_identity`]) and, when the database reached is another,
+//! sets the file aside ([`Spool::set_aside`]: renamed with its identity, never deleted)
+//! and starts a fresh one.
 
 pub mod frame;
 
@@ -88,6 +94,8 @@ pub enum SpoolError {
     Failed,
     #[error("the spool's worker thread failed")]
     Worker,
+    #[error("a database identity must be 1 to 1024 bytes")]
+    BadIdentity,
 }
 
 /// What [`Spool::open`] found.
@@ -135,6 +143,9 @@ pub struct Pending {
     live_bytes: u64,
     /// The number the next entry gets (numbers never go back within a file).
     next_seq: u64,
+    /// The database the entries belong to; `None`: never bound (new, or written by a
+    /// version without identities), so it belongs to the first database it reaches.
+    identity: Option<String>,
 }
 
 /// The result of reading a spool file's bytes.
@@ -170,6 +181,10 @@ pub fn scan(bytes: &[u8], path: &Path) -> Result<Scan, SpoolError> {
                 pending.forget_through(through);
                 at += used;
             }
+            Decoded::Frame(Frame::Identity { database }, used) => {
+                pending.identity = Some(database);
+                at += used;
+            }
             Decoded::Torn if rest.len() <= FRAME_HEADER + MAX_FRAME_BYTES => break,
             Decoded::Torn => {
                 return Err(SpoolError::Corrupt {
@@ -197,6 +212,11 @@ impl Pending {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The database the entries belong to (see the module documentation).
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     fn contains(&self, id: &str) -> bool {
@@ -388,13 +408,13 @@ impl Spool {
     /// Bytes of the file that compaction would free (an estimate: frame overheads).
     fn dead_bytes(&self) -> u64 {
         self.len
-            .saturating_sub(MAGIC.len() as u64)
+            .saturating_sub(self.header().len() as u64)
             .saturating_sub(self.state.live_bytes)
     }
 
     fn compact_if_worth_it(&mut self) -> Result<(), SpoolError> {
         let dead = self.dead_bytes();
-        if self.state.is_empty() && self.len > MAGIC.len() as u64 {
+        if self.state.is_empty() && self.len > self.header().len() as u64 {
             return self.truncate_to_header();
         }
         if dead >= COMPACT_MIN_DEAD_BYTES && dead > self.state.live_bytes {
@@ -404,7 +424,10 @@ impl Spool {
     }
 
     fn truncate_to_header(&mut self) -> Result<(), SpoolError> {
-        let header = MAGIC.len() as u64;
+        let header = self.header().len() as u64;
+        if self.len <= header {
+            return Ok(());
+        }
         let result = self
             .file
             .set_len(header)
@@ -415,10 +438,63 @@ impl Spool {
         Ok(())
     }
 
+    /// MAGIC, then the identity frame when the spool is bound: what truncation and
+    /// compaction keep.
+    fn header(&self) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        if let Some(database) = &self.state.identity {
+            bytes.extend(frame::encode(&Frame::Identity {
+                database: database.clone(),
+            }));
+        }
+        bytes
+    }
+
+    /// Binds the spool to `database`, synced before it returns. The identity frame goes
+    /// at the head: the file is rewritten (compacted) with it, so that truncation keeps
+    /// it and a reader sees it before any entry.
+    pub fn set_identity(&mut self, database: &str) -> Result<(), SpoolError> {
+        self.usable()?;
+        if database.is_empty() || database.len() > MAX_ID_LEN {
+            return Err(SpoolError::BadIdentity);
+        }
+        if self.state.identity.as_deref() == Some(database) {
+            return Ok(());
+        }
+        self.state.identity = Some(database.to_string());
+        self.compact()
+    }
+
+    /// Forgets the identity of a spool that holds nothing (its next records belong to the
+    /// database it reaches next).
+    pub fn unbind_if_empty(&mut self) -> Result<(), SpoolError> {
+        self.usable()?;
+        if !self.state.is_empty() || self.state.identity.is_none() {
+            return Ok(());
+        }
+        self.state.identity = None;
+        self.compact()
+    }
+
+    /// Renames the file to `<path>.db-<identity>.<ms>` (never deleted; synced) and opens a
+    /// fresh, unbound spool at the path in its place. Returns the new name and the
+    /// entries it holds.
+    pub fn set_aside(&mut self, now_ms: u64) -> Result<(PathBuf, usize), SpoolError> {
+        let path = self.config.path.clone();
+        let identity = self.state.identity.as_deref().unwrap_or("unbound");
+        let aside = set_aside_path(&path, identity, now_ms);
+        let records = self.state.len();
+        let moved = std::fs::rename(&path, &aside).and_then(|()| sync_dir(&path));
+        self.check(moved, "set aside")?;
+        let (fresh, _) = Spool::open(self.config.clone())?;
+        *self = fresh;
+        Ok((aside, records))
+    }
+
     /// Rewrites the pending entries to a new file and puts it in place.
     fn compact(&mut self) -> Result<(), SpoolError> {
         let temp = temp_path(&self.config.path);
-        let mut bytes = MAGIC.to_vec();
+        let mut bytes = self.header();
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         for entry in self.state.entries() {
@@ -468,6 +544,42 @@ impl Spool {
             }
         })
     }
+}
+
+/// The prefix of a set-aside spool's file name: `<spool file name>.db-`.
+pub fn set_aside_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{name}.db-")
+}
+
+/// Where [`Spool::set_aside`] puts a spool bound to `identity`: its characters outside
+/// `[A-Za-z0-9_-]` become `_` (the identity itself stays inside the file).
+fn set_aside_path(path: &Path, identity: &str, now_ms: u64) -> PathBuf {
+    let safe: String = identity
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    path.with_file_name(format!("{}{safe}.{now_ms}", set_aside_prefix(path)))
+}
+
+/// Reads a spool file without changing it (readiness and the `spool drain` command's
+/// check): its identity and pending entries.
+pub fn inspect(path: &Path) -> Result<Pending, SpoolError> {
+    let bytes = std::fs::read(path).map_err(|source| SpoolError::Io {
+        path: path.to_path_buf(),
+        op: "read",
+        source,
+    })?;
+    Ok(scan(&bytes, path)?.pending)
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -535,6 +647,30 @@ impl SpoolHandle {
     /// [`Spool::mark_drained`].
     pub async fn mark_drained(&self, through: u64) -> Result<(), SpoolError> {
         self.run(move |spool| spool.mark_drained(through)).await
+    }
+
+    /// The identity and the number of pending entries.
+    pub async fn binding(&self) -> Result<(Option<String>, usize), SpoolError> {
+        self.run(|spool| {
+            let p = spool.pending();
+            Ok((p.identity().map(str::to_owned), p.len()))
+        })
+        .await
+    }
+
+    /// [`Spool::set_identity`].
+    pub async fn set_identity(&self, database: String) -> Result<(), SpoolError> {
+        self.run(move |spool| spool.set_identity(&database)).await
+    }
+
+    /// [`Spool::unbind_if_empty`].
+    pub async fn unbind_if_empty(&self) -> Result<(), SpoolError> {
+        self.run(|spool| spool.unbind_if_empty()).await
+    }
+
+    /// [`Spool::set_aside`].
+    pub async fn set_aside(&self, now_ms: u64) -> Result<(PathBuf, usize), SpoolError> {
+        self.run(move |spool| spool.set_aside(now_ms)).await
     }
 
     /// The depth as of the last call that finished; never waits.

@@ -199,7 +199,7 @@ fn record(
             Charge::Estimated(tokens, reason) => (Some(tokens), false, Some(reason)),
             Charge::None => (None, false, None),
         };
-    let record = SpendRecord {
+    let mut record = SpendRecord {
         request_id,
         key_hash: requester.key_hash,
         key_alias: requester.key_alias,
@@ -216,6 +216,8 @@ fn record(
         start_time_ms: start,
         end_time_ms: end,
     };
+    // A hostile model name (NUL, too long) must still be billed: made storable, not dropped.
+    record.sanitize();
     record.validate().map_err(|_| NoRecord::Invalid)?;
     Ok(record)
 }

@@ -407,3 +407,49 @@ fn a_budget_crossed_on_two_envoys_and_two_control_planes_is_refused_everywhere()
         assert!(spend_in_refusal(&refused, "10") >= 10.0);
     }
 }
+
+/// The attack of issue 24 (item 9): many parallel requests against a nearly spent budget,
+/// each admitted before any answer's cost is known (without reservations all 8 pass). With
+/// a reservation of 3 per request in flight and a budget of 9, at most 3 are in flight at
+/// once; an answer costs 4, so its record adds more than it frees and nothing is admitted
+/// after them: of 8 parallel requests at most 3 pass, the others are refused. No stale
+/// allow may stand in for a slow check (the filter's stale-if-error is off here): the
+/// bound is the control plane's.
+#[test]
+fn parallel_requests_against_a_nearly_spent_budget_are_refused_beyond_the_reservations() {
+    let (stack, _dir) = stack_configured(
+        &["--budget-reservation-usd", "3"],
+        r#"{"auth_timeout_ms": 5000, "cache": {"stale_if_error_ms": 0}}"#,
+    );
+    let key = generate(&stack, json!({"max_budget": 9}));
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..8).map(|_| s.spawn(|| chat(&stack, &key))).collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!((1..=3).contains(&admitted), "{statuses:?}");
+    let over: Vec<&Response> = answers.iter().filter(|r| r.status == 400).collect();
+    assert!(over.len() >= 8 - 3 - statuses.iter().filter(|s| **s == 503).count());
+    assert!(!over.is_empty(), "{statuses:?}");
+    for r in over {
+        assert_eq!(
+            r.json().unwrap()["error"]["type"],
+            "budget_exceeded",
+            "{}",
+            r.body
+        );
+    }
+    // Charged exactly what was admitted.
+    let charged = admitted as f64 * COST_PER_REQUEST;
+    poll::until("the admitted answers charged", PATIENCE, || {
+        (key_info(&stack, &key)["spend"].as_f64()? == charged).then_some(())
+    })
+    .unwrap();
+    if admitted == 3 {
+        poll::until("refused once drained", PATIENCE, || {
+            (chat(&stack, &key).status == 400).then_some(())
+        })
+        .unwrap();
+    }
+}

@@ -66,9 +66,35 @@ fn record(s: &Setup, i: u64) -> Value {
         "usage_known": usage,
         "status": 200,
         "streamed": i.is_multiple_of(2),
-        "start_time_ms": 1_700_000_000_000u64 + i,
-        "end_time_ms": 1_700_000_000_100u64 + i,
+        "start_time_ms": base_ms() + i,
+        "end_time_ms": base_ms() + 100 + i,
     })
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Noon (UTC) yesterday: inside the window of times the intake takes around its clock,
+/// and one known day for the per-day summary.
+fn base_ms() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    (now / DAY_MS - 1) * DAY_MS + DAY_MS / 2
+}
+
+/// The UTC day `days` after the base's, as `YYYY-MM-DD` (Howard Hinnant's civil_from_days).
+fn day(days: i64) -> String {
+    let z = (base_ms() / DAY_MS) as i64 + days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// What records `ids` must add up to: (rows, total tokens, cost).
@@ -202,11 +228,12 @@ fn every_record_is_in_the_ledger_once_with_exact_sums() {
     assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
     assert_eq!(one[0]["model"], "m-unpriced");
     assert_eq!(one[0]["metadata"]["unpriced"], true);
-    // LiteLLM's per-day summary: 2023-11-14 is the day of every record.
-    let days = get(&cp, "/spend/logs?start_date=2023-11-13&end_date=2023-11-15");
+    // LiteLLM's per-day summary: the base's day is the day of every record.
+    let path = format!("/spend/logs?start_date={}&end_date={}", day(-1), day(1));
+    let days = get(&cp, &path);
     let (_, _, cost) = expected(all.iter().copied());
     assert_eq!(days.as_array().unwrap().len(), 3, "{days}");
-    assert_eq!(days[1]["startTime"], "2023-11-14");
+    assert_eq!(days[1]["startTime"], day(0));
     assert_eq!(days[1]["spend"].as_f64().unwrap(), cost);
     assert_eq!(days[1][&s.key_hash].as_f64().unwrap(), cost);
     assert_eq!(days[0]["spend"].as_f64().unwrap(), 0.0);

@@ -140,3 +140,94 @@ fn an_estimate_carries_counts_and_its_reason() {
         Err(SpendRecordError::ReasonWithoutCounts)
     );
 }
+
+#[test]
+fn a_nul_in_any_label_is_refused_naming_the_field() {
+    let r = SpendRecord {
+        model_requested: Some("x\0".into()),
+        ..record()
+    };
+    assert_eq!(r.validate(), Err(SpendRecordError::Nul("model_requested")));
+    let r = SpendRecord {
+        team_id: Some("\0".into()),
+        ..record()
+    };
+    assert_eq!(r.validate().map_err(|e| e.field()), Err("team_id"));
+}
+
+#[test]
+fn token_counts_past_the_bound_are_refused() {
+    let r = SpendRecord {
+        total_tokens: Some(u64::MAX),
+        ..record()
+    };
+    assert_eq!(
+        r.validate(),
+        Err(SpendRecordError::TooManyTokens("total_tokens"))
+    );
+}
+
+#[test]
+fn times_must_lie_in_a_window_around_now() {
+    let now = record().start_time_ms;
+    assert_eq!(record().validate_at(now), Ok(()));
+    let future = SpendRecord {
+        start_time_ms: u64::MAX,
+        end_time_ms: u64::MAX,
+        ..record()
+    };
+    assert_eq!(future.validate(), Ok(()), "no clock, no window");
+    assert_eq!(
+        future.validate_at(now),
+        Err(SpendRecordError::EndsInTheFuture)
+    );
+    let old = SpendRecord {
+        start_time_ms: now - MAX_RECORD_AGE_MS - 1,
+        ..record()
+    };
+    assert_eq!(old.validate_at(now), Err(SpendRecordError::StartsTooEarly));
+    assert_eq!(
+        SpendRecord {
+            start_time_ms: 0,
+            end_time_ms: 0,
+            ..record()
+        }
+        .validate_at(now)
+        .map_err(|e| e.field()),
+        Err("start_time_ms")
+    );
+}
+
+#[test]
+fn sanitizing_makes_hostile_labels_storable() {
+    let mut r = SpendRecord {
+        model_requested: Some("x\0y".into()),
+        model_returned: Some("é".repeat(MAX_LABEL_LEN)),
+        ..record()
+    };
+    assert!(r.validate().is_err());
+    r.sanitize();
+    assert_eq!(r.validate(), Ok(()));
+    assert_eq!(r.model_requested.as_deref(), Some("x\u{FFFD}y"));
+    assert_eq!(
+        r.model_returned.as_ref().map(String::len),
+        Some(MAX_LABEL_LEN)
+    );
+}
+
+#[test]
+fn a_bad_record_is_named_by_index_and_field() {
+    let bad = SpendBatch {
+        records: vec![
+            record(),
+            SpendRecord {
+                model_requested: Some("x\0".into()),
+                ..record()
+            },
+        ],
+    };
+    assert_eq!(
+        bad.validate().map_err(|e| e.param()),
+        Err("records[1].model_requested".to_string())
+    );
+}

@@ -29,6 +29,8 @@ struct Pool {
     clients: Vec<Client>,
     heartbeat: Client,
     next: AtomicUsize,
+    /// The database's identity (`schema::identity`), read once at start.
+    database: String,
 }
 
 impl Pool {
@@ -60,7 +62,10 @@ pub async fn run() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    reply(&tx.traffic, frame.id, Ok(Response::Ready)).await;
+    let ready = Response::Ready {
+        database: Some(pool.database.clone()),
+    };
+    reply(&tx.traffic, frame.id, Ok(ready)).await;
     while let Some(bytes) = input.next().await.transpose()? {
         match serde_json::from_slice::<RequestFrame>(&bytes) {
             Ok(f) => {
@@ -136,13 +141,18 @@ async fn handle(pool: Arc<Pool>, frame: RequestFrame, tx: LaneSenders) {
             Request::PruneChanges { keep_ms } => queries::prune_changes(c, keep_ms)
                 .await
                 .map(|rows| Response::Pruned { rows }),
-            team => handle_team(c, team).await,
+            team => handle_team(c, &pool.database, team).await,
         };
     reply(&tx, frame.id, result).await;
 }
 
-/// The team requests (every other request is answered in `handle`).
-async fn handle_team(c: &Client, request: Request) -> Result<Response, EngineError> {
+/// The team and spend requests (every other request is answered in `handle`); `database`
+/// is this engine's database identity.
+async fn handle_team(
+    c: &Client,
+    database: &str,
+    request: Request,
+) -> Result<Response, EngineError> {
     match request {
         Request::InsertTeam { team } => {
             team_queries::insert_team(c, &team)
@@ -175,9 +185,24 @@ async fn handle_team(c: &Client, request: Request) -> Result<Response, EngineErr
         Request::DeleteTeams { team_ids } => team_queries::delete_teams(c, &team_ids)
             .await
             .map(|deleted| Response::TeamsDeleted { deleted }),
-        Request::InsertSpend { rows } => spend_queries::insert_spend(c, &rows)
-            .await
-            .map(|inserted| Response::SpendInserted { inserted }),
+        Request::InsertSpend {
+            rows,
+            database: expected,
+        } => match same_database(database, expected) {
+            Err(e) => Err(e),
+            Ok(()) => spend_queries::insert_spend(c, &rows)
+                .await
+                .map(|inserted| Response::SpendInserted { inserted }),
+        },
+        Request::DeadLetterSpend {
+            letters,
+            database: expected,
+        } => match same_database(database, expected) {
+            Err(e) => Err(e),
+            Ok(()) => spend_queries::dead_letter(c, &letters)
+                .await
+                .map(|rows| Response::DeadLettered { rows }),
+        },
         Request::SpendLogs { filter } => spend_queries::spend_logs(c, &filter)
             .await
             .map(|rows| Response::SpendLogs { rows }),
@@ -198,6 +223,18 @@ async fn handle_team(c: &Client, request: Request) -> Result<Response, EngineErr
         other => Err(EngineError::Protocol(format!(
             "unexpected request {other:?}"
         ))),
+    }
+}
+
+/// A spool's records go only into the database they belong to: the drain names it, and an
+/// engine connected to another (a reconnect that reached a different database between the
+/// drain's look and its write) refuses.
+fn same_database(database: &str, expected: Option<String>) -> Result<(), EngineError> {
+    match expected {
+        Some(d) if d != database => Err(EngineError::Protocol(format!(
+            "spend for database {d} refused: this engine is connected to {database}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -223,10 +260,14 @@ async fn start(s: &EngineSettings) -> Result<Pool, EngineError> {
     if !applied.is_empty() {
         tracing::info!(?applied, "schema migrations applied");
     }
+    let database = schema::identity(&clients[0])
+        .await
+        .map_err(queries::classify)?;
     Ok(Pool {
         clients,
         heartbeat,
         next: AtomicUsize::new(0),
+        database,
     })
 }
 

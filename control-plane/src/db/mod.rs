@@ -26,7 +26,7 @@ use crate::record::{
     TeamsDeleted,
 };
 use ipc::{CallError, EngineLink};
-pub use protocol::{BudgetsReset, SpendFilter, SpendGroup, SpendInserted, SpendRow};
+pub use protocol::{BudgetsReset, DeadLetter, SpendFilter, SpendGroup, SpendInserted, SpendRow};
 use protocol::{EngineError, Request, Response};
 pub use supervisor::Snapshot;
 
@@ -55,6 +55,10 @@ pub enum DbError {
     /// A reference to nothing (a key's `team_id` naming no team): the field.
     #[error("{0} names nothing")]
     NoSuchReference(String),
+    /// Postgres refused the statement's data (see `EngineError::Data`): retrying the same
+    /// input fails the same way.
+    #[error("the database refused the data: {0}")]
+    Refused(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -90,6 +94,11 @@ impl Db {
         self.snapshot.borrow().clone()
     }
 
+    /// The supervisor's state as it changes (a connect, a loss): for tasks that act at once.
+    pub fn watch(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.clone()
+    }
+
     async fn call(&self, request: Request) -> Result<Response, DbError> {
         self.call_within(request, self.deadline).await
     }
@@ -116,6 +125,7 @@ impl Db {
             Err(CallError::Engine(EngineError::NoSuchReference(field))) => {
                 Err(DbError::NoSuchReference(field))
             }
+            Err(CallError::Engine(EngineError::Data(reason))) => Err(DbError::Refused(reason)),
             Err(e) => Err(DbError::Failed(e.to_string())),
         }
     }
@@ -279,9 +289,28 @@ impl Db {
 
 impl Db {
     /// The drain's statement (see [`Request::InsertSpend`]).
-    pub async fn insert_spend(&self, rows: Vec<LedgerEntry>) -> Result<SpendInserted, DbError> {
-        match self.call(Request::InsertSpend { rows }).await? {
+    pub async fn insert_spend(
+        &self,
+        rows: Vec<LedgerEntry>,
+        database: Option<String>,
+    ) -> Result<SpendInserted, DbError> {
+        match self.call(Request::InsertSpend { rows, database }).await? {
             Response::SpendInserted { inserted } => Ok(inserted),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Keeps records the drain cannot write (see [`Request::DeadLetterSpend`]).
+    pub async fn dead_letter_spend(
+        &self,
+        letters: Vec<DeadLetter>,
+        database: Option<String>,
+    ) -> Result<u64, DbError> {
+        match self
+            .call(Request::DeadLetterSpend { letters, database })
+            .await?
+        {
+            Response::DeadLettered { rows } => Ok(rows),
             other => Err(unexpected(other)),
         }
     }

@@ -87,6 +87,17 @@ pub enum Request {
     /// their cost to their key's and team's `spend` (no version, no change logged).
     InsertSpend {
         rows: Vec<LedgerEntry>,
+        /// The identity of the database the rows belong to: an engine connected to
+        /// another refuses (`None`: any).
+        #[serde(default)]
+        database: Option<String>,
+    },
+    /// Records the drain cannot write (or read), kept in `livegate_spend_dead_letters`
+    /// instead of blocking the rows behind them; a letter already there is left as it is.
+    DeadLetterSpend {
+        letters: Vec<DeadLetter>,
+        #[serde(default)]
+        database: Option<String>,
     },
     /// Rows of `livegate_spend_logs`, newest first.
     SpendLogs {
@@ -122,6 +133,15 @@ pub struct SpendFilter {
     /// …and on or before this one.
     pub end_date: Option<chrono::NaiveDate>,
     pub limit: i64,
+}
+
+/// A spooled record the database refused (or that is not a ledger entry): its request
+/// id, its spooled bytes as they were, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub request_id: String,
+    pub data: Vec<u8>,
+    pub reason: String,
 }
 
 /// What the drain's statement did.
@@ -181,7 +201,11 @@ impl Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Response {
-    Ready,
+    /// Connected and migrated; `database` is the database's identity (`schema::identity`).
+    Ready {
+        #[serde(default)]
+        database: Option<String>,
+    },
     Pong,
     Key {
         record: Option<Box<KeyRecord>>,
@@ -220,6 +244,10 @@ pub enum Response {
     },
     SpendInserted {
         inserted: SpendInserted,
+    },
+    /// Dead letters written (the rest were there already).
+    DeadLettered {
+        rows: u64,
     },
     SpendLogs {
         rows: Vec<SpendRow>,
@@ -266,6 +294,10 @@ pub enum EngineError {
     Timeout,
     #[error("database error: {0}")]
     Query(String),
+    /// Postgres refused the data itself (SQLSTATE class 22: a NUL in `jsonb`, a number or
+    /// a time out of range): the statement's input is at fault, not the database.
+    #[error("database refused the data: {0}")]
+    Data(String),
     #[error("protocol error: {0}")]
     Protocol(String),
 }

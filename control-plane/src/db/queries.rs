@@ -43,6 +43,8 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
         EngineError::NoSuchReference("team_id".into())
     } else if *code == SqlState::QUERY_CANCELED {
         EngineError::Timeout
+    } else if code.code().starts_with("22") {
+        EngineError::Data(db.message().to_owned())
     } else if code.code().starts_with("57P") || code.code().starts_with("08") {
         // Admin shutdown, crash shutdown, cannot connect now, connection exceptions.
         EngineError::Transport(db.message().to_owned())

@@ -166,13 +166,54 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
     ),
     (
+        7,
+        "spend dead letters and the database identity",
+        // Spooled records the drain could not write (Postgres refused their data) or not
+        // read: kept here, bytes as spooled, instead of blocking every record behind them
+        // (docs/operations.md, "Poison records and dead letters"). The identity is one
+        // row the engine writes if absent and reads at every connect: a spool belongs to
+        // the database whose identity it carries (docs/operations.md, "The spend ledger").
+        "CREATE TABLE livegate_spend_dead_letters (
+        request_id  text PRIMARY KEY,
+        data        bytea NOT NULL,
+        reason      text NOT NULL,
+        dead_at     timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE livegate_database_identity (
+        singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        id          text NOT NULL,
+        created_at  timestamptz NOT NULL DEFAULT now()
+    );",
+    ),
+    (
         8,
         "spend log estimate reasons",
         // Why a row's counts are an estimate (contract::EstimateReason's wire name); NULL
-        // when usage was stated or nothing was charged. Numbered 8: 7 is the ledger's.
+        // when usage was stated or nothing was charged.
         "ALTER TABLE livegate_spend_logs ADD COLUMN usage_estimate_reason text;",
     ),
 ];
+
+/// The database's identity, `<database name>/<id>`: the id written once into
+/// `livegate_database_identity` (by whichever control plane gets there first; a row an
+/// operator deleted is written anew) and the name of the database connected to.
+pub async fn identity(client: &Client) -> Result<String, tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO livegate_database_identity (id)
+             VALUES (md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text))
+             ON CONFLICT (singleton) DO NOTHING",
+            &[],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT current_database() || '/' || id FROM livegate_database_identity",
+            &[],
+        )
+        .await?;
+    row.try_get(0)
+}
 
 /// Applies the missing migrations; returns the versions it applied (empty when up to date).
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {

@@ -11,7 +11,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
 use super::protocol::{
-    BudgetsReset, EngineError, SpendFilter, SpendGroup, SpendInserted, SpendRow,
+    BudgetsReset, DeadLetter, EngineError, SpendFilter, SpendGroup, SpendInserted, SpendRow,
 };
 use super::queries::{classify, column};
 use super::queries::{LOG_CHANGE, WITH_TEAM};
@@ -103,6 +103,25 @@ pub async fn insert_spend(c: &Client, rows: &[LedgerEntry]) -> Result<SpendInser
         unpriced: u64::try_from(unpriced).unwrap_or(0),
         duplicates,
     })
+}
+
+/// Writes dead letters, one statement each (they are rare); the bytes go in as they were
+/// (`bytea` takes anything), the id and reason with any NUL replaced so `text` takes them.
+pub async fn dead_letter(c: &Client, letters: &[DeadLetter]) -> Result<u64, EngineError> {
+    let mut written = 0;
+    for l in letters {
+        let id = l.request_id.replace('\0', "\u{FFFD}");
+        let reason = l.reason.replace('\0', "\u{FFFD}");
+        written += c
+            .execute(
+                "INSERT INTO livegate_spend_dead_letters (request_id, data, reason)
+                 VALUES ($1, $2, $3) ON CONFLICT (request_id) DO NOTHING",
+                &[&id, &l.data.as_slice(), &reason],
+            )
+            .await
+            .map_err(classify)?;
+    }
+    Ok(written)
 }
 
 /// The filter's bounds as instants: from the start day's midnight (UTC) to the midnight

@@ -39,6 +39,9 @@ pub struct Snapshot {
     pub engine_pid: Option<u32>,
     pub reconnects: u64,
     pub last_error: Option<String>,
+    /// The identity of the database the current engine reached (`schema::identity`), as of
+    /// its last connect: what the spend spool is compared with.
+    pub database: Option<String>,
 }
 
 /// Controls for the running supervisor.
@@ -195,7 +198,10 @@ impl Supervisor {
         let init = Request::Init(self.cfg.settings.clone());
         tokio::select! {
             r = link.call(init, self.cfg.start_timeout) => match r {
-                Ok(Response::Ready) => Ok(()),
+                Ok(Response::Ready { database }) => {
+                    self.snap.send_modify(|s| s.database = database);
+                    Ok(())
+                }
                 Ok(other) => Err((Event::ConnectFailed, Some(format!("engine answered init with {other:?}")))),
                 Err(CallError::Deadline) => Err((Event::ConnectFailed, Some("engine did not connect within the start timeout".into()))),
                 Err(e) => Err((Event::ConnectFailed, Some(format!("engine failed to connect: {e}")))),

@@ -28,13 +28,21 @@ pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
                     let decision =
                         auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs());
                     let at_bound = s.ledger.as_ref().is_some_and(|l| l.at_bound());
-                    let decision = match &s.ledger {
-                        Some(ledger) => auth::check_budget(decision, Some(&ledger.pending_spend())),
-                        None => auth::check_budget(decision, None),
+                    let now = crate::rate_limit::now_ms();
+                    let (decision, held) = match &s.ledger {
+                        Some(ledger) => ledger.check_budget(decision, now),
+                        None => (auth::check_budget(decision, None), None),
                     };
                     let decision = auth::check_spool(decision, at_bound, s.config.spend.when_full);
-                    let now = crate::rate_limit::now_ms();
-                    auth::check_limits(decision, &s.limiter, &s.metrics, now, until).await
+                    let decision =
+                        auth::check_limits(decision, &s.limiter, &s.metrics, now, until).await;
+                    // A request refused after it reserved holds nothing.
+                    if let (Some(ledger), Some(h)) = (&s.ledger, &held) {
+                        if !matches!(decision, Decision::Allow { .. }) {
+                            ledger.release(&h.key, h.team.as_deref());
+                        }
+                    }
+                    decision
                 }
                 Err(_) => Decision::Unavailable,
             }

@@ -57,7 +57,7 @@ impl From<DbError> for ApiError {
                 &field,
                 format!("{field} names no team: create it with /team/new first"),
             ),
-            DbError::Failed(detail) => ApiError::Internal(detail),
+            DbError::Failed(detail) | DbError::Refused(detail) => ApiError::Internal(detail),
         }
     }
 }

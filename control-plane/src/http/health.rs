@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::error::ApiError;
 use super::extract::MasterKey;
@@ -56,6 +57,11 @@ pub async fn readiness(
             .cache
             .change_log_age(std::time::Instant::now())
             .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        spend_dead_letters: s
+            .ledger
+            .as_ref()
+            .map(|l| l.counters.dead_letters.load(Relaxed)),
+        spend_spools_set_aside: s.ledger.as_ref().map(|l| l.binding.set_aside()),
         snapshot: snap,
         version: env!("CARGO_PKG_VERSION"),
     };
@@ -81,6 +87,10 @@ struct Detail {
     /// Since the last complete read of the change log began; past
     /// `--max-change-log-silence-secs` the replica lets no key in from its older records.
     change_log_read_ms_ago: Option<u64>,
+    /// Records this process's drain kept in `livegate_spend_dead_letters`.
+    spend_dead_letters: Option<u64>,
+    /// Spools of another database, set aside (file, its database, its records).
+    spend_spools_set_aside: Option<Vec<crate::ledger::bind::SetAside>>,
     version: &'static str,
 }
 

@@ -30,8 +30,11 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
         param: None,
     })?;
     batch
-        .validate()
-        .map_err(|e| ApiError::bad("records", e.to_string()))?;
+        .validate_at(crate::rate_limit::now_ms())
+        .map_err(|e| ApiError::BadRequest {
+            message: e.to_string(),
+            param: Some(e.param()),
+        })?;
     let ledger = s
         .ledger
         .as_ref()
@@ -41,10 +44,13 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
         Ok(appended) => {
             let accepted: std::collections::HashSet<&str> =
                 appended.accepted_ids.iter().map(String::as_str).collect();
-            let ended = ended
+            let ended: Vec<Ended> = ended
                 .into_iter()
                 .filter(|e| accepted.contains(e.request_id.as_str()))
                 .collect();
+            for e in &ended {
+                ledger.release(&e.key, e.team.as_deref());
+            }
             tokio::spawn(settle_limits(s.clone(), ended));
             Ok(Json(SpendAck {
                 accepted: u32::try_from(appended.accepted).unwrap_or(u32::MAX),
@@ -53,6 +59,9 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
         }
         Err(IntakeError::Full) => Err(ApiError::Unavailable(
             "the spend spool is full; retry later".into(),
+        )),
+        Err(IntakeError::Unbound) => Err(ApiError::Unavailable(
+            "the spend spool waits for the database to connect; retry later".into(),
         )),
         Err(e) => {
             tracing::error!(error = %e, "spend records not spooled");
@@ -65,6 +74,7 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
 struct Ended {
     request_id: String,
     key: KeyHash,
+    team: Option<String>,
     tokens: u64,
     started_ms: u64,
     ended_ms: u64,
@@ -74,6 +84,7 @@ fn ended_requests(batch: &SpendBatch) -> Vec<Ended> {
     let ended = batch.records.iter().map(|r| Ended {
         request_id: r.request_id.clone(),
         key: r.key_hash.clone(),
+        team: r.team_id.clone(),
         tokens: r.total_tokens.unwrap_or(0),
         started_ms: r.start_time_ms,
         ended_ms: r.end_time_ms,

@@ -77,7 +77,7 @@ fn spooled_entries_read_back_as_the_same_rows_with_the_last_number_as_watermark(
 }
 
 #[test]
-fn an_unreadable_entry_is_passed_over_but_still_moves_the_watermark() {
+fn an_unreadable_entry_is_set_apart_but_still_moves_the_watermark() {
     let entries = vec![Entry {
         seq: 3,
         id: "x".into(),
@@ -85,7 +85,10 @@ fn an_unreadable_entry_is_passed_over_but_still_moves_the_watermark() {
     }];
     let drained = drain_batch(&entries);
     assert_eq!(drained.rows, vec![]);
-    assert_eq!(drained.unreadable, vec!["x".to_string()]);
+    assert_eq!(
+        drained.unreadable,
+        vec![("x".to_string(), b"not json".to_vec())]
+    );
     assert_eq!(drained.through, Some(3));
 }
 
@@ -120,4 +123,201 @@ fn the_drained_row_is_the_json_the_sql_reads() {
         assert!(v.get(name).is_some(), "{name}: {v}");
     }
     assert_eq!(v["key_hash"], KeyHash::of_raw("sk-test").to_string());
+}
+
+async fn ledger_with_reservation(dir: &Path, usd: f64) -> Ledger {
+    let config = SpendConfig {
+        spool: crate::spool::SpoolConfig {
+            path: dir.join("spend.spool"),
+            max_bytes: 64 << 20,
+            max_records: 1000,
+        },
+        prices_file: None,
+        drain_batch: 100,
+        drain_retry: std::time::Duration::from_millis(100),
+        metrics_max_series: 10,
+        when_full: crate::config::SpoolFullPolicy::RefuseBudgeted,
+        reservation_usd: usd,
+        reservation_lease: std::time::Duration::from_secs(60),
+    };
+    Ledger::open(&config).await.unwrap()
+}
+
+fn allow(max_budget: Option<f64>, spend: f64) -> Decision {
+    let mut record = crate::key_cache::tests::record("sk-r");
+    record.max_budget = max_budget;
+    record.spend = spend;
+    Decision::Allow {
+        record: Box::new(record),
+        cache_ttl_seconds: 60,
+    }
+}
+
+#[tokio::test]
+async fn a_budget_check_counts_requests_in_flight_and_near_the_budget_asks_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_with_reservation(dir.path(), 3.0).await;
+    // Room 9 with 0 spent: three reservations of 3 fit, a fourth does not.
+    let mut held = vec![];
+    for _ in 0..3 {
+        let (d, h) = ledger.check_budget(allow(Some(9.0), 0.0), 0);
+        let Decision::Allow {
+            cache_ttl_seconds, ..
+        } = d
+        else {
+            panic!("admitted within the reservations: {d:?}");
+        };
+        assert_eq!(cache_ttl_seconds, 0, "near its budget: not cached");
+        held.push(h.unwrap());
+    }
+    let (d, h) = ledger.check_budget(allow(Some(9.0), 0.0), 0);
+    let Decision::OverBudget(budget) = d else {
+        panic!("a fourth in flight is refused: {d:?}");
+    };
+    assert_eq!(
+        (budget.spend, h),
+        (9.0, None),
+        "the refusal counts the reservations"
+    );
+    // A record arrives: its reservation goes, room for one more.
+    ledger.release(&held[0].key, held[0].team.as_deref());
+    assert!(matches!(
+        ledger.check_budget(allow(Some(9.0), 0.0), 0).0,
+        Decision::Allow { .. }
+    ));
+    // Far from its budget a key is cached as before; without a budget nothing is reserved.
+    let (d, h) = ledger.check_budget(allow(Some(10_000.0), 0.0), 0);
+    assert!(
+        matches!(
+            d,
+            Decision::Allow {
+                cache_ttl_seconds: 60,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert!(h.is_some());
+    let (d, h) = ledger.check_budget(allow(None, 0.0), 0);
+    assert!(
+        matches!(
+            d,
+            Decision::Allow {
+                cache_ttl_seconds: 60,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(h, None);
+}
+
+#[tokio::test]
+async fn with_reservations_off_the_check_is_the_drained_spend_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_with_reservation(dir.path(), 0.0).await;
+    for _ in 0..10 {
+        let (d, h) = ledger.check_budget(allow(Some(9.0), 8.0), 0);
+        assert!(
+            matches!(
+                d,
+                Decision::Allow {
+                    cache_ttl_seconds: 60,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        assert_eq!(h, None);
+    }
+    assert!(matches!(
+        ledger.check_budget(allow(Some(9.0), 9.0), 0).0,
+        Decision::OverBudget(_)
+    ));
+}
+
+fn connected_to(database: &str) -> crate::db::Db {
+    let snapshot = crate::db::Snapshot {
+        database: Some(database.into()),
+        ..Default::default()
+    };
+    crate::db::Db::fixed(None, snapshot, std::time::Duration::from_secs(1))
+}
+
+#[tokio::test]
+async fn a_spool_of_another_database_is_set_aside_and_its_pending_spend_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_with_reservation(dir.path(), 0.0).await;
+    assert!(
+        ledger.binding.confirmed(),
+        "a new spool takes records at once"
+    );
+    assert_eq!(
+        bind::bind(&ledger, &connected_to("a/1")).await.unwrap(),
+        "a/1"
+    );
+    let batch = SpendBatch {
+        records: vec![record("r1", Some("m"), Some((1, 2)))],
+    };
+    ledger.intake(batch).await.unwrap();
+    // Restarted with that spool: records wait until the database reached is known.
+    drop(ledger);
+    let ledger = ledger_with_reservation(dir.path(), 0.0).await;
+    assert!(!ledger.binding.confirmed());
+    let batch = SpendBatch {
+        records: vec![record("r3", Some("m"), Some((1, 2)))],
+    };
+    assert!(matches!(
+        ledger.intake(batch.clone()).await,
+        Err(IntakeError::Unbound)
+    ));
+    // What the old spool would count toward budgets.
+    ledger.pending.lock().unwrap().add(&LedgerEntry {
+        record: record("r2", Some("m"), Some((1, 2))),
+        cost: 5.0,
+        unpriced: false,
+    });
+    // Another database: set aside (renamed, kept whole), a fresh spool bound to it.
+    assert_eq!(
+        bind::bind(&ledger, &connected_to("b/2")).await.unwrap(),
+        "b/2"
+    );
+    let aside = ledger.binding.set_aside();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(aside[0].database.as_deref(), Some("a/1"));
+    assert_eq!(aside[0].records, 1);
+    let kept = crate::spool::inspect(Path::new(&aside[0].file)).unwrap();
+    assert_eq!(kept.identity(), Some("a/1"));
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        ledger.spool.binding().await.unwrap(),
+        (Some("b/2".into()), 0)
+    );
+    assert_eq!(ledger.pending_spend().key(&KeyHash::of_raw("sk-test")), 0.0);
+    assert_eq!(ledger.binding.mismatches.load(Relaxed), 1);
+    assert!(ledger.binding.confirmed());
+    ledger.intake(batch).await.unwrap();
+    // Found again at the next start, next to the spool.
+    drop(ledger);
+    let ledger = ledger_with_reservation(dir.path(), 0.0).await;
+    assert_eq!(ledger.binding.set_aside().len(), 1);
+}
+
+#[tokio::test]
+async fn a_spool_without_identity_belongs_to_the_first_database_it_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_with_reservation(dir.path(), 0.0).await;
+    let batch = SpendBatch {
+        records: vec![record("r1", Some("m"), Some((1, 2)))],
+    };
+    ledger.intake(batch).await.unwrap();
+    drop(ledger);
+    let ledger = ledger_with_reservation(dir.path(), 0.0).await;
+    assert!(ledger.binding.confirmed(), "unbound: nothing to wait for");
+    bind::bind(&ledger, &connected_to("b/2")).await.unwrap();
+    assert!(ledger.binding.set_aside().is_empty());
+    assert_eq!(
+        ledger.spool.binding().await.unwrap(),
+        (Some("b/2".into()), 1)
+    );
 }

@@ -5,6 +5,8 @@
 //! frame   = len:u32le crc:u32le body          len = body's length, 1..=MAX_FRAME_BYTES
 //! body    = 0x01 count:u32le entry*           a batch, appended whole or not at all
 //!         | 0x02 through:u64le                entries with seq <= through are drained
+//!         | 0x03 len:u16le database           the database the entries belong to (the
+//!                                             last one counts; written right after MAGIC)
 //! entry   = seq:u64le id_len:u16le id data_len:u32le data
 //! crc     = CRC-32 (IEEE) of body
 //! ```
@@ -23,6 +25,7 @@ pub const FRAME_HEADER: usize = 8;
 
 const BATCH: u8 = 1;
 const DRAINED: u8 = 2;
+const IDENTITY: u8 = 3;
 
 /// One spooled record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +42,13 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Batch(Vec<Entry>),
-    Drained { through: u64 },
+    Drained {
+        through: u64,
+    },
+    /// The identity of the database the spool's entries belong to.
+    Identity {
+        database: String,
+    },
 }
 
 /// What the bytes at an offset are.
@@ -70,6 +79,11 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
         Frame::Drained { through } => {
             body.push(DRAINED);
             body.extend_from_slice(&through.to_le_bytes());
+        }
+        Frame::Identity { database } => {
+            body.push(IDENTITY);
+            body.extend_from_slice(&(database.len() as u16).to_le_bytes());
+            body.extend_from_slice(database.as_bytes());
         }
     }
     let mut out = Vec::with_capacity(FRAME_HEADER + body.len());
@@ -128,6 +142,11 @@ fn body_frame(body: &[u8]) -> Option<Frame> {
             Frame::Batch(entries)
         }
         DRAINED => Frame::Drained { through: r.u64()? },
+        IDENTITY => {
+            let len = r.u16()? as usize;
+            let database = std::str::from_utf8(r.take(len)?).ok()?.to_string();
+            Frame::Identity { database }
+        }
         _ => return None,
     };
     r.0.is_empty().then_some(frame)

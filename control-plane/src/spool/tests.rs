@@ -436,3 +436,86 @@ proptest! {
         let _ = scan(&file, Path::new("s"));
     }
 }
+
+#[test]
+fn the_database_identity_round_trips_through_the_header_and_survives_drain_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let (mut spool, _) = open(&config);
+    assert_eq!(spool.pending().identity(), None, "a new spool is unbound");
+    spool.append(batch(&["a", "b"])).unwrap();
+    spool.set_identity("ledger/0123abcd").unwrap();
+    let bytes = file(&config);
+    // The identity frame comes right after the magic, before any entry.
+    let Decoded::Frame(Frame::Identity { database }, _) = decode(&bytes[MAGIC.len()..]) else {
+        panic!("no identity frame at the head");
+    };
+    assert_eq!(database, "ledger/0123abcd");
+    drop(spool);
+    let (mut spool, replay) = open(&config);
+    assert_eq!(replay.pending, 2);
+    assert_eq!(spool.pending().identity(), Some("ledger/0123abcd"));
+    let last = spool.pending().entries().last().unwrap().seq;
+    spool.mark_drained(last).unwrap();
+    drop(spool);
+    let (spool, _) = open(&config);
+    assert_eq!(
+        spool.pending().identity(),
+        Some("ledger/0123abcd"),
+        "truncated to its header, still bound"
+    );
+    assert_eq!(
+        encode(&Frame::Identity {
+            database: "x".into()
+        }),
+        {
+            let body = [3u8, 1, 0, b'x'];
+            let mut f = (body.len() as u32).to_le_bytes().to_vec();
+            f.extend(crc32fast::hash(&body).to_le_bytes());
+            f.extend(body);
+            f
+        }
+    );
+}
+
+#[test]
+fn setting_aside_renames_the_file_with_its_identity_and_starts_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let (mut spool, _) = open(&config);
+    spool.set_identity("db a/1").unwrap();
+    spool.append(batch(&["a", "b", "c"])).unwrap();
+    let (aside, records) = spool.set_aside(42).unwrap();
+    assert_eq!(records, 3);
+    assert_eq!(aside, dir.path().join("spend.spool.db-db_a_1.42"));
+    assert!(aside.starts_with(dir.path()));
+    assert_eq!(spool.pending().len(), 0, "a fresh spool");
+    assert_eq!(spool.pending().identity(), None);
+    let kept = inspect(&aside).unwrap();
+    assert_eq!(kept.identity(), Some("db a/1"));
+    assert_eq!(ids(&kept), ["a", "b", "c"], "nothing lost, nothing deleted");
+    spool.set_identity("db b/2").unwrap();
+    spool.append(batch(&["d"])).unwrap();
+    drop(spool);
+    let (spool, _) = open(&config);
+    assert_eq!(ids(spool.pending()), ["d"]);
+    assert_eq!(spool.pending().identity(), Some("db b/2"));
+}
+
+#[test]
+fn an_empty_spool_is_unbound_but_one_with_records_keeps_its_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let (mut spool, _) = open(&config);
+    spool.set_identity("a/1").unwrap();
+    spool.append(batch(&["a"])).unwrap();
+    spool.unbind_if_empty().unwrap();
+    assert_eq!(spool.pending().identity(), Some("a/1"));
+    spool
+        .mark_drained(spool.pending().entries().last().unwrap().seq)
+        .unwrap();
+    spool.unbind_if_empty().unwrap();
+    assert_eq!(spool.pending().identity(), None);
+    drop(spool);
+    assert_eq!(open(&config).0.pending().identity(), None);
+}

@@ -59,7 +59,7 @@ impl Store {
     fn answer(&self, request: Request) -> Result<Response, EngineError> {
         let mut keys = self.keys.lock().unwrap();
         Ok(match request {
-            Request::Init(_) => Response::Ready,
+            Request::Init(_) => Response::Ready { database: None },
             Request::Ping => Response::Pong,
             Request::GetKey { token } => Response::Key {
                 record: keys.get(&token).cloned().map(Box::new),
