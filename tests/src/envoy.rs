@@ -127,6 +127,10 @@ pub struct EnvoyConfig {
     pub filter_wasm: PathBuf,
     /// Envoy's worker threads.
     pub concurrency: u16,
+    /// `LIVEGATE_INTERNAL_TOKEN` in Envoy's environment, which the filter's VM reads
+    /// (`host_env_keys`); never in the rendered file. `None`: unset (the filter refuses to
+    /// configure).
+    pub internal_token: Option<String>,
 }
 
 impl EnvoyConfig {
@@ -146,6 +150,7 @@ impl EnvoyConfig {
             filter_config: "{}".to_string(),
             filter_wasm: crate::artifacts::filter_wasm(),
             concurrency: 1,
+            internal_token: Some(crate::internal_token::internal_token().to_string()),
         })
     }
 
@@ -297,7 +302,11 @@ impl Envoy {
             // Several Envoys run at once in the tests: no shared memory between them.
             .arg("--disable-hot-restart")
             .args(["--concurrency", &config.concurrency.to_string()])
-            .args(["--log-level", "info"]);
+            .args(["--log-level", "info"])
+            .env_remove(crate::internal_token::ENV);
+        if let Some(token) = &config.internal_token {
+            command.env(crate::internal_token::ENV, token);
+        }
         let log = dir.join(format!("{name}.log"));
         let process = Owned::spawn("envoy", command, &log, SpawnOptions::default())?;
         Ok(Envoy {

@@ -13,6 +13,7 @@ pub mod envoy;
 pub mod fleet;
 pub mod flood;
 pub mod http;
+pub mod internal_token;
 pub mod lab;
 pub mod poll;
 pub mod ports;

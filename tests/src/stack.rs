@@ -150,6 +150,7 @@ impl Stack {
             filter_config: options.filter_config.clone(),
             filter_wasm: crate::artifacts::filter_wasm(),
             concurrency: options.concurrency,
+            internal_token: Some(crate::internal_token::internal_token().to_string()),
         };
         let envoy = Envoy::start(config, scratch.path())?;
         Ok(Stack {

@@ -6,7 +6,7 @@ mod control_plane_support;
 use control_plane_support::*;
 use livegate_contract::KeyHash;
 use livegate_tests::control_plane::ControlPlane;
-use livegate_tests::http;
+use livegate_tests::{http, internal_token};
 use livegate_tests::postgres::Postgres;
 use serde_json::{json, Value};
 
@@ -385,7 +385,7 @@ fn two_control_planes_starting_at_once_migrate_one_schema() {
     let bearer = format!("Bearer {}", k["key"].as_str().unwrap());
     let r = http::post_raw(
         &url(&b, "/v1/auth/check"),
-        &[("authorization", &bearer)],
+        &[("authorization", &bearer), internal_token::header()],
         "application/json",
         "",
     );

@@ -70,6 +70,8 @@ impl Target {
             filter_wasm: PathBuf::from(FILTER_WASM_IN_IMAGE),
             // Not part of the template: the container's command sets it.
             concurrency: 0,
+            // Not part of the file either: a Secret puts it in Envoy's environment.
+            internal_token: None,
         }
     }
 
