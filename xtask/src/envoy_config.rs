@@ -77,12 +77,27 @@ impl Target {
 
     /// The complete file for this target, with its generated-file header.
     pub fn render(self, filter_config: &str, upstream: Option<Endpoint>) -> anyhow::Result<String> {
+        refuse_secrets(filter_config)?;
         let envoy = self.envoy_config(filter_config, upstream).render()?;
         Ok(match self {
             Target::Compose => format!("{COMPOSE_HEADER}{envoy}"),
             Target::Kubernetes => configmap(&envoy),
         })
     }
+}
+
+/// A committed rendering (and a ConfigMap) is no place for a secret: the upstream
+/// credential reaches the filter from a Secret, as `LIVEGATE_UPSTREAM_AUTHORIZATION`.
+fn refuse_secrets(filter_config: &str) -> anyhow::Result<()> {
+    let config: serde_json::Value = serde_json::from_str(filter_config)
+        .map_err(|e| anyhow::anyhow!("--filter-config is not JSON: {e}"))?;
+    anyhow::ensure!(
+        config.get("upstream_authorization").is_none_or(|v| v.is_null()),
+        "--filter-config: upstream_authorization is a secret and would be written into the \
+         rendered file; give it to Envoy as LIVEGATE_UPSTREAM_AUTHORIZATION from a Secret \
+         (deploy/kubernetes/upstream-secret.example.yaml, .env for compose)"
+    );
+    Ok(())
 }
 
 const COMPOSE_HEADER: &str = "\
