@@ -38,7 +38,11 @@ pub struct ServeArgs {
     pub listen: String,
     /// Where `/metrics` is served, alone: scraping it grants nothing else (loopback by default;
     /// a pod's Prometheus needs `0.0.0.0:4003`).
-    #[arg(long, env = "LIVEGATE_METRICS_LISTEN", default_value = "127.0.0.1:4003")]
+    #[arg(
+        long,
+        env = "LIVEGATE_METRICS_LISTEN",
+        default_value = "127.0.0.1:4003"
+    )]
     pub metrics_listen: String,
     /// The credential of the internal API (`/v1/auth/check`, `/v1/auth/changes`,
     /// `/v1/spend/records`) that the filter sends: at least 32 characters, not a placeholder.

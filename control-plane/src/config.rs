@@ -297,9 +297,10 @@ impl Config {
             .listen
             .parse()
             .map_err(|e| invalid("--listen (LIVEGATE_LISTEN)", format!("{e}")))?;
-        let metrics_listen = a.metrics_listen.parse().map_err(|e| {
-            invalid("--metrics-listen (LIVEGATE_METRICS_LISTEN)", format!("{e}"))
-        })?;
+        let metrics_listen = a
+            .metrics_listen
+            .parse()
+            .map_err(|e| invalid("--metrics-listen (LIVEGATE_METRICS_LISTEN)", format!("{e}")))?;
         if metrics_listen == listen {
             return Err(invalid(
                 "--metrics-listen (LIVEGATE_METRICS_LISTEN)",
@@ -307,8 +308,7 @@ impl Config {
             ));
         }
         let master_key = master_key(a.master_key)?;
-        let internal_token =
-            internal_token(a.internal_token, a.internal_token_file.as_deref())?;
+        let internal_token = internal_token(a.internal_token, a.internal_token_file.as_deref())?;
         let json_logs = match a.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -618,7 +618,12 @@ mod tests {
 
     #[test]
     fn metrics_have_a_listener_of_their_own() {
-        let e = parse(&["--listen", "127.0.0.1:4001", "--metrics-listen", "127.0.0.1:4001"]);
+        let e = parse(&[
+            "--listen",
+            "127.0.0.1:4001",
+            "--metrics-listen",
+            "127.0.0.1:4001",
+        ]);
         assert_eq!(
             e.unwrap_err().flag,
             "--metrics-listen (LIVEGATE_METRICS_LISTEN)"

@@ -466,3 +466,16 @@ async fn metrics_are_served_on_their_own_listener_only() {
     let key_list = call(&h.metrics_app, "GET", "/key/list", Some(MASTER), "").await;
     assert_eq!(key_list.status.as_u16(), 404);
 }
+
+#[tokio::test]
+async fn key_info_with_a_bearer_nobody_issued_reads_the_database_once_then_the_key_cache() {
+    let h = Harness::start(Fake::Up);
+    let stranger = "sk-nobody-issued-this-0123456789";
+    for _ in 0..5 {
+        let a = call(&h.app, "GET", "/key/info", Some(stranger), "").await;
+        assert_error(&a, 401, "token_not_found_in_db", Some("key"));
+    }
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(h.metrics.key_cache_misses.load(relaxed), 1, "one read");
+    assert_eq!(h.metrics.key_cache_hits.load(relaxed), 4, "then the cache");
+}

@@ -63,17 +63,14 @@ impl HostEnv {
         let token = get(INTERNAL_TOKEN_ENV)
             .filter(|t| !t.is_empty())
             .ok_or(EnvError::MissingToken)?;
-        if token.chars().count() < MIN_TOKEN_CHARS || !token.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if token.chars().count() < MIN_TOKEN_CHARS || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(EnvError::UnusableToken);
         }
         // Empty is unset: compose passes `${LIVEGATE_UPSTREAM_AUTHORIZATION:-}` either way.
         let upstream_authorization = match get(UPSTREAM_AUTHORIZATION_ENV) {
             None => None,
             Some(v) if v.is_empty() => None,
-            Some(v) if v.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => {
-                Some(Secret::new(v))
-            }
+            Some(v) if v.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) => Some(Secret::new(v)),
             Some(_) => return Err(EnvError::UnusableUpstreamAuthorization),
         };
         Ok(HostEnv {
@@ -136,7 +133,10 @@ mod tests {
         ]))
         .unwrap();
         let shown = format!("{ok:?}");
-        assert!(!shown.contains(TOKEN) && !shown.contains("sk-provider"), "{shown}");
+        assert!(
+            !shown.contains(TOKEN) && !shown.contains("sk-provider"),
+            "{shown}"
+        );
         let short = HostEnv::read(env(&[(INTERNAL_TOKEN_ENV, "sk-short")])).unwrap_err();
         assert!(!short.to_string().contains("sk-short"));
     }

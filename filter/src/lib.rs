@@ -34,10 +34,10 @@ mod wasm {
     use crate::flow::{Plugin, RequestFlow, Verdict};
     use crate::host::{AuthCheck, DispatchRefused, HeaderRefused, Host, RequestHeaders};
     use crate::host_env::HostEnv;
-    use livegate_contract::headers::INTERNAL_TOKEN;
     use crate::metrics::Metric;
     use crate::reply::LocalReply;
     use crate::spend_queue::Delivery;
+    use livegate_contract::headers::INTERNAL_TOKEN;
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};

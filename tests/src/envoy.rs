@@ -244,7 +244,10 @@ impl EnvoyConfig {
                     "CONNECTION_BUFFER_LIMIT",
                     self.limits.connection_buffer_limit.to_string(),
                 ),
-                ("REQUEST_TIMEOUT", proto_duration(self.limits.request_timeout)),
+                (
+                    "REQUEST_TIMEOUT",
+                    proto_duration(self.limits.request_timeout),
+                ),
                 (
                     "MAX_CONCURRENT_STREAMS",
                     self.limits.max_concurrent_streams.to_string(),

@@ -6,8 +6,8 @@ mod control_plane_support;
 use control_plane_support::*;
 use livegate_contract::KeyHash;
 use livegate_tests::control_plane::ControlPlane;
-use livegate_tests::{http, internal_token};
 use livegate_tests::postgres::Postgres;
+use livegate_tests::{http, internal_token};
 use serde_json::{json, Value};
 
 fn sha256_hex(s: &str) -> String {

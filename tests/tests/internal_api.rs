@@ -57,7 +57,10 @@ fn every_internal_endpoint_refuses_a_missing_or_wrong_token_and_takes_the_filter
         let url = format!("{}{path}", cp.base_url());
         let none = call(&url, method, body, &[("authorization", &bearer)]);
         assert_internal_401(&none, &format!("{path} without a token"));
-        let bad = [("authorization", bearer.as_str()), (internal_token::HEADER, &wrong)];
+        let bad = [
+            ("authorization", bearer.as_str()),
+            (internal_token::HEADER, &wrong),
+        ];
         assert_internal_401(&call(&url, method, body, &bad), &format!("{path} wrong"));
         // The master key opens admin endpoints, not the internal API.
         let admin = call(&url, method, body, &[("authorization", &master)]);
@@ -66,9 +69,21 @@ fn every_internal_endpoint_refuses_a_missing_or_wrong_token_and_takes_the_filter
         let answer = call(&url, method, body, &good);
         // Past the guard, the handler answers: 200, or the intake's own 400 for an empty
         // batch; never the guard's 401.
-        let expected = if path == "/v1/spend/records" { 400 } else { 200 };
-        assert_eq!(answer.status, expected, "{path} with the token: {}", answer.body);
-        assert!(!answer.body.contains(internal_token::HEADER), "{}", answer.body);
+        let expected = if path == "/v1/spend/records" {
+            400
+        } else {
+            200
+        };
+        assert_eq!(
+            answer.status, expected,
+            "{path} with the token: {}",
+            answer.body
+        );
+        assert!(
+            !answer.body.contains(internal_token::HEADER),
+            "{}",
+            answer.body
+        );
     }
     // The auth check answered as the contract says, for the filter only.
     let url = format!("{}/v1/auth/check", cp.base_url());
@@ -80,10 +95,8 @@ fn every_internal_endpoint_refuses_a_missing_or_wrong_token_and_takes_the_filter
     assert_eq!(through.status, 200, "{}", through.body);
     // Refusals are counted, on the metrics listener.
     let metrics = http::get(&cp.metrics_url(), &[]).unwrap().body;
-    let refused = livegate_tests::envoy::prometheus_value(
-        &metrics,
-        "livegate_internal_token_failures_total",
-    );
+    let refused =
+        livegate_tests::envoy::prometheus_value(&metrics, "livegate_internal_token_failures_total");
     assert_eq!(refused, Some(9.0), "{metrics}");
     // The token is in no log line of the control plane.
     assert!(!cp.log_text().contains(internal_token()));
@@ -104,7 +117,10 @@ fn the_internal_api_is_unreachable_through_envoy_even_with_the_token() {
         assert!(echoed.get("decision").is_none(), "{path}: {echoed}");
         assert!(echoed.get("records").is_none(), "{path}: {echoed}");
         let seen = &echoed["livegate"]["identity_headers"];
-        assert!(seen.get(internal_token::HEADER).is_none(), "{path}: {echoed}");
+        assert!(
+            seen.get(internal_token::HEADER).is_none(),
+            "{path}: {echoed}"
+        );
     }
     // Nor does a client's copy of the header reach the control plane on an admin route:
     // Envoy removes it before any filter or route sees it.
@@ -138,7 +154,12 @@ fn metrics_are_served_on_their_own_listener_and_not_on_the_api_port() {
     // The metrics listener serves nothing else, token or not.
     let base = cp.metrics_url().trim_end_matches("/metrics").to_string();
     for (method, path, body) in INTERNAL {
-        let answer = call(&format!("{base}{path}"), method, body, &[internal_token::header()]);
+        let answer = call(
+            &format!("{base}{path}"),
+            method,
+            body,
+            &[internal_token::header()],
+        );
         assert_eq!(answer.status, 404, "{path}: {}", answer.body);
     }
     let master = format!("Bearer {}", stack.master_key());

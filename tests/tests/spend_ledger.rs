@@ -10,8 +10,8 @@ mod control_plane_support;
 
 use control_plane_support::*;
 use livegate_tests::control_plane::ControlPlane;
-use livegate_tests::{http, internal_token};
 use livegate_tests::process::Scratch;
+use livegate_tests::{http, internal_token};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use livegate_tests::big_bodies::{self, Credential, MemoryPeak, MemoryWatch};
 use livegate_tests::envoy::EnvoyLimits;
-use livegate_tests::{http, poll};
 use livegate_tests::lab::prober::{ProbePlan, Probers};
 use livegate_tests::lab::recorder::{self, Summary};
 use livegate_tests::stack::{Stack, StackOptions};
+use livegate_tests::{http, poll};
 use serde_json::json;
 
 /// More clients than the 60, each with the largest body a route takes.
@@ -115,15 +115,24 @@ fn keyless_clients_sending_8_mib_bodies_are_refused_from_their_headers_within_th
     // their bodies (it answered each from its headers and closed), where holding the bodies
     // first would have read all 512 MiB. Read once the admin stats count every answer.
     let read = poll::until("Envoy's stats to count the 401s", PATIENCE, || {
-        let stats = http::get(&format!("{}/stats/prometheus", stack.envoy.admin_url()), &[]);
+        let stats = http::get(
+            &format!("{}/stats/prometheus", stack.envoy.admin_url()),
+            &[],
+        );
         let stats = stats.ok()?.body;
         let answered = livegate_value(&stats, "envoy_http_downstream_rq_completed")?;
         (answered >= CLIENTS as f64)
             .then(|| livegate_value(&stats, "envoy_http_downstream_cx_rx_bytes_total"))?
     })
     .unwrap();
-    eprintln!("Envoy read {:.1} MiB from the keyless clients", read / 1048576.0);
-    assert!(read < 2.0 * BODY as f64, "Envoy read {read} bytes: the bodies were taken");
+    eprintln!(
+        "Envoy read {:.1} MiB from the keyless clients",
+        read / 1048576.0
+    );
+    assert!(
+        read < 2.0 * BODY as f64,
+        "Envoy read {read} bytes: the bodies were taken"
+    );
     a_keyed_big_body_goes_through(&stack);
 }
 

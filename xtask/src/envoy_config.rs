@@ -92,7 +92,9 @@ fn refuse_secrets(filter_config: &str) -> anyhow::Result<()> {
     let config: serde_json::Value = serde_json::from_str(filter_config)
         .map_err(|e| anyhow::anyhow!("--filter-config is not JSON: {e}"))?;
     anyhow::ensure!(
-        config.get("upstream_authorization").is_none_or(|v| v.is_null()),
+        config
+            .get("upstream_authorization")
+            .is_none_or(|v| v.is_null()),
         "--filter-config: upstream_authorization is a secret and would be written into the \
          rendered file; give it to Envoy as LIVEGATE_UPSTREAM_AUTHORIZATION from a Secret \
          (deploy/kubernetes/upstream-secret.example.yaml, .env for compose)"

@@ -54,7 +54,10 @@ mod tests {
         assert!(carries_token(&headers(&[TOKEN]), TOKEN));
         assert!(!carries_token(&headers(&[]), TOKEN));
         assert!(!carries_token(&headers(&["wrong"]), TOKEN));
-        assert!(!carries_token(&headers(&[&TOKEN[..TOKEN.len() - 1]]), TOKEN));
+        assert!(!carries_token(
+            &headers(&[&TOKEN[..TOKEN.len() - 1]]),
+            TOKEN
+        ));
         assert!(!carries_token(&headers(&[&format!("{TOKEN}x")]), TOKEN));
         assert!(!carries_token(&headers(&[TOKEN, "wrong"]), TOKEN));
         assert!(!carries_token(&headers(&["", TOKEN]), TOKEN));

@@ -30,12 +30,19 @@ fn a_client_sent_internal_token_is_removed_on_every_route() {
         let host = MockHost::request(
             "GET",
             path,
-            &[("authorization", "Bearer sk-test"), (INTERNAL_TOKEN, "guess")],
+            &[
+                ("authorization", "Bearer sk-test"),
+                (INTERNAL_TOKEN, "guess"),
+            ],
         );
         let p = plugin(with_token());
         allow_once(&p, 0);
         let mut flow = RequestFlow::new(p);
-        assert_eq!(flow.on_request_headers(&host, Some(1)), Verdict::Continue, "{path}");
+        assert_eq!(
+            flow.on_request_headers(&host, Some(1)),
+            Verdict::Continue,
+            "{path}"
+        );
         assert_eq!(host.header(INTERNAL_TOKEN), None, "{path}");
     }
 }

@@ -132,7 +132,11 @@ fn only_envoy_pods_may_reach_the_control_plane_api_and_only_on_its_port() {
         &pod_labels("livegate-control-plane")
     ));
     let rules = seq(&policy["spec"]["ingress"]);
-    assert_eq!(rules.len(), 2, "two rules: the API from Envoy, the metrics port");
+    assert_eq!(
+        rules.len(),
+        2,
+        "two rules: the API from Envoy, the metrics port"
+    );
     // The second opens the metrics listener only, which serves /metrics and nothing else.
     let metrics: Vec<u64> = seq(&rules[1]["ports"])
         .iter()
@@ -159,8 +163,8 @@ fn only_envoy_pods_may_reach_the_control_plane_api_and_only_on_its_port() {
 fn both_deployments_read_the_internal_token_from_one_secret_and_envoys_upstream_credential_from_a_secret(
 ) {
     let secret_of = |deployment: &str, variable: &str| -> (String, bool) {
-        let container = &manifest("Deployment", deployment)["spec"]["template"]["spec"]
-            ["containers"][0];
+        let container =
+            &manifest("Deployment", deployment)["spec"]["template"]["spec"]["containers"][0];
         let entry = seq(&container["env"])
             .iter()
             .find(|e| e["name"].as_str() == Some(variable))
@@ -180,8 +184,14 @@ fn both_deployments_read_the_internal_token_from_one_secret_and_envoys_upstream_
     let upstream = secret_of("livegate-envoy", "LIVEGATE_UPSTREAM_AUTHORIZATION");
     assert_eq!(upstream, ("livegate-upstream".to_string(), true));
     for (file, name) in [
-        ("deploy/kubernetes/internal-secret.example.yaml", "livegate-internal"),
-        ("deploy/kubernetes/upstream-secret.example.yaml", "livegate-upstream"),
+        (
+            "deploy/kubernetes/internal-secret.example.yaml",
+            "livegate-internal",
+        ),
+        (
+            "deploy/kubernetes/upstream-secret.example.yaml",
+            "livegate-upstream",
+        ),
     ] {
         let secret: Value = serde_norway::from_str(&read(file)).unwrap();
         assert_eq!(secret["kind"].as_str(), Some("Secret"), "{file}");
