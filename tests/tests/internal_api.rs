@@ -98,6 +98,18 @@ fn every_internal_endpoint_refuses_a_missing_or_wrong_token_and_takes_the_filter
     let refused =
         livegate_tests::envoy::prometheus_value(&metrics, "livegate_internal_token_failures_total");
     assert_eq!(refused, Some(9.0), "{metrics}");
+    // With Postgres frozen the guard answers at once, as it needs no database; the filter's
+    // calls still get their answers (the key's record is in the control plane's cache).
+    let postgres = stack.postgres.as_ref().unwrap();
+    postgres.pause().unwrap();
+    for (method, path, body) in INTERNAL {
+        let url = format!("{}{path}", cp.base_url());
+        let none = call(&url, method, body, &[("authorization", &bearer)]);
+        assert_internal_401(&none, &format!("{path} without a token, Postgres frozen"));
+    }
+    let allow = call(&url, "POST", "", &good);
+    postgres.resume().unwrap();
+    assert_eq!(allow.status, 200, "Postgres frozen: {}", allow.body);
     // The token is in no log line of the control plane.
     assert!(!cp.log_text().contains(internal_token()));
 }
