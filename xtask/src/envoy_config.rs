@@ -186,3 +186,20 @@ pub fn parse_endpoint(text: &str) -> anyhow::Result<Endpoint> {
         port,
     })
 }
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_credential_is_never_written_into_a_committed_rendering() {
+        for target in [Target::Compose, Target::Kubernetes] {
+            let config = r#"{"upstream_authorization": "Bearer sk-provider"}"#;
+            let error = target.render(config, None).unwrap_err().to_string();
+            assert!(error.contains("LIVEGATE_UPSTREAM_AUTHORIZATION"), "{error}");
+            assert!(!error.contains("sk-provider"), "{error}");
+        }
+        assert!(refuse_secrets(r#"{"upstream_authorization": null}"#).is_ok());
+        assert!(refuse_secrets("{}").is_ok());
+    }
+}
