@@ -37,11 +37,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LIVEGATE_LISTEN", default_value = "127.0.0.1:4001")]
     pub listen: String,
     /// Where `/metrics` is served, alone: scraping it grants nothing else (loopback by default;
-    /// a pod's Prometheus needs `0.0.0.0:4003`).
+    /// a pod's Prometheus needs `0.0.0.0:4005`).
     #[arg(
         long,
         env = "LIVEGATE_METRICS_LISTEN",
-        default_value = "127.0.0.1:4003"
+        default_value = "127.0.0.1:4005"
     )]
     pub metrics_listen: String,
     /// The credential of the internal API (`/v1/auth/check`, `/v1/auth/changes`,

@@ -491,7 +491,7 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:4001");
-        assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:4003");
+        assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:4005");
         assert_eq!(c.supervisor.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(c.supervisor.heartbeat_deadline, Duration::from_secs(1));
         assert_eq!(c.supervisor.grace, Duration::from_millis(500));

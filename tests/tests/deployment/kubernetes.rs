@@ -142,10 +142,10 @@ fn only_envoy_pods_may_reach_the_control_plane_api_and_only_on_its_port() {
         .iter()
         .filter_map(|p| p["port"].as_u64())
         .collect();
-    assert_eq!(metrics, vec![4003]);
+    assert_eq!(metrics, vec![4005]);
     assert_eq!(
         kubernetes_env("livegate-control-plane", "LIVEGATE_METRICS_LISTEN"),
-        "0.0.0.0:4003"
+        "0.0.0.0:4005"
     );
     let from = seq(&rules[0]["from"]);
     assert!(from.iter().all(|peer| selects(
