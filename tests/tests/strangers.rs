@@ -151,3 +151,27 @@ fn clients_with_keys_nobody_issued_and_8_mib_bodies_are_refused_within_the_heap_
     assert_bounded(&peak, &liveness);
     a_keyed_big_body_goes_through(&stack);
 }
+
+#[test]
+fn key_info_for_a_bearer_nobody_issued_is_answered_from_the_key_cache_not_postgres() {
+    let stack = Stack::start(StackOptions::full()).unwrap();
+    let stranger = format!("Bearer sk-stranger-info-{}-0123456789", std::process::id());
+    let info = |bearer: &str| {
+        http::get(&stack.url("/key/info"), &[("authorization", bearer)])
+            .unwrap()
+            .status
+    };
+    assert_eq!(info(&stranger), 401, "an unknown key");
+    // With Postgres frozen, asking again costs no read: the control plane remembers the
+    // unknown key (5 s) and answers at once. A bearer it has not seen needs the database.
+    let postgres = stack.postgres.as_ref().unwrap();
+    postgres.pause().unwrap();
+    let again = info(&stranger);
+    let fresh = info("Bearer sk-another-stranger-0123456789abcdef");
+    postgres.resume().unwrap();
+    assert_eq!(again, 401, "the same stranger, from the key cache");
+    assert_eq!(
+        fresh, 503,
+        "a new stranger needs the database, which is away"
+    );
+}
