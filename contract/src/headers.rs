@@ -18,3 +18,11 @@ pub const USER_ID: &str = "x-livegate-user-id";
 pub const STALE: &str = "x-livegate-stale";
 /// `open` when `failure_mode: open` let the request through without identity.
 pub const FAILURE_MODE: &str = "x-livegate-failure-mode";
+
+/// The shared credential of the control plane's internal API (`/v1/auth/check`, the change
+/// feed, the spend intake): the filter sends it on every call it dispatches there. Envoy
+/// removes it from every client request, and the filter too (it is an `x-livegate-*` header).
+pub const INTERNAL_TOKEN: &str = "x-livegate-internal-token";
+/// The environment variable both processes read that credential from (Envoy hands it to the
+/// filter's VM through `vm_config.environment_variables.host_env_keys`).
+pub const INTERNAL_TOKEN_ENV: &str = "LIVEGATE_INTERNAL_TOKEN";

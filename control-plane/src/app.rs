@@ -52,7 +52,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ledger.binding.clone(),
     );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(listen = %config.listen, version = env!("CARGO_PKG_VERSION"), "control plane listening");
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen).await?;
+    tracing::info!(listen = %config.listen, metrics_listen = %config.metrics_listen, version = env!("CARGO_PKG_VERSION"), "control plane listening");
     let stop_http = CancellationToken::new();
     let stop_db = CancellationToken::new();
     tokio::spawn(looplag::probe(
@@ -99,6 +100,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
     };
     spawn_signal_handlers(stop_http.clone(), sup.reconnect.clone())?;
+    // Metrics answer until the process ends: the drain below is worth watching.
+    let metrics_server = axum::serve(metrics_listener, http::metrics_router(state.clone()))
+        .with_graceful_shutdown(stop_db.clone().cancelled_owned());
+    tokio::spawn(async move {
+        if let Err(e) = metrics_server.await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    });
     let server = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(stop_http.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });

@@ -62,6 +62,23 @@ pub struct ServeArgs {
     /// Address to listen on (loopback by default: `/v1/auth/check` is internal).
     #[arg(long, env = "LIVEGATE_LISTEN", default_value = "127.0.0.1:4001")]
     pub listen: String,
+    /// Where `/metrics` is served, alone: scraping it grants nothing else (loopback by default;
+    /// a pod's Prometheus needs `0.0.0.0:4005`).
+    #[arg(
+        long,
+        env = "LIVEGATE_METRICS_LISTEN",
+        default_value = "127.0.0.1:4005"
+    )]
+    pub metrics_listen: String,
+    /// The credential of the internal API (`/v1/auth/check`, `/v1/auth/changes`,
+    /// `/v1/spend/records`) that the filter sends: at least 32 characters, not a placeholder.
+    /// Required, from this variable or `--internal-token-file`, never both.
+    #[arg(long, env = "LIVEGATE_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<Secret>,
+    /// A file holding the internal API's credential (e.g. a mounted Secret); one trailing
+    /// newline is ignored.
+    #[arg(long, env = "LIVEGATE_INTERNAL_TOKEN_FILE")]
+    pub internal_token_file: Option<String>,
     /// libpq URL of Postgres; `sslmode` disable, prefer or require.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,

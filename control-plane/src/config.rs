@@ -163,7 +163,11 @@ fn spend(a: &ServeArgs) -> Result<SpendConfig, ConfigError> {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `/metrics` alone, on its own listener.
+    pub metrics_listen: SocketAddr,
     pub master_key: Secret,
+    /// The credential every internal call must carry (`x-livegate-internal-token`).
+    pub internal_token: Secret,
     pub json_logs: bool,
     pub supervisor: SupervisorConfig,
     pub cache: CacheConfig,
@@ -234,6 +238,11 @@ fn master_key(arg: Option<Secret>) -> Result<Secret, ConfigError> {
     let key = arg
         .filter(|k| !k.expose().is_empty())
         .ok_or_else(|| invalid(flag, "is required"))?;
+    generated(flag, key)
+}
+
+/// A credential that looks generated: long enough, and no placeholder copied from an example.
+fn generated(flag: &'static str, key: Secret) -> Result<Secret, ConfigError> {
     // Compared without case or punctuation, so `sk-master-CHANGE_ME` is caught too.
     let folded: String = key
         .expose()
@@ -259,6 +268,44 @@ fn master_key(arg: Option<Secret>) -> Result<Secret, ConfigError> {
     Ok(key)
 }
 
+/// The internal API's credential, from the variable or the file (one of them, not both).
+/// It travels in an HTTP header, so it must be visible ASCII.
+fn internal_token(value: Option<Secret>, file: Option<&str>) -> Result<Secret, ConfigError> {
+    let value_flag = "--internal-token (LIVEGATE_INTERNAL_TOKEN)";
+    let file_flag = "--internal-token-file (LIVEGATE_INTERNAL_TOKEN_FILE)";
+    let value = value.filter(|v| !v.expose().is_empty());
+    let file = file.map(str::trim).filter(|f| !f.is_empty());
+    let (flag, token) = match (value, file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                file_flag,
+                "set either the token or its file, not both",
+            ))
+        }
+        (Some(token), None) => (value_flag, token),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(file_flag, format!("cannot read {path}: {e}")))?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            (file_flag, Secret::new(text))
+        }
+        (None, None) => {
+            return Err(invalid(
+                value_flag,
+                "is required (or --internal-token-file): the filter's credential for the internal API; generate one, e.g. `openssl rand -hex 32`",
+            ))
+        }
+    };
+    if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            flag,
+            "must be visible ASCII without spaces (it is sent as a header)",
+        ));
+    }
+    generated(flag, token)
+}
+
 impl Config {
     /// Validates the flags once; the service starts only with a usable configuration.
     pub fn from_args(a: ServeArgs) -> Result<Config, ConfigError> {
@@ -267,7 +314,18 @@ impl Config {
             .listen
             .parse()
             .map_err(|e| invalid("--listen (LIVEGATE_LISTEN)", format!("{e}")))?;
+        let metrics_listen = a
+            .metrics_listen
+            .parse()
+            .map_err(|e| invalid("--metrics-listen (LIVEGATE_METRICS_LISTEN)", format!("{e}")))?;
+        if metrics_listen == listen {
+            return Err(invalid(
+                "--metrics-listen (LIVEGATE_METRICS_LISTEN)",
+                "must differ from --listen: metrics have a listener of their own",
+            ));
+        }
         let master_key = master_key(a.master_key)?;
+        let internal_token = internal_token(a.internal_token, a.internal_token_file.as_deref())?;
         let json_logs = match a.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -352,7 +410,9 @@ impl Config {
         Ok(Config {
             spend,
             listen,
+            metrics_listen,
             master_key,
+            internal_token,
             json_logs,
             supervisor,
             cache,
@@ -387,9 +447,13 @@ mod tests {
     }
 
     const MASTER: &str = "sk-master-test-0123456789abcdef0123456789abcdef";
+    const INTERNAL: &str = "internal-test-0123456789abcdef0123456789abcdef";
 
     fn parse_url(url: &str, extra: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["t", "--database-url", url, "--master-key", MASTER];
+        if !extra.iter().any(|a| a.starts_with("--internal-token")) {
+            argv.extend_from_slice(&["--internal-token", INTERNAL]);
+        }
         argv.extend_from_slice(extra);
         Config::from_args(T::try_parse_from(argv).unwrap().a)
     }
@@ -401,6 +465,8 @@ mod tests {
             "postgres://h/db",
             "--master-key",
             key,
+            "--internal-token",
+            INTERNAL,
         ];
         Config::from_args(T::try_parse_from(argv).unwrap().a)
     }
@@ -431,12 +497,21 @@ mod tests {
     #[test]
     fn the_debug_of_the_config_and_the_args_never_shows_a_secret() {
         let url = "postgres://u:hunter2@127.0.0.1:5432/db";
-        let argv = ["t", "--database-url", url, "--master-key", MASTER];
+        let argv = [
+            "t",
+            "--database-url",
+            url,
+            "--master-key",
+            MASTER,
+            "--internal-token",
+            INTERNAL,
+        ];
         let args = T::try_parse_from(argv).unwrap().a;
         let args_debug = format!("{args:?}");
         let config = Config::from_args(args).unwrap();
         for shown in [args_debug, format!("{config:?}"), format!("{config:#?}")] {
             assert!(!shown.contains(MASTER), "{shown}");
+            assert!(!shown.contains(INTERNAL), "{shown}");
             assert!(!shown.contains("hunter2"), "{shown}");
             assert!(shown.contains("<redacted>"), "{shown}");
         }
@@ -467,6 +542,7 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:4001");
+        assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:4005");
         assert_eq!(c.supervisor.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(c.supervisor.heartbeat_deadline, Duration::from_secs(1));
         assert_eq!(c.supervisor.grace, Duration::from_millis(500));
@@ -549,6 +625,60 @@ mod tests {
                 program: "/bin/sh".into(),
                 args: vec!["/tmp/wedged.sh".into()]
             }
+        );
+    }
+
+    #[test]
+    fn the_internal_token_is_required_generated_and_from_one_source() {
+        let flag = "--internal-token (LIVEGATE_INTERNAL_TOKEN)";
+        let missing = parse(&["--internal-token", ""]).unwrap_err();
+        assert_eq!(missing.flag, flag);
+        assert!(missing.reason.contains("required"), "{missing}");
+        let short = parse(&["--internal-token", "short"]).unwrap_err();
+        assert!(short.reason.contains("at least 32"), "{short}");
+        let example = parse(&["--internal-token", "change-me-0123456789abcdef0123456789"]);
+        assert!(example.unwrap_err().reason.contains("placeholder"));
+        let spaced = parse(&["--internal-token", "0123456789abcdef 0123456789abcdef"]);
+        assert!(spaced.unwrap_err().reason.contains("visible ASCII"));
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.internal_token.expose(), INTERNAL);
+    }
+
+    #[test]
+    fn the_internal_token_file_is_read_without_its_newline_and_never_with_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{INTERNAL}\n")).unwrap();
+        let path = path.to_str().unwrap();
+        let c = parse(&["--internal-token-file", path]).unwrap();
+        assert_eq!(c.internal_token.expose(), INTERNAL);
+        let both = parse(&["--internal-token", INTERNAL, "--internal-token-file", path]);
+        assert_eq!(
+            both.unwrap_err().flag,
+            "--internal-token-file (LIVEGATE_INTERNAL_TOKEN_FILE)"
+        );
+        let absent = parse(&["--internal-token-file", "/nonexistent/livegate-token"]);
+        assert!(absent.unwrap_err().reason.contains("cannot read"));
+        std::fs::write(dir.path().join("short"), "x\n").unwrap();
+        let short = dir.path().join("short");
+        let short = parse(&["--internal-token-file", short.to_str().unwrap()]).unwrap_err();
+        assert_eq!(
+            short.flag,
+            "--internal-token-file (LIVEGATE_INTERNAL_TOKEN_FILE)"
+        );
+    }
+
+    #[test]
+    fn metrics_have_a_listener_of_their_own() {
+        let e = parse(&[
+            "--listen",
+            "127.0.0.1:4001",
+            "--metrics-listen",
+            "127.0.0.1:4001",
+        ]);
+        assert_eq!(
+            e.unwrap_err().flag,
+            "--metrics-listen (LIVEGATE_METRICS_LISTEN)"
         );
     }
 }

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub key_cache_stale_served: AtomicU64,
     /// Admin calls refused because the presented key was not the master key.
     pub master_key_failures: AtomicU64,
+    /// Internal calls refused for a missing or wrong `x-livegate-internal-token`.
+    pub internal_token_failures: AtomicU64,
     /// Auth checks that admitted a key whose spend has reached its `soft_budget`.
     pub soft_budget_exceeded: AtomicU64,
     /// Rate-limit decisions made without the database (it did not answer in time).
@@ -107,6 +109,7 @@ impl Default for Metrics {
             key_cache_misses: AtomicU64::new(0),
             key_cache_stale_served: AtomicU64::new(0),
             master_key_failures: AtomicU64::new(0),
+            internal_token_failures: AtomicU64::new(0),
             soft_budget_exceeded: AtomicU64::new(0),
             rate_limit_local_decisions: AtomicU64::new(0),
             auth_decisions: Mutex::default(),
@@ -311,6 +314,12 @@ impl Metrics {
             "livegate_master_key_failures_total",
             "Admin calls refused because they presented a key that is not the master key.",
             self.master_key_failures.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_internal_token_failures_total",
+            "Internal API calls refused for a missing or wrong internal token.",
+            self.internal_token_failures.load(Relaxed),
         );
         counter(
             &mut out,

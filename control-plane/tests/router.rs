@@ -17,7 +17,8 @@ use axum::Router;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use fake_engine::{Fake, Harness, MASTER};
+use fake_engine::{Fake, Harness, INTERNAL, MASTER};
+use livegate_contract::headers::INTERNAL_TOKEN;
 
 struct Answer {
     status: StatusCode,
@@ -25,8 +26,24 @@ struct Answer {
     body: Value,
 }
 
+/// A call as the filter (internal paths carry the shared token) or as a client.
 async fn call(app: &Router, method: &str, path: &str, key: Option<&str>, body: &str) -> Answer {
+    let token = path.starts_with("/v1/").then_some(INTERNAL);
+    call_with(app, method, path, key, token, body).await
+}
+
+async fn call_with(
+    app: &Router,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    token: Option<&str>,
+    body: &str,
+) -> Answer {
     let mut req = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        req = req.header(INTERNAL_TOKEN, token);
+    }
     if let Some(key) = key {
         req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
     }
@@ -208,7 +225,7 @@ async fn admin_routes_need_the_master_key_and_count_wrong_ones() {
         KEY_ROUTES.len() as u64,
         "one per wrong key, none for no key"
     );
-    let text = call(&h.app, "GET", "/metrics", None, "").await;
+    let text = call(&h.metrics_app, "GET", "/metrics", None, "").await;
     assert!(
         text.body
             .as_str()
@@ -387,4 +404,78 @@ async fn readiness_is_200_from_memory_and_503_only_when_strict() {
             StatusCode::OK
         );
     }
+}
+
+const INTERNAL_ROUTES: [(&str, &str); 3] = [
+    ("POST", "/v1/auth/check"),
+    ("GET", "/v1/auth/changes"),
+    ("POST", "/v1/spend/records"),
+];
+
+#[tokio::test]
+async fn internal_routes_refuse_calls_without_the_shared_token_before_any_handler() {
+    let h = Harness::start(Fake::Up);
+    let key = "sk-0123456789abcdef";
+    for (method, path) in INTERNAL_ROUTES {
+        let none = call_with(&h.app, method, path, Some(key), None, "{}").await;
+        assert_error(&none, 401, "auth_error", None);
+        let wrong = format!("{INTERNAL}x");
+        let bad = call_with(&h.app, method, path, Some(key), Some(&wrong), "{}").await;
+        assert_error(&bad, 401, "auth_error", None);
+        assert!(
+            bad.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(INTERNAL_TOKEN),
+            "{}",
+            bad.body
+        );
+        let good = call_with(&h.app, method, path, Some(key), Some(INTERNAL), "{}").await;
+        // Answered by the handler (an unknown key is the auth check's own 401).
+        assert!(
+            !good.body.to_string().contains(INTERNAL_TOKEN),
+            "{path}: {}",
+            good.body
+        );
+    }
+    // The master key is no internal credential.
+    let master = call_with(&h.app, "GET", "/v1/auth/changes", Some(MASTER), None, "").await;
+    assert_error(&master, 401, "auth_error", None);
+    let text = call(&h.metrics_app, "GET", "/metrics", None, "").await;
+    assert!(
+        text.body
+            .as_str()
+            .unwrap()
+            .contains("livegate_internal_token_failures_total 7\n"),
+        "{}",
+        text.body
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener_only() {
+    let h = Harness::start(Fake::Up);
+    let main = call(&h.app, "GET", "/metrics", None, "").await;
+    assert_error(&main, 404, "not_found_error", None);
+    let metrics = call(&h.metrics_app, "GET", "/metrics", None, "").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for (method, path) in INTERNAL_ROUTES {
+        let other = call(&h.metrics_app, method, path, None, "{}").await;
+        assert_eq!(other.status.as_u16(), 404, "{path}");
+    }
+    let key_list = call(&h.metrics_app, "GET", "/key/list", Some(MASTER), "").await;
+    assert_eq!(key_list.status.as_u16(), 404);
+}
+
+#[tokio::test]
+async fn key_info_with_a_bearer_nobody_issued_reads_the_database_once_then_the_key_cache() {
+    let h = Harness::start(Fake::Up);
+    let stranger = "sk-nobody-issued-this-0123456789";
+    for _ in 0..5 {
+        let a = call(&h.app, "GET", "/key/info", Some(stranger), "").await;
+        assert_error(&a, 401, "token_not_found_in_db", Some("key"));
+    }
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(h.metrics.key_cache_misses.load(relaxed), 1, "one read");
+    assert_eq!(h.metrics.key_cache_hits.load(relaxed), 4, "then the cache");
 }

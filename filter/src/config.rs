@@ -28,6 +28,10 @@ pub struct Config {
     pub metering: MeteringConfig,
     /// What the filter enforces of a key's rate limits itself: while no control plane answers.
     pub rate_limits: RateLimitsConfig,
+    /// Sent on every call to the control plane; from the VM's environment, never from the
+    /// configuration (`host_env`).
+    #[serde(skip)]
+    pub internal_token: crate::host_env::Secret,
 }
 
 /// Response metering and the delivery of spend records to the control plane.
@@ -115,6 +119,7 @@ impl Default for Config {
             upstream_authorization: None,
             metering: MeteringConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            internal_token: crate::host_env::Secret::default(),
         }
     }
 }

@@ -387,6 +387,7 @@ impl RequestFlow {
             path: &config.auth_check_path,
             authority: &config.control_plane_authority,
             key: key.as_str(),
+            token: config.internal_token.expose(),
             timeout_ms: config.auth_timeout_ms,
         };
         match host.dispatch_auth_check(&check) {
@@ -764,6 +765,8 @@ fn text(value: Option<Vec<u8>>) -> String {
 
 mod response;
 
+#[cfg(test)]
+mod internal_token_tests;
 #[cfg(test)]
 mod metering_tests;
 #[cfg(test)]

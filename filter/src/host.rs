@@ -11,6 +11,8 @@ pub struct AuthCheck<'a> {
     pub authority: &'a str,
     /// Sent as `authorization: Bearer <key>`.
     pub key: &'a str,
+    /// Sent as `x-livegate-internal-token`: the control plane's internal API wants it.
+    pub token: &'a str,
     pub timeout_ms: u64,
 }
 

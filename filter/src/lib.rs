@@ -14,6 +14,7 @@ pub mod decision;
 pub mod feed;
 pub mod flow;
 pub mod host;
+pub mod host_env;
 pub mod local_limits;
 pub mod metering;
 pub mod metrics;
@@ -28,14 +29,16 @@ pub mod usage;
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use crate::cache::Millis;
-    use crate::config::Config;
+    use crate::config::{Config, ConfigError};
     use crate::decision::{CallResponse, MAX_BODY_BYTES};
     use crate::feed::{self, SharedFeed, WorkerFeed};
     use crate::flow::{Plugin, RequestFlow, Verdict};
     use crate::host::{AuthCheck, DispatchRefused, HeaderRefused, Host, RequestHeaders};
+    use crate::host_env::HostEnv;
     use crate::metrics::Metric;
     use crate::reply::LocalReply;
     use crate::spend_queue::Delivery;
+    use livegate_contract::headers::INTERNAL_TOKEN;
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
@@ -134,6 +137,7 @@ mod wasm {
                 (":path", metering.records_path.as_str()),
                 (":authority", config.control_plane_authority.as_str()),
                 ("content-type", "application/json"),
+                (INTERNAL_TOKEN, config.internal_token.expose()),
             ];
             let timeout = Duration::from_millis(metering.send_timeout_ms);
             let cluster = config.control_plane_cluster.as_str();
@@ -234,6 +238,7 @@ mod wasm {
                 (":method", "GET"),
                 (":path", path.as_str()),
                 (":authority", config.control_plane_authority.as_str()),
+                (INTERNAL_TOKEN, config.internal_token.expose()),
             ];
             let timeout = Duration::from_millis(config.auth_timeout_ms);
             let cluster = config.control_plane_cluster.as_str();
@@ -299,7 +304,17 @@ mod wasm {
     impl RootContext for Root {
         fn on_configure(&mut self, _size: usize) -> bool {
             let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX);
-            match Config::parse(raw.ok().flatten().as_deref()) {
+            // Secrets come from the VM's environment (`host_env_keys`), never the configuration.
+            let configured = Config::parse(raw.ok().flatten().as_deref()).and_then(|mut config| {
+                let env = HostEnv::read(|name| std::env::var(name).ok())
+                    .map_err(|e| ConfigError::Shape(e.to_string()))?;
+                config.upstream_authorization = env
+                    .upstream_authorization(config.upstream_authorization.as_deref())
+                    .map_err(|e| ConfigError::Shape(e.to_string()))?;
+                config.internal_token = env.internal_token;
+                Ok(config)
+            });
+            match configured {
                 Ok(config) => {
                     if let Some(tick) = config.tick_ms() {
                         let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
@@ -632,6 +647,7 @@ mod wasm {
                 (":path", check.path),
                 (":authority", check.authority),
                 ("authorization", bearer.as_str()),
+                (INTERNAL_TOKEN, check.token),
             ];
             let timeout = Duration::from_millis(check.timeout_ms);
             match self.dispatch_as_root(check.cluster, headers, timeout) {

@@ -19,6 +19,7 @@ pub const TEST_MASTER_KEY: &str = "sk-master-test-0123456789abcdef0123456789abcd
 pub struct ControlPlane {
     process: Owned,
     port: u16,
+    metrics_port: u16,
     _scratch: Option<Scratch>,
 }
 
@@ -27,6 +28,8 @@ pub struct ControlPlane {
 pub struct Builder {
     database_url: String,
     master_key: Option<String>,
+    /// The internal API's token (default: the test process's, `internal_token`).
+    internal_token: Option<String>,
     port: Option<u16>,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -38,6 +41,7 @@ impl ControlPlane {
         Builder {
             database_url: database_url.to_string(),
             master_key: Some(TEST_MASTER_KEY.to_string()),
+            internal_token: Some(crate::internal_token::internal_token().to_string()),
             port: None,
             args: Vec::new(),
             env: Vec::new(),
@@ -51,6 +55,11 @@ impl ControlPlane {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `/metrics`, on the control plane's own metrics listener (`--metrics-listen`).
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -86,6 +95,12 @@ impl Builder {
     /// `None` starts it without a master key (it must refuse to start).
     pub fn master_key(mut self, key: Option<&str>) -> Builder {
         self.master_key = key.map(str::to_string);
+        self
+    }
+
+    /// `None` starts it without an internal token (it must refuse to start).
+    pub fn internal_token(mut self, token: Option<&str>) -> Builder {
+        self.internal_token = token.map(str::to_string);
         self
     }
 
@@ -151,12 +166,17 @@ impl Builder {
                 (Some(scratch), dir)
             }
         };
+        let metrics_port = crate::ports::free_port()?;
         let mut command = Command::new(binary);
         command
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
             .args(&self.args)
+            .env_remove(crate::internal_token::ENV)
+            .env_remove("LIVEGATE_INTERNAL_TOKEN_FILE")
             .env("DATABASE_URL", &self.database_url)
             .env_remove("LIVEGATE_MASTER_KEY")
             // Each control plane its own spend spool (a `--spend-spool-path` argument or an
@@ -164,6 +184,9 @@ impl Builder {
             .env("LIVEGATE_SPEND_SPOOL_PATH", log_dir.join("spend.spool"));
         if let Some(key) = &self.master_key {
             command.env("LIVEGATE_MASTER_KEY", key);
+        }
+        if let Some(token) = &self.internal_token {
+            command.env(crate::internal_token::ENV, token);
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let options = SpawnOptions {
@@ -178,6 +201,7 @@ impl Builder {
         Ok(ControlPlane {
             process,
             port,
+            metrics_port,
             _scratch: scratch,
         })
     }

@@ -43,13 +43,26 @@ pub struct EnvoyLimits {
     pub max_connections: u64,
     /// The largest body Envoy sends on to the control plane (its `--body-limit-bytes`).
     pub control_plane_body_limit: u64,
-    /// The largest request body of a protected route (the API behind the gateway): Envoy
-    /// takes the body whole before the filter runs, and answers a JSON 413 beyond it.
+    /// The largest request body of a protected route (the API behind the gateway): held
+    /// only once the filter knows the key, and Envoy answers a JSON 413 beyond it.
     pub max_request_body: u64,
+    /// The heap Envoy may use before its overload manager sheds load (85 %: reset the
+    /// largest streams; 90 %: shrink the heap, no keep-alive; 95 %: 503 to new requests).
+    pub max_heap: u64,
+    /// What one connection's read buffer holds before Envoy stops reading it.
+    pub connection_buffer_limit: u64,
+    /// A whole request (headers and body) must arrive within this time.
+    pub request_timeout: Duration,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
 }
 
 /// The default largest request body of a protected route: 8 MiB.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 8 * 1024 * 1024;
+
+/// The default heap bound: 320 MiB, for a 512 MiB pod (the rest: the Wasm VMs, whose memory
+/// is not Envoy's heap, code and stacks; docs/operations.md, "Memory").
+pub const DEFAULT_MAX_HEAP: u64 = 320 * 1024 * 1024;
 
 /// Envoy's buffer filter counts in a `uint32`.
 const MAX_BUFFER_BYTES: u64 = u32::MAX as u64;
@@ -70,10 +83,26 @@ impl EnvoyLimits {
             self.max_connections > 0,
             "envoy limits: max_connections must be greater than 0"
         );
+        anyhow::ensure!(
+            self.max_heap >= 2 * self.max_request_body,
+            "envoy limits: max_heap must hold at least two of the largest request bodies ({} bytes), got {}",
+            2 * self.max_request_body,
+            self.max_heap
+        );
+        anyhow::ensure!(
+            (1024..=MAX_BUFFER_BYTES).contains(&self.connection_buffer_limit),
+            "envoy limits: connection_buffer_limit must be between 1024 and {MAX_BUFFER_BYTES} bytes, got {}",
+            self.connection_buffer_limit
+        );
+        anyhow::ensure!(
+            (1..=2_147_483_647).contains(&self.max_concurrent_streams),
+            "envoy limits: max_concurrent_streams must be between 1 and 2147483647"
+        );
         for (field, duration) in [
             ("request_headers_timeout", self.request_headers_timeout),
             ("stream_idle_timeout", self.stream_idle_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("request_timeout", self.request_timeout),
         ] {
             anyhow::ensure!(
                 !duration.is_zero(),
@@ -93,6 +122,10 @@ impl Default for EnvoyLimits {
             max_connections: 10_000,
             control_plane_body_limit: 65_536,
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            max_heap: DEFAULT_MAX_HEAP,
+            connection_buffer_limit: 32 * 1024,
+            request_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 100,
         }
     }
 }
@@ -127,6 +160,10 @@ pub struct EnvoyConfig {
     pub filter_wasm: PathBuf,
     /// Envoy's worker threads.
     pub concurrency: u16,
+    /// `LIVEGATE_INTERNAL_TOKEN` in Envoy's environment, which the filter's VM reads
+    /// (`host_env_keys`); never in the rendered file. `None`: unset (the filter refuses to
+    /// configure).
+    pub internal_token: Option<String>,
 }
 
 impl EnvoyConfig {
@@ -146,6 +183,7 @@ impl EnvoyConfig {
             filter_config: "{}".to_string(),
             filter_wasm: crate::artifacts::filter_wasm(),
             concurrency: 1,
+            internal_token: Some(crate::internal_token::internal_token().to_string()),
         })
     }
 
@@ -201,6 +239,19 @@ impl EnvoyConfig {
                     self.limits.control_plane_body_limit.to_string(),
                 ),
                 ("MAX_REQUEST_BODY", self.limits.max_request_body.to_string()),
+                ("MAX_HEAP", self.limits.max_heap.to_string()),
+                (
+                    "CONNECTION_BUFFER_LIMIT",
+                    self.limits.connection_buffer_limit.to_string(),
+                ),
+                (
+                    "REQUEST_TIMEOUT",
+                    proto_duration(self.limits.request_timeout),
+                ),
+                (
+                    "MAX_CONCURRENT_STREAMS",
+                    self.limits.max_concurrent_streams.to_string(),
+                ),
                 ("FILTER_CONFIG", quoted(&self.filter_config)),
                 (
                     "FILTER_WASM",
@@ -272,9 +323,14 @@ impl Envoy {
     /// `envoy --mode validate` on a rendered or hand-written config file.
     pub fn validate(config_path: &Path) -> anyhow::Result<(bool, String)> {
         let binary = crate::artifacts::require(&crate::artifacts::envoy_bin(), "Envoy")?;
+        // The filter's configuration runs in validation too, and wants its token.
         let output = Command::new(binary)
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
             .arg(config_path)
+            .env(
+                crate::internal_token::ENV,
+                crate::internal_token::internal_token(),
+            )
             .output()?;
         let text = format!(
             "{}{}",
@@ -297,7 +353,11 @@ impl Envoy {
             // Several Envoys run at once in the tests: no shared memory between them.
             .arg("--disable-hot-restart")
             .args(["--concurrency", &config.concurrency.to_string()])
-            .args(["--log-level", "info"]);
+            .args(["--log-level", "info"])
+            .env_remove(crate::internal_token::ENV);
+        if let Some(token) = &config.internal_token {
+            command.env(crate::internal_token::ENV, token);
+        }
         let log = dir.join(format!("{name}.log"));
         let process = Owned::spawn("envoy", command, &log, SpawnOptions::default())?;
         Ok(Envoy {
@@ -392,6 +452,12 @@ mod tests {
         };
         let error = no_timeout.validate().unwrap_err().to_string();
         assert!(error.contains("idle_timeout"), "{error}");
+        let small_heap = EnvoyLimits {
+            max_heap: DEFAULT_MAX_REQUEST_BODY,
+            ..EnvoyLimits::default()
+        };
+        let error = small_heap.validate().unwrap_err().to_string();
+        assert!(error.contains("max_heap"), "{error}");
         assert!(EnvoyLimits::default().validate().is_ok());
     }
 

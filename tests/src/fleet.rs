@@ -120,6 +120,7 @@ impl Fleet {
                 probe_address: "127.0.0.1".to_string(),
                 probe_port: pick(ports.and_then(|p| p.probe.and_then(|base| offset(base, k))))?,
                 limits: crate::envoy::EnvoyLimits::default(),
+                internal_token: Some(crate::internal_token::internal_token().to_string()),
             };
             envoys.push(Envoy::start(config, &dir)?);
         }

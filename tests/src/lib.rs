@@ -6,6 +6,7 @@
 //! (the thread is panicking) the logs are printed and kept on disk.
 
 pub mod artifacts;
+pub mod big_bodies;
 pub mod control_plane;
 pub mod demo_upstream;
 pub mod disconnects;
@@ -13,6 +14,7 @@ pub mod envoy;
 pub mod fleet;
 pub mod flood;
 pub mod http;
+pub mod internal_token;
 pub mod lab;
 pub mod mesh;
 pub mod poll;

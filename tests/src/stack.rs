@@ -39,6 +39,8 @@ pub struct StackOptions {
     pub upstream: Upstream,
     pub master_key: String,
     pub control_plane_args: Vec<String>,
+    /// Extra environment of the control plane (e.g. `RUST_LOG`).
+    pub control_plane_env: Vec<(String, String)>,
     pub filter_config: String,
     pub listen_port: Option<u16>,
     pub admin_port: Option<u16>,
@@ -60,6 +62,7 @@ impl StackOptions {
             upstream: Upstream::None,
             master_key: crate::control_plane::TEST_MASTER_KEY.to_string(),
             control_plane_args: Vec::new(),
+            control_plane_env: Vec::new(),
             filter_config: "{}".to_string(),
             listen_port: None,
             admin_port: None,
@@ -150,6 +153,7 @@ impl Stack {
             filter_config: options.filter_config.clone(),
             filter_wasm: crate::artifacts::filter_wasm(),
             concurrency: options.concurrency,
+            internal_token: Some(crate::internal_token::internal_token().to_string()),
         };
         let envoy = Envoy::start(config, scratch.path())?;
         Ok(Stack {
@@ -209,6 +213,9 @@ fn start_control_plane(
         .log_dir(scratch.path().to_path_buf());
     for arg in &options.control_plane_args {
         builder = builder.arg(arg.clone());
+    }
+    for (name, value) in &options.control_plane_env {
+        builder = builder.env(name, value);
     }
     // A stack is up when it can serve: the control plane's database is connected.
     let control_plane = builder.start()?;

@@ -284,10 +284,7 @@ fn at_the_spool_bound_keys_with_a_budget_are_refused_and_others_admitted() {
     let plain = generate(&stack, json!({}));
     let budgeted = generate(&stack, json!({"max_budget": 1000}));
     let other = generate(&stack, json!({}));
-    let cp_metrics = format!(
-        "{}/metrics",
-        stack.control_plane.as_ref().unwrap().base_url()
-    );
+    let cp_metrics = stack.control_plane.as_ref().unwrap().metrics_url();
     let refused_batches = || {
         let text = http::get(&cp_metrics, &[]).ok()?.body;
         prometheus_value(&text, "livegate_spend_spool_full_total")

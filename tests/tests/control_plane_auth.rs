@@ -4,7 +4,7 @@
 mod control_plane_support;
 
 use control_plane_support::*;
-use livegate_tests::http;
+use livegate_tests::{http, internal_token};
 use serde_json::json;
 
 #[test]
@@ -46,7 +46,10 @@ fn allow_carries_the_identity_and_a_ttl_hint_per_the_contract() {
     assert!(b["cache_ttl_seconds"].as_u64().unwrap() > 0);
     let x = http::post_raw(
         &url(&cp, "/v1/auth/check"),
-        &[("x-api-key", bare["key"].as_str().unwrap())],
+        &[
+            ("x-api-key", bare["key"].as_str().unwrap()),
+            internal_token::header(),
+        ],
         "application/json",
         "",
     )
@@ -74,7 +77,13 @@ fn deny_reasons_are_invalid_blocked_and_expired_with_their_statuses() {
         "invalid_key",
     );
     check_deny(
-        http::post_raw(&url(&cp, "/v1/auth/check"), &[], "application/json", "").unwrap(),
+        http::post_raw(
+            &url(&cp, "/v1/auth/check"),
+            &[internal_token::header()],
+            "application/json",
+            "",
+        )
+        .unwrap(),
         401,
         "invalid_key",
     );

@@ -6,8 +6,8 @@ mod control_plane_support;
 use control_plane_support::*;
 use livegate_contract::KeyHash;
 use livegate_tests::control_plane::ControlPlane;
-use livegate_tests::http;
 use livegate_tests::postgres::Postgres;
+use livegate_tests::{http, internal_token};
 use serde_json::{json, Value};
 
 fn sha256_hex(s: &str) -> String {
@@ -385,7 +385,7 @@ fn two_control_planes_starting_at_once_migrate_one_schema() {
     let bearer = format!("Bearer {}", k["key"].as_str().unwrap());
     let r = http::post_raw(
         &url(&b, "/v1/auth/check"),
-        &[("authorization", &bearer)],
+        &[("authorization", &bearer), internal_token::header()],
         "application/json",
         "",
     );

@@ -155,10 +155,7 @@ fn every_admitted_request_is_one_row_with_exact_usage_through_outages() {
 
     // Postgres frozen: the control plane spools what it acknowledges, and drains after.
     // First quiet: nothing left in the filter's queue (no retry to come) nor in the spool.
-    let cp_metrics = format!(
-        "{}/metrics",
-        stack.control_plane.as_ref().unwrap().base_url()
-    );
+    let cp_metrics = stack.control_plane.as_ref().unwrap().metrics_url();
     let spooled = || {
         let text = http::get(&cp_metrics, &[]).ok()?.body;
         prometheus_value(&text, "livegate_spend_spool_records")
@@ -239,10 +236,7 @@ fn assert_reads_and_metrics(stack: &Stack, key: &str, ledger: (u64, u64), draine
     let row_spend: f64 = rows.iter().map(|r| r["spend"].as_f64().unwrap()).sum();
     assert!(close(row_spend, cost), "{row_spend} != {cost}");
 
-    let url = format!(
-        "{}/metrics",
-        stack.control_plane.as_ref().unwrap().base_url()
-    );
+    let url = stack.control_plane.as_ref().unwrap().metrics_url();
     let text = http::get(&url, &[]).unwrap().body;
     let series = |name: &str, extra: &str| {
         let prefix =

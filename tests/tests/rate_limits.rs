@@ -185,10 +185,7 @@ fn a_key_uses_its_limit_at_once_then_gets_429_with_openai_headers() {
 
 /// The control plane's allows so far.
 fn allows(stack: &Stack) -> f64 {
-    let url = format!(
-        "{}/metrics",
-        stack.control_plane.as_ref().unwrap().base_url()
-    );
+    let url = stack.control_plane.as_ref().unwrap().metrics_url();
     let text = http::get(&url, &[]).unwrap().body;
     livegate_tests::envoy::prometheus_value(
         &text,

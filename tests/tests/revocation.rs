@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use livegate_tests::fleet::{Fleet, FleetOptions};
 use livegate_tests::http::{self, Response};
-use livegate_tests::poll;
+use livegate_tests::{internal_token, poll};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -58,8 +58,8 @@ fn direct_check(fleet: &Fleet, k: usize, key: &str) -> Option<u16> {
     let cp = fleet.control_plane(k).ok()?;
     let url = format!("{}/v1/auth/check", cp.base_url());
     let bearer = format!("Bearer {key}");
-    let response =
-        http::post_raw(&url, &[("authorization", &bearer)], "application/json", "").ok()?;
+    let headers = [("authorization", bearer.as_str()), internal_token::header()];
+    let response = http::post_raw(&url, &headers, "application/json", "").ok()?;
     Some(response.status)
 }
 

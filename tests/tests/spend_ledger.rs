@@ -10,8 +10,8 @@ mod control_plane_support;
 
 use control_plane_support::*;
 use livegate_tests::control_plane::ControlPlane;
-use livegate_tests::http;
 use livegate_tests::process::Scratch;
+use livegate_tests::{http, internal_token};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -117,7 +117,7 @@ fn post(cp: &ControlPlane, s: &Setup, ids: &[u64]) -> Value {
     let records: Vec<Value> = ids.iter().map(|i| record(s, *i)).collect();
     let r = http::post_json(
         &url(cp, "/v1/spend/records"),
-        &[],
+        &[internal_token::header()],
         &json!({ "records": records }),
     )
     .unwrap();

@@ -70,17 +70,36 @@ impl Target {
             filter_wasm: PathBuf::from(FILTER_WASM_IN_IMAGE),
             // Not part of the template: the container's command sets it.
             concurrency: 0,
+            // Not part of the file either: a Secret puts it in Envoy's environment.
+            internal_token: None,
         }
     }
 
     /// The complete file for this target, with its generated-file header.
     pub fn render(self, filter_config: &str, upstream: Option<Endpoint>) -> anyhow::Result<String> {
+        refuse_secrets(filter_config)?;
         let envoy = self.envoy_config(filter_config, upstream).render()?;
         Ok(match self {
             Target::Compose => format!("{COMPOSE_HEADER}{envoy}"),
             Target::Kubernetes => configmap(&envoy),
         })
     }
+}
+
+/// A committed rendering (and a ConfigMap) is no place for a secret: the upstream
+/// credential reaches the filter from a Secret, as `LIVEGATE_UPSTREAM_AUTHORIZATION`.
+fn refuse_secrets(filter_config: &str) -> anyhow::Result<()> {
+    let config: serde_json::Value = serde_json::from_str(filter_config)
+        .map_err(|e| anyhow::anyhow!("--filter-config is not JSON: {e}"))?;
+    anyhow::ensure!(
+        config
+            .get("upstream_authorization")
+            .is_none_or(|v| v.is_null()),
+        "--filter-config: upstream_authorization is a secret and would be written into the \
+         rendered file; give it to Envoy as LIVEGATE_UPSTREAM_AUTHORIZATION from a Secret \
+         (deploy/kubernetes/upstream-secret.example.yaml, .env for compose)"
+    );
+    Ok(())
 }
 
 const COMPOSE_HEADER: &str = "\
@@ -166,4 +185,21 @@ pub fn parse_endpoint(text: &str) -> anyhow::Result<Endpoint> {
         host: host.to_string(),
         port,
     })
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_credential_is_never_written_into_a_committed_rendering() {
+        for target in [Target::Compose, Target::Kubernetes] {
+            let config = r#"{"upstream_authorization": "Bearer sk-provider"}"#;
+            let error = target.render(config, None).unwrap_err().to_string();
+            assert!(error.contains("LIVEGATE_UPSTREAM_AUTHORIZATION"), "{error}");
+            assert!(!error.contains("sk-provider"), "{error}");
+        }
+        assert!(refuse_secrets(r#"{"upstream_authorization": null}"#).is_ok());
+        assert!(refuse_secrets("{}").is_ok());
+    }
 }

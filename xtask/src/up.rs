@@ -234,6 +234,7 @@ fn print_welcome(stack: &Stack, args: &UpArgs) {
     );
     if let Some(control_plane) = &stack.control_plane {
         println!("  control plane     {}", control_plane.base_url());
+        println!("  its metrics       {}", control_plane.metrics_url());
     }
     match &args.upstream {
         Some(url) => println!("  upstream          {url}"),

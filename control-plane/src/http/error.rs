@@ -19,6 +19,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("missing credential: send Authorization: Bearer <master key>")]
     Unauthorized,
+    /// An internal endpoint called without the filter's shared token.
+    #[error("internal endpoint: send the shared token in x-livegate-internal-token")]
+    InternalUnauthorized,
     #[error("this credential may not call admin endpoints")]
     Forbidden,
     /// An API key refused for what it is (unknown, blocked, expired).
@@ -74,7 +77,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InternalUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::Denied(reason) => {
                 StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::FORBIDDEN)
@@ -91,7 +94,9 @@ impl ApiError {
             ApiError::BadRequest { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::MethodNotAllowed => ErrorType::BadRequestError,
-            ApiError::Unauthorized | ApiError::Forbidden => ErrorType::AuthError,
+            ApiError::Unauthorized | ApiError::InternalUnauthorized | ApiError::Forbidden => {
+                ErrorType::AuthError
+            }
             ApiError::Denied(reason) => reason.error_type(),
             ApiError::NotFound(_) => ErrorType::NotFoundError,
             ApiError::DbUnavailable => ErrorType::NoDbConnection,

@@ -397,8 +397,14 @@ pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQ
             return Err(ApiError::Forbidden);
         }
         // The key's own credential must still be good: a blocked key learns nothing (a key
-        // over its budget may still read its spend, as in LiteLLM).
-        let record = s.db.get_key(own).await?;
+        // over its budget may still read its spend, as in LiteLLM). Checked like an auth
+        // check, through the key cache: this route is public, and a bearer nobody issued
+        // must cost no more than one read per 5 s (an unknown key is remembered) instead of
+        // a Postgres read per call.
+        let deadline = s.config.auth_db_deadline;
+        let record = auth::resolve(&s.db, &s.cache, &s.metrics, own, deadline)
+            .await
+            .map_err(|_| ApiError::DbUnavailable)?;
         if let Decision::Deny(reason) = auth::decide(record, Utc::now(), 0) {
             return Err(ApiError::Denied(reason));
         }

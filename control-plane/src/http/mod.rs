@@ -4,6 +4,7 @@ mod auth_check;
 pub mod error;
 mod extract;
 mod health;
+mod internal;
 mod keys;
 mod spend;
 mod teams;
@@ -45,16 +46,22 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
-    Router::new()
+    // The filter's calls: only with the shared credential (`internal::require_token`).
+    let internal = Router::new()
         .route(AUTH_CHECK_PATH, post(auth_check::check))
         .route(CHANGES_PATH, get(auth_check::changes))
         .route(SPEND_RECORDS_PATH, post(spend::records))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            internal::require_token,
+        ));
+    Router::new()
+        .merge(internal)
         .route("/spend/logs", get(spend::logs))
         .route("/global/spend", get(spend::global))
         .route("/health/readiness", get(health::readiness))
         .route("/health/liveliness", get(health::liveliness))
         .route("/health/liveness", get(health::liveliness))
-        .route("/metrics", get(health::metrics))
         .route("/key/generate", post(keys::generate))
         .route("/key/list", get(keys::list))
         .route("/key/info", get(keys::info))
@@ -77,6 +84,16 @@ pub fn router(state: AppState) -> Router {
             count_requests,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for its own listener (`--metrics-listen`): whoever may scrape it reaches
+/// nothing else of the control plane.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::NotFound("this listener serves /metrics only".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }
 

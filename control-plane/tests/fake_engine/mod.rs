@@ -20,13 +20,15 @@ use livegate_control_plane::db::protocol::{
 };
 use livegate_control_plane::db::state::DbStatus;
 use livegate_control_plane::db::{Db, Snapshot};
-use livegate_control_plane::http::{router, AppState};
+use livegate_control_plane::http::{metrics_router, router, AppState};
 use livegate_control_plane::key_cache::KeyCache;
 use livegate_control_plane::keys::KeyHash;
 use livegate_control_plane::metrics::Metrics;
 use livegate_control_plane::record::{KeyPage, KeyRecord};
 
 pub const MASTER: &str = "sk-master-test-0123456789abcdef0123456789abcdef";
+/// The internal API's token the harness's control plane is configured with.
+pub const INTERNAL: &str = "internal-test-0123456789abcdef0123456789abcdef";
 
 /// What is on the other end of the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +206,8 @@ pub fn config() -> Config {
         "postgres://livegate@127.0.0.1:1/livegate",
         "--master-key",
         MASTER,
+        "--internal-token",
+        INTERNAL,
         "--db-statement-timeout-ms",
         "100",
         "--auth-db-deadline-ms",
@@ -220,6 +224,8 @@ pub fn config() -> Config {
 /// The router over a fake engine, with the handles a test looks at.
 pub struct Harness {
     pub app: Router,
+    /// The `--metrics-listen` listener's router.
+    pub metrics_app: Router,
     pub store: Store,
     pub metrics: Arc<Metrics>,
 }
@@ -260,6 +266,7 @@ impl Harness {
         };
         assert!(deadline < Duration::from_secs(5), "{deadline:?}");
         Harness {
+            metrics_app: metrics_router(state.clone()),
             app: router(state),
             store,
             metrics,

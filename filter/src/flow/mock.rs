@@ -16,6 +16,7 @@ pub struct Dispatched {
     pub path: String,
     pub authority: String,
     pub key: String,
+    pub token: String,
     pub timeout_ms: u64,
 }
 
@@ -129,6 +130,7 @@ impl Host for MockHost {
             path: check.path.into(),
             authority: check.authority.into(),
             key: check.key.into(),
+            token: check.token.into(),
             timeout_ms: check.timeout_ms,
         });
         Ok(())

@@ -399,7 +399,7 @@ fn key_list_works(stack: &Stack) -> bool {
 
 fn control_plane_metrics(stack: &Stack) -> Option<String> {
     let control_plane = stack.control_plane.as_ref()?;
-    let metrics = http::get(&format!("{}/metrics", control_plane.base_url()), &[]).ok()?;
+    let metrics = http::get(&control_plane.metrics_url(), &[]).ok()?;
     Some(metrics.body)
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::http::{self, Response};
+pub use livegate_tests::internal_token;
 use livegate_tests::lab::looplag::LagSnapshot;
 use livegate_tests::postgres::Postgres;
 use serde_json::Value;
@@ -118,7 +119,7 @@ pub fn auth_check(cp: &ControlPlane, key: &str) -> Response {
     let bearer = format!("Bearer {key}");
     http::post_raw(
         &url(cp, "/v1/auth/check"),
-        &[("authorization", &bearer)],
+        &[("authorization", &bearer), internal_token::header()],
         "application/json",
         "",
     )
@@ -126,7 +127,7 @@ pub fn auth_check(cp: &ControlPlane, key: &str) -> Response {
 }
 
 pub fn metrics(cp: &ControlPlane) -> String {
-    http::get(&url(cp, "/metrics"), &[]).unwrap().body
+    http::get(&cp.metrics_url(), &[]).unwrap().body
 }
 
 /// The value of one exact series line (name with labels), e.g. `x_bucket{le="0.02"}`.

@@ -116,7 +116,7 @@ fn the_envoy_deployment_runs_the_livegate_envoy_image_on_as_many_workers_as_its_
 }
 
 #[test]
-fn only_envoy_pods_may_reach_the_control_plane_and_only_on_its_port() {
+fn only_envoy_pods_may_reach_the_control_plane_api_and_only_on_its_port() {
     let policy = manifest("NetworkPolicy", "livegate-control-plane");
     let pod_labels =
         |name: &str| manifest("Deployment", name)["spec"]["template"]["metadata"]["labels"].clone();
@@ -132,7 +132,21 @@ fn only_envoy_pods_may_reach_the_control_plane_and_only_on_its_port() {
         &pod_labels("livegate-control-plane")
     ));
     let rules = seq(&policy["spec"]["ingress"]);
-    assert_eq!(rules.len(), 1, "one rule: from Envoy");
+    assert_eq!(
+        rules.len(),
+        2,
+        "two rules: the API from Envoy, the metrics port"
+    );
+    // The second opens the metrics listener only, which serves /metrics and nothing else.
+    let metrics: Vec<u64> = seq(&rules[1]["ports"])
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    assert_eq!(metrics, vec![4005]);
+    assert_eq!(
+        kubernetes_env("livegate-control-plane", "LIVEGATE_METRICS_LISTEN"),
+        "0.0.0.0:4005"
+    );
     let from = seq(&rules[0]["from"]);
     assert!(from.iter().all(|peer| selects(
         &peer["podSelector"]["matchLabels"],
@@ -143,4 +157,48 @@ fn only_envoy_pods_may_reach_the_control_plane_and_only_on_its_port() {
         .filter_map(|p| p["port"].as_u64())
         .collect();
     assert_eq!(ports, vec![u64::from(documented_port("control plane"))]);
+}
+
+#[test]
+fn both_deployments_read_the_internal_token_from_one_secret_and_envoys_upstream_credential_from_a_secret(
+) {
+    let secret_of = |deployment: &str, variable: &str| -> (String, bool) {
+        let container =
+            &manifest("Deployment", deployment)["spec"]["template"]["spec"]["containers"][0];
+        let entry = seq(&container["env"])
+            .iter()
+            .find(|e| e["name"].as_str() == Some(variable))
+            .unwrap_or_else(|| panic!("{deployment} has no {variable}"))
+            .clone();
+        let reference = &entry["valueFrom"]["secretKeyRef"];
+        assert_eq!(reference["key"].as_str(), Some(variable), "{deployment}");
+        (
+            reference["name"].as_str().unwrap().to_string(),
+            reference["optional"].as_bool().unwrap_or(false),
+        )
+    };
+    let cp = secret_of("livegate-control-plane", "LIVEGATE_INTERNAL_TOKEN");
+    let envoy = secret_of("livegate-envoy", "LIVEGATE_INTERNAL_TOKEN");
+    assert_eq!(cp, envoy);
+    assert_eq!(cp, ("livegate-internal".to_string(), false));
+    let upstream = secret_of("livegate-envoy", "LIVEGATE_UPSTREAM_AUTHORIZATION");
+    assert_eq!(upstream, ("livegate-upstream".to_string(), true));
+    for (file, name) in [
+        (
+            "deploy/kubernetes/internal-secret.example.yaml",
+            "livegate-internal",
+        ),
+        (
+            "deploy/kubernetes/upstream-secret.example.yaml",
+            "livegate-upstream",
+        ),
+    ] {
+        let secret: Value = serde_norway::from_str(&read(file)).unwrap();
+        assert_eq!(secret["kind"].as_str(), Some("Secret"), "{file}");
+        assert_eq!(secret["metadata"]["name"].as_str(), Some(name), "{file}");
+    }
+    // No secret value in the ConfigMap: the filter's configuration names none.
+    let config = kubernetes_envoy_text();
+    assert!(config.contains("host_env_keys"));
+    assert!(!config.contains("upstream_authorization"));
 }

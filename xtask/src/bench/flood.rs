@@ -2,13 +2,16 @@
 //! loopback only, bounded in time). (a) Slow sockets: connections that send the start of a
 //! request's headers and never finish, while the kubelet's probe hits the probe listener.
 //! (b) A flood of random `Bearer sk-…` keys at the gateway's listener while a warmed key
-//! keeps requesting.
+//! keeps requesting. (c) Strangers with big bodies: hundreds of connections each starting an
+//! 8 MiB body, without a key and then with keys nobody issued, while Envoy's memory is
+//! watched against its overload bound and the probe listener's liveness is probed.
 
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use livegate_tests::big_bodies::{self, Credential, MemoryPeak, MemoryWatch};
 use livegate_tests::envoy::EnvoyLimits;
 use livegate_tests::flood::RandomKeyFlood;
 use livegate_tests::lab::prober::{ProbePlan, Probers};
@@ -24,6 +27,20 @@ pub struct FloodPlan {
     pub connection_limit: u64,
     pub flood_seconds: u64,
     pub flood_rate: u64,
+    /// Connections of (c), each starting an 8 MiB body.
+    pub big_bodies: usize,
+}
+
+/// (c)'s body size: the largest a protected route takes by default.
+const BIG_BODY: usize = livegate_tests::envoy::DEFAULT_MAX_REQUEST_BODY as usize;
+
+/// (c)'s figures, one row per credential.
+struct BigBodyReport {
+    credential: Credential,
+    statuses: String,
+    seconds: f64,
+    peak: MemoryPeak,
+    liveness: Option<Summary>,
 }
 
 /// (a)'s figures.
@@ -79,7 +96,17 @@ pub fn run(plan: &FloodPlan) -> anyhow::Result<()> {
         plan.flood_seconds, plan.flood_rate
     ));
     let flood = flood(&stack, plan)?;
-    let table = table(plan, headers_timeout, &slow, &flood);
+    step(&format!(
+        "(c) {} connections each starting an {} MiB body, without a key, then with unknown keys",
+        plan.big_bodies,
+        BIG_BODY >> 20
+    ));
+    let big = [Credential::None, Credential::RandomKey]
+        .into_iter()
+        .map(|credential| big_bodies_run(&stack, plan.big_bodies, credential))
+        .collect::<Vec<_>>();
+    let mut table = table(plan, headers_timeout, &slow, &flood);
+    table.push_str(&big_table(plan, &big));
     eprintln!("{table}");
     super::markdown::update_benchmarks_doc("flood", &table)
 }
@@ -187,6 +214,66 @@ fn flood(stack: &Stack, plan: &FloodPlan) -> anyhow::Result<FloodReport> {
         reconnects_before,
         reconnects_after: reconnects(stack)?,
     })
+}
+
+fn big_bodies_run(stack: &Stack, count: usize, credential: Credential) -> BigBodyReport {
+    let watch = MemoryWatch::start(&stack.envoy.admin_url(), stack.envoy.pid());
+    let liveness = Probers::start(&liveness_plan(stack), Instant::now());
+    let started = Instant::now();
+    let statuses = big_bodies::send(
+        &stack.envoy.url(),
+        "/v1/chat/completions",
+        count,
+        BIG_BODY,
+        credential,
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let peak = watch.stop();
+    BigBodyReport {
+        credential,
+        statuses: big_bodies::describe(&statuses),
+        seconds,
+        peak,
+        liveness: recorder::summarize(&liveness.stop()),
+    }
+}
+
+fn big_table(plan: &FloodPlan, runs: &[BigBodyReport]) -> String {
+    let limits = EnvoyLimits::default();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n**(c) Strangers with big bodies.** {} connections at once each send `POST \
+         /v1/chat/completions` with an {} MiB body, first without a key, then each with a \
+         `Bearer sk-…` nobody issued. Envoy's heap bound (`max_heap`, the overload manager's \
+         `fixed_heap`) is {} MiB; its memory is read from admin `/memory` (heap in use: \
+         `heap_size - pageheap_unmapped - pageheap_free`, what the overload manager measures) \
+         and `/proc` (RSS, the Wasm VMs included) every 20 ms.\n",
+        plan.big_bodies,
+        BIG_BODY >> 20,
+        limits.max_heap >> 20
+    );
+    let _ = writeln!(out, "| clients | answers | took | Envoy peak heap in use | peak allocated | peak RSS | liveness 2xx | liveness p99 | liveness max |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for run in runs {
+        let who = match run.credential {
+            Credential::None => "no key",
+            Credential::RandomKey => "unknown keys",
+        };
+        let _ = writeln!(
+            out,
+            "| {who} | {} | {:.1} s | {} MiB | {} MiB | {} MiB | {} | {} | {} |",
+            run.statuses,
+            run.seconds,
+            run.peak.heap_in_use >> 20,
+            run.peak.allocated >> 20,
+            run.peak.rss >> 20,
+            percent(&run.liveness),
+            ms(&run.liveness, |s| s.p99_ms),
+            ms(&run.liveness, |s| s.max_ms),
+        );
+    }
+    out
 }
 
 fn ms(summary: &Option<Summary>, pick: fn(&Summary) -> f64) -> String {

@@ -130,12 +130,12 @@ fn script(stack: &Stack, key: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn control_plane_metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
-    let base = stack
+    let url = stack
         .control_plane
         .as_ref()
-        .map(|c| c.base_url())
+        .map(|c| c.metrics_url())
         .ok_or_else(|| anyhow::anyhow!("no control plane"))?;
-    let text = http::get(&format!("{base}/metrics"), &[])?.body;
+    let text = http::get(&url, &[])?.body;
     prometheus_value(&text, name).ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))
 }
 
@@ -291,7 +291,11 @@ fn drain(stack: &Stack, token: &str) -> anyhow::Result<Drain> {
                 let (url, run) = (&url, &run);
                 s.spawn(move || -> anyhow::Result<()> {
                     for first in (t * BATCH..RECORDS).step_by(4 * BATCH) {
-                        let r = http::post_json(url, &[], &records_batch(token, run, first))?;
+                        let r = http::post_json(
+                            url,
+                            &[livegate_tests::internal_token::header()],
+                            &records_batch(token, run, first),
+                        )?;
                         anyhow::ensure!(r.status == 200, "intake: {} {}", r.status, r.body);
                     }
                     Ok(())

@@ -43,6 +43,9 @@ pub enum Bench {
         /// Random keys per second asked of the flood.
         #[arg(long, default_value_t = 2000)]
         rate: u64,
+        /// Connections each starting an 8 MiB body, with no key and with unknown keys.
+        #[arg(long, default_value_t = 500)]
+        big_bodies: usize,
     },
     /// Clients that disconnect with their auth check in flight: the filter VM's memory
     /// over a million of them.
@@ -103,11 +106,13 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             connection_limit,
             seconds,
             rate,
+            big_bodies,
         } => flood::run(&flood::FloodPlan {
             slow_sockets,
             connection_limit,
             flood_seconds: seconds,
             flood_rate: rate,
+            big_bodies,
         }),
     }
 }
