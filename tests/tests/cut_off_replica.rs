@@ -15,9 +15,9 @@ use livegate_tests::demo_upstream::DemoUpstream;
 use livegate_tests::envoy::{Endpoint, Envoy, EnvoyConfig};
 use livegate_tests::http::{self, Response};
 use livegate_tests::lab::relay::Relay;
-use livegate_tests::poll;
 use livegate_tests::postgres::Postgres;
 use livegate_tests::process::Scratch;
+use livegate_tests::{internal_token, poll};
 use serde_json::json;
 
 /// The filter holds a revocation for its stale window: 6 s. Denies are not kept long, so
@@ -60,7 +60,8 @@ fn call(envoy: &Envoy, key: &str) -> Response {
 fn direct_check(cp: &ControlPlane, key: &str) -> Response {
     let url = format!("{}/v1/auth/check", cp.base_url());
     let bearer = format!("Bearer {key}");
-    http::post_raw(&url, &[("authorization", &bearer)], "application/json", "").unwrap()
+    let headers = [("authorization", bearer.as_str()), internal_token::header()];
+    http::post_raw(&url, &headers, "application/json", "").unwrap()
 }
 
 #[test]

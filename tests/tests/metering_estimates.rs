@@ -170,10 +170,7 @@ fn spend_rows(stack: &Stack, key: &str) -> Option<Vec<Value>> {
 }
 
 fn control_plane_metrics(stack: &Stack) -> String {
-    let url = format!(
-        "{}/metrics",
-        stack.control_plane.as_ref().unwrap().base_url()
-    );
+    let url = stack.control_plane.as_ref().unwrap().metrics_url();
     http::get(&url, &[]).unwrap().body
 }
 

@@ -17,9 +17,9 @@ use livegate_control_plane::spool::frame::{self, Entry, Frame};
 use livegate_tests::artifacts::demo_prices_file;
 use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::http;
-use livegate_tests::poll;
 use livegate_tests::process::Scratch;
 use livegate_tests::stack::{Stack, StackOptions};
+use livegate_tests::{internal_token, poll};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -62,7 +62,7 @@ fn spooled(id: &str, key_hash: &str, model: &str, start: u64) -> Vec<u8> {
 fn post_records(cp: &ControlPlane, records: Vec<Value>) -> http::Response {
     http::post_json(
         &url(cp, "/v1/spend/records"),
-        &[],
+        &[internal_token::header()],
         &json!({ "records": records }),
     )
     .unwrap()

@@ -13,9 +13,9 @@ use std::process::Command;
 use control_plane_support::*;
 use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::http;
-use livegate_tests::poll;
 use livegate_tests::postgres::Postgres;
 use livegate_tests::process::Scratch;
+use livegate_tests::{internal_token, poll};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -40,7 +40,7 @@ fn post(cp: &ControlPlane, hash: &str, ids: std::ops::Range<u32>, tag: &str) {
         .collect();
     let r = http::post_json(
         &url(cp, "/v1/spend/records"),
-        &[],
+        &[internal_token::header()],
         &json!({ "records": records }),
     )
     .unwrap();

@@ -146,7 +146,12 @@ impl MeshEnvoy {
             .arg("--disable-hot-restart")
             // Two workers, as the mesh's gateways run several: each has its own VM.
             .args(["--concurrency", "2"])
-            .args(["--log-level", "info"]);
+            .args(["--log-level", "info"])
+            // The gateway pod's environment, which the manifests hand the VM (host_env_keys).
+            .env(
+                crate::internal_token::ENV,
+                crate::internal_token::internal_token(),
+            );
         let log = dir.join(format!("mesh-envoy-{listen_port}.log"));
         let mut envoy = MeshEnvoy {
             process: Owned::spawn("envoy", command, &log, SpawnOptions::default())?,
