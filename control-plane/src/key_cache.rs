@@ -3,9 +3,9 @@
 //! keys leave a tombstone; unknown keys are remembered briefly in a pool of their own, so
 //! a flood of random keys neither reaches Postgres each time nor evicts known keys.
 //!
-//! A state older than `fresh` lets a key in only while the change log vouches for it: the
-//! log was read within `max_silence`, so a revocation written through a peer since would
-//! be here. A replica cut off from Postgres for longer stops letting keys in from its
+//! A state older than `fresh` lets a key in only while this replica knows it is current:
+//! it was read, or the change log was last read in full, within `max_silence`, so a
+//! revocation written through a peer since would be here. A replica cut off from Postgres for longer stops letting keys in from its
 //! records (the auth check answers 503), before the filters forget the revocations they
 //! hold (`max_silence` < the filter's hold, checked at start: docs/architecture.md).
 
@@ -97,9 +97,10 @@ impl KeyCache {
                 return Lookup::Fresh(known.state.clone());
             }
             if age < self.policy.staleness {
-                let vouched = pools
-                    .heard
-                    .is_some_and(|at| now.saturating_duration_since(at) <= self.policy.max_silence);
+                // Known as of its own read or of the last complete read of the log, whichever
+                // is later: a record read from Postgres needs no log read to vouch for it.
+                let confirmed = pools.heard.map_or(known.at, |heard| heard.max(known.at));
+                let vouched = now.saturating_duration_since(confirmed) <= self.policy.max_silence;
                 if vouched || refuses(&known.state) {
                     return Lookup::Stale(known.state.clone());
                 }

@@ -79,10 +79,12 @@ fn a_record_lets_a_key_in_late_only_while_the_change_log_vouches_for_it() {
     c.put(&r.token, present(&r), 1, t0);
     c.put(&gone.token, KeyState::Deleted, 1, t0);
     c.put(&off.token, present(&off), 1, t0);
-    // Never heard: only fresh records answer.
+    // Never heard: a record vouches for itself for 240 s after its read (the test
+    // cache's `max_silence`), then only fresh records answer.
     assert_eq!(c.change_log_age(at(5)), None);
     assert_eq!(c.get(&r.token, at(5)), Lookup::Fresh(present(&r)));
-    assert_eq!(c.get(&r.token, at(20)), Lookup::Miss);
+    assert_eq!(c.get(&r.token, at(240)), Lookup::Stale(present(&r)));
+    assert_eq!(c.get(&r.token, at(241)), Lookup::Miss);
     // Heard at 100 s: vouched for 240 s after (the test cache's `max_silence`).
     c.heard_change_log(at(100));
     assert_eq!(c.change_log_age(at(340)), Some(Duration::from_secs(240)));
