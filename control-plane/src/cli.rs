@@ -270,18 +270,22 @@ fn engine() -> anyhow::Result<()> {
 }
 
 /// `spool drain`: the engine's settings are `serve`'s defaults (parsed the same way), with
-/// this command's URL and engine command; no listener, no master key used.
+/// this command's URL and engine command; no listener, so no master key or internal token
+/// is used (each gets a throwaway value that only passes `serve`'s checks).
 fn spool_drain(args: SpoolDrainArgs) -> anyhow::Result<()> {
     app::init_logging(false);
     let Some(url) = args.database_url else {
         anyhow::bail!("--database-url (DATABASE_URL) is required");
     };
     let placeholder_key = keys::KeyHash::of_raw(&format!("{:?}", std::time::SystemTime::now()));
+    let placeholder_token = keys::KeyHash::of_raw(placeholder_key.as_str());
     let mut argv = vec![
         "livegate-control-plane".to_string(),
         "serve".into(),
         "--master-key".into(),
         format!("sk-{placeholder_key}"),
+        "--internal-token".into(),
+        placeholder_token.as_str().to_string(),
         "--database-url".into(),
         url.expose().to_string(),
     ];
