@@ -7,7 +7,9 @@ use crate::host::{AuthCheck, HeaderRefused, Host, RequestHeaders};
 use crate::local_limits::{InFlight, LocalLimits};
 use crate::metering::{request_id, Ending, Requester, ResponseMeter};
 use crate::metrics::Metric;
-use crate::model_body::{model_source, requested_model, BodyError, ModelSource, RequestedModel};
+use crate::model_body::{
+    model_source, requested_model, route, BodyError, ModelSource, RequestedModel,
+};
 use crate::path::{normalize, NormalPath, PathError};
 use crate::reply::LocalReply;
 use crate::routing::{is_probe_method, Route, Routes};
@@ -737,6 +739,7 @@ const ACCEPT_ENCODING: &str = "accept-encoding";
 /// The OpenAI completions routes (and Azure's), whose streams report usage only when asked.
 fn asks_for_usage(source: &ModelSource, path: &str) -> bool {
     let completions = |p: &str| matches!(p, "/chat/completions" | "/completions");
+    let path = route(path);
     match source {
         ModelSource::Body => completions(path) || path.strip_prefix("/v1").is_some_and(completions),
         ModelSource::Path(path_model) => completions(path_model.operation()),

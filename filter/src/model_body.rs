@@ -24,6 +24,16 @@ pub fn is_model_route(path: &str) -> bool {
     MODEL_PATHS.contains(&path)
 }
 
+/// The route a normal path names: one trailing slash dropped, as the Python frameworks
+/// upstream route `/v1/chat/completions/` to the same handler (or redirect to it), so the
+/// policy and the meter must not take it for a route without a model.
+pub fn route(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => path,
+    }
+}
+
 /// The prefixes of the routes that carry the model in the path (Azure OpenAI's, and the
 /// older `engines` spelling LiteLLM serves too): `{prefix}{model}/{operation}`.
 pub const PATH_MODEL_PREFIXES: [&str; 2] = ["/openai/deployments/", "/engines/"];
@@ -73,6 +83,7 @@ impl PathModel {
 /// those prefixes (a model spelled over two segments, an unknown operation) is `None`,
 /// so that a restricted key is refused there rather than checked against a guess.
 pub fn model_source(path: &str) -> ModelSource {
+    let path = route(path);
     if is_model_route(path) {
         return ModelSource::Body;
     }
@@ -235,6 +246,19 @@ mod tests {
         };
         assert_eq!(m.name, "my model");
         assert_eq!(model_source("/v1/chat/completions"), ModelSource::Body);
+    }
+
+    #[test]
+    fn a_trailing_slash_names_the_same_route() {
+        assert_eq!(model_source("/v1/chat/completions/"), ModelSource::Body);
+        assert_eq!(model_source("/v1/messages/"), ModelSource::Body);
+        let ModelSource::Path(m) = model_source("/openai/deployments/gpt-4o/chat/completions/")
+        else {
+            panic!("not a path model");
+        };
+        assert_eq!(m.name, "gpt-4o");
+        assert_eq!(route("/"), "/");
+        assert_eq!(route("/v1/files"), "/v1/files");
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn attacks() -> Vec<(&'static str, String)> {
         ("//v1/chat/completions", o1.clone()),
         ("/v1/./chat/completions", o1.clone()),
         ("/v1/%2E/chat/completions", o1.clone()),
+        ("/v1/chat/completions/", o1.clone()),
         (
             "/openai/deployments/o1/chat/completions?api-version=2024-06-01",
             no_model.clone(),
@@ -128,6 +129,15 @@ fn every_spelling_of_a_route_is_held_to_the_key_policy_through_outages() {
                 &chat_body("gpt-4o"),
             );
             let body = served(&chat, phase);
+            assert_eq!(body["livegate"]["model"], "gpt-4o", "{phase}: {body}");
+            // A trailing slash names the same model route (not a route without a model).
+            let slash = post_as_written(
+                stack,
+                "/v1/chat/completions/",
+                &restricted,
+                &chat_body("gpt-4o"),
+            );
+            let body = served(&slash, phase);
             assert_eq!(body["livegate"]["model"], "gpt-4o", "{phase}: {body}");
             let azure = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01";
             served(&post_as_written(stack, azure, &restricted, "{}"), phase);
