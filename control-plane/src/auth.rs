@@ -14,10 +14,10 @@ pub use livegate_contract::DenyReason;
 use crate::config::SpoolFullPolicy;
 use crate::db::{Db, DbError};
 use crate::key_cache::{KeyCache, KeyState, Lookup};
-use crate::keys::KeyHash;
 use crate::ledger::PendingSpend;
 use crate::metrics::Metrics;
-use crate::record::KeyRecord;
+use crate::model::keys::KeyHash;
+use crate::model::KeyRecord;
 
 /// The answer to one auth check.
 #[derive(Debug, Clone, PartialEq)]

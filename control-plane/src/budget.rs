@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use livegate_contract::{Budget, BudgetScope};
 
-use crate::keys;
-use crate::record::{BudgetPatch, KeyRecord};
+use crate::model::keys;
+use crate::model::{BudgetPatch, KeyRecord};
 
 pub mod reserve;
 pub mod reset;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::model::keys;
 use crate::secret::Secret;
-use crate::{app, config::Config, db, keys};
+use crate::{app, config::Config, db};
 
 /// The whole command line. Its `Debug` is safe to print: secrets are [`Secret`]s.
 #[derive(Debug, Parser)]

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
 use crate::key_cache::{KeyCache, KeyState};
-use crate::record::KeyChange;
+use crate::model::KeyChange;
 
 /// How the change log is read. Defaults are documented in docs/operations.md.
 #[derive(Debug, Clone, Copy)]

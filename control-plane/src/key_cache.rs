@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::CacheConfig;
-use crate::keys::KeyHash;
-use crate::record::KeyRecord;
+use crate::model::keys::KeyHash;
+use crate::model::KeyRecord;
 
 /// How long "no such key" is believed without asking the database again. Short: a key
 /// generated through a peer reaches this cache through the change log within a second.

@@ -19,14 +19,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use livegate_contract::spend::{SpendBatch, SpendRecord};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::auth::Decision;
 use crate::budget::reserve::{Held, Reservations};
 use crate::config::SpendConfig;
-use crate::keys::KeyHash;
 use crate::metrics::spend_series::SpendSeries;
+use crate::model::keys::KeyHash;
+use crate::model::LedgerEntry;
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
 
@@ -36,17 +36,6 @@ pub mod isolate;
 mod pending;
 pub use drain::{drain, drain_step, DrainError};
 pub use pending::PendingSpend;
-
-/// A record as spooled and drained: what the filter reported, with its price.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    #[serde(flatten)]
-    pub record: SpendRecord,
-    /// USD; 0 when usage is unknown or the model has no price.
-    pub cost: f64,
-    /// The model (returned, else requested) is not in the price table.
-    pub unpriced: bool,
-}
 
 /// Prices a record: the model the upstream returned, else the one requested.
 pub fn price(record: SpendRecord, prices: &PriceTable) -> LedgerEntry {

@@ -14,13 +14,12 @@ pub mod http;
 // `KeyCache::len` feeds a gauge; an `is_empty` would have no caller.
 #[allow(clippy::len_without_is_empty)]
 pub mod key_cache;
-pub mod keys;
 pub mod ledger;
 pub mod looplag;
 pub mod metrics;
+pub mod model;
 pub mod pricing;
 pub mod rate_limit;
-pub mod record;
 pub mod secret;
 pub mod spool;
 pub mod spool_drain;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use livegate_contract::{LimitKind, RateLimited, WindowLog};
 
 use crate::db::{Db, WindowSwap};
-use crate::record::KeyRecord;
+use crate::model::KeyRecord;
 
 mod window;
 pub use window::{scopes, Scope, ScopeWindow};

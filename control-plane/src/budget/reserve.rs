@@ -8,8 +8,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::keys::KeyHash;
-use crate::record::KeyRecord;
+use crate::model::keys::KeyHash;
+use crate::model::KeyRecord;
 
 /// Within this many reservations of its budget, a key's allow is not cached by the filter
 /// (every request asks, and reserves); farther away it is cached as before.

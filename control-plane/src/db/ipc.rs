@@ -248,7 +248,7 @@ async fn read_loop<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KeyHash;
+    use crate::model::keys::KeyHash;
 
     /// A fake engine answering `Ping` with `Pong`, in reverse order of arrival per batch.
     async fn fake_engine(io: tokio::io::DuplexStream) {

@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::keys::KeyHash;
-use crate::ledger::LedgerEntry;
-use crate::record::{
+use crate::model::keys::KeyHash;
+use crate::model::LedgerEntry;
+use crate::model::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
     TeamsDeleted,
 };
 use ipc::{CallError, EngineLink};
-pub use protocol::{BudgetsReset, DeadLetter, SpendFilter, SpendGroup, SpendInserted, SpendRow};
+pub use protocol::{BudgetsReset, DeadLetter, SpendFilter, SpendGroup, SpendInserted};
 use protocol::{EngineError, Request, Response};
 pub use supervisor::Snapshot;
 
@@ -315,7 +315,7 @@ impl Db {
         }
     }
 
-    pub async fn spend_logs(&self, filter: SpendFilter) -> Result<Vec<SpendRow>, DbError> {
+    pub async fn spend_logs(&self, filter: SpendFilter) -> Result<Vec<LedgerEntry>, DbError> {
         match self.call(Request::SpendLogs { filter }).await? {
             Response::SpendLogs { rows } => Ok(rows),
             other => Err(unexpected(other)),

@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::KeyHash;
-use crate::ledger::LedgerEntry;
-use crate::record::{
+use crate::model::keys::KeyHash;
+use crate::model::LedgerEntry;
+use crate::model::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
     TeamsDeleted,
 };
@@ -156,30 +156,6 @@ pub struct SpendInserted {
     pub duplicates: Vec<String>,
 }
 
-/// One row of `livegate_spend_logs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SpendRow {
-    pub request_id: String,
-    pub key_hash: String,
-    pub key_alias: Option<String>,
-    pub team_id: Option<String>,
-    pub model_requested: Option<String>,
-    pub model_returned: Option<String>,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
-    pub total_tokens: Option<i64>,
-    pub cost: f64,
-    pub unpriced: bool,
-    pub usage_known: bool,
-    pub status: i32,
-    pub streamed: bool,
-    pub start_time: chrono::DateTime<chrono::Utc>,
-    pub end_time: chrono::DateTime<chrono::Utc>,
-    /// Why the counts are an estimate (`contract::EstimateReason`'s name), if they are.
-    #[serde(default)]
-    pub usage_estimate_reason: Option<String>,
-}
-
 /// Spend of one key on one model on one UTC day.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpendGroup {
@@ -250,7 +226,7 @@ pub enum Response {
         rows: u64,
     },
     SpendLogs {
-        rows: Vec<SpendRow>,
+        rows: Vec<LedgerEntry>,
     },
     SpendSummary {
         groups: Vec<SpendGroup>,

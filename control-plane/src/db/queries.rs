@@ -7,8 +7,8 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
 use super::protocol::EngineError;
-use crate::keys::KeyHash;
-use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
+use crate::model::keys::KeyHash;
+use crate::model::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 
 /// A key's columns as read: its row and its team's policy (`livegate_key_policies`).
 pub(super) const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version, team_blocked, team_models, soft_budget, budget_duration, budget_reset_at, team_max_budget, team_spend, rpm_limit, tpm_limit, max_parallel_requests, team_rpm_limit, team_tpm_limit, team_max_parallel_requests";
@@ -133,7 +133,7 @@ pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, Engin
 
 /// A `budget_duration` in seconds, for the reset task's SQL (validated at the edge).
 pub(super) fn duration_secs(d: Option<&str>) -> Option<i64> {
-    let d = crate::keys::parse_duration(d?).ok()?;
+    let d = crate::model::keys::parse_duration(d?).ok()?;
     i64::try_from(d.as_secs()).ok()
 }
 

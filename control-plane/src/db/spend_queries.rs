@@ -11,11 +11,13 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
 use super::protocol::{
-    BudgetsReset, DeadLetter, EngineError, SpendFilter, SpendGroup, SpendInserted, SpendRow,
+    BudgetsReset, DeadLetter, EngineError, SpendFilter, SpendGroup, SpendInserted,
 };
 use super::queries::{classify, column};
 use super::queries::{LOG_CHANGE, WITH_TEAM};
-use crate::ledger::LedgerEntry;
+use crate::model::keys::KeyHash;
+use crate::model::LedgerEntry;
+use livegate_contract::spend::{EstimateReason, SpendRecord};
 
 const INSERT_SPEND: &str = "
 WITH input AS (
@@ -139,29 +141,49 @@ fn bounds(
     )
 }
 
-fn spend_row(row: &Row) -> Result<SpendRow, EngineError> {
-    Ok(SpendRow {
+/// A stored row read back as the entry it was written from; a value the entry cannot hold
+/// (a negative count, an unknown estimate reason) is a corrupt row, refused as such.
+fn spend_row(row: &Row) -> Result<LedgerEntry, EngineError> {
+    let corrupt =
+        |name: &str| EngineError::Query(format!("livegate_spend_logs.{name} out of range"));
+    let count = |name: &str| -> Result<Option<u64>, EngineError> {
+        column::<Option<i64>>(row, name)?
+            .map(|n| u64::try_from(n).map_err(|_| corrupt(name)))
+            .transpose()
+    };
+    let millis = |name: &str| -> Result<u64, EngineError> {
+        let at: chrono::DateTime<chrono::Utc> = column(row, name)?;
+        u64::try_from(at.timestamp_millis()).map_err(|_| corrupt(name))
+    };
+    let key_hash: String = column(row, "key_hash")?;
+    let reason: Option<String> = column(row, "usage_estimate_reason")?;
+    let record = SpendRecord {
         request_id: column(row, "request_id")?,
-        key_hash: column(row, "key_hash")?,
+        key_hash: KeyHash::parse_hex(&key_hash).map_err(|_| corrupt("key_hash"))?,
         key_alias: column(row, "key_alias")?,
         team_id: column(row, "team_id")?,
         model_requested: column(row, "model_requested")?,
         model_returned: column(row, "model_returned")?,
-        prompt_tokens: column(row, "prompt_tokens")?,
-        completion_tokens: column(row, "completion_tokens")?,
-        total_tokens: column(row, "total_tokens")?,
+        prompt_tokens: count("prompt_tokens")?,
+        completion_tokens: count("completion_tokens")?,
+        total_tokens: count("total_tokens")?,
+        usage_known: column(row, "usage_known")?,
+        usage_estimate_reason: reason
+            .map(|r| EstimateReason::parse(&r).ok_or_else(|| corrupt("usage_estimate_reason")))
+            .transpose()?,
+        status: u16::try_from(column::<i32>(row, "status")?).map_err(|_| corrupt("status"))?,
+        streamed: column(row, "streamed")?,
+        start_time_ms: millis("start_time")?,
+        end_time_ms: millis("end_time")?,
+    };
+    Ok(LedgerEntry {
+        record,
         cost: column(row, "cost")?,
         unpriced: column(row, "unpriced")?,
-        usage_known: column(row, "usage_known")?,
-        status: column(row, "status")?,
-        streamed: column(row, "streamed")?,
-        start_time: column(row, "start_time")?,
-        end_time: column(row, "end_time")?,
-        usage_estimate_reason: column(row, "usage_estimate_reason")?,
     })
 }
 
-pub async fn spend_logs(c: &Client, f: &SpendFilter) -> Result<Vec<SpendRow>, EngineError> {
+pub async fn spend_logs(c: &Client, f: &SpendFilter) -> Result<Vec<LedgerEntry>, EngineError> {
     let (from, before) = bounds(f);
     let sql = format!(
         "SELECT request_id, key_hash, key_alias, team_id, model_requested, model_returned,

@@ -6,7 +6,7 @@ use tokio_postgres::{Client, Row};
 
 use super::protocol::EngineError;
 use super::queries::{classify, column, record, token, COLUMNS};
-use crate::record::{TeamPatch, TeamRecord, TeamWrite, TeamsDeleted};
+use crate::model::{TeamPatch, TeamRecord, TeamWrite, TeamsDeleted};
 
 const TEAM_COLUMNS: &str =
     "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, max_budget, soft_budget, budget_duration, budget_reset_at, budget_duration_secs, rpm_limit, tpm_limit, max_parallel_requests";
@@ -197,7 +197,7 @@ pub async fn delete_teams(c: &Client, team_ids: &[String]) -> Result<TeamsDelete
 pub async fn team_keys(
     c: &Client,
     team_id: &str,
-) -> Result<Vec<crate::record::KeyRecord>, EngineError> {
+) -> Result<Vec<crate::model::KeyRecord>, EngineError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM livegate_key_policies WHERE team_id = $1 ORDER BY created_at DESC LIMIT 1000"
     );

@@ -1,5 +1,5 @@
 use super::*;
-use crate::keys::KeyHash;
+use crate::model::keys::KeyHash;
 
 fn change(seq: u64, status: KeyStatus) -> FeedChange {
     FeedChange {
@@ -72,7 +72,7 @@ fn a_change_log_row_becomes_what_the_filter_must_do() {
     let blocked = KeyChange {
         seq: 7,
         token: token.clone(),
-        record: Some(Box::new(crate::record::KeyRecord {
+        record: Some(Box::new(crate::model::KeyRecord {
             blocked: true,
             ..record.clone()
         })),

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::keys::KeyHash;
+use crate::model::keys::KeyHash;
 
 /// Which fields a request body (or query string) may carry. Anything else is refused by
 /// name, never stored and ignored: a field livegate would not enforce must not look set.

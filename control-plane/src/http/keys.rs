@@ -14,8 +14,8 @@ use super::extract::{check_fields, Caller, Fields, JsonBody, MasterKey};
 use super::AppState;
 use crate::auth::{self, Decision};
 use crate::key_cache::KeyState;
-use crate::keys::{self, KeyHash};
-use crate::record::{KeyFilter, KeyPatch, KeyRecord, LimitsPatch};
+use crate::model::keys::{self, KeyHash};
+use crate::model::{KeyFilter, KeyPatch, KeyRecord, LimitsPatch};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use livegate_contract::{SpendAck, SpendBatch};
 use serde_json::{json, Map, Value};
 
@@ -15,9 +15,10 @@ use super::error::ApiError;
 use super::extract::MasterKey;
 use super::keys::{check_query, parse_query, query_param};
 use super::AppState;
-use crate::db::{SpendFilter, SpendGroup, SpendRow};
-use crate::keys::{self, KeyHash};
+use crate::db::{SpendFilter, SpendGroup};
 use crate::ledger::IntakeError;
+use crate::model::keys::{self, KeyHash};
+use crate::model::LedgerEntry;
 
 /// The most rows `/spend/logs` answers (newest first) when it does not summarize.
 pub const MAX_LOG_ROWS: i64 = 1000;
@@ -206,18 +207,24 @@ pub async fn logs(
     }
 }
 
-/// A row as LiteLLM's spend log shows it; livegate's own fields under `metadata`.
-pub fn shown(r: &SpendRow) -> Value {
+/// A ledger entry as LiteLLM's spend log shows it; livegate's own fields under `metadata`.
+pub fn shown(entry: &LedgerEntry) -> Value {
+    let r = &entry.record;
+    let time = |ms: u64| {
+        i64::try_from(ms)
+            .ok()
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+    };
     json!({
         "request_id": r.request_id,
         "call_type": "",
         "api_key": r.key_hash,
-        "spend": r.cost,
+        "spend": entry.cost,
         "total_tokens": r.total_tokens.unwrap_or(0),
         "prompt_tokens": r.prompt_tokens.unwrap_or(0),
         "completion_tokens": r.completion_tokens.unwrap_or(0),
-        "startTime": r.start_time,
-        "endTime": r.end_time,
+        "startTime": time(r.start_time_ms),
+        "endTime": time(r.end_time_ms),
         "model": r.model_returned.as_ref().or(r.model_requested.as_ref()),
         "model_group": r.model_requested,
         "team_id": r.team_id,
@@ -225,8 +232,8 @@ pub fn shown(r: &SpendRow) -> Value {
         "metadata": {
             "user_api_key_alias": r.key_alias,
             "usage_known": r.usage_known,
-            "usage_estimate_reason": r.usage_estimate_reason,
-            "unpriced": r.unpriced,
+            "usage_estimate_reason": r.usage_estimate_reason.map(|reason| reason.as_str()),
+            "unpriced": entry.unpriced,
             "status": r.status,
             "streamed": r.streamed,
             "model_returned": r.model_returned,

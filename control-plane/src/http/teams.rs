@@ -15,7 +15,7 @@ use super::extract::{Fields, JsonBody, MasterKey};
 use super::keys::{check_query, number, parse_query, query_param};
 use super::AppState;
 use crate::key_cache::KeyState;
-use crate::record::{TeamPatch, TeamRecord};
+use crate::model::{TeamPatch, TeamRecord};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 

@@ -4,7 +4,7 @@ use chrono::Utc;
 pub fn record(raw: &str) -> KeyRecord {
     KeyRecord {
         token: KeyHash::of_raw(raw),
-        key_name: crate::keys::key_name(raw),
+        key_name: crate::model::keys::key_name(raw),
         key_alias: None,
         team_id: None,
         user_id: None,

@@ -12,7 +12,7 @@ use super::isolate::{write_isolating, SpendWriter, Written};
 use super::{drain_batch, DrainBatch, Ledger, LedgerEntry};
 use crate::db::{Db, DbError, DeadLetter, SpendInserted};
 use crate::key_cache::KeyCache;
-use crate::keys::KeyHash;
+use crate::model::keys::KeyHash;
 use crate::spool::{SpoolError, SpoolHandle};
 
 /// Drains the spool into Postgres until `stop`: a batch at a time, waiting for new records

@@ -12,7 +12,7 @@
 use std::future::Future;
 
 use crate::db::{DbError, SpendInserted};
-use crate::ledger::LedgerEntry;
+use crate::model::LedgerEntry;
 
 /// What writes a drain's rows: the spool's database (`drain::IntoDatabase`), or a fake.
 pub trait SpendWriter {

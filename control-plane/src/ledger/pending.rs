@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use crate::keys::KeyHash;
-use crate::ledger::LedgerEntry;
+use crate::model::keys::KeyHash;
+use crate::model::LedgerEntry;
 
 /// Undrained cost by key and by team. Entries leave when the drain has written them.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use std::fmt::Write;
 
 use livegate_contract::EstimateReason;
 
-use crate::ledger::LedgerEntry;
+use crate::model::LedgerEntry;
 
 /// The label value of the series that takes what the bound leaves out.
 pub const OTHER: &str = "other";

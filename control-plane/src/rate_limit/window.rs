@@ -4,8 +4,8 @@
 use livegate_contract::rate_limit::{PARALLEL_LEASE_MS, WINDOW_MS};
 use livegate_contract::{BudgetScope, LimitKind, RateLimited, WindowLog};
 
-use crate::keys::KeyHash;
-use crate::record::KeyRecord;
+use crate::model::keys::KeyHash;
+use crate::model::KeyRecord;
 
 /// One window: whose it is, what it counts, and its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]

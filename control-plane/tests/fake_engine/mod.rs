@@ -22,9 +22,9 @@ use livegate_control_plane::db::state::DbStatus;
 use livegate_control_plane::db::{Db, Snapshot};
 use livegate_control_plane::http::{metrics_router, router, AppState};
 use livegate_control_plane::key_cache::KeyCache;
-use livegate_control_plane::keys::KeyHash;
 use livegate_control_plane::metrics::Metrics;
-use livegate_control_plane::record::{KeyPage, KeyRecord};
+use livegate_control_plane::model::keys::KeyHash;
+use livegate_control_plane::model::{KeyPage, KeyRecord};
 
 pub const MASTER: &str = "sk-master-test-0123456789abcdef0123456789abcdef";
 /// The internal API's token the harness's control plane is configured with.

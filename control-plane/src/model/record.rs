@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::KeyHash;
+use super::keys::KeyHash;
 
 /// One key as stored (never the raw key). Field names follow LiteLLM's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
