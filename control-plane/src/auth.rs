@@ -52,7 +52,7 @@ pub fn decide(record: Option<KeyRecord>, now: DateTime<Utc>, max_ttl_seconds: u6
     if record.blocked {
         return Decision::Deny(DenyReason::KeyBlocked);
     }
-    if record.team_blocked {
+    if record.team.blocked {
         return Decision::Deny(DenyReason::TeamBlocked);
     }
     if record.is_expired(now) {
@@ -90,7 +90,7 @@ pub fn check_spool(decision: Decision, at_bound: bool, policy: SpoolFullPolicy) 
     let Decision::Allow { record, .. } = &decision else {
         return decision;
     };
-    let budgeted = record.max_budget.is_some() || record.team_max_budget.is_some();
+    let budgeted = record.budget.max_budget.is_some() || record.team.max_budget.is_some();
     match policy {
         _ if !at_bound => decision,
         SpoolFullPolicy::RefuseAll => Decision::SpendSpoolFull,
@@ -238,7 +238,7 @@ mod tests {
         );
         r.blocked = false;
         r.expires = None;
-        r.team_blocked = true;
+        r.team.blocked = true;
         assert_eq!(
             decide(Some(r), now, 30),
             Decision::Deny(DenyReason::TeamBlocked)
@@ -250,9 +250,9 @@ mod tests {
         let allow = |r: KeyRecord| decide(Some(r), Utc::now(), 30);
         let plain = record("sk-a");
         let mut budgeted = record("sk-b");
-        budgeted.max_budget = Some(10.0);
+        budgeted.budget.max_budget = Some(10.0);
         let mut team_budgeted = record("sk-c");
-        team_budgeted.team_max_budget = Some(10.0);
+        team_budgeted.team.max_budget = Some(10.0);
         let refused = |d: Decision| d == Decision::SpendSpoolFull;
         use SpoolFullPolicy::*;
         for r in [&plain, &budgeted, &team_budgeted] {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use livegate_contract::{Budget, BudgetScope};
 
 use crate::model::keys;
-use crate::model::{BudgetPatch, KeyRecord};
+use crate::model::{BudgetDuration, BudgetPolicy, KeyRecord};
 
 pub mod reserve;
 pub mod reset;
@@ -44,27 +44,24 @@ pub fn patch(
     soft_budget: Option<f64>,
     budget_duration: Option<String>,
     now: DateTime<Utc>,
-) -> Result<BudgetPatch, BudgetFieldError> {
+) -> Result<BudgetPolicy, BudgetFieldError> {
     let max_budget = amount("max_budget", max_budget)?;
     let soft_budget = amount("soft_budget", soft_budget)?;
-    let (secs, reset_at) = match budget_duration.as_deref() {
+    let (budget_duration, budget_reset_at) = match budget_duration.as_deref() {
         None => (None, None),
         Some(d) => {
-            let duration =
-                keys::parse_duration(d).map_err(|e| refused("budget_duration", e.to_string()))?;
-            let secs = i64::try_from(duration.as_secs())
-                .map_err(|_| refused("budget_duration", "budget_duration is too long"))?;
-            let reset_at = next_reset(now, secs)
-                .ok_or_else(|| refused("budget_duration", "budget_duration is too long"))?;
-            (Some(secs), Some(reset_at))
+            keys::parse_duration(d).map_err(|e| refused("budget_duration", e.to_string()))?;
+            let too_long = || refused("budget_duration", "budget_duration is too long");
+            let duration = BudgetDuration::parse(d).map_err(|_| too_long())?;
+            let reset_at = next_reset(now, duration.secs()).ok_or_else(too_long)?;
+            (Some(duration), Some(reset_at))
         }
     };
-    Ok(BudgetPatch {
+    Ok(BudgetPolicy {
         max_budget,
         soft_budget,
         budget_duration,
-        budget_duration_secs: secs,
-        budget_reset_at: reset_at,
+        budget_reset_at,
     })
 }
 
@@ -82,7 +79,7 @@ pub fn crosses(spend: f64, added: f64, max_budget: Option<f64>) -> bool {
 /// The budget that refuses this key, if any: its own first, then its team's. `pending_key`
 /// and `pending_team` are the costs this control plane has spooled and not yet drained.
 pub fn exceeded(record: &KeyRecord, pending_key: f64, pending_team: f64) -> Option<Budget> {
-    if let Some(max) = record.max_budget {
+    if let Some(max) = record.budget.max_budget {
         let spend = record.spend + pending_key;
         if spend >= max {
             return Some(Budget {
@@ -93,8 +90,8 @@ pub fn exceeded(record: &KeyRecord, pending_key: f64, pending_team: f64) -> Opti
             });
         }
     }
-    let max = record.team_max_budget?;
-    let spend = record.team_spend + pending_team;
+    let max = record.team.max_budget?;
+    let spend = record.team.spend + pending_team;
     (spend >= max).then(|| Budget {
         scope: BudgetScope::Team,
         team_id: record.team_id.clone(),

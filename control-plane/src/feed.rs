@@ -114,7 +114,7 @@ pub fn feed_change(change: &KeyChange) -> Option<FeedChange> {
     let status = match &change.record {
         None => KeyStatus::Deleted,
         Some(r) if r.blocked => KeyStatus::Blocked,
-        Some(r) if r.team_blocked => KeyStatus::TeamBlocked,
+        Some(r) if r.team.blocked => KeyStatus::TeamBlocked,
         Some(_) => KeyStatus::Active,
     };
     Some(FeedChange {

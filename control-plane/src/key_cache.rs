@@ -192,7 +192,7 @@ impl KeyCache {
                 continue;
             };
             if let Some(team) = record.team_id.as_ref().and_then(|t| teams.get(t)) {
-                record.team_spend += team;
+                record.team.spend += team;
             }
         }
     }
@@ -203,7 +203,7 @@ impl KeyCache {
 fn refuses(state: &KeyState) -> bool {
     match state {
         KeyState::Deleted => true,
-        KeyState::Present(record) => record.blocked || record.team_blocked,
+        KeyState::Present(record) => record.blocked || record.team.blocked,
     }
 }
 

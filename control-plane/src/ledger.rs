@@ -268,7 +268,7 @@ impl Ledger {
         let near = reservations.near_budget(
             record,
             record.spend + key - reserved_key + after_key,
-            record.team_spend + team - reserved_team + after_team,
+            record.team.spend + team - reserved_team + after_team,
         );
         drop(reservations);
         let decision = match decision {

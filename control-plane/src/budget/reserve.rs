@@ -64,7 +64,7 @@ impl Reservations {
 
     /// Reserves for one request of the key, if it (or its team) has a budget.
     pub fn reserve(&mut self, record: &KeyRecord, now_ms: u64) -> Option<Held> {
-        let budgeted = record.max_budget.is_some() || record.team_max_budget.is_some();
+        let budgeted = record.budget.max_budget.is_some() || record.team.max_budget.is_some();
         if !self.enabled() || !budgeted {
             return None;
         }
@@ -98,7 +98,8 @@ impl Reservations {
         let margin = self.per_request * NEAR_BUDGET_RESERVATIONS;
         let near = |max: Option<f64>, spent: f64| max.is_some_and(|m| m - spent < margin);
         self.enabled()
-            && (near(record.max_budget, spent_key) || near(record.team_max_budget, spent_team))
+            && (near(record.budget.max_budget, spent_key)
+                || near(record.team.max_budget, spent_team))
     }
 }
 
@@ -142,7 +143,7 @@ mod tests {
 
     fn budgeted(max: f64) -> KeyRecord {
         let mut r = record("sk-a");
-        r.max_budget = Some(max);
+        r.budget.max_budget = Some(max);
         r.team_id = Some("t".into());
         r
     }

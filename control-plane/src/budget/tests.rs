@@ -9,7 +9,10 @@ fn t0() -> DateTime<Utc> {
 #[test]
 fn a_budget_duration_sets_the_first_reset_from_now() {
     let p = patch(Some(10.0), Some(5.0), Some("30d".into()), t0()).unwrap();
-    assert_eq!(p.budget_duration_secs, Some(30 * 86_400));
+    assert_eq!(
+        p.budget_duration.as_ref().map(|d| d.secs()),
+        Some(30 * 86_400)
+    );
     assert_eq!(
         p.budget_reset_at,
         Some(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap())
@@ -25,7 +28,7 @@ fn a_budget_duration_sets_the_first_reset_from_now() {
 
 #[test]
 fn bad_budget_fields_are_refused_by_name() {
-    let param = |r: Result<BudgetPatch, BudgetFieldError>| r.unwrap_err().param;
+    let param = |r: Result<BudgetPolicy, BudgetFieldError>| r.unwrap_err().param;
     assert_eq!(param(patch(Some(-1.0), None, None, t0())), "max_budget");
     assert_eq!(param(patch(Some(f64::NAN), None, None, t0())), "max_budget");
     assert_eq!(param(patch(None, Some(-0.5), None, t0())), "soft_budget");
@@ -58,13 +61,13 @@ fn a_crossing_is_from_under_the_budget_to_at_or_over_it() {
 fn spend_at_the_budget_refuses_and_a_budget_of_zero_admits_nothing() {
     let mut r = record("sk-a");
     assert_eq!(exceeded(&r, 0.0, 0.0), None);
-    r.max_budget = Some(0.0);
+    r.budget.max_budget = Some(0.0);
     let b = exceeded(&r, 0.0, 0.0).unwrap();
     assert_eq!(
         (b.scope, b.spend, b.max_budget),
         (BudgetScope::Key, 0.0, 0.0)
     );
-    r.max_budget = Some(1.0);
+    r.budget.max_budget = Some(1.0);
     r.spend = 0.75;
     assert_eq!(exceeded(&r, 0.0, 0.0), None);
     r.spend = 1.0;
@@ -74,7 +77,7 @@ fn spend_at_the_budget_refuses_and_a_budget_of_zero_admits_nothing() {
 #[test]
 fn spooled_cost_counts_toward_the_budget() {
     let mut r = record("sk-a");
-    r.max_budget = Some(1.0);
+    r.budget.max_budget = Some(1.0);
     r.spend = 0.75;
     let b = exceeded(&r, 0.25, 0.0).unwrap();
     assert_eq!(b.spend, 1.0);
@@ -84,15 +87,15 @@ fn spooled_cost_counts_toward_the_budget() {
 fn the_keys_own_budget_is_checked_before_its_teams() {
     let mut r = record("sk-a");
     r.team_id = Some("team-a".into());
-    r.team_max_budget = Some(5.0);
-    r.team_spend = 4.0;
+    r.team.max_budget = Some(5.0);
+    r.team.spend = 4.0;
     assert_eq!(exceeded(&r, 0.0, 0.0), None);
     let b = exceeded(&r, 0.0, 1.0).unwrap();
     assert_eq!(
         (b.scope, b.team_id.as_deref(), b.spend),
         (BudgetScope::Team, Some("team-a"), 5.0)
     );
-    r.max_budget = Some(0.5);
+    r.budget.max_budget = Some(0.5);
     r.spend = 0.5;
     assert_eq!(exceeded(&r, 0.0, 1.0).unwrap().scope, BudgetScope::Key);
 }

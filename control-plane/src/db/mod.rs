@@ -2,6 +2,7 @@
 
 pub mod engine;
 pub mod ipc;
+mod policy_sql;
 pub mod process;
 pub mod protocol;
 mod queries;

@@ -1,21 +1,40 @@
 //! The SQL the engine runs for each request, and the mapping of driver errors to typed ones.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
 
+use super::policy_sql::{
+    self, placeholders, team_columns, PolicyParams, POLICY, POLICY_COLUMN_NAMES, TEAM_COLUMN_NAMES,
+};
 use super::protocol::EngineError;
 use crate::model::keys::KeyHash;
 use crate::model::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 
+/// A key's own columns, without its policy columns (`policy_sql::POLICY`).
+const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, metadata, blocked, spend, expires, created_at, updated_at";
+
 /// A key's columns as read: its row and its team's policy (`livegate_key_policies`).
-pub(super) const COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, version, team_blocked, team_models, soft_budget, budget_duration, budget_reset_at, team_max_budget, team_spend, rpm_limit, tpm_limit, max_parallel_requests, team_rpm_limit, team_tpm_limit, team_max_parallel_requests";
+pub(super) static COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    let own_policy = POLICY.iter().filter(|c| **c != "budget_duration_secs");
+    let own_policy = own_policy.copied().collect::<Vec<_>>().join(", ");
+    format!(
+        "{KEY_COLUMNS}, version, {own_policy}, {}",
+        *TEAM_COLUMN_NAMES
+    )
+});
 
 /// The written key rows (`w`, every column) with their team's policy, as the view shows
 /// them: the change log records this and the statement returns it.
-pub(super) const WITH_TEAM: &str = "p AS (SELECT w.*, COALESCE(t.blocked, false) AS team_blocked, COALESCE(t.models, '{}'::text[]) AS team_models, t.max_budget AS team_max_budget, COALESCE(t.spend, 0) AS team_spend, t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit, t.max_parallel_requests AS team_max_parallel_requests FROM w LEFT JOIN livegate_teams t ON t.team_id = w.team_id)";
+pub(super) static WITH_TEAM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "p AS (SELECT w.*, {} FROM w LEFT JOIN livegate_teams t ON t.team_id = w.team_id)",
+        team_columns("t", true)
+    )
+});
 
 /// Appends the written rows' new state (`p`) to the change log, numbered by the version
 /// the write gave them.
@@ -96,7 +115,7 @@ pub(super) fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         user_id: column(row, "user_id")?,
         models: column(row, "models")?,
         aliases: column::<Json<BTreeMap<String, String>>>(row, "aliases")?.0,
-        max_budget: column(row, "max_budget")?,
+        budget: policy_sql::budget(row)?,
         metadata: column(row, "metadata")?,
         blocked: column(row, "blocked")?,
         spend: column(row, "spend")?,
@@ -104,19 +123,8 @@ pub(super) fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         created_at: column(row, "created_at")?,
         updated_at: column(row, "updated_at")?,
         version: column(row, "version")?,
-        team_blocked: column(row, "team_blocked")?,
-        team_models: column(row, "team_models")?,
-        soft_budget: column(row, "soft_budget")?,
-        budget_duration: column(row, "budget_duration")?,
-        budget_reset_at: column(row, "budget_reset_at")?,
-        team_max_budget: column(row, "team_max_budget")?,
-        team_spend: column(row, "team_spend")?,
-        rpm_limit: column(row, "rpm_limit")?,
-        tpm_limit: column(row, "tpm_limit")?,
-        max_parallel_requests: column(row, "max_parallel_requests")?,
-        team_rpm_limit: column(row, "team_rpm_limit")?,
-        team_tpm_limit: column(row, "team_tpm_limit")?,
-        team_max_parallel_requests: column(row, "team_max_parallel_requests")?,
+        limits: policy_sql::limits(row, "")?,
+        team: policy_sql::team_policy(row)?,
     })
 }
 
@@ -126,62 +134,49 @@ pub async fn ping(c: &Client) -> Result<(), EngineError> {
 }
 
 pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, EngineError> {
-    let sql = format!("SELECT {COLUMNS} FROM livegate_key_policies WHERE token = $1");
+    let sql = format!(
+        "SELECT {} FROM livegate_key_policies WHERE token = $1",
+        *COLUMNS
+    );
     let row = c.query_opt(&sql, &[&t.as_str()]).await.map_err(classify)?;
     row.as_ref().map(record).transpose()
 }
 
-/// A `budget_duration` in seconds, for the reset task's SQL (validated at the edge).
-pub(super) fn duration_secs(d: Option<&str>) -> Option<i64> {
-    let d = crate::model::keys::parse_duration(d?).ok()?;
-    i64::try_from(d.as_secs()).ok()
-}
-
-/// A key's own columns, in the order `insert_key` binds them.
-const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, max_budget, metadata, blocked, spend, expires, created_at, updated_at, soft_budget, budget_duration, budget_duration_secs, budget_reset_at, rpm_limit, tpm_limit, max_parallel_requests, version";
-
 /// Inserts the key and logs the change; returns it as stored, with its version and its
 /// team's policy.
 pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineError> {
-    let budget_duration_secs = duration_secs(r.budget_duration.as_deref());
+    let policy = PolicyParams::new(&r.budget, &r.limits);
+    let aliases = Json(&r.aliases);
+    let token = r.token.as_str();
+    let own: [&(dyn ToSql + Sync); 13] = [
+        &token,
+        &r.key_name,
+        &r.key_alias,
+        &r.team_id,
+        &r.user_id,
+        &r.models,
+        &aliases,
+        &r.metadata,
+        &r.blocked,
+        &r.spend,
+        &r.expires,
+        &r.created_at,
+        &r.updated_at,
+    ];
+    let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let sql = format!(
         "WITH {NEXT_VERSION},
-         w AS (INSERT INTO livegate_keys ({KEY_COLUMNS})
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, v.seq FROM v
+         w AS (INSERT INTO livegate_keys ({KEY_COLUMNS}, {policy_columns}, version)
+               SELECT {values}, v.seq FROM v
                RETURNING *),
-         {WITH_TEAM}, {LOG_CHANGE}
-         SELECT {COLUMNS} FROM p"
+         {with_team}, {LOG_CHANGE}
+         SELECT {columns} FROM p",
+        policy_columns = *POLICY_COLUMN_NAMES,
+        values = placeholders(1, params.len()),
+        with_team = *WITH_TEAM,
+        columns = *COLUMNS,
     );
-    let aliases = Json(&r.aliases);
-    let row = c
-        .query_one(
-            &sql,
-            &[
-                &r.token.as_str(),
-                &r.key_name,
-                &r.key_alias,
-                &r.team_id,
-                &r.user_id,
-                &r.models,
-                &aliases,
-                &r.max_budget,
-                &r.metadata,
-                &r.blocked,
-                &r.spend,
-                &r.expires,
-                &r.created_at,
-                &r.updated_at,
-                &r.soft_budget,
-                &r.budget_duration,
-                &budget_duration_secs,
-                &r.budget_reset_at,
-                &r.rpm_limit,
-                &r.tpm_limit,
-                &r.max_parallel_requests,
-            ],
-        )
-        .await
-        .map_err(classify)?;
+    let row = c.query_one(&sql, &params).await.map_err(classify)?;
     record(&row)
 }
 
@@ -191,7 +186,7 @@ pub async fn list_keys(c: &Client, f: &KeyFilter) -> Result<KeyPage, EngineError
     let limit = i64::from(f.size);
     let offset = i64::from(f.page.saturating_sub(1)) * limit;
     let token = f.token.as_ref().map(KeyHash::as_str);
-    let sql = format!("SELECT {COLUMNS} FROM livegate_key_policies WHERE {FILTER} ORDER BY created_at DESC, token LIMIT $5 OFFSET $6");
+    let sql = format!("SELECT {} FROM livegate_key_policies WHERE {FILTER} ORDER BY created_at DESC, token LIMIT $5 OFFSET $6", *COLUMNS);
     let rows = c
         .query(
             &sql,
@@ -232,21 +227,19 @@ pub async fn update_key(
             user_id = COALESCE($4, user_id), models = COALESCE($5, models),
             aliases = COALESCE($6, aliases), metadata = COALESCE($7, metadata),
             blocked = COALESCE($8, blocked), expires = COALESCE($9, expires), updated_at = now(),
-            max_budget = COALESCE($10, max_budget), soft_budget = COALESCE($11, soft_budget),
-            budget_duration = COALESCE($12, budget_duration),
-            budget_duration_secs = COALESCE($13, budget_duration_secs),
-            budget_reset_at = COALESCE($14, budget_reset_at),
-            rpm_limit = COALESCE($15, rpm_limit), tpm_limit = COALESCE($16, tpm_limit),
-            max_parallel_requests = COALESCE($17, max_parallel_requests),
-            version = (SELECT seq FROM v)
+            {policy}, version = (SELECT seq FROM v)
          WHERE token = $1 RETURNING *),
-         {WITH_TEAM}, {LOG_CHANGE}
-         SELECT {COLUMNS} FROM p"
+         {with_team}, {LOG_CHANGE}
+         SELECT {columns} FROM p",
+        policy = policy_sql::updates(10),
+        with_team = *WITH_TEAM,
+        columns = *COLUMNS,
     );
     let aliases = p.aliases.as_ref().map(Json);
-    let b = &p.budget;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 17] = [
-        &t.as_str(),
+    let policy = PolicyParams::new(&p.budget, &p.limits);
+    let token = t.as_str();
+    let own: [&(dyn ToSql + Sync); 9] = [
+        &token,
         &p.key_alias,
         &p.team_id,
         &p.user_id,
@@ -255,15 +248,8 @@ pub async fn update_key(
         &p.metadata,
         &p.blocked,
         &p.expires,
-        &b.max_budget,
-        &b.soft_budget,
-        &b.budget_duration,
-        &b.budget_duration_secs,
-        &b.budget_reset_at,
-        &p.limits.rpm_limit,
-        &p.limits.tpm_limit,
-        &p.limits.max_parallel_requests,
     ];
+    let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let row = c.query_opt(&sql, &params).await.map_err(classify)?;
     row.as_ref().map(record).transpose()
 }

@@ -275,7 +275,10 @@ pub async fn reset_budgets(
     c: &Client,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<BudgetsReset, EngineError> {
-    let keys_sql = format!("{RESET_KEYS} {WITH_TEAM}, {LOG_CHANGE} SELECT count(*) AS n FROM p");
+    let keys_sql = format!(
+        "{RESET_KEYS} {}, {LOG_CHANGE} SELECT count(*) AS n FROM p",
+        *WITH_TEAM
+    );
     let keys: i64 = column(
         &c.query_one(&keys_sql, &[&now]).await.map_err(classify)?,
         "n",

@@ -2,31 +2,42 @@
 //! gives each of its keys a new version and logs it, in the same statement: a team change
 //! reaches caches and filters exactly as a key change does.
 
+use std::sync::LazyLock;
+
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
+
+use super::policy_sql::{
+    self, placeholders, team_columns, team_policy_changed, PolicyParams, POLICY_COLUMN_NAMES,
+};
 
 use super::protocol::EngineError;
 use super::queries::{classify, column, record, token, COLUMNS};
 use crate::model::{TeamPatch, TeamRecord, TeamWrite, TeamsDeleted};
 
-const TEAM_COLUMNS: &str =
-    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, max_budget, soft_budget, budget_duration, budget_reset_at, budget_duration_secs, rpm_limit, tpm_limit, max_parallel_requests";
+/// A team's own columns, without its policy columns (`policy_sql::POLICY`).
+const TEAM_OWN_COLUMNS: &str =
+    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at";
 
-/// The keys of the written team (`t`) get new versions; `p` is their new state with the
-/// team's new policy (the view would still show the old one inside this statement).
-const RELOG_KEYS: &str = "
+static TEAM_COLUMNS: LazyLock<String> =
+    LazyLock::new(|| format!("{TEAM_OWN_COLUMNS}, {}", *POLICY_COLUMN_NAMES));
+
+/// The keys of the written team (`t`) get new versions when the policy they carry changed
+/// (`o` is the team's row before the write); `p` is their new state with the team's new
+/// policy (the view would still show the old one inside this statement).
+static RELOG_KEYS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
     w AS (UPDATE livegate_keys SET version = nextval('livegate_key_changes_seq_seq')
-          WHERE team_id = (SELECT team_id FROM t) AND EXISTS (SELECT 1 FROM o, t
-              WHERE o.blocked IS DISTINCT FROM t.blocked OR o.models IS DISTINCT FROM t.models
-                 OR o.max_budget IS DISTINCT FROM t.max_budget OR o.spend IS DISTINCT FROM t.spend
-                 OR o.rpm_limit IS DISTINCT FROM t.rpm_limit OR o.tpm_limit IS DISTINCT FROM t.tpm_limit
-                 OR o.max_parallel_requests IS DISTINCT FROM t.max_parallel_requests)
+          WHERE team_id = (SELECT team_id FROM t) AND EXISTS (SELECT 1 FROM o, t WHERE {changed})
           RETURNING *),
-    p AS (SELECT w.*, t.blocked AS team_blocked, t.models AS team_models,
-                 t.max_budget AS team_max_budget, t.spend AS team_spend,
-                 t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit,
-                 t.max_parallel_requests AS team_max_parallel_requests FROM w, t),
+    p AS (SELECT w.*, {team} FROM w, t),
     c AS (INSERT INTO livegate_key_changes (seq, token, record)
-          SELECT version, token, to_jsonb(p) - 'version' FROM p)";
+          SELECT version, token, to_jsonb(p) - 'version' FROM p)",
+        changed = team_policy_changed("o", "t"),
+        team = team_columns("t", false),
+    )
+});
 
 fn team(row: &Row) -> Result<TeamRecord, EngineError> {
     Ok(TeamRecord {
@@ -36,54 +47,40 @@ fn team(row: &Row) -> Result<TeamRecord, EngineError> {
         metadata: column(row, "metadata")?,
         blocked: column(row, "blocked")?,
         spend: column(row, "spend")?,
-        max_budget: column(row, "max_budget")?,
-        soft_budget: column(row, "soft_budget")?,
-        budget_duration: column(row, "budget_duration")?,
-        budget_reset_at: column(row, "budget_reset_at")?,
-        rpm_limit: column(row, "rpm_limit")?,
-        tpm_limit: column(row, "tpm_limit")?,
-        max_parallel_requests: column(row, "max_parallel_requests")?,
+        budget: policy_sql::budget(row)?,
+        limits: policy_sql::limits(row, "")?,
         created_at: column(row, "created_at")?,
         updated_at: column(row, "updated_at")?,
     })
 }
 
 pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, EngineError> {
-    let budget_duration_secs = super::queries::duration_secs(t.budget_duration.as_deref());
+    let policy = PolicyParams::new(&t.budget, &t.limits);
+    let own: [&(dyn ToSql + Sync); 8] = [
+        &t.team_id,
+        &t.team_alias,
+        &t.models,
+        &t.metadata,
+        &t.blocked,
+        &t.spend,
+        &t.created_at,
+        &t.updated_at,
+    ];
+    let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let sql = format!(
-        "INSERT INTO livegate_teams ({TEAM_COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-         RETURNING {TEAM_COLUMNS}"
+        "INSERT INTO livegate_teams ({columns}) VALUES ({values}) RETURNING {columns}",
+        columns = *TEAM_COLUMNS,
+        values = placeholders(1, params.len()),
     );
-    let row = c
-        .query_one(
-            &sql,
-            &[
-                &t.team_id,
-                &t.team_alias,
-                &t.models,
-                &t.metadata,
-                &t.blocked,
-                &t.spend,
-                &t.created_at,
-                &t.updated_at,
-                &t.max_budget,
-                &t.soft_budget,
-                &t.budget_duration,
-                &t.budget_reset_at,
-                &budget_duration_secs,
-                &t.rpm_limit,
-                &t.tpm_limit,
-                &t.max_parallel_requests,
-            ],
-        )
-        .await
-        .map_err(classify)?;
+    let row = c.query_one(&sql, &params).await.map_err(classify)?;
     team(&row)
 }
 
 pub async fn get_team(c: &Client, team_id: &str) -> Result<Option<TeamRecord>, EngineError> {
-    let sql = format!("SELECT {TEAM_COLUMNS} FROM livegate_teams WHERE team_id = $1");
+    let sql = format!(
+        "SELECT {} FROM livegate_teams WHERE team_id = $1",
+        *TEAM_COLUMNS
+    );
     let row = c.query_opt(&sql, &[&team_id]).await.map_err(classify)?;
     row.as_ref().map(team).transpose()
 }
@@ -96,7 +93,8 @@ pub async fn list_teams(
     let limit = i64::from(size);
     let offset = i64::from(page.saturating_sub(1)) * limit;
     let sql = format!(
-        "SELECT {TEAM_COLUMNS} FROM livegate_teams ORDER BY created_at DESC, team_id LIMIT $1 OFFSET $2"
+        "SELECT {} FROM livegate_teams ORDER BY created_at DESC, team_id LIMIT $1 OFFSET $2",
+        *TEAM_COLUMNS
     );
     let rows = c.query(&sql, &[&limit, &offset]).await.map_err(classify)?;
     let total: i64 = column(
@@ -116,43 +114,23 @@ pub async fn update_team(
     p: &TeamPatch,
 ) -> Result<Option<TeamWrite>, EngineError> {
     let sql = format!(
-        "WITH o AS (SELECT blocked, models, max_budget, spend, rpm_limit, tpm_limit, max_parallel_requests FROM livegate_teams WHERE team_id = $1),
+        "WITH o AS (SELECT * FROM livegate_teams WHERE team_id = $1),
          t AS (UPDATE livegate_teams SET
             team_alias = COALESCE($2, team_alias), models = COALESCE($3, models),
             metadata = COALESCE($4, metadata), blocked = COALESCE($5, blocked),
-            max_budget = COALESCE($6, max_budget), soft_budget = COALESCE($7, soft_budget),
-            budget_duration = COALESCE($8, budget_duration),
-            budget_duration_secs = COALESCE($9, budget_duration_secs),
-            budget_reset_at = COALESCE($10, budget_reset_at),
-            rpm_limit = COALESCE($11, rpm_limit), tpm_limit = COALESCE($12, tpm_limit),
-            max_parallel_requests = COALESCE($13, max_parallel_requests),
-            updated_at = now()
+            {policy}, updated_at = now()
          WHERE team_id = $1 RETURNING *),
-         {RELOG_KEYS}
+         {relog}
          SELECT 'team' AS kind, to_jsonb(t) AS row FROM t
-         UNION ALL SELECT 'key', to_jsonb(p) FROM p"
+         UNION ALL SELECT 'key', to_jsonb(p) FROM p",
+        policy = policy_sql::updates(6),
+        relog = *RELOG_KEYS,
     );
-    let rows = c
-        .query(
-            &sql,
-            &[
-                &team_id,
-                &p.team_alias,
-                &p.models,
-                &p.metadata,
-                &p.blocked,
-                &p.budget.max_budget,
-                &p.budget.soft_budget,
-                &p.budget.budget_duration,
-                &p.budget.budget_duration_secs,
-                &p.budget.budget_reset_at,
-                &p.limits.rpm_limit,
-                &p.limits.tpm_limit,
-                &p.limits.max_parallel_requests,
-            ],
-        )
-        .await
-        .map_err(classify)?;
+    let policy = PolicyParams::new(&p.budget, &p.limits);
+    let own: [&(dyn ToSql + Sync); 5] =
+        [&team_id, &p.team_alias, &p.models, &p.metadata, &p.blocked];
+    let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
+    let rows = c.query(&sql, &params).await.map_err(classify)?;
     team_write(&rows)
 }
 
@@ -199,7 +177,8 @@ pub async fn team_keys(
     team_id: &str,
 ) -> Result<Vec<crate::model::KeyRecord>, EngineError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM livegate_key_policies WHERE team_id = $1 ORDER BY created_at DESC LIMIT 1000"
+        "SELECT {} FROM livegate_key_policies WHERE team_id = $1 ORDER BY created_at DESC LIMIT 1000",
+        *COLUMNS
     );
     let rows = c.query(&sql, &[&team_id]).await.map_err(classify)?;
     rows.iter().map(record).collect()

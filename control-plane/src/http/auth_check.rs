@@ -88,7 +88,7 @@ fn render(decision: Decision) -> Response {
             version: u64::try_from(record.version).unwrap_or(0),
             access: ModelAccess {
                 models: record.models,
-                team_models: record.team_models,
+                team_models: record.team.models,
                 aliases: record.aliases,
             },
         }),

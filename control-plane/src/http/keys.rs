@@ -15,7 +15,7 @@ use super::AppState;
 use crate::auth::{self, Decision};
 use crate::key_cache::KeyState;
 use crate::model::keys::{self, KeyHash};
-use crate::model::{KeyFilter, KeyPatch, KeyRecord, LimitsPatch};
+use crate::model::{KeyFilter, KeyPatch, KeyRecord, Limits, TeamPolicy};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -176,7 +176,7 @@ pub(super) fn limits_patch(
     rpm: Option<i64>,
     tpm: Option<i64>,
     parallel: Option<i64>,
-) -> Result<LimitsPatch, ApiError> {
+) -> Result<Limits, ApiError> {
     let limits = [
         ("rpm_limit", rpm),
         ("tpm_limit", tpm),
@@ -187,7 +187,7 @@ pub(super) fn limits_patch(
             return Err(ApiError::bad(param, format!("{param} must be 0 or more")));
         }
     }
-    Ok(LimitsPatch {
+    Ok(Limits {
         rpm_limit: rpm,
         tpm_limit: tpm,
         max_parallel_requests: parallel,
@@ -247,12 +247,7 @@ pub async fn generate(
         user_id: p.user_id,
         models: p.models.unwrap_or_default(),
         aliases: p.aliases.unwrap_or_default(),
-        max_budget: p.budget.max_budget,
-        soft_budget: p.budget.soft_budget,
-        budget_duration: p.budget.budget_duration,
-        budget_reset_at: p.budget.budget_reset_at,
-        team_max_budget: None,
-        team_spend: 0.0,
+        budget: p.budget,
         metadata: p.metadata.unwrap_or_else(|| json!({})),
         blocked: p.blocked.unwrap_or(false),
         spend: 0.0,
@@ -260,14 +255,8 @@ pub async fn generate(
         created_at: now,
         updated_at: now,
         version: 0,
-        team_blocked: false,
-        team_models: vec![],
-        rpm_limit: p.limits.rpm_limit,
-        tpm_limit: p.limits.tpm_limit,
-        max_parallel_requests: p.limits.max_parallel_requests,
-        team_rpm_limit: None,
-        team_tpm_limit: None,
-        team_max_parallel_requests: None,
+        limits: p.limits,
+        team: TeamPolicy::default(),
     };
     let record = s.db.insert_key(record).await?;
     remember(&s, &record);

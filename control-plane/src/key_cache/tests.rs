@@ -10,7 +10,7 @@ pub fn record(raw: &str) -> KeyRecord {
         user_id: None,
         models: vec![],
         aliases: Default::default(),
-        max_budget: None,
+        budget: Default::default(),
         metadata: serde_json::json!({}),
         blocked: false,
         spend: 0.0,
@@ -18,19 +18,8 @@ pub fn record(raw: &str) -> KeyRecord {
         created_at: Utc::now(),
         updated_at: Utc::now(),
         version: 1,
-        team_blocked: false,
-        team_models: vec![],
-        soft_budget: None,
-        budget_duration: None,
-        budget_reset_at: None,
-        team_max_budget: None,
-        team_spend: 0.0,
-        rpm_limit: None,
-        tpm_limit: None,
-        team_rpm_limit: None,
-        team_tpm_limit: None,
-        max_parallel_requests: None,
-        team_max_parallel_requests: None,
+        limits: Default::default(),
+        team: Default::default(),
     }
 }
 
@@ -188,7 +177,7 @@ fn drained_spend_is_added_to_the_records_held_for_their_key_and_team() {
     let teams = [("t".to_string(), 3.0)].into();
     c.add_spend(&keys, &teams);
     let spend = |r: &KeyRecord| match c.get(&r.token, now) {
-        Lookup::Fresh(KeyState::Present(r)) => (r.spend, r.team_spend),
+        Lookup::Fresh(KeyState::Present(r)) => (r.spend, r.team.spend),
         other => panic!("{other:?}"),
     };
     assert_eq!(spend(&a), (2.0, 3.0));

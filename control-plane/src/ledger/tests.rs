@@ -145,7 +145,7 @@ async fn ledger_with_reservation(dir: &Path, usd: f64) -> Ledger {
 
 fn allow(max_budget: Option<f64>, spend: f64) -> Decision {
     let mut record = crate::key_cache::tests::record("sk-r");
-    record.max_budget = max_budget;
+    record.budget.max_budget = max_budget;
     record.spend = spend;
     Decision::Allow {
         record: Box::new(record),

@@ -120,9 +120,9 @@ fn a_token_window_is_stale_after_its_refresh_interval() {
 fn a_key_is_counted_in_its_teams_window_first_then_its_own() {
     let mut r = record("team-key");
     r.team_id = Some("t1".into());
-    r.rpm_limit = Some(10);
-    r.team_rpm_limit = Some(4);
-    r.tpm_limit = Some(1000);
+    r.limits.rpm_limit = Some(10);
+    r.team.limits.rpm_limit = Some(4);
+    r.limits.tpm_limit = Some(1000);
     let requests = scopes(&r, LimitKind::Requests);
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].name, "team:t1:rpm");
@@ -209,7 +209,7 @@ fn a_parallel_slot_frees_when_its_end_is_known_or_its_lease_runs_out() {
 #[test]
 fn a_key_with_a_parallel_limit_has_a_window_of_starts_and_one_of_ends() {
     let mut r = record("parallel-key");
-    r.max_parallel_requests = Some(3);
+    r.limits.max_parallel_requests = Some(3);
     let parallel = scopes(&r, LimitKind::Parallel);
     assert_eq!(parallel.len(), 1);
     assert_eq!(parallel[0].span_ms(), PARALLEL_LEASE_MS);

@@ -72,27 +72,18 @@ fn suffix(kind: LimitKind) -> &'static str {
     }
 }
 
-fn limit_of(value: Option<i64>) -> Option<u64> {
-    value.map(|v| u64::try_from(v).unwrap_or(0))
-}
-
 /// The windows a request of this key is counted in, teams first (a team's limit is shared
 /// by its keys, so it is the one most often full).
 pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
-    let (team_limit, key_limit) = match kind {
-        LimitKind::Requests => (record.team_rpm_limit, record.rpm_limit),
-        LimitKind::Tokens => (record.team_tpm_limit, record.tpm_limit),
-        LimitKind::Parallel => (
-            record.team_max_parallel_requests,
-            record.max_parallel_requests,
-        ),
-    };
     let team = record
         .team_id
         .as_deref()
-        .zip(limit_of(team_limit))
+        .zip(record.team.limits.of(kind))
         .map(|(team, limit)| Scope::of_team(team, kind, limit));
-    let key = limit_of(key_limit).map(|limit| Scope::of_key(&record.token, kind, limit));
+    let key = record
+        .limits
+        .of(kind)
+        .map(|limit| Scope::of_key(&record.token, kind, limit));
     team.into_iter().chain(key).collect()
 }
 

@@ -1,0 +1,204 @@
+//! The columns of the policies keys and teams share (`model::{BudgetPolicy, Limits}`) and
+//! of the team's policy a key carries (`model::TeamPolicy`, the `team_*` columns), written
+//! once for every statement that reads or writes them.
+
+use std::sync::LazyLock;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::protocol::EngineError;
+use super::queries::column;
+use crate::model::{BudgetDuration, BudgetPolicy, Limits, TeamPolicy};
+
+/// A key's or a team's own policy columns, in the order `PolicyParams::params` binds them.
+pub(super) const POLICY: [&str; 8] = [
+    "max_budget",
+    "soft_budget",
+    "budget_duration",
+    "budget_duration_secs",
+    "budget_reset_at",
+    "rpm_limit",
+    "tpm_limit",
+    "max_parallel_requests",
+];
+
+/// The team's columns a key carries (as `team_<column>`), with the value a key without a
+/// team reads (`None`: NULL).
+const TEAM_POLICY: [(&str, Option<&str>); 7] = [
+    ("blocked", Some("false")),
+    ("models", Some("'{}'::text[]")),
+    ("max_budget", None),
+    ("spend", Some("0")),
+    ("rpm_limit", None),
+    ("tpm_limit", None),
+    ("max_parallel_requests", None),
+];
+
+/// `column = COALESCE($n, column)` for each policy column, numbered from `first`: a patch's
+/// `None` leaves a column as it is.
+pub(super) fn updates(first: usize) -> String {
+    POLICY
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = COALESCE(${}, {c})", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The team's policy as a key's `team_*` columns, from the team row `t` (NULL when the key
+/// has none, with `defaults`).
+pub(super) fn team_columns(t: &str, defaults: bool) -> String {
+    TEAM_POLICY
+        .iter()
+        .map(|(c, default)| match default.filter(|_| defaults) {
+            Some(d) => format!("COALESCE({t}.{c}, {d}) AS team_{c}"),
+            None => format!("{t}.{c} AS team_{c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the team's policy differs between its rows `old` and `new` (SQL).
+pub(super) fn team_policy_changed(old: &str, new: &str) -> String {
+    TEAM_POLICY
+        .iter()
+        .map(|(c, _)| format!("{old}.{c} IS DISTINCT FROM {new}.{c}"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// The `team_*` column names, as the view and `COLUMNS` list them.
+pub(super) static TEAM_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| {
+    TEAM_POLICY
+        .iter()
+        .map(|(c, _)| format!("team_{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The policy columns' names, comma-separated.
+pub(super) static POLICY_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| POLICY.join(", "));
+
+/// A budget and limits ready to bind in `POLICY`'s order.
+pub(super) struct PolicyParams<'a> {
+    budget: &'a BudgetPolicy,
+    limits: &'a Limits,
+    duration: Option<&'a str>,
+    duration_secs: Option<i64>,
+}
+
+impl<'a> PolicyParams<'a> {
+    pub(super) fn new(budget: &'a BudgetPolicy, limits: &'a Limits) -> PolicyParams<'a> {
+        let duration = budget.budget_duration.as_ref();
+        PolicyParams {
+            budget,
+            limits,
+            duration: duration.map(BudgetDuration::as_str),
+            duration_secs: duration.map(BudgetDuration::secs),
+        }
+    }
+
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.budget.max_budget,
+            &self.budget.soft_budget,
+            &self.duration,
+            &self.duration_secs,
+            &self.budget.budget_reset_at,
+            &self.limits.rpm_limit,
+            &self.limits.tpm_limit,
+            &self.limits.max_parallel_requests,
+        ]
+    }
+}
+
+/// `$first, $first+1, …` for `n` parameters.
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A row's budget columns; a stored duration that no longer parses is a corrupt row.
+pub(super) fn budget(row: &Row) -> Result<BudgetPolicy, EngineError> {
+    let duration: Option<String> = column(row, "budget_duration")?;
+    let budget_duration = duration
+        .map(|d| {
+            BudgetDuration::parse(&d)
+                .map_err(|_| EngineError::Query("budget_duration holds no duration".into()))
+        })
+        .transpose()?;
+    Ok(BudgetPolicy {
+        max_budget: column(row, "max_budget")?,
+        soft_budget: column(row, "soft_budget")?,
+        budget_duration,
+        budget_reset_at: column(row, "budget_reset_at")?,
+    })
+}
+
+/// A row's limits, its own (`prefix` "") or its team's (`prefix` "team_").
+pub(super) fn limits(row: &Row, prefix: &str) -> Result<Limits, EngineError> {
+    Ok(Limits {
+        rpm_limit: column(row, &format!("{prefix}rpm_limit"))?,
+        tpm_limit: column(row, &format!("{prefix}tpm_limit"))?,
+        max_parallel_requests: column(row, &format!("{prefix}max_parallel_requests"))?,
+    })
+}
+
+/// A key row's `team_*` columns.
+pub(super) fn team_policy(row: &Row) -> Result<TeamPolicy, EngineError> {
+    Ok(TeamPolicy {
+        blocked: column(row, "team_blocked")?,
+        models: column(row, "team_models")?,
+        max_budget: column(row, "team_max_budget")?,
+        spend: column(row, "team_spend")?,
+        limits: limits(row, "team_")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_leaves_each_policy_column_it_does_not_name() {
+        assert!(updates(10).starts_with("max_budget = COALESCE($10, max_budget), "));
+        assert!(
+            updates(10).ends_with("max_parallel_requests = COALESCE($17, max_parallel_requests)")
+        );
+    }
+
+    #[test]
+    fn a_key_without_a_team_reads_an_open_policy() {
+        let sql = team_columns("t", true);
+        assert!(sql.starts_with("COALESCE(t.blocked, false) AS team_blocked"));
+        assert!(sql.contains("t.max_budget AS team_max_budget"));
+        assert!(!team_columns("t", false).contains("COALESCE"));
+        assert_eq!(TEAM_COLUMN_NAMES.split(", ").count(), TEAM_POLICY.len());
+    }
+
+    /// The column lists name exactly the fields of the types they fill.
+    #[test]
+    fn the_column_lists_match_the_policy_types() {
+        let fields = |v: serde_json::Value| -> Vec<String> {
+            let mut names: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            names.sort();
+            names
+        };
+        let mut team: Vec<String> = TEAM_POLICY.iter().map(|(c, _)| c.to_string()).collect();
+        team.sort();
+        assert_eq!(fields(serde_json::json!(TeamPolicy::default())), team);
+        let mut own: Vec<String> = POLICY
+            .iter()
+            .filter(|c| **c != "budget_duration_secs")
+            .map(|c| c.to_string())
+            .collect();
+        own.sort();
+        let mut both = fields(serde_json::json!(BudgetPolicy::default()));
+        both.extend(fields(serde_json::json!(Limits::default())));
+        both.sort();
+        assert_eq!(both, own);
+    }
+}

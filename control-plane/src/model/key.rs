@@ -1,0 +1,144 @@
+//! Key records: what the database stores about a key, and the changes callers ask for.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use livegate_contract::RateLimits;
+use serde::{Deserialize, Serialize};
+
+use super::keys::KeyHash;
+use super::policy::{team_columns, BudgetPolicy, Limits, TeamPolicy};
+
+/// One key as stored (never the raw key), with its team's policy. Field names follow
+/// LiteLLM's; the embedded policies are flattened, so the JSON and the columns are flat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub token: KeyHash,
+    pub key_name: String,
+    pub key_alias: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub models: Vec<String>,
+    /// `{"alias": "model"}` (LiteLLM's `aliases`).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub budget: BudgetPolicy,
+    pub metadata: serde_json::Value,
+    pub blocked: bool,
+    pub spend: f64,
+    pub expires: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The number of the key's last change (`livegate_key_changes.seq`); 0 before its first.
+    #[serde(default)]
+    pub version: i64,
+    #[serde(flatten)]
+    pub limits: Limits,
+    /// From the key's team when the record was read or logged (`team_*`).
+    #[serde(flatten, with = "team_columns")]
+    pub team: TeamPolicy,
+}
+
+impl KeyRecord {
+    /// The limits that apply: for each, the stricter of the key's and its team's.
+    pub fn limits(&self) -> RateLimits {
+        self.limits.stricter(&self.team.limits)
+    }
+
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+
+    /// LiteLLM's flag: the key's spend has reached its `soft_budget` (an alert, not a limit).
+    pub fn soft_budget_cooldown(&self) -> bool {
+        self.budget.soft_budget_cooldown(self.spend)
+    }
+}
+
+/// Fields an update may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyPatch {
+    pub key_alias: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub aliases: Option<BTreeMap<String, String>>,
+    pub metadata: Option<serde_json::Value>,
+    pub blocked: Option<bool>,
+    pub expires: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub budget: BudgetPolicy,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Filters and paging of `/key/list`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyFilter {
+    pub key_alias: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub token: Option<KeyHash>,
+    /// 1-based.
+    pub page: u32,
+    pub size: u32,
+}
+
+/// One page of keys and the total that matched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyPage {
+    pub keys: Vec<KeyRecord>,
+    pub total: u64,
+}
+
+/// A key's state after one change, as every control plane learns it from the change log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyChange {
+    pub seq: i64,
+    pub token: KeyHash,
+    /// `None`: the key was deleted.
+    pub record: Option<Box<KeyRecord>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BudgetDuration;
+
+    /// The change log stores a key as the view's flat row (`to_jsonb`): the embedded
+    /// policies read from and write to the same flat names.
+    #[test]
+    fn a_record_reads_and_writes_the_views_flat_row() {
+        let row = serde_json::json!({
+            "token": KeyHash::of_raw("sk-flat").as_str(), "key_name": "sk-...flat",
+            "key_alias": null, "team_id": "t", "user_id": null, "models": [],
+            "aliases": {}, "metadata": {}, "blocked": false, "spend": 1.5, "expires": null,
+            "created_at": "2026-12-03T00:00:00Z", "updated_at": "2026-12-03T00:00:00Z",
+            "max_budget": 10.0, "budget_duration": "30d", "budget_duration_secs": 2592000,
+            "rpm_limit": 5, "team_blocked": true, "team_models": ["gpt-4o"],
+            "team_max_budget": 20.0, "team_spend": 3.0, "team_tpm_limit": 100,
+        });
+        let record: KeyRecord = serde_json::from_value(row).unwrap();
+        assert_eq!(record.budget.max_budget, Some(10.0));
+        assert_eq!(
+            record.budget.budget_duration,
+            BudgetDuration::parse("30d").ok()
+        );
+        assert_eq!(record.limits.rpm_limit, Some(5));
+        assert!(record.team.blocked);
+        assert_eq!(record.team.models, ["gpt-4o"]);
+        assert_eq!(record.team.max_budget, Some(20.0));
+        assert_eq!(record.team.spend, 3.0);
+        assert_eq!(record.team.limits.tpm_limit, Some(100));
+        assert_eq!(record.limits().tpm_limit, Some(100));
+        let written = serde_json::to_value(&record).unwrap();
+        assert_eq!(written["team_tpm_limit"], 100);
+        assert_eq!(written["budget_duration"], "30d");
+        assert_eq!(written["team_id"], "t");
+        assert_eq!(
+            serde_json::from_value::<KeyRecord>(written).unwrap(),
+            record
+        );
+    }
+}

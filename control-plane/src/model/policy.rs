@@ -1,0 +1,131 @@
+//! The policies keys and teams share (rate limits, budgets) and what a team imposes on its
+//! keys, each written once and embedded where it applies.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use livegate_contract::{LimitKind, RateLimits};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::keys::{parse_duration, DurationError};
+
+/// Requests and tokens in any 60 s window, and requests in flight (LiteLLM's `rpm_limit`,
+/// `tpm_limit`, `max_parallel_requests`). In a patch, `None` leaves a limit as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(default)]
+    pub rpm_limit: Option<i64>,
+    #[serde(default)]
+    pub tpm_limit: Option<i64>,
+    #[serde(default)]
+    pub max_parallel_requests: Option<i64>,
+}
+
+impl Limits {
+    /// The limit of one kind as the windows count it (a stored negative admits nothing).
+    pub fn of(&self, kind: LimitKind) -> Option<u64> {
+        let stored = match kind {
+            LimitKind::Requests => self.rpm_limit,
+            LimitKind::Tokens => self.tpm_limit,
+            LimitKind::Parallel => self.max_parallel_requests,
+        };
+        stored.map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
+    /// For each kind, the stricter of these limits and `other`'s, as the filter is told.
+    pub fn stricter(&self, other: &Limits) -> RateLimits {
+        let both = |kind| RateLimits::stricter(self.of(kind), other.of(kind));
+        RateLimits {
+            rpm_limit: both(LimitKind::Requests),
+            tpm_limit: both(LimitKind::Tokens),
+            max_parallel_requests: both(LimitKind::Parallel),
+        }
+    }
+}
+
+/// LiteLLM's `budget_duration` (`30s`, `30m`, `1h`, `1d`, `30d`): parsed once where it
+/// enters, kept as written for display, with its length for the reset task's SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetDuration {
+    text: String,
+    secs: i64,
+}
+
+impl BudgetDuration {
+    pub fn parse(text: &str) -> Result<BudgetDuration, DurationError> {
+        let secs = i64::try_from(parse_duration(text)?.as_secs()).map_err(|_| DurationError)?;
+        Ok(BudgetDuration {
+            text: text.to_owned(),
+            secs,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn secs(&self) -> i64 {
+        self.secs
+    }
+}
+
+impl fmt::Display for BudgetDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for BudgetDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for BudgetDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BudgetDuration, D::Error> {
+        let text = String::deserialize(d)?;
+        BudgetDuration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A budget (keys and teams alike). In a patch, `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetPolicy {
+    #[serde(default)]
+    pub max_budget: Option<f64>,
+    /// Alerts only: `spend >= soft_budget` sets `soft_budget_cooldown` in the info calls.
+    #[serde(default)]
+    pub soft_budget: Option<f64>,
+    /// Spend goes back to 0 at `budget_reset_at`, then every `budget_duration`.
+    #[serde(default)]
+    pub budget_duration: Option<BudgetDuration>,
+    #[serde(default)]
+    pub budget_reset_at: Option<DateTime<Utc>>,
+}
+
+impl BudgetPolicy {
+    /// LiteLLM's flag: `spend` has reached the `soft_budget` (an alert, not a limit).
+    pub fn soft_budget_cooldown(&self, spend: f64) -> bool {
+        self.soft_budget.is_some_and(|soft| spend >= soft)
+    }
+}
+
+/// What a team imposes on each of its keys, as of the key's version: a team's change of
+/// any of it (and its crossing of its budget) is logged as a change of each of its keys.
+/// A key carries it as the `team_*` columns of `livegate_key_policies`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TeamPolicy {
+    #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub max_budget: Option<f64>,
+    /// The team's drained spend.
+    #[serde(default)]
+    pub spend: f64,
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+serde_with::with_prefix!(pub team_columns "team_");
