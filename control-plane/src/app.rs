@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db::supervisor::{self, Reconnect};
 use crate::feed::{self, ChangeRing};
+use crate::gate::{Gate, GateSettings};
 use crate::http::{self, AppState};
 use crate::key_cache::KeyCache;
 use crate::ledger::{self, Ledger};
@@ -90,9 +91,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         crate::rate_limit::FLUSH_EVERY,
         stop_db.clone(),
     ));
+    let gate = Gate::new(
+        db.clone(),
+        cache.clone(),
+        ledger.clone(),
+        limiter.clone(),
+        metrics.clone(),
+        GateSettings {
+            db_deadline: config.auth_db_deadline,
+            cache_ttl: config.auth_cache_ttl,
+            when_full: config.spend.when_full,
+        },
+    );
     let state = AppState {
+        gate,
         limiter,
-        ledger: Some(ledger),
+        ledger,
         cache,
         changes,
         config: config.clone(),

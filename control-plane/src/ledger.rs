@@ -21,12 +21,11 @@ use std::sync::{Arc, Mutex};
 use livegate_contract::spend::{SpendBatch, SpendRecord};
 use tokio::sync::Notify;
 
-use crate::auth::Decision;
 use crate::budget::reserve::{Held, Reservations};
 use crate::config::SpendConfig;
 use crate::metrics::spend_series::SpendSeries;
 use crate::model::keys::KeyHash;
-use crate::model::LedgerEntry;
+use crate::model::{KeyRecord, LedgerEntry};
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
 
@@ -179,6 +178,20 @@ pub enum IntakeError {
     Encode(serde_json::Error),
 }
 
+/// What the budget says of a key about to be let in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpendVerdict {
+    /// The key's or its team's spend (drained, spooled, reserved) reached its budget.
+    OverBudget(livegate_contract::Budget),
+    /// Within budget: the reservation taken for the request (if the key has a budget), and
+    /// whether the request would take it near the budget (then the filter must not cache
+    /// the allow).
+    Within {
+        held: Option<Held>,
+        near_budget: bool,
+    },
+}
+
 impl Ledger {
     /// Opens (and replays) the spool, creating its directory, and loads the prices.
     pub async fn open(config: &SpendConfig) -> anyhow::Result<Ledger> {
@@ -243,15 +256,12 @@ impl Ledger {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The budget check of an allow, counting this replica's undrained spend and the
-    /// reservations of the key's and its team's requests in flight; an allow reserves for
-    /// its request at once (under the same lock, so two checks cannot both take the last
-    /// room) and is not cached by the filter near its budget. The caller releases the
-    /// [`Held`] if a later check refuses the request.
-    pub fn check_budget(&self, decision: Decision, now_ms: u64) -> (Decision, Option<Held>) {
-        let Decision::Allow { record, .. } = &decision else {
-            return (decision, None);
-        };
+    /// The budget check of a key about to be let in, counting this replica's undrained
+    /// spend and the reservations of the key's and its team's requests in flight; within
+    /// budget, it reserves for the request at once (under the same lock, so two checks
+    /// cannot both take the last room). The caller releases the [`Held`] if a later check
+    /// refuses the request.
+    pub fn admit_spend(&self, record: &KeyRecord, now_ms: u64) -> SpendVerdict {
         let mut reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
         let (reserved_key, reserved_team) = reservations.reserved(record, now_ms);
         let pending = self.pending_spend();
@@ -259,26 +269,24 @@ impl Ledger {
         let team = pending.team(record.team_id.as_deref()) + reserved_team;
         drop(pending);
         if let Some(budget) = crate::budget::exceeded(record, key, team) {
-            return (Decision::OverBudget(budget), None);
+            return SpendVerdict::OverBudget(budget);
         }
         let Some(held) = reservations.reserve(record, now_ms) else {
-            return (decision, None);
+            return SpendVerdict::Within {
+                held: None,
+                near_budget: false,
+            };
         };
         let (after_key, after_team) = reservations.reserved(record, now_ms);
-        let near = reservations.near_budget(
+        let near_budget = reservations.near_budget(
             record,
             record.spend + key - reserved_key + after_key,
             record.team.spend + team - reserved_team + after_team,
         );
-        drop(reservations);
-        let decision = match decision {
-            Decision::Allow { record, .. } if near => Decision::Allow {
-                record,
-                cache_ttl_seconds: 0,
-            },
-            other => other,
-        };
-        (decision, Some(held))
+        SpendVerdict::Within {
+            held: Some(held),
+            near_budget,
+        }
     }
 
     /// Frees a reservation: its request's spend record arrived, or a check after the
@@ -335,4 +343,4 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

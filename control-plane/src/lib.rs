@@ -4,12 +4,12 @@
 //! (the command line, the metrics, the router); `main.rs` only calls [`cli::main`].
 
 pub mod app;
-pub mod auth;
 pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod feed;
+pub mod gate;
 pub mod http;
 // `KeyCache::len` feeds a gauge; an `is_empty` would have no caller.
 #[allow(clippy::len_without_is_empty)]

@@ -108,7 +108,7 @@ const KEY_ROUTES: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn every_key_handler_succeeds_against_the_engine() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     let created = generate(
         &h,
         json!({"key_alias": "svc", "team_id": "t1", "models": ["m"]}),
@@ -159,7 +159,7 @@ async fn every_key_handler_succeeds_against_the_engine() {
 
 #[tokio::test]
 async fn bad_input_is_a_400_naming_the_field() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     for (path, body, param) in [
         ("/key/generate", json!({"max_budget": -1}), "max_budget"),
         (
@@ -201,7 +201,7 @@ async fn bad_input_is_a_400_naming_the_field() {
 
 #[tokio::test]
 async fn a_clashing_alias_is_a_400_naming_key_alias() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     generate(&h, json!({"key_alias": "same"})).await;
     let a = admin(&h, "POST", "/key/generate", json!({"key_alias": "same"})).await;
     assert_error(&a, 400, "bad_request_error", Some("key_alias"));
@@ -209,7 +209,7 @@ async fn a_clashing_alias_is_a_400_naming_key_alias() {
 
 #[tokio::test]
 async fn admin_routes_need_the_master_key_and_count_wrong_ones() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     for (method, path) in KEY_ROUTES {
         let none = call(&h.app, method, path, None, "{}").await;
         assert_error(&none, 401, "auth_error", None);
@@ -239,7 +239,7 @@ async fn admin_routes_need_the_master_key_and_count_wrong_ones() {
 
 #[tokio::test]
 async fn unknown_keys_and_paths_are_404() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     let unknown = "sk-0123456789abcdefghijklmnop";
     let a = admin(&h, "GET", &format!("/key/info?key={unknown}"), json!({})).await;
     assert_error(&a, 404, "not_found_error", None);
@@ -257,7 +257,7 @@ async fn unknown_keys_and_paths_are_404() {
 
 #[tokio::test]
 async fn wrong_methods_and_big_bodies_are_bad_requests() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     let a = call(&h.app, "DELETE", "/key/generate", Some(MASTER), "").await;
     assert_error(&a, 405, "bad_request_error", None);
     let big = json!({"metadata": {"x": "a".repeat(100_000)}}).to_string();
@@ -267,7 +267,7 @@ async fn wrong_methods_and_big_bodies_are_bad_requests() {
 
 #[tokio::test]
 async fn every_key_handler_is_a_503_with_retry_after_while_the_engine_is_away() {
-    let h = Harness::start(Fake::Away);
+    let h = Harness::start(Fake::Away).await;
     let bodies = [
         json!({}),
         json!({}),
@@ -286,7 +286,7 @@ async fn every_key_handler_is_a_503_with_retry_after_while_the_engine_is_away() 
 
 #[tokio::test]
 async fn a_stalled_engine_is_a_503_with_retry_after_not_a_hang() {
-    let h = Harness::start(Fake::Stalled);
+    let h = Harness::start(Fake::Stalled).await;
     let a = tokio::time::timeout(
         Duration::from_secs(10),
         admin(
@@ -304,7 +304,7 @@ async fn a_stalled_engine_is_a_503_with_retry_after_not_a_hang() {
 
 #[tokio::test]
 async fn the_auth_check_allows_a_good_key_and_says_who_it_is() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     let created = generate(
         &h,
         json!({"key_alias": "svc", "team_id": "t", "user_id": "u"}),
@@ -323,7 +323,7 @@ async fn the_auth_check_allows_a_good_key_and_says_who_it_is() {
 
 #[tokio::test]
 async fn the_auth_check_denies_missing_unknown_blocked_and_expired_keys() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     // The filter never asks without a key; if anything does, the contract's answer is
     // the unknown-key deny (the auth check has no finer reason to give).
     let none = auth_check(&h, None).await;
@@ -356,7 +356,7 @@ async fn the_auth_check_denies_missing_unknown_blocked_and_expired_keys() {
 #[tokio::test]
 async fn the_auth_check_is_unavailable_for_an_unknown_key_while_the_engine_is_away() {
     for fake in [Fake::Away, Fake::Stalled] {
-        let h = Harness::start(fake);
+        let h = Harness::start(fake).await;
         let a = auth_check(&h, Some("sk-0123456789abcdefghijklmnop")).await;
         assert_error(&a, 503, "no_db_connection", None);
         assert_eq!(a.body["decision"], "unavailable");
@@ -367,7 +367,7 @@ async fn the_auth_check_is_unavailable_for_an_unknown_key_while_the_engine_is_aw
 
 #[tokio::test]
 async fn a_known_key_keeps_working_when_the_engine_stalls() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     let created = generate(&h, json!({})).await;
     assert_eq!(
         auth_check(&h, created["key"].as_str()).await.status,
@@ -384,14 +384,14 @@ async fn a_known_key_keeps_working_when_the_engine_stalls() {
 
 #[tokio::test]
 async fn readiness_is_200_from_memory_and_503_only_when_strict() {
-    let up = Harness::start(Fake::Up);
+    let up = Harness::start(Fake::Up).await;
     let a = call(&up.app, "GET", "/health/readiness", None, "").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body["db"], "connected");
     let strict = call(&up.app, "GET", "/health/readiness?strict=true", None, "").await;
     assert_eq!(strict.status, StatusCode::OK);
 
-    let away = Harness::start(Fake::Away);
+    let away = Harness::start(Fake::Away).await;
     let a = call(&away.app, "GET", "/health/readiness", None, "").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body["db"], "disconnected");
@@ -414,7 +414,7 @@ const INTERNAL_ROUTES: [(&str, &str); 3] = [
 
 #[tokio::test]
 async fn internal_routes_refuse_calls_without_the_shared_token_before_any_handler() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     let key = "sk-0123456789abcdef";
     for (method, path) in INTERNAL_ROUTES {
         let none = call_with(&h.app, method, path, Some(key), None, "{}").await;
@@ -454,7 +454,7 @@ async fn internal_routes_refuse_calls_without_the_shared_token_before_any_handle
 
 #[tokio::test]
 async fn metrics_are_served_on_their_own_listener_only() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     let main = call(&h.app, "GET", "/metrics", None, "").await;
     assert_error(&main, 404, "not_found_error", None);
     let metrics = call(&h.metrics_app, "GET", "/metrics", None, "").await;
@@ -469,7 +469,7 @@ async fn metrics_are_served_on_their_own_listener_only() {
 
 #[tokio::test]
 async fn key_info_with_a_bearer_nobody_issued_reads_the_database_once_then_the_key_cache() {
-    let h = Harness::start(Fake::Up);
+    let h = Harness::start(Fake::Up).await;
     let stranger = "sk-nobody-issued-this-0123456789";
     for _ in 0..5 {
         let a = call(&h.app, "GET", "/key/info", Some(stranger), "").await;

@@ -1,72 +1,24 @@
 //! The filter's two internal calls: `POST /v1/auth/check`, answered with the contract's
 //! bodies, and `GET /v1/auth/changes`, the change feed that carries revocations.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
-use livegate_contract::{Allow, AuthCheckResponse, DenyReason, ModelAccess};
+use livegate_contract::{Allow, AuthCheckResponse, ModelAccess};
 
 use super::error::ApiError;
+use super::extract::credential;
 use super::AppState;
-use crate::auth::{self, Decision};
+use crate::gate::decision::Decision;
+use crate::gate::At;
 
 pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
     // One deadline for every database call of the check: the filter gives up soon after.
-    let until = tokio::time::Instant::now() + s.config.auth_db_deadline;
-    let decision = match auth::credential(&headers) {
-        Err(_) => Decision::Deny(DenyReason::InvalidKey),
-        Ok(key) => {
-            let token = key.hash();
-            let deadline = s.config.auth_db_deadline;
-            match auth::resolve(&s.db, &s.cache, &s.metrics, &token, deadline).await {
-                Ok(record) => {
-                    let decision =
-                        auth::decide(record, Utc::now(), s.config.auth_cache_ttl.as_secs());
-                    let at_bound = s.ledger.as_ref().is_some_and(|l| l.at_bound());
-                    let now = crate::rate_limit::now_ms();
-                    let (decision, held) = match &s.ledger {
-                        Some(ledger) => ledger.check_budget(decision, now),
-                        None => (auth::check_budget(decision, None), None),
-                    };
-                    let decision = auth::check_spool(decision, at_bound, s.config.spend.when_full);
-                    let decision =
-                        auth::check_limits(decision, &s.limiter, &s.metrics, now, until).await;
-                    // A request refused after it reserved holds nothing.
-                    if let (Some(ledger), Some(h)) = (&s.ledger, &held) {
-                        if !matches!(decision, Decision::Allow { .. }) {
-                            ledger.release(&h.key, h.team.as_deref());
-                        }
-                    }
-                    decision
-                }
-                Err(_) => Decision::Unavailable,
-            }
-        }
-    };
-    s.metrics.count_auth_decision(outcome(&decision));
-    if let Decision::Allow { record, .. } = &decision {
-        if record.soft_budget_cooldown() {
-            s.metrics.soft_budget_exceeded.fetch_add(1, Relaxed);
-        }
-    }
-    render(decision)
-}
-
-/// The metric label of a decision.
-fn outcome(decision: &Decision) -> &'static str {
-    match decision {
-        Decision::Allow { .. } => "allow",
-        Decision::Deny(reason) => reason.as_str(),
-        Decision::OverBudget(_) => DenyReason::BudgetExceeded.as_str(),
-        Decision::SpendSpoolFull => "spend_spool_full",
-        Decision::RateLimited(_) => DenyReason::RateLimited.as_str(),
-        Decision::Unavailable => "db_unavailable",
-    }
+    let at = At::now(s.gate.settings().db_deadline);
+    render(s.gate.check(credential(&headers), at).await)
 }
 
 /// The contract's body with its status; a 503 gets `retry-after` from the router.

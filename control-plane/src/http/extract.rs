@@ -3,7 +3,10 @@
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use futures_util::StreamExt;
+use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
+use livegate_contract::{ApiKey, CredentialError};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -11,6 +14,13 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::AppState;
 use crate::model::keys::KeyHash;
+
+/// The credential, by the contract's one rule (the filter applies the same one): the
+/// `Authorization: Bearer` key, else `x-api-key`; a malformed `authorization` is refused.
+pub fn credential(headers: &HeaderMap) -> Result<ApiKey, CredentialError> {
+    let raw = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    ApiKey::from_headers(raw(AUTHORIZATION), raw(X_API_KEY))
+}
 
 /// Which fields a request body (or query string) may carry. Anything else is refused by
 /// name, never stored and ignored: a field livegate would not enforce must not look set.
@@ -185,8 +195,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
-        let presented =
-            crate::auth::credential(&parts.headers).map_err(|_| ApiError::Unauthorized)?;
+        let presented = credential(&parts.headers).map_err(|_| ApiError::Unauthorized)?;
         if keys_match(presented.as_str(), state.config.master_key.expose()) {
             Ok(Caller::Master)
         } else {
@@ -205,6 +214,46 @@ fn keys_match(presented: &str, master: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn key(pairs: &[(&'static str, &str)]) -> Result<String, CredentialError> {
+        credential(&headers(pairs)).map(|k| k.as_str().to_string())
+    }
+
+    #[test]
+    fn the_credential_follows_the_contract_rule() {
+        assert_eq!(
+            key(&[("authorization", "Bearer sk-1")]).as_deref(),
+            Ok("sk-1")
+        );
+        assert_eq!(
+            key(&[("authorization", "bearer  sk-1 ")]).as_deref(),
+            Ok("sk-1")
+        );
+        assert_eq!(key(&[("x-api-key", "sk-2")]).as_deref(), Ok("sk-2"));
+        assert_eq!(key(&[]), Err(CredentialError::Missing));
+        assert_eq!(
+            key(&[("authorization", "Bearer ")]),
+            Err(CredentialError::Empty)
+        );
+        // A malformed authorization is refused, not skipped for x-api-key.
+        assert_eq!(
+            key(&[("authorization", "Basic abc"), ("x-api-key", "sk-2")]),
+            Err(CredentialError::NotBearer)
+        );
+        let long = format!("Bearer {}", "k".repeat(livegate_contract::MAX_KEY_LEN + 1));
+        assert_eq!(
+            key(&[("authorization", &long)]),
+            Err(CredentialError::TooLong)
+        );
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]

@@ -48,20 +48,17 @@ pub async fn readiness(
     if public {
         return (status, Json(json!(summary)));
     }
-    let spool = s.ledger.as_ref().map(|l| l.spool.depth());
+    let spool = s.ledger.spool.depth();
     let detail = Detail {
         status: summary.status,
-        spend_spool_records: spool.map(|d| d.records),
-        spend_spool_bytes: spool.map(|d| d.file_bytes),
+        spend_spool_records: Some(spool.records),
+        spend_spool_bytes: Some(spool.file_bytes),
         change_log_read_ms_ago: s
             .cache
             .change_log_age(std::time::Instant::now())
             .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
-        spend_dead_letters: s
-            .ledger
-            .as_ref()
-            .map(|l| l.counters.dead_letters.load(Relaxed)),
-        spend_spools_set_aside: s.ledger.as_ref().map(|l| l.binding.set_aside()),
+        spend_dead_letters: Some(s.ledger.counters.dead_letters.load(Relaxed)),
+        spend_spools_set_aside: Some(s.ledger.binding.set_aside()),
         snapshot: snap,
         version: env!("CARGO_PKG_VERSION"),
     };

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::{check_fields, Caller, Fields, JsonBody, MasterKey};
 use super::AppState;
-use crate::auth::{self, Decision};
+use crate::gate::decision::{decide, Decision};
 use crate::key_cache::KeyState;
 use crate::model::keys::{self, KeyHash};
 use crate::model::{KeyFilter, KeyPatch, KeyRecord, Limits, TeamPolicy};
@@ -390,11 +390,12 @@ pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQ
         // check, through the key cache: this route is public, and a bearer nobody issued
         // must cost no more than one read per 5 s (an unknown key is remembered) instead of
         // a Postgres read per call.
-        let deadline = s.config.auth_db_deadline;
-        let record = auth::resolve(&s.db, &s.cache, &s.metrics, own, deadline)
+        let record = s
+            .gate
+            .resolve(own)
             .await
             .map_err(|_| ApiError::DbUnavailable)?;
-        if let Decision::Deny(reason) = auth::decide(record, Utc::now(), 0) {
+        if let Decision::Deny(reason) = decide(record, Utc::now(), 0) {
             return Err(ApiError::Denied(reason));
         }
     }

@@ -22,6 +22,7 @@ use axum::Router;
 use crate::config::Config;
 use crate::db::Db;
 use crate::feed::ChangeRing;
+use crate::gate::Gate;
 use crate::key_cache::KeyCache;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -37,9 +38,10 @@ pub struct AppState {
     pub cache: Arc<KeyCache>,
     pub changes: Arc<ChangeRing>,
     pub metrics: Arc<Metrics>,
-    /// The spend spool and prices; `None` only in router tests that run without a spool
-    /// (the intake then answers 503).
-    pub ledger: Option<Ledger>,
+    /// The spend spool and prices.
+    pub ledger: Ledger,
+    /// The auth checks and the settlement of finished requests.
+    pub gate: Gate,
     /// Every rate-limit window this replica has touched.
     pub limiter: Limiter,
 }

@@ -17,7 +17,7 @@ use super::keys::{check_query, parse_query, query_param};
 use super::AppState;
 use crate::db::{SpendFilter, SpendGroup};
 use crate::ledger::IntakeError;
-use crate::model::keys::{self, KeyHash};
+use crate::model::keys;
 use crate::model::LedgerEntry;
 
 /// The most rows `/spend/logs` answers (newest first) when it does not summarize.
@@ -36,28 +36,11 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
             message: e.to_string(),
             param: Some(e.param()),
         })?;
-    let ledger = s
-        .ledger
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("the spend ledger is not running".into()))?;
-    let ended = ended_requests(&batch);
-    match ledger.intake(batch).await {
-        Ok(appended) => {
-            let accepted: std::collections::HashSet<&str> =
-                appended.accepted_ids.iter().map(String::as_str).collect();
-            let ended: Vec<Ended> = ended
-                .into_iter()
-                .filter(|e| accepted.contains(e.request_id.as_str()))
-                .collect();
-            for e in &ended {
-                ledger.release(&e.key, e.team.as_deref());
-            }
-            tokio::spawn(settle_limits(s.clone(), ended));
-            Ok(Json(SpendAck {
-                accepted: u32::try_from(appended.accepted).unwrap_or(u32::MAX),
-                duplicates: u32::try_from(appended.duplicates).unwrap_or(u32::MAX),
-            }))
-        }
+    match s.gate.intake(batch).await {
+        Ok(appended) => Ok(Json(SpendAck {
+            accepted: u32::try_from(appended.accepted).unwrap_or(u32::MAX),
+            duplicates: u32::try_from(appended.duplicates).unwrap_or(u32::MAX),
+        })),
         Err(IntakeError::Full) => Err(ApiError::Unavailable(
             "the spend spool is full; retry later".into(),
         )),
@@ -67,52 +50,6 @@ pub async fn records(State(s): State<AppState>, body: Bytes) -> Result<Json<Spen
         Err(e) => {
             tracing::error!(error = %e, "spend records not spooled");
             Err(ApiError::Unavailable("the spend spool cannot write".into()))
-        }
-    }
-}
-
-/// What a rate limit needs of a finished request: whose, its tokens, when it ran.
-struct Ended {
-    request_id: String,
-    key: KeyHash,
-    team: Option<String>,
-    tokens: u64,
-    started_ms: u64,
-    ended_ms: u64,
-}
-
-fn ended_requests(batch: &SpendBatch) -> Vec<Ended> {
-    let ended = batch.records.iter().map(|r| Ended {
-        request_id: r.request_id.clone(),
-        key: r.key_hash.clone(),
-        team: r.team_id.clone(),
-        tokens: r.total_tokens.unwrap_or(0),
-        started_ms: r.start_time_ms,
-        ended_ms: r.end_time_ms,
-    });
-    ended.collect()
-}
-
-/// After the ack, for the records the spool took (not those it already held): charges
-/// their tokens to the keys' `tpm_limit` windows and frees their `max_parallel_requests`
-/// slots. (A record retried after a lost ack and already drained is taken again: charged
-/// and freed twice, at most once per lost acknowledgement.)
-async fn settle_limits(s: AppState, ended: Vec<Ended>) {
-    let deadline = s.config.auth_db_deadline;
-    for e in ended {
-        let found = crate::auth::resolve(&s.db, &s.cache, &s.metrics, &e.key, deadline).await;
-        let Ok(Some(record)) = found else {
-            continue;
-        };
-        let limits = record.limits();
-        let now = crate::rate_limit::now_ms();
-        if limits.tpm_limit.is_some() && e.tokens > 0 {
-            s.limiter
-                .charge_tokens(&record, e.tokens, e.ended_ms, now)
-                .await;
-        }
-        if limits.max_parallel_requests.is_some() {
-            s.limiter.finish(&record, e.started_ms, now).await;
         }
     }
 }

@@ -125,7 +125,7 @@ fn the_drained_row_is_the_json_the_sql_reads() {
     assert_eq!(v["key_hash"], KeyHash::of_raw("sk-test").to_string());
 }
 
-async fn ledger_with_reservation(dir: &Path, usd: f64) -> Ledger {
+pub(crate) async fn ledger_with_reservation(dir: &Path, usd: f64) -> Ledger {
     let config = SpendConfig {
         spool: crate::spool::SpoolConfig {
             path: dir.join("spend.spool"),
@@ -141,99 +141,6 @@ async fn ledger_with_reservation(dir: &Path, usd: f64) -> Ledger {
         reservation_lease: std::time::Duration::from_secs(60),
     };
     Ledger::open(&config).await.unwrap()
-}
-
-fn allow(max_budget: Option<f64>, spend: f64) -> Decision {
-    let mut record = crate::key_cache::tests::record("sk-r");
-    record.budget.max_budget = max_budget;
-    record.spend = spend;
-    Decision::Allow {
-        record: Box::new(record),
-        cache_ttl_seconds: 60,
-    }
-}
-
-#[tokio::test]
-async fn a_budget_check_counts_requests_in_flight_and_near_the_budget_asks_every_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = ledger_with_reservation(dir.path(), 3.0).await;
-    // Room 9 with 0 spent: three reservations of 3 fit, a fourth does not.
-    let mut held = vec![];
-    for _ in 0..3 {
-        let (d, h) = ledger.check_budget(allow(Some(9.0), 0.0), 0);
-        let Decision::Allow {
-            cache_ttl_seconds, ..
-        } = d
-        else {
-            panic!("admitted within the reservations: {d:?}");
-        };
-        assert_eq!(cache_ttl_seconds, 0, "near its budget: not cached");
-        held.push(h.unwrap());
-    }
-    let (d, h) = ledger.check_budget(allow(Some(9.0), 0.0), 0);
-    let Decision::OverBudget(budget) = d else {
-        panic!("a fourth in flight is refused: {d:?}");
-    };
-    assert_eq!(
-        (budget.spend, h),
-        (9.0, None),
-        "the refusal counts the reservations"
-    );
-    // A record arrives: its reservation goes, room for one more.
-    ledger.release(&held[0].key, held[0].team.as_deref());
-    assert!(matches!(
-        ledger.check_budget(allow(Some(9.0), 0.0), 0).0,
-        Decision::Allow { .. }
-    ));
-    // Far from its budget a key is cached as before; without a budget nothing is reserved.
-    let (d, h) = ledger.check_budget(allow(Some(10_000.0), 0.0), 0);
-    assert!(
-        matches!(
-            d,
-            Decision::Allow {
-                cache_ttl_seconds: 60,
-                ..
-            }
-        ),
-        "{d:?}"
-    );
-    assert!(h.is_some());
-    let (d, h) = ledger.check_budget(allow(None, 0.0), 0);
-    assert!(
-        matches!(
-            d,
-            Decision::Allow {
-                cache_ttl_seconds: 60,
-                ..
-            }
-        ),
-        "{d:?}"
-    );
-    assert_eq!(h, None);
-}
-
-#[tokio::test]
-async fn with_reservations_off_the_check_is_the_drained_spend_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = ledger_with_reservation(dir.path(), 0.0).await;
-    for _ in 0..10 {
-        let (d, h) = ledger.check_budget(allow(Some(9.0), 8.0), 0);
-        assert!(
-            matches!(
-                d,
-                Decision::Allow {
-                    cache_ttl_seconds: 60,
-                    ..
-                }
-            ),
-            "{d:?}"
-        );
-        assert_eq!(h, None);
-    }
-    assert!(matches!(
-        ledger.check_budget(allow(Some(9.0), 9.0), 0).0,
-        Decision::OverBudget(_)
-    ));
 }
 
 fn connected_to(database: &str) -> crate::db::Db {

@@ -20,8 +20,10 @@ use livegate_control_plane::db::protocol::{
 };
 use livegate_control_plane::db::state::DbStatus;
 use livegate_control_plane::db::{Db, Snapshot};
+use livegate_control_plane::gate::{Gate, GateSettings};
 use livegate_control_plane::http::{metrics_router, router, AppState};
 use livegate_control_plane::key_cache::KeyCache;
+use livegate_control_plane::ledger::Ledger;
 use livegate_control_plane::metrics::Metrics;
 use livegate_control_plane::model::keys::KeyHash;
 use livegate_control_plane::model::{KeyPage, KeyRecord};
@@ -228,12 +230,17 @@ pub struct Harness {
     pub metrics_app: Router,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    _spool_dir: tempfile::TempDir,
 }
 
 impl Harness {
-    /// Must run inside a tokio runtime: the link's tasks and the fake engine are spawned.
-    pub fn start(fake: Fake) -> Harness {
-        let config = config();
+    /// The link's tasks and the fake engine are spawned on the caller's runtime; the spend
+    /// spool is a fresh file in a directory the harness owns.
+    pub async fn start(fake: Fake) -> Harness {
+        let spool_dir = tempfile::tempdir().unwrap();
+        let mut config = config();
+        config.spend.spool.path = spool_dir.path().join("spend.spool");
+        let ledger = Ledger::open(&config.spend).await.unwrap();
         let store = Store::default();
         let link = (fake != Fake::Away).then(|| {
             let (ours, theirs) = tokio::io::duplex(1 << 20);
@@ -255,14 +262,29 @@ impl Harness {
         let deadline = config.supervisor.request_deadline;
         let metrics = Arc::new(Metrics::default());
         let db = Db::fixed(link, snapshot, deadline);
+        let limiter = livegate_control_plane::rate_limit::Limiter::new(db.clone(), deadline);
+        let cache = Arc::new(KeyCache::new(config.cache));
+        let gate = Gate::new(
+            db.clone(),
+            cache.clone(),
+            ledger.clone(),
+            limiter.clone(),
+            metrics.clone(),
+            GateSettings {
+                db_deadline: config.auth_db_deadline,
+                cache_ttl: config.auth_cache_ttl,
+                when_full: config.spend.when_full,
+            },
+        );
         let state = AppState {
-            limiter: livegate_control_plane::rate_limit::Limiter::new(db.clone(), deadline),
-            cache: Arc::new(KeyCache::new(config.cache)),
+            gate,
+            limiter,
+            cache,
             changes: Arc::new(livegate_control_plane::feed::ChangeRing::default()),
             config: Arc::new(config),
             db,
             metrics: metrics.clone(),
-            ledger: None,
+            ledger,
         };
         assert!(deadline < Duration::from_secs(5), "{deadline:?}");
         Harness {
@@ -270,6 +292,7 @@ impl Harness {
             app: router(state),
             store,
             metrics,
+            _spool_dir: spool_dir,
         }
     }
 }

@@ -1,0 +1,255 @@
+//! The gate: what every auth check and every finished request pass through. It takes
+//! plain inputs (a credential, the time, a spend batch) and decides with the key cache,
+//! the budget and its reservations, the spool and the rate limits; `http/` only parses
+//! the request and renders the answer.
+
+pub mod decision;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use livegate_contract::{ApiKey, CredentialError, DenyReason, SpendBatch};
+
+use crate::config::SpoolFullPolicy;
+use crate::db::{Db, DbError};
+use crate::key_cache::{KeyCache, KeyState, Lookup};
+use crate::ledger::{IntakeError, Ledger};
+use crate::metrics::Metrics;
+use crate::model::keys::KeyHash;
+use crate::model::KeyRecord;
+use crate::rate_limit::{Limiter, Source};
+use crate::spool::Appended;
+use decision::{check_spool, decide, with_spend, Decision};
+
+/// The gate's settings, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct GateSettings {
+    /// Every database call of one check shares this deadline.
+    pub db_deadline: Duration,
+    /// The longest the filter may cache an allow.
+    pub cache_ttl: Duration,
+    /// What a full spool refuses.
+    pub when_full: SpoolFullPolicy,
+}
+
+/// When a check happens: wall time (expiry), Unix milliseconds (windows, reservations),
+/// and the instant its database calls must be done by.
+#[derive(Debug, Clone, Copy)]
+pub struct At {
+    pub now: DateTime<Utc>,
+    pub now_ms: u64,
+    pub until: tokio::time::Instant,
+}
+
+impl At {
+    /// Now, with the database deadline from now.
+    pub fn now(deadline: Duration) -> At {
+        At {
+            now: Utc::now(),
+            now_ms: crate::rate_limit::now_ms(),
+            until: tokio::time::Instant::now() + deadline,
+        }
+    }
+}
+
+/// The auth pipeline and the settlement of finished requests. Cheap to clone.
+#[derive(Clone)]
+pub struct Gate {
+    pub(crate) db: Db,
+    pub(crate) cache: Arc<KeyCache>,
+    pub(crate) ledger: Ledger,
+    pub(crate) limiter: Limiter,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) settings: GateSettings,
+}
+
+impl Gate {
+    pub fn new(
+        db: Db,
+        cache: Arc<KeyCache>,
+        ledger: Ledger,
+        limiter: Limiter,
+        metrics: Arc<Metrics>,
+        settings: GateSettings,
+    ) -> Gate {
+        Gate {
+            db,
+            cache,
+            ledger,
+            limiter,
+            metrics,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> GateSettings {
+        self.settings
+    }
+
+    /// One auth check: the key's state, then its budget, the spool, its limits. A request
+    /// refused after its budget reserved for it holds nothing.
+    pub async fn check(&self, credential: Result<ApiKey, CredentialError>, at: At) -> Decision {
+        let decision = match credential {
+            Err(_) => Decision::Deny(DenyReason::InvalidKey),
+            Ok(key) => match self.resolve(&key.hash()).await {
+                Err(_) => Decision::Unavailable,
+                Ok(record) => self.admit(record, at).await,
+            },
+        };
+        self.metrics.count_auth_decision(decision.label());
+        if let Decision::Allow { record, .. } = &decision {
+            if record.soft_budget_cooldown() {
+                self.metrics.soft_budget_exceeded.fetch_add(1, Relaxed);
+            }
+        }
+        decision
+    }
+
+    async fn admit(&self, record: Option<KeyRecord>, at: At) -> Decision {
+        let decision = decide(record, at.now, self.settings.cache_ttl.as_secs());
+        let (decision, held) = match &decision {
+            Decision::Allow { record, .. } => {
+                let verdict = self.ledger.admit_spend(record, at.now_ms);
+                with_spend(decision, verdict)
+            }
+            _ => (decision, None),
+        };
+        let decision = check_spool(decision, self.ledger.at_bound(), self.settings.when_full);
+        let decision = self.check_limits(decision, at).await;
+        if let Some(h) = held.filter(|_| !matches!(decision, Decision::Allow { .. })) {
+            self.ledger.release(&h.key, h.team.as_deref());
+        }
+        decision
+    }
+
+    /// The rate limits after every other check: only a request that would be admitted is
+    /// counted in its windows.
+    async fn check_limits(&self, decision: Decision, at: At) -> Decision {
+        let Decision::Allow { record, .. } = &decision else {
+            return decision;
+        };
+        if record.limits().is_none() {
+            return decision;
+        }
+        let (verdict, source) = self.limiter.admit(record, at.now_ms, at.until).await;
+        if source == Source::Local {
+            self.metrics
+                .rate_limit_local_decisions
+                .fetch_add(1, Relaxed);
+        }
+        match verdict {
+            Ok(()) => decision,
+            Err(limited) => Decision::RateLimited(limited),
+        }
+    }
+
+    /// Finds the key's state: a fresh cache entry, else the database, else (only if the
+    /// database is away) a stale cache entry. What a read finds is recorded only if no
+    /// newer write got there first, and the answer is whatever won: a read that raced a
+    /// block never lets the key in. An unknown key with no database is `Err`, never a record.
+    pub async fn resolve(&self, token: &KeyHash) -> Result<Option<KeyRecord>, DbError> {
+        let cached = match self.cache.get(token, Instant::now()) {
+            Lookup::Fresh(state) => {
+                self.metrics.key_cache_hits.fetch_add(1, Relaxed);
+                return Ok(state.into_record());
+            }
+            Lookup::Unknown => {
+                self.metrics.key_cache_hits.fetch_add(1, Relaxed);
+                return Ok(None);
+            }
+            other => other,
+        };
+        self.metrics.key_cache_misses.fetch_add(1, Relaxed);
+        match self
+            .db
+            .get_key_within(token, self.settings.db_deadline)
+            .await
+        {
+            Ok(Some(r)) => {
+                let version = r.version;
+                let state = KeyState::Present(Box::new(r));
+                Ok(self
+                    .cache
+                    .put(token, state, version, Instant::now())
+                    .into_record())
+            }
+            Ok(None) => Ok(self
+                .cache
+                .put_unknown(token, Instant::now())
+                .and_then(KeyState::into_record)),
+            Err(e) => match cached {
+                Lookup::Stale(state) => {
+                    self.metrics.key_cache_stale_served.fetch_add(1, Relaxed);
+                    Ok(state.into_record())
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Spools a validated batch of finished requests (answering once it is synced), frees
+    /// the budget reservations of the records it took, and then settles their limits.
+    pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
+        let ended = ended_requests(&batch);
+        let appended = self.ledger.intake(batch).await?;
+        let accepted: HashSet<&str> = appended.accepted_ids.iter().map(String::as_str).collect();
+        let ended: Vec<Ended> = ended
+            .into_iter()
+            .filter(|e| accepted.contains(e.request_id.as_str()))
+            .collect();
+        for e in &ended {
+            self.ledger.release(&e.key, e.team.as_deref());
+        }
+        tokio::spawn(self.clone().settle(ended));
+        Ok(appended)
+    }
+
+    /// After the ack, for the records the spool took (not those it already held): charges
+    /// their tokens to the keys' `tpm_limit` windows and frees their
+    /// `max_parallel_requests` slots. (A record retried after a lost ack and already
+    /// drained is taken again: charged and freed twice, at most once per lost ack.)
+    async fn settle(self, ended: Vec<Ended>) {
+        for e in ended {
+            let Ok(Some(record)) = self.resolve(&e.key).await else {
+                continue;
+            };
+            let limits = record.limits();
+            let now = crate::rate_limit::now_ms();
+            if limits.tpm_limit.is_some() && e.tokens > 0 {
+                self.limiter
+                    .charge_tokens(&record, e.tokens, e.ended_ms, now)
+                    .await;
+            }
+            if limits.max_parallel_requests.is_some() {
+                self.limiter.finish(&record, e.started_ms, now).await;
+            }
+        }
+    }
+}
+
+/// What a rate limit needs of a finished request: whose, its tokens, when it ran.
+struct Ended {
+    request_id: String,
+    key: KeyHash,
+    team: Option<String>,
+    tokens: u64,
+    started_ms: u64,
+    ended_ms: u64,
+}
+
+fn ended_requests(batch: &SpendBatch) -> Vec<Ended> {
+    let ended = batch.records.iter().map(|r| Ended {
+        request_id: r.request_id.clone(),
+        key: r.key_hash.clone(),
+        team: r.team_id.clone(),
+        tokens: r.total_tokens.unwrap_or(0),
+        started_ms: r.start_time_ms,
+        ended_ms: r.end_time_ms,
+    });
+    ended.collect()
+}
