@@ -57,6 +57,12 @@ pub fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.current_dir(livegate_tests::artifacts::workspace_root());
+    without_this_crate_s_env(&mut command);
+    command
+}
+
+/// Removes from a cargo command what Cargo set for this crate ([`set_for_this_crate`]).
+pub fn without_this_crate_s_env(command: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(set_for_this_crate) {
             command.env_remove(name);
