@@ -40,6 +40,7 @@ pub fn all(runs: u64, only: Option<&str>) -> anyhow::Result<()> {
 
 fn fuzz(dir: &Path) -> Command {
     let mut command = Command::new("cargo");
+    crate::build::without_this_crate_s_env(&mut command);
     command.current_dir(dir).args(["+nightly", "fuzz"]);
     command
 }

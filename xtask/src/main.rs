@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod envoy_config;
 mod fuzz;
+mod layout;
 mod package;
 mod setup;
 mod test;
@@ -48,6 +49,10 @@ enum Command {
     },
     /// Formatting and clippy, for the host and for the filter's wasm target.
     Lint,
+    /// The module layout of the contract, the filter and the control plane: no import
+    /// loop between top-level modules, no import of a higher layer (the layers: the
+    /// "Layers" table of docs/architecture.md), no file over 500 lines without a reason.
+    Layout,
     /// Every fuzz target of fuzz/ (nightly and cargo-fuzz, installed if missing), then
     /// the corpus minimised in place.
     Fuzz {
@@ -88,6 +93,7 @@ fn main() {
         Command::Up(args) => up::run(args),
         Command::Test { cargo_args } => test::all(&cargo_args),
         Command::Lint => test::lint(),
+        Command::Layout => layout::check_before_tests(),
         Command::Fuzz { runs, target } => fuzz::all(runs, target.as_deref()),
         Command::Bench(bench) => bench::run(bench),
         Command::EnvoyConfig {
