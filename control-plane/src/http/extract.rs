@@ -24,9 +24,7 @@ pub fn credential(headers: &HeaderMap) -> Result<ApiKey, CredentialError> {
 
 /// Which fields a request body (or query string) may carry. Anything else is refused by
 /// name, never stored and ignored: a field livegate would not enforce must not look set.
-pub trait Fields {
-    /// The fields livegate implements.
-    const ACCEPTED: &'static [&'static str];
+pub trait Fields: Default + serde::Serialize {
     /// LiteLLM's fields for the same call that livegate does not implement: refused as
     /// "not supported" rather than "unknown", unless they ask for nothing (null, [], {}).
     const NOT_SUPPORTED: &'static [&'static str] = &[];
@@ -121,6 +119,15 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiErr
     Ok(Bytes::from(kept))
 }
 
+/// The fields livegate implements for `T`: the names its type gives them (read off its
+/// default, so a field added to the type is accepted, and only then).
+pub fn accepted<T: Fields>() -> Vec<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Parses a JSON object, refusing fields `T` does not accept, then reads it as `T`.
 pub fn parse_fields<T: DeserializeOwned + Fields>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = parse_json(bytes)?;
@@ -130,9 +137,11 @@ pub fn parse_fields<T: DeserializeOwned + Fields>(bytes: &[u8]) -> Result<T, Api
             param: None,
         });
     };
+    let accepted = accepted::<T>();
+    let accepted: Vec<&str> = accepted.iter().map(String::as_str).collect();
     check_fields(
         object.iter().map(|(k, v)| (k.as_str(), asks_nothing(v))),
-        T::ACCEPTED,
+        &accepted,
         T::NOT_SUPPORTED,
     )?;
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -270,15 +279,19 @@ mod tests {
         );
     }
 
-    #[derive(Debug, serde::Deserialize)]
+    #[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
     #[allow(dead_code)]
     struct Strict {
         models: Option<Vec<String>>,
     }
 
     impl Fields for Strict {
-        const ACCEPTED: &'static [&'static str] = &["models"];
         const NOT_SUPPORTED: &'static [&'static str] = &["rpm_limit"];
+    }
+
+    #[test]
+    fn the_accepted_fields_are_the_types_own() {
+        assert_eq!(accepted::<Strict>(), ["models"]);
     }
 
     fn refused(body: &str) -> (String, String) {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use axum::extract::{RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -20,7 +20,7 @@ use crate::model::{KeyFilter, KeyPatch, KeyRecord, Limits, TeamPolicy};
 type ApiResult = Result<Json<Value>, ApiError>;
 
 /// Fields shared by generate and update. Any other field is refused by name (`Fields`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct KeyFields {
     /// Generate: an optional caller-chosen key. Update: the key to change (raw or hash).
     key: Option<String>,
@@ -41,23 +41,6 @@ pub struct KeyFields {
 }
 
 impl Fields for KeyFields {
-    const ACCEPTED: &'static [&'static str] = &[
-        "key",
-        "key_alias",
-        "duration",
-        "team_id",
-        "user_id",
-        "models",
-        "aliases",
-        "metadata",
-        "blocked",
-        "max_budget",
-        "soft_budget",
-        "budget_duration",
-        "rpm_limit",
-        "tpm_limit",
-        "max_parallel_requests",
-    ];
     /// LiteLLM's key fields livegate does not enforce (yet).
     const NOT_SUPPORTED: &'static [&'static str] = &[
         "budget_id",
@@ -85,24 +68,20 @@ impl Fields for KeyFields {
     ];
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct KeyRef {
     key: Option<String>,
 }
 
-impl Fields for KeyRef {
-    const ACCEPTED: &'static [&'static str] = &["key"];
-}
+impl Fields for KeyRef {}
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct DeleteRequest {
     keys: Option<Vec<String>>,
     key_aliases: Option<Vec<String>>,
 }
 
-impl Fields for DeleteRequest {
-    const ACCEPTED: &'static [&'static str] = &["keys", "key_aliases"];
-}
+impl Fields for DeleteRequest {}
 
 /// A model name or alias: what a request's `model` can match.
 fn check_model_name(param: &str, name: &str) -> Result<(), ApiError> {

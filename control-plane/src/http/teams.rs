@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::extract::{RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -20,7 +20,7 @@ use crate::model::{TeamPatch, TeamRecord};
 type ApiResult = Result<Json<Value>, ApiError>;
 
 /// Fields of `/team/new` and `/team/update`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct TeamFields {
     team_id: Option<String>,
     team_alias: Option<String>,
@@ -36,19 +36,6 @@ pub struct TeamFields {
 }
 
 impl Fields for TeamFields {
-    const ACCEPTED: &'static [&'static str] = &[
-        "team_id",
-        "team_alias",
-        "models",
-        "metadata",
-        "blocked",
-        "max_budget",
-        "soft_budget",
-        "budget_duration",
-        "rpm_limit",
-        "tpm_limit",
-        "max_parallel_requests",
-    ];
     /// LiteLLM's team fields livegate does not enforce (yet), and membership, which it
     /// does not model: refused unless they ask for nothing.
     const NOT_SUPPORTED: &'static [&'static str] = &[
@@ -75,23 +62,19 @@ impl Fields for TeamFields {
     ];
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct TeamRef {
     team_id: Option<String>,
 }
 
-impl Fields for TeamRef {
-    const ACCEPTED: &'static [&'static str] = &["team_id"];
-}
+impl Fields for TeamRef {}
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct DeleteTeams {
     team_ids: Option<Vec<String>>,
 }
 
-impl Fields for DeleteTeams {
-    const ACCEPTED: &'static [&'static str] = &["team_ids"];
-}
+impl Fields for DeleteTeams {}
 
 fn text_field(param: &str, value: &str) -> Result<(), ApiError> {
     if value.trim().is_empty() || value.len() > 256 {
