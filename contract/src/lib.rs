@@ -7,6 +7,7 @@
 //! - [`error`]: the one JSON error body and its `type` vocabulary.
 //! - [`models`]: which models a key may call, and how a refusal reads.
 //! - [`headers`]: the headers the filter reads and the identity headers it sets upstream.
+//! - [`refusal`]: why a key is refused ([`DenyReason`]) and whose budget ([`BudgetScope`]).
 //! - [`rate_limit`]: the sliding window both halves count rate limits with, and a 429.
 //! - [`spend`]: `POST /v1/spend/records`, the per-request record the spend ledger is built from.
 
@@ -17,6 +18,7 @@ pub mod headers;
 pub mod key;
 pub mod models;
 pub mod rate_limit;
+pub mod refusal;
 pub mod spend;
 
 pub use auth_check::{

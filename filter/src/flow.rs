@@ -1,6 +1,6 @@
 //! One request's path through the filter: route, credential, cache, auth check, verdict.
 
-use crate::cache::{Cached, DecisionCache, Millis};
+use crate::cache::{Cached, DecisionCache};
 use crate::config::{Config, FailureMode};
 use crate::decision::{decide, CallError, CallResponse, DenyReason, Identity, Outcome};
 use crate::host::{AuthCheck, HeaderRefused, Host, RequestHeaders};
@@ -14,6 +14,7 @@ use crate::path::{normalize, NormalPath, PathError};
 use crate::reply::LocalReply;
 use crate::routing::{is_probe_method, Route, Routes};
 use crate::spend_queue::SpendQueue;
+use crate::time::Millis;
 use crate::upstream_headers::{for_passthrough, for_upstream, Admission, HeaderEdits};
 use crate::usage::stream_options::{include_usage, stream_flag, Rewrite};
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};

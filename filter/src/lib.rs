@@ -23,12 +23,12 @@ pub mod path;
 pub mod reply;
 pub mod routing;
 pub mod spend_queue;
+pub mod time;
 pub mod upstream_headers;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
-    use crate::cache::Millis;
     use crate::config::{Config, ConfigError};
     use crate::decision::{CallResponse, MAX_BODY_BYTES};
     use crate::feed::{self, SharedFeed, WorkerFeed};
@@ -38,6 +38,7 @@ mod wasm {
     use crate::metrics::Metric;
     use crate::reply::LocalReply;
     use crate::spend_queue::Delivery;
+    use crate::time::Millis;
     use livegate_contract::headers::INTERNAL_TOKEN;
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};

@@ -15,7 +15,7 @@
 //! Time is always a parameter (Unix milliseconds); nothing here reads a clock.
 
 use crate::bounded::Bounded;
-use crate::cache::Millis;
+use crate::time::Millis;
 use livegate_contract::{BudgetScope, KeyHash, LimitKind, RateLimited, RateLimits, WindowLog};
 
 /// A share is kept in millionths, so that `⌊share × limit⌋` is exact integer arithmetic

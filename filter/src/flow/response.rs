@@ -2,11 +2,11 @@
 //! spend record queued for the control plane when it ends.
 
 use super::{RequestFlow, Verdict};
-use crate::cache::Millis;
 use crate::host::Host;
 use crate::metering::{tokens_used, Ending};
 use crate::metrics::Metric;
 use crate::spend_queue::Pushed;
+use crate::time::Millis;
 
 impl RequestFlow {
     /// The response headers: its status, and how its body will be read.
