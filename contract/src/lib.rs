@@ -1,6 +1,7 @@
 //! The contract between livegate's filter and its control plane: one definition of each
 //! thing both sides must agree on, so the two halves cannot drift apart.
 //!
+//! - [`bounded`]: the size-bounded map both halves keep their per-key tables in.
 //! - [`key`]: the client's API key, how it is found in headers, and how it is hashed.
 //! - [`auth_check`]: `POST /v1/auth/check`, its answers and the reasons for a refusal.
 //! - [`change_feed`]: `GET /v1/auth/changes`, how revocations reach the filter.
@@ -12,6 +13,7 @@
 //! - [`spend`]: `POST /v1/spend/records`, the per-request record the spend ledger is built from.
 
 pub mod auth_check;
+pub mod bounded;
 pub mod change_feed;
 pub mod error;
 pub mod headers;

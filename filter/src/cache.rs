@@ -9,10 +9,10 @@
 //! Time is always a parameter (`now`, milliseconds on any clock that only moves
 //! forward in practice); the policy never reads a clock, so tests drive it exactly.
 
-use crate::bounded::Bounded;
 use crate::config::CacheConfig;
 use crate::decision::{DenyReason, Grant, Identity};
 use crate::time::Millis;
+use livegate_contract::bounded::Bounded;
 use livegate_contract::rate_limit::WINDOW_MS;
 use livegate_contract::{KeyChange, KeyHash, KeyStatus, LimitKind, RateLimited};
 
@@ -50,12 +50,12 @@ struct LimitedEntry {
 #[derive(Debug)]
 pub struct DecisionCache {
     policy: CacheConfig,
-    allows: Bounded<AllowEntry>,
-    denies: Bounded<DenyEntry>,
+    allows: Bounded<KeyHash, AllowEntry>,
+    denies: Bounded<KeyHash, DenyEntry>,
     /// Rate-limit refusals: apart from the denies because the key is still valid (its
     /// allow stays usable through an outage) and apart from the allows so that a flood of
     /// refusals cannot evict them.
-    limited: Bounded<LimitedEntry>,
+    limited: Bounded<KeyHash, LimitedEntry>,
 }
 
 impl DecisionCache {

@@ -7,7 +7,6 @@
 //! trait helpers, because those unwrap host errors and decode header values as UTF-8
 //! with a panic on failure.
 
-pub mod bounded;
 pub mod cache;
 pub mod config;
 pub mod decision;
