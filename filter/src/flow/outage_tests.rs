@@ -1,5 +1,7 @@
 use super::mock::*;
 use super::*;
+use crate::config::FailureMode;
+use crate::decision::DenyReason;
 
 #[test]
 fn an_unknown_key_during_an_outage_is_a_503_never_a_200() {

@@ -1,5 +1,6 @@
 use super::mock::*;
 use super::*;
+use crate::decision::{CallResponse, DenyReason};
 
 #[test]
 fn liveness_is_answered_in_the_vm_without_dispatch() {
