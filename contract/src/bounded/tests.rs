@@ -1,3 +1,5 @@
+//! The bounded map: eviction order, capacity, updates in place, against a model.
+
 use super::*;
 use proptest::prelude::*;
 

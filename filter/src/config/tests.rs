@@ -1,3 +1,5 @@
+//! The plugin configuration: defaults, validation naming the field, and the secrets from the environment.
+
 use super::*;
 use proptest::prelude::*;
 

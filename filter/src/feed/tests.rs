@@ -1,3 +1,5 @@
+//! The shared change-feed window: merges, drops, gaps, and each worker's progress through it.
+
 use super::*;
 use crate::cache::Cached;
 use crate::config::CacheConfig;

@@ -1,3 +1,5 @@
+//! The request flow while the control plane cannot answer: stale allows, fail open or closed, never a 200 for an unknown key.
+
 use super::mock::*;
 use super::*;
 use crate::config::FailureMode;

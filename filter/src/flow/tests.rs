@@ -1,3 +1,5 @@
+//! The request flow's core paths: liveness, pass-through, the credential, the cache and the auth check's answers.
+
 use super::mock::*;
 use super::*;
 use crate::decision::{CallResponse, DenyReason};
