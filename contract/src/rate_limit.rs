@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth_check::{BudgetScope, DenyReason};
 use crate::error::{ErrorObject, ErrorType};
+use crate::refusal::{BudgetScope, DenyReason};
 
 /// The window every limit counts over.
 pub const WINDOW_MS: u64 = 60_000;

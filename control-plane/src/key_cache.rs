@@ -9,9 +9,11 @@
 //! records (the auth check answers 503), before the filters forget the revocations they
 //! hold (`max_silence` < the filter's hold, checked at start: docs/architecture.md).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use livegate_contract::bounded::Bounded;
 
 use crate::config::CacheConfig;
 use crate::model::keys::KeyHash;
@@ -66,8 +68,8 @@ pub struct KeyCache {
 }
 
 struct Pools {
-    known: Bounded<Known>,
-    unknown: Bounded<Instant>,
+    known: Bounded<KeyHash, Known>,
+    unknown: Bounded<KeyHash, Instant>,
     /// When the last read of the change log that succeeded began: every state held is
     /// true as of then. `None` until the first.
     heard: Option<Instant>,
@@ -177,7 +179,7 @@ impl KeyCache {
         }
         let mut pools = self.lock();
         for (token, cost) in keys {
-            if let Some((known, _)) = pools.known.entries.get_mut(token) {
+            if let Some(known) = pools.known.get_mut(token) {
                 if let KeyState::Present(record) = &mut known.state {
                     record.spend += cost;
                 }
@@ -187,7 +189,7 @@ impl KeyCache {
             return;
         }
         // A team's spend is on each of its keys' records: every record is looked at.
-        for (known, _) in pools.known.entries.values_mut() {
+        for known in pools.known.values_mut() {
             let KeyState::Present(record) = &mut known.state else {
                 continue;
             };
@@ -204,53 +206,6 @@ fn refuses(state: &KeyState) -> bool {
     match state {
         KeyState::Deleted => true,
         KeyState::Present(record) => record.blocked || record.team.blocked,
-    }
-}
-
-/// A map that keeps at most `capacity` entries, evicting the oldest-written in O(log n).
-struct Bounded<V> {
-    entries: HashMap<KeyHash, (V, u64)>,
-    order: BTreeMap<u64, KeyHash>,
-    next: u64,
-    capacity: usize,
-}
-
-impl<V> Bounded<V> {
-    fn new(capacity: usize) -> Self {
-        Bounded {
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            next: 0,
-            capacity: capacity.max(1),
-        }
-    }
-
-    fn get(&self, key: &KeyHash) -> Option<&V> {
-        self.entries.get(key).map(|(v, _)| v)
-    }
-
-    fn insert(&mut self, key: KeyHash, value: V) {
-        self.remove(&key);
-        while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else {
-                break;
-            };
-            self.entries.remove(&oldest);
-        }
-        let seq = self.next;
-        self.next = self.next.wrapping_add(1);
-        self.order.insert(seq, key.clone());
-        self.entries.insert(key, (value, seq));
-    }
-
-    fn remove(&mut self, key: &KeyHash) {
-        if let Some((_, seq)) = self.entries.remove(key) {
-            self.order.remove(&seq);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.entries.len()
     }
 }
 

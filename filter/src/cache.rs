@@ -9,14 +9,12 @@
 //! Time is always a parameter (`now`, milliseconds on any clock that only moves
 //! forward in practice); the policy never reads a clock, so tests drive it exactly.
 
-use crate::bounded::Bounded;
 use crate::config::CacheConfig;
-use crate::decision::{DenyReason, Identity};
+use crate::decision::{DenyReason, Grant, Identity};
+use crate::time::Millis;
+use livegate_contract::bounded::Bounded;
 use livegate_contract::rate_limit::WINDOW_MS;
 use livegate_contract::{KeyChange, KeyHash, KeyStatus, LimitKind, RateLimited};
-
-/// Milliseconds since an arbitrary epoch, supplied by the caller.
-pub type Millis = u64;
 
 /// A decision the cache can hand back while it is fresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,28 +23,6 @@ pub enum Cached {
     Deny(DenyReason),
     /// The control plane's 429, until its window has room.
     RateLimited(RateLimited),
-}
-
-/// What an allow from the control plane says besides the identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grant {
-    /// The control plane's `cache_ttl_seconds`, in milliseconds (capped by `allow_ttl_ms`).
-    pub ttl_hint_ms: u64,
-    /// The key's expiry: nothing is served past it, fresh or stale.
-    pub expires_at: Option<Millis>,
-    /// The key's state version: older than a revocation already applied, it is refused.
-    pub version: u64,
-}
-
-impl Grant {
-    /// A grant with only a TTL hint (no expiry, version 0).
-    pub fn ttl(ttl_hint_ms: u64) -> Grant {
-        Grant {
-            ttl_hint_ms,
-            expires_at: None,
-            version: 0,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -74,12 +50,12 @@ struct LimitedEntry {
 #[derive(Debug)]
 pub struct DecisionCache {
     policy: CacheConfig,
-    allows: Bounded<AllowEntry>,
-    denies: Bounded<DenyEntry>,
+    allows: Bounded<KeyHash, AllowEntry>,
+    denies: Bounded<KeyHash, DenyEntry>,
     /// Rate-limit refusals: apart from the denies because the key is still valid (its
     /// allow stays usable through an outage) and apart from the allows so that a flood of
     /// refusals cannot evict them.
-    limited: Bounded<LimitedEntry>,
+    limited: Bounded<KeyHash, LimitedEntry>,
 }
 
 impl DecisionCache {

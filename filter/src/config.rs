@@ -1,5 +1,6 @@
 //! The plugin configuration: typed, defaulted, parsed and validated once per root context.
 
+use crate::host_env::HostEnv;
 use serde::Deserialize;
 
 /// Everything the operator can set; every field is optional (see `filter/README.md`).
@@ -187,6 +188,22 @@ impl Config {
             serde_json::from_slice(raw).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(shape_error)?;
         config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as the root takes it from the host: the plugin's JSON, with its
+    /// secrets from the VM's environment (`host_env_keys`, read through `env`), never from
+    /// the configuration.
+    pub fn from_host(
+        raw: Option<&[u8]>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(raw)?;
+        let env = HostEnv::read(env).map_err(|e| ConfigError::Shape(e.to_string()))?;
+        config.upstream_authorization = env
+            .upstream_authorization(config.upstream_authorization.as_deref())
+            .map_err(|e| ConfigError::Shape(e.to_string()))?;
+        config.internal_token = env.internal_token;
         Ok(config)
     }
 

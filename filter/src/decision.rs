@@ -1,6 +1,6 @@
 //! The control plane's answer to `POST /v1/auth/check`, mapped to what the filter does.
 
-use crate::cache::Grant;
+use crate::time::Millis;
 use livegate_contract::{
     AuthCheckResponse, Budget, KeyHash, ModelAccess, RateLimited, RateLimits, UnavailableReason,
 };
@@ -26,6 +26,28 @@ pub struct Identity {
     /// while the control plane answers (it counts), and a stale allow is held to the
     /// worker's share of them (`local_limits`).
     pub limits: RateLimits,
+}
+
+/// What an allow from the control plane says besides the identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The control plane's `cache_ttl_seconds`, in milliseconds (capped by `allow_ttl_ms`).
+    pub ttl_hint_ms: u64,
+    /// The key's expiry: nothing is served past it, fresh or stale.
+    pub expires_at: Option<Millis>,
+    /// The key's state version: older than a revocation already applied, it is refused.
+    pub version: u64,
+}
+
+impl Grant {
+    /// A grant with only a TTL hint (no expiry, version 0).
+    pub fn ttl(ttl_hint_ms: u64) -> Grant {
+        Grant {
+            ttl_hint_ms,
+            expires_at: None,
+            version: 0,
+        }
+    }
 }
 
 /// Why an auth check produced no decision: always an error, never a deny or an allow.

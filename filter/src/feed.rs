@@ -17,7 +17,8 @@
 //! numbers already dropped are remembered as ranges, so a repeat is not news and one
 //! burst costs every worker one reset, not one per answer.
 
-use crate::cache::{DecisionCache, Millis};
+use crate::cache::DecisionCache;
+use crate::time::Millis;
 use livegate_contract::{ChangeFeed, KeyChange, KeyHash};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};

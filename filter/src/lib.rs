@@ -1,13 +1,17 @@
 //! livegate's proxy-wasm filter: liveness in the VM, API-key auth with a decision cache.
 //!
-//! Every decision lives in plain modules tested natively (`cargo test -p livegate-filter`).
-//! This file alone touches the host: the `wasm` module below (compiled for wasm32 only,
-//! because native binaries cannot resolve proxy-wasm's host imports) wires those modules
-//! into proxy-wasm. It calls `proxy_wasm::hostcalls` directly, and never the `Context`
-//! trait helpers, because those unwrap host errors and decode header values as UTF-8
-//! with a panic on failure.
+//! Every decision lives in plain modules tested natively (`cargo test -p livegate-filter`):
+//! a request's in `flow` (over `host::Host`), the root's spend batches and change feed in
+//! `root` (over `root::RootHost`). This file alone touches the host: the `wasm` module
+//! below (compiled for wasm32 only, because native binaries cannot resolve proxy-wasm's
+//! host imports) implements those two traits over proxy-wasm and forwards each callback,
+//! translating host values to plain ones and nothing more. It is over 500 lines for that
+//! reason: it is the whole host surface (three contexts, two traits, one method per host
+//! call), kept in one file so that no other file needs to be read to know what the filter
+//! asks of Envoy. It calls `proxy_wasm::hostcalls` directly, and never the `Context` trait
+//! helpers, because those unwrap host errors and decode header values as UTF-8 with a
+//! panic on failure.
 
-pub mod bounded;
 pub mod cache;
 pub mod config;
 pub mod decision;
@@ -21,174 +25,75 @@ pub mod metrics;
 pub mod model_body;
 pub mod path;
 pub mod reply;
+pub mod root;
 pub mod routing;
 pub mod spend_queue;
+pub mod time;
 pub mod upstream_headers;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
-    use crate::cache::Millis;
-    use crate::config::{Config, ConfigError};
+    use crate::config::Config;
     use crate::decision::{CallResponse, MAX_BODY_BYTES};
-    use crate::feed::{self, SharedFeed, WorkerFeed};
     use crate::flow::{Plugin, RequestFlow, Verdict};
     use crate::host::{AuthCheck, DispatchRefused, HeaderRefused, Host, RequestHeaders};
-    use crate::host_env::HostEnv;
     use crate::metrics::Metric;
     use crate::reply::LocalReply;
-    use crate::spend_queue::Delivery;
+    use crate::root::{Call, Root, RootHost, Shared};
+    use crate::time::Millis;
     use livegate_contract::headers::INTERNAL_TOKEN;
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
-    use std::cell::{Cell, RefCell};
+    use std::cell::Cell;
     use std::rc::Rc;
     use std::time::{Duration, UNIX_EPOCH};
 
     proxy_wasm::main! {{
         // Also installs the SDK's panic hook, so a bug would at least be logged.
         proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
+        proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(WasmRoot::new(id)) });
     }}
 
     /// Metric ids as defined in this VM, indexed by `Metric::index()`.
     type MetricIds = [Option<u32>; Metric::ALL.len()];
 
-    /// One per plugin per worker VM: owns the configuration, the decision cache and the
-    /// spend queue, takes its turn polling the change feed for the whole Envoy, and sends
-    /// this worker's spend records to the control plane.
-    struct Root {
+    /// One per plugin per worker VM: the host side of `root::Root`, which owns the
+    /// plugin (configuration, decision cache, spend queue) and does the root's work.
+    struct WasmRoot {
         /// This root context's id: auth checks are dispatched on its behalf (see `Owner`).
         id: u32,
-        plugin: Rc<Plugin>,
+        root: Root,
         /// The gauge `livegate_vm_memory_bytes`, once defined.
         memory_gauge: Option<u32>,
         /// Whether this VM serves requests. Envoy also runs the plugin in a VM on its main
         /// thread, which never does; its ticks must not overwrite the workers' gauges.
         serves_streams: Cell<bool>,
         metrics: Rc<MetricIds>,
-        feed: RefCell<WorkerFeed>,
-        /// The change-feed poll in flight.
-        poll_token: Cell<Option<u32>>,
-        /// The spend batch in flight (at most one per worker).
-        spend_token: Cell<Option<u32>>,
-        /// The gauge `livegate_spend_queue_records`, once defined, and what this worker
-        /// added to it so far (workers share the gauge: each adds its own changes).
+        /// The gauge `livegate_spend_queue_records`, once defined.
         queue_gauge: Option<u32>,
-        queue_reported: Cell<i64>,
-        /// The CAS value of the shared window this worker applied last.
-        seen: Cell<Option<u32>>,
-        /// The cursor for this worker's next poll, from the last window it read.
-        cursor: Cell<Option<u64>>,
     }
 
-    impl Root {
-        fn new(id: u32) -> Root {
-            Root {
+    impl WasmRoot {
+        fn new(id: u32) -> WasmRoot {
+            WasmRoot {
                 id,
-                plugin: Rc::new(Plugin::new(Config::default())),
+                root: Root::new(Rc::new(Plugin::new(Config::default()))),
                 memory_gauge: None,
                 serves_streams: Cell::new(false),
                 metrics: Rc::new([None; Metric::ALL.len()]),
-                feed: RefCell::new(WorkerFeed::default()),
-                poll_token: Cell::new(None),
-                spend_token: Cell::new(None),
                 queue_gauge: None,
-                queue_reported: Cell::new(0),
-                seen: Cell::new(None),
-                cursor: Cell::new(None),
             }
         }
 
         fn host(&self) -> WasmHost<'_> {
             WasmHost {
                 metrics: &self.metrics,
+                queue_gauge: self.queue_gauge,
                 owner: None,
                 body_size: 0,
                 response_chunk: 0,
-            }
-        }
-
-        fn count(&self, metric: Metric, n: usize) {
-            if let Some(Some(id)) = self.metrics.get(metric.index()) {
-                let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
-            }
-        }
-
-        /// Sends the next batch of spend records, as the root (never for a stream, so a
-        /// client that goes away cannot strand it): on a tick whatever is queued, after
-        /// an acknowledgement only a whole batch. Never waits for the answer.
-        fn flush(&self, whole_only: bool) {
-            let metering = &self.plugin.config.metering;
-            if !metering.enabled || self.spend_token.get().is_some() {
-                return;
-            }
-            let Some((body, count)) = self
-                .plugin
-                .with_spend(|queue| queue.next_batch(whole_only))
-                .flatten()
-            else {
-                return;
-            };
-            let config = &self.plugin.config;
-            let headers = vec![
-                (":method", "POST"),
-                (":path", metering.records_path.as_str()),
-                (":authority", config.control_plane_authority.as_str()),
-                ("content-type", "application/json"),
-                (INTERNAL_TOKEN, config.internal_token.expose()),
-            ];
-            let timeout = Duration::from_millis(metering.send_timeout_ms);
-            let cluster = config.control_plane_cluster.as_str();
-            match hostcalls::dispatch_http_call(cluster, headers, Some(&body), vec![], timeout) {
-                Ok(token) => {
-                    self.spend_token.set(Some(token));
-                    self.count(Metric::SpendRecordsSent, count);
-                }
-                Err(e) => {
-                    self.plugin.with_spend(|queue| queue.not_sent());
-                    self.count(Metric::SpendRecordsRetried, count);
-                    self.host()
-                        .debug(&format!("livegate: spend dispatch refused: {e:?}"));
-                }
-            }
-        }
-
-        /// The control plane answered the batch in flight (or Envoy reported a failure).
-        fn on_spend_answer(&self, body_size: usize) {
-            self.spend_token.set(None);
-            let status =
-                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-                    .ok()
-                    .flatten();
-            let body = (body_size > 0 && body_size <= MAX_ACK_BYTES)
-                .then(|| hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size))
-                .and_then(|read| read.ok().flatten());
-            let delivery = self
-                .plugin
-                .with_spend(|queue| queue.on_answer(status.as_deref(), body.as_deref()));
-            match delivery {
-                Some(Delivery::Acknowledged(n)) => {
-                    self.count(Metric::SpendRecordsAcknowledged, n);
-                    self.flush(true);
-                }
-                Some(Delivery::Retry(n)) => self.count(Metric::SpendRecordsRetried, n),
-                Some(Delivery::Stray) | None => {}
-            }
-            self.record_queue();
-        }
-
-        /// Moves the shared gauge by what this worker's queue changed since last time.
-        fn record_queue(&self) {
-            let (Some(id), Some(len)) = (self.queue_gauge, self.plugin.with_spend(|q| q.len()))
-            else {
-                return;
-            };
-            let len = i64::try_from(len).unwrap_or(i64::MAX);
-            let delta = len - self.queue_reported.get();
-            if delta != 0 && hostcalls::increment_metric(id, delta).is_ok() {
-                self.queue_reported.set(len);
             }
         }
 
@@ -203,123 +108,26 @@ mod wasm {
                 let _ = hostcalls::record_metric(id, vm_memory_bytes());
             }
         }
-
-        /// Applies what any worker fetched to this worker's cache.
-        fn sync(&self, shared: &SharedFeed, now: Millis) {
-            self.cursor.set(shared.cursor);
-            let applied = self
-                .plugin
-                .with_cache(|cache| self.feed.borrow_mut().apply(shared, cache, now));
-            let applied = applied.unwrap_or_default();
-            for _ in 0..applied.changes {
-                self.host().increment(Metric::ChangesApplied);
-            }
-            if applied.gap {
-                self.host().increment(Metric::ChangeFeedGap);
-            }
-        }
-
-        /// Takes the poll lease if it is free (compare-and-swap: one worker wins a round).
-        fn take_lease(&self, now: Millis) -> bool {
-            let Ok((lease, cas)) = hostcalls::get_shared_data(feed::LEASE_KEY) else {
-                return false;
-            };
-            if !feed::lease_free(lease.as_deref(), now) {
-                return false;
-            }
-            let until = feed::lease_until(now.saturating_add(self.plugin.config.change_poll_ms));
-            hostcalls::set_shared_data(feed::LEASE_KEY, Some(&until), cas).is_ok()
-        }
-
-        fn poll(&self) {
-            let config = &self.plugin.config;
-            let path = feed::poll_path(&config.changes_path, self.cursor.get());
-            let headers = vec![
-                (":method", "GET"),
-                (":path", path.as_str()),
-                (":authority", config.control_plane_authority.as_str()),
-                (INTERNAL_TOKEN, config.internal_token.expose()),
-            ];
-            let timeout = Duration::from_millis(config.auth_timeout_ms);
-            let cluster = config.control_plane_cluster.as_str();
-            match hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout) {
-                Ok(token) => self.poll_token.set(Some(token)),
-                Err(_) => self.host().increment(Metric::ChangeFeedError),
-            }
-        }
-
-        /// Folds an answer into the shared window; retried when another worker wrote first.
-        fn publish(&self, answer: livegate_contract::ChangeFeed) -> Option<SharedFeed> {
-            for _ in 0..4 {
-                let (bytes, cas) = hostcalls::get_shared_data(feed::SHARED_KEY).ok()?;
-                let mut shared = SharedFeed::decode(bytes.as_deref());
-                shared.merge(answer.clone());
-                let encoded = shared.encode();
-                if hostcalls::set_shared_data(feed::SHARED_KEY, Some(&encoded), cas).is_ok() {
-                    return Some(shared);
-                }
-            }
-            None
-        }
     }
 
-    /// The shared window, unless it is the version this worker applied last (the CAS
-    /// value changes with every write): most ticks then cost one host call, no decoding.
-    fn shared_feed_if_changed(seen: &Cell<Option<u32>>) -> Option<SharedFeed> {
-        let (bytes, cas) = hostcalls::get_shared_data(feed::SHARED_KEY).ok()?;
-        if cas.is_some() && cas == seen.get() {
-            return None;
-        }
-        seen.set(cas);
-        Some(SharedFeed::decode(bytes.as_deref()))
-    }
-
-    /// The largest spend acknowledgement read (a `SpendAck` is a few dozen bytes).
-    const MAX_ACK_BYTES: usize = 4096;
-
-    impl Context for Root {
+    impl Context for WasmRoot {
         fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _: usize) {
-            if self.spend_token.get() == Some(token) {
-                self.on_spend_answer(body);
-                return;
-            }
-            self.poll_token.set(None);
-            let status =
-                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-                    .ok()
-                    .flatten();
-            let body = (body > 0 && body <= feed::MAX_ANSWER_BYTES)
-                .then(|| hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body))
-                .and_then(|read| read.ok().flatten());
-            let published = feed::parse_answer(status.as_deref(), body.as_deref())
-                .and_then(|answer| self.publish(answer));
-            match (published, now()) {
-                (Some(shared), Some(now)) => self.sync(&shared, now),
-                (Some(_), None) => {}
-                (None, _) => self.host().increment(Metric::ChangeFeedError),
-            }
+            self.root.on_call_answer(&self.host(), token, body, now());
         }
     }
 
-    impl RootContext for Root {
+    impl RootContext for WasmRoot {
         fn on_configure(&mut self, _size: usize) -> bool {
             let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX);
-            // Secrets come from the VM's environment (`host_env_keys`), never the configuration.
-            let configured = Config::parse(raw.ok().flatten().as_deref()).and_then(|mut config| {
-                let env = HostEnv::read(|name| std::env::var(name).ok())
-                    .map_err(|e| ConfigError::Shape(e.to_string()))?;
-                config.upstream_authorization = env
-                    .upstream_authorization(config.upstream_authorization.as_deref())
-                    .map_err(|e| ConfigError::Shape(e.to_string()))?;
-                config.internal_token = env.internal_token;
-                Ok(config)
+            let configured = Config::from_host(raw.ok().flatten().as_deref(), |name| {
+                std::env::var(name).ok()
             });
             match configured {
                 Ok(config) => {
                     if let Some(tick) = config.tick_ms() {
                         let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
                     }
-                    self.plugin = Rc::new(Plugin::new(config));
+                    self.root.configure(Rc::new(Plugin::new(config)));
                     self.metrics = Rc::new(define_metrics());
                     self.memory_gauge =
                         hostcalls::define_metric(MetricType::Gauge, VM_MEMORY_GAUGE).ok();
@@ -339,7 +147,7 @@ mod wasm {
         fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
             self.serves_streams.set(true);
             Some(Box::new(Http {
-                flow: RequestFlow::new(self.plugin.clone()),
+                flow: RequestFlow::new(self.root.plugin().clone()),
                 metrics: self.metrics.clone(),
                 body_size: 0,
                 response_chunk: 0,
@@ -354,24 +162,10 @@ mod wasm {
             Some(ContextType::HttpContext)
         }
 
-        /// Every tick: send queued spend records; apply what other workers fetched, then
-        /// poll if this worker wins the lease (when the feed is on).
+        /// Every tick: the memory gauge, then the root's work (`Root::on_tick`).
         fn on_tick(&mut self) {
             self.record_memory();
-            self.flush(false);
-            self.record_queue();
-            let Some(now) = now() else {
-                return;
-            };
-            if self.plugin.config.change_poll_ms == 0 {
-                return;
-            }
-            if let Some(shared) = shared_feed_if_changed(&self.seen) {
-                self.sync(&shared, now);
-            }
-            if self.poll_token.get().is_none() && self.take_lease(now) {
-                self.poll();
-            }
+            self.root.on_tick(&self.host(), now());
         }
     }
 
@@ -420,6 +214,7 @@ mod wasm {
     fn stream_host(metrics: &MetricIds, owner: Owner, sizes: (usize, usize)) -> WasmHost<'_> {
         WasmHost {
             metrics,
+            queue_gauge: None,
             owner: Some(owner),
             body_size: sizes.0,
             response_chunk: sizes.1,
@@ -466,7 +261,7 @@ mod wasm {
             );
             if self.flow.on_auth_response(&host, response, now()) == Verdict::Continue {
                 if let Err(e) = hostcalls::resume_http_request() {
-                    host.debug(&format!("livegate: resume failed: {e:?}"));
+                    debug(&format!("livegate: resume failed: {e:?}"));
                 }
             }
         }
@@ -546,6 +341,11 @@ mod wasm {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// Per-call detail: debug level, so an outage cannot flood the log.
+    fn debug(message: &str) {
+        let _ = hostcalls::log(LogLevel::Debug, message);
+    }
+
     /// `size` bytes of a buffer Envoy holds; none when it holds none or will not say.
     fn read_whole(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
         if size == 0 {
@@ -554,9 +354,12 @@ mod wasm {
         hostcalls::get_buffer(buffer, 0, size).ok().flatten()
     }
 
-    /// `Host` over proxy-wasm hostcalls; every host error is absorbed here.
+    /// `Host` (for a request) and `RootHost` (for the root) over proxy-wasm hostcalls;
+    /// every host error is absorbed here.
     struct WasmHost<'a> {
         metrics: &'a MetricIds,
+        /// The root's: the gauge `livegate_spend_queue_records`, once defined.
+        queue_gauge: Option<u32>,
         /// For a request: the contexts its auth check is dispatched from and for.
         owner: Option<Owner>,
         /// Bytes of request body Envoy holds.
@@ -580,7 +383,7 @@ mod wasm {
             hostcalls::set_effective_context(owner.root)?;
             let dispatched = hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout);
             if let Err(e) = hostcalls::set_effective_context(owner.stream) {
-                self.debug(&format!("livegate: could not return to the stream: {e:?}"));
+                debug(&format!("livegate: could not return to the stream: {e:?}"));
             }
             dispatched
         }
@@ -603,14 +406,14 @@ mod wasm {
 
         fn set_request_header(&self, name: &str, value: &str) -> Result<(), HeaderRefused> {
             hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)).map_err(|e| {
-                self.debug(&format!("livegate: could not set {name}: {e:?}"));
+                debug(&format!("livegate: could not set {name}: {e:?}"));
                 HeaderRefused
             })
         }
 
         fn remove_request_header(&self, name: &str) -> Result<(), HeaderRefused> {
             hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).map_err(|e| {
-                self.debug(&format!("livegate: could not remove {name}: {e:?}"));
+                debug(&format!("livegate: could not remove {name}: {e:?}"));
                 HeaderRefused
             })
         }
@@ -622,7 +425,7 @@ mod wasm {
         fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused> {
             hostcalls::set_buffer(BufferType::HttpRequestBody, 0, self.body_size, body).map_err(
                 |e| {
-                    self.debug(&format!("livegate: could not replace the body: {e:?}"));
+                    debug(&format!("livegate: could not replace the body: {e:?}"));
                     HeaderRefused
                 },
             )
@@ -636,7 +439,7 @@ mod wasm {
                 .collect();
             let body = Some(reply.body.as_bytes());
             if let Err(e) = hostcalls::send_http_response(u32::from(reply.status), headers, body) {
-                self.debug(&format!("livegate: local reply failed: {e:?}"));
+                debug(&format!("livegate: local reply failed: {e:?}"));
             }
         }
 
@@ -653,7 +456,7 @@ mod wasm {
             match self.dispatch_as_root(check.cluster, headers, timeout) {
                 Ok(_token) => Ok(()),
                 Err(e) => {
-                    self.debug(&format!(
+                    debug(&format!(
                         "livegate: dispatch to {} refused: {e:?}",
                         check.cluster
                     ));
@@ -679,7 +482,56 @@ mod wasm {
         }
 
         fn debug(&self, message: &str) {
-            let _ = hostcalls::log(LogLevel::Debug, message);
+            debug(message);
+        }
+    }
+
+    impl RootHost for WasmHost<'_> {
+        fn dispatch(&self, call: &Call<'_>) -> Result<u32, DispatchRefused> {
+            let timeout = Duration::from_millis(call.timeout_ms);
+            let headers = call.headers.clone();
+            hostcalls::dispatch_http_call(call.cluster, headers, call.body, vec![], timeout)
+                .map_err(|e| {
+                    let cluster = call.cluster;
+                    Host::debug(
+                        self,
+                        &format!("livegate: dispatch to {cluster} refused: {e:?}"),
+                    );
+                    DispatchRefused
+                })
+        }
+
+        fn call_status(&self) -> Option<Vec<u8>> {
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+        }
+
+        fn call_body(&self, size: usize) -> Option<Vec<u8>> {
+            read_whole(BufferType::HttpCallResponseBody, size)
+        }
+
+        fn shared(&self, key: &str) -> Option<Shared> {
+            hostcalls::get_shared_data(key).ok()
+        }
+
+        fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+        }
+
+        fn count(&self, metric: Metric, n: usize) {
+            if let Some(Some(id)) = self.metrics.get(metric.index()) {
+                let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+
+        fn add_to_queue_gauge(&self, delta: i64) -> bool {
+            self.queue_gauge
+                .is_some_and(|id| hostcalls::increment_metric(id, delta).is_ok())
+        }
+
+        fn debug(&self, message: &str) {
+            debug(message);
         }
     }
 }

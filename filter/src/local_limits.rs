@@ -14,8 +14,8 @@
 //!
 //! Time is always a parameter (Unix milliseconds); nothing here reads a clock.
 
-use crate::bounded::Bounded;
-use crate::cache::Millis;
+use crate::time::Millis;
+use livegate_contract::bounded::Bounded;
 use livegate_contract::{BudgetScope, KeyHash, LimitKind, RateLimited, RateLimits, WindowLog};
 
 /// A share is kept in millionths, so that `⌊share × limit⌋` is exact integer arithmetic
@@ -59,7 +59,7 @@ pub struct InFlight {
 #[derive(Debug)]
 pub struct LocalLimits {
     share_millionths: u64,
-    keys: Bounded<Windows>,
+    keys: Bounded<KeyHash, Windows>,
     /// The generation the next new entry gets.
     next_generation: u64,
 }

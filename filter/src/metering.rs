@@ -7,7 +7,7 @@
 //! body past the meter's bounds, a compressed body) is charged as an [`estimate`] and
 //! marked `usage_known: false` with its reason: never free.
 
-use crate::cache::Millis;
+use crate::time::Millis;
 use crate::usage::{Limits, Meter, Tokens};
 use estimate::{charge, Charge, Context};
 use livegate_contract::spend::{EstimateReason, SpendRecord, MAX_REQUEST_ID_LEN};

@@ -25,7 +25,7 @@
 //! total that the response does not state is the sum of the two counts when both are
 //! known. Anthropic's cache counts (`cache_read_input_tokens`, …) are not read yet. Usage
 //! is [`Usage::Known`] only when the response stated at least one count. The meter also
-//! counts what an estimate needs when usage is not stated (`crate::metering::estimate`):
+//! counts what an estimate needs when usage is not stated (the metering module's `estimate`):
 //! the body bytes that passed and, in a stream, the bytes of generated content
 //! ([`content`]; a skipped or unreadable event counts whole).
 

@@ -1,3 +1,5 @@
+//! The auth check's answers: statuses, errors, and the budget refusal's message.
+
 use super::*;
 
 #[test]

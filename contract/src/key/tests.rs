@@ -1,3 +1,5 @@
+//! The credential rule and key hashing.
+
 use super::*;
 use proptest::prelude::*;
 

@@ -1,3 +1,5 @@
+//! The sliding window and the 429 both halves count rate limits with.
+
 #![allow(clippy::unwrap_used)] // a test module: failures are panics
 
 use super::*;

@@ -1,3 +1,5 @@
+//! The spend record and batch: validation naming the bad field.
+
 use super::*;
 
 fn record() -> SpendRecord {

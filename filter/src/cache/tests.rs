@@ -1,3 +1,5 @@
+//! The decision cache: fresh and stale allows, denies, cached 429s, revocations and its bound.
+
 use super::*;
 use proptest::prelude::*;
 

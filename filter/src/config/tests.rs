@@ -1,3 +1,5 @@
+//! The plugin configuration: defaults, validation naming the field, and the secrets from the environment.
+
 use super::*;
 use proptest::prelude::*;
 
@@ -268,4 +270,61 @@ fn the_outage_share_defaults_to_a_quarter_and_must_be_in_zero_to_one() {
         text.starts_with("rate_limits.share: unknown field"),
         "{text}"
     );
+}
+
+fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+const TOKEN: &str = "internal-test-0123456789abcdef0123456789abcdef";
+
+#[test]
+fn the_host_s_configuration_takes_its_secrets_from_the_environment() {
+    let vars = [
+        (livegate_contract::headers::INTERNAL_TOKEN_ENV, TOKEN),
+        (
+            crate::host_env::UPSTREAM_AUTHORIZATION_ENV,
+            "Bearer upstream",
+        ),
+    ];
+    let config = Config::from_host(Some(br#"{"change_poll_ms": 100}"#), env(&vars)).unwrap();
+    assert_eq!(config.change_poll_ms, 100);
+    assert_eq!(config.internal_token.expose(), TOKEN);
+    assert_eq!(
+        config.upstream_authorization.as_deref(),
+        Some("Bearer upstream")
+    );
+}
+
+#[test]
+fn the_host_s_configuration_is_refused_without_the_internal_token() {
+    let refused = Config::from_host(None, env(&[])).unwrap_err();
+    assert!(refused
+        .to_string()
+        .contains(livegate_contract::headers::INTERNAL_TOKEN_ENV));
+}
+
+#[test]
+fn the_host_s_configuration_is_refused_with_the_upstream_secret_in_it() {
+    let vars = [
+        (livegate_contract::headers::INTERNAL_TOKEN_ENV, TOKEN),
+        (
+            crate::host_env::UPSTREAM_AUTHORIZATION_ENV,
+            "Bearer upstream",
+        ),
+    ];
+    let raw = br#"{"upstream_authorization": "Bearer inline"}"#;
+    let refused = Config::from_host(Some(raw), env(&vars)).unwrap_err();
+    assert!(refused.to_string().contains("upstream_authorization"));
+}
+
+#[test]
+fn the_host_s_configuration_reports_a_bad_document_before_the_environment() {
+    let refused = Config::from_host(Some(b"{"), env(&[])).unwrap_err();
+    assert!(matches!(refused, ConfigError::Syntax(_)), "{refused:?}");
 }

@@ -1,3 +1,5 @@
+//! The auth check's answer mapped to an outcome, for every status and body, malformed ones included.
+
 use super::*;
 use livegate_contract::{Allow, ApiKey};
 use proptest::prelude::*;

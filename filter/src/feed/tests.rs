@@ -1,6 +1,9 @@
+//! The shared change-feed window: merges, drops, gaps, and each worker's progress through it.
+
 use super::*;
-use crate::cache::{Cached, Grant};
+use crate::cache::Cached;
 use crate::config::CacheConfig;
+use crate::decision::Grant;
 use crate::decision::{DenyReason, Identity};
 use livegate_contract::KeyStatus;
 use proptest::prelude::*;

@@ -1,5 +1,9 @@
+//! The request flow while the control plane cannot answer: stale allows, fail open or closed, never a 200 for an unknown key.
+
 use super::mock::*;
 use super::*;
+use crate::config::FailureMode;
+use crate::decision::DenyReason;
 
 #[test]
 fn an_unknown_key_during_an_outage_is_a_503_never_a_200() {

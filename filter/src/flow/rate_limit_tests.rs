@@ -5,6 +5,8 @@
 
 use super::mock::*;
 use super::*;
+use crate::decision::DenyReason;
+use livegate_contract::RateLimited;
 use livegate_contract::{BudgetScope, LimitKind, RateLimits};
 
 const T0: u64 = 1_000_000;

@@ -1,12 +1,12 @@
 //! The response side of an admitted request: metered as it passes, never held, and one
 //! spend record queued for the control plane when it ends.
 
-use super::{RequestFlow, Verdict};
-use crate::cache::Millis;
+use super::{RequestFlow, Stage, Verdict};
 use crate::host::Host;
-use crate::metering::{tokens_used, Ending};
+use crate::metering::{tokens_used, Ending, ResponseMeter};
 use crate::metrics::Metric;
 use crate::spend_queue::Pushed;
+use crate::time::Millis;
 
 impl RequestFlow {
     /// The response headers: its status, and how its body will be read.
@@ -16,7 +16,7 @@ impl RequestFlow {
         end_of_stream: bool,
         now: Option<Millis>,
     ) -> Verdict {
-        if let Some(meter) = &mut self.metering {
+        if let Some(meter) = self.meter() {
             meter.on_headers(
                 host.response_header(":status").as_deref(),
                 host.response_header("content-type").as_deref(),
@@ -33,7 +33,7 @@ impl RequestFlow {
         end_of_stream: bool,
         now: Option<Millis>,
     ) -> Verdict {
-        if let Some(meter) = &mut self.metering {
+        if let Some(meter) = self.meter() {
             if let Some(chunk) = host.response_body() {
                 meter.feed(&chunk);
             }
@@ -50,23 +50,32 @@ impl RequestFlow {
     /// and ends the request's parallel slot.
     fn pass_on(&mut self, host: &impl Host, end_of_stream: bool, now: Option<Millis>) -> Verdict {
         if end_of_stream {
-            self.finish_metering(host, now, Ending::Complete);
-            self.end_in_flight();
+            if let Some(held) = self.take_held() {
+                self.end(host, held, now, Ending::Complete);
+            }
         }
         Verdict::Continue
     }
 
+    /// The meter of a released request's response, while it passes.
+    fn meter(&mut self) -> Option<&mut ResponseMeter> {
+        match &mut self.stage {
+            Stage::Released(held) => held.metering.as_mut(),
+            _ => None,
+        }
+    }
+
     /// The response is over (or the stream ended early): its record goes into the
-    /// worker's queue, once.
+    /// worker's queue (once: the meter is consumed), and its tokens into the key's window
+    /// if they count.
     pub(super) fn finish_metering(
-        &mut self,
+        &self,
         host: &impl Host,
+        meter: ResponseMeter,
+        counts_tokens: bool,
         now: Option<Millis>,
         ending: Ending,
     ) {
-        let Some(meter) = self.metering.take() else {
-            return;
-        };
         let (record, unread) = meter.finish_counting(now, ending);
         if unread.oversized {
             host.increment(Metric::UsageOversized);
@@ -88,7 +97,7 @@ impl RequestFlow {
         if record.usage_estimate_reason.is_some() {
             host.increment(Metric::UsageEstimated);
         }
-        if self.counts_tokens {
+        if counts_tokens {
             let tokens = tokens_used(&record);
             let at = record.end_time_ms;
             self.plugin

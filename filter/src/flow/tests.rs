@@ -1,5 +1,8 @@
+//! The request flow's core paths: liveness, pass-through, the credential, the cache and the auth check's answers.
+
 use super::mock::*;
 use super::*;
+use crate::decision::{CallResponse, DenyReason};
 
 #[test]
 fn liveness_is_answered_in_the_vm_without_dispatch() {

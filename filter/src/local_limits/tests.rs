@@ -1,3 +1,5 @@
+//! Each worker's outage windows: its share of a key's limits, parallel requests, tokens.
+
 use super::*;
 use livegate_contract::rate_limit::WINDOW_MS;
 use proptest::prelude::*;

@@ -1,3 +1,5 @@
+//! One response's meter: its record, with usage read, missing or estimated.
+
 use super::*;
 
 fn requester() -> Requester {

@@ -1,3 +1,5 @@
+//! Path normalisation: every spelling of a path to the one the filter decides on.
+
 use super::*;
 use proptest::prelude::*;
 

@@ -1,3 +1,5 @@
+//! Local replies: their statuses, headers and JSON error bodies.
+
 use super::*;
 use serde_json::Value;
 

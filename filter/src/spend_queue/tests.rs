@@ -1,3 +1,5 @@
+//! The worker's spend queue: its bound, batches, one in flight, retry until acknowledged.
+
 use super::*;
 use livegate_contract::KeyHash;
 

@@ -1,3 +1,5 @@
+//! The header edits toward the upstream: the key removed, identities set, spoofed headers dropped.
+
 use super::*;
 use proptest::prelude::*;
 

@@ -1,3 +1,5 @@
+//! Usage read from responses as they pass: JSON bodies and event streams of every shape understood.
+
 use super::stream_options::{include_usage, Rewrite, Unchanged};
 use super::*;
 use proptest::prelude::*;

@@ -1,3 +1,5 @@
+//! Estimates of unread usage: on the safe side, and marked with their reason.
+
 use super::*;
 use crate::usage::{Limits, Meter, Reading};
 use proptest::prelude::*;

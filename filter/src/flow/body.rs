@@ -1,0 +1,224 @@
+//! A request's body on a model route: read once whole, its model checked against the
+//! key's policy, and rewritten on its way upstream (an alias resolved, usage asked for).
+
+use super::{Admitted, Held, Request, RequestFlow, Stage, Verdict};
+use crate::host::{HeaderRefused, Host};
+use crate::metering::Requester;
+use crate::metrics::Metric;
+use crate::model_body::{requested_model, route, BodyError, ModelSource, RequestedModel};
+use crate::reply::LocalReply;
+use crate::routing::Routes;
+use crate::usage::stream_options::{include_usage, stream_flag, Rewrite};
+use livegate_contract::{ModelAccess, ModelDenied};
+
+/// What a model route's body said, once whole.
+#[derive(Debug)]
+pub(super) struct Body {
+    model: Result<RequestedModel, BodyError>,
+    /// The body's bytes: an estimate's prompt.
+    bytes: u64,
+    /// The body's `stream` is not a JSON boolean (nor `null`): refused, naming it.
+    bad_stream: bool,
+}
+
+impl Body {
+    /// A request that ended with its headers: no body, so no model in it.
+    pub(super) fn absent() -> Body {
+        Body {
+            model: Err(BodyError::Empty),
+            bytes: 0,
+            bad_stream: false,
+        }
+    }
+
+    fn read(host: &impl Host) -> Body {
+        let body = host.request_body();
+        Body {
+            bytes: body.as_ref().map_or(0, |b| b.len() as u64),
+            bad_stream: body.as_ref().is_some_and(|b| stream_flag(b).is_err()),
+            model: body.map_or(Err(BodyError::Empty), |b| requested_model(&b)),
+        }
+    }
+}
+
+impl RequestFlow {
+    /// The body policy. While the filter holds a request, Envoy buffers its body (up to
+    /// the route's limit, the largest request body) and calls here as it grows: held until
+    /// the decision, then released with the headers. On a model route the body's `model`
+    /// is read once it is whole (`end_of_stream`), and checked against the key's policy
+    /// as soon as the key is admitted.
+    pub fn on_request_body(&mut self, host: &impl Host, end_of_stream: bool) -> Verdict {
+        if !end_of_stream {
+            return self.hold_or_pass();
+        }
+        match std::mem::replace(&mut self.stage, Stage::Headers) {
+            Stage::AwaitingBody(admitted) => {
+                let body = Body::read(host);
+                self.check_model(host, *admitted, body)
+            }
+            Stage::AwaitingAuth { hash, mut request } => {
+                if request.model_route() && request.body.is_none() {
+                    request.body = Some(Body::read(host));
+                }
+                self.stage = Stage::AwaitingAuth { hash, request };
+                self.hold_or_pass()
+            }
+            other => {
+                self.stage = other;
+                self.hold_or_pass()
+            }
+        }
+    }
+
+    /// A route that names no model, for a key restricted to some models: refused unless
+    /// the operator configured it as model-free.
+    pub(super) fn model_free_route(
+        &self,
+        request: &Request,
+        access: &ModelAccess,
+    ) -> Result<(), ModelDenied> {
+        let path = request.normal.path.as_str();
+        if Routes::new(&self.plugin.config).model_free(path) {
+            return Ok(());
+        }
+        access.check_model_free_route(path)
+    }
+
+    /// The key is admitted and the body's model known: refuse, or send it on (with its
+    /// alias resolved in the body, and the body's new length). On a path-model route the
+    /// path's model decides (as LiteLLM reads it) and a `model` the body names is held to
+    /// the same policy, so neither reading of the request escapes it.
+    pub(super) fn check_model(
+        &mut self,
+        host: &impl Host,
+        admitted: Admitted,
+        body: Body,
+    ) -> Verdict {
+        let Admitted {
+            mut request,
+            mut edits,
+            access,
+            requester,
+            held,
+        } = admitted;
+        let path_model = match &request.source {
+            ModelSource::Path(path_model) => Some(path_model.clone()),
+            _ => None,
+        };
+        let requested = match (body.model, &path_model) {
+            (Ok(requested), _) => Some(requested),
+            (Err(_), Some(_)) => None,
+            (Err(why), None) => {
+                host.increment(Metric::DeniedModel);
+                return self.reply_holding(host, &LocalReply::bad_body(why), Some(held));
+            }
+        };
+        let checked = |name: &str| access.check(name);
+        let path_resolved = match path_model.as_ref().map(|p| checked(&p.name)).transpose() {
+            Ok(resolved) => resolved,
+            Err(denied) => return self.model_refused(host, &denied, held),
+        };
+        let body_resolved = match requested.as_ref().map(|r| checked(&r.name)).transpose() {
+            Ok(resolved) => resolved,
+            Err(denied) => return self.model_refused(host, &denied, held),
+        };
+        if let (Some(path_model), Some(resolved)) = (&path_model, &path_resolved) {
+            if *resolved != path_model.name {
+                let rest = &request.normal.rest;
+                request.upstream_path = Some(format!("{}{rest}", path_model.with_model(resolved)));
+            }
+        }
+        let Some(model) = path_resolved.or_else(|| body_resolved.clone()) else {
+            // A route without a path model whose body named none was refused above.
+            host.increment(Metric::DeniedModel);
+            let reply = LocalReply::bad_body(BodyError::NoModel);
+            return self.reply_holding(host, &reply, Some(held));
+        };
+        if body.bad_stream {
+            host.increment(Metric::DeniedModel);
+            return self.reply_holding(host, &LocalReply::bad_stream(), Some(held));
+        }
+        let body_edit = requested.as_ref().zip(body_resolved.as_deref());
+        match self.rewrite_body(host, request.usage_route, body_edit) {
+            Ok(Some(length)) => edits.set.push(("content-length", length.to_string())),
+            Ok(None) => {}
+            Err(HeaderRefused) => {
+                host.increment(Metric::HeaderRewriteFailed);
+                return self.reply_holding(host, &LocalReply::internal_error(), Some(held));
+            }
+        }
+        host.increment(Metric::Allowed);
+        let requester = Requester {
+            model: Some(model),
+            ..requester
+        };
+        let path = request.upstream_path.as_deref();
+        self.release_metered(host, &edits, path, requester, body.bytes, held)
+    }
+
+    fn model_refused(&mut self, host: &impl Host, denied: &ModelDenied, held: Held) -> Verdict {
+        host.increment(Metric::DeniedModel);
+        self.reply_holding(host, &LocalReply::model_denied(denied), Some(held))
+    }
+
+    /// The body as it goes upstream: the key's alias resolved (`model`: the body's model
+    /// and what it resolved to), and, on the completions routes, a stream asked for its
+    /// usage. The new length when the body changed.
+    fn rewrite_body(
+        &self,
+        host: &impl Host,
+        usage_route: bool,
+        model: Option<(&RequestedModel, &str)>,
+    ) -> Result<Option<usize>, HeaderRefused> {
+        let metering = &self.plugin.config.metering;
+        let ask_usage = usage_route && metering.enabled && metering.include_usage;
+        let aliased = model.is_some_and(|(requested, model)| model != requested.name);
+        if !aliased && !ask_usage {
+            return Ok(None);
+        }
+        let Some(mut body) = host.request_body() else {
+            // No body to edit: an alias cannot reach the upstream unresolved.
+            return if aliased {
+                Err(HeaderRefused)
+            } else {
+                Ok(None)
+            };
+        };
+        if let Some((requested, model)) = model.filter(|_| aliased) {
+            body = requested.replaced(&body, model).ok_or(HeaderRefused)?;
+        }
+        let mut overrode = None;
+        if ask_usage {
+            // The body is already bounded by Envoy (the route's largest request body).
+            if let Rewrite::Rewritten {
+                body: with_usage,
+                overrode: o,
+            } = include_usage(&body, usize::MAX)
+            {
+                body = with_usage;
+                overrode = Some(o);
+            }
+        }
+        if !aliased && overrode.is_none() {
+            return Ok(None);
+        }
+        host.set_request_body(&body)?;
+        match overrode {
+            Some(true) => host.increment(Metric::IncludeUsageOverridden),
+            Some(false) => host.increment(Metric::IncludeUsageAdded),
+            None => {}
+        }
+        Ok(Some(body.len()))
+    }
+}
+
+/// The OpenAI completions routes (and Azure's), whose streams report usage only when asked.
+pub(super) fn asks_for_usage(source: &ModelSource, path: &str) -> bool {
+    let completions = |p: &str| matches!(p, "/chat/completions" | "/completions");
+    let path = route(path);
+    match source {
+        ModelSource::Body => completions(path) || path.strip_prefix("/v1").is_some_and(completions),
+        ModelSource::Path(path_model) => completions(path_model.operation()),
+        ModelSource::None => false,
+    }
+}
