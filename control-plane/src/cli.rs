@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::secret::Secret;
-use crate::{app, config::Config, db, keys};
+use crate::{app, config::Config, engine, keys};
 
 /// The whole command line. Its `Debug` is safe to print: secrets are [`Secret`]s.
 #[derive(Debug, Parser)]
@@ -266,7 +266,7 @@ fn engine() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(db::engine::run())
+    rt.block_on(engine::run())
 }
 
 /// `spool drain`: the engine's settings are `serve`'s defaults (parsed the same way), with

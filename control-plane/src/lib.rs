@@ -9,6 +9,7 @@ pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod engine;
 pub mod feed;
 pub mod http;
 // `KeyCache::len` feeds a gauge; an `is_empty` would have no caller.
@@ -19,6 +20,7 @@ pub mod ledger;
 pub mod looplag;
 pub mod metrics;
 pub mod pricing;
+pub mod protocol;
 pub mod rate_limit;
 pub mod record;
 pub mod secret;

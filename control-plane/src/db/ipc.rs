@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{EngineError, Request, RequestFrame, Response, ResponseFrame};
+use crate::protocol::{EngineError, Request, RequestFrame, Response, ResponseFrame};
 
 /// A key page of 100 full records is far below this; anything larger is a bug.
 const MAX_FRAME: usize = 16 * 1024 * 1024;

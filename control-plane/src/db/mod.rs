@@ -1,18 +1,12 @@
 //! The database room: a handle the HTTP layer calls, backed by a supervised engine subprocess.
 
-pub mod engine;
 pub mod ipc;
 pub mod process;
-pub mod protocol;
-mod queries;
-mod rate_queries;
-mod schema;
 mod spawner;
-mod spend_queries;
 pub mod state;
 pub mod supervisor;
-mod team_queries;
-pub mod tls;
+/// The messages between supervisor and engine live at the crate root, shared by both sides.
+pub use crate::protocol;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,13 +15,15 @@ use tokio::sync::{mpsc, watch};
 
 use crate::keys::KeyHash;
 use crate::ledger::LedgerEntry;
+pub use crate::protocol::{
+    BudgetsReset, DeadLetter, SpendFilter, SpendGroup, SpendInserted, SpendRow,
+};
+use crate::protocol::{EngineError, Request, Response};
 use crate::record::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
     TeamsDeleted,
 };
 use ipc::{CallError, EngineLink};
-pub use protocol::{BudgetsReset, DeadLetter, SpendFilter, SpendGroup, SpendInserted, SpendRow};
-use protocol::{EngineError, Request, Response};
 pub use supervisor::Snapshot;
 
 /// What a rate-limit window's compare and swap found.

@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::ipc::{CallError, EngineLink};
 use super::process::{EngineCommand, EngineProcess};
-use super::protocol::{EngineSettings, Request, Response};
 use super::spawner::Spawner;
 use super::state::{Action, Backoff, DbStatus, Event, SupervisorState};
 use super::{CurrentLink, Db};
 use crate::metrics::Metrics;
+use crate::protocol::{EngineSettings, Request, Response};
 
 /// Everything the supervisor needs, validated by `config`.
 #[derive(Debug, Clone)]

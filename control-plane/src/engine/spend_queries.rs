@@ -10,12 +10,12 @@ use chrono::{NaiveDate, NaiveTime};
 use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
-use super::protocol::{
-    BudgetsReset, DeadLetter, EngineError, SpendFilter, SpendGroup, SpendInserted, SpendRow,
-};
 use super::queries::{classify, column};
 use super::queries::{LOG_CHANGE, WITH_TEAM};
 use crate::ledger::LedgerEntry;
+use crate::protocol::{
+    BudgetsReset, DeadLetter, EngineError, SpendFilter, SpendGroup, SpendInserted, SpendRow,
+};
 
 const INSERT_SPEND: &str = "
 WITH input AS (

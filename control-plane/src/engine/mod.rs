@@ -1,5 +1,12 @@
 //! The engine subprocess: holds the Postgres pool and answers framed requests on stdin/stdout.
 
+mod queries;
+mod rate_queries;
+mod schema;
+mod spend_queries;
+mod team_queries;
+pub mod tls;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,11 +20,10 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Config, NoTls, Socket};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::ipc::{codec, encode, LaneSenders, Lanes};
-use super::protocol::{
+use crate::db::ipc::{codec, encode, LaneSenders, Lanes};
+use crate::protocol::{
     EngineError, EngineSettings, Request, RequestFrame, Response, ResponseFrame,
 };
-use super::{queries, rate_queries, schema, spend_queries, team_queries, tls};
 
 /// Exit code when a pooled connection is lost: the supervisor sees the exit and reconnects.
 const EXIT_CONNECTION_LOST: i32 = 3;

@@ -6,8 +6,8 @@ use livegate_contract::WindowLog;
 use tokio_postgres::types::Json;
 use tokio_postgres::Client;
 
-use super::protocol::{EngineError, Response};
 use super::queries::{classify, column};
+use crate::protocol::{EngineError, Response};
 
 /// Writes `window` as the scope's row if its version is still `expected` (0: no row yet);
 /// otherwise answers the row as it is now, for the caller to merge and try again.

@@ -4,8 +4,8 @@
 
 use tokio_postgres::{Client, Row};
 
-use super::protocol::EngineError;
 use super::queries::{classify, column, record, token, COLUMNS};
+use crate::protocol::EngineError;
 use crate::record::{TeamPatch, TeamRecord, TeamWrite, TeamsDeleted};
 
 const TEAM_COLUMNS: &str =

@@ -6,8 +6,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
-use super::protocol::EngineError;
 use crate::keys::KeyHash;
+use crate::protocol::EngineError;
 use crate::record::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 
 /// A key's columns as read: its row and its team's policy (`livegate_key_policies`).
