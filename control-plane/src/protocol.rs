@@ -1,15 +1,105 @@
-//! The messages between the supervisor and the engine: requests, responses, typed errors.
+//! The messages between the supervisor and the engine: typed operations, their replies,
+//! typed errors, and the frames that carry them. Both sides import this; neither imports
+//! the other.
+//!
+//! On the wire a request is `{"id": 7, "request": {"op": "GetKey", "token": "…"}}` and its
+//! answer `{"id": 7, "result": {"Ok": {"op": "GetKey", "reply": {…}}}}` (or
+//! `{"Err": {"kind": "conflict", "message": "key_alias"}}`): the reply names the operation
+//! it answers, so a reply to another operation is a protocol error, never a misread.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-use crate::keys::KeyHash;
-use crate::ledger::LedgerEntry;
-use crate::record::{
-    KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
-    TeamsDeleted,
-};
+use crate::record::{KeyRecord, TeamRecord};
 use crate::secret::Secret;
 use livegate_contract::WindowLog;
+
+mod frame;
+mod ops;
+#[cfg(test)]
+mod tests;
+
+pub use frame::{codec, encode, LaneSenders, Lanes};
+pub use ops::*;
+
+/// One operation the engine serves: its request (`Self`) and its reply, declared together
+/// in the [`ops`] table.
+pub trait Op: Serialize + DeserializeOwned + Send + 'static {
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+    /// The name on the wire, in the request's `op` and in its answer's.
+    const NAME: &'static str;
+
+    fn into_request(self) -> Request;
+
+    /// The engine's side: the reply, encoded and named for this operation.
+    fn answer(&self, reply: &Self::Reply) -> Result<Answer, EngineError> {
+        let reply = serde_json::value::to_raw_value(reply)
+            .map_err(|e| EngineError::Protocol(format!("{} reply not encoded: {e}", Self::NAME)))?;
+        Ok(Answer {
+            op: Self::NAME.to_owned(),
+            reply,
+        })
+    }
+
+    /// The supervisor's side: the reply to this operation, or a protocol error for an
+    /// answer to another one or one that does not decode as this one's reply.
+    fn read_answer(answer: &Answer) -> Result<Self::Reply, EngineError> {
+        if answer.op != Self::NAME {
+            return Err(EngineError::Protocol(format!(
+                "{} was answered with a {} reply",
+                Self::NAME,
+                answer.op
+            )));
+        }
+        serde_json::from_str(answer.reply.get())
+            .map_err(|e| EngineError::Protocol(format!("{} reply unreadable: {e}", Self::NAME)))
+    }
+}
+
+/// An engine's successful answer: the operation it answers and its reply, decoded only by
+/// the caller who knows the reply's type.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Answer {
+    pub op: String,
+    pub reply: Box<RawValue>,
+}
+
+/// `Init`'s reply: connected and migrated; `database` is the database's identity
+/// (`engine::schema::identity`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    #[serde(default)]
+    pub database: Option<String>,
+}
+
+/// `GetTeam`'s reply: the team and (when asked for) its keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TeamAndKeys {
+    pub team: TeamRecord,
+    pub keys: Vec<KeyRecord>,
+}
+
+/// `ListTeams`' reply: one page and the number of teams in all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TeamList {
+    pub teams: Vec<TeamRecord>,
+    pub total: u64,
+}
+
+/// What a rate-limit window's compare and swap found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum WindowSwap {
+    Swapped {
+        version: i64,
+    },
+    /// Another writer got there first: its window, to merge and try again.
+    Current {
+        window: WindowLog,
+        version: i64,
+    },
+}
 
 /// Connection settings the engine applies explicitly (never the driver's defaults).
 /// Sent in the first frame so the database URL never appears in argv or the environment.
@@ -23,104 +113,6 @@ pub struct EngineSettings {
     pub keepalive_retries: u32,
     pub tcp_user_timeout_ms: u64,
     pub statement_timeout_ms: u64,
-}
-
-/// What the supervisor asks of the engine.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    /// First frame: connect the pool and migrate the schema, then answer `Ready`.
-    Init(EngineSettings),
-    /// The watchdog's heartbeat: `SELECT 1`.
-    Ping,
-    GetKey {
-        token: KeyHash,
-    },
-    InsertKey {
-        record: KeyRecord,
-    },
-    ListKeys {
-        filter: KeyFilter,
-    },
-    UpdateKey {
-        token: KeyHash,
-        patch: KeyPatch,
-    },
-    DeleteKeys {
-        tokens: Vec<KeyHash>,
-        aliases: Vec<String>,
-    },
-    /// The change log after `after`, and its last `recent_ms` again (see `queries`).
-    ChangesSince {
-        after: i64,
-        recent_ms: i64,
-        limit: i64,
-    },
-    /// The highest change number.
-    LastChange,
-    /// Drops change-log rows older than `keep_ms`.
-    PruneChanges {
-        keep_ms: i64,
-    },
-    InsertTeam {
-        team: TeamRecord,
-    },
-    /// The team, and its keys when `with_keys`.
-    GetTeam {
-        team_id: String,
-        with_keys: bool,
-    },
-    ListTeams {
-        page: u32,
-        size: u32,
-    },
-    /// Updates the team and logs a change for each of its keys whose policy changed.
-    UpdateTeam {
-        team_id: String,
-        patch: TeamPatch,
-    },
-    /// Deletes the teams and their keys, with a tombstone for each key.
-    DeleteTeams {
-        team_ids: Vec<String>,
-    },
-    /// The drain's one statement: inserts the rows whose request id is new and adds only
-    /// their cost to their key's and team's `spend` (no version, no change logged).
-    InsertSpend {
-        rows: Vec<LedgerEntry>,
-        /// The identity of the database the rows belong to: an engine connected to
-        /// another refuses (`None`: any).
-        #[serde(default)]
-        database: Option<String>,
-    },
-    /// Records the drain cannot write (or read), kept in `livegate_spend_dead_letters`
-    /// instead of blocking the rows behind them; a letter already there is left as it is.
-    DeadLetterSpend {
-        letters: Vec<DeadLetter>,
-        #[serde(default)]
-        database: Option<String>,
-    },
-    /// Rows of `livegate_spend_logs`, newest first.
-    SpendLogs {
-        filter: SpendFilter,
-    },
-    /// Spend per UTC day, key and model within the filter's dates.
-    SpendSummary {
-        filter: SpendFilter,
-    },
-    /// The sum of every row's cost.
-    GlobalSpend,
-    /// Budgets whose `budget_reset_at` is at or before `now`: spend back to 0, the next
-    /// reset at `now + budget_duration`, and a change logged for each key concerned.
-    ResetBudgets {
-        now: chrono::DateTime<chrono::Utc>,
-    },
-    /// Compare and swap of one rate-limit window: writes `window` if the row's version is
-    /// still `expected` (0: no row yet), else answers the row as it is.
-    SwapRateWindow {
-        scope: String,
-        expected: i64,
-        window: WindowLog,
-    },
 }
 
 /// What `/spend/logs` asks for; `None` matches everything.
@@ -193,83 +185,8 @@ impl Request {
     /// The watchdog's heartbeat: it travels in a lane of its own and runs on a connection
     /// of its own, so auth traffic never delays it.
     pub fn is_heartbeat(&self) -> bool {
-        matches!(self, Request::Ping)
+        matches!(self, Request::Ping(_))
     }
-}
-
-/// What the engine answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Response {
-    /// Connected and migrated; `database` is the database's identity (`schema::identity`).
-    Ready {
-        #[serde(default)]
-        database: Option<String>,
-    },
-    Pong,
-    Key {
-        record: Option<Box<KeyRecord>>,
-    },
-    Page {
-        page: KeyPage,
-    },
-    Inserted {
-        record: Box<KeyRecord>,
-    },
-    Deleted {
-        tokens: Vec<(KeyHash, i64)>,
-    },
-    Changes {
-        changes: Vec<KeyChange>,
-    },
-    LastChange {
-        seq: i64,
-    },
-    Pruned {
-        rows: u64,
-    },
-    Team {
-        team: Option<Box<TeamRecord>>,
-        keys: Vec<KeyRecord>,
-    },
-    Teams {
-        teams: Vec<TeamRecord>,
-        total: u64,
-    },
-    TeamWritten {
-        write: Option<Box<TeamWrite>>,
-    },
-    TeamsDeleted {
-        deleted: TeamsDeleted,
-    },
-    SpendInserted {
-        inserted: SpendInserted,
-    },
-    /// Dead letters written (the rest were there already).
-    DeadLettered {
-        rows: u64,
-    },
-    SpendLogs {
-        rows: Vec<SpendRow>,
-    },
-    SpendSummary {
-        groups: Vec<SpendGroup>,
-    },
-    GlobalSpend {
-        spend: f64,
-    },
-    BudgetsReset {
-        reset: BudgetsReset,
-    },
-    /// The swap was made: the row's new version.
-    RateWindowSwapped {
-        version: i64,
-    },
-    /// The swap was not made: the row as another writer left it.
-    RateWindowCurrent {
-        window: WindowLog,
-        version: i64,
-    },
 }
 
 /// What a budget reset did: keys and teams whose spend went back to 0.
@@ -313,5 +230,5 @@ pub struct RequestFrame {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ResponseFrame {
     pub id: u64,
-    pub result: Result<Response, EngineError>,
+    pub result: Result<Answer, EngineError>,
 }

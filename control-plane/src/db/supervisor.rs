@@ -15,7 +15,7 @@ use super::spawner::Spawner;
 use super::state::{Action, Backoff, DbStatus, Event, SupervisorState};
 use super::{CurrentLink, Db};
 use crate::metrics::Metrics;
-use crate::protocol::{EngineSettings, Request, Response};
+use crate::protocol::{EngineSettings, Init, Ping, Ready};
 
 /// Everything the supervisor needs, validated by `config`.
 #[derive(Debug, Clone)]
@@ -195,14 +195,15 @@ impl Supervisor {
         engine: &mut EngineProcess,
         link: &EngineLink,
     ) -> Result<(), Ending> {
-        let init = Request::Init(self.cfg.settings.clone());
+        let init = Init {
+            settings: self.cfg.settings.clone(),
+        };
         tokio::select! {
-            r = link.call(init, self.cfg.start_timeout) => match r {
-                Ok(Response::Ready { database }) => {
+            r = link.run(init, self.cfg.start_timeout) => match r {
+                Ok(Ready { database }) => {
                     self.snap.send_modify(|s| s.database = database);
                     Ok(())
                 }
-                Ok(other) => Err((Event::ConnectFailed, Some(format!("engine answered init with {other:?}")))),
                 Err(CallError::Deadline) => Err((Event::ConnectFailed, Some("engine did not connect within the start timeout".into()))),
                 Err(e) => Err((Event::ConnectFailed, Some(format!("engine failed to connect: {e}")))),
             },
@@ -240,12 +241,12 @@ impl Supervisor {
         let started = tokio::time::Instant::now();
         let deadline = self.cfg.heartbeat_deadline;
         let result = tokio::select! {
-            r = link.call(Request::Ping, deadline) => r,
+            r = link.run(Ping {}, deadline) => r,
             st = engine.exited() => return Some((Event::EngineExited, Some(exit_message(st)))),
             _ = self.stop.cancelled() => return Some((Event::Shutdown, None)),
         };
         match result {
-            Ok(Response::Pong) => {
+            Ok(()) => {
                 self.metrics.heartbeat.observe(started.elapsed());
                 None
             }
@@ -259,15 +260,11 @@ impl Supervisor {
                     )),
                 ))
             }
-            other => {
+            Err(e) => {
                 self.metrics.heartbeat_failures.fetch_add(1, Relaxed);
-                let why = match other {
-                    Err(e) => e.to_string(),
-                    Ok(r) => format!("unexpected answer {r:?}"),
-                };
                 Some((
                     Event::HeartbeatFailed,
-                    Some(format!("heartbeat failed: {why}")),
+                    Some(format!("heartbeat failed: {e}")),
                 ))
             }
         }
