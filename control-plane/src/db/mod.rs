@@ -1,5 +1,6 @@
 //! The database room: a handle the HTTP layer calls, backed by a supervised engine subprocess.
 
+mod counters;
 pub mod ipc;
 pub mod process;
 mod spawner;
@@ -27,6 +28,7 @@ use crate::record::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
     TeamsDeleted,
 };
+pub use counters::DbCounters;
 use ipc::{CallError, EngineLink};
 pub use supervisor::Snapshot;
 

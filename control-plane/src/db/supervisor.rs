@@ -13,8 +13,7 @@ use super::ipc::{CallError, EngineLink};
 use super::process::{EngineCommand, EngineProcess};
 use super::spawner::Spawner;
 use super::state::{Action, Backoff, DbStatus, Event, SupervisorState};
-use super::{CurrentLink, Db};
-use crate::metrics::Metrics;
+use super::{CurrentLink, Db, DbCounters};
 use crate::protocol::{EngineSettings, Init, Ping, Ready};
 
 /// Everything the supervisor needs, validated by `config`.
@@ -65,7 +64,7 @@ impl Reconnect {
 /// Fails only if the engine spawner thread cannot be started.
 pub fn start(
     cfg: SupervisorConfig,
-    metrics: Arc<Metrics>,
+    counters: Arc<DbCounters>,
     stop: CancellationToken,
 ) -> std::io::Result<(Db, SupervisorHandle)> {
     let spawner = Spawner::start(tokio::runtime::Handle::current())?;
@@ -81,7 +80,7 @@ pub fn start(
     };
     let sup = Supervisor {
         cfg,
-        metrics,
+        counters,
         stop,
         link,
         snap: snap_tx,
@@ -103,7 +102,7 @@ pub fn start(
 
 struct Supervisor {
     cfg: SupervisorConfig,
-    metrics: Arc<Metrics>,
+    counters: Arc<DbCounters>,
     stop: CancellationToken,
     link: CurrentLink,
     snap: watch::Sender<Snapshot>,
@@ -170,7 +169,7 @@ impl Supervisor {
                 )
             }
         };
-        self.metrics.engine_spawns.fetch_add(1, Relaxed);
+        self.counters.engine_spawns.fetch_add(1, Relaxed);
         self.generation += 1;
         let pid = engine.pid();
         tracing::info!(pid, generation = self.generation, "engine spawned");
@@ -247,11 +246,11 @@ impl Supervisor {
         };
         match result {
             Ok(()) => {
-                self.metrics.heartbeat.observe(started.elapsed());
+                self.counters.heartbeat.observe(started.elapsed());
                 None
             }
             Err(CallError::Deadline) => {
-                self.metrics.heartbeat_failures.fetch_add(1, Relaxed);
+                self.counters.heartbeat_failures.fetch_add(1, Relaxed);
                 Some((
                     Event::HeartbeatLate,
                     Some(format!(
@@ -261,7 +260,7 @@ impl Supervisor {
                 ))
             }
             Err(e) => {
-                self.metrics.heartbeat_failures.fetch_add(1, Relaxed);
+                self.counters.heartbeat_failures.fetch_add(1, Relaxed);
                 Some((
                     Event::HeartbeatFailed,
                     Some(format!("heartbeat failed: {e}")),
@@ -295,10 +294,10 @@ impl Supervisor {
     async fn teardown(&mut self, engine: EngineProcess) {
         let pid = engine.pid();
         let out = engine.teardown(self.cfg.grace).await;
-        self.metrics
+        self.counters
             .engine_sigterms
             .fetch_add(u64::from(out.sent_term), Relaxed);
-        self.metrics
+        self.counters
             .engine_sigkills
             .fetch_add(u64::from(out.sent_kill), Relaxed);
         tracing::info!(
