@@ -1,7 +1,7 @@
 //! The engine subprocess: holds the Postgres pool and answers framed requests on stdin/stdout.
 //!
-//! It imports only the protocol, the record types and the secret wrapper: nothing of the
-//! supervisor's side (`db`), which it only meets through its pipes.
+//! It imports the protocol and the plain types it stores (key hashes, records, spend rows)
+//! and nothing of the supervisor's side (`db`), which it meets only through its pipes.
 
 mod connect;
 mod queries;
