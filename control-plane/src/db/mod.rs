@@ -285,3 +285,80 @@ impl Db {
         self.run(GlobalSpend {}).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_util::codec::{FramedRead, FramedWrite};
+
+    use super::*;
+    use crate::protocol::{codec, encode, Answer, RequestFrame, ResponseFrame};
+
+    /// A `Db` over an engine that answers every request with `answer(request)`.
+    fn db_answering(answer: fn(&RequestFrame) -> Result<Answer, EngineError>) -> Db {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let (r, w) = tokio::io::split(theirs);
+            let (mut rd, mut wr) = (FramedRead::new(r, codec()), FramedWrite::new(w, codec()));
+            while let Some(Ok(b)) = rd.next().await {
+                let f: RequestFrame = serde_json::from_slice(&b).unwrap();
+                let out = ResponseFrame {
+                    id: f.id,
+                    result: answer(&f),
+                };
+                wr.send(encode(&out).unwrap()).await.unwrap();
+            }
+        });
+        let (r, w) = tokio::io::split(ours);
+        let link = EngineLink::start(r, w, 8);
+        Db::fixed(Some(link), Snapshot::default(), Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_another_operation_fails_the_call_and_is_not_unavailability() {
+        let db = db_answering(|_| LastChange {}.answer(&7));
+        let got = db.get_key(&KeyHash::of_raw("sk-x")).await;
+        match got {
+            Err(DbError::Failed(m)) => assert!(m.contains("GetKey"), "{m}"),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        // The same engine's right answers still come through.
+        assert_eq!(db.last_change(Duration::from_secs(5)).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn engine_errors_keep_their_mapping() {
+        let db = db_answering(|f| match f.request.name() {
+            "InsertTeam" => Err(EngineError::Conflict("team_id".into())),
+            "DeleteTeams" => Err(EngineError::NoSuchReference("team_id".into())),
+            "GlobalSpend" => Err(EngineError::Data("bad".into())),
+            "LastChange" => Err(EngineError::Timeout),
+            _ => Err(EngineError::Query("boom".into())),
+        });
+        let team: TeamRecord = serde_json::from_value(serde_json::json!({
+            "team_id": "t", "models": [], "metadata": {}, "blocked": false, "spend": 0.0,
+            "created_at": "2026-01-02T03:04:05Z", "updated_at": "2026-01-02T03:04:05Z"
+        }))
+        .unwrap();
+        assert_eq!(
+            db.insert_team(team).await.unwrap_err(),
+            DbError::Conflict("team_id".into())
+        );
+        assert_eq!(
+            db.delete_teams(vec!["t".into()]).await.unwrap_err(),
+            DbError::NoSuchReference("team_id".into())
+        );
+        assert_eq!(
+            db.global_spend().await.unwrap_err(),
+            DbError::Refused("bad".into())
+        );
+        assert_eq!(
+            db.last_change(Duration::from_secs(5)).await.unwrap_err(),
+            DbError::Unavailable
+        );
+        assert!(matches!(
+            db.list_teams(1, 10).await.unwrap_err(),
+            DbError::Failed(_)
+        ));
+    }
+}
