@@ -62,7 +62,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.loop_lag_interval,
         stop_db.clone(),
     ));
-    let (db, sup) = supervisor::start(config.supervisor.clone(), metrics.clone(), stop_db.clone())?;
+    let (db, sup) = supervisor::start(
+        config.supervisor.clone(),
+        metrics.db.clone(),
+        stop_db.clone(),
+    )?;
     let cache = Arc::new(KeyCache::new(config.cache));
     let changes = Arc::new(ChangeRing::default());
     tokio::spawn(feed::run(

@@ -71,7 +71,7 @@ pub fn next_reset(now: DateTime<Utc>, secs: i64) -> Option<DateTime<Utc>> {
 }
 
 /// Whether adding `added` to `spend` takes it from under `max_budget` to at or over it:
-/// the drain's test for logging a key change (the SQL in `db/spend_queries.rs` mirrors it).
+/// the drain's test for logging a key change (the SQL in `engine/spend_queries.rs` mirrors it).
 pub fn crosses(spend: f64, added: f64, max_budget: Option<f64>) -> bool {
     max_budget.is_some_and(|max| spend < max && spend + added >= max)
 }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::model::keys;
 use crate::secret::Secret;
-use crate::{app, config::Config, db};
+use crate::{app, config::Config, engine};
 
 /// The whole command line. Its `Debug` is safe to print: secrets are [`Secret`]s.
 #[derive(Debug, Parser)]
@@ -267,7 +267,7 @@ fn engine() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(db::engine::run())
+    rt.block_on(engine::run())
 }
 
 /// `spool drain`: the engine's settings are `serve`'s defaults (parsed the same way), with

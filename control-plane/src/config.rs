@@ -220,7 +220,8 @@ fn database_url(arg: Option<Secret>) -> Result<Secret, ConfigError> {
         .filter(|u| !u.expose().trim().is_empty())
         .ok_or_else(|| invalid(flag, "is required"))?;
     // The driver's parse errors name the bad option, never the URL, so no password leaks here.
-    let split = crate::db::tls::split_database_url(url.expose()).map_err(|e| invalid(flag, e))?;
+    let split =
+        crate::engine::tls::split_database_url(url.expose()).map_err(|e| invalid(flag, e))?;
     tokio_postgres::Config::from_str(&split.driver_url)
         .map_err(|e| invalid(flag, format!("not a usable Postgres URL: {e}")))?;
     Ok(url)

@@ -8,8 +8,10 @@ pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod engine;
 pub mod feed;
 pub mod gate;
+pub mod histogram;
 pub mod http;
 // `KeyCache::len` feeds a gauge; an `is_empty` would have no caller.
 #[allow(clippy::len_without_is_empty)]
@@ -19,6 +21,7 @@ pub mod looplag;
 pub mod metrics;
 pub mod model;
 pub mod pricing;
+pub mod protocol;
 pub mod rate_limit;
 pub mod secret;
 pub mod spool;

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
-use crate::db::Snapshot;
+use crate::db::{DbCounters, Snapshot};
+use crate::histogram::Histogram;
 use crate::ledger::bind::Binding;
 use crate::ledger::LedgerCounters;
 use crate::spool::SpoolHandle;
@@ -17,69 +17,13 @@ pub mod spend_series;
 const LAG_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
-const HEARTBEAT_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
-
-/// A fixed-bucket histogram on atomics (observing never takes a lock).
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    max_micros: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            max_micros: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = self
-            .bounds
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(self.bounds.len());
-        self.counts[i].fetch_add(1, Relaxed);
-        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Relaxed);
-        self.max_micros.fetch_max(micros, Relaxed);
-    }
-
-    pub fn max(&self) -> Duration {
-        Duration::from_micros(self.max_micros.load(Relaxed))
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, b) in self.bounds.iter().enumerate() {
-            cumulative += self.counts[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        cumulative += self.counts[self.bounds.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {cumulative}");
-    }
-}
 
 /// Every metric the control plane exports.
 pub struct Metrics {
     pub loop_lag: Histogram,
-    pub heartbeat: Histogram,
-    pub heartbeat_failures: AtomicU64,
-    pub engine_spawns: AtomicU64,
-    pub engine_sigterms: AtomicU64,
-    pub engine_sigkills: AtomicU64,
+    /// The supervisor's own counters (heartbeats, engine lifecycle): db owns them, this
+    /// renders them.
+    pub db: Arc<DbCounters>,
     pub key_cache_hits: AtomicU64,
     pub key_cache_misses: AtomicU64,
     pub key_cache_stale_served: AtomicU64,
@@ -100,11 +44,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             loop_lag: Histogram::new(LAG_BUCKETS),
-            heartbeat: Histogram::new(HEARTBEAT_BUCKETS),
-            heartbeat_failures: AtomicU64::new(0),
-            engine_spawns: AtomicU64::new(0),
-            engine_sigterms: AtomicU64::new(0),
-            engine_sigkills: AtomicU64::new(0),
+            db: Arc::default(),
             key_cache_hits: AtomicU64::new(0),
             key_cache_misses: AtomicU64::new(0),
             key_cache_stale_served: AtomicU64::new(0),
@@ -262,7 +202,7 @@ impl Metrics {
             "Reconnects started after a connected engine was lost.",
             snap.reconnects,
         );
-        self.heartbeat.render(
+        self.db.heartbeat.render(
             &mut out,
             "livegate_db_heartbeat_seconds",
             "Round trip of successful heartbeats.",
@@ -271,25 +211,25 @@ impl Metrics {
             &mut out,
             "livegate_db_heartbeat_failures_total",
             "Heartbeats that failed or missed their deadline.",
-            self.heartbeat_failures.load(Relaxed),
+            self.db.heartbeat_failures.load(Relaxed),
         );
         counter(
             &mut out,
             "livegate_engine_spawns_total",
             "Engine subprocesses started.",
-            self.engine_spawns.load(Relaxed),
+            self.db.engine_spawns.load(Relaxed),
         );
         counter(
             &mut out,
             "livegate_engine_sigterm_total",
             "SIGTERMs sent to engines.",
-            self.engine_sigterms.load(Relaxed),
+            self.db.engine_sigterms.load(Relaxed),
         );
         counter(
             &mut out,
             "livegate_engine_sigkill_total",
             "SIGKILLs sent to engines that outlived the grace period.",
-            self.engine_sigkills.load(Relaxed),
+            self.db.engine_sigkills.load(Relaxed),
         );
         counter(
             &mut out,
@@ -366,26 +306,5 @@ impl Metrics {
                 "livegate_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {v}"
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative_and_track_the_max() {
-        let h = Histogram::new(LAG_BUCKETS);
-        h.observe(Duration::from_micros(500));
-        h.observe(Duration::from_millis(15));
-        h.observe(Duration::from_secs(9));
-        let mut s = String::new();
-        h.render(&mut s, "x", "h");
-        assert!(s.contains("x_bucket{le=\"0.001\"} 1\n"), "{s}");
-        assert!(s.contains("x_bucket{le=\"0.02\"} 2\n"), "{s}");
-        assert!(s.contains("x_bucket{le=\"5\"} 2\n"), "{s}");
-        assert!(s.contains("x_bucket{le=\"+Inf\"} 3\n"), "{s}");
-        assert!(s.contains("x_count 3\n"), "{s}");
-        assert_eq!(h.max(), Duration::from_secs(9));
     }
 }

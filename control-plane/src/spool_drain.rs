@@ -9,9 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::state::DbStatus;
 use crate::db::supervisor::{self, SupervisorConfig};
-use crate::db::Db;
+use crate::db::{Db, DbCounters};
 use crate::ledger::drain_step;
-use crate::metrics::Metrics;
 use crate::spool::{self, SpoolConfig, SpoolHandle};
 
 /// Records drained per statement.
@@ -57,8 +56,8 @@ pub async fn run(
         return Err(SpoolDrainError::NoFile(file));
     }
     let stop = CancellationToken::new();
-    let metrics = Arc::new(Metrics::default());
-    let (db, sup) = supervisor::start(supervisor, metrics, stop.clone()).map_err(|e| {
+    let counters = Arc::new(DbCounters::default());
+    let (db, sup) = supervisor::start(supervisor, counters, stop.clone()).map_err(|e| {
         SpoolDrainError::NotConnected(connect_within, format!("the engine cannot start: {e}"))
     })?;
     let result = drain_into(&file, &db, connect_within).await;

@@ -5,31 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{EngineError, Request, RequestFrame, Response, ResponseFrame};
-
-/// A key page of 100 full records is far below this; anything larger is a bug.
-const MAX_FRAME: usize = 16 * 1024 * 1024;
-
-/// The codec both ends use.
-pub fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_codec()
-}
-
-/// Serializes one frame.
-pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, serde_json::Error> {
-    serde_json::to_vec(value).map(Bytes::from)
-}
+use crate::protocol::{
+    codec, encode, Answer, EngineError, LaneSenders, Lanes, Op, Request, RequestFrame,
+    ResponseFrame,
+};
 
 /// Why a call through the link did not produce an engine answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -54,60 +40,8 @@ impl CallError {
     }
 }
 
-type Reply = oneshot::Sender<Result<Response, EngineError>>;
+type Reply = oneshot::Sender<Result<Answer, EngineError>>;
 type Pending = Arc<Mutex<HashMap<u64, Reply>>>;
-
-/// Room in the priority lane: the watchdog has one heartbeat out at a time.
-const PRIORITY_LANE: usize = 4;
-
-/// Two queues of frames into one pipe: the heartbeat's lane is always written first, so a
-/// heartbeat never waits behind a queue of auth traffic (it waits for at most the one
-/// frame being written), and a full traffic lane (`Busy`) never refuses it.
-pub struct Lanes {
-    priority: mpsc::Receiver<Bytes>,
-    traffic: mpsc::Receiver<Bytes>,
-}
-
-/// The senders of [`Lanes`].
-#[derive(Clone)]
-pub struct LaneSenders {
-    pub priority: mpsc::Sender<Bytes>,
-    pub traffic: mpsc::Sender<Bytes>,
-}
-
-impl Lanes {
-    /// The traffic lane holds `traffic` frames; the priority lane a few.
-    pub fn new(traffic: usize) -> (LaneSenders, Lanes) {
-        let (priority_tx, priority) = mpsc::channel(PRIORITY_LANE);
-        let (traffic_tx, traffic) = mpsc::channel(traffic.max(1));
-        let senders = LaneSenders {
-            priority: priority_tx,
-            traffic: traffic_tx,
-        };
-        (senders, Lanes { priority, traffic })
-    }
-
-    /// The next frame to write, priority first; `None` once both lanes are closed.
-    pub async fn next(&mut self) -> Option<Bytes> {
-        tokio::select! {
-            biased;
-            Some(frame) = self.priority.recv() => Some(frame),
-            Some(frame) = self.traffic.recv() => Some(frame),
-            else => None,
-        }
-    }
-}
-
-impl LaneSenders {
-    /// The lane for a request: the heartbeat's own, or the traffic's.
-    pub fn for_request(&self, request: &Request) -> &mpsc::Sender<Bytes> {
-        if request.is_heartbeat() {
-            &self.priority
-        } else {
-            &self.traffic
-        }
-    }
-}
 
 /// The supervisor's end of one engine's pipes. Many calls share it concurrently.
 pub struct EngineLink {
@@ -147,8 +81,15 @@ impl EngineLink {
         }
     }
 
-    /// Sends one request and waits, at most `deadline`, for its answer.
-    pub async fn call(&self, request: Request, deadline: Duration) -> Result<Response, CallError> {
+    /// Sends one operation and waits, at most `deadline`, for its reply: the one place a
+    /// reply is decoded as its operation's type.
+    pub async fn run<O: Op>(&self, op: O, deadline: Duration) -> Result<O::Reply, CallError> {
+        let answer = self.call(op.into_request(), deadline).await?;
+        O::read_answer(&answer).map_err(CallError::Engine)
+    }
+
+    /// Sends one request and waits, at most `deadline`, for its answer, still encoded.
+    pub async fn call(&self, request: Request, deadline: Duration) -> Result<Answer, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let lane = self.tx.for_request(&request);
         let frame = encode(&RequestFrame { id, request })
@@ -249,17 +190,22 @@ async fn read_loop<R>(
 mod tests {
     use super::*;
     use crate::model::keys::KeyHash;
+    use crate::protocol::{GetKey, LastChange, Ping};
 
-    /// A fake engine answering `Ping` with `Pong`, in reverse order of arrival per batch.
+    /// A fake engine answering every request with its own frame id, named for its operation.
     async fn fake_engine(io: tokio::io::DuplexStream) {
         let (r, w) = tokio::io::split(io);
         let mut rd = FramedRead::new(r, codec());
         let mut wr = FramedWrite::new(w, codec());
         while let Some(Ok(b)) = rd.next().await {
             let f: RequestFrame = serde_json::from_slice(&b).unwrap();
+            let answer = Answer {
+                op: f.request.name().to_owned(),
+                reply: serde_json::value::to_raw_value(&f.id).unwrap(),
+            };
             let out = ResponseFrame {
                 id: f.id,
-                result: Ok(Response::Pong),
+                result: Ok(answer),
             };
             wr.send(encode(&out).unwrap()).await.unwrap();
         }
@@ -276,30 +222,61 @@ mod tests {
         let (link, theirs) = link();
         tokio::spawn(fake_engine(theirs));
         // Traffic, not heartbeats: the watchdog has one heartbeat out at a time.
-        let calls = (0..50).map(|_| link.call(Request::LastChange, Duration::from_secs(5)));
-        for r in futures_util::future::join_all(calls).await {
-            assert!(matches!(r, Ok(Response::Pong)));
-        }
+        let calls = (0..50).map(|_| link.run(LastChange {}, Duration::from_secs(5)));
+        let mut answers: Vec<i64> = futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        answers.sort();
+        answers.dedup();
+        assert_eq!(answers.len(), 50, "{answers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_another_operation_is_a_protocol_error_and_the_link_stays_up() {
+        let (link, theirs) = link();
+        // The fake answers every request as if it were `LastChange`'s (its frame id).
+        tokio::spawn(fake_engine(theirs));
+        let mismatched = link
+            .run(
+                GetKey {
+                    token: KeyHash::of_raw("sk-x"),
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&mismatched, CallError::Engine(EngineError::Protocol(_))),
+            "{mismatched:?}"
+        );
+        assert!(
+            !mismatched.is_transport(),
+            "a misread is not a lost connection"
+        );
+        assert!(link
+            .run(LastChange {}, Duration::from_secs(5))
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
     async fn a_silent_engine_yields_a_deadline_error() {
         let (link, _theirs) = link();
-        let r = link.call(Request::Ping, Duration::from_millis(20)).await;
+        let r = link.run(Ping {}, Duration::from_millis(20)).await;
         assert_eq!(r.unwrap_err(), CallError::Deadline);
     }
 
     #[tokio::test]
     async fn a_closed_pipe_fails_waiting_and_later_calls_with_closed() {
         let (link, theirs) = link();
-        let waiting = link.call(Request::Ping, Duration::from_secs(5));
+        let waiting = link.run(Ping {}, Duration::from_secs(5));
         drop(theirs);
         assert_eq!(waiting.await.unwrap_err(), CallError::Closed);
         link.closed().await;
         assert_eq!(
-            link.call(Request::Ping, Duration::from_secs(5))
-                .await
-                .unwrap_err(),
+            link.run(Ping {}, Duration::from_secs(5)).await.unwrap_err(),
             CallError::Closed
         );
     }
@@ -315,24 +292,24 @@ mod tests {
         for _ in 0..3 {
             let link = link.clone();
             traffic.push(tokio::spawn(async move {
-                let request = Request::GetKey { token: token() };
-                link.call(request, Duration::from_secs(5)).await
+                let request = GetKey { token: token() };
+                link.run(request, Duration::from_secs(5)).await
             }));
             tokio::task::yield_now().await;
         }
         // The traffic lane is full: one more is refused at once...
         let refused = link
-            .call(Request::GetKey { token: token() }, Duration::from_secs(5))
+            .run(GetKey { token: token() }, Duration::from_secs(5))
             .await;
         assert_eq!(refused.unwrap_err(), CallError::Busy);
         // ...the heartbeat is not, and the engine reads it before the queued traffic.
         let heartbeat = {
             let link = link.clone();
-            tokio::spawn(async move { link.call(Request::Ping, Duration::from_secs(5)).await })
+            tokio::spawn(async move { link.run(Ping {}, Duration::from_secs(5)).await })
         };
         tokio::task::yield_now().await;
         let order = tokio::spawn(recording_engine(theirs));
-        assert!(matches!(heartbeat.await.unwrap(), Ok(Response::Pong)));
+        assert_eq!(heartbeat.await.unwrap(), Ok(()));
         for call in traffic {
             assert!(call.await.unwrap().is_ok());
         }
@@ -346,7 +323,7 @@ mod tests {
         );
     }
 
-    /// Answers every request (`Pong` for a ping, no key otherwise), and returns, in order
+    /// Answers every request (a ping's reply, no key otherwise), and returns, in order
     /// of arrival, whether each frame was a ping.
     async fn recording_engine(io: tokio::io::DuplexStream) -> Vec<bool> {
         let (r, w) = tokio::io::split(io);
@@ -356,9 +333,10 @@ mod tests {
         while let Some(Ok(b)) = rd.next().await {
             let f: RequestFrame = serde_json::from_slice(&b).unwrap();
             order.push(f.request.is_heartbeat());
-            let result = match f.request {
-                Request::Ping => Ok(Response::Pong),
-                _ => Ok(Response::Key { record: None }),
+            let result = match &f.request {
+                Request::Ping(op) => op.answer(&()),
+                Request::GetKey(op) => op.answer(&None),
+                other => panic!("unexpected {other:?}"),
             };
             let out = ResponseFrame { id: f.id, result };
             if wr.send(encode(&out).unwrap()).await.is_err() {

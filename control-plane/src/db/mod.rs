@@ -1,19 +1,13 @@
 //! The database room: a handle the HTTP layer calls, backed by a supervised engine subprocess.
 
-pub mod engine;
+mod counters;
 pub mod ipc;
-mod policy_sql;
 pub mod process;
-pub mod protocol;
-mod queries;
-mod rate_queries;
-mod schema;
 mod spawner;
-mod spend_queries;
 pub mod state;
 pub mod supervisor;
-mod team_queries;
-pub mod tls;
+/// The messages between supervisor and engine live at the crate root, shared by both sides.
+pub use crate::protocol;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -26,23 +20,17 @@ use crate::model::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
     TeamsDeleted,
 };
+pub use crate::protocol::{
+    BudgetsReset, DeadLetter, SpendFilter, SpendGroup, SpendInserted, WindowSwap,
+};
+use crate::protocol::{
+    ChangesSince, DeadLetterSpend, DeleteKeys, DeleteTeams, EngineError, GetKey, GetTeam,
+    GlobalSpend, InsertKey, InsertSpend, InsertTeam, LastChange, ListKeys, ListTeams, Op,
+    PruneChanges, ResetBudgets, SpendLogs, SpendSummary, SwapRateWindow, UpdateKey, UpdateTeam,
+};
+pub use counters::DbCounters;
 use ipc::{CallError, EngineLink};
-pub use protocol::{BudgetsReset, DeadLetter, SpendFilter, SpendGroup, SpendInserted};
-use protocol::{EngineError, Request, Response};
 pub use supervisor::Snapshot;
-
-/// What a rate-limit window's compare and swap found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WindowSwap {
-    Swapped {
-        version: i64,
-    },
-    /// Another writer got there first: its window, to merge and try again.
-    Current {
-        window: livegate_contract::WindowLog,
-        version: i64,
-    },
-}
 
 /// Why a database call did not succeed, as the HTTP layer needs to know it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -100,18 +88,21 @@ impl Db {
         self.snapshot.clone()
     }
 
-    async fn call(&self, request: Request) -> Result<Response, DbError> {
-        self.call_within(request, self.deadline).await
+    /// Runs one operation with the default deadline: the call and the typed decode of its
+    /// reply, for every operation (see `protocol::ops`).
+    pub async fn run<O: Op>(&self, op: O) -> Result<O::Reply, DbError> {
+        self.run_within(op, self.deadline).await
     }
 
-    /// A call with its own deadline. A deadline shorter than the default is the caller's
-    /// impatience, not evidence against the connection, so it does not report trouble.
-    async fn call_within(&self, request: Request, deadline: Duration) -> Result<Response, DbError> {
+    /// An operation with its own deadline. A deadline shorter than the default is the
+    /// caller's impatience, not evidence against the connection, so it does not report
+    /// trouble.
+    pub async fn run_within<O: Op>(&self, op: O, deadline: Duration) -> Result<O::Reply, DbError> {
         let current = self.link.read().unwrap_or_else(|p| p.into_inner()).clone();
         let Some((generation, link)) = current else {
             return Err(DbError::Unavailable);
         };
-        match link.call(request, deadline).await {
+        match link.run(op, deadline).await {
             Ok(r) => Ok(r),
             Err(CallError::Deadline) if deadline < self.deadline => Err(DbError::Unavailable),
             Err(e) if e.is_transport() => {
@@ -130,7 +121,10 @@ impl Db {
             Err(e) => Err(DbError::Failed(e.to_string())),
         }
     }
+}
 
+/// The operations by name, for callers: each is `run` with its request built.
+impl Db {
     pub async fn get_key(&self, token: &KeyHash) -> Result<Option<KeyRecord>, DbError> {
         self.get_key_within(token, self.deadline).await
     }
@@ -141,33 +135,17 @@ impl Db {
         token: &KeyHash,
         deadline: Duration,
     ) -> Result<Option<KeyRecord>, DbError> {
-        match self
-            .call_within(
-                Request::GetKey {
-                    token: token.clone(),
-                },
-                deadline,
-            )
-            .await?
-        {
-            Response::Key { record } => Ok(record.map(|r| *r)),
-            other => Err(unexpected(other)),
-        }
+        let token = token.clone();
+        self.run_within(GetKey { token }, deadline).await
     }
 
     /// Inserts the key; returns it as stored (its version, its team's policy).
     pub async fn insert_key(&self, record: KeyRecord) -> Result<KeyRecord, DbError> {
-        match self.call(Request::InsertKey { record }).await? {
-            Response::Inserted { record } => Ok(*record),
-            other => Err(unexpected(other)),
-        }
+        self.run(InsertKey { record }).await
     }
 
     pub async fn insert_team(&self, team: TeamRecord) -> Result<TeamRecord, DbError> {
-        match self.call(Request::InsertTeam { team }).await? {
-            Response::Team { team: Some(t), .. } => Ok(*t),
-            other => Err(unexpected(other)),
-        }
+        self.run(InsertTeam { team }).await
     }
 
     /// The team, and its keys when `with_keys`.
@@ -177,10 +155,8 @@ impl Db {
         with_keys: bool,
     ) -> Result<Option<(TeamRecord, Vec<KeyRecord>)>, DbError> {
         let team_id = team_id.to_owned();
-        match self.call(Request::GetTeam { team_id, with_keys }).await? {
-            Response::Team { team, keys } => Ok(team.map(|t| (*t, keys))),
-            other => Err(unexpected(other)),
-        }
+        let found = self.run(GetTeam { team_id, with_keys }).await?;
+        Ok(found.map(|t| (t.team, t.keys)))
     }
 
     pub async fn list_teams(
@@ -188,10 +164,8 @@ impl Db {
         page: u32,
         size: u32,
     ) -> Result<(Vec<TeamRecord>, u64), DbError> {
-        match self.call(Request::ListTeams { page, size }).await? {
-            Response::Teams { teams, total } => Ok((teams, total)),
-            other => Err(unexpected(other)),
-        }
+        let list = self.run(ListTeams { page, size }).await?;
+        Ok((list.teams, list.total))
     }
 
     pub async fn update_team(
@@ -200,24 +174,15 @@ impl Db {
         patch: TeamPatch,
     ) -> Result<Option<TeamWrite>, DbError> {
         let team_id = team_id.to_owned();
-        match self.call(Request::UpdateTeam { team_id, patch }).await? {
-            Response::TeamWritten { write } => Ok(write.map(|w| *w)),
-            other => Err(unexpected(other)),
-        }
+        self.run(UpdateTeam { team_id, patch }).await
     }
 
     pub async fn delete_teams(&self, team_ids: Vec<String>) -> Result<TeamsDeleted, DbError> {
-        match self.call(Request::DeleteTeams { team_ids }).await? {
-            Response::TeamsDeleted { deleted } => Ok(deleted),
-            other => Err(unexpected(other)),
-        }
+        self.run(DeleteTeams { team_ids }).await
     }
 
     pub async fn list_keys(&self, filter: KeyFilter) -> Result<KeyPage, DbError> {
-        match self.call(Request::ListKeys { filter }).await? {
-            Response::Page { page } => Ok(page),
-            other => Err(unexpected(other)),
-        }
+        self.run(ListKeys { filter }).await
     }
 
     pub async fn update_key(
@@ -225,16 +190,8 @@ impl Db {
         token: &KeyHash,
         patch: KeyPatch,
     ) -> Result<Option<KeyRecord>, DbError> {
-        match self
-            .call(Request::UpdateKey {
-                token: token.clone(),
-                patch,
-            })
-            .await?
-        {
-            Response::Key { record } => Ok(record.map(|r| *r)),
-            other => Err(unexpected(other)),
-        }
+        let token = token.clone();
+        self.run(UpdateKey { token, patch }).await
     }
 
     pub async fn delete_keys(
@@ -242,10 +199,7 @@ impl Db {
         tokens: Vec<KeyHash>,
         aliases: Vec<String>,
     ) -> Result<Vec<(KeyHash, i64)>, DbError> {
-        match self.call(Request::DeleteKeys { tokens, aliases }).await? {
-            Response::Deleted { tokens } => Ok(tokens),
-            other => Err(unexpected(other)),
-        }
+        self.run(DeleteKeys { tokens, aliases }).await
     }
 
     /// The change log's reads take their own, shorter deadline: a slow read of it is no
@@ -258,91 +212,59 @@ impl Db {
         deadline: Duration,
     ) -> Result<Vec<KeyChange>, DbError> {
         let recent_ms = i64::try_from(recent.as_millis()).unwrap_or(i64::MAX);
-        let request = Request::ChangesSince {
+        let op = ChangesSince {
             after,
             recent_ms,
             limit,
         };
-        match self.call_within(request, deadline).await? {
-            Response::Changes { changes } => Ok(changes),
-            other => Err(unexpected(other)),
-        }
+        self.run_within(op, deadline).await
     }
 
     pub async fn last_change(&self, deadline: Duration) -> Result<i64, DbError> {
-        match self.call_within(Request::LastChange, deadline).await? {
-            Response::LastChange { seq } => Ok(seq),
-            other => Err(unexpected(other)),
-        }
+        self.run_within(LastChange {}, deadline).await
     }
 
     pub async fn prune_changes(&self, keep: Duration, deadline: Duration) -> Result<u64, DbError> {
         let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-        match self
-            .call_within(Request::PruneChanges { keep_ms }, deadline)
-            .await?
-        {
-            Response::Pruned { rows } => Ok(rows),
-            other => Err(unexpected(other)),
-        }
+        self.run_within(PruneChanges { keep_ms }, deadline).await
     }
-}
 
-impl Db {
-    /// The drain's statement (see [`Request::InsertSpend`]).
+    /// The drain's statement (see [`InsertSpend`]).
     pub async fn insert_spend(
         &self,
         rows: Vec<LedgerEntry>,
         database: Option<String>,
     ) -> Result<SpendInserted, DbError> {
-        match self.call(Request::InsertSpend { rows, database }).await? {
-            Response::SpendInserted { inserted } => Ok(inserted),
-            other => Err(unexpected(other)),
-        }
+        self.run(InsertSpend { rows, database }).await
     }
 
-    /// Keeps records the drain cannot write (see [`Request::DeadLetterSpend`]).
+    /// Keeps records the drain cannot write (see [`DeadLetterSpend`]).
     pub async fn dead_letter_spend(
         &self,
         letters: Vec<DeadLetter>,
         database: Option<String>,
     ) -> Result<u64, DbError> {
-        match self
-            .call(Request::DeadLetterSpend { letters, database })
-            .await?
-        {
-            Response::DeadLettered { rows } => Ok(rows),
-            other => Err(unexpected(other)),
-        }
+        self.run(DeadLetterSpend { letters, database }).await
     }
 
     pub async fn spend_logs(&self, filter: SpendFilter) -> Result<Vec<LedgerEntry>, DbError> {
-        match self.call(Request::SpendLogs { filter }).await? {
-            Response::SpendLogs { rows } => Ok(rows),
-            other => Err(unexpected(other)),
-        }
+        self.run(SpendLogs { filter }).await
     }
 
     pub async fn spend_summary(&self, filter: SpendFilter) -> Result<Vec<SpendGroup>, DbError> {
-        match self.call(Request::SpendSummary { filter }).await? {
-            Response::SpendSummary { groups } => Ok(groups),
-            other => Err(unexpected(other)),
-        }
+        self.run(SpendSummary { filter }).await
     }
 
-    /// Resets the budgets due at `now` (see [`Request::ResetBudgets`]).
+    /// Resets the budgets due at `now` (see [`ResetBudgets`]).
     pub async fn reset_budgets(
         &self,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<BudgetsReset, DbError> {
-        match self.call(Request::ResetBudgets { now }).await? {
-            Response::BudgetsReset { reset } => Ok(reset),
-            other => Err(unexpected(other)),
-        }
+        self.run(ResetBudgets { now }).await
     }
 
-    /// One compare and swap of a rate-limit window (see [`Request::SwapRateWindow`]), with
-    /// the auth check's deadline.
+    /// One compare and swap of a rate-limit window (see [`SwapRateWindow`]), with the auth
+    /// check's deadline.
     pub async fn swap_rate_window(
         &self,
         scope: &str,
@@ -350,28 +272,93 @@ impl Db {
         window: livegate_contract::WindowLog,
         deadline: Duration,
     ) -> Result<WindowSwap, DbError> {
-        let request = Request::SwapRateWindow {
-            scope: scope.to_owned(),
+        let scope = scope.to_owned();
+        let op = SwapRateWindow {
+            scope,
             expected,
             window,
         };
-        match self.call_within(request, deadline).await? {
-            Response::RateWindowSwapped { version } => Ok(WindowSwap::Swapped { version }),
-            Response::RateWindowCurrent { window, version } => {
-                Ok(WindowSwap::Current { window, version })
-            }
-            other => Err(unexpected(other)),
-        }
+        self.run_within(op, deadline).await
     }
 
     pub async fn global_spend(&self) -> Result<f64, DbError> {
-        match self.call(Request::GlobalSpend).await? {
-            Response::GlobalSpend { spend } => Ok(spend),
-            other => Err(unexpected(other)),
-        }
+        self.run(GlobalSpend {}).await
     }
 }
 
-fn unexpected(r: Response) -> DbError {
-    DbError::Failed(format!("engine answered with an unexpected {r:?}"))
+#[cfg(test)]
+mod tests {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_util::codec::{FramedRead, FramedWrite};
+
+    use super::*;
+    use crate::protocol::{codec, encode, Answer, RequestFrame, ResponseFrame};
+
+    /// A `Db` over an engine that answers every request with `answer(request)`.
+    fn db_answering(answer: fn(&RequestFrame) -> Result<Answer, EngineError>) -> Db {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let (r, w) = tokio::io::split(theirs);
+            let (mut rd, mut wr) = (FramedRead::new(r, codec()), FramedWrite::new(w, codec()));
+            while let Some(Ok(b)) = rd.next().await {
+                let f: RequestFrame = serde_json::from_slice(&b).unwrap();
+                let out = ResponseFrame {
+                    id: f.id,
+                    result: answer(&f),
+                };
+                wr.send(encode(&out).unwrap()).await.unwrap();
+            }
+        });
+        let (r, w) = tokio::io::split(ours);
+        let link = EngineLink::start(r, w, 8);
+        Db::fixed(Some(link), Snapshot::default(), Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_another_operation_fails_the_call_and_is_not_unavailability() {
+        let db = db_answering(|_| LastChange {}.answer(&7));
+        let got = db.get_key(&KeyHash::of_raw("sk-x")).await;
+        match got {
+            Err(DbError::Failed(m)) => assert!(m.contains("GetKey"), "{m}"),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        // The same engine's right answers still come through.
+        assert_eq!(db.last_change(Duration::from_secs(5)).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn engine_errors_keep_their_mapping() {
+        let db = db_answering(|f| match f.request.name() {
+            "InsertTeam" => Err(EngineError::Conflict("team_id".into())),
+            "DeleteTeams" => Err(EngineError::NoSuchReference("team_id".into())),
+            "GlobalSpend" => Err(EngineError::Data("bad".into())),
+            "LastChange" => Err(EngineError::Timeout),
+            _ => Err(EngineError::Query("boom".into())),
+        });
+        let team: TeamRecord = serde_json::from_value(serde_json::json!({
+            "team_id": "t", "models": [], "metadata": {}, "blocked": false, "spend": 0.0,
+            "created_at": "2026-01-02T03:04:05Z", "updated_at": "2026-01-02T03:04:05Z"
+        }))
+        .unwrap();
+        assert_eq!(
+            db.insert_team(team).await.unwrap_err(),
+            DbError::Conflict("team_id".into())
+        );
+        assert_eq!(
+            db.delete_teams(vec!["t".into()]).await.unwrap_err(),
+            DbError::NoSuchReference("team_id".into())
+        );
+        assert_eq!(
+            db.global_spend().await.unwrap_err(),
+            DbError::Refused("bad".into())
+        );
+        assert_eq!(
+            db.last_change(Duration::from_secs(5)).await.unwrap_err(),
+            DbError::Unavailable
+        );
+        assert!(matches!(
+            db.list_teams(1, 10).await.unwrap_err(),
+            DbError::Failed(_)
+        ));
+    }
 }

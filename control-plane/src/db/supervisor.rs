@@ -11,11 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::ipc::{CallError, EngineLink};
 use super::process::{EngineCommand, EngineProcess};
-use super::protocol::{EngineSettings, Request, Response};
 use super::spawner::Spawner;
 use super::state::{Action, Backoff, DbStatus, Event, SupervisorState};
-use super::{CurrentLink, Db};
-use crate::metrics::Metrics;
+use super::{CurrentLink, Db, DbCounters};
+use crate::protocol::{EngineSettings, Init, Ping, Ready};
 
 /// Everything the supervisor needs, validated by `config`.
 #[derive(Debug, Clone)]
@@ -65,7 +64,7 @@ impl Reconnect {
 /// Fails only if the engine spawner thread cannot be started.
 pub fn start(
     cfg: SupervisorConfig,
-    metrics: Arc<Metrics>,
+    counters: Arc<DbCounters>,
     stop: CancellationToken,
 ) -> std::io::Result<(Db, SupervisorHandle)> {
     let spawner = Spawner::start(tokio::runtime::Handle::current())?;
@@ -81,7 +80,7 @@ pub fn start(
     };
     let sup = Supervisor {
         cfg,
-        metrics,
+        counters,
         stop,
         link,
         snap: snap_tx,
@@ -103,7 +102,7 @@ pub fn start(
 
 struct Supervisor {
     cfg: SupervisorConfig,
-    metrics: Arc<Metrics>,
+    counters: Arc<DbCounters>,
     stop: CancellationToken,
     link: CurrentLink,
     snap: watch::Sender<Snapshot>,
@@ -170,7 +169,7 @@ impl Supervisor {
                 )
             }
         };
-        self.metrics.engine_spawns.fetch_add(1, Relaxed);
+        self.counters.engine_spawns.fetch_add(1, Relaxed);
         self.generation += 1;
         let pid = engine.pid();
         tracing::info!(pid, generation = self.generation, "engine spawned");
@@ -195,14 +194,15 @@ impl Supervisor {
         engine: &mut EngineProcess,
         link: &EngineLink,
     ) -> Result<(), Ending> {
-        let init = Request::Init(self.cfg.settings.clone());
+        let init = Init {
+            settings: self.cfg.settings.clone(),
+        };
         tokio::select! {
-            r = link.call(init, self.cfg.start_timeout) => match r {
-                Ok(Response::Ready { database }) => {
+            r = link.run(init, self.cfg.start_timeout) => match r {
+                Ok(Ready { database }) => {
                     self.snap.send_modify(|s| s.database = database);
                     Ok(())
                 }
-                Ok(other) => Err((Event::ConnectFailed, Some(format!("engine answered init with {other:?}")))),
                 Err(CallError::Deadline) => Err((Event::ConnectFailed, Some("engine did not connect within the start timeout".into()))),
                 Err(e) => Err((Event::ConnectFailed, Some(format!("engine failed to connect: {e}")))),
             },
@@ -240,17 +240,17 @@ impl Supervisor {
         let started = tokio::time::Instant::now();
         let deadline = self.cfg.heartbeat_deadline;
         let result = tokio::select! {
-            r = link.call(Request::Ping, deadline) => r,
+            r = link.run(Ping {}, deadline) => r,
             st = engine.exited() => return Some((Event::EngineExited, Some(exit_message(st)))),
             _ = self.stop.cancelled() => return Some((Event::Shutdown, None)),
         };
         match result {
-            Ok(Response::Pong) => {
-                self.metrics.heartbeat.observe(started.elapsed());
+            Ok(()) => {
+                self.counters.heartbeat.observe(started.elapsed());
                 None
             }
             Err(CallError::Deadline) => {
-                self.metrics.heartbeat_failures.fetch_add(1, Relaxed);
+                self.counters.heartbeat_failures.fetch_add(1, Relaxed);
                 Some((
                     Event::HeartbeatLate,
                     Some(format!(
@@ -259,15 +259,11 @@ impl Supervisor {
                     )),
                 ))
             }
-            other => {
-                self.metrics.heartbeat_failures.fetch_add(1, Relaxed);
-                let why = match other {
-                    Err(e) => e.to_string(),
-                    Ok(r) => format!("unexpected answer {r:?}"),
-                };
+            Err(e) => {
+                self.counters.heartbeat_failures.fetch_add(1, Relaxed);
                 Some((
                     Event::HeartbeatFailed,
-                    Some(format!("heartbeat failed: {why}")),
+                    Some(format!("heartbeat failed: {e}")),
                 ))
             }
         }
@@ -298,10 +294,10 @@ impl Supervisor {
     async fn teardown(&mut self, engine: EngineProcess) {
         let pid = engine.pid();
         let out = engine.teardown(self.cfg.grace).await;
-        self.metrics
+        self.counters
             .engine_sigterms
             .fetch_add(u64::from(out.sent_term), Relaxed);
-        self.metrics
+        self.counters
             .engine_sigkills
             .fetch_add(u64::from(out.sent_kill), Relaxed);
         tracing::info!(

@@ -99,7 +99,7 @@ fn nothing_to_drain_has_no_watermark() {
 
 #[test]
 fn the_drained_row_is_the_json_the_sql_reads() {
-    // jsonb_to_recordset in db/spend_queries.rs reads these names.
+    // jsonb_to_recordset in engine/spend_queries.rs reads these names.
     let e = price(record("a", Some("m"), Some((1, 2))), &prices());
     let v = serde_json::to_value(&e).unwrap();
     for name in [

@@ -14,9 +14,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use livegate_control_plane::cli::{Cli, Command};
 use livegate_control_plane::config::Config;
-use livegate_control_plane::db::ipc::{codec, encode, EngineLink};
+use livegate_control_plane::db::ipc::EngineLink;
 use livegate_control_plane::db::protocol::{
-    EngineError, Request, RequestFrame, Response, ResponseFrame,
+    codec, encode, Answer, EngineError, Op, Ready, Request, RequestFrame, ResponseFrame,
 };
 use livegate_control_plane::db::state::DbStatus;
 use livegate_control_plane::db::{Db, Snapshot};
@@ -60,15 +60,14 @@ impl Store {
         self.stalled.store(true, Ordering::SeqCst);
     }
 
-    fn answer(&self, request: Request) -> Result<Response, EngineError> {
+    fn answer(&self, request: Request) -> Result<Answer, EngineError> {
         let mut keys = self.keys.lock().unwrap();
-        Ok(match request {
-            Request::Init(_) => Response::Ready { database: None },
-            Request::Ping => Response::Pong,
-            Request::GetKey { token } => Response::Key {
-                record: keys.get(&token).cloned().map(Box::new),
-            },
-            Request::InsertKey { record } => {
+        match request {
+            Request::Init(op) => op.answer(&Ready { database: None }),
+            Request::Ping(op) => op.answer(&()),
+            Request::GetKey(op) => op.answer(&keys.get(&op.token).cloned()),
+            Request::InsertKey(op) => {
+                let record = op.record.clone();
                 if keys.contains_key(&record.token) {
                     return Err(EngineError::Conflict("key".into()));
                 }
@@ -79,11 +78,10 @@ impl Store {
                 let version = next_version(&keys);
                 let record = KeyRecord { version, ..record };
                 keys.insert(record.token.clone(), record.clone());
-                Response::Inserted {
-                    record: Box::new(record),
-                }
+                op.answer(&record)
             }
-            Request::ListKeys { filter } => {
+            Request::ListKeys(op) => {
+                let filter = &op.filter;
                 let matches =
                     |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
                 let mut found: Vec<KeyRecord> = keys
@@ -97,20 +95,19 @@ impl Store {
                 found.sort_by_key(|k| std::cmp::Reverse(k.created_at));
                 let total = found.len() as u64;
                 let skip = (filter.page.saturating_sub(1) * filter.size) as usize;
-                Response::Page {
-                    page: KeyPage {
-                        keys: found
-                            .into_iter()
-                            .skip(skip)
-                            .take(filter.size as usize)
-                            .collect(),
-                        total,
-                    },
-                }
+                op.answer(&KeyPage {
+                    keys: found
+                        .into_iter()
+                        .skip(skip)
+                        .take(filter.size as usize)
+                        .collect(),
+                    total,
+                })
             }
-            Request::UpdateKey { token, patch } => {
+            Request::UpdateKey(op) => {
                 let version = next_version(&keys);
-                let record = keys.get_mut(&token).map(|k| {
+                let patch = op.patch.clone();
+                let record = keys.get_mut(&op.token).map(|k| {
                     k.version = version;
                     if let Some(v) = patch.key_alias {
                         k.key_alias = Some(v);
@@ -136,40 +133,34 @@ impl Store {
                     if let Some(v) = patch.expires {
                         k.expires = Some(v);
                     }
-                    Box::new(k.clone())
+                    k.clone()
                 });
-                Response::Key { record }
+                op.answer(&record)
             }
-            Request::DeleteKeys { tokens, aliases } => {
+            Request::DeleteKeys(op) => {
                 let version = next_version(&keys);
                 let doomed: Vec<KeyHash> = keys
                     .values()
                     .filter(|k| {
-                        tokens.contains(&k.token)
-                            || k.key_alias.as_ref().is_some_and(|a| aliases.contains(a))
+                        op.tokens.contains(&k.token)
+                            || k.key_alias.as_ref().is_some_and(|a| op.aliases.contains(a))
                     })
                     .map(|k| k.token.clone())
                     .collect();
                 doomed.iter().for_each(|t| {
                     keys.remove(t);
                 });
-                Response::Deleted {
-                    tokens: doomed.into_iter().map(|t| (t, version)).collect(),
-                }
+                op.answer(&doomed.into_iter().map(|t| (t, version)).collect())
             }
             // The change log: this fake has no peers, so nothing to learn from it.
-            Request::ChangesSince { .. } => Response::Changes { changes: vec![] },
-            Request::LastChange => Response::LastChange {
-                seq: next_version(&keys) - 1,
-            },
-            Request::PruneChanges { .. } => Response::Pruned { rows: 0 },
+            Request::ChangesSince(op) => op.answer(&vec![]),
+            Request::LastChange(op) => op.answer(&(next_version(&keys) - 1)),
+            Request::PruneChanges(op) => op.answer(&0),
             // Teams are exercised against a real Postgres (tests/tests/teams.rs).
-            other => {
-                return Err(EngineError::Protocol(format!(
-                    "the fake engine has no teams: {other:?}"
-                )))
-            }
-        })
+            other => Err(EngineError::Protocol(format!(
+                "the fake engine has no teams: {other:?}"
+            ))),
+        }
     }
 }
 

@@ -10,13 +10,13 @@ use chrono::{NaiveDate, NaiveTime};
 use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
-use super::protocol::{
-    BudgetsReset, DeadLetter, EngineError, SpendFilter, SpendGroup, SpendInserted,
-};
 use super::queries::{classify, column};
 use super::queries::{LOG_CHANGE, WITH_TEAM};
 use crate::model::keys::KeyHash;
 use crate::model::LedgerEntry;
+use crate::protocol::{
+    BudgetsReset, DeadLetter, EngineError, SpendFilter, SpendGroup, SpendInserted,
+};
 use livegate_contract::spend::{EstimateReason, SpendRecord};
 
 const INSERT_SPEND: &str = "

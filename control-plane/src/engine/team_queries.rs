@@ -11,9 +11,9 @@ use super::policy_sql::{
     self, placeholders, team_columns, team_policy_changed, PolicyParams, POLICY_COLUMN_NAMES,
 };
 
-use super::protocol::EngineError;
 use super::queries::{classify, column, record, token, COLUMNS};
 use crate::model::{TeamPatch, TeamRecord, TeamWrite, TeamsDeleted};
+use crate::protocol::{EngineError, TeamAndKeys, TeamList};
 
 /// A team's own columns, without its policy columns (`policy_sql::POLICY`).
 const TEAM_OWN_COLUMNS: &str =
@@ -76,20 +76,29 @@ pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, Engin
     team(&row)
 }
 
-pub async fn get_team(c: &Client, team_id: &str) -> Result<Option<TeamRecord>, EngineError> {
+/// The team, and its keys when `with_keys`.
+pub async fn get_team(
+    c: &Client,
+    team_id: &str,
+    with_keys: bool,
+) -> Result<Option<TeamAndKeys>, EngineError> {
     let sql = format!(
         "SELECT {} FROM livegate_teams WHERE team_id = $1",
         *TEAM_COLUMNS
     );
     let row = c.query_opt(&sql, &[&team_id]).await.map_err(classify)?;
-    row.as_ref().map(team).transpose()
+    let Some(team) = row.as_ref().map(team).transpose()? else {
+        return Ok(None);
+    };
+    let keys = if with_keys {
+        team_keys(c, team_id).await?
+    } else {
+        vec![]
+    };
+    Ok(Some(TeamAndKeys { team, keys }))
 }
 
-pub async fn list_teams(
-    c: &Client,
-    page: u32,
-    size: u32,
-) -> Result<(Vec<TeamRecord>, u64), EngineError> {
+pub async fn list_teams(c: &Client, page: u32, size: u32) -> Result<TeamList, EngineError> {
     let limit = i64::from(size);
     let offset = i64::from(page.saturating_sub(1)) * limit;
     let sql = format!(
@@ -104,7 +113,10 @@ pub async fn list_teams(
         "n",
     )?;
     let teams = rows.iter().map(team).collect::<Result<_, _>>()?;
-    Ok((teams, u64::try_from(total).unwrap_or(0)))
+    Ok(TeamList {
+        teams,
+        total: u64::try_from(total).unwrap_or(0),
+    })
 }
 
 /// Updates the team; its keys are logged anew when their policy changed.
@@ -172,10 +184,7 @@ pub async fn delete_teams(c: &Client, team_ids: &[String]) -> Result<TeamsDelete
 }
 
 /// A team's keys as the view shows them (for `/team/info`).
-pub async fn team_keys(
-    c: &Client,
-    team_id: &str,
-) -> Result<Vec<crate::model::KeyRecord>, EngineError> {
+async fn team_keys(c: &Client, team_id: &str) -> Result<Vec<crate::model::KeyRecord>, EngineError> {
     let sql = format!(
         "SELECT {} FROM livegate_key_policies WHERE team_id = $1 ORDER BY created_at DESC LIMIT 1000",
         *COLUMNS

@@ -10,9 +10,9 @@ use tokio_postgres::{Client, Row};
 use super::policy_sql::{
     self, placeholders, team_columns, PolicyParams, POLICY, POLICY_COLUMN_NAMES, TEAM_COLUMN_NAMES,
 };
-use super::protocol::EngineError;
 use crate::model::keys::KeyHash;
 use crate::model::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
+use crate::protocol::EngineError;
 
 /// A key's own columns, without its policy columns (`policy_sql::POLICY`).
 const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, metadata, blocked, spend, expires, created_at, updated_at";

@@ -7,9 +7,9 @@ use std::sync::LazyLock;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::protocol::EngineError;
 use super::queries::column;
 use crate::model::{BudgetDuration, BudgetPolicy, Limits, TeamPolicy};
+use crate::protocol::EngineError;
 
 /// A key's or a team's own policy columns, in the order `PolicyParams::params` binds them.
 pub(super) const POLICY: [&str; 8] = [

@@ -6,8 +6,8 @@ use livegate_contract::WindowLog;
 use tokio_postgres::types::Json;
 use tokio_postgres::Client;
 
-use super::protocol::{EngineError, Response};
 use super::queries::{classify, column};
+use crate::protocol::{EngineError, WindowSwap};
 
 /// Writes `window` as the scope's row if its version is still `expected` (0: no row yet);
 /// otherwise answers the row as it is now, for the caller to merge and try again.
@@ -16,7 +16,7 @@ pub async fn swap_window(
     scope: &str,
     expected: i64,
     window: &WindowLog,
-) -> Result<Response, EngineError> {
+) -> Result<WindowSwap, EngineError> {
     let written = if expected == 0 {
         c.query_opt(
             "INSERT INTO livegate_rate_windows (scope, entries, version) VALUES ($1, $2, 1)
@@ -34,7 +34,7 @@ pub async fn swap_window(
     }
     .map_err(classify)?;
     if let Some(row) = written {
-        return Ok(Response::RateWindowSwapped {
+        return Ok(WindowSwap::Swapped {
             version: column(&row, "version")?,
         });
     }
@@ -46,12 +46,12 @@ pub async fn swap_window(
         .await
         .map_err(classify)?;
     match row {
-        Some(row) => Ok(Response::RateWindowCurrent {
+        Some(row) => Ok(WindowSwap::Current {
             window: column::<Json<WindowLog>>(&row, "entries")?.0,
             version: column(&row, "version")?,
         }),
         // Deleted between the two statements: start again from nothing.
-        None => Ok(Response::RateWindowCurrent {
+        None => Ok(WindowSwap::Current {
             window: WindowLog::new(),
             version: 0,
         }),
