@@ -5,8 +5,9 @@
 //! `root` (over `root::RootHost`). This file alone touches the host: the `wasm` module
 //! below (compiled for wasm32 only, because native binaries cannot resolve proxy-wasm's
 //! host imports) implements those two traits over proxy-wasm and forwards each callback,
-//! translating host values to plain ones and nothing more. It is over 500 lines for that
-//! reason: it is the whole host surface (three contexts, two traits, one method per host
+//! translating host values to plain ones and nothing more.
+//!
+//! Long because: it is the whole host surface (three contexts, two traits, one method per host
 //! call), kept in one file so that no other file needs to be read to know what the filter
 //! asks of Envoy. It calls `proxy_wasm::hostcalls` directly, and never the `Context` trait
 //! helpers, because those unwrap host errors and decode header values as UTF-8 with a
