@@ -46,18 +46,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     // The spool is replayed before the port opens: nothing is acknowledged twice.
     let ledger = Ledger::open(&config.spend).await?;
-    metrics.set_ledger(
-        ledger.counters.clone(),
-        ledger.spool.clone(),
-        ledger.binding.clone(),
-    );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen).await?;
     tracing::info!(listen = %config.listen, metrics_listen = %config.metrics_listen, version = env!("CARGO_PKG_VERSION"), "control plane listening");
     let stop_http = CancellationToken::new();
     let stop_db = CancellationToken::new();
     tokio::spawn(looplag::probe(
-        metrics.clone(),
+        metrics.loop_lag.clone(),
         config.loop_lag_interval,
         stop_db.clone(),
     ));

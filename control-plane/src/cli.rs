@@ -215,7 +215,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "LIVEGATE_SPEND_METRICS_MAX_SERIES",
-        default_value_t = crate::metrics::spend_series::DEFAULT_MAX_SERIES
+        default_value_t = crate::ledger::spend_series::DEFAULT_MAX_SERIES
     )]
     pub spend_metrics_max_series: usize,
     /// USD reserved per request in flight of a key or team with a budget, counted as spend

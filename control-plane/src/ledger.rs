@@ -26,14 +26,15 @@ use crate::auth::Decision;
 use crate::budget::reserve::{Held, Reservations};
 use crate::config::SpendConfig;
 use crate::keys::KeyHash;
-use crate::metrics::spend_series::SpendSeries;
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
+use spend_series::SpendSeries;
 
 pub mod bind;
 pub mod drain;
 pub mod isolate;
 mod pending;
+pub mod spend_series;
 pub use drain::{drain, drain_step, DrainError};
 pub use pending::PendingSpend;
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod feed;
+pub mod histogram;
 pub mod http;
 // `KeyCache::len` feeds a gauge; an `is_empty` would have no caller.
 #[allow(clippy::len_without_is_empty)]
