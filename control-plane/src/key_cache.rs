@@ -13,9 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::config::CacheConfig;
 use crate::keys::KeyHash;
 use crate::record::KeyRecord;
+
+mod config;
+pub use config::CacheConfig;
 
 /// How long "no such key" is believed without asking the database again. Short: a key
 /// generated through a peer reaches this cache through the change log within a second.
