@@ -39,7 +39,7 @@ pub enum Command {
 pub enum SpoolCommand {
     /// Drain a spool file into the database of --database-url, only if it is the spool's
     /// own (a set-aside spool carries its database's identity); refuses any other.
-    Drain(SpoolDrainArgs),
+    Drain(Box<SpoolDrainArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -66,7 +66,7 @@ pub fn main() -> ExitCode {
             .and_then(app::serve),
         Command::Engine => engine(),
         Command::HashKey => hash_key(),
-        Command::Spool(SpoolCommand::Drain(args)) => spool_drain(args),
+        Command::Spool(SpoolCommand::Drain(args)) => spool_drain(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
