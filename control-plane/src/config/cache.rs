@@ -10,11 +10,11 @@ use super::{invalid, ConfigError};
 use crate::key_cache::CacheConfig;
 
 flags! {
-    KEY_CACHE_FRESH = "key-cache-fresh-secs", "LIVEGATE_KEY_CACHE_FRESH_SECS";
-    KEY_CACHE_STALENESS = "key-cache-staleness-secs", "LIVEGATE_KEY_CACHE_STALENESS_SECS";
-    MAX_CHANGE_LOG_SILENCE = "max-change-log-silence-secs", "LIVEGATE_MAX_CHANGE_LOG_SILENCE_SECS";
-    FILTER_REVOCATION_HOLD = "filter-revocation-hold-secs", "LIVEGATE_FILTER_REVOCATION_HOLD_SECS";
-    KEY_CACHE_MAX_ENTRIES = "key-cache-max-entries", "LIVEGATE_KEY_CACHE_MAX_ENTRIES";
+    KEY_CACHE_FRESH: long = "key-cache-fresh-secs", env = "LIVEGATE_KEY_CACHE_FRESH_SECS";
+    KEY_CACHE_STALENESS: long = "key-cache-staleness-secs", env = "LIVEGATE_KEY_CACHE_STALENESS_SECS";
+    MAX_CHANGE_LOG_SILENCE: long = "max-change-log-silence-secs", env = "LIVEGATE_MAX_CHANGE_LOG_SILENCE_SECS";
+    FILTER_REVOCATION_HOLD: long = "filter-revocation-hold-secs", env = "LIVEGATE_FILTER_REVOCATION_HOLD_SECS";
+    KEY_CACHE_MAX_ENTRIES: long = "key-cache-max-entries", env = "LIVEGATE_KEY_CACHE_MAX_ENTRIES";
 }
 
 #[derive(Debug, Args)]

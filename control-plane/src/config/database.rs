@@ -15,22 +15,22 @@ use crate::db::supervisor::SupervisorConfig;
 use crate::secret::Secret;
 
 flags! {
-    DATABASE_URL = "database-url", "DATABASE_URL";
-    ENGINE_COMMAND = "engine-command", "LIVEGATE_ENGINE_COMMAND";
-    HEARTBEAT_INTERVAL = "heartbeat-interval-ms", "LIVEGATE_HEARTBEAT_INTERVAL_MS";
-    HEARTBEAT_DEADLINE = "heartbeat-deadline-ms", "LIVEGATE_HEARTBEAT_DEADLINE_MS";
-    ENGINE_GRACE = "engine-grace-ms", "LIVEGATE_ENGINE_GRACE_MS";
-    ENGINE_START_TIMEOUT = "engine-start-timeout-ms", "LIVEGATE_ENGINE_START_TIMEOUT_MS";
-    BACKOFF_BASE = "backoff-base-ms", "LIVEGATE_BACKOFF_BASE_MS";
-    BACKOFF_CAP = "backoff-cap-ms", "LIVEGATE_BACKOFF_CAP_MS";
-    DB_POOL_SIZE = "db-pool-size", "LIVEGATE_DB_POOL_SIZE";
-    DB_CONNECT_TIMEOUT = "db-connect-timeout-ms", "LIVEGATE_DB_CONNECT_TIMEOUT_MS";
-    DB_STATEMENT_TIMEOUT = "db-statement-timeout-ms", "LIVEGATE_DB_STATEMENT_TIMEOUT_MS";
-    DB_KEEPALIVE_IDLE = "db-keepalive-idle-ms", "LIVEGATE_DB_KEEPALIVE_IDLE_MS";
-    DB_KEEPALIVE_INTERVAL = "db-keepalive-interval-ms", "LIVEGATE_DB_KEEPALIVE_INTERVAL_MS";
-    DB_KEEPALIVE_RETRIES = "db-keepalive-retries", "LIVEGATE_DB_KEEPALIVE_RETRIES";
-    DB_TCP_USER_TIMEOUT = "db-tcp-user-timeout-ms", "LIVEGATE_DB_TCP_USER_TIMEOUT_MS";
-    DB_MAX_IN_FLIGHT = "db-max-in-flight", "LIVEGATE_DB_MAX_IN_FLIGHT";
+    DATABASE_URL: long = "database-url", env = "DATABASE_URL";
+    ENGINE_COMMAND: long = "engine-command", env = "LIVEGATE_ENGINE_COMMAND";
+    HEARTBEAT_INTERVAL: long = "heartbeat-interval-ms", env = "LIVEGATE_HEARTBEAT_INTERVAL_MS";
+    HEARTBEAT_DEADLINE: long = "heartbeat-deadline-ms", env = "LIVEGATE_HEARTBEAT_DEADLINE_MS";
+    ENGINE_GRACE: long = "engine-grace-ms", env = "LIVEGATE_ENGINE_GRACE_MS";
+    ENGINE_START_TIMEOUT: long = "engine-start-timeout-ms", env = "LIVEGATE_ENGINE_START_TIMEOUT_MS";
+    BACKOFF_BASE: long = "backoff-base-ms", env = "LIVEGATE_BACKOFF_BASE_MS";
+    BACKOFF_CAP: long = "backoff-cap-ms", env = "LIVEGATE_BACKOFF_CAP_MS";
+    DB_POOL_SIZE: long = "db-pool-size", env = "LIVEGATE_DB_POOL_SIZE";
+    DB_CONNECT_TIMEOUT: long = "db-connect-timeout-ms", env = "LIVEGATE_DB_CONNECT_TIMEOUT_MS";
+    DB_STATEMENT_TIMEOUT: long = "db-statement-timeout-ms", env = "LIVEGATE_DB_STATEMENT_TIMEOUT_MS";
+    DB_KEEPALIVE_IDLE: long = "db-keepalive-idle-ms", env = "LIVEGATE_DB_KEEPALIVE_IDLE_MS";
+    DB_KEEPALIVE_INTERVAL: long = "db-keepalive-interval-ms", env = "LIVEGATE_DB_KEEPALIVE_INTERVAL_MS";
+    DB_KEEPALIVE_RETRIES: long = "db-keepalive-retries", env = "LIVEGATE_DB_KEEPALIVE_RETRIES";
+    DB_TCP_USER_TIMEOUT: long = "db-tcp-user-timeout-ms", env = "LIVEGATE_DB_TCP_USER_TIMEOUT_MS";
+    DB_MAX_IN_FLIGHT: long = "db-max-in-flight", env = "LIVEGATE_DB_MAX_IN_FLIGHT";
 }
 
 #[derive(Debug, Args)]

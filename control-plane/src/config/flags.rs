@@ -13,9 +13,9 @@ pub struct Flag {
     pub bare: &'static str,
 }
 
-/// Declares `Flag` constants: `NAME = "long-name", "ENV_VAR";`.
+/// Declares `Flag` constants: `NAME: long = "long-name", env = "ENV_VAR";`.
 macro_rules! flags {
-    ($($(#[$doc:meta])* $name:ident = $long:literal, $env:literal;)*) => {
+    ($($(#[$doc:meta])* $name:ident: long = $long:literal, env = $env:literal;)*) => {
         $(
             $(#[$doc])*
             pub const $name: $crate::config::flags::Flag = $crate::config::flags::Flag {

@@ -9,14 +9,14 @@ use super::flags::flags;
 use super::{invalid, ms, ConfigError};
 
 flags! {
-    LISTEN = "listen", "LIVEGATE_LISTEN";
-    METRICS_LISTEN = "metrics-listen", "LIVEGATE_METRICS_LISTEN";
-    AUTH_CACHE_TTL = "auth-cache-ttl-secs", "LIVEGATE_AUTH_CACHE_TTL_SECS";
-    AUTH_DB_DEADLINE = "auth-db-deadline-ms", "LIVEGATE_AUTH_DB_DEADLINE_MS";
-    RETRY_AFTER = "retry-after-secs", "LIVEGATE_RETRY_AFTER_SECS";
-    BODY_LIMIT = "body-limit-bytes", "LIVEGATE_BODY_LIMIT_BYTES";
-    LOOP_LAG_INTERVAL = "loop-lag-interval-ms", "LIVEGATE_LOOP_LAG_INTERVAL_MS";
-    DRAIN_TIMEOUT = "drain-timeout-ms", "LIVEGATE_DRAIN_TIMEOUT_MS";
+    LISTEN: long = "listen", env = "LIVEGATE_LISTEN";
+    METRICS_LISTEN: long = "metrics-listen", env = "LIVEGATE_METRICS_LISTEN";
+    AUTH_CACHE_TTL: long = "auth-cache-ttl-secs", env = "LIVEGATE_AUTH_CACHE_TTL_SECS";
+    AUTH_DB_DEADLINE: long = "auth-db-deadline-ms", env = "LIVEGATE_AUTH_DB_DEADLINE_MS";
+    RETRY_AFTER: long = "retry-after-secs", env = "LIVEGATE_RETRY_AFTER_SECS";
+    BODY_LIMIT: long = "body-limit-bytes", env = "LIVEGATE_BODY_LIMIT_BYTES";
+    LOOP_LAG_INTERVAL: long = "loop-lag-interval-ms", env = "LIVEGATE_LOOP_LAG_INTERVAL_MS";
+    DRAIN_TIMEOUT: long = "drain-timeout-ms", env = "LIVEGATE_DRAIN_TIMEOUT_MS";
 }
 
 #[derive(Debug, Args)]

@@ -54,7 +54,7 @@ fn ms(flag: &'static str, v: u64) -> Result<Duration, ConfigError> {
 }
 
 flags::flags! {
-    LOG_FORMAT = "log-format", "LIVEGATE_LOG_FORMAT";
+    LOG_FORMAT: long = "log-format", env = "LIVEGATE_LOG_FORMAT";
 }
 
 /// How the process logs; the engine subprocess is told the same.

@@ -8,9 +8,9 @@ use super::{invalid, ConfigError};
 use crate::secret::Secret;
 
 flags! {
-    INTERNAL_TOKEN = "internal-token", "LIVEGATE_INTERNAL_TOKEN";
-    INTERNAL_TOKEN_FILE = "internal-token-file", "LIVEGATE_INTERNAL_TOKEN_FILE";
-    MASTER_KEY = "master-key", "LIVEGATE_MASTER_KEY";
+    INTERNAL_TOKEN: long = "internal-token", env = "LIVEGATE_INTERNAL_TOKEN";
+    INTERNAL_TOKEN_FILE: long = "internal-token-file", env = "LIVEGATE_INTERNAL_TOKEN_FILE";
+    MASTER_KEY: long = "master-key", env = "LIVEGATE_MASTER_KEY";
 }
 
 #[derive(Debug, Args)]

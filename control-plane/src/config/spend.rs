@@ -15,16 +15,16 @@ use crate::ledger::{
 use crate::spool::SpoolConfig;
 
 flags! {
-    SPEND_SPOOL_PATH = "spend-spool-path", "LIVEGATE_SPEND_SPOOL_PATH";
-    SPEND_SPOOL_MAX_RECORDS = "spend-spool-max-records", "LIVEGATE_SPEND_SPOOL_MAX_RECORDS";
-    SPEND_SPOOL_MAX_BYTES = "spend-spool-max-bytes", "LIVEGATE_SPEND_SPOOL_MAX_BYTES";
-    PRICES_FILE = "prices-file", "LIVEGATE_PRICES_FILE";
-    SPEND_DRAIN_BATCH = "spend-drain-batch", "LIVEGATE_SPEND_DRAIN_BATCH";
-    SPEND_DRAIN_RETRY = "spend-drain-retry-ms", "LIVEGATE_SPEND_DRAIN_RETRY_MS";
-    SPEND_METRICS_MAX_SERIES = "spend-metrics-max-series", "LIVEGATE_SPEND_METRICS_MAX_SERIES";
-    SPEND_SPOOL_FULL = "spend-spool-full", "LIVEGATE_SPEND_SPOOL_FULL";
-    BUDGET_RESERVATION_USD = "budget-reservation-usd", "LIVEGATE_BUDGET_RESERVATION_USD";
-    BUDGET_RESERVATION_LEASE = "budget-reservation-lease-secs", "LIVEGATE_BUDGET_RESERVATION_LEASE_SECS";
+    SPEND_SPOOL_PATH: long = "spend-spool-path", env = "LIVEGATE_SPEND_SPOOL_PATH";
+    SPEND_SPOOL_MAX_RECORDS: long = "spend-spool-max-records", env = "LIVEGATE_SPEND_SPOOL_MAX_RECORDS";
+    SPEND_SPOOL_MAX_BYTES: long = "spend-spool-max-bytes", env = "LIVEGATE_SPEND_SPOOL_MAX_BYTES";
+    PRICES_FILE: long = "prices-file", env = "LIVEGATE_PRICES_FILE";
+    SPEND_DRAIN_BATCH: long = "spend-drain-batch", env = "LIVEGATE_SPEND_DRAIN_BATCH";
+    SPEND_DRAIN_RETRY: long = "spend-drain-retry-ms", env = "LIVEGATE_SPEND_DRAIN_RETRY_MS";
+    SPEND_METRICS_MAX_SERIES: long = "spend-metrics-max-series", env = "LIVEGATE_SPEND_METRICS_MAX_SERIES";
+    SPEND_SPOOL_FULL: long = "spend-spool-full", env = "LIVEGATE_SPEND_SPOOL_FULL";
+    BUDGET_RESERVATION_USD: long = "budget-reservation-usd", env = "LIVEGATE_BUDGET_RESERVATION_USD";
+    BUDGET_RESERVATION_LEASE: long = "budget-reservation-lease-secs", env = "LIVEGATE_BUDGET_RESERVATION_LEASE_SECS";
 }
 
 /// The spend spool's file and bounds.
