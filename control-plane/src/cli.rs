@@ -118,3 +118,36 @@ fn hash_key() -> anyhow::Result<()> {
     println!("{}", keys::KeyHash::of_raw(raw.trim()));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut argv = vec!["livegate-control-plane", "spool", "drain", "--file", "s"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv)
+    }
+
+    #[test]
+    fn spool_drain_takes_serves_database_flags_and_needs_no_secret() {
+        let cli = drain(&["--database-url", "postgres://u@h/db", "--db-pool-size", "2"]).unwrap();
+        let Command::Spool(SpoolCommand::Drain(args)) = cli.command else {
+            panic!("spool drain parses as spool drain");
+        };
+        let supervisor = args.database.supervisor(args.log.log_format).unwrap();
+        assert_eq!(supervisor.settings.pool_size, 2);
+        assert_eq!(
+            supervisor.settings.database_url.expose(),
+            "postgres://u@h/db"
+        );
+        for secret in ["--master-key", "--internal-token"] {
+            let e = drain(&[secret, "sk-0123456789abcdef0123456789abcdef"]).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{secret}"
+            );
+        }
+    }
+}

@@ -58,9 +58,9 @@ mod tests {
     #[test]
     fn a_flag_is_named_with_its_variable() {
         assert_eq!(
-            super::super::http::LISTEN.named,
+            crate::config::http::LISTEN.named,
             "--listen (LIVEGATE_LISTEN)"
         );
-        assert_eq!(super::super::database::DB_POOL_SIZE.bare, "--db-pool-size");
+        assert_eq!(crate::config::database::DB_POOL_SIZE.bare, "--db-pool-size");
     }
 }

@@ -247,3 +247,37 @@ fn metrics_have_a_listener_of_their_own() {
         "--metrics-listen (LIVEGATE_METRICS_LISTEN)"
     );
 }
+
+#[tokio::test]
+async fn a_spool_that_cannot_open_names_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let path = blocker.join("spend.spool");
+    let c = parse(&["--spend-spool-path", path.to_str().unwrap()]).unwrap();
+    let Err(e) = crate::ledger::Ledger::open(&c.spend).await else {
+        panic!("a spool under a file opened");
+    };
+    let e = ConfigError::from(e);
+    assert_eq!(e.flag, "--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH)");
+    assert!(e.reason.contains("cannot create"), "{e}");
+    let c = parse(&["--prices-file", "/nonexistent/prices.json"]).unwrap();
+    let spool = dir.path().join("spool").join("spend.spool");
+    let c = Config {
+        spend: crate::ledger::SpendConfig {
+            spool: crate::spool::SpoolConfig {
+                path: spool,
+                ..c.spend.spool.clone()
+            },
+            ..c.spend
+        },
+        ..c
+    };
+    let Err(e) = crate::ledger::Ledger::open(&c.spend).await else {
+        panic!("a missing price file loaded");
+    };
+    assert_eq!(
+        ConfigError::from(e).flag,
+        "--prices-file (LIVEGATE_PRICES_FILE)"
+    );
+}
