@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::db::supervisor::{self, Reconnect};
 use crate::feed::{self, ChangeRing};
 use crate::gate::{Gate, GateSettings};
@@ -46,19 +46,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     // The spool is replayed before the port opens: nothing is acknowledged twice.
-    let ledger = Ledger::open(&config.spend).await?;
-    metrics.set_ledger(
-        ledger.counters.clone(),
-        ledger.spool.clone(),
-        ledger.binding.clone(),
-    );
+    let ledger = Ledger::open(&config.spend)
+        .await
+        .map_err(ConfigError::from)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen).await?;
     tracing::info!(listen = %config.listen, metrics_listen = %config.metrics_listen, version = env!("CARGO_PKG_VERSION"), "control plane listening");
     let stop_http = CancellationToken::new();
     let stop_db = CancellationToken::new();
     tokio::spawn(looplag::probe(
-        metrics.clone(),
+        metrics.loop_lag.clone(),
         config.loop_lag_interval,
         stop_db.clone(),
     ));

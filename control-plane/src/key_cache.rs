@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use livegate_contract::bounded::Bounded;
 
-use crate::config::CacheConfig;
 use crate::model::keys::KeyHash;
 use crate::model::KeyRecord;
+
+mod config;
+pub use config::CacheConfig;
 
 /// How long "no such key" is believed without asking the database again. Short: a key
 /// generated through a peer reaches this cache through the change log within a second.

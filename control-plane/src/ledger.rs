@@ -22,17 +22,21 @@ use livegate_contract::spend::{SpendBatch, SpendRecord};
 use tokio::sync::Notify;
 
 use crate::budget::reserve::{Held, Reservations};
-use crate::config::SpendConfig;
-use crate::metrics::spend_series::SpendSeries;
 use crate::model::keys::KeyHash;
 use crate::model::{KeyRecord, LedgerEntry};
 use crate::pricing::PriceTable;
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
+use spend_series::SpendSeries;
 
 pub mod bind;
+mod config;
 pub mod drain;
 pub mod isolate;
 mod pending;
+pub mod spend_series;
+pub use config::{
+    OpenError, SpendConfig, SpoolFullPolicy, MAX_DRAIN_BATCH, MAX_SPEND_METRICS_SERIES,
+};
 pub use drain::{drain, drain_step, DrainError};
 pub use pending::PendingSpend;
 
@@ -194,23 +198,20 @@ pub enum SpendVerdict {
 
 impl Ledger {
     /// Opens (and replays) the spool, creating its directory, and loads the prices.
-    pub async fn open(config: &SpendConfig) -> anyhow::Result<Ledger> {
+    pub async fn open(config: &SpendConfig) -> Result<Ledger, OpenError> {
         if let Some(dir) = config
             .spool
             .path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH): cannot create {}: {e}",
-                    dir.display()
-                )
-            })?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| OpenError::Spool(format!("cannot create {}: {e}", dir.display())))?;
         }
         let (spool, replay) = SpoolHandle::open(config.spool.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH): {e}"))?;
+            .map_err(|e| OpenError::Spool(e.to_string()))?;
         tracing::info!(
             path = %config.spool.path.display(),
             pending = replay.pending,
@@ -221,13 +222,13 @@ impl Ledger {
         let replayed = spool
             .oldest(usize::MAX)
             .await
-            .map_err(|e| anyhow::anyhow!("--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH): {e}"))?;
+            .map_err(|e| OpenError::Spool(e.to_string()))?;
         for entry in drain_batch(&replayed).rows {
             pending.add(&entry);
         }
         let binding = bind::at_start(&spool, &config.spool.path)
             .await
-            .map_err(|e| anyhow::anyhow!("--spend-spool-path (LIVEGATE_SPEND_SPOOL_PATH): {e}"))?;
+            .map_err(|e| OpenError::Spool(e.to_string()))?;
         let prices = match &config.prices_file {
             None => {
                 tracing::warn!("no --prices-file: every model costs 0 and is marked unpriced");
@@ -235,7 +236,7 @@ impl Ledger {
             }
             Some(file) => PriceTable::load(file)
                 .await
-                .map_err(|e| anyhow::anyhow!("--prices-file (LIVEGATE_PRICES_FILE): {e}"))?,
+                .map_err(|e| OpenError::Prices(e.to_string()))?,
         };
         Ok(Ledger {
             spool,

@@ -1,26 +1,19 @@
-//! Prometheus text metrics: loop lag, database state, reconnects, requests, key-cache use.
+//! Prometheus text metrics: renders the counters each subsystem owns (loop lag, database
+//! state, the spend ledger, …), handed to it by `app` and `AppState`; it counts nothing itself.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::db::{DbCounters, Snapshot};
-use crate::histogram::Histogram;
-use crate::ledger::bind::Binding;
-use crate::ledger::LedgerCounters;
-use crate::spool::SpoolHandle;
-
-pub mod spend_series;
-
-/// Loop-lag buckets include 20 ms, the bound the fault tests hold the control plane to.
-const LAG_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+use crate::ledger::Ledger;
+use crate::looplag::LoopLag;
 
 /// Every metric the control plane exports.
 pub struct Metrics {
-    pub loop_lag: Histogram,
+    /// The loop-lag probe's own histogram, shared with the probe.
+    pub loop_lag: Arc<LoopLag>,
     /// The supervisor's own counters (heartbeats, engine lifecycle): db owns them, this
     /// renders them.
     pub db: Arc<DbCounters>,
@@ -37,13 +30,12 @@ pub struct Metrics {
     pub rate_limit_local_decisions: AtomicU64,
     auth_decisions: Mutex<BTreeMap<&'static str, u64>>,
     http_requests: Mutex<BTreeMap<(String, u16), u64>>,
-    ledger: OnceLock<(Arc<LedgerCounters>, SpoolHandle, Arc<Binding>)>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            loop_lag: Histogram::new(LAG_BUCKETS),
+            loop_lag: Arc::default(),
             db: Arc::default(),
             key_cache_hits: AtomicU64::new(0),
             key_cache_misses: AtomicU64::new(0),
@@ -54,7 +46,6 @@ impl Default for Metrics {
             rate_limit_local_decisions: AtomicU64::new(0),
             auth_decisions: Mutex::default(),
             http_requests: Mutex::default(),
-            ledger: OnceLock::new(),
         }
     }
 }
@@ -70,96 +61,85 @@ fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
 
-impl Metrics {
-    /// The spend ledger's counters and spool, set once at start.
-    pub fn set_ledger(
-        &self,
-        counters: Arc<LedgerCounters>,
-        spool: SpoolHandle,
-        binding: Arc<Binding>,
-    ) {
-        let _ = self.ledger.set((counters, spool, binding));
-    }
-
-    fn render_ledger(&self, out: &mut String) {
-        let Some((c, spool, binding)) = self.ledger.get() else {
-            return;
-        };
-        let aside = binding.set_aside();
-        gauge(
-            out,
-            "livegate_spend_spools_set_aside",
-            "Spend spools of another database, set aside and waiting for `spool drain`.",
-            aside.len() as f64,
-        );
-        gauge(
-            out,
-            "livegate_spend_spool_set_aside_records",
-            "Records in the set-aside spend spools (as of start or of setting aside).",
-            aside.iter().map(|s| s.records).sum::<usize>() as f64,
-        );
-        counter(
-            out,
-            "livegate_spend_spool_database_mismatches_total",
-            "Times the spend spool was found bound to another database than the one reached.",
-            binding.mismatches.load(Relaxed),
-        );
-        let depth = spool.depth();
-        gauge(
-            out,
-            "livegate_spend_spool_records",
-            "Spend records spooled and not yet drained into Postgres.",
-            depth.records as f64,
-        );
-        gauge(
-            out,
-            "livegate_spend_spool_bytes",
-            "Size of the spend spool file.",
-            depth.file_bytes as f64,
-        );
-        counter(
-            out,
-            "livegate_spend_drained_total",
-            "Spend records written to Postgres by the drain.",
-            c.drained.load(Relaxed),
-        );
-        counter(
-            out,
-            "livegate_spend_duplicates_total",
-            "Spend records the drain found in Postgres already (a replay or a retry).",
-            c.duplicates.load(Relaxed),
-        );
-        counter(
-            out,
-            "livegate_spend_unpriced_total",
-            "Spend records written whose model has no price (cost 0).",
-            c.unpriced.load(Relaxed),
-        );
-        counter(
-            out,
-            "livegate_spend_drain_failures_total",
-            "Drain attempts that failed (the database away or refusing); retried.",
-            c.drain_failures.load(Relaxed),
-        );
-        counter(
-            out,
-            "livegate_spend_dead_letters_total",
-            "Spooled spend records the database refused (or that could not be read), kept in \
+/// The spend ledger's counters, its spool's depth and its binding to a database.
+fn render_ledger(out: &mut String, ledger: &Ledger) {
+    let (c, spool, binding) = (&ledger.counters, &ledger.spool, &ledger.binding);
+    let aside = binding.set_aside();
+    gauge(
+        out,
+        "livegate_spend_spools_set_aside",
+        "Spend spools of another database, set aside and waiting for `spool drain`.",
+        aside.len() as f64,
+    );
+    gauge(
+        out,
+        "livegate_spend_spool_set_aside_records",
+        "Records in the set-aside spend spools (as of start or of setting aside).",
+        aside.iter().map(|s| s.records).sum::<usize>() as f64,
+    );
+    counter(
+        out,
+        "livegate_spend_spool_database_mismatches_total",
+        "Times the spend spool was found bound to another database than the one reached.",
+        binding.mismatches.load(Relaxed),
+    );
+    let depth = spool.depth();
+    gauge(
+        out,
+        "livegate_spend_spool_records",
+        "Spend records spooled and not yet drained into Postgres.",
+        depth.records as f64,
+    );
+    gauge(
+        out,
+        "livegate_spend_spool_bytes",
+        "Size of the spend spool file.",
+        depth.file_bytes as f64,
+    );
+    counter(
+        out,
+        "livegate_spend_drained_total",
+        "Spend records written to Postgres by the drain.",
+        c.drained.load(Relaxed),
+    );
+    counter(
+        out,
+        "livegate_spend_duplicates_total",
+        "Spend records the drain found in Postgres already (a replay or a retry).",
+        c.duplicates.load(Relaxed),
+    );
+    counter(
+        out,
+        "livegate_spend_unpriced_total",
+        "Spend records written whose model has no price (cost 0).",
+        c.unpriced.load(Relaxed),
+    );
+    counter(
+        out,
+        "livegate_spend_drain_failures_total",
+        "Drain attempts that failed (the database away or refusing); retried.",
+        c.drain_failures.load(Relaxed),
+    );
+    counter(
+        out,
+        "livegate_spend_dead_letters_total",
+        "Spooled spend records the database refused (or that could not be read), kept in \
              livegate_spend_dead_letters instead of being retried.",
-            c.dead_letters.load(Relaxed),
-        );
-        counter(
-            out,
-            "livegate_spend_spool_full_total",
-            "Spend batches refused with 503 because the spool was at its bound.",
-            c.refused_full.load(Relaxed),
-        );
-        c.series
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .render(out);
-    }
+        c.dead_letters.load(Relaxed),
+    );
+    counter(
+        out,
+        "livegate_spend_spool_full_total",
+        "Spend batches refused with 503 because the spool was at its bound.",
+        c.refused_full.load(Relaxed),
+    );
+    c.series
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .render(out);
+}
 
+impl Metrics {
     pub fn count_auth_decision(&self, outcome: &'static str) {
         *self
             .auth_decisions
@@ -174,10 +154,16 @@ impl Metrics {
         *m.entry((route.to_owned(), status)).or_default() += 1;
     }
 
-    /// The Prometheus text exposition of everything, with the supervisor's current snapshot.
-    pub fn render(&self, snap: &Snapshot, key_cache_entries: usize) -> String {
+    /// The Prometheus text exposition of everything, with the supervisor's current snapshot
+    /// and the ledger (`None` in tests that run without one).
+    pub fn render(
+        &self,
+        snap: &Snapshot,
+        key_cache_entries: usize,
+        ledger: Option<&Ledger>,
+    ) -> String {
         let mut out = String::with_capacity(4096);
-        self.loop_lag.render(
+        self.loop_lag.ticks.render(
             &mut out,
             "livegate_loop_lag_seconds",
             "How late the loop-lag probe's ticks fired.",
@@ -186,7 +172,7 @@ impl Metrics {
             &mut out,
             "livegate_loop_lag_max_seconds",
             "Largest loop lag seen since start.",
-            self.loop_lag.max().as_secs_f64(),
+            self.loop_lag.ticks.max().as_secs_f64(),
         );
         let _ = writeln!(out, "# HELP livegate_db_state 1 for the database state the supervisor is in.\n# TYPE livegate_db_state gauge");
         for s in ["connected", "reconnecting", "disconnected"] {
@@ -279,7 +265,9 @@ impl Metrics {
             "Key records held in the cache.",
             key_cache_entries as f64,
         );
-        self.render_ledger(&mut out);
+        if let Some(ledger) = ledger {
+            render_ledger(&mut out, ledger);
+        }
         self.render_labelled(&mut out);
         out
     }

@@ -42,17 +42,22 @@
 //! sets the file aside ([`Spool::set_aside`]: renamed with its identity, never deleted)
 //! and starts a fresh one.
 
+mod files;
 pub mod frame;
+mod handle;
+mod pending;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 
+pub use files::{inspect, set_aside_prefix};
+use files::{remove_if_present, set_aside_path, sync_dir, temp_path, write_new};
 pub use frame::Entry;
-use frame::{Decoded, Frame, FRAME_HEADER, MAGIC, MAX_FRAME_BYTES};
+use frame::{Frame, FRAME_HEADER, MAGIC, MAX_FRAME_BYTES};
+pub use handle::SpoolHandle;
+pub use pending::{scan, Pending, Scan};
 
 /// The longest id an entry may have.
 pub const MAX_ID_LEN: usize = 1024;
@@ -132,114 +137,6 @@ pub struct Spool {
     len: u64,
     state: Pending,
     failed: bool,
-}
-
-/// The pending entries, in order, as the frames so far say: what replay rebuilds.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Pending {
-    entries: VecDeque<Entry>,
-    ids: HashSet<String>,
-    /// Framed bytes of the pending entries (what a compaction would keep).
-    live_bytes: u64,
-    /// The number the next entry gets (numbers never go back within a file).
-    next_seq: u64,
-    /// The database the entries belong to; `None`: never bound (new, or written by a
-    /// version without identities), so it belongs to the first database it reaches.
-    identity: Option<String>,
-}
-
-/// The result of reading a spool file's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scan {
-    pub pending: Pending,
-    /// The length of the prefix made of checked frames; what follows is a torn write.
-    pub good_len: usize,
-}
-
-/// Reads a spool file's bytes (from its header on): pure, for `open` and for tests.
-pub fn scan(bytes: &[u8], path: &Path) -> Result<Scan, SpoolError> {
-    if !bytes.starts_with(MAGIC) {
-        return Err(SpoolError::NotASpool {
-            path: path.to_path_buf(),
-        });
-    }
-    let mut pending = Pending {
-        next_seq: 1,
-        ..Pending::default()
-    };
-    let mut at = MAGIC.len();
-    while let Some(rest) = bytes.get(at..).filter(|rest| !rest.is_empty()) {
-        match frame::decode(rest) {
-            Decoded::Frame(Frame::Batch(entries), used) => {
-                for entry in entries {
-                    pending.next_seq = pending.next_seq.max(entry.seq.saturating_add(1));
-                    pending.hold(entry);
-                }
-                at += used;
-            }
-            Decoded::Frame(Frame::Drained { through }, used) => {
-                pending.forget_through(through);
-                at += used;
-            }
-            Decoded::Frame(Frame::Identity { database }, used) => {
-                pending.identity = Some(database);
-                at += used;
-            }
-            Decoded::Torn if rest.len() <= FRAME_HEADER + MAX_FRAME_BYTES => break,
-            Decoded::Torn => {
-                return Err(SpoolError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: at as u64,
-                })
-            }
-        }
-    }
-    Ok(Scan {
-        pending,
-        good_len: at,
-    })
-}
-
-impl Pending {
-    /// The entries, oldest first.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter()
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The database the entries belong to (see the module documentation).
-    pub fn identity(&self) -> Option<&str> {
-        self.identity.as_deref()
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.ids.contains(id)
-    }
-
-    fn hold(&mut self, entry: Entry) {
-        if !self.ids.insert(entry.id.clone()) {
-            return; // an id is held once: replayed once
-        }
-        self.live_bytes += frame::entry_bytes(&entry.id, &entry.data) as u64;
-        self.entries.push_back(entry);
-    }
-
-    fn forget_through(&mut self, through: u64) {
-        while self.entries.front().is_some_and(|e| e.seq <= through) {
-            let Some(entry) = self.entries.pop_front() else {
-                break;
-            };
-            self.ids.remove(&entry.id);
-            self.live_bytes -= frame::entry_bytes(&entry.id, &entry.data) as u64;
-        }
-    }
 }
 
 impl Spool {
@@ -543,164 +440,6 @@ impl Spool {
                 source,
             }
         })
-    }
-}
-
-/// The prefix of a set-aside spool's file name: `<spool file name>.db-`.
-pub fn set_aside_prefix(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!("{name}.db-")
-}
-
-/// Where [`Spool::set_aside`] puts a spool bound to `identity`: its characters outside
-/// `[A-Za-z0-9_-]` become `_` (the identity itself stays inside the file).
-fn set_aside_path(path: &Path, identity: &str, now_ms: u64) -> PathBuf {
-    let safe: String = identity
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    path.with_file_name(format!("{}{safe}.{now_ms}", set_aside_prefix(path)))
-}
-
-/// Reads a spool file without changing it (readiness and the `spool drain` command's
-/// check): its identity and pending entries.
-pub fn inspect(path: &Path) -> Result<Pending, SpoolError> {
-    let bytes = std::fs::read(path).map_err(|source| SpoolError::Io {
-        path: path.to_path_buf(),
-        op: "read",
-        source,
-    })?;
-    Ok(scan(&bytes, path)?.pending)
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".compacting");
-    PathBuf::from(name)
-}
-
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Syncs the directory holding `path`, so a new or renamed entry in it survives a crash.
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
-}
-
-/// The spool for async callers: file I/O on the blocking pool, depth without waiting.
-#[derive(Debug, Clone)]
-pub struct SpoolHandle {
-    spool: Arc<Mutex<Spool>>,
-    records: Arc<AtomicU64>,
-    file_bytes: Arc<AtomicU64>,
-}
-
-impl SpoolHandle {
-    /// Opens and replays the spool on the blocking pool.
-    pub async fn open(config: SpoolConfig) -> Result<(SpoolHandle, Replay), SpoolError> {
-        let (spool, replay) = tokio::task::spawn_blocking(move || Spool::open(config))
-            .await
-            .map_err(|_| SpoolError::Worker)??;
-        let depth = spool.depth();
-        let handle = SpoolHandle {
-            spool: Arc::new(Mutex::new(spool)),
-            records: Arc::default(),
-            file_bytes: Arc::default(),
-        };
-        handle.publish(depth);
-        Ok((handle, replay))
-    }
-
-    /// [`Spool::append`]: returns once the new entries are synced.
-    pub async fn append(&self, entries: Vec<(String, Vec<u8>)>) -> Result<Appended, SpoolError> {
-        self.run(move |spool| spool.append(entries)).await
-    }
-
-    /// [`Spool::oldest`].
-    pub async fn oldest(&self, limit: usize) -> Result<Vec<Entry>, SpoolError> {
-        self.run(move |spool| Ok(spool.oldest(limit))).await
-    }
-
-    /// [`Spool::mark_drained`].
-    pub async fn mark_drained(&self, through: u64) -> Result<(), SpoolError> {
-        self.run(move |spool| spool.mark_drained(through)).await
-    }
-
-    /// The identity and the number of pending entries.
-    pub async fn binding(&self) -> Result<(Option<String>, usize), SpoolError> {
-        self.run(|spool| {
-            let p = spool.pending();
-            Ok((p.identity().map(str::to_owned), p.len()))
-        })
-        .await
-    }
-
-    /// [`Spool::set_identity`].
-    pub async fn set_identity(&self, database: String) -> Result<(), SpoolError> {
-        self.run(move |spool| spool.set_identity(&database)).await
-    }
-
-    /// [`Spool::unbind_if_empty`].
-    pub async fn unbind_if_empty(&self) -> Result<(), SpoolError> {
-        self.run(|spool| spool.unbind_if_empty()).await
-    }
-
-    /// [`Spool::set_aside`].
-    pub async fn set_aside(&self, now_ms: u64) -> Result<(PathBuf, usize), SpoolError> {
-        self.run(move |spool| spool.set_aside(now_ms)).await
-    }
-
-    /// The depth as of the last call that finished; never waits.
-    pub fn depth(&self) -> Depth {
-        Depth {
-            records: self.records.load(Ordering::Relaxed) as usize,
-            file_bytes: self.file_bytes.load(Ordering::Relaxed),
-        }
-    }
-
-    fn publish(&self, depth: Depth) {
-        self.records.store(depth.records as u64, Ordering::Relaxed);
-        self.file_bytes.store(depth.file_bytes, Ordering::Relaxed);
-    }
-
-    async fn run<T, F>(&self, call: F) -> Result<T, SpoolError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
-    {
-        let spool = Arc::clone(&self.spool);
-        let (result, depth) = tokio::task::spawn_blocking(move || {
-            let mut spool = spool.lock().map_err(|_| SpoolError::Worker)?;
-            let result = call(&mut spool);
-            Ok::<_, SpoolError>((result, spool.depth()))
-        })
-        .await
-        .map_err(|_| SpoolError::Worker)??;
-        self.publish(depth);
-        result
     }
 }
 

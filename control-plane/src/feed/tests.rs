@@ -93,7 +93,7 @@ fn a_change_log_row_becomes_what_the_filter_must_do() {
 
 #[test]
 fn applying_a_change_never_undoes_a_newer_state() {
-    let cache = KeyCache::new(crate::config::CacheConfig {
+    let cache = KeyCache::new(crate::key_cache::CacheConfig {
         fresh: Duration::from_secs(10),
         staleness: Duration::from_secs(900),
         max_silence: Duration::from_secs(240),

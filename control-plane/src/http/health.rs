@@ -96,6 +96,8 @@ pub async fn liveliness() -> Json<serde_json::Value> {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let text = s.metrics.render(&s.db.snapshot(), s.cache.len());
+    let text = s
+        .metrics
+        .render(&s.db.snapshot(), s.cache.len(), Some(&s.ledger));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

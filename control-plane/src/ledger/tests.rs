@@ -136,7 +136,7 @@ pub(crate) async fn ledger_with_reservation(dir: &Path, usd: f64) -> Ledger {
         drain_batch: 100,
         drain_retry: std::time::Duration::from_millis(100),
         metrics_max_series: 10,
-        when_full: crate::config::SpoolFullPolicy::RefuseBudgeted,
+        when_full: crate::ledger::SpoolFullPolicy::RefuseBudgeted,
         reservation_usd: usd,
         reservation_lease: std::time::Duration::from_secs(60),
     };

@@ -1,6 +1,7 @@
 use super::frame::{decode, encode, Decoded, Frame};
 use super::*;
 use proptest::prelude::*;
+use std::path::Path;
 
 fn config(dir: &Path) -> SpoolConfig {
     SpoolConfig {

@@ -382,7 +382,7 @@ pub fn control_plane_flags() -> Vec<Flag> {
 /// Every metric name the control plane exports, read from its own exposition text.
 pub fn control_plane_metric_names() -> Vec<String> {
     let metrics = livegate_control_plane::metrics::Metrics::default();
-    let text = metrics.render(&livegate_control_plane::db::Snapshot::default(), 0);
+    let text = metrics.render(&livegate_control_plane::db::Snapshot::default(), 0, None);
     text.lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .filter_map(|rest| rest.split_whitespace().next())
