@@ -97,7 +97,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cache.clone(),
         ledger.clone(),
         limiter.clone(),
-        metrics.clone(),
+        metrics.gate.clone(),
         GateSettings {
             db_deadline: config.auth_db_deadline,
             cache_ttl: config.auth_cache_ttl,

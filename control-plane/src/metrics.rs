@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::db::{DbCounters, Snapshot};
+use crate::gate::GateCounters;
 use crate::ledger::Ledger;
 use crate::looplag::LoopLag;
 
@@ -17,18 +18,12 @@ pub struct Metrics {
     /// The supervisor's own counters (heartbeats, engine lifecycle): db owns them, this
     /// renders them.
     pub db: Arc<DbCounters>,
-    pub key_cache_hits: AtomicU64,
-    pub key_cache_misses: AtomicU64,
-    pub key_cache_stale_served: AtomicU64,
+    /// The gate's own counters (key states, decisions): the gate owns them, this renders them.
+    pub gate: Arc<GateCounters>,
     /// Admin calls refused because the presented key was not the master key.
     pub master_key_failures: AtomicU64,
     /// Internal calls refused for a missing or wrong `x-livegate-internal-token`.
     pub internal_token_failures: AtomicU64,
-    /// Auth checks that admitted a key whose spend has reached its `soft_budget`.
-    pub soft_budget_exceeded: AtomicU64,
-    /// Rate-limit decisions made without the database (it did not answer in time).
-    pub rate_limit_local_decisions: AtomicU64,
-    auth_decisions: Mutex<BTreeMap<&'static str, u64>>,
     http_requests: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
@@ -37,14 +32,9 @@ impl Default for Metrics {
         Metrics {
             loop_lag: Arc::default(),
             db: Arc::default(),
-            key_cache_hits: AtomicU64::new(0),
-            key_cache_misses: AtomicU64::new(0),
-            key_cache_stale_served: AtomicU64::new(0),
+            gate: Arc::default(),
             master_key_failures: AtomicU64::new(0),
             internal_token_failures: AtomicU64::new(0),
-            soft_budget_exceeded: AtomicU64::new(0),
-            rate_limit_local_decisions: AtomicU64::new(0),
-            auth_decisions: Mutex::default(),
             http_requests: Mutex::default(),
         }
     }
@@ -140,15 +130,6 @@ fn render_ledger(out: &mut String, ledger: &Ledger) {
 }
 
 impl Metrics {
-    pub fn count_auth_decision(&self, outcome: &'static str) {
-        *self
-            .auth_decisions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(outcome)
-            .or_default() += 1;
-    }
-
     pub fn count_request(&self, route: &str, status: u16) {
         let mut m = self.http_requests.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((route.to_owned(), status)).or_default() += 1;
@@ -221,19 +202,19 @@ impl Metrics {
             &mut out,
             "livegate_key_cache_hits_total",
             "Auth checks answered from a fresh cached key record.",
-            self.key_cache_hits.load(Relaxed),
+            self.gate.key_cache_hits.load(Relaxed),
         );
         counter(
             &mut out,
             "livegate_key_cache_misses_total",
             "Auth checks that needed the database.",
-            self.key_cache_misses.load(Relaxed),
+            self.gate.key_cache_misses.load(Relaxed),
         );
         counter(
             &mut out,
             "livegate_key_cache_stale_served_total",
             "Auth checks answered from a stale record while the database was away.",
-            self.key_cache_stale_served.load(Relaxed),
+            self.gate.key_cache_stale_served.load(Relaxed),
         );
         counter(
             &mut out,
@@ -251,13 +232,13 @@ impl Metrics {
             &mut out,
             "livegate_soft_budget_exceeded_total",
             "Auth checks that admitted a key whose spend has reached its soft_budget.",
-            self.soft_budget_exceeded.load(Relaxed),
+            self.gate.soft_budget_exceeded.load(Relaxed),
         );
         counter(
             &mut out,
             "livegate_rate_limit_local_decisions_total",
             "Rate-limit decisions made from this replica's memory because the database did not answer.",
-            self.rate_limit_local_decisions.load(Relaxed),
+            self.gate.rate_limit_local_decisions.load(Relaxed),
         );
         gauge(
             &mut out,
@@ -274,12 +255,7 @@ impl Metrics {
 
     fn render_labelled(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP livegate_auth_decisions_total Auth check outcomes.\n# TYPE livegate_auth_decisions_total counter");
-        for (k, v) in self
-            .auth_decisions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (k, v) in self.gate.decisions() {
             let _ = writeln!(out, "livegate_auth_decisions_total{{outcome=\"{k}\"}} {v}");
         }
         let _ = writeln!(out, "# HELP livegate_http_requests_total HTTP requests by route and status.\n# TYPE livegate_http_requests_total counter");

@@ -476,6 +476,10 @@ async fn key_info_with_a_bearer_nobody_issued_reads_the_database_once_then_the_k
         assert_error(&a, 401, "token_not_found_in_db", Some("key"));
     }
     let relaxed = std::sync::atomic::Ordering::Relaxed;
-    assert_eq!(h.metrics.key_cache_misses.load(relaxed), 1, "one read");
-    assert_eq!(h.metrics.key_cache_hits.load(relaxed), 4, "then the cache");
+    assert_eq!(h.metrics.gate.key_cache_misses.load(relaxed), 1, "one read");
+    assert_eq!(
+        h.metrics.gate.key_cache_hits.load(relaxed),
+        4,
+        "then the cache"
+    );
 }

@@ -4,8 +4,10 @@ use crate::build::{self, cargo};
 use crate::setup::{self, run, WASM_TARGET};
 use crate::step;
 
-/// Installs, builds, then runs every test of the workspace with the artifacts' paths.
+/// Checks the layout, installs, builds, then runs every test of the workspace with the artifacts' paths.
 pub fn all(cargo_args: &[String]) -> anyhow::Result<()> {
+    // The floor plan first: a change that breaks it fails before anything is built.
+    crate::layout::check_before_tests()?;
     let tools = setup::all()?;
     let built = build::all(false)?;
     // The mesh tests run the filter as a mesh does: taken out of its OCI image.

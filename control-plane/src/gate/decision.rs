@@ -7,8 +7,7 @@ use livegate_contract::{Budget, RateLimited};
 pub use livegate_contract::DenyReason;
 
 use crate::budget::reserve::Held;
-use crate::config::SpoolFullPolicy;
-use crate::ledger::SpendVerdict;
+use crate::ledger::{SpendVerdict, SpoolFullPolicy};
 use crate::model::KeyRecord;
 
 /// The answer to one auth check.

@@ -3,6 +3,7 @@
 //! the budget and its reservations, the spool and the rate limits; `http/` only parses
 //! the request and renders the answer.
 
+mod counters;
 pub mod decision;
 #[cfg(test)]
 mod tests;
@@ -15,15 +16,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use livegate_contract::{ApiKey, CredentialError, DenyReason, SpendBatch};
 
-use crate::config::SpoolFullPolicy;
 use crate::db::{Db, DbError};
 use crate::key_cache::{KeyCache, KeyState, Lookup};
+use crate::ledger::SpoolFullPolicy;
 use crate::ledger::{IntakeError, Ledger};
-use crate::metrics::Metrics;
 use crate::model::keys::KeyHash;
 use crate::model::KeyRecord;
 use crate::rate_limit::{Limiter, Source};
 use crate::spool::Appended;
+pub use counters::GateCounters;
 use decision::{check_spool, decide, with_spend, Decision};
 
 /// The gate's settings, from the configuration.
@@ -64,7 +65,7 @@ pub struct Gate {
     pub(crate) cache: Arc<KeyCache>,
     pub(crate) ledger: Ledger,
     pub(crate) limiter: Limiter,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) counters: Arc<GateCounters>,
     pub(crate) settings: GateSettings,
 }
 
@@ -74,7 +75,7 @@ impl Gate {
         cache: Arc<KeyCache>,
         ledger: Ledger,
         limiter: Limiter,
-        metrics: Arc<Metrics>,
+        counters: Arc<GateCounters>,
         settings: GateSettings,
     ) -> Gate {
         Gate {
@@ -82,7 +83,7 @@ impl Gate {
             cache,
             ledger,
             limiter,
-            metrics,
+            counters,
             settings,
         }
     }
@@ -101,10 +102,10 @@ impl Gate {
                 Ok(record) => self.admit(record, at).await,
             },
         };
-        self.metrics.count_auth_decision(decision.label());
+        self.counters.count_decision(decision.label());
         if let Decision::Allow { record, .. } = &decision {
             if record.soft_budget_cooldown() {
-                self.metrics.soft_budget_exceeded.fetch_add(1, Relaxed);
+                self.counters.soft_budget_exceeded.fetch_add(1, Relaxed);
             }
         }
         decision
@@ -138,7 +139,7 @@ impl Gate {
         }
         let (verdict, source) = self.limiter.admit(record, at.now_ms, at.until).await;
         if source == Source::Local {
-            self.metrics
+            self.counters
                 .rate_limit_local_decisions
                 .fetch_add(1, Relaxed);
         }
@@ -155,16 +156,16 @@ impl Gate {
     pub async fn resolve(&self, token: &KeyHash) -> Result<Option<KeyRecord>, DbError> {
         let cached = match self.cache.get(token, Instant::now()) {
             Lookup::Fresh(state) => {
-                self.metrics.key_cache_hits.fetch_add(1, Relaxed);
+                self.counters.key_cache_hits.fetch_add(1, Relaxed);
                 return Ok(state.into_record());
             }
             Lookup::Unknown => {
-                self.metrics.key_cache_hits.fetch_add(1, Relaxed);
+                self.counters.key_cache_hits.fetch_add(1, Relaxed);
                 return Ok(None);
             }
             other => other,
         };
-        self.metrics.key_cache_misses.fetch_add(1, Relaxed);
+        self.counters.key_cache_misses.fetch_add(1, Relaxed);
         match self
             .db
             .get_key_within(token, self.settings.db_deadline)
@@ -184,7 +185,7 @@ impl Gate {
                 .and_then(KeyState::into_record)),
             Err(e) => match cached {
                 Lookup::Stale(state) => {
-                    self.metrics.key_cache_stale_served.fetch_add(1, Relaxed);
+                    self.counters.key_cache_stale_served.fetch_add(1, Relaxed);
                     Ok(state.into_record())
                 }
                 _ => Err(e),

@@ -10,12 +10,10 @@ use livegate_contract::{ApiKey, CredentialError, DenyReason};
 use super::decision::{with_spend, Decision};
 use super::{At, Gate, GateSettings};
 use crate::budget::reserve::Held;
-use crate::config::SpoolFullPolicy;
 use crate::key_cache::CacheConfig;
 use crate::key_cache::{KeyCache, KeyState};
 use crate::ledger::tests::ledger_with_reservation;
-use crate::ledger::Ledger;
-use crate::metrics::Metrics;
+use crate::ledger::{Ledger, SpoolFullPolicy};
 use crate::model::KeyRecord;
 
 /// The budget step of a check, as the gate composes it.
@@ -138,7 +136,7 @@ async fn gate(dir: &std::path::Path, records: &[KeyRecord]) -> Gate {
         db,
         cache,
         ledger,
-        metrics: Arc::new(Metrics::default()),
+        counters: Arc::default(),
         settings: GateSettings {
             db_deadline: Duration::from_secs(1),
             cache_ttl: Duration::from_secs(60),

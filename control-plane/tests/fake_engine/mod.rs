@@ -260,7 +260,7 @@ impl Harness {
             cache.clone(),
             ledger.clone(),
             limiter.clone(),
-            metrics.clone(),
+            metrics.gate.clone(),
             GateSettings {
                 db_deadline: config.auth_db_deadline,
                 cache_ttl: config.auth_cache_ttl,
