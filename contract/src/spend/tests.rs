@@ -173,7 +173,8 @@ fn token_counts_past_the_bound_are_refused() {
         r.validate(),
         Err(SpendRecordError::TooManyTokens("total_tokens"))
     );
-    let details: [(&str, fn(&mut SpendRecord) -> &mut Option<u64>); 3] = [
+    type Detail = fn(&mut SpendRecord) -> &mut Option<u64>;
+    let details: [(&str, Detail); 3] = [
         ("cached_tokens", |r| &mut r.cached_tokens),
         ("reasoning_tokens", |r| &mut r.reasoning_tokens),
         ("cache_creation_tokens", |r| &mut r.cache_creation_tokens),
