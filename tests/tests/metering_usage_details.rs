@@ -312,3 +312,72 @@ fn cached_reasoning_and_cache_write_tokens_are_charged_what_litellm_charges_thro
         .sum();
     assert_ne!(spend, plain);
 }
+
+/// The OpenAI Python SDK, plain and streamed (it does not ask for the stream's usage: the
+/// filter does), the demo asked for details with `extra_body`. Prints what the SDK parsed.
+const OPENAI_SDK_SCRIPT: &str = r#"
+import json, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0, timeout=30)
+details = {"livegate_usage_details": {"cached": 32, "reasoning": 16}}
+plain = client.chat.completions.create(model="livegate-demo",
+    messages=[{"role": "user", "content": "x" * 45}], extra_body=details)
+streamed = None
+for chunk in client.chat.completions.create(model="livegate-demo",
+        messages=[{"role": "user", "content": "x" * 46}], stream=True, extra_body=details):
+    if chunk.usage is not None:
+        streamed = chunk.usage
+print(json.dumps({
+    "plain": [plain.usage.prompt_tokens_details.cached_tokens,
+              plain.usage.completion_tokens_details.reasoning_tokens],
+    "streamed": [streamed.prompt_tokens_details.cached_tokens,
+                 streamed.completion_tokens_details.reasoning_tokens],
+}))
+"#;
+
+#[test]
+fn the_openai_python_sdk_reads_the_details_and_its_requests_cost_what_litellm_says() {
+    let python = std::env::var("LIVEGATE_TEST_PYTHON").expect(
+        "LIVEGATE_TEST_PYTHON: a Python with the openai package (cargo xtask test sets it)",
+    );
+    let stack = Stack::start(StackOptions {
+        filter_config: FILTER_CONFIG.to_string(),
+        control_plane_args: vec![
+            "--prices-file".into(),
+            demo_prices_file().display().to_string(),
+        ],
+        ..StackOptions::full()
+    })
+    .unwrap();
+    let created = stack
+        .admin("/key/generate", &json!({"key_alias": "sdk-details"}))
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    let output = std::process::Command::new(python)
+        .args(["-c", OPENAI_SDK_SCRIPT, &stack.url(""), &key])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen, json!({"plain": [32, 16], "streamed": [32, 16]}));
+    let rows = poll::until("2 spend rows", PATIENCE, || {
+        spend_rows(&stack, &key).filter(|rows| rows.len() >= 2)
+    })
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    // LiteLLM 1.110.2, as for the rows of the test above: openai(45 | 46, 24, cached=32,
+    // reasoning=16) at the demo's prices.
+    for (prompt, streamed, litellm_cost) in [
+        (45, false, 0.0013620000000000001),
+        (46, true, 0.0013720000000000002),
+    ] {
+        let row = rows.iter().find(|r| r["prompt_tokens"] == prompt).unwrap();
+        assert_eq!(row["metadata"]["streamed"], streamed, "{row}");
+        assert_eq!(row["spend"].as_f64().unwrap(), litellm_cost, "{row}");
+    }
+}

@@ -62,6 +62,29 @@ fn a_records_cached_cache_write_and_reasoning_counts_are_priced_and_spooled() {
 }
 
 #[test]
+fn a_cost_comes_back_from_the_spool_as_the_same_f64() {
+    // 13 × 1e-5 + 32 × 1e-6 + (8 × 3e-5 + 16 × 6e-5), what LiteLLM charges: JSON's shortest
+    // form of it is one that serde_json's default float parser reads one ulp off.
+    let text = r#"{"m": {"input_cost_per_token": 1e-05, "output_cost_per_token": 3e-05,
+        "cache_read_input_token_cost": 1e-06, "output_cost_per_reasoning_token": 6e-05}}"#;
+    let prices = PriceTable::parse(text, Path::new("prices.json")).unwrap();
+    let r = SpendRecord {
+        cached_tokens: Some(32),
+        reasoning_tokens: Some(16),
+        ..record("a", Some("m"), Some((45, 24)))
+    };
+    let e = price(r.clone(), &prices);
+    assert_eq!(e.cost, 0.0013620000000000001);
+    let entries = spool_entries(SpendBatch { records: vec![r] }, &prices).unwrap();
+    let spooled = drain_batch(&[Entry {
+        seq: 1,
+        id: entries[0].0.clone(),
+        data: entries[0].1.clone(),
+    }]);
+    assert_eq!(spooled.rows[0].cost.to_bits(), e.cost.to_bits());
+}
+
+#[test]
 fn without_a_price_file_every_model_costs_zero_and_is_marked_unpriced() {
     let e = price(record("a", Some("m"), Some((4, 8))), &PriceTable::default());
     assert_eq!((e.cost, e.unpriced), (0.0, true));
