@@ -296,6 +296,19 @@ fn cached_reasoning_and_cache_write_tokens_are_charged_what_litellm_charges_thro
         );
     }
 
+    // Counted by kind where the records were drained.
+    let text = control_plane_metrics(&stack);
+    for (kind, sum) in [("cached", 696), ("cache_creation", 400), ("reasoning", 40)] {
+        let series = format!(
+            "livegate_spend_tokens_total{{key_alias=\"details\",team=\"\",model=\"livegate-demo\",kind=\"{kind}\"}}"
+        );
+        assert_eq!(
+            prometheus_value(&text, &series),
+            Some(sum as f64),
+            "{series}\n{text}"
+        );
+    }
+
     // The key's spend is the sum of its rows (added up by Postgres, batch by batch).
     let total: f64 = expected.iter().map(|e| e.litellm_cost).sum();
     let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
