@@ -61,6 +61,19 @@ pub struct SpendRecord {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
+    /// Of `prompt_tokens`, those read from the provider's prompt cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`).
+    /// This and the two below are left out of the JSON when `None`, so records of older
+    /// filters read the same, and an older control plane ignores them (unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u64>,
+    /// Of `completion_tokens`, those spent reasoning (`completion_tokens_details.reasoning_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+    /// Of `prompt_tokens`, those written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
     /// Whether the response reported usage. `false` means it said nothing readable, not
     /// that it used nothing: the counts are then an estimate (with its reason) or absent.
     pub usage_known: bool,
@@ -228,6 +241,9 @@ impl SpendRecord {
             ("prompt_tokens", self.prompt_tokens),
             ("completion_tokens", self.completion_tokens),
             ("total_tokens", self.total_tokens),
+            ("cached_tokens", self.cached_tokens),
+            ("reasoning_tokens", self.reasoning_tokens),
+            ("cache_creation_tokens", self.cache_creation_tokens),
         ];
         for (name, count) in counts {
             if count.is_some_and(|n| n > MAX_TOKENS) {
@@ -236,7 +252,10 @@ impl SpendRecord {
         }
         let any_count = self.prompt_tokens.is_some()
             || self.completion_tokens.is_some()
-            || self.total_tokens.is_some();
+            || self.total_tokens.is_some()
+            || self.cached_tokens.is_some()
+            || self.reasoning_tokens.is_some()
+            || self.cache_creation_tokens.is_some();
         let estimated = self.usage_estimate_reason.is_some();
         match (self.usage_known, estimated, any_count) {
             (true, true, _) => return Err(SpendRecordError::ReasonWithKnownUsage),

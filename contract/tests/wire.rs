@@ -180,6 +180,9 @@ fn spend_batch() -> SpendBatch {
                 prompt_tokens: Some(12),
                 completion_tokens: Some(30),
                 total_tokens: Some(42),
+                cached_tokens: None,
+                reasoning_tokens: None,
+                cache_creation_tokens: None,
                 usage_known: true,
                 usage_estimate_reason: None,
                 status: 200,
@@ -197,6 +200,9 @@ fn spend_batch() -> SpendBatch {
                 prompt_tokens: None,
                 completion_tokens: None,
                 total_tokens: None,
+                cached_tokens: None,
+                reasoning_tokens: None,
+                cache_creation_tokens: None,
                 usage_known: false,
                 usage_estimate_reason: None,
                 status: 502,
@@ -214,6 +220,9 @@ fn spend_batch() -> SpendBatch {
                 prompt_tokens: Some(25),
                 completion_tokens: Some(113),
                 total_tokens: Some(138),
+                cached_tokens: None,
+                reasoning_tokens: None,
+                cache_creation_tokens: None,
                 usage_known: false,
                 usage_estimate_reason: Some(EstimateReason::ClientDisconnected),
                 status: 200,
@@ -246,11 +255,65 @@ fn the_spend_ack_is_pinned() {
 #[test]
 fn a_spend_record_from_a_newer_filter_is_still_read() {
     let mut body = golden("spend_batch");
-    body["records"][0]["cached_tokens"] = 7.into();
+    body["records"][0]["tokens_in_a_future_shape"] = 7.into();
     assert_eq!(
         serde_json::from_value::<SpendBatch>(body).unwrap(),
         spend_batch()
     );
+}
+
+/// A record carrying the usage details (cached, reasoning, cache-write counts).
+fn spend_batch_with_usage_details() -> SpendBatch {
+    let mut batch = spend_batch();
+    batch.records.truncate(1);
+    let r = &mut batch.records[0];
+    r.prompt_tokens = Some(3512);
+    r.completion_tokens = Some(340);
+    r.total_tokens = Some(3852);
+    r.cached_tokens = Some(2000);
+    r.reasoning_tokens = Some(128);
+    r.cache_creation_tokens = Some(1500);
+    batch
+}
+
+#[test]
+fn a_spend_record_with_usage_details_is_pinned() {
+    let batch = spend_batch_with_usage_details();
+    assert_eq!(batch.validate(), Ok(()));
+    pins("spend_batch_usage_details", batch);
+}
+
+#[test]
+fn usage_details_are_left_out_when_none_so_older_filters_and_control_planes_agree() {
+    // Written by this contract without details: byte-for-byte what older filters wrote
+    // (the `spend_batch` golden predates the details and is unchanged).
+    let old_shape = serde_json::to_value(spend_batch()).unwrap();
+    for record in old_shape["records"].as_array().unwrap() {
+        for name in ["cached_tokens", "reasoning_tokens", "cache_creation_tokens"] {
+            assert!(record.get(name).is_none(), "{name} written as null");
+        }
+    }
+    assert_eq!(old_shape, golden("spend_batch"));
+    // An older control plane (the record as it was, unknown fields ignored) reads a
+    // newer filter's record, and keeps every count it knows.
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct OlderRecord {
+        request_id: String,
+        prompt_tokens: Option<u64>,
+        completion_tokens: Option<u64>,
+        total_tokens: Option<u64>,
+        usage_known: bool,
+        status: u16,
+    }
+    #[derive(serde::Deserialize)]
+    struct OlderBatch {
+        records: Vec<OlderRecord>,
+    }
+    let newer = golden("spend_batch_usage_details");
+    let older: OlderBatch = serde_json::from_value(newer).unwrap();
+    assert_eq!(older.records[0].prompt_tokens, Some(3512));
+    assert_eq!(older.records[0].total_tokens, Some(3852));
 }
 
 #[test]

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use crate::budget::reserve::{Held, Reservations};
 use crate::model::keys::KeyHash;
 use crate::model::{KeyRecord, LedgerEntry};
-use crate::pricing::PriceTable;
+use crate::pricing::{PriceTable, TokenUsage};
 use crate::spool::{Appended, Entry, SpoolError, SpoolHandle};
 use spend_series::SpendSeries;
 
@@ -46,13 +46,7 @@ pub fn price(record: SpendRecord, prices: &PriceTable) -> LedgerEntry {
         .model_returned
         .as_deref()
         .or(record.model_requested.as_deref());
-    let priced = model.map(|m| {
-        prices.cost(
-            m,
-            record.prompt_tokens.unwrap_or(0),
-            record.completion_tokens.unwrap_or(0),
-        )
-    });
+    let priced = model.map(|m| prices.cost(m, TokenUsage::of(&record)));
     let (cost, unpriced) = match priced {
         Some(p) => (p.cost, p.unpriced),
         None => (0.0, true),

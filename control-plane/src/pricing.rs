@@ -1,9 +1,12 @@
 //! Prices per token, from the file LiteLLM users already keep:
 //! `model_prices_and_context_window.json`.
 //!
-//! The file is an object of model name → entry. Of an entry only `input_cost_per_token`
-//! and `output_cost_per_token` (USD per token) are read; every other field is ignored, and
-//! so is the documentation entry `sample_spec`. An entry with neither price (image, audio,
+//! The file is an object of model name → entry. Of an entry only `input_cost_per_token`,
+//! `output_cost_per_token`, `cache_read_input_token_cost`, `cache_creation_input_token_cost`
+//! and `output_cost_per_reasoning_token` (USD per token) are read; every other field
+//! (tiers such as `input_cost_per_token_above_200k_tokens`, service tiers, audio and image
+//! prices, `cache_creation_input_token_cost_above_1hr`) is ignored, and so is the
+//! documentation entry `sample_spec`. An entry with neither input nor output price (image, audio,
 //! rerank models, priced per pixel, second or query) is skipped and counted: those models
 //! are unpriced here. An entry with one of the two prices costs 0 for the other (an
 //! embedding model's output). A price that is not a finite, non-negative number, or an
@@ -19,6 +22,23 @@
 //! never matches `azure/gpt-4o`: which provider would it be?), and names are compared as
 //! written, case included: a model that does not match costs 0 and is marked unpriced,
 //! never priced by a guess.
+//!
+//! **Arithmetic: LiteLLM's `generic_cost_per_token`**
+//! (`litellm/litellm_core_utils/llm_cost_calc/utils.py`, with `_calculate_input_cost` and
+//! `_get_token_base_cost`), in its order of operations so that the same usage costs the
+//! same `f64` to the last digit (checked against LiteLLM 1.110.2 in the tests):
+//! - prompt: `max(prompt − cached − cache_creation, 0) × input`, plus `cached ×
+//!   cache_read_input_token_cost`, plus (when there are any) `cache_creation ×
+//!   cache_creation_input_token_cost`; a cache price the entry does not give is the input
+//!   price (a provider that publishes none bills cached tokens as input);
+//! - completion: with reasoning tokens, `max(completion − reasoning, 0) × output +
+//!   reasoning × output_cost_per_reasoning_token` (else the output price); without,
+//!   `completion × output`;
+//! - the cost is prompt + completion.
+//!
+//! The counts are in OpenAI's meaning (the filter's meter adds Anthropic's cache counts to
+//! its `input_tokens`, as LiteLLM's Anthropic adapter does): cached and cache-write tokens
+//! are part of the prompt, reasoning tokens part of the completion.
 
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -32,6 +52,77 @@ const SAMPLE_SPEC: &str = "sample_spec";
 pub struct Price {
     pub input_cost_per_token: f64,
     pub output_cost_per_token: f64,
+    /// Cached prompt tokens; `None`: the input price.
+    pub cache_read_input_token_cost: Option<f64>,
+    /// Prompt tokens written to the cache (Anthropic); `None`: the input price.
+    pub cache_creation_input_token_cost: Option<f64>,
+    /// Reasoning tokens; `None`: the output price.
+    pub output_cost_per_reasoning_token: Option<f64>,
+}
+
+/// The counts a request is priced by (see the module's comment for their meaning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt: u64,
+    pub completion: u64,
+    /// Of `prompt`, read from the cache.
+    pub cached: u64,
+    /// Of `prompt`, written to the cache.
+    pub cache_creation: u64,
+    /// Of `completion`, spent reasoning.
+    pub reasoning: u64,
+}
+
+impl TokenUsage {
+    /// A prompt and a completion without details.
+    pub fn new(prompt: u64, completion: u64) -> TokenUsage {
+        TokenUsage {
+            prompt,
+            completion,
+            ..TokenUsage::default()
+        }
+    }
+
+    /// A spend record's counts; a count it does not carry is 0.
+    pub fn of(record: &livegate_contract::SpendRecord) -> TokenUsage {
+        TokenUsage {
+            prompt: record.prompt_tokens.unwrap_or(0),
+            completion: record.completion_tokens.unwrap_or(0),
+            cached: record.cached_tokens.unwrap_or(0),
+            cache_creation: record.cache_creation_tokens.unwrap_or(0),
+            reasoning: record.reasoning_tokens.unwrap_or(0),
+        }
+    }
+}
+
+impl Price {
+    /// What `usage` costs at these prices, as LiteLLM computes it (the module's comment).
+    pub fn cost(&self, usage: TokenUsage) -> f64 {
+        let cache_read = self
+            .cache_read_input_token_cost
+            .unwrap_or(self.input_cost_per_token);
+        let cache_creation = self
+            .cache_creation_input_token_cost
+            .unwrap_or(self.input_cost_per_token);
+        let uncached = usage
+            .prompt
+            .saturating_sub(usage.cached.saturating_add(usage.cache_creation));
+        let mut prompt = uncached as f64 * self.input_cost_per_token;
+        prompt += usage.cached as f64 * cache_read;
+        if usage.cache_creation > 0 {
+            prompt += usage.cache_creation as f64 * cache_creation;
+        }
+        let completion = if usage.reasoning > 0 {
+            let text = usage.completion.saturating_sub(usage.reasoning);
+            let reasoning = self
+                .output_cost_per_reasoning_token
+                .unwrap_or(self.output_cost_per_token);
+            text as f64 * self.output_cost_per_token + usage.reasoning as f64 * reasoning
+        } else {
+            usage.completion as f64 * self.output_cost_per_token
+        };
+        prompt + completion
+    }
 }
 
 /// The cost of one request. `unpriced` means the model is not in the table: the cost
@@ -150,11 +241,10 @@ impl PriceTable {
     }
 
     /// What a request costs; a model without a price costs 0 and is marked.
-    pub fn cost(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) -> Priced {
+    pub fn cost(&self, model: &str, usage: TokenUsage) -> Priced {
         match self.lookup(model) {
             Some(price) => Priced {
-                cost: prompt_tokens as f64 * price.input_cost_per_token
-                    + completion_tokens as f64 * price.output_cost_per_token,
+                cost: price.cost(usage),
                 unpriced: false,
             },
             None => Priced {
@@ -178,6 +268,9 @@ fn entry_price(entry: &Value) -> Result<Option<Price>, EntryProblem> {
     Ok(Some(Price {
         input_cost_per_token: input.unwrap_or(0.0),
         output_cost_per_token: output.unwrap_or(0.0),
+        cache_read_input_token_cost: per_token(fields, "cache_read_input_token_cost")?,
+        cache_creation_input_token_cost: per_token(fields, "cache_creation_input_token_cost")?,
+        output_cost_per_reasoning_token: per_token(fields, "output_cost_per_reasoning_token")?,
     }))
 }
 

@@ -1,5 +1,6 @@
 //! A tiny OpenAI-shaped upstream for trying livegate: it answers `/v1/models` (and
-//! `/models`), `/v1/chat/completions` and `/v1/responses`, and echoes what the gateway
+//! `/models`), `/v1/chat/completions`, `/v1/responses` and Anthropic's `/v1/messages`
+//! (with cached, reasoning and cache-write counts when asked: [`details`]), and echoes what the gateway
 //! told it about the caller.
 //!
 //! Like OpenAI, it gzips its JSON and event-stream answers when the request's
@@ -22,6 +23,9 @@ use axum::Router;
 use serde_json::{json, Value};
 use std::io::Write;
 
+pub mod details;
+use details::{chat_usage, responses_usage, Details};
+
 /// The demo's routes; anything else is echoed too, so every protected path shows
 /// what reached the upstream.
 pub fn router() -> Router {
@@ -31,6 +35,7 @@ pub fn router() -> Router {
         .route("/models", get(models))
         .route("/v1/chat/completions", post(chat_completion))
         .route("/v1/responses", post(responses))
+        .route("/v1/messages", post(details::messages))
         .fallback(echo)
         // Far above the gateway's largest request body: the gateway decides what is too large.
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -48,8 +53,8 @@ async fn models(headers: HeaderMap, body: Bytes) -> Response {
     encoded(&headers, false, JSON, answer.to_string())
 }
 
-const JSON: &str = "application/json";
-const EVENT_STREAM: &str = "text/event-stream";
+pub(crate) const JSON: &str = "application/json";
+pub(crate) const EVENT_STREAM: &str = "text/event-stream";
 
 /// The request field asking for gzip whatever `Accept-Encoding` says.
 pub const GZIP_FIELD: &str = "livegate_gzip";
@@ -87,7 +92,12 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// An answer of `content_type`, gzipped when the request accepts it or `force`s it.
-fn encoded(headers: &HeaderMap, force: bool, content_type: &'static str, body: String) -> Response {
+pub(crate) fn encoded(
+    headers: &HeaderMap,
+    force: bool,
+    content_type: &'static str,
+    body: String,
+) -> Response {
     let accept = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok());
@@ -121,7 +131,7 @@ pub fn answer_text(request: &Value) -> String {
     text
 }
 
-fn forced_gzip(request: &Value) -> bool {
+pub(crate) fn forced_gzip(request: &Value) -> bool {
     request.get(GZIP_FIELD) == Some(&Value::Bool(true))
 }
 
@@ -129,7 +139,7 @@ fn forced_gzip(request: &Value) -> bool {
 pub const MODEL: &str = "livegate-demo";
 
 /// The demo's answer, in words (one stream chunk each).
-const ANSWER: [&str; 6] = ["Hello ", "from ", "the ", "livegate ", "demo ", "upstream."];
+pub(crate) const ANSWER: [&str; 6] = ["Hello ", "from ", "the ", "livegate ", "demo ", "upstream."];
 
 /// Every answer counts this many completion tokens.
 pub const COMPLETION_TOKENS: u64 = 8;
@@ -178,14 +188,6 @@ pub fn content_chunks(request: &Value) -> usize {
     }
 }
 
-fn usage(prompt: u64) -> Value {
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": COMPLETION_TOKENS,
-        "total_tokens": prompt + COMPLETION_TOKENS,
-    })
-}
-
 /// `stream: true` gets a server-sent-event stream of `chat.completion.chunk`s, ending with
 /// a usage chunk when `stream_options.include_usage` is true, then `data: [DONE]`; any
 /// other request one JSON answer.
@@ -196,7 +198,8 @@ async fn chat_completion(headers: HeaderMap, body: Bytes) -> Response {
     let force = forced_gzip(&request);
     if request.get("stream") == Some(&Value::Bool(true)) {
         let include_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
-        let sse = stream_events(prompt, include_usage, content_chunks(&request));
+        let chunks = content_chunks(&request);
+        let sse = stream_events_with(prompt, details::details(&request), include_usage, chunks);
         return encoded(&headers, force, EVENT_STREAM, sse);
     }
     let answer = json!({
@@ -208,7 +211,7 @@ async fn chat_completion(headers: HeaderMap, body: Bytes) -> Response {
             "message": {"role": "assistant", "content": answer_text(&request)},
             "finish_reason": "stop",
         }],
-        "usage": usage(prompt),
+        "usage": chat_usage(prompt, details::details(&request)),
         "livegate": received(&headers, &body),
     });
     encoded(&headers, force, JSON, answer.to_string())
@@ -235,11 +238,7 @@ async fn responses(headers: HeaderMap, body: Bytes) -> Response {
             "role": "assistant",
             "content": [{"type": "output_text", "text": text}],
         }],
-        "usage": {
-            "input_tokens": prompt,
-            "output_tokens": COMPLETION_TOKENS,
-            "total_tokens": prompt + COMPLETION_TOKENS,
-        },
+        "usage": responses_usage(prompt, details::details(&request)),
     });
     let force = forced_gzip(&request);
     if request.get("stream") != Some(&Value::Bool(true)) {
@@ -266,6 +265,16 @@ async fn responses(headers: HeaderMap, body: Bytes) -> Response {
 /// The events of a streamed answer, as OpenAI sends them: `chunks` content chunks (the
 /// answer's words in turn), a stop chunk, the usage chunk when asked, `[DONE]`.
 pub fn stream_events(prompt: u64, include_usage: bool, chunks: usize) -> String {
+    stream_events_with(prompt, Details::default(), include_usage, chunks)
+}
+
+/// [`stream_events`], its usage chunk stating the `details` asked for.
+pub fn stream_events_with(
+    prompt: u64,
+    details: Details,
+    include_usage: bool,
+    chunks: usize,
+) -> String {
     let chunk = |choices: Value, usage: Value| {
         let event = json!({
             "id": "chatcmpl-livegate-demo",
@@ -284,7 +293,7 @@ pub fn stream_events(prompt: u64, include_usage: bool, chunks: usize) -> String 
     let stop = json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]);
     out.push_str(&chunk(stop, Value::Null));
     if include_usage {
-        out.push_str(&chunk(json!([]), usage(prompt)));
+        out.push_str(&chunk(json!([]), chat_usage(prompt, details)));
     }
     out.push_str("data: [DONE]\n\n");
     out
@@ -297,7 +306,7 @@ async fn echo(headers: HeaderMap, body: Bytes) -> Response {
 
 /// What the upstream saw: the identity headers, whether any credential leaked, and how
 /// many body bytes arrived.
-fn received(headers: &HeaderMap, body: &Bytes) -> Value {
+pub(crate) fn received(headers: &HeaderMap, body: &Bytes) -> Value {
     let identity: serde_json::Map<String, Value> = headers
         .iter()
         // Every spelling a framework may read as an identity header: `x_livegate_user_id`

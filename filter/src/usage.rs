@@ -20,11 +20,25 @@
 //! | Anthropic Messages | `model` | `usage.input_tokens`, `output_tokens` |
 //! | its stream: `message_start`, then `message_delta` | `message.model` | `message.usage.…`, then `usage.output_tokens` (cumulative) |
 //!
+//! Details, where the response states them (each `None` when it does not):
+//!
+//! | detail | OpenAI chat | Responses API | Anthropic |
+//! |---|---|---|---|
+//! | cached prompt tokens | `usage.prompt_tokens_details.cached_tokens` | `usage.input_tokens_details.cached_tokens` | `usage.cache_read_input_tokens` |
+//! | reasoning tokens | `usage.completion_tokens_details.reasoning_tokens` | `usage.output_tokens_details.reasoning_tokens` | — |
+//! | cache-write tokens | — | — | `usage.cache_creation_input_tokens` |
+//!
+//! [`Tokens`] follows OpenAI's (and LiteLLM's) meaning: `prompt` includes the cached and
+//! cache-write tokens, `completion` the reasoning ones. Anthropic's `input_tokens` exclude
+//! cache reads and writes, so a usage object that states either of Anthropic's cache counts
+//! has them added to its prompt, as LiteLLM's `AnthropicConfig.calculate_usage` does.
+//!
 //! Across the events of a stream each count is the **last** one reported (Anthropic's and
-//! continuous-usage streams repeat cumulative counts), and the model is the first one. A
-//! total that the response does not state is the sum of the two counts when both are
-//! known. Anthropic's cache counts (`cache_read_input_tokens`, …) are not read yet. Usage
-//! is [`Usage::Known`] only when the response stated at least one count. The meter also
+//! continuous-usage streams repeat cumulative counts; Anthropic's `message_start` carries
+//! the input and cache counts, `message_delta` the output), and the model is the first one.
+//! A total that the response does not state is the sum of the prompt and completion when
+//! both are known. Usage is [`Usage::Known`] only when the response stated at least one
+//! of prompt, completion or total. The meter also
 //! counts what an estimate needs when usage is not stated (the metering module's `estimate`):
 //! the body bytes that passed and, in a stream, the bytes of generated content
 //! ([`content`]; a skipped or unreadable event counts whole).
@@ -42,12 +56,18 @@ pub use sse::SseMeter;
 /// A model name longer than this is not recorded (the spend record's bound).
 pub const MAX_MODEL_LEN: usize = livegate_contract::spend::MAX_LABEL_LEN;
 
-/// Token counts as the response stated them.
+/// Token counts as the response stated them, in OpenAI's meaning (see the module's comment).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tokens {
     pub prompt: Option<u64>,
     pub completion: Option<u64>,
     pub total: Option<u64>,
+    /// Of `prompt`, read from the provider's prompt cache.
+    pub cached: Option<u64>,
+    /// Of `completion`, spent reasoning.
+    pub reasoning: Option<u64>,
+    /// Of `prompt`, written to the provider's prompt cache (Anthropic).
+    pub cache_creation: Option<u64>,
 }
 
 /// Whether the response reported usage.
@@ -209,19 +229,36 @@ impl Tokens {
     fn any(&self) -> bool {
         self.prompt.is_some() || self.completion.is_some() || self.total.is_some()
     }
+}
 
+/// The counts of usage objects as they were written, merged across a stream's events;
+/// [`conclude`] turns them into [`Tokens`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    /// As written: Anthropic's `input_tokens` exclude its cache counts.
+    tokens: Tokens,
+    /// Anthropic's cache counts were stated: the prompt is `input_tokens` plus them.
+    prompt_excludes_cache: bool,
+}
+
+impl Counts {
     /// Later counts replace earlier ones; a count a later report omits is kept.
-    fn update(&mut self, later: Tokens) {
-        self.prompt = later.prompt.or(self.prompt);
-        self.completion = later.completion.or(self.completion);
-        self.total = later.total.or(self.total);
+    fn update(&mut self, later: Counts) {
+        let (t, l) = (&mut self.tokens, later.tokens);
+        t.prompt = l.prompt.or(t.prompt);
+        t.completion = l.completion.or(t.completion);
+        t.total = l.total.or(t.total);
+        t.cached = l.cached.or(t.cached);
+        t.reasoning = l.reasoning.or(t.reasoning);
+        t.cache_creation = l.cache_creation.or(t.cache_creation);
+        self.prompt_excludes_cache |= later.prompt_excludes_cache;
     }
 }
 
 /// What one JSON document (a body, or one event's data) says, before any merging.
 #[derive(Debug, Default)]
 struct Found {
-    tokens: Option<Tokens>,
+    tokens: Option<Counts>,
     model: Option<String>,
 }
 
@@ -247,14 +284,35 @@ fn inspect(document: &Value) -> Found {
 }
 
 /// The counts of a `usage` object; `None` when it states none (`null`, `{}`, strings).
-fn tokens(usage: &Value) -> Option<Tokens> {
+fn tokens(usage: &Value) -> Option<Counts> {
     let count = |names: &[&str]| names.iter().find_map(|n| usage.get(n)?.as_u64());
+    let detail = |paths: &[[&str; 2]]| {
+        paths
+            .iter()
+            .find_map(|[outer, inner]| usage.get(outer)?.get(inner)?.as_u64())
+    };
+    let cache_read = count(&["cache_read_input_tokens"]);
+    let cache_creation = count(&["cache_creation_input_tokens"]);
     let tokens = Tokens {
         prompt: count(&["prompt_tokens", "input_tokens"]),
         completion: count(&["completion_tokens", "output_tokens"]),
         total: count(&["total_tokens"]),
+        cached: detail(&[
+            ["prompt_tokens_details", "cached_tokens"],
+            ["input_tokens_details", "cached_tokens"],
+        ])
+        .or(cache_read),
+        reasoning: detail(&[
+            ["completion_tokens_details", "reasoning_tokens"],
+            ["output_tokens_details", "reasoning_tokens"],
+        ]),
+        cache_creation,
     };
-    tokens.any().then_some(tokens)
+    let counts = Counts {
+        tokens,
+        prompt_excludes_cache: cache_read.is_some() || cache_creation.is_some(),
+    };
+    tokens.any().then_some(counts)
 }
 
 /// A length as a count of bytes.
@@ -267,10 +325,18 @@ fn model(value: &Value) -> Option<String> {
     (!name.is_empty() && name.len() <= MAX_MODEL_LEN).then(|| name.to_string())
 }
 
-/// Usage from what was gathered: a missing total is the sum of the two counts.
-fn conclude(tokens: Option<Tokens>, model: Option<String>) -> Reading {
-    let usage = match tokens {
-        Some(mut t) if t.any() => {
+/// Usage from what was gathered: Anthropic's prompt with its cache counts added; a
+/// missing total is the sum of the prompt and completion.
+fn conclude(counts: Option<Counts>, model: Option<String>) -> Reading {
+    let usage = match counts {
+        Some(Counts {
+            tokens: mut t,
+            prompt_excludes_cache,
+        }) if t.any() => {
+            if prompt_excludes_cache {
+                let cache = [t.cached, t.cache_creation].into_iter().flatten();
+                t.prompt = Some(cache.fold(t.prompt.unwrap_or(0), u64::saturating_add));
+            }
             if t.total.is_none() {
                 t.total = t
                     .prompt

@@ -13,6 +13,9 @@ fn record() -> SpendRecord {
         prompt_tokens: Some(12),
         completion_tokens: Some(30),
         total_tokens: Some(42),
+        cached_tokens: None,
+        reasoning_tokens: None,
+        cache_creation_tokens: None,
         usage_known: true,
         usage_estimate_reason: None,
         status: 200,
@@ -135,6 +138,9 @@ fn an_estimate_carries_counts_and_its_reason() {
         prompt_tokens: None,
         completion_tokens: None,
         total_tokens: None,
+        cached_tokens: None,
+        reasoning_tokens: None,
+        cache_creation_tokens: None,
         ..estimate
     };
     assert_eq!(
@@ -167,6 +173,46 @@ fn token_counts_past_the_bound_are_refused() {
         r.validate(),
         Err(SpendRecordError::TooManyTokens("total_tokens"))
     );
+    type Detail = fn(&mut SpendRecord) -> &mut Option<u64>;
+    let details: [(&str, Detail); 3] = [
+        ("cached_tokens", |r| &mut r.cached_tokens),
+        ("reasoning_tokens", |r| &mut r.reasoning_tokens),
+        ("cache_creation_tokens", |r| &mut r.cache_creation_tokens),
+    ];
+    for (name, field) in details {
+        let mut r = record();
+        *field(&mut r) = Some(MAX_TOKENS);
+        assert_eq!(r.validate(), Ok(()), "{name} at the bound");
+        *field(&mut r) = Some(MAX_TOKENS + 1);
+        assert_eq!(r.validate(), Err(SpendRecordError::TooManyTokens(name)));
+        assert_eq!(r.validate().map_err(|e| e.field()), Err(name));
+    }
+}
+
+#[test]
+fn a_usage_detail_is_a_count_like_the_others() {
+    // A cached count on a record that charges nothing would bill a request that was not.
+    let unknown = SpendRecord {
+        prompt_tokens: None,
+        completion_tokens: None,
+        total_tokens: None,
+        cached_tokens: Some(5),
+        usage_known: false,
+        ..record()
+    };
+    assert_eq!(
+        unknown.validate(),
+        Err(SpendRecordError::CountsWithoutUsage)
+    );
+    // Detail counts larger than their whole are the provider's to explain: kept, priced
+    // as LiteLLM prices them, never a reason to drop (and so not bill) the record.
+    let odd = SpendRecord {
+        cached_tokens: Some(50),
+        reasoning_tokens: Some(60),
+        cache_creation_tokens: Some(70),
+        ..record()
+    };
+    assert_eq!(odd.validate(), Ok(()));
 }
 
 #[test]

@@ -192,6 +192,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         // when usage was stated or nothing was charged.
         "ALTER TABLE livegate_spend_logs ADD COLUMN usage_estimate_reason text;",
     ),
+    (
+        9,
+        "spend log usage details",
+        // Of prompt_tokens, those read from and written to the provider's prompt cache;
+        // of completion_tokens, those spent reasoning (contract::SpendRecord). NULL when
+        // the response did not state them (and on every row older than this migration).
+        "ALTER TABLE livegate_spend_logs ADD COLUMN cached_tokens bigint,
+        ADD COLUMN reasoning_tokens bigint, ADD COLUMN cache_creation_tokens bigint;",
+    ),
 ];
 
 /// The database's identity, `<database name>/<id>`: the id written once into

@@ -27,17 +27,18 @@ WITH input AS (
         prompt_tokens bigint, completion_tokens bigint, total_tokens bigint,
         cost double precision, unpriced boolean, usage_known boolean,
         status integer, streamed boolean, start_time_ms bigint, end_time_ms bigint,
-        usage_estimate_reason text)
+        usage_estimate_reason text,
+        cached_tokens bigint, reasoning_tokens bigint, cache_creation_tokens bigint)
 ),
 ins AS (
     INSERT INTO livegate_spend_logs (request_id, key_hash, key_alias, team_id,
         model_requested, model_returned, prompt_tokens, completion_tokens, total_tokens,
         cost, unpriced, usage_known, status, streamed, start_time, end_time,
-        usage_estimate_reason)
+        usage_estimate_reason, cached_tokens, reasoning_tokens, cache_creation_tokens)
     SELECT request_id, key_hash, key_alias, team_id, model_requested, model_returned,
         prompt_tokens, completion_tokens, total_tokens, cost, unpriced, usage_known,
         status, streamed, to_timestamp(start_time_ms / 1000.0), to_timestamp(end_time_ms / 1000.0),
-        usage_estimate_reason
+        usage_estimate_reason, cached_tokens, reasoning_tokens, cache_creation_tokens
     FROM input
     ON CONFLICT (request_id) DO NOTHING
     RETURNING request_id, key_hash, team_id, cost, unpriced
@@ -167,6 +168,9 @@ fn spend_row(row: &Row) -> Result<LedgerEntry, EngineError> {
         prompt_tokens: count("prompt_tokens")?,
         completion_tokens: count("completion_tokens")?,
         total_tokens: count("total_tokens")?,
+        cached_tokens: count("cached_tokens")?,
+        reasoning_tokens: count("reasoning_tokens")?,
+        cache_creation_tokens: count("cache_creation_tokens")?,
         usage_known: column(row, "usage_known")?,
         usage_estimate_reason: reason
             .map(|r| EstimateReason::parse(&r).ok_or_else(|| corrupt("usage_estimate_reason")))
@@ -188,7 +192,8 @@ pub async fn spend_logs(c: &Client, f: &SpendFilter) -> Result<Vec<LedgerEntry>,
     let sql = format!(
         "SELECT request_id, key_hash, key_alias, team_id, model_requested, model_returned,
             prompt_tokens, completion_tokens, total_tokens, cost, unpriced, usage_known,
-            status, streamed, start_time, end_time, usage_estimate_reason
+            status, streamed, start_time, end_time, usage_estimate_reason,
+            cached_tokens, reasoning_tokens, cache_creation_tokens
          FROM livegate_spend_logs {WHERE} ORDER BY start_time DESC, request_id LIMIT $5"
     );
     let rows = c

@@ -8,7 +8,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
-use livegate_contract::{SpendAck, SpendBatch};
+use livegate_contract::{SpendAck, SpendBatch, SpendRecord};
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
@@ -174,8 +174,45 @@ pub fn shown(entry: &LedgerEntry) -> Value {
             "status": r.status,
             "streamed": r.streamed,
             "model_returned": r.model_returned,
+            "usage_object": usage_object(r),
         },
     })
+}
+
+/// The counts as LiteLLM's spend log keeps them (`metadata.usage_object`, its `Usage`):
+/// cached and cache-write tokens under `prompt_tokens_details` and Anthropic's names,
+/// reasoning under `completion_tokens_details`; a detail the response did not state is
+/// left out. `null` when the record carries no counts.
+fn usage_object(r: &SpendRecord) -> Value {
+    if r.prompt_tokens.is_none() && r.completion_tokens.is_none() && r.total_tokens.is_none() {
+        return Value::Null;
+    }
+    let mut usage = Map::new();
+    usage.insert("prompt_tokens".into(), json!(r.prompt_tokens.unwrap_or(0)));
+    usage.insert(
+        "completion_tokens".into(),
+        json!(r.completion_tokens.unwrap_or(0)),
+    );
+    usage.insert("total_tokens".into(), json!(r.total_tokens.unwrap_or(0)));
+    let mut prompt = Map::new();
+    if let Some(n) = r.cached_tokens {
+        prompt.insert("cached_tokens".into(), json!(n));
+        usage.insert("cache_read_input_tokens".into(), json!(n));
+    }
+    if let Some(n) = r.cache_creation_tokens {
+        prompt.insert("cache_creation_tokens".into(), json!(n));
+        usage.insert("cache_creation_input_tokens".into(), json!(n));
+    }
+    if !prompt.is_empty() {
+        usage.insert("prompt_tokens_details".into(), Value::Object(prompt));
+    }
+    if let Some(n) = r.reasoning_tokens {
+        usage.insert(
+            "completion_tokens_details".into(),
+            json!({ "reasoning_tokens": n }),
+        );
+    }
+    Value::Object(usage)
 }
 
 /// LiteLLM's summary: one object per day from `from` to `to` (days without spend too):

@@ -70,6 +70,12 @@ impl SeriesLabels {
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of the prompt tokens, read from a provider's cache.
+    pub cached_tokens: u64,
+    /// Of the prompt tokens, written to a provider's cache.
+    pub cache_creation_tokens: u64,
+    /// Of the completion tokens, spent reasoning.
+    pub reasoning_tokens: u64,
     /// USD.
     pub cost: f64,
 }
@@ -79,6 +85,9 @@ impl Usage {
         Usage {
             prompt_tokens: entry.record.prompt_tokens.unwrap_or(0),
             completion_tokens: entry.record.completion_tokens.unwrap_or(0),
+            cached_tokens: entry.record.cached_tokens.unwrap_or(0),
+            cache_creation_tokens: entry.record.cache_creation_tokens.unwrap_or(0),
+            reasoning_tokens: entry.record.reasoning_tokens.unwrap_or(0),
             cost: entry.cost,
         }
     }
@@ -86,6 +95,11 @@ impl Usage {
     fn add(&mut self, u: Usage) {
         self.prompt_tokens = self.prompt_tokens.saturating_add(u.prompt_tokens);
         self.completion_tokens = self.completion_tokens.saturating_add(u.completion_tokens);
+        self.cached_tokens = self.cached_tokens.saturating_add(u.cached_tokens);
+        self.cache_creation_tokens = self
+            .cache_creation_tokens
+            .saturating_add(u.cache_creation_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(u.reasoning_tokens);
         self.cost += u.cost;
     }
 }
@@ -180,7 +194,15 @@ impl SpendSeries {
             for (kind, v) in [
                 ("prompt", u.prompt_tokens),
                 ("completion", u.completion_tokens),
-            ] {
+                // Parts of the two above (issue 25), once any was stated: a series of a
+                // model without caches or reasoning stays two lines.
+                ("cached", u.cached_tokens),
+                ("cache_creation", u.cache_creation_tokens),
+                ("reasoning", u.reasoning_tokens),
+            ]
+            .into_iter()
+            .filter(|(kind, v)| *v > 0 || matches!(*kind, "prompt" | "completion"))
+            {
                 let _ = writeln!(
                     out,
                     "livegate_spend_tokens_total{{{labels},kind=\"{kind}\"}} {v}"

@@ -13,6 +13,9 @@ fn record(id: &str, model: Option<&str>, tokens: Option<(u64, u64)>) -> SpendRec
         prompt_tokens: tokens.map(|t| t.0),
         completion_tokens: tokens.map(|t| t.1),
         total_tokens: tokens.map(|t| t.0 + t.1),
+        cached_tokens: None,
+        reasoning_tokens: None,
+        cache_creation_tokens: None,
         usage_known: tokens.is_some(),
         usage_estimate_reason: None,
         status: 200,
@@ -36,6 +39,49 @@ fn a_record_is_priced_by_the_model_returned_else_the_one_requested() {
     assert_eq!((e.cost, e.unpriced), (12.0, false));
     let e = price(record("c", Some("other"), Some((4, 8))), &prices());
     assert_eq!((e.cost, e.unpriced), (0.0, true));
+}
+
+#[test]
+fn a_records_cached_cache_write_and_reasoning_counts_are_priced_and_spooled() {
+    let text = r#"{"m": {"input_cost_per_token": 0.5, "output_cost_per_token": 0.25,
+        "cache_read_input_token_cost": 0.125, "cache_creation_input_token_cost": 1,
+        "output_cost_per_reasoning_token": 2}}"#;
+    let prices = PriceTable::parse(text, Path::new("prices.json")).unwrap();
+    let r = SpendRecord {
+        cached_tokens: Some(8),
+        cache_creation_tokens: Some(4),
+        reasoning_tokens: Some(2),
+        ..record("a", Some("m"), Some((16, 6)))
+    };
+    // 4 uncached × 0.5 + 8 × 0.125 + 4 × 1, then 4 × 0.25 + 2 × 2.
+    let e = price(r.clone(), &prices);
+    assert_eq!((e.cost, e.unpriced), (2.0 + 1.0 + 4.0 + 1.0 + 4.0, false));
+    let entries = spool_entries(SpendBatch { records: vec![r] }, &prices).unwrap();
+    let spooled: LedgerEntry = serde_json::from_slice(&entries[0].1).unwrap();
+    assert_eq!(spooled, e, "the details survive the spool");
+}
+
+#[test]
+fn a_cost_comes_back_from_the_spool_as_the_same_f64() {
+    // 13 × 1e-5 + 32 × 1e-6 + (8 × 3e-5 + 16 × 6e-5), what LiteLLM charges: JSON's shortest
+    // form of it is one that serde_json's default float parser reads one ulp off.
+    let text = r#"{"m": {"input_cost_per_token": 1e-05, "output_cost_per_token": 3e-05,
+        "cache_read_input_token_cost": 1e-06, "output_cost_per_reasoning_token": 6e-05}}"#;
+    let prices = PriceTable::parse(text, Path::new("prices.json")).unwrap();
+    let r = SpendRecord {
+        cached_tokens: Some(32),
+        reasoning_tokens: Some(16),
+        ..record("a", Some("m"), Some((45, 24)))
+    };
+    let e = price(r.clone(), &prices);
+    assert_eq!(e.cost, 0.0013620000000000001);
+    let entries = spool_entries(SpendBatch { records: vec![r] }, &prices).unwrap();
+    let spooled = drain_batch(&[Entry {
+        seq: 1,
+        id: entries[0].0.clone(),
+        data: entries[0].1.clone(),
+    }]);
+    assert_eq!(spooled.rows[0].cost.to_bits(), e.cost.to_bits());
 }
 
 #[test]

@@ -6,7 +6,11 @@
 //! the completion is the generated content seen / 4 in a stream, the body's bytes / 4 in
 //! a JSON answer, and one token per byte of a compressed body (whose text is larger than
 //! its bytes). Where the response stated some counts but may not have finished (a stream
-//! cut early), each count is the larger of the stated one and the estimate.
+//! cut early), each count is the larger of the stated one and the estimate. Of the
+//! details, an estimate keeps only the stated cache writes (Anthropic billed them when the
+//! prompt was read, and they cost more than input): cached and reasoning tokens would
+//! lower the price of counts that are already a guess, so they are charged as prompt and
+//! completion.
 //!
 //! Charged: a response of the upstream on a model route (its body names a model) with a
 //! 2xx status, or no status at all when the stream ended before the response headers (the
@@ -77,6 +81,8 @@ pub fn charge(report: Option<&Report>, context: Context) -> Charge {
         prompt: Some(prompt),
         completion: Some(completion),
         total: Some(total),
+        cache_creation: known.cache_creation,
+        ..Tokens::default()
     };
     Charge::Estimated(tokens, reason)
 }

@@ -40,6 +40,39 @@ fn a_json_answer_becomes_a_record_with_its_usage() {
 }
 
 #[test]
+fn a_record_carries_cached_reasoning_and_cache_write_counts() {
+    let mut meter = ResponseMeter::released(requester(), 100);
+    meter.on_headers(Some(b"200"), Some(b"text/event-stream"), None);
+    meter.feed(b"data: {\"type\":\"message_start\",\"message\":{\"model\":\"claude\",\"usage\":");
+    meter.feed(b"{\"input_tokens\":12,\"cache_creation_input_tokens\":1500,\"cache_read_input_tokens\":2000}}}\n\n");
+    meter.feed(b"data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":340}}\n\n");
+    let record = meter.finish(Some(1_500)).unwrap();
+    let counts = (
+        record.prompt_tokens,
+        record.completion_tokens,
+        record.total_tokens,
+    );
+    assert_eq!(counts, (Some(3512), Some(340), Some(3852)));
+    let details = (
+        record.cached_tokens,
+        record.reasoning_tokens,
+        record.cache_creation_tokens,
+    );
+    assert_eq!(details, (Some(2000), None, Some(1500)));
+    assert!(record.usage_known);
+    let mut meter = ResponseMeter::released(requester(), 100);
+    meter.on_headers(Some(b"200"), Some(b"application/json"), None);
+    meter.feed(br#"{"usage":{"prompt_tokens":9,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":5}}}"#);
+    let record = meter.finish(Some(1_500)).unwrap();
+    let details = (
+        record.cached_tokens,
+        record.reasoning_tokens,
+        record.cache_creation_tokens,
+    );
+    assert_eq!(details, (Some(4), Some(5), None));
+}
+
+#[test]
 fn a_stream_cut_before_its_usage_is_a_record_without_usage() {
     let mut meter = ResponseMeter::new(requester());
     meter.on_headers(

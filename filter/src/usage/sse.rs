@@ -15,7 +15,7 @@
 //! holding an object, so content chunks (and OpenAI's `"usage":null`) cost that one pass.
 
 use super::content::content_bytes;
-use super::{conclude, inspect, len, Reading, Tokens};
+use super::{conclude, inspect, len, Counts, Reading};
 
 /// The UTF-8 byte order mark a stream may open with (the SSE standard drops it).
 const BOM: &[u8] = "\u{feff}".as_bytes();
@@ -37,7 +37,7 @@ pub struct SseMeter {
     after_cr: bool,
     /// No line has ended yet: a UTF-8 byte order mark opening it is not part of it.
     first_line: bool,
-    tokens: Option<Tokens>,
+    tokens: Option<Counts>,
     model: Option<String>,
     done: bool,
     oversized_events: u32,
@@ -220,7 +220,7 @@ impl SseMeter {
         let found = inspect(&document);
         if let Some(later) = found.tokens {
             self.tokens
-                .get_or_insert_with(Tokens::default)
+                .get_or_insert_with(Counts::default)
                 .update(later);
         }
         if self.model.is_none() {

@@ -12,12 +12,22 @@ const OPENAI_STREAM: &str = include_str!("fixtures/openai_chat_stream.sse");
 const OPENAI_STREAM_NO_USAGE: &str = include_str!("fixtures/openai_chat_stream_no_usage.sse");
 const ANTHROPIC_STREAM: &str = include_str!("fixtures/anthropic_stream.sse");
 const RESPONSES_STREAM: &str = include_str!("fixtures/openai_responses_stream.sse");
+const OPENAI_REASONING: &str = include_str!("fixtures/openai_chat_reasoning.json");
+const RESPONSES_REASONING: &str = include_str!("fixtures/openai_responses_reasoning.json");
+const ANTHROPIC_CACHE: &str = include_str!("fixtures/anthropic_messages_cache.json");
+const OPENAI_REASONING_STREAM: &str = include_str!("fixtures/openai_chat_stream_reasoning.sse");
+const ANTHROPIC_CACHE_STREAM: &str = include_str!("fixtures/anthropic_stream_cache.sse");
+const RESPONSES_REASONING_STREAM: &str =
+    include_str!("fixtures/openai_responses_stream_reasoning.sse");
 
-const STREAMS: [&str; 4] = [
+const STREAMS: [&str; 7] = [
     OPENAI_STREAM,
     OPENAI_STREAM_NO_USAGE,
     ANTHROPIC_STREAM,
     RESPONSES_STREAM,
+    OPENAI_REASONING_STREAM,
+    ANTHROPIC_CACHE_STREAM,
+    RESPONSES_REASONING_STREAM,
 ];
 
 fn known(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) -> Usage {
@@ -25,6 +35,24 @@ fn known(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) -> Us
         prompt,
         completion,
         total,
+        ..Tokens::default()
+    })
+}
+
+/// Known usage with its details: `[cached, reasoning, cache_creation]`.
+fn detailed(
+    prompt: u64,
+    completion: u64,
+    total: u64,
+    [cached, reasoning, cache_creation]: [Option<u64>; 3],
+) -> Usage {
+    Usage::Known(Tokens {
+        prompt: Some(prompt),
+        completion: Some(completion),
+        total: Some(total),
+        cached,
+        reasoning,
+        cache_creation,
     })
 }
 
@@ -60,7 +88,7 @@ fn an_openai_chat_completion_reports_its_usage_and_model() {
     assert_eq!(
         json::read(OPENAI_CHAT.as_bytes()),
         Ok(reading(
-            known(Some(1117), Some(46), Some(1163)),
+            detailed(1117, 46, 1163, [Some(0), Some(0), None]),
             "gpt-4o-2024-08-06"
         ))
     );
@@ -82,7 +110,7 @@ fn a_responses_api_answer_reports_input_and_output_tokens() {
     assert_eq!(
         json::read(OPENAI_RESPONSES.as_bytes()),
         Ok(reading(
-            known(Some(36), Some(87), Some(123)),
+            detailed(36, 87, 123, [Some(0), Some(0), None]),
             "gpt-4.1-2025-04-14"
         ))
     );
@@ -93,9 +121,98 @@ fn an_anthropic_message_reports_usage_with_the_total_summed() {
     assert_eq!(
         json::read(ANTHROPIC.as_bytes()),
         Ok(reading(
-            known(Some(2095), Some(503), Some(2598)),
+            detailed(2095, 503, 2598, [Some(0), None, Some(0)]),
             "claude-3-5-sonnet-20241022"
         ))
+    );
+}
+
+#[test]
+fn cached_and_reasoning_tokens_are_read_from_openai_chat_and_the_responses_api() {
+    assert_eq!(
+        json::read(OPENAI_REASONING.as_bytes()),
+        Ok(reading(
+            detailed(2006, 300, 2306, [Some(1920), Some(256), None]),
+            "o3-2025-04-16"
+        ))
+    );
+    assert_eq!(
+        json::read(RESPONSES_REASONING.as_bytes()),
+        Ok(reading(
+            detailed(1540, 412, 1952, [Some(1024), Some(384), None]),
+            "o4-mini-2025-04-16"
+        ))
+    );
+}
+
+#[test]
+fn anthropic_cache_reads_and_writes_are_read_and_added_to_its_prompt() {
+    // input_tokens (12) exclude the cache: the prompt is 12 + 2000 read + 1500 written,
+    // as LiteLLM's AnthropicConfig.calculate_usage counts it.
+    assert_eq!(
+        json::read(ANTHROPIC_CACHE.as_bytes()),
+        Ok(reading(
+            detailed(3512, 340, 3852, [Some(2000), None, Some(1500)]),
+            "claude-sonnet-4-20250514"
+        ))
+    );
+    let only_writes = r#"{"model":"m","usage":{"input_tokens":3,"cache_creation_input_tokens":7,"output_tokens":1}}"#;
+    assert_eq!(
+        json::read(only_writes.as_bytes()),
+        Ok(reading(detailed(10, 1, 11, [None, None, Some(7)]), "m"))
+    );
+    // A total the response states is kept as stated.
+    let stated = r#"{"model":"m","usage":{"input_tokens":3,"cache_read_input_tokens":7,"output_tokens":1,"total_tokens":4}}"#;
+    assert_eq!(
+        json::read(stated.as_bytes()),
+        Ok(reading(detailed(10, 1, 4, [Some(7), None, None]), "m"))
+    );
+}
+
+#[test]
+fn details_that_are_not_counts_are_not_read() {
+    let body = r#"{"model":"m","usage":{"prompt_tokens":5,"completion_tokens":2,
+        "prompt_tokens_details":{"cached_tokens":"3"},"completion_tokens_details":null,
+        "cache_creation_input_tokens":-1}}"#;
+    assert_eq!(
+        json::read(body.as_bytes()),
+        Ok(reading(detailed(5, 2, 7, [None, None, None]), "m"))
+    );
+}
+
+#[test]
+fn streams_report_their_details_in_every_shape() {
+    assert_eq!(
+        whole(OPENAI_REASONING_STREAM).reading,
+        reading(
+            detailed(2006, 300, 2306, [Some(1920), Some(256), None]),
+            "o3-2025-04-16"
+        )
+    );
+    // message_start carries the input and cache counts, message_delta the output.
+    assert_eq!(
+        whole(ANTHROPIC_CACHE_STREAM).reading,
+        reading(
+            detailed(3512, 340, 3852, [Some(2000), None, Some(1500)]),
+            "claude-sonnet-4-20250514"
+        )
+    );
+    assert_eq!(
+        whole(RESPONSES_REASONING_STREAM).reading,
+        reading(
+            detailed(1540, 412, 1952, [Some(1024), Some(384), None]),
+            "o4-mini-2025-04-16"
+        )
+    );
+    // A message_delta that repeats the cumulative input and cache counts reads the same.
+    let repeated = ANTHROPIC_CACHE_STREAM.replace(
+        r#""usage":{"output_tokens":340}"#,
+        r#""usage":{"input_tokens":12,"cache_creation_input_tokens":1500,"cache_read_input_tokens":2000,"output_tokens":340}"#,
+    );
+    assert_ne!(repeated, ANTHROPIC_CACHE_STREAM);
+    assert_eq!(
+        whole(&repeated).reading,
+        whole(ANTHROPIC_CACHE_STREAM).reading
     );
 }
 
@@ -160,7 +277,10 @@ fn an_openai_stream_reports_the_usage_chunk() {
     let end = whole(OPENAI_STREAM);
     assert_eq!(
         end.reading,
-        reading(known(Some(9), Some(12), Some(21)), "gpt-4o-mini-2024-07-18")
+        reading(
+            detailed(9, 12, 21, [Some(0), Some(0), None]),
+            "gpt-4o-mini-2024-07-18"
+        )
     );
     assert!(end.done);
     assert_eq!((end.oversized_events, end.malformed_events), (0, 0));
@@ -193,7 +313,10 @@ fn an_anthropic_stream_takes_input_from_the_start_and_output_from_the_last_delta
 fn a_responses_api_stream_reports_the_completed_event() {
     assert_eq!(
         whole(RESPONSES_STREAM).reading,
-        reading(known(Some(37), Some(11), Some(48)), "gpt-4.1-2025-04-14")
+        reading(
+            detailed(37, 11, 48, [None, Some(0), None]),
+            "gpt-4.1-2025-04-14"
+        )
     );
 }
 

@@ -325,7 +325,8 @@ fn the_demo_price_file_prices_the_demo_model_and_compose_mounts_it_where_it_poin
     let prices =
         livegate_control_plane::pricing::PriceTable::parse(&read(path), std::path::Path::new(path))
             .expect("the demo price file parses");
-    let priced = prices.cost(livegate_demo_upstream::MODEL, 1000, 8);
+    let usage = livegate_control_plane::pricing::TokenUsage::new(1000, 8);
+    let priced = prices.cost(livegate_demo_upstream::MODEL, usage);
     assert!(
         !priced.unpriced && priced.cost > 0.0,
         "{path} must price the demo model: {priced:?}"

@@ -15,6 +15,7 @@ fn usage(prompt: u64, completion: u64, cost: f64) -> Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
         cost,
+        ..Usage::default()
     }
 }
 
@@ -35,6 +36,9 @@ fn entry(
             prompt_tokens: Some(3),
             completion_tokens: None,
             total_tokens: Some(3),
+            cached_tokens: None,
+            reasoning_tokens: None,
+            cache_creation_tokens: None,
             usage_known: true,
             usage_estimate_reason: None,
             status: 200,
@@ -64,6 +68,29 @@ fn a_series_sums_the_records_of_its_labels() {
     assert_eq!(s.tracked(), 2);
     assert_eq!(s.folded(), 0);
     assert_eq!(s.get(&labels(OTHER, OTHER, OTHER)), None);
+}
+
+#[test]
+fn cached_cache_write_and_reasoning_tokens_are_counted_as_kinds_of_their_own() {
+    let mut s = SpendSeries::new(10);
+    let mut e = entry(Some("a"), Some("t"), "m", None);
+    e.record.cached_tokens = Some(2);
+    e.record.cache_creation_tokens = Some(1);
+    e.record.reasoning_tokens = Some(4);
+    s.add(labels("a", "t", "m"), Usage::of(&e));
+    s.add(labels("a", "t", "m"), Usage::of(&e));
+    let text = rendered(&s);
+    for (kind, n) in [
+        ("cached", 4),
+        ("cache_creation", 2),
+        ("reasoning", 8),
+        ("prompt", 6),
+    ] {
+        let line = format!(
+            "livegate_spend_tokens_total{{key_alias=\"a\",team=\"t\",model=\"m\",kind=\"{kind}\"}} {n}\n"
+        );
+        assert!(text.contains(&line), "{line}{text}");
+    }
 }
 
 #[test]

@@ -31,6 +31,7 @@ fn tokens(prompt: u64, completion: u64) -> Tokens {
         prompt: Some(prompt),
         completion: Some(completion),
         total: Some(prompt + completion),
+        ..Tokens::default()
     }
 }
 
@@ -71,6 +72,32 @@ fn a_stream_cut_early_is_charged_at_least_what_was_seen() {
         charge(None, context(0, false)),
         Charge::Estimated(tokens(101, 0), EstimateReason::ClientDisconnected)
     );
+}
+
+#[test]
+fn a_cut_stream_keeps_its_stated_cache_writes_and_charges_reads_and_reasoning_in_full() {
+    // Anthropic's message_start stated its cache counts, then the stream was cut: the
+    // writes were billed when the prompt was read; cache reads and reasoning would lower
+    // the price of counts that are now a guess, so they are not carried.
+    let said = Tokens {
+        cached: Some(2000),
+        reasoning: Some(9),
+        cache_creation: Some(1500),
+        ..tokens(3512, 1)
+    };
+    let r = stated(report(true), said);
+    let Charge::Estimated(t, EstimateReason::ClientDisconnected) =
+        charge(Some(&r), context(200, false))
+    else {
+        panic!("not estimated");
+    };
+    assert_eq!((t.prompt, t.completion), (Some(3512), Some(10)));
+    assert_eq!(
+        (t.cached, t.reasoning, t.cache_creation),
+        (None, None, Some(1500))
+    );
+    // Stated whole, every detail is charged as stated.
+    assert_eq!(charge(Some(&r), context(200, true)), Charge::Known(said));
 }
 
 #[test]
