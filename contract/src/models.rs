@@ -22,6 +22,10 @@ pub struct ModelAccess {
     /// `{"alias": "model"}`: a request naming the alias is sent on with the model.
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
+    /// The team's `model_aliases`, consulted after the key's own: left out when empty, so
+    /// an allow reads the same to a filter that predates them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub team_aliases: BTreeMap<String, String>,
 }
 
 /// Why a request's model was refused.
@@ -44,7 +48,10 @@ pub enum ModelDenied {
 impl ModelAccess {
     /// True when any model passes unchanged: the filter need not read the body for it.
     pub fn is_unrestricted(&self) -> bool {
-        allows_all(&self.models) && allows_all(&self.team_models) && self.aliases.is_empty()
+        allows_all(&self.models)
+            && allows_all(&self.team_models)
+            && self.aliases.is_empty()
+            && self.team_aliases.is_empty()
     }
 
     /// True when the key or its team limits the models it may call: such a key may use
@@ -69,12 +76,13 @@ impl ModelAccess {
         })
     }
 
-    /// The model the request is sent on with (its alias resolved), or why it is refused.
-    /// Access is checked against the resolved model.
+    /// The model the request is sent on with (its alias resolved: the key's first, then
+    /// its team's), or why it is refused. Access is checked against the resolved model.
     pub fn check(&self, requested: &str) -> Result<String, ModelDenied> {
         let model = self
             .aliases
             .get(requested)
+            .or_else(|| self.team_aliases.get(requested))
             .map_or(requested, String::as_str);
         if !permits(&self.models, model) {
             return Err(ModelDenied::Key {
@@ -159,6 +167,7 @@ mod tests {
                 .iter()
                 .map(|(a, m)| (a.to_string(), m.to_string()))
                 .collect(),
+            team_aliases: Default::default(),
         }
     }
 
@@ -237,5 +246,32 @@ mod tests {
             a.check("smart"),
             Err(ModelDenied::Key { ref model, .. }) if model == "o1"
         ));
+    }
+
+    #[test]
+    fn a_keys_alias_wins_over_its_teams_and_both_resolve_before_access() {
+        let mut a = access(
+            &["gpt-4o", "gpt-4o-mini"],
+            &["gpt-4o*"],
+            &[("fast", "gpt-4o-mini")],
+        );
+        a.team_aliases = [("fast", "gpt-4o"), ("smart", "gpt-4o"), ("old", "gpt-3.5")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(a.check("fast"), Ok("gpt-4o-mini".to_owned()));
+        assert_eq!(a.check("smart"), Ok("gpt-4o".to_owned()));
+        assert!(
+            matches!(a.check("old"), Err(ModelDenied::Key { model, .. }) if model == "gpt-3.5")
+        );
+        assert!(!a.is_unrestricted());
+        let only_team = ModelAccess {
+            team_aliases: a.team_aliases.clone(),
+            ..ModelAccess::default()
+        };
+        assert!(
+            !only_team.is_unrestricted(),
+            "the body must be read to resolve an alias"
+        );
     }
 }

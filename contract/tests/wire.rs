@@ -41,6 +41,7 @@ fn an_allow_is_pinned() {
                 models: vec!["gpt-4o".into(), "openai/*".into()],
                 team_models: vec![],
                 aliases: [("fast".to_string(), "gpt-4o".to_string())].into(),
+                team_aliases: Default::default(),
             },
             limits: RateLimits {
                 rpm_limit: Some(60),

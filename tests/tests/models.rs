@@ -258,3 +258,94 @@ fn model_policy_holds_on_two_envoys_and_two_control_planes_through_outages() {
     fleet.signal_control_planes(Signal::SIGCONT).unwrap();
     fleet.postgres.resume().unwrap();
 }
+
+/// A team's `model_aliases` apply to its keys after the key's own (LiteLLM's order), the
+/// allow-list is checked against the resolved model, a change reaches the filter like a
+/// revocation, and the cached policy holds with Postgres frozen and the control plane
+/// stopped.
+#[test]
+fn a_teams_model_aliases_resolve_after_the_keys_own_and_hold_through_outages() {
+    let mut stack = start();
+    let team = stack
+        .admin(
+            "/team/new",
+            &json!({"team_id": "aliased", "models": ["gpt-4o", "o1"],
+                    "model_aliases": {"smart": "o1", "fast": "o1", "old": "gpt-3.5"}}),
+        )
+        .unwrap();
+    assert_eq!(team["model_aliases"]["smart"], "o1", "{team}");
+    let key = generate(
+        &stack,
+        json!({"team_id": "aliased", "aliases": {"fast": "gpt-4o"}}),
+    );
+    let bad = stack.admin(
+        "/team/update",
+        &json!({"team_id": "aliased", "model_aliases": {"": "gpt-4o"}}),
+    );
+    let refusal = bad.unwrap_err().to_string();
+    assert!(refusal.contains("model_aliases"), "{refusal}");
+
+    let check = |stack: &Stack| {
+        for _ in 0..2 {
+            // The key's alias wins over the team's of the same name.
+            reached_as(&chat(stack, &key, &with_model("fast")), "gpt-4o");
+            reached_as(&chat(stack, &key, &with_model("smart")), "o1");
+            // Resolved first, then checked: the team does not allow what its alias names.
+            refused(
+                &chat(stack, &key, &with_model("old")),
+                401,
+                "team_model_access_denied",
+                "gpt-3.5",
+            );
+            reached_as(&chat(stack, &key, &with_model("gpt-4o")), "gpt-4o");
+        }
+    };
+    check(&stack);
+
+    stack
+        .admin(
+            "/team/update",
+            &json!({"team_id": "aliased", "model_aliases": {"smart": "gpt-4o", "old": "gpt-3.5"}}),
+        )
+        .unwrap();
+    poll::until("the team's new alias at the filter", PATIENCE, || {
+        let answered = chat(&stack, &key, &with_model("smart"));
+        (answered.status == 200 && answered.json().ok()?["livegate"]["model"] == "gpt-4o")
+            .then_some(())
+    })
+    .unwrap();
+    let info = stack.admin_get("/team/info?team_id=aliased").unwrap();
+    assert_eq!(
+        info["team_info"]["model_aliases"],
+        json!({"smart": "gpt-4o", "old": "gpt-3.5"}),
+        "{info}"
+    );
+
+    let recheck = |stack: &Stack| {
+        for _ in 0..2 {
+            reached_as(&chat(stack, &key, &with_model("fast")), "gpt-4o");
+            reached_as(&chat(stack, &key, &with_model("smart")), "gpt-4o");
+            refused(
+                &chat(stack, &key, &with_model("old")),
+                401,
+                "team_model_access_denied",
+                "gpt-3.5",
+            );
+        }
+    };
+    stack.postgres.as_ref().unwrap().pause().unwrap();
+    recheck(&stack);
+    let control_plane = stack.control_plane.as_mut().unwrap();
+    control_plane.signal(Signal::SIGSTOP).unwrap();
+    poll::until("a stale allow", PATIENCE, || {
+        let response = chat(&stack, &key, &with_model("gpt-4o"));
+        assert_eq!(response.status, 200, "{}", response.body);
+        let stale = &response.json().unwrap()["livegate"]["identity_headers"]["x-livegate-stale"];
+        (stale == "true").then_some(())
+    })
+    .unwrap();
+    recheck(&stack);
+    let control_plane = stack.control_plane.as_mut().unwrap();
+    control_plane.signal(Signal::SIGCONT).unwrap();
+    stack.postgres.as_ref().unwrap().resume().unwrap();
+}

@@ -2,9 +2,10 @@
 //! of the team's policy a key carries (`model::TeamPolicy`, the `team_*` columns), written
 //! once for every statement that reads or writes them.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 
 use super::queries::column;
@@ -25,7 +26,7 @@ pub(super) const POLICY: [&str; 8] = [
 
 /// The team's columns a key carries (as `team_<column>`), with the value a key without a
 /// team reads (`None`: NULL).
-const TEAM_POLICY: [(&str, Option<&str>); 7] = [
+const TEAM_POLICY: [(&str, Option<&str>); 8] = [
     ("blocked", Some("false")),
     ("models", Some("'{}'::text[]")),
     ("max_budget", None),
@@ -33,6 +34,7 @@ const TEAM_POLICY: [(&str, Option<&str>); 7] = [
     ("rpm_limit", None),
     ("tpm_limit", None),
     ("max_parallel_requests", None),
+    ("model_aliases", Some("'{}'::jsonb")),
 ];
 
 /// `column = COALESCE($n, column)` for each policy column, numbered from `first`: a patch's
@@ -155,6 +157,7 @@ pub(super) fn team_policy(row: &Row) -> Result<TeamPolicy, EngineError> {
         max_budget: column(row, "team_max_budget")?,
         spend: column(row, "team_spend")?,
         limits: limits(row, "team_")?,
+        model_aliases: column::<Json<BTreeMap<String, String>>>(row, "team_model_aliases")?.0,
     })
 }
 

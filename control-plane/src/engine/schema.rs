@@ -201,6 +201,27 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ALTER TABLE livegate_spend_logs ADD COLUMN cached_tokens bigint,
         ADD COLUMN reasoning_tokens bigint, ADD COLUMN cache_creation_tokens bigint;",
     ),
+    (
+        10,
+        "team model aliases",
+        // A team's `model_aliases`, which its keys carry (after their own) like the rest of
+        // the team's policy: the view gains them at its end.
+        "ALTER TABLE livegate_teams ADD COLUMN model_aliases jsonb NOT NULL DEFAULT '{}';
+    CREATE OR REPLACE VIEW livegate_key_policies AS
+        SELECT k.token, k.key_name, k.key_alias, k.team_id, k.user_id, k.models, k.aliases,
+               k.max_budget, k.metadata, k.blocked, k.spend, k.expires, k.created_at,
+               k.updated_at, k.version,
+               COALESCE(t.blocked, false) AS team_blocked,
+               COALESCE(t.models, '{}'::text[]) AS team_models,
+               k.soft_budget, k.budget_duration, k.budget_reset_at,
+               t.max_budget AS team_max_budget,
+               COALESCE(t.spend, 0) AS team_spend,
+               k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
+               t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit,
+               t.max_parallel_requests AS team_max_parallel_requests,
+               COALESCE(t.model_aliases, '{}'::jsonb) AS team_model_aliases
+        FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
+    ),
 ];
 
 /// The database's identity, `<database name>/<id>`: the id written once into

@@ -4,7 +4,9 @@
 
 use std::sync::LazyLock;
 
-use tokio_postgres::types::ToSql;
+use std::collections::BTreeMap;
+
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
 
 use super::policy_sql::{
@@ -17,7 +19,7 @@ use crate::protocol::{EngineError, TeamAndKeys, TeamList};
 
 /// A team's own columns, without its policy columns (`policy_sql::POLICY`).
 const TEAM_OWN_COLUMNS: &str =
-    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at";
+    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, model_aliases";
 
 static TEAM_COLUMNS: LazyLock<String> =
     LazyLock::new(|| format!("{TEAM_OWN_COLUMNS}, {}", *POLICY_COLUMN_NAMES));
@@ -47,6 +49,7 @@ fn team(row: &Row) -> Result<TeamRecord, EngineError> {
         metadata: column(row, "metadata")?,
         blocked: column(row, "blocked")?,
         spend: column(row, "spend")?,
+        model_aliases: column::<Json<BTreeMap<String, String>>>(row, "model_aliases")?.0,
         budget: policy_sql::budget(row)?,
         limits: policy_sql::limits(row, "")?,
         created_at: column(row, "created_at")?,
@@ -56,7 +59,8 @@ fn team(row: &Row) -> Result<TeamRecord, EngineError> {
 
 pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, EngineError> {
     let policy = PolicyParams::new(&t.budget, &t.limits);
-    let own: [&(dyn ToSql + Sync); 8] = [
+    let aliases = Json(&t.model_aliases);
+    let own: [&(dyn ToSql + Sync); 9] = [
         &t.team_id,
         &t.team_alias,
         &t.models,
@@ -65,6 +69,7 @@ pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, Engin
         &t.spend,
         &t.created_at,
         &t.updated_at,
+        &aliases,
     ];
     let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let sql = format!(
@@ -130,17 +135,24 @@ pub async fn update_team(
          t AS (UPDATE livegate_teams SET
             team_alias = COALESCE($2, team_alias), models = COALESCE($3, models),
             metadata = COALESCE($4, metadata), blocked = COALESCE($5, blocked),
-            {policy}, updated_at = now()
+            model_aliases = COALESCE($6, model_aliases), {policy}, updated_at = now()
          WHERE team_id = $1 RETURNING *),
          {relog}
          SELECT 'team' AS kind, to_jsonb(t) AS row FROM t
          UNION ALL SELECT 'key', to_jsonb(p) FROM p",
-        policy = policy_sql::updates(6),
+        policy = policy_sql::updates(7),
         relog = *RELOG_KEYS,
     );
     let policy = PolicyParams::new(&p.budget, &p.limits);
-    let own: [&(dyn ToSql + Sync); 5] =
-        [&team_id, &p.team_alias, &p.models, &p.metadata, &p.blocked];
+    let aliases = p.model_aliases.as_ref().map(Json);
+    let own: [&(dyn ToSql + Sync); 6] = [
+        &team_id,
+        &p.team_alias,
+        &p.models,
+        &p.metadata,
+        &p.blocked,
+        &aliases,
+    ];
     let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let rows = c.query(&sql, &params).await.map_err(classify)?;
     team_write(&rows)

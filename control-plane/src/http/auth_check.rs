@@ -42,6 +42,7 @@ fn render(decision: Decision) -> Response {
                 models: record.models,
                 team_models: record.team.models,
                 aliases: record.aliases,
+                team_aliases: record.team.model_aliases,
             },
         }),
         Decision::Deny(reason) => AuthCheckResponse::deny(reason),

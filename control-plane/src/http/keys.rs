@@ -84,7 +84,7 @@ pub struct DeleteRequest {
 impl Fields for DeleteRequest {}
 
 /// A model name or alias: what a request's `model` can match.
-fn check_model_name(param: &str, name: &str) -> Result<(), ApiError> {
+pub(super) fn check_model_name(param: &str, name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() || name.len() > 256 {
         return Err(ApiError::bad(
             param,

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use std::collections::BTreeMap;
+
 use axum::extract::{RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -25,6 +27,7 @@ pub struct TeamFields {
     team_id: Option<String>,
     team_alias: Option<String>,
     models: Option<Vec<String>>,
+    model_aliases: Option<BTreeMap<String, String>>,
     metadata: Option<Value>,
     blocked: Option<bool>,
     max_budget: Option<f64>,
@@ -46,7 +49,6 @@ impl Fields for TeamFields {
         "members_with_roles",
         "admins",
         "organization_id",
-        "model_aliases",
         "tags",
         "guardrails",
         "prompts",
@@ -117,6 +119,10 @@ impl TeamFields {
         for m in self.models.iter().flatten() {
             text_field("models", m)?;
         }
+        for (alias, model) in self.model_aliases.iter().flatten() {
+            super::keys::check_model_name("model_aliases", alias)?;
+            super::keys::check_model_name("model_aliases", model)?;
+        }
         if self.metadata.as_ref().is_some_and(|m| !m.is_object()) {
             return Err(ApiError::bad("metadata", "metadata must be a JSON object"));
         }
@@ -129,6 +135,7 @@ impl TeamFields {
             limits,
             team_alias: self.team_alias,
             models: self.models,
+            model_aliases: self.model_aliases,
             metadata: self.metadata,
             blocked: self.blocked,
         })
@@ -180,6 +187,7 @@ pub async fn new(
         team_id,
         team_alias: p.team_alias,
         models: p.models.unwrap_or_default(),
+        model_aliases: p.model_aliases.unwrap_or_default(),
         metadata: p.metadata.unwrap_or_else(|| json!({})),
         blocked: p.blocked.unwrap_or(false),
         spend: 0.0,

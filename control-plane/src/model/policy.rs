@@ -1,6 +1,7 @@
 //! The policies keys and teams share (rate limits, budgets) and what a team imposes on its
 //! keys, each written once and embedded where it applies.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -126,6 +127,9 @@ pub struct TeamPolicy {
     pub spend: f64,
     #[serde(flatten)]
     pub limits: Limits,
+    /// `{"alias": "model"}`, consulted after the key's own aliases.
+    #[serde(default)]
+    pub model_aliases: BTreeMap<String, String>,
 }
 
 serde_with::with_prefix!(pub team_columns "team_");

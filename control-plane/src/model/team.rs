@@ -1,5 +1,7 @@
 //! Team records: what the database stores about a team, and the changes callers ask for.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,10 @@ pub struct TeamRecord {
     pub metadata: serde_json::Value,
     pub blocked: bool,
     pub spend: f64,
+    /// `{"alias": "model"}` for the team's keys, after each key's own (LiteLLM's
+    /// `model_aliases`).
+    #[serde(default)]
+    pub model_aliases: BTreeMap<String, String>,
     #[serde(flatten)]
     pub budget: BudgetPolicy,
     #[serde(flatten)]
@@ -38,6 +44,7 @@ impl TeamRecord {
             max_budget: self.budget.max_budget,
             spend: self.spend,
             limits: self.limits,
+            model_aliases: self.model_aliases.clone(),
         }
     }
 }
@@ -47,6 +54,7 @@ impl TeamRecord {
 pub struct TeamPatch {
     pub team_alias: Option<String>,
     pub models: Option<Vec<String>>,
+    pub model_aliases: Option<BTreeMap<String, String>>,
     pub metadata: Option<serde_json::Value>,
     pub blocked: Option<bool>,
     #[serde(default)]
