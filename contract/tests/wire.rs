@@ -78,6 +78,7 @@ fn a_budget_deny_is_pinned_and_other_denies_need_no_budget() {
         AuthCheckResponse::over_budget(Budget {
             scope: BudgetScope::Team,
             team_id: Some("team-a".into()),
+            user_id: None,
             spend: 1.25,
             max_budget: 1.0,
         }),
@@ -96,6 +97,7 @@ fn a_rate_limit_deny_is_pinned() {
             kind: LimitKind::Requests,
             scope: BudgetScope::Team,
             team_id: Some("team-a".into()),
+            user_id: None,
             limit: 60,
             reset_at_ms: 1_790_000_060_000,
         }),

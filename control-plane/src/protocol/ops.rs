@@ -15,7 +15,7 @@ use crate::model::keys::KeyHash;
 use crate::model::LedgerEntry;
 use crate::model::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
-    TeamsDeleted,
+    TeamsDeleted, UserAndKeys, UserPage, UserPatch, UserRecord, UserWrite, UsersDeleted,
 };
 use livegate_contract::WindowLog;
 
@@ -87,6 +87,21 @@ ops! {
     UpdateTeam { team_id: String, patch: TeamPatch } -> Option<TeamWrite>;
     /// Deletes the teams and their keys, with a tombstone for each key.
     DeleteTeams { team_ids: Vec<String> } -> TeamsDeleted;
+    /// Inserts the user; answers it with the keys already naming it that take its policy.
+    InsertUser { user: UserRecord } -> UserWrite;
+    /// The user and its keys.
+    GetUser { user_id: String } -> Option<UserAndKeys>;
+    /// One page of users (newest first), filtered by role and ids, with their key counts.
+    ListUsers {
+        page: u32,
+        size: u32,
+        role: Option<String>,
+        user_ids: Option<Vec<String>>,
+    } -> UserPage;
+    /// Updates the user and logs a change for each of its keys whose policy changed.
+    UpdateUser { user_id: String, patch: UserPatch } -> Option<UserWrite>;
+    /// Deletes the users and their keys, with a tombstone for each key.
+    DeleteUsers { user_ids: Vec<String> } -> UsersDeleted;
     /// The drain's one statement: inserts the rows whose request id is new and adds only
     /// their cost to their key's and team's `spend` (no version, no change logged).
     InsertSpend {
