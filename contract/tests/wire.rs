@@ -40,6 +40,7 @@ fn an_allow_is_pinned() {
             access: ModelAccess {
                 models: vec!["gpt-4o".into(), "openai/*".into()],
                 team_models: vec![],
+                user_models: vec![],
                 aliases: [("fast".to_string(), "gpt-4o".to_string())].into(),
             },
             limits: RateLimits {

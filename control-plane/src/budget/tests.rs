@@ -117,6 +117,7 @@ fn a_users_budget_refuses_each_of_its_keys() {
     r.user.max_budget = Some(2.0);
     r.user.spend = 1.5;
     r.team.max_budget = Some(1.0);
+    r.team.spend = 1.0;
     assert_eq!(
         exceeded(&r, pending(0.0, 0.0)).unwrap().scope,
         BudgetScope::Team

@@ -133,6 +133,7 @@ mod tests {
             },
             cost: 0.0,
             unpriced: true,
+            user_id: None,
         }
     }
 

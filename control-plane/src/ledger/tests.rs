@@ -183,6 +183,7 @@ async fn a_spool_of_another_database_is_set_aside_and_its_pending_spend_forgotte
         record: record("r2", Some("m"), Some((1, 2))),
         cost: 5.0,
         unpriced: false,
+        user_id: None,
     });
     // Another database: set aside (renamed, kept whole), a fresh spool bound to it.
     assert_eq!(
