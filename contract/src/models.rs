@@ -60,7 +60,9 @@ impl ModelAccess {
     /// True when the key or its team limits the models it may call: such a key may use
     /// only routes whose model the gateway can check (and routes configured as model-free).
     pub fn is_restricted(&self) -> bool {
-        !allows_all(&self.models) || !allows_all(&self.team_models) || !allows_all(&self.user_models)
+        !allows_all(&self.models)
+            || !allows_all(&self.team_models)
+            || !allows_all(&self.user_models)
     }
 
     /// Refusal of a route that names no model, for a restricted key; `Ok` otherwise.
@@ -261,7 +263,11 @@ mod tests {
         let denied = a.check("o1").unwrap_err();
         assert_eq!(denied.error_type(), ErrorType::UserModelAccessDenied);
         let e = denied.error();
-        assert!(e.message.starts_with("user not allowed to access model"), "{}", e.message);
+        assert!(
+            e.message.starts_with("user not allowed to access model"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.reason.as_deref(), Some("user_model_access_denied"));
         let open = ModelAccess {
             user_models: vec!["gpt-4o".into()],
@@ -269,7 +275,10 @@ mod tests {
         };
         let route = open.check_model_free_route("/v1/files").unwrap_err();
         assert_eq!(route.error_type(), ErrorType::UserModelAccessDenied);
-        assert!(route.error().message.starts_with("user not allowed to access route"));
+        assert!(route
+            .error()
+            .message
+            .starts_with("user not allowed to access route"));
     }
 
     #[test]

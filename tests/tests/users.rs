@@ -65,11 +65,17 @@ fn users_have_litellm_shapes_and_their_policy_reaches_their_keys() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let first = &created[0];
-    assert_eq!(first["user_id"].as_str().unwrap().len(), 36, "a UUID: {first}");
+    assert_eq!(
+        first["user_id"].as_str().unwrap().len(),
+        36,
+        "a UUID: {first}"
+    );
     assert!(first["key"].as_str().unwrap().starts_with("sk-"), "{first}");
     assert_eq!(first["user_role"], "internal_user");
     assert_eq!(first["models"], json!(["azure-models"]));
-    let allow = auth_check(&cp, first["key"].as_str().unwrap()).json().unwrap();
+    let allow = auth_check(&cp, first["key"].as_str().unwrap())
+        .json()
+        .unwrap();
     assert_eq!(allow["user_id"], first["user_id"], "{allow}");
     assert_eq!(allow["user_models"], json!(["azure-models"]), "{allow}");
     assert_eq!(allow["aliases"], json!({"mistral-7b": "gpt-3.5-turbo"}));
@@ -113,14 +119,18 @@ fn users_have_litellm_shapes_and_their_policy_reaches_their_keys() {
 
     // A key generated for the user carries its policy: the tighter of key and user wins.
     let second = generate(&cp, json!({"user_id": "alice", "rpm_limit": 2}));
-    let allow = auth_check(&cp, second["key"].as_str().unwrap()).json().unwrap();
+    let allow = auth_check(&cp, second["key"].as_str().unwrap())
+        .json()
+        .unwrap();
     assert_eq!(allow["user_models"], json!(["gpt-4o"]), "{allow}");
     assert_eq!(allow["limits"]["rpm_limit"], 2, "{allow}");
     assert_eq!(allow["limits"]["tpm_limit"], 1000, "{allow}");
     assert_eq!(allow["limits"]["max_parallel_requests"], 20, "{allow}");
     // A key naming a user_id no user holds works as before users: no user policy.
     let orphan = generate(&cp, json!({"user_id": "ghost"}));
-    let allow = auth_check(&cp, orphan["key"].as_str().unwrap()).json().unwrap();
+    let allow = auth_check(&cp, orphan["key"].as_str().unwrap())
+        .json()
+        .unwrap();
     assert_eq!(allow["decision"], "allow", "{allow}");
     assert!(allow.get("user_models").is_none(), "{allow}");
     assert!(allow.get("limits").is_none(), "{allow}");
@@ -151,7 +161,9 @@ fn users_have_litellm_shapes_and_their_policy_reaches_their_keys() {
     assert_eq!(updated["data"]["models"], json!(["o1"]), "{updated}");
     // The key's own 2 stays the tighter for the second key; the user's 50 for the first.
     for (key, rpm) in [(&alice, 50), (&second, 2)] {
-        let allow = auth_check(&cp, key["key"].as_str().unwrap()).json().unwrap();
+        let allow = auth_check(&cp, key["key"].as_str().unwrap())
+            .json()
+            .unwrap();
         assert_eq!(allow["user_models"], json!(["o1"]), "{allow}");
         assert_eq!(allow["limits"]["rpm_limit"], rpm, "{allow}");
     }
@@ -184,7 +196,11 @@ fn users_have_litellm_shapes_and_their_policy_reaches_their_keys() {
 #[test]
 fn a_key_reads_its_own_users_info_and_no_one_elses() {
     let (_pg, cp) = start(&[]);
-    let mine = ok(post(&cp, "/user/new", json!({"user_id": "krrish@berri.ai"})));
+    let mine = ok(post(
+        &cp,
+        "/user/new",
+        json!({"user_id": "krrish@berri.ai"}),
+    ));
     let other = ok(post(&cp, "/user/new", json!({})));
     let key = mine["key"].as_str().unwrap();
     let random = other["key"].as_str().unwrap();
@@ -241,9 +257,17 @@ fn user_fields_are_validated_and_unenforced_ones_refused_by_name() {
             "model_max_budget",
             "not supported",
         ),
-        (json!({"user_role": "proxy_admin"}), "user_role", "not supported"),
+        (
+            json!({"user_role": "proxy_admin"}),
+            "user_role",
+            "not supported",
+        ),
         (json!({"max_budget": -1}), "max_budget", "at least 0"),
-        (json!({"budget_duration": "1w"}), "budget_duration", "duration"),
+        (
+            json!({"budget_duration": "1w"}),
+            "budget_duration",
+            "duration",
+        ),
         (json!({"rpm_limit": -1}), "rpm_limit", "0 or more"),
         (json!({"metadata": [1]}), "metadata", "JSON object"),
         (json!({"user_id": "a\nb"}), "user_id", "control characters"),
@@ -257,14 +281,26 @@ fn user_fields_are_validated_and_unenforced_ones_refused_by_name() {
     ] {
         refused(&post(&cp, "/user/new", body.clone()), param, says);
     }
-    ok(post(&cp, "/user/new", json!({"user_id": "u", "auto_create_key": false})));
+    ok(post(
+        &cp,
+        "/user/new",
+        json!({"user_id": "u", "auto_create_key": false}),
+    ));
     refused(
-        &post(&cp, "/user/update", json!({"user_id": "u", "duration": "1h"})),
+        &post(
+            &cp,
+            "/user/update",
+            json!({"user_id": "u", "duration": "1h"}),
+        ),
         "duration",
         "/key/update",
     );
     refused(&post(&cp, "/user/update", json!({})), "user_id", "required");
-    refused(&post(&cp, "/user/delete", json!({})), "user_ids", "required");
+    refused(
+        &post(&cp, "/user/delete", json!({})),
+        "user_ids",
+        "required",
+    );
     refused(
         &get(&cp, "/user/list?page_size=101"),
         "page_size",
@@ -328,8 +364,9 @@ fn assert_user_over_budget(r: &Response, user_id: &str, max_budget: &str) {
     assert_eq!(e["type"], "budget_exceeded", "{}", r.body);
     let message = e["message"].as_str().unwrap();
     assert!(
-        message.starts_with(&format!("ExceededBudget: User={user_id} over budget. Spend="))
-            && message.ends_with(&format!(", Budget={max_budget}")),
+        message.starts_with(&format!(
+            "ExceededBudget: User={user_id} over budget. Spend="
+        )) && message.ends_with(&format!(", Budget={max_budget}")),
         "{message}"
     );
 }
@@ -360,9 +397,11 @@ fn a_users_budget_crossed_by_two_of_its_keys_refuses_both() {
     }
     // Every admitted request is charged to the user once, through both keys.
     let expected = f64::from(admitted) * COST_PER_REQUEST;
-    poll::until("the user's spend is every admitted request", PATIENCE, || {
-        (user_spend(&stack, "spender") == expected).then_some(())
-    })
+    poll::until(
+        "the user's spend is every admitted request",
+        PATIENCE,
+        || (user_spend(&stack, "spender") == expected).then_some(()),
+    )
     .unwrap();
     // Raising the user's budget lets both in again (the update relogs its keys).
     stack
@@ -417,7 +456,11 @@ fn a_users_models_restrict_its_keys_and_deleting_it_revokes_them_at_the_filter()
     assert_eq!(r.status, 401, "{}", r.body);
     let e = &r.json().unwrap()["error"];
     assert_eq!(e["type"], "user_model_access_denied", "{}", r.body);
-    assert!(e["message"].as_str().unwrap().contains("livegate-demo"), "{}", r.body);
+    assert!(
+        e["message"].as_str().unwrap().contains("livegate-demo"),
+        "{}",
+        r.body
+    );
     stack
         .admin(
             "/user/update",
@@ -425,9 +468,11 @@ fn a_users_models_restrict_its_keys_and_deleting_it_revokes_them_at_the_filter()
         )
         .unwrap();
     for key in &keys {
-        poll::until("the key admitted for the model now listed", PATIENCE, || {
-            reached_upstream(&chat(&stack, key)).then_some(())
-        })
+        poll::until(
+            "the key admitted for the model now listed",
+            PATIENCE,
+            || reached_upstream(&chat(&stack, key)).then_some(()),
+        )
         .unwrap();
     }
     // Both keys' allows are cached by the filter now (60 s by default). Deleting the user
@@ -437,9 +482,11 @@ fn a_users_models_restrict_its_keys_and_deleting_it_revokes_them_at_the_filter()
         .admin("/user/delete", &json!({"user_ids": ["picky"]}))
         .unwrap();
     for key in &keys {
-        poll::until("the deleted user's key refused", Duration::from_secs(20), || {
-            (chat(&stack, key).status == 401).then_some(())
-        })
+        poll::until(
+            "the deleted user's key refused",
+            Duration::from_secs(20),
+            || (chat(&stack, key).status == 401).then_some(()),
+        )
         .unwrap();
     }
 }

@@ -97,7 +97,10 @@ fn the_keys_own_budget_is_checked_before_its_teams() {
     );
     r.budget.max_budget = Some(0.5);
     r.spend = 0.5;
-    assert_eq!(exceeded(&r, pending(0.0, 1.0)).unwrap().scope, BudgetScope::Key);
+    assert_eq!(
+        exceeded(&r, pending(0.0, 1.0)).unwrap().scope,
+        BudgetScope::Key
+    );
 }
 
 fn pending(key: f64, team: f64) -> Pending {

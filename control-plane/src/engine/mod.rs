@@ -10,8 +10,8 @@ mod rate_queries;
 mod schema;
 mod spend_queries;
 mod team_queries;
-mod user_queries;
 pub mod tls;
+mod user_queries;
 
 use std::sync::Arc;
 

@@ -8,8 +8,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use super::policy_sql::{
-    self, key_with_policies, placeholders, team_policy_changed, PolicyParams,
-    POLICY_COLUMN_NAMES,
+    self, key_with_policies, placeholders, team_policy_changed, PolicyParams, POLICY_COLUMN_NAMES,
 };
 
 use super::queries::{classify, column, record, token, COLUMNS};

@@ -118,7 +118,8 @@ pub async fn list_users(
 ) -> Result<UserPage, EngineError> {
     let limit = i64::from(size);
     let offset = i64::from(page.saturating_sub(1)) * limit;
-    let filter = "($1::text IS NULL OR user_role = $1) AND ($2::text[] IS NULL OR user_id = ANY($2))";
+    let filter =
+        "($1::text IS NULL OR user_role = $1) AND ($2::text[] IS NULL OR user_id = ANY($2))";
     let sql = format!(
         "SELECT {} FROM livegate_users WHERE {filter}
          ORDER BY created_at DESC, user_id LIMIT $3 OFFSET $4",
@@ -175,8 +176,13 @@ pub async fn update_user(
         relog = *RELOG_KEYS,
     );
     let policy = PolicyParams::new(&p.budget, &p.limits);
-    let own: [&(dyn ToSql + Sync); 5] =
-        [&user_id, &p.user_email, &p.user_role, &p.models, &p.metadata];
+    let own: [&(dyn ToSql + Sync); 5] = [
+        &user_id,
+        &p.user_email,
+        &p.user_role,
+        &p.models,
+        &p.metadata,
+    ];
     let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let rows = c.query(&sql, &params).await.map_err(classify)?;
     user_write(&rows)

@@ -141,7 +141,10 @@ impl UserFields {
         let set = [
             ("key_alias", key.key_alias.is_some()),
             ("duration", key.duration.is_some()),
-            ("aliases", key.aliases.as_ref().is_some_and(|a| !a.is_empty())),
+            (
+                "aliases",
+                key.aliases.as_ref().is_some_and(|a| !a.is_empty()),
+            ),
         ];
         match set.iter().find(|(_, is_set)| *is_set) {
             Some((param, _)) => Err(ApiError::bad(
@@ -307,9 +310,8 @@ pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQ
             }
         }
     };
-    let found = s
-        .db
-        .run(crate::protocol::GetUser {
+    let found =
+        s.db.run(crate::protocol::GetUser {
             user_id: user_id.clone(),
         })
         .await?
@@ -350,9 +352,8 @@ pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
             .map(str::to_owned)
             .collect::<Vec<_>>()
     });
-    let result = s
-        .db
-        .run(crate::protocol::ListUsers {
+    let result =
+        s.db.run(crate::protocol::ListUsers {
             page,
             size: page_size,
             role: query_param(&q, "role"),
@@ -398,9 +399,8 @@ pub async fn update(
         ));
     }
     let patch = req.into_patch(Utc::now().trunc_subsecs(6))?;
-    let write = s
-        .db
-        .run(crate::protocol::UpdateUser {
+    let write =
+        s.db.run(crate::protocol::UpdateUser {
             user_id: user_id.clone(),
             patch,
         })
@@ -422,10 +422,7 @@ pub async fn delete(
     if user_ids.is_empty() {
         return Err(ApiError::bad("user_ids", "user_ids is required"));
     }
-    let deleted = s
-        .db
-        .run(crate::protocol::DeleteUsers { user_ids })
-        .await?;
+    let deleted = s.db.run(crate::protocol::DeleteUsers { user_ids }).await?;
     let now = Instant::now();
     for (token, version) in &deleted.keys {
         s.cache.put(token, KeyState::Deleted, *version, now);

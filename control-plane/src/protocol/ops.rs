@@ -41,6 +41,9 @@ macro_rules! ops {
         )*
 
         /// What the supervisor asks of the engine, on the wire `{"op": "GetKey", …fields}`.
+        // A request is built once per call and encoded at once, never kept in bulk: boxing
+        // the largest (a key record with its team's and user's policies) would buy nothing.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, Serialize, Deserialize)]
         #[serde(tag = "op")]
         pub enum Request {

@@ -326,11 +326,14 @@ fn every_operation_and_its_reply_cross_the_pipe_unchanged() {
             }],
         ),
         round_trip(GlobalSpend {}, 12.5),
-        round_trip(ResetBudgets { now }, BudgetsReset {
+        round_trip(
+            ResetBudgets { now },
+            BudgetsReset {
                 keys: 2,
                 teams: 1,
                 users: 3,
-            }),
+            },
+        ),
         round_trip(
             SwapRateWindow {
                 scope: "key:abc:rpm".into(),

@@ -154,7 +154,11 @@ fn a_key_is_counted_in_its_users_window_and_the_tightest_limit_wins() {
     let limits = r.limits();
     assert_eq!(limits.rpm_limit, Some(3), "the user's is the tightest");
     assert_eq!(limits.tpm_limit, Some(50), "the key's is the tightest");
-    assert_eq!(limits.max_parallel_requests, Some(2), "only the user's is set");
+    assert_eq!(
+        limits.max_parallel_requests,
+        Some(2),
+        "only the user's is set"
+    );
     let names: Vec<String> = scopes(&r, LimitKind::Requests)
         .into_iter()
         .map(|s| s.name)
@@ -181,7 +185,10 @@ fn a_key_is_counted_in_its_users_window_and_the_tightest_limit_wins() {
     let mut other = record("user-key-2");
     other.user_id = Some("alice".into());
     other.user.limits.rpm_limit = Some(3);
-    assert_eq!(scopes(&other, LimitKind::Requests)[0].name, "user:alice:rpm");
+    assert_eq!(
+        scopes(&other, LimitKind::Requests)[0].name,
+        "user:alice:rpm"
+    );
     // A key naming a user_id with no user row carries the open policy: no user window.
     let mut orphan = record("orphan");
     orphan.user_id = Some("nobody".into());
