@@ -516,3 +516,36 @@ fn with_postgres_frozen_a_known_key_keeps_its_users_policy() {
     pg.resume().unwrap();
     assert_user_over_budget(&chat(&stack, &broke[0]), "broke", "0");
 }
+
+#[test]
+fn a_users_budget_duration_resets_its_spend_and_lets_its_keys_in_again() {
+    let (stack, _dir) = stack();
+    let keys = user_with_keys(
+        &stack,
+        json!({"user_id": "monthly", "max_budget": 4, "budget_duration": "10s"}),
+        2,
+    );
+    let info = stack.admin_get("/user/info?user_id=monthly").unwrap();
+    let first_reset = info["user_info"]["budget_reset_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // One request spends the whole budget; once drained (within a second or two, well
+    // inside the 10 s), both keys are refused...
+    poll::until("the user's budget refusing its other key", PATIENCE, || {
+        let r = chat(&stack, &keys[0]);
+        (r.status == 400).then_some(())
+    })
+    .unwrap();
+    assert_user_over_budget(&chat(&stack, &keys[1]), "monthly", "4");
+    // ...until the user's budget resets, which the filters learn as a change of its keys.
+    for key in &keys {
+        poll::until("a key admitted after the user's reset", PATIENCE, || {
+            reached_upstream(&chat(&stack, key)).then_some(())
+        })
+        .unwrap();
+    }
+    let info = stack.admin_get("/user/info?user_id=monthly").unwrap();
+    let next_reset = info["user_info"]["budget_reset_at"].as_str().unwrap();
+    assert!(next_reset > first_reset.as_str(), "{info}");
+}
