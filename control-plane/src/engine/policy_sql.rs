@@ -225,6 +225,17 @@ pub(super) fn user_policy(row: &Row) -> Result<UserPolicy, EngineError> {
     })
 }
 
+/// Whether a statement that logs keys writes every policy column a key carries (both
+/// `team_*` and `user_*`): a record logged without one would read as an open policy.
+#[cfg(test)]
+pub(super) fn names_every_carried_column(sql: &str) -> bool {
+    TEAM_POLICY
+        .iter()
+        .map(|(c, _)| format!("AS team_{c}"))
+        .chain(USER_POLICY.iter().map(|(c, _)| format!("AS user_{c}")))
+        .all(|column| sql.contains(&column))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

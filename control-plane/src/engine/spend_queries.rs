@@ -356,3 +356,23 @@ pub async fn reset_budgets(
         users: u64::try_from(users).unwrap_or(0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::policy_sql::names_every_carried_column;
+
+    /// The drain and the resets log keys with every policy they carry (the team's limits
+    /// included: a record logged without them would read as no team limit).
+    #[test]
+    fn every_statement_that_logs_keys_keeps_every_policy_they_carry() {
+        assert!(names_every_carried_column(&INSERT_SPEND));
+        assert!(names_every_carried_column(&WITH_TEAM));
+        assert!(names_every_carried_column(&key_with_policies(
+            "t",
+            "livegate_users"
+        )));
+        assert!(INSERT_SPEND.contains("t.new_spend, 0) AS team_spend"));
+        assert!(INSERT_SPEND.contains("u.new_spend, 0) AS user_spend"));
+    }
+}

@@ -192,3 +192,14 @@ async fn team_keys(c: &Client, team_id: &str) -> Result<Vec<crate::model::KeyRec
     let rows = c.query(&sql, &[&team_id]).await.map_err(classify)?;
     rows.iter().map(record).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    /// A team's write logs its keys with their user's policy as well as the team's.
+    #[test]
+    fn a_relogged_key_keeps_every_policy_it_carries() {
+        assert!(super::policy_sql::names_every_carried_column(
+            &super::RELOG_KEYS
+        ));
+    }
+}

@@ -226,3 +226,14 @@ pub async fn delete_users(c: &Client, user_ids: &[String]) -> Result<UsersDelete
     }
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    /// A user's write logs its keys with their team's policy as well as the user's.
+    #[test]
+    fn a_relogged_key_keeps_every_policy_it_carries() {
+        assert!(super::policy_sql::names_every_carried_column(
+            &super::RELOG_KEYS
+        ));
+    }
+}
