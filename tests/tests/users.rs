@@ -99,6 +99,17 @@ fn users_have_litellm_shapes_and_their_policy_reaches_their_keys() {
         "user_email",
         "already in use",
     );
+    // A refused key takes its new user back out: nothing of a refused call is stored.
+    refused(
+        &post(
+            &cp,
+            "/user/new",
+            json!({"user_id": "carol", "key_alias": "alice-1"}),
+        ),
+        "key_alias",
+        "already in use",
+    );
+    assert_eq!(get(&cp, "/user/info?user_id=carol").status, 404);
     let no_key = ok(post(
         &cp,
         "/user/new",

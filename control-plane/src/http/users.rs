@@ -265,7 +265,18 @@ pub async fn new(
     let mut answer = shown(&write.user);
     answer["key"] = json!("");
     if let Some((raw, record)) = key {
-        let record = s.db.insert_key(record).await?;
+        // Two statements: a key refused (its alias taken) takes its new user back out, so
+        // a refused `/user/new` leaves nothing behind.
+        let record = match s.db.insert_key(record).await {
+            Ok(record) => record,
+            Err(e) => {
+                let user_ids = vec![write.user.user_id.clone()];
+                if let Err(undo) = s.db.run(crate::protocol::DeleteUsers { user_ids }).await {
+                    tracing::warn!(error = %undo, "a user whose key was refused stays");
+                }
+                return Err(e.into());
+            }
+        };
         super::keys::remember(&s, &record);
         answer["key"] = json!(raw);
         answer["key_name"] = json!(record.key_name);
