@@ -1,7 +1,8 @@
 //! Users through the real control plane and Postgres, and through the real Envoy and filter:
 //! LiteLLM's `/user/*` shapes (and its own `tests/test_users.py` assertions); a user's
 //! `models`, budget and limits applying to every key of its, the tighter of key, user and
-//! team winning; a user's budget crossed by two of its keys refusing both; a user's
+//! team winning; a user's budget crossed by two of its keys refusing both (also with the
+//! control plane stopped); a user's
 //! `rpm_limit` shared by its keys; deleting a user revoking its keys at the filter through
 //! the change feed; a known key keeping its user's policy with Postgres frozen; a key
 //! reading its own user's info and no one else's; fields livegate does not enforce refused
@@ -19,6 +20,7 @@ use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::process::Scratch;
 use livegate_tests::stack::{Stack, StackOptions};
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -414,6 +416,16 @@ fn a_users_budget_crossed_by_two_of_its_keys_refuses_both() {
         || (user_spend(&stack, "spender") == expected).then_some(()),
     )
     .unwrap();
+    // Also with the control plane stopped: the crossing was a change of each of the user's
+    // keys, so the filter holds no allow of either to serve stale.
+    let control_plane = stack.control_plane.as_ref().unwrap();
+    control_plane.signal(Signal::SIGSTOP).unwrap();
+    let answers: Vec<Response> = keys.iter().map(|k| chat(&stack, k)).collect();
+    control_plane.signal(Signal::SIGCONT).unwrap();
+    for r in answers {
+        assert!(!reached_upstream(&r), "never admitted: {}", r.body);
+        assert_eq!(r.status, 503, "{}", r.body);
+    }
     // Raising the user's budget lets both in again (the update relogs its keys).
     stack
         .admin(
