@@ -2,11 +2,10 @@
 //! LiteLLM's `/user/*` shapes (and its own `tests/test_users.py` assertions); a user's
 //! `models`, budget and limits applying to every key of its, the tighter of key, user and
 //! team winning; a user's budget crossed by two of its keys refusing both (also with the
-//! control plane stopped); a user's
-//! `rpm_limit` shared by its keys; deleting a user revoking its keys at the filter through
-//! the change feed; a known key keeping its user's policy with Postgres frozen; a key
-//! reading its own user's info and no one else's; fields livegate does not enforce refused
-//! by name.
+//! control plane stopped) and reset by its `budget_duration`; a user's `rpm_limit` shared
+//! by its keys; deleting a user revoking its keys at the filter through the change feed; a
+//! known key keeping its user's policy with Postgres frozen; a key reading its own user's
+//! info and no one else's; fields livegate does not enforce refused by name.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
