@@ -21,6 +21,9 @@ pub struct Budget {
     /// The team whose budget it is (`scope` `team`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_id: Option<String>,
+    /// The user whose budget it is (`scope` `user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub spend: f64,
     pub max_budget: f64,
 }
@@ -29,9 +32,15 @@ pub struct Budget {
 impl Eq for Budget {}
 
 impl Budget {
-    /// LiteLLM's 400 `budget_exceeded`, with its message for a key or for a team.
+    /// LiteLLM's 400 `budget_exceeded`, with its message for a key, a user or a team.
     pub fn error(&self) -> ErrorObject {
         let message = match (self.scope, &self.team_id) {
+            (BudgetScope::User, _) => format!(
+                "ExceededBudget: User={} over budget. Spend={}, Budget={}",
+                self.user_id.as_deref().unwrap_or(""),
+                self.spend,
+                self.max_budget
+            ),
             (BudgetScope::Team, Some(team)) => format!(
                 "Budget has been exceeded! Team={team} Current cost: {}, Max budget: {}",
                 self.spend, self.max_budget

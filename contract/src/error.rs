@@ -21,6 +21,8 @@ pub enum ErrorType {
     KeyModelAccessDenied,
     /// 401: the key's team's `models` does not list the requested model.
     TeamModelAccessDenied,
+    /// 401: the key's user's `models` does not list the requested model.
+    UserModelAccessDenied,
     /// 404.
     NotFoundError,
     /// 400: the key's or its team's spend has reached its `max_budget` (LiteLLM's type).
@@ -48,6 +50,7 @@ impl ErrorType {
             ErrorType::ExpiredKey => "expired_key",
             ErrorType::KeyModelAccessDenied => "key_model_access_denied",
             ErrorType::TeamModelAccessDenied => "team_model_access_denied",
+            ErrorType::UserModelAccessDenied => "user_model_access_denied",
             ErrorType::NotFoundError => "not_found_error",
             ErrorType::BudgetExceeded => "budget_exceeded",
             ErrorType::RateLimitError => "rate_limit_error",

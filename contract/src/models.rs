@@ -1,4 +1,4 @@
-//! Which models a key may call: its own `models`, its team's, and its `aliases`. The
+//! Which models a key may call: its own `models`, its user's, its team's, and its `aliases`. The
 //! control plane sends this with every allow; the filter applies it to each request's
 //! `model`, so a cached key's model check costs no round trip.
 
@@ -19,6 +19,9 @@ pub struct ModelAccess {
     pub models: Vec<String>,
     #[serde(default)]
     pub team_models: Vec<String>,
+    /// The key's user's `models` (absent on the wire when the user restricts nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_models: Vec<String>,
     /// `{"alias": "model"}`: a request naming the alias is sent on with the model.
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
@@ -35,6 +38,8 @@ pub enum ModelDenied {
     Key { model: String, allowed: Vec<String> },
     /// The key's team's `models` does not list it.
     Team { model: String, allowed: Vec<String> },
+    /// The key's user's `models` does not list it.
+    User { model: String, allowed: Vec<String> },
     /// The key (`team: false`) or its team has a `models` restriction and the route names
     /// no model the gateway can check (files, batches, images…): refused, or the
     /// restriction could be walked around.
@@ -43,6 +48,8 @@ pub enum ModelDenied {
         team: bool,
         allowed: Vec<String>,
     },
+    /// The same for the key's user's restriction.
+    UserRoute { path: String, allowed: Vec<String> },
 }
 
 impl ModelAccess {
@@ -50,6 +57,7 @@ impl ModelAccess {
     pub fn is_unrestricted(&self) -> bool {
         allows_all(&self.models)
             && allows_all(&self.team_models)
+            && allows_all(&self.user_models)
             && self.aliases.is_empty()
             && self.team_aliases.is_empty()
     }
@@ -57,7 +65,9 @@ impl ModelAccess {
     /// True when the key or its team limits the models it may call: such a key may use
     /// only routes whose model the gateway can check (and routes configured as model-free).
     pub fn is_restricted(&self) -> bool {
-        !allows_all(&self.models) || !allows_all(&self.team_models)
+        !allows_all(&self.models)
+            || !allows_all(&self.team_models)
+            || !allows_all(&self.user_models)
     }
 
     /// Refusal of a route that names no model, for a restricted key; `Ok` otherwise.
@@ -66,6 +76,11 @@ impl ModelAccess {
             (false, &self.models)
         } else if !allows_all(&self.team_models) {
             (true, &self.team_models)
+        } else if !allows_all(&self.user_models) {
+            return Err(ModelDenied::UserRoute {
+                path: path.to_owned(),
+                allowed: self.user_models.clone(),
+            });
         } else {
             return Ok(());
         };
@@ -88,6 +103,12 @@ impl ModelAccess {
             return Err(ModelDenied::Key {
                 model: model.to_owned(),
                 allowed: self.models.clone(),
+            });
+        }
+        if !permits(&self.user_models, model) {
+            return Err(ModelDenied::User {
+                model: model.to_owned(),
+                allowed: self.user_models.clone(),
             });
         }
         if !permits(&self.team_models, model) {
@@ -121,6 +142,9 @@ impl ModelDenied {
             ModelDenied::Team { .. } | ModelDenied::Route { team: true, .. } => {
                 ErrorType::TeamModelAccessDenied
             }
+            ModelDenied::User { .. } | ModelDenied::UserRoute { .. } => {
+                ErrorType::UserModelAccessDenied
+            }
         }
     }
 
@@ -129,18 +153,14 @@ impl ModelDenied {
         let (who, model, allowed) = match self {
             ModelDenied::Key { model, allowed } => ("key", model, allowed),
             ModelDenied::Team { model, allowed } => ("team", model, allowed),
+            ModelDenied::User { model, allowed } => ("user", model, allowed),
             ModelDenied::Route {
                 path,
                 team,
                 allowed,
-            } => {
-                let who = if *team { "team" } else { "key" };
-                let message = format!(
-                    "{who} not allowed to access route. This {who} can only access models={allowed:?}. Tried to access {path}, a route that names no model the gateway can check"
-                );
-                return ErrorObject::new(401, self.error_type(), message)
-                    .with_param("model")
-                    .with_reason("model_free_route_denied");
+            } => return route_denied(self, if *team { "team" } else { "key" }, path, allowed),
+            ModelDenied::UserRoute { path, allowed } => {
+                return route_denied(self, "user", path, allowed)
             }
         };
         let message = format!(
@@ -148,11 +168,18 @@ impl ModelDenied {
         );
         ErrorObject::new(401, self.error_type(), message)
             .with_param("model")
-            .with_reason(match self {
-                ModelDenied::Team { .. } => "team_model_access_denied",
-                _ => "key_model_access_denied",
-            })
+            .with_reason(self.error_type().as_str())
     }
+}
+
+/// The refusal of a route that names no model, for a restricted key, team or user.
+fn route_denied(denied: &ModelDenied, who: &str, path: &str, allowed: &[String]) -> ErrorObject {
+    let message = format!(
+        "{who} not allowed to access route. This {who} can only access models={allowed:?}. Tried to access {path}, a route that names no model the gateway can check"
+    );
+    ErrorObject::new(401, denied.error_type(), message)
+        .with_param("model")
+        .with_reason("model_free_route_denied")
 }
 
 #[cfg(test)]
@@ -163,6 +190,7 @@ mod tests {
         ModelAccess {
             models: models.iter().map(|m| m.to_string()).collect(),
             team_models: team.iter().map(|m| m.to_string()).collect(),
+            user_models: vec![],
             aliases: aliases
                 .iter()
                 .map(|(a, m)| (a.to_string(), m.to_string()))
@@ -227,6 +255,37 @@ mod tests {
             team.unwrap_err().error_type(),
             ErrorType::TeamModelAccessDenied
         );
+    }
+
+    /// A user's list restricts each of its keys, with LiteLLM's `user_model_access_denied`;
+    /// on a route without a model too.
+    #[test]
+    fn the_user_list_applies_too() {
+        let a = ModelAccess {
+            user_models: vec!["gpt-4o".into()],
+            ..access(&["gpt-4o", "o1"], &[], &[])
+        };
+        assert!(a.is_restricted() && !a.is_unrestricted());
+        assert_eq!(a.check("gpt-4o"), Ok("gpt-4o".into()));
+        let denied = a.check("o1").unwrap_err();
+        assert_eq!(denied.error_type(), ErrorType::UserModelAccessDenied);
+        let e = denied.error();
+        assert!(
+            e.message.starts_with("user not allowed to access model"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.reason.as_deref(), Some("user_model_access_denied"));
+        let open = ModelAccess {
+            user_models: vec!["gpt-4o".into()],
+            ..ModelAccess::default()
+        };
+        let route = open.check_model_free_route("/v1/files").unwrap_err();
+        assert_eq!(route.error_type(), ErrorType::UserModelAccessDenied);
+        assert!(route
+            .error()
+            .message
+            .starts_with("user not allowed to access route"));
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct RateLimited {
     /// The team whose limit it is (`scope` `team`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_id: Option<String>,
+    /// The user whose limit it is (`scope` `user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub limit: u64,
     /// When the window has room again, Unix milliseconds.
     pub reset_at_ms: u64,
@@ -99,6 +102,9 @@ impl RateLimited {
         let whose = match (self.scope, &self.team_id) {
             (BudgetScope::Team, Some(team)) => format!("team_id: {team}"),
             (BudgetScope::Team, None) => "team".to_owned(),
+            (BudgetScope::User, _) => {
+                format!("user: {}", self.user_id.as_deref().unwrap_or(""))
+            }
             (BudgetScope::Key, _) => "api_key".to_owned(),
         };
         let message = match self.kind {

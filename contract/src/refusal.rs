@@ -14,10 +14,10 @@ pub enum DenyReason {
     KeyExpired,
     /// The key's team is blocked (or was deleted while the key was cached).
     TeamBlocked,
-    /// The key's or its team's spend has reached its `max_budget`: the deny carries a
+    /// The key's, its user's or its team's spend has reached its `max_budget`: the deny carries a
     /// `Budget` with the numbers.
     BudgetExceeded,
-    /// A rate limit of the key or its team is reached: the deny carries a
+    /// A rate limit of the key, its user or its team is reached: the deny carries a
     /// `RateLimited` with the limit and when the window has room.
     RateLimited,
 }
@@ -28,6 +28,8 @@ pub enum DenyReason {
 pub enum BudgetScope {
     Key,
     Team,
+    /// The key's user (the user its `user_id` names).
+    User,
 }
 
 impl DenyReason {

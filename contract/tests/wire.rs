@@ -40,6 +40,7 @@ fn an_allow_is_pinned() {
             access: ModelAccess {
                 models: vec!["gpt-4o".into(), "openai/*".into()],
                 team_models: vec![],
+                user_models: vec![],
                 aliases: [("fast".to_string(), "gpt-4o".to_string())].into(),
                 team_aliases: Default::default(),
             },
@@ -79,6 +80,7 @@ fn a_budget_deny_is_pinned_and_other_denies_need_no_budget() {
         AuthCheckResponse::over_budget(Budget {
             scope: BudgetScope::Team,
             team_id: Some("team-a".into()),
+            user_id: None,
             spend: 1.25,
             max_budget: 1.0,
         }),
@@ -97,6 +99,7 @@ fn a_rate_limit_deny_is_pinned() {
             kind: LimitKind::Requests,
             scope: BudgetScope::Team,
             team_id: Some("team-a".into()),
+            user_id: None,
             limit: 60,
             reset_at_ms: 1_790_000_060_000,
         }),

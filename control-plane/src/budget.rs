@@ -1,5 +1,5 @@
-//! Budgets on keys and teams: the fields a write may set, when a budget resets, and
-//! whether a key's record (its own spend or its team's) refuses it. Pure: time is a
+//! Budgets on keys, users and teams: the fields a write may set, when a budget resets,
+//! and whether a key's record (its own spend, its user's or its team's) refuses it. Pure: time is a
 //! parameter.
 
 use chrono::{DateTime, Utc};
@@ -76,27 +76,42 @@ pub fn crosses(spend: f64, added: f64, max_budget: Option<f64>) -> bool {
     max_budget.is_some_and(|max| spend < max && spend + added >= max)
 }
 
-/// The budget that refuses this key, if any: its own first, then its team's. `pending_key`
-/// and `pending_team` are the costs this control plane has spooled and not yet drained.
-pub fn exceeded(record: &KeyRecord, pending_key: f64, pending_team: f64) -> Option<Budget> {
-    if let Some(max) = record.budget.max_budget {
-        let spend = record.spend + pending_key;
-        if spend >= max {
-            return Some(Budget {
-                scope: BudgetScope::Key,
-                team_id: None,
-                spend,
-                max_budget: max,
-            });
-        }
-    }
-    let max = record.team.max_budget?;
-    let spend = record.team.spend + pending_team;
-    (spend >= max).then(|| Budget {
-        scope: BudgetScope::Team,
-        team_id: record.team_id.clone(),
+/// The spend this control plane holds and Postgres does not have yet (spooled, reserved),
+/// by whose budget it counts in.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pending {
+    pub key: f64,
+    pub user: f64,
+    pub team: f64,
+}
+
+/// The budget that refuses this key, if any: its own first, then its user's, then its
+/// team's. `pending` is what this control plane has spooled (and reserved) and not yet
+/// drained, for each.
+pub fn exceeded(record: &KeyRecord, pending: Pending) -> Option<Budget> {
+    let over = |max: Option<f64>, spend: f64| max.filter(|max| spend >= *max);
+    let budget = |scope, spend, max_budget| Budget {
+        scope,
+        team_id: None,
+        user_id: None,
         spend,
-        max_budget: max,
+        max_budget,
+    };
+    let spend = record.spend + pending.key;
+    if let Some(max) = over(record.budget.max_budget, spend) {
+        return Some(budget(BudgetScope::Key, spend, max));
+    }
+    let spend = record.user.spend + pending.user;
+    if let Some(max) = over(record.user.max_budget, spend).filter(|_| record.user_id.is_some()) {
+        return Some(Budget {
+            user_id: record.user_id.clone(),
+            ..budget(BudgetScope::User, spend, max)
+        });
+    }
+    let spend = record.team.spend + pending.team;
+    over(record.team.max_budget, spend).map(|max| Budget {
+        team_id: record.team_id.clone(),
+        ..budget(BudgetScope::Team, spend, max)
     })
 }
 

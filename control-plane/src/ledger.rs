@@ -55,6 +55,7 @@ pub fn price(record: SpendRecord, prices: &PriceTable) -> LedgerEntry {
         record,
         cost,
         unpriced,
+        user_id: None,
     }
 }
 
@@ -262,8 +263,10 @@ impl Ledger {
         let pending = self.pending_spend();
         let key = pending.key(&record.token) + reserved_key;
         let team = pending.team(record.team_id.as_deref()) + reserved_team;
+        let user = pending.user(record.user_id.as_deref());
         drop(pending);
-        if let Some(budget) = crate::budget::exceeded(record, key, team) {
+        let held = crate::budget::Pending { key, user, team };
+        if let Some(budget) = crate::budget::exceeded(record, held) {
             return SpendVerdict::OverBudget(budget);
         }
         let Some(held) = reservations.reserve(record, now_ms) else {
@@ -277,6 +280,7 @@ impl Ledger {
             record,
             record.spend + key - reserved_key + after_key,
             record.team.spend + team - reserved_team + after_team,
+            record.user.spend + user,
         );
         SpendVerdict::Within {
             held: Some(held),
@@ -298,15 +302,26 @@ impl Ledger {
         self.counters.at_bound.load(Relaxed)
     }
 
-    /// Prices and spools a validated batch; returns once it is synced.
-    pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
+    /// Prices and spools a validated batch; returns once it is synced. `user_of` names the
+    /// user of a record's key, as this replica knows it (its cost is pending for that user).
+    pub async fn intake(
+        &self,
+        batch: SpendBatch,
+        user_of: impl Fn(&KeyHash) -> Option<String>,
+    ) -> Result<Appended, IntakeError> {
         if !self.binding.confirmed() {
             return Err(IntakeError::Unbound);
         }
         let priced: Vec<LedgerEntry> = batch
             .records
             .into_iter()
-            .map(|r| price(r, &self.prices))
+            .map(|r| {
+                let user_id = user_of(&r.key_hash);
+                LedgerEntry {
+                    user_id,
+                    ..price(r, &self.prices)
+                }
+            })
             .collect();
         let entries = encode(&priced).map_err(IntakeError::Encode)?;
         match self.spool.append(entries).await {

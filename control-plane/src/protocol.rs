@@ -170,6 +170,8 @@ impl Request {
 pub struct BudgetsReset {
     pub keys: u64,
     pub teams: u64,
+    #[serde(default)]
+    pub users: u64,
 }
 
 /// Typed failures from the engine. `Transport` means the connection itself is in doubt.

@@ -103,6 +103,7 @@ impl Default for Config {
                 "/health/readiness",
                 "/key/",
                 "/team/",
+                "/user/",
                 "/spend/",
                 "/global/spend",
             ]),

@@ -208,6 +208,7 @@ fn refusal(kind: LimitKind, limit: u64, reset_at_ms: Millis) -> RateLimited {
         kind,
         scope: BudgetScope::Key,
         team_id: None,
+        user_id: None,
         limit,
         reset_at_ms,
     }

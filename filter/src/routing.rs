@@ -107,6 +107,7 @@ mod tests {
             "/key/generate",
             "/key/info?key=sk-1",
             "/team/new",
+            "/user/new",
             "/spend/logs",
             "/global/spend",
         ] {

@@ -34,6 +34,7 @@ fn a_key_over_budget_reads_as_litellm_says_it() {
     let budget = Budget {
         scope: BudgetScope::Key,
         team_id: None,
+        user_id: None,
         spend: 0.5,
         max_budget: 0.25,
     };
@@ -55,6 +56,7 @@ fn a_team_over_budget_names_the_team_and_its_numbers() {
     let error = Budget {
         scope: BudgetScope::Team,
         team_id: Some("team-a".into()),
+        user_id: None,
         spend: 2.0,
         max_budget: 1.5,
     }

@@ -64,8 +64,7 @@ impl Reservations {
 
     /// Reserves for one request of the key, if it (or its team) has a budget.
     pub fn reserve(&mut self, record: &KeyRecord, now_ms: u64) -> Option<Held> {
-        let budgeted = record.budget.max_budget.is_some() || record.team.max_budget.is_some();
-        if !self.enabled() || !budgeted {
+        if !self.enabled() || !record.budgeted() {
             return None;
         }
         let until = now_ms.saturating_add(self.lease_ms);
@@ -91,15 +90,23 @@ impl Reservations {
         }
     }
 
-    /// Whether the key is near its budget (or its team's): fewer than
+    /// Whether the key is near its budget (or its team's, or its user's): fewer than
     /// [`NEAR_BUDGET_RESERVATIONS`] reservations left, counting `spent` (drained, pending
-    /// and reserved) for the key and the team.
-    pub fn near_budget(&self, record: &KeyRecord, spent_key: f64, spent_team: f64) -> bool {
+    /// and reserved) for the key and the team, and drained and pending for the user (a
+    /// user's requests in flight are not reserved: its keys' are).
+    pub fn near_budget(
+        &self,
+        record: &KeyRecord,
+        spent_key: f64,
+        spent_team: f64,
+        spent_user: f64,
+    ) -> bool {
         let margin = self.per_request * NEAR_BUDGET_RESERVATIONS;
         let near = |max: Option<f64>, spent: f64| max.is_some_and(|m| m - spent < margin);
         self.enabled()
             && (near(record.budget.max_budget, spent_key)
-                || near(record.team.max_budget, spent_team))
+                || near(record.team.max_budget, spent_team)
+                || near(record.user.max_budget, spent_user))
     }
 }
 
@@ -188,8 +195,8 @@ mod tests {
     fn near_its_budget_a_key_is_within_a_hundred_reservations() {
         let r = Reservations::new(0.01, 1_000);
         let key = budgeted(10.0);
-        assert!(!r.near_budget(&key, 8.9, 0.0));
-        assert!(r.near_budget(&key, 9.1, 0.0));
-        assert!(!Reservations::new(0.0, 1).near_budget(&key, 9.99, 0.0));
+        assert!(!r.near_budget(&key, 8.9, 0.0, 0.0));
+        assert!(r.near_budget(&key, 9.1, 0.0, 0.0));
+        assert!(!Reservations::new(0.0, 1).near_budget(&key, 9.99, 0.0, 0.0));
     }
 }

@@ -1,5 +1,5 @@
 //! The periodic budget reset: every tick, the budgets whose `budget_reset_at` has come go
-//! back to 0 spend, in one statement for keys and one for teams, each logging a change of
+//! back to 0 spend, in one statement each for keys, teams and users, each logging a change of
 //! the keys concerned (so a key refused for its budget is let in again everywhere). Every
 //! replica runs it; a budget reset by one is not due for the others.
 
@@ -22,8 +22,9 @@ pub async fn run(db: Db, every: Duration, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         match db.reset_budgets(Utc::now()).await {
-            Ok(reset) if reset.keys + reset.teams > 0 => {
-                tracing::info!(keys = reset.keys, teams = reset.teams, "budgets reset");
+            Ok(reset) if reset.keys + reset.teams + reset.users > 0 => {
+                let (keys, teams, users) = (reset.keys, reset.teams, reset.users);
+                tracing::info!(keys, teams, users, "budgets reset");
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "budget reset deferred"),

@@ -60,18 +60,18 @@ fn a_crossing_is_from_under_the_budget_to_at_or_over_it() {
 #[test]
 fn spend_at_the_budget_refuses_and_a_budget_of_zero_admits_nothing() {
     let mut r = record("sk-a");
-    assert_eq!(exceeded(&r, 0.0, 0.0), None);
+    assert_eq!(exceeded(&r, pending(0.0, 0.0)), None);
     r.budget.max_budget = Some(0.0);
-    let b = exceeded(&r, 0.0, 0.0).unwrap();
+    let b = exceeded(&r, pending(0.0, 0.0)).unwrap();
     assert_eq!(
         (b.scope, b.spend, b.max_budget),
         (BudgetScope::Key, 0.0, 0.0)
     );
     r.budget.max_budget = Some(1.0);
     r.spend = 0.75;
-    assert_eq!(exceeded(&r, 0.0, 0.0), None);
+    assert_eq!(exceeded(&r, pending(0.0, 0.0)), None);
     r.spend = 1.0;
-    assert!(exceeded(&r, 0.0, 0.0).is_some());
+    assert!(exceeded(&r, pending(0.0, 0.0)).is_some());
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn spooled_cost_counts_toward_the_budget() {
     let mut r = record("sk-a");
     r.budget.max_budget = Some(1.0);
     r.spend = 0.75;
-    let b = exceeded(&r, 0.25, 0.0).unwrap();
+    let b = exceeded(&r, pending(0.25, 0.0)).unwrap();
     assert_eq!(b.spend, 1.0);
 }
 
@@ -89,13 +89,58 @@ fn the_keys_own_budget_is_checked_before_its_teams() {
     r.team_id = Some("team-a".into());
     r.team.max_budget = Some(5.0);
     r.team.spend = 4.0;
-    assert_eq!(exceeded(&r, 0.0, 0.0), None);
-    let b = exceeded(&r, 0.0, 1.0).unwrap();
+    assert_eq!(exceeded(&r, pending(0.0, 0.0)), None);
+    let b = exceeded(&r, pending(0.0, 1.0)).unwrap();
     assert_eq!(
         (b.scope, b.team_id.as_deref(), b.spend),
         (BudgetScope::Team, Some("team-a"), 5.0)
     );
     r.budget.max_budget = Some(0.5);
     r.spend = 0.5;
-    assert_eq!(exceeded(&r, 0.0, 1.0).unwrap().scope, BudgetScope::Key);
+    assert_eq!(
+        exceeded(&r, pending(0.0, 1.0)).unwrap().scope,
+        BudgetScope::Key
+    );
+}
+
+fn pending(key: f64, team: f64) -> Pending {
+    Pending {
+        key,
+        user: 0.0,
+        team,
+    }
+}
+
+/// The tighter of key, user and team: each budget refuses on its own, the user's naming
+/// the user as LiteLLM does, with the replica's pending spend counted in.
+#[test]
+fn a_users_budget_refuses_each_of_its_keys() {
+    let mut r = record("sk-u");
+    r.user_id = Some("alice".into());
+    r.user.max_budget = Some(2.0);
+    r.user.spend = 1.5;
+    r.team.max_budget = Some(1.0);
+    r.team.spend = 1.0;
+    assert_eq!(
+        exceeded(&r, pending(0.0, 0.0)).unwrap().scope,
+        BudgetScope::Team
+    );
+    r.team.max_budget = None;
+    assert_eq!(exceeded(&r, pending(0.0, 0.0)), None);
+    let at = Pending {
+        user: 0.5,
+        ..pending(0.0, 0.0)
+    };
+    let b = exceeded(&r, at).unwrap();
+    assert_eq!(b.scope, BudgetScope::User);
+    assert_eq!(b.user_id.as_deref(), Some("alice"));
+    assert_eq!(b.spend, 2.0);
+    assert!(b
+        .error()
+        .message
+        .starts_with("ExceededBudget: User=alice over budget. Spend=2, Budget=2"));
+    // The key's own budget is checked first.
+    r.budget.max_budget = Some(0.1);
+    r.spend = 0.2;
+    assert_eq!(exceeded(&r, at).unwrap().scope, BudgetScope::Key);
 }

@@ -11,6 +11,7 @@ mod schema;
 mod spend_queries;
 mod team_queries;
 pub mod tls;
+mod user_queries;
 
 use std::sync::Arc;
 
@@ -117,6 +118,17 @@ async fn serve(pool: &Pool, request: Request) -> Result<Answer, EngineError> {
             op.answer(&team_queries::update_team(c, &op.team_id, &op.patch).await?)
         }
         Request::DeleteTeams(op) => op.answer(&team_queries::delete_teams(c, &op.team_ids).await?),
+        Request::InsertUser(op) => op.answer(&user_queries::insert_user(c, &op.user).await?),
+        Request::GetUser(op) => op.answer(&user_queries::get_user(c, &op.user_id).await?),
+        Request::ListUsers(op) => {
+            let ids = op.user_ids.as_deref();
+            let page = user_queries::list_users(c, op.page, op.size, op.role.as_deref(), ids);
+            op.answer(&page.await?)
+        }
+        Request::UpdateUser(op) => {
+            op.answer(&user_queries::update_user(c, &op.user_id, &op.patch).await?)
+        }
+        Request::DeleteUsers(op) => op.answer(&user_queries::delete_users(c, &op.user_ids).await?),
         Request::InsertSpend(op) => {
             same_database(&pool.database, op.database.as_deref())?;
             op.answer(&spend_queries::insert_spend(c, &op.rows).await?)

@@ -1,6 +1,7 @@
-//! The columns of the policies keys and teams share (`model::{BudgetPolicy, Limits}`) and
-//! of the team's policy a key carries (`model::TeamPolicy`, the `team_*` columns), written
-//! once for every statement that reads or writes them.
+//! The columns of the policies keys, users and teams share (`model::{BudgetPolicy,
+//! Limits}`) and of the team's and the user's policy a key carries (`model::TeamPolicy`,
+//! the `team_*` columns; `model::UserPolicy`, the `user_*` columns), written once for
+//! every statement that reads or writes them.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -9,7 +10,7 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 
 use super::queries::column;
-use crate::model::{BudgetDuration, BudgetPolicy, Limits, TeamPolicy};
+use crate::model::{BudgetDuration, BudgetPolicy, Limits, TeamPolicy, UserPolicy};
 use crate::protocol::EngineError;
 
 /// A key's or a team's own policy columns, in the order `PolicyParams::params` binds them.
@@ -37,6 +38,17 @@ const TEAM_POLICY: [(&str, Option<&str>); 8] = [
     ("model_aliases", Some("'{}'::jsonb")),
 ];
 
+/// The user's columns a key carries (as `user_<column>`), with the value a key without a
+/// user row reads (`None`: NULL).
+const USER_POLICY: [(&str, Option<&str>); 6] = [
+    ("models", Some("'{}'::text[]")),
+    ("max_budget", None),
+    ("spend", Some("0")),
+    ("rpm_limit", None),
+    ("tpm_limit", None),
+    ("max_parallel_requests", None),
+];
+
 /// `column = COALESCE($n, column)` for each policy column, numbered from `first`: a patch's
 /// `None` leaves a column as it is.
 pub(super) fn updates(first: usize) -> String {
@@ -61,6 +73,42 @@ pub(super) fn team_columns(t: &str, defaults: bool) -> String {
         .join(", ")
 }
 
+/// The user's policy as a key's `user_*` columns, from the user row `u` (open when the key
+/// names no user row).
+pub(super) fn user_columns(u: &str) -> String {
+    USER_POLICY
+        .iter()
+        .map(|(c, default)| match default {
+            Some(d) => format!("COALESCE({u}.{c}, {d}) AS user_{c}"),
+            None => format!("{u}.{c} AS user_{c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The written key rows `w` with the policies they carry, as the view shows them: the team
+/// from `team_row` (a relation with the team's columns, joined on `team_id`) and the user
+/// from `user_row` (joined on `user_id`). Every statement that logs a key builds its
+/// record here, so no change-log record lacks a policy column.
+pub(super) fn key_with_policies(team_row: &str, user_row: &str) -> String {
+    format!(
+        "SELECT w.*, {team}, {user} FROM w
+            LEFT JOIN {team_row} t ON t.team_id = w.team_id
+            LEFT JOIN {user_row} u ON u.user_id = w.user_id",
+        team = team_columns("t", true),
+        user = user_columns("u"),
+    )
+}
+
+/// Whether the user's policy differs between its rows `old` and `new` (SQL).
+pub(super) fn user_policy_changed(old: &str, new: &str) -> String {
+    USER_POLICY
+        .iter()
+        .map(|(c, _)| format!("{old}.{c} IS DISTINCT FROM {new}.{c}"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 /// Whether the team's policy differs between its rows `old` and `new` (SQL).
 pub(super) fn team_policy_changed(old: &str, new: &str) -> String {
     TEAM_POLICY
@@ -75,6 +123,15 @@ pub(super) static TEAM_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| {
     TEAM_POLICY
         .iter()
         .map(|(c, _)| format!("team_{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The `user_*` column names, as the view and `COLUMNS` list them.
+pub(super) static USER_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| {
+    USER_POLICY
+        .iter()
+        .map(|(c, _)| format!("user_{c}"))
         .collect::<Vec<_>>()
         .join(", ")
 });
@@ -161,6 +218,27 @@ pub(super) fn team_policy(row: &Row) -> Result<TeamPolicy, EngineError> {
     })
 }
 
+/// A key row's `user_*` columns.
+pub(super) fn user_policy(row: &Row) -> Result<UserPolicy, EngineError> {
+    Ok(UserPolicy {
+        models: column(row, "user_models")?,
+        max_budget: column(row, "user_max_budget")?,
+        spend: column(row, "user_spend")?,
+        limits: limits(row, "user_")?,
+    })
+}
+
+/// Whether a statement that logs keys writes every policy column a key carries (both
+/// `team_*` and `user_*`): a record logged without one would read as an open policy.
+#[cfg(test)]
+pub(super) fn names_every_carried_column(sql: &str) -> bool {
+    TEAM_POLICY
+        .iter()
+        .map(|(c, _)| format!("AS team_{c}"))
+        .chain(USER_POLICY.iter().map(|(c, _)| format!("AS user_{c}")))
+        .all(|column| sql.contains(&column))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +271,10 @@ mod tests {
         let mut team: Vec<String> = TEAM_POLICY.iter().map(|(c, _)| c.to_string()).collect();
         team.sort();
         assert_eq!(fields(serde_json::json!(TeamPolicy::default())), team);
+        let mut user: Vec<String> = USER_POLICY.iter().map(|(c, _)| c.to_string()).collect();
+        user.sort();
+        assert_eq!(fields(serde_json::json!(UserPolicy::default())), user);
+        assert_eq!(USER_COLUMN_NAMES.split(", ").count(), USER_POLICY.len());
         let mut own: Vec<String> = POLICY
             .iter()
             .filter(|c| **c != "budget_duration_secs")

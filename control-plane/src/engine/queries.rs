@@ -8,7 +8,8 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
 
 use super::policy_sql::{
-    self, placeholders, team_columns, PolicyParams, POLICY, POLICY_COLUMN_NAMES, TEAM_COLUMN_NAMES,
+    self, key_with_policies, placeholders, PolicyParams, POLICY, POLICY_COLUMN_NAMES,
+    TEAM_COLUMN_NAMES, USER_COLUMN_NAMES,
 };
 use crate::model::keys::KeyHash;
 use crate::model::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
@@ -17,22 +18,23 @@ use crate::protocol::EngineError;
 /// A key's own columns, without its policy columns (`policy_sql::POLICY`).
 const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, metadata, blocked, spend, expires, created_at, updated_at";
 
-/// A key's columns as read: its row and its team's policy (`livegate_key_policies`).
+/// A key's columns as read: its row and its team's and user's policies
+/// (`livegate_key_policies`).
 pub(super) static COLUMNS: LazyLock<String> = LazyLock::new(|| {
     let own_policy = POLICY.iter().filter(|c| **c != "budget_duration_secs");
     let own_policy = own_policy.copied().collect::<Vec<_>>().join(", ");
     format!(
-        "{KEY_COLUMNS}, version, {own_policy}, {}",
-        *TEAM_COLUMN_NAMES
+        "{KEY_COLUMNS}, version, {own_policy}, {}, {}",
+        *TEAM_COLUMN_NAMES, *USER_COLUMN_NAMES
     )
 });
 
-/// The written key rows (`w`, every column) with their team's policy, as the view shows
-/// them: the change log records this and the statement returns it.
+/// The written key rows (`w`, every column) with their team's and user's policies, as the
+/// view shows them: the change log records this and the statement returns it.
 pub(super) static WITH_TEAM: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "p AS (SELECT w.*, {} FROM w LEFT JOIN livegate_teams t ON t.team_id = w.team_id)",
-        team_columns("t", true)
+        "p AS ({})",
+        key_with_policies("livegate_teams", "livegate_users")
     )
 });
 
@@ -55,6 +57,8 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
             Some(c) if c.contains("team_alias") => "team_alias",
             Some(c) if c.contains("key_alias") => "key_alias",
             Some(c) if c.starts_with("livegate_teams") => "team_id",
+            Some(c) if c.contains("user_email") => "user_email",
+            Some(c) if c.starts_with("livegate_users") => "user_id",
             _ => "key",
         };
         EngineError::Conflict(field.into())
@@ -125,6 +129,7 @@ pub(super) fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         version: column(row, "version")?,
         limits: policy_sql::limits(row, "")?,
         team: policy_sql::team_policy(row)?,
+        user: policy_sql::user_policy(row)?,
     })
 }
 

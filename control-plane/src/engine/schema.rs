@@ -222,6 +222,55 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
                COALESCE(t.model_aliases, '{}'::jsonb) AS team_model_aliases
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id;",
     ),
+    (
+        11,
+        "users",
+        // LiteLLM's internal users. No foreign key from livegate_keys.user_id: a key may
+        // name a user_id no row holds (as before users existed), and then carries no user
+        // policy. The view gains the user's policy at its end (`user_*`, NULL or open
+        // without a row), as it did the team's.
+        "CREATE TABLE livegate_users (
+        user_id     text PRIMARY KEY,
+        user_email  text UNIQUE,
+        user_role   text,
+        models      text[] NOT NULL DEFAULT '{}',
+        metadata    jsonb NOT NULL DEFAULT '{}'::jsonb,
+        spend       double precision NOT NULL DEFAULT 0,
+        max_budget  double precision,
+        soft_budget double precision,
+        budget_duration text,
+        budget_duration_secs bigint,
+        budget_reset_at timestamptz,
+        rpm_limit   bigint,
+        tpm_limit   bigint,
+        max_parallel_requests bigint,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        updated_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX livegate_users_created_at ON livegate_users (created_at DESC, user_id);
+    CREATE INDEX livegate_users_budget_reset_at ON livegate_users (budget_reset_at)
+        WHERE budget_reset_at IS NOT NULL;
+    CREATE OR REPLACE VIEW livegate_key_policies AS
+        SELECT k.token, k.key_name, k.key_alias, k.team_id, k.user_id, k.models, k.aliases,
+               k.max_budget, k.metadata, k.blocked, k.spend, k.expires, k.created_at,
+               k.updated_at, k.version,
+               COALESCE(t.blocked, false) AS team_blocked,
+               COALESCE(t.models, '{}'::text[]) AS team_models,
+               k.soft_budget, k.budget_duration, k.budget_reset_at,
+               t.max_budget AS team_max_budget,
+               COALESCE(t.spend, 0) AS team_spend,
+               k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
+               t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit,
+               t.max_parallel_requests AS team_max_parallel_requests,
+               COALESCE(t.model_aliases, '{}'::jsonb) AS team_model_aliases,
+               COALESCE(u.models, '{}'::text[]) AS user_models,
+               u.max_budget AS user_max_budget,
+               COALESCE(u.spend, 0) AS user_spend,
+               u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit,
+               u.max_parallel_requests AS user_max_parallel_requests
+        FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id
+            LEFT JOIN livegate_users u ON u.user_id = k.user_id;",
+    ),
 ];
 
 /// The database's identity, `<database name>/<id>`: the id written once into

@@ -1,8 +1,9 @@
 //! The SQL of the spend ledger. The drain's write is one statement, so one transaction:
 //! the rows whose request id is new are inserted, and only those rows' cost is added to
 //! their key's and team's `spend`. A replayed batch inserts nothing and adds nothing.
-//! Spend is not policy, except where it crosses a budget: a key whose spend (or whose
-//! team's) goes from under its `max_budget` to at or over it gets a new version and a
+//! The keys' costs are added to their users' `spend` too (a user's spend is the sum of its
+//! keys'). Spend is not policy, except where it crosses a budget: a key whose spend (or
+//! whose team's or user's) goes from under its `max_budget` to at or over it gets a new version and a
 //! change-log row in the same statement, so caches and filters drop their allows for it
 //! (`budget::crosses` is the same test). The key is otherwise left alone.
 
@@ -10,6 +11,9 @@ use chrono::{NaiveDate, NaiveTime};
 use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 
+use std::sync::LazyLock;
+
+use super::policy_sql::key_with_policies;
 use super::queries::{classify, column};
 use super::queries::{LOG_CHANGE, WITH_TEAM};
 use crate::model::keys::KeyHash;
@@ -19,7 +23,10 @@ use crate::protocol::{
 };
 use livegate_contract::spend::{EstimateReason, SpendRecord};
 
-const INSERT_SPEND: &str = "
+static INSERT_SPEND: LazyLock<String> = LazyLock::new(|| {
+    let policies = key_with_policies_spent();
+    format!(
+        "
 WITH input AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(
         request_id text, key_hash text, key_alias text, team_id text,
@@ -55,10 +62,25 @@ tc AS (
     SELECT t.team_id FROM t JOIN old_t o ON o.team_id = t.team_id
     WHERE t.max_budget IS NOT NULL AND o.spend < t.max_budget AND t.spend >= t.max_budget
 ),
+us AS (
+    SELECT k.user_id, sum(ks.cost) AS cost FROM ks JOIN livegate_keys k ON k.token = ks.key_hash
+    WHERE k.user_id IS NOT NULL GROUP BY k.user_id
+),
+old_u AS (SELECT user_id, spend FROM livegate_users WHERE user_id IN (SELECT user_id FROM us)),
+u AS (
+    UPDATE livegate_users u SET spend = u.spend + us.cost
+    FROM us WHERE u.user_id = us.user_id
+    RETURNING u.user_id, u.max_budget, u.spend
+),
+uc AS (
+    SELECT u.user_id FROM u JOIN old_u o ON o.user_id = u.user_id
+    WHERE u.max_budget IS NOT NULL AND o.spend < u.max_budget AND u.spend >= u.max_budget
+),
 kd AS (
     SELECT k.token, k.version AS old_version, COALESCE(ks.cost, 0) AS cost
     FROM livegate_keys k LEFT JOIN ks ON ks.key_hash = k.token
     WHERE k.token IN (SELECT key_hash FROM ks) OR k.team_id IN (SELECT team_id FROM tc)
+        OR k.user_id IN (SELECT user_id FROM uc)
 ),
 w AS (
     UPDATE livegate_keys k SET spend = k.spend + kd.cost,
@@ -66,16 +88,23 @@ w AS (
             WHEN (k.max_budget IS NOT NULL AND k.spend < k.max_budget
                   AND k.spend + kd.cost >= k.max_budget)
               OR k.team_id IN (SELECT team_id FROM tc)
+              OR k.user_id IN (SELECT user_id FROM uc)
             THEN nextval('livegate_key_changes_seq_seq') ELSE k.version END
     FROM kd WHERE k.token = kd.token
     RETURNING k.*, kd.old_version
 ),
+tn AS (
+    SELECT tm.*, COALESCE(t.spend, tm.spend) AS new_spend FROM livegate_teams tm
+        LEFT JOIN t ON t.team_id = tm.team_id
+    WHERE tm.team_id IN (SELECT team_id FROM w)
+),
+un AS (
+    SELECT um.*, COALESCE(u.spend, um.spend) AS new_spend FROM livegate_users um
+        LEFT JOIN u ON u.user_id = um.user_id
+    WHERE um.user_id IN (SELECT user_id FROM w)
+),
 p AS (
-    SELECT w.*, COALESCE(tm.blocked, false) AS team_blocked,
-        COALESCE(tm.models, '{}'::text[]) AS team_models, tm.max_budget AS team_max_budget,
-        COALESCE(t.spend, tm.spend, 0) AS team_spend
-    FROM w LEFT JOIN livegate_teams tm ON tm.team_id = w.team_id
-        LEFT JOIN t ON t.team_id = w.team_id
+    {policies}
     WHERE w.version <> w.old_version
 ),
 c AS (
@@ -85,7 +114,18 @@ c AS (
 SELECT count(*) AS inserted, count(*) FILTER (WHERE unpriced) AS unpriced,
     (SELECT COALESCE(array_agg(i.request_id), ARRAY[]::text[]) FROM input i
      WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.request_id = i.request_id)) AS duplicates
-FROM ins";
+FROM ins"
+    )
+});
+
+/// The drain's `p`: the written keys with their team's and user's policies, each spend the
+/// one this statement wrote (`tn.new_spend`, `un.new_spend`: a CTE's update is not visible
+/// to its siblings).
+fn key_with_policies_spent() -> String {
+    key_with_policies("tn", "un")
+        .replace("t.spend, 0) AS team_spend", "t.new_spend, 0) AS team_spend")
+        .replace("u.spend, 0) AS user_spend", "u.new_spend, 0) AS user_spend")
+}
 
 /// The filter's conditions: $1 key hash, $2 request id, $3 from, $4 before.
 const WHERE: &str = "WHERE ($1::text IS NULL OR key_hash = $1)
@@ -95,7 +135,7 @@ const WHERE: &str = "WHERE ($1::text IS NULL OR key_hash = $1)
 
 pub async fn insert_spend(c: &Client, rows: &[LedgerEntry]) -> Result<SpendInserted, EngineError> {
     let row = c
-        .query_one(INSERT_SPEND, &[&Json(rows)])
+        .query_one(INSERT_SPEND.as_str(), &[&Json(rows)])
         .await
         .map_err(classify)?;
     let inserted: i64 = column(&row, "inserted")?;
@@ -184,6 +224,7 @@ fn spend_row(row: &Row) -> Result<LedgerEntry, EngineError> {
         record,
         cost: column(row, "cost")?,
         unpriced: column(row, "unpriced")?,
+        user_id: None,
     })
 }
 
@@ -265,17 +306,29 @@ w AS (
     FROM t WHERE k.team_id = t.team_id
     RETURNING k.*
 ),
-p AS (
-    SELECT w.*, t.blocked AS team_blocked, t.models AS team_models,
-        t.max_budget AS team_max_budget, t.spend AS team_spend
-    FROM w JOIN t ON t.team_id = w.team_id
-),
-c AS (INSERT INTO livegate_key_changes (seq, token, record)
-      SELECT version, token, to_jsonb(p) - 'version' FROM p)
+p AS ({policies}),
+{LOG_CHANGE}
 SELECT count(*) AS n FROM t";
 
-/// Resets the budgets due at `now`: keys' own first, then teams' (two statements: a row
-/// is written once per statement).
+/// Users whose budget is due, and every key of theirs logged with the user's new spend.
+const RESET_USERS: &str = "
+WITH u AS (
+    UPDATE livegate_users SET spend = 0,
+        budget_reset_at = $1 + make_interval(secs => budget_duration_secs::float8)
+    WHERE budget_reset_at <= $1 AND budget_duration_secs IS NOT NULL
+    RETURNING *
+),
+w AS (
+    UPDATE livegate_keys k SET version = nextval('livegate_key_changes_seq_seq')
+    FROM u WHERE k.user_id = u.user_id
+    RETURNING k.*
+),
+p AS ({policies}),
+{LOG_CHANGE}
+SELECT count(*) AS n FROM u";
+
+/// Resets the budgets due at `now`: keys' own first, then teams', then users' (three
+/// statements: a row is written once per statement).
 pub async fn reset_budgets(
     c: &Client,
     now: chrono::DateTime<chrono::Utc>,
@@ -288,12 +341,43 @@ pub async fn reset_budgets(
         &c.query_one(&keys_sql, &[&now]).await.map_err(classify)?,
         "n",
     )?;
+    let teams_sql = RESET_TEAMS
+        .replace("{policies}", &key_with_policies("t", "livegate_users"))
+        .replace("{LOG_CHANGE}", LOG_CHANGE);
     let teams: i64 = column(
-        &c.query_one(RESET_TEAMS, &[&now]).await.map_err(classify)?,
+        &c.query_one(&teams_sql, &[&now]).await.map_err(classify)?,
+        "n",
+    )?;
+    let users_sql = RESET_USERS
+        .replace("{policies}", &key_with_policies("livegate_teams", "u"))
+        .replace("{LOG_CHANGE}", LOG_CHANGE);
+    let users: i64 = column(
+        &c.query_one(&users_sql, &[&now]).await.map_err(classify)?,
         "n",
     )?;
     Ok(BudgetsReset {
         keys: u64::try_from(keys).unwrap_or(0),
         teams: u64::try_from(teams).unwrap_or(0),
+        users: u64::try_from(users).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::policy_sql::names_every_carried_column;
+
+    /// The drain and the resets log keys with every policy they carry (the team's limits
+    /// included: a record logged without them would read as no team limit).
+    #[test]
+    fn every_statement_that_logs_keys_keeps_every_policy_they_carry() {
+        assert!(names_every_carried_column(&INSERT_SPEND));
+        assert!(names_every_carried_column(&WITH_TEAM));
+        assert!(names_every_carried_column(&key_with_policies(
+            "t",
+            "livegate_users"
+        )));
+        assert!(INSERT_SPEND.contains("t.new_spend, 0) AS team_spend"));
+        assert!(INSERT_SPEND.contains("u.new_spend, 0) AS user_spend"));
+    }
 }

@@ -10,7 +10,7 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
 
 use super::policy_sql::{
-    self, placeholders, team_columns, team_policy_changed, PolicyParams, POLICY_COLUMN_NAMES,
+    self, key_with_policies, placeholders, team_policy_changed, PolicyParams, POLICY_COLUMN_NAMES,
 };
 
 use super::queries::{classify, column, record, token, COLUMNS};
@@ -33,11 +33,11 @@ static RELOG_KEYS: LazyLock<String> = LazyLock::new(|| {
     w AS (UPDATE livegate_keys SET version = nextval('livegate_key_changes_seq_seq')
           WHERE team_id = (SELECT team_id FROM t) AND EXISTS (SELECT 1 FROM o, t WHERE {changed})
           RETURNING *),
-    p AS (SELECT w.*, {team} FROM w, t),
+    p AS ({policies}),
     c AS (INSERT INTO livegate_key_changes (seq, token, record)
           SELECT version, token, to_jsonb(p) - 'version' FROM p)",
         changed = team_policy_changed("o", "t"),
-        team = team_columns("t", false),
+        policies = key_with_policies("t", "livegate_users"),
     )
 });
 
@@ -203,4 +203,15 @@ async fn team_keys(c: &Client, team_id: &str) -> Result<Vec<crate::model::KeyRec
     );
     let rows = c.query(&sql, &[&team_id]).await.map_err(classify)?;
     rows.iter().map(record).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// A team's write logs its keys with their user's policy as well as the team's.
+    #[test]
+    fn a_relogged_key_keeps_every_policy_it_carries() {
+        assert!(super::policy_sql::names_every_carried_column(
+            &super::RELOG_KEYS
+        ));
+    }
 }

@@ -97,7 +97,7 @@ pub fn check_spool(decision: Decision, at_bound: bool, policy: SpoolFullPolicy) 
     let Decision::Allow { record, .. } = &decision else {
         return decision;
     };
-    let budgeted = record.budget.max_budget.is_some() || record.team.max_budget.is_some();
+    let budgeted = record.budgeted();
     match policy {
         _ if !at_bound => decision,
         SpoolFullPolicy::RefuseAll => Decision::SpendSpoolFull,
@@ -151,6 +151,9 @@ mod tests {
         budgeted.budget.max_budget = Some(10.0);
         let mut team_budgeted = record("sk-c");
         team_budgeted.team.max_budget = Some(10.0);
+        let mut user_budgeted = record("sk-d");
+        user_budgeted.user_id = Some("u".into());
+        user_budgeted.user.max_budget = Some(10.0);
         let refused = |d: Decision| d == Decision::SpendSpoolFull;
         use SpoolFullPolicy::*;
         for r in [&plain, &budgeted, &team_budgeted] {
@@ -159,6 +162,11 @@ mod tests {
             assert!(refused(check_spool(allow(r.clone()), true, RefuseAll)));
         }
         assert!(!refused(check_spool(allow(plain), true, RefuseBudgeted)));
+        assert!(refused(check_spool(
+            allow(user_budgeted),
+            true,
+            RefuseBudgeted
+        )));
         assert!(refused(check_spool(allow(budgeted), true, RefuseBudgeted)));
         assert!(refused(check_spool(
             allow(team_budgeted),

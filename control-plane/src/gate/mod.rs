@@ -197,7 +197,16 @@ impl Gate {
     /// the budget reservations of the records it took, and then settles their limits.
     pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
         let ended = ended_requests(&batch);
-        let appended = self.ledger.intake(batch).await?;
+        // The user each record's key names, as this replica knows the key (its cost is
+        // pending for that user until drained); a key it does not hold counts for none.
+        let now = Instant::now();
+        let user_of = |key: &KeyHash| match self.cache.get(key, now) {
+            Lookup::Fresh(state) | Lookup::Stale(state) => {
+                state.into_record().and_then(|r| r.user_id)
+            }
+            _ => None,
+        };
+        let appended = self.ledger.intake(batch, user_of).await?;
         let accepted: HashSet<&str> = appended.accepted_ids.iter().map(String::as_str).collect();
         let ended: Vec<Ended> = ended
             .into_iter()

@@ -41,6 +41,7 @@ fn render(decision: Decision) -> Response {
             access: ModelAccess {
                 models: record.models,
                 team_models: record.team.models,
+                user_models: record.user.models,
                 aliases: record.aliases,
                 team_aliases: record.team.model_aliases,
             },

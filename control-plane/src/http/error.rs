@@ -24,6 +24,9 @@ pub enum ApiError {
     InternalUnauthorized,
     #[error("this credential may not call admin endpoints")]
     Forbidden,
+    /// A key reading what is not its own (LiteLLM's 403 with its message).
+    #[error("{0}")]
+    NotAllowed(String),
     /// An API key refused for what it is (unknown, blocked, expired).
     #[error("{}", .0.error().message)]
     Denied(DenyReason),
@@ -78,7 +81,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::InternalUnauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::NotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::Denied(reason) => {
                 StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::FORBIDDEN)
             }
@@ -94,9 +97,10 @@ impl ApiError {
             ApiError::BadRequest { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::MethodNotAllowed => ErrorType::BadRequestError,
-            ApiError::Unauthorized | ApiError::InternalUnauthorized | ApiError::Forbidden => {
-                ErrorType::AuthError
-            }
+            ApiError::Unauthorized
+            | ApiError::InternalUnauthorized
+            | ApiError::Forbidden
+            | ApiError::NotAllowed(_) => ErrorType::AuthError,
             ApiError::Denied(reason) => reason.error_type(),
             ApiError::NotFound(_) => ErrorType::NotFoundError,
             ApiError::DbUnavailable => ErrorType::NoDbConnection,

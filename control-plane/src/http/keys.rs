@@ -187,14 +187,14 @@ fn key_ref(param: &str, value: Option<&str>) -> Result<KeyHash, ApiError> {
 }
 
 /// A record as LiteLLM shows it, with `key` set as asked.
-fn shown(record: &KeyRecord, key: &str) -> Value {
+pub(super) fn shown(record: &KeyRecord, key: &str) -> Value {
     let mut v = info_of(record);
     v["key"] = json!(key);
     v
 }
 
 /// A record with LiteLLM's `soft_budget_cooldown`: its spend has reached `soft_budget`.
-fn info_of(record: &KeyRecord) -> Value {
+pub(super) fn info_of(record: &KeyRecord) -> Value {
     let mut v = serde_json::to_value(record).unwrap_or_else(|_| json!({}));
     v["soft_budget_cooldown"] = json!(record.soft_budget_cooldown());
     v
@@ -236,6 +236,7 @@ pub async fn generate(
         version: 0,
         limits: p.limits,
         team: TeamPolicy::default(),
+        user: Default::default(),
     };
     let record = s.db.insert_key(record).await?;
     remember(&s, &record);
@@ -425,7 +426,7 @@ async fn apply(s: &AppState, token: &KeyHash, patch: KeyPatch) -> ApiResult {
     Ok(Json(shown(&record, record.token.as_str())))
 }
 
-fn remember(s: &AppState, record: &KeyRecord) {
+pub(super) fn remember(s: &AppState, record: &KeyRecord) {
     let state = KeyState::Present(Box::new(record.clone()));
     s.cache
         .put(&record.token, state, record.version, Instant::now());

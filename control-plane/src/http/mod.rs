@@ -8,6 +8,7 @@ mod internal;
 mod keys;
 mod spend;
 mod teams;
+mod users;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,6 +80,11 @@ pub fn router(state: AppState) -> Router {
         .route("/team/delete", post(teams::delete))
         .route("/team/block", post(teams::block))
         .route("/team/unblock", post(teams::unblock))
+        .route("/user/new", post(users::new))
+        .route("/user/info", get(users::info))
+        .route("/user/list", get(users::list))
+        .route("/user/update", post(users::update))
+        .route("/user/delete", post(users::delete))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
@@ -120,7 +126,7 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     state.metrics.count_request(&route, status);
     // On an admin route a 403 has one cause: the `MasterKey` extractor refused the key
     // presented (no key at all is a 401, not an attempt).
-    let admin = ["/key/", "/team/", "/spend/", "/global/"];
+    let admin = ["/key/", "/team/", "/user/", "/spend/", "/global/"];
     if status == 403 && admin.iter().any(|p| route.starts_with(p)) {
         state
             .metrics

@@ -142,7 +142,7 @@ impl TeamFields {
     }
 }
 
-fn required(param: &str, value: Option<String>) -> Result<String, ApiError> {
+pub(super) fn required(param: &str, value: Option<String>) -> Result<String, ApiError> {
     value
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ApiError::bad(param, format!("{param} is required")))
@@ -153,7 +153,7 @@ fn not_found() -> ApiError {
 }
 
 /// A team id in the form LiteLLM gives them (a UUID v4), from the OS RNG.
-fn new_team_id() -> Result<String, ApiError> {
+pub(super) fn new_team_id() -> Result<String, ApiError> {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).map_err(|e| ApiError::Internal(format!("OS RNG: {e}")))?;
     b[6] = (b[6] & 0x0f) | 0x40;

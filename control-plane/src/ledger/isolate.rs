@@ -136,6 +136,7 @@ mod tests {
             },
             cost: 0.0,
             unpriced: true,
+            user_id: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! The cost this control plane has spooled and not yet drained, per key and per team: a
+//! The cost this control plane has spooled and not yet drained, per key, user and team: a
 //! budget is decided on the drained spend plus this, so spend this replica acknowledged
 //! during a database outage counts before Postgres has it.
 
@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use crate::model::keys::KeyHash;
 use crate::model::LedgerEntry;
 
-/// Undrained cost by key and by team. Entries leave when the drain has written them.
+/// Undrained cost by key, user and team. Entries leave when the drain has written them.
 #[derive(Debug, Default)]
 pub struct PendingSpend {
     keys: HashMap<KeyHash, f64>,
     teams: HashMap<String, f64>,
+    users: HashMap<String, f64>,
 }
 
 impl PendingSpend {
@@ -34,6 +35,13 @@ impl PendingSpend {
         if let Some(team) = &entry.record.team_id {
             settle(&mut self.teams, team.clone(), delta);
         }
+        if let Some(user) = &entry.user_id {
+            settle(&mut self.users, user.clone(), delta);
+        }
+    }
+
+    pub fn user(&self, user: Option<&str>) -> f64 {
+        user.and_then(|u| self.users.get(u)).copied().unwrap_or(0.0)
     }
 
     pub fn key(&self, key: &KeyHash) -> f64 {
@@ -87,6 +95,7 @@ mod tests {
             },
             cost,
             unpriced: false,
+            user_id: Some(format!("user-of-{key}")),
         }
     }
 
@@ -99,11 +108,14 @@ mod tests {
         assert_eq!(pending.key(&KeyHash::of_raw("a")), 1.5);
         assert_eq!(pending.team(Some("t")), 1.75);
         assert_eq!(pending.team(None), 0.0);
+        assert_eq!(pending.user(Some("user-of-a")), 1.5);
+        assert_eq!(pending.user(None), 0.0);
         pending.remove(&a);
+        assert_eq!(pending.user(Some("user-of-a")), 0.0);
         assert_eq!(pending.key(&KeyHash::of_raw("a")), 0.0);
         assert_eq!(pending.team(Some("t")), 0.25);
         pending.remove(&b);
-        assert!(pending.keys.is_empty() && pending.teams.is_empty());
+        assert!(pending.keys.is_empty() && pending.teams.is_empty() && pending.users.is_empty());
     }
 
     #[test]

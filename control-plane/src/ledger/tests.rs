@@ -212,7 +212,7 @@ async fn a_spool_of_another_database_is_set_aside_and_its_pending_spend_forgotte
     let batch = SpendBatch {
         records: vec![record("r1", Some("m"), Some((1, 2)))],
     };
-    ledger.intake(batch).await.unwrap();
+    ledger.intake(batch, |_| None).await.unwrap();
     // Restarted with that spool: records wait until the database reached is known.
     drop(ledger);
     let ledger = ledger_with_reservation(dir.path(), 0.0).await;
@@ -221,7 +221,7 @@ async fn a_spool_of_another_database_is_set_aside_and_its_pending_spend_forgotte
         records: vec![record("r3", Some("m"), Some((1, 2)))],
     };
     assert!(matches!(
-        ledger.intake(batch.clone()).await,
+        ledger.intake(batch.clone(), |_| None).await,
         Err(IntakeError::Unbound)
     ));
     // What the old spool would count toward budgets.
@@ -229,6 +229,7 @@ async fn a_spool_of_another_database_is_set_aside_and_its_pending_spend_forgotte
         record: record("r2", Some("m"), Some((1, 2))),
         cost: 5.0,
         unpriced: false,
+        user_id: None,
     });
     // Another database: set aside (renamed, kept whole), a fresh spool bound to it.
     assert_eq!(
@@ -249,7 +250,7 @@ async fn a_spool_of_another_database_is_set_aside_and_its_pending_spend_forgotte
     assert_eq!(ledger.pending_spend().key(&KeyHash::of_raw("sk-test")), 0.0);
     assert_eq!(ledger.binding.mismatches.load(Relaxed), 1);
     assert!(ledger.binding.confirmed());
-    ledger.intake(batch).await.unwrap();
+    ledger.intake(batch, |_| None).await.unwrap();
     // Found again at the next start, next to the spool.
     drop(ledger);
     let ledger = ledger_with_reservation(dir.path(), 0.0).await;
@@ -263,7 +264,7 @@ async fn a_spool_without_identity_belongs_to_the_first_database_it_reaches() {
     let batch = SpendBatch {
         records: vec![record("r1", Some("m"), Some((1, 2)))],
     };
-    ledger.intake(batch).await.unwrap();
+    ledger.intake(batch, |_| None).await.unwrap();
     drop(ledger);
     let ledger = ledger_with_reservation(dir.path(), 0.0).await;
     assert!(ledger.binding.confirmed(), "unbound: nothing to wait for");

@@ -7,7 +7,7 @@ use livegate_contract::RateLimits;
 use serde::{Deserialize, Serialize};
 
 use super::keys::KeyHash;
-use super::policy::{team_columns, BudgetPolicy, Limits, TeamPolicy};
+use super::policy::{team_columns, user_columns, BudgetPolicy, Limits, TeamPolicy, UserPolicy};
 
 /// One key as stored (never the raw key), with its team's policy. Field names follow
 /// LiteLLM's; the embedded policies are flattened, so the JSON and the columns are flat.
@@ -38,12 +38,24 @@ pub struct KeyRecord {
     /// From the key's team when the record was read or logged (`team_*`).
     #[serde(flatten, with = "team_columns")]
     pub team: TeamPolicy,
+    /// From the user its `user_id` names when the record was read or logged (`user_*`);
+    /// the open default when it names none.
+    #[serde(flatten, with = "user_columns")]
+    pub user: UserPolicy,
 }
 
 impl KeyRecord {
-    /// The limits that apply: for each, the stricter of the key's and its team's.
+    /// The limits that apply: for each, the strictest of the key's, its user's and its
+    /// team's.
     pub fn limits(&self) -> RateLimits {
-        self.limits.stricter(&self.team.limits)
+        Limits::strictest(&[&self.limits, &self.user.limits, &self.team.limits])
+    }
+
+    /// Whether a budget of the key, its user or its team applies.
+    pub fn budgeted(&self) -> bool {
+        self.budget.max_budget.is_some()
+            || self.user.max_budget.is_some()
+            || self.team.max_budget.is_some()
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {

@@ -1,4 +1,4 @@
-//! The floor: plain types (keys, teams, their policies, spend rows) that every room shares
+//! The floor: plain types (keys, users, teams, their policies, spend rows) that every room shares
 //! and that import nothing else of the control plane.
 
 mod key;
@@ -6,8 +6,10 @@ pub mod keys;
 mod policy;
 mod spend;
 mod team;
+mod user;
 
 pub use key::*;
 pub use policy::*;
 pub use spend::*;
 pub use team::*;
+pub use user::*;

@@ -1,5 +1,5 @@
-//! The policies keys and teams share (rate limits, budgets) and what a team imposes on its
-//! keys, each written once and embedded where it applies.
+//! The policies keys, users and teams share (rate limits, budgets) and what a team and a
+//! user impose on their keys, each written once and embedded where it applies.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,11 +35,19 @@ impl Limits {
 
     /// For each kind, the stricter of these limits and `other`'s, as the filter is told.
     pub fn stricter(&self, other: &Limits) -> RateLimits {
-        let both = |kind| RateLimits::stricter(self.of(kind), other.of(kind));
+        Limits::strictest(&[self, other])
+    }
+
+    /// For each kind, the strictest of all these limits (none set: none).
+    pub fn strictest(all: &[&Limits]) -> RateLimits {
+        let of = |kind| {
+            all.iter()
+                .fold(None, |acc, l| RateLimits::stricter(acc, l.of(kind)))
+        };
         RateLimits {
-            rpm_limit: both(LimitKind::Requests),
-            tpm_limit: both(LimitKind::Tokens),
-            max_parallel_requests: both(LimitKind::Parallel),
+            rpm_limit: of(LimitKind::Requests),
+            tpm_limit: of(LimitKind::Tokens),
+            max_parallel_requests: of(LimitKind::Parallel),
         }
     }
 }
@@ -133,3 +141,22 @@ pub struct TeamPolicy {
 }
 
 serde_with::with_prefix!(pub team_columns "team_");
+
+/// What a user imposes on each of its keys (the keys whose `user_id` names it), as of the
+/// key's version: a user's change of any of it (and its crossing of its budget) is logged
+/// as a change of each of its keys. A key carries it as the `user_*` columns of
+/// `livegate_key_policies`; a key whose `user_id` names no user carries the open default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserPolicy {
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub max_budget: Option<f64>,
+    /// The user's drained spend (the sum of its keys' drained records).
+    #[serde(default)]
+    pub spend: f64,
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+serde_with::with_prefix!(pub user_columns "user_");

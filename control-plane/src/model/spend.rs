@@ -12,4 +12,9 @@ pub struct LedgerEntry {
     pub cost: f64,
     /// The model (returned, else requested) is not in the price table.
     pub unpriced: bool,
+    /// The user the key named when the record was taken (from this replica's key cache):
+    /// its cost counts in that user's pending spend until drained. The drain adds the cost
+    /// to the user the key names in Postgres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }

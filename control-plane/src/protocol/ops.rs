@@ -15,7 +15,7 @@ use crate::model::keys::KeyHash;
 use crate::model::LedgerEntry;
 use crate::model::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
-    TeamsDeleted,
+    TeamsDeleted, UserAndKeys, UserPage, UserPatch, UserRecord, UserWrite, UsersDeleted,
 };
 use livegate_contract::WindowLog;
 
@@ -41,6 +41,9 @@ macro_rules! ops {
         )*
 
         /// What the supervisor asks of the engine, on the wire `{"op": "GetKey", …fields}`.
+        // A request is built once per call and encoded at once, never kept in bulk: boxing
+        // the largest (a key record with its team's and user's policies) would buy nothing.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, Serialize, Deserialize)]
         #[serde(tag = "op")]
         pub enum Request {
@@ -87,6 +90,21 @@ ops! {
     UpdateTeam { team_id: String, patch: TeamPatch } -> Option<TeamWrite>;
     /// Deletes the teams and their keys, with a tombstone for each key.
     DeleteTeams { team_ids: Vec<String> } -> TeamsDeleted;
+    /// Inserts the user; answers it with the keys already naming it that take its policy.
+    InsertUser { user: UserRecord } -> UserWrite;
+    /// The user and its keys.
+    GetUser { user_id: String } -> Option<UserAndKeys>;
+    /// One page of users (newest first), filtered by role and ids, with their key counts.
+    ListUsers {
+        page: u32,
+        size: u32,
+        role: Option<String>,
+        user_ids: Option<Vec<String>>,
+    } -> UserPage;
+    /// Updates the user and logs a change for each of its keys whose policy changed.
+    UpdateUser { user_id: String, patch: UserPatch } -> Option<UserWrite>;
+    /// Deletes the users and their keys, with a tombstone for each key.
+    DeleteUsers { user_ids: Vec<String> } -> UsersDeleted;
     /// The drain's one statement: inserts the rows whose request id is new and adds only
     /// their cost to their key's and team's `spend` (no version, no change logged).
     InsertSpend {

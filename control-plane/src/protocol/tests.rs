@@ -68,7 +68,9 @@ fn key() -> KeyRecord {
         "max_budget": 10.5, "budget_duration": "30d", "metadata": {"owner": "ops"},
         "blocked": false, "spend": 1.25, "expires": null,
         "created_at": "2026-01-02T03:04:05Z", "updated_at": "2026-01-02T03:04:06Z",
-        "version": 42, "team_models": ["gpt-4o"], "rpm_limit": 60, "team_tpm_limit": 1000
+        "version": 42, "team_models": ["gpt-4o"], "rpm_limit": 60, "team_tpm_limit": 1000,
+        "user_models": ["gpt-4o"], "user_max_budget": 5.0, "user_spend": 0.5,
+        "user_rpm_limit": 7
     }))
     .unwrap()
 }
@@ -78,6 +80,16 @@ fn team() -> TeamRecord {
         "team_id": "t1", "team_alias": "one", "models": [], "metadata": {}, "blocked": false,
         "spend": 2.5, "max_budget": 100.0, "rpm_limit": 10,
         "created_at": "2026-01-02T03:04:05Z", "updated_at": "2026-01-02T03:04:06Z"
+    }))
+    .unwrap()
+}
+
+fn user() -> crate::model::UserRecord {
+    serde_json::from_value(json!({
+        "user_id": "u1", "user_email": "u1@example.com", "user_role": "internal_user",
+        "models": ["gpt-4o"], "metadata": {}, "spend": 0.5, "max_budget": 5.0,
+        "tpm_limit": 100, "created_at": "2026-01-02T03:04:05Z",
+        "updated_at": "2026-01-02T03:04:06Z"
     }))
     .unwrap()
 }
@@ -185,6 +197,57 @@ fn every_operation_and_its_reply_cross_the_pipe_unchanged() {
         round_trip(PruneChanges { keep_ms: 60_000 }, 3),
         round_trip(InsertTeam { team: team() }, team()),
         round_trip(
+            InsertUser { user: user() },
+            crate::model::UserWrite {
+                user: user(),
+                keys: vec![key()],
+            },
+        ),
+        round_trip(
+            GetUser {
+                user_id: "u1".into(),
+            },
+            Some(crate::model::UserAndKeys {
+                user: user(),
+                keys: vec![key()],
+            }),
+        ),
+        round_trip(
+            ListUsers {
+                page: 2,
+                size: 25,
+                role: Some("internal_user".into()),
+                user_ids: Some(vec!["u1".into()]),
+            },
+            crate::model::UserPage {
+                users: vec![user()],
+                key_counts: vec![("u1".into(), 2)],
+                total: 26,
+            },
+        ),
+        round_trip(
+            UpdateUser {
+                user_id: "u1".into(),
+                patch: crate::model::UserPatch {
+                    models: Some(vec!["gpt-4o".into()]),
+                    ..Default::default()
+                },
+            },
+            Some(crate::model::UserWrite {
+                user: user(),
+                keys: vec![],
+            }),
+        ),
+        round_trip(
+            DeleteUsers {
+                user_ids: vec!["u1".into()],
+            },
+            crate::model::UsersDeleted {
+                user_ids: vec!["u1".into()],
+                keys: vec![(token(), 43)],
+            },
+        ),
+        round_trip(
             GetTeam {
                 team_id: "t1".into(),
                 with_keys: true,
@@ -263,7 +326,14 @@ fn every_operation_and_its_reply_cross_the_pipe_unchanged() {
             }],
         ),
         round_trip(GlobalSpend {}, 12.5),
-        round_trip(ResetBudgets { now }, BudgetsReset { keys: 2, teams: 1 }),
+        round_trip(
+            ResetBudgets { now },
+            BudgetsReset {
+                keys: 2,
+                teams: 1,
+                users: 3,
+            },
+        ),
         round_trip(
             SwapRateWindow {
                 scope: "key:abc:rpm".into(),

@@ -138,6 +138,63 @@ fn a_key_is_counted_in_its_teams_window_first_then_its_own() {
     assert!(scopes(&record("plain"), LimitKind::Requests).is_empty());
 }
 
+/// The tighter of key, user and team wins, for each kind on its own; a user's window is
+/// shared by its keys (named for the user, not the key) and refuses naming the user.
+#[test]
+fn a_key_is_counted_in_its_users_window_and_the_tightest_limit_wins() {
+    let mut r = record("user-key");
+    r.team_id = Some("t1".into());
+    r.user_id = Some("alice".into());
+    r.limits.rpm_limit = Some(10);
+    r.user.limits.rpm_limit = Some(3);
+    r.team.limits.rpm_limit = Some(4);
+    r.limits.tpm_limit = Some(50);
+    r.user.limits.tpm_limit = Some(500);
+    r.user.limits.max_parallel_requests = Some(2);
+    let limits = r.limits();
+    assert_eq!(limits.rpm_limit, Some(3), "the user's is the tightest");
+    assert_eq!(limits.tpm_limit, Some(50), "the key's is the tightest");
+    assert_eq!(
+        limits.max_parallel_requests,
+        Some(2),
+        "only the user's is set"
+    );
+    let names: Vec<String> = scopes(&r, LimitKind::Requests)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "team:t1:rpm".to_string(),
+            "user:alice:rpm".to_string(),
+            format!("key:{}:rpm", r.token.as_str())
+        ]
+    );
+    let user = &scopes(&r, LimitKind::Requests)[1];
+    assert_eq!((user.owner, user.limit), (BudgetScope::User, 3));
+    let refused = user.refusal(T0).error();
+    assert!(
+        refused
+            .message
+            .starts_with("Rate limit exceeded for user: alice."),
+        "{}",
+        refused.message
+    );
+    // Another key of the same user counts in the same window.
+    let mut other = record("user-key-2");
+    other.user_id = Some("alice".into());
+    other.user.limits.rpm_limit = Some(3);
+    assert_eq!(
+        scopes(&other, LimitKind::Requests)[0].name,
+        "user:alice:rpm"
+    );
+    // A key naming a user_id with no user row carries the open policy: no user window.
+    let mut orphan = record("orphan");
+    orphan.user_id = Some("nobody".into());
+    assert!(scopes(&orphan, LimitKind::Requests).is_empty());
+}
+
 #[test]
 fn an_idle_window_is_forgotten_only_after_two_windows() {
     let mut w = ScopeWindow::default();

@@ -10,11 +10,12 @@ use crate::model::KeyRecord;
 /// One window: whose it is, what it counts, and its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
-    /// The row's name: `key:<hash>:rpm`, `team:<id>:tpm`.
+    /// The row's name: `key:<hash>:rpm`, `user:<id>:rpm`, `team:<id>:tpm`.
     pub name: String,
     pub kind: LimitKind,
     pub owner: BudgetScope,
     pub team_id: Option<String>,
+    pub user_id: Option<String>,
     pub limit: u64,
 }
 
@@ -25,6 +26,18 @@ impl Scope {
             kind,
             owner: BudgetScope::Key,
             team_id: None,
+            user_id: None,
+            limit,
+        }
+    }
+
+    fn of_user(user_id: &str, kind: LimitKind, limit: u64) -> Scope {
+        Scope {
+            name: format!("user:{user_id}:{}", suffix(kind)),
+            kind,
+            owner: BudgetScope::User,
+            team_id: None,
+            user_id: Some(user_id.to_owned()),
             limit,
         }
     }
@@ -35,6 +48,7 @@ impl Scope {
             kind,
             owner: BudgetScope::Team,
             team_id: Some(team_id.to_owned()),
+            user_id: None,
             limit,
         }
     }
@@ -58,6 +72,7 @@ impl Scope {
             kind: self.kind,
             scope: self.owner,
             team_id: self.team_id.clone(),
+            user_id: self.user_id.clone(),
             limit: self.limit,
             reset_at_ms,
         }
@@ -72,19 +87,24 @@ fn suffix(kind: LimitKind) -> &'static str {
     }
 }
 
-/// The windows a request of this key is counted in, teams first (a team's limit is shared
-/// by its keys, so it is the one most often full).
+/// The windows a request of this key is counted in, teams first, then users (a team's or
+/// a user's limit is shared by its keys, so it is the one most often full).
 pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
     let team = record
         .team_id
         .as_deref()
         .zip(record.team.limits.of(kind))
         .map(|(team, limit)| Scope::of_team(team, kind, limit));
+    let user = record
+        .user_id
+        .as_deref()
+        .zip(record.user.limits.of(kind))
+        .map(|(user, limit)| Scope::of_user(user, kind, limit));
     let key = record
         .limits
         .of(kind)
         .map(|limit| Scope::of_key(&record.token, kind, limit));
-    team.into_iter().chain(key).collect()
+    team.into_iter().chain(user).chain(key).collect()
 }
 
 /// What one replica knows of one window.

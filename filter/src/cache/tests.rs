@@ -368,6 +368,7 @@ fn limited(reset_at_ms: u64) -> RateLimited {
         kind: livegate_contract::LimitKind::Requests,
         scope: livegate_contract::BudgetScope::Key,
         team_id: None,
+        user_id: None,
         limit: 10,
         reset_at_ms,
     }

@@ -36,6 +36,7 @@ fn the_defaults_match_the_architecture_contract() {
             "/health/readiness",
             "/key/",
             "/team/",
+            "/user/",
             "/spend/",
             "/global/spend"
         ]
@@ -59,7 +60,7 @@ fn the_defaults_match_the_architecture_contract() {
 fn the_documented_example_parses_to_the_defaults() {
     let text = r#"{
       "liveness_paths": ["/health/liveliness", "/health/liveness"],
-      "passthrough_prefixes": ["/health/readiness", "/key/", "/team/", "/spend/", "/global/spend"],
+      "passthrough_prefixes": ["/health/readiness", "/key/", "/team/", "/user/", "/spend/", "/global/spend"],
       "control_plane_cluster": "livegate_control_plane",
       "control_plane_authority": "livegate-control-plane",
       "auth_check_path": "/v1/auth/check",

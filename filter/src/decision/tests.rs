@@ -112,6 +112,7 @@ fn over_budget() -> livegate_contract::Budget {
     livegate_contract::Budget {
         scope: livegate_contract::BudgetScope::Key,
         team_id: None,
+        user_id: None,
         spend: 0.75,
         max_budget: 0.5,
     }
@@ -139,6 +140,7 @@ fn rate_limited() -> livegate_contract::RateLimited {
         kind: livegate_contract::LimitKind::Tokens,
         scope: livegate_contract::BudgetScope::Team,
         team_id: Some("t1".into()),
+        user_id: None,
         limit: 1_000,
         reset_at_ms: 1_790_000_030_000,
     }

@@ -35,6 +35,7 @@ fn limited(reset_at_ms: u64) -> RateLimited {
         kind: LimitKind::Requests,
         scope: BudgetScope::Team,
         team_id: Some("t1".into()),
+        user_id: None,
         limit: 10,
         reset_at_ms,
     }
@@ -93,6 +94,7 @@ fn parallel_body(reset_at_ms: u64) -> String {
         kind: LimitKind::Parallel,
         scope: BudgetScope::Key,
         team_id: None,
+        user_id: None,
         limit: 3,
         reset_at_ms,
     });

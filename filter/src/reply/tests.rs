@@ -105,6 +105,7 @@ fn a_key_over_budget_is_litellms_400_budget_exceeded_with_its_numbers() {
     let reply = LocalReply::over_budget(&livegate_contract::Budget {
         scope: livegate_contract::BudgetScope::Key,
         team_id: None,
+        user_id: None,
         spend: 0.5,
         max_budget: 0.0,
     });
@@ -132,6 +133,7 @@ fn limited(kind: livegate_contract::LimitKind) -> RateLimited {
         kind,
         scope: livegate_contract::BudgetScope::Team,
         team_id: Some("t1".into()),
+        user_id: None,
         limit: 10,
         reset_at_ms: 61_500,
     }

@@ -48,6 +48,7 @@ fn entry(
         },
         cost: 0.5,
         unpriced: false,
+        user_id: None,
     }
 }
 
