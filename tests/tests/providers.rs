@@ -43,6 +43,17 @@ fn model_list(double: &ProviderDouble) -> String {
       model: openai/gpt-4o-mini
       api_base: {base}/v1
       api_key: os.environ/{PROVIDER_KEY_ENV}
+  - model_name: pair
+    litellm_params:
+      model: openai/pair-a
+      api_base: {base}/v1
+      api_key: os.environ/{PROVIDER_KEY_ENV}
+  - model_name: pair
+    litellm_params:
+      model: openai/pair-b
+      api_base: {base}/v1
+      api_key: os.environ/{PROVIDER_KEY_ENV}
+      weight: 2
   - model_name: wrong-key
     litellm_params:
       model: openai/gpt-4o
@@ -164,11 +175,64 @@ fn keys_reach_https_providers_by_model_with_the_provider_s_key_never_their_own()
     assert_eq!(double.seen().len(), before);
     reached(&chat(&stack, &restricted, "mini"), &double, "gpt-4o-mini");
 
+    // Entries sharing a model_name take turns by weight (one Envoy worker: one counter).
+    let turns: Vec<String> = (0..6)
+        .map(|_| {
+            let answer = chat(&stack, &key, "pair");
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            answer.json().unwrap()["model"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        turns.iter().filter(|m| *m == "pair-a").count(),
+        2,
+        "{turns:?}"
+    );
+    assert_eq!(
+        turns.iter().filter(|m| *m == "pair-b").count(),
+        4,
+        "{turns:?}"
+    );
+
+    // The attack: a client naming a deployment itself. Its header is gone before any filter
+    // runs: a route without a model reaches no provider, and a model route goes where the
+    // filter sends it.
+    let bearer = format!("Bearer {key}");
+    let before = double.seen().len();
+    let smuggled = http::post_raw(
+        &stack.url("/v1/files"),
+        &[
+            ("authorization", &bearer),
+            ("x-livegate-deployment", "livegate_deployment_0"),
+        ],
+        "application/json",
+        "{}",
+    )
+    .unwrap();
+    assert_eq!(smuggled.status, 404, "{}", smuggled.body);
+    assert_eq!(
+        double.seen().len(),
+        before,
+        "a client's deployment header reached a provider"
+    );
+    let body = json!({"model": "mini", "messages": []}).to_string();
+    let steered = http::post_raw(
+        &stack.url("/v1/chat/completions"),
+        &[
+            ("authorization", &format!("Bearer {restricted}")),
+            ("x-livegate-deployment", "livegate_deployment_0"),
+        ],
+        "application/json",
+        &body,
+    )
+    .unwrap();
+    reached(&steered, &double, "gpt-4o-mini");
+
     // The model list per key, under both spellings.
     for path in ["/v1/models", "/models"] {
         assert_eq!(
             listed(&stack, path, &key),
-            ["gpt-4o", "claude", "mini", "wrong-key"]
+            ["gpt-4o", "claude", "mini", "pair", "wrong-key"]
         );
         assert_eq!(listed(&stack, path, &restricted), ["mini"]);
     }
