@@ -1,5 +1,5 @@
-//! A provider double: HTTPS with its own CA, demanding its own key, answering OpenAI's
-//! chat completions and Anthropic's messages in their documented shapes, and keeping
+//! A provider double: HTTPS with its own CA, demanding its own key, answering OpenAI's (and
+//! Azure OpenAI's) chat completions and Anthropic's messages in their documented shapes, and keeping
 //! every request it received for the test to read.
 
 use std::io::{BufRead, BufReader, Write};
@@ -213,7 +213,13 @@ fn answer(request: &Seen, key: &str) -> (u16, &'static str, String) {
         });
         return (200, json, message.to_string());
     }
-    if request.header("authorization") != Some(&format!("Bearer {key}")) {
+    // Azure OpenAI's deployments want `api-key`; OpenAI's API a bearer token.
+    let authorized = if path.contains("/openai/deployments/") {
+        request.header("api-key") == Some(key)
+    } else {
+        request.header("authorization") == Some(&format!("Bearer {key}"))
+    };
+    if !authorized {
         let error = serde_json::json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
         return (401, json, error.to_string());
     }

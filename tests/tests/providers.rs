@@ -54,6 +54,12 @@ fn model_list(double: &ProviderDouble) -> String {
       api_base: {base}/v1
       api_key: os.environ/{PROVIDER_KEY_ENV}
       weight: 2
+  - model_name: azure-4o
+    litellm_params:
+      model: azure/prod-4o
+      api_base: {base}
+      api_key: os.environ/{PROVIDER_KEY_ENV}
+      api_version: \"2024-10-21\"
   - model_name: wrong-key
     litellm_params:
       model: openai/gpt-4o
@@ -160,6 +166,17 @@ fn keys_reach_https_providers_by_model_with_the_provider_s_key_never_their_own()
     assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
     assert_eq!(seen.json()["model"], "claude-3-5-sonnet-20241022");
 
+    // Azure's: api-key, the deployment in the path, api-version in the query.
+    let answer = chat(&stack, &key, "azure-4o");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let seen = double.seen().pop().unwrap();
+    assert_eq!(
+        seen.path,
+        "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(seen.header("api-key"), Some(PROVIDER_KEY));
+    assert_eq!(seen.header("authorization"), None);
+
     // The double demands its own key: a deployment configured with another is refused there.
     let wrong = chat(&stack, &key, "wrong-key");
     assert_eq!(wrong.status, 401, "{}", wrong.body);
@@ -232,7 +249,7 @@ fn keys_reach_https_providers_by_model_with_the_provider_s_key_never_their_own()
     for path in ["/v1/models", "/models"] {
         assert_eq!(
             listed(&stack, path, &key),
-            ["gpt-4o", "claude", "mini", "pair", "wrong-key"]
+            ["gpt-4o", "claude", "mini", "pair", "azure-4o", "wrong-key"]
         );
         assert_eq!(listed(&stack, path, &restricted), ["mini"]);
     }
