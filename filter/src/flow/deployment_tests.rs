@@ -237,3 +237,42 @@ fn without_a_list_requests_go_to_the_one_upstream_as_before() {
     assert_eq!(host.header(DEPLOYMENT_HEADER), None);
     assert_eq!(host.header("authorization").as_deref(), Some("Bearer demo"));
 }
+
+#[test]
+fn an_azure_style_client_path_is_refused_with_a_model_list_not_sent_unrouted() {
+    let (host, verdict) = call(
+        "/openai/deployments/gpt-4o/chat/completions",
+        r#"{"messages": []}"#,
+        ModelAccess::default(),
+        &[],
+    );
+    assert_eq!(verdict, Verdict::Stop);
+    assert_eq!(host.last_reply().unwrap().status, 400);
+    assert_eq!(host.header(DEPLOYMENT_HEADER), None);
+}
+
+#[test]
+fn deployments_of_one_name_take_turns_on_one_worker() {
+    let mut config = config();
+    let mut second = config.deployments[0].clone();
+    second.route = "o2".into();
+    second.model = "gpt-4o-other".into();
+    config.deployments.push(second);
+    let plugin = plugin(config);
+    let routes: Vec<String> = (0..4)
+        .map(|_| {
+            let host = MockHost::request(
+                "POST",
+                "/v1/chat/completions",
+                &[("authorization", "Bearer sk-test")],
+            );
+            *host.body.borrow_mut() = br#"{"model": "gpt-4o"}"#.to_vec();
+            let mut flow = RequestFlow::new(plugin.clone());
+            flow.on_request_headers(&host, Some(NOW));
+            flow.on_request_body(&host, true);
+            respond(&mut flow, &host, "200", &allow_body(), NOW);
+            host.header(DEPLOYMENT_HEADER).unwrap()
+        })
+        .collect();
+    assert_eq!(routes, ["o", "o2", "o", "o2"]);
+}
