@@ -21,6 +21,8 @@ pub struct Seen {
     /// Names lowercased.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// It came over HTTP/2 (ALPN `h2`).
+    pub http2: bool,
 }
 
 impl Seen {
@@ -48,6 +50,15 @@ impl ProviderDouble {
     /// Listens on 127.0.0.1 with a certificate for `localhost` from a CA of its own,
     /// whose PEM goes to `dir/provider-ca.pem`; demands `key`.
     pub fn start(dir: &Path, key: &str) -> anyhow::Result<ProviderDouble> {
+        ProviderDouble::start_speaking(dir, key, false)
+    }
+
+    /// As [`ProviderDouble::start`], offering HTTP/2 only (ALPN `h2`), as OpenAI's API does.
+    pub fn start_http2(dir: &Path, key: &str) -> anyhow::Result<ProviderDouble> {
+        ProviderDouble::start_speaking(dir, key, true)
+    }
+
+    fn start_speaking(dir: &Path, key: &str, http2: bool) -> anyhow::Result<ProviderDouble> {
         let ca = TestCa::new("livegate provider double CA")?;
         let ca_file = dir.join("provider-ca.pem");
         std::fs::write(&ca_file, ca.pem())?;
@@ -60,12 +71,27 @@ impl ProviderDouble {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(certs, private)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = if http2 {
+            vec![b"h2".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         let config = Arc::new(config);
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        if http2 {
+            let (thread_seen, key) = (Arc::clone(&seen), key.to_owned());
+            listener.set_nonblocking(true)?;
+            std::thread::spawn(move || serve_http2(listener, config, thread_seen, key));
+            return Ok(ProviderDouble {
+                port,
+                ca_file,
+                seen,
+                stop,
+            });
+        }
         let (thread_seen, thread_stop, key) =
             (Arc::clone(&seen), Arc::clone(&stop), key.to_owned());
         std::thread::spawn(move || {
@@ -188,7 +214,97 @@ fn read_request(reader: &mut impl BufRead) -> anyhow::Result<Option<Seen>> {
         path,
         headers,
         body,
+        http2: false,
     }))
+}
+
+/// The HTTP/2 double: its own runtime on its own thread, for the test's life (the
+/// listener closes with the process).
+fn serve_http2(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    key: String,
+) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen, key) = (acceptor.clone(), Arc::clone(&seen), key.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut connection) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((request, respond))) = connection.accept().await {
+                    let (seen, key) = (Arc::clone(&seen), key.clone());
+                    tokio::spawn(answer_http2(request, respond, seen, key));
+                }
+            });
+        }
+    });
+}
+
+async fn answer_http2(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<bytes::Bytes>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    key: String,
+) {
+    let (parts, mut stream) = request.into_parts();
+    let mut body = Vec::new();
+    while let Some(Ok(chunk)) = stream.data().await {
+        let _ = stream.flow_control().release_capacity(chunk.len());
+        body.extend_from_slice(&chunk);
+    }
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if let Some(authority) = parts.uri.authority() {
+        headers.push(("host".into(), authority.to_string()));
+    }
+    let request = Seen {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers,
+        body,
+        http2: true,
+    };
+    let (status, content_type, text) = answer(&request, &key);
+    if let Ok(mut seen) = seen.lock() {
+        seen.push(request);
+    }
+    let Ok(response) = http::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(())
+    else {
+        return;
+    };
+    if let Ok(mut send) = respond.send_response(response, false) {
+        let _ = send.send_data(bytes::Bytes::from(text), true);
+    }
 }
 
 /// (status, content type, body).

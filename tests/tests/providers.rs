@@ -371,3 +371,25 @@ fn the_openai_python_sdk_reaches_the_https_provider_through_the_gateway() {
         assert!(request.headers.iter().all(|(_, v)| !v.contains(&key)));
     }
 }
+
+#[test]
+fn a_provider_that_offers_http2_is_spoken_to_in_http2() {
+    let scratch = tempfile::tempdir().unwrap();
+    let double = ProviderDouble::start_http2(scratch.path(), PROVIDER_KEY).unwrap();
+    let stack = start(&double);
+    let key = generate(&stack, json!({}));
+    reached(&chat(&stack, &key, "gpt-4o"), &double, "gpt-4o-2024-08-06");
+    let seen = double.seen().pop().unwrap();
+    assert!(seen.http2, "{seen:?}");
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert!(
+        seen.header("host").unwrap().starts_with("localhost:"),
+        "{seen:?}"
+    );
+    let message = json!({"model": "claude", "max_tokens": 5, "messages": []});
+    assert_eq!(post(&stack, "/v1/messages", &key, &message).status, 200);
+    assert_eq!(
+        double.seen().pop().unwrap().header("x-api-key"),
+        Some(PROVIDER_KEY)
+    );
+}
