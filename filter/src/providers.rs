@@ -33,6 +33,8 @@ pub enum Unroutable {
         provider: &'static str,
         route: String,
     },
+    #[error("{route} names its model in the path; with a model list, call /v1/chat/completions (or /v1/completions, /v1/embeddings) with model={model} in the body")]
+    PathModel { model: String, route: String },
 }
 
 /// The deployment of `model_name` for this `turn` (a per-worker counter): each one in turn,

@@ -247,7 +247,13 @@ fn an_azure_style_client_path_is_refused_with_a_model_list_not_sent_unrouted() {
         &[],
     );
     assert_eq!(verdict, Verdict::Stop);
-    assert_eq!(host.last_reply().unwrap().status, 400);
+    let reply = host.last_reply().unwrap();
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.body.contains("/v1/chat/completions"),
+        "{}",
+        reply.body
+    );
     assert_eq!(host.header(DEPLOYMENT_HEADER), None);
 }
 

@@ -50,9 +50,8 @@ impl RequestFlow {
             return Ok(None);
         }
         if let ModelSource::Path(_) = request.source {
-            return Err(Unroutable::Shape {
+            return Err(Unroutable::PathModel {
                 model: model.to_owned(),
-                provider: "path-model",
                 route: request.normal.path.clone(),
             });
         }
