@@ -10,14 +10,19 @@
 //! - [`headers`]: the headers the filter reads and the identity headers it sets upstream.
 //! - [`refusal`]: why a key is refused ([`DenyReason`]) and whose budget ([`BudgetScope`]).
 //! - [`rate_limit`]: the sliding window both halves count rate limits with, and a 429.
+//! - [`deployment`]: a model's deployment at a provider, as the filter routes to it.
+//! - `model_list` (feature `model-list`): LiteLLM's `config.yaml` model list, parsed.
 //! - [`spend`]: `POST /v1/spend/records`, the per-request record the spend ledger is built from.
 
 pub mod auth_check;
 pub mod bounded;
 pub mod change_feed;
+pub mod deployment;
 pub mod error;
 pub mod headers;
 pub mod key;
+#[cfg(feature = "model-list")]
+pub mod model_list;
 pub mod models;
 pub mod rate_limit;
 pub mod refusal;

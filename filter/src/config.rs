@@ -1,7 +1,9 @@
 //! The plugin configuration: typed, defaulted, parsed and validated once per root context.
 
-use crate::host_env::HostEnv;
+use crate::host_env::{HostEnv, Secret};
+use livegate_contract::deployment::Deployment;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Everything the operator can set; every field is optional (see `filter/README.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -29,6 +31,14 @@ pub struct Config {
     pub metering: MeteringConfig,
     /// What the filter enforces of a key's rate limits itself: while no control plane answers.
     pub rate_limits: RateLimitsConfig,
+    /// The model list's deployments (`cargo xtask up --config`): a model route's request
+    /// goes to one of its model's, with that provider's credential. Empty: every protected
+    /// request goes to the one upstream, as before.
+    pub deployments: Vec<Deployment>,
+    /// The deployments' keys, by variable name: from the VM's environment (`host_env_keys`),
+    /// never from the configuration.
+    #[serde(skip)]
+    pub provider_keys: BTreeMap<String, crate::host_env::Secret>,
     /// Sent on every call to the control plane; from the VM's environment, never from the
     /// configuration (`host_env`).
     #[serde(skip)]
@@ -121,6 +131,8 @@ impl Default for Config {
             upstream_authorization: None,
             metering: MeteringConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            deployments: Vec::new(),
+            provider_keys: BTreeMap::new(),
             internal_token: crate::host_env::Secret::default(),
         }
     }
@@ -197,14 +209,34 @@ impl Config {
     /// the configuration.
     pub fn from_host(
         raw: Option<&[u8]>,
-        env: impl Fn(&str) -> Option<String>,
+        get: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut config = Config::parse(raw)?;
-        let env = HostEnv::read(env).map_err(|e| ConfigError::Shape(e.to_string()))?;
+        let env = HostEnv::read(&get).map_err(|e| ConfigError::Shape(e.to_string()))?;
         config.upstream_authorization = env
             .upstream_authorization(config.upstream_authorization.as_deref())
             .map_err(|e| ConfigError::Shape(e.to_string()))?;
         config.internal_token = env.internal_token;
+        for deployment in &config.deployments {
+            let Some(name) = &deployment.api_key_env else {
+                continue;
+            };
+            let value = get(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                ConfigError::Shape(format!(
+                    "{name} (the key of deployment {}) is not set in the VM: list it under \
+                     vm_config.environment_variables.host_env_keys and set it in Envoy's environment",
+                    deployment.route
+                ))
+            })?;
+            if !value.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::Shape(format!(
+                    "{name} must be visible ASCII without spaces"
+                )));
+            }
+            config
+                .provider_keys
+                .insert(name.clone(), Secret::new(value));
+        }
         Ok(config)
     }
 
@@ -251,7 +283,42 @@ impl Config {
             require_header_value("upstream_authorization", value)?;
         }
         self.metering.validate()?;
-        self.rate_limits.validate()
+        self.rate_limits.validate()?;
+        self.validate_deployments()
+    }
+
+    fn validate_deployments(&self) -> Result<(), ConfigError> {
+        if self.deployments.is_empty() {
+            return Ok(());
+        }
+        if self.failure_mode == FailureMode::Open {
+            // An unchecked request has no model read, so no deployment to go to.
+            return Err(invalid(
+                "failure_mode",
+                "open is not implemented yet with deployments",
+            ));
+        }
+        for (i, d) in self.deployments.iter().enumerate() {
+            require_header_value(&format!("deployments[{i}].model_name"), &d.model_name)?;
+            require_header_value(&format!("deployments[{i}].model"), &d.model)?;
+            require_header_value(&format!("deployments[{i}].route"), &d.route)?;
+            if d.weight == 0 {
+                return Err(invalid(
+                    &format!("deployments[{i}].weight"),
+                    "must be at least 1",
+                ));
+            }
+            if !(d.path_prefix.is_empty() || d.path_prefix.starts_with('/')) {
+                return Err(invalid(
+                    &format!("deployments[{i}].path_prefix"),
+                    "must be empty or start with '/'",
+                ));
+            }
+            if self.deployments[..i].iter().any(|o| o.route == d.route) {
+                return Err(invalid(&format!("deployments[{i}].route"), "is used twice"));
+            }
+        }
+        Ok(())
     }
 
     /// The root context's tick: the change feed's period, or, with the feed off and

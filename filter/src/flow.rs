@@ -30,6 +30,8 @@ pub struct Plugin {
     cache: RefCell<DecisionCache>,
     spend: RefCell<SpendQueue>,
     local: RefCell<LocalLimits>,
+    /// The worker's turn among a model's deployments (`providers::pick`).
+    turn: std::cell::Cell<u64>,
 }
 
 impl Plugin {
@@ -50,7 +52,15 @@ impl Plugin {
             cache,
             spend,
             local,
+            turn: std::cell::Cell::new(0),
         }
+    }
+
+    /// The next turn among a model's deployments (one counter per worker for every model).
+    pub fn next_turn(&self) -> u64 {
+        let turn = self.turn.get();
+        self.turn.set(turn.wrapping_add(1));
+        turn
     }
 
     /// The worker's rate-limit windows, borrowed as the cache is: never across a host call.
@@ -357,8 +367,11 @@ fn text(value: Option<Vec<u8>>) -> String {
 
 mod auth;
 mod body;
+mod deployments;
 mod response;
 
+#[cfg(test)]
+mod deployment_tests;
 #[cfg(test)]
 mod internal_token_tests;
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod metering;
 pub mod metrics;
 pub mod model_body;
 pub mod path;
+pub mod providers;
 pub mod reply;
 pub mod root;
 pub mod routing;

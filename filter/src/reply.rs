@@ -161,6 +161,19 @@ impl LocalReply {
     }
 
     /// An error reply whose status is the error's own `code`.
+    /// 200 with a JSON body the filter answers itself (`GET /v1/models`).
+    pub fn ok_json(body: String) -> LocalReply {
+        LocalReply::json(200, body)
+    }
+
+    /// 400 for a model the model list cannot serve on this route: LiteLLM's message.
+    pub fn unroutable(why: &crate::providers::Unroutable) -> LocalReply {
+        let error = ErrorObject::new(400, ErrorType::BadRequestError, why.to_string())
+            .with_param("model")
+            .with_reason("invalid_model");
+        LocalReply::error(error)
+    }
+
     fn error(error: ErrorObject) -> LocalReply {
         let status = error.code.parse().unwrap_or(500);
         let body = serde_json::to_string(&error.into_body()).unwrap_or_default();

@@ -164,6 +164,9 @@ pub struct EnvoyConfig {
     /// (`host_env_keys`); never in the rendered file. `None`: unset (the filter refuses to
     /// configure).
     pub internal_token: Option<String>,
+    /// A model list's deployments: their routes and clusters, the filter's table, and
+    /// their keys in Envoy's environment (never in the rendered file).
+    pub providers: crate::providers::Providers,
 }
 
 impl EnvoyConfig {
@@ -184,6 +187,7 @@ impl EnvoyConfig {
             filter_wasm: crate::artifacts::filter_wasm(),
             concurrency: 1,
             internal_token: Some(crate::internal_token::internal_token().to_string()),
+            providers: crate::providers::Providers::default(),
         })
     }
 
@@ -252,7 +256,17 @@ impl EnvoyConfig {
                     "MAX_CONCURRENT_STREAMS",
                     self.limits.max_concurrent_streams.to_string(),
                 ),
-                ("FILTER_CONFIG", quoted(&self.filter_config)),
+                (
+                    "FILTER_CONFIG",
+                    quoted(&self.providers.filter_config(&self.filter_config)?),
+                ),
+                (
+                    "DEPLOYMENT_ROUTES",
+                    self.providers.routes(self.limits.max_request_body),
+                ),
+                ("DEPLOYMENT_CLUSTERS", self.providers.clusters()),
+                ("CATCH_ALL_ACTION", self.providers.catch_all_action()),
+                ("HOST_ENV_KEYS", self.providers.host_env_keys()),
                 (
                     "FILTER_WASM",
                     quoted(&self.filter_wasm.display().to_string()),
@@ -357,6 +371,9 @@ impl Envoy {
             .env_remove(crate::internal_token::ENV);
         if let Some(token) = &config.internal_token {
             command.env(crate::internal_token::ENV, token);
+        }
+        for (name, value) in &config.providers.keys {
+            command.env(name, value);
         }
         let log = dir.join(format!("{name}.log"));
         let process = Owned::spawn("envoy", command, &log, SpawnOptions::default())?;

@@ -121,6 +121,7 @@ impl Fleet {
                 probe_port: pick(ports.and_then(|p| p.probe.and_then(|base| offset(base, k))))?,
                 limits: crate::envoy::EnvoyLimits::default(),
                 internal_token: Some(crate::internal_token::internal_token().to_string()),
+                providers: crate::providers::Providers::default(),
             };
             envoys.push(Envoy::start(config, &dir)?);
         }

@@ -22,4 +22,6 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod procfs;
+pub mod provider_double;
+pub mod providers;
 pub mod stack;

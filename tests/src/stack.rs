@@ -52,6 +52,8 @@ pub struct StackOptions {
     pub concurrency: u16,
     /// Where logs and configs go (`None` = a temporary directory).
     pub state_dir: Option<PathBuf>,
+    /// A model list's deployments (none: protected requests go to the one upstream).
+    pub providers: crate::providers::Providers,
 }
 
 impl StackOptions {
@@ -72,6 +74,7 @@ impl StackOptions {
             upstream_port: None,
             concurrency: 1,
             state_dir: None,
+            providers: crate::providers::Providers::default(),
         }
     }
 
@@ -154,6 +157,7 @@ impl Stack {
             filter_wasm: crate::artifacts::filter_wasm(),
             concurrency: options.concurrency,
             internal_token: Some(crate::internal_token::internal_token().to_string()),
+            providers: options.providers.clone(),
         };
         let envoy = Envoy::start(config, scratch.path())?;
         Ok(Stack {

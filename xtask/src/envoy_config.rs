@@ -72,6 +72,8 @@ impl Target {
             concurrency: 0,
             // Not part of the file either: a Secret puts it in Envoy's environment.
             internal_token: None,
+            // A model list is not rendered into the containers' files yet.
+            providers: livegate_tests::providers::Providers::default(),
         }
     }
 

@@ -37,6 +37,12 @@ pub struct UpArgs {
     /// The protected API, as http://host:port; a demo upstream is started when unset.
     #[arg(long, env = "LIVEGATE_UPSTREAM")]
     upstream: Option<String>,
+    /// A model list in LiteLLM's config.yaml format: each deployment becomes an Envoy
+    /// cluster (TLS for https, CA from SSL_CERT_FILE or the system bundle) and the filter
+    /// routes by model, with the key of each `os.environ/NAME` (read from this environment
+    /// now, and handed to Envoy's environment only). Without it: LIVEGATE_UPSTREAM.
+    #[arg(long, conflicts_with = "upstream")]
+    config: Option<std::path::PathBuf>,
     /// The filter's plugin configuration (JSON); defaults apply to absent fields.
     #[arg(long, env = "LIVEGATE_FILTER_CONFIG", default_value = "{}")]
     filter_config: String,
@@ -86,10 +92,27 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         },
     };
     let upstream = match &args.upstream {
+        // The model list's deployments are the upstreams: no demo.
+        None if args.config.is_some() => Upstream::None,
         Some(url) => Upstream::External(parse_upstream(url)?),
         None => Upstream::Demo,
     };
+    let providers = match &args.config {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--config {}", file.display()))?;
+            livegate_tests::providers::Providers::from_model_list(&text, |name| {
+                std::env::var(name).ok()
+            })
+            .with_context(|| format!("--config {}", file.display()))?
+        }
+        None => livegate_tests::providers::Providers::default(),
+    };
     if args.envoys > 1 || args.control_planes > 1 {
+        anyhow::ensure!(
+            args.config.is_none(),
+            "--config with --envoys/--control-planes is not implemented yet"
+        );
         return run_fleet(&args, master_key, &state, &stop);
     }
     step("starting Postgres, the control plane, the upstream and Envoy");
@@ -106,6 +129,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         upstream_port: Some(args.demo_upstream_port),
         concurrency: 2,
         state_dir: Some(state.join("run")),
+        providers,
         ..StackOptions::envoy_only()
     })?;
     print_welcome(&stack, &args);
@@ -237,6 +261,21 @@ fn print_welcome(stack: &Stack, args: &UpArgs) {
         println!("  its metrics       {}", control_plane.metrics_url());
     }
     match &args.upstream {
+        _ if args.config.is_some() => {
+            for routed in &stack.options.providers.deployments {
+                let (d, t) = (&routed.deployment, &routed.transport);
+                let scheme = if t.tls { "https" } else { "http" };
+                println!(
+                    "  model {:<11} {}/{} at {scheme}://{}:{}{}",
+                    d.model_name,
+                    d.provider.prefix(),
+                    d.model,
+                    t.host,
+                    t.port,
+                    d.path_prefix
+                );
+            }
+        }
         Some(url) => println!("  upstream          {url}"),
         None => println!(
             "  demo upstream     http://127.0.0.1:{}",

@@ -329,3 +329,50 @@ fn the_host_s_configuration_reports_a_bad_document_before_the_environment() {
     let refused = Config::from_host(Some(b"{"), env(&[])).unwrap_err();
     assert!(matches!(refused, ConfigError::Syntax(_)), "{refused:?}");
 }
+
+const DEPLOYMENTS: &str = r#"{"deployments": [
+    {"model_name": "gpt-4o", "provider": "openai", "model": "gpt-4o", "route": "livegate_deployment_0",
+     "path_prefix": "/v1", "api_key_env": "OPENAI_API_KEY"}]}"#;
+
+#[test]
+fn a_deployment_s_key_comes_from_the_environment_and_an_unset_one_is_named() {
+    let vars = [
+        (livegate_contract::headers::INTERNAL_TOKEN_ENV, TOKEN),
+        ("OPENAI_API_KEY", "sk-provider-1"),
+    ];
+    let config = Config::from_host(Some(DEPLOYMENTS.as_bytes()), env(&vars)).unwrap();
+    assert_eq!(config.deployments.len(), 1);
+    assert_eq!(
+        config.provider_keys["OPENAI_API_KEY"].expose(),
+        "sk-provider-1"
+    );
+    assert!(!format!("{config:?}").contains("sk-provider-1"));
+
+    let vars = [(livegate_contract::headers::INTERNAL_TOKEN_ENV, TOKEN)];
+    let refused = Config::from_host(Some(DEPLOYMENTS.as_bytes()), env(&vars)).unwrap_err();
+    assert!(refused.to_string().contains("OPENAI_API_KEY"), "{refused}");
+}
+
+#[test]
+fn deployments_are_checked_naming_the_field() {
+    let refused = Config::parse(Some(
+        DEPLOYMENTS.replace("\"route\"", "\"rout\"").as_bytes(),
+    ))
+    .unwrap_err();
+    assert!(refused.to_string().contains("deployments[0]"), "{refused}");
+    let twice = DEPLOYMENTS.replace(
+        "}]}",
+        r#"}, {"model_name": "m", "provider": "openai", "model": "m", "route": "livegate_deployment_0"}]}"#,
+    );
+    let refused = Config::parse(Some(twice.as_bytes())).unwrap_err();
+    assert!(
+        refused.to_string().contains("deployments[1].route"),
+        "{refused}"
+    );
+    let open = DEPLOYMENTS.replace(
+        "{\"deployments\"",
+        "{\"failure_mode\": \"open\", \"deployments\"",
+    );
+    let refused = Config::parse(Some(open.as_bytes())).unwrap_err();
+    assert!(refused.to_string().contains("failure_mode"), "{refused}");
+}

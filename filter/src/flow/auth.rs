@@ -270,6 +270,11 @@ impl RequestFlow {
             held.metering = Some(ResponseMeter::new(requester.clone()));
         }
         if !request.model_route() {
+            if self.answers_models(headers, &request) {
+                host.increment(Metric::Allowed);
+                let reply = self.models_reply(&who.access);
+                return self.reply_holding(host, &reply, Some(held));
+            }
             if let Err(denied) = self.model_free_route(&request, &who.access) {
                 host.increment(Metric::DeniedModel);
                 return self.reply_holding(host, &LocalReply::model_denied(&denied), Some(held));

@@ -138,7 +138,22 @@ impl RequestFlow {
             host.increment(Metric::DeniedModel);
             return self.reply_holding(host, &LocalReply::bad_stream(), Some(held));
         }
-        let body_edit = requested.as_ref().zip(body_resolved.as_deref());
+        let routed = match self.route_to_deployment(host, &request, &model, &mut edits) {
+            Ok(routed) => routed,
+            Err(why) => {
+                host.increment(Metric::DeniedModel);
+                return self.reply_holding(host, &LocalReply::unroutable(&why), Some(held));
+            }
+        };
+        // To a deployment, the body names the provider's model (`openai/gpt-4o` → `gpt-4o`).
+        let target = match &routed {
+            Some(routed) => {
+                request.upstream_path = Some(routed.path.clone());
+                Some(routed.model.as_str())
+            }
+            None => body_resolved.as_deref(),
+        };
+        let body_edit = requested.as_ref().zip(target);
         match self.rewrite_body(host, request.usage_route, body_edit) {
             Ok(Some(length)) => edits.set.push(("content-length", length.to_string())),
             Ok(None) => {}
