@@ -197,8 +197,10 @@ impl Supervisor {
         let init = Init {
             settings: self.cfg.settings.clone(),
         };
+        let run = link.run(init, self.cfg.start_timeout);
+        tokio::pin!(run);
         tokio::select! {
-            r = link.run(init, self.cfg.start_timeout) => match r {
+            r = &mut run => match r {
                 Ok(Ready { database }) => {
                     self.snap.send_modify(|s| s.database = database);
                     Ok(())
@@ -206,7 +208,16 @@ impl Supervisor {
                 Err(CallError::Deadline) => Err((Event::ConnectFailed, Some("engine did not connect within the start timeout".into()))),
                 Err(e) => Err((Event::ConnectFailed, Some(format!("engine failed to connect: {e}")))),
             },
-            st = engine.exited() => Err((Event::ConnectFailed, Some(exit_message(st)))),
+            st = engine.exited() => {
+                // An engine that cannot connect answers why, then exits: the two arrive in
+                // either order, and its answer says more than its exit status.
+                let answer = tokio::time::timeout(EXIT_AFTER_EOF_WAIT, &mut run).await;
+                let why = match answer {
+                    Ok(Err(e @ CallError::Engine(_))) => format!("engine failed to connect: {e}"),
+                    _ => exit_message(st),
+                };
+                Err((Event::ConnectFailed, Some(why)))
+            }
             _ = self.stop.cancelled() => Err((Event::Shutdown, None)),
         }
     }
