@@ -24,4 +24,5 @@ pub mod process;
 pub mod procfs;
 pub mod provider_double;
 pub mod providers;
+pub mod python_client;
 pub mod stack;

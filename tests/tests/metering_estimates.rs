@@ -371,9 +371,6 @@ print(json.dumps({
 
 #[test]
 fn the_openai_python_sdk_asking_for_gzip_is_metered_exactly() {
-    let python = std::env::var("LIVEGATE_TEST_PYTHON").expect(
-        "LIVEGATE_TEST_PYTHON: a Python with the openai package (cargo xtask test sets it)",
-    );
     let stack = Stack::start(StackOptions {
         filter_config: FILTER_CONFIG.to_string(),
         control_plane_args: vec![
@@ -387,17 +384,7 @@ fn the_openai_python_sdk_asking_for_gzip_is_metered_exactly() {
         .admin("/key/generate", &json!({"key_alias": "sdk"}))
         .unwrap();
     let key = created["key"].as_str().unwrap().to_string();
-    let output = std::process::Command::new(python)
-        .args(["-c", OPENAI_SDK_SCRIPT, &stack.url(""), &key])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let seen = livegate_tests::python_client::run_json(OPENAI_SDK_SCRIPT, &[&stack.url(""), &key]);
     assert!(
         seen["sent_accept_encoding"]
             .as_str()

@@ -350,9 +350,6 @@ print(json.dumps({
 
 #[test]
 fn the_openai_python_sdk_reads_the_details_and_its_requests_cost_what_litellm_says() {
-    let python = std::env::var("LIVEGATE_TEST_PYTHON").expect(
-        "LIVEGATE_TEST_PYTHON: a Python with the openai package (cargo xtask test sets it)",
-    );
     let stack = Stack::start(StackOptions {
         filter_config: FILTER_CONFIG.to_string(),
         control_plane_args: vec![
@@ -366,17 +363,7 @@ fn the_openai_python_sdk_reads_the_details_and_its_requests_cost_what_litellm_sa
         .admin("/key/generate", &json!({"key_alias": "sdk-details"}))
         .unwrap();
     let key = created["key"].as_str().unwrap().to_string();
-    let output = std::process::Command::new(python)
-        .args(["-c", OPENAI_SDK_SCRIPT, &stack.url(""), &key])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let seen = livegate_tests::python_client::run_json(OPENAI_SDK_SCRIPT, &[&stack.url(""), &key]);
     assert_eq!(seen, json!({"plain": [32, 16], "streamed": [32, 16]}));
     let rows = poll::until("2 spend rows", PATIENCE, || {
         spend_rows(&stack, &key).filter(|rows| rows.len() >= 2)

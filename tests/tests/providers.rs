@@ -339,24 +339,11 @@ print(json.dumps({"plain": plain.choices[0].message.content, "plain_model": plai
 
 #[test]
 fn the_openai_python_sdk_reaches_the_https_provider_through_the_gateway() {
-    let python = std::env::var("LIVEGATE_TEST_PYTHON").expect(
-        "LIVEGATE_TEST_PYTHON: a Python with the openai package (cargo xtask test sets it)",
-    );
     let scratch = tempfile::tempdir().unwrap();
     let double = ProviderDouble::start(scratch.path(), PROVIDER_KEY).unwrap();
     let stack = start(&double);
     let key = generate(&stack, json!({"models": ["gpt-4o"]}));
-    let output = std::process::Command::new(python)
-        .args(["-c", OPENAI_SDK_SCRIPT, &stack.url(""), &key])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let seen = livegate_tests::python_client::run_json(OPENAI_SDK_SCRIPT, &[&stack.url(""), &key]);
     assert_eq!(seen["plain"], "hello from the double", "{seen}");
     assert_eq!(seen["plain_model"], "gpt-4o-2024-08-06", "{seen}");
     assert_eq!(seen["stream"], "hello", "{seen}");
