@@ -373,6 +373,8 @@ mod response;
 #[cfg(test)]
 mod deployment_tests;
 #[cfg(test)]
+mod host_call_tests;
+#[cfg(test)]
 mod internal_token_tests;
 #[cfg(test)]
 mod metering_tests;

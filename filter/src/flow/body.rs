@@ -19,6 +19,9 @@ pub(super) struct Body {
     bytes: u64,
     /// The body's `stream` is not a JSON boolean (nor `null`): refused, naming it.
     bad_stream: bool,
+    /// The body asks for a stream: only then can it need `include_usage`, so only then is
+    /// it read from the host a second time.
+    streams: bool,
 }
 
 impl Body {
@@ -28,14 +31,17 @@ impl Body {
             model: Err(BodyError::Empty),
             bytes: 0,
             bad_stream: false,
+            streams: false,
         }
     }
 
     fn read(host: &impl Host) -> Body {
         let body = host.request_body();
+        let stream = body.as_deref().map(stream_flag);
         Body {
             bytes: body.as_ref().map_or(0, |b| b.len() as u64),
-            bad_stream: body.as_ref().is_some_and(|b| stream_flag(b).is_err()),
+            bad_stream: stream.is_some_and(|s| s.is_err()),
+            streams: stream == Some(Ok(true)),
             model: body.map_or(Err(BodyError::Empty), |b| requested_model(&b)),
         }
     }
@@ -154,7 +160,8 @@ impl RequestFlow {
             None => body_resolved.as_deref(),
         };
         let body_edit = requested.as_ref().zip(target);
-        match self.rewrite_body(host, request.usage_route, body_edit) {
+        let asks_usage = request.usage_route && body.streams;
+        match self.rewrite_body(host, asks_usage, body_edit) {
             Ok(Some(length)) => edits.set.push(("content-length", length.to_string())),
             Ok(None) => {}
             Err(HeaderRefused) => {
@@ -177,16 +184,17 @@ impl RequestFlow {
     }
 
     /// The body as it goes upstream: the key's alias resolved (`model`: the body's model
-    /// and what it resolved to), and, on the completions routes, a stream asked for its
-    /// usage. The new length when the body changed.
+    /// and what it resolved to), and, when `streamed_usage_route` (a stream on the
+    /// completions routes), the stream asked for its usage. The new length when the body
+    /// changed.
     fn rewrite_body(
         &self,
         host: &impl Host,
-        usage_route: bool,
+        streamed_usage_route: bool,
         model: Option<(&RequestedModel, &str)>,
     ) -> Result<Option<usize>, HeaderRefused> {
         let metering = &self.plugin.config.metering;
-        let ask_usage = usage_route && metering.enabled && metering.include_usage;
+        let ask_usage = streamed_usage_route && metering.enabled && metering.include_usage;
         let aliased = model.is_some_and(|(requested, model)| model != requested.name);
         if !aliased && !ask_usage {
             return Ok(None);

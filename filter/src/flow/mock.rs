@@ -39,6 +39,8 @@ pub struct MockHost {
     pub response_headers: RefCell<Vec<(String, Vec<u8>)>>,
     /// The response body chunk Envoy holds now.
     pub response_chunk: RefCell<Vec<u8>>,
+    /// Every host call the flow made, by the `Host` method's name, in order.
+    pub calls: RefCell<Vec<&'static str>>,
 }
 
 impl MockHost {
@@ -56,9 +58,12 @@ impl MockHost {
         }
     }
 
+    /// A request header as the upstream would see it (not a host call of the flow's).
     pub fn header(&self, name: &str) -> Option<String> {
-        self.request_header(name)
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
+        let headers = RequestHeaders::new(self.headers.borrow().clone());
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     pub fn count(&self, metric: Metric) -> usize {
@@ -69,6 +74,15 @@ impl MockHost {
             .count()
     }
 
+    /// The host calls made so far, forgotten: a test counts one callback's.
+    pub fn take_calls(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.borrow_mut())
+    }
+
+    fn called(&self, method: &'static str) {
+        self.calls.borrow_mut().push(method);
+    }
+
     pub fn last_reply(&self) -> Option<LocalReply> {
         self.replies.borrow().last().cloned()
     }
@@ -76,16 +90,19 @@ impl MockHost {
 
 impl Host for MockHost {
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.called("request_header");
         let headers = RequestHeaders::new(self.headers.borrow().clone());
         headers.get(name).map(<[u8]>::to_vec)
     }
 
     fn request_headers(&self) -> RequestHeaders {
+        self.called("request_headers");
         *self.header_reads.borrow_mut() += 1;
         RequestHeaders::new(self.headers.borrow().clone())
     }
 
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HeaderRefused> {
+        self.called("set_request_header");
         if self.refuse_header_writes {
             return Err(HeaderRefused);
         }
@@ -96,6 +113,7 @@ impl Host for MockHost {
     }
 
     fn remove_request_header(&self, name: &str) -> Result<(), HeaderRefused> {
+        self.called("remove_request_header");
         if self.refuse_header_writes {
             return Err(HeaderRefused);
         }
@@ -105,11 +123,13 @@ impl Host for MockHost {
     }
 
     fn request_body(&self) -> Option<Vec<u8>> {
+        self.called("request_body");
         let body = self.body.borrow();
         (!body.is_empty()).then(|| body.clone())
     }
 
     fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused> {
+        self.called("set_request_body");
         if self.refuse_header_writes {
             return Err(HeaderRefused);
         }
@@ -118,10 +138,12 @@ impl Host for MockHost {
     }
 
     fn send_reply(&self, reply: &LocalReply) {
+        self.called("send_reply");
         self.replies.borrow_mut().push(reply.clone());
     }
 
     fn dispatch_auth_check(&self, check: &AuthCheck<'_>) -> Result<(), DispatchRefused> {
+        self.called("dispatch_auth_check");
         if self.refuse_dispatch {
             return Err(DispatchRefused);
         }
@@ -137,20 +159,25 @@ impl Host for MockHost {
     }
 
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.called("response_header");
         let headers = RequestHeaders::new(self.response_headers.borrow().clone());
         headers.get(name).map(<[u8]>::to_vec)
     }
 
     fn response_body(&self) -> Option<Vec<u8>> {
+        self.called("response_body");
         let chunk = self.response_chunk.borrow();
         (!chunk.is_empty()).then(|| chunk.clone())
     }
 
     fn increment(&self, metric: Metric) {
+        self.called("increment");
         self.metrics.borrow_mut().push(metric);
     }
 
-    fn debug(&self, _message: &str) {}
+    fn debug(&self, _message: &str) {
+        self.called("debug");
+    }
 }
 
 pub const KEY: &str = "sk-test";
