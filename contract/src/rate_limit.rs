@@ -19,6 +19,11 @@ pub const WINDOW_MS: u64 = 60_000;
 /// bucket's latest entry leaves the window.
 pub const BUCKET_MS: u64 = 1_000;
 
+/// The term of a lease of admissions: a control plane that reserves several admissions of
+/// a window in one write serves them for this long. The reservation is stamped at the end
+/// of its term, so it leaves the window no earlier than the last admission it served.
+pub const LEASE_MS: u64 = BUCKET_MS;
+
 /// How long a request holds its `max_parallel_requests` slot at most: one whose end was
 /// never reported (an Envoy that crashed, a record lost) frees its slot after this.
 pub const PARALLEL_LEASE_MS: u64 = 600_000;
@@ -220,9 +225,11 @@ impl WindowLog {
         self.entries.iter().copied()
     }
 
-    /// Counts `amount` at `at`. An entry from the future (a clock stepped back, another
-    /// replica's clock ahead) is counted as now: it holds the window at most one window
-    /// longer than the clocks' difference allows, never for the size of the step.
+    /// Counts `amount` at `at`. An entry up to [`LEASE_MS`] ahead of `now` keeps its time
+    /// (a lease's reservation); one further ahead (a clock stepped back, another replica's
+    /// clock ahead) is counted at `now + LEASE_MS`: it holds the window at most one window
+    /// and one lease longer than the clocks' difference allows, never for the size of the
+    /// step.
     ///
     /// Entries in one bucket ([`BUCKET_MS`] in a minute's window) merge into one that carries the latest time of the
     /// bucket: what was counted leaves the window up to a bucket late, never early, so a
@@ -232,7 +239,7 @@ impl WindowLog {
         if amount == 0 {
             return;
         }
-        let at = at.min(now);
+        let at = at.min(latest(now));
         let width = self.bucket_ms();
         let bucket = at / width;
         let position = self.entries.partition_point(|&(t, _)| t <= at);
@@ -255,7 +262,8 @@ impl WindowLog {
         }
     }
 
-    /// Drops what has left the window at `now`, and clamps entries from the future to now.
+    /// Drops what has left the window at `now`, and clamps entries further from the future
+    /// than a lease to `now + LEASE_MS`.
     pub fn prune(&mut self, now: u64) {
         while self
             .entries
@@ -264,15 +272,32 @@ impl WindowLog {
         {
             self.entries.pop_front();
         }
-        if self.entries.back().is_some_and(|&(t, _)| t > now) {
+        let latest = latest(now);
+        if self.entries.back().is_some_and(|&(t, _)| t > latest) {
             let future: u64 = self
                 .entries
                 .iter()
-                .filter(|&&(t, _)| t > now)
+                .filter(|&&(t, _)| t > latest)
                 .map(|&(_, a)| a)
                 .fold(0, u64::saturating_add);
-            self.entries.retain(|&(t, _)| t <= now);
-            self.add(now, future, now);
+            self.entries.retain(|&(t, _)| t <= latest);
+            self.add(latest, future, now);
+        }
+    }
+
+    /// Takes back `amount` counted at `at` that was never used (the unused rest of a
+    /// lease): it comes off the entry of `at`'s bucket, never off another.
+    pub fn release(&mut self, at: u64, amount: u64, now: u64) {
+        let at = at.min(latest(now));
+        let bucket = at / self.bucket_ms();
+        let width = self.bucket_ms();
+        if let Some(i) = self.entries.iter().position(|&(t, _)| t / width == bucket) {
+            if let Some(entry) = self.entries.get_mut(i) {
+                entry.1 = entry.1.saturating_sub(amount);
+                if entry.1 == 0 {
+                    self.entries.remove(i);
+                }
+            }
         }
     }
 
@@ -315,6 +340,20 @@ impl WindowLog {
         }
     }
 
+    /// Reserves up to `wanted` admissions (at least one, at most half the room left, so
+    /// other replicas keep some) if the window holds less than `limit`, stamped at the end
+    /// of a lease from `now`; otherwise the time it would have room. Returns how many.
+    pub fn reserve(&mut self, now: u64, limit: u64, wanted: u64) -> Result<u64, u64> {
+        let total = self.total(now);
+        if total >= limit {
+            return Err(self.room_at(now, limit));
+        }
+        let room = limit - total;
+        let granted = wanted.min(room.div_ceil(2)).max(1);
+        self.add(now.saturating_add(LEASE_MS), granted, now);
+        Ok(granted)
+    }
+
     /// Adds every entry of `other` (what another replica counted, or what this one has not
     /// yet shared); the window's arithmetic is the same whichever order they arrive in.
     pub fn merge(&mut self, other: &WindowLog, now: u64) {
@@ -327,6 +366,11 @@ impl WindowLog {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// The latest time an entry may carry at `now`: a lease's term ahead.
+fn latest(now: u64) -> u64 {
+    now.saturating_add(LEASE_MS)
 }
 
 #[cfg(test)]

@@ -240,6 +240,18 @@ impl Metrics {
             "Rate-limit decisions made from this replica's memory because the database did not answer.",
             self.gate.rate_limit_local_decisions.load(Relaxed),
         );
+        counter(
+            &mut out,
+            "livegate_rate_limit_leased_admissions_total",
+            "Rate-limited keys admitted from this replica's leases of their windows, with no round trip.",
+            self.gate.rate_limit_leased_admissions.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "livegate_rate_limit_shared_decisions_total",
+            "Rate-limit decisions that wrote or read the database (or refused from what this replica knew).",
+            self.gate.rate_limit_shared_decisions.load(Relaxed),
+        );
         gauge(
             &mut out,
             "livegate_key_cache_entries",

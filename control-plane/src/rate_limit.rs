@@ -44,6 +44,8 @@ pub enum Source {
     Known,
     /// The database did not answer: decided from what this replica knew.
     Local,
+    /// Served from a lease this replica holds in the row: no round trip, and exact.
+    Leased,
 }
 
 /// Every window this replica has touched.
@@ -84,11 +86,16 @@ impl Limiter {
             until,
             gave_up: false,
         };
-        let mut source = Source::Known;
+        let mut source = Source::Leased;
         let requests = scopes(record, LimitKind::Requests);
         for scope in &requests {
             let window = self.window(&scope.name, scope.span_ms());
-            let known = window.lock().await.known(now).room_at(now, scope.limit);
+            let w = window.lock().await;
+            // A full row may be full of this replica's own lease: that is room for it.
+            if w.has_leased(now) {
+                continue;
+            }
+            let known = w.known(now).room_at(now, scope.limit);
             if known > now {
                 return (Err(scope.refusal(known)), Source::Known);
             }
@@ -101,7 +108,7 @@ impl Limiter {
             }
         }
         for scope in &requests {
-            let (verdict, from) = self.admit_one(scope, now, 0, &mut patience).await;
+            let (verdict, from) = self.admit_leased(scope, now, &mut patience).await;
             source = worse(source, from);
             if let Err(e) = verdict {
                 return (Err(e), source);
@@ -137,6 +144,52 @@ impl Limiter {
         let (verdict, source) = self.admit_one(scope, now, ended, patience).await;
         // Which slot frees first is not known: ask again in a second.
         (verdict.map_err(|_| scope.refusal(now + 1000)), source)
+    }
+
+    /// Admits one request from this replica's lease of the window, or takes a new lease
+    /// (one write reserving this request and the next few, sized by `lease_size`), or
+    /// decides from what it knows if the database does not answer.
+    async fn admit_leased(
+        &self,
+        scope: &Scope,
+        now: u64,
+        patience: &mut Patience,
+    ) -> (Result<(), RateLimited>, Source) {
+        let window = self.window(&scope.name, scope.span_ms());
+        let mut w = window.lock().await;
+        if w.take_leased(now) {
+            return (Ok(()), Source::Leased);
+        }
+        w.end_lease(now, false);
+        for _ in 0..MAX_SWAPS {
+            let (planned, granted) = match w.plan_lease(now, scope.limit) {
+                Ok(planned) => planned,
+                Err(room) => return (Err(scope.refusal(room)), Source::Shared),
+            };
+            match self
+                .swap(&scope.name, w.version, planned.clone(), patience)
+                .await
+            {
+                Ok(WindowSwap::Swapped { version }) => {
+                    w.swapped(planned, version, now);
+                    w.start_lease(now, granted);
+                    return (Ok(()), Source::Shared);
+                }
+                Ok(WindowSwap::Current { window, version }) => w.current(window, version, now),
+                Err(()) => {
+                    w.forget_returns();
+                    break;
+                }
+            }
+        }
+        let verdict = match w.plan_admit(now, scope.limit) {
+            Ok(_) => {
+                w.count(now, 1, now);
+                Ok(())
+            }
+            Err(room) => Err(scope.refusal(room)),
+        };
+        (verdict, Source::Local)
     }
 
     /// Counts one request in the scope's window if it holds less than its limit (plus
@@ -224,6 +277,16 @@ impl Limiter {
     /// Writes every window with something pending, and forgets idle ones; returns how many
     /// windows could not be written.
     pub async fn flush(&self, now: u64) -> usize {
+        self.flush_ending_leases(now, false).await
+    }
+
+    /// Gives back every lease's unused rest and writes it (at shutdown, so the other
+    /// replicas have the room at once rather than after the leases' terms).
+    pub async fn release_leases(&self, now: u64) -> usize {
+        self.flush_ending_leases(now, true).await
+    }
+
+    async fn flush_ending_leases(&self, now: u64, end_all: bool) -> usize {
         let all: Vec<(String, Arc<tokio::sync::Mutex<ScopeWindow>>)> = {
             let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
             windows
@@ -235,6 +298,7 @@ impl Limiter {
         let mut idle = vec![];
         for (name, window) in all {
             let mut w = window.lock().await;
+            w.end_lease(now, end_all);
             let mut patience = Patience::within(self.deadline);
             if w.has_pending() && !self.sync(&mut w, &name, now, &mut patience).await {
                 failed += 1;
@@ -271,7 +335,10 @@ impl Limiter {
                     return true;
                 }
                 Ok(WindowSwap::Current { window, version }) => w.current(window, version, now),
-                Err(()) => return false,
+                Err(()) => {
+                    w.forget_returns();
+                    return false;
+                }
             }
         }
         false
@@ -333,7 +400,8 @@ fn worse(a: Source, b: Source) -> Source {
     match (a, b) {
         (Source::Local, _) | (_, Source::Local) => Source::Local,
         (Source::Shared, _) | (_, Source::Shared) => Source::Shared,
-        _ => Source::Known,
+        (Source::Known, _) | (_, Source::Known) => Source::Known,
+        _ => Source::Leased,
     }
 }
 
@@ -347,7 +415,10 @@ pub async fn run_flusher(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                limiter.release_leases(crate::rate_limit::now_ms()).await;
+                return;
+            }
             _ = tick.tick() => {
                 limiter.flush(crate::rate_limit::now_ms()).await;
             }

@@ -66,8 +66,41 @@ fn a_clock_stepped_back_holds_the_window_one_window_not_the_size_of_the_step() {
         log.admit(T0, 2).unwrap();
     }
     let back = T0 - 3_600_000;
-    assert_eq!(log.admit(back, 2), Err(back + WINDOW_MS));
-    assert_eq!(log.admit(back + WINDOW_MS, 2), Ok(1));
+    assert_eq!(log.admit(back, 2), Err(back + LEASE_MS + WINDOW_MS));
+    assert_eq!(log.admit(back + LEASE_MS + WINDOW_MS, 2), Ok(1));
+}
+
+#[test]
+fn a_lease_is_stamped_at_the_end_of_its_term_and_leaves_the_window_after_its_last_use() {
+    let mut log = WindowLog::new();
+    assert_eq!(log.reserve(T0, 10, 4), Ok(4));
+    // Used up to the end of its term, it holds the window until a window after that.
+    let end = T0 + LEASE_MS;
+    assert_eq!(log.total(end + WINDOW_MS - 1), 4);
+    assert_eq!(log.total(end + WINDOW_MS), 0);
+}
+
+#[test]
+fn a_lease_takes_at_most_half_the_room_and_at_least_one() {
+    let mut log = WindowLog::new();
+    assert_eq!(log.reserve(T0, 10, 100), Ok(5));
+    assert_eq!(log.reserve(T0, 10, 100), Ok(3));
+    assert_eq!(log.reserve(T0, 10, 100), Ok(1));
+    assert_eq!(log.reserve(T0, 10, 100), Ok(1));
+    assert_eq!(log.total(T0), 10);
+    assert_eq!(log.reserve(T0, 10, 1), Err(T0 + LEASE_MS + WINDOW_MS));
+}
+
+#[test]
+fn the_unused_rest_of_a_lease_comes_back() {
+    let mut log = WindowLog::new();
+    log.admit(T0, 10).unwrap();
+    assert_eq!(log.reserve(T0 + 10, 10, 4), Ok(4));
+    log.release(T0 + 10 + LEASE_MS, 3, T0 + 500);
+    assert_eq!(log.total(T0 + 500), 2);
+    // Never more than was counted in that bucket, never off another bucket.
+    log.release(T0 + 10 + LEASE_MS, 5, T0 + 500);
+    assert_eq!(log.total(T0 + 500), 1);
 }
 
 #[test]
@@ -202,6 +235,40 @@ proptest! {
         for (i, &t) in admitted.iter().enumerate() {
             let inside = admitted[i..].iter().filter(|&&u| u < t + WINDOW_MS).count();
             prop_assert!(inside as u64 <= limit);
+        }
+    }
+
+    /// Admissions served from leases (each used within its term, the unused rest given
+    /// back) never put more than the limit in any 60 s span either.
+    #[test]
+    fn leased_admissions_never_exceed_the_limit_in_any_window(
+        limit in 1u64..20,
+        steps in proptest::collection::vec((0u64..3_000, 1u64..8), 1..300),
+    ) {
+        let mut log = WindowLog::new();
+        let mut now = T0;
+        let mut lease: Option<(u64, u64)> = None; // (stamp, left)
+        let mut admitted: Vec<u64> = Vec::new();
+        for (step, wanted) in steps {
+            now += step;
+            match lease {
+                Some((stamp, left)) if now <= stamp && left > 0 => {
+                    lease = Some((stamp, left - 1));
+                    admitted.push(now);
+                    continue;
+                }
+                Some((stamp, left)) => log.release(stamp, left, now),
+                None => {}
+            }
+            lease = None;
+            if let Ok(granted) = log.reserve(now, limit, wanted) {
+                lease = Some((now + LEASE_MS, granted - 1));
+                admitted.push(now);
+            }
+        }
+        for (i, &t) in admitted.iter().enumerate() {
+            let inside = admitted[i..].iter().filter(|&&u| u < t + WINDOW_MS).count();
+            prop_assert!(inside as u64 <= limit, "{} in the window from {}", inside, t);
         }
     }
 

@@ -17,6 +17,11 @@ pub struct GateCounters {
     pub soft_budget_exceeded: AtomicU64,
     /// Rate-limit decisions made without the database (it did not answer in time).
     pub rate_limit_local_decisions: AtomicU64,
+    /// Rate-limit decisions that wrote or read the database, or refused from what the
+    /// replica knew.
+    pub rate_limit_shared_decisions: AtomicU64,
+    /// Checks whose request windows were all served from this replica's leases.
+    pub rate_limit_leased_admissions: AtomicU64,
     /// Checks by outcome (`Decision::label`).
     decisions: Mutex<BTreeMap<&'static str, u64>>,
 }

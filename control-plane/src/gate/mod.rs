@@ -138,11 +138,12 @@ impl Gate {
             return decision;
         }
         let (verdict, source) = self.limiter.admit(record, at.now_ms, at.until).await;
-        if source == Source::Local {
-            self.counters
-                .rate_limit_local_decisions
-                .fetch_add(1, Relaxed);
+        match source {
+            Source::Local => &self.counters.rate_limit_local_decisions,
+            Source::Leased => &self.counters.rate_limit_leased_admissions,
+            Source::Shared | Source::Known => &self.counters.rate_limit_shared_decisions,
         }
+        .fetch_add(1, Relaxed);
         match verdict {
             Ok(()) => decision,
             Err(limited) => Decision::RateLimited(limited),

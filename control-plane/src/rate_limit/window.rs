@@ -1,7 +1,7 @@
 //! One rate-limit window as a control plane knows it: whose it is, what it counts, the
 //! row as last seen and what was counted since.
 
-use livegate_contract::rate_limit::{PARALLEL_LEASE_MS, WINDOW_MS};
+use livegate_contract::rate_limit::{LEASE_MS, PARALLEL_LEASE_MS, WINDOW_MS};
 use livegate_contract::{BudgetScope, LimitKind, RateLimited, WindowLog};
 
 use crate::model::keys::KeyHash;
@@ -107,6 +107,19 @@ pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
     team.into_iter().chain(user).chain(key).collect()
 }
 
+/// The most admissions one lease reserves: a replica ramps up to it by doubling what it
+/// served from its last lease.
+pub const MAX_LEASE: u64 = 512;
+
+/// Admissions this replica reserved in the row and serves without a round trip until
+/// `until` (the reservation's stamp: it leaves the window after the last one served).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub until: u64,
+    pub left: u64,
+    pub served: u64,
+}
+
 /// What one replica knows of one window.
 #[derive(Debug, Clone)]
 pub struct ScopeWindow {
@@ -115,6 +128,13 @@ pub struct ScopeWindow {
     pub(super) version: i64,
     /// Counted here and not yet in the row.
     pending: WindowLog,
+    /// Unused rests of ended leases, `(stamp, amount)`, to take off the row with the next
+    /// write. Forgotten if that write's fate is unknown: a rest taken off twice would
+    /// let the fleet admit it twice, a rest never taken off only holds it a window longer.
+    returns: Vec<(u64, u64)>,
+    lease: Option<Lease>,
+    /// How many the last ended lease served: the next one asks for twice that.
+    last_served: u64,
     /// When the row was last read or written, Unix milliseconds.
     synced_at: Option<u64>,
 }
@@ -132,15 +152,84 @@ impl ScopeWindow {
             shared: WindowLog::spanning(span_ms),
             version: 0,
             pending: WindowLog::spanning(span_ms),
+            returns: Vec::new(),
+            lease: None,
+            last_served: 0,
             synced_at: None,
         }
     }
 
-    /// The row as known plus what is pending: never more than the truth.
+    /// The row as known plus what is pending, less the unused rests of leases: never more
+    /// than the truth.
     pub fn known(&self, now: u64) -> WindowLog {
         let mut known = self.shared.clone();
         known.merge(&self.pending, now);
+        for &(stamp, amount) in &self.returns {
+            known.release(stamp, amount, now);
+        }
         known
+    }
+
+    /// Serves one admission from the live lease, if it has one left.
+    pub fn take_leased(&mut self, now: u64) -> bool {
+        match &mut self.lease {
+            Some(lease) if now <= lease.until && lease.left > 0 => {
+                lease.left -= 1;
+                lease.served += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a live lease still holds an admission for this replica.
+    pub fn has_leased(&self, now: u64) -> bool {
+        self.lease
+            .is_some_and(|lease| now <= lease.until && lease.left > 0)
+    }
+
+    /// Ends the lease if its term is over (or `always`): its unused rest is to be given
+    /// back with the next write.
+    pub fn end_lease(&mut self, now: u64, always: bool) {
+        let Some(lease) = self.lease else {
+            return;
+        };
+        if !always && now <= lease.until && lease.left > 0 {
+            return;
+        }
+        self.lease = None;
+        self.last_served = lease.served;
+        if lease.left > 0 {
+            self.returns.push((lease.until, lease.left));
+        }
+    }
+
+    /// How many admissions the next lease asks for: twice what the last one served, so a
+    /// busy key ramps up in a few leases and a quiet one asks for one at a time.
+    pub fn lease_size(&self) -> u64 {
+        self.last_served.saturating_mul(2).clamp(1, MAX_LEASE)
+    }
+
+    /// The window to write to reserve a lease (the first admission is this request's),
+    /// and how many it holds; or when the window has room again.
+    pub fn plan_lease(&self, now: u64, limit: u64) -> Result<(WindowLog, u64), u64> {
+        let mut known = self.known(now);
+        let granted = known.reserve(now, limit, self.lease_size())?;
+        Ok((known, granted))
+    }
+
+    /// The lease was written: serve `granted - 1` more until its term ends.
+    pub fn start_lease(&mut self, now: u64, granted: u64) {
+        self.lease = Some(Lease {
+            until: now.saturating_add(LEASE_MS),
+            left: granted.saturating_sub(1),
+            served: 1,
+        });
+    }
+
+    /// The write carrying the returns has an unknown fate: never give them back twice.
+    pub fn forget_returns(&mut self) {
+        self.returns.clear();
     }
 
     /// The window to write if one more request is admitted, or when it has room again.
@@ -152,6 +241,7 @@ impl ScopeWindow {
     /// The row was written as `written`: it is now what this replica knows.
     pub fn swapped(&mut self, written: WindowLog, version: i64, now: u64) {
         self.pending = WindowLog::spanning(written.span_ms());
+        self.returns.clear();
         self.shared = written;
         self.version = version;
         self.synced_at = Some(now);
@@ -179,12 +269,13 @@ impl ScopeWindow {
     }
 
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.returns.is_empty()
     }
 
     /// Nothing counted in the last window and nothing to write: the entry can go.
     pub(super) fn is_idle(&mut self, now: u64) -> bool {
         self.known(now).total(now) == 0
+            && self.lease.is_none()
             && !self.has_pending()
             && self.synced_at.is_some_and(|at| at + 2 * WINDOW_MS <= now)
     }
