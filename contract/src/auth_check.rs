@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorObject, ErrorType};
 use crate::key::KeyHash;
 use crate::models::ModelAccess;
-use crate::rate_limit::{RateLimited, RateLimits};
+use crate::rate_limit::{AdmissionLease, RateLimited, RateLimits};
 
 pub use crate::refusal::{BudgetScope, DenyReason};
 
@@ -91,6 +91,10 @@ pub struct Allow {
     /// every request (never admitted from a cache while the control plane answers).
     #[serde(default, skip_serializing_if = "RateLimits::is_none")]
     pub limits: RateLimits,
+    /// For a key whose only limits are `rpm_limit`s: admissions the filter may serve from
+    /// its cache, already counted in the key's windows (docs/architecture.md, "Rate limits").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<AdmissionLease>,
 }
 
 /// Every answer to an auth check, tagged by `decision`. The status goes with the variant:

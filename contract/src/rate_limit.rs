@@ -24,6 +24,21 @@ pub const BUCKET_MS: u64 = 1_000;
 /// of its term, so it leaves the window no earlier than the last admission it served.
 pub const LEASE_MS: u64 = BUCKET_MS;
 
+/// How much sooner than a control plane's lease a filter's share of it ends. The check
+/// that carried the share took at most the filter's `auth_timeout_ms` (200 ms by default)
+/// to come back, so a share counted from its arrival still ends before the lease does; a
+/// filter that waits longer than this for its checks takes no share.
+pub const FILTER_LEASE_MARGIN_MS: u64 = 250;
+
+/// Admissions of a key's request windows that a control plane has reserved and hands to
+/// the filter worker that asked: it may admit `admissions` more of the key's requests with
+/// no check, for `valid_for_ms` from the allow's arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionLease {
+    pub admissions: u64,
+    pub valid_for_ms: u64,
+}
+
 /// How long a request holds its `max_parallel_requests` slot at most: one whose end was
 /// never reported (an Envoy that crashed, a record lost) frees its slot after this.
 pub const PARALLEL_LEASE_MS: u64 = 600_000;

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use livegate_contract::{LimitKind, RateLimited, WindowLog};
+use livegate_contract::rate_limit::FILTER_LEASE_MARGIN_MS;
+use livegate_contract::{AdmissionLease, LimitKind, RateLimited, WindowLog};
 
 use crate::db::{Db, WindowSwap};
 use crate::model::KeyRecord;
@@ -27,6 +28,9 @@ mod tests;
 /// Compare-and-swap attempts before a replica decides from what it knows: each failed one
 /// means another replica wrote the row meanwhile, which only happens while it admits.
 const MAX_SWAPS: usize = 8;
+
+/// The most admissions one filter worker is handed at a time.
+pub const MAX_FILTER_LEASE: u64 = 64;
 
 /// How old this replica's copy of a token window may be when it decides a `tpm_limit`:
 /// tokens another replica charged are seen within this (plus its own flush interval).
@@ -122,6 +126,43 @@ impl Limiter {
             }
         }
         (Ok(()), source)
+    }
+
+    /// Hands the filter that asked a share of this replica's leases of the key's request
+    /// windows (half of what every one has left, at most [`MAX_FILTER_LEASE`]), ending
+    /// [`FILTER_LEASE_MARGIN_MS`] before the soonest of them, if the key has no other limit:
+    /// tokens and requests in flight need the control plane on every request.
+    pub async fn hand_off(&self, record: &KeyRecord, now: u64) -> Option<AdmissionLease> {
+        let others = [LimitKind::Tokens, LimitKind::Parallel];
+        if others.iter().any(|kind| !scopes(record, *kind).is_empty()) {
+            return None;
+        }
+        let windows: Vec<_> = scopes(record, LimitKind::Requests)
+            .iter()
+            .map(|scope| self.window(&scope.name, scope.span_ms()))
+            .collect();
+        // Always in the order of `scopes`, and nothing else holds two: no deadlock.
+        let mut held = Vec::with_capacity(windows.len());
+        for window in &windows {
+            held.push(window.lock().await);
+        }
+        let (mut admissions, mut until) = (MAX_FILTER_LEASE, u64::MAX);
+        for w in &held {
+            let (left, ends) = w.spare_lease(now)?;
+            admissions = admissions.min(left.div_ceil(2));
+            until = until.min(ends);
+        }
+        let valid_for_ms = until.checked_sub(now.saturating_add(FILTER_LEASE_MARGIN_MS))?;
+        if held.is_empty() || valid_for_ms == 0 {
+            return None;
+        }
+        for w in &mut held {
+            w.give_away(admissions);
+        }
+        Some(AdmissionLease {
+            admissions,
+            valid_for_ms,
+        })
     }
 
     /// A parallel limit: the request is counted in the window of starts if the starts the

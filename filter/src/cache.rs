@@ -4,7 +4,9 @@
 //! bad keys cannot evict the allows that would be served through an outage.
 //!
 //! An allow for a key with rate limits is recorded for outages only: it is never fresh,
-//! because the control plane counts every request such a key makes.
+//! because the control plane counts every request such a key makes; unless it came with
+//! a lease (admissions the control plane already counted for this worker), which it
+//! serves until the lease runs out or its term ends.
 //!
 //! Time is always a parameter (`now`, milliseconds on any clock that only moves
 //! forward in practice); the policy never reads a clock, so tests drive it exactly.
@@ -20,6 +22,8 @@ use livegate_contract::{KeyChange, KeyHash, KeyStatus, LimitKind, RateLimited};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached {
     Allow(Identity),
+    /// A rate-limited key admitted from the lease its last allow brought.
+    Leased(Identity),
     Deny(DenyReason),
     /// The control plane's 429, until its window has room.
     RateLimited(RateLimited),
@@ -31,6 +35,14 @@ struct AllowEntry {
     fresh_until: Millis,
     key_expires_at: Option<Millis>,
     version: u64,
+    lease: Option<HeldLease>,
+}
+
+/// What is left of a lease, and when it ends on this worker's clock.
+#[derive(Debug)]
+struct HeldLease {
+    admissions: u64,
+    until: Millis,
 }
 
 #[derive(Debug)]
@@ -91,10 +103,18 @@ impl DecisionCache {
             }
             self.limited.remove(hash);
         }
-        let allow = self.allows.get(hash)?;
+        let allow = self.allows.get_mut(hash)?;
         if now < allow.fresh_until && !past(allow.key_expires_at, now) {
             return Some(Cached::Allow(allow.identity.clone()));
         }
+        if let Some(lease) = allow.lease.as_mut() {
+            if now < lease.until && lease.admissions > 0 && !past(allow.key_expires_at, now) {
+                lease.admissions -= 1;
+                return Some(Cached::Leased(allow.identity.clone()));
+            }
+            allow.lease = None;
+        }
+        let allow = self.allows.get(hash)?;
         if !self.stale_usable(allow, now) {
             self.allows.remove(hash);
         }
@@ -130,15 +150,23 @@ impl DecisionCache {
         } else {
             0
         };
-        if ttl == 0 && self.policy.stale_if_error_ms == 0 {
+        if ttl == 0 && self.policy.stale_if_error_ms == 0 && grant.lease.is_none() {
             self.allows.remove(&hash);
             return None;
         }
+        let lease = grant
+            .lease
+            .filter(|_| leasable(&identity.limits))
+            .map(|l| HeldLease {
+                admissions: l.admissions,
+                until: now.saturating_add(l.valid_for_ms),
+            });
         let entry = AllowEntry {
             identity,
             fresh_until: now.saturating_add(ttl),
             key_expires_at: grant.expires_at,
             version: grant.version,
+            lease,
         };
         self.allows.insert(hash, entry);
         None
@@ -234,6 +262,14 @@ impl DecisionCache {
                     .fresh_until
                     .saturating_add(self.policy.stale_if_error_ms)
     }
+}
+
+/// Only `rpm_limit`s can be served from a lease: a token or parallel limit needs the
+/// control plane on every request (the control plane sends none then; this holds to it).
+fn leasable(limits: &livegate_contract::RateLimits) -> bool {
+    limits.rpm_limit.is_some()
+        && limits.tpm_limit.is_none()
+        && limits.max_parallel_requests.is_none()
 }
 
 fn past(deadline: Option<Millis>, now: Millis) -> bool {

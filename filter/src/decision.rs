@@ -2,7 +2,8 @@
 
 use crate::time::Millis;
 use livegate_contract::{
-    AuthCheckResponse, Budget, KeyHash, ModelAccess, RateLimited, RateLimits, UnavailableReason,
+    AdmissionLease, AuthCheckResponse, Budget, KeyHash, ModelAccess, RateLimited, RateLimits,
+    UnavailableReason,
 };
 
 pub use livegate_contract::DenyReason;
@@ -37,6 +38,8 @@ pub struct Grant {
     pub expires_at: Option<Millis>,
     /// The key's state version: older than a revocation already applied, it is refused.
     pub version: u64,
+    /// Admissions of a rate-limited key this worker may serve itself (`Allow::lease`).
+    pub lease: Option<AdmissionLease>,
 }
 
 impl Grant {
@@ -46,6 +49,7 @@ impl Grant {
             ttl_hint_ms,
             expires_at: None,
             version: 0,
+            lease: None,
         }
     }
 }
@@ -70,6 +74,9 @@ pub enum CallError {
 }
 
 /// The decision the filter acts on.
+// One per auth check answer, consumed at once: boxing the allow would add an allocation
+// to every answer to save a few bytes of stack.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Allow {
@@ -145,6 +152,7 @@ fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
                 ttl_hint_ms: allow.cache_ttl_seconds.saturating_mul(1000),
                 expires_at: allow.expires_at_ms,
                 version: allow.version,
+                lease: allow.lease,
             },
         },
         AuthCheckResponse::Deny {

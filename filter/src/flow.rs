@@ -377,6 +377,8 @@ mod host_call_tests;
 #[cfg(test)]
 mod internal_token_tests;
 #[cfg(test)]
+mod lease_tests;
+#[cfg(test)]
 mod metering_tests;
 #[cfg(test)]
 mod mock;

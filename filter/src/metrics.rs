@@ -19,6 +19,8 @@ pub enum Metric {
     DeniedSpendSpoolFull,
     DeniedModel,
     CacheHit,
+    /// Of the cache hits, a rate-limited key admitted from a control plane's lease.
+    CacheLeased,
     CacheMiss,
     StaleServed,
     ControlPlaneError,
@@ -49,7 +51,7 @@ pub enum Metric {
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 36] = [
+    pub const ALL: [Metric; 37] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -63,6 +65,7 @@ impl Metric {
         Metric::DeniedSpendSpoolFull,
         Metric::DeniedModel,
         Metric::CacheHit,
+        Metric::CacheLeased,
         Metric::CacheMiss,
         Metric::StaleServed,
         Metric::ControlPlaneError,
@@ -103,6 +106,7 @@ impl Metric {
             Metric::DeniedSpendSpoolFull => "livegate_denied_spend_spool_full_total",
             Metric::DeniedModel => "livegate_denied_model_total",
             Metric::CacheHit => "livegate_cache_hit_total",
+            Metric::CacheLeased => "livegate_cache_leased_total",
             Metric::CacheMiss => "livegate_cache_miss_total",
             Metric::StaleServed => "livegate_stale_served_total",
             Metric::ControlPlaneError => "livegate_control_plane_error_total",

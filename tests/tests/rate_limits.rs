@@ -422,3 +422,53 @@ fn two_envoys_and_two_control_planes_admit_a_flooded_key_its_limit_and_no_more()
     // 2 Envoys × 2 workers × max(1, ⌊0.25 · 8⌋).
     assert!((1..=8).contains(&admitted), "{admitted} admitted");
 }
+
+/// A hot key: most of its admissions come from leases (the control planes' and the
+/// filters' shares of them) with no round trip, and the fleet still admits its limit and
+/// no more.
+#[test]
+fn a_hot_key_is_admitted_from_leases_and_still_exactly_its_limit_across_the_fleet() {
+    let fleet = Fleet::start(FleetOptions {
+        filter_config: FILTER_CONFIG.to_string(),
+        ..FleetOptions::new(2, 2)
+    })
+    .unwrap();
+    let envoys: Vec<String> = fleet.envoys.iter().map(|e| e.url()).collect();
+    let key = fleet
+        .admin_via(0, "/key/generate", &json!({"rpm_limit": 150}))
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admitted: usize = (0..250)
+        .map(|i| admitted_of(&envoys[(i / 10) % 2], &key, 1, "requests", 150))
+        .sum();
+    assert_eq!(admitted, 150, "over- or under-admission across the fleet");
+
+    let leased_at_filters: f64 = fleet
+        .envoys
+        .iter()
+        .map(|e| e.prometheus_counter("livegate_cache_leased_total").unwrap())
+        .sum();
+    let leased_at_control_planes: f64 = fleet
+        .control_planes
+        .iter()
+        .flatten()
+        .map(|cp| {
+            let metrics = http::get(&cp.metrics_url(), &[]).unwrap().body;
+            livegate_tests::envoy::prometheus_value(
+                &metrics,
+                "livegate_rate_limit_leased_admissions_total",
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(
+        leased_at_filters > 0.0,
+        "no admission served from a filter's share"
+    );
+    assert!(
+        leased_at_filters + leased_at_control_planes >= 75.0,
+        "{leased_at_filters} + {leased_at_control_planes} of 150 admissions from leases"
+    );
+}

@@ -2,7 +2,7 @@
 //! spool refuses. Time is a parameter.
 
 use chrono::{DateTime, Utc};
-use livegate_contract::{Budget, RateLimited};
+use livegate_contract::{AdmissionLease, Budget, RateLimited};
 
 pub use livegate_contract::DenyReason;
 
@@ -16,6 +16,8 @@ pub enum Decision {
     Allow {
         record: Box<KeyRecord>,
         cache_ttl_seconds: u64,
+        /// Admissions of the key's rate windows the filter may serve itself.
+        lease: Option<AdmissionLease>,
     },
     Deny(DenyReason),
     /// The key's or its team's spend has reached its `max_budget`.
@@ -63,6 +65,7 @@ pub fn decide(record: Option<KeyRecord>, now: DateTime<Utc>, max_ttl_seconds: u6
     Decision::Allow {
         record: Box::new(record),
         cache_ttl_seconds: ttl,
+        lease: None,
     }
 }
 
@@ -83,6 +86,7 @@ pub fn with_spend(decision: Decision, verdict: SpendVerdict) -> (Decision, Optio
             Decision::Allow {
                 record,
                 cache_ttl_seconds: 0,
+                lease: None,
             },
             held,
         ),

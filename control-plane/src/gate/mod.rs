@@ -138,15 +138,33 @@ impl Gate {
             return decision;
         }
         let (verdict, source) = self.limiter.admit(record, at.now_ms, at.until).await;
+        let cacheable =
+            matches!(decision, Decision::Allow { cache_ttl_seconds, .. } if cache_ttl_seconds > 0);
         match source {
             Source::Local => &self.counters.rate_limit_local_decisions,
             Source::Leased => &self.counters.rate_limit_leased_admissions,
             Source::Shared | Source::Known => &self.counters.rate_limit_shared_decisions,
         }
         .fetch_add(1, Relaxed);
-        match verdict {
-            Ok(()) => decision,
-            Err(limited) => Decision::RateLimited(limited),
+        match (verdict, decision) {
+            (
+                Ok(()),
+                Decision::Allow {
+                    record,
+                    cache_ttl_seconds,
+                    ..
+                },
+            ) if cacheable => {
+                // A key near its budget is not cached, so not leased either.
+                let lease = self.limiter.hand_off(&record, at.now_ms).await;
+                Decision::Allow {
+                    record,
+                    cache_ttl_seconds,
+                    lease,
+                }
+            }
+            (Ok(()), decision) => decision,
+            (Err(limited), _) => Decision::RateLimited(limited),
         }
     }
 

@@ -32,6 +32,7 @@ fn allow(max_budget: Option<f64>, spend: f64) -> Decision {
     Decision::Allow {
         record: Box::new(record),
         cache_ttl_seconds: 60,
+        lease: None,
     }
 }
 

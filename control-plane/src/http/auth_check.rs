@@ -27,7 +27,9 @@ fn render(decision: Decision) -> Response {
         Decision::Allow {
             record,
             cache_ttl_seconds,
+            lease,
         } => AuthCheckResponse::Allow(Allow {
+            lease,
             limits: record.limits(),
             key_hash: record.token,
             key_alias: record.key_alias,

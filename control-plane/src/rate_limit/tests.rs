@@ -2,8 +2,11 @@
 
 use super::*;
 use crate::key_cache::tests::record;
-use livegate_contract::rate_limit::{LEASE_MS, PARALLEL_LEASE_MS, WINDOW_MS};
+use livegate_contract::rate_limit::{
+    FILTER_LEASE_MARGIN_MS, LEASE_MS, PARALLEL_LEASE_MS, WINDOW_MS,
+};
 use livegate_contract::BudgetScope;
+use std::time::Duration;
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -396,4 +399,54 @@ fn a_key_with_a_parallel_limit_has_a_window_of_starts_and_one_of_ends() {
     assert_eq!(parallel[0].span_ms(), PARALLEL_LEASE_MS);
     assert!(parallel[0].finished_name().ends_with(":parallel-done"));
     assert_eq!(r.limits().max_parallel_requests, Some(3));
+}
+
+fn limiter() -> Limiter {
+    let db = crate::db::Db::fixed(None, Default::default(), Duration::from_secs(1));
+    Limiter::new(db, Duration::from_secs(1))
+}
+
+/// Gives `record`'s request windows at this limiter a lease of `granted` from `now`.
+async fn leased(limiter: &Limiter, record: &KeyRecord, now: u64, granted: u64) {
+    for scope in scopes(record, LimitKind::Requests) {
+        let window = limiter.window(&scope.name, scope.span_ms());
+        window.lock().await.start_lease(now, granted);
+    }
+}
+
+#[tokio::test]
+async fn a_filter_is_handed_half_of_what_every_lease_has_left_ending_before_the_leases() {
+    let limiter = limiter();
+    let mut r = record("leased");
+    r.team_id = Some("t1".into());
+    r.limits.rpm_limit = Some(1000);
+    r.team.limits.rpm_limit = Some(1000);
+    leased(&limiter, &r, T0, 21).await;
+    let lease = limiter.hand_off(&r, T0 + 100).await.unwrap();
+    assert_eq!(lease.admissions, 10);
+    assert_eq!(lease.valid_for_ms, LEASE_MS - 100 - FILTER_LEASE_MARGIN_MS);
+    // Handed off is served: the control plane has 10 left of each lease, not 20.
+    let again = limiter.hand_off(&r, T0 + 100).await.unwrap();
+    assert_eq!(again.admissions, 5);
+    // Too near the end of the term, nothing is handed off.
+    let late = T0 + LEASE_MS - FILTER_LEASE_MARGIN_MS;
+    assert_eq!(limiter.hand_off(&r, late).await, None);
+}
+
+#[tokio::test]
+async fn a_key_with_token_or_parallel_limits_is_never_handed_a_lease() {
+    let limiter = limiter();
+    let mut r = record("tokens");
+    r.limits.rpm_limit = Some(1000);
+    leased(&limiter, &r, T0, 21).await;
+    r.limits.tpm_limit = Some(10_000);
+    assert_eq!(limiter.hand_off(&r, T0 + 1).await, None);
+    r.limits.tpm_limit = None;
+    r.team_id = Some("t2".into());
+    r.team.limits.max_parallel_requests = Some(3);
+    assert_eq!(limiter.hand_off(&r, T0 + 1).await, None);
+    // Without a lease of its own (the team's window has none), nothing either.
+    r.team.limits.max_parallel_requests = None;
+    r.team.limits.rpm_limit = Some(10);
+    assert_eq!(limiter.hand_off(&r, T0 + 1).await, None);
 }

@@ -227,6 +227,22 @@ impl ScopeWindow {
         });
     }
 
+    /// The live lease's admissions left and the end of its term, if it has any.
+    pub fn spare_lease(&self, now: u64) -> Option<(u64, u64)> {
+        self.lease
+            .filter(|lease| now <= lease.until && lease.left > 0)
+            .map(|lease| (lease.left, lease.until))
+    }
+
+    /// `admissions` of the live lease go to a filter: served, as far as this replica knows.
+    pub fn give_away(&mut self, admissions: u64) {
+        if let Some(lease) = &mut self.lease {
+            let given = admissions.min(lease.left);
+            lease.left -= given;
+            lease.served = lease.served.saturating_add(given);
+        }
+    }
+
     /// The write carrying the returns has an unknown fate: never give them back twice.
     pub fn forget_returns(&mut self) {
         self.returns.clear();

@@ -33,6 +33,7 @@ fn allow(key_alias: Option<&str>, team_id: Option<&str>, user_id: Option<&str>) 
         version: 4,
         access: Default::default(),
         limits: Default::default(),
+        lease: None,
     }
 }
 
@@ -41,6 +42,7 @@ fn grant() -> Grant {
         ttl_hint_ms: 30_000,
         expires_at: Some(1_790_000_000_000),
         version: 4,
+        lease: None,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::reply::LocalReply;
 use crate::time::Millis;
 use crate::upstream_headers::{for_upstream, Admission, HeaderEdits};
 use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
-use livegate_contract::rate_limit::WINDOW_MS;
+use livegate_contract::rate_limit::{FILTER_LEASE_MARGIN_MS, WINDOW_MS};
 use livegate_contract::{ApiKey, KeyHash, RateLimited};
 
 impl RequestFlow {
@@ -36,7 +36,16 @@ impl RequestFlow {
             return Verdict::Stop;
         };
         match decide(response, &hash) {
-            Outcome::Allow { identity, grant } => {
+            Outcome::Allow {
+                identity,
+                mut grant,
+            } => {
+                // A share of a lease, counted from this answer's arrival, ends before the
+                // control plane's lease only if the check cannot have taken longer than
+                // the margin.
+                if self.plugin.config.auth_timeout_ms > FILTER_LEASE_MARGIN_MS {
+                    grant.lease = None;
+                }
                 let revoked = self
                     .with_cache_at(now, |c, now| {
                         c.record_allow(hash.clone(), identity.clone(), grant, now)
@@ -104,13 +113,11 @@ impl RequestFlow {
             .flatten()
         {
             Some(Cached::Allow(identity)) => {
-                host.increment(Metric::CacheHit);
-                let key = Key {
-                    hash: &hash,
-                    identity: &identity,
-                    stale: false,
-                };
-                self.admit(host, headers, request, key, None)
+                self.admit_cached(host, headers, request, &hash, &identity)
+            }
+            Some(Cached::Leased(identity)) => {
+                host.increment(Metric::CacheLeased);
+                self.admit_cached(host, headers, request, &hash, &identity)
             }
             Some(Cached::Deny(reason)) => {
                 host.increment(Metric::CacheHit);
@@ -125,6 +132,23 @@ impl RequestFlow {
                 self.check(host, headers, request, &key, hash, now)
             }
         }
+    }
+
+    fn admit_cached(
+        &mut self,
+        host: &impl Host,
+        headers: &RequestHeaders,
+        request: Request,
+        hash: &KeyHash,
+        identity: &Identity,
+    ) -> Verdict {
+        host.increment(Metric::CacheHit);
+        let key = Key {
+            hash,
+            identity,
+            stale: false,
+        };
+        self.admit(host, headers, request, key, None)
     }
 
     fn check(

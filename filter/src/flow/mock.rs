@@ -250,6 +250,7 @@ pub fn allow_body_limited(
         version: 1,
         access,
         limits,
+        lease: None,
     });
     serde_json::to_string(&answer).unwrap_or_default()
 }
