@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
 use livegate_contract::{
-    Allow, AuthCheckResponse, Budget, BudgetScope, ChangeFeed, DenyReason, ErrorObject, ErrorType,
-    EstimateReason, KeyChange, KeyHash, KeyStatus, LimitKind, ModelAccess, RateLimited, RateLimits,
-    SpendAck, SpendBatch, SpendRecord,
+    AdmissionLease, Allow, AuthCheckResponse, Budget, BudgetScope, ChangeFeed, DenyReason,
+    ErrorObject, ErrorType, EstimateReason, KeyChange, KeyHash, KeyStatus, LimitKind, ModelAccess,
+    RateLimited, RateLimits, SpendAck, SpendBatch, SpendRecord,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
@@ -49,6 +49,32 @@ fn an_allow_is_pinned() {
                 tpm_limit: None,
                 max_parallel_requests: Some(4),
             },
+            lease: None,
+        }),
+    );
+}
+
+#[test]
+fn an_allow_with_a_share_of_a_lease_is_pinned() {
+    pins(
+        "auth_check_allow_leased",
+        AuthCheckResponse::Allow(Allow {
+            key_hash: KeyHash::of_raw("sk-test"),
+            key_alias: None,
+            team_id: None,
+            user_id: None,
+            cache_ttl_seconds: 30,
+            expires_at_ms: None,
+            version: 7,
+            access: ModelAccess::default(),
+            limits: RateLimits {
+                rpm_limit: Some(600),
+                ..RateLimits::default()
+            },
+            lease: Some(AdmissionLease {
+                admissions: 12,
+                valid_for_ms: 700,
+            }),
         }),
     );
 }
