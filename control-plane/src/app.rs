@@ -86,7 +86,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.spend.drain_retry,
         stop_db.clone(),
     ));
-    let limiter = Limiter::new(db.clone(), config.auth_db_deadline);
+    let limiter = Limiter::new(db.clone(), config.auth_db_deadline)
+        .with_max_lease(config.rate_limit_max_lease);
     tokio::spawn(crate::rate_limit::run_flusher(
         limiter.clone(),
         crate::rate_limit::FLUSH_EVERY,

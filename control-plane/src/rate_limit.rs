@@ -20,7 +20,7 @@ use crate::db::{Db, WindowSwap};
 use crate::model::KeyRecord;
 
 mod window;
-pub use window::{scopes, Scope, ScopeWindow};
+pub use window::{scopes, Scope, ScopeWindow, MAX_LEASE};
 
 #[cfg(test)]
 mod tests;
@@ -57,6 +57,8 @@ pub enum Source {
 pub struct Limiter {
     db: Db,
     deadline: Duration,
+    /// The most admissions one lease reserves (1: none beyond the request's own).
+    max_lease: u64,
     windows: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<ScopeWindow>>>>>,
 }
 
@@ -65,7 +67,17 @@ impl Limiter {
         Limiter {
             db,
             deadline,
+            max_lease: MAX_LEASE,
             windows: Arc::default(),
+        }
+    }
+
+    /// Leases of at most `max_lease` admissions (at least 1: then every admission is its
+    /// own write and no filter gets a share).
+    pub fn with_max_lease(self, max_lease: u64) -> Limiter {
+        Limiter {
+            max_lease: max_lease.max(1),
+            ..self
         }
     }
 
@@ -203,7 +215,7 @@ impl Limiter {
         }
         w.end_lease(now, false);
         for _ in 0..MAX_SWAPS {
-            let (planned, granted) = match w.plan_lease(now, scope.limit) {
+            let (planned, granted) = match w.plan_lease(now, scope.limit, self.max_lease) {
                 Ok(planned) => planned,
                 Err(room) => return (Err(scope.refusal(room)), Source::Shared),
             };

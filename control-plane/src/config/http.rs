@@ -17,6 +17,7 @@ flags! {
     BODY_LIMIT: long = "body-limit-bytes", env = "LIVEGATE_BODY_LIMIT_BYTES";
     LOOP_LAG_INTERVAL: long = "loop-lag-interval-ms", env = "LIVEGATE_LOOP_LAG_INTERVAL_MS";
     DRAIN_TIMEOUT: long = "drain-timeout-ms", env = "LIVEGATE_DRAIN_TIMEOUT_MS";
+    MAX_LEASE: long = "rate-limit-max-lease", env = "LIVEGATE_RATE_LIMIT_MAX_LEASE";
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +54,10 @@ pub struct HttpFlags {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long = DRAIN_TIMEOUT.long, env = DRAIN_TIMEOUT.env, default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// The most admissions of a request window one write reserves (a lease); 1 turns
+    /// leases off: every admission is its own write, and no filter gets a share.
+    #[arg(long = MAX_LEASE.long, env = MAX_LEASE.env, default_value_t = 512)]
+    pub rate_limit_max_lease: u64,
 }
 
 /// The HTTP API's settings, validated.
@@ -66,6 +71,7 @@ pub struct HttpSettings {
     pub body_limit: usize,
     pub loop_lag_interval: Duration,
     pub drain_timeout: Duration,
+    pub rate_limit_max_lease: u64,
 }
 
 impl TryFrom<HttpFlags> for HttpSettings {
@@ -89,6 +95,9 @@ impl TryFrom<HttpFlags> for HttpSettings {
                 ),
             ));
         }
+        if a.rate_limit_max_lease == 0 {
+            return Err(invalid(MAX_LEASE.bare, "must be at least 1 (1: no leases)"));
+        }
         if a.body_limit_bytes < 1024 {
             return Err(invalid(BODY_LIMIT.bare, "must be at least 1024"));
         }
@@ -101,6 +110,7 @@ impl TryFrom<HttpFlags> for HttpSettings {
             body_limit: a.body_limit_bytes,
             loop_lag_interval: ms(LOOP_LAG_INTERVAL.bare, a.loop_lag_interval_ms)?,
             drain_timeout: ms(DRAIN_TIMEOUT.bare, a.drain_timeout_ms)?,
+            rate_limit_max_lease: a.rate_limit_max_lease,
         })
     }
 }

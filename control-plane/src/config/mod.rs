@@ -116,6 +116,8 @@ pub struct Config {
     pub body_limit: usize,
     pub loop_lag_interval: Duration,
     pub drain_timeout: Duration,
+    /// The most admissions one lease of a rate window reserves (1: no leases).
+    pub rate_limit_max_lease: u64,
     pub feed: FeedConfig,
     pub spend: SpendConfig,
 }
@@ -145,6 +147,7 @@ impl Config {
             body_limit: http.body_limit,
             loop_lag_interval: http.loop_lag_interval,
             drain_timeout: http.drain_timeout,
+            rate_limit_max_lease: http.rate_limit_max_lease,
             // No change can commit later after taking its number than a statement may run.
             feed: FeedConfig {
                 recent: FeedConfig::default().recent.max(2 * statement_timeout),

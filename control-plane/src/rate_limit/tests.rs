@@ -57,7 +57,7 @@ fn admit_leased(w: &mut ScopeWindow, row: &mut Row, now: u64, limit: u64) -> boo
     }
     w.end_lease(now, false);
     loop {
-        let Ok((planned, granted)) = w.plan_lease(now, limit) else {
+        let Ok((planned, granted)) = w.plan_lease(now, limit, MAX_LEASE) else {
             return false;
         };
         match row.swap(w.version, planned.clone()) {
@@ -449,4 +449,22 @@ async fn a_key_with_token_or_parallel_limits_is_never_handed_a_lease() {
     r.team.limits.max_parallel_requests = None;
     r.team.limits.rpm_limit = Some(10);
     assert_eq!(limiter.hand_off(&r, T0 + 1).await, None);
+}
+
+#[test]
+fn a_max_lease_of_one_writes_every_admission_and_leaves_nothing_to_hand_off() {
+    let mut row = Row::default();
+    let mut w = ScopeWindow::default();
+    for i in 0..5 {
+        w.end_lease(T0 + i, false);
+        let (planned, granted) = w.plan_lease(T0 + i, 100, 1).unwrap();
+        assert_eq!(granted, 1);
+        let WindowSwap::Swapped { version } = row.swap(w.version, planned.clone()) else {
+            panic!("no other writer");
+        };
+        w.swapped(planned, version, T0 + i);
+        w.start_lease(T0 + i, granted);
+        assert_eq!(w.spare_lease(T0 + i), None);
+    }
+    assert_eq!(row.version, 5);
 }

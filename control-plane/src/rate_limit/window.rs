@@ -107,8 +107,8 @@ pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
     team.into_iter().chain(user).chain(key).collect()
 }
 
-/// The most admissions one lease reserves: a replica ramps up to it by doubling what it
-/// served from its last lease.
+/// The most admissions one lease reserves by default (`--rate-limit-max-lease`): a
+/// replica ramps up to it by doubling what it served from its last lease.
 pub const MAX_LEASE: u64 = 512;
 
 /// Admissions this replica reserved in the row and serves without a round trip until
@@ -206,15 +206,22 @@ impl ScopeWindow {
 
     /// How many admissions the next lease asks for: twice what the last one served, so a
     /// busy key ramps up in a few leases and a quiet one asks for one at a time.
-    pub fn lease_size(&self) -> u64 {
-        self.last_served.saturating_mul(2).clamp(1, MAX_LEASE)
+    pub fn lease_size(&self, max_lease: u64) -> u64 {
+        self.last_served
+            .saturating_mul(2)
+            .clamp(1, max_lease.max(1))
     }
 
-    /// The window to write to reserve a lease (the first admission is this request's),
-    /// and how many it holds; or when the window has room again.
-    pub fn plan_lease(&self, now: u64, limit: u64) -> Result<(WindowLog, u64), u64> {
+    /// The window to write to reserve a lease of at most `max_lease` (the first admission
+    /// is this request's), and how many it holds; or when the window has room again.
+    pub fn plan_lease(
+        &self,
+        now: u64,
+        limit: u64,
+        max_lease: u64,
+    ) -> Result<(WindowLog, u64), u64> {
         let mut known = self.known(now);
-        let granted = known.reserve(now, limit, self.lease_size())?;
+        let granted = known.reserve(now, limit, self.lease_size(max_lease))?;
         Ok((known, granted))
     }
 
