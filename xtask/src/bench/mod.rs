@@ -5,6 +5,7 @@
 mod auth;
 mod disconnects;
 mod flood;
+mod hot_key;
 mod limits;
 mod machine;
 mod markdown;
@@ -70,15 +71,20 @@ pub enum Bench {
         #[arg(long, default_value_t = 60)]
         outage_seconds: u64,
     },
-    /// 2 Envoys × 2 control planes: a key flooded at 10× its `rpm_limit`, admitted per
-    /// window against the limit, then with Postgres frozen for one window.
+    /// 2 Envoys × 2 control planes: a hot key (an `rpm_limit` far above what the machine
+    /// sends) against an unlimited key, with and without leases; then a key flooded at 10×
+    /// its `rpm_limit`, admitted per window against the limit, then with Postgres frozen
+    /// for one window.
     Limits {
         /// The key's `rpm_limit`.
         #[arg(long, default_value_t = 60)]
         limit: u64,
-        /// Windows (60 s each) of flood with Postgres up.
+        /// Windows (60 s each) of flood with Postgres up (0: the hot-key run alone).
         #[arg(long, default_value_t = 3)]
         windows: u64,
+        /// Seconds per wrk run of the hot-key comparison (each setup runs three times).
+        #[arg(long, default_value_t = 5)]
+        hot_seconds: u64,
     },
     /// 2 Envoys × 2 control planes: time from a block's 200 to the refusal at each Envoy;
     /// auth checks per second under steady traffic with the old and the new allow TTL.
@@ -99,7 +105,17 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             outage_seconds,
         } => metering::run(seconds, outage_seconds),
         Bench::Revocation { seconds } => revocation::run(seconds),
-        Bench::Limits { limit, windows } => limits::run(limit, windows),
+        Bench::Limits {
+            limit,
+            windows,
+            hot_seconds,
+        } => {
+            hot_key::run(hot_seconds)?;
+            if windows == 0 {
+                return Ok(());
+            }
+            limits::run(limit, windows)
+        }
         Bench::Disconnects { count } => disconnects::run(count),
         Bench::Flood {
             slow_sockets,
