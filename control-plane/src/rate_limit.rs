@@ -30,7 +30,7 @@ mod tests;
 const MAX_SWAPS: usize = 8;
 
 /// The most admissions one filter worker is handed at a time.
-pub const MAX_FILTER_LEASE: u64 = 64;
+pub const MAX_FILTER_LEASE: u64 = 256;
 
 /// How old this replica's copy of a token window may be when it decides a `tpm_limit`:
 /// tokens another replica charged are seen within this (plus its own flush interval).

@@ -56,7 +56,7 @@ pub struct HttpFlags {
     pub drain_timeout_ms: u64,
     /// The most admissions of a request window one write reserves (a lease); 1 turns
     /// leases off: every admission is its own write, and no filter gets a share.
-    #[arg(long = MAX_LEASE.long, env = MAX_LEASE.env, default_value_t = 512)]
+    #[arg(long = MAX_LEASE.long, env = MAX_LEASE.env, default_value_t = crate::rate_limit::MAX_LEASE)]
     pub rate_limit_max_lease: u64,
 }
 

@@ -109,7 +109,7 @@ pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
 
 /// The most admissions one lease reserves by default (`--rate-limit-max-lease`): a
 /// replica ramps up to it by doubling what it served from its last lease.
-pub const MAX_LEASE: u64 = 512;
+pub const MAX_LEASE: u64 = 2048;
 
 /// Admissions this replica reserved in the row and serves without a round trip until
 /// `until` (the reservation's stamp: it leaves the window after the last one served).
