@@ -139,6 +139,19 @@ impl Drop for ProviderDouble {
     }
 }
 
+/// The most requests kept: a test sends far fewer; a benchmark's run would otherwise grow
+/// the list without bound.
+const MAX_SEEN: usize = 10_000;
+
+fn remember(seen: &Mutex<Vec<Seen>>, request: Seen) {
+    if let Ok(mut seen) = seen.lock() {
+        if seen.len() >= MAX_SEEN {
+            seen.drain(..MAX_SEEN / 2);
+        }
+        seen.push(request);
+    }
+}
+
 fn serve(
     tcp: TcpStream,
     config: Arc<rustls::ServerConfig>,
@@ -151,9 +164,7 @@ fn serve(
     // Keep-alive: one request after another until the peer closes.
     while let Some(request) = read_request(&mut reader)? {
         let (status, content_type, body) = answer(&request, key);
-        if let Ok(mut seen) = seen.lock() {
-            seen.push(request);
-        }
+        remember(seen, request);
         let head = format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
             if status == 200 { "OK" } else { "Error" },
@@ -293,9 +304,7 @@ async fn answer_http2(
         http2: true,
     };
     let (status, content_type, text) = answer(&request, &key);
-    if let Ok(mut seen) = seen.lock() {
-        seen.push(request);
-    }
+    remember(&seen, request);
     let Ok(response) = http::Response::builder()
         .status(status)
         .header("content-type", content_type)
