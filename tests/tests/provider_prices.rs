@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::http;
 use livegate_tests::poll;
 use livegate_tests::provider_double::{ProviderDouble, ANTHROPIC_USAGE};
@@ -249,6 +250,42 @@ fn model_info_shows_each_caller_its_deployments_and_each_is_priced_by_its_own_pr
     let unseen = model_info(&stack, "/model/info", "sk-never-seen-while-frozen-0000");
     assert_eq!(unseen.status, 503, "{}", unseen.body);
     postgres.resume().unwrap();
+
+    // The file broken under the running control plane: nothing changes until a restart.
+    std::fs::write(scratch.path().join("config.yaml"), "model_list: nonsense\n").unwrap();
+    assert_eq!(model_info(&stack, "/model/info", &master).body, before);
+}
+
+#[test]
+fn a_control_plane_given_an_invalid_model_list_refuses_to_start_naming_the_field() {
+    let scratch = tempfile::tempdir().unwrap();
+    let nowhere = "postgres://livegate:unused@127.0.0.1:1/livegate";
+    for (list, field, named) in [
+        (
+            "model_list:\n  - model_name: m\n    litellm_params: { model: openai/m }\n    model_info: { max_tokens: 5 }\n",
+            "model_list[0].model_info",
+            "max_tokens",
+        ),
+        // Priced by neither the file (no --prices-file) nor the entry: no silent 0.
+        (
+            "model_list:\n  - model_name: m\n    litellm_params: { model: openai/m }\n    model_info: { input_cost_per_token: 0.1 }\n",
+            "model_list[0].model_info",
+            "output_cost_per_token",
+        ),
+    ] {
+        let file = scratch.path().join("config.yaml");
+        std::fs::write(&file, list).unwrap();
+        let (status, log) = ControlPlane::builder(nowhere)
+            .master_key(Some("sk-master-test-0123456789abcdef0123456789abcdef"))
+            .arg("--config")
+            .arg(file.display().to_string())
+            .start_expecting_exit()
+            .unwrap();
+        assert!(!status.success(), "{log}");
+        for expected in ["--config (LIVEGATE_CONFIG)", field, named] {
+            assert!(log.contains(expected), "{expected} not in:\n{log}");
+        }
+    }
 }
 
 const ANTHROPIC_SDK_SCRIPT: &str = r#"
