@@ -41,7 +41,52 @@ struct File {
 struct Entry {
     model_name: String,
     litellm_params: Params,
-    model_info: Option<serde_norway::Value>,
+    model_info: Option<ModelInfo>,
+}
+
+/// A deployment's `model_info`: its prices in USD per token, each over the control plane's
+/// price file for this deployment only (LiteLLM's keys). Any other key of LiteLLM's
+/// `model_info` (`id`, `mode`, `max_tokens`, …) is refused by name: none is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInfo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_cost_per_token: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_cost_per_token: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_token_cost: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_token_cost: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_cost_per_reasoning_token: Option<f64>,
+}
+
+impl ModelInfo {
+    /// Each price by its LiteLLM name.
+    pub fn prices(&self) -> [(&'static str, Option<f64>); 5] {
+        [
+            ("input_cost_per_token", self.input_cost_per_token),
+            ("output_cost_per_token", self.output_cost_per_token),
+            (
+                "cache_read_input_token_cost",
+                self.cache_read_input_token_cost,
+            ),
+            (
+                "cache_creation_input_token_cost",
+                self.cache_creation_input_token_cost,
+            ),
+            (
+                "output_cost_per_reasoning_token",
+                self.output_cost_per_reasoning_token,
+            ),
+        ]
+    }
+
+    /// True when it names no price (`model_info: {}`).
+    pub fn is_empty(&self) -> bool {
+        self.prices().iter().all(|(_, p)| p.is_none())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +116,25 @@ pub struct Transport {
 pub struct Routed {
     pub deployment: Deployment,
     pub transport: Transport,
+    /// Its own prices (`model_info`); empty: the price file's.
+    pub model_info: ModelInfo,
+    /// `litellm_params.timeout` as written (`None`: LiteLLM's default), for `/model/info`.
+    pub timeout: Option<f64>,
+}
+
+impl Routed {
+    /// The api_base it reaches, as a URL without a trailing slash (never a credential:
+    /// one in the URL is refused).
+    pub fn api_base(&self) -> String {
+        let t = &self.transport;
+        let (scheme, default_port) = if t.tls { ("https", 443) } else { ("http", 80) };
+        let port = if t.port == default_port {
+            String::new()
+        } else {
+            format!(":{}", t.port)
+        };
+        format!("{scheme}://{}{port}{}", t.host, self.deployment.path_prefix)
+    }
 }
 
 /// A parsed, validated model list.
@@ -156,9 +220,12 @@ impl Entry {
     fn resolve(self, i: usize) -> Result<Routed, ModelListError> {
         let at = |name: &str| format!("model_list[{i}].{name}");
         let params_at = |name: &str| format!("model_list[{i}].litellm_params.{name}");
-        if self.model_info.is_some() {
-            let why = ": per-deployment prices come from the control plane's price file for now";
-            return Err(not_implemented(&at("model_info"), why));
+        let model_info = self.model_info.unwrap_or_default();
+        for (name, price) in model_info.prices() {
+            if price.is_some_and(|p| !(p.is_finite() && p >= 0.0)) {
+                let problem = "must be a finite, non-negative number (USD per token)";
+                return Err(field(&at(&format!("model_info.{name}")), problem));
+            }
         }
         if self.model_name.is_empty() || !visible(&self.model_name) {
             return Err(field(&at("model_name"), "must be non-empty visible text"));
@@ -252,6 +319,8 @@ impl Entry {
                 port,
                 timeout_seconds,
             },
+            model_info,
+            timeout: p.timeout,
         })
     }
 }

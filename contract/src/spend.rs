@@ -58,6 +58,11 @@ pub struct SpendRecord {
     pub model_requested: Option<String>,
     /// The `model` of the response, when it carried one.
     pub model_returned: Option<String>,
+    /// The model list's deployment the request was sent to (its route, which is also its
+    /// `/model/info` id): the control plane prices it with that deployment's `model_info`.
+    /// Left out of the JSON when `None` (no model list), as the counts below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
@@ -228,6 +233,7 @@ impl SpendRecord {
             ("team_id", &self.team_id),
             ("model_requested", &self.model_requested),
             ("model_returned", &self.model_returned),
+            ("deployment", &self.deployment),
         ];
         for (name, value) in labels {
             if value.as_ref().is_some_and(|v| v.len() > MAX_LABEL_LEN) {
@@ -294,6 +300,7 @@ impl SpendRecord {
             &mut self.team_id,
             &mut self.model_requested,
             &mut self.model_returned,
+            &mut self.deployment,
         ]
         .into_iter()
         .flatten()

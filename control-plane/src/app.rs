@@ -46,9 +46,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     // The spool is replayed before the port opens: nothing is acknowledged twice.
-    let ledger = Ledger::open(&config.spend)
+    let mut ledger = Ledger::open(&config.spend)
         .await
         .map_err(ConfigError::from)?;
+    // The model list's `model_info` prices its deployments (before anything shares them).
+    ledger.prices = Arc::new(crate::config::model_list::with_deployment_prices(
+        &ledger.prices,
+        config.model_list.as_deref(),
+    )?);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen).await?;
     tracing::info!(listen = %config.listen, metrics_listen = %config.metrics_listen, version = env!("CARGO_PKG_VERSION"), "control plane listening");

@@ -40,13 +40,25 @@ pub use config::{
 pub use drain::{drain, drain_step, DrainError};
 pub use pending::PendingSpend;
 
-/// Prices a record: the model the upstream returned, else the one requested.
+/// Prices a record: by its deployment's own prices (`model_info`) when it has them, else
+/// the model the upstream returned, else the one requested.
 pub fn price(record: SpendRecord, prices: &PriceTable) -> LedgerEntry {
+    let usage = TokenUsage::of(&record);
+    let own = record
+        .deployment
+        .as_deref()
+        .and_then(|d| prices.deployment(d));
     let model = record
         .model_returned
         .as_deref()
         .or(record.model_requested.as_deref());
-    let priced = model.map(|m| prices.cost(m, TokenUsage::of(&record)));
+    let priced = match own {
+        Some(price) => Some(crate::pricing::Priced {
+            cost: price.cost(usage),
+            unpriced: false,
+        }),
+        None => model.map(|m| prices.cost(m, usage)),
+    };
     let (cost, unpriced) = match priced {
         Some(p) => (p.cost, p.unpriced),
         None => (0.0, true),

@@ -170,6 +170,9 @@ pub enum EntryProblem {
 pub struct PriceTable {
     prices: HashMap<String, Price>,
     skipped: usize,
+    /// A deployment's route → its prices, for deployments with a `model_info`
+    /// (`deployments.rs`).
+    deployments: HashMap<String, Price>,
 }
 
 impl PriceTable {
@@ -283,6 +286,9 @@ fn per_token(fields: &Map<String, Value>, name: &'static str) -> Result<Option<f
         },
     }
 }
+
+mod deployments;
+pub use deployments::DeploymentPriceError;
 
 #[cfg(test)]
 mod tests;

@@ -116,6 +116,8 @@ impl Default for Config {
                 "/user/",
                 "/spend/",
                 "/global/spend",
+                "/model/info",
+                "/v1/model/info",
             ]),
             // Listing the models spends nothing (LiteLLM lists a restricted key's own).
             model_free_paths: strings(&["/v1/models", "/models"]),

@@ -25,6 +25,8 @@ pub struct Requester {
     pub team_id: Option<String>,
     /// The model sent upstream: the key's alias resolved, as prices name models.
     pub model: Option<String>,
+    /// The model list's deployment it went to (its route), with a model list.
+    pub deployment: Option<String>,
     /// When the request reached the filter (`None`: the clock could not be read).
     pub start: Option<Millis>,
 }
@@ -206,6 +208,7 @@ fn record(
         team_id: requester.team_id,
         model_requested: requester.model,
         model_returned,
+        deployment: requester.deployment,
         prompt_tokens: tokens.and_then(|t| t.prompt),
         completion_tokens: tokens.and_then(|t| t.completion),
         total_tokens: tokens.and_then(|t| t.total),

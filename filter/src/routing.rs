@@ -110,8 +110,17 @@ mod tests {
             "/user/new",
             "/spend/logs",
             "/global/spend",
+            "/model/info",
+            "/v1/model/info?litellm_model_id=livegate_deployment_0",
         ] {
             assert_eq!(route(path), Route::Passthrough, "{path}");
+        }
+    }
+
+    #[test]
+    fn model_info_passes_exactly_and_the_model_list_stays_the_filter_s() {
+        for path in ["/v1/models", "/models", "/model/info/x", "/v1/model/infox"] {
+            assert_eq!(route(path), Route::Protected, "{path}");
         }
     }
 

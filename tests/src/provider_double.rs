@@ -1,6 +1,7 @@
 //! A provider double: HTTPS with its own CA, demanding its own key, answering OpenAI's (and
-//! Azure OpenAI's) chat completions and Anthropic's messages in their documented shapes, and keeping
-//! every request it received for the test to read.
+//! Azure OpenAI's) chat completions and Anthropic's messages in their documented shapes (plain
+//! and streamed; Anthropic's with cache writes and reads), and keeping every request it
+//! received for the test to read.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -100,6 +101,7 @@ impl ProviderDouble {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                let _ = stream.set_nodelay(true);
                 let (config, seen, key) =
                     (Arc::clone(&config), Arc::clone(&thread_seen), key.clone());
                 std::thread::spawn(move || {
@@ -138,6 +140,19 @@ impl Drop for ProviderDouble {
     }
 }
 
+/// The most requests kept: a test sends far fewer; a benchmark's run would otherwise grow
+/// the list without bound.
+const MAX_SEEN: usize = 10_000;
+
+fn remember(seen: &Mutex<Vec<Seen>>, request: Seen) {
+    if let Ok(mut seen) = seen.lock() {
+        if seen.len() >= MAX_SEEN {
+            seen.drain(..MAX_SEEN / 2);
+        }
+        seen.push(request);
+    }
+}
+
 fn serve(
     tcp: TcpStream,
     config: Arc<rustls::ServerConfig>,
@@ -150,17 +165,16 @@ fn serve(
     // Keep-alive: one request after another until the peer closes.
     while let Some(request) = read_request(&mut reader)? {
         let (status, content_type, body) = answer(&request, key);
-        if let Ok(mut seen) = seen.lock() {
-            seen.push(request);
-        }
+        remember(seen, request);
         let head = format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
             if status == 200 { "OK" } else { "Error" },
             body.len()
         );
+        // One write: a head and a body in two small segments wait on the peer's delayed
+        // ACK (Nagle), 40 ms a request.
         let stream = reader.get_mut();
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body.as_bytes())?;
+        stream.write_all(format!("{head}{body}").as_bytes())?;
         stream.flush()?;
     }
     Ok(())
@@ -292,9 +306,7 @@ async fn answer_http2(
         http2: true,
     };
     let (status, content_type, text) = answer(&request, &key);
-    if let Ok(mut seen) = seen.lock() {
-        seen.push(request);
-    }
+    remember(&seen, request);
     let Ok(response) = http::Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -305,6 +317,69 @@ async fn answer_http2(
     if let Ok(mut send) = respond.send_response(response, false) {
         let _ = send.send_data(bytes::Bytes::from(text), true);
     }
+}
+
+/// What the double's Anthropic answers state: uncached input, cache writes and reads (each
+/// outside `input_tokens`, as Anthropic counts them), output.
+pub struct AnthropicUsage {
+    pub input: u64,
+    pub cache_creation: u64,
+    pub cache_read: u64,
+    pub output: u64,
+}
+
+pub const ANTHROPIC_USAGE: AnthropicUsage = AnthropicUsage {
+    input: 11,
+    cache_creation: 5,
+    cache_read: 3,
+    output: 7,
+};
+
+impl AnthropicUsage {
+    fn json(&self, output: u64) -> serde_json::Value {
+        serde_json::json!({"input_tokens": self.input, "output_tokens": output,
+            "cache_creation_input_tokens": self.cache_creation,
+            "cache_read_input_tokens": self.cache_read})
+    }
+}
+
+/// Anthropic's stream: the input and cache counts in `message_start` (with a first output
+/// count), the final output count in `message_delta`.
+fn anthropic_stream(model: &str) -> String {
+    let events = [
+        (
+            "message_start",
+            serde_json::json!({"type": "message_start", "message": {
+            "id": "msg_double", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": ANTHROPIC_USAGE.json(1)}}),
+        ),
+        (
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": "hello"}}),
+        ),
+        (
+            "content_block_stop",
+            serde_json::json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            serde_json::json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": ANTHROPIC_USAGE.output}}),
+        ),
+        ("message_stop", serde_json::json!({"type": "message_stop"})),
+    ];
+    events
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect()
 }
 
 /// (status, content type, body).
@@ -321,11 +396,14 @@ fn answer(request: &Seen, key: &str) -> (u16, &'static str, String) {
             let error = serde_json::json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}});
             return (401, json, error.to_string());
         }
+        if request.json()["stream"] == serde_json::Value::Bool(true) {
+            return (200, "text/event-stream", anthropic_stream(&model));
+        }
         let message = serde_json::json!({
             "id": "msg_double", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": "hello from the double"}],
             "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": {"input_tokens": 11, "output_tokens": 7}
+            "usage": ANTHROPIC_USAGE.json(7)
         });
         return (200, json, message.to_string());
     }

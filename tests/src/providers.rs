@@ -68,6 +68,18 @@ impl Providers {
         })
     }
 
+    /// A model list for a container's rendering (`cargo xtask envoy-config --config`): no
+    /// key is read (the container's environment has them, from a Secret or an env file),
+    /// and TLS is checked against `ca_file`, a path inside the container.
+    pub fn for_container(text: &str, ca_file: &str) -> anyhow::Result<Providers> {
+        let list = ModelList::parse(text)?;
+        Ok(Providers {
+            deployments: list.deployments,
+            keys: BTreeMap::new(),
+            ca_file: PathBuf::from(ca_file),
+        })
+    }
+
     /// The filter's configuration with the `deployments` table added.
     pub fn filter_config(&self, base: &str) -> anyhow::Result<String> {
         if self.deployments.is_empty() {
@@ -87,13 +99,14 @@ impl Providers {
         Ok(config.to_string())
     }
 
-    /// `host_env_keys`: the base variables and every provider key's.
+    /// `host_env_keys`: the base variables and every provider key's (each once).
     pub fn host_env_keys(&self) -> String {
-        let names: Vec<String> = BASE_ENV_KEYS
+        let keys: std::collections::BTreeSet<&str> = self
+            .deployments
             .iter()
-            .map(|s| (*s).to_owned())
-            .chain(self.keys.keys().cloned())
+            .filter_map(|r| r.deployment.api_key_env.as_deref())
             .collect();
+        let names: Vec<&str> = BASE_ENV_KEYS.iter().copied().chain(keys).collect();
         format!("[{}]", names.join(", "))
     }
 

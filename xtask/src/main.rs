@@ -81,6 +81,10 @@ enum Command {
         /// The protected API as host:port (default: the demo upstream's name, port 4002).
         #[arg(long, value_parser = envoy_config::parse_endpoint)]
         upstream: Option<livegate_tests::envoy::Endpoint>,
+        /// A model list (LiteLLM's config.yaml): its deployments instead of the upstream;
+        /// with --kubernetes also the model list's ConfigMap. Needs --out.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
     },
 }
 
@@ -101,13 +105,14 @@ fn main() {
             kubernetes,
             filter_config,
             upstream,
+            config,
         } => {
             let target = if kubernetes {
                 envoy_config::Target::Kubernetes
             } else {
                 envoy_config::Target::Compose
             };
-            envoy_config::write(target, out, &filter_config, upstream)
+            envoy_config::write(target, out, &filter_config, upstream, config)
         }
     };
     if let Err(error) = result {

@@ -89,12 +89,18 @@ fn envoy() -> anyhow::Result<PathBuf> {
 /// things a hand-written client would not do), pinned so a test run is repeatable.
 const OPENAI_SDK_VERSION: &str = "3.57.0";
 
+/// The Anthropic Python SDK (`x-api-key`, `anthropic-version`, `/v1/messages`, its own
+/// stream events), pinned likewise.
+const ANTHROPIC_SDK_VERSION: &str = "2.16.0";
+
 /// A venv under `.livegate/clients` with the client SDKs, made when missing or outdated.
 fn clients() -> anyhow::Result<PathBuf> {
     let venv = livegate_tests::artifacts::state_dir().join("clients");
     let venv_python = venv.join("bin").join("python");
-    let check =
-        format!("import openai, sys; sys.exit(openai.__version__ != '{OPENAI_SDK_VERSION}')");
+    let check = format!(
+        "import anthropic, openai, sys; sys.exit(openai.__version__ != '{OPENAI_SDK_VERSION}' \
+         or anthropic.__version__ != '{ANTHROPIC_SDK_VERSION}')"
+    );
     if Command::new(&venv_python)
         .args(["-c", &check])
         .output()
@@ -103,7 +109,8 @@ fn clients() -> anyhow::Result<PathBuf> {
         return Ok(venv_python);
     }
     step(&format!(
-        "installing the OpenAI Python SDK {OPENAI_SDK_VERSION} into {}",
+        "installing the OpenAI Python SDK {OPENAI_SDK_VERSION} and the Anthropic one \
+         {ANTHROPIC_SDK_VERSION} into {}",
         venv.display()
     ));
     let _ = std::fs::remove_dir_all(&venv);
@@ -116,7 +123,8 @@ fn clients() -> anyhow::Result<PathBuf> {
             "--quiet",
             "--disable-pip-version-check",
         ])
-        .arg(format!("openai=={OPENAI_SDK_VERSION}")))?;
+        .arg(format!("openai=={OPENAI_SDK_VERSION}"))
+        .arg(format!("anthropic=={ANTHROPIC_SDK_VERSION}")))?;
     Ok(venv_python)
 }
 

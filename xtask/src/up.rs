@@ -64,13 +64,18 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
-    /// `--prices-file <file>` for the control planes: the one named, else the demo's.
+    /// `--prices-file <file>` for the control planes: the one named, else the demo's; and
+    /// the model list (`--config`), the same file Envoy's deployments come from.
     fn control_plane_args(&self) -> Vec<String> {
         let file = self
             .prices_file
             .clone()
             .unwrap_or_else(livegate_tests::artifacts::demo_prices_file);
-        vec!["--prices-file".into(), file.display().to_string()]
+        let mut args = vec!["--prices-file".into(), file.display().to_string()];
+        if let Some(config) = &self.config {
+            args.extend(["--config".into(), config.display().to_string()]);
+        }
+        args
     }
 }
 

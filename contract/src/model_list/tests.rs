@@ -103,14 +103,63 @@ fn what_livegate_does_not_do_is_refused_by_name() {
     }
     let with_info = FULL.replacen(
         "      weight: 3\n",
-        "      weight: 3\n    model_info:\n      input_cost_per_token: 0.1\n",
+        "      weight: 3\n    model_info:\n      mode: chat\n",
         1,
     );
     let error = parse_err(&with_info);
     assert!(
-        error.contains("model_list[0].model_info") && error.contains("not implemented"),
+        error.contains("model_list[0].model_info") && error.contains("mode"),
         "{error}"
     );
+}
+
+#[test]
+fn model_info_gives_a_deployment_its_own_prices_each_checked() {
+    let info = "    model_info:\n      input_cost_per_token: 0.0000025\n      \
+                output_cost_per_token: 0.00001\n      cache_read_input_token_cost: 0.00000125\n      \
+                cache_creation_input_token_cost: 0.000003\n      \
+                output_cost_per_reasoning_token: 0.00002\n";
+    let text = FULL.replacen("      weight: 3\n", &format!("      weight: 3\n{info}"), 1);
+    let list = ModelList::parse(&text).unwrap();
+    let info = list.deployments[0].model_info;
+    assert_eq!(info.input_cost_per_token, Some(0.0000025));
+    assert_eq!(info.output_cost_per_token, Some(0.00001));
+    assert_eq!(info.cache_read_input_token_cost, Some(0.00000125));
+    assert_eq!(info.cache_creation_input_token_cost, Some(0.000003));
+    assert_eq!(info.output_cost_per_reasoning_token, Some(0.00002));
+    assert!(list.deployments[1].model_info.is_empty());
+    for bad in ["-0.1", "\"cheap\"", ".nan", ".inf"] {
+        let text = FULL.replacen(
+            "      weight: 3\n",
+            &format!(
+                "      weight: 3\n    model_info:\n      cache_read_input_token_cost: {bad}\n"
+            ),
+            1,
+        );
+        let error = parse_err(&text);
+        assert!(
+            error.contains("model_list[0].model_info")
+                && error.contains("cache_read_input_token_cost"),
+            "{bad}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_deployment_shows_its_api_base_as_configured() {
+    let list = ModelList::parse(FULL).unwrap();
+    let bases: Vec<String> = list.deployments.iter().map(Routed::api_base).collect();
+    assert_eq!(
+        bases,
+        [
+            "https://api.openai.com/v1",
+            "https://example.openai.azure.com",
+            "https://api.anthropic.com",
+            "http://vllm.internal:8000/v1",
+        ]
+    );
+    assert_eq!(list.deployments[0].timeout, Some(30.0));
+    assert_eq!(list.deployments[1].timeout, None);
 }
 
 #[test]

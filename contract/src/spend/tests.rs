@@ -10,6 +10,7 @@ fn record() -> SpendRecord {
         team_id: None,
         model_requested: Some("gpt-4o".into()),
         model_returned: Some("gpt-4o-2024-08-06".into()),
+        deployment: None,
         prompt_tokens: Some(12),
         completion_tokens: Some(30),
         total_tokens: Some(42),
@@ -73,6 +74,7 @@ fn request_ids_are_bounded_visible_ascii() {
 fn labels_are_bounded_and_named() {
     let r = SpendRecord {
         model_returned: Some("m".repeat(MAX_LABEL_LEN + 1)),
+        deployment: None,
         ..record()
     };
     assert_eq!(
@@ -251,6 +253,7 @@ fn sanitizing_makes_hostile_labels_storable() {
     let mut r = SpendRecord {
         model_requested: Some("x\0y".into()),
         model_returned: Some("é".repeat(MAX_LABEL_LEN)),
+        deployment: None,
         ..record()
     };
     assert!(r.validate().is_err());

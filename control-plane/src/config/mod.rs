@@ -6,6 +6,7 @@
 //! them. A flag's name and variable are written once, in its group's `flags!` block.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod database;
 pub mod flags;
 pub mod http;
+pub mod model_list;
 pub mod secrets;
 pub mod spend;
 
@@ -28,6 +30,7 @@ pub use crate::ledger::SpoolFullPolicy;
 pub use cache::CacheFlags;
 pub use database::DatabaseFlags;
 pub use http::{HttpFlags, HttpSettings};
+pub use model_list::ModelListFlags;
 pub use secrets::{SecretFlags, Secrets, MASTER_KEY_MIN_CHARS};
 pub use spend::{BudgetFlags, SpendFlags, SpoolFlags};
 
@@ -96,6 +99,8 @@ pub struct ServeArgs {
     pub spend: SpendFlags,
     #[command(flatten)]
     pub budget: BudgetFlags,
+    #[command(flatten)]
+    pub model_list: ModelListFlags,
 }
 
 /// Everything `serve` needs. Its `Debug` is safe to log: the secrets print as `<redacted>`.
@@ -120,6 +125,8 @@ pub struct Config {
     pub rate_limit_max_lease: u64,
     pub feed: FeedConfig,
     pub spend: SpendConfig,
+    /// The operator's model list (`--config`), when given.
+    pub model_list: Option<Arc<livegate_contract::model_list::ModelList>>,
 }
 
 impl Config {
@@ -131,9 +138,11 @@ impl Config {
         let json_logs = a.log.json()?;
         let supervisor = a.database.supervisor(a.log.log_format)?;
         let cache = CacheConfig::try_from(a.cache)?;
+        let model_list = a.model_list.load()?;
         let statement_timeout = Duration::from_millis(supervisor.settings.statement_timeout_ms);
         Ok(Config {
             spend,
+            model_list,
             listen: http.listen,
             metrics_listen: http.metrics_listen,
             master_key: secrets.master_key,

@@ -205,6 +205,7 @@ fn spend_row(row: &Row) -> Result<LedgerEntry, EngineError> {
         team_id: column(row, "team_id")?,
         model_requested: column(row, "model_requested")?,
         model_returned: column(row, "model_returned")?,
+        deployment: None,
         prompt_tokens: count("prompt_tokens")?,
         completion_tokens: count("completion_tokens")?,
         total_tokens: count("total_tokens")?,

@@ -6,6 +6,7 @@ mod extract;
 mod health;
 mod internal;
 mod keys;
+mod model_info;
 mod spend;
 mod teams;
 mod users;
@@ -85,6 +86,8 @@ pub fn router(state: AppState) -> Router {
         .route("/user/list", get(users::list))
         .route("/user/update", post(users::update))
         .route("/user/delete", post(users::delete))
+        .route("/model/info", get(model_info::info))
+        .route("/v1/model/info", get(model_info::info))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(

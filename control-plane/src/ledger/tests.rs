@@ -10,6 +10,7 @@ fn record(id: &str, model: Option<&str>, tokens: Option<(u64, u64)>) -> SpendRec
         team_id: None,
         model_requested: Some("requested".into()),
         model_returned: model.map(str::to_owned),
+        deployment: None,
         prompt_tokens: tokens.map(|t| t.0),
         completion_tokens: tokens.map(|t| t.1),
         total_tokens: tokens.map(|t| t.0 + t.1),
@@ -39,6 +40,35 @@ fn a_record_is_priced_by_the_model_returned_else_the_one_requested() {
     assert_eq!((e.cost, e.unpriced), (12.0, false));
     let e = price(record("c", Some("other"), Some((4, 8))), &prices());
     assert_eq!((e.cost, e.unpriced), (0.0, true));
+}
+
+#[test]
+fn a_record_naming_a_deployment_with_its_own_prices_is_priced_by_them() {
+    let list = livegate_contract::model_list::ModelList::parse(
+        "model_list:
+  - model_name: m
+    litellm_params: { model: openai/m }
+    model_info: { input_cost_per_token: 2, output_cost_per_token: 3 }
+  - model_name: m
+    litellm_params: { model: openai/m }
+",
+    )
+    .unwrap();
+    let prices = prices().with_deployments(&list).unwrap();
+    let own = SpendRecord {
+        deployment: Some("livegate_deployment_0".into()),
+        ..record("a", Some("m"), Some((4, 8)))
+    };
+    assert_eq!(price(own, &prices).cost, 4.0 * 2.0 + 8.0 * 3.0);
+    // The other deployment has no model_info, and a route nobody configured (a filter
+    // with another list) has no prices of its own: both priced by the model as before.
+    for deployment in ["livegate_deployment_1", "livegate_deployment_9"] {
+        let other = SpendRecord {
+            deployment: Some(deployment.into()),
+            ..record("b", Some("m"), Some((4, 8)))
+        };
+        assert_eq!(price(other, &prices).cost, 4.0, "{deployment}");
+    }
 }
 
 #[test]

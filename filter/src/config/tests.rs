@@ -38,7 +38,9 @@ fn the_defaults_match_the_architecture_contract() {
             "/team/",
             "/user/",
             "/spend/",
-            "/global/spend"
+            "/global/spend",
+            "/model/info",
+            "/v1/model/info"
         ]
     );
     assert_eq!(c.control_plane_cluster, "livegate_control_plane");
@@ -60,7 +62,7 @@ fn the_defaults_match_the_architecture_contract() {
 fn the_documented_example_parses_to_the_defaults() {
     let text = r#"{
       "liveness_paths": ["/health/liveliness", "/health/liveness"],
-      "passthrough_prefixes": ["/health/readiness", "/key/", "/team/", "/user/", "/spend/", "/global/spend"],
+      "passthrough_prefixes": ["/health/readiness", "/key/", "/team/", "/user/", "/spend/", "/global/spend", "/model/info", "/v1/model/info"],
       "control_plane_cluster": "livegate_control_plane",
       "control_plane_authority": "livegate-control-plane",
       "auth_check_path": "/v1/auth/check",

@@ -24,7 +24,7 @@ fn deployment(model_name: &str, provider: Provider, model: &str, route: &str) ->
     }
 }
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     let mut anthropic = deployment("claude", Provider::Anthropic, "claude-3-5", "a");
     anthropic.path_prefix = String::new();
     let deployments = vec![

@@ -17,6 +17,8 @@ use livegate_contract::ModelAccess;
 pub(super) struct Routed {
     pub path: String,
     pub model: String,
+    /// The deployment's route: its spend record names it.
+    pub route: String,
 }
 
 impl RequestFlow {
@@ -74,6 +76,7 @@ impl RequestFlow {
         Ok(Some(Routed {
             path: out.path,
             model: deployment.model.clone(),
+            route: deployment.route.clone(),
         }))
     }
 }

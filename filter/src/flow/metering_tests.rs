@@ -111,6 +111,7 @@ fn a_json_completion_gives_one_record_with_the_resolved_model_and_its_usage() {
         "the alias resolved"
     );
     assert_eq!(r.model_returned.as_deref(), Some("gpt-4o-2024"));
+    assert_eq!(r.deployment, None, "no model list: no deployment");
     assert_eq!(
         (r.prompt_tokens, r.completion_tokens, r.total_tokens),
         (Some(4), Some(8), Some(12))
@@ -119,6 +120,21 @@ fn a_json_completion_gives_one_record_with_the_resolved_model_and_its_usage() {
     assert_eq!((r.start_time_ms, r.end_time_ms), (NOW, NOW + 10));
     assert_eq!(host.count(Metric::SpendRecordsQueued), 1);
     assert_eq!(host.count(Metric::ResponsesWithoutUsage), 0);
+}
+
+#[test]
+fn a_routed_request_s_record_names_the_deployment_that_prices_it() {
+    let plugin = plugin(super::deployment_tests::config());
+    let body = r#"{"model": "mini", "messages": []}"#;
+    let (host, mut flow) = admitted(&plugin, CHAT, body, ModelAccess::default());
+    let usage =
+        r#"{"model": "gpt-4o-mini", "usage": {"prompt_tokens": 4, "completion_tokens": 8}}"#;
+    answer(&host, &mut flow, "application/json", &[usage]);
+    flow.on_done(&host, Some(NOW + 99));
+    let records = queued(&plugin);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].deployment.as_deref(), Some("m"));
+    assert_eq!(records[0].model_requested.as_deref(), Some("mini"));
 }
 
 #[test]

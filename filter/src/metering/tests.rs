@@ -9,6 +9,7 @@ fn requester() -> Requester {
         key_alias: Some("ci".into()),
         team_id: Some("t1".into()),
         model: Some("gpt-4o".into()),
+        deployment: Some("livegate_deployment_0".into()),
         start: Some(1_000),
     }
 }
@@ -25,6 +26,7 @@ fn a_json_answer_becomes_a_record_with_its_usage() {
     assert_eq!(record.key_alias.as_deref(), Some("ci"));
     assert_eq!(record.team_id.as_deref(), Some("t1"));
     assert_eq!(record.model_requested.as_deref(), Some("gpt-4o"));
+    assert_eq!(record.deployment.as_deref(), Some("livegate_deployment_0"));
     assert_eq!(record.model_returned.as_deref(), Some("gpt-4o-2024"));
     let counts = (
         record.prompt_tokens,

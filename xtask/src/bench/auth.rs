@@ -5,11 +5,15 @@
 //! plane and Postgres, (d) a key with an `rpm_limit` (every request asks the control
 //! plane, which writes the key's window); and on `/v1/chat/completions` with a 1 KiB body,
 //! (e) a key with no model policy and (e′) a model-restricted key (the filter reads the
-//! body's `model`).
+//! body's `model`); and to a model list's deployment behind local TLS (a provider double),
+//! (f′) its cluster without the filter and (f) a cached key routed to it by model with the
+//! provider's key set by the filter.
 
 use std::fmt::Write as _;
 
-use livegate_tests::envoy::{BASELINE_TEMPLATE, TEMPLATE};
+use livegate_tests::envoy::{Endpoint, Envoy, EnvoyConfig, BASELINE_TEMPLATE, TEMPLATE};
+use livegate_tests::provider_double::ProviderDouble;
+use livegate_tests::providers::Providers;
 use livegate_tests::stack::{Stack, StackOptions};
 use serde_json::json;
 
@@ -22,6 +26,13 @@ const NO_METERING: &str = r#"{"metering": {"enabled": false}}"#;
 
 /// Keys the cache-miss run cycles through, with a filter cache of one entry.
 const MISS_KEYS: usize = 16;
+
+/// (f′)'s Envoy: the deployment's cluster without the filter.
+const PROVIDER_BASELINE_TEMPLATE: &str = "xtask/src/bench/provider-baseline.yaml.tmpl";
+/// The provider double's key: the one (f′)'s template sets, and the one (f)'s filter reads
+/// from Envoy's environment.
+const DOUBLE_KEY: &str = "sk-bench-provider-double";
+const DOUBLE_KEY_ENV: &str = "LIVEGATE_BENCH_PROVIDER_KEY";
 
 pub fn run(seconds: u64) -> anyhow::Result<()> {
     wrk::ensure_installed()?;
@@ -50,6 +61,10 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         &stack,
         json!({"key_alias": "bench-models", "models": ["livegate-demo"]}),
     )?;
+    let double = ProviderDouble::start(stack.scratch.path(), DOUBLE_KEY)?;
+    let providers = double_providers(&double)?;
+    let to_deployment = envoy_with(&stack, TEMPLATE, NO_METERING, providers.clone())?;
+    let deployment_baseline = envoy_with(&stack, PROVIDER_BASELINE_TEMPLATE, "{}", providers)?;
     let path = "/v1/models";
     let chat = "/v1/chat/completions";
     // The same wrk script everywhere: its Lua request hook has a cost of its own.
@@ -90,6 +105,16 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
             url: stack.url(chat),
             script: chat_script(&stack, &restricted, "restricted")?,
         },
+        Target {
+            name: "(f′) chat to a TLS deployment, no filter",
+            url: format!("{}{chat}", deployment_baseline.url()),
+            script: chat_script_for(&stack, &keys[0], "deployment-baseline", "gpt-4o")?,
+        },
+        Target {
+            name: "(f) chat to a TLS deployment, cached key, routed by model",
+            url: format!("{}{chat}", to_deployment.url()),
+            script: chat_script_for(&stack, &keys[0], "deployment", "gpt-4o")?,
+        },
     ];
     let plan = Plan::interleaved(seconds);
     let runs = wrk::measure(&targets, &plan)?;
@@ -107,12 +132,51 @@ fn generate_with(stack: &Stack, body: serde_json::Value) -> anyhow::Result<Strin
     Ok(created["key"].as_str().unwrap_or_default().to_string())
 }
 
+/// One deployment (`gpt-4o`) at the provider double over TLS, its key in Envoy's environment.
+fn double_providers(double: &ProviderDouble) -> anyhow::Result<Providers> {
+    let list = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: openai/gpt-4o\n      \
+         api_base: {}/v1\n      api_key: os.environ/{DOUBLE_KEY_ENV}\n",
+        double.base_url()
+    );
+    let ca = double.ca_file().display().to_string();
+    Providers::from_model_list(&list, |name| match name {
+        DOUBLE_KEY_ENV => Some(DOUBLE_KEY.to_owned()),
+        "SSL_CERT_FILE" => Some(ca.clone()),
+        _ => None,
+    })
+}
+
+/// An Envoy beside the stack's (its control plane), with a model list's deployments.
+fn envoy_with(
+    stack: &Stack,
+    template: &str,
+    filter_config: &str,
+    providers: Providers,
+) -> anyhow::Result<Envoy> {
+    let upstream = Endpoint::loopback(stack.upstream.as_ref().map_or(0, |u| u.port()));
+    let control_plane = Endpoint::loopback(stack.control_plane_port);
+    let mut config = EnvoyConfig::on_free_ports(control_plane, upstream)?;
+    config.filter_config = filter_config.to_string();
+    config.providers = providers;
+    Envoy::start_from(template, config, stack.scratch.path())
+}
+
 /// A wrk Lua script posting a chat completion of about 1 KiB with `key`.
 fn chat_script(stack: &Stack, key: &str, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    chat_script_for(stack, key, name, "livegate-demo")
+}
+
+/// The same for `model`.
+fn chat_script_for(
+    stack: &Stack,
+    key: &str,
+    name: &str,
+    model: &str,
+) -> anyhow::Result<std::path::PathBuf> {
     let content = "x".repeat(1024 - 80);
     let body =
-        json!({"model": "livegate-demo", "messages": [{"role": "user", "content": content}]})
-            .to_string();
+        json!({"model": model, "messages": [{"role": "user", "content": content}]}).to_string();
     let text = format!(
         "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"authorization\"] = \"Bearer {key}\"\n"
     );
@@ -148,7 +212,7 @@ fn table(plan: &Plan, runs: &[Run]) -> String {
     );
     let _ = writeln!(
         out,
-        "wrk with 1 thread, `GET /v1/models` (and `POST /v1/chat/completions` for (e)) on the demo upstream, Envoy with 1 worker; \
+        "wrk with 1 thread, `GET /v1/models` (and `POST /v1/chat/completions` for (e)) on the demo upstream, and the chat for (f) to a provider double over local TLS (one deployment), Envoy with 1 worker; \
          throughput with {connections} connections, latency with {latency_connections} (no queueing). \
          Each figure is the median of {rounds} runs of {seconds} s, the setups interleaved. \
          Metering is off (its cost is `bench metering`'s). \
@@ -168,7 +232,9 @@ fn table(plan: &Plan, runs: &[Run]) -> String {
             run.throughput.errors + run.latency.errors
         );
     }
-    if let [none, passthrough, cached, miss, limited, open_chat, restricted] = runs {
+    if let [none, passthrough, cached, miss, limited, open_chat, restricted, tls_none, tls_cached] =
+        runs
+    {
         let ratio =
             |run: &Run| run.throughput.requests_per_second / none.throughput.requests_per_second;
         let _ = writeln!(
@@ -176,7 +242,10 @@ fn table(plan: &Plan, runs: &[Run]) -> String {
             "\nAdded by a cached auth at p50: {:.0} µs (target ≤ 30 µs); cached throughput {:.2}× the no-filter run (target ≥ 0.85×); a cache miss end to end at p50: {:.2} ms (target ≤ 1 ms). \
              The filter with no auth to do already costs {:.2}× and {:.0} µs at p50. \
              A key with an rpm_limit adds {:.0} µs at p50 over a cached key (target ≤ 300 µs); \
-             a model-restricted key adds {:.0} µs at p50 over an unrestricted one on the same 1 KiB chat body.",
+             a model-restricted key adds {:.0} µs at p50 over an unrestricted one on the same 1 KiB chat body. \
+             To a TLS deployment, the filter (auth from the cache, the body's model read, the deployment picked, \
+             the body and path rewritten, the provider's key set) adds {:.0} µs at p50 over the same cluster without it \
+             (target: ≤ 20 µs more than the cached row's {:.0} µs).",
             cached.latency.p50_us - none.latency.p50_us,
             ratio(cached),
             miss.latency.p50_us / 1e3,
@@ -184,6 +253,8 @@ fn table(plan: &Plan, runs: &[Run]) -> String {
             passthrough.latency.p50_us - none.latency.p50_us,
             limited.latency.p50_us - cached.latency.p50_us,
             restricted.latency.p50_us - open_chat.latency.p50_us,
+            tls_cached.latency.p50_us - tls_none.latency.p50_us,
+            cached.latency.p50_us - none.latency.p50_us,
         );
     }
     out
