@@ -10,7 +10,8 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
 
 use super::policy_sql::{
-    self, key_with_policies, placeholders, team_policy_changed, PolicyParams, POLICY_COLUMN_NAMES,
+    self, key_with_policies, placeholders, team_policy_changed, PolicyParams, MEMBERS,
+    POLICY_COLUMN_NAMES,
 };
 
 use super::queries::{classify, column, record, token, COLUMNS};
@@ -37,7 +38,7 @@ static RELOG_KEYS: LazyLock<String> = LazyLock::new(|| {
     c AS (INSERT INTO livegate_key_changes (seq, token, record)
           SELECT version, token, to_jsonb(p) - 'version' FROM p)",
         changed = team_policy_changed("o", "t"),
-        policies = key_with_policies("t", "livegate_users"),
+        policies = key_with_policies("t", "livegate_users", MEMBERS),
     )
 });
 

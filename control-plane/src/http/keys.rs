@@ -237,6 +237,7 @@ pub async fn generate(
         limits: p.limits,
         team: TeamPolicy::default(),
         user: Default::default(),
+        member: Default::default(),
     };
     let record = s.db.insert_key(record).await?;
     remember(&s, &record);

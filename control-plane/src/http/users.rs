@@ -203,6 +203,7 @@ impl NewKey {
             limits: Default::default(),
             team: TeamPolicy::default(),
             user: Default::default(),
+            member: Default::default(),
         };
         Ok((raw, record))
     }
