@@ -58,6 +58,7 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
             Some(c) if c.contains("key_alias") => "key_alias",
             Some(c) if c.starts_with("livegate_teams") => "team_id",
             Some(c) if c.contains("user_email") => "user_email",
+            Some(c) if c.starts_with("livegate_team_members") => "member",
             Some(c) if c.starts_with("livegate_users") => "user_id",
             _ => "key",
         };

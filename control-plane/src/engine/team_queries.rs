@@ -22,7 +22,7 @@ use crate::protocol::{EngineError, TeamAndKeys, TeamList};
 const TEAM_OWN_COLUMNS: &str =
     "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, model_aliases";
 
-static TEAM_COLUMNS: LazyLock<String> =
+pub(super) static TEAM_COLUMNS: LazyLock<String> =
     LazyLock::new(|| format!("{TEAM_OWN_COLUMNS}, {}", *POLICY_COLUMN_NAMES));
 
 /// The keys of the written team (`t`) get new versions when the policy they carry changed
@@ -42,7 +42,7 @@ static RELOG_KEYS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn team(row: &Row) -> Result<TeamRecord, EngineError> {
+pub(super) fn team(row: &Row) -> Result<TeamRecord, EngineError> {
     Ok(TeamRecord {
         team_id: column(row, "team_id")?,
         team_alias: column(row, "team_alias")?,
