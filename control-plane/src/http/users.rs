@@ -223,11 +223,7 @@ fn shown(user: &UserRecord) -> Value {
 /// This replica's cache takes the new state of every key a user write changed at once
 /// (peers learn it from the change log).
 fn remember_keys(s: &AppState, write: &UserWrite) {
-    let now = Instant::now();
-    for key in &write.keys {
-        let state = KeyState::Present(Box::new(key.clone()));
-        s.cache.put(&key.token, state, key.version, now);
-    }
+    super::members::remember_all(s, &write.keys);
 }
 
 /// `POST /user/new`: the user, and (unless `auto_create_key` is false) a key of its own,
@@ -329,12 +325,17 @@ pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQ
         .await?
         .ok_or_else(|| not_found(&user_id))?;
     let keys: Vec<Value> = found.keys.iter().map(info_of).collect();
-    // livegate has no team memberships: a user belongs to no team (`teams` is empty).
+    let teams =
+        s.db.run(crate::protocol::UserTeams {
+            user_id: user_id.clone(),
+        })
+        .await?;
+    let teams: Vec<Value> = teams.iter().map(super::teams::shown).collect();
     Ok(Json(json!({
         "user_id": found.user.user_id,
         "user_info": shown(&found.user),
         "keys": keys,
-        "teams": [],
+        "teams": teams,
     })))
 }
 
