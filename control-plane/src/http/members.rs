@@ -127,8 +127,12 @@ pub(super) fn parse_members(
             if let Some(email) = &m.user_email {
                 identity_field(&at("user_email"), email)?;
             }
-            let who = member_ref(m.user_id, m.user_email.clone())
-                .map_err(|_| ApiError::bad(param, format!("{param}[{i}] needs a user_id or a user_email")))?;
+            if let Some(id) = &m.user_id {
+                identity_field(&at("user_id"), id)?;
+            }
+            let who = member_ref(m.user_id, m.user_email.clone()).map_err(|_| {
+                ApiError::bad(param, format!("{param}[{i}] needs a user_id or a user_email"))
+            })?;
             Ok(NewMember {
                 who,
                 user_email: m.user_email,
