@@ -112,10 +112,16 @@ fn members_have_litellm_shapes_and_users_are_created_for_them() {
                "max_budget_in_team": 2.5}),
     ));
     assert_eq!(added["team_id"], "core");
-    let cat = added["updated_users"][0]["user_id"].as_str().unwrap().to_string();
+    let cat = added["updated_users"][0]["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(cat.len(), 36, "a UUID: {added}");
     assert_eq!(added["updated_users"][0]["user_email"], "cat@example.com");
-    assert_eq!(added["updated_team_memberships"][0]["max_budget_in_team"], 2.5);
+    assert_eq!(
+        added["updated_team_memberships"][0]["max_budget_in_team"],
+        2.5
+    );
     assert_eq!(
         added["updated_team_memberships"][0]["litellm_budget_table"]["max_budget"],
         2.5
@@ -205,7 +211,13 @@ fn members_have_litellm_shapes_and_users_are_created_for_them() {
         json!({"team_id": "core", "members_with_roles": [
             {"role": "user", "user_id": "ann"}, {"role": "user", "user_id": "fay"}]}),
     ));
-    assert_eq!(after["data"]["members_with_roles"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        after["data"]["members_with_roles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let info = ok(get(&cp, "/team/info?team_id=core"));
     assert_eq!(
         roles(&info),
@@ -247,8 +259,10 @@ fn member_fields_are_validated_and_unenforced_ones_refused_by_name() {
         "unknown field",
     );
     refused(
-        &add(json!({"team_id": "t", "member": {"role": "user", "user_id": "u"},
-                    "max_budget_in_team": -1})),
+        &add(
+            json!({"team_id": "t", "member": {"role": "user", "user_id": "u"},
+                    "max_budget_in_team": -1}),
+        ),
         "max_budget_in_team",
         "at least 0",
     );
@@ -433,20 +447,29 @@ fn a_members_budget_in_the_team_refuses_its_keys_there_and_only_there() {
         "/team/member_update",
         json!({"team_id": "t", "user_id": "u", "max_budget_in_team": 5}),
     ));
-    assert_eq!(auth_check(&cp, in_team["key"].as_str().unwrap()).status, 200);
+    assert_eq!(
+        auth_check(&cp, in_team["key"].as_str().unwrap()).status,
+        200
+    );
     // Lowered, then the member leaves: refused, then let in.
     ok(post(
         &cp,
         "/team/member_update",
         json!({"team_id": "t", "user_id": "u", "max_budget_in_team": 0}),
     ));
-    assert_eq!(auth_check(&cp, in_team["key"].as_str().unwrap()).status, 400);
+    assert_eq!(
+        auth_check(&cp, in_team["key"].as_str().unwrap()).status,
+        400
+    );
     ok(post(
         &cp,
         "/team/member_delete",
         json!({"team_id": "t", "user_id": "u"}),
     ));
-    assert_eq!(auth_check(&cp, in_team["key"].as_str().unwrap()).status, 200);
+    assert_eq!(
+        auth_check(&cp, in_team["key"].as_str().unwrap()).status,
+        200
+    );
 }
 
 const PRICES: &str =
@@ -554,13 +577,17 @@ fn a_members_budget_crossed_on_two_envoys_and_two_control_planes_is_refused_ever
     // Every admitted request is charged to the membership once, whichever control plane
     // drained it, and nothing refused is.
     let expected = f64::from(admitted) * COST_PER_REQUEST;
-    poll::until("the membership's spend is every admitted request", PATIENCE, || {
-        let base = fleet.control_plane(0).ok()?.base_url();
-        let info =
-            http::admin_get(&base, fleet.master_key(), "/team/info?team_id=squad").ok()?;
-        let spend = info["team_memberships"][0]["spend"].as_f64()?;
-        (spend == expected).then_some(())
-    })
+    poll::until(
+        "the membership's spend is every admitted request",
+        PATIENCE,
+        || {
+            let base = fleet.control_plane(0).ok()?.base_url();
+            let info =
+                http::admin_get(&base, fleet.master_key(), "/team/info?team_id=squad").ok()?;
+            let spend = info["team_memberships"][0]["spend"].as_f64()?;
+            (spend == expected).then_some(())
+        },
+    )
     .unwrap();
 }
 
@@ -615,7 +642,11 @@ fn a_members_budget_in_the_team_holds_with_postgres_frozen_and_the_control_plane
     let refused = chat_at(&base, &broke);
     let allowed = chat_at(&base, &fine);
     control_plane.signal(Signal::SIGCONT).unwrap();
-    assert!(!reached_upstream(&refused), "never admitted: {}", refused.body);
+    assert!(
+        !reached_upstream(&refused),
+        "never admitted: {}",
+        refused.body
+    );
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(reached_upstream(&allowed), "{}", allowed.body);
 
@@ -630,4 +661,98 @@ fn a_members_budget_in_the_team_holds_with_postgres_frozen_and_the_control_plane
         reached_upstream(&chat_at(&base, &broke)).then_some(())
     })
     .unwrap();
+}
+
+/// A team admin manages its own team's keys (for the team's members) and no other key;
+/// moving a key to another team or user, and unblocking, stay with the master key.
+#[test]
+fn a_team_admin_manages_its_teams_keys_and_no_others() {
+    let (_pg, cp) = start(&[]);
+    for team in ["t1", "t2"] {
+        new_team(&cp, team);
+    }
+    ok(post(
+        &cp,
+        "/team/member_add",
+        json!({"team_id": "t2", "member": [{"role": "admin", "user_id": "boss"},
+                                           {"role": "user", "user_id": "worker"}]}),
+    ));
+    ok(post(
+        &cp,
+        "/user/new",
+        json!({"user_id": "stranger", "auto_create_key": false}),
+    ));
+    let boss = generate(&cp, json!({"user_id": "boss"}));
+    let boss = boss["key"].as_str().unwrap();
+    let worker = generate(&cp, json!({"team_id": "t2", "user_id": "worker"}));
+    let worker = worker["key"].as_str().unwrap();
+    let other = generate(&cp, json!({"team_id": "t1"}));
+    let other = other["key"].as_str().unwrap();
+
+    // Generate: in its team, for a member of it.
+    let made = ok(post_as(
+        &cp,
+        boss,
+        "/key/generate",
+        json!({"team_id": "t2", "user_id": "worker", "max_budget": 5}),
+    ));
+    let made = made["key"].as_str().unwrap().to_string();
+    assert_eq!(auth_check(&cp, &made).status, 200);
+    for (body, says) in [
+        (json!({}), "generates keys with its team's team_id"),
+        (json!({"team_id": "t1"}), "team_id=t1"),
+        (
+            json!({"team_id": "t2", "user_id": "stranger"}),
+            "user_id=stranger is not a member of team_id=t2",
+        ),
+    ] {
+        forbidden(&post_as(&cp, boss, "/key/generate", body), says);
+    }
+    // A plain member generates nothing.
+    forbidden(
+        &post_as(&cp, worker, "/key/generate", json!({"team_id": "t2"})),
+        "team admin",
+    );
+
+    // Update, block and delete keys in its team.
+    let updated = ok(post_as(
+        &cp,
+        boss,
+        "/key/update",
+        json!({"key": made, "max_budget": 0}),
+    ));
+    assert_eq!(updated["max_budget"], 0.0, "{updated}");
+    assert_eq!(auth_check(&cp, &made).status, 400);
+    forbidden(
+        &post_as(&cp, boss, "/key/update", json!({"key": made, "team_id": "t1"})),
+        "moves a key to another team or user",
+    );
+    ok(post_as(&cp, boss, "/key/block", json!({"key": worker})));
+    assert_eq!(auth_check(&cp, worker).status, 403);
+    assert_eq!(
+        post_as(&cp, boss, "/key/unblock", json!({"key": worker})).status,
+        403
+    );
+    ok(post_as(&cp, boss, "/key/delete", json!({"keys": [made]})));
+    assert_eq!(auth_check(&cp, &made).status, 401);
+
+    // The attack: the admin of t2 reaches for a key of t1, or for its own (no team).
+    for (path, body) in [
+        ("/key/update", json!({"key": other, "max_budget": 0})),
+        ("/key/block", json!({"key": other})),
+        ("/key/delete", json!({"keys": [other]})),
+        ("/key/update", json!({"key": boss, "rpm_limit": 1000})),
+    ] {
+        assert_eq!(post_as(&cp, boss, path, body).status, 403, "{path}");
+    }
+    forbidden(
+        &post_as(&cp, boss, "/key/delete", json!({"key_aliases": ["x"]})),
+        "by keys, not key_aliases",
+    );
+    assert_eq!(auth_check(&cp, other).status, 200, "untouched");
+    // A key that names nothing is refused as before: 403, never a hint.
+    assert_eq!(
+        post_as(&cp, "sk-nobody", "/key/update", json!({})).status,
+        403
+    );
 }

@@ -4,6 +4,7 @@
 //! and nothing of the supervisor's side (`db`), which it meets only through its pipes.
 
 mod connect;
+mod member_queries;
 mod policy_sql;
 mod queries;
 mod rate_queries;
@@ -11,7 +12,6 @@ mod schema;
 mod spend_queries;
 mod team_queries;
 pub mod tls;
-mod member_queries;
 mod user_queries;
 
 use std::sync::Arc;
@@ -140,9 +140,7 @@ async fn serve(pool: &Pool, request: Request) -> Result<Answer, EngineError> {
         Request::DeleteMember(op) => {
             op.answer(&member_queries::delete_member(c, &op.team_id, &op.who).await?)
         }
-        Request::TeamMembers(op) => {
-            op.answer(&member_queries::team_members(c, &op.team_id).await?)
-        }
+        Request::TeamMembers(op) => op.answer(&member_queries::team_members(c, &op.team_id).await?),
         Request::UserTeams(op) => op.answer(&member_queries::user_teams(c, &op.user_id).await?),
         Request::InsertSpend(op) => {
             same_database(&pool.database, op.database.as_deref())?;

@@ -150,7 +150,10 @@ fn key_with_policies_spent() -> String {
     key_with_policies("tn", "un", "mn")
         .replace("t.spend, 0) AS team_spend", "t.new_spend, 0) AS team_spend")
         .replace("u.spend, 0) AS user_spend", "u.new_spend, 0) AS user_spend")
-        .replace("m.spend, 0) AS member_spend", "m.new_spend, 0) AS member_spend")
+        .replace(
+            "m.spend, 0) AS member_spend",
+            "m.new_spend, 0) AS member_spend",
+        )
 }
 
 /// The filter's conditions: $1 key hash, $2 request id, $3 from, $4 before.
@@ -368,14 +371,20 @@ pub async fn reset_budgets(
         "n",
     )?;
     let teams_sql = RESET_TEAMS
-        .replace("{policies}", &key_with_policies("t", "livegate_users", MEMBERS))
+        .replace(
+            "{policies}",
+            &key_with_policies("t", "livegate_users", MEMBERS),
+        )
         .replace("{LOG_CHANGE}", LOG_CHANGE);
     let teams: i64 = column(
         &c.query_one(&teams_sql, &[&now]).await.map_err(classify)?,
         "n",
     )?;
     let users_sql = RESET_USERS
-        .replace("{policies}", &key_with_policies("livegate_teams", "u", MEMBERS))
+        .replace(
+            "{policies}",
+            &key_with_policies("livegate_teams", "u", MEMBERS),
+        )
         .replace("{LOG_CHANGE}", LOG_CHANGE);
     let users: i64 = column(
         &c.query_one(&users_sql, &[&now]).await.map_err(classify)?,

@@ -1,5 +1,8 @@
 //! Who may do what with a key that is not the master key: read its own key's, user's and
-//! team's info; manage a team's keys and members if its user is an admin of that team.
+//! team's info; manage a team's keys and members if its user is an admin of that team
+//! (generate keys in the team for its members, update, block and delete keys in it, add,
+//! change and remove members). Moving a key between teams or users, and everything
+//! else, stays with the master key.
 //! The decision is a pure function of the caller, the action and its target; the handlers
 //! look up what it needs (the caller's record, its user's role in the target team).
 
@@ -68,6 +71,20 @@ pub async fn own_key(s: &AppState, token: &KeyHash) -> Result<KeyRecord, ApiErro
     }
 }
 
+/// The first check of a write a team admin may make: the master key passes; a key passes
+/// if it is good (its team's rights are checked later, against the target). A key that is
+/// unknown, blocked or expired gets the 403 of a key that is not the master key, as before
+/// team admins existed: nothing here tells a stranger whether a key exists.
+pub async fn manager(s: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Master => Ok(()),
+        Caller::Key(token) => match own_key(s, token).await {
+            Err(ApiError::Denied(_)) => Err(ApiError::Forbidden),
+            other => other.map(|_| ()),
+        },
+    }
+}
+
 /// Checks the caller may do `action` to team `team_id`: the master key may; a key may when
 /// [`allowed`] says so, its user's role in the team read from the database.
 pub async fn check_team(s: &AppState, caller: &Caller, action: Action<'_>) -> Result<(), ApiError> {
@@ -89,8 +106,75 @@ pub async fn check_team(s: &AppState, caller: &Caller, action: Action<'_>) -> Re
     allowed(who, action).map_err(ApiError::NotAllowed)
 }
 
+/// Checks the caller may write the key `token` (update, block, delete): the master key may;
+/// a key may if the target key is in a team the caller's user is an admin of. A key the
+/// caller may not write is refused alike whether it exists or not (nothing is learned of
+/// it); the master key gets the handler's 404.
+pub async fn check_key_write(
+    s: &AppState,
+    caller: &Caller,
+    token: &KeyHash,
+) -> Result<(), ApiError> {
+    if matches!(caller, Caller::Master) {
+        return Ok(());
+    }
+    let target = s.db.get_key(token).await?;
+    match target.as_ref().and_then(|k| k.team_id.as_deref()) {
+        Some(team) => check_team(s, caller, Action::ManageTeam(team)).await,
+        None => Err(ApiError::NotAllowed(
+            "Call not allowed. Only the proxy admin (the master key) manages keys outside a team"
+                .into(),
+        )),
+    }
+}
+
+/// Checks the caller may create a key with this `team_id` and `user_id`: the master key
+/// may; a key only in a team its user is an admin of, for a member of that team (or no user).
+pub async fn check_new_key(
+    s: &AppState,
+    caller: &Caller,
+    team_id: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<(), ApiError> {
+    if matches!(caller, Caller::Master) {
+        return Ok(());
+    }
+    let Some(team) = team_id else {
+        return Err(ApiError::NotAllowed(
+            "Call not allowed. A team admin generates keys with its team's team_id; only the proxy admin (the master key) generates others".into(),
+        ));
+    };
+    check_team(s, caller, Action::ManageTeam(team)).await?;
+    if let Some(user) = user_id {
+        if role_of(s, team, user).await?.is_none() {
+            return Err(ApiError::NotAllowed(format!(
+                "Call not allowed. user_id={user} is not a member of team_id={team}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses, for a key that is not the master key, a change of a key's team or user.
+pub fn check_no_move(
+    caller: &Caller,
+    team_id: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<(), ApiError> {
+    match caller {
+        Caller::Key(_) if team_id.is_some() || user_id.is_some() => Err(ApiError::NotAllowed(
+            "Call not allowed. Only the proxy admin (the master key) moves a key to another team or user".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The user's role in the team, if a member.
-async fn role_of(s: &AppState, team_id: &str, user_id: &str) -> Result<Option<MemberRole>, ApiError> {
+async fn role_of(
+    s: &AppState,
+    team_id: &str,
+    user_id: &str,
+) -> Result<Option<MemberRole>, ApiError> {
     let members =
         s.db.run(crate::protocol::TeamMembers {
             team_id: team_id.to_owned(),

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::access::{check_team, Action};
+use super::access::{check_team, manager, Action};
 use super::error::ApiError;
 use super::extract::{Caller, Fields, JsonBody};
 use super::teams::{identity_field, new_team_id, required};
@@ -87,7 +87,10 @@ pub(super) fn budget_in_team(value: Option<f64>) -> Result<Option<f64>, ApiError
 
 /// Who a request names: `user_id`, else `user_email`; one is required.
 fn member_ref(user_id: Option<String>, user_email: Option<String>) -> Result<MemberRef, ApiError> {
-    match (user_id.filter(|u| !u.is_empty()), user_email.filter(|e| !e.is_empty())) {
+    match (
+        user_id.filter(|u| !u.is_empty()),
+        user_email.filter(|e| !e.is_empty()),
+    ) {
         (Some(id), _) => {
             identity_field("user_id", &id)?;
             Ok(MemberRef::UserId(id))
@@ -120,9 +123,8 @@ pub(super) fn parse_members(
         .enumerate()
         .map(|(i, item)| {
             let at = |field: &str| format!("{param}[{i}].{field}");
-            let m: MemberFields = serde_json::from_value(item).map_err(|e| {
-                ApiError::bad(param, format!("{param}[{i}]: invalid member: {e}"))
-            })?;
+            let m: MemberFields = serde_json::from_value(item)
+                .map_err(|e| ApiError::bad(param, format!("{param}[{i}]: invalid member: {e}")))?;
             let role = role(&at("role"), m.role.as_deref().unwrap_or("user"))?;
             if let Some(email) = &m.user_email {
                 identity_field(&at("user_email"), email)?;
@@ -131,7 +133,10 @@ pub(super) fn parse_members(
                 identity_field(&at("user_id"), id)?;
             }
             let who = member_ref(m.user_id, m.user_email.clone()).map_err(|_| {
-                ApiError::bad(param, format!("{param}[{i}] needs a user_id or a user_email"))
+                ApiError::bad(
+                    param,
+                    format!("{param}[{i}] needs a user_id or a user_email"),
+                )
             })?;
             Ok(NewMember {
                 who,
@@ -249,7 +254,12 @@ pub(super) async fn replace_all(
                     role: Some(w.role),
                     max_budget_in_team: None,
                 };
-                s.db.run(UpdateMember { team_id, who, patch }).await?
+                s.db.run(UpdateMember {
+                    team_id,
+                    who,
+                    patch,
+                })
+                .await?
             }
             Some(_) => None,
         };
@@ -271,6 +281,7 @@ pub async fn add(
     caller: Caller,
     JsonBody(req): JsonBody<MemberAdd>,
 ) -> ApiResult {
+    manager(&s, &caller).await?;
     let team_id = required("team_id", req.team_id)?;
     let members = parse_members(
         "member",
@@ -301,6 +312,7 @@ pub async fn delete(
     caller: Caller,
     JsonBody(req): JsonBody<MemberDelete>,
 ) -> ApiResult {
+    manager(&s, &caller).await?;
     let team_id = required("team_id", req.team_id)?;
     let who = member_ref(req.user_id, req.user_email)?;
     check_team(&s, &caller, Action::ManageTeam(&team_id)).await?;
@@ -329,6 +341,7 @@ pub async fn update(
     caller: Caller,
     JsonBody(req): JsonBody<MemberUpdate>,
 ) -> ApiResult {
+    manager(&s, &caller).await?;
     let team_id = required("team_id", req.team_id)?;
     let who = member_ref(req.user_id, req.user_email)?;
     let patch = MemberPatch {

@@ -13,11 +13,11 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::error::ApiError;
 use super::access::{check_team, Action};
+use super::error::ApiError;
 use super::extract::{Caller, Fields, JsonBody, MasterKey};
-use super::members;
 use super::keys::{check_query, number, parse_query, query_param};
+use super::members;
 use super::AppState;
 use crate::key_cache::KeyState;
 use crate::model::{TeamPatch, TeamRecord};
