@@ -724,7 +724,12 @@ fn a_team_admin_manages_its_teams_keys_and_no_others() {
     assert_eq!(updated["max_budget"], 0.0, "{updated}");
     assert_eq!(auth_check(&cp, &made).status, 400);
     forbidden(
-        &post_as(&cp, boss, "/key/update", json!({"key": made, "team_id": "t1"})),
+        &post_as(
+            &cp,
+            boss,
+            "/key/update",
+            json!({"key": made, "team_id": "t1"}),
+        ),
         "moves a key to another team or user",
     );
     ok(post_as(&cp, boss, "/key/block", json!({"key": worker})));

@@ -15,7 +15,8 @@ use crate::model::keys::KeyHash;
 use crate::model::LedgerEntry;
 use crate::model::{
     KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, MemberPatch, MemberRef, MemberWrite,
-    Membership, NewMember, TeamPatch, TeamRecord, TeamWrite, TeamsDeleted, UserAndKeys, UserPage, UserPatch, UserRecord, UserWrite, UsersDeleted,
+    Membership, NewMember, TeamPatch, TeamRecord, TeamWrite, TeamsDeleted, UserAndKeys, UserPage,
+    UserPatch, UserRecord, UserWrite, UsersDeleted,
 };
 use livegate_contract::WindowLog;
 
