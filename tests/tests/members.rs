@@ -156,16 +156,15 @@ fn members_have_litellm_shapes_and_users_are_created_for_them() {
     );
 
     let info = ok(get(&cp, "/team/info?team_id=core"));
-    assert_eq!(
-        roles(&info),
-        [
-            ("ann".into(), "admin".into()),
-            ("ben".into(), "user".into()),
-            (cat.clone(), "user".into()),
-            ("dan".into(), "user".into()),
-            ("eve".into(), "admin".into()),
-        ]
-    );
+    let mut expected: Vec<(String, String)> = vec![
+        ("ann".into(), "admin".into()),
+        ("ben".into(), "user".into()),
+        (cat.clone(), "user".into()),
+        ("dan".into(), "user".into()),
+        ("eve".into(), "admin".into()),
+    ];
+    expected.sort();
+    assert_eq!(roles(&info), expected);
     let memberships = info["team_memberships"].as_array().unwrap();
     let of_cat = memberships.iter().find(|m| m["user_id"] == cat).unwrap();
     assert_eq!(of_cat["spend"], 0.0);
@@ -760,4 +759,123 @@ fn a_team_admin_manages_its_teams_keys_and_no_others() {
         post_as(&cp, "sk-nobody", "/key/update", json!({})).status,
         403
     );
+}
+
+/// LiteLLM's own `tests/test_team.py`, as far as it applies (its bodies and assertions):
+/// `test_team_new` (ten teams at once, each with the same new member), `test_team_info`
+/// (admin, a team key, a key outside the team: refused), `test_team_update_sc_2` (a member
+/// added by email, then the alias changed: the rest of the team object unchanged) and
+/// `test_member_delete`.
+#[test]
+fn litellms_own_team_tests_pass() {
+    let (_pg, cp) = start(&[]);
+    // test_team_new: its `new_user` is not awaited, so the user may not exist yet: each
+    // `/team/new` may create it, at the same time.
+    let user_id = "5b0c52a4-8e09-4a58-9a36-4a0f1d4b36a1";
+    let teams: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let cp = &cp;
+                s.spawn(move || {
+                    ok(post(
+                        &cp,
+                        "/team/new",
+                        // One alias each: livegate's team aliases are unique (LiteLLM's
+                        // are not), a difference outside this test's subject.
+                        json!({"team_alias": format!("my-new-team-{i}"),
+                               "members_with_roles": [{"role": "user", "user_id": user_id}]}),
+                    ))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let info = ok(get(&cp, &format!("/user/info?user_id={user_id}")));
+    assert_eq!(info["teams"].as_array().unwrap().len(), 10, "{info}");
+
+    // test_team_info.
+    let team_id = teams[0]["team_id"].as_str().unwrap();
+    ok(get(&cp, &format!("/team/info?team_id={team_id}")));
+    let team_key = generate(&cp, json!({"team_id": team_id}));
+    ok(get_as(
+        &cp,
+        team_key["key"].as_str().unwrap(),
+        &format!("/team/info?team_id={team_id}"),
+    ));
+    let other = generate(&cp, json!({}));
+    assert_eq!(
+        get_as(
+            &cp,
+            other["key"].as_str().unwrap(),
+            &format!("/team/info?team_id={team_id}")
+        )
+        .status,
+        403
+    );
+
+    // test_team_update_sc_2.
+    let admin_user = "0d7e3f5a-9a43-4a6b-8a53-08e5a1c2f001";
+    ok(post(
+        &cp,
+        "/user/new",
+        json!({"user_id": admin_user, "models": [], "aliases": {"mistral-7b": "gpt-3.5-turbo"},
+               "duration": null, "max_budget": null, "budget_duration": null}),
+    ));
+    let team_data = ok(post(
+        &cp,
+        "/team/new",
+        json!({"team_alias": "sc-2",
+               "members_with_roles": [{"role": "admin", "user_id": admin_user}]}),
+    ));
+    ok(post(
+        &cp,
+        "/team/member_add",
+        json!({"team_id": team_data["team_id"],
+               "member": {"role": "user", "user_email": "krrish_7@berri.ai"}}),
+    ));
+    let new_team_data = ok(post(
+        &cp,
+        "/team/update",
+        json!({"team_id": team_data["team_id"], "team_alias": "sc-2"}),
+    ));
+    assert_eq!(new_team_data["data"]["team_alias"], "sc-2");
+    for (k, v) in new_team_data["data"].as_object().unwrap() {
+        match k.as_str() {
+            "members_with_roles" => assert_eq!(
+                v.as_array().unwrap().len(),
+                team_data[k].as_array().unwrap().len() + 1
+            ),
+            "created_at" | "updated_at" => {}
+            _ => assert_eq!(*v, team_data[k], "{k}"),
+        }
+    }
+
+    // test_member_delete.
+    let normal_user = "6f1c9e1e-2a1b-4c55-b1f4-3f2a8d7e0002";
+    ok(post(
+        &cp,
+        "/user/new",
+        json!({"user_id": normal_user, "auto_create_key": false}),
+    ));
+    let team_data = ok(post(
+        &cp,
+        "/team/new",
+        json!({"team_alias": "member-delete", "members_with_roles": [
+            {"role": "admin", "user_id": admin_user}, {"role": "user", "user_id": normal_user}]}),
+    ));
+    let ids = |team: &Value| -> Vec<String> {
+        team["members_with_roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["user_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(ids(&team_data).contains(&normal_user.to_string()));
+    let updated_team_data = ok(post(
+        &cp,
+        "/team/member_delete",
+        json!({"team_id": team_data["team_id"], "user_id": normal_user}),
+    ));
+    assert!(!ids(&updated_team_data).contains(&normal_user.to_string()));
 }

@@ -50,7 +50,10 @@ const ANSWER: &str = "SELECT 'member' AS kind, to_jsonb(x) AS row FROM (
         FROM mu) x
     UNION ALL SELECT 'key', to_jsonb(p) FROM p";
 
-static ADD: LazyLock<String> = LazyLock::new(|| {
+/// Adds a member named by id (`by` `user_id`) or by email (`user_email`). Two calls
+/// creating the same user at once both succeed (LiteLLM's own test makes ten teams with
+/// one new member in parallel): the second waits for the first's user and takes it.
+fn add(by: &str) -> String {
     format!(
         "WITH team AS (SELECT team_id FROM livegate_teams WHERE team_id = $1),
     found AS (SELECT user_id, user_email FROM livegate_users
@@ -58,6 +61,7 @@ static ADD: LazyLock<String> = LazyLock::new(|| {
     made AS (INSERT INTO livegate_users (user_id, user_email, user_role)
         SELECT COALESCE($2, $4), $3, 'internal_user' FROM team
         WHERE NOT EXISTS (SELECT 1 FROM found)
+        ON CONFLICT ({by}) DO UPDATE SET {by} = EXCLUDED.{by}
         RETURNING user_id, user_email),
     e AS (SELECT * FROM found UNION ALL SELECT * FROM made),
     mu AS (INSERT INTO livegate_team_members (team_id, user_id, role, max_budget)
@@ -66,7 +70,10 @@ static ADD: LazyLock<String> = LazyLock::new(|| {
     {ANSWER}",
         relog = relog("NULL::float8", "mu"),
     )
-});
+}
+
+static ADD_BY_ID: LazyLock<String> = LazyLock::new(|| add("user_id"));
+static ADD_BY_EMAIL: LazyLock<String> = LazyLock::new(|| add("user_email"));
 
 static UPDATE: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -124,7 +131,12 @@ pub async fn add_member(
         &role,
         &m.max_budget_in_team,
     ];
-    let rows = c.query(ADD.as_str(), &params).await.map_err(classify)?;
+    let sql = if user_id.is_some() {
+        &*ADD_BY_ID
+    } else {
+        &*ADD_BY_EMAIL
+    };
+    let rows = c.query(sql.as_str(), &params).await.map_err(classify)?;
     member_write(&rows)
 }
 
@@ -220,7 +232,7 @@ mod tests {
     /// Every membership write logs its keys with every policy they carry.
     #[test]
     fn a_relogged_key_keeps_every_policy_it_carries() {
-        for sql in [&*ADD, &*UPDATE, &*DELETE] {
+        for sql in [&*ADD_BY_ID, &*ADD_BY_EMAIL, &*UPDATE, &*DELETE] {
             assert!(names_every_carried_column(sql));
         }
         assert!(DELETE.contains("(SELECT max_budget FROM mu) IS NOT NULL"));

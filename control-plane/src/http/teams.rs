@@ -220,9 +220,10 @@ pub async fn new(
             }
             return Err(e);
         }
-        answer["members_with_roles"] =
-            members::with_roles(&members::members_of(&s, &team.team_id).await?);
     }
+    // LiteLLM's team object always carries its members.
+    answer["members_with_roles"] =
+        members::with_roles(&members::members_of(&s, &team.team_id).await?);
     Ok(Json(answer))
 }
 
@@ -282,9 +283,9 @@ pub async fn update(
     let mut answer = apply(&s, &team_id, patch).await?;
     if let Some(members) = members {
         members::replace_all(&s, &team_id, members).await?;
-        answer["data"]["members_with_roles"] =
-            members::with_roles(&members::members_of(&s, &team_id).await?);
     }
+    answer["data"]["members_with_roles"] =
+        members::with_roles(&members::members_of(&s, &team_id).await?);
     Ok(Json(answer))
 }
 
