@@ -100,6 +100,31 @@ fn members_have_litellm_shapes_and_users_are_created_for_them() {
     ));
     assert_eq!(team["team_id"], "core");
     assert_eq!(team["members_with_roles"].as_array().unwrap().len(), 2);
+    // LiteLLM's `team_id` on `/user/new`: the user joins as a `user`, its key is in the team.
+    let gil = ok(post(
+        &cp,
+        "/user/new",
+        json!({"user_id": "gil", "team_id": "core"}),
+    ));
+    assert_eq!(gil["teams"], json!(["core"]));
+    let gil_key = auth_check(&cp, gil["key"].as_str().unwrap())
+        .json()
+        .unwrap();
+    assert_eq!(gil_key["team_id"], "core", "{gil_key}");
+    refused(
+        &post(
+            &cp,
+            "/user/update",
+            json!({"user_id": "gil", "team_id": "core"}),
+        ),
+        "team_id",
+        "/team/member_add",
+    );
+    ok(post(
+        &cp,
+        "/team/member_delete",
+        json!({"team_id": "core", "user_id": "gil"}),
+    ));
     let ben = ok(get(&cp, "/user/info?user_id=ben"));
     assert_eq!(ben["user_info"]["user_role"], "internal_user");
     assert_eq!(ben["teams"][0]["team_id"], "core", "{ben}");
