@@ -762,6 +762,16 @@ fn a_team_admin_manages_its_teams_keys_and_no_others() {
         post_as(&cp, boss, "/key/unblock", json!({"key": worker})).status,
         403
     );
+    forbidden(
+        &post_as(
+            &cp,
+            boss,
+            "/key/update",
+            json!({"key": worker, "blocked": false}),
+        ),
+        "unblocks a key",
+    );
+    assert_eq!(auth_check(&cp, worker).status, 403, "still blocked");
     ok(post_as(&cp, boss, "/key/delete", json!({"keys": [made]})));
     assert_eq!(auth_check(&cp, &made).status, 401);
 

@@ -155,17 +155,26 @@ pub async fn check_new_key(
     Ok(())
 }
 
-/// Refuses, for a key that is not the master key, a change of a key's team or user.
+/// Refuses, for a key that is not the master key, what only the master key may change on
+/// a key: its team or user (moving it), and `blocked: false` (unblocking).
 pub fn check_no_move(
     caller: &Caller,
     team_id: Option<&str>,
     user_id: Option<&str>,
+    blocked: Option<bool>,
 ) -> Result<(), ApiError> {
+    let refused = |what: &str| {
+        Err(ApiError::NotAllowed(format!(
+            "Call not allowed. Only the proxy admin (the master key) {what}"
+        )))
+    };
     match caller {
-        Caller::Key(_) if team_id.is_some() || user_id.is_some() => Err(ApiError::NotAllowed(
-            "Call not allowed. Only the proxy admin (the master key) moves a key to another team or user".into(),
-        )),
-        _ => Ok(()),
+        Caller::Master => Ok(()),
+        Caller::Key(_) if team_id.is_some() || user_id.is_some() => {
+            refused("moves a key to another team or user")
+        }
+        Caller::Key(_) if blocked == Some(false) => refused("unblocks a key"),
+        Caller::Key(_) => Ok(()),
     }
 }
 

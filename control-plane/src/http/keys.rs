@@ -395,7 +395,8 @@ pub async fn update(
 ) -> ApiResult {
     manager(&s, &caller).await?;
     let token = key_ref("key", req.key.take().as_deref())?;
-    check_no_move(&caller, req.team_id.as_deref(), req.user_id.as_deref())?;
+    let moves = (req.team_id.as_deref(), req.user_id.as_deref());
+    check_no_move(&caller, moves.0, moves.1, req.blocked)?;
     check_key_write(&s, &caller, &token).await?;
     let patch = req.into_patch(Utc::now().trunc_subsecs(6))?;
     apply(&s, &token, patch).await
