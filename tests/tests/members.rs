@@ -813,7 +813,7 @@ fn litellms_own_team_tests_pass() {
                 let cp = &cp;
                 s.spawn(move || {
                     ok(post(
-                        &cp,
+                        cp,
                         "/team/new",
                         // One alias each: livegate's team aliases are unique (LiteLLM's
                         // are not), a difference outside this test's subject.
