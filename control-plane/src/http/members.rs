@@ -361,3 +361,76 @@ pub async fn update(
         "role": member.role, "max_budget_in_team": member.max_budget_in_team,
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param_of(e: ApiError) -> String {
+        match e {
+            ApiError::BadRequest { param, .. } => param.unwrap_or_default(),
+            other => panic!("not a 400: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_member_is_one_object_or_a_list_named_by_id_else_by_email() {
+        let one = parse_members(
+            "member",
+            json!({"role": "admin", "user_id": "u"}),
+            Some(2.0),
+        );
+        let one = one.unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].who, MemberRef::UserId("u".into()));
+        assert_eq!(one[0].role, MemberRole::Admin);
+        assert_eq!(one[0].max_budget_in_team, Some(2.0));
+        let list = json!([{"user_email": "a@example.com"}, {"role": "user", "user_id": "b",
+                          "user_email": "b@example.com"}]);
+        let list = parse_members("member", list, None).unwrap();
+        assert_eq!(list[0].who, MemberRef::Email("a@example.com".into()));
+        assert_eq!(list[0].role, MemberRole::User, "role defaults to user");
+        assert_eq!(
+            list[0].new_user_id.len(),
+            36,
+            "a UUID for a user made by email"
+        );
+        assert_eq!(list[1].who, MemberRef::UserId("b".into()));
+        assert_eq!(list[1].user_email.as_deref(), Some("b@example.com"));
+    }
+
+    #[test]
+    fn member_fields_are_refused_naming_the_field() {
+        let refused = |v: Value, budget: Option<f64>| {
+            param_of(parse_members("member", v, budget).unwrap_err())
+        };
+        assert_eq!(refused(Value::Null, None), "member");
+        assert_eq!(
+            refused(
+                json!([{"role": "user", "user_id": "v"}, {"role": "owner", "user_id": "u"}]),
+                None
+            ),
+            "member[1].role"
+        );
+        assert_eq!(refused(json!({"role": "user"}), None), "member");
+        assert_eq!(refused(json!({"user_id": "u", "extra": 1}), None), "member");
+        assert_eq!(refused(json!({"user_id": ""}), None), "member[0].user_id");
+        assert_eq!(
+            refused(json!({"user_id": "a\u{7}"}), None),
+            "member[0].user_id"
+        );
+        assert_eq!(
+            refused(json!({"user_id": "u"}), Some(f64::NAN)),
+            "max_budget_in_team"
+        );
+        assert_eq!(
+            refused(json!({"user_id": "u"}), Some(-1.0)),
+            "max_budget_in_team"
+        );
+        assert_eq!(
+            param_of(member_ref(None, Some(String::new())).unwrap_err()),
+            "user_id"
+        );
+        assert_eq!(param_of(role("role", "boss").unwrap_err()), "role");
+    }
+}
