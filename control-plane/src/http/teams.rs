@@ -263,7 +263,8 @@ pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
     Ok(Json(Value::Array(teams.iter().map(shown).collect())))
 }
 
-/// Teams a user could join: livegate has no users, so none.
+/// Teams a user could join on its own (LiteLLM's `available_teams` setting): livegate offers
+/// none; members join through `/team/member_add`.
 pub async fn available(_: MasterKey) -> ApiResult {
     Ok(Json(json!([])))
 }
