@@ -18,10 +18,10 @@ pub const AUTH_CHECK_PATH: &str = "/v1/auth/check";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Budget {
     pub scope: BudgetScope,
-    /// The team whose budget it is (`scope` `team`).
+    /// The team whose budget it is (`scope` `team`, `member`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_id: Option<String>,
-    /// The user whose budget it is (`scope` `user`).
+    /// The user whose budget it is (`scope` `user`, `member`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     pub spend: f64,
@@ -38,6 +38,13 @@ impl Budget {
             (BudgetScope::User, _) => format!(
                 "ExceededBudget: User={} over budget. Spend={}, Budget={}",
                 self.user_id.as_deref().unwrap_or(""),
+                self.spend,
+                self.max_budget
+            ),
+            (BudgetScope::Member, team) => format!(
+                "Budget has been exceeded! User={} in Team={} Current cost: {}, Max budget: {}",
+                self.user_id.as_deref().unwrap_or(""),
+                team.as_deref().unwrap_or(""),
                 self.spend,
                 self.max_budget
             ),

@@ -122,7 +122,7 @@ impl RateLimited {
         let whose = match (self.scope, &self.team_id) {
             (BudgetScope::Team, Some(team)) => format!("team_id: {team}"),
             (BudgetScope::Team, None) => "team".to_owned(),
-            (BudgetScope::User, _) => {
+            (BudgetScope::User | BudgetScope::Member, _) => {
                 format!("user: {}", self.user_id.as_deref().unwrap_or(""))
             }
             (BudgetScope::Key, _) => "api_key".to_owned(),

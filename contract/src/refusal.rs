@@ -30,6 +30,8 @@ pub enum BudgetScope {
     Team,
     /// The key's user (the user its `user_id` names).
     User,
+    /// The key's user within the key's team (the membership's `max_budget_in_team`).
+    Member,
 }
 
 impl DenyReason {

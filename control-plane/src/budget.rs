@@ -83,10 +83,12 @@ pub struct Pending {
     pub key: f64,
     pub user: f64,
     pub team: f64,
+    /// The key's user's in the key's team.
+    pub member: f64,
 }
 
 /// The budget that refuses this key, if any: its own first, then its user's, then its
-/// team's. `pending` is what this control plane has spooled (and reserved) and not yet
+/// user's in its team (the membership's `max_budget_in_team`), then its team's. `pending` is what this control plane has spooled (and reserved) and not yet
 /// drained, for each.
 pub fn exceeded(record: &KeyRecord, pending: Pending) -> Option<Budget> {
     let over = |max: Option<f64>, spend: f64| max.filter(|max| spend >= *max);
@@ -106,6 +108,15 @@ pub fn exceeded(record: &KeyRecord, pending: Pending) -> Option<Budget> {
         return Some(Budget {
             user_id: record.user_id.clone(),
             ..budget(BudgetScope::User, spend, max)
+        });
+    }
+    let spend = record.member.spend + pending.member;
+    let member = (record.user_id.is_some() && record.team_id.is_some()).then_some(());
+    if let Some(max) = over(record.member.max_budget, spend).filter(|_| member.is_some()) {
+        return Some(Budget {
+            user_id: record.user_id.clone(),
+            team_id: record.team_id.clone(),
+            ..budget(BudgetScope::Member, spend, max)
         });
     }
     let spend = record.team.spend + pending.team;

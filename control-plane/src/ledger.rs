@@ -276,8 +276,14 @@ impl Ledger {
         let key = pending.key(&record.token) + reserved_key;
         let team = pending.team(record.team_id.as_deref()) + reserved_team;
         let user = pending.user(record.user_id.as_deref());
+        let member = pending.member(record.team_id.as_deref(), record.user_id.as_deref());
         drop(pending);
-        let held = crate::budget::Pending { key, user, team };
+        let held = crate::budget::Pending {
+            key,
+            user,
+            team,
+            member,
+        };
         if let Some(budget) = crate::budget::exceeded(record, held) {
             return SpendVerdict::OverBudget(budget);
         }
@@ -293,6 +299,7 @@ impl Ledger {
             record.spend + key - reserved_key + after_key,
             record.team.spend + team - reserved_team + after_team,
             record.user.spend + user,
+            record.member.spend + member,
         );
         SpendVerdict::Within {
             held: Some(held),

@@ -262,7 +262,8 @@ fn a_key_reads_its_own_users_info_and_no_one_elses() {
 fn user_fields_are_validated_and_unenforced_ones_refused_by_name() {
     let (pg, cp) = start(&[]);
     for (body, param, says) in [
-        (json!({"team_id": "t1"}), "team_id", "not supported"),
+        // A team that does not exist: refused, and the user is not left behind.
+        (json!({"team_id": "t1"}), "team_id", "names no team"),
         (json!({"teams": ["t1"]}), "teams", "not supported"),
         (
             json!({"model_max_budget": {"gpt-4o": {"budget_limit": 1}}}),

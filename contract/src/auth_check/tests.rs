@@ -66,3 +66,23 @@ fn a_team_over_budget_names_the_team_and_its_numbers() {
         "Budget has been exceeded! Team=team-a Current cost: 2, Max budget: 1.5"
     );
 }
+
+/// A member's budget in a team names both, as LiteLLM's team-member check does, and its
+/// scope crosses the wire as `member`.
+#[test]
+fn a_member_over_its_budget_in_a_team_names_the_user_and_the_team() {
+    let budget = Budget {
+        scope: BudgetScope::Member,
+        team_id: Some("team-a".into()),
+        user_id: Some("bob".into()),
+        spend: 3.0,
+        max_budget: 2.5,
+    };
+    assert_eq!(
+        budget.error().message,
+        "Budget has been exceeded! User=bob in Team=team-a Current cost: 3, Max budget: 2.5"
+    );
+    let wire = serde_json::to_value(&budget).unwrap();
+    assert_eq!(wire["scope"], "member");
+    assert_eq!(serde_json::from_value::<Budget>(wire).unwrap(), budget);
+}

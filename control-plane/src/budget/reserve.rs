@@ -90,23 +90,26 @@ impl Reservations {
         }
     }
 
-    /// Whether the key is near its budget (or its team's, or its user's): fewer than
-    /// [`NEAR_BUDGET_RESERVATIONS`] reservations left, counting `spent` (drained, pending
-    /// and reserved) for the key and the team, and drained and pending for the user (a
-    /// user's requests in flight are not reserved: its keys' are).
+    /// Whether the key is near its budget (or its team's, its user's, or its user's in its
+    /// team): fewer than [`NEAR_BUDGET_RESERVATIONS`] reservations left, counting `spent`
+    /// (drained, pending and reserved) for the key and the team, and drained and pending
+    /// for the user and the membership (their requests in flight are not reserved: the
+    /// keys' are).
     pub fn near_budget(
         &self,
         record: &KeyRecord,
         spent_key: f64,
         spent_team: f64,
         spent_user: f64,
+        spent_member: f64,
     ) -> bool {
         let margin = self.per_request * NEAR_BUDGET_RESERVATIONS;
         let near = |max: Option<f64>, spent: f64| max.is_some_and(|m| m - spent < margin);
         self.enabled()
             && (near(record.budget.max_budget, spent_key)
                 || near(record.team.max_budget, spent_team)
-                || near(record.user.max_budget, spent_user))
+                || near(record.user.max_budget, spent_user)
+                || near(record.member.max_budget, spent_member))
     }
 }
 
@@ -195,8 +198,12 @@ mod tests {
     fn near_its_budget_a_key_is_within_a_hundred_reservations() {
         let r = Reservations::new(0.01, 1_000);
         let key = budgeted(10.0);
-        assert!(!r.near_budget(&key, 8.9, 0.0, 0.0));
-        assert!(r.near_budget(&key, 9.1, 0.0, 0.0));
-        assert!(!Reservations::new(0.0, 1).near_budget(&key, 9.99, 0.0, 0.0));
+        assert!(!r.near_budget(&key, 8.9, 0.0, 0.0, 0.0));
+        assert!(r.near_budget(&key, 9.1, 0.0, 0.0, 0.0));
+        assert!(!Reservations::new(0.0, 1).near_budget(&key, 9.99, 0.0, 0.0, 0.0));
+        let mut member = record("sk-m");
+        member.member.max_budget = Some(10.0);
+        assert!(r.near_budget(&member, 0.0, 0.0, 0.0, 9.5));
+        assert!(!r.near_budget(&member, 0.0, 0.0, 0.0, 5.0));
     }
 }

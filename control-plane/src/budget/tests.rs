@@ -108,6 +108,7 @@ fn pending(key: f64, team: f64) -> Pending {
         key,
         user: 0.0,
         team,
+        member: 0.0,
     }
 }
 
@@ -143,4 +144,34 @@ fn a_users_budget_refuses_each_of_its_keys() {
     r.budget.max_budget = Some(0.1);
     r.spend = 0.2;
     assert_eq!(exceeded(&r, at).unwrap().scope, BudgetScope::Key);
+}
+
+/// A membership's `max_budget_in_team` refuses the member's keys in that team (not its
+/// keys elsewhere, nor a key with no user), with LiteLLM's message, pending spend counted.
+#[test]
+fn a_members_budget_in_a_team_refuses_its_keys_in_that_team() {
+    let mut r = record("sk-m");
+    r.user_id = Some("bob".into());
+    r.team_id = Some("t1".into());
+    r.member.max_budget = Some(1.0);
+    r.member.spend = 0.75;
+    assert_eq!(exceeded(&r, pending(0.0, 0.0)), None);
+    let at = Pending {
+        member: 0.25,
+        ..pending(0.0, 0.0)
+    };
+    let b = exceeded(&r, at).unwrap();
+    assert_eq!(b.scope, BudgetScope::Member);
+    assert_eq!(
+        (b.user_id.as_deref(), b.team_id.as_deref(), b.spend),
+        (Some("bob"), Some("t1"), 1.0)
+    );
+    assert_eq!(
+        b.error().message,
+        "Budget has been exceeded! User=bob in Team=t1 Current cost: 1, Max budget: 1"
+    );
+    assert_eq!(b.error().kind, livegate_contract::ErrorType::BudgetExceeded);
+    // A key without a user (or a team) carries no membership, whatever its columns say.
+    r.user_id = None;
+    assert_eq!(exceeded(&r, at), None);
 }

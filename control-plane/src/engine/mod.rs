@@ -4,6 +4,7 @@
 //! and nothing of the supervisor's side (`db`), which it meets only through its pipes.
 
 mod connect;
+mod member_queries;
 mod policy_sql;
 mod queries;
 mod rate_queries;
@@ -129,6 +130,18 @@ async fn serve(pool: &Pool, request: Request) -> Result<Answer, EngineError> {
             op.answer(&user_queries::update_user(c, &op.user_id, &op.patch).await?)
         }
         Request::DeleteUsers(op) => op.answer(&user_queries::delete_users(c, &op.user_ids).await?),
+        Request::AddMember(op) => {
+            op.answer(&member_queries::add_member(c, &op.team_id, &op.member).await?)
+        }
+        Request::UpdateMember(op) => {
+            let write = member_queries::update_member(c, &op.team_id, &op.who, &op.patch);
+            op.answer(&write.await?)
+        }
+        Request::DeleteMember(op) => {
+            op.answer(&member_queries::delete_member(c, &op.team_id, &op.who).await?)
+        }
+        Request::TeamMembers(op) => op.answer(&member_queries::team_members(c, &op.team_id).await?),
+        Request::UserTeams(op) => op.answer(&member_queries::user_teams(c, &op.user_id).await?),
         Request::InsertSpend(op) => {
             same_database(&pool.database, op.database.as_deref())?;
             op.answer(&spend_queries::insert_spend(c, &op.rows).await?)

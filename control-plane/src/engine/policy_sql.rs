@@ -10,7 +10,7 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 
 use super::queries::column;
-use crate::model::{BudgetDuration, BudgetPolicy, Limits, TeamPolicy, UserPolicy};
+use crate::model::{BudgetDuration, BudgetPolicy, Limits, MemberPolicy, TeamPolicy, UserPolicy};
 use crate::protocol::EngineError;
 
 /// A key's or a team's own policy columns, in the order `PolicyParams::params` binds them.
@@ -49,6 +49,16 @@ const USER_POLICY: [(&str, Option<&str>); 6] = [
     ("max_parallel_requests", None),
 ];
 
+/// The membership's columns a key carries (as `member_<column>`), with the value a key
+/// without a membership reads (`None`: NULL).
+const MEMBER_POLICY: [(&str, Option<&str>); 2] = [("max_budget", None), ("spend", Some("0"))];
+
+/// The relation `key_with_policies` reads memberships from: the table as it is.
+pub(super) const MEMBERS: &str = "livegate_team_members";
+
+/// A relation of memberships with none in it: keys logged as no member's.
+pub(super) const NO_MEMBERS: &str = "(SELECT * FROM livegate_team_members WHERE false)";
+
 /// `column = COALESCE($n, column)` for each policy column, numbered from `first`: a patch's
 /// `None` leaves a column as it is.
 pub(super) fn updates(first: usize) -> String {
@@ -86,17 +96,32 @@ pub(super) fn user_columns(u: &str) -> String {
         .join(", ")
 }
 
+/// The membership's policy as a key's `member_*` columns, from the membership row `m`.
+fn member_columns(m: &str) -> String {
+    MEMBER_POLICY
+        .iter()
+        .map(|(c, default)| match default {
+            Some(d) => format!("COALESCE({m}.{c}, {d}) AS member_{c}"),
+            None => format!("{m}.{c} AS member_{c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The written key rows `w` with the policies they carry, as the view shows them: the team
-/// from `team_row` (a relation with the team's columns, joined on `team_id`) and the user
-/// from `user_row` (joined on `user_id`). Every statement that logs a key builds its
-/// record here, so no change-log record lacks a policy column.
-pub(super) fn key_with_policies(team_row: &str, user_row: &str) -> String {
+/// from `team_row` (a relation with the team's columns, joined on `team_id`), the user
+/// from `user_row` (joined on `user_id`) and the membership from `member_row` (joined on
+/// both; [`MEMBERS`] unless the statement writes it). Every statement that logs a key
+/// builds its record here, so no change-log record lacks a policy column.
+pub(super) fn key_with_policies(team_row: &str, user_row: &str, member_row: &str) -> String {
     format!(
-        "SELECT w.*, {team}, {user} FROM w
+        "SELECT w.*, {team}, {user}, {member} FROM w
             LEFT JOIN {team_row} t ON t.team_id = w.team_id
-            LEFT JOIN {user_row} u ON u.user_id = w.user_id",
+            LEFT JOIN {user_row} u ON u.user_id = w.user_id
+            LEFT JOIN {member_row} m ON m.team_id = w.team_id AND m.user_id = w.user_id",
         team = team_columns("t", true),
         user = user_columns("u"),
+        member = member_columns("m"),
     )
 }
 
@@ -132,6 +157,15 @@ pub(super) static USER_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| {
     USER_POLICY
         .iter()
         .map(|(c, _)| format!("user_{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The `member_*` column names, as the view and `COLUMNS` list them.
+pub(super) static MEMBER_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| {
+    MEMBER_POLICY
+        .iter()
+        .map(|(c, _)| format!("member_{c}"))
         .collect::<Vec<_>>()
         .join(", ")
 });
@@ -228,14 +262,23 @@ pub(super) fn user_policy(row: &Row) -> Result<UserPolicy, EngineError> {
     })
 }
 
-/// Whether a statement that logs keys writes every policy column a key carries (both
-/// `team_*` and `user_*`): a record logged without one would read as an open policy.
+/// A key row's `member_*` columns.
+pub(super) fn member_policy(row: &Row) -> Result<MemberPolicy, EngineError> {
+    Ok(MemberPolicy {
+        max_budget: column(row, "member_max_budget")?,
+        spend: column(row, "member_spend")?,
+    })
+}
+
+/// Whether a statement that logs keys writes every policy column a key carries (`team_*`,
+/// `user_*`, `member_*`): a record logged without one would read as an open policy.
 #[cfg(test)]
 pub(super) fn names_every_carried_column(sql: &str) -> bool {
     TEAM_POLICY
         .iter()
         .map(|(c, _)| format!("AS team_{c}"))
         .chain(USER_POLICY.iter().map(|(c, _)| format!("AS user_{c}")))
+        .chain(MEMBER_POLICY.iter().map(|(c, _)| format!("AS member_{c}")))
         .all(|column| sql.contains(&column))
 }
 
@@ -275,6 +318,9 @@ mod tests {
         user.sort();
         assert_eq!(fields(serde_json::json!(UserPolicy::default())), user);
         assert_eq!(USER_COLUMN_NAMES.split(", ").count(), USER_POLICY.len());
+        let mut member: Vec<String> = MEMBER_POLICY.iter().map(|(c, _)| c.to_string()).collect();
+        member.sort();
+        assert_eq!(fields(serde_json::json!(MemberPolicy::default())), member);
         let mut own: Vec<String> = POLICY
             .iter()
             .filter(|c| **c != "budget_duration_secs")

@@ -8,8 +8,8 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
 
 use super::policy_sql::{
-    self, key_with_policies, placeholders, PolicyParams, POLICY, POLICY_COLUMN_NAMES,
-    TEAM_COLUMN_NAMES, USER_COLUMN_NAMES,
+    self, key_with_policies, placeholders, PolicyParams, MEMBERS, MEMBER_COLUMN_NAMES, POLICY,
+    POLICY_COLUMN_NAMES, TEAM_COLUMN_NAMES, USER_COLUMN_NAMES,
 };
 use crate::model::keys::KeyHash;
 use crate::model::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
@@ -24,8 +24,8 @@ pub(super) static COLUMNS: LazyLock<String> = LazyLock::new(|| {
     let own_policy = POLICY.iter().filter(|c| **c != "budget_duration_secs");
     let own_policy = own_policy.copied().collect::<Vec<_>>().join(", ");
     format!(
-        "{KEY_COLUMNS}, version, {own_policy}, {}, {}",
-        *TEAM_COLUMN_NAMES, *USER_COLUMN_NAMES
+        "{KEY_COLUMNS}, version, {own_policy}, {}, {}, {}",
+        *TEAM_COLUMN_NAMES, *USER_COLUMN_NAMES, *MEMBER_COLUMN_NAMES
     )
 });
 
@@ -34,7 +34,7 @@ pub(super) static COLUMNS: LazyLock<String> = LazyLock::new(|| {
 pub(super) static WITH_TEAM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "p AS ({})",
-        key_with_policies("livegate_teams", "livegate_users")
+        key_with_policies("livegate_teams", "livegate_users", MEMBERS)
     )
 });
 
@@ -58,6 +58,7 @@ pub fn classify(e: tokio_postgres::Error) -> EngineError {
             Some(c) if c.contains("key_alias") => "key_alias",
             Some(c) if c.starts_with("livegate_teams") => "team_id",
             Some(c) if c.contains("user_email") => "user_email",
+            Some(c) if c.starts_with("livegate_team_members") => "member",
             Some(c) if c.starts_with("livegate_users") => "user_id",
             _ => "key",
         };
@@ -130,6 +131,7 @@ pub(super) fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         limits: policy_sql::limits(row, "")?,
         team: policy_sql::team_policy(row)?,
         user: policy_sql::user_policy(row)?,
+        member: policy_sql::member_policy(row)?,
     })
 }
 

@@ -271,6 +271,48 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id
             LEFT JOIN livegate_users u ON u.user_id = k.user_id;",
     ),
+    (
+        12,
+        "team members",
+        // LiteLLM's team memberships: a user's role in a team, its budget there and what
+        // its keys in that team have spent. Leaving (or the team or the user going) takes
+        // the membership with it. A key with both a `team_id` and a `user_id` carries its
+        // membership's budget and spend at the view's end (`member_*`, NULL or 0 without one).
+        "CREATE TABLE livegate_team_members (
+        team_id     text NOT NULL REFERENCES livegate_teams (team_id) ON DELETE CASCADE,
+        user_id     text NOT NULL REFERENCES livegate_users (user_id) ON DELETE CASCADE,
+        role        text NOT NULL DEFAULT 'user',
+        max_budget  double precision,
+        spend       double precision NOT NULL DEFAULT 0,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        updated_at  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (team_id, user_id)
+    );
+    CREATE INDEX livegate_team_members_user_id ON livegate_team_members (user_id);
+    CREATE OR REPLACE VIEW livegate_key_policies AS
+        SELECT k.token, k.key_name, k.key_alias, k.team_id, k.user_id, k.models, k.aliases,
+               k.max_budget, k.metadata, k.blocked, k.spend, k.expires, k.created_at,
+               k.updated_at, k.version,
+               COALESCE(t.blocked, false) AS team_blocked,
+               COALESCE(t.models, '{}'::text[]) AS team_models,
+               k.soft_budget, k.budget_duration, k.budget_reset_at,
+               t.max_budget AS team_max_budget,
+               COALESCE(t.spend, 0) AS team_spend,
+               k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
+               t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit,
+               t.max_parallel_requests AS team_max_parallel_requests,
+               COALESCE(t.model_aliases, '{}'::jsonb) AS team_model_aliases,
+               COALESCE(u.models, '{}'::text[]) AS user_models,
+               u.max_budget AS user_max_budget,
+               COALESCE(u.spend, 0) AS user_spend,
+               u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit,
+               u.max_parallel_requests AS user_max_parallel_requests,
+               m.max_budget AS member_max_budget,
+               COALESCE(m.spend, 0) AS member_spend
+        FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id
+            LEFT JOIN livegate_users u ON u.user_id = k.user_id
+            LEFT JOIN livegate_team_members m ON m.team_id = k.team_id AND m.user_id = k.user_id;",
+    ),
 ];
 
 /// The database's identity, `<database name>/<id>`: the id written once into

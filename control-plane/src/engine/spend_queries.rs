@@ -2,8 +2,9 @@
 //! the rows whose request id is new are inserted, and only those rows' cost is added to
 //! their key's and team's `spend`. A replayed batch inserts nothing and adds nothing.
 //! The keys' costs are added to their users' `spend` too (a user's spend is the sum of its
-//! keys'). Spend is not policy, except where it crosses a budget: a key whose spend (or
-//! whose team's or user's) goes from under its `max_budget` to at or over it gets a new version and a
+//! keys'), and to their memberships' `spend` (a key with a user and a team adds to what
+//! that user has spent in that team). Spend is not policy, except where it crosses a budget: a key whose spend (or
+//! whose team's, user's or membership's) goes from under its `max_budget` to at or over it gets a new version and a
 //! change-log row in the same statement, so caches and filters drop their allows for it
 //! (`budget::crosses` is the same test). The key is otherwise left alone.
 
@@ -13,7 +14,7 @@ use tokio_postgres::{Client, Row};
 
 use std::sync::LazyLock;
 
-use super::policy_sql::key_with_policies;
+use super::policy_sql::{key_with_policies, MEMBERS};
 use super::queries::{classify, column};
 use super::queries::{LOG_CHANGE, WITH_TEAM};
 use crate::model::keys::KeyHash;
@@ -76,11 +77,29 @@ uc AS (
     SELECT u.user_id FROM u JOIN old_u o ON o.user_id = u.user_id
     WHERE u.max_budget IS NOT NULL AND o.spend < u.max_budget AND u.spend >= u.max_budget
 ),
+ms AS (
+    SELECT k.team_id, k.user_id, sum(ks.cost) AS cost FROM ks JOIN livegate_keys k ON k.token = ks.key_hash
+    WHERE k.user_id IS NOT NULL AND k.team_id IS NOT NULL GROUP BY k.team_id, k.user_id
+),
+old_m AS (
+    SELECT team_id, user_id, spend FROM livegate_team_members
+    WHERE (team_id, user_id) IN (SELECT team_id, user_id FROM ms)
+),
+mu AS (
+    UPDATE livegate_team_members m SET spend = m.spend + ms.cost
+    FROM ms WHERE m.team_id = ms.team_id AND m.user_id = ms.user_id
+    RETURNING m.team_id, m.user_id, m.max_budget, m.spend
+),
+mc AS (
+    SELECT mu.team_id, mu.user_id FROM mu JOIN old_m o ON o.team_id = mu.team_id AND o.user_id = mu.user_id
+    WHERE mu.max_budget IS NOT NULL AND o.spend < mu.max_budget AND mu.spend >= mu.max_budget
+),
 kd AS (
     SELECT k.token, k.version AS old_version, COALESCE(ks.cost, 0) AS cost
     FROM livegate_keys k LEFT JOIN ks ON ks.key_hash = k.token
     WHERE k.token IN (SELECT key_hash FROM ks) OR k.team_id IN (SELECT team_id FROM tc)
         OR k.user_id IN (SELECT user_id FROM uc)
+        OR (k.team_id, k.user_id) IN (SELECT team_id, user_id FROM mc)
 ),
 w AS (
     UPDATE livegate_keys k SET spend = k.spend + kd.cost,
@@ -89,6 +108,7 @@ w AS (
                   AND k.spend + kd.cost >= k.max_budget)
               OR k.team_id IN (SELECT team_id FROM tc)
               OR k.user_id IN (SELECT user_id FROM uc)
+              OR (k.team_id, k.user_id) IN (SELECT team_id, user_id FROM mc)
             THEN nextval('livegate_key_changes_seq_seq') ELSE k.version END
     FROM kd WHERE k.token = kd.token
     RETURNING k.*, kd.old_version
@@ -102,6 +122,11 @@ un AS (
     SELECT um.*, COALESCE(u.spend, um.spend) AS new_spend FROM livegate_users um
         LEFT JOIN u ON u.user_id = um.user_id
     WHERE um.user_id IN (SELECT user_id FROM w)
+),
+mn AS (
+    SELECT mm.*, COALESCE(mu.spend, mm.spend) AS new_spend FROM livegate_team_members mm
+        LEFT JOIN mu ON mu.team_id = mm.team_id AND mu.user_id = mm.user_id
+    WHERE (mm.team_id, mm.user_id) IN (SELECT team_id, user_id FROM w)
 ),
 p AS (
     {policies}
@@ -122,9 +147,13 @@ FROM ins"
 /// one this statement wrote (`tn.new_spend`, `un.new_spend`: a CTE's update is not visible
 /// to its siblings).
 fn key_with_policies_spent() -> String {
-    key_with_policies("tn", "un")
+    key_with_policies("tn", "un", "mn")
         .replace("t.spend, 0) AS team_spend", "t.new_spend, 0) AS team_spend")
         .replace("u.spend, 0) AS user_spend", "u.new_spend, 0) AS user_spend")
+        .replace(
+            "m.spend, 0) AS member_spend",
+            "m.new_spend, 0) AS member_spend",
+        )
 }
 
 /// The filter's conditions: $1 key hash, $2 request id, $3 from, $4 before.
@@ -343,14 +372,20 @@ pub async fn reset_budgets(
         "n",
     )?;
     let teams_sql = RESET_TEAMS
-        .replace("{policies}", &key_with_policies("t", "livegate_users"))
+        .replace(
+            "{policies}",
+            &key_with_policies("t", "livegate_users", MEMBERS),
+        )
         .replace("{LOG_CHANGE}", LOG_CHANGE);
     let teams: i64 = column(
         &c.query_one(&teams_sql, &[&now]).await.map_err(classify)?,
         "n",
     )?;
     let users_sql = RESET_USERS
-        .replace("{policies}", &key_with_policies("livegate_teams", "u"))
+        .replace(
+            "{policies}",
+            &key_with_policies("livegate_teams", "u", MEMBERS),
+        )
         .replace("{LOG_CHANGE}", LOG_CHANGE);
     let users: i64 = column(
         &c.query_one(&users_sql, &[&now]).await.map_err(classify)?,
@@ -376,9 +411,11 @@ mod tests {
         assert!(names_every_carried_column(&WITH_TEAM));
         assert!(names_every_carried_column(&key_with_policies(
             "t",
-            "livegate_users"
+            "livegate_users",
+            MEMBERS
         )));
         assert!(INSERT_SPEND.contains("t.new_spend, 0) AS team_spend"));
         assert!(INSERT_SPEND.contains("u.new_spend, 0) AS user_spend"));
+        assert!(INSERT_SPEND.contains("m.new_spend, 0) AS member_spend"));
     }
 }

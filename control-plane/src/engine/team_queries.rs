@@ -10,7 +10,8 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
 
 use super::policy_sql::{
-    self, key_with_policies, placeholders, team_policy_changed, PolicyParams, POLICY_COLUMN_NAMES,
+    self, key_with_policies, placeholders, team_policy_changed, PolicyParams, MEMBERS,
+    POLICY_COLUMN_NAMES,
 };
 
 use super::queries::{classify, column, record, token, COLUMNS};
@@ -21,7 +22,7 @@ use crate::protocol::{EngineError, TeamAndKeys, TeamList};
 const TEAM_OWN_COLUMNS: &str =
     "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, model_aliases";
 
-static TEAM_COLUMNS: LazyLock<String> =
+pub(super) static TEAM_COLUMNS: LazyLock<String> =
     LazyLock::new(|| format!("{TEAM_OWN_COLUMNS}, {}", *POLICY_COLUMN_NAMES));
 
 /// The keys of the written team (`t`) get new versions when the policy they carry changed
@@ -37,11 +38,11 @@ static RELOG_KEYS: LazyLock<String> = LazyLock::new(|| {
     c AS (INSERT INTO livegate_key_changes (seq, token, record)
           SELECT version, token, to_jsonb(p) - 'version' FROM p)",
         changed = team_policy_changed("o", "t"),
-        policies = key_with_policies("t", "livegate_users"),
+        policies = key_with_policies("t", "livegate_users", MEMBERS),
     )
 });
 
-fn team(row: &Row) -> Result<TeamRecord, EngineError> {
+pub(super) fn team(row: &Row) -> Result<TeamRecord, EngineError> {
     Ok(TeamRecord {
         team_id: column(row, "team_id")?,
         team_alias: column(row, "team_alias")?,

@@ -9,7 +9,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use super::policy_sql::{
-    self, key_with_policies, placeholders, user_policy_changed, PolicyParams, POLICY_COLUMN_NAMES,
+    self, key_with_policies, placeholders, user_policy_changed, PolicyParams, MEMBERS,
+    POLICY_COLUMN_NAMES,
 };
 use super::queries::{classify, column, record, token, COLUMNS};
 use crate::model::{
@@ -37,7 +38,7 @@ static RELOG_KEYS: LazyLock<String> = LazyLock::new(|| {
     c AS (INSERT INTO livegate_key_changes (seq, token, record)
           SELECT version, token, to_jsonb(p) - 'version' FROM p)",
         changed = user_policy_changed("o", "u"),
-        policies = key_with_policies("livegate_teams", "u"),
+        policies = key_with_policies("livegate_teams", "u", MEMBERS),
     )
 });
 

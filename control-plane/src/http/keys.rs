@@ -1,4 +1,5 @@
 //! Key management with LiteLLM's shapes: generate, list, info, update, delete, block, unblock.
+//! The master key manages every key; a team admin's key the keys of its team (`access.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::access::{check_key_write, check_new_key, check_no_move, manager};
 use super::error::ApiError;
 use super::extract::{check_fields, Caller, Fields, JsonBody, MasterKey};
 use super::AppState;
@@ -206,9 +208,11 @@ fn not_found() -> ApiError {
 
 pub async fn generate(
     State(s): State<AppState>,
-    _: MasterKey,
+    caller: Caller,
     JsonBody(mut req): JsonBody<KeyFields>,
 ) -> ApiResult {
+    manager(&s, &caller).await?;
+    check_new_key(&s, &caller, req.team_id.as_deref(), req.user_id.as_deref()).await?;
     let now = Utc::now().trunc_subsecs(6);
     let raw = match req.key.take() {
         Some(k) => {
@@ -237,6 +241,7 @@ pub async fn generate(
         limits: p.limits,
         team: TeamPolicy::default(),
         user: Default::default(),
+        member: Default::default(),
     };
     let record = s.db.insert_key(record).await?;
     remember(&s, &record);
@@ -385,19 +390,25 @@ pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQ
 
 pub async fn update(
     State(s): State<AppState>,
-    _: MasterKey,
+    caller: Caller,
     JsonBody(mut req): JsonBody<KeyFields>,
 ) -> ApiResult {
+    manager(&s, &caller).await?;
     let token = key_ref("key", req.key.take().as_deref())?;
+    let moves = (req.team_id.as_deref(), req.user_id.as_deref());
+    check_no_move(&caller, moves.0, moves.1, req.blocked)?;
+    check_key_write(&s, &caller, &token).await?;
     let patch = req.into_patch(Utc::now().trunc_subsecs(6))?;
     apply(&s, &token, patch).await
 }
 
 pub async fn block(
     State(s): State<AppState>,
-    _: MasterKey,
+    caller: Caller,
     JsonBody(req): JsonBody<KeyRef>,
 ) -> ApiResult {
+    manager(&s, &caller).await?;
+    check_key_write(&s, &caller, &key_ref("key", req.key.as_deref())?).await?;
     set_blocked(&s, &req, true).await
 }
 
@@ -434,9 +445,10 @@ pub(super) fn remember(s: &AppState, record: &KeyRecord) {
 
 pub async fn delete(
     State(s): State<AppState>,
-    _: MasterKey,
+    caller: Caller,
     JsonBody(req): JsonBody<DeleteRequest>,
 ) -> ApiResult {
+    manager(&s, &caller).await?;
     let keys = req.keys.unwrap_or_default();
     let aliases = req.key_aliases.unwrap_or_default();
     if keys.is_empty() && aliases.is_empty() {
@@ -446,6 +458,14 @@ pub async fn delete(
         .iter()
         .map(|k| key_ref("keys", Some(k)))
         .collect::<Result<Vec<_>, _>>()?;
+    if matches!(caller, Caller::Key(_)) && !aliases.is_empty() {
+        return Err(ApiError::NotAllowed(
+            "Call not allowed. A team admin deletes keys by keys, not key_aliases".into(),
+        ));
+    }
+    for token in &tokens {
+        check_key_write(&s, &caller, token).await?;
+    }
     let deleted = s.db.delete_keys(tokens, aliases).await?;
     let now = Instant::now();
     for (token, version) in &deleted {

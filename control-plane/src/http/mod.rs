@@ -1,11 +1,13 @@
 //! The HTTP API: the router, shared state, and the request-metrics layer. Handlers stay thin.
 
+mod access;
 mod auth_check;
 pub mod error;
 mod extract;
 mod health;
 mod internal;
 mod keys;
+mod members;
 mod model_info;
 mod spend;
 mod teams;
@@ -81,6 +83,9 @@ pub fn router(state: AppState) -> Router {
         .route("/team/delete", post(teams::delete))
         .route("/team/block", post(teams::block))
         .route("/team/unblock", post(teams::unblock))
+        .route("/team/member_add", post(members::add))
+        .route("/team/member_delete", post(members::delete))
+        .route("/team/member_update", post(members::update))
         .route("/user/new", post(users::new))
         .route("/user/info", get(users::info))
         .route("/user/list", get(users::list))

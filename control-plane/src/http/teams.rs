@@ -1,6 +1,7 @@
 //! Team management with LiteLLM's shapes: new, info, list, update, delete, block, unblock.
 //! A team's `models` and `blocked` apply to every key in it; changing them is logged as a
-//! change of each key, so it reaches every cache and filter like a key's own change.
+//! change of each key, so it reaches every cache and filter like a key's own change. Its
+//! members (`members_with_roles`) are `members.rs`'s; deleting a team removes them.
 
 use std::time::Instant;
 
@@ -12,9 +13,11 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::access::{check_team, Action};
 use super::error::ApiError;
-use super::extract::{Fields, JsonBody, MasterKey};
+use super::extract::{Caller, Fields, JsonBody, MasterKey};
 use super::keys::{check_query, number, parse_query, query_param};
+use super::members;
 use super::AppState;
 use crate::key_cache::KeyState;
 use crate::model::{TeamPatch, TeamRecord};
@@ -36,17 +39,20 @@ pub struct TeamFields {
     rpm_limit: Option<i64>,
     tpm_limit: Option<i64>,
     max_parallel_requests: Option<i64>,
+    /// LiteLLM's `Member` list: on `/team/new` the first members, on `/team/update` the
+    /// members the team has afterwards.
+    members_with_roles: Option<Value>,
 }
 
 impl Fields for TeamFields {
-    /// LiteLLM's team fields livegate does not enforce (yet), and membership, which it
-    /// does not model: refused unless they ask for nothing.
+    /// LiteLLM's team fields livegate does not enforce (yet): refused unless they ask for
+    /// nothing. (`members` and `admins` are LiteLLM's older lists: `members_with_roles`
+    /// replaced them.)
     const NOT_SUPPORTED: &'static [&'static str] = &[
         "model_rpm_limit",
         "model_tpm_limit",
         "model_max_budget",
         "members",
-        "members_with_roles",
         "admins",
         "organization_id",
         "tags",
@@ -182,6 +188,11 @@ pub async fn new(
         None => new_team_id()?,
     };
     let now = Utc::now().trunc_subsecs(6);
+    let members = req
+        .members_with_roles
+        .take()
+        .map(|m| members::parse_members("members_with_roles", m, None))
+        .transpose()?;
     let p = req.into_patch(now)?;
     let team = TeamRecord {
         team_id,
@@ -198,21 +209,45 @@ pub async fn new(
     };
     let team = s.db.insert_team(team).await?;
     tracing::info!(team_id = %team.team_id, "team created");
-    Ok(Json(json!(team)))
+    let mut answer = json!(team);
+    if let Some(members) = members {
+        // Two steps: a member refused takes its new team back out (with the members added
+        // before it), so a refused `/team/new` leaves nothing behind.
+        if let Err(e) = members::add_all(&s, &team.team_id, members).await {
+            let team_ids = vec![team.team_id.clone()];
+            if let Err(undo) = s.db.delete_teams(team_ids).await {
+                tracing::warn!(error = %undo, "a team whose member was refused stays");
+            }
+            return Err(e);
+        }
+    }
+    // LiteLLM's team object always carries its members.
+    answer["members_with_roles"] =
+        members::with_roles(&members::members_of(&s, &team.team_id).await?);
+    Ok(Json(answer))
 }
 
-pub async fn info(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQuery) -> ApiResult {
+/// `GET /team/info?team_id=`: the master key any team's; a key its own team's, or a team
+/// its user is an admin of (LiteLLM's 403 otherwise). With its members and memberships.
+pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult {
     let q = parse_query(raw)?;
     check_query(&q, &["team_id"], &[])?;
     let team_id = required("team_id", query_param(&q, "team_id"))?;
+    check_team(&s, &caller, Action::ReadTeam(&team_id)).await?;
     let (team, keys) = s.db.get_team(&team_id, true).await?.ok_or_else(not_found)?;
-    Ok(Json(
-        json!({"team_id": team.team_id, "team_info": shown(&team), "keys": keys, "team_memberships": []}),
-    ))
+    let members = members::members_of(&s, &team_id).await?;
+    let mut team_info = shown(&team);
+    team_info["members_with_roles"] = members::with_roles(&members);
+    Ok(Json(json!({
+        "team_id": team.team_id,
+        "team_info": team_info,
+        "keys": keys,
+        "team_memberships": members::memberships(&members),
+    })))
 }
 
 /// A team with `soft_budget_cooldown`: its spend has reached its `soft_budget`.
-fn shown(team: &TeamRecord) -> Value {
+pub(super) fn shown(team: &TeamRecord) -> Value {
     let mut v = serde_json::to_value(team).unwrap_or_else(|_| json!({}));
     v["soft_budget_cooldown"] = json!(team.soft_budget_cooldown());
     v
@@ -228,7 +263,8 @@ pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
     Ok(Json(Value::Array(teams.iter().map(shown).collect())))
 }
 
-/// Teams a user could join: livegate has no users, so none.
+/// Teams a user could join on its own (LiteLLM's `available_teams` setting): livegate offers
+/// none; members join through `/team/member_add`.
 pub async fn available(_: MasterKey) -> ApiResult {
     Ok(Json(json!([])))
 }
@@ -239,8 +275,19 @@ pub async fn update(
     JsonBody(mut req): JsonBody<TeamFields>,
 ) -> ApiResult {
     let team_id = required("team_id", req.team_id.take())?;
+    let members = req
+        .members_with_roles
+        .take()
+        .map(|m| members::parse_members("members_with_roles", m, None))
+        .transpose()?;
     let patch = req.into_patch(Utc::now().trunc_subsecs(6))?;
-    apply(&s, &team_id, patch).await
+    let mut answer = apply(&s, &team_id, patch).await?;
+    if let Some(members) = members {
+        members::replace_all(&s, &team_id, members).await?;
+    }
+    answer["data"]["members_with_roles"] =
+        members::with_roles(&members::members_of(&s, &team_id).await?);
+    Ok(Json(answer))
 }
 
 pub async fn block(
@@ -265,24 +312,18 @@ async fn set_blocked(s: &AppState, req: TeamRef, blocked: bool) -> ApiResult {
         blocked: Some(blocked),
         ..TeamPatch::default()
     };
-    apply(s, &team_id, patch).await
+    apply(s, &team_id, patch).await.map(Json)
 }
 
 /// Writes the patch; this replica's cache takes the new state of every key it changed at
 /// once (peers learn it from the change log).
-async fn apply(s: &AppState, team_id: &str, patch: TeamPatch) -> ApiResult {
+async fn apply(s: &AppState, team_id: &str, patch: TeamPatch) -> Result<Value, ApiError> {
     let write =
         s.db.update_team(team_id, patch)
             .await?
             .ok_or_else(not_found)?;
-    let now = Instant::now();
-    for key in &write.keys {
-        let state = KeyState::Present(Box::new(key.clone()));
-        s.cache.put(&key.token, state, key.version, now);
-    }
-    Ok(Json(
-        json!({"team_id": write.team.team_id, "data": write.team}),
-    ))
+    members::remember_all(s, &write.keys);
+    Ok(json!({"team_id": write.team.team_id, "data": write.team}))
 }
 
 pub async fn delete(

@@ -20,7 +20,9 @@ use super::AppState;
 use crate::gate::decision::{decide, Decision};
 use crate::key_cache::KeyState;
 use crate::model::keys::{self, KeyHash};
-use crate::model::{KeyRecord, TeamPolicy, UserPatch, UserRecord, UserWrite};
+use crate::model::{
+    KeyRecord, MemberRef, MemberRole, NewMember, TeamPolicy, UserPatch, UserRecord, UserWrite,
+};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -43,6 +45,9 @@ pub struct UserFields {
     rpm_limit: Option<i64>,
     tpm_limit: Option<i64>,
     max_parallel_requests: Option<i64>,
+    /// `/user/new` only: the team the user joins as a member (role `user`), as LiteLLM's
+    /// `team_id` does; the key it creates is in that team.
+    team_id: Option<String>,
     /// `/user/new` only: create a key for the user (default true), with these fields.
     auto_create_key: Option<bool>,
     key_alias: Option<String>,
@@ -51,11 +56,10 @@ pub struct UserFields {
 }
 
 impl Fields for UserFields {
-    /// LiteLLM's user fields livegate does not enforce, and memberships (`team_id`,
-    /// `teams`, `organizations`), which it does not model: refused unless they ask for
-    /// nothing.
+    /// LiteLLM's user fields livegate does not enforce, and memberships in bulk (`teams`,
+    /// `organizations`; one team is `team_id`, more are `/team/member_add`): refused unless
+    /// they ask for nothing.
     const NOT_SUPPORTED: &'static [&'static str] = &[
-        "team_id",
         "teams",
         "organizations",
         "user_alias",
@@ -131,6 +135,7 @@ impl UserFields {
     /// on is refused by name.
     fn take_key_fields(&mut self) -> Result<Option<NewKey>, ApiError> {
         let key = NewKey {
+            team_id: self.team_id.clone(),
             key_alias: self.key_alias.take(),
             duration: self.duration.take(),
             aliases: self.aliases.take(),
@@ -158,6 +163,7 @@ impl UserFields {
 
 /// The key `/user/new` creates for the user.
 struct NewKey {
+    team_id: Option<String>,
     key_alias: Option<String>,
     duration: Option<String>,
     aliases: Option<BTreeMap<String, String>>,
@@ -188,7 +194,7 @@ impl NewKey {
             token: KeyHash::of_raw(&raw),
             key_name: keys::key_name(&raw),
             key_alias: self.key_alias,
-            team_id: None,
+            team_id: self.team_id,
             user_id: Some(user_id.to_owned()),
             models: vec![],
             aliases: self.aliases.unwrap_or_default(),
@@ -203,6 +209,7 @@ impl NewKey {
             limits: Default::default(),
             team: TeamPolicy::default(),
             user: Default::default(),
+            member: Default::default(),
         };
         Ok((raw, record))
     }
@@ -222,11 +229,7 @@ fn shown(user: &UserRecord) -> Value {
 /// This replica's cache takes the new state of every key a user write changed at once
 /// (peers learn it from the change log).
 fn remember_keys(s: &AppState, write: &UserWrite) {
-    let now = Instant::now();
-    for key in &write.keys {
-        let state = KeyState::Present(Box::new(key.clone()));
-        s.cache.put(&key.token, state, key.version, now);
-    }
+    super::members::remember_all(s, &write.keys);
 }
 
 /// `POST /user/new`: the user, and (unless `auto_create_key` is false) a key of its own,
@@ -244,7 +247,11 @@ pub async fn new(
         None => new_team_id()?,
     };
     let now = Utc::now().trunc_subsecs(6);
+    if let Some(team) = &req.team_id {
+        identity_field("team_id", team)?;
+    }
     let new_key = req.take_key_fields()?;
+    let team_id = req.team_id.take();
     let p = req.into_patch(now)?;
     let key = new_key.map(|k| k.record(&user_id, now)).transpose()?;
     let user = UserRecord {
@@ -262,20 +269,45 @@ pub async fn new(
     let write = s.db.run(crate::protocol::InsertUser { user }).await?;
     remember_keys(&s, &write);
     tracing::info!(user_id = %write.user.user_id, "user created");
+    // Up to three statements: a membership or a key refused (no such team, its alias
+    // taken) takes the new user back out with its membership, so a refused `/user/new`
+    // leaves nothing behind.
+    let undo = |e: ApiError| {
+        let user_ids = vec![write.user.user_id.clone()];
+        let s = s.clone();
+        async move {
+            if let Err(undo) = s.db.run(crate::protocol::DeleteUsers { user_ids }).await {
+                tracing::warn!(error = %undo, "a user whose key or team was refused stays");
+            }
+            e
+        }
+    };
+    if let Some(team) = &team_id {
+        let member = NewMember {
+            who: MemberRef::UserId(write.user.user_id.clone()),
+            user_email: None,
+            new_user_id: write.user.user_id.clone(),
+            role: MemberRole::User,
+            max_budget_in_team: None,
+        };
+        if let Err(e) = super::members::add_all(&s, team, vec![member]).await {
+            let e = match e {
+                ApiError::NotFound(_) => ApiError::bad(
+                    "team_id",
+                    "team_id names no team: create it with /team/new first",
+                ),
+                e => e,
+            };
+            return Err(undo(e).await);
+        }
+    }
     let mut answer = shown(&write.user);
     answer["key"] = json!("");
+    answer["teams"] = json!(team_id.iter().collect::<Vec<_>>());
     if let Some((raw, record)) = key {
-        // Two statements: a key refused (its alias taken) takes its new user back out, so
-        // a refused `/user/new` leaves nothing behind.
         let record = match s.db.insert_key(record).await {
             Ok(record) => record,
-            Err(e) => {
-                let user_ids = vec![write.user.user_id.clone()];
-                if let Err(undo) = s.db.run(crate::protocol::DeleteUsers { user_ids }).await {
-                    tracing::warn!(error = %undo, "a user whose key was refused stays");
-                }
-                return Err(e.into());
-            }
+            Err(e) => return Err(undo(e.into()).await),
         };
         super::keys::remember(&s, &record);
         answer["key"] = json!(raw);
@@ -328,12 +360,17 @@ pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQ
         .await?
         .ok_or_else(|| not_found(&user_id))?;
     let keys: Vec<Value> = found.keys.iter().map(info_of).collect();
-    // livegate has no team memberships: a user belongs to no team (`teams` is empty).
+    let teams =
+        s.db.run(crate::protocol::UserTeams {
+            user_id: user_id.clone(),
+        })
+        .await?;
+    let teams: Vec<Value> = teams.iter().map(super::teams::shown).collect();
     Ok(Json(json!({
         "user_id": found.user.user_id,
         "user_info": shown(&found.user),
         "keys": keys,
-        "teams": [],
+        "teams": teams,
     })))
 }
 
@@ -397,6 +434,12 @@ pub async fn update(
     JsonBody(mut req): JsonBody<UserFields>,
 ) -> ApiResult {
     let user_id = required("user_id", req.user_id.take())?;
+    if req.team_id.is_some() {
+        return Err(ApiError::bad(
+            "team_id",
+            "team_id joins a team on /user/new only: use /team/member_add",
+        ));
+    }
     let key_only = [
         ("auto_create_key", req.auto_create_key.is_some()),
         ("key_alias", req.key_alias.is_some()),

@@ -21,6 +21,7 @@ pub fn record(raw: &str) -> KeyRecord {
         limits: Default::default(),
         team: Default::default(),
         user: Default::default(),
+        member: Default::default(),
     }
 }
 

@@ -13,6 +13,8 @@ pub struct PendingSpend {
     keys: HashMap<KeyHash, f64>,
     teams: HashMap<String, f64>,
     users: HashMap<String, f64>,
+    /// By (team, user): what a user's keys spent in a team.
+    members: HashMap<(String, String), f64>,
 }
 
 impl PendingSpend {
@@ -37,6 +39,21 @@ impl PendingSpend {
         }
         if let Some(user) = &entry.user_id {
             settle(&mut self.users, user.clone(), delta);
+        }
+        if let (Some(team), Some(user)) = (&entry.record.team_id, &entry.user_id) {
+            settle(&mut self.members, (team.clone(), user.clone()), delta);
+        }
+    }
+
+    /// The key's user's in the key's team.
+    pub fn member(&self, team: Option<&str>, user: Option<&str>) -> f64 {
+        match (team, user) {
+            (Some(t), Some(u)) => self
+                .members
+                .get(&(t.to_owned(), u.to_owned()))
+                .copied()
+                .unwrap_or(0.0),
+            _ => 0.0,
         }
     }
 
@@ -110,6 +127,8 @@ mod tests {
         assert_eq!(pending.team(Some("t")), 1.75);
         assert_eq!(pending.team(None), 0.0);
         assert_eq!(pending.user(Some("user-of-a")), 1.5);
+        assert_eq!(pending.member(Some("t"), Some("user-of-a")), 1.5);
+        assert_eq!(pending.member(None, Some("user-of-a")), 0.0);
         assert_eq!(pending.user(None), 0.0);
         pending.remove(&a);
         assert_eq!(pending.user(Some("user-of-a")), 0.0);
@@ -117,6 +136,7 @@ mod tests {
         assert_eq!(pending.team(Some("t")), 0.25);
         pending.remove(&b);
         assert!(pending.keys.is_empty() && pending.teams.is_empty() && pending.users.is_empty());
+        assert!(pending.members.is_empty());
     }
 
     #[test]

@@ -7,7 +7,10 @@ use livegate_contract::RateLimits;
 use serde::{Deserialize, Serialize};
 
 use super::keys::KeyHash;
-use super::policy::{team_columns, user_columns, BudgetPolicy, Limits, TeamPolicy, UserPolicy};
+use super::policy::{
+    member_columns, team_columns, user_columns, BudgetPolicy, Limits, MemberPolicy, TeamPolicy,
+    UserPolicy,
+};
 
 /// One key as stored (never the raw key), with its team's policy. Field names follow
 /// LiteLLM's; the embedded policies are flattened, so the JSON and the columns are flat.
@@ -42,6 +45,10 @@ pub struct KeyRecord {
     /// the open default when it names none.
     #[serde(flatten, with = "user_columns")]
     pub user: UserPolicy,
+    /// From the membership of its user in its team (`member_*`): the open default when
+    /// the key lacks either, or the user is no member.
+    #[serde(flatten, with = "member_columns")]
+    pub member: MemberPolicy,
 }
 
 impl KeyRecord {
@@ -51,11 +58,12 @@ impl KeyRecord {
         Limits::strictest(&[&self.limits, &self.user.limits, &self.team.limits])
     }
 
-    /// Whether a budget of the key, its user or its team applies.
+    /// Whether a budget of the key, its user, its team or its user's in that team applies.
     pub fn budgeted(&self) -> bool {
         self.budget.max_budget.is_some()
             || self.user.max_budget.is_some()
             || self.team.max_budget.is_some()
+            || self.member.max_budget.is_some()
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {

@@ -160,3 +160,19 @@ pub struct UserPolicy {
 }
 
 serde_with::with_prefix!(pub user_columns "user_");
+
+/// What a user's membership of a team imposes on that user's keys in that team (a key
+/// whose `user_id` and `team_id` name them): LiteLLM's `max_budget_in_team`, and what
+/// those keys have spent in the team. A membership's change of its budget (and its
+/// crossing of it) is logged as a change of each of those keys. A key carries it as the
+/// `member_*` columns of `livegate_key_policies`; no membership: the open default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberPolicy {
+    #[serde(default)]
+    pub max_budget: Option<f64>,
+    /// The drained spend of the user's keys in the team.
+    #[serde(default)]
+    pub spend: f64,
+}
+
+serde_with::with_prefix!(pub member_columns "member_");

@@ -14,8 +14,9 @@ use super::{
 use crate::model::keys::KeyHash;
 use crate::model::LedgerEntry;
 use crate::model::{
-    KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, TeamPatch, TeamRecord, TeamWrite,
-    TeamsDeleted, UserAndKeys, UserPage, UserPatch, UserRecord, UserWrite, UsersDeleted,
+    KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord, MemberPatch, MemberRef, MemberWrite,
+    Membership, NewMember, TeamPatch, TeamRecord, TeamWrite, TeamsDeleted, UserAndKeys, UserPage,
+    UserPatch, UserRecord, UserWrite, UsersDeleted,
 };
 use livegate_contract::WindowLog;
 
@@ -105,6 +106,17 @@ ops! {
     UpdateUser { user_id: String, patch: UserPatch } -> Option<UserWrite>;
     /// Deletes the users and their keys, with a tombstone for each key.
     DeleteUsers { user_ids: Vec<String> } -> UsersDeleted;
+    /// Adds the member to the team (creating its user if needed) and logs its keys in the
+    /// team when it has a budget there; `None`: no such team.
+    AddMember { team_id: String, member: NewMember } -> Option<MemberWrite>;
+    /// Changes a member's role or budget in the team; `None`: no such member.
+    UpdateMember { team_id: String, who: MemberRef, patch: MemberPatch } -> Option<MemberWrite>;
+    /// Removes a member from the team; `None`: no such member.
+    DeleteMember { team_id: String, who: MemberRef } -> Option<MemberWrite>;
+    /// The team's members with their budgets and spend in the team.
+    TeamMembers { team_id: String } -> Vec<Membership>;
+    /// The teams a user is a member of.
+    UserTeams { user_id: String } -> Vec<TeamRecord>;
     /// The drain's one statement: inserts the rows whose request id is new and adds only
     /// their cost to their key's and team's `spend` (no version, no change logged).
     InsertSpend {

@@ -248,6 +248,49 @@ fn every_operation_and_its_reply_cross_the_pipe_unchanged() {
             },
         ),
         round_trip(
+            AddMember {
+                team_id: "t1".into(),
+                member: crate::model::NewMember {
+                    who: crate::model::MemberRef::Email("a@example.com".into()),
+                    user_email: None,
+                    new_user_id: "u2".into(),
+                    role: crate::model::MemberRole::Admin,
+                    max_budget_in_team: Some(2.5),
+                },
+            },
+            Some(member_write()),
+        ),
+        round_trip(
+            UpdateMember {
+                team_id: "t1".into(),
+                who: crate::model::MemberRef::UserId("u1".into()),
+                patch: crate::model::MemberPatch {
+                    role: Some(crate::model::MemberRole::User),
+                    max_budget_in_team: Some(1.0),
+                },
+            },
+            Some(member_write()),
+        ),
+        round_trip(
+            DeleteMember {
+                team_id: "t1".into(),
+                who: crate::model::MemberRef::UserId("u1".into()),
+            },
+            None::<crate::model::MemberWrite>,
+        ),
+        round_trip(
+            TeamMembers {
+                team_id: "t1".into(),
+            },
+            vec![member_write().member],
+        ),
+        round_trip(
+            UserTeams {
+                user_id: "u1".into(),
+            },
+            vec![team()],
+        ),
+        round_trip(
             GetTeam {
                 team_id: "t1".into(),
                 with_keys: true,
@@ -409,4 +452,21 @@ fn the_wire_names_the_operation_and_errors_keep_their_shape() {
     );
     assert!(Ping {}.into_request().is_heartbeat());
     assert!(!LastChange {}.into_request().is_heartbeat());
+}
+
+fn member_write() -> crate::model::MemberWrite {
+    let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+    crate::model::MemberWrite {
+        member: crate::model::Membership {
+            team_id: "t1".into(),
+            user_id: "u1".into(),
+            user_email: Some("a@example.com".into()),
+            role: crate::model::MemberRole::Admin,
+            max_budget_in_team: Some(2.5),
+            spend: 0.5,
+            created_at: at,
+            updated_at: at,
+        },
+        keys: vec![key()],
+    }
 }
