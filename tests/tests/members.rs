@@ -256,6 +256,49 @@ fn members_have_litellm_shapes_and_users_are_created_for_them() {
     assert_eq!(auth_check(&cp, key["key"].as_str().unwrap()).status, 401);
 }
 
+/// LiteLLM's `teams` on `/user/new` (what `lite users create --team` sends): the user joins
+/// each as a member; a team that does not exist refuses the whole call and leaves no user.
+#[test]
+fn a_new_user_joins_the_teams_it_names() {
+    let (_pg, cp) = start(&[]);
+    new_team(&cp, "red");
+    new_team(&cp, "blue");
+    let created = ok(post(
+        &cp,
+        "/user/new",
+        json!({"user_id": "tess", "teams": ["red", "blue"], "auto_create_key": false}),
+    ));
+    assert_eq!(created["teams"], json!(["red", "blue"]), "{created}");
+    let info = ok(get(&cp, "/user/info?user_id=tess"));
+    let mut teams: Vec<&str> = info["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["team_id"].as_str().unwrap())
+        .collect();
+    teams.sort_unstable();
+    assert_eq!(teams, ["blue", "red"], "{info}");
+    refused(
+        &post(
+            &cp,
+            "/user/new",
+            json!({"user_id": "ghost", "teams": ["red", "nowhere"]}),
+        ),
+        "teams[1]",
+        "names no team",
+    );
+    assert_eq!(get(&cp, "/user/info?user_id=ghost").status, 404);
+    refused(
+        &post(
+            &cp,
+            "/user/update",
+            json!({"user_id": "tess", "teams": ["red"]}),
+        ),
+        "teams",
+        "/user/new only",
+    );
+}
+
 #[test]
 fn member_fields_are_validated_and_unenforced_ones_refused_by_name() {
     let (_pg, cp) = start(&[]);

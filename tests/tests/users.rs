@@ -264,7 +264,7 @@ fn user_fields_are_validated_and_unenforced_ones_refused_by_name() {
     for (body, param, says) in [
         // A team that does not exist: refused, and the user is not left behind.
         (json!({"team_id": "t1"}), "team_id", "names no team"),
-        (json!({"teams": ["t1"]}), "teams", "not supported"),
+        (json!({"teams": ["t1"]}), "teams[0]", "names no team"),
         (
             json!({"model_max_budget": {"gpt-4o": {"budget_limit": 1}}}),
             "model_max_budget",

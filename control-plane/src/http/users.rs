@@ -26,6 +26,9 @@ use crate::model::{
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+mod read;
+pub use read::{info, list};
+
 /// The roles livegate gives a meaning: a user's keys read only their own user's and key's
 /// info, as LiteLLM's internal users' do. The admin roles would make a user's keys admins,
 /// which livegate does not do (the master key alone administers): refused by name.
@@ -48,6 +51,9 @@ pub struct UserFields {
     /// `/user/new` only: the team the user joins as a member (role `user`), as LiteLLM's
     /// `team_id` does; the key it creates is in that team.
     team_id: Option<String>,
+    /// `/user/new` only: more teams the user joins as a member (role `user`), as LiteLLM's
+    /// `teams` does (its key is in `team_id`'s team, or none).
+    teams: Option<Vec<String>>,
     /// `/user/new` only: create a key for the user (default true), with these fields.
     auto_create_key: Option<bool>,
     key_alias: Option<String>,
@@ -56,11 +62,8 @@ pub struct UserFields {
 }
 
 impl Fields for UserFields {
-    /// LiteLLM's user fields livegate does not enforce, and memberships in bulk (`teams`,
-    /// `organizations`; one team is `team_id`, more are `/team/member_add`): refused unless
-    /// they ask for nothing.
+    /// LiteLLM's user fields livegate does not enforce: refused unless they ask for nothing.
     const NOT_SUPPORTED: &'static [&'static str] = &[
-        "teams",
         "organizations",
         "user_alias",
         "send_invite_email",
@@ -250,8 +253,22 @@ pub async fn new(
     if let Some(team) = &req.team_id {
         identity_field("team_id", team)?;
     }
+    let teams = req.teams.take().unwrap_or_default();
+    for (i, team) in teams.iter().enumerate() {
+        identity_field(&format!("teams[{i}]"), team)?;
+    }
     let new_key = req.take_key_fields()?;
     let team_id = req.team_id.take();
+    // `team_id` first (its key's team), then `teams` in order, each joined once.
+    let mut joins: Vec<(String, String)> = team_id
+        .iter()
+        .map(|t| ("team_id".to_string(), t.clone()))
+        .collect();
+    for (i, team) in teams.into_iter().enumerate() {
+        if !joins.iter().any(|(_, t)| *t == team) {
+            joins.push((format!("teams[{i}]"), team));
+        }
+    }
     let p = req.into_patch(now)?;
     let key = new_key.map(|k| k.record(&user_id, now)).transpose()?;
     let user = UserRecord {
@@ -282,7 +299,7 @@ pub async fn new(
             e
         }
     };
-    if let Some(team) = &team_id {
+    for (field, team) in &joins {
         let member = NewMember {
             who: MemberRef::UserId(write.user.user_id.clone()),
             user_email: None,
@@ -293,8 +310,8 @@ pub async fn new(
         if let Err(e) = super::members::add_all(&s, team, vec![member]).await {
             let e = match e {
                 ApiError::NotFound(_) => ApiError::bad(
-                    "team_id",
-                    "team_id names no team: create it with /team/new first",
+                    field,
+                    format!("{field} names no team: create it with /team/new first"),
                 ),
                 e => e,
             };
@@ -303,7 +320,7 @@ pub async fn new(
     }
     let mut answer = shown(&write.user);
     answer["key"] = json!("");
-    answer["teams"] = json!(team_id.iter().collect::<Vec<_>>());
+    answer["teams"] = json!(joins.iter().map(|(_, t)| t).collect::<Vec<_>>());
     if let Some((raw, record)) = key {
         let record = match s.db.insert_key(record).await {
             Ok(record) => record,
@@ -319,114 +336,6 @@ pub async fn new(
     Ok(Json(answer))
 }
 
-/// `GET /user/info?user_id=`: with the master key, any user's; with a key, its own user's
-/// only (`user_id` naming it or absent), as LiteLLM lets a key read its own user.
-pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult {
-    let q = parse_query(raw)?;
-    check_query(&q, &["user_id"], &[])?;
-    let asked = query_param(&q, "user_id").filter(|u| !u.is_empty());
-    let user_id = match &caller {
-        Caller::Master => required("user_id", asked)?,
-        Caller::Key(own) => {
-            // The key's own credential must still be good, checked as /key/info checks it.
-            let record = s
-                .gate
-                .resolve(own)
-                .await
-                .map_err(|_| ApiError::DbUnavailable)?;
-            let record = match decide(record, Utc::now(), 0) {
-                Decision::Allow { record, .. } => record,
-                Decision::Deny(reason) => return Err(ApiError::Denied(reason)),
-                _ => return Err(ApiError::DbUnavailable),
-            };
-            let own_user = record.user_id.clone();
-            match (asked, own_user) {
-                (Some(a), Some(o)) if a == o => a,
-                (None, Some(o)) => o,
-                (asked, own) => {
-                    return Err(ApiError::NotAllowed(format!(
-                        "key not allowed to access this user's info. user_id={}, key's user_id={}",
-                        asked.as_deref().unwrap_or("None"),
-                        own.as_deref().unwrap_or("None"),
-                    )))
-                }
-            }
-        }
-    };
-    let found =
-        s.db.run(crate::protocol::GetUser {
-            user_id: user_id.clone(),
-        })
-        .await?
-        .ok_or_else(|| not_found(&user_id))?;
-    let keys: Vec<Value> = found.keys.iter().map(info_of).collect();
-    let teams =
-        s.db.run(crate::protocol::UserTeams {
-            user_id: user_id.clone(),
-        })
-        .await?;
-    let teams: Vec<Value> = teams.iter().map(super::teams::shown).collect();
-    Ok(Json(json!({
-        "user_id": found.user.user_id,
-        "user_info": shown(&found.user),
-        "keys": keys,
-        "teams": teams,
-    })))
-}
-
-/// `GET /user/list`: LiteLLM's pages (`page`, `page_size` 1–100, default 25), newest
-/// first, filtered by `role` and `user_ids` (comma-separated).
-pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQuery) -> ApiResult {
-    let q = parse_query(raw)?;
-    check_query(
-        &q,
-        &["page", "page_size", "role", "user_ids"],
-        &[
-            "sso_user_ids",
-            "user_email",
-            "search",
-            "team",
-            "sort_by",
-            "sort_order",
-            "organization_ids",
-        ],
-    )?;
-    let page = number(&q, "page", 1, u32::MAX)?;
-    let page_size = number(&q, "page_size", 25, 100)?;
-    let user_ids = query_param(&q, "user_ids").map(|ids| {
-        ids.split(',')
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    });
-    let result =
-        s.db.run(crate::protocol::ListUsers {
-            page,
-            size: page_size,
-            role: query_param(&q, "role"),
-            user_ids,
-        })
-        .await?;
-    let users: Vec<Value> = result
-        .users
-        .iter()
-        .map(|u| {
-            let mut v = shown(u);
-            let count = result.key_counts.iter().find(|(id, _)| *id == u.user_id);
-            v["key_count"] = json!(count.map_or(0, |(_, n)| *n));
-            v
-        })
-        .collect();
-    Ok(Json(json!({
-        "users": users,
-        "total": result.total,
-        "page": page,
-        "page_size": page_size,
-        "total_pages": result.total.div_ceil(u64::from(page_size)),
-    })))
-}
-
 /// `POST /user/update`: the user's fields; its keys take the new policy everywhere.
 pub async fn update(
     State(s): State<AppState>,
@@ -434,11 +343,16 @@ pub async fn update(
     JsonBody(mut req): JsonBody<UserFields>,
 ) -> ApiResult {
     let user_id = required("user_id", req.user_id.take())?;
-    if req.team_id.is_some() {
-        return Err(ApiError::bad(
-            "team_id",
-            "team_id joins a team on /user/new only: use /team/member_add",
-        ));
+    for (field, set) in [
+        ("team_id", req.team_id.is_some()),
+        ("teams", req.teams.is_some()),
+    ] {
+        if set {
+            return Err(ApiError::bad(
+                field,
+                format!("{field} joins teams on /user/new only: use /team/member_add"),
+            ));
+        }
     }
     let key_only = [
         ("auto_create_key", req.auto_create_key.is_some()),
