@@ -278,6 +278,13 @@ fn a_new_user_joins_the_teams_it_names() {
         .collect();
     teams.sort_unstable();
     assert_eq!(teams, ["blue", "red"], "{info}");
+    // `/user/list` names each user's teams, as LiteLLM's does (`lite users list` shows them).
+    let listed = ok(get(&cp, "/user/list?user_ids=tess"));
+    assert_eq!(
+        listed["users"][0]["teams"],
+        json!(["blue", "red"]),
+        "{listed}"
+    );
     refused(
         &post(
             &cp,

@@ -150,9 +150,21 @@ pub async fn list_users(
         .iter()
         .map(|r| Ok((column(r, "user_id")?, column(r, "n")?)))
         .collect::<Result<_, EngineError>>()?;
+    let joined = c
+        .query(
+            "SELECT user_id, team_id FROM livegate_team_members WHERE user_id = ANY($1) ORDER BY team_id",
+            &[&ids],
+        )
+        .await
+        .map_err(classify)?;
+    let memberships = joined
+        .iter()
+        .map(|r| Ok((column(r, "user_id")?, column(r, "team_id")?)))
+        .collect::<Result<_, EngineError>>()?;
     Ok(UserPage {
         users,
         key_counts,
+        memberships,
         total: u64::try_from(total).unwrap_or(0),
     })
 }

@@ -71,6 +71,9 @@ pub struct UserPage {
     pub users: Vec<UserRecord>,
     /// Keys per user of this page.
     pub key_counts: Vec<(String, i64)>,
+    /// `(user_id, team_id)` of every membership of this page's users, by team.
+    #[serde(default)]
+    pub memberships: Vec<(String, String)>,
     pub total: u64,
 }
 

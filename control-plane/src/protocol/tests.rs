@@ -222,6 +222,7 @@ fn every_operation_and_its_reply_cross_the_pipe_unchanged() {
             crate::model::UserPage {
                 users: vec![user()],
                 key_counts: vec![("u1".into(), 2)],
+                memberships: vec![("u1".into(), "t1".into())],
                 total: 26,
             },
         ),

@@ -98,6 +98,8 @@ pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
             let mut v = shown(u);
             let count = result.key_counts.iter().find(|(id, _)| *id == u.user_id);
             v["key_count"] = json!(count.map_or(0, |(_, n)| *n));
+            let teams = result.memberships.iter().filter(|(id, _)| *id == u.user_id);
+            v["teams"] = json!(teams.map(|(_, team)| team).collect::<Vec<_>>());
             v
         })
         .collect();
