@@ -6,6 +6,7 @@ mod extract;
 mod health;
 mod internal;
 mod keys;
+mod rotation;
 mod spend;
 mod teams;
 mod users;
@@ -72,6 +73,8 @@ pub fn router(state: AppState) -> Router {
         .route("/key/delete", post(keys::delete))
         .route("/key/block", post(keys::block))
         .route("/key/unblock", post(keys::unblock))
+        .route("/key/regenerate", post(rotation::regenerate))
+        .route("/key/{key}/regenerate", post(rotation::regenerate_path))
         .route("/team/new", post(teams::new))
         .route("/team/info", get(teams::info))
         .route("/team/list", get(teams::list))

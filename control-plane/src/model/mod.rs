@@ -4,6 +4,7 @@
 mod key;
 pub mod keys;
 mod policy;
+pub mod rotation;
 mod spend;
 mod team;
 mod user;
