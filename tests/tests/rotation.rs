@@ -408,3 +408,32 @@ fn regenerate_keeps_the_record_and_refuses_what_it_must() {
         }
     }
 }
+
+/// The attack: two secrets during a grace are not two allowances. A key with an
+/// `rpm_limit` of 3 used once, then rotated, admits two more requests in the minute,
+/// whichever secret asks; the window moved with the key.
+#[test]
+fn both_secrets_in_a_grace_share_the_keys_rate_limit() {
+    let stack = Stack::start(StackOptions::full()).unwrap();
+    let created = stack
+        .admin(
+            "/key/generate",
+            &json!({"key_alias": "limited", "rpm_limit": 3}),
+        )
+        .unwrap();
+    let old = created["key"].as_str().unwrap().to_string();
+    let chat = |key: &str| http::demo_chat(&stack.envoy.url(), key, json!({})).unwrap();
+    assert_eq!(chat(&old).status, 200);
+    let answer = stack
+        .admin(
+            "/key/regenerate",
+            &json!({"key": old, "grace_period": "1h"}),
+        )
+        .unwrap();
+    let new = answer["key"].as_str().unwrap().to_string();
+    let statuses: Vec<u16> = [&new, &old, &new, &old, &new, &old]
+        .iter()
+        .map(|key| chat(key).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 429, 429, 429, 429], "{statuses:?}");
+}
