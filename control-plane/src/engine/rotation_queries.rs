@@ -100,11 +100,15 @@ pub async fn regenerate_key(
 }
 
 /// Logs a tombstone for each old secret whose grace has ended; answers how many. Every
-/// replica runs it: the `ended` flag makes each tombstone logged once.
+/// replica runs it: the `ended` flag makes each tombstone logged once. Grace rows are
+/// kept 30 days after their end (spend spooled under an old secret during an outage
+/// still finds its key), then dropped.
 pub async fn end_graces(c: &Client) -> Result<u64, EngineError> {
     c.execute(
         "WITH d AS (UPDATE livegate_key_grace SET ended = true
-            WHERE NOT ended AND revoke_at <= now() RETURNING token)
+            WHERE NOT ended AND revoke_at <= now() RETURNING token),
+         old AS (DELETE FROM livegate_key_grace
+            WHERE ended AND revoke_at < now() - interval '30 days')
          INSERT INTO livegate_key_changes (token, record) SELECT token, NULL FROM d",
         &[],
     )

@@ -279,9 +279,9 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         // (docs/operations.md, "Key rotation"). The trigger copies every change logged for
         // a key to its old secrets still in grace, so a block, a delete, a team's or a
         // budget's change reaches them through the same feed as the key; `ended` marks an
-        // old secret whose tombstone is logged. Rows stay after that: spend recorded under
-        // an old secret (spooled before the rotation, or by a filter late) still reaches
-        // its key.
+        // old secret whose tombstone is logged. Rows stay 30 days after that: spend
+        // recorded under an old secret (spooled before the rotation, or by a filter late)
+        // still reaches its key.
         "CREATE TABLE livegate_key_grace (
         token       text PRIMARY KEY,
         key_token   text NOT NULL,

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{parse_fields, parse_json, MasterKey};
 use super::keys::{key_ref, not_found, remember, shown, KeyFields};
 use super::AppState;
-use crate::db::Regenerate;
+use crate::db::{DbError, Regenerate};
 use crate::key_cache::KeyState;
 use crate::model::keys::{self, KeyHash};
 use crate::model::rotation::grace_end;
@@ -75,7 +75,7 @@ fn parse(bytes: &[u8]) -> Result<(Rotation, KeyFields), ApiError> {
         Some(Value::String(v)) => Ok(Some(v)),
         Some(_) => Err(ApiError::bad(name, format!("{name} must be a string"))),
     });
-    if let [_, _, Ok(Some(_))] = &own {
+    if !matches!(own[2], Ok(None)) {
         return Err(ApiError::bad(
             "new_master_key",
             "new_master_key is not supported by livegate: the master key is the control plane's LIVEGATE_MASTER_KEY (a secret of its deployment); rotate it there",
@@ -127,10 +127,13 @@ async fn rotate(
         revoke_at,
         patch,
     };
-    let record =
-        s.db.regenerate_key(regenerate)
-            .await?
-            .ok_or_else(not_found)?;
+    let record = match s.db.regenerate_key(regenerate).await {
+        // The new secret is another key's (or an old secret in its grace).
+        Err(DbError::Conflict(_)) => {
+            return Err(ApiError::bad("new_key", "this new_key is already in use"))
+        }
+        other => other?.ok_or_else(not_found)?,
+    };
     remember(s, &record);
     // This replica knows the old secret's new state at once; the change log (the key's
     // change copied to it, or its tombstone) brings the same to its peers and the filters.
@@ -201,8 +204,13 @@ mod tests {
     fn wrong_fields_are_refused_by_name() {
         let e = parse(br#"{"grace_period": 24}"#).unwrap_err();
         assert_eq!(param(e).as_deref(), Some("grace_period"));
-        let e = parse(br#"{"new_master_key": "sk-new-master"}"#).unwrap_err();
-        assert_eq!(param(e).as_deref(), Some("new_master_key"));
+        for body in [
+            &br#"{"new_master_key": "sk-new-master"}"#[..],
+            br#"{"new_master_key": 5}"#,
+        ] {
+            let e = parse(body).unwrap_err();
+            assert_eq!(param(e).as_deref(), Some("new_master_key"));
+        }
         let e = parse(br#"{"max_budget": "lots"}"#).unwrap_err();
         assert_eq!(param(e).as_deref(), Some("max_budget"));
         let e = parse(br#"{"tags": ["a"]}"#).unwrap_err();
