@@ -437,3 +437,83 @@ fn both_secrets_in_a_grace_share_the_keys_rate_limit() {
         .collect();
     assert_eq!(statuses, [200, 200, 429, 429, 429, 429], "{statuses:?}");
 }
+
+/// The attack on money: two secrets during a grace are not two budgets. Spend made with
+/// the old secret is the key's: once it has crossed `max_budget`, the new secret is
+/// refused at its first request.
+#[test]
+fn both_secrets_in_a_grace_spend_the_keys_one_budget() {
+    let prices = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/prices/model_prices.json"
+    );
+    let mut options = StackOptions::full();
+    // Each request in flight reserves about its own cost (operations.md, "Requests in
+    // flight"), not the default cent, which is more than this budget.
+    options.control_plane_args = [
+        "--prices-file",
+        prices,
+        "--budget-reservation-usd",
+        "0.0003",
+    ]
+    .map(String::from)
+    .to_vec();
+    let stack = Stack::start(options).unwrap();
+    // A demo chat costs 4 × $10/M + 8 × $30/M = $0.00028: a few fit under the budget.
+    const COST: f64 = 0.000_28;
+    const BUDGET: f64 = 0.002;
+    let created = stack
+        .admin(
+            "/key/generate",
+            &json!({"key_alias": "budgeted", "max_budget": BUDGET}),
+        )
+        .unwrap();
+    let old = created["key"].as_str().unwrap().to_string();
+    let answer = stack
+        .admin(
+            "/key/regenerate",
+            &json!({"key": old, "grace_period": "1h"}),
+        )
+        .unwrap();
+    let new = answer["key"].as_str().unwrap().to_string();
+    let chat = |key: &str| http::demo_chat(&stack.envoy.url(), key, json!({})).unwrap();
+    let auth = format!("Bearer {}", stack.master_key());
+    let url = stack.url(&format!("/key/info?key={}", KeyHash::of_raw(&new).as_str()));
+    let spend = || -> Option<f64> {
+        let info = http::get(&url, &[("authorization", &auth)])
+            .ok()?
+            .json()
+            .ok()?;
+        info["info"]["spend"].as_f64()
+    };
+    // The old secret alone, until the key's drained spend has crossed its budget and it is
+    // refused (a refusal for requests in flight alone passes once they are charged).
+    let mut admitted = 0u32;
+    poll::until(
+        "the key's budget to refuse the old secret",
+        PATIENCE,
+        || {
+            let answer = chat(&old);
+            match answer.status {
+                200 => admitted += 1,
+                400 => {
+                    let error = &answer.json().unwrap()["error"];
+                    assert_eq!(error["type"], "budget_exceeded", "{}", answer.body);
+                    return (spend()? >= BUDGET).then_some(());
+                }
+                other => panic!("unexpected status {other}: {}", answer.body),
+            }
+            None
+        },
+    )
+    .unwrap();
+    // Every request of the old secret is charged to the key, once...
+    poll::until("every request charged to the key", PATIENCE, || {
+        ((spend()? - f64::from(admitted) * COST).abs() < 1e-9).then_some(())
+    })
+    .unwrap();
+    // ...and the new secret has no budget of its own left.
+    let refused = chat(&new);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.json().unwrap()["error"]["type"], "budget_exceeded");
+}
