@@ -137,6 +137,9 @@ pub fn apply(cache: &KeyCache, ring: &ChangeRing, change: KeyChange, cfg: &FeedC
     cache.put(&change.token, state, change.seq, now);
 }
 
+/// How often a replica logs the tombstones of old secrets whose grace has ended.
+const GRACE_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Reads the change log until `stop`. While the database is away it reads nothing and
 /// the cache serves what it holds; it catches up from its last number when it returns.
 pub async fn run(
@@ -150,6 +153,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last: Option<i64> = None;
     let mut pruned_at = Instant::now();
+    let mut graces_at = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -183,6 +187,17 @@ pub async fn run(
             // to its end.
             if caught_up {
                 cache.heard_change_log(asked_at);
+            }
+        }
+        // A rotated key's old secret whose grace has ended: its tombstone, logged once by
+        // whichever replica gets there first, reaches every cache and filter like a delete
+        // (each already refuses it by its expiry, which its record carries).
+        if graces_at.elapsed() >= GRACE_SWEEP_EVERY {
+            graces_at = Instant::now();
+            if let Ok(ended) = db.end_graces(cfg.deadline).await {
+                if ended > 0 {
+                    tracing::info!(ended, "old secrets of rotated keys revoked");
+                }
             }
         }
         if pruned_at.elapsed() >= cfg.prune_every {

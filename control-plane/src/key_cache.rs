@@ -180,21 +180,16 @@ impl KeyCache {
             return;
         }
         let mut pools = self.lock();
-        for (token, cost) in keys {
-            if let Some(known) = pools.known.get_mut(token) {
-                if let KeyState::Present(record) = &mut known.state {
-                    record.spend += cost;
-                }
-            }
-        }
-        if teams.is_empty() {
-            return;
-        }
-        // A team's spend is on each of its keys' records: every record is looked at.
+        // Every record is looked at: a team's spend is on each of its keys' records, and a
+        // rotated key's record is also held under each old secret in its grace (by the
+        // key's token, which the record carries), whose budget is the key's.
         for known in pools.known.values_mut() {
             let KeyState::Present(record) = &mut known.state else {
                 continue;
             };
+            if let Some(cost) = keys.get(&record.token) {
+                record.spend += cost;
+            }
             if let Some(team) = record.team_id.as_ref().and_then(|t| teams.get(t)) {
                 record.team.spend += team;
             }

@@ -3,6 +3,7 @@
 mod counters;
 pub mod ipc;
 pub mod process;
+mod rotation;
 mod spawner;
 pub mod state;
 pub mod supervisor;
@@ -30,6 +31,7 @@ use crate::protocol::{
 };
 pub use counters::DbCounters;
 use ipc::{CallError, EngineLink};
+pub use rotation::Regenerate;
 pub use supervisor::Snapshot;
 
 /// Why a database call did not succeed, as the HTTP layer needs to know it.

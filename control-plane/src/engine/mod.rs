@@ -8,6 +8,7 @@ mod member_queries;
 mod policy_sql;
 mod queries;
 mod rate_queries;
+mod rotation_queries;
 mod schema;
 mod spend_queries;
 mod team_queries;
@@ -101,6 +102,14 @@ async fn serve(pool: &Pool, request: Request) -> Result<Answer, EngineError> {
         Request::InsertKey(op) => op.answer(&queries::insert_key(c, &op.record).await?),
         Request::ListKeys(op) => op.answer(&queries::list_keys(c, &op.filter).await?),
         Request::UpdateKey(op) => op.answer(&queries::update_key(c, &op.token, &op.patch).await?),
+        Request::RegenerateKey(op) => {
+            let (old, new, name) = (&op.old, &op.new, &op.new_name);
+            let regenerated =
+                rotation_queries::regenerate_key(c, old, new, name, op.revoke_at, &op.patch);
+            op.answer(&regenerated.await?)
+        }
+        Request::EndGraces(op) => op.answer(&rotation_queries::end_graces(c).await?),
+        Request::GraceEnd(op) => op.answer(&rotation_queries::grace_end(c, &op.token).await?),
         Request::DeleteKeys(op) => {
             op.answer(&queries::delete_keys(c, &op.tokens, &op.aliases).await?)
         }

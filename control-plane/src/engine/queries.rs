@@ -141,9 +141,15 @@ pub async fn ping(c: &Client) -> Result<(), EngineError> {
 }
 
 pub async fn get_key(c: &Client, t: &KeyHash) -> Result<Option<KeyRecord>, EngineError> {
+    // A key's own secret, else an old secret of a key in its grace period (migration 13).
     let sql = format!(
-        "SELECT {} FROM livegate_key_policies WHERE token = $1",
-        *COLUMNS
+        "SELECT {} FROM livegate_key_policies WHERE token = $1
+         UNION ALL
+         SELECT {} FROM livegate_key_grace g JOIN livegate_key_policies k ON k.token = g.key_token
+         WHERE g.token = $1 AND NOT g.ended AND g.revoke_at > now()
+         LIMIT 1",
+        *COLUMNS,
+        *super::rotation_queries::ALIAS_COLUMNS
     );
     let row = c.query_opt(&sql, &[&t.as_str()]).await.map_err(classify)?;
     row.as_ref().map(record).transpose()

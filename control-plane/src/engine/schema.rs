@@ -313,6 +313,39 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
             LEFT JOIN livegate_users u ON u.user_id = k.user_id
             LEFT JOIN livegate_team_members m ON m.team_id = k.team_id AND m.user_id = k.user_id;",
     ),
+    (
+        13,
+        "key rotation grace",
+        // A regenerated key's old secret (its hash, `token`) during its grace period: it
+        // reads as the key now under `key_token`, expiring at `revoke_at`
+        // (docs/operations.md, "Key rotation"). The trigger copies every change logged for
+        // a key to its old secrets still in grace, so a block, a delete, a team's or a
+        // budget's change reaches them through the same feed as the key; `ended` marks an
+        // old secret whose tombstone is logged. Rows stay 30 days after that: spend
+        // recorded under an old secret (spooled before the rotation, or by a filter late)
+        // still reaches its key.
+        "CREATE TABLE livegate_key_grace (
+        token       text PRIMARY KEY,
+        key_token   text NOT NULL,
+        revoke_at   timestamptz NOT NULL,
+        ended       boolean NOT NULL DEFAULT false,
+        created_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX livegate_key_grace_key_token ON livegate_key_grace (key_token);
+    CREATE INDEX livegate_key_grace_open ON livegate_key_grace (revoke_at) WHERE NOT ended;
+    CREATE FUNCTION livegate_key_grace_fanout() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO livegate_key_changes (token, record)
+        SELECT g.token, CASE WHEN NEW.record IS NULL THEN NULL ELSE jsonb_set(NEW.record,
+                   '{expires}', to_jsonb(LEAST((NEW.record->>'expires')::timestamptz, g.revoke_at)))
+               END
+        FROM livegate_key_grace g
+        WHERE g.key_token = NEW.token AND NOT g.ended AND g.revoke_at > now();
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER livegate_key_grace_fanout AFTER INSERT ON livegate_key_changes
+        FOR EACH ROW EXECUTE FUNCTION livegate_key_grace_fanout();",
+    ),
 ];
 
 /// The database's identity, `<database name>/<id>`: the id written once into

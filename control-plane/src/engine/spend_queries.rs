@@ -43,7 +43,11 @@ ins AS (
         model_requested, model_returned, prompt_tokens, completion_tokens, total_tokens,
         cost, unpriced, usage_known, status, streamed, start_time, end_time,
         usage_estimate_reason, cached_tokens, reasoning_tokens, cache_creation_tokens)
-    SELECT request_id, key_hash, key_alias, team_id, model_requested, model_returned,
+    SELECT request_id,
+        -- Spend under a rotated key's old secret belongs to the key (migration 13).
+        COALESCE((SELECT g.key_token FROM livegate_key_grace g WHERE g.token = input.key_hash),
+            key_hash),
+        key_alias, team_id, model_requested, model_returned,
         prompt_tokens, completion_tokens, total_tokens, cost, unpriced, usage_known,
         status, streamed, to_timestamp(start_time_ms / 1000.0), to_timestamp(end_time_ms / 1000.0),
         usage_estimate_reason, cached_tokens, reasoning_tokens, cache_creation_tokens

@@ -214,7 +214,8 @@ impl Gate {
 
     /// Spools a validated batch of finished requests (answering once it is synced), frees
     /// the budget reservations of the records it took, and then settles their limits.
-    pub async fn intake(&self, batch: SpendBatch) -> Result<Appended, IntakeError> {
+    pub async fn intake(&self, mut batch: SpendBatch) -> Result<Appended, IntakeError> {
+        self.to_keys(&mut batch);
         let ended = ended_requests(&batch);
         // The user each record's key names, as this replica knows the key (its cost is
         // pending for that user until drained); a key it does not hold counts for none.
@@ -236,6 +237,21 @@ impl Gate {
         }
         tokio::spawn(self.clone().settle(ended));
         Ok(appended)
+    }
+
+    /// Puts each record under its key's token when it was made with a rotated key's old
+    /// secret (a grace alias this replica holds, whose record carries the key's token):
+    /// the reservation it frees, its pending cost and its windows are the key's. The drain
+    /// maps what this replica did not know (`livegate_key_grace`).
+    fn to_keys(&self, batch: &mut SpendBatch) {
+        let now = Instant::now();
+        for r in &mut batch.records {
+            if let Lookup::Fresh(KeyState::Present(k)) | Lookup::Stale(KeyState::Present(k)) =
+                self.cache.get(&r.key_hash, now)
+            {
+                r.key_hash = k.token;
+            }
+        }
     }
 
     /// After the ack, for the records the spool took (not those it already held): charges

@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use livegate_contract::{Allow, AuthCheckResponse, ModelAccess};
+use livegate_contract::{Allow, AuthCheckResponse, KeyHash, ModelAccess};
 
 use super::error::ApiError;
 use super::extract::credential;
@@ -18,11 +18,15 @@ use crate::gate::At;
 pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
     // One deadline for every database call of the check: the filter gives up soon after.
     let at = At::now(s.gate.settings().db_deadline);
-    render(s.gate.check(credential(&headers), at).await)
+    let credential = credential(&headers);
+    // The allow names the secret it was asked about: a rotated key's old secret in its
+    // grace period reads as the key (its record carries the key's token).
+    let presented = credential.as_ref().ok().map(|k| k.hash());
+    render(s.gate.check(credential, at).await, presented)
 }
 
 /// The contract's body with its status; a 503 gets `retry-after` from the router.
-fn render(decision: Decision) -> Response {
+fn render(decision: Decision, presented: Option<KeyHash>) -> Response {
     let answer = match decision {
         Decision::Allow {
             record,
@@ -31,7 +35,7 @@ fn render(decision: Decision) -> Response {
         } => AuthCheckResponse::Allow(Allow {
             lease,
             limits: record.limits(),
-            key_hash: record.token,
+            key_hash: presented.unwrap_or(record.token),
             key_alias: record.key_alias,
             team_id: record.team_id,
             user_id: record.user_id,

@@ -25,7 +25,7 @@ type ApiResult = Result<Json<Value>, ApiError>;
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct KeyFields {
     /// Generate: an optional caller-chosen key. Update: the key to change (raw or hash).
-    key: Option<String>,
+    pub(super) key: Option<String>,
     key_alias: Option<String>,
     duration: Option<String>,
     team_id: Option<String>,
@@ -98,7 +98,7 @@ pub(super) fn check_model_name(param: &str, name: &str) -> Result<(), ApiError> 
 
 impl KeyFields {
     /// Validates every field and turns it into a patch; `now` anchors `duration`.
-    fn into_patch(self, now: DateTime<Utc>) -> Result<KeyPatch, ApiError> {
+    pub(super) fn into_patch(self, now: DateTime<Utc>) -> Result<KeyPatch, ApiError> {
         // Each reaches the filter's headers and spend records: see `identity_field`.
         let identities = [
             ("key_alias", &self.key_alias),
@@ -176,7 +176,7 @@ pub(super) fn limits_patch(
 }
 
 /// Reads a key reference (raw key or its hash) from a request field.
-fn key_ref(param: &str, value: Option<&str>) -> Result<KeyHash, ApiError> {
+pub(super) fn key_ref(param: &str, value: Option<&str>) -> Result<KeyHash, ApiError> {
     let v = value
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ApiError::bad(param, format!("{param} is required")))?;
@@ -202,7 +202,7 @@ pub(super) fn info_of(record: &KeyRecord) -> Value {
     v
 }
 
-fn not_found() -> ApiError {
+pub(super) fn not_found() -> ApiError {
     ApiError::NotFound("key not found".into())
 }
 
@@ -385,7 +385,9 @@ pub async fn info(State(s): State<AppState>, caller: Caller, RawQuery(raw): RawQ
         }
     }
     let record = s.db.get_key(&token).await?.ok_or_else(not_found)?;
-    Ok(Json(json!({"key": record.token, "info": info_of(&record)})))
+    let mut info = info_of(&record);
+    super::rotation::with_grace(&s, &record, &mut info).await?;
+    Ok(Json(json!({"key": record.token, "info": info})))
 }
 
 pub async fn update(

@@ -9,6 +9,7 @@ mod internal;
 mod keys;
 mod members;
 mod model_info;
+mod rotation;
 mod spend;
 mod teams;
 mod users;
@@ -75,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route("/key/delete", post(keys::delete))
         .route("/key/block", post(keys::block))
         .route("/key/unblock", post(keys::unblock))
+        .route("/key/regenerate", post(rotation::regenerate))
+        .route("/key/{key}/regenerate", post(rotation::regenerate_path))
         .route("/team/new", post(teams::new))
         .route("/team/info", get(teams::info))
         .route("/team/list", get(teams::list))

@@ -186,3 +186,21 @@ fn drained_spend_is_added_to_the_records_held_for_their_key_and_team() {
     assert_eq!(spend(&b), (0.0, 3.0));
     assert_eq!(spend(&other), (0.0, 0.0));
 }
+
+#[test]
+fn drained_spend_reaches_a_rotated_keys_old_secret_held_under_its_own_hash() {
+    let c = cache(10);
+    let now = Instant::now();
+    let key = record("sk-new-secret");
+    let old_secret = record("sk-old-secret").token;
+    // The old secret in its grace holds the key's record (its token the key's).
+    c.put(&key.token, present(&key), 1, now);
+    c.put(&old_secret, present(&key), 2, now);
+    c.add_spend(&[(key.token.clone(), 2.5)].into(), &HashMap::new());
+    for held_as in [&key.token, &old_secret] {
+        match c.get(held_as, now) {
+            Lookup::Fresh(KeyState::Present(r)) => assert_eq!(r.spend, 2.5),
+            other => panic!("{other:?}"),
+        }
+    }
+}

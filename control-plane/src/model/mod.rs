@@ -5,6 +5,7 @@ mod key;
 pub mod keys;
 mod member;
 mod policy;
+pub mod rotation;
 mod spend;
 mod team;
 mod user;

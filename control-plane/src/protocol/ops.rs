@@ -75,6 +75,19 @@ ops! {
     InsertKey { record: KeyRecord } -> KeyRecord;
     ListKeys { filter: KeyFilter } -> KeyPage;
     UpdateKey { token: KeyHash, patch: KeyPatch } -> Option<KeyRecord>;
+    /// Moves the key under `old` to the secret `new` with the patch applied; `old` stays a
+    /// grace alias until `revoke_at` (`None`: revoked at once). `None`: no such key.
+    RegenerateKey {
+        old: KeyHash,
+        new: KeyHash,
+        new_name: String,
+        revoke_at: Option<chrono::DateTime<chrono::Utc>>,
+        patch: KeyPatch,
+    } -> Option<KeyRecord>;
+    /// Logs a tombstone for each old secret whose grace has ended; answers how many.
+    EndGraces {} -> u64;
+    /// When the last of the key's old secrets in grace stops working.
+    GraceEnd { token: KeyHash } -> Option<chrono::DateTime<chrono::Utc>>;
     /// Answers each deleted key's hash with the change number of its tombstone.
     DeleteKeys { tokens: Vec<KeyHash>, aliases: Vec<String> } -> Vec<(KeyHash, i64)>;
     /// The change log after `after`, and its last `recent_ms` again (see `engine::queries`).

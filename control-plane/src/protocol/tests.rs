@@ -193,6 +193,21 @@ fn every_operation_and_its_reply_cross_the_pipe_unchanged() {
                 },
             ],
         ),
+        round_trip(
+            RegenerateKey {
+                old: token(),
+                new: KeyHash::of_raw("sk-the-new-secret-0123456789abcdef"),
+                new_name: "sk-...cdef".into(),
+                revoke_at: Some(now),
+                patch: KeyPatch {
+                    models: Some(vec!["gpt-4o".into()]),
+                    ..KeyPatch::default()
+                },
+            },
+            Some(key()),
+        ),
+        round_trip(EndGraces {}, 2),
+        round_trip(GraceEnd { token: token() }, Some(now)),
         round_trip(LastChange {}, 42),
         round_trip(PruneChanges { keep_ms: 60_000 }, 3),
         round_trip(InsertTeam { team: team() }, team()),
