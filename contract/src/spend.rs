@@ -58,6 +58,11 @@ pub struct SpendRecord {
     pub model_requested: Option<String>,
     /// The `model` of the response, when it carried one.
     pub model_returned: Option<String>,
+    /// The deployment of the model list that answered (its route,
+    /// `livegate_deployment_<i>`): after retries and fallbacks, the last try's. Left out of
+    /// the JSON when `None` (no model list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
@@ -228,6 +233,7 @@ impl SpendRecord {
             ("team_id", &self.team_id),
             ("model_requested", &self.model_requested),
             ("model_returned", &self.model_returned),
+            ("deployment", &self.deployment),
         ];
         for (name, value) in labels {
             if value.as_ref().is_some_and(|v| v.len() > MAX_LABEL_LEN) {

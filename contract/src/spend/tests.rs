@@ -10,6 +10,7 @@ fn record() -> SpendRecord {
         team_id: None,
         model_requested: Some("gpt-4o".into()),
         model_returned: Some("gpt-4o-2024-08-06".into()),
+        deployment: None,
         prompt_tokens: Some(12),
         completion_tokens: Some(30),
         total_tokens: Some(42),

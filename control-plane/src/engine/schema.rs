@@ -271,6 +271,12 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id
             LEFT JOIN livegate_users u ON u.user_id = k.user_id;",
     ),
+    (
+        12,
+        "spend deployment",
+        // The deployment of the model list that answered (after retries and fallbacks).
+        "ALTER TABLE livegate_spend_logs ADD COLUMN deployment text;",
+    ),
 ];
 
 /// The database's identity, `<database name>/<id>`: the id written once into

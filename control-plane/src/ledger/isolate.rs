@@ -121,6 +121,7 @@ mod tests {
                 team_id: None,
                 model_requested: Some(model.into()),
                 model_returned: None,
+                deployment: None,
                 prompt_tokens: None,
                 completion_tokens: None,
                 total_tokens: None,

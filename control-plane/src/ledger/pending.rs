@@ -80,6 +80,7 @@ mod tests {
                 team_id: team.map(str::to_string),
                 model_requested: None,
                 model_returned: None,
+                deployment: None,
                 prompt_tokens: None,
                 completion_tokens: None,
                 total_tokens: None,

@@ -10,6 +10,7 @@ fn record(id: &str, model: Option<&str>, tokens: Option<(u64, u64)>) -> SpendRec
         team_id: None,
         model_requested: Some("requested".into()),
         model_returned: model.map(str::to_owned),
+        deployment: None,
         prompt_tokens: tokens.map(|t| t.0),
         completion_tokens: tokens.map(|t| t.1),
         total_tokens: tokens.map(|t| t.0 + t.1),

@@ -256,6 +256,7 @@ impl RequestFlow {
             key_alias: who.key_alias.clone(),
             team_id: who.team_id.clone(),
             model: None,
+            deployment: None,
             start: request.started,
         };
         let mut held = Held {

@@ -141,6 +141,12 @@ impl Host for MockHost {
         headers.get(name).map(<[u8]>::to_vec)
     }
 
+    fn take_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        let value = self.response_header(name)?;
+        self.response_headers.borrow_mut().retain(|(n, _)| n != name);
+        Some(value)
+    }
+
     fn response_body(&self) -> Option<Vec<u8>> {
         let chunk = self.response_chunk.borrow();
         (!chunk.is_empty()).then(|| chunk.clone())

@@ -9,6 +9,7 @@ fn requester() -> Requester {
         key_alias: Some("ci".into()),
         team_id: Some("t1".into()),
         model: Some("gpt-4o".into()),
+        deployment: None,
         start: Some(1_000),
     }
 }

@@ -185,6 +185,7 @@ fn record(i: u64) -> SpendRecord {
         team_id: None,
         model_requested: Some("m".into()),
         model_returned: None,
+        deployment: None,
         prompt_tokens: Some(i),
         completion_tokens: None,
         total_tokens: None,

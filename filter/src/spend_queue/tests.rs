@@ -11,6 +11,7 @@ fn record(i: u64) -> SpendRecord {
         team_id: None,
         model_requested: Some("m".into()),
         model_returned: None,
+        deployment: None,
         prompt_tokens: Some(i),
         completion_tokens: None,
         total_tokens: None,
@@ -134,6 +135,7 @@ fn records_with_long_labels_go_in_shorter_batches_that_fit_the_body_limit() {
             team_id: Some(long.clone()),
             model_requested: Some(long.clone()),
             model_returned: Some(long.clone()),
+            deployment: None,
             ..record(i)
         });
     }

@@ -33,6 +33,7 @@ fn entry(
             team_id: team.map(str::to_owned),
             model_requested: Some(requested.into()),
             model_returned: returned.map(str::to_owned),
+            deployment: None,
             prompt_tokens: Some(3),
             completion_tokens: None,
             total_tokens: Some(3),
