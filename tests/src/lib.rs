@@ -22,6 +22,7 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod procfs;
+pub mod failing_provider;
 pub mod provider_double;
 pub mod providers;
 pub mod python_client;

@@ -238,7 +238,7 @@ impl Providers {
                  \n    typed_extension_protocol_options:\
                  \n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\
                  \n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\
-                 \n        auto_config: {{ http_protocol_options: {{}}, http2_protocol_options: {{}} }}\
+                 \n        explicit_http_config: {{ http_protocol_options: {{}} }}\
                  \n        http_filters:\
                  \n        - name: envoy.filters.http.wasm\
                  \n          typed_config:\
@@ -271,10 +271,26 @@ impl Providers {
     pub fn clusters(&self) -> String {
         let quoted = |text: &str| serde_json::Value::from(text).to_string();
         let mut out = String::new();
-        for routed in &self.deployments {
+        // A chain's aggregate cluster speaks one codec to every member (HTTP/1.1, which
+        // every provider serves): its members offer only that by ALPN.
+        let chained: Vec<usize> = self
+            .chains()
+            .into_iter()
+            .filter(|c| c.members.len() > 1)
+            .flat_map(|c| c.members)
+            .collect();
+        for (i, routed) in self.deployments.iter().enumerate() {
             let d = &routed.deployment;
             let t = &routed.transport;
             let host = quoted(&t.host);
+            let (protocols, alpn) = if chained.contains(&i) {
+                ("explicit_http_config: { http_protocol_options: {} }", "[http/1.1]")
+            } else {
+                (
+                    "auto_config: { http_protocol_options: {}, http2_protocol_options: {} }",
+                    "[h2, http/1.1]",
+                )
+            };
             out.push_str(&format!(
                 "\n  - name: {route}\
                  \n    type: LOGICAL_DNS\
@@ -304,13 +320,13 @@ impl Providers {
                 "\n    typed_extension_protocol_options:\
                  \n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\
                  \n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\
-                 \n        auto_config: {{ http_protocol_options: {{}}, http2_protocol_options: {{}} }}\
+                 \n        {protocols}\
                  \n    transport_socket:\
                  \n      name: envoy.transport_sockets.tls\
                  \n      typed_config:\
                  \n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext{sni}\
                  \n        common_tls_context:\
-                 \n          alpn_protocols: [h2, http/1.1]\
+                 \n          alpn_protocols: {alpn}\
                  \n          validation_context:\
                  \n            trusted_ca: {{ filename: {ca} }}\
                  \n            match_typed_subject_alt_names: [{{ san_type: {san_type}, matcher: {{ exact: {host} }} }}]",

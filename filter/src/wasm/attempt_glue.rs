@@ -13,6 +13,9 @@ use crate::attempt::{
 use crate::providers::ANTHROPIC_VERSION_HEADER;
 use crate::reply::LocalReply;
 
+/// The filter-state key (Envoy prefixes `wasm.`) holding the client's path for the tries.
+const CLIENT_PATH_STATE: &str = "livegate_client_path";
+
 pub(super) struct AttemptHttp {
     config: Rc<AttemptConfig>,
     /// The deployment of this try (its route), read once its headers arrive.
@@ -35,7 +38,19 @@ impl AttemptHttp {
                 .ok()
                 .flatten()
         };
-        let client_path = header(CLIENT_PATH_HEADER).and_then(|v| String::from_utf8(v).ok());
+        // Every try edits the one header map Envoy keeps for the request, so the first
+        // try's removal of the client's path is what the next try finds: the first keeps
+        // it in the request's filter state (shared by the tries, never sent anywhere).
+        let client_path = match header(CLIENT_PATH_HEADER) {
+            Some(path) => {
+                let _ = hostcalls::set_property(vec![CLIENT_PATH_STATE], Some(&path));
+                Some(path)
+            }
+            None => hostcalls::get_property(vec![CLIENT_PATH_STATE])
+                .ok()
+                .flatten(),
+        };
+        let client_path = client_path.and_then(|v| String::from_utf8(v).ok());
         let client_version = header(ANTHROPIC_VERSION_HEADER).is_some();
         let route = self.route.as_deref().unwrap_or_default();
         let shaped = match shape(&self.config, route, client_path.as_deref(), client_version) {
