@@ -1,8 +1,9 @@
 //! A provider that fails, for the fallback tests: plain HTTP (an in-cluster server's
 //! api_base), answering every request with a 429 carrying its rate-limit headers, a 503,
-//! or no answer at all (the connection closed); and an address where nothing listens.
+//! no answer at all (the connection closed) or silence; and an address where nothing
+//! listens.
 
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,8 @@ pub enum Failure {
     Unavailable,
     /// Reads the request, then closes the connection without a byte of answer.
     HangUp,
+    /// Reads the request and never answers (until the peer closes).
+    Silent,
 }
 
 /// The headers of its 429, as OpenAI sends them.
@@ -93,6 +96,11 @@ fn serve(tcp: TcpStream, failure: Failure, seen: &Mutex<Vec<Seen>>) -> anyhow::R
         let stream = reader.get_mut();
         let (status, extra, body): (u16, &[(&str, &str)], &str) = match failure {
             Failure::HangUp => return Ok(()),
+            Failure::Silent => {
+                let mut rest = Vec::new();
+                let _ = reader.read_to_end(&mut rest);
+                return Ok(());
+            }
             Failure::TooManyRequests => (
                 429,
                 &RATE_LIMIT_HEADERS,

@@ -148,14 +148,19 @@ impl Providers {
             let t = &routed.transport;
             let authority = authority(t);
             let (cluster, timeout, retry, internal) = if chain.members.len() > 1 {
-                let timeout = chain
+                // A try may take its deployment's timeout (the longest of the chain's:
+                // Envoy has one per-try timeout per route); the whole request, the sum.
+                let timeouts = chain
                     .members
                     .iter()
-                    .map(|&i| self.deployments[i].transport.timeout_seconds)
-                    .fold(t.timeout_seconds, f64::max);
-                // Each try at the next member; the last member's answer is the client's.
+                    .map(|&i| self.deployments[i].transport.timeout_seconds);
+                let per_try = timeouts.clone().fold(t.timeout_seconds, f64::max);
+                let timeout: f64 = timeouts.sum();
+                // Each try at the next member; the last member's answer is the client's. A
+                // try that times out is a 504 to the retry policy (`5xx`): retried too.
                 let retry = format!(
                     "\n                  retry_policy:\
+                     \n                    per_try_timeout: {per_try}s\
                      \n                    retry_on: \"5xx,reset,connect-failure,retriable-status-codes\"\
                      \n                    retriable_status_codes: [429]\
                      \n                    num_retries: {retries}\

@@ -42,13 +42,14 @@ struct Providers4 {
     limited: FailingProvider,
     unavailable: FailingProvider,
     hangup: FailingProvider,
+    silent: FailingProvider,
     refused: String,
 }
 
 impl Providers4 {
     fn seen(&self) -> Vec<Seen> {
         let mut all = self.good.seen();
-        for failing in [&self.limited, &self.unavailable, &self.hangup] {
+        for failing in [&self.limited, &self.unavailable, &self.hangup, &self.silent] {
             all.extend(failing.seen());
         }
         all
@@ -80,6 +81,12 @@ fn model_list(p: &Providers4) -> String {
         ("lonely", "lonely", &p.limited.base_url(), FAILING_KEY_ENV),
     ] {
         text.push_str(&entry(name, model, base, key));
+    }
+    // 9, 10: one that never answers (its try times out) and one that does, 1 s each.
+    for (model, base) in [("slow-a", p.silent.base_url()), ("slow-b", good.clone())] {
+        let key = if model == "slow-a" { FAILING_KEY_ENV } else { GOOD_KEY_ENV };
+        text.push_str(&entry("slow", model, &base, key));
+        text.push_str("      timeout: 1\n");
     }
     text.push_str("router_settings:\n  fallbacks: [{\"primary\": [\"gpt-4o-mini\"]}]\n  num_retries: 1\n");
     text
@@ -149,6 +156,7 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
         limited: FailingProvider::start(Failure::TooManyRequests).unwrap(),
         unavailable: FailingProvider::start(Failure::Unavailable).unwrap(),
         hangup: FailingProvider::start(Failure::HangUp).unwrap(),
+        silent: FailingProvider::start(Failure::Silent).unwrap(),
         refused: refusing_base_url().unwrap(),
     };
     let mut stack = start(&p, scratch.path());
@@ -219,6 +227,12 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
     assert_eq!(refused.status, 401, "{}", refused.body);
     assert_eq!(refused.json().unwrap()["error"]["type"], "key_model_access_denied");
 
+    // A try that times out is retried at the next deployment.
+    for _ in 0..2 {
+        answered(&chat(&stack, &key, "slow", false), "slow-b");
+    }
+    assert!(!p.silent.seen().is_empty(), "no try reached the silent deployment");
+
     // No fallback: the provider's 429 reaches the client with its headers.
     let limited = chat(&stack, &key, "lonely", false);
     assert_eq!(limited.status, 429, "{}", limited.body);
@@ -238,6 +252,15 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
         }
     }
     assert_eq!(streamed.header("x-livegate-answered-by"), None);
+
+    // The tries' filter is configured with the keys' variable names, never the keys.
+    let dump = http::get(&format!("{}/config_dump", stack.envoy.admin_url()), &[]).unwrap();
+    assert_eq!(dump.status, 200);
+    assert!(dump.body.contains("livegate_attempt") && dump.body.contains(GOOD_KEY_ENV));
+    let rendered = std::fs::read_to_string(stack.envoy.config_path()).unwrap();
+    for text in [&dump.body, &rendered, &stack.envoy.log_text()] {
+        assert!(!text.contains(GOOD_KEY) && !text.contains(FAILING_KEY));
+    }
 
     // The spend records name the deployment that answered (7), priced as the model that
     // answered, exactly; one record per request.
