@@ -409,6 +409,61 @@ mod tests {
         );
     }
 
+    const CHAINED: &str = "model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: https://localhost:8443/v1\n      api_key: os.environ/PROVIDER_TEST_KEY\n      timeout: 30\n  - model_name: gpt-4o\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: http://127.0.0.1:9000\n      timeout: 20\n  - model_name: mini\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: https://localhost:8443/v1\n      api_key: os.environ/PROVIDER_TEST_KEY\n  - model_name: alone\n    litellm_params:\n      model: openai/alone\n      api_base: https://localhost:8443/v1\nrouter_settings:\n  fallbacks: [{gpt-4o: [mini]}]\n  num_retries: 1\n";
+
+    fn chained() -> Providers {
+        let ca_file = std::env::temp_dir().join("livegate-providers-chain-test-ca.pem");
+        std::fs::write(&ca_file, "x").unwrap();
+        let file = ca_file.display().to_string();
+        Providers::from_model_list(CHAINED, |name| match name {
+            "PROVIDER_TEST_KEY" => Some("sk-provider-secret".into()),
+            "SSL_CERT_FILE" => Some(file.clone()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_chain_routes_to_its_aggregate_with_retries_and_one_deployment_routes_alone() {
+        let p = chained();
+        let routes = p.routes(10);
+        let route_of = |d: &str| {
+            let at = routes.find(&format!("exact: \"{d}\"")).unwrap();
+            let end = routes[at..].find("- match").map_or(routes.len(), |e| at + e);
+            routes[at..end].to_owned()
+        };
+        let first = route_of("livegate_deployment_0");
+        assert!(first.contains("cluster: \"livegate_chain_0\""), "{first}");
+        assert!(first.contains("num_retries: 2"), "{first}");
+        assert!(first.contains("retriable_status_codes: [429]"), "{first}");
+        assert!(first.contains("previous_priorities"), "{first}");
+        assert!(first.contains("per_try_timeout: 600s") && first.contains("timeout: 650s"));
+        assert!(!first.contains(CLIENT_PATH_HEADER), "the tries need it: {first}");
+        let mini = route_of("livegate_deployment_2");
+        assert!(mini.contains("cluster: \"livegate_deployment_2\""), "{mini}");
+        assert!(!mini.contains("retry_policy") && mini.contains(CLIENT_PATH_HEADER));
+
+        let clusters = p.chain_clusters(std::path::Path::new("/f.wasm")).unwrap();
+        assert!(clusters.contains("livegate_chain_0") && clusters.contains("livegate_chain_1"));
+        assert!(!clusters.contains("livegate_chain_2") && !clusters.contains("livegate_chain_3"));
+        let (zero, one) = clusters.split_once("livegate_chain_1").unwrap();
+        assert!(zero.contains("clusters: [\"livegate_deployment_0\", \"livegate_deployment_1\", \"livegate_deployment_2\"]"), "{zero}");
+        assert!(one.contains("clusters: [\"livegate_deployment_1\", \"livegate_deployment_0\", \"livegate_deployment_2\"]"), "{one}");
+        assert!(zero.contains("root_id: livegate_attempt") && zero.contains("host_env_keys: [PROVIDER_TEST_KEY]"));
+        assert!(zero.contains("max_retries: 1024"));
+        assert!(!clusters.contains("sk-provider-secret"));
+        let config: serde_json::Value = serde_json::from_str(&p.attempt_config().unwrap()).unwrap();
+        assert_eq!(config["authorities"]["livegate_deployment_0"], "localhost:8443");
+        assert_eq!(config["authorities"]["livegate_deployment_1"], "127.0.0.1:9000");
+
+        // Members speak HTTP/1.1 (the aggregate's one codec); a deployment alone, h2 too.
+        let members = p.clusters();
+        let (chained, alone) = members.split_once("\"livegate_deployment_3\"").unwrap();
+        assert!(chained.contains("alpn_protocols: [http/1.1]") && !chained.contains("h2"));
+        assert!(alone.contains("alpn_protocols: [h2, http/1.1]"));
+        assert!(members.contains("filter_metadata: { livegate: { deployment: \"livegate_deployment_1\" } }"));
+    }
+
     #[test]
     fn an_unset_key_is_named_and_none_is_the_one_upstream() {
         let error = Providers::from_model_list(LIST, |_| None)
