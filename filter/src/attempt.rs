@@ -81,7 +81,9 @@ impl AttemptConfig {
             let value = get(name)
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
                 .ok_or_else(|| AttemptConfigError::Unset(name.clone()))?;
-            config.provider_keys.insert(name.clone(), Secret::new(value));
+            config
+                .provider_keys
+                .insert(name.clone(), Secret::new(value));
         }
         Ok(config)
     }

@@ -116,7 +116,9 @@ impl ResponseMeter {
     /// replaces the first try's. A value the contract would refuse is ignored.
     pub fn answered_by(&mut self, route: Option<&[u8]>) {
         let route = route
-            .filter(|r| !r.is_empty() && r.len() <= MAX_LABEL_LEN && r.iter().all(u8::is_ascii_graphic))
+            .filter(|r| {
+                !r.is_empty() && r.len() <= MAX_LABEL_LEN && r.iter().all(u8::is_ascii_graphic)
+            })
             .and_then(|r| String::from_utf8(r.to_vec()).ok());
         if route.is_some() {
             self.requester.deployment = route;

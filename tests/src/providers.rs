@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use livegate_contract::deployment::DEPLOYMENT_HEADER;
 use livegate_contract::headers::{FAILURE_MODE, KEY_ALIAS, KEY_HASH, STALE, TEAM_ID, USER_ID};
-use livegate_contract::model_list::{Chain, ModelList, Router, Routed};
+use livegate_contract::model_list::{Chain, ModelList, Routed, Router};
 
 /// The filter's request header carrying the client's path to each try (`filter::attempt`).
 pub const CLIENT_PATH_HEADER: &str = "x-livegate-client-path";
@@ -172,11 +172,21 @@ impl Providers {
                     retries = chain.members.len() - 1,
                 );
                 // The client's path stays for the tries: the attempt filter removes it.
-                (Self::chain_cluster(chain.start), timeout, retry, internal.join(", "))
+                (
+                    Self::chain_cluster(chain.start),
+                    timeout,
+                    retry,
+                    internal.join(", "),
+                )
             } else {
                 let mut names = internal.to_vec();
                 names.push(CLIENT_PATH_HEADER);
-                (d.route.clone(), t.timeout_seconds, String::new(), names.join(", "))
+                (
+                    d.route.clone(),
+                    t.timeout_seconds,
+                    String::new(),
+                    names.join(", "),
+                )
             };
             out.push_str(&format!(
                 "\n              - match: {{ prefix: \"/\", headers: [{{ name: {DEPLOYMENT_HEADER}, string_match: {{ exact: {route} }} }}] }}\
@@ -289,7 +299,10 @@ impl Providers {
             let t = &routed.transport;
             let host = quoted(&t.host);
             let (protocols, alpn) = if chained.contains(&i) {
-                ("explicit_http_config: { http_protocol_options: {} }", "[http/1.1]")
+                (
+                    "explicit_http_config: { http_protocol_options: {} }",
+                    "[http/1.1]",
+                )
             } else {
                 (
                     "auto_config: { http_protocol_options: {}, http2_protocol_options: {} }",
@@ -429,7 +442,9 @@ mod tests {
         let routes = p.routes(10);
         let route_of = |d: &str| {
             let at = routes.find(&format!("exact: \"{d}\"")).unwrap();
-            let end = routes[at..].find("- match").map_or(routes.len(), |e| at + e);
+            let end = routes[at..]
+                .find("- match")
+                .map_or(routes.len(), |e| at + e);
             routes[at..end].to_owned()
         };
         let first = route_of("livegate_deployment_0");
@@ -438,9 +453,15 @@ mod tests {
         assert!(first.contains("retriable_status_codes: [429]"), "{first}");
         assert!(first.contains("previous_priorities"), "{first}");
         assert!(first.contains("per_try_timeout: 600s") && first.contains("timeout: 650s"));
-        assert!(!first.contains(CLIENT_PATH_HEADER), "the tries need it: {first}");
+        assert!(
+            !first.contains(CLIENT_PATH_HEADER),
+            "the tries need it: {first}"
+        );
         let mini = route_of("livegate_deployment_2");
-        assert!(mini.contains("cluster: \"livegate_deployment_2\""), "{mini}");
+        assert!(
+            mini.contains("cluster: \"livegate_deployment_2\""),
+            "{mini}"
+        );
         assert!(!mini.contains("retry_policy") && mini.contains(CLIENT_PATH_HEADER));
 
         let clusters = p.chain_clusters(std::path::Path::new("/f.wasm")).unwrap();
@@ -449,19 +470,29 @@ mod tests {
         let (zero, one) = clusters.split_once("livegate_chain_1").unwrap();
         assert!(zero.contains("clusters: [\"livegate_deployment_0\", \"livegate_deployment_1\", \"livegate_deployment_2\"]"), "{zero}");
         assert!(one.contains("clusters: [\"livegate_deployment_1\", \"livegate_deployment_0\", \"livegate_deployment_2\"]"), "{one}");
-        assert!(zero.contains("root_id: livegate_attempt") && zero.contains("host_env_keys: [PROVIDER_TEST_KEY]"));
+        assert!(
+            zero.contains("root_id: livegate_attempt")
+                && zero.contains("host_env_keys: [PROVIDER_TEST_KEY]")
+        );
         assert!(zero.contains("max_retries: 1024"));
         assert!(!clusters.contains("sk-provider-secret"));
         let config: serde_json::Value = serde_json::from_str(&p.attempt_config().unwrap()).unwrap();
-        assert_eq!(config["authorities"]["livegate_deployment_0"], "localhost:8443");
-        assert_eq!(config["authorities"]["livegate_deployment_1"], "127.0.0.1:9000");
+        assert_eq!(
+            config["authorities"]["livegate_deployment_0"],
+            "localhost:8443"
+        );
+        assert_eq!(
+            config["authorities"]["livegate_deployment_1"],
+            "127.0.0.1:9000"
+        );
 
         // Members speak HTTP/1.1 (the aggregate's one codec); a deployment alone, h2 too.
         let members = p.clusters();
         let (chained, alone) = members.split_once("\"livegate_deployment_3\"").unwrap();
         assert!(chained.contains("alpn_protocols: [http/1.1]") && !chained.contains("h2"));
         assert!(alone.contains("alpn_protocols: [h2, http/1.1]"));
-        assert!(members.contains("filter_metadata: { livegate: { deployment: \"livegate_deployment_1\" } }"));
+        assert!(members
+            .contains("filter_metadata: { livegate: { deployment: \"livegate_deployment_1\" } }"));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use livegate_tests::failing_provider::{
-    refusing_base_url, Failure, FailingProvider, RATE_LIMIT_HEADERS,
+    refusing_base_url, FailingProvider, Failure, RATE_LIMIT_HEADERS,
 };
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
@@ -69,11 +69,26 @@ fn model_list(p: &Providers4) -> String {
         ("lb", "lb-a", good.as_str(), GOOD_KEY_ENV),
         ("lb", "lb-b", &good, GOOD_KEY_ENV),
         // 2, 3: one rate-limited, one that answers.
-        ("gpt-4o", "gpt-4o-limited", &p.limited.base_url(), FAILING_KEY_ENV),
+        (
+            "gpt-4o",
+            "gpt-4o-limited",
+            &p.limited.base_url(),
+            FAILING_KEY_ENV,
+        ),
         ("gpt-4o", "gpt-4o", &good, GOOD_KEY_ENV),
         // 4, 5: a 503 and a hang-up: every try fails, then the fallback.
-        ("primary", "primary-a", &p.unavailable.base_url(), FAILING_KEY_ENV),
-        ("primary", "primary-b", &p.hangup.base_url(), FAILING_KEY_ENV),
+        (
+            "primary",
+            "primary-a",
+            &p.unavailable.base_url(),
+            FAILING_KEY_ENV,
+        ),
+        (
+            "primary",
+            "primary-b",
+            &p.hangup.base_url(),
+            FAILING_KEY_ENV,
+        ),
         // 6, 7: the fallback: a refused address first, then one that answers.
         ("gpt-4o-mini", "gpt-4o-mini", &p.refused, FAILING_KEY_ENV),
         ("gpt-4o-mini", "gpt-4o-mini", &good, GOOD_KEY_ENV),
@@ -84,11 +99,17 @@ fn model_list(p: &Providers4) -> String {
     }
     // 9, 10: one that never answers (its try times out) and one that does, 1 s each.
     for (model, base) in [("slow-a", p.silent.base_url()), ("slow-b", good.clone())] {
-        let key = if model == "slow-a" { FAILING_KEY_ENV } else { GOOD_KEY_ENV };
+        let key = if model == "slow-a" {
+            FAILING_KEY_ENV
+        } else {
+            GOOD_KEY_ENV
+        };
         text.push_str(&entry("slow", model, &base, key));
         text.push_str("      timeout: 1\n");
     }
-    text.push_str("router_settings:\n  fallbacks: [{\"primary\": [\"gpt-4o-mini\"]}]\n  num_retries: 1\n");
+    text.push_str(
+        "router_settings:\n  fallbacks: [{\"primary\": [\"gpt-4o-mini\"]}]\n  num_retries: 1\n",
+    );
     text
 }
 
@@ -137,7 +158,12 @@ fn chat(stack: &Stack, key: &str, model: &str, stream: bool) -> Response {
 /// One answer, from the good double, naming `model`.
 fn answered(response: &Response, model: &str) {
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(response.json().unwrap()["model"], model, "{}", response.body);
+    assert_eq!(
+        response.json().unwrap()["model"],
+        model,
+        "{}",
+        response.body
+    );
 }
 
 fn spend_rows(stack: &Stack, key: &str) -> Option<Vec<Value>> {
@@ -183,7 +209,10 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
         answered(&chat(&stack, &key, "gpt-4o", false), "gpt-4o");
     }
     let limited = p.limited.seen();
-    assert!(!limited.is_empty(), "no try reached the rate-limited deployment");
+    assert!(
+        !limited.is_empty(),
+        "no try reached the rate-limited deployment"
+    );
     for seen in &limited {
         assert_eq!(seen.json()["model"], "gpt-4o-limited");
         let bearer = format!("Bearer {FAILING_KEY}");
@@ -196,16 +225,30 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
     // refused address, then the deployment that answers. A key allowed `primary` only
     // gets the fallback's answer: it is checked against what it asked for.
     for _ in 0..2 {
-        answered(&chat(&stack, &primary_only, "primary", false), "gpt-4o-mini");
+        answered(
+            &chat(&stack, &primary_only, "primary", false),
+            "gpt-4o-mini",
+        );
     }
     let streamed = chat(&stack, &primary_only, "primary", true);
     assert_eq!(streamed.status, 200, "{}", streamed.body);
     assert!(
-        streamed.header("content-type").unwrap().starts_with("text/event-stream"),
+        streamed
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream"),
         "{streamed:?}"
     );
-    assert_eq!(streamed.body.matches("data: [DONE]").count(), 1, "one answer");
-    assert!(streamed.body.contains("\"model\":\"gpt-4o-mini\""), "{}", streamed.body);
+    assert_eq!(
+        streamed.body.matches("data: [DONE]").count(),
+        1,
+        "one answer"
+    );
+    assert!(
+        streamed.body.contains("\"model\":\"gpt-4o-mini\""),
+        "{}",
+        streamed.body
+    );
     assert!(!p.unavailable.seen().is_empty() && !p.hangup.seen().is_empty());
     for seen in p.unavailable.seen() {
         assert_eq!(seen.json()["model"], "primary-a");
@@ -221,17 +264,26 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
         last.header("authorization"),
         Some(format!("Bearer {GOOD_KEY}").as_str())
     );
-    assert!(last.header("host").unwrap().starts_with("localhost:"), "{last:?}");
+    assert!(
+        last.header("host").unwrap().starts_with("localhost:"),
+        "{last:?}"
+    );
     // A key allowed only the fallback may not ask for the model that falls back to it.
     let refused = chat(&stack, &mini_only, "primary", false);
     assert_eq!(refused.status, 401, "{}", refused.body);
-    assert_eq!(refused.json().unwrap()["error"]["type"], "key_model_access_denied");
+    assert_eq!(
+        refused.json().unwrap()["error"]["type"],
+        "key_model_access_denied"
+    );
 
     // A try that times out is retried at the next deployment.
     for _ in 0..2 {
         answered(&chat(&stack, &key, "slow", false), "slow-b");
     }
-    assert!(!p.silent.seen().is_empty(), "no try reached the silent deployment");
+    assert!(
+        !p.silent.seen().is_empty(),
+        "no try reached the silent deployment"
+    );
 
     // No fallback: the provider's 429 reaches the client with its headers.
     let limited = chat(&stack, &key, "lonely", false);
@@ -239,7 +291,10 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
     for (name, value) in RATE_LIMIT_HEADERS {
         assert_eq!(limited.header(name), Some(value), "{name}: {limited:?}");
     }
-    assert_eq!(limited.json().unwrap()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(
+        limited.json().unwrap()["error"]["code"],
+        "rate_limit_exceeded"
+    );
 
     // No provider ever saw a client's key, nor the filter's internal headers; no client
     // saw which deployment answered.
@@ -273,7 +328,10 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
     for row in &rows {
         assert_eq!(row["model"], "gpt-4o-mini", "{row}");
         assert_eq!(row["model_group"], "primary", "{row}");
-        assert_eq!(row["metadata"]["deployment"], "livegate_deployment_7", "{row}");
+        assert_eq!(
+            row["metadata"]["deployment"], "livegate_deployment_7",
+            "{row}"
+        );
         assert_eq!(row["spend"].as_f64().unwrap(), expected, "{row}");
         assert_eq!(row["prompt_tokens"], PROMPT_TOKENS, "{row}");
     }
@@ -287,12 +345,18 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
     })
     .unwrap();
     for row in &gpt4o {
-        assert_eq!(row["metadata"]["deployment"], "livegate_deployment_3", "{row}");
+        assert_eq!(
+            row["metadata"]["deployment"], "livegate_deployment_3",
+            "{row}"
+        );
     }
 
     // Faults: retries and fallbacks need neither Postgres nor the control plane.
     stack.postgres.as_ref().unwrap().pause().unwrap();
-    answered(&chat(&stack, &primary_only, "primary", false), "gpt-4o-mini");
+    answered(
+        &chat(&stack, &primary_only, "primary", false),
+        "gpt-4o-mini",
+    );
     let stale_before = stack
         .envoy
         .prometheus_counter("livegate_stale_served_total")
@@ -304,7 +368,10 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
         .signal(Signal::SIGSTOP)
         .unwrap();
     poll::until("a stale allow to fall back", PATIENCE, || {
-        answered(&chat(&stack, &primary_only, "primary", false), "gpt-4o-mini");
+        answered(
+            &chat(&stack, &primary_only, "primary", false),
+            "gpt-4o-mini",
+        );
         let stale = stack
             .envoy
             .prometheus_counter("livegate_stale_served_total")

@@ -68,7 +68,10 @@ impl Router {
                     return Err(not_implemented(&at, why));
                 }
                 if let Some((first, _)) = given.get(&key) {
-                    return Err(field(&at, &format!("is also given as {first}: give it once")));
+                    return Err(field(
+                        &at,
+                        &format!("is also given as {first}: give it once"),
+                    ));
                 }
                 given.insert(key, (at, value));
             }

@@ -33,29 +33,51 @@ fn config() -> AttemptConfig {
 }
 
 fn value<'a>(t: &'a Try<'_>, name: &str) -> Option<&'a str> {
-    t.set.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    t.set
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
 fn a_try_takes_its_deployment_s_host_path_and_credential_and_drops_the_others() {
     let c = config();
-    let t = shape(&c, "livegate_deployment_0", Some("/v1/chat/completions?x=1"), false).unwrap();
+    let t = shape(
+        &c,
+        "livegate_deployment_0",
+        Some("/v1/chat/completions?x=1"),
+        false,
+    )
+    .unwrap();
     assert_eq!(value(&t, ":authority"), Some("a.example:8443"));
     assert_eq!(value(&t, ":path"), Some("/v1/chat/completions?x=1"));
     assert_eq!(value(&t, "authorization"), Some("Bearer sk-a"));
-    assert_eq!(value(&t, DEPLOYMENT_HEADER), None, "the route header stays inside");
+    assert_eq!(
+        value(&t, DEPLOYMENT_HEADER),
+        None,
+        "the route header stays inside"
+    );
     assert!(t.remove.contains(&"api-key") && t.remove.contains(&"x-api-key"));
     assert!(t.remove.contains(&CLIENT_PATH_HEADER));
     assert!(!t.remove.contains(&"authorization"));
 
-    let t = shape(&c, "livegate_deployment_1", Some("/chat/completions?x=1"), false).unwrap();
+    let t = shape(
+        &c,
+        "livegate_deployment_1",
+        Some("/chat/completions?x=1"),
+        false,
+    )
+    .unwrap();
     assert_eq!(value(&t, ":authority"), Some("b.example"));
     assert_eq!(
         value(&t, ":path"),
         Some("/openai/deployments/mini-prod/chat/completions?api-version=2024-10-21")
     );
     assert_eq!(value(&t, "api-key"), Some("sk-b"));
-    assert!(t.remove.contains(&"authorization"), "the first try's bearer key goes");
+    assert!(
+        t.remove.contains(&"authorization"),
+        "the first try's bearer key goes"
+    );
 }
 
 #[test]
@@ -75,7 +97,13 @@ fn a_deployment_without_a_key_sends_none_and_anthropic_gets_its_version() {
 fn an_unknown_deployment_a_missing_path_or_a_foreign_shape_is_an_error() {
     let c = config();
     assert_eq!(
-        shape(&c, "livegate_deployment_9", Some("/v1/chat/completions"), false).unwrap_err(),
+        shape(
+            &c,
+            "livegate_deployment_9",
+            Some("/v1/chat/completions"),
+            false
+        )
+        .unwrap_err(),
         TryError::UnknownDeployment("livegate_deployment_9".into())
     );
     assert_eq!(
@@ -83,7 +111,12 @@ fn an_unknown_deployment_a_missing_path_or_a_foreign_shape_is_an_error() {
         TryError::NoClientPath
     );
     assert!(matches!(
-        shape(&c, "livegate_deployment_2", Some("/v1/chat/completions"), false),
+        shape(
+            &c,
+            "livegate_deployment_2",
+            Some("/v1/chat/completions"),
+            false
+        ),
         Err(TryError::Unroutable(_))
     ));
 }

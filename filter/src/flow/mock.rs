@@ -143,7 +143,9 @@ impl Host for MockHost {
 
     fn take_response_header(&self, name: &str) -> Option<Vec<u8>> {
         let value = self.response_header(name)?;
-        self.response_headers.borrow_mut().retain(|(n, _)| n != name);
+        self.response_headers
+            .borrow_mut()
+            .retain(|(n, _)| n != name);
         Some(value)
     }
 

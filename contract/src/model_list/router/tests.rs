@@ -77,16 +77,36 @@ fn other_keys_are_refused_by_name() {
 #[test]
 fn each_value_is_checked_naming_its_field() {
     for (settings, named, problem) in [
-        ("router_settings:\n  num_retries: -1\n", "router_settings.num_retries", "0 to 10"),
-        ("router_settings:\n  num_retries: 11\n", "router_settings.num_retries", "0 to 10"),
-        ("router_settings:\n  num_retries: two\n", "router_settings.num_retries", "0 to 10"),
+        (
+            "router_settings:\n  num_retries: -1\n",
+            "router_settings.num_retries",
+            "0 to 10",
+        ),
+        (
+            "router_settings:\n  num_retries: 11\n",
+            "router_settings.num_retries",
+            "0 to 10",
+        ),
+        (
+            "router_settings:\n  num_retries: two\n",
+            "router_settings.num_retries",
+            "0 to 10",
+        ),
         (
             "router_settings:\n  num_retries: 1\nlitellm_settings:\n  num_retries: 2\n",
             "litellm_settings.num_retries",
             "also given as router_settings.num_retries",
         ),
-        ("router_settings:\n  fallbacks: {gpt-4o: [claude]}\n", "router_settings.fallbacks", "list of"),
-        ("router_settings:\n  fallbacks: [gpt-4o]\n", "router_settings.fallbacks", "list of"),
+        (
+            "router_settings:\n  fallbacks: {gpt-4o: [claude]}\n",
+            "router_settings.fallbacks",
+            "list of",
+        ),
+        (
+            "router_settings:\n  fallbacks: [gpt-4o]\n",
+            "router_settings.fallbacks",
+            "list of",
+        ),
         (
             "router_settings:\n  fallbacks: [{gpt-5: [claude]}]\n",
             "router_settings.fallbacks[0].gpt-5",
@@ -112,7 +132,11 @@ fn each_value_is_checked_naming_its_field() {
             "router_settings.fallbacks[1].gpt-4o",
             "twice",
         ),
-        ("router_settings:\n  fallbacks: [{gpt-4o: claude}]\n", "fallbacks[0].gpt-4o", "list of model names"),
+        (
+            "router_settings:\n  fallbacks: [{gpt-4o: claude}]\n",
+            "fallbacks[0].gpt-4o",
+            "list of model names",
+        ),
         ("router_settings: [1]\n", "router_settings", "mapping"),
     ] {
         let error = parse(settings).unwrap_err();
@@ -146,13 +170,17 @@ fn num_retries_caps_the_tries_of_each_model_and_fallbacks_apply_at_zero() {
     let one = parse("router_settings:\n  fallbacks: [{gpt-4o: [gpt-4o-mini]}]\n  num_retries: 1\n")
         .unwrap();
     assert_eq!(members(&one)[1], vec![1, 2, 3]);
-    let zero = parse("router_settings:\n  fallbacks: [{gpt-4o: [gpt-4o-mini]}]\n  num_retries: 0\n")
-        .unwrap();
+    let zero =
+        parse("router_settings:\n  fallbacks: [{gpt-4o: [gpt-4o-mini]}]\n  num_retries: 0\n")
+            .unwrap();
     assert_eq!(members(&zero)[2], vec![2, 3]);
     // Fallbacks are not followed further: a fallback's own fallbacks are its requests' only.
     let nested = parse(
         "router_settings:\n  fallbacks: [{gpt-4o-mini: [claude]}, {claude: [gpt-4o-mini]}]\n  num_retries: 0\n",
     )
     .unwrap();
-    assert_eq!(members(&nested), vec![vec![0], vec![1], vec![2], vec![3, 4], vec![4, 3]]);
+    assert_eq!(
+        members(&nested),
+        vec![vec![0], vec![1], vec![2], vec![3, 4], vec![4, 3]]
+    );
 }
