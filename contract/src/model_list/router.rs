@@ -6,6 +6,14 @@
 use std::collections::BTreeMap;
 
 use super::{field, not_implemented, ModelListError, Routed};
+use crate::deployment::Provider;
+
+/// Whether a request in one provider's shape can be sent to another's deployment:
+/// Anthropic's messages are not OpenAI's (nor Azure's) chat completions, and livegate
+/// does not translate between them.
+fn same_shape(a: Provider, b: Provider) -> bool {
+    (a == Provider::Anthropic) == (b == Provider::Anthropic)
+}
 
 /// LiteLLM's `num_retries` when neither section sets it: the Router's
 /// `openai.DEFAULT_MAX_RETRIES`.
@@ -171,6 +179,22 @@ fn fallbacks(
                 }
                 if names.contains(&name) {
                     return Err(field(&here, &format!("names {name:?} twice")));
+                }
+                let providers = |model: &str| -> Vec<Provider> {
+                    deployments
+                        .iter()
+                        .filter(|d| d.deployment.model_name == model)
+                        .map(|d| d.deployment.provider)
+                        .collect()
+                };
+                let (from, to) = (providers(&model), providers(&name));
+                if from.iter().any(|a| to.iter().any(|b| !same_shape(*a, *b))) {
+                    let problem = format!(
+                        "{name:?} is served in another provider's shape than {model:?} \
+                         (anthropic/ against openai/ or azure/): livegate does not translate \
+                         a request between them"
+                    );
+                    return Err(field(&here, &problem));
                 }
                 names.push(name);
             }

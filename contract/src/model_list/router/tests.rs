@@ -11,6 +11,8 @@ const LIST: &str = "model_list:
     litellm_params: { model: openai/gpt-4o, api_base: 'https://c.example/v1' }
   - model_name: gpt-4o-mini
     litellm_params: { model: openai/gpt-4o-mini, api_base: 'https://a.example/v1' }
+  - model_name: local
+    litellm_params: { model: openai/llama, api_base: 'http://vllm.internal:8000/v1' }
   - model_name: claude
     litellm_params: { model: anthropic/claude-3-5 }
 ";
@@ -39,18 +41,18 @@ fn without_settings_litellm_s_default_retries_and_no_fallbacks() {
 fn both_fields_are_read_from_either_section() {
     for section in ["router_settings", "litellm_settings"] {
         let list = parse(&format!(
-            "{section}:\n  fallbacks: [{{\"gpt-4o\": [\"gpt-4o-mini\", \"claude\"]}}, {{\"claude\": [\"gpt-4o\"]}}]\n  num_retries: 1\n"
+            "{section}:\n  fallbacks: [{{\"gpt-4o\": [\"gpt-4o-mini\", \"local\"]}}, {{\"local\": [\"gpt-4o\"]}}]\n  num_retries: 1\n"
         ))
         .unwrap();
         assert_eq!(list.router.num_retries, 1, "{section}");
         assert_eq!(
             list.router.fallbacks.get("gpt-4o").unwrap(),
-            &["gpt-4o-mini".to_owned(), "claude".to_owned()]
+            &["gpt-4o-mini".to_owned(), "local".to_owned()]
         );
-        assert_eq!(list.router.fallbacks.get("claude").unwrap(), &["gpt-4o"]);
+        assert_eq!(list.router.fallbacks.get("local").unwrap(), &["gpt-4o"]);
     }
     let split = parse(
-        "router_settings:\n  num_retries: 0\nlitellm_settings:\n  fallbacks: [{\"claude\": [\"gpt-4o-mini\"]}]\n",
+        "router_settings:\n  num_retries: 0\nlitellm_settings:\n  fallbacks: [{\"local\": [\"gpt-4o-mini\"]}]\n",
     )
     .unwrap();
     assert_eq!(split.router.num_retries, 0);
@@ -98,7 +100,7 @@ fn each_value_is_checked_naming_its_field() {
             "also given as router_settings.num_retries",
         ),
         (
-            "router_settings:\n  fallbacks: {gpt-4o: [claude]}\n",
+            "router_settings:\n  fallbacks: {gpt-4o: [local]}\n",
             "router_settings.fallbacks",
             "list of",
         ),
@@ -108,7 +110,7 @@ fn each_value_is_checked_naming_its_field() {
             "list of",
         ),
         (
-            "router_settings:\n  fallbacks: [{gpt-5: [claude]}]\n",
+            "router_settings:\n  fallbacks: [{gpt-5: [local]}]\n",
             "router_settings.fallbacks[0].gpt-5",
             "no model_name",
         ),
@@ -123,21 +125,31 @@ fn each_value_is_checked_naming_its_field() {
             "the model itself",
         ),
         (
-            "router_settings:\n  fallbacks: [{gpt-4o: [claude, claude]}]\n",
+            "router_settings:\n  fallbacks: [{gpt-4o: [local, local]}]\n",
             "router_settings.fallbacks[0].gpt-4o",
             "twice",
         ),
         (
-            "router_settings:\n  fallbacks: [{gpt-4o: [claude]}, {gpt-4o: [gpt-4o-mini]}]\n",
+            "router_settings:\n  fallbacks: [{gpt-4o: [local]}, {gpt-4o: [gpt-4o-mini]}]\n",
             "router_settings.fallbacks[1].gpt-4o",
             "twice",
         ),
         (
-            "router_settings:\n  fallbacks: [{gpt-4o: claude}]\n",
+            "router_settings:\n  fallbacks: [{gpt-4o: local}]\n",
             "fallbacks[0].gpt-4o",
             "list of model names",
         ),
         ("router_settings: [1]\n", "router_settings", "mapping"),
+        (
+            "router_settings:\n  fallbacks: [{gpt-4o: [claude]}]\n",
+            "router_settings.fallbacks[0].gpt-4o",
+            "another provider's shape",
+        ),
+        (
+            "router_settings:\n  fallbacks: [{claude: [gpt-4o-mini]}]\n",
+            "router_settings.fallbacks[0].claude",
+            "another provider's shape",
+        ),
     ] {
         let error = parse(settings).unwrap_err();
         assert!(
@@ -150,7 +162,7 @@ fn each_value_is_checked_naming_its_field() {
 #[test]
 fn a_chain_starts_at_its_deployment_then_the_model_s_others_then_the_fallbacks() {
     let list = parse(
-        "router_settings:\n  fallbacks: [{gpt-4o: [claude, gpt-4o-mini]}]\n  num_retries: 5\n",
+        "router_settings:\n  fallbacks: [{gpt-4o: [local, gpt-4o-mini]}]\n  num_retries: 5\n",
     )
     .unwrap();
     assert_eq!(
@@ -161,6 +173,7 @@ fn a_chain_starts_at_its_deployment_then_the_model_s_others_then_the_fallbacks()
             vec![2, 0, 1, 4, 3],
             vec![3],
             vec![4],
+            vec![5],
         ]
     );
 }
@@ -176,11 +189,11 @@ fn num_retries_caps_the_tries_of_each_model_and_fallbacks_apply_at_zero() {
     assert_eq!(members(&zero)[2], vec![2, 3]);
     // Fallbacks are not followed further: a fallback's own fallbacks are its requests' only.
     let nested = parse(
-        "router_settings:\n  fallbacks: [{gpt-4o-mini: [claude]}, {claude: [gpt-4o-mini]}]\n  num_retries: 0\n",
+        "router_settings:\n  fallbacks: [{gpt-4o-mini: [local]}, {local: [gpt-4o-mini]}]\n  num_retries: 0\n",
     )
     .unwrap();
     assert_eq!(
         members(&nested),
-        vec![vec![0], vec![1], vec![2], vec![3, 4], vec![4, 3]]
+        vec![vec![0], vec![1], vec![2], vec![3, 4], vec![4, 3], vec![5]]
     );
 }
