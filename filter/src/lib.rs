@@ -330,6 +330,7 @@ mod wasm {
 
         /// Trailers reach the upstream too: a spoofed `x-livegate-*` trailer is removed,
         /// and if Envoy refuses, the request is reset rather than forwarded with it.
+        /// A model route's body that ends in trailers is read here (its end).
         fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
             let trailers = RequestHeaders::new(
                 hostcalls::get_map_bytes(MapType::HttpRequestTrailers).unwrap_or_default(),
@@ -342,8 +343,15 @@ mod wasm {
                 stream_host(&self.metrics, self.owner, (self.body_size, 0))
                     .increment(Metric::SpoofedTrailerRemoved);
             }
+            // Trailers end the body: a body the flow holds (for its model, or while the
+            // check is in flight) is whole now, as at a body's end of stream.
             if self.flow.holds_body() {
-                Action::Pause
+                let host = stream_host(
+                    &self.metrics,
+                    self.owner,
+                    (self.body_size, self.response_chunk),
+                );
+                action(self.flow.on_request_body(&host, true))
             } else {
                 Action::Continue
             }

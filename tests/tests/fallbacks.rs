@@ -10,6 +10,9 @@
 
 use std::time::Duration;
 
+use ::http::{HeaderMap, HeaderValue, Request};
+use bytes::Bytes;
+
 use livegate_tests::failing_provider::{
     refusing_base_url, FailingProvider, Failure, RATE_LIMIT_HEADERS,
 };
@@ -388,4 +391,73 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
         .signal(Signal::SIGCONT)
         .unwrap();
     stack.postgres.as_ref().unwrap().resume().unwrap();
+}
+
+/// One HTTP/2 (prior knowledge) chat completion to `model` whose body ends in trailers;
+/// (status, body).
+async fn chat_with_trailers(address: &str, key: &str, model: &str) -> anyhow::Result<(u16, Value)> {
+    let socket = tokio::net::TcpStream::connect(address).await?;
+    let (client, connection) = h2::client::handshake(socket).await?;
+    tokio::spawn(connection);
+    let mut client = client.ready().await?;
+    let request = Request::post(format!("http://{address}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(())?;
+    let (response, mut stream) = client.send_request(request, false)?;
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    stream.send_data(Bytes::from(body.to_string()), false)?;
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-client-checksum", HeaderValue::from_static("kept"));
+    stream.send_trailers(trailers)?;
+    let response = response.await?;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((status, serde_json::from_slice(&bytes)?))
+}
+
+/// A body that ends in trailers (HTTP/2) is shaped for each try all the same: the
+/// fallback's deployment gets its own key and model, never the failed try's.
+#[test]
+fn a_request_ending_in_trailers_is_shaped_for_every_try() {
+    let scratch = tempfile::tempdir().unwrap();
+    let p = Providers4 {
+        good: ProviderDouble::start(scratch.path(), GOOD_KEY).unwrap(),
+        limited: FailingProvider::start(Failure::TooManyRequests).unwrap(),
+        unavailable: FailingProvider::start(Failure::Unavailable).unwrap(),
+        hangup: FailingProvider::start(Failure::HangUp).unwrap(),
+        silent: FailingProvider::start(Failure::Silent).unwrap(),
+        refused: refusing_base_url().unwrap(),
+    };
+    let stack = start(&p, scratch.path());
+    let key = generate(&stack, json!({"key_alias": "trailers"}));
+    let address = stack.envoy.url().trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let (status, body) = runtime
+            .block_on(chat_with_trailers(&address, &key, "primary"))
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["model"], "gpt-4o-mini", "{body}");
+    }
+    for seen in p.unavailable.seen() {
+        assert_eq!(seen.json()["model"], "primary-a");
+        let bearer = format!("Bearer {FAILING_KEY}");
+        assert_eq!(seen.header("authorization"), Some(bearer.as_str()));
+    }
+    let last = p.good.seen().pop().unwrap();
+    assert_eq!(last.json()["model"], "gpt-4o-mini");
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {GOOD_KEY}").as_str())
+    );
 }

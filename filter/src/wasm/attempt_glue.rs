@@ -20,6 +20,8 @@ pub(super) struct AttemptHttp {
     config: Rc<AttemptConfig>,
     /// The deployment of this try (its route), read once its headers arrive.
     route: Option<String>,
+    /// Bytes of request body Envoy holds for this try so far.
+    body_size: usize,
 }
 
 impl AttemptHttp {
@@ -27,6 +29,7 @@ impl AttemptHttp {
         AttemptHttp {
             config,
             route: None,
+            body_size: 0,
         }
     }
 
@@ -125,11 +128,18 @@ impl HttpContext for AttemptHttp {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.body_size = size;
         if end_of_stream {
             self.apply(size)
         } else {
             Action::Pause
         }
+    }
+
+    /// A body that ends in trailers: the whole body is held now, and the try is shaped
+    /// before anything of it goes on (the headers still wait).
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.apply(self.body_size)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
