@@ -78,13 +78,40 @@ impl Drop for FailingProvider {
     }
 }
 
-/// `http://127.0.0.1:PORT` where nothing listens (a port taken, then let go): every
-/// connection is refused.
-pub fn refusing_base_url() -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    drop(listener);
-    Ok(format!("http://127.0.0.1:{port}"))
+/// An address where every connection is refused: a TCP socket bound to a port of
+/// 127.0.0.1 that never listens. The port stays taken while this lives, so nothing else
+/// (the stack's own servers on free ports) can come to listen there.
+pub struct Refusing {
+    _socket: std::os::fd::OwnedFd,
+    port: u16,
+}
+
+impl Refusing {
+    pub fn start() -> anyhow::Result<Refusing> {
+        use nix::sys::socket::{
+            bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        let socket = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            &SockaddrIn::new(127, 0, 0, 1, 0),
+        )?;
+        let bound: SockaddrIn = getsockname(std::os::fd::AsRawFd::as_raw_fd(&socket))?;
+        Ok(Refusing {
+            _socket: socket,
+            port: bound.port(),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }
 
 fn serve(tcp: TcpStream, failure: Failure, seen: &Mutex<Vec<Seen>>) -> anyhow::Result<()> {

@@ -13,9 +13,7 @@ use std::time::Duration;
 use ::http::{HeaderMap, HeaderValue, Request};
 use bytes::Bytes;
 
-use livegate_tests::failing_provider::{
-    refusing_base_url, FailingProvider, Failure, RATE_LIMIT_HEADERS,
-};
+use livegate_tests::failing_provider::{FailingProvider, Failure, Refusing, RATE_LIMIT_HEADERS};
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::provider_double::{ProviderDouble, Seen};
@@ -46,7 +44,7 @@ struct Providers4 {
     unavailable: FailingProvider,
     hangup: FailingProvider,
     silent: FailingProvider,
-    refused: String,
+    refused: Refusing,
 }
 
 impl Providers4 {
@@ -93,7 +91,12 @@ fn model_list(p: &Providers4) -> String {
             FAILING_KEY_ENV,
         ),
         // 6, 7: the fallback: a refused address first, then one that answers.
-        ("gpt-4o-mini", "gpt-4o-mini", &p.refused, FAILING_KEY_ENV),
+        (
+            "gpt-4o-mini",
+            "gpt-4o-mini",
+            &p.refused.base_url(),
+            FAILING_KEY_ENV,
+        ),
         ("gpt-4o-mini", "gpt-4o-mini", &good, GOOD_KEY_ENV),
         // 8: rate-limited, and no fallback.
         ("lonely", "lonely", &p.limited.base_url(), FAILING_KEY_ENV),
@@ -186,7 +189,7 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
         unavailable: FailingProvider::start(Failure::Unavailable).unwrap(),
         hangup: FailingProvider::start(Failure::HangUp).unwrap(),
         silent: FailingProvider::start(Failure::Silent).unwrap(),
-        refused: refusing_base_url().unwrap(),
+        refused: Refusing::start().unwrap(),
     };
     let mut stack = start(&p, scratch.path());
     let key = generate(&stack, json!({"key_alias": "fallbacks"}));
@@ -253,6 +256,15 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
         streamed.body
     );
     assert!(!p.unavailable.seen().is_empty() && !p.hangup.seen().is_empty());
+    // The refused address was tried (Envoy's own count of its refused connections).
+    let stats = http::get(&format!("{}/stats", stack.envoy.admin_url()), &[]).unwrap();
+    let refused = stats
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster.livegate_deployment_6.upstream_cx_connect_fail: "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap();
+    assert!(refused > 0, "the refused deployment was never tried");
     for seen in p.unavailable.seen() {
         assert_eq!(seen.json()["model"], "primary-a");
     }
@@ -433,7 +445,7 @@ fn a_request_ending_in_trailers_is_shaped_for_every_try() {
         unavailable: FailingProvider::start(Failure::Unavailable).unwrap(),
         hangup: FailingProvider::start(Failure::HangUp).unwrap(),
         silent: FailingProvider::start(Failure::Silent).unwrap(),
-        refused: refusing_base_url().unwrap(),
+        refused: Refusing::start().unwrap(),
     };
     let stack = start(&p, scratch.path());
     let key = generate(&stack, json!({"key_alias": "trailers"}));
