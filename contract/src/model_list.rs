@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 use crate::deployment::{Deployment, Provider};
 
+mod router;
+pub use router::{Chain, Router, DEFAULT_NUM_RETRIES};
+
 /// LiteLLM's default request timeout, seconds.
 pub const DEFAULT_TIMEOUT_SECONDS: f64 = 600.0;
 
@@ -141,6 +144,8 @@ impl Routed {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelList {
     pub deployments: Vec<Routed>,
+    /// `router_settings` / `litellm_settings`: retries and fallbacks.
+    pub router: Router,
 }
 
 impl ModelList {
@@ -151,8 +156,6 @@ impl ModelList {
             ModelListError::Parse(format!("{path}: {}", e.into_inner()))
         })?;
         for (field, present) in [
-            ("router_settings", file.router_settings.is_some()),
-            ("litellm_settings", file.litellm_settings.is_some()),
             ("general_settings", file.general_settings.is_some()),
             (
                 "environment_variables",
@@ -160,13 +163,7 @@ impl ModelList {
             ),
         ] {
             if present {
-                let why = match field {
-                    "router_settings" | "litellm_settings" => {
-                        ": fallbacks, num_retries and routing strategies are not done"
-                    }
-                    _ => "",
-                };
-                return Err(not_implemented(field, why));
+                return Err(not_implemented(field, ""));
             }
         }
         if file.model_list.is_empty() {
@@ -178,7 +175,12 @@ impl ModelList {
             .enumerate()
             .map(|(i, entry)| entry.resolve(i))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ModelList { deployments })
+        let router =
+            Router::from_sections(file.router_settings, file.litellm_settings, &deployments)?;
+        Ok(ModelList {
+            deployments,
+            router,
+        })
     }
 
     /// The provider keys the filter's VM must be given, read from `env` now: an unset

@@ -58,9 +58,10 @@ pub struct SpendRecord {
     pub model_requested: Option<String>,
     /// The `model` of the response, when it carried one.
     pub model_returned: Option<String>,
-    /// The model list's deployment the request was sent to (its route, which is also its
-    /// `/model/info` id): the control plane prices it with that deployment's `model_info`.
-    /// Left out of the JSON when `None` (no model list), as the counts below.
+    /// The model list's deployment that answered (its route, `livegate_deployment_<i>`,
+    /// which is also its `/model/info` id): after retries and fallbacks, the last try's. The
+    /// control plane prices the record with that deployment's `model_info`. Left out of the
+    /// JSON when `None` (no model list), as the counts below.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<String>,
     pub prompt_tokens: Option<u64>,

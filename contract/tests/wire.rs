@@ -317,6 +317,17 @@ fn a_spend_record_with_usage_details_is_pinned() {
 }
 
 #[test]
+fn the_deployment_that_answered_is_pinned_and_left_out_when_none() {
+    let mut batch = spend_batch_with_usage_details();
+    batch.records[0].deployment = Some("livegate_deployment_7".into());
+    assert_eq!(batch.validate(), Ok(()));
+    pins("spend_batch_deployment", batch);
+    let without = serde_json::to_value(spend_batch_with_usage_details()).unwrap();
+    assert!(without["records"][0].get("deployment").is_none());
+    assert_eq!(without, golden("spend_batch_usage_details"));
+}
+
+#[test]
 fn usage_details_are_left_out_when_none_so_older_filters_and_control_planes_agree() {
     // Written by this contract without details: byte-for-byte what older filters wrote
     // (the `spend_batch` golden predates the details and is unchanged).

@@ -70,6 +70,8 @@ pub trait Host {
     fn dispatch_auth_check(&self, check: &AuthCheck<'_>) -> Result<(), DispatchRefused>;
     /// One response header's raw value (`:status`, `content-type`, …).
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// One response header's raw value, removed from the response (it was for the filter).
+    fn take_response_header(&self, name: &str) -> Option<Vec<u8>>;
     /// The response body chunk the host holds now (the filter never holds more than one).
     fn response_body(&self) -> Option<Vec<u8>>;
     fn increment(&self, metric: Metric);

@@ -13,6 +13,7 @@
 //! helpers, because those unwrap host errors and decode header values as UTF-8 with a
 //! panic on failure.
 
+pub mod attempt;
 pub mod cache;
 pub mod config;
 pub mod decision;
@@ -36,6 +37,9 @@ pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
+    /// The upstream role's stream: one try at one deployment (`crate::attempt`).
+    mod attempt_glue;
+    use crate::attempt::{is_attempt_config, AttemptConfig};
     use crate::config::Config;
     use crate::decision::{CallResponse, MAX_BODY_BYTES};
     use crate::flow::{Plugin, RequestFlow, Verdict};
@@ -75,6 +79,9 @@ mod wasm {
         metrics: Rc<MetricIds>,
         /// The gauge `livegate_spend_queue_records`, once defined.
         queue_gauge: Option<u32>,
+        /// Set when this plugin is the upstream filter of a chain's cluster (its
+        /// configuration's `role` is `attempt`): its streams are tries, not requests.
+        attempt: Option<Rc<AttemptConfig>>,
     }
 
     impl WasmRoot {
@@ -86,6 +93,7 @@ mod wasm {
                 serves_streams: Cell::new(false),
                 metrics: Rc::new([None; Metric::ALL.len()]),
                 queue_gauge: None,
+                attempt: None,
             }
         }
 
@@ -112,6 +120,24 @@ mod wasm {
         }
     }
 
+    impl WasmRoot {
+        /// The upstream role: the deployments and their keys, nothing else (no ticks, no
+        /// control plane: a try never waits on one).
+        fn configure_attempt(&mut self, raw: &[u8]) -> bool {
+            match AttemptConfig::from_host(raw, |name| std::env::var(name).ok()) {
+                Ok(config) => {
+                    self.attempt = Some(Rc::new(config));
+                    true
+                }
+                Err(e) => {
+                    let line = format!("livegate: invalid plugin configuration: {e}");
+                    let _ = hostcalls::log(LogLevel::Critical, &line);
+                    false
+                }
+            }
+        }
+    }
+
     impl Context for WasmRoot {
         fn on_http_call_response(&mut self, token: u32, _headers: usize, body: usize, _: usize) {
             self.root.on_call_answer(&self.host(), token, body, now());
@@ -121,6 +147,11 @@ mod wasm {
     impl RootContext for WasmRoot {
         fn on_configure(&mut self, _size: usize) -> bool {
             let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX);
+            if let Some(raw) = raw.as_ref().ok().and_then(|r| r.as_deref()) {
+                if is_attempt_config(raw) {
+                    return self.configure_attempt(raw);
+                }
+            }
             let configured = Config::from_host(raw.ok().flatten().as_deref(), |name| {
                 std::env::var(name).ok()
             });
@@ -147,6 +178,9 @@ mod wasm {
         }
 
         fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+            if let Some(config) = &self.attempt {
+                return Some(Box::new(attempt_glue::AttemptHttp::new(config.clone())));
+            }
             self.serves_streams.set(true);
             Some(Box::new(Http {
                 flow: RequestFlow::new(self.root.plugin().clone()),
@@ -296,6 +330,7 @@ mod wasm {
 
         /// Trailers reach the upstream too: a spoofed `x-livegate-*` trailer is removed,
         /// and if Envoy refuses, the request is reset rather than forwarded with it.
+        /// A model route's body that ends in trailers is read here (its end).
         fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
             let trailers = RequestHeaders::new(
                 hostcalls::get_map_bytes(MapType::HttpRequestTrailers).unwrap_or_default(),
@@ -308,8 +343,15 @@ mod wasm {
                 stream_host(&self.metrics, self.owner, (self.body_size, 0))
                     .increment(Metric::SpoofedTrailerRemoved);
             }
+            // Trailers end the body: a body the flow holds (for its model, or while the
+            // check is in flight) is whole now, as at a body's end of stream.
             if self.flow.holds_body() {
-                Action::Pause
+                let host = stream_host(
+                    &self.metrics,
+                    self.owner,
+                    (self.body_size, self.response_chunk),
+                );
+                action(self.flow.on_request_body(&host, true))
             } else {
                 Action::Continue
             }
@@ -471,6 +513,14 @@ mod wasm {
             hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
                 .ok()
                 .flatten()
+        }
+
+        fn take_response_header(&self, name: &str) -> Option<Vec<u8>> {
+            let value = self.response_header(name)?;
+            if let Err(e) = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name) {
+                debug(&format!("livegate: could not remove {name}: {e:?}"));
+            }
+            Some(value)
         }
 
         fn response_body(&self) -> Option<Vec<u8>> {

@@ -10,7 +10,7 @@
 use crate::time::Millis;
 use crate::usage::{Limits, Meter, Tokens};
 use estimate::{charge, Charge, Context};
-use livegate_contract::spend::{EstimateReason, SpendRecord, MAX_REQUEST_ID_LEN};
+use livegate_contract::spend::{EstimateReason, SpendRecord, MAX_LABEL_LEN, MAX_REQUEST_ID_LEN};
 use livegate_contract::KeyHash;
 
 pub mod estimate;
@@ -25,7 +25,7 @@ pub struct Requester {
     pub team_id: Option<String>,
     /// The model sent upstream: the key's alias resolved, as prices name models.
     pub model: Option<String>,
-    /// The model list's deployment it went to (its route), with a model list.
+    /// The deployment the filter sent it to (its first try), with a model list.
     pub deployment: Option<String>,
     /// When the request reached the filter (`None`: the clock could not be read).
     pub start: Option<Millis>,
@@ -110,6 +110,19 @@ impl ResponseMeter {
         let meter = Meter::for_response(content_type, content_encoding, Limits::default());
         self.event_stream = meter.is_stream();
         self.meter = Some(meter);
+    }
+
+    /// The deployment whose try answered (the attempt filter's response header): it
+    /// replaces the first try's. A value the contract would refuse is ignored.
+    pub fn answered_by(&mut self, route: Option<&[u8]>) {
+        let route = route
+            .filter(|r| {
+                !r.is_empty() && r.len() <= MAX_LABEL_LEN && r.iter().all(u8::is_ascii_graphic)
+            })
+            .and_then(|r| String::from_utf8(r.to_vec()).ok());
+        if route.is_some() {
+            self.requester.deployment = route;
+        }
     }
 
     /// The filter answered the request itself after admitting it (its model refused, a

@@ -264,7 +264,14 @@ impl EnvoyConfig {
                     "DEPLOYMENT_ROUTES",
                     self.providers.routes(self.limits.max_request_body),
                 ),
-                ("DEPLOYMENT_CLUSTERS", self.providers.clusters()),
+                (
+                    "DEPLOYMENT_CLUSTERS",
+                    format!(
+                        "{}{}",
+                        self.providers.clusters(),
+                        self.providers.chain_clusters(&self.filter_wasm)?
+                    ),
+                ),
                 ("CATCH_ALL_ACTION", self.providers.catch_all_action()),
                 ("HOST_ENV_KEYS", self.providers.host_env_keys()),
                 (

@@ -11,6 +11,7 @@ pub mod control_plane;
 pub mod demo_upstream;
 pub mod disconnects;
 pub mod envoy;
+pub mod failing_provider;
 pub mod fleet;
 pub mod flood;
 pub mod http;

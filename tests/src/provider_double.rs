@@ -180,7 +180,7 @@ fn serve(
     Ok(())
 }
 
-fn read_request(reader: &mut impl BufRead) -> anyhow::Result<Option<Seen>> {
+pub(crate) fn read_request(reader: &mut impl BufRead) -> anyhow::Result<Option<Seen>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);

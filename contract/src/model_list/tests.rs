@@ -88,10 +88,13 @@ fn an_unknown_field_is_refused_with_its_path() {
 #[test]
 fn what_livegate_does_not_do_is_refused_by_name() {
     for (section, name) in [
-        ("router_settings:\n  num_retries: 1\n", "router_settings"),
         (
-            "litellm_settings:\n  fallbacks: [{\"gpt-4o\": [\"x\"]}]\n",
-            "litellm_settings",
+            "router_settings:\n  routing_strategy: latency-based-routing\n",
+            "router_settings.routing_strategy",
+        ),
+        (
+            "litellm_settings:\n  success_callback: [langfuse]\n",
+            "litellm_settings.success_callback",
         ),
         ("general_settings: {}\n", "general_settings"),
     ] {

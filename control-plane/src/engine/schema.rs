@@ -346,6 +346,12 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     CREATE TRIGGER livegate_key_grace_fanout AFTER INSERT ON livegate_key_changes
         FOR EACH ROW EXECUTE FUNCTION livegate_key_grace_fanout();",
     ),
+    (
+        14,
+        "spend deployment",
+        // The deployment of the model list that answered (after retries and fallbacks).
+        "ALTER TABLE livegate_spend_logs ADD COLUMN deployment text;",
+    ),
 ];
 
 /// The database's identity, `<database name>/<id>`: the id written once into

@@ -36,13 +36,15 @@ WITH input AS (
         cost double precision, unpriced boolean, usage_known boolean,
         status integer, streamed boolean, start_time_ms bigint, end_time_ms bigint,
         usage_estimate_reason text,
-        cached_tokens bigint, reasoning_tokens bigint, cache_creation_tokens bigint)
+        cached_tokens bigint, reasoning_tokens bigint, cache_creation_tokens bigint,
+        deployment text)
 ),
 ins AS (
     INSERT INTO livegate_spend_logs (request_id, key_hash, key_alias, team_id,
         model_requested, model_returned, prompt_tokens, completion_tokens, total_tokens,
         cost, unpriced, usage_known, status, streamed, start_time, end_time,
-        usage_estimate_reason, cached_tokens, reasoning_tokens, cache_creation_tokens)
+        usage_estimate_reason, cached_tokens, reasoning_tokens, cache_creation_tokens,
+        deployment)
     SELECT request_id,
         -- Spend under a rotated key's old secret belongs to the key (migration 13).
         COALESCE((SELECT g.key_token FROM livegate_key_grace g WHERE g.token = input.key_hash),
@@ -50,7 +52,8 @@ ins AS (
         key_alias, team_id, model_requested, model_returned,
         prompt_tokens, completion_tokens, total_tokens, cost, unpriced, usage_known,
         status, streamed, to_timestamp(start_time_ms / 1000.0), to_timestamp(end_time_ms / 1000.0),
-        usage_estimate_reason, cached_tokens, reasoning_tokens, cache_creation_tokens
+        usage_estimate_reason, cached_tokens, reasoning_tokens, cache_creation_tokens,
+        deployment
     FROM input
     ON CONFLICT (request_id) DO NOTHING
     RETURNING request_id, key_hash, team_id, cost, unpriced
@@ -238,7 +241,7 @@ fn spend_row(row: &Row) -> Result<LedgerEntry, EngineError> {
         team_id: column(row, "team_id")?,
         model_requested: column(row, "model_requested")?,
         model_returned: column(row, "model_returned")?,
-        deployment: None,
+        deployment: column(row, "deployment")?,
         prompt_tokens: count("prompt_tokens")?,
         completion_tokens: count("completion_tokens")?,
         total_tokens: count("total_tokens")?,
@@ -268,7 +271,7 @@ pub async fn spend_logs(c: &Client, f: &SpendFilter) -> Result<Vec<LedgerEntry>,
         "SELECT request_id, key_hash, key_alias, team_id, model_requested, model_returned,
             prompt_tokens, completion_tokens, total_tokens, cost, unpriced, usage_known,
             status, streamed, start_time, end_time, usage_estimate_reason,
-            cached_tokens, reasoning_tokens, cache_creation_tokens
+            cached_tokens, reasoning_tokens, cache_creation_tokens, deployment
          FROM livegate_spend_logs {WHERE} ORDER BY start_time DESC, request_id LIMIT $5"
     );
     let rows = c

@@ -174,6 +174,7 @@ pub fn shown(entry: &LedgerEntry) -> Value {
             "status": r.status,
             "streamed": r.streamed,
             "model_returned": r.model_returned,
+            "deployment": r.deployment,
             "usage_object": usage_object(r),
         },
     })

@@ -172,7 +172,7 @@ impl RequestFlow {
         host.increment(Metric::Allowed);
         let requester = Requester {
             model: Some(model),
-            deployment: routed.map(|r| r.route),
+            deployment: routed.as_ref().map(|r| r.route.clone()),
             ..requester
         };
         let path = request.upstream_path.as_deref();

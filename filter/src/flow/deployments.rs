@@ -2,6 +2,7 @@
 //! route's request sent to one of its model's deployments with that provider's credential.
 
 use super::{Request, RequestFlow};
+use crate::attempt::CLIENT_PATH_HEADER;
 use crate::host::{Host, RequestHeaders};
 use crate::model_body::ModelSource;
 use crate::providers::{
@@ -17,7 +18,7 @@ use livegate_contract::ModelAccess;
 pub(super) struct Routed {
     pub path: String,
     pub model: String,
-    /// The deployment's route: its spend record names it.
+    /// The deployment's route (its first try's, with a chain).
     pub route: String,
 }
 
@@ -73,6 +74,12 @@ impl RequestFlow {
             edits.remove.push(AZURE_KEY_HEADER.to_owned());
         }
         edits.set.extend(out.set);
+        // Each try of a chain shapes the request again from the client's path
+        // (`crate::attempt`); the route of a deployment without a chain removes it.
+        edits.set.push((
+            CLIENT_PATH_HEADER,
+            format!("{}{}", request.normal.path, request.normal.rest),
+        ));
         Ok(Some(Routed {
             path: out.path,
             model: deployment.model.clone(),

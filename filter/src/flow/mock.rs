@@ -164,6 +164,14 @@ impl Host for MockHost {
         headers.get(name).map(<[u8]>::to_vec)
     }
 
+    fn take_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        let value = self.response_header(name)?;
+        self.response_headers
+            .borrow_mut()
+            .retain(|(n, _)| n != name);
+        Some(value)
+    }
+
     fn response_body(&self) -> Option<Vec<u8>> {
         self.called("response_body");
         let chunk = self.response_chunk.borrow();

@@ -2,6 +2,7 @@
 //! spend record queued for the control plane when it ends.
 
 use super::{RequestFlow, Stage, Verdict};
+use crate::attempt::ANSWERED_BY_HEADER;
 use crate::host::Host;
 use crate::metering::{tokens_used, Ending, ResponseMeter};
 use crate::metrics::Metric;
@@ -16,12 +17,20 @@ impl RequestFlow {
         end_of_stream: bool,
         now: Option<Millis>,
     ) -> Verdict {
+        // The attempt filter's word on which deployment answered: for the record only,
+        // never for the client (a provider's own header of that name goes too).
+        let answered_by = if self.plugin.config.deployments.is_empty() {
+            None
+        } else {
+            host.take_response_header(ANSWERED_BY_HEADER)
+        };
         if let Some(meter) = self.meter() {
             meter.on_headers(
                 host.response_header(":status").as_deref(),
                 host.response_header("content-type").as_deref(),
                 host.response_header("content-encoding").as_deref(),
             );
+            meter.answered_by(answered_by.as_deref());
         }
         self.pass_on(host, end_of_stream, now)
     }

@@ -42,6 +42,30 @@ fn a_json_answer_becomes_a_record_with_its_usage() {
 }
 
 #[test]
+fn the_record_names_the_deployment_that_answered_over_the_first_try_s() {
+    let first = Requester {
+        deployment: Some("livegate_deployment_0".into()),
+        ..requester()
+    };
+    let finish = |route: Option<&[u8]>| {
+        let mut meter = ResponseMeter::released(first.clone(), 10);
+        meter.on_headers(Some(b"200"), Some(b"application/json"), None);
+        meter.answered_by(route);
+        meter.finish(Some(1_500)).unwrap().deployment
+    };
+    assert_eq!(
+        finish(Some(b"livegate_deployment_7")).as_deref(),
+        Some("livegate_deployment_7")
+    );
+    // No word from a try (a deployment without a chain): the one the filter picked.
+    assert_eq!(finish(None).as_deref(), Some("livegate_deployment_0"));
+    // A value the contract would refuse is ignored, never stored.
+    for bad in [&b""[..], b"has space", &[b'a'; 257][..]] {
+        assert_eq!(finish(Some(bad)).as_deref(), Some("livegate_deployment_0"));
+    }
+}
+
+#[test]
 fn a_record_carries_cached_reasoning_and_cache_write_counts() {
     let mut meter = ResponseMeter::released(requester(), 100);
     meter.on_headers(Some(b"200"), Some(b"text/event-stream"), None);
