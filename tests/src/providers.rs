@@ -87,6 +87,7 @@ impl Providers {
             deployments: list.deployments,
             keys: BTreeMap::new(),
             ca_file: PathBuf::from(ca_file),
+            router: list.router,
         })
     }
 
