@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorObject, ErrorType};
 use crate::key::KeyHash;
 use crate::models::ModelAccess;
-use crate::rate_limit::{RateLimited, RateLimits};
+use crate::rate_limit::{ModelLimits, RateLimited, RateLimits};
 
 pub use crate::refusal::{BudgetScope, DenyReason};
 
@@ -91,6 +91,11 @@ pub struct Allow {
     /// every request (never admitted from a cache while the control plane answers).
     #[serde(default, skip_serializing_if = "RateLimits::is_none")]
     pub limits: RateLimits,
+    /// Per-model limits (`model_rpm_limit`, `model_tpm_limit`; the stricter of the key's and
+    /// its team's), by model: a request for one of these models is checked again, with its
+    /// model, on every request (`x-livegate-model`), once its body has named it.
+    #[serde(default, skip_serializing_if = "ModelLimits::is_empty")]
+    pub model_limits: ModelLimits,
 }
 
 /// Every answer to an auth check, tagged by `decision`. The status goes with the variant:

@@ -23,6 +23,9 @@ pub const FAILURE_MODE: &str = "x-livegate-failure-mode";
 /// feed, the spend intake): the filter sends it on every call it dispatches there. Envoy
 /// removes it from every client request, and the filter too (it is an `x-livegate-*` header).
 pub const INTERNAL_TOKEN: &str = "x-livegate-internal-token";
+/// On an auth check, the model a request resolved to (percent-encoded): the control plane
+/// then admits the request in that model's windows only (`model_rpm_limit`, `model_tpm_limit`).
+pub const MODEL_CHECK: &str = "x-livegate-model";
 /// The environment variable both processes read that credential from (Envoy hands it to the
 /// filter's VM through `vm_config.environment_variables.host_env_keys`).
 pub const INTERNAL_TOKEN_ENV: &str = "LIVEGATE_INTERNAL_TOKEN";

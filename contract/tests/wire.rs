@@ -100,6 +100,7 @@ fn a_rate_limit_deny_is_pinned() {
             scope: BudgetScope::Team,
             team_id: Some("team-a".into()),
             user_id: None,
+            model: None,
             limit: 60,
             reset_at_ms: 1_790_000_060_000,
         }),

@@ -369,6 +369,7 @@ fn limited(reset_at_ms: u64) -> RateLimited {
         scope: livegate_contract::BudgetScope::Key,
         team_id: None,
         user_id: None,
+        model: None,
         limit: 10,
         reset_at_ms,
     }

@@ -33,6 +33,7 @@ fn allow(key_alias: Option<&str>, team_id: Option<&str>, user_id: Option<&str>) 
         version: 4,
         access: Default::default(),
         limits: Default::default(),
+        model_limits: Default::default(),
     }
 }
 
@@ -141,6 +142,7 @@ fn rate_limited() -> livegate_contract::RateLimited {
         scope: livegate_contract::BudgetScope::Team,
         team_id: Some("t1".into()),
         user_id: None,
+        model: None,
         limit: 1_000,
         reset_at_ms: 1_790_000_030_000,
     }

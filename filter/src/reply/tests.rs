@@ -134,6 +134,7 @@ fn limited(kind: livegate_contract::LimitKind) -> RateLimited {
         scope: livegate_contract::BudgetScope::Team,
         team_id: Some("t1".into()),
         user_id: None,
+        model: None,
         limit: 10,
         reset_at_ms: 61_500,
     }
