@@ -29,3 +29,23 @@ pub const MODEL_CHECK: &str = "x-livegate-model";
 /// The environment variable both processes read that credential from (Envoy hands it to the
 /// filter's VM through `vm_config.environment_variables.host_env_keys`).
 pub const INTERNAL_TOKEN_ENV: &str = "LIVEGATE_INTERNAL_TOKEN";
+
+/// A header value as the filter encodes identities and models (printable ASCII as is,
+/// every other byte and `%` as `%XX`), decoded; `None` if it is not such a value or not
+/// UTF-8.
+pub fn percent_decoded(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}

@@ -35,5 +35,7 @@ pub use change_feed::{ChangeFeed, KeyChange, KeyStatus, CHANGES_PATH};
 pub use error::{ErrorBody, ErrorObject, ErrorType};
 pub use key::{ApiKey, CredentialError, KeyHash, MAX_KEY_LEN};
 pub use models::{ModelAccess, ModelDenied};
-pub use rate_limit::{model_entry, same_model, LimitKind, ModelLimits, RateLimited, RateLimits, WindowLog};
+pub use rate_limit::{
+    model_entry, same_model, LimitKind, ModelLimits, RateLimited, RateLimits, WindowLog,
+};
 pub use spend::{EstimateReason, SpendAck, SpendBatch, SpendRecord, SPEND_RECORDS_PATH};

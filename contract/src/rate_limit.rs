@@ -161,10 +161,16 @@ impl RateLimited {
     fn model_error(&self, model: &str) -> ErrorObject {
         let whose = match self.scope {
             BudgetScope::Team => {
-                format!("model_per_team: {}:{model}", self.team_id.as_deref().unwrap_or(""))
+                format!(
+                    "model_per_team: {}:{model}",
+                    self.team_id.as_deref().unwrap_or("")
+                )
             }
             BudgetScope::User => {
-                format!("model_per_user: {}:{model}", self.user_id.as_deref().unwrap_or(""))
+                format!(
+                    "model_per_user: {}:{model}",
+                    self.user_id.as_deref().unwrap_or("")
+                )
             }
             BudgetScope::Key => format!("model_per_key: {model}"),
         };

@@ -111,6 +111,44 @@ impl Gate {
         decision
     }
 
+    /// A model check (the filter's second call, once a request's body named a model with
+    /// a per-model limit): the key's state again, then only the windows of `model`'s
+    /// per-model limits. The key's own windows and budget were counted by its first check.
+    pub async fn check_model(
+        &self,
+        credential: Result<ApiKey, CredentialError>,
+        model: &str,
+        at: At,
+    ) -> Decision {
+        let decision = match credential {
+            Err(_) => Decision::Deny(DenyReason::InvalidKey),
+            Ok(key) => match self.resolve(&key.hash()).await {
+                Err(_) => Decision::Unavailable,
+                Ok(record) => decide(record, at.now, self.settings.cache_ttl.as_secs()),
+            },
+        };
+        let decision = match &decision {
+            Decision::Allow { record, .. } => {
+                let (verdict, source) = self
+                    .limiter
+                    .admit_model(record, model, at.now_ms, at.until)
+                    .await;
+                if source == Source::Local {
+                    self.counters
+                        .rate_limit_local_decisions
+                        .fetch_add(1, Relaxed);
+                }
+                match verdict {
+                    Ok(()) => decision,
+                    Err(limited) => Decision::RateLimited(limited),
+                }
+            }
+            _ => decision,
+        };
+        self.counters.count_decision(decision.label());
+        decision
+    }
+
     async fn admit(&self, record: Option<KeyRecord>, at: At) -> Decision {
         let decision = decide(record, at.now, self.settings.cache_ttl.as_secs());
         let (decision, held) = match &decision {
@@ -230,9 +268,11 @@ impl Gate {
             };
             let limits = record.limits();
             let now = crate::rate_limit::now_ms();
-            if limits.tpm_limit.is_some() && e.tokens > 0 {
+            let per_model = !record.model_limits().is_empty();
+            if (limits.tpm_limit.is_some() || per_model) && e.tokens > 0 {
+                let model = e.model.as_deref();
                 self.limiter
-                    .charge_tokens(&record, e.tokens, e.ended_ms, now)
+                    .charge_tokens(&record, model, e.tokens, e.ended_ms, now)
                     .await;
             }
             if limits.max_parallel_requests.is_some() {
@@ -247,6 +287,8 @@ struct Ended {
     request_id: String,
     key: KeyHash,
     team: Option<String>,
+    /// The model the request resolved to (a per-model `model_tpm_limit` counts it).
+    model: Option<String>,
     tokens: u64,
     started_ms: u64,
     ended_ms: u64,
@@ -257,6 +299,7 @@ fn ended_requests(batch: &SpendBatch) -> Vec<Ended> {
         request_id: r.request_id.clone(),
         key: r.key_hash.clone(),
         team: r.team_id.clone(),
+        model: r.model_requested.clone(),
         tokens: r.total_tokens.unwrap_or(0),
         started_ms: r.start_time_ms,
         ended_ms: r.end_time_ms,

@@ -7,6 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use livegate_contract::headers::{percent_decoded, MODEL_CHECK};
 use livegate_contract::{Allow, AuthCheckResponse, ModelAccess};
 
 use super::error::ApiError;
@@ -18,7 +19,18 @@ use crate::gate::At;
 pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
     // One deadline for every database call of the check: the filter gives up soon after.
     let at = At::now(s.gate.settings().db_deadline);
-    render(s.gate.check(credential(&headers), at).await)
+    let credential = credential(&headers);
+    match headers.get(MODEL_CHECK) {
+        None => render(s.gate.check(credential, at).await),
+        Some(value) => {
+            let model = value.to_str().ok().and_then(percent_decoded);
+            let Some(model) = model.filter(|m| !m.trim().is_empty()) else {
+                let why = "x-livegate-model must be a percent-encoded model name";
+                return ApiError::bad(MODEL_CHECK, why).into_response();
+            };
+            render(s.gate.check_model(credential, &model, at).await)
+        }
+    }
 }
 
 /// The contract's body with its status; a 503 gets `retry-after` from the router.
@@ -29,6 +41,7 @@ fn render(decision: Decision) -> Response {
             cache_ttl_seconds,
         } => AuthCheckResponse::Allow(Allow {
             limits: record.limits(),
+            model_limits: record.model_limits(),
             key_hash: record.token,
             key_alias: record.key_alias,
             team_id: record.team_id,

@@ -38,6 +38,8 @@ pub struct KeyFields {
     rpm_limit: Option<i64>,
     tpm_limit: Option<i64>,
     max_parallel_requests: Option<i64>,
+    model_rpm_limit: Option<Value>,
+    model_tpm_limit: Option<Value>,
 }
 
 impl Fields for KeyFields {
@@ -46,8 +48,6 @@ impl Fields for KeyFields {
         "budget_id",
         "spend",
         "model_max_budget",
-        "model_rpm_limit",
-        "model_tpm_limit",
         "config",
         "permissions",
         "allowed_cache_controls",
@@ -134,7 +134,11 @@ impl KeyFields {
         let budget =
             crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
         let limits = limits_patch(self.rpm_limit, self.tpm_limit, self.max_parallel_requests)?;
+        let model_rpm_limit = model_limits_field("model_rpm_limit", self.model_rpm_limit)?;
+        let model_tpm_limit = model_limits_field("model_tpm_limit", self.model_tpm_limit)?;
         Ok(KeyPatch {
+            model_rpm_limit,
+            model_tpm_limit,
             budget,
             limits,
             key_alias: self.key_alias,
@@ -171,6 +175,35 @@ pub(super) fn limits_patch(
         tpm_limit: tpm,
         max_parallel_requests: parallel,
     })
+}
+
+/// `model_rpm_limit` or `model_tpm_limit` as given: an object of model names (as other
+/// model fields) to whole numbers, 0 or more; a refusal names the entry
+/// (`model_rpm_limit.gpt-4o`). `null` leaves the field as it is.
+pub(super) fn model_limits_field(
+    param: &str,
+    value: Option<Value>,
+) -> Result<Option<BTreeMap<String, i64>>, ApiError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Value::Object(entries) = value else {
+        return Err(ApiError::bad(
+            param,
+            format!("{param} must be an object of model names to limits"),
+        ));
+    };
+    let mut limits = BTreeMap::new();
+    for (model, limit) in entries {
+        check_model_name(param, &model)?;
+        let named = format!("{param}.{model}");
+        let Some(n) = limit.as_i64().filter(|n| *n >= 0) else {
+            let message = format!("{named} must be a whole number, 0 or more");
+            return Err(ApiError::bad(&named, message));
+        };
+        limits.insert(model, n);
+    }
+    Ok(Some(limits))
 }
 
 /// Reads a key reference (raw key or its hash) from a request field.
@@ -235,6 +268,10 @@ pub async fn generate(
         updated_at: now,
         version: 0,
         limits: p.limits,
+        model_limits: crate::model::PerModelLimits {
+            model_rpm_limit: p.model_rpm_limit.unwrap_or_default(),
+            model_tpm_limit: p.model_tpm_limit.unwrap_or_default(),
+        },
         team: TeamPolicy::default(),
         user: Default::default(),
     };

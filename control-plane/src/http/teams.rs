@@ -36,14 +36,14 @@ pub struct TeamFields {
     rpm_limit: Option<i64>,
     tpm_limit: Option<i64>,
     max_parallel_requests: Option<i64>,
+    model_rpm_limit: Option<Value>,
+    model_tpm_limit: Option<Value>,
 }
 
 impl Fields for TeamFields {
     /// LiteLLM's team fields livegate does not enforce (yet), and membership, which it
     /// does not model: refused unless they ask for nothing.
     const NOT_SUPPORTED: &'static [&'static str] = &[
-        "model_rpm_limit",
-        "model_tpm_limit",
         "model_max_budget",
         "members",
         "members_with_roles",
@@ -130,7 +130,13 @@ impl TeamFields {
             crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
         let limits =
             super::keys::limits_patch(self.rpm_limit, self.tpm_limit, self.max_parallel_requests)?;
+        let model_rpm_limit =
+            super::keys::model_limits_field("model_rpm_limit", self.model_rpm_limit)?;
+        let model_tpm_limit =
+            super::keys::model_limits_field("model_tpm_limit", self.model_tpm_limit)?;
         Ok(TeamPatch {
+            model_rpm_limit,
+            model_tpm_limit,
             budget,
             limits,
             team_alias: self.team_alias,
@@ -193,6 +199,10 @@ pub async fn new(
         spend: 0.0,
         budget: p.budget,
         limits: p.limits,
+        model_limits: crate::model::PerModelLimits {
+            model_rpm_limit: p.model_rpm_limit.unwrap_or_default(),
+            model_tpm_limit: p.model_tpm_limit.unwrap_or_default(),
+        },
         created_at: now,
         updated_at: now,
     };

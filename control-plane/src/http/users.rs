@@ -192,6 +192,7 @@ impl NewKey {
             user_id: Some(user_id.to_owned()),
             models: vec![],
             aliases: self.aliases.unwrap_or_default(),
+            model_limits: Default::default(),
             budget: Default::default(),
             metadata: json!({}),
             blocked: false,

@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use livegate_contract::RateLimits;
+use livegate_contract::{ModelLimits, RateLimits};
 use serde::{Deserialize, Serialize};
 
 use super::keys::KeyHash;
-use super::policy::{team_columns, user_columns, BudgetPolicy, Limits, TeamPolicy, UserPolicy};
+use super::policy::{
+    team_columns, user_columns, BudgetPolicy, Limits, PerModelLimits, TeamPolicy, UserPolicy,
+};
 
 /// One key as stored (never the raw key), with its team's policy. Field names follow
 /// LiteLLM's; the embedded policies are flattened, so the JSON and the columns are flat.
@@ -35,6 +37,9 @@ pub struct KeyRecord {
     pub version: i64,
     #[serde(flatten)]
     pub limits: Limits,
+    /// The key's own `model_rpm_limit` and `model_tpm_limit`.
+    #[serde(flatten)]
+    pub model_limits: PerModelLimits,
     /// From the key's team when the record was read or logged (`team_*`).
     #[serde(flatten, with = "team_columns")]
     pub team: TeamPolicy,
@@ -49,6 +54,11 @@ impl KeyRecord {
     /// team's.
     pub fn limits(&self) -> RateLimits {
         Limits::strictest(&[&self.limits, &self.user.limits, &self.team.limits])
+    }
+
+    /// The per-model limits that apply, the stricter of the key's and its team's by model.
+    pub fn model_limits(&self) -> ModelLimits {
+        PerModelLimits::strictest(&[&self.model_limits, &self.team.model_limits])
     }
 
     /// Whether a budget of the key, its user or its team applies.
@@ -83,6 +93,9 @@ pub struct KeyPatch {
     pub budget: BudgetPolicy,
     #[serde(default)]
     pub limits: Limits,
+    /// A map given replaces the key's whole map (`{}` removes every entry).
+    pub model_rpm_limit: Option<BTreeMap<String, i64>>,
+    pub model_tpm_limit: Option<BTreeMap<String, i64>>,
 }
 
 /// Filters and paging of `/key/list`.
