@@ -49,6 +49,15 @@ fn an_allow_is_pinned() {
                 tpm_limit: None,
                 max_parallel_requests: Some(4),
             },
+            model_limits: [(
+                "gpt-4o".to_string(),
+                RateLimits {
+                    rpm_limit: Some(10),
+                    tpm_limit: Some(1000),
+                    max_parallel_requests: None,
+                },
+            )]
+            .into(),
         }),
     );
 }

@@ -64,6 +64,7 @@ fn a_200_allow_carries_the_identity_and_the_ttl_hint() {
         answer("200", &body),
         Outcome::Allow {
             identity: Identity {
+                model_limits: Default::default(),
                 key_alias: Some("ci".into()),
                 team_id: Some("t1".into()),
                 user_id: None,

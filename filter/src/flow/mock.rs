@@ -18,6 +18,8 @@ pub struct Dispatched {
     pub key: String,
     pub token: String,
     pub timeout_ms: u64,
+    /// A model check's model.
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +134,7 @@ impl Host for MockHost {
             key: check.key.into(),
             token: check.token.into(),
             timeout_ms: check.timeout_ms,
+            model: check.model.map(str::to_owned),
         });
         Ok(())
     }
@@ -223,6 +226,7 @@ pub fn allow_body_limited(
         version: 1,
         access,
         limits,
+        model_limits: Default::default(),
     });
     serde_json::to_string(&answer).unwrap_or_default()
 }
