@@ -19,6 +19,7 @@ pub fn record(raw: &str) -> KeyRecord {
         updated_at: Utc::now(),
         version: 1,
         limits: Default::default(),
+        model_limits: Default::default(),
         team: Default::default(),
         user: Default::default(),
     }
