@@ -1,0 +1,302 @@
+//! Per-model limits (`model_rpm_limit`, `model_tpm_limit`) through the real Envoy, filter,
+//! control planes and Postgres: a key's (or its team's) limit for one model refuses that
+//! model alone, with the 429, headers and LiteLLM's wording naming the model, however the
+//! request spells the model (an alias, case and whitespace, an Azure path, percent
+//! escapes); it holds with Postgres frozen and with the control plane stopped; and two
+//! Envoys and two control planes admit a flooded key×model its limit and no more.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
+
+use std::time::Duration;
+
+use livegate_tests::fleet::{Fleet, FleetOptions};
+use livegate_tests::http::{self, Response};
+use livegate_tests::poll;
+use livegate_tests::stack::{Stack, StackOptions};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The filter's local share while no control plane answers: a quarter of a limit per
+/// worker.
+const FILTER_CONFIG: &str = r#"{"rate_limits": {"outage_share": 0.25}}"#;
+
+fn stack() -> Stack {
+    let mut options = StackOptions::full();
+    options.filter_config = FILTER_CONFIG.to_string();
+    Stack::start(options).unwrap()
+}
+
+fn generate(stack: &Stack, body: Value) -> String {
+    let key = stack.admin("/key/generate", &body).unwrap();
+    key["key"].as_str().unwrap().to_string()
+}
+
+/// A chat completion naming `model` in its body.
+fn chat(base: &str, key: &str, model: &str) -> Response {
+    http::demo_chat(base, key, json!({"model": model})).unwrap()
+}
+
+/// A POST of `body` to `path` as written (no client-side normalisation of the path).
+fn post(base: &str, path: &str, key: &str, body: &str) -> Response {
+    let bearer = format!("Bearer {key}");
+    let headers = [("authorization", bearer.as_str())];
+    http::post_raw(&format!("{base}{path}"), &headers, "application/json", body).unwrap()
+}
+
+/// The upstream answered (the demo upstream answers every route it is sent).
+fn reached_upstream(r: &Response) -> bool {
+    r.status == 200
+        && r.json()
+            .is_ok_and(|b| b.get("choices").is_some() || b.get("livegate").is_some())
+}
+
+/// The gateway's 429 for a per-model limit of `kind` (`requests` or `tokens`) naming
+/// `model`, as an OpenAI client and a LiteLLM user read it.
+fn assert_model_limited(r: &Response, kind: &str, model: &str, limit: u64) {
+    assert_eq!(r.status, 429, "{}", r.body);
+    let body = r.json().unwrap();
+    let e = &body["error"];
+    assert_eq!(e["type"], "rate_limit_error", "{}", r.body);
+    assert_eq!(e["code"], "429", "{}", r.body);
+    let field = if kind == "requests" {
+        "model_rpm_limit"
+    } else {
+        "model_tpm_limit"
+    };
+    assert_eq!(e["param"], field, "{}", r.body);
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains(field), "{message}");
+    assert!(message.contains(model), "{message}");
+    let header = |name: &str| {
+        r.header(name)
+            .unwrap_or_else(|| panic!("{name} missing: {:?}", r.headers))
+            .to_string()
+    };
+    assert_eq!(
+        header(&format!("x-ratelimit-limit-{kind}")),
+        limit.to_string()
+    );
+    assert_eq!(header(&format!("x-ratelimit-remaining-{kind}")), "0");
+    let retry_after: u64 = header("retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
+}
+
+/// Sends `n` chat requests for `model` one after the other through `envoys` in turn; how
+/// many reached the upstream. Every other answer must be a 429 for the model (stating the
+/// limit or, for a check the filter stopped waiting for, the worker's share `local`), or,
+/// with `outage`, a 503 (a worker with no allow to serve).
+fn admitted(envoys: &[String], key: &str, model: &str, n: usize, limit: u64, local: u64) -> usize {
+    (0..n)
+        .filter(|i| {
+            let r = chat(&envoys[i % envoys.len()], key, model);
+            if reached_upstream(&r) {
+                return true;
+            }
+            if r.status == 503 {
+                assert_eq!(r.json().unwrap()["error"]["code"], "503", "{}", r.body);
+                return false;
+            }
+            let stated = r.header("x-ratelimit-limit-requests").unwrap_or_default();
+            let stated = if stated == local.to_string() {
+                local
+            } else {
+                limit
+            };
+            assert_model_limited(&r, "requests", model, stated);
+            false
+        })
+        .count()
+}
+
+#[test]
+fn a_keys_model_limit_refuses_that_model_however_it_is_spelled_and_no_other() {
+    let stack = stack();
+    let base = stack.envoy.url();
+    let key = generate(
+        &stack,
+        json!({"model_rpm_limit": {"gpt-4o": 2}, "aliases": {"fast": "gpt-4o"}}),
+    );
+    let one = [base.clone()];
+    assert_eq!(admitted(&one, &key, "gpt-4o", 2, 2, 2), 2);
+    assert_model_limited(&chat(&base, &key, "gpt-4o"), "requests", "gpt-4o", 2);
+    // The attacks: every other spelling of the same model meets the same window.
+    for model in ["fast", "GPT-4o", " gpt-4o ", "Gpt-4O\t"] {
+        let r = chat(&base, &key, model);
+        assert_model_limited(&r, "requests", "gpt-4o", 2);
+    }
+    let escaped = r#"{"model": "gpt\u002d4o", "messages": [{"role": "user", "content": "hi"}]}"#;
+    let r = post(&base, "/v1/chat/completions", &key, escaped);
+    assert_model_limited(&r, "requests", "gpt-4o", 2);
+    for path in [
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01",
+        "/openai/deployments/GPT-4o/chat/completions?api-version=2024-06-01",
+        "/openai/deployments/fast/chat/completions?api-version=2024-06-01",
+        "/openai/deployments/gpt%2D4o/chat/completions?api-version=2024-06-01",
+    ] {
+        let r = post(&base, path, &key, "{}");
+        assert!(!reached_upstream(&r), "{path} escaped: {}", r.body);
+        assert_model_limited(&r, "requests", "gpt-4o", 2);
+    }
+    // A body that names no model is refused as before, never counted nor forwarded.
+    let r = post(&base, "/v1/chat/completions", &key, r#"{"messages": []}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Another model, and a route without a model, are untouched by the model's limit.
+    for _ in 0..5 {
+        assert!(reached_upstream(&chat(&base, &key, "livegate-demo")));
+    }
+    let bearer = format!("Bearer {key}");
+    let models = http::get(&format!("{base}/v1/models"), &[("authorization", &bearer)]).unwrap();
+    assert_eq!(models.status, 200, "{}", models.body);
+
+    let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
+    assert_eq!(
+        info["info"]["model_rpm_limit"],
+        json!({"gpt-4o": 2}),
+        "{info}"
+    );
+    let list = stack
+        .admin_get("/key/list?return_full_object=true")
+        .unwrap();
+    assert_eq!(
+        list["keys"][0]["model_rpm_limit"],
+        json!({"gpt-4o": 2}),
+        "{list}"
+    );
+    // Raising the limit reaches the filter like any key change.
+    stack
+        .admin(
+            "/key/update",
+            &json!({"key": key, "model_rpm_limit": {"gpt-4o": 50}}),
+        )
+        .unwrap();
+    poll::until("the raised model limit", PATIENCE, || {
+        reached_upstream(&chat(&base, &key, "gpt-4o")).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_teams_model_limit_is_shared_by_its_keys_and_names_the_team() {
+    let stack = stack();
+    let base = stack.envoy.url();
+    stack
+        .admin(
+            "/team/new",
+            &json!({"team_id": "small", "model_rpm_limit": {"gpt-4o": 2}}),
+        )
+        .unwrap();
+    let a = generate(&stack, json!({"team_id": "small"}));
+    let b = generate(&stack, json!({"team_id": "small"}));
+    let one = [base.clone()];
+    let both = admitted(&one, &a, "gpt-4o", 3, 2, 2) + admitted(&one, &b, "gpt-4o", 3, 2, 2);
+    assert_eq!(both, 2);
+    let r = chat(&base, &b, "gpt-4o");
+    assert_model_limited(&r, "requests", "gpt-4o", 2);
+    let message = r.json().unwrap()["error"]["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("model_per_team: small:gpt-4o"),
+        "{message}"
+    );
+    assert!(reached_upstream(&chat(&base, &a, "livegate-demo")));
+    let team = stack.admin_get("/team/info?team_id=small").unwrap();
+    assert_eq!(
+        team["team_info"]["model_rpm_limit"],
+        json!({"gpt-4o": 2}),
+        "{team}"
+    );
+}
+
+#[test]
+fn a_model_token_limit_refuses_once_that_models_metered_tokens_reach_it() {
+    let stack = stack();
+    let base = stack.envoy.url();
+    // The demo upstream counts a 4-character prompt as 4 tokens and answers 8: 12 a request.
+    let key = generate(&stack, json!({"model_tpm_limit": {"gpt-4o": 20}}));
+    assert!(reached_upstream(&chat(&base, &key, "gpt-4o")));
+    let refused = poll::until("the model's tokens charged", PATIENCE, || {
+        let r = chat(&base, &key, "gpt-4o");
+        (!reached_upstream(&r)).then_some(r)
+    })
+    .unwrap();
+    assert_model_limited(&refused, "tokens", "gpt-4o", 20);
+    // The key's other models have no token limit.
+    for _ in 0..3 {
+        assert!(reached_upstream(&chat(&base, &key, "livegate-demo")));
+    }
+}
+
+#[test]
+fn the_model_limit_holds_with_postgres_frozen_and_with_the_control_plane_stopped() {
+    let stack = stack();
+    let base = stack.envoy.url();
+    let one = [base.clone()];
+    let key = generate(&stack, json!({"model_rpm_limit": {"gpt-4o": 4}}));
+    assert_eq!(admitted(&one, &key, "gpt-4o", 2, 4, 1), 2);
+
+    // Postgres frozen: the control plane decides from what it knows (the rest of the
+    // limit); a model check it answers later than the filter waits is decided by the
+    // worker's share, max(1, ⌊0.25 · 4⌋) = 1: at most 2 + 1 in all, never none.
+    let postgres = stack.postgres.as_ref().unwrap();
+    postgres.pause().unwrap();
+    let during = admitted(&one, &key, "gpt-4o", 6, 4, 1);
+    postgres.resume().unwrap();
+    assert!((1..=3).contains(&during), "{during} admitted");
+    assert_model_limited(&chat(&base, &key, "gpt-4o"), "requests", "gpt-4o", 4);
+
+    // The control plane stopped: the worker's share of the key×model, max(1, ⌊0.25 · 8⌋)
+    // = 2 (the stack runs one worker), never unlimited and never none.
+    let other = generate(&stack, json!({"model_rpm_limit": {"gpt-4o": 8}}));
+    assert_eq!(admitted(&one, &other, "gpt-4o", 1, 8, 2), 1);
+    let control_plane = stack.control_plane.as_ref().unwrap();
+    control_plane.signal(Signal::SIGSTOP).unwrap();
+    let stopped = admitted(&one, &other, "gpt-4o", 6, 8, 2);
+    // Another model of the same key is served from its stale allow, unlimited.
+    let free = (0..4)
+        .filter(|_| reached_upstream(&chat(&base, &other, "livegate-demo")))
+        .count();
+    control_plane.signal(Signal::SIGCONT).unwrap();
+    assert_eq!(stopped, 2);
+    assert_eq!(free, 4);
+}
+
+/// Two Envoys (two workers each) and two control planes: a key×model flooded over every
+/// Envoy and control plane is admitted exactly its limit; with Postgres frozen, at most
+/// the limit per control plane and the workers' shares.
+#[test]
+fn two_envoys_and_two_control_planes_admit_a_flooded_model_its_limit_and_no_more() {
+    let fleet = Fleet::start(FleetOptions {
+        filter_config: FILTER_CONFIG.to_string(),
+        ..FleetOptions::new(2, 2)
+    })
+    .unwrap();
+    let envoys: Vec<String> = fleet.envoys.iter().map(|e| e.url()).collect();
+    let generate = |via: usize, body: Value| {
+        fleet.admin_via(via, "/key/generate", &body).unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let key = generate(0, json!({"model_rpm_limit": {"gpt-4o": 10}}));
+    let flooded = admitted(&envoys, &key, "gpt-4o", 100, 10, 2);
+    assert_eq!(flooded, 10, "over-admission across the fleet");
+
+    let fresh = generate(1, json!({"model_rpm_limit": {"gpt-4o": 10}}));
+    // Each Envoy has seen the key once (its allow), so an outage has an allow to serve.
+    for base in &envoys {
+        assert!(reached_upstream(&chat(base, &fresh, "livegate-demo")));
+    }
+    fleet.postgres.pause().unwrap();
+    let frozen = admitted(&envoys, &fresh, "gpt-4o", 100, 10, 2);
+    fleet.postgres.resume().unwrap();
+    // At most the limit per control plane, plus each worker's share (2 Envoys × 2 workers
+    // × max(1, ⌊0.25 · 10⌋)) for checks answered later than the filter waits.
+    assert!(
+        (1..=2 * 10 + 4 * 2).contains(&frozen),
+        "{frozen} admitted: at most the limit per control plane and the workers' shares"
+    );
+}
