@@ -29,7 +29,8 @@ pub mod refusal;
 pub mod spend;
 
 pub use auth_check::{
-    Allow, AuthCheckResponse, Budget, BudgetScope, DenyReason, UnavailableReason, AUTH_CHECK_PATH,
+    Allow, AuthCheckResponse, Budget, BudgetScope, DenyReason, ModelBudgetOf, UnavailableReason,
+    AUTH_CHECK_PATH,
 };
 pub use change_feed::{ChangeFeed, KeyChange, KeyStatus, CHANGES_PATH};
 pub use error::{ErrorBody, ErrorObject, ErrorType};

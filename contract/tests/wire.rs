@@ -92,6 +92,7 @@ fn a_budget_deny_is_pinned_and_other_denies_need_no_budget() {
             user_id: None,
             spend: 1.25,
             max_budget: 1.0,
+            model: None,
         }),
     );
     // A field the contract does not know yet is tolerated, as everywhere in it.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use livegate_tests::fleet::{Fleet, FleetOptions};
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
+use livegate_tests::process::Scratch;
 use livegate_tests::stack::{Stack, StackOptions};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -299,4 +300,81 @@ fn two_envoys_and_two_control_planes_admit_a_flooded_model_its_limit_and_no_more
         (1..=2 * 10 + 4 * 2).contains(&frozen),
         "{frozen} admitted: at most the limit per control plane and the workers' shares"
     );
+}
+
+/// LiteLLM's refusal of a key's budget for a model.
+fn assert_model_over_budget(r: &Response, key: &str, model: &str) {
+    assert_eq!(r.status, 400, "{}", r.body);
+    let body = r.json().unwrap();
+    let e = &body["error"];
+    assert_eq!(e["type"], "budget_exceeded", "{}", r.body);
+    assert_eq!(e["code"], "400", "{}", r.body);
+    assert_eq!(e["param"], "model_max_budget", "{}", r.body);
+    let hash = livegate_contract::KeyHash::of_raw(key);
+    let expected = format!(
+        "LiteLLM Virtual Key: {}, key_alias: None, exceeded budget for model={model}",
+        hash.as_str()
+    );
+    assert_eq!(e["message"], expected, "{}", r.body);
+}
+
+/// The model the prices file prices: powers of two, so every sum is exact (a request with
+/// a 4-character prompt costs 4 × 0.5 + 8 completion tokens × 0.25 = 4).
+const DEMO_MODEL: &str = "livegate-demo";
+const PRICES: &str =
+    r#"{"livegate-demo": {"input_cost_per_token": 0.5, "output_cost_per_token": 0.25}}"#;
+
+/// A stack whose control plane prices the demo's model (the prices file lives as long as
+/// the returned `Scratch`).
+fn priced_stack() -> (Stack, Scratch) {
+    let dir = Scratch::new("livegate-model-budget-prices-").unwrap();
+    let path = dir.path().join("prices.json");
+    std::fs::write(&path, PRICES).unwrap();
+    let mut options = StackOptions::full();
+    options.filter_config = FILTER_CONFIG.to_string();
+    options.control_plane_args = vec!["--prices-file".into(), path.display().to_string()];
+    (Stack::start(options).unwrap(), dir)
+}
+
+#[test]
+fn a_keys_model_budget_is_crossed_for_that_model_alone_and_resets_with_its_period() {
+    let (stack, _prices) = priced_stack();
+    let base = stack.envoy.url();
+    // Two answers (8) pass it: LiteLLM refuses once the spend is past the budget.
+    let budget = json!({DEMO_MODEL: {"budget_limit": 6.0, "time_period": "1d"}});
+    let key = generate(&stack, json!({"model_max_budget": budget}));
+    let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
+    assert_eq!(info["info"]["model_max_budget"], budget, "{info}");
+    // Spend is known once the answers' records reach a control plane: each request is
+    // admitted until then, and refused once the key's spend for the model passes it.
+    let mut admitted = 0;
+    let refused = poll::until("the model's budget crossed", PATIENCE, || {
+        let r = chat(&base, &key, DEMO_MODEL);
+        if reached_upstream(&r) {
+            admitted += 1;
+            return None;
+        }
+        Some(r)
+    })
+    .unwrap();
+    assert!(admitted >= 2, "refused before the spend passed the budget");
+    assert_model_over_budget(&refused, &key, DEMO_MODEL);
+    // Every spelling of the model is the same budget; another model is not.
+    assert_model_over_budget(&chat(&base, &key, " LIVEGATE-demo"), &key, DEMO_MODEL);
+    assert!(reached_upstream(&chat(&base, &key, "gpt-4o")));
+    assert_model_over_budget(&chat(&base, &key, DEMO_MODEL), &key, DEMO_MODEL);
+
+    // A period of 3 s: crossed, then let in again when the next period starts.
+    let short = json!({DEMO_MODEL: {"budget_limit": 6.0, "time_period": "3s"}});
+    let renewed = generate(&stack, json!({"model_max_budget": short}));
+    poll::until("the short budget crossed", PATIENCE, || {
+        let r = chat(&base, &renewed, DEMO_MODEL);
+        (r.status == 400).then_some(())
+    })
+    .unwrap();
+    assert_model_over_budget(&chat(&base, &renewed, DEMO_MODEL), &renewed, DEMO_MODEL);
+    poll::until("the budget's next period", PATIENCE, || {
+        reached_upstream(&chat(&base, &renewed, DEMO_MODEL)).then_some(())
+    })
+    .unwrap();
 }

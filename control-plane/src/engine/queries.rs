@@ -16,7 +16,7 @@ use crate::model::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 use crate::protocol::EngineError;
 
 /// A key's own columns, without its policy columns (`policy_sql::POLICY`).
-const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, metadata, blocked, spend, expires, created_at, updated_at, model_rpm_limit, model_tpm_limit";
+const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, metadata, blocked, spend, expires, created_at, updated_at, model_rpm_limit, model_tpm_limit, model_max_budget";
 
 /// A key's columns as read: its row and its team's and user's policies
 /// (`livegate_key_policies`).
@@ -129,6 +129,7 @@ pub(super) fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         version: column(row, "version")?,
         limits: policy_sql::limits(row, "")?,
         model_limits: policy_sql::model_limits(row, "")?,
+        model_max_budget: column::<Json<_>>(row, "model_max_budget")?.0,
         team: policy_sql::team_policy(row)?,
         user: policy_sql::user_policy(row)?,
     })
@@ -156,7 +157,8 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineEr
     let token = r.token.as_str();
     let model_rpm = Json(&r.model_limits.model_rpm_limit);
     let model_tpm = Json(&r.model_limits.model_tpm_limit);
-    let own: [&(dyn ToSql + Sync); 15] = [
+    let model_budget = Json(&r.model_max_budget);
+    let own: [&(dyn ToSql + Sync); 16] = [
         &token,
         &r.key_name,
         &r.key_alias,
@@ -172,6 +174,7 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineEr
         &r.updated_at,
         &model_rpm,
         &model_tpm,
+        &model_budget,
     ];
     let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let sql = format!(
@@ -239,11 +242,12 @@ pub async fn update_key(
             blocked = COALESCE($8, blocked), expires = COALESCE($9, expires), updated_at = now(),
             model_rpm_limit = COALESCE($10, model_rpm_limit),
             model_tpm_limit = COALESCE($11, model_tpm_limit),
+            model_max_budget = COALESCE($12, model_max_budget),
             {policy}, version = (SELECT seq FROM v)
          WHERE token = $1 RETURNING *),
          {with_team}, {LOG_CHANGE}
          SELECT {columns} FROM p",
-        policy = policy_sql::updates(12),
+        policy = policy_sql::updates(13),
         with_team = *WITH_TEAM,
         columns = *COLUMNS,
     );
@@ -252,7 +256,8 @@ pub async fn update_key(
     let token = t.as_str();
     let model_rpm = p.model_rpm_limit.as_ref().map(Json);
     let model_tpm = p.model_tpm_limit.as_ref().map(Json);
-    let own: [&(dyn ToSql + Sync); 11] = [
+    let model_budget = p.model_max_budget.as_ref().map(Json);
+    let own: [&(dyn ToSql + Sync); 12] = [
         &token,
         &p.key_alias,
         &p.team_id,
@@ -264,6 +269,7 @@ pub async fn update_key(
         &p.expires,
         &model_rpm,
         &model_tpm,
+        &model_budget,
     ];
     let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let row = c.query_opt(&sql, &params).await.map_err(classify)?;

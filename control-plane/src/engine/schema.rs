@@ -274,10 +274,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         12,
         "per-model limits",
-        // A key's and a team's `model_rpm_limit` and `model_tpm_limit` (`{"gpt-4o": 10}`);
-        // the view gains the key's and its team's at its end.
+        // A key's and a team's `model_rpm_limit` and `model_tpm_limit` (`{"gpt-4o": 10}`),
+        // and a key's `model_max_budget`; the view gains them at its end.
         "ALTER TABLE livegate_keys ADD COLUMN model_rpm_limit jsonb NOT NULL DEFAULT '{}',
-        ADD COLUMN model_tpm_limit jsonb NOT NULL DEFAULT '{}';
+        ADD COLUMN model_tpm_limit jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN model_max_budget jsonb NOT NULL DEFAULT '{}';
     ALTER TABLE livegate_teams ADD COLUMN model_rpm_limit jsonb NOT NULL DEFAULT '{}',
         ADD COLUMN model_tpm_limit jsonb NOT NULL DEFAULT '{}';
     CREATE OR REPLACE VIEW livegate_key_policies AS
@@ -300,7 +301,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
                u.max_parallel_requests AS user_max_parallel_requests,
                k.model_rpm_limit, k.model_tpm_limit,
                COALESCE(t.model_rpm_limit, '{}'::jsonb) AS team_model_rpm_limit,
-               COALESCE(t.model_tpm_limit, '{}'::jsonb) AS team_model_tpm_limit
+               COALESCE(t.model_tpm_limit, '{}'::jsonb) AS team_model_tpm_limit,
+               k.model_max_budget
         FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id
             LEFT JOIN livegate_users u ON u.user_id = k.user_id;",
     ),

@@ -10,11 +10,14 @@ mod tests;
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use livegate_contract::{ApiKey, CredentialError, DenyReason, SpendBatch};
+use livegate_contract::bounded::Bounded;
+use livegate_contract::{
+    ApiKey, Budget, BudgetScope, CredentialError, DenyReason, ModelBudgetOf, SpendBatch,
+};
 
 use crate::db::{Db, DbError};
 use crate::key_cache::{KeyCache, KeyState, Lookup};
@@ -67,7 +70,13 @@ pub struct Gate {
     pub(crate) limiter: Limiter,
     pub(crate) counters: Arc<GateCounters>,
     pub(crate) settings: GateSettings,
+    /// The drained spend of each key×model×period last read (`model_max_budget`), for
+    /// when Postgres does not answer in time.
+    model_spend: Arc<Mutex<Bounded<(KeyHash, String, u64), f64>>>,
 }
+
+/// Key×model×period spends remembered for outages.
+const MODEL_SPENDS_KEPT: usize = 10_000;
 
 impl Gate {
     pub fn new(
@@ -85,6 +94,7 @@ impl Gate {
             limiter,
             counters,
             settings,
+            model_spend: Arc::new(Mutex::new(Bounded::new(MODEL_SPENDS_KEPT))),
         }
     }
 
@@ -127,7 +137,12 @@ impl Gate {
                 Ok(record) => decide(record, at.now, self.settings.cache_ttl.as_secs()),
             },
         };
+        let over = match &decision {
+            Decision::Allow { record, .. } => self.model_budget_refusal(record, model, at).await,
+            _ => None,
+        };
         let decision = match &decision {
+            _ if over.is_some() => over.map_or(decision, Decision::OverBudget),
             Decision::Allow { record, .. } => {
                 let (verdict, source) = self
                     .limiter
@@ -147,6 +162,60 @@ impl Gate {
         };
         self.counters.count_decision(decision.label());
         decision
+    }
+
+    /// The key's `model_max_budget` for `model`, if its spend in the current period (what
+    /// Postgres has drained, plus what this replica has spooled and not yet drained) is
+    /// past it (LiteLLM's `spend > budget_limit`, a limit of 0 checking nothing). Without
+    /// an answer in time, the drained spend last read stands in (none read: 0).
+    async fn model_budget_refusal(
+        &self,
+        record: &KeyRecord,
+        model: &str,
+        at: At,
+    ) -> Option<Budget> {
+        let (name, budget) = record.model_budget(model)?;
+        if budget.budget_limit <= 0.0 {
+            return None;
+        }
+        let start_ms = budget.period_start_ms(at.now_ms);
+        let since = DateTime::from_timestamp_millis(i64::try_from(start_ms).ok()?)?;
+        // Pending first: a record drained in between is counted twice, never missed.
+        let pending = self.ledger.pending_spend().key_model(&record.token, name);
+        let left = at
+            .until
+            .saturating_duration_since(tokio::time::Instant::now());
+        let seen = (
+            record.token.clone(),
+            name.trim().to_ascii_lowercase(),
+            start_ms,
+        );
+        let read = self
+            .db
+            .key_model_spend_within(&record.token, name, since, left)
+            .await;
+        let mut last = self.model_spend.lock().unwrap_or_else(|p| p.into_inner());
+        let drained = match read {
+            Ok(spend) => {
+                last.insert(seen, spend);
+                spend
+            }
+            Err(_) => last.get(&seen).copied().unwrap_or(0.0),
+        };
+        drop(last);
+        let spend = drained + pending;
+        (spend > budget.budget_limit).then(|| Budget {
+            scope: BudgetScope::Key,
+            team_id: None,
+            user_id: None,
+            spend,
+            max_budget: budget.budget_limit,
+            model: Some(ModelBudgetOf {
+                model: name.clone(),
+                key_hash: record.token.clone(),
+                key_alias: record.key_alias.clone(),
+            }),
+        })
     }
 
     async fn admit(&self, record: Option<KeyRecord>, at: At) -> Decision {

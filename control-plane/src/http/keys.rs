@@ -40,6 +40,7 @@ pub struct KeyFields {
     max_parallel_requests: Option<i64>,
     model_rpm_limit: Option<Value>,
     model_tpm_limit: Option<Value>,
+    model_max_budget: Option<Value>,
 }
 
 impl Fields for KeyFields {
@@ -47,7 +48,6 @@ impl Fields for KeyFields {
     const NOT_SUPPORTED: &'static [&'static str] = &[
         "budget_id",
         "spend",
-        "model_max_budget",
         "config",
         "permissions",
         "allowed_cache_controls",
@@ -134,9 +134,13 @@ impl KeyFields {
         let budget =
             crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
         let limits = limits_patch(self.rpm_limit, self.tpm_limit, self.max_parallel_requests)?;
-        let model_rpm_limit = model_limits_field("model_rpm_limit", self.model_rpm_limit)?;
-        let model_tpm_limit = model_limits_field("model_tpm_limit", self.model_tpm_limit)?;
+        let model_rpm_limit =
+            super::model_fields::model_limits_field("model_rpm_limit", self.model_rpm_limit)?;
+        let model_tpm_limit =
+            super::model_fields::model_limits_field("model_tpm_limit", self.model_tpm_limit)?;
+        let model_max_budget = super::model_fields::model_budgets_field(self.model_max_budget)?;
         Ok(KeyPatch {
+            model_max_budget,
             model_rpm_limit,
             model_tpm_limit,
             budget,
@@ -175,35 +179,6 @@ pub(super) fn limits_patch(
         tpm_limit: tpm,
         max_parallel_requests: parallel,
     })
-}
-
-/// `model_rpm_limit` or `model_tpm_limit` as given: an object of model names (as other
-/// model fields) to whole numbers, 0 or more; a refusal names the entry
-/// (`model_rpm_limit.gpt-4o`). `null` leaves the field as it is.
-pub(super) fn model_limits_field(
-    param: &str,
-    value: Option<Value>,
-) -> Result<Option<BTreeMap<String, i64>>, ApiError> {
-    let Some(value) = value.filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let Value::Object(entries) = value else {
-        return Err(ApiError::bad(
-            param,
-            format!("{param} must be an object of model names to limits"),
-        ));
-    };
-    let mut limits = BTreeMap::new();
-    for (model, limit) in entries {
-        check_model_name(param, &model)?;
-        let named = format!("{param}.{model}");
-        let Some(n) = limit.as_i64().filter(|n| *n >= 0) else {
-            let message = format!("{named} must be a whole number, 0 or more");
-            return Err(ApiError::bad(&named, message));
-        };
-        limits.insert(model, n);
-    }
-    Ok(Some(limits))
 }
 
 /// Reads a key reference (raw key or its hash) from a request field.
@@ -272,6 +247,7 @@ pub async fn generate(
             model_rpm_limit: p.model_rpm_limit.unwrap_or_default(),
             model_tpm_limit: p.model_tpm_limit.unwrap_or_default(),
         },
+        model_max_budget: p.model_max_budget.unwrap_or_default(),
         team: TeamPolicy::default(),
         user: Default::default(),
     };

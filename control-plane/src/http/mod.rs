@@ -6,6 +6,7 @@ mod extract;
 mod health;
 mod internal;
 mod keys;
+mod model_fields;
 mod spend;
 mod teams;
 mod users;

@@ -131,9 +131,9 @@ impl TeamFields {
         let limits =
             super::keys::limits_patch(self.rpm_limit, self.tpm_limit, self.max_parallel_requests)?;
         let model_rpm_limit =
-            super::keys::model_limits_field("model_rpm_limit", self.model_rpm_limit)?;
+            super::model_fields::model_limits_field("model_rpm_limit", self.model_rpm_limit)?;
         let model_tpm_limit =
-            super::keys::model_limits_field("model_tpm_limit", self.model_tpm_limit)?;
+            super::model_fields::model_limits_field("model_tpm_limit", self.model_tpm_limit)?;
         Ok(TeamPatch {
             model_rpm_limit,
             model_tpm_limit,

@@ -193,6 +193,7 @@ impl NewKey {
             models: vec![],
             aliases: self.aliases.unwrap_or_default(),
             model_limits: Default::default(),
+            model_max_budget: Default::default(),
             budget: Default::default(),
             metadata: json!({}),
             blocked: false,

@@ -20,6 +20,7 @@ pub fn record(raw: &str) -> KeyRecord {
         version: 1,
         limits: Default::default(),
         model_limits: Default::default(),
+        model_max_budget: Default::default(),
         team: Default::default(),
         user: Default::default(),
     }

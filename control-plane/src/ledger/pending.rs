@@ -13,6 +13,9 @@ pub struct PendingSpend {
     keys: HashMap<KeyHash, f64>,
     teams: HashMap<String, f64>,
     users: HashMap<String, f64>,
+    /// By key and model (the model as the record names it, trimmed and lowercased): a
+    /// key's `model_max_budget`.
+    key_models: HashMap<(KeyHash, String), f64>,
 }
 
 impl PendingSpend {
@@ -38,6 +41,16 @@ impl PendingSpend {
         if let Some(user) = &entry.user_id {
             settle(&mut self.users, user.clone(), delta);
         }
+        if let Some(model) = &entry.record.model_requested {
+            let at = (entry.record.key_hash.clone(), model_key(model));
+            settle(&mut self.key_models, at, delta);
+        }
+    }
+
+    /// The key's undrained cost for `model` (whatever its period: it drains in seconds).
+    pub fn key_model(&self, key: &KeyHash, model: &str) -> f64 {
+        let at = (key.clone(), model_key(model));
+        self.key_models.get(&at).copied().unwrap_or(0.0)
     }
 
     pub fn user(&self, user: Option<&str>) -> f64 {
@@ -51,6 +64,10 @@ impl PendingSpend {
     pub fn team(&self, team: Option<&str>) -> f64 {
         team.and_then(|t| self.teams.get(t)).copied().unwrap_or(0.0)
     }
+}
+
+fn model_key(model: &str) -> String {
+    model.trim().to_ascii_lowercase()
 }
 
 /// Adds `delta`; a total back at (about) zero is forgotten, so the maps hold only what is

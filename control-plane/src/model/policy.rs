@@ -108,6 +108,27 @@ impl PerModelLimits {
     }
 }
 
+/// A key's budget for one model (LiteLLM's `model_max_budget` entry): the spend of the
+/// key's requests for the model within the current `time_period` (periods aligned to the
+/// Unix epoch) may not pass `budget_limit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBudget {
+    pub budget_limit: f64,
+    pub time_period: BudgetDuration,
+}
+
+impl ModelBudget {
+    /// Where the period holding `now_ms` starts, Unix milliseconds.
+    pub fn period_start_ms(&self, now_ms: u64) -> u64 {
+        let period = u64::try_from(self.time_period.secs())
+            .unwrap_or(1)
+            .max(1)
+            .saturating_mul(1000);
+        now_ms - now_ms % period
+    }
+}
+
 /// LiteLLM's `budget_duration` (`30s`, `30m`, `1h`, `1d`, `30d`): parsed once where it
 /// enters, kept as written for display, with its length for the reset task's SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]

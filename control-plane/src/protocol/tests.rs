@@ -328,6 +328,14 @@ fn every_operation_and_its_reply_cross_the_pipe_unchanged() {
         ),
         round_trip(GlobalSpend {}, 12.5),
         round_trip(
+            KeyModelSpend {
+                token: token(),
+                model: "gpt-4o".into(),
+                since: now,
+            },
+            0.5,
+        ),
+        round_trip(
             ResetBudgets { now },
             BudgetsReset {
                 keys: 2,

@@ -117,6 +117,7 @@ fn over_budget() -> livegate_contract::Budget {
         user_id: None,
         spend: 0.75,
         max_budget: 0.5,
+        model: None,
     }
 }
 

@@ -15,7 +15,8 @@ use livegate_contract::headers::{AUTHORIZATION, X_API_KEY};
 use livegate_contract::{same_model, ApiKey, KeyHash, ModelLimits, RateLimits};
 
 /// The limits that apply to `model` (the strictest of every entry naming it, case and
-/// surrounding whitespace aside) and the name the first such entry is configured as.
+/// surrounding whitespace aside) and the name the first such entry is configured as;
+/// `None` when no entry names it (nothing to ask).
 pub(super) fn limits_for(limits: &ModelLimits, model: &str) -> Option<(String, RateLimits)> {
     let mut matching = limits.iter().filter(|(name, _)| same_model(name, model));
     let (name, first) = matching.next()?;
@@ -28,7 +29,8 @@ pub(super) fn limits_for(limits: &ModelLimits, model: &str) -> Option<(String, R
         max_parallel_requests: None,
         ..strictest
     };
-    (!strictest.is_none()).then(|| (name.clone(), strictest))
+    // An entry without a limit is a model with a budget (`model_max_budget`): still asked.
+    Some((name.clone(), strictest))
 }
 
 /// The worker's window of one key's requests for one model: a hash no key has (a raw key

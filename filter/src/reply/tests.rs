@@ -108,6 +108,7 @@ fn a_key_over_budget_is_litellms_400_budget_exceeded_with_its_numbers() {
         user_id: None,
         spend: 0.5,
         max_budget: 0.0,
+        model: None,
     });
     assert_eq!(reply.status, 400);
     assert_eq!(reply.header("www-authenticate"), None);
