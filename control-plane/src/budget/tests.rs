@@ -144,3 +144,15 @@ fn a_users_budget_refuses_each_of_its_keys() {
     r.spend = 0.2;
     assert_eq!(exceeded(&r, at).unwrap().scope, BudgetScope::Key);
 }
+
+#[test]
+fn a_model_budgets_periods_are_aligned_to_the_epoch() {
+    let budget = crate::model::ModelBudget {
+        budget_limit: 5.0,
+        time_period: crate::model::BudgetDuration::parse("1d").unwrap(),
+    };
+    let day = 86_400_000;
+    assert_eq!(budget.period_start_ms(3 * day + 5), 3 * day);
+    assert_eq!(budget.period_start_ms(3 * day), 3 * day);
+    assert_eq!(budget.period_start_ms(4 * day - 1), 3 * day);
+}

@@ -136,6 +136,23 @@ mod tests {
     }
 
     #[test]
+    fn spooled_cost_counts_for_its_key_and_model_whatever_the_models_spelling() {
+        let mut pending = PendingSpend::default();
+        let mut a = entry("a", None, 1.5);
+        a.record.model_requested = Some("GPT-4o".into());
+        let mut b = entry("a", None, 0.5);
+        b.record.model_requested = Some("gpt-4o-mini".into());
+        pending.add(&a);
+        pending.add(&b);
+        let key = KeyHash::of_raw("a");
+        assert_eq!(pending.key_model(&key, " gpt-4o"), 1.5);
+        assert_eq!(pending.key_model(&key, "gpt-4o-mini"), 0.5);
+        assert_eq!(pending.key_model(&KeyHash::of_raw("b"), "gpt-4o"), 0.0);
+        pending.remove(&a);
+        assert_eq!(pending.key_model(&key, "gpt-4o"), 0.0);
+    }
+
+    #[test]
     fn free_and_malformed_costs_leave_nothing() {
         let mut pending = PendingSpend::default();
         pending.add(&entry("a", Some("t"), 0.0));
