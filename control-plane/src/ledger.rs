@@ -288,6 +288,36 @@ impl Ledger {
         }
     }
 
+    /// A key's budget for one model (`model_max_budget`), checked with `drained` (what
+    /// Postgres had, read after `pending_before` was taken, so a record drained meanwhile
+    /// is counted twice rather than missed), this replica's reservations for the key's
+    /// requests for the model in flight, and, within it, a reservation for this one (under
+    /// the same lock, so two checks cannot both take the last room). The spend counted.
+    pub fn admit_model_spend(
+        &self,
+        key: &KeyHash,
+        model: &str,
+        spend_before: f64,
+        limit: f64,
+        now_ms: u64,
+    ) -> Result<(), f64> {
+        let mut reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let spend = spend_before + reservations.reserved_model(key, model, now_ms);
+        if spend > limit {
+            return Err(spend);
+        }
+        reservations.reserve_model(key, model, now_ms);
+        Ok(())
+    }
+
+    /// Frees a reservation of a key's requests for a model (see [`Self::release`]).
+    pub fn release_model(&self, key: &KeyHash, model: &str) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release_model(key, model);
+    }
+
     /// Frees a reservation: its request's spend record arrived, or a check after the
     /// budget's refused it.
     pub fn release(&self, key: &KeyHash, team: Option<&str>) {

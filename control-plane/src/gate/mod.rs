@@ -137,12 +137,19 @@ impl Gate {
                 Ok(record) => decide(record, at.now, self.settings.cache_ttl.as_secs()),
             },
         };
-        let over = match &decision {
+        let budget = match &decision {
             Decision::Allow { record, .. } => self.model_budget_refusal(record, model, at).await,
-            _ => None,
+            _ => Ok(None),
+        };
+        let held = match budget {
+            Ok(held) => held,
+            Err(over) => {
+                let decision = Decision::OverBudget(over);
+                self.counters.count_decision(decision.label());
+                return decision;
+            }
         };
         let decision = match &decision {
-            _ if over.is_some() => over.map_or(decision, Decision::OverBudget),
             Decision::Allow { record, .. } => {
                 let (verdict, source) = self
                     .limiter
@@ -155,7 +162,12 @@ impl Gate {
                 }
                 match verdict {
                     Ok(()) => decision,
-                    Err(limited) => Decision::RateLimited(limited),
+                    Err(limited) => {
+                        if let Some(model) = &held {
+                            self.ledger.release_model(&record.token, model);
+                        }
+                        Decision::RateLimited(limited)
+                    }
                 }
             }
             _ => decision,
@@ -164,22 +176,28 @@ impl Gate {
         decision
     }
 
-    /// The key's `model_max_budget` for `model`, if its spend in the current period (what
-    /// Postgres has drained, plus what this replica has spooled and not yet drained) is
-    /// past it (LiteLLM's `spend > budget_limit`, a limit of 0 checking nothing). Without
-    /// an answer in time, the drained spend last read stands in (none read: 0).
+    /// The key's `model_max_budget` for `model`: refused if its spend in the current
+    /// period (what Postgres has drained, what this replica has spooled and not yet
+    /// drained, and its reservations for the key's requests for the model in flight) is
+    /// past it (LiteLLM's `spend > budget_limit`; a limit of 0 checks nothing), else the
+    /// model a reservation was taken for (to free if a later check refuses). Without an
+    /// answer in time, the drained spend last read stands in (none read: 0).
     async fn model_budget_refusal(
         &self,
         record: &KeyRecord,
         model: &str,
         at: At,
-    ) -> Option<Budget> {
-        let (name, budget) = record.model_budget(model)?;
-        if budget.budget_limit <= 0.0 {
-            return None;
-        }
+    ) -> Result<Option<String>, Budget> {
+        let Some((name, budget)) = record.model_budget(model) else {
+            return Ok(None);
+        };
         let start_ms = budget.period_start_ms(at.now_ms);
-        let since = DateTime::from_timestamp_millis(i64::try_from(start_ms).ok()?)?;
+        let since = i64::try_from(start_ms)
+            .ok()
+            .and_then(DateTime::from_timestamp_millis);
+        let Some(since) = since.filter(|_| budget.budget_limit > 0.0) else {
+            return Ok(None);
+        };
         // Pending first: a record drained in between is counted twice, never missed.
         let pending = self.ledger.pending_spend().key_model(&record.token, name);
         let left = at
@@ -203,19 +221,28 @@ impl Gate {
             Err(_) => last.get(&seen).copied().unwrap_or(0.0),
         };
         drop(last);
-        let spend = drained + pending;
-        (spend > budget.budget_limit).then(|| Budget {
-            scope: BudgetScope::Key,
-            team_id: None,
-            user_id: None,
-            spend,
-            max_budget: budget.budget_limit,
-            model: Some(ModelBudgetOf {
-                model: name.clone(),
-                key_hash: record.token.clone(),
-                key_alias: record.key_alias.clone(),
+        let within = self.ledger.admit_model_spend(
+            &record.token,
+            name,
+            drained + pending,
+            budget.budget_limit,
+            at.now_ms,
+        );
+        match within {
+            Ok(()) => Ok(Some(name.clone())),
+            Err(spend) => Err(Budget {
+                scope: BudgetScope::Key,
+                team_id: None,
+                user_id: None,
+                spend,
+                max_budget: budget.budget_limit,
+                model: Some(ModelBudgetOf {
+                    model: name.clone(),
+                    key_hash: record.token.clone(),
+                    key_alias: record.key_alias.clone(),
+                }),
             }),
-        })
+        }
     }
 
     async fn admit(&self, record: Option<KeyRecord>, at: At) -> Decision {
@@ -321,6 +348,9 @@ impl Gate {
             .collect();
         for e in &ended {
             self.ledger.release(&e.key, e.team.as_deref());
+            if let Some(model) = &e.model {
+                self.ledger.release_model(&e.key, model);
+            }
         }
         tokio::spawn(self.clone().settle(ended));
         Ok(appended)

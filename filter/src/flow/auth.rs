@@ -353,7 +353,7 @@ impl RequestFlow {
     }
 
     /// The cache at a known time; with no time there is no cache (a miss, nothing kept).
-    fn with_cache_at<T>(
+    pub(super) fn with_cache_at<T>(
         &self,
         now: Option<Millis>,
         f: impl FnOnce(&mut DecisionCache, Millis) -> T,

@@ -163,3 +163,17 @@ fn with_no_answer_the_worker_holds_the_model_to_its_share() {
     assert_eq!(admitted_n, share);
     assert!(share < 10, "the outage share held some back");
 }
+
+#[test]
+fn with_no_answer_and_no_stale_allow_the_model_check_fails_closed() {
+    let mut config = Config::default();
+    config.cache.stale_if_error_ms = 0;
+    config.cache.allow_ttl_ms = 0;
+    let p = plugin(config);
+    let allow = allow_with(ModelAccess::default(), per_model("gpt-4o", 4));
+    let (host, mut flow) = admitted(&p, r#"{"model": "gpt-4o"}"#, &allow);
+    assert_eq!(host.dispatched.borrow().len(), 2);
+    assert_eq!(reset(&mut flow, &host, NOW + 1), Verdict::Stop);
+    assert_eq!(host.last_reply().unwrap().status, 503);
+    assert_eq!(host.count(Metric::Allowed), 0);
+}

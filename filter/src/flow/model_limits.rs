@@ -6,6 +6,7 @@
 
 use super::body::Body;
 use super::{Admitted, RequestFlow, Stage, Verdict};
+use crate::config::FailureMode;
 use crate::decision::{decide, CallResponse, Outcome};
 use crate::host::{AuthCheck, Host};
 use crate::metrics::Metric;
@@ -139,12 +140,26 @@ impl RequestFlow {
             Outcome::Error(error) => {
                 host.increment(Metric::ControlPlaneError);
                 host.debug(&format!("livegate: model check failed: {error}"));
+                // As for the key's own check: only a key the worker could serve stale is
+                // decided here; else the configured failure mode.
+                let stale = self
+                    .with_cache_at(now, |c, now| c.stale_allow(&hash, now))
+                    .flatten();
                 let limits = limits_for(&admitted.model_limits, &model);
-                match limits {
-                    Some((_, limits)) => self.model_locally(host, admitted, &model, limits, now),
-                    None => {
+                match (stale, limits) {
+                    (Some(_), Some((_, limits))) => {
+                        self.model_locally(host, admitted, &model, limits, now)
+                    }
+                    _ if self.plugin.config.failure_mode == FailureMode::Open => {
+                        host.increment(Metric::FailedOpen);
                         let body = Body::read(host);
                         self.check_model(host, admitted, body, true)
+                    }
+                    _ => {
+                        host.increment(Metric::Unavailable);
+                        let retry_after = self.plugin.config.retry_after_seconds;
+                        let reply = LocalReply::unavailable(retry_after);
+                        self.reply_holding(host, &reply, Some(admitted.held))
                     }
                 }
             }
