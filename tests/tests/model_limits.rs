@@ -327,12 +327,20 @@ const PRICES: &str =
 /// A stack whose control plane prices the demo's model (the prices file lives as long as
 /// the returned `Scratch`).
 fn priced_stack() -> (Stack, Scratch) {
+    priced_stack_with(&[], FILTER_CONFIG)
+}
+
+/// [`priced_stack`] with more control-plane flags and this filter configuration.
+fn priced_stack_with(extra: &[&str], filter_config: &str) -> (Stack, Scratch) {
     let dir = Scratch::new("livegate-model-budget-prices-").unwrap();
     let path = dir.path().join("prices.json");
     std::fs::write(&path, PRICES).unwrap();
     let mut options = StackOptions::full();
-    options.filter_config = FILTER_CONFIG.to_string();
+    options.filter_config = filter_config.to_string();
     options.control_plane_args = vec!["--prices-file".into(), path.display().to_string()];
+    options
+        .control_plane_args
+        .extend(extra.iter().map(|a| a.to_string()));
     (Stack::start(options).unwrap(), dir)
 }
 
@@ -375,6 +383,108 @@ fn a_keys_model_budget_is_crossed_for_that_model_alone_and_resets_with_its_perio
     assert_model_over_budget(&chat(&base, &renewed, DEMO_MODEL), &renewed, DEMO_MODEL);
     poll::until("the budget's next period", PATIENCE, || {
         reached_upstream(&chat(&base, &renewed, DEMO_MODEL)).then_some(())
+    })
+    .unwrap();
+}
+
+/// The attack: parallel requests for a model against a nearly spent model budget, each
+/// admitted before any answer's cost is known. With a reservation of 3 per request in
+/// flight and a budget of 9 (LiteLLM refuses past it: 9 is still within), at most 4 are in
+/// flight at once; an answer costs 4, so nothing is admitted after them. No stale allow
+/// stands in for a slow check: the bound is the control plane's.
+#[test]
+fn parallel_requests_against_a_model_budget_are_refused_beyond_the_reservations() {
+    let dir = Scratch::new("livegate-model-budget-prices-").unwrap();
+    let path = dir.path().join("prices.json");
+    std::fs::write(&path, PRICES).unwrap();
+    let mut options = StackOptions::full();
+    options.filter_config =
+        r#"{"auth_timeout_ms": 5000, "cache": {"stale_if_error_ms": 0}}"#.to_string();
+    options.control_plane_args = vec![
+        "--prices-file".into(),
+        path.display().to_string(),
+        "--budget-reservation-usd".into(),
+        "3".into(),
+    ];
+    let stack = Stack::start(options).unwrap();
+    let base = stack.envoy.url();
+    let budget = json!({DEMO_MODEL: {"budget_limit": 9.0, "time_period": "1d"}});
+    let key = generate(&stack, json!({"model_max_budget": budget}));
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..10)
+            .map(|_| {
+                s.spawn(|| {
+                    let extra = json!({"model": DEMO_MODEL, "livegate_delay_ms": 500});
+                    http::demo_chat(&base, &key, extra).unwrap()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    let admitted = answers.iter().filter(|r| reached_upstream(r)).count();
+    assert!((1..=4).contains(&admitted), "{statuses:?}");
+    let over: Vec<&Response> = answers.iter().filter(|r| r.status == 400).collect();
+    assert_eq!(over.len(), 10 - admitted, "{statuses:?}");
+    for r in over {
+        assert_model_over_budget(r, &key, DEMO_MODEL);
+    }
+    // Once the answers are drained, the spend alone refuses.
+    poll::until("refused once drained", PATIENCE, || {
+        (chat(&base, &key, DEMO_MODEL).status == 400).then_some(())
+    })
+    .unwrap();
+}
+
+/// With Postgres frozen the control plane counts what it last read of the key's drained
+/// spend for the model, what it has spooled since and its reservations for the requests
+/// in flight (4, an answer's cost): a budget is still crossed, late by the answers drained
+/// after its last read, and no more. No stale allow stands in for a slow check (as with
+/// every control plane away, a budget is then not checked): the bound is the control
+/// plane's.
+#[test]
+fn a_model_budget_is_crossed_with_postgres_frozen() {
+    let (stack, _prices) = priced_stack_with(
+        &["--budget-reservation-usd", "4"],
+        r#"{"auth_timeout_ms": 5000, "cache": {"stale_if_error_ms": 0}}"#,
+    );
+    let base = stack.envoy.url();
+    let budget = json!({DEMO_MODEL: {"budget_limit": 10.0, "time_period": "1d"}});
+    let key = generate(&stack, json!({"model_max_budget": budget}));
+    let spend = |stack: &Stack| {
+        let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
+        info["info"]["spend"].as_f64().unwrap_or(-1.0)
+    };
+    // Two answers drained (8 of 10), the second checked after the first was drained.
+    for drained in [4.0, 8.0] {
+        assert!(reached_upstream(&chat(&base, &key, DEMO_MODEL)));
+        poll::until("the answer drained", PATIENCE, || {
+            (spend(&stack) == drained).then_some(())
+        })
+        .unwrap();
+    }
+    let postgres = stack.postgres.as_ref().unwrap();
+    postgres.pause().unwrap();
+    let mut admitted = 0;
+    let refused = poll::until("the budget crossed with Postgres frozen", PATIENCE, || {
+        let r = chat(&base, &key, DEMO_MODEL);
+        if reached_upstream(&r) {
+            admitted += 1;
+            return None;
+        }
+        Some(r)
+    });
+    postgres.resume().unwrap();
+    let refused = refused.unwrap();
+    assert_model_over_budget(&refused, &key, DEMO_MODEL);
+    // Read 4 drained before the second answer (8 in truth): one answer more than exact
+    // (its 4 pending then passes 10), and no more.
+    assert!(
+        (1..=2).contains(&admitted),
+        "{admitted} admitted while frozen"
+    );
+    poll::until("still refused with Postgres back", PATIENCE, || {
+        (chat(&base, &key, DEMO_MODEL).status == 400).then_some(())
     })
     .unwrap();
 }

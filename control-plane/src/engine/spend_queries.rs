@@ -292,8 +292,8 @@ pub async fn key_model_spend(
     let row = c
         .query_one(
             "SELECT COALESCE(sum(cost), 0)::double precision AS spend FROM livegate_spend_logs
-             WHERE key_hash = $1 AND start_time >= $3
-               AND lower(btrim(model_requested)) = lower(btrim($2))",
+             WHERE key_hash = $1::text AND start_time >= $3::timestamptz
+               AND lower(btrim(model_requested)) = lower(btrim($2::text))",
             &[&token.as_str(), &model, &since],
         )
         .await

@@ -224,7 +224,8 @@ impl Gate {
         let within = self.ledger.admit_model_spend(
             &record.token,
             name,
-            drained + pending,
+            drained,
+            pending,
             budget.budget_limit,
             at.now_ms,
         );
