@@ -117,7 +117,8 @@ pub struct Allow {
     pub limits: RateLimits,
     /// Per-model limits (`model_rpm_limit`, `model_tpm_limit`; the stricter of the key's and
     /// its team's), by model: a request for one of these models is checked again, with its
-    /// model, on every request (`x-livegate-model`), once its body has named it.
+    /// model, on every request (`x-livegate-model`), once its body has named it. A model of
+    /// the key's `model_max_budget` is listed too (with no limit: the check is its budget's).
     #[serde(default, skip_serializing_if = "ModelLimits::is_empty")]
     pub model_limits: ModelLimits,
 }

@@ -102,6 +102,25 @@ fn a_budget_deny_is_pinned_and_other_denies_need_no_budget() {
 }
 
 #[test]
+fn a_model_budget_deny_is_pinned() {
+    pins(
+        "auth_check_deny_model_budget_exceeded",
+        AuthCheckResponse::over_budget(Budget {
+            scope: BudgetScope::Key,
+            team_id: None,
+            user_id: None,
+            spend: 5.5,
+            max_budget: 5.0,
+            model: Some(livegate_contract::ModelBudgetOf {
+                model: "gpt-4o".into(),
+                key_hash: KeyHash::of_raw("sk-test"),
+                key_alias: Some("billing".into()),
+            }),
+        }),
+    );
+}
+
+#[test]
 fn a_rate_limit_deny_is_pinned() {
     pins(
         "auth_check_deny_rate_limited",
