@@ -72,8 +72,11 @@ pub struct Gate {
     pub(crate) settings: GateSettings,
     /// The drained spend of each key×model×period last read (`model_max_budget`), for
     /// when Postgres does not answer in time.
-    model_spend: Arc<Mutex<Bounded<(KeyHash, String, u64), f64>>>,
+    model_spend: Arc<Mutex<ModelSpends>>,
 }
+
+/// The drained spend last read, by key, model (trimmed, lowercased) and period start (ms).
+type ModelSpends = Bounded<(KeyHash, String, u64), f64>;
 
 /// Key×model×period spends remembered for outages.
 const MODEL_SPENDS_KEPT: usize = 10_000;
