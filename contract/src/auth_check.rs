@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorObject, ErrorType};
 use crate::key::KeyHash;
 use crate::models::ModelAccess;
-use crate::rate_limit::{AdmissionLease, RateLimited, RateLimits};
+use crate::rate_limit::{AdmissionLease, ModelLimits, RateLimited, RateLimits};
 
 pub use crate::refusal::{BudgetScope, DenyReason};
 
@@ -26,6 +26,18 @@ pub struct Budget {
     pub user_id: Option<String>,
     pub spend: f64,
     pub max_budget: f64,
+    /// A key's budget for one model (`model_max_budget`): the model, as configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelBudgetOf>,
+}
+
+/// Whose budget for a model was crossed, as LiteLLM's message names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelBudgetOf {
+    pub model: String,
+    pub key_hash: KeyHash,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_alias: Option<String>,
 }
 
 // JSON has no NaN: a decoded or computed spend is a finite number, so equality is total.
@@ -34,6 +46,19 @@ impl Eq for Budget {}
 impl Budget {
     /// LiteLLM's 400 `budget_exceeded`, with its message for a key, a user or a team.
     pub fn error(&self) -> ErrorObject {
+        let reason = DenyReason::BudgetExceeded;
+        if let Some(of) = &self.model {
+            // LiteLLM's `_PROXY_VirtualKeyModelMaxBudgetLimiter`, word for word.
+            let message = format!(
+                "LiteLLM Virtual Key: {}, key_alias: {}, exceeded budget for model={}",
+                of.key_hash.as_str(),
+                of.key_alias.as_deref().unwrap_or("None"),
+                of.model
+            );
+            return ErrorObject::new(reason.status(), reason.error_type(), message)
+                .with_param("model_max_budget")
+                .with_reason(reason.as_str());
+        }
         let message = match (self.scope, &self.team_id) {
             (BudgetScope::User, _) => format!(
                 "ExceededBudget: User={} over budget. Spend={}, Budget={}",
@@ -61,7 +86,6 @@ impl Budget {
                 self.spend, self.max_budget
             ),
         };
-        let reason = DenyReason::BudgetExceeded;
         ErrorObject::new(reason.status(), reason.error_type(), message)
             .with_param("key")
             .with_reason(reason.as_str())
@@ -102,6 +126,12 @@ pub struct Allow {
     /// its cache, already counted in the key's windows (docs/architecture.md, "Rate limits").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<AdmissionLease>,
+    /// Per-model limits (`model_rpm_limit`, `model_tpm_limit`; the stricter of the key's and
+    /// its team's), by model: a request for one of these models is checked again, with its
+    /// model, on every request (`x-livegate-model`), once its body has named it. A model of
+    /// the key's `model_max_budget` is listed too (with no limit: the check is its budget's).
+    #[serde(default, skip_serializing_if = "ModelLimits::is_empty")]
+    pub model_limits: ModelLimits,
 }
 
 /// Every answer to an auth check, tagged by `decision`. The status goes with the variant:

@@ -23,6 +23,29 @@ pub const FAILURE_MODE: &str = "x-livegate-failure-mode";
 /// feed, the spend intake): the filter sends it on every call it dispatches there. Envoy
 /// removes it from every client request, and the filter too (it is an `x-livegate-*` header).
 pub const INTERNAL_TOKEN: &str = "x-livegate-internal-token";
+/// On an auth check, the model a request resolved to (percent-encoded): the control plane
+/// then admits the request in that model's windows only (`model_rpm_limit`, `model_tpm_limit`).
+pub const MODEL_CHECK: &str = "x-livegate-model";
 /// The environment variable both processes read that credential from (Envoy hands it to the
 /// filter's VM through `vm_config.environment_variables.host_env_keys`).
 pub const INTERNAL_TOKEN_ENV: &str = "LIVEGATE_INTERNAL_TOKEN";
+
+/// A header value as the filter encodes identities and models (printable ASCII as is,
+/// every other byte and `%` as `%XX`), decoded; `None` if it is not such a value or not
+/// UTF-8.
+pub fn percent_decoded(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}

@@ -29,11 +29,15 @@ pub mod refusal;
 pub mod spend;
 
 pub use auth_check::{
-    Allow, AuthCheckResponse, Budget, BudgetScope, DenyReason, UnavailableReason, AUTH_CHECK_PATH,
+    Allow, AuthCheckResponse, Budget, BudgetScope, DenyReason, ModelBudgetOf, UnavailableReason,
+    AUTH_CHECK_PATH,
 };
 pub use change_feed::{ChangeFeed, KeyChange, KeyStatus, CHANGES_PATH};
 pub use error::{ErrorBody, ErrorObject, ErrorType};
 pub use key::{ApiKey, CredentialError, KeyHash, MAX_KEY_LEN};
 pub use models::{ModelAccess, ModelDenied};
-pub use rate_limit::{AdmissionLease, LimitKind, RateLimited, RateLimits, WindowLog};
+pub use rate_limit::{
+    model_entry, same_model, AdmissionLease, LimitKind, ModelLimits, RateLimited, RateLimits,
+    WindowLog,
+};
 pub use spend::{EstimateReason, SpendAck, SpendBatch, SpendRecord, SPEND_RECORDS_PATH};

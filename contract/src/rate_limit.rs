@@ -5,7 +5,7 @@
 //! request (no fixed minute, so no double burst at an edge) and a fresh key may use all N
 //! at once. Time is passed in as Unix milliseconds; nothing here reads a clock.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +98,33 @@ impl LimitKind {
             LimitKind::Parallel => "max_parallel_requests",
         }
     }
+
+    /// LiteLLM's name for the limit per model (there is none for parallel requests).
+    pub fn model_field(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "model_rpm_limit",
+            LimitKind::Tokens => "model_tpm_limit",
+            LimitKind::Parallel => "max_parallel_requests",
+        }
+    }
+}
+
+/// Per-model limits (`model_rpm_limit`, `model_tpm_limit`), by the model name configured.
+pub type ModelLimits = BTreeMap<String, RateLimits>;
+
+/// Whether a request's model is the one a per-model limit names: the same name but for
+/// ASCII case and surrounding whitespace, so a model spelled `GPT-4o ` cannot escape the
+/// limit of `gpt-4o` at an upstream that reads it either way.
+pub fn same_model(configured: &str, requested: &str) -> bool {
+    configured.trim().eq_ignore_ascii_case(requested.trim())
+}
+
+/// The per-model entry that applies to `model` (its configured name and value), if any.
+pub fn model_entry<'a, V>(
+    limits: &'a BTreeMap<String, V>,
+    model: &str,
+) -> Option<(&'a String, &'a V)> {
+    limits.iter().find(|(name, _)| same_model(name, model))
 }
 
 /// A refusal for a limit: which one, whose, and when the window lets the next one in.
@@ -111,6 +138,9 @@ pub struct RateLimited {
     /// The user whose limit it is (`scope` `user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The model whose limit it is (`model_rpm_limit`, `model_tpm_limit`), as configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     pub limit: u64,
     /// When the window has room again, Unix milliseconds.
     pub reset_at_ms: u64,
@@ -119,6 +149,9 @@ pub struct RateLimited {
 impl RateLimited {
     /// 429 `rate_limit_error` with LiteLLM's wording of the limit.
     pub fn error(&self) -> ErrorObject {
+        if let Some(model) = &self.model {
+            return self.model_error(model);
+        }
         let whose = match (self.scope, &self.team_id) {
             (BudgetScope::Team, Some(team)) => format!("team_id: {team}"),
             (BudgetScope::Team, None) => "team".to_owned(),
@@ -140,6 +173,35 @@ impl RateLimited {
         };
         ErrorObject::new(429, ErrorType::RateLimitError, message)
             .with_param(self.kind.field())
+            .with_reason(DenyReason::RateLimited.as_str())
+    }
+
+    /// A per-model limit, worded as LiteLLM's limiter names its descriptors
+    /// (`model_per_key`, `model_per_team`) with the model the limit is configured for.
+    fn model_error(&self, model: &str) -> ErrorObject {
+        let whose = match self.scope {
+            BudgetScope::Team => {
+                format!(
+                    "model_per_team: {}:{model}",
+                    self.team_id.as_deref().unwrap_or("")
+                )
+            }
+            // No per-model limit is a membership's: named as its user's if one ever is.
+            BudgetScope::User | BudgetScope::Member => {
+                format!(
+                    "model_per_user: {}:{model}",
+                    self.user_id.as_deref().unwrap_or("")
+                )
+            }
+            BudgetScope::Key => format!("model_per_key: {model}"),
+        };
+        let field = self.kind.model_field();
+        let message = format!(
+            "Rate limit exceeded for {whose}. Limit type: {field}. Current limit: {}, Remaining: 0.",
+            self.limit,
+        );
+        ErrorObject::new(429, ErrorType::RateLimitError, message)
+            .with_param(field)
             .with_reason(DenyReason::RateLimited.as_str())
     }
 

@@ -50,6 +50,15 @@ fn an_allow_is_pinned() {
                 max_parallel_requests: Some(4),
             },
             lease: None,
+            model_limits: [(
+                "gpt-4o".to_string(),
+                RateLimits {
+                    rpm_limit: Some(10),
+                    tpm_limit: Some(1000),
+                    max_parallel_requests: None,
+                },
+            )]
+            .into(),
         }),
     );
 }
@@ -75,6 +84,7 @@ fn an_allow_with_a_share_of_a_lease_is_pinned() {
                 admissions: 12,
                 valid_for_ms: 700,
             }),
+            model_limits: Default::default(),
         }),
     );
 }
@@ -109,12 +119,32 @@ fn a_budget_deny_is_pinned_and_other_denies_need_no_budget() {
             user_id: None,
             spend: 1.25,
             max_budget: 1.0,
+            model: None,
         }),
     );
     // A field the contract does not know yet is tolerated, as everywhere in it.
     let mut body = golden("auth_check_deny_budget_exceeded");
     body["budget"]["currency"] = "USD".into();
     assert!(serde_json::from_value::<AuthCheckResponse>(body).is_ok());
+}
+
+#[test]
+fn a_model_budget_deny_is_pinned() {
+    pins(
+        "auth_check_deny_model_budget_exceeded",
+        AuthCheckResponse::over_budget(Budget {
+            scope: BudgetScope::Key,
+            team_id: None,
+            user_id: None,
+            spend: 5.5,
+            max_budget: 5.0,
+            model: Some(livegate_contract::ModelBudgetOf {
+                model: "gpt-4o".into(),
+                key_hash: KeyHash::of_raw("sk-test"),
+                key_alias: Some("billing".into()),
+            }),
+        }),
+    );
 }
 
 #[test]
@@ -126,6 +156,7 @@ fn a_rate_limit_deny_is_pinned() {
             scope: BudgetScope::Team,
             team_id: Some("team-a".into()),
             user_id: None,
+            model: None,
             limit: 60,
             reset_at_ms: 1_790_000_060_000,
         }),

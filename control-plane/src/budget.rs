@@ -98,6 +98,7 @@ pub fn exceeded(record: &KeyRecord, pending: Pending) -> Option<Budget> {
         user_id: None,
         spend,
         max_budget,
+        model: None,
     };
     let spend = record.spend + pending.key;
     if let Some(max) = over(record.budget.max_budget, spend) {

@@ -307,6 +307,43 @@ impl Ledger {
         }
     }
 
+    /// A key's budget for one model (`model_max_budget`), checked with `drained` (what
+    /// Postgres had), this replica's undrained cost for it (the larger of `pending_before`,
+    /// taken before `drained` was read, and what is pending now: a record drained during
+    /// the read, or one whose reservation became pending during it, is counted, never
+    /// missed), its reservations for the key's requests for the model in flight, and,
+    /// within the budget, a reservation for this one (under the same lock, so two checks
+    /// cannot both take the last room). `Err`: the spend counted.
+    pub fn admit_model_spend(
+        &self,
+        key: &KeyHash,
+        model: &str,
+        drained: f64,
+        pending_before: f64,
+        limit: f64,
+        now_ms: u64,
+    ) -> Result<(), f64> {
+        let mut reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        // Intake adds a record's cost to pending before it frees its reservation, so
+        // under this lock a request in flight is in one or the other, or both.
+        let pending_now = self.pending_spend().key_model(key, model);
+        let reserved = reservations.reserved_model(key, model, now_ms);
+        let spend = drained + pending_before.max(pending_now) + reserved;
+        if spend > limit {
+            return Err(spend);
+        }
+        reservations.reserve_model(key, model, now_ms);
+        Ok(())
+    }
+
+    /// Frees a reservation of a key's requests for a model (see [`Self::release`]).
+    pub fn release_model(&self, key: &KeyHash, model: &str) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release_model(key, model);
+    }
+
     /// Frees a reservation: its request's spend record arrived, or a check after the
     /// budget's refused it.
     pub fn release(&self, key: &KeyHash, team: Option<&str>) {

@@ -20,7 +20,7 @@ use crate::db::{Db, WindowSwap};
 use crate::model::KeyRecord;
 
 mod window;
-pub use window::{scopes, Scope, ScopeWindow, MAX_LEASE};
+pub use window::{model_scopes, scopes, Scope, ScopeWindow, MAX_LEASE};
 
 #[cfg(test)]
 mod tests;
@@ -98,12 +98,45 @@ impl Limiter {
         now: u64,
         until: tokio::time::Instant,
     ) -> (Result<(), RateLimited>, Source) {
+        let windows = [
+            scopes(record, LimitKind::Requests),
+            scopes(record, LimitKind::Tokens),
+            scopes(record, LimitKind::Parallel),
+        ];
+        self.admit_in(windows, now, until).await
+    }
+
+    /// Admits one request of the key for `model` (the model it resolved to) in the windows
+    /// of its per-model limits only (`model_rpm_limit`, `model_tpm_limit`), exactly as
+    /// [`Limiter::admit`] does in the key's own.
+    pub async fn admit_model(
+        &self,
+        record: &KeyRecord,
+        model: &str,
+        now: u64,
+        until: tokio::time::Instant,
+    ) -> (Result<(), RateLimited>, Source) {
+        let windows = [
+            model_scopes(record, model, LimitKind::Requests),
+            model_scopes(record, model, LimitKind::Tokens),
+            vec![],
+        ];
+        self.admit_in(windows, now, until).await
+    }
+
+    /// Requests, tokens and parallel windows, in that order: refusals from what is known
+    /// first (no round trip), then the token windows, then each admission.
+    async fn admit_in(
+        &self,
+        [requests, tokens, parallel]: [Vec<Scope>; 3],
+        now: u64,
+        until: tokio::time::Instant,
+    ) -> (Result<(), RateLimited>, Source) {
         let mut patience = Patience {
             until,
             gave_up: false,
         };
         let mut source = Source::Leased;
-        let requests = scopes(record, LimitKind::Requests);
         for scope in &requests {
             let window = self.window(&scope.name, scope.span_ms());
             let w = window.lock().await;
@@ -116,7 +149,7 @@ impl Limiter {
                 return (Err(scope.refusal(known)), Source::Known);
             }
         }
-        for scope in scopes(record, LimitKind::Tokens) {
+        for scope in tokens {
             let (verdict, from) = self.check_tokens(&scope, now, &mut patience).await;
             source = worse(source, from);
             if let Err(e) = verdict {
@@ -130,7 +163,7 @@ impl Limiter {
                 return (Err(e), source);
             }
         }
-        for scope in scopes(record, LimitKind::Parallel) {
+        for scope in parallel {
             let (verdict, from) = self.start_one(&scope, now, &mut patience).await;
             source = worse(source, from);
             if let Err(e) = verdict {
@@ -310,9 +343,21 @@ impl Limiter {
         (verdict, source)
     }
 
-    /// Charges a response's tokens to the key's (and its team's) token windows.
-    pub async fn charge_tokens(&self, record: &KeyRecord, tokens: u64, at: u64, now: u64) {
-        for scope in scopes(record, LimitKind::Tokens) {
+    /// Charges a response's tokens to the key's (and its team's) token windows, and to
+    /// those of the per-model limits of `model` (the model the request resolved to).
+    pub async fn charge_tokens(
+        &self,
+        record: &KeyRecord,
+        model: Option<&str>,
+        tokens: u64,
+        at: u64,
+        now: u64,
+    ) {
+        let per_model = model.map_or_else(Vec::new, |m| model_scopes(record, m, LimitKind::Tokens));
+        for scope in scopes(record, LimitKind::Tokens)
+            .into_iter()
+            .chain(per_model)
+        {
             let window = self.window(&scope.name, scope.span_ms());
             window.lock().await.count(at, tokens, now);
         }

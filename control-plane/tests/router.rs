@@ -169,9 +169,59 @@ async fn bad_input_is_a_400_naming_the_field() {
         ),
         ("/key/generate", json!({"rpm_limt": 2}), "rpm_limt"),
         (
+            "/team/new",
+            json!({"model_max_budget": {"m": {"budget_limit": 1.0, "time_period": "1d"}}}),
+            "model_max_budget",
+        ),
+        (
             "/key/generate",
-            json!({"model_rpm_limit": {"m": 2}}),
+            json!({"model_max_budget": {"m": {"budget_limit": 1.0}}}),
+            "model_max_budget.m.time_period",
+        ),
+        (
+            "/key/generate",
+            json!({"model_max_budget": {"m": {"budget_limit": -1, "time_period": "1d"}}}),
+            "model_max_budget.m.budget_limit",
+        ),
+        (
+            "/key/generate",
+            json!({"model_max_budget": {"m": {"budget_limit": 1, "time_period": "1d", "x": 1}}}),
+            "model_max_budget.m.x",
+        ),
+        (
+            "/key/generate",
+            json!({"model_max_budget": {"m": 5}}),
+            "model_max_budget.m",
+        ),
+        (
+            "/key/generate",
+            json!({"model_rpm_limit": {"gpt-4o": -1}}),
+            "model_rpm_limit.gpt-4o",
+        ),
+        (
+            "/key/generate",
+            json!({"model_tpm_limit": {"gpt-4o": 1.5}}),
+            "model_tpm_limit.gpt-4o",
+        ),
+        (
+            "/key/generate",
+            json!({"model_tpm_limit": {"gpt-4o": "10"}}),
+            "model_tpm_limit.gpt-4o",
+        ),
+        (
+            "/key/generate",
+            json!({"model_rpm_limit": [1]}),
             "model_rpm_limit",
+        ),
+        (
+            "/key/generate",
+            json!({"model_rpm_limit": {" ": 1}}),
+            "model_rpm_limit",
+        ),
+        (
+            "/team/new",
+            json!({"model_rpm_limit": {"gpt-4o": -2}}),
+            "model_rpm_limit.gpt-4o",
         ),
         ("/key/generate", json!({"rpm_limit": -1}), "rpm_limit"),
         ("/key/generate", json!({"rpm_limit": 1.5}), "rpm_limit"),

@@ -2,8 +2,8 @@
 
 use crate::time::Millis;
 use livegate_contract::{
-    AdmissionLease, AuthCheckResponse, Budget, KeyHash, ModelAccess, RateLimited, RateLimits,
-    UnavailableReason,
+    AdmissionLease, AuthCheckResponse, Budget, KeyHash, ModelAccess, ModelLimits, RateLimited,
+    RateLimits, UnavailableReason,
 };
 
 pub use livegate_contract::DenyReason;
@@ -27,6 +27,9 @@ pub struct Identity {
     /// while the control plane answers (it counts), and a stale allow is held to the
     /// worker's share of them (`local_limits`).
     pub limits: RateLimits,
+    /// Per-model limits by model: a request for one of these models asks the control plane
+    /// again with its model once its body named it (`flow/model_limits.rs`).
+    pub model_limits: ModelLimits,
 }
 
 /// What an allow from the control plane says besides the identity.
@@ -147,6 +150,7 @@ fn outcome(answer: AuthCheckResponse, expected: &KeyHash) -> Outcome {
                 user_id: identity_text(allow.user_id),
                 access: allow.access,
                 limits: allow.limits,
+                model_limits: allow.model_limits,
             },
             grant: Grant {
                 ttl_hint_ms: allow.cache_ttl_seconds.saturating_mul(1000),

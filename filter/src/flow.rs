@@ -16,7 +16,8 @@ use crate::spend_queue::SpendQueue;
 use crate::time::Millis;
 use crate::upstream_headers::{for_passthrough, HeaderEdits};
 use body::{asks_for_usage, Body};
-use livegate_contract::{KeyHash, ModelAccess};
+use livegate_contract::{KeyHash, ModelAccess, ModelLimits};
+use response::TokensTo;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -101,6 +102,13 @@ enum Stage {
     },
     /// The key is admitted; a model route waits for its body to check the model.
     AwaitingBody(Box<Admitted>),
+    /// The body named a model with a per-model limit: its model check is in flight.
+    AwaitingModelCheck {
+        hash: KeyHash,
+        admitted: Box<Admitted>,
+        /// The model the limit is configured for.
+        model: String,
+    },
     /// Sent on upstream; its response passes through (metered, if it was admitted).
     Released(Held),
     Replied,
@@ -145,6 +153,10 @@ struct Admitted {
     access: ModelAccess,
     requester: Requester,
     held: Held,
+    /// The key's per-model limits: a request for one of them is checked again.
+    model_limits: ModelLimits,
+    /// Admitted from a stale allow: its model check is decided here, not asked.
+    stale: bool,
 }
 
 /// What an admitted request holds until it ends (its response ended, a local reply
@@ -157,6 +169,9 @@ struct Held {
     /// The admitted key has a token limit: its metered tokens count toward the worker's
     /// window of it (real usage, whoever admitted the request).
     counts_tokens: bool,
+    /// The request's model has a `model_tpm_limit`: its metered tokens count toward the
+    /// worker's window of the key×model too (`flow/model_limits.rs`).
+    model_tokens: Option<KeyHash>,
     /// The admitted key has `max_parallel_requests`: the worker counts this request in
     /// flight until it ends.
     in_flight: Option<InFlight>,
@@ -181,7 +196,10 @@ impl RequestFlow {
     pub fn holds_body(&self) -> bool {
         matches!(
             self.stage,
-            Stage::AwaitingAuth { .. } | Stage::AwaitingBody(_) | Stage::Replied
+            Stage::AwaitingAuth { .. }
+                | Stage::AwaitingBody(_)
+                | Stage::AwaitingModelCheck { .. }
+                | Stage::Replied
         )
     }
 
@@ -208,7 +226,9 @@ impl RequestFlow {
     fn take_held(&mut self) -> Option<Held> {
         match &mut self.stage {
             Stage::Released(held) => Some(std::mem::take(held)),
-            Stage::AwaitingBody(admitted) => Some(std::mem::take(&mut admitted.held)),
+            Stage::AwaitingBody(admitted) | Stage::AwaitingModelCheck { admitted, .. } => {
+                Some(std::mem::take(&mut admitted.held))
+            }
             _ => None,
         }
     }
@@ -217,7 +237,11 @@ impl RequestFlow {
     /// worker's queue, and its parallel slot back to the worker's window.
     fn end(&self, host: &impl Host, held: Held, now: Option<Millis>, ending: Ending) {
         if let Some(meter) = held.metering {
-            self.finish_metering(host, meter, held.counts_tokens, now, ending);
+            let tokens_to = TokensTo {
+                key: held.counts_tokens,
+                model: held.model_tokens.as_ref(),
+            };
+            self.finish_metering(host, meter, tokens_to, now, ending);
         }
         if let Some(request) = held.in_flight {
             self.plugin.with_local(|local| local.end(request));
@@ -368,6 +392,7 @@ fn text(value: Option<Vec<u8>>) -> String {
 mod auth;
 mod body;
 mod deployments;
+mod model_limits;
 mod response;
 
 #[cfg(test)]
@@ -382,6 +407,8 @@ mod lease_tests;
 mod metering_tests;
 #[cfg(test)]
 mod mock;
+#[cfg(test)]
+mod model_limit_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -14,6 +14,9 @@ pub struct AuthCheck<'a> {
     /// Sent as `x-livegate-internal-token`: the control plane's internal API wants it.
     pub token: &'a str,
     pub timeout_ms: u64,
+    /// A model check: sent as `x-livegate-model` (percent-encoded), the model the request
+    /// resolved to, to be admitted in its per-model windows only.
+    pub model: Option<&'a str>,
 }
 
 /// The host dispatch refused the call (unknown cluster, bad headers, internal failure).

@@ -48,7 +48,8 @@ mod wasm {
     use crate::reply::LocalReply;
     use crate::root::{Call, Root, RootHost, Shared};
     use crate::time::Millis;
-    use livegate_contract::headers::INTERNAL_TOKEN;
+    use crate::upstream_headers::header_encoded;
+    use livegate_contract::headers::{INTERNAL_TOKEN, MODEL_CHECK};
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
@@ -489,13 +490,17 @@ mod wasm {
 
         fn dispatch_auth_check(&self, check: &AuthCheck<'_>) -> Result<(), DispatchRefused> {
             let bearer = format!("Bearer {}", check.key);
-            let headers = vec![
+            let mut headers = vec![
                 (":method", "POST"),
                 (":path", check.path),
                 (":authority", check.authority),
                 ("authorization", bearer.as_str()),
                 (INTERNAL_TOKEN, check.token),
             ];
+            let model = check.model.map(header_encoded);
+            if let Some(model) = &model {
+                headers.push((MODEL_CHECK, model.as_str()));
+            }
             let timeout = Duration::from_millis(check.timeout_ms);
             match self.dispatch_as_root(check.cluster, headers, timeout) {
                 Ok(_token) => Ok(()),

@@ -209,6 +209,7 @@ fn refusal(kind: LimitKind, limit: u64, reset_at_ms: Millis) -> RateLimited {
         scope: BudgetScope::Key,
         team_id: None,
         user_id: None,
+        model: None,
         limit,
         reset_at_ms,
     }

@@ -401,7 +401,7 @@ fn two_control_planes_starting_at_once_migrate_one_schema() {
             &pg,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM livegate_schema_migrations"
         ),
-        "1,2,3,4,5,6,7,8,9,10,11,12,13,14"
+        "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15"
     );
 }
 

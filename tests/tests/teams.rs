@@ -120,12 +120,20 @@ fn a_key_must_name_a_real_team_and_unenforced_fields_are_refused_by_name() {
     let created = ok(post(&cp, "/key/generate", body));
     assert_eq!(created["rpm_limit"], 2, "{created}");
     assert_eq!(created["tpm_limit"], 10, "{created}");
-    // A per-model limit is not enforced: refused by name.
+    // A per-model limit is enforced now (tests/tests/model_limits.rs): taken and shown.
     let body = json!({"models": ["gpt-4o"], "model_rpm_limit": {"gpt-4o": 1}});
-    let r = post(&cp, "/key/generate", body);
+    let created = ok(post(&cp, "/key/generate", body));
+    assert_eq!(
+        created["model_rpm_limit"],
+        json!({"gpt-4o": 1}),
+        "{created}"
+    );
+    // A team's per-model budget is not enforced: refused by name.
+    let budget = json!({"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}});
+    let r = post(&cp, "/team/new", json!({"model_max_budget": budget}));
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
-        r.body.contains("not supported") && r.body.contains("model_rpm_limit"),
+        r.body.contains("not supported") && r.body.contains("model_max_budget"),
         "the refusal names the field and says why: {}",
         r.body
     );
@@ -135,9 +143,9 @@ fn a_key_must_name_a_real_team_and_unenforced_fields_are_refused_by_name() {
         "unknown field",
     );
     refused(
-        &post(&cp, "/team/new", json!({"model_tpm_limit": {"gpt-4o": 5}})),
-        "model_tpm_limit",
-        "not supported",
+        &post(&cp, "/team/new", json!({"model_tpm_limit": {"gpt-4o": -5}})),
+        "model_tpm_limit.gpt-4o",
+        "0 or more",
     );
     refused(
         &post(&cp, "/team/new", json!({"tpm_limt": 5})),

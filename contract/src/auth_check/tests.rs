@@ -37,6 +37,7 @@ fn a_key_over_budget_reads_as_litellm_says_it() {
         user_id: None,
         spend: 0.5,
         max_budget: 0.25,
+        model: None,
     };
     let answer = AuthCheckResponse::over_budget(budget);
     assert_eq!(answer.status(), 400);
@@ -59,6 +60,7 @@ fn a_team_over_budget_names_the_team_and_its_numbers() {
         user_id: None,
         spend: 2.0,
         max_budget: 1.5,
+        model: None,
     }
     .error();
     assert_eq!(
@@ -77,6 +79,7 @@ fn a_member_over_its_budget_in_a_team_names_the_user_and_the_team() {
         user_id: Some("bob".into()),
         spend: 3.0,
         max_budget: 2.5,
+        model: None,
     };
     assert_eq!(
         budget.error().message,

@@ -136,6 +136,7 @@ fn the_headers_name_the_kind_and_the_wait() {
         scope: BudgetScope::Key,
         team_id: None,
         user_id: None,
+        model: None,
         limit: 100,
         reset_at_ms: T0 + 90_500,
     };
@@ -169,6 +170,7 @@ fn a_parallel_refusal_reads_as_litellm_says_it_and_sends_retry_after_alone() {
         scope: BudgetScope::Key,
         team_id: None,
         user_id: None,
+        model: None,
         limit: 2,
         reset_at_ms: T0 + 1000,
     };

@@ -22,6 +22,8 @@ pub struct Reservations {
     lease_ms: u64,
     keys: HashMap<KeyHash, VecDeque<u64>>,
     teams: HashMap<String, VecDeque<u64>>,
+    /// By key and model (trimmed, lowercased): a key's `model_max_budget`.
+    key_models: HashMap<(KeyHash, String), VecDeque<u64>>,
 }
 
 /// What one admission reserved, to release if a later check refuses the request.
@@ -90,6 +92,26 @@ impl Reservations {
         }
     }
 
+    /// The USD reserved for the key's requests for `model` in flight at `now_ms`.
+    pub fn reserved_model(&mut self, key: &KeyHash, model: &str, now_ms: u64) -> f64 {
+        let at = (key.clone(), model_key(model));
+        live(&mut self.key_models, &at, now_ms) as f64 * self.per_request
+    }
+
+    /// Reserves for one request of the key for `model` (it has a `model_max_budget`).
+    pub fn reserve_model(&mut self, key: &KeyHash, model: &str, now_ms: u64) {
+        if self.enabled() {
+            let until = now_ms.saturating_add(self.lease_ms);
+            let at = (key.clone(), model_key(model));
+            self.key_models.entry(at).or_default().push_back(until);
+        }
+    }
+
+    /// Frees one reservation of the key for `model` (the oldest), as [`Self::release`].
+    pub fn release_model(&mut self, key: &KeyHash, model: &str) {
+        pop(&mut self.key_models, &(key.clone(), model_key(model)));
+    }
+
     /// Whether the key is near its budget (or its team's, its user's, or its user's in its
     /// team): fewer than [`NEAR_BUDGET_RESERVATIONS`] reservations left, counting `spent`
     /// (drained, pending and reserved) for the key and the team, and drained and pending
@@ -111,6 +133,10 @@ impl Reservations {
                 || near(record.user.max_budget, spent_user)
                 || near(record.member.max_budget, spent_member))
     }
+}
+
+fn model_key(model: &str) -> String {
+    model.trim().to_ascii_lowercase()
 }
 
 /// The reservations of `id` still live at `now_ms` (expired ones are dropped).
@@ -156,6 +182,26 @@ mod tests {
         r.budget.max_budget = Some(max);
         r.team_id = Some("t".into());
         r
+    }
+
+    #[test]
+    fn a_keys_requests_for_a_model_reserve_by_model_until_released_or_expired() {
+        let mut r = Reservations::new(0.5, 1_000);
+        let key = KeyHash::of_raw("sk-a");
+        r.reserve_model(&key, "gpt-4o", 0);
+        r.reserve_model(&key, "GPT-4o ", 10);
+        assert_eq!(r.reserved_model(&key, "gpt-4o", 20), 1.0);
+        assert_eq!(r.reserved_model(&key, "gpt-4o-mini", 20), 0.0);
+        r.release_model(&key, " Gpt-4o");
+        assert_eq!(r.reserved_model(&key, "gpt-4o", 20), 0.5);
+        assert_eq!(
+            r.reserved_model(&key, "gpt-4o", 1_010),
+            0.0,
+            "its lease ended"
+        );
+        let mut off = Reservations::new(0.0, 1_000);
+        off.reserve_model(&key, "gpt-4o", 0);
+        assert_eq!(off.reserved_model(&key, "gpt-4o", 1), 0.0);
     }
 
     #[test]

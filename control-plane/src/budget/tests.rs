@@ -175,3 +175,15 @@ fn a_members_budget_in_a_team_refuses_its_keys_in_that_team() {
     r.user_id = None;
     assert_eq!(exceeded(&r, at), None);
 }
+
+#[test]
+fn a_model_budgets_periods_are_aligned_to_the_epoch() {
+    let budget = crate::model::ModelBudget {
+        budget_limit: 5.0,
+        time_period: crate::model::BudgetDuration::parse("1d").unwrap(),
+    };
+    let day = 86_400_000;
+    assert_eq!(budget.period_start_ms(3 * day + 5), 3 * day);
+    assert_eq!(budget.period_start_ms(3 * day), 3 * day);
+    assert_eq!(budget.period_start_ms(4 * day - 1), 3 * day);
+}

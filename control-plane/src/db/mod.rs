@@ -26,8 +26,9 @@ pub use crate::protocol::{
 };
 use crate::protocol::{
     ChangesSince, DeadLetterSpend, DeleteKeys, DeleteTeams, EngineError, GetKey, GetTeam,
-    GlobalSpend, InsertKey, InsertSpend, InsertTeam, LastChange, ListKeys, ListTeams, Op,
-    PruneChanges, ResetBudgets, SpendLogs, SpendSummary, SwapRateWindow, UpdateKey, UpdateTeam,
+    GlobalSpend, InsertKey, InsertSpend, InsertTeam, KeyModelSpend, LastChange, ListKeys,
+    ListTeams, Op, PruneChanges, ResetBudgets, SpendLogs, SpendSummary, SwapRateWindow, UpdateKey,
+    UpdateTeam,
 };
 pub use counters::DbCounters;
 use ipc::{CallError, EngineLink};
@@ -285,6 +286,22 @@ impl Db {
 
     pub async fn global_spend(&self) -> Result<f64, DbError> {
         self.run(GlobalSpend {}).await
+    }
+
+    /// A key's drained spend for one model since `since`, within `deadline`.
+    pub async fn key_model_spend_within(
+        &self,
+        token: &KeyHash,
+        model: &str,
+        since: chrono::DateTime<chrono::Utc>,
+        deadline: Duration,
+    ) -> Result<f64, DbError> {
+        let op = KeyModelSpend {
+            token: token.clone(),
+            model: model.to_owned(),
+            since,
+        };
+        self.run_within(op, deadline).await
     }
 }
 

@@ -162,6 +162,9 @@ async fn serve(pool: &Pool, request: Request) -> Result<Answer, EngineError> {
         Request::SpendLogs(op) => op.answer(&spend_queries::spend_logs(c, &op.filter).await?),
         Request::SpendSummary(op) => op.answer(&spend_queries::spend_summary(c, &op.filter).await?),
         Request::GlobalSpend(op) => op.answer(&spend_queries::global_spend(c).await?),
+        Request::KeyModelSpend(op) => {
+            op.answer(&spend_queries::key_model_spend(c, &op.token, &op.model, op.since).await?)
+        }
         Request::ResetBudgets(op) => op.answer(&spend_queries::reset_budgets(c, op.now).await?),
         Request::SwapRateWindow(op) => {
             let swap = rate_queries::swap_window(c, &op.scope, op.expected, &op.window).await?;

@@ -10,7 +10,9 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 
 use super::queries::column;
-use crate::model::{BudgetDuration, BudgetPolicy, Limits, MemberPolicy, TeamPolicy, UserPolicy};
+use crate::model::{
+    BudgetDuration, BudgetPolicy, Limits, MemberPolicy, PerModelLimits, TeamPolicy, UserPolicy,
+};
 use crate::protocol::EngineError;
 
 /// A key's or a team's own policy columns, in the order `PolicyParams::params` binds them.
@@ -27,7 +29,7 @@ pub(super) const POLICY: [&str; 8] = [
 
 /// The team's columns a key carries (as `team_<column>`), with the value a key without a
 /// team reads (`None`: NULL).
-const TEAM_POLICY: [(&str, Option<&str>); 8] = [
+const TEAM_POLICY: [(&str, Option<&str>); 10] = [
     ("blocked", Some("false")),
     ("models", Some("'{}'::text[]")),
     ("max_budget", None),
@@ -36,6 +38,8 @@ const TEAM_POLICY: [(&str, Option<&str>); 8] = [
     ("tpm_limit", None),
     ("max_parallel_requests", None),
     ("model_aliases", Some("'{}'::jsonb")),
+    ("model_rpm_limit", Some("'{}'::jsonb")),
+    ("model_tpm_limit", Some("'{}'::jsonb")),
 ];
 
 /// The user's columns a key carries (as `user_<column>`), with the value a key without a
@@ -240,6 +244,17 @@ pub(super) fn limits(row: &Row, prefix: &str) -> Result<Limits, EngineError> {
     })
 }
 
+/// A row's per-model limits, its own (`prefix` "") or its team's (`prefix` "team_").
+pub(super) fn model_limits(row: &Row, prefix: &str) -> Result<PerModelLimits, EngineError> {
+    let map = |name: &str| -> Result<BTreeMap<String, i64>, EngineError> {
+        Ok(column::<Json<BTreeMap<String, i64>>>(row, &format!("{prefix}{name}"))?.0)
+    };
+    Ok(PerModelLimits {
+        model_rpm_limit: map("model_rpm_limit")?,
+        model_tpm_limit: map("model_tpm_limit")?,
+    })
+}
+
 /// A key row's `team_*` columns.
 pub(super) fn team_policy(row: &Row) -> Result<TeamPolicy, EngineError> {
     Ok(TeamPolicy {
@@ -249,6 +264,7 @@ pub(super) fn team_policy(row: &Row) -> Result<TeamPolicy, EngineError> {
         spend: column(row, "team_spend")?,
         limits: limits(row, "team_")?,
         model_aliases: column::<Json<BTreeMap<String, String>>>(row, "team_model_aliases")?.0,
+        model_limits: model_limits(row, "team_")?,
     })
 }
 

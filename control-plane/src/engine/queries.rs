@@ -16,7 +16,7 @@ use crate::model::{KeyChange, KeyFilter, KeyPage, KeyPatch, KeyRecord};
 use crate::protocol::EngineError;
 
 /// A key's own columns, without its policy columns (`policy_sql::POLICY`).
-const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, metadata, blocked, spend, expires, created_at, updated_at";
+const KEY_COLUMNS: &str = "token, key_name, key_alias, team_id, user_id, models, aliases, metadata, blocked, spend, expires, created_at, updated_at, model_rpm_limit, model_tpm_limit, model_max_budget";
 
 /// A key's columns as read: its row and its team's and user's policies
 /// (`livegate_key_policies`).
@@ -129,6 +129,8 @@ pub(super) fn record(row: &Row) -> Result<KeyRecord, EngineError> {
         updated_at: column(row, "updated_at")?,
         version: column(row, "version")?,
         limits: policy_sql::limits(row, "")?,
+        model_limits: policy_sql::model_limits(row, "")?,
+        model_max_budget: column::<Json<_>>(row, "model_max_budget")?.0,
         team: policy_sql::team_policy(row)?,
         user: policy_sql::user_policy(row)?,
         member: policy_sql::member_policy(row)?,
@@ -161,7 +163,10 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineEr
     let policy = PolicyParams::new(&r.budget, &r.limits);
     let aliases = Json(&r.aliases);
     let token = r.token.as_str();
-    let own: [&(dyn ToSql + Sync); 13] = [
+    let model_rpm = Json(&r.model_limits.model_rpm_limit);
+    let model_tpm = Json(&r.model_limits.model_tpm_limit);
+    let model_budget = Json(&r.model_max_budget);
+    let own: [&(dyn ToSql + Sync); 16] = [
         &token,
         &r.key_name,
         &r.key_alias,
@@ -175,6 +180,9 @@ pub async fn insert_key(c: &Client, r: &KeyRecord) -> Result<KeyRecord, EngineEr
         &r.expires,
         &r.created_at,
         &r.updated_at,
+        &model_rpm,
+        &model_tpm,
+        &model_budget,
     ];
     let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let sql = format!(
@@ -240,18 +248,24 @@ pub async fn update_key(
             user_id = COALESCE($4, user_id), models = COALESCE($5, models),
             aliases = COALESCE($6, aliases), metadata = COALESCE($7, metadata),
             blocked = COALESCE($8, blocked), expires = COALESCE($9, expires), updated_at = now(),
+            model_rpm_limit = COALESCE($10, model_rpm_limit),
+            model_tpm_limit = COALESCE($11, model_tpm_limit),
+            model_max_budget = COALESCE($12, model_max_budget),
             {policy}, version = (SELECT seq FROM v)
          WHERE token = $1 RETURNING *),
          {with_team}, {LOG_CHANGE}
          SELECT {columns} FROM p",
-        policy = policy_sql::updates(10),
+        policy = policy_sql::updates(13),
         with_team = *WITH_TEAM,
         columns = *COLUMNS,
     );
     let aliases = p.aliases.as_ref().map(Json);
     let policy = PolicyParams::new(&p.budget, &p.limits);
     let token = t.as_str();
-    let own: [&(dyn ToSql + Sync); 9] = [
+    let model_rpm = p.model_rpm_limit.as_ref().map(Json);
+    let model_tpm = p.model_tpm_limit.as_ref().map(Json);
+    let model_budget = p.model_max_budget.as_ref().map(Json);
+    let own: [&(dyn ToSql + Sync); 12] = [
         &token,
         &p.key_alias,
         &p.team_id,
@@ -261,6 +275,9 @@ pub async fn update_key(
         &p.metadata,
         &p.blocked,
         &p.expires,
+        &model_rpm,
+        &model_tpm,
+        &model_budget,
     ];
     let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let row = c.query_opt(&sql, &params).await.map_err(classify)?;

@@ -352,6 +352,44 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         // The deployment of the model list that answered (after retries and fallbacks).
         "ALTER TABLE livegate_spend_logs ADD COLUMN deployment text;",
     ),
+    (
+        15,
+        "per-model limits",
+        // A key's and a team's `model_rpm_limit` and `model_tpm_limit` (`{"gpt-4o": 10}`),
+        // and a key's `model_max_budget`; the view gains them at its end, after the members'.
+        "ALTER TABLE livegate_keys ADD COLUMN model_rpm_limit jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN model_tpm_limit jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN model_max_budget jsonb NOT NULL DEFAULT '{}';
+    ALTER TABLE livegate_teams ADD COLUMN model_rpm_limit jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN model_tpm_limit jsonb NOT NULL DEFAULT '{}';
+    CREATE OR REPLACE VIEW livegate_key_policies AS
+        SELECT k.token, k.key_name, k.key_alias, k.team_id, k.user_id, k.models, k.aliases,
+               k.max_budget, k.metadata, k.blocked, k.spend, k.expires, k.created_at,
+               k.updated_at, k.version,
+               COALESCE(t.blocked, false) AS team_blocked,
+               COALESCE(t.models, '{}'::text[]) AS team_models,
+               k.soft_budget, k.budget_duration, k.budget_reset_at,
+               t.max_budget AS team_max_budget,
+               COALESCE(t.spend, 0) AS team_spend,
+               k.rpm_limit, k.tpm_limit, k.max_parallel_requests,
+               t.rpm_limit AS team_rpm_limit, t.tpm_limit AS team_tpm_limit,
+               t.max_parallel_requests AS team_max_parallel_requests,
+               COALESCE(t.model_aliases, '{}'::jsonb) AS team_model_aliases,
+               COALESCE(u.models, '{}'::text[]) AS user_models,
+               u.max_budget AS user_max_budget,
+               COALESCE(u.spend, 0) AS user_spend,
+               u.rpm_limit AS user_rpm_limit, u.tpm_limit AS user_tpm_limit,
+               u.max_parallel_requests AS user_max_parallel_requests,
+               m.max_budget AS member_max_budget,
+               COALESCE(m.spend, 0) AS member_spend,
+               k.model_rpm_limit, k.model_tpm_limit,
+               COALESCE(t.model_rpm_limit, '{}'::jsonb) AS team_model_rpm_limit,
+               COALESCE(t.model_tpm_limit, '{}'::jsonb) AS team_model_tpm_limit,
+               k.model_max_budget
+        FROM livegate_keys k LEFT JOIN livegate_teams t ON t.team_id = k.team_id
+            LEFT JOIN livegate_users u ON u.user_id = k.user_id
+            LEFT JOIN livegate_team_members m ON m.team_id = k.team_id AND m.user_id = k.user_id;",
+    ),
 ];
 
 /// The database's identity, `<database name>/<id>`: the id written once into

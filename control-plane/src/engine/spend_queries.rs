@@ -318,6 +318,26 @@ pub async fn global_spend(c: &Client) -> Result<f64, EngineError> {
     column(&row, "spend")
 }
 
+/// A key's drained spend for one model since a period's start (`model_max_budget`); the
+/// index on `(key_hash, start_time)` narrows it to the key's rows of the period.
+pub async fn key_model_spend(
+    c: &Client,
+    token: &crate::model::keys::KeyHash,
+    model: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<f64, EngineError> {
+    let row = c
+        .query_one(
+            "SELECT COALESCE(sum(cost), 0)::double precision AS spend FROM livegate_spend_logs
+             WHERE key_hash = $1::text AND start_time >= $3::timestamptz
+               AND lower(btrim(model_requested)) = lower(btrim($2::text))",
+            &[&token.as_str(), &model, &since],
+        )
+        .await
+        .map_err(classify)?;
+    column(&row, "spend")
+}
+
 /// Keys whose own budget is due: spend back to 0, the next reset one duration after `$1`,
 /// and a new version logged, so caches and filters forget a refusal or a stale spend.
 const RESET_KEYS: &str = "

@@ -20,7 +20,7 @@ use crate::protocol::{EngineError, TeamAndKeys, TeamList};
 
 /// A team's own columns, without its policy columns (`policy_sql::POLICY`).
 const TEAM_OWN_COLUMNS: &str =
-    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, model_aliases";
+    "team_id, team_alias, models, metadata, blocked, spend, created_at, updated_at, model_aliases, model_rpm_limit, model_tpm_limit";
 
 pub(super) static TEAM_COLUMNS: LazyLock<String> =
     LazyLock::new(|| format!("{TEAM_OWN_COLUMNS}, {}", *POLICY_COLUMN_NAMES));
@@ -53,6 +53,7 @@ pub(super) fn team(row: &Row) -> Result<TeamRecord, EngineError> {
         model_aliases: column::<Json<BTreeMap<String, String>>>(row, "model_aliases")?.0,
         budget: policy_sql::budget(row)?,
         limits: policy_sql::limits(row, "")?,
+        model_limits: policy_sql::model_limits(row, "")?,
         created_at: column(row, "created_at")?,
         updated_at: column(row, "updated_at")?,
     })
@@ -61,7 +62,9 @@ pub(super) fn team(row: &Row) -> Result<TeamRecord, EngineError> {
 pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, EngineError> {
     let policy = PolicyParams::new(&t.budget, &t.limits);
     let aliases = Json(&t.model_aliases);
-    let own: [&(dyn ToSql + Sync); 9] = [
+    let model_rpm = Json(&t.model_limits.model_rpm_limit);
+    let model_tpm = Json(&t.model_limits.model_tpm_limit);
+    let own: [&(dyn ToSql + Sync); 11] = [
         &t.team_id,
         &t.team_alias,
         &t.models,
@@ -71,6 +74,8 @@ pub async fn insert_team(c: &Client, t: &TeamRecord) -> Result<TeamRecord, Engin
         &t.created_at,
         &t.updated_at,
         &aliases,
+        &model_rpm,
+        &model_tpm,
     ];
     let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let sql = format!(
@@ -136,23 +141,29 @@ pub async fn update_team(
          t AS (UPDATE livegate_teams SET
             team_alias = COALESCE($2, team_alias), models = COALESCE($3, models),
             metadata = COALESCE($4, metadata), blocked = COALESCE($5, blocked),
-            model_aliases = COALESCE($6, model_aliases), {policy}, updated_at = now()
+            model_aliases = COALESCE($6, model_aliases),
+            model_rpm_limit = COALESCE($7, model_rpm_limit),
+            model_tpm_limit = COALESCE($8, model_tpm_limit), {policy}, updated_at = now()
          WHERE team_id = $1 RETURNING *),
          {relog}
          SELECT 'team' AS kind, to_jsonb(t) AS row FROM t
          UNION ALL SELECT 'key', to_jsonb(p) FROM p",
-        policy = policy_sql::updates(7),
+        policy = policy_sql::updates(9),
         relog = *RELOG_KEYS,
     );
     let policy = PolicyParams::new(&p.budget, &p.limits);
     let aliases = p.model_aliases.as_ref().map(Json);
-    let own: [&(dyn ToSql + Sync); 6] = [
+    let model_rpm = p.model_rpm_limit.as_ref().map(Json);
+    let model_tpm = p.model_tpm_limit.as_ref().map(Json);
+    let own: [&(dyn ToSql + Sync); 8] = [
         &team_id,
         &p.team_alias,
         &p.models,
         &p.metadata,
         &p.blocked,
         &aliases,
+        &model_rpm,
+        &model_tpm,
     ];
     let params: Vec<&(dyn ToSql + Sync)> = own.into_iter().chain(policy.params()).collect();
     let rows = c.query(&sql, &params).await.map_err(classify)?;

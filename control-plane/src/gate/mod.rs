@@ -10,11 +10,14 @@ mod tests;
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use livegate_contract::{ApiKey, CredentialError, DenyReason, SpendBatch};
+use livegate_contract::bounded::Bounded;
+use livegate_contract::{
+    ApiKey, Budget, BudgetScope, CredentialError, DenyReason, ModelBudgetOf, SpendBatch,
+};
 
 use crate::db::{Db, DbError};
 use crate::key_cache::{KeyCache, KeyState, Lookup};
@@ -67,7 +70,16 @@ pub struct Gate {
     pub(crate) limiter: Limiter,
     pub(crate) counters: Arc<GateCounters>,
     pub(crate) settings: GateSettings,
+    /// The drained spend of each key×model×period last read (`model_max_budget`), for
+    /// when Postgres does not answer in time.
+    model_spend: Arc<Mutex<ModelSpends>>,
 }
+
+/// The drained spend last read, by key, model (trimmed, lowercased) and period start (ms).
+type ModelSpends = Bounded<(KeyHash, String, u64), f64>;
+
+/// Key×model×period spends remembered for outages.
+const MODEL_SPENDS_KEPT: usize = 10_000;
 
 impl Gate {
     pub fn new(
@@ -85,6 +97,7 @@ impl Gate {
             limiter,
             counters,
             settings,
+            model_spend: Arc::new(Mutex::new(Bounded::new(MODEL_SPENDS_KEPT))),
         }
     }
 
@@ -109,6 +122,131 @@ impl Gate {
             }
         }
         decision
+    }
+
+    /// A model check (the filter's second call, once a request's body named a model with
+    /// a per-model limit): the key's state again, then only the windows of `model`'s
+    /// per-model limits. The key's own windows and budget were counted by its first check.
+    pub async fn check_model(
+        &self,
+        credential: Result<ApiKey, CredentialError>,
+        model: &str,
+        at: At,
+    ) -> Decision {
+        let decision = match credential {
+            Err(_) => Decision::Deny(DenyReason::InvalidKey),
+            Ok(key) => match self.resolve(&key.hash()).await {
+                Err(_) => Decision::Unavailable,
+                Ok(record) => decide(record, at.now, self.settings.cache_ttl.as_secs()),
+            },
+        };
+        let budget = match &decision {
+            Decision::Allow { record, .. } => self.model_budget_refusal(record, model, at).await,
+            _ => Ok(None),
+        };
+        let held = match budget {
+            Ok(held) => held,
+            Err(over) => {
+                let decision = Decision::OverBudget(over);
+                self.counters.count_decision(decision.label());
+                return decision;
+            }
+        };
+        let decision = match &decision {
+            Decision::Allow { record, .. } => {
+                let (verdict, source) = self
+                    .limiter
+                    .admit_model(record, model, at.now_ms, at.until)
+                    .await;
+                if source == Source::Local {
+                    self.counters
+                        .rate_limit_local_decisions
+                        .fetch_add(1, Relaxed);
+                }
+                match verdict {
+                    Ok(()) => decision,
+                    Err(limited) => {
+                        if let Some(model) = &held {
+                            self.ledger.release_model(&record.token, model);
+                        }
+                        Decision::RateLimited(limited)
+                    }
+                }
+            }
+            _ => decision,
+        };
+        self.counters.count_decision(decision.label());
+        decision
+    }
+
+    /// The key's `model_max_budget` for `model`: refused if its spend in the current
+    /// period (what Postgres has drained, what this replica has spooled and not yet
+    /// drained, and its reservations for the key's requests for the model in flight) is
+    /// past it (LiteLLM's `spend > budget_limit`; a limit of 0 checks nothing), else the
+    /// model a reservation was taken for (to free if a later check refuses). Without an
+    /// answer in time, the drained spend last read stands in (none read: 0).
+    async fn model_budget_refusal(
+        &self,
+        record: &KeyRecord,
+        model: &str,
+        at: At,
+    ) -> Result<Option<String>, Budget> {
+        let Some((name, budget)) = record.model_budget(model) else {
+            return Ok(None);
+        };
+        let start_ms = budget.period_start_ms(at.now_ms);
+        let since = i64::try_from(start_ms)
+            .ok()
+            .and_then(DateTime::from_timestamp_millis);
+        let Some(since) = since.filter(|_| budget.budget_limit > 0.0) else {
+            return Ok(None);
+        };
+        // Pending first: a record drained in between is counted twice, never missed.
+        let pending = self.ledger.pending_spend().key_model(&record.token, name);
+        let left = at
+            .until
+            .saturating_duration_since(tokio::time::Instant::now());
+        let seen = (
+            record.token.clone(),
+            name.trim().to_ascii_lowercase(),
+            start_ms,
+        );
+        let read = self
+            .db
+            .key_model_spend_within(&record.token, name, since, left)
+            .await;
+        let mut last = self.model_spend.lock().unwrap_or_else(|p| p.into_inner());
+        let drained = match read {
+            Ok(spend) => {
+                last.insert(seen, spend);
+                spend
+            }
+            Err(_) => last.get(&seen).copied().unwrap_or(0.0),
+        };
+        drop(last);
+        let within = self.ledger.admit_model_spend(
+            &record.token,
+            name,
+            drained,
+            pending,
+            budget.budget_limit,
+            at.now_ms,
+        );
+        match within {
+            Ok(()) => Ok(Some(name.clone())),
+            Err(spend) => Err(Budget {
+                scope: BudgetScope::Key,
+                team_id: None,
+                user_id: None,
+                spend,
+                max_budget: budget.budget_limit,
+                model: Some(ModelBudgetOf {
+                    model: name.clone(),
+                    key_hash: record.token.clone(),
+                    key_alias: record.key_alias.clone(),
+                }),
+            }),
+        }
     }
 
     async fn admit(&self, record: Option<KeyRecord>, at: At) -> Decision {
@@ -234,6 +372,9 @@ impl Gate {
             .collect();
         for e in &ended {
             self.ledger.release(&e.key, e.team.as_deref());
+            if let Some(model) = &e.model {
+                self.ledger.release_model(&e.key, model);
+            }
         }
         tokio::spawn(self.clone().settle(ended));
         Ok(appended)
@@ -265,9 +406,11 @@ impl Gate {
             };
             let limits = record.limits();
             let now = crate::rate_limit::now_ms();
-            if limits.tpm_limit.is_some() && e.tokens > 0 {
+            let per_model = !record.model_limits().is_empty();
+            if (limits.tpm_limit.is_some() || per_model) && e.tokens > 0 {
+                let model = e.model.as_deref();
                 self.limiter
-                    .charge_tokens(&record, e.tokens, e.ended_ms, now)
+                    .charge_tokens(&record, model, e.tokens, e.ended_ms, now)
                     .await;
             }
             if limits.max_parallel_requests.is_some() {
@@ -282,6 +425,8 @@ struct Ended {
     request_id: String,
     key: KeyHash,
     team: Option<String>,
+    /// The model the request resolved to (a per-model `model_tpm_limit` counts it).
+    model: Option<String>,
     tokens: u64,
     started_ms: u64,
     ended_ms: u64,
@@ -292,6 +437,7 @@ fn ended_requests(batch: &SpendBatch) -> Vec<Ended> {
         request_id: r.request_id.clone(),
         key: r.key_hash.clone(),
         team: r.team_id.clone(),
+        model: r.model_requested.clone(),
         tokens: r.total_tokens.unwrap_or(0),
         started_ms: r.start_time_ms,
         ended_ms: r.end_time_ms,

@@ -132,18 +132,18 @@ async fn gate(dir: &std::path::Path, records: &[KeyRecord]) -> Gate {
         cache.put(&r.token, state, r.version, Instant::now());
     }
     let ledger = ledger_with_reservation(dir, 0.0).await;
-    Gate {
-        limiter: crate::rate_limit::Limiter::new(db.clone(), Duration::from_secs(1)),
-        db,
+    Gate::new(
+        db.clone(),
         cache,
         ledger,
-        counters: Arc::default(),
-        settings: GateSettings {
+        crate::rate_limit::Limiter::new(db, Duration::from_secs(1)),
+        Arc::default(),
+        GateSettings {
             db_deadline: Duration::from_secs(1),
             cache_ttl: Duration::from_secs(60),
             when_full: SpoolFullPolicy::RefuseBudgeted,
         },
-    }
+    )
 }
 
 fn at() -> At {

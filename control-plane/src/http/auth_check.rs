@@ -7,6 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use livegate_contract::headers::{percent_decoded, MODEL_CHECK};
 use livegate_contract::{Allow, AuthCheckResponse, KeyHash, ModelAccess};
 
 use super::error::ApiError;
@@ -22,7 +23,17 @@ pub async fn check(State(s): State<AppState>, headers: HeaderMap) -> Response {
     // The allow names the secret it was asked about: a rotated key's old secret in its
     // grace period reads as the key (its record carries the key's token).
     let presented = credential.as_ref().ok().map(|k| k.hash());
-    render(s.gate.check(credential, at).await, presented)
+    match headers.get(MODEL_CHECK) {
+        None => render(s.gate.check(credential, at).await, presented),
+        Some(value) => {
+            let model = value.to_str().ok().and_then(percent_decoded);
+            let Some(model) = model.filter(|m| !m.trim().is_empty()) else {
+                let why = "x-livegate-model must be a percent-encoded model name";
+                return ApiError::bad(MODEL_CHECK, why).into_response();
+            };
+            render(s.gate.check_model(credential, &model, at).await, presented)
+        }
+    }
 }
 
 /// The contract's body with its status; a 503 gets `retry-after` from the router.
@@ -35,6 +46,7 @@ fn render(decision: Decision, presented: Option<KeyHash>) -> Response {
         } => AuthCheckResponse::Allow(Allow {
             lease,
             limits: record.limits(),
+            model_limits: record.model_limits(),
             key_hash: presented.unwrap_or(record.token),
             key_alias: record.key_alias,
             team_id: record.team_id,

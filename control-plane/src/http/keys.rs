@@ -40,6 +40,9 @@ pub struct KeyFields {
     rpm_limit: Option<i64>,
     tpm_limit: Option<i64>,
     max_parallel_requests: Option<i64>,
+    model_rpm_limit: Option<Value>,
+    model_tpm_limit: Option<Value>,
+    model_max_budget: Option<Value>,
 }
 
 impl Fields for KeyFields {
@@ -47,9 +50,6 @@ impl Fields for KeyFields {
     const NOT_SUPPORTED: &'static [&'static str] = &[
         "budget_id",
         "spend",
-        "model_max_budget",
-        "model_rpm_limit",
-        "model_tpm_limit",
         "config",
         "permissions",
         "allowed_cache_controls",
@@ -136,7 +136,15 @@ impl KeyFields {
         let budget =
             crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
         let limits = limits_patch(self.rpm_limit, self.tpm_limit, self.max_parallel_requests)?;
+        let model_rpm_limit =
+            super::model_fields::model_limits_field("model_rpm_limit", self.model_rpm_limit)?;
+        let model_tpm_limit =
+            super::model_fields::model_limits_field("model_tpm_limit", self.model_tpm_limit)?;
+        let model_max_budget = super::model_fields::model_budgets_field(self.model_max_budget)?;
         Ok(KeyPatch {
+            model_max_budget,
+            model_rpm_limit,
+            model_tpm_limit,
             budget,
             limits,
             key_alias: self.key_alias,
@@ -239,6 +247,11 @@ pub async fn generate(
         updated_at: now,
         version: 0,
         limits: p.limits,
+        model_limits: crate::model::PerModelLimits {
+            model_rpm_limit: p.model_rpm_limit.unwrap_or_default(),
+            model_tpm_limit: p.model_tpm_limit.unwrap_or_default(),
+        },
+        model_max_budget: p.model_max_budget.unwrap_or_default(),
         team: TeamPolicy::default(),
         user: Default::default(),
         member: Default::default(),

@@ -8,6 +8,7 @@ mod health;
 mod internal;
 mod keys;
 mod members;
+mod model_fields;
 mod model_info;
 mod rotation;
 mod spend;

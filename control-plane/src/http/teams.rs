@@ -42,6 +42,8 @@ pub struct TeamFields {
     /// LiteLLM's `Member` list: on `/team/new` the first members, on `/team/update` the
     /// members the team has afterwards.
     members_with_roles: Option<Value>,
+    model_rpm_limit: Option<Value>,
+    model_tpm_limit: Option<Value>,
 }
 
 impl Fields for TeamFields {
@@ -49,8 +51,6 @@ impl Fields for TeamFields {
     /// nothing. (`members` and `admins` are LiteLLM's older lists: `members_with_roles`
     /// replaced them.)
     const NOT_SUPPORTED: &'static [&'static str] = &[
-        "model_rpm_limit",
-        "model_tpm_limit",
         "model_max_budget",
         "members",
         "admins",
@@ -136,7 +136,13 @@ impl TeamFields {
             crate::budget::patch(self.max_budget, self.soft_budget, self.budget_duration, now)?;
         let limits =
             super::keys::limits_patch(self.rpm_limit, self.tpm_limit, self.max_parallel_requests)?;
+        let model_rpm_limit =
+            super::model_fields::model_limits_field("model_rpm_limit", self.model_rpm_limit)?;
+        let model_tpm_limit =
+            super::model_fields::model_limits_field("model_tpm_limit", self.model_tpm_limit)?;
         Ok(TeamPatch {
+            model_rpm_limit,
+            model_tpm_limit,
             budget,
             limits,
             team_alias: self.team_alias,
@@ -204,6 +210,10 @@ pub async fn new(
         spend: 0.0,
         budget: p.budget,
         limits: p.limits,
+        model_limits: crate::model::PerModelLimits {
+            model_rpm_limit: p.model_rpm_limit.unwrap_or_default(),
+            model_tpm_limit: p.model_tpm_limit.unwrap_or_default(),
+        },
         created_at: now,
         updated_at: now,
     };

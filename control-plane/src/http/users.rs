@@ -201,6 +201,8 @@ impl NewKey {
             user_id: Some(user_id.to_owned()),
             models: vec![],
             aliases: self.aliases.unwrap_or_default(),
+            model_limits: Default::default(),
+            model_max_budget: Default::default(),
             budget: Default::default(),
             metadata: json!({}),
             blocked: false,

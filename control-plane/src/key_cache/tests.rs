@@ -19,6 +19,8 @@ pub fn record(raw: &str) -> KeyRecord {
         updated_at: Utc::now(),
         version: 1,
         limits: Default::default(),
+        model_limits: Default::default(),
+        model_max_budget: Default::default(),
         team: Default::default(),
         user: Default::default(),
         member: Default::default(),

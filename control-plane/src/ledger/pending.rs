@@ -15,6 +15,9 @@ pub struct PendingSpend {
     users: HashMap<String, f64>,
     /// By (team, user): what a user's keys spent in a team.
     members: HashMap<(String, String), f64>,
+    /// By key and model (the model as the record names it, trimmed and lowercased): a
+    /// key's `model_max_budget`.
+    key_models: HashMap<(KeyHash, String), f64>,
 }
 
 impl PendingSpend {
@@ -43,6 +46,10 @@ impl PendingSpend {
         if let (Some(team), Some(user)) = (&entry.record.team_id, &entry.user_id) {
             settle(&mut self.members, (team.clone(), user.clone()), delta);
         }
+        if let Some(model) = &entry.record.model_requested {
+            let at = (entry.record.key_hash.clone(), model_key(model));
+            settle(&mut self.key_models, at, delta);
+        }
     }
 
     /// The key's user's in the key's team.
@@ -57,6 +64,12 @@ impl PendingSpend {
         }
     }
 
+    /// The key's undrained cost for `model` (whatever its period: it drains in seconds).
+    pub fn key_model(&self, key: &KeyHash, model: &str) -> f64 {
+        let at = (key.clone(), model_key(model));
+        self.key_models.get(&at).copied().unwrap_or(0.0)
+    }
+
     pub fn user(&self, user: Option<&str>) -> f64 {
         user.and_then(|u| self.users.get(u)).copied().unwrap_or(0.0)
     }
@@ -68,6 +81,10 @@ impl PendingSpend {
     pub fn team(&self, team: Option<&str>) -> f64 {
         team.and_then(|t| self.teams.get(t)).copied().unwrap_or(0.0)
     }
+}
+
+fn model_key(model: &str) -> String {
+    model.trim().to_ascii_lowercase()
 }
 
 /// Adds `delta`; a total back at (about) zero is forgotten, so the maps hold only what is
@@ -137,6 +154,23 @@ mod tests {
         pending.remove(&b);
         assert!(pending.keys.is_empty() && pending.teams.is_empty() && pending.users.is_empty());
         assert!(pending.members.is_empty());
+    }
+
+    #[test]
+    fn spooled_cost_counts_for_its_key_and_model_whatever_the_models_spelling() {
+        let mut pending = PendingSpend::default();
+        let mut a = entry("a", None, 1.5);
+        a.record.model_requested = Some("GPT-4o".into());
+        let mut b = entry("a", None, 0.5);
+        b.record.model_requested = Some("gpt-4o-mini".into());
+        pending.add(&a);
+        pending.add(&b);
+        let key = KeyHash::of_raw("a");
+        assert_eq!(pending.key_model(&key, " gpt-4o"), 1.5);
+        assert_eq!(pending.key_model(&key, "gpt-4o-mini"), 0.5);
+        assert_eq!(pending.key_model(&KeyHash::of_raw("b"), "gpt-4o"), 0.0);
+        pending.remove(&a);
+        assert_eq!(pending.key_model(&key, "gpt-4o"), 0.0);
     }
 
     #[test]

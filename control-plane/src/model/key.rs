@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use livegate_contract::RateLimits;
+use livegate_contract::{ModelLimits, RateLimits};
 use serde::{Deserialize, Serialize};
 
 use super::keys::KeyHash;
 use super::policy::{
-    member_columns, team_columns, user_columns, BudgetPolicy, Limits, MemberPolicy, TeamPolicy,
-    UserPolicy,
+    member_columns, team_columns, user_columns, BudgetPolicy, Limits, MemberPolicy, ModelBudget,
+    PerModelLimits, TeamPolicy, UserPolicy,
 };
 
 /// One key as stored (never the raw key), with its team's policy. Field names follow
@@ -38,6 +38,12 @@ pub struct KeyRecord {
     pub version: i64,
     #[serde(flatten)]
     pub limits: Limits,
+    /// The key's own `model_rpm_limit` and `model_tpm_limit`.
+    #[serde(flatten)]
+    pub model_limits: PerModelLimits,
+    /// `{"gpt-4o": {"budget_limit": 5.0, "time_period": "1d"}}` (LiteLLM's `model_max_budget`).
+    #[serde(default)]
+    pub model_max_budget: BTreeMap<String, ModelBudget>,
     /// From the key's team when the record was read or logged (`team_*`).
     #[serde(flatten, with = "team_columns")]
     pub team: TeamPolicy,
@@ -56,6 +62,23 @@ impl KeyRecord {
     /// team's.
     pub fn limits(&self) -> RateLimits {
         Limits::strictest(&[&self.limits, &self.user.limits, &self.team.limits])
+    }
+
+    /// The per-model limits that apply, the stricter of the key's and its team's by model,
+    /// and an entry (maybe with no limit) for each model with a `model_max_budget`: the
+    /// filter asks again for a request of any of them.
+    pub fn model_limits(&self) -> ModelLimits {
+        let mut all = PerModelLimits::strictest(&[&self.model_limits, &self.team.model_limits]);
+        for model in self.model_max_budget.keys() {
+            all.entry(model.clone()).or_default();
+        }
+        all
+    }
+
+    /// The key's budget for `model` (the model the request resolved to), with the name it
+    /// is configured as (case and surrounding whitespace aside).
+    pub fn model_budget(&self, model: &str) -> Option<(&String, &ModelBudget)> {
+        livegate_contract::model_entry(&self.model_max_budget, model)
     }
 
     /// Whether a budget of the key, its user, its team or its user's in that team applies.
@@ -91,6 +114,11 @@ pub struct KeyPatch {
     pub budget: BudgetPolicy,
     #[serde(default)]
     pub limits: Limits,
+    /// A map given replaces the key's whole map (`{}` removes every entry).
+    pub model_rpm_limit: Option<BTreeMap<String, i64>>,
+    pub model_tpm_limit: Option<BTreeMap<String, i64>>,
+    /// A map given replaces the key's whole map.
+    pub model_max_budget: Option<BTreeMap<String, ModelBudget>>,
 }
 
 /// Filters and paging of `/key/list`.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use livegate_contract::{LimitKind, RateLimits};
+use livegate_contract::{same_model, LimitKind, ModelLimits, RateLimits};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::keys::{parse_duration, DurationError};
@@ -49,6 +49,83 @@ impl Limits {
             tpm_limit: of(LimitKind::Tokens),
             max_parallel_requests: of(LimitKind::Parallel),
         }
+    }
+}
+
+/// Per-model limits (LiteLLM's `model_rpm_limit` and `model_tpm_limit`, `{"gpt-4o": 10}`),
+/// a key's or a team's own, by the model name as configured. A request for a model is
+/// counted in the windows of every entry that names it ([`same_model`]: case and
+/// surrounding whitespace aside).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerModelLimits {
+    #[serde(default)]
+    pub model_rpm_limit: BTreeMap<String, i64>,
+    #[serde(default)]
+    pub model_tpm_limit: BTreeMap<String, i64>,
+}
+
+impl PerModelLimits {
+    pub fn is_empty(&self) -> bool {
+        self.model_rpm_limit.is_empty() && self.model_tpm_limit.is_empty()
+    }
+
+    fn of_kind(&self, kind: LimitKind) -> Option<&BTreeMap<String, i64>> {
+        match kind {
+            LimitKind::Requests => Some(&self.model_rpm_limit),
+            LimitKind::Tokens => Some(&self.model_tpm_limit),
+            LimitKind::Parallel => None,
+        }
+    }
+
+    /// The entries of one kind that apply to `model`: the configured name and the limit as
+    /// the windows count it (a stored negative admits nothing).
+    pub fn matching(&self, kind: LimitKind, model: &str) -> Vec<(String, u64)> {
+        self.of_kind(kind)
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| same_model(name, model))
+            .map(|(name, n)| (name.clone(), u64::try_from(*n).unwrap_or(0)))
+            .collect()
+    }
+
+    /// Every model named by any of these, with the strictest limit of each kind, as the
+    /// filter is told (it asks again for a request of one of these models).
+    pub fn strictest(all: &[&PerModelLimits]) -> ModelLimits {
+        let mut out = ModelLimits::new();
+        for limits in all {
+            for (name, n) in &limits.model_rpm_limit {
+                let entry = out.entry(name.clone()).or_default();
+                let n = Some(u64::try_from(*n).unwrap_or(0));
+                entry.rpm_limit = RateLimits::stricter(entry.rpm_limit, n);
+            }
+            for (name, n) in &limits.model_tpm_limit {
+                let entry = out.entry(name.clone()).or_default();
+                let n = Some(u64::try_from(*n).unwrap_or(0));
+                entry.tpm_limit = RateLimits::stricter(entry.tpm_limit, n);
+            }
+        }
+        out
+    }
+}
+
+/// A key's budget for one model (LiteLLM's `model_max_budget` entry): the spend of the
+/// key's requests for the model within the current `time_period` (periods aligned to the
+/// Unix epoch) may not pass `budget_limit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBudget {
+    pub budget_limit: f64,
+    pub time_period: BudgetDuration,
+}
+
+impl ModelBudget {
+    /// Where the period holding `now_ms` starts, Unix milliseconds.
+    pub fn period_start_ms(&self, now_ms: u64) -> u64 {
+        let period = u64::try_from(self.time_period.secs())
+            .unwrap_or(1)
+            .max(1)
+            .saturating_mul(1000);
+        now_ms - now_ms % period
     }
 }
 
@@ -138,6 +215,9 @@ pub struct TeamPolicy {
     /// `{"alias": "model"}`, consulted after the key's own aliases.
     #[serde(default)]
     pub model_aliases: BTreeMap<String, String>,
+    /// The team's `model_rpm_limit` and `model_tpm_limit`, shared by its keys.
+    #[serde(flatten)]
+    pub model_limits: PerModelLimits,
 }
 
 serde_with::with_prefix!(pub team_columns "team_");

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::key::KeyRecord;
 use super::keys::KeyHash;
-use super::policy::{BudgetPolicy, Limits, TeamPolicy};
+use super::policy::{BudgetPolicy, Limits, PerModelLimits, TeamPolicy};
 
 /// One team as stored. Field names follow LiteLLM's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub struct TeamRecord {
     pub budget: BudgetPolicy,
     #[serde(flatten)]
     pub limits: Limits,
+    /// `model_rpm_limit` and `model_tpm_limit`, shared by the team's keys.
+    #[serde(flatten)]
+    pub model_limits: PerModelLimits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -45,6 +48,7 @@ impl TeamRecord {
             spend: self.spend,
             limits: self.limits,
             model_aliases: self.model_aliases.clone(),
+            model_limits: self.model_limits.clone(),
         }
     }
 }
@@ -61,6 +65,9 @@ pub struct TeamPatch {
     pub budget: BudgetPolicy,
     #[serde(default)]
     pub limits: Limits,
+    /// A map given replaces the team's whole map (`{}` removes every entry).
+    pub model_rpm_limit: Option<BTreeMap<String, i64>>,
+    pub model_tpm_limit: Option<BTreeMap<String, i64>>,
 }
 
 /// A team after a write, and the new state of each key whose policy the write changed.

@@ -153,6 +153,9 @@ ops! {
     SpendSummary { filter: SpendFilter } -> Vec<SpendGroup>;
     /// The sum of every row's cost.
     GlobalSpend {} -> f64;
+    /// A key's drained spend for one model (case and surrounding whitespace aside) in the
+    /// requests that started at or after `since` (a `model_max_budget` period).
+    KeyModelSpend { token: KeyHash, model: String, since: chrono::DateTime<chrono::Utc> } -> f64;
     /// Budgets whose `budget_reset_at` is at or before `now`: spend back to 0, the next
     /// reset at `now + budget_duration`, and a change logged for each key concerned.
     ResetBudgets { now: chrono::DateTime<chrono::Utc> } -> BudgetsReset;

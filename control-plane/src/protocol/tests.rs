@@ -70,7 +70,8 @@ fn key() -> KeyRecord {
         "created_at": "2026-01-02T03:04:05Z", "updated_at": "2026-01-02T03:04:06Z",
         "version": 42, "team_models": ["gpt-4o"], "rpm_limit": 60, "team_tpm_limit": 1000,
         "user_models": ["gpt-4o"], "user_max_budget": 5.0, "user_spend": 0.5,
-        "user_rpm_limit": 7
+        "user_rpm_limit": 7, "model_rpm_limit": {"gpt-4o": 3},
+        "team_model_tpm_limit": {"gpt-4o": 500}
     }))
     .unwrap()
 }
@@ -385,6 +386,14 @@ fn every_operation_and_its_reply_cross_the_pipe_unchanged() {
             }],
         ),
         round_trip(GlobalSpend {}, 12.5),
+        round_trip(
+            KeyModelSpend {
+                token: token(),
+                model: "gpt-4o".into(),
+                since: now,
+            },
+            0.5,
+        ),
         round_trip(
             ResetBudgets { now },
             BudgetsReset {

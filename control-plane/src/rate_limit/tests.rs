@@ -468,3 +468,71 @@ fn a_max_lease_of_one_writes_every_admission_and_leaves_nothing_to_hand_off() {
     }
     assert_eq!(row.version, 5);
 }
+
+#[test]
+fn a_model_is_counted_in_its_team_and_key_model_windows_whatever_its_spelling() {
+    let mut r = record("model-key");
+    r.team_id = Some("t:1".into());
+    r.model_limits.model_rpm_limit.insert("gpt-4o".into(), 3);
+    r.model_limits.model_tpm_limit.insert("gpt-4o".into(), 900);
+    r.team
+        .model_limits
+        .model_rpm_limit
+        .insert("GPT-4o".into(), 5);
+    r.team.model_limits.model_rpm_limit.insert("a:b%".into(), 1);
+    let requests = model_scopes(&r, " gpt-4O", LimitKind::Requests);
+    let names: Vec<&str> = requests.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "model:team:GPT-4o:t:1:rpm".to_string(),
+            format!("model:key:gpt-4o:{}:rpm", r.token.as_str()),
+        ]
+    );
+    assert_eq!(
+        (requests[0].owner, requests[0].limit),
+        (BudgetScope::Team, 5)
+    );
+    assert_eq!(
+        (requests[1].owner, requests[1].limit),
+        (BudgetScope::Key, 3)
+    );
+    assert_eq!(requests[1].model.as_deref(), Some("gpt-4o"));
+    // A model name with the separator is escaped: no row is shared with another pair.
+    let odd = model_scopes(&r, "a:b%", LimitKind::Requests);
+    assert_eq!(odd[0].name, "model:team:a%3Ab%25:t:1:rpm");
+    let tokens = model_scopes(&r, "gpt-4o", LimitKind::Tokens);
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].limit, 900);
+    assert!(model_scopes(&r, "gpt-4o-mini", LimitKind::Requests).is_empty());
+    assert!(model_scopes(&r, "gpt-4o", LimitKind::Parallel).is_empty());
+    // The key's own windows are not the model's.
+    assert!(scopes(&r, LimitKind::Requests).is_empty());
+    // The filter is told the stricter per model.
+    let told = r.model_limits();
+    assert_eq!(told["gpt-4o"].rpm_limit, Some(3));
+    assert_eq!(told["GPT-4o"].rpm_limit, Some(5));
+}
+
+#[test]
+fn a_model_refusal_names_the_model_and_its_field() {
+    let mut r = record("model-refused");
+    r.model_limits.model_rpm_limit.insert("gpt-4o".into(), 2);
+    let scope = &model_scopes(&r, "gpt-4o", LimitKind::Requests)[0];
+    let mut w = ScopeWindow::default();
+    let mut row = Row::default();
+    let mut other = ScopeWindow::default();
+    // Two replicas share the row: two admissions in all, never three.
+    assert!(admit(&mut w, &mut row, T0, scope.limit));
+    assert!(admit(&mut other, &mut row, T0 + 1, scope.limit));
+    assert!(!admit(&mut w, &mut row, T0 + 2, scope.limit));
+    assert!(!admit(&mut other, &mut row, T0 + 3, scope.limit));
+    let refusal = scope.refusal(T0 + WINDOW_MS);
+    let error = refusal.error();
+    assert_eq!(error.param.as_deref(), Some("model_rpm_limit"));
+    assert!(
+        error.message.contains("model_per_key: gpt-4o"),
+        "{}",
+        error.message
+    );
+}

@@ -16,6 +16,8 @@ pub struct Scope {
     pub owner: BudgetScope,
     pub team_id: Option<String>,
     pub user_id: Option<String>,
+    /// A per-model limit's model, as configured.
+    pub model: Option<String>,
     pub limit: u64,
 }
 
@@ -27,7 +29,32 @@ impl Scope {
             owner: BudgetScope::Key,
             team_id: None,
             user_id: None,
+            model: None,
             limit,
+        }
+    }
+
+    /// A key's limit for one model: `model:key:<model>:<hash>:rpm`. The model is escaped
+    /// (`%`, `:`), so no two (model, owner) pairs share a row, nor any with another scope.
+    fn of_key_model(token: &KeyHash, model: &str, kind: LimitKind, limit: u64) -> Scope {
+        Scope {
+            name: format!(
+                "model:key:{}:{}:{}",
+                escaped(model),
+                token.as_str(),
+                suffix(kind)
+            ),
+            model: Some(model.to_owned()),
+            ..Scope::of_key(token, kind, limit)
+        }
+    }
+
+    /// A team's limit for one model: `model:team:<model>:<team_id>:tpm`.
+    fn of_team_model(team_id: &str, model: &str, kind: LimitKind, limit: u64) -> Scope {
+        Scope {
+            name: format!("model:team:{}:{team_id}:{}", escaped(model), suffix(kind)),
+            model: Some(model.to_owned()),
+            ..Scope::of_team(team_id, kind, limit)
         }
     }
 
@@ -38,6 +65,7 @@ impl Scope {
             owner: BudgetScope::User,
             team_id: None,
             user_id: Some(user_id.to_owned()),
+            model: None,
             limit,
         }
     }
@@ -49,6 +77,7 @@ impl Scope {
             owner: BudgetScope::Team,
             team_id: Some(team_id.to_owned()),
             user_id: None,
+            model: None,
             limit,
         }
     }
@@ -73,6 +102,7 @@ impl Scope {
             scope: self.owner,
             team_id: self.team_id.clone(),
             user_id: self.user_id.clone(),
+            model: self.model.clone(),
             limit: self.limit,
             reset_at_ms,
         }
@@ -105,6 +135,29 @@ pub fn scopes(record: &KeyRecord, kind: LimitKind) -> Vec<Scope> {
         .of(kind)
         .map(|limit| Scope::of_key(&record.token, kind, limit));
     team.into_iter().chain(user).chain(key).collect()
+}
+
+/// A model name in a window's row name: `%` and `:` escaped, so the name splits one way.
+fn escaped(model: &str) -> String {
+    model.replace('%', "%25").replace(':', "%3A")
+}
+
+/// The windows of `model` (the model the request resolved to) a request of this key is
+/// counted in: its team's entries that name the model, then its own (`model_rpm_limit`,
+/// `model_tpm_limit`; [`livegate_contract::same_model`]).
+pub fn model_scopes(record: &KeyRecord, model: &str, kind: LimitKind) -> Vec<Scope> {
+    let team = record.team_id.as_deref().into_iter().flat_map(|team| {
+        let entries = record.team.model_limits.matching(kind, model);
+        entries
+            .into_iter()
+            .map(move |(name, limit)| Scope::of_team_model(team, &name, kind, limit))
+    });
+    let key = record
+        .model_limits
+        .matching(kind, model)
+        .into_iter()
+        .map(|(name, limit)| Scope::of_key_model(&record.token, &name, kind, limit));
+    team.chain(key).collect()
 }
 
 /// The most admissions one lease reserves by default (`--rate-limit-max-lease`): a

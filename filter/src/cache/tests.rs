@@ -26,6 +26,7 @@ fn h(n: u32) -> KeyHash {
 
 fn who(alias: &str) -> Identity {
     Identity {
+        model_limits: Default::default(),
         key_alias: Some(alias.into()),
         ..Identity::default()
     }
@@ -354,6 +355,7 @@ proptest! {
 
 fn limited_who(alias: &str) -> Identity {
     Identity {
+        model_limits: Default::default(),
         limits: livegate_contract::RateLimits {
             rpm_limit: Some(10),
             tpm_limit: None,
@@ -369,6 +371,7 @@ fn limited(reset_at_ms: u64) -> RateLimited {
         scope: livegate_contract::BudgetScope::Key,
         team_id: None,
         user_id: None,
+        model: None,
         limit: 10,
         reset_at_ms,
     }
@@ -449,6 +452,7 @@ fn any_change_or_a_feed_reset_drops_a_rate_limit_refusal() {
 
 fn parallel_who(alias: &str) -> Identity {
     Identity {
+        model_limits: Default::default(),
         limits: livegate_contract::RateLimits {
             max_parallel_requests: Some(2),
             ..livegate_contract::RateLimits::default()

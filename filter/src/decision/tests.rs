@@ -34,6 +34,7 @@ fn allow(key_alias: Option<&str>, team_id: Option<&str>, user_id: Option<&str>) 
         access: Default::default(),
         limits: Default::default(),
         lease: None,
+        model_limits: Default::default(),
     }
 }
 
@@ -65,6 +66,7 @@ fn a_200_allow_carries_the_identity_and_the_ttl_hint() {
         answer("200", &body),
         Outcome::Allow {
             identity: Identity {
+                model_limits: Default::default(),
                 key_alias: Some("ci".into()),
                 team_id: Some("t1".into()),
                 user_id: None,
@@ -117,6 +119,7 @@ fn over_budget() -> livegate_contract::Budget {
         user_id: None,
         spend: 0.75,
         max_budget: 0.5,
+        model: None,
     }
 }
 
@@ -143,6 +146,7 @@ fn rate_limited() -> livegate_contract::RateLimited {
         scope: livegate_contract::BudgetScope::Team,
         team_id: Some("t1".into()),
         user_id: None,
+        model: None,
         limit: 1_000,
         reset_at_ms: 1_790_000_030_000,
     }

@@ -28,6 +28,9 @@ impl RequestFlow {
             host.debug("livegate: auth check answered after its request ended; dropped");
             return Verdict::Stop;
         }
+        if matches!(self.stage, Stage::AwaitingModelCheck { .. }) {
+            return self.on_model_answer(host, response, now);
+        }
         let Stage::AwaitingAuth { hash, request } =
             std::mem::replace(&mut self.stage, Stage::Headers)
         else {
@@ -168,6 +171,7 @@ impl RequestFlow {
             key: key.as_str(),
             token: config.internal_token.expose(),
             timeout_ms: config.auth_timeout_ms,
+            model: None,
         };
         match host.dispatch_auth_check(&check) {
             Ok(()) => {
@@ -286,6 +290,7 @@ impl RequestFlow {
         let mut held = Held {
             metering: None,
             counts_tokens: who.limits.tpm_limit.is_some(),
+            model_tokens: None,
             in_flight,
         };
         if who.limits.max_parallel_requests.is_some() && self.plugin.config.metering.enabled {
@@ -315,9 +320,11 @@ impl RequestFlow {
             access: who.access.clone(),
             requester,
             held,
+            model_limits: who.model_limits.clone(),
+            stale,
         };
         match body {
-            Some(body) => self.check_model(host, admitted, body),
+            Some(body) => self.check_model(host, admitted, body, false),
             None => {
                 self.stage = Stage::AwaitingBody(Box::new(admitted));
                 Verdict::Stop
@@ -371,7 +378,7 @@ impl RequestFlow {
     }
 
     /// The cache at a known time; with no time there is no cache (a miss, nothing kept).
-    fn with_cache_at<T>(
+    pub(super) fn with_cache_at<T>(
         &self,
         now: Option<Millis>,
         f: impl FnOnce(&mut DecisionCache, Millis) -> T,

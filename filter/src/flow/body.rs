@@ -1,6 +1,7 @@
 //! A request's body on a model route: read once whole, its model checked against the
 //! key's policy, and rewritten on its way upstream (an alias resolved, usage asked for).
 
+use super::model_limits::limits_for;
 use super::{Admitted, Held, Request, RequestFlow, Stage, Verdict};
 use crate::host::{HeaderRefused, Host};
 use crate::metering::Requester;
@@ -35,7 +36,7 @@ impl Body {
         }
     }
 
-    fn read(host: &impl Host) -> Body {
+    pub(super) fn read(host: &impl Host) -> Body {
         let body = host.request_body();
         let stream = body.as_deref().map(stream_flag);
         Body {
@@ -60,7 +61,7 @@ impl RequestFlow {
         match std::mem::replace(&mut self.stage, Stage::Headers) {
             Stage::AwaitingBody(admitted) => {
                 let body = Body::read(host);
-                self.check_model(host, *admitted, body)
+                self.check_model(host, *admitted, body, false)
             }
             Stage::AwaitingAuth { hash, mut request } => {
                 if request.model_route() && request.body.is_none() {
@@ -93,12 +94,15 @@ impl RequestFlow {
     /// The key is admitted and the body's model known: refuse, or send it on (with its
     /// alias resolved in the body, and the body's new length). On a path-model route the
     /// path's model decides (as LiteLLM reads it) and a `model` the body names is held to
-    /// the same policy, so neither reading of the request escapes it.
+    /// the same policy, so neither reading of the request escapes it. A model with a
+    /// per-model limit is checked for it first (`model_checked`: it was), and all this
+    /// runs again on the answer.
     pub(super) fn check_model(
         &mut self,
         host: &impl Host,
         admitted: Admitted,
         body: Body,
+        model_checked: bool,
     ) -> Verdict {
         let Admitted {
             mut request,
@@ -106,6 +110,8 @@ impl RequestFlow {
             access,
             requester,
             held,
+            model_limits,
+            stale,
         } = admitted;
         let path_model = match &request.source {
             ModelSource::Path(path_model) => Some(path_model.clone()),
@@ -143,6 +149,20 @@ impl RequestFlow {
         if body.bad_stream {
             host.increment(Metric::DeniedModel);
             return self.reply_holding(host, &LocalReply::bad_stream(), Some(held));
+        }
+        if !model_checked {
+            if let Some((name, limits)) = limits_for(&model_limits, &model) {
+                let admitted = Admitted {
+                    request,
+                    edits,
+                    access,
+                    requester,
+                    held,
+                    model_limits,
+                    stale,
+                };
+                return self.check_model_limits(host, admitted, name, limits);
+            }
         }
         let routed = match self.route_to_deployment(host, &request, &model, &mut edits) {
             Ok(routed) => routed,

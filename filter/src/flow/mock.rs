@@ -18,6 +18,8 @@ pub struct Dispatched {
     pub key: String,
     pub token: String,
     pub timeout_ms: u64,
+    /// A model check's model.
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -154,6 +156,7 @@ impl Host for MockHost {
             key: check.key.into(),
             token: check.token.into(),
             timeout_ms: check.timeout_ms,
+            model: check.model.map(str::to_owned),
         });
         Ok(())
     }
@@ -259,6 +262,7 @@ pub fn allow_body_limited(
         access,
         limits,
         lease: None,
+        model_limits: Default::default(),
     });
     serde_json::to_string(&answer).unwrap_or_default()
 }

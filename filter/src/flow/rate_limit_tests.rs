@@ -36,6 +36,7 @@ fn limited(reset_at_ms: u64) -> RateLimited {
         scope: BudgetScope::Team,
         team_id: Some("t1".into()),
         user_id: None,
+        model: None,
         limit: 10,
         reset_at_ms,
     }
@@ -95,6 +96,7 @@ fn parallel_body(reset_at_ms: u64) -> String {
         scope: BudgetScope::Key,
         team_id: None,
         user_id: None,
+        model: None,
         limit: 3,
         reset_at_ms,
     });

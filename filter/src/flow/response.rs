@@ -8,6 +8,7 @@ use crate::metering::{tokens_used, Ending, ResponseMeter};
 use crate::metrics::Metric;
 use crate::spend_queue::Pushed;
 use crate::time::Millis;
+use livegate_contract::KeyHash;
 
 impl RequestFlow {
     /// The response headers: its status, and how its body will be read.
@@ -81,7 +82,7 @@ impl RequestFlow {
         &self,
         host: &impl Host,
         meter: ResponseMeter,
-        counts_tokens: bool,
+        tokens_to: TokensTo<'_>,
         now: Option<Millis>,
         ending: Ending,
     ) {
@@ -106,15 +107,28 @@ impl RequestFlow {
         if record.usage_estimate_reason.is_some() {
             host.increment(Metric::UsageEstimated);
         }
-        if counts_tokens {
-            let tokens = tokens_used(&record);
-            let at = record.end_time_ms;
+        let tokens = tokens_used(&record);
+        let at = record.end_time_ms;
+        if tokens_to.key {
             self.plugin
                 .with_local(|local| local.add_tokens(&record.key_hash, tokens, at));
+        }
+        if let Some(window) = tokens_to.model {
+            self.plugin
+                .with_local(|local| local.add_tokens(window, tokens, at));
         }
         match self.plugin.with_spend(|queue| queue.push(record)) {
             Some(Pushed::Queued) => host.increment(Metric::SpendRecordsQueued),
             Some(Pushed::Dropped) | None => host.increment(Metric::SpendRecordsDropped),
         }
     }
+}
+
+/// Which of the worker's token windows a response's tokens count toward.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TokensTo<'a> {
+    /// The key's own (it has a `tpm_limit`).
+    pub key: bool,
+    /// The key×model window of the request's model (it has a `model_tpm_limit`).
+    pub model: Option<&'a KeyHash>,
 }

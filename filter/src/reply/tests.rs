@@ -108,6 +108,7 @@ fn a_key_over_budget_is_litellms_400_budget_exceeded_with_its_numbers() {
         user_id: None,
         spend: 0.5,
         max_budget: 0.0,
+        model: None,
     });
     assert_eq!(reply.status, 400);
     assert_eq!(reply.header("www-authenticate"), None);
@@ -134,6 +135,7 @@ fn limited(kind: livegate_contract::LimitKind) -> RateLimited {
         scope: livegate_contract::BudgetScope::Team,
         team_id: Some("t1".into()),
         user_id: None,
+        model: None,
         limit: 10,
         reset_at_ms: 61_500,
     }

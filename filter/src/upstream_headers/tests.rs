@@ -22,6 +22,7 @@ fn hash() -> KeyHash {
 
 fn full_identity() -> Identity {
     Identity {
+        model_limits: Default::default(),
         key_alias: Some("ci".into()),
         team_id: Some("t1".into()),
         user_id: Some("u1".into()),
@@ -135,6 +136,7 @@ fn identities_outside_printable_ascii_travel_percent_encoded() {
     assert_eq!(header_encoded("50%"), "50%25");
     assert_eq!(header_encoded("a\r\nx: y"), "a%0D%0Ax: y");
     let identity = Identity {
+        model_limits: Default::default(),
         team_id: Some("研究".into()),
         ..full_identity()
     };
