@@ -13,13 +13,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use livegate_contract::rate_limit::FILTER_LEASE_MARGIN_MS;
-use livegate_contract::{AdmissionLease, LimitKind, RateLimited, WindowLog};
+use livegate_contract::{LimitKind, RateLimited, WindowLog};
 
 use crate::db::{Db, WindowSwap};
 use crate::model::KeyRecord;
 
+mod lease;
 mod window;
+pub use lease::MAX_FILTER_LEASE;
 pub use window::{model_scopes, scopes, Scope, ScopeWindow, MAX_LEASE};
 
 #[cfg(test)]
@@ -28,9 +29,6 @@ mod tests;
 /// Compare-and-swap attempts before a replica decides from what it knows: each failed one
 /// means another replica wrote the row meanwhile, which only happens while it admits.
 const MAX_SWAPS: usize = 8;
-
-/// The most admissions one filter worker is handed at a time.
-pub const MAX_FILTER_LEASE: u64 = 256;
 
 /// How old this replica's copy of a token window may be when it decides a `tpm_limit`:
 /// tokens another replica charged are seen within this (plus its own flush interval).
@@ -173,43 +171,6 @@ impl Limiter {
         (Ok(()), source)
     }
 
-    /// Hands the filter that asked a share of this replica's leases of the key's request
-    /// windows (half of what every one has left, at most [`MAX_FILTER_LEASE`]), ending
-    /// [`FILTER_LEASE_MARGIN_MS`] before the soonest of them, if the key has no other limit:
-    /// tokens and requests in flight need the control plane on every request.
-    pub async fn hand_off(&self, record: &KeyRecord, now: u64) -> Option<AdmissionLease> {
-        let others = [LimitKind::Tokens, LimitKind::Parallel];
-        if others.iter().any(|kind| !scopes(record, *kind).is_empty()) {
-            return None;
-        }
-        let windows: Vec<_> = scopes(record, LimitKind::Requests)
-            .iter()
-            .map(|scope| self.window(&scope.name, scope.span_ms()))
-            .collect();
-        // Always in the order of `scopes`, and nothing else holds two: no deadlock.
-        let mut held = Vec::with_capacity(windows.len());
-        for window in &windows {
-            held.push(window.lock().await);
-        }
-        let (mut admissions, mut until) = (MAX_FILTER_LEASE, u64::MAX);
-        for w in &held {
-            let (left, ends) = w.spare_lease(now)?;
-            admissions = admissions.min(left.div_ceil(2));
-            until = until.min(ends);
-        }
-        let valid_for_ms = until.checked_sub(now.saturating_add(FILTER_LEASE_MARGIN_MS))?;
-        if held.is_empty() || valid_for_ms == 0 {
-            return None;
-        }
-        for w in &mut held {
-            w.give_away(admissions);
-        }
-        Some(AdmissionLease {
-            admissions,
-            valid_for_ms,
-        })
-    }
-
     /// A parallel limit: the request is counted in the window of starts if the starts the
     /// lease window holds, less the ends known, leave room. The ends known are never more
     /// than the truth, so the estimate of what is in flight never falls short of it.
@@ -230,52 +191,6 @@ impl Limiter {
         let (verdict, source) = self.admit_one(scope, now, ended, patience).await;
         // Which slot frees first is not known: ask again in a second.
         (verdict.map_err(|_| scope.refusal(now + 1000)), source)
-    }
-
-    /// Admits one request from this replica's lease of the window, or takes a new lease
-    /// (one write reserving this request and the next few, sized by `lease_size`), or
-    /// decides from what it knows if the database does not answer.
-    async fn admit_leased(
-        &self,
-        scope: &Scope,
-        now: u64,
-        patience: &mut Patience,
-    ) -> (Result<(), RateLimited>, Source) {
-        let window = self.window(&scope.name, scope.span_ms());
-        let mut w = window.lock().await;
-        if w.take_leased(now) {
-            return (Ok(()), Source::Leased);
-        }
-        w.end_lease(now, false);
-        for _ in 0..MAX_SWAPS {
-            let (planned, granted) = match w.plan_lease(now, scope.limit, self.max_lease) {
-                Ok(planned) => planned,
-                Err(room) => return (Err(scope.refusal(room)), Source::Shared),
-            };
-            match self
-                .swap(&scope.name, w.version, planned.clone(), patience)
-                .await
-            {
-                Ok(WindowSwap::Swapped { version }) => {
-                    w.swapped(planned, version, now);
-                    w.start_lease(now, granted);
-                    return (Ok(()), Source::Shared);
-                }
-                Ok(WindowSwap::Current { window, version }) => w.current(window, version, now),
-                Err(()) => {
-                    w.forget_returns();
-                    break;
-                }
-            }
-        }
-        let verdict = match w.plan_admit(now, scope.limit) {
-            Ok(_) => {
-                w.count(now, 1, now);
-                Ok(())
-            }
-            Err(room) => Err(scope.refusal(room)),
-        };
-        (verdict, Source::Local)
     }
 
     /// Counts one request in the scope's window if it holds less than its limit (plus
