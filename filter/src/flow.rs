@@ -11,7 +11,7 @@ use crate::metrics::Metric;
 use crate::model_body::{model_source, ModelSource};
 use crate::path::{normalize, NormalPath, PathError};
 use crate::reply::LocalReply;
-use crate::routing::{is_probe_method, Route, Routes};
+use crate::routing::{hashed_key_path, is_probe_method, Route, Routes};
 use crate::spend_queue::SpendQueue;
 use crate::time::Millis;
 use crate::upstream_headers::{for_passthrough, HeaderEdits};
@@ -280,7 +280,8 @@ impl RequestFlow {
             Route::Passthrough if normal.changed => self.bad_path(host, PathError::NotNormal),
             Route::Passthrough => {
                 let edits = for_passthrough(&host.request_headers());
-                self.release_with(host, &edits, None, Held::default())
+                let hashed = hashed_key_path(&normal.full());
+                self.release_with(host, &edits, hashed.as_deref(), Held::default())
             }
             Route::Protected => {
                 let source = model_source(&normal.path);

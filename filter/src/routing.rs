@@ -1,6 +1,7 @@
 //! Which of the filter's three behaviours a request path gets.
 
 use crate::config::Config;
+use livegate_contract::KeyHash;
 
 /// What the filter does with a request, decided from its path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,22 @@ pub fn path_only(raw: &str) -> &str {
     raw.get(..end).unwrap_or(raw)
 }
 
+/// `/key/{key}/regenerate` (LiteLLM's rotation route) with a raw key in the path: the
+/// same path with the key's hash in its place, which the control plane accepts as well.
+/// Envoy's access log writes paths, and the raw key must reach no log.
+pub fn hashed_key_path(raw_path: &str) -> Option<String> {
+    let path = path_only(raw_path);
+    let key = path.strip_prefix("/key/")?.strip_suffix("/regenerate")?;
+    if key.is_empty() || key.contains('/') || KeyHash::parse_hex(key).is_ok() {
+        return None;
+    }
+    let query = raw_path.get(path.len()..).unwrap_or_default();
+    Some(format!(
+        "/key/{}/regenerate{query}",
+        KeyHash::of_raw(key).as_str()
+    ))
+}
+
 /// Liveness answers probes (GET, and HEAD which is GET without a body); other methods get 405.
 pub fn is_probe_method(method: &str) -> bool {
     method == "GET" || method == "HEAD"
@@ -74,6 +91,21 @@ pub fn is_probe_method(method: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raw_key_in_the_rotation_path_is_replaced_by_its_hash() {
+        let hash = KeyHash::of_raw("sk-abc").as_str().to_owned();
+        assert_eq!(
+            hashed_key_path("/key/sk-abc/regenerate?x=1").as_deref(),
+            Some(format!("/key/{hash}/regenerate?x=1").as_str())
+        );
+        // A hash stays, and other paths are not this route.
+        assert_eq!(hashed_key_path(&format!("/key/{hash}/regenerate")), None);
+        assert_eq!(hashed_key_path("/key/regenerate"), None);
+        assert_eq!(hashed_key_path("/key/a/b/regenerate"), None);
+        assert_eq!(hashed_key_path("/key//regenerate"), None);
+        assert_eq!(hashed_key_path("/key/sk-abc/info"), None);
+    }
     use proptest::prelude::*;
 
     fn route(path: &str) -> Route {

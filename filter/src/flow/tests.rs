@@ -45,6 +45,20 @@ fn passthrough_keeps_credentials_but_drops_spoofed_livegate_headers() {
 }
 
 #[test]
+fn a_raw_key_in_the_rotation_path_goes_on_as_its_hash() {
+    let host = MockHost::request(
+        "POST",
+        "/key/sk-old-secret/regenerate",
+        &[("authorization", "Bearer master")],
+    );
+    let mut flow = RequestFlow::new(plugin(Config::default()));
+    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Continue);
+    let hash = livegate_contract::KeyHash::of_raw("sk-old-secret");
+    let expected = format!("/key/{}/regenerate", hash.as_str());
+    assert_eq!(host.header(":path").as_deref(), Some(expected.as_str()));
+}
+
+#[test]
 fn a_protected_path_without_a_key_is_a_401_and_nothing_is_dispatched() {
     let host = MockHost::request("GET", "/v1/models", &[]);
     let mut flow = RequestFlow::new(plugin(Config::default()));
