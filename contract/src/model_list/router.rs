@@ -98,6 +98,9 @@ impl Router {
         if let Some((at, value)) = given.remove("fallbacks") {
             router.fallbacks = fallbacks(&at, value, deployments)?;
         }
+        if router.num_retries > 0 {
+            one_shape_per_model(deployments)?;
+        }
         Ok(router)
     }
 
@@ -132,6 +135,30 @@ impl Router {
             })
             .collect()
     }
+}
+
+/// With retries, a request may be sent to any deployment of its model: they must all take
+/// it in one shape (refused at start, naming the second shape's entry, rather than a
+/// retry answered 500).
+fn one_shape_per_model(deployments: &[Routed]) -> Result<(), ModelListError> {
+    for (i, d) in deployments.iter().enumerate() {
+        let first = deployments
+            .iter()
+            .find(|e| e.deployment.model_name == d.deployment.model_name);
+        if first.is_some_and(|f| !same_shape(f.deployment.provider, d.deployment.provider)) {
+            let problem = format!(
+                "serves {:?} in another provider's shape than its first deployment \
+                 (anthropic/ against openai/ or azure/): with num_retries, a retry may go to \
+                 either; give them different model_names, or num_retries: 0",
+                d.deployment.model_name
+            );
+            return Err(field(
+                &format!("model_list[{i}].litellm_params.model"),
+                &problem,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `[{"gpt-4o": ["gpt-4o-mini"]}, …]`: every name a model of the list, none its own

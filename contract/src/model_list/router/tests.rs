@@ -197,3 +197,23 @@ fn num_retries_caps_the_tries_of_each_model_and_fallbacks_apply_at_zero() {
         vec![vec![0], vec![1], vec![2], vec![3, 4], vec![4, 3], vec![5]]
     );
 }
+
+/// One model_name served by Anthropic and by OpenAI: a retry could carry a request to the
+/// other shape, so with retries it is refused at start, naming the entry.
+#[test]
+fn a_model_served_in_two_shapes_is_refused_when_it_may_be_retried() {
+    let mixed = "model_list:
+  - model_name: chat
+    litellm_params: { model: openai/gpt-4o, api_base: 'https://a.example/v1' }
+  - model_name: chat
+    litellm_params: { model: anthropic/claude-3-5 }
+";
+    let refused = ModelList::parse(mixed).unwrap_err().to_string();
+    assert!(
+        refused.contains("model_list[1].litellm_params.model")
+            && refused.contains("num_retries: 0"),
+        "{refused}"
+    );
+    let without_retries = format!("{mixed}router_settings:\n  num_retries: 0\n");
+    assert!(ModelList::parse(&without_retries).is_ok());
+}
