@@ -296,16 +296,20 @@ fn cached_reasoning_and_cache_write_tokens_are_charged_what_litellm_charges_thro
         );
     }
 
-    // Counted by kind where the records were drained.
-    let text = control_plane_metrics(&stack);
+    // Counted by kind where the records were drained: a drain counts its batch once its
+    // rows are written, so the last batch's count may follow its rows by a moment.
     for (kind, sum) in [("cached", 696), ("cache_creation", 400), ("reasoning", 40)] {
         let series = format!(
             "livegate_spend_tokens_total{{key_alias=\"details\",team=\"\",model=\"livegate-demo\",kind=\"{kind}\"}}"
         );
-        assert_eq!(
-            prometheus_value(&text, &series),
-            Some(sum as f64),
-            "{series}\n{text}"
+        let counted = poll::until(&format!("{series} at {sum}"), PATIENCE, || {
+            let text = control_plane_metrics(&stack);
+            (prometheus_value(&text, &series) == Some(sum as f64)).then_some(())
+        });
+        assert!(
+            counted.is_ok(),
+            "{series}\n{}",
+            control_plane_metrics(&stack)
         );
     }
 
