@@ -240,6 +240,10 @@ fn metered_rows(stack: &Stack) -> anyhow::Result<u64> {
 }
 
 fn records_batch(token: &str, run: &str, first: usize) -> Value {
+    // Times near now: the intake refuses a record far from its clock (issue #24).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
     let records: Vec<Value> = (first..first + BATCH)
         .map(|i| {
             json!({
@@ -255,8 +259,8 @@ fn records_batch(token: &str, run: &str, first: usize) -> Value {
                 "usage_known": true,
                 "status": 200,
                 "streamed": true,
-                "start_time_ms": 1_760_000_000_000u64 + i as u64,
-                "end_time_ms": 1_760_000_000_100u64 + i as u64,
+                "start_time_ms": now,
+                "end_time_ms": now + 100,
             })
         })
         .collect();
