@@ -205,32 +205,40 @@ impl Limiter {
         let limit = scope.limit.saturating_add(released);
         let window = self.window(&scope.name, scope.span_ms());
         let mut w = window.lock().await;
+        let plan = |w: &ScopeWindow| w.plan_admit(now, limit).map(|planned| (planned, ()));
+        match self.swap_planned(scope, &mut w, now, patience, plan).await {
+            Ok(()) => (Ok(()), Source::Shared),
+            Err(Some(room)) => (Err(scope.refusal(room)), Source::Shared),
+            Err(None) => decide_locally(scope, &mut w, limit, now),
+        }
+    }
+
+    /// Writes what `plan` makes of the window, reading the row again after each lost swap:
+    /// what the plan carried once the row took it, `Err(Some(room))` if the window refuses,
+    /// `Err(None)` if the database does not answer (or the swaps never win).
+    async fn swap_planned<T>(
+        &self,
+        scope: &Scope,
+        w: &mut ScopeWindow,
+        now: u64,
+        patience: &mut Patience,
+        plan: impl Fn(&ScopeWindow) -> Result<(WindowLog, T), u64>,
+    ) -> Result<T, Option<u64>> {
         for _ in 0..MAX_SWAPS {
-            let planned = match w.plan_admit(now, limit) {
-                Ok(planned) => planned,
-                Err(room) => return (Err(scope.refusal(room)), Source::Shared),
-            };
+            let (planned, carried) = plan(w).map_err(Some)?;
             match self
                 .swap(&scope.name, w.version, planned.clone(), patience)
                 .await
             {
                 Ok(WindowSwap::Swapped { version }) => {
                     w.swapped(planned, version, now);
-                    return (Ok(()), Source::Shared);
+                    return Ok(carried);
                 }
                 Ok(WindowSwap::Current { window, version }) => w.current(window, version, now),
                 Err(()) => break,
             }
         }
-        // No answer (or endless contention): decide from what this replica knows.
-        let verdict = match w.plan_admit(now, limit) {
-            Ok(_) => {
-                w.count(now, 1, now);
-                Ok(())
-            }
-            Err(room) => Err(scope.refusal(room)),
-        };
-        (verdict, Source::Local)
+        Err(None)
     }
 
     async fn check_tokens(
@@ -407,6 +415,24 @@ impl Patience {
     fn give_up(&mut self) {
         self.gave_up = true;
     }
+}
+
+/// No answer from the database (or endless contention): one request decided from what this
+/// replica knows, and counted to be written later.
+fn decide_locally(
+    scope: &Scope,
+    w: &mut ScopeWindow,
+    limit: u64,
+    now: u64,
+) -> (Result<(), RateLimited>, Source) {
+    let verdict = match w.plan_admit(now, limit) {
+        Ok(_) => {
+            w.count(now, 1, now);
+            Ok(())
+        }
+        Err(room) => Err(scope.refusal(room)),
+    };
+    (verdict, Source::Local)
 }
 
 fn worse(a: Source, b: Source) -> Source {

@@ -5,8 +5,7 @@
 use livegate_contract::rate_limit::FILTER_LEASE_MARGIN_MS;
 use livegate_contract::{AdmissionLease, LimitKind, RateLimited};
 
-use super::{scopes, Limiter, Patience, Scope, Source, MAX_SWAPS};
-use crate::db::WindowSwap;
+use super::{decide_locally, scopes, Limiter, Patience, Scope, ScopeWindow, Source};
 use crate::model::KeyRecord;
 
 /// The most admissions one filter worker is handed at a time.
@@ -28,35 +27,19 @@ impl Limiter {
             return (Ok(()), Source::Leased);
         }
         w.end_lease(now, false);
-        for _ in 0..MAX_SWAPS {
-            let (planned, granted) = match w.plan_lease(now, scope.limit, self.max_lease) {
-                Ok(planned) => planned,
-                Err(room) => return (Err(scope.refusal(room)), Source::Shared),
-            };
-            match self
-                .swap(&scope.name, w.version, planned.clone(), patience)
-                .await
-            {
-                Ok(WindowSwap::Swapped { version }) => {
-                    w.swapped(planned, version, now);
-                    w.start_lease(now, granted);
-                    return (Ok(()), Source::Shared);
-                }
-                Ok(WindowSwap::Current { window, version }) => w.current(window, version, now),
-                Err(()) => {
-                    w.forget_returns();
-                    break;
-                }
+        let plan = |w: &ScopeWindow| w.plan_lease(now, scope.limit, self.max_lease);
+        match self.swap_planned(scope, &mut w, now, patience, plan).await {
+            Ok(granted) => {
+                w.start_lease(now, granted);
+                (Ok(()), Source::Shared)
+            }
+            Err(Some(room)) => (Err(scope.refusal(room)), Source::Shared),
+            Err(None) => {
+                // The last write's fate is unknown: its returns may have landed.
+                w.forget_returns();
+                decide_locally(scope, &mut w, scope.limit, now)
             }
         }
-        let verdict = match w.plan_admit(now, scope.limit) {
-            Ok(_) => {
-                w.count(now, 1, now);
-                Ok(())
-            }
-            Err(room) => Err(scope.refusal(room)),
-        };
-        (verdict, Source::Local)
     }
 
     /// Hands the filter that asked a share of this replica's leases of the key's request
