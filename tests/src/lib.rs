@@ -26,4 +26,5 @@ pub mod procfs;
 pub mod provider_double;
 pub mod providers;
 pub mod python_client;
+pub mod refusal;
 pub mod stack;

@@ -54,36 +54,17 @@ fn reached_upstream(r: &Response) -> bool {
 }
 
 /// The gateway's 429 for a per-model limit of `kind` (`requests` or `tokens`) naming
-/// `model`, as an OpenAI client and a LiteLLM user read it.
+/// `model`.
 fn assert_model_limited(r: &Response, kind: &str, model: &str, limit: u64) {
-    assert_eq!(r.status, 429, "{}", r.body);
-    let body = r.json().unwrap();
-    let e = &body["error"];
-    assert_eq!(e["type"], "rate_limit_error", "{}", r.body);
-    assert_eq!(e["code"], "429", "{}", r.body);
     let field = if kind == "requests" {
         "model_rpm_limit"
     } else {
         "model_tpm_limit"
     };
-    assert_eq!(e["param"], field, "{}", r.body);
-    let message = e["message"].as_str().unwrap();
-    assert!(message.contains(field), "{message}");
-    assert!(message.contains(model), "{message}");
-    let header = |name: &str| {
-        r.header(name)
-            .unwrap_or_else(|| panic!("{name} missing: {:?}", r.headers))
-            .to_string()
-    };
-    assert_eq!(
-        header(&format!("x-ratelimit-limit-{kind}")),
-        limit.to_string()
-    );
-    assert_eq!(header(&format!("x-ratelimit-remaining-{kind}")), "0");
-    let retry_after: u64 = header("retry-after").parse().unwrap();
-    // A window and at most one lease term: a control plane's lease of admissions is
-    // counted at the end of its term (docs/operations.md, "Rate limits").
-    assert!((1..=61).contains(&retry_after), "retry-after {retry_after}");
+    match livegate_tests::refusal::rate_limited(r, kind, field, limit) {
+        Ok(limited) => assert!(limited.message.contains(model), "{}", limited.message),
+        Err(wrong) => panic!("{wrong}"),
+    }
 }
 
 /// Sends `n` chat requests for `model` one after the other through `envoys` in turn; how

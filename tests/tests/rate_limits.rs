@@ -48,43 +48,18 @@ fn reached_upstream(r: &Response) -> bool {
     r.status == 200 && r.json().is_ok_and(|b| b.get("choices").is_some())
 }
 
-/// The gateway's 429 for a limit of `kind` (`requests` or `tokens`), as an OpenAI client
-/// and a LiteLLM user read it; returns the `retry-after` seconds.
+/// The gateway's 429 for a limit of `kind` (`requests` or `tokens`); returns the
+/// `retry-after` seconds.
 fn assert_rate_limited(r: &Response, kind: &str, limit: u64) -> u64 {
-    assert_eq!(r.status, 429, "{}", r.body);
-    let body = r.json().unwrap();
-    let e = &body["error"];
-    assert_eq!(e["type"], "rate_limit_error", "{}", r.body);
-    assert_eq!(e["code"], "429", "{}", r.body);
     let field = if kind == "requests" {
         "rpm_limit"
     } else {
         "tpm_limit"
     };
-    assert_eq!(e["param"], field, "{}", r.body);
-    let message = e["message"].as_str().unwrap();
-    assert!(message.contains(field), "{message}");
-    assert!(
-        body.get("choices").is_none(),
-        "reached the upstream: {}",
-        r.body
-    );
-    let header = |name: &str| {
-        r.header(name)
-            .unwrap_or_else(|| panic!("{name} missing: {:?}", r.headers))
-            .to_string()
-    };
-    assert_eq!(
-        header(&format!("x-ratelimit-limit-{kind}")),
-        limit.to_string()
-    );
-    assert_eq!(header(&format!("x-ratelimit-remaining-{kind}")), "0");
-    assert!(!header(&format!("x-ratelimit-reset-{kind}")).is_empty());
-    let retry_after: u64 = header("retry-after").parse().unwrap();
-    // A window and at most one lease term: a control plane's lease of admissions is
-    // counted at the end of its term (docs/operations.md, "Rate limits").
-    assert!((1..=61).contains(&retry_after), "retry-after {retry_after}");
-    retry_after
+    match livegate_tests::refusal::rate_limited(r, kind, field, limit) {
+        Ok(limited) => limited.retry_after,
+        Err(wrong) => panic!("{wrong}"),
+    }
 }
 
 /// Sends `n` requests one after the other; how many reached the upstream. Every other
