@@ -8,14 +8,17 @@
 //! (OpenAI's end) is noted. An event still open when the stream ends is read as if it had
 //! been closed: a truncated one fails to parse and is counted, a complete one is not lost.
 //!
-//! Parsing costs: every event's generated content is counted in one pass that builds
-//! nothing ([`super::content`]; for an estimate when the stream's usage never comes; an
-//! event skipped for its size, or whose data is not JSON, counts whole). Once the model is
-//! known, an event is parsed into a document only when its data mentions a `"usage"` key
-//! holding an object, so content chunks (and OpenAI's `"usage":null`) cost that one pass.
+//! Parsing costs: line ends are found with `memchr`, and a line that sits whole in its
+//! chunk (the usual case) is read where it is, not copied. Every event's data is skimmed
+//! once ([`super::content`]): its generated content counted (for an estimate when the
+//! stream's usage never comes; an event skipped for its size, or whose data is not JSON,
+//! counts whole), and whether it holds a usage object. Once the model is known, an event
+//! is parsed into a document only when it does, so content chunks (and OpenAI's
+//! `"usage":null`) cost that one skim.
 
-use super::content::content_bytes;
+use super::content::skim;
 use super::{conclude, inspect, len, Counts, Reading};
+use memchr::memchr2;
 
 /// The UTF-8 byte order mark a stream may open with (the SSE standard drops it).
 const BOM: &[u8] = "\u{feff}".as_bytes();
@@ -91,10 +94,9 @@ impl SseMeter {
                 rest = tail;
             }
         }
-        while let Some(end) = rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+        while let Some(end) = memchr2(b'\n', b'\r', rest) {
             let (line, tail) = rest.split_at(end);
-            self.push(line);
-            self.end_line();
+            self.complete_line(line);
             rest = match tail {
                 [b'\r', b'\n', after @ ..] => after,
                 [b'\r'] => {
@@ -111,7 +113,7 @@ impl SseMeter {
     /// The stream has ended.
     pub fn finish(mut self) -> StreamEnd {
         if self.line_started {
-            self.end_line();
+            self.end_held_line();
         }
         self.dispatch();
         StreamEnd {
@@ -129,14 +131,43 @@ impl SseMeter {
         self.line.len() + self.data.len()
     }
 
+    /// Bytes of the line being read, held until its end.
     fn push(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
+        if self.admit(bytes) {
+            self.line.extend_from_slice(bytes);
+        }
+    }
+
+    /// The line being read ends with `tail`.
+    fn complete_line(&mut self, tail: &[u8]) {
+        if self.line.is_empty() {
+            // Whole in this chunk: read where it is.
+            let kept = if self.admit(tail) { tail } else { &[] };
+            self.end_line(kept);
             return;
+        }
+        self.push(tail);
+        self.end_held_line();
+    }
+
+    /// Ends the line held so far (its buffer kept for the next).
+    fn end_held_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        self.end_line(&line);
+        self.line = line;
+        self.line.clear();
+    }
+
+    /// Whether `bytes` of the current line are kept: not while its event is skipped, nor
+    /// when they would grow the event past its bound (then it is skipped from here on).
+    fn admit(&mut self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
         }
         self.line_started = true;
         if self.skipping {
             self.content_bytes = self.content_bytes.saturating_add(len(bytes));
-            return;
+            return false;
         }
         let held = self.line.len() + self.data.len() + bytes.len();
         if held > self.max_event_bytes {
@@ -147,12 +178,13 @@ impl SseMeter {
             self.line = Vec::new();
             self.data = Vec::new();
             self.has_data = false;
-            return;
+            return false;
         }
-        self.line.extend_from_slice(bytes);
+        true
     }
 
-    fn end_line(&mut self) {
+    /// A line has ended: `line` is all of it (the held bytes and the chunk's).
+    fn end_line(&mut self, line: &[u8]) {
         let first = std::mem::replace(&mut self.first_line, false);
         if !self.line_started {
             self.dispatch();
@@ -162,13 +194,12 @@ impl SseMeter {
         if self.skipping {
             return;
         }
-        let line = std::mem::take(&mut self.line);
         let text = if first {
-            line.strip_prefix(BOM).unwrap_or(&line)
+            line.strip_prefix(BOM).unwrap_or(line)
         } else {
-            &line
+            line
         };
-        let (field, value) = match text.iter().position(|b| *b == b':') {
+        let (field, value) = match memchr::memchr(b':', text) {
             Some(colon) => {
                 let (field, value) = text.split_at(colon);
                 let value = value.get(1..).unwrap_or_default();
@@ -183,8 +214,6 @@ impl SseMeter {
             self.data.extend_from_slice(value);
             self.has_data = true;
         }
-        self.line = line;
-        self.line.clear();
     }
 
     /// An empty line: the event is complete.
@@ -205,13 +234,13 @@ impl SseMeter {
             self.done = true;
             return;
         }
-        let Some(content) = content_bytes(data) else {
+        let Some(skimmed) = skim(data) else {
             self.malformed_events = self.malformed_events.saturating_add(1);
             self.content_bytes = self.content_bytes.saturating_add(len(data));
             return;
         };
-        self.content_bytes = self.content_bytes.saturating_add(content);
-        if self.model.is_some() && !mentions_usage_object(data) {
+        self.content_bytes = self.content_bytes.saturating_add(skimmed.content);
+        if self.model.is_some() && !skimmed.usage_object {
             return;
         }
         let Ok(document) = serde_json::from_slice::<serde_json::Value>(data) else {
@@ -227,20 +256,4 @@ impl SseMeter {
             self.model = found.model;
         }
     }
-}
-
-/// Whether `"usage"` is followed by `:` and `{` (whitespace allowed): the only events
-/// worth parsing once the model is known. A key spelled with escapes is not seen.
-fn mentions_usage_object(data: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"usage\"";
-    let mut rest = data;
-    while let Some(at) = rest.windows(KEY.len()).position(|w| w == KEY) {
-        let after = rest.get(at + KEY.len()..).unwrap_or_default();
-        let mut tail = after.iter().copied().filter(|b| !b.is_ascii_whitespace());
-        if tail.next() == Some(b':') && tail.next() == Some(b'{') {
-            return true;
-        }
-        rest = after;
-    }
-    false
 }
