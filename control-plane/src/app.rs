@@ -87,8 +87,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ledger.clone(),
         db.clone(),
         cache.clone(),
-        config.spend.drain_batch,
-        config.spend.drain_retry,
+        ledger::DrainPace {
+            batch: config.spend.drain_batch,
+            retry: config.spend.drain_retry,
+            linger: config.spend.drain_linger,
+        },
         stop_db.clone(),
     ));
     let limiter = Limiter::new(db.clone(), config.auth_db_deadline)

@@ -37,7 +37,7 @@ pub mod spend_series;
 pub use config::{
     OpenError, SpendConfig, SpoolFullPolicy, MAX_DRAIN_BATCH, MAX_SPEND_METRICS_SERIES,
 };
-pub use drain::{drain, drain_step, DrainError};
+pub use drain::{drain, drain_step, DrainError, DrainPace};
 pub use pending::PendingSpend;
 
 /// Prices a record: by its deployment's own prices (`model_info`) when it has them, else

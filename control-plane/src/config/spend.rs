@@ -21,11 +21,19 @@ flags! {
     PRICES_FILE: long = "prices-file", env = "LIVEGATE_PRICES_FILE";
     SPEND_DRAIN_BATCH: long = "spend-drain-batch", env = "LIVEGATE_SPEND_DRAIN_BATCH";
     SPEND_DRAIN_RETRY: long = "spend-drain-retry-ms", env = "LIVEGATE_SPEND_DRAIN_RETRY_MS";
+    SPEND_DRAIN_LINGER: long = "spend-drain-linger-ms", env = "LIVEGATE_SPEND_DRAIN_LINGER_MS";
     SPEND_METRICS_MAX_SERIES: long = "spend-metrics-max-series", env = "LIVEGATE_SPEND_METRICS_MAX_SERIES";
     SPEND_SPOOL_FULL: long = "spend-spool-full", env = "LIVEGATE_SPEND_SPOOL_FULL";
     BUDGET_RESERVATION_USD: long = "budget-reservation-usd", env = "LIVEGATE_BUDGET_RESERVATION_USD";
     BUDGET_RESERVATION_LEASE: long = "budget-reservation-lease-secs", env = "LIVEGATE_BUDGET_RESERVATION_LEASE_SECS";
 }
+
+/// The drain's default linger: at a few thousand answers a second, the records of several
+/// intakes per statement, for at most a tenth of a second's delay.
+pub const DEFAULT_DRAIN_LINGER_MS: u64 = 100;
+
+/// The longest linger accepted.
+const MAX_DRAIN_LINGER_MS: u64 = 10_000;
 
 /// The spend spool's file and bounds.
 #[derive(Debug, Args)]
@@ -105,6 +113,15 @@ pub struct SpendFlags {
         default_value_t = 1000
     )]
     pub spend_drain_retry_ms: u64,
+    /// How long the drain, woken by new records while idle, waits for more to join them in
+    /// one statement (0 to 10000; 0: at once). Spend reaches `/spend/logs` that much later;
+    /// budgets count spooled records already, so they are not loosened.
+    #[arg(
+        long = SPEND_DRAIN_LINGER.long,
+        env = SPEND_DRAIN_LINGER.env,
+        default_value_t = DEFAULT_DRAIN_LINGER_MS
+    )]
+    pub spend_drain_linger_ms: u64,
     /// The most (key alias, team, model) series of the spend metrics (0 to 100000); records
     /// of further triples are counted under the series labelled `other`.
     #[arg(
@@ -155,6 +172,12 @@ impl SpendFlags {
                 format!("must be between 1 and {MAX_DRAIN_BATCH}"),
             ));
         }
+        if a.spend_drain_linger_ms > MAX_DRAIN_LINGER_MS {
+            return Err(invalid(
+                SPEND_DRAIN_LINGER.named,
+                format!("must be at most {MAX_DRAIN_LINGER_MS}"),
+            ));
+        }
         if a.spend_metrics_max_series > MAX_SPEND_METRICS_SERIES {
             return Err(invalid(
                 SPEND_METRICS_MAX_SERIES.named,
@@ -179,6 +202,7 @@ impl SpendFlags {
             })?,
             drain_batch: a.spend_drain_batch,
             drain_retry: ms(SPEND_DRAIN_RETRY.named, a.spend_drain_retry_ms)?,
+            drain_linger: Duration::from_millis(a.spend_drain_linger_ms),
             metrics_max_series: a.spend_metrics_max_series,
             reservation_usd: match budget.budget_reservation_usd {
                 r if r.is_finite() && r >= 0.0 => r,

@@ -123,6 +123,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.spend.spool.max_bytes, 128 << 20);
     assert_eq!(c.spend.prices_file, None);
     assert_eq!(c.spend.drain_batch, 500);
+    assert_eq!(c.spend.drain_linger, Duration::from_millis(100));
     assert_eq!(c.spend.metrics_max_series, 1000);
 }
 
@@ -140,6 +141,11 @@ fn spend_settings_that_cannot_work_are_refused_naming_the_flag() {
         ("--spend-drain-batch", "5001", "--spend-drain-batch"),
         ("--spend-drain-retry-ms", "0", "--spend-drain-retry-ms"),
         (
+            "--spend-drain-linger-ms",
+            "10001",
+            "--spend-drain-linger-ms",
+        ),
+        (
             "--spend-metrics-max-series",
             "100001",
             "--spend-metrics-max-series",
@@ -148,6 +154,8 @@ fn spend_settings_that_cannot_work_are_refused_naming_the_flag() {
         let e = parse(&[flag, value]).unwrap_err();
         assert!(e.flag.starts_with(named), "{flag} {value}: {e}");
     }
+    let at_once = parse(&["--spend-drain-linger-ms", "0"]).unwrap();
+    assert_eq!(at_once.spend.drain_linger, Duration::ZERO);
     let c = parse(&["--prices-file", "/etc/prices.json"]).unwrap();
     assert_eq!(
         c.spend.prices_file.unwrap(),

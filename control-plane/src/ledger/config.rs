@@ -14,6 +14,8 @@ pub struct SpendConfig {
     pub prices_file: Option<PathBuf>,
     pub drain_batch: usize,
     pub drain_retry: Duration,
+    /// How long an idle drain woken by new records waits for more (zero: not at all).
+    pub drain_linger: Duration,
     /// The most (key alias, team, model) series of the spend metrics; beyond: `other`.
     pub metrics_max_series: usize,
     pub when_full: SpoolFullPolicy,

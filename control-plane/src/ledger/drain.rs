@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -15,15 +16,27 @@ use crate::key_cache::KeyCache;
 use crate::model::keys::KeyHash;
 use crate::spool::{SpoolError, SpoolHandle};
 
-/// Drains the spool into Postgres until `stop`: a batch at a time, waiting for new records
-/// when empty and `retry` after a failure. Never blocks the runtime: the spool's calls run
-/// on the blocking pool and the database's are IPC to the engine.
+/// How the drain paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainPace {
+    /// The most records per statement.
+    pub batch: usize,
+    /// The wait after a failure.
+    pub retry: Duration,
+    /// The wait after new records woke an idle drain, so that the records of the next
+    /// intakes join them in one statement (zero: drain at once).
+    pub linger: Duration,
+}
+
+/// Drains the spool into Postgres until `stop`: a batch at a time; when the spool is
+/// drained, waits for new records, then `linger` for more to join them; `retry` after a
+/// failure. Never blocks the runtime: the spool's calls run on the blocking pool and the
+/// database's are IPC to the engine.
 pub async fn drain(
     ledger: Ledger,
     db: Db,
     cache: Arc<KeyCache>,
-    batch: usize,
-    retry: std::time::Duration,
+    pace: DrainPace,
     stop: CancellationToken,
 ) {
     // The reason of the failure in progress: logged at warn when it starts or changes,
@@ -36,13 +49,14 @@ pub async fn drain(
         if stop.is_cancelled() {
             return;
         }
-        let result = drain_once(&ledger, &db, &cache, batch).await;
+        let result = drain_once(&ledger, &db, &cache, pace.batch).await;
         let waited = match result {
             Ok(n) => {
                 if failing.take().is_some() {
                     tracing::info!("spend drain resumed");
                 }
-                if n == 0 {
+                // A short batch emptied the spool (records since then have left a wake-up).
+                if n < pace.batch {
                     Wait::ForRecords
                 } else {
                     Wait::No
@@ -66,14 +80,20 @@ pub async fn drain(
         };
         let sleep = match waited {
             Wait::No => continue,
-            Wait::ForRecords => tokio::time::sleep(retry.max(std::time::Duration::from_secs(5))),
-            Wait::Retry => tokio::time::sleep(retry),
+            Wait::ForRecords => tokio::time::sleep(pace.retry.max(Duration::from_secs(5))),
+            Wait::Retry => tokio::time::sleep(pace.retry),
         };
-        tokio::select! {
+        let woken = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ledger.wake.notified(), if matches!(waited, Wait::ForRecords) => {}
-            Ok(()) = connects.changed() => {}
-            _ = sleep => {}
+            _ = ledger.wake.notified(), if matches!(waited, Wait::ForRecords) => true,
+            Ok(()) = connects.changed() => false,
+            _ = sleep => false,
+        };
+        if woken && !pace.linger.is_zero() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pace.linger) => {}
+            }
         }
     }
 }

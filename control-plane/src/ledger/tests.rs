@@ -211,6 +211,7 @@ pub(crate) async fn ledger_with_reservation(dir: &Path, usd: f64) -> Ledger {
         prices_file: None,
         drain_batch: 100,
         drain_retry: std::time::Duration::from_millis(100),
+        drain_linger: std::time::Duration::ZERO,
         metrics_max_series: 10,
         when_full: crate::ledger::SpoolFullPolicy::RefuseBudgeted,
         reservation_usd: usd,
