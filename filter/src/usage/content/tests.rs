@@ -64,6 +64,17 @@ fn document() -> impl Strategy<Value = Value> {
 
 proptest! {
     #[test]
+    fn the_word_at_a_time_search_finds_what_a_byte_loop_finds(
+        bytes in prop::collection::vec(
+            prop_oneof![Just(b'"'), Just(b'\\'), Just(0x22 ^ 0x80), Just(0x5c ^ 0x01), any::<u8>()],
+            0..40,
+        ),
+    ) {
+        let naive = bytes.iter().position(|b| *b == b'"' || *b == b'\\');
+        prop_assert_eq!(quote_or_backslash(&bytes), naive);
+    }
+
+    #[test]
     fn a_document_skims_as_its_walk_says_in_any_layout(document in document()) {
         let expected = walked(&document);
         let compact = serde_json::to_vec(&document).unwrap();
