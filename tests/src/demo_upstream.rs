@@ -42,6 +42,10 @@ impl DemoUpstream {
         Ok(upstream)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

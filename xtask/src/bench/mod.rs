@@ -11,6 +11,7 @@ mod machine;
 mod markdown;
 mod metering;
 mod outage;
+mod pinning;
 mod plot;
 mod revocation;
 mod wrk;
