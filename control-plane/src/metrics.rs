@@ -248,6 +248,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "livegate_rate_limit_handed_admissions_total",
+            "Admissions handed to filter workers as their shares of this replica's leases.",
+            self.gate.rate_limit_handed_admissions.load(Relaxed),
+        );
+        counter(
+            &mut out,
             "livegate_rate_limit_shared_decisions_total",
             "Rate-limit decisions that wrote or read the database (or refused from what this replica knew).",
             self.gate.rate_limit_shared_decisions.load(Relaxed),

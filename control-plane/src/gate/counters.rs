@@ -22,6 +22,9 @@ pub struct GateCounters {
     pub rate_limit_shared_decisions: AtomicU64,
     /// Checks whose request windows were all served from this replica's leases.
     pub rate_limit_leased_admissions: AtomicU64,
+    /// Admissions handed to filter workers as their share of a lease (what a worker does
+    /// not use before the share ends stays out of the window for its minute).
+    pub rate_limit_handed_admissions: AtomicU64,
     /// Checks by outcome (`Decision::label`).
     decisions: Mutex<BTreeMap<&'static str, u64>>,
 }

@@ -295,6 +295,10 @@ impl Gate {
             ) if cacheable => {
                 // A key near its budget is not cached, so not leased either.
                 let lease = self.limiter.hand_off(&record, at.now_ms).await;
+                if let Some(share) = &lease {
+                    let handed = &self.counters.rate_limit_handed_admissions;
+                    handed.fetch_add(share.admissions, Relaxed);
+                }
                 Decision::Allow {
                     record,
                     cache_ttl_seconds,
