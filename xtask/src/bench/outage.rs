@@ -72,6 +72,9 @@ fn select(names: &[String]) -> anyhow::Result<Vec<Fault>> {
         .collect()
 }
 
+/// Runs of each ceiling, interleaved; the median is kept.
+const CEILING_ROUNDS: usize = 3;
+
 fn ceilings(seconds: u64) -> anyhow::Result<Ceilings> {
     let stack = Stack::start(StackOptions::envoy_only())?;
     let scratch = Scratch::new("livegate-baseline-")?;
@@ -81,13 +84,29 @@ fn ceilings(seconds: u64) -> anyhow::Result<Ceilings> {
         EnvoyConfig::on_free_ports(nowhere.clone(), nowhere)?,
         scratch.path(),
     )?;
-    let direct_response = wrk::run(
-        &format!("{}/health/liveliness", baseline.url()),
-        seconds,
-        32,
-        None,
-    )?;
-    let filter = wrk::run(&stack.url("/health/liveliness"), seconds, 32, None)?;
+    // Each Envoy's one worker alone on CPU 0, wrk (started by this process) on CPU 1: the
+    // ratio is then Envoy's own cost per request, not how the two share the cores.
+    let mut pins = super::pinning::Pinned::new();
+    if let Some(pins) = &mut pins {
+        pins.tree(baseline.pid(), "0")?;
+        pins.tree(stack.envoy.pid(), "0")?;
+        pins.process(std::process::id(), "1")?;
+    }
+    let (mut native, mut local) = (Vec::new(), Vec::new());
+    for _ in 0..CEILING_ROUNDS {
+        let url = format!("{}/health/liveliness", baseline.url());
+        native.push(wrk::run(&url, seconds, 32, None)?);
+        local.push(wrk::run(
+            &stack.url("/health/liveliness"),
+            seconds,
+            32,
+            None,
+        )?);
+    }
+    drop(pins);
+    let (Some(direct_response), Some(filter)) = (wrk::median(&native), wrk::median(&local)) else {
+        anyhow::bail!("no ceiling run");
+    };
     Ok(Ceilings {
         seconds,
         ratio: filter.requests_per_second / direct_response.requests_per_second,
@@ -156,7 +175,7 @@ fn table(reports: &[ScenarioReport], ceilings: &Ceilings, machine: &str) -> Stri
         out.push('\n');
     }
     out.push_str(&format!(
-        "\nLiveness ceilings ({} s of wrk, 32 connections, 1 Envoy worker each): Envoy's native `direct_response` {:.0} req/s (p50 {:.0} µs, p99 {:.0} µs); the filter's local reply {:.0} req/s (p50 {:.0} µs, p99 {:.0} µs): **{:.2}×** the native ceiling.\n",
+        "\nLiveness ceilings (wrk with 32 connections, the median of {CEILING_ROUNDS} runs of {} s each, interleaved; 1 Envoy worker each, the Envoys pinned to CPU 0 and wrk to CPU 1): Envoy's native `direct_response` {:.0} req/s (p50 {:.0} µs, p99 {:.0} µs); the filter's local reply {:.0} req/s (p50 {:.0} µs, p99 {:.0} µs): **{:.2}×** the native ceiling.\n",
         ceilings.seconds,
         ceilings.direct_response.requests_per_second,
         ceilings.direct_response.p50_us,
