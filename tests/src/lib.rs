@@ -14,6 +14,7 @@ pub mod envoy;
 pub mod failing_provider;
 pub mod fleet;
 pub mod flood;
+pub mod h2_client;
 pub mod http;
 pub mod internal_token;
 pub mod lab;

@@ -8,12 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
+use std::path::Path;
 use std::time::Duration;
 
-use ::http::{HeaderMap, HeaderValue, Request};
-use bytes::Bytes;
+use ::http::{HeaderMap, HeaderValue};
 
 use livegate_tests::failing_provider::{FailingProvider, Failure, Refusing, RATE_LIMIT_HEADERS};
+use livegate_tests::h2_client::post_with_trailers;
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::provider_double::{ProviderDouble, Seen};
@@ -48,6 +49,18 @@ struct Providers4 {
 }
 
 impl Providers4 {
+    /// The good provider (its own CA and key, under `dir`) and one of each failure.
+    fn start(dir: &Path) -> Providers4 {
+        Providers4 {
+            good: ProviderDouble::start(dir, GOOD_KEY).unwrap(),
+            limited: FailingProvider::start(Failure::TooManyRequests).unwrap(),
+            unavailable: FailingProvider::start(Failure::Unavailable).unwrap(),
+            hangup: FailingProvider::start(Failure::HangUp).unwrap(),
+            silent: FailingProvider::start(Failure::Silent).unwrap(),
+            refused: Refusing::start().unwrap(),
+        }
+    }
+
     fn seen(&self) -> Vec<Seen> {
         let mut all = self.good.seen();
         for failing in [&self.limited, &self.unavailable, &self.hangup, &self.silent] {
@@ -119,7 +132,7 @@ fn model_list(p: &Providers4) -> String {
     text
 }
 
-fn start(p: &Providers4, scratch: &std::path::Path) -> Stack {
+fn start(p: &Providers4, scratch: &Path) -> Stack {
     let ca = p.good.ca_file().display().to_string();
     let providers = Providers::from_model_list(&model_list(p), |name| match name {
         GOOD_KEY_ENV => Some(GOOD_KEY.to_owned()),
@@ -183,14 +196,7 @@ fn spend_rows(stack: &Stack, key: &str) -> Option<Vec<Value>> {
 #[test]
 fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_who_gave_it() {
     let scratch = tempfile::tempdir().unwrap();
-    let p = Providers4 {
-        good: ProviderDouble::start(scratch.path(), GOOD_KEY).unwrap(),
-        limited: FailingProvider::start(Failure::TooManyRequests).unwrap(),
-        unavailable: FailingProvider::start(Failure::Unavailable).unwrap(),
-        hangup: FailingProvider::start(Failure::HangUp).unwrap(),
-        silent: FailingProvider::start(Failure::Silent).unwrap(),
-        refused: Refusing::start().unwrap(),
-    };
+    let p = Providers4::start(scratch.path());
     let mut stack = start(&p, scratch.path());
     let key = generate(&stack, json!({"key_alias": "fallbacks"}));
     let primary_only = generate(&stack, json!({"models": ["primary"]}));
@@ -407,31 +413,11 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
 
 /// One HTTP/2 (prior knowledge) chat completion to `model` whose body ends in trailers;
 /// (status, body).
-async fn chat_with_trailers(address: &str, key: &str, model: &str) -> anyhow::Result<(u16, Value)> {
-    let socket = tokio::net::TcpStream::connect(address).await?;
-    let (client, connection) = h2::client::handshake(socket).await?;
-    tokio::spawn(connection);
-    let mut client = client.ready().await?;
-    let request = Request::post(format!("http://{address}/v1/chat/completions"))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(())?;
-    let (response, mut stream) = client.send_request(request, false)?;
+fn chat_with_trailers(address: &str, key: &str, model: &str) -> anyhow::Result<(u16, Value)> {
     let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
-    stream.send_data(Bytes::from(body.to_string()), false)?;
     let mut trailers = HeaderMap::new();
     trailers.insert("x-client-checksum", HeaderValue::from_static("kept"));
-    stream.send_trailers(trailers)?;
-    let response = response.await?;
-    let status = response.status().as_u16();
-    let mut body = response.into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok((status, serde_json::from_slice(&bytes)?))
+    post_with_trailers(address, "/v1/chat/completions", key, &body, trailers)
 }
 
 /// A body that ends in trailers (HTTP/2) is shaped for each try all the same: the
@@ -439,25 +425,12 @@ async fn chat_with_trailers(address: &str, key: &str, model: &str) -> anyhow::Re
 #[test]
 fn a_request_ending_in_trailers_is_shaped_for_every_try() {
     let scratch = tempfile::tempdir().unwrap();
-    let p = Providers4 {
-        good: ProviderDouble::start(scratch.path(), GOOD_KEY).unwrap(),
-        limited: FailingProvider::start(Failure::TooManyRequests).unwrap(),
-        unavailable: FailingProvider::start(Failure::Unavailable).unwrap(),
-        hangup: FailingProvider::start(Failure::HangUp).unwrap(),
-        silent: FailingProvider::start(Failure::Silent).unwrap(),
-        refused: Refusing::start().unwrap(),
-    };
+    let p = Providers4::start(scratch.path());
     let stack = start(&p, scratch.path());
     let key = generate(&stack, json!({"key_alias": "trailers"}));
     let address = stack.envoy.url().trim_start_matches("http://").to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     for _ in 0..2 {
-        let (status, body) = runtime
-            .block_on(chat_with_trailers(&address, &key, "primary"))
-            .unwrap();
+        let (status, body) = chat_with_trailers(&address, &key, "primary").unwrap();
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["model"], "gpt-4o-mini", "{body}");
     }

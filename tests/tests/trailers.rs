@@ -5,43 +5,13 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request};
+use http::{HeaderMap, HeaderValue};
+use livegate_tests::h2_client::post_with_trailers;
 use livegate_tests::poll;
 use livegate_tests::stack::{Stack, StackOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const REMOVED: &str = "livegate_spoofed_trailers_removed_total";
-
-/// One HTTP/2 (prior knowledge) POST with a JSON body and `trailers`; (status, body).
-async fn post_with_trailers(
-    address: &str,
-    path: &str,
-    key: &str,
-    trailers: HeaderMap,
-) -> anyhow::Result<(u16, Value)> {
-    let socket = tokio::net::TcpStream::connect(address).await?;
-    let (client, connection) = h2::client::handshake(socket).await?;
-    tokio::spawn(connection);
-    let mut client = client.ready().await?;
-    let request = Request::post(format!("http://{address}{path}"))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(())?;
-    let (response, mut stream) = client.send_request(request, false)?;
-    stream.send_data(Bytes::from_static(b"{\"hello\":\"upstream\"}"), false)?;
-    stream.send_trailers(trailers)?;
-    let response = response.await?;
-    let status = response.status().as_u16();
-    let mut body = response.into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok((status, serde_json::from_slice(&bytes)?))
-}
 
 #[test]
 fn spoofed_identity_trailers_are_removed_and_the_request_served() {
@@ -60,13 +30,9 @@ fn spoofed_identity_trailers_are_removed_and_the_request_served() {
     trailers.insert("x-livegate-key-alias", HeaderValue::from_static("spoofed"));
     trailers.insert("x-client-checksum", HeaderValue::from_static("kept"));
     let address = stack.envoy.url().trim_start_matches("http://").to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (status, body) = runtime
-        .block_on(post_with_trailers(&address, "/v1/echo", &key, trailers))
-        .unwrap();
+    let request = json!({"hello": "upstream"});
+    let (status, body) =
+        post_with_trailers(&address, "/v1/echo", &key, &request, trailers).unwrap();
 
     assert_eq!(status, 200, "the request with trailers is served: {body}");
     let identity = &body["livegate"]["identity_headers"];
