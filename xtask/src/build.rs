@@ -37,18 +37,22 @@ pub fn all(release: bool) -> anyhow::Result<Built> {
 /// Builds the filter alone (wasm32-wasip1, profile `wasm`: the release build that ships).
 pub fn filter() -> anyhow::Result<PathBuf> {
     step("building the filter (wasm32-wasip1, profile wasm)");
+    wasm_package("livegate-filter")
+}
+
+/// Builds the benchmarks' floor filter (xtask/floor-filter) like the filter.
+pub fn floor_filter() -> anyhow::Result<PathBuf> {
+    step("building the floor filter (wasm32-wasip1, profile wasm)");
+    wasm_package("livegate-floor-filter")
+}
+
+fn wasm_package(package: &str) -> anyhow::Result<PathBuf> {
     run(cargo()
-        .args([
-            "build",
-            "--package",
-            "livegate-filter",
-            "--target",
-            WASM_TARGET,
-        ])
+        .args(["build", "--package", package, "--target", WASM_TARGET])
         .args(["--profile", "wasm"]))?;
     Ok(livegate_tests::artifacts::target_dir()
         .join(WASM_TARGET)
-        .join("wasm/livegate_filter.wasm"))
+        .join(format!("wasm/{}.wasm", package.replace('-', "_"))))
 }
 
 /// `cargo`, the same one running this xtask, without the variables `cargo run` set for

@@ -34,12 +34,14 @@ pub fn lint() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    step("clippy (the filter on wasm32-wasip1)");
+    step("clippy (the filter and the benchmarks' floor filter on wasm32-wasip1)");
     run(cargo()
         .args([
             "clippy",
             "--package",
             "livegate-filter",
+            "--package",
+            "livegate-floor-filter",
             "--target",
             WASM_TARGET,
         ])

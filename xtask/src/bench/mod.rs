@@ -29,6 +29,9 @@ pub enum Bench {
         /// Seconds per throughput run for the liveness ceilings.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Only the liveness ceilings, printed (docs/benchmarks.md is left as it is).
+        #[arg(long)]
+        ceilings_only: bool,
     },
     /// Hostile traffic: slow-header sockets against the probe listener's liveness, then a
     /// flood of random keys while a warmed key keeps requesting.
@@ -99,7 +102,11 @@ pub enum Bench {
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     crate::build::prepare_stack(true)?;
     match bench {
-        Bench::Outage { scenarios, seconds } => outage::run(&scenarios, seconds),
+        Bench::Outage {
+            scenarios,
+            seconds,
+            ceilings_only,
+        } => outage::run(&scenarios, seconds, ceilings_only),
         Bench::Auth { seconds } => auth::run(seconds),
         Bench::Metering {
             seconds,
@@ -141,13 +148,35 @@ fn envoy_beside(
     template: &str,
     filter_config: &str,
 ) -> anyhow::Result<livegate_tests::envoy::Envoy> {
-    use livegate_tests::envoy::{Endpoint, Envoy, EnvoyConfig};
+    let mut config = config_beside(stack)?;
+    config.filter_config = filter_config.to_string();
+    livegate_tests::envoy::Envoy::start_from(template, config, stack.scratch.path())
+}
+
+/// The least a Wasm filter does (xtask/floor-filter) on the baseline's bare listener,
+/// beside the stack: what Envoy's Wasm host costs per request, whatever the filter.
+fn floor_beside(
+    stack: &livegate_tests::stack::Stack,
+) -> anyhow::Result<livegate_tests::envoy::Envoy> {
+    let config = livegate_tests::envoy::EnvoyConfig {
+        filter_wasm: crate::build::floor_filter()?,
+        ..config_beside(stack)?
+    };
+    livegate_tests::envoy::Envoy::start_from(BARE_WASM_TEMPLATE, config, stack.scratch.path())
+}
+
+/// An Envoy's configuration on free ports, with the stack's control plane and upstream.
+fn config_beside(
+    stack: &livegate_tests::stack::Stack,
+) -> anyhow::Result<livegate_tests::envoy::EnvoyConfig> {
+    use livegate_tests::envoy::{Endpoint, EnvoyConfig};
     let upstream = Endpoint::loopback(stack.upstream.as_ref().map_or(0, |u| u.port()));
     let control_plane = Endpoint::loopback(stack.control_plane_port);
-    let mut config = EnvoyConfig::on_free_ports(control_plane, upstream)?;
-    config.filter_config = filter_config.to_string();
-    Envoy::start_from(template, config, stack.scratch.path())
+    EnvoyConfig::on_free_ports(control_plane, upstream)
 }
+
+/// The baseline's bare listener with one Wasm filter (the floor filter, or livegate's).
+const BARE_WASM_TEMPLATE: &str = "xtask/src/bench/bare-wasm.yaml.tmpl";
 
 /// The filter passing every `/v1/` path through: what any Wasm filter costs.
 const PASSTHROUGH_V1: &str = r#"{"passthrough_prefixes": ["/v1/"]}"#;

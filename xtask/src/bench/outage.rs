@@ -10,13 +10,29 @@ use serde::Serialize;
 use super::wrk::{self, Throughput};
 use crate::step;
 
-/// Liveness answered by our filter against Envoy's native direct_response.
+/// Liveness throughput from Envoy's native reply down to livegate's filter on each listener.
 #[derive(Debug, Serialize)]
 struct Ceilings {
     seconds: u64,
+    /// Envoy's native `direct_response`: the physical limit.
     direct_response: Throughput,
-    filter: Throughput,
-    ratio: f64,
+    /// The least a Wasm filter does (xtask/floor-filter) on the same bare listener: what
+    /// Envoy's Wasm host costs, whatever the filter.
+    wasm_floor: Throughput,
+    /// livegate's filter on the same bare listener: what its own code adds.
+    bare_listener: Throughput,
+    /// livegate's filter on its probe listener, where the kubelet asks (path
+    /// normalisation, the local reply mappers).
+    probe_listener: Throughput,
+    /// livegate's filter on the gateway's listener (its access log, header mutations).
+    gateway_listener: Throughput,
+}
+
+impl Ceilings {
+    /// The headline: the probe listener's liveness against the native reply.
+    fn ratio(&self) -> f64 {
+        self.probe_listener.requests_per_second / self.direct_response.requests_per_second
+    }
 }
 
 #[derive(Serialize)]
@@ -26,10 +42,19 @@ struct Results<'a> {
     scenarios: &'a [ScenarioReport],
 }
 
-pub fn run(names: &[String], seconds: u64) -> anyhow::Result<()> {
+pub fn run(names: &[String], seconds: u64, ceilings_only: bool) -> anyhow::Result<()> {
     let faults = select(names)?;
     super::plot::ensure_font()?;
     wrk::ensure_installed()?;
+    let machine = super::machine::describe();
+    if ceilings_only {
+        step("liveness ceilings alone");
+        let ceilings = ceilings(seconds)?;
+        return super::markdown::update_benchmarks_doc(
+            "ceilings",
+            &ceilings_text(&ceilings, &machine),
+        );
+    }
     let dir = super::results_dir()?;
     let mut reports = Vec::new();
     for fault in faults {
@@ -39,17 +64,16 @@ pub fn run(names: &[String], seconds: u64) -> anyhow::Result<()> {
         eprintln!("    {}", row(&report));
         reports.push(report);
     }
-    step("liveness ceilings: Envoy's direct_response against the filter's local reply");
+    step("liveness ceilings: Envoy's direct_response, the floor filter, livegate's filter");
     let ceilings = ceilings(seconds)?;
-    let machine = super::machine::describe();
     let results = Results {
         machine: machine.clone(),
         ceilings: &ceilings,
         scenarios: &reports,
     };
     std::fs::write(dir.join("outage.json"), serde_json::to_string(&results)?)?;
-    super::markdown::update_benchmarks_doc("outage", &table(&reports, &ceilings, &machine))?;
-    Ok(())
+    super::markdown::update_benchmarks_doc("outage", &table(&reports, &machine))?;
+    super::markdown::update_benchmarks_doc("ceilings", &ceilings_text(&ceilings, &machine))
 }
 
 fn select(names: &[String]) -> anyhow::Result<Vec<Fault>> {
@@ -76,42 +100,60 @@ fn select(names: &[String]) -> anyhow::Result<Vec<Fault>> {
 const CEILING_ROUNDS: usize = 3;
 
 fn ceilings(seconds: u64) -> anyhow::Result<Ceilings> {
+    let floor_wasm = crate::build::floor_filter()?;
     let stack = Stack::start(StackOptions::envoy_only())?;
     let scratch = Scratch::new("livegate-baseline-")?;
     let nowhere = Endpoint::loopback(livegate_tests::ports::free_port()?);
-    let baseline = Envoy::start_from(
-        BASELINE_TEMPLATE,
-        EnvoyConfig::on_free_ports(nowhere.clone(), nowhere)?,
+    let bare = || EnvoyConfig::on_free_ports(nowhere.clone(), nowhere.clone());
+    let baseline = Envoy::start_from(BASELINE_TEMPLATE, bare()?, scratch.path())?;
+    let floor = Envoy::start_from(
+        super::BARE_WASM_TEMPLATE,
+        EnvoyConfig {
+            filter_wasm: floor_wasm,
+            ..bare()?
+        },
         scratch.path(),
     )?;
+    let livegate_bare = Envoy::start_from(super::BARE_WASM_TEMPLATE, bare()?, scratch.path())?;
     // Each Envoy's one worker alone on CPU 0, wrk (started by this process) on CPU 1: the
     // ratio is then Envoy's own cost per request, not how the two share the cores.
     let mut pins = super::pinning::Pinned::new();
     if let Some(pins) = &mut pins {
-        pins.tree(baseline.pid(), "0")?;
-        pins.tree(stack.envoy.pid(), "0")?;
+        for envoy in [&baseline, &floor, &livegate_bare, &stack.envoy] {
+            pins.tree(envoy.pid(), "0")?;
+        }
         pins.process(std::process::id(), "1")?;
     }
-    let (mut native, mut local) = (Vec::new(), Vec::new());
+    let liveness = |envoy: &Envoy| format!("{}/health/liveliness", envoy.url());
+    let urls = [
+        liveness(&baseline),
+        liveness(&floor),
+        liveness(&livegate_bare),
+        format!("{}/health/liveliness", stack.envoy.probe_url()),
+        stack.url("/health/liveliness"),
+    ];
+    let mut runs: [Vec<Throughput>; 5] = Default::default();
     for _ in 0..CEILING_ROUNDS {
-        let url = format!("{}/health/liveliness", baseline.url());
-        native.push(wrk::run(&url, seconds, 32, None)?);
-        local.push(wrk::run(
-            &stack.url("/health/liveliness"),
-            seconds,
-            32,
-            None,
-        )?);
+        for (url, runs) in urls.iter().zip(runs.iter_mut()) {
+            let run = wrk::run(url, seconds, 32, None)?;
+            // A 503 is the bare listener's route: the filter did not answer.
+            anyhow::ensure!(run.errors == 0, "{url}: {} errors", run.errors);
+            runs.push(run);
+        }
     }
     drop(pins);
-    let (Some(direct_response), Some(filter)) = (wrk::median(&native), wrk::median(&local)) else {
+    let [Some(direct_response), Some(wasm_floor), Some(bare_listener), Some(probe_listener), Some(gateway_listener)] =
+        runs.map(|runs| wrk::median(&runs))
+    else {
         anyhow::bail!("no ceiling run");
     };
     Ok(Ceilings {
         seconds,
-        ratio: filter.requests_per_second / direct_response.requests_per_second,
         direct_response,
-        filter,
+        wasm_floor,
+        bare_listener,
+        probe_listener,
+        gateway_listener,
     })
 }
 
@@ -155,7 +197,7 @@ fn row(report: &ScenarioReport) -> String {
     )
 }
 
-fn table(reports: &[ScenarioReport], ceilings: &Ceilings, machine: &str) -> String {
+fn table(reports: &[ScenarioReport], machine: &str) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "Measured by `cargo xtask bench outage` on: {machine}.\n\n"
@@ -174,17 +216,6 @@ fn table(reports: &[ScenarioReport], ceilings: &Ceilings, machine: &str) -> Stri
         out.push_str(&row(report));
         out.push('\n');
     }
-    out.push_str(&format!(
-        "\nLiveness ceilings (wrk with 32 connections, the median of {CEILING_ROUNDS} runs of {} s each, interleaved; 1 Envoy worker each, the Envoys pinned to CPU 0 and wrk to CPU 1): Envoy's native `direct_response` {:.0} req/s (p50 {:.0} µs, p99 {:.0} µs); the filter's local reply {:.0} req/s (p50 {:.0} µs, p99 {:.0} µs): **{:.2}×** the native ceiling.\n",
-        ceilings.seconds,
-        ceilings.direct_response.requests_per_second,
-        ceilings.direct_response.p50_us,
-        ceilings.direct_response.p99_us,
-        ceilings.filter.requests_per_second,
-        ceilings.filter.p50_us,
-        ceilings.filter.p99_us,
-        ceilings.ratio,
-    ));
     out.push_str("\nTimelines: ");
     let links: Vec<String> = reports
         .iter()
@@ -192,5 +223,47 @@ fn table(reports: &[ScenarioReport], ceilings: &Ceilings, machine: &str) -> Stri
         .collect();
     out.push_str(&links.join(", "));
     out.push_str(". Raw numbers: [benchmarks/outage.json](benchmarks/outage.json).\n");
+    out
+}
+
+/// The ceilings' paragraph: each setup's throughput and latency, and the ratios.
+fn ceilings_text(ceilings: &Ceilings, machine: &str) -> String {
+    let native = ceilings.direct_response.requests_per_second;
+    let setup = |name: &str, run: &Throughput| {
+        format!(
+            "| {name} | {:.0} | {:.2}× | {:.1} µs | {:.0} µs | {:.0} µs |\n",
+            run.requests_per_second,
+            run.requests_per_second / native,
+            1e6 / run.requests_per_second,
+            run.p50_us,
+            run.p99_us,
+        )
+    };
+    let mut out = format!(
+        "Measured by `cargo xtask bench outage` (or `--ceilings-only`) on: {machine}.\nwrk with 32 connections on `GET /health/liveliness`, the median of {CEILING_ROUNDS} runs of {} s each, interleaved; 1 Envoy worker each, the Envoys pinned to CPU 0 and wrk to CPU 1, so a request's worker time is the inverse of the throughput.\n\n",
+        ceilings.seconds
+    );
+    out.push_str("| liveness answered by | requests/s | vs native | worker time per request | p50 | p99 |\n|---|---|---|---|---|---|\n");
+    out.push_str(&setup(
+        "Envoy's native `direct_response`",
+        &ceilings.direct_response,
+    ));
+    out.push_str(&setup("the least Wasm filter (`xtask/floor-filter`: one header read, a local reply), bare listener", &ceilings.wasm_floor));
+    out.push_str(&setup(
+        "livegate's filter, the same bare listener",
+        &ceilings.bare_listener,
+    ));
+    out.push_str(&setup(
+        "livegate's filter, its probe listener (the kubelet's)",
+        &ceilings.probe_listener,
+    ));
+    out.push_str(&setup(
+        "livegate's filter, the gateway's listener (access log, header mutations)",
+        &ceilings.gateway_listener,
+    ));
+    out.push_str(&format!(
+        "\nWhere the kubelet asks: **{:.2}×** the native ceiling.\n",
+        ceilings.ratio()
+    ));
     out
 }
