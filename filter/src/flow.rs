@@ -13,7 +13,7 @@ use crate::path::{normalize, NormalPath, PathError};
 use crate::reply::LocalReply;
 use crate::routing::{hashed_key_path, is_probe_method, Route, Routes};
 use crate::spend_queue::SpendQueue;
-use crate::time::Millis;
+use crate::time::{Clock, Millis};
 use crate::upstream_headers::{for_passthrough, HeaderEdits};
 use body::{asks_for_usage, Body};
 use livegate_contract::{KeyHash, ModelAccess, ModelLimits};
@@ -215,9 +215,9 @@ impl RequestFlow {
     /// went away while its check was in flight). Drops the request's state; the answer to
     /// a check still in flight is dropped when it arrives. A response still being metered
     /// (the stream ended early) is recorded as seen so far.
-    pub fn on_done(&mut self, host: &impl Host, now: Option<Millis>) {
+    pub fn on_done(&mut self, host: &impl Host, clock: impl Clock) {
         if let Some(held) = self.take_held() {
-            self.end(host, held, now, Ending::Early);
+            self.end(host, held, clock, Ending::Early);
         }
         self.stage = Stage::Done;
     }
@@ -234,14 +234,15 @@ impl RequestFlow {
     }
 
     /// The request no longer holds anything: its response's record goes into the
-    /// worker's queue, and its parallel slot back to the worker's window.
-    fn end(&self, host: &impl Host, held: Held, now: Option<Millis>, ending: Ending) {
+    /// worker's queue (stamped with the clock's time, the one thing it is read for), and
+    /// its parallel slot back to the worker's window.
+    fn end(&self, host: &impl Host, held: Held, clock: impl Clock, ending: Ending) {
         if let Some(meter) = held.metering {
             let tokens_to = TokensTo {
                 key: held.counts_tokens,
                 model: held.model_tokens.as_ref(),
             };
-            self.finish_metering(host, meter, tokens_to, now, ending);
+            self.finish_metering(host, meter, tokens_to, clock.now(), ending);
         }
         if let Some(request) = held.in_flight {
             self.plugin.with_local(|local| local.end(request));
@@ -256,17 +257,17 @@ impl RequestFlow {
         }
     }
 
-    /// `now` is `None` when the host clock cannot be read: the cache is then bypassed
-    /// (every check goes to the control plane), never consulted at a guessed time.
-    pub fn on_request_headers(&mut self, host: &impl Host, now: Option<Millis>) -> Verdict {
-        self.on_request_headers_with(host, now, false)
+    /// The clock is read for a protected route only. When it cannot be read the cache is
+    /// bypassed (every check goes to the control plane), never consulted at a guessed time.
+    pub fn on_request_headers(&mut self, host: &impl Host, clock: impl Clock) -> Verdict {
+        self.on_request_headers_with(host, clock, false)
     }
 
     /// As `on_request_headers`; `end_of_stream` says the request has no body.
     pub fn on_request_headers_with(
         &mut self,
         host: &impl Host,
-        now: Option<Millis>,
+        clock: impl Clock,
         end_of_stream: bool,
     ) -> Verdict {
         // Every decision is made on the normal path: `/v1/chat%2Fcompletions` is the chat
@@ -284,6 +285,7 @@ impl RequestFlow {
                 self.release_with(host, &edits, hashed.as_deref(), Held::default())
             }
             Route::Protected => {
+                let now = clock.now();
                 let source = model_source(&normal.path);
                 let usage_route = asks_for_usage(&source, &normal.path);
                 let mut request = Request {

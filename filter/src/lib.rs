@@ -47,7 +47,7 @@ mod wasm {
     use crate::metrics::Metric;
     use crate::reply::LocalReply;
     use crate::root::{Call, Root, RootHost, Shared};
-    use crate::time::Millis;
+    use crate::time::{Clock, Millis};
     use crate::upstream_headers::header_encoded;
     use livegate_contract::headers::{INTERNAL_TOKEN, MODEL_CHECK};
     use proxy_wasm::hostcalls;
@@ -270,7 +270,7 @@ mod wasm {
         /// metered (the stream ended early) is recorded as seen so far.
         fn on_done(&mut self) -> bool {
             let host = stream_host(&self.metrics, self.owner, (self.body_size, 0));
-            self.flow.on_done(&host, now());
+            self.flow.on_done(&host, HostClock);
             true
         }
 
@@ -313,7 +313,7 @@ mod wasm {
             );
             let verdict = self
                 .flow
-                .on_request_headers_with(&host, now(), end_of_stream);
+                .on_request_headers_with(&host, HostClock, end_of_stream);
             action(verdict)
         }
 
@@ -361,19 +361,31 @@ mod wasm {
         /// The response is metered as it passes: never paused, never buffered.
         fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
             let host = stream_host(&self.metrics, self.owner, (self.body_size, 0));
-            action(self.flow.on_response_headers(&host, end_of_stream, now()))
+            action(
+                self.flow
+                    .on_response_headers(&host, end_of_stream, HostClock),
+            )
         }
 
         /// `size` is this chunk's: the filter continues every chunk, so Envoy holds one.
         fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
             self.response_chunk = size;
             let host = stream_host(&self.metrics, self.owner, (self.body_size, size));
-            action(self.flow.on_response_body(&host, end_of_stream, now()))
+            action(self.flow.on_response_body(&host, end_of_stream, HostClock))
         }
 
         fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
             let host = stream_host(&self.metrics, self.owner, (self.body_size, 0));
-            action(self.flow.on_response_trailers(&host, now()))
+            action(self.flow.on_response_trailers(&host, HostClock))
+        }
+    }
+
+    /// The host's clock for a stream callback, read only if the flow asks for the time.
+    struct HostClock;
+
+    impl Clock for HostClock {
+        fn now(&self) -> Option<Millis> {
+            now()
         }
     }
 

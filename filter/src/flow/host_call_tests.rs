@@ -1,8 +1,8 @@
 //! Host calls per request on the hot paths. Each one crosses from the VM into Envoy, so
 //! the liveness reply and a cached key's request are held to a budget of them: a change
-//! that adds one to every request fails here, not in a benchmark weeks later. The glue's
-//! own calls (the clock, once per callback; resuming a request after its check) are not
-//! the flow's and are not counted.
+//! that adds one to every request fails here, not in a benchmark weeks later. Reads of
+//! the clock count (`MockClock`: the glue reads the host's only when the flow asks); the
+//! glue's own calls (resuming a request after its check) are not the flow's.
 
 use super::mock::*;
 use super::*;
@@ -20,7 +20,7 @@ fn assert_within(what: &str, calls: &[&str], budget: usize) {
 fn the_liveness_reply_reads_two_headers_counts_once_and_replies() {
     let host = MockHost::request("GET", "/health/liveliness", &[]);
     let mut flow = RequestFlow::new(plugin(Config::default()));
-    assert_eq!(flow.on_request_headers(&host, Some(0)), Verdict::Stop);
+    assert_eq!(flow.on_request_headers(&host, host.clock(0)), Verdict::Stop);
     let calls = host.take_calls();
     assert_eq!(
         calls,
@@ -31,6 +31,13 @@ fn the_liveness_reply_reads_two_headers_counts_once_and_replies() {
             "send_reply"
         ]
     );
+    // The local reply passes the filter's response callbacks: nothing to read, not even
+    // the time.
+    *host.response_headers.borrow_mut() = vec![(":status".into(), b"200".to_vec())];
+    flow.on_response_headers(&host, false, host.clock(1));
+    flow.on_response_body(&host, true, host.clock(2));
+    flow.on_done(&host, host.clock(3));
+    assert_eq!(host.take_calls(), Vec::<&str>::new());
 }
 
 /// A cached key on a route without a model: no dispatch, no body, one header read.
@@ -45,24 +52,24 @@ fn a_cached_key_costs_a_fixed_number_of_host_calls() {
     );
     let mut flow = RequestFlow::new(plugin.clone());
     assert_eq!(
-        flow.on_request_headers_with(&host, Some(2_000), true),
+        flow.on_request_headers_with(&host, host.clock(2_000), true),
         Verdict::Continue
     );
     let calls = host.take_calls();
     assert_eq!(calls.iter().filter(|c| **c == "request_headers").count(), 1);
     assert!(!calls.contains(&"dispatch_auth_check") && !calls.contains(&"request_body"));
-    // :path, the header map, hit + allowed, the credential out, alias + hash + team +
-    // accept-encoding in.
-    assert_within("cached key, request headers", &calls, 9);
+    // The clock, :path, the header map, hit + allowed, the credential out, alias + hash +
+    // team + accept-encoding in.
+    assert_within("cached key, request headers", &calls, 10);
 
     *host.response_headers.borrow_mut() = vec![(":status".into(), b"200".to_vec())];
-    flow.on_response_headers(&host, false, Some(2_001));
+    flow.on_response_headers(&host, false, host.clock(2_001));
     assert_within("cached key, response headers", &host.take_calls(), 3);
     *host.response_chunk.borrow_mut() = b"{\"data\":[]}".to_vec();
-    flow.on_response_body(&host, true, Some(2_002));
-    // The chunk, no usage, the record queued.
-    assert_within("cached key, last response chunk", &host.take_calls(), 3);
-    flow.on_done(&host, Some(2_003));
+    flow.on_response_body(&host, true, host.clock(2_002));
+    // The clock, the chunk, no usage, the record queued.
+    assert_within("cached key, last response chunk", &host.take_calls(), 4);
+    flow.on_done(&host, host.clock(2_003));
     assert_within("cached key, done", &host.take_calls(), 0);
 }
 

@@ -6,6 +6,7 @@ use crate::decision::CallResponse;
 use crate::host::{AuthCheck, DispatchRefused, HeaderRefused, Host, RequestHeaders};
 use crate::metrics::Metric;
 use crate::reply::LocalReply;
+use crate::time::Millis;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -74,6 +75,11 @@ impl MockHost {
             .iter()
             .filter(|m| **m == metric)
             .count()
+    }
+
+    /// The host's clock at `at`, each read counted as the host call `clock`.
+    pub fn clock(&self, at: Millis) -> MockClock<'_> {
+        MockClock { host: self, at }
     }
 
     /// The host calls made so far, forgotten: a test counts one callback's.
@@ -281,4 +287,17 @@ pub fn allow_once(plugin: &Rc<Plugin>, now: u64) {
         respond(&mut flow, &host, "200", &allow_body(), now),
         Verdict::Continue
     );
+}
+
+/// A callback's clock that counts its reads among the mock host's calls.
+pub struct MockClock<'a> {
+    host: &'a MockHost,
+    at: Millis,
+}
+
+impl crate::time::Clock for MockClock<'_> {
+    fn now(&self) -> Option<Millis> {
+        self.host.calls.borrow_mut().push("clock");
+        Some(self.at)
+    }
 }

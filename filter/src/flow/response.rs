@@ -7,7 +7,7 @@ use crate::host::Host;
 use crate::metering::{tokens_used, Ending, ResponseMeter};
 use crate::metrics::Metric;
 use crate::spend_queue::Pushed;
-use crate::time::Millis;
+use crate::time::{Clock, Millis};
 use livegate_contract::KeyHash;
 
 impl RequestFlow {
@@ -16,7 +16,7 @@ impl RequestFlow {
         &mut self,
         host: &impl Host,
         end_of_stream: bool,
-        now: Option<Millis>,
+        clock: impl Clock,
     ) -> Verdict {
         // The attempt filter's word on which deployment answered: for the record only,
         // never for the client (a provider's own header of that name goes too).
@@ -33,7 +33,7 @@ impl RequestFlow {
             );
             meter.answered_by(answered_by.as_deref());
         }
-        self.pass_on(host, end_of_stream, now)
+        self.pass_on(host, end_of_stream, clock)
     }
 
     /// One chunk of the response body: read, and passed on at once.
@@ -41,27 +41,27 @@ impl RequestFlow {
         &mut self,
         host: &impl Host,
         end_of_stream: bool,
-        now: Option<Millis>,
+        clock: impl Clock,
     ) -> Verdict {
         if let Some(meter) = self.meter() {
             if let Some(chunk) = host.response_body() {
                 meter.feed(&chunk);
             }
         }
-        self.pass_on(host, end_of_stream, now)
+        self.pass_on(host, end_of_stream, clock)
     }
 
     /// Response trailers end the stream.
-    pub fn on_response_trailers(&mut self, host: &impl Host, now: Option<Millis>) -> Verdict {
-        self.pass_on(host, true, now)
+    pub fn on_response_trailers(&mut self, host: &impl Host, clock: impl Clock) -> Verdict {
+        self.pass_on(host, true, clock)
     }
 
     /// Every response callback lets the response go on at once; the last one records it
-    /// and ends the request's parallel slot.
-    fn pass_on(&mut self, host: &impl Host, end_of_stream: bool, now: Option<Millis>) -> Verdict {
+    /// and ends the request's parallel slot (the one time it reads the clock).
+    fn pass_on(&mut self, host: &impl Host, end_of_stream: bool, clock: impl Clock) -> Verdict {
         if end_of_stream {
             if let Some(held) = self.take_held() {
-                self.end(host, held, now, Ending::Complete);
+                self.end(host, held, clock, Ending::Complete);
             }
         }
         Verdict::Continue
