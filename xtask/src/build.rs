@@ -37,22 +37,24 @@ pub fn all(release: bool) -> anyhow::Result<Built> {
 /// Builds the filter alone (wasm32-wasip1, profile `wasm`: the release build that ships).
 pub fn filter() -> anyhow::Result<PathBuf> {
     step("building the filter (wasm32-wasip1, profile wasm)");
-    wasm_package("livegate-filter")
+    wasm_package("livegate-filter", "wasm/livegate_filter.wasm")
 }
 
 /// Builds the benchmarks' floor filter (xtask/floor-filter) like the filter.
 pub fn floor_filter() -> anyhow::Result<PathBuf> {
     step("building the floor filter (wasm32-wasip1, profile wasm)");
-    wasm_package("livegate-floor-filter")
+    wasm_package("livegate-floor-filter", "wasm/livegate_floor_filter.wasm")
 }
 
-fn wasm_package(package: &str) -> anyhow::Result<PathBuf> {
+/// Builds `package` for wasm32-wasip1 with profile `wasm`; `artifact` is where Cargo puts
+/// its module under the target's directory.
+fn wasm_package(package: &str, artifact: &str) -> anyhow::Result<PathBuf> {
     run(cargo()
         .args(["build", "--package", package, "--target", WASM_TARGET])
         .args(["--profile", "wasm"]))?;
     Ok(livegate_tests::artifacts::target_dir()
         .join(WASM_TARGET)
-        .join(format!("wasm/{}.wasm", package.replace('-', "_"))))
+        .join(artifact))
 }
 
 /// `cargo`, the same one running this xtask, without the variables `cargo run` set for

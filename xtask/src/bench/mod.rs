@@ -29,7 +29,7 @@ pub enum Bench {
         /// Seconds per throughput run for the liveness ceilings.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Only the liveness ceilings, printed (docs/benchmarks.md is left as it is).
+        /// Only the liveness ceilings (their section of docs/benchmarks.md alone is rewritten).
         #[arg(long)]
         ceilings_only: bool,
     },
