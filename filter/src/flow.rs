@@ -4,7 +4,7 @@
 
 use crate::cache::DecisionCache;
 use crate::config::Config;
-use crate::host::{HeaderRefused, Host};
+use crate::host::{HeaderRefused, Host, RequestHeaders};
 use crate::local_limits::{InFlight, LocalLimits};
 use crate::metering::{Ending, Requester, ResponseMeter};
 use crate::metrics::Metric;
@@ -270,17 +270,20 @@ impl RequestFlow {
         clock: impl Clock,
         end_of_stream: bool,
     ) -> Verdict {
+        // One read of the header map serves every route (`:path` and `:method` are in
+        // it): each host call costs about as much as the filter's own work per request.
+        let headers = host.request_headers();
         // Every decision is made on the normal path: `/v1/chat%2Fcompletions` is the chat
         // route for an upstream that decodes it, so it is for the filter too.
-        let normal = match normalize(&text(host.request_header(":path"))) {
+        let normal = match normalize(&text(headers.get(":path"))) {
             Ok(normal) => normal,
             Err(why) => return self.bad_path(host, why),
         };
         match Routes::new(&self.plugin.config).route(&normal.path) {
-            Route::Liveness => self.liveness(host),
+            Route::Liveness => self.liveness(host, &headers),
             Route::Passthrough if normal.changed => self.bad_path(host, PathError::NotNormal),
             Route::Passthrough => {
-                let edits = for_passthrough(&host.request_headers());
+                let edits = for_passthrough(&headers);
                 let hashed = hashed_key_path(&normal.full());
                 self.release_with(host, &edits, hashed.as_deref(), Held::default())
             }
@@ -299,7 +302,7 @@ impl RequestFlow {
                 if request.model_route() && end_of_stream {
                     request.body = Some(Body::absent());
                 }
-                self.protected(host, &host.request_headers(), request, now)
+                self.protected(host, &headers, request, now)
             }
         }
     }
@@ -309,8 +312,8 @@ impl RequestFlow {
         self.reply(host, &LocalReply::bad_path(why))
     }
 
-    fn liveness(&mut self, host: &impl Host) -> Verdict {
-        if is_probe_method(&text(host.request_header(":method"))) {
+    fn liveness(&mut self, host: &impl Host, headers: &RequestHeaders) -> Verdict {
+        if is_probe_method(&text(headers.get(":method"))) {
             host.increment(Metric::LivenessServed);
             self.reply(host, &LocalReply::liveness())
         } else {
@@ -386,10 +389,8 @@ fn apply(host: &impl Host, edits: &HeaderEdits, path: Option<&str>) -> Result<()
     Ok(())
 }
 
-fn text(value: Option<Vec<u8>>) -> String {
-    value
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-        .unwrap_or_default()
+fn text(value: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(value.unwrap_or_default())
 }
 
 mod auth;

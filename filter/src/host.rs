@@ -57,11 +57,11 @@ impl RequestHeaders {
 /// failures (a header that cannot be read is absent), and writes report them as values
 /// so the flow can refuse a request it could not make safe.
 pub trait Host {
-    /// One request header's raw value; Envoy lowercases names. Liveness needs only
-    /// `:path` and `:method`, and a single value is the cheapest read.
+    /// One request header's raw value; Envoy lowercases names.
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
-    /// Every request header in one host call: the auth path needs the credential and
-    /// every name (to strip `x-livegate-*`), and one read beats several.
+    /// Every request header (the pseudo-headers `:path`, `:method`… too) in one host
+    /// call: every route needs `:path`, liveness `:method`, the auth path the credential
+    /// and every name (to strip `x-livegate-*`), and one read beats several.
     fn request_headers(&self) -> RequestHeaders;
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), HeaderRefused>;
     fn remove_request_header(&self, name: &str) -> Result<(), HeaderRefused>;

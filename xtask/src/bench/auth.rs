@@ -9,7 +9,8 @@
 //! (e) a key with no model policy and (e′) a model-restricted key (the filter reads the
 //! body's `model`); and to a model list's deployment behind local TLS (a provider double),
 //! (f′) its cluster without the filter and (f) a cached key routed to it by model with the
-//! provider's key set by the filter.
+//! provider's key set by the filter. Then the GET rows (a) to (b) once more, with the CPU
+//! time Envoy used per request.
 
 use std::fmt::Write as _;
 
@@ -126,9 +127,71 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     ];
     let plan = Plan::interleaved(seconds);
     let runs = wrk::measure(&targets, &plan)?;
-    let table = table(&plan, &runs);
+    // The GET rows' Envoys, in the targets' order: (a), (a″), (a′), (b).
+    let envoys = [&baseline, &floor, &passthrough, &stack.envoy];
+    let cpu = envoy_cpu_per_request(&targets[..envoys.len()], &envoys, &plan)?;
+    let mut table = table(&plan, &runs);
+    cpu_table(&mut table, &plan, &cpu);
     eprintln!("{table}");
     super::markdown::update_benchmarks_doc("auth", &table)
+}
+
+/// The Envoy CPU time one request of a setup cost (µs), over one more throughput run.
+struct EnvoyCpu {
+    name: &'static str,
+    us_per_request: f64,
+}
+
+/// Envoy's CPU time per request, read from `/proc` around one run per setup: what the
+/// filter costs Envoy, whatever the load generator and the upstream take of the cores.
+fn envoy_cpu_per_request(
+    targets: &[Target],
+    envoys: &[&Envoy],
+    plan: &Plan,
+) -> anyhow::Result<Vec<EnvoyCpu>> {
+    use livegate_tests::procfs::{cpu_ticks, TICKS_PER_SECOND};
+    let us_per_tick = 1e6 / TICKS_PER_SECOND as f64;
+    let mut out = Vec::new();
+    for (target, envoy) in targets.iter().zip(envoys) {
+        crate::step(&format!("Envoy CPU per request: {}", target.name));
+        let before = cpu_ticks(envoy.pid()).unwrap_or(0);
+        let run = wrk::run(
+            &target.url,
+            plan.seconds,
+            plan.connections,
+            Some(&target.script),
+        )?;
+        let ticks = cpu_ticks(envoy.pid()).unwrap_or(0).saturating_sub(before);
+        let requests = (run.requests_per_second * plan.seconds as f64).max(1.0);
+        out.push(EnvoyCpu {
+            name: target.name,
+            us_per_request: ticks as f64 * us_per_tick / requests,
+        });
+    }
+    Ok(out)
+}
+
+/// The GET rows' Envoy CPU per request, and what each step adds.
+fn cpu_table(out: &mut String, plan: &Plan, cpu: &[EnvoyCpu]) {
+    let Some(none) = cpu.first() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nWhere the time goes: one more run per setup ({} connections, {} s), with the CPU time Envoy (all its threads) used per request: the filter's cost to Envoy, whatever wrk and the upstream take of the shared cores.\n",
+        plan.connections, plan.seconds
+    );
+    let _ = writeln!(out, "| run | Envoy CPU per request | over no filter |");
+    let _ = writeln!(out, "|---|---|---|");
+    for row in cpu {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} µs | +{:.1} µs |",
+            row.name,
+            row.us_per_request,
+            row.us_per_request - none.us_per_request
+        );
+    }
 }
 
 fn generate(stack: &Stack, index: usize) -> anyhow::Result<String> {
