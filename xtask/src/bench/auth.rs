@@ -155,12 +155,7 @@ fn envoy_cpu_per_request(
     for (target, envoy) in targets.iter().zip(envoys) {
         crate::step(&format!("Envoy CPU per request: {}", target.name));
         let before = cpu_ticks(envoy.pid()).unwrap_or(0);
-        let run = wrk::run(
-            &target.url,
-            plan.seconds,
-            plan.connections,
-            Some(&target.script),
-        )?;
+        let run = target.saturate(plan)?;
         let ticks = cpu_ticks(envoy.pid()).unwrap_or(0).saturating_sub(before);
         let requests = (run.requests_per_second * plan.seconds as f64).max(1.0);
         out.push(EnvoyCpu {

@@ -174,7 +174,7 @@ fn cpu_per_answer(
         settle(stack)?;
         let envoy_before = cpu_ticks(envoy.pid()).unwrap_or(0);
         let ledger_before = ledger_ticks(stack);
-        let run = wrk::run(&target.url, seconds, plan.connections, Some(&target.script))?;
+        let run = target.saturate(plan)?;
         // The records of the last answers reach the ledger within a tick or two.
         settle(stack)?;
         let answers = (run.requests_per_second * seconds as f64).max(1.0);
@@ -232,13 +232,7 @@ fn pinned(
                 plan.rounds, target.name
             ));
             settle(stack)?;
-            let run = wrk::run(
-                &target.url,
-                plan.seconds,
-                plan.connections,
-                Some(&target.script),
-            )?;
-            runs.push(run.requests_per_second);
+            runs.push(target.saturate(plan)?.requests_per_second);
         }
     }
     drop(pins);

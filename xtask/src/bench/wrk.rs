@@ -70,6 +70,18 @@ pub struct Target {
     pub script: std::path::PathBuf,
 }
 
+impl Target {
+    /// One throughput run of this setup: the plan's length and connections.
+    pub fn saturate(&self, plan: &Plan) -> anyhow::Result<Throughput> {
+        run(
+            &self.url,
+            plan.seconds,
+            plan.connections,
+            Some(&self.script),
+        )
+    }
+}
+
 /// One setup measured both ways (medians over the rounds).
 pub struct Run {
     pub name: &'static str,
@@ -109,7 +121,7 @@ pub fn measure(targets: &[Target], plan: &Plan) -> anyhow::Result<Vec<Run>> {
         for (target, (throughput, latency)) in targets.iter().zip(&mut samples) {
             crate::step(&format!("round {round}/{}: {}", plan.rounds, target.name));
             let script = Some(target.script.as_path());
-            throughput.push(run(&target.url, plan.seconds, plan.connections, script)?);
+            throughput.push(target.saturate(plan)?);
             latency.push(run(
                 &target.url,
                 plan.seconds,
