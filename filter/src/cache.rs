@@ -68,6 +68,10 @@ pub struct DecisionCache {
     /// allow stays usable through an outage) and apart from the allows so that a flood of
     /// refusals cannot evict them.
     limited: Bounded<KeyHash, LimitedEntry>,
+    /// The newest change the feed brought for each key (its number): an allow the control
+    /// plane made before it (a check answered just before a budget crossing, arriving
+    /// after the crossing's change) must not be kept, or it would outlive the change.
+    changed: Bounded<KeyHash, u64>,
 }
 
 impl DecisionCache {
@@ -78,6 +82,7 @@ impl DecisionCache {
             allows: Bounded::new(capacity),
             denies: Bounded::new(capacity),
             limited: Bounded::new(capacity),
+            changed: Bounded::new(capacity),
         }
     }
 
@@ -145,6 +150,12 @@ impl DecisionCache {
             }
         }
         self.denies.remove(&hash);
+        if self.changed.get(&hash).is_some_and(|seq| *seq > grant.version) {
+            // Made before a change this worker has applied: the request it answers goes
+            // on (it was in flight), but the allow is not kept, fresh or stale.
+            self.allows.remove(&hash);
+            return None;
+        }
         let ttl = if identity.limits.is_none() {
             grant.ttl_hint_ms.min(self.policy.allow_ttl_ms)
         } else {
@@ -201,9 +212,17 @@ impl DecisionCache {
     /// long as the stale window (so it holds through a control-plane outage); any other
     /// change forgets what is cached, so the next request asks again, unless what is
     /// cached is already as new as the change (an allow for the version it made). Any
-    /// change drops a cached 429: the key's limits may have moved.
+    /// change drops a cached 429: the key's limits may have moved. The change's number is
+    /// kept: an allow made before it, arriving later, is not cached (`record_allow`).
     pub fn apply_change(&mut self, change: &KeyChange, now: Millis) {
         self.limited.remove(&change.key_hash);
+        if self
+            .changed
+            .get(&change.key_hash)
+            .is_none_or(|seq| *seq < change.seq)
+        {
+            self.changed.insert(change.key_hash.clone(), change.seq);
+        }
         let reason = match change.status {
             KeyStatus::Active => {
                 if self

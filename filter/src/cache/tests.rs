@@ -487,3 +487,28 @@ fn a_parallel_refusal_is_not_kept_and_leaves_a_kept_refusal_alone() {
         Some(Cached::RateLimited(limited(5_000)))
     );
 }
+
+/// The race of a budget crossing: a check answered just before the crossing arrives after
+/// the feed brought the crossing's change (an Active change: the key's new record). That
+/// allow must not be kept, or the worker admits the key for a whole allow TTL.
+#[test]
+fn an_allow_made_before_a_change_already_applied_is_not_kept() {
+    let mut c = cache();
+    c.apply_change(&change(5, 1, KeyStatus::Active), 0);
+    let before_the_change = Grant {
+        version: 4,
+        ..Grant::ttl(u64::MAX)
+    };
+    assert_eq!(c.record_allow(h(1), who("a"), before_the_change, 1), None);
+    assert_eq!(c.fresh(&h(1), 2), None, "the next request asks again");
+    assert_eq!(c.stale_allow(&h(1), 2), None, "nor is it kept for an outage");
+    let after_it = Grant {
+        version: 5,
+        ..Grant::ttl(u64::MAX)
+    };
+    assert_eq!(c.record_allow(h(1), who("a"), after_it, 3), None);
+    assert_eq!(c.fresh(&h(1), 4), Some(Cached::Allow(who("a"))));
+    // An older change arriving late does not lower what is known.
+    c.apply_change(&change(3, 1, KeyStatus::Active), 5);
+    assert_eq!(c.fresh(&h(1), 6), Some(Cached::Allow(who("a"))));
+}
