@@ -150,7 +150,11 @@ impl DecisionCache {
             }
         }
         self.denies.remove(&hash);
-        if self.changed.get(&hash).is_some_and(|seq| *seq > grant.version) {
+        if self
+            .changed
+            .get(&hash)
+            .is_some_and(|seq| *seq > grant.version)
+        {
             // Made before a change this worker has applied: the request it answers goes
             // on (it was in flight), but the allow is not kept, fresh or stale.
             self.allows.remove(&hash);

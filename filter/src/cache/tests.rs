@@ -501,7 +501,11 @@ fn an_allow_made_before_a_change_already_applied_is_not_kept() {
     };
     assert_eq!(c.record_allow(h(1), who("a"), before_the_change, 1), None);
     assert_eq!(c.fresh(&h(1), 2), None, "the next request asks again");
-    assert_eq!(c.stale_allow(&h(1), 2), None, "nor is it kept for an outage");
+    assert_eq!(
+        c.stale_allow(&h(1), 2),
+        None,
+        "nor is it kept for an outage"
+    );
     let after_it = Grant {
         version: 5,
         ..Grant::ttl(u64::MAX)
