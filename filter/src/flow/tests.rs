@@ -294,3 +294,24 @@ fn the_body_is_held_while_the_check_is_pending_and_released_with_the_decision() 
     respond(&mut flow, &host, "200", &allow_body(), 0);
     assert_eq!(flow.on_request_body(&host, true), Verdict::Continue);
 }
+
+/// A budget's crossing raced by a check: the control plane answered just before the
+/// crossing (the allow's version 1), and the answer arrives after this worker applied the
+/// crossing's change (2). The request goes on; the next one asks again instead of riding
+/// that allow for a whole TTL (seen once in CI: a member's key admitted for 60 s past its
+/// budget at one Envoy).
+#[test]
+fn an_allow_answered_before_a_change_the_worker_applied_is_not_reused() {
+    let p = plugin(Config::default());
+    let crossing = livegate_contract::KeyChange {
+        seq: 2,
+        key_hash: livegate_contract::KeyHash::of_raw(KEY),
+        status: livegate_contract::KeyStatus::Active,
+    };
+    p.with_cache(|c| c.apply_change(&crossing, 1_000));
+    allow_once(&p, 1_001);
+    let host = keyed("/v1/models");
+    let mut flow = RequestFlow::new(p.clone());
+    assert_eq!(flow.on_request_headers(&host, Some(1_002)), Verdict::Stop);
+    assert_eq!(host.dispatched.borrow().len(), 1, "the next request asks again");
+}
