@@ -313,5 +313,9 @@ fn an_allow_answered_before_a_change_the_worker_applied_is_not_reused() {
     let host = keyed("/v1/models");
     let mut flow = RequestFlow::new(p.clone());
     assert_eq!(flow.on_request_headers(&host, Some(1_002)), Verdict::Stop);
-    assert_eq!(host.dispatched.borrow().len(), 1, "the next request asks again");
+    assert_eq!(
+        host.dispatched.borrow().len(),
+        1,
+        "the next request asks again"
+    );
 }
