@@ -149,18 +149,14 @@ fn envoy_cpu_per_request(
     envoys: &[&Envoy],
     plan: &Plan,
 ) -> anyhow::Result<Vec<EnvoyCpu>> {
-    use livegate_tests::procfs::{cpu_ticks, TICKS_PER_SECOND};
-    let us_per_tick = 1e6 / TICKS_PER_SECOND as f64;
     let mut out = Vec::new();
     for (target, envoy) in targets.iter().zip(envoys) {
         crate::step(&format!("Envoy CPU per request: {}", target.name));
-        let before = cpu_ticks(envoy.pid()).unwrap_or(0);
-        let run = target.saturate(plan)?;
-        let ticks = cpu_ticks(envoy.pid()).unwrap_or(0).saturating_sub(before);
+        let (run, cpu_seconds) = target.saturate_timed(plan, envoy.pid())?;
         let requests = (run.requests_per_second * plan.seconds as f64).max(1.0);
         out.push(EnvoyCpu {
             name: target.name,
-            us_per_request: ticks as f64 * us_per_tick / requests,
+            us_per_request: cpu_seconds * 1e6 / requests,
         });
     }
     Ok(out)

@@ -212,7 +212,6 @@ fn pinned(
     envoys: &[&Envoy],
     plan: &Plan,
 ) -> anyhow::Result<Vec<PinnedRun>> {
-    use livegate_tests::procfs::{cpu_ticks, TICKS_PER_SECOND};
     let Some(mut pins) = super::pinning::Pinned::new() else {
         return Ok(Vec::new());
     };
@@ -238,10 +237,9 @@ fn pinned(
                 plan.rounds, target.name
             ));
             settle(stack)?;
-            let before = cpu_ticks(envoy.pid()).unwrap_or(0);
-            runs.push(target.saturate(plan)?.requests_per_second);
-            let ticks = cpu_ticks(envoy.pid()).unwrap_or(0).saturating_sub(before);
-            busy.push(ticks as f64 / (TICKS_PER_SECOND * plan.seconds) as f64);
+            let (run, cpu_seconds) = target.saturate_timed(plan, envoy.pid())?;
+            runs.push(run.requests_per_second);
+            busy.push(cpu_seconds / plan.seconds as f64);
         }
     }
     drop(pins);

@@ -80,6 +80,16 @@ impl Target {
             Some(&self.script),
         )
     }
+
+    /// [`Target::saturate`], with the CPU time (seconds, all threads) process `pid` used
+    /// during the run, read from `/proc`.
+    pub fn saturate_timed(&self, plan: &Plan, pid: u32) -> anyhow::Result<(Throughput, f64)> {
+        use livegate_tests::procfs::{cpu_ticks, TICKS_PER_SECOND};
+        let before = cpu_ticks(pid).unwrap_or(0);
+        let run = self.saturate(plan)?;
+        let ticks = cpu_ticks(pid).unwrap_or(0).saturating_sub(before);
+        Ok((run, ticks as f64 / TICKS_PER_SECOND as f64))
+    }
 }
 
 /// One setup measured both ways (medians over the rounds).
