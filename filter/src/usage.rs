@@ -47,6 +47,7 @@ use serde_json::Value;
 
 pub mod content;
 pub mod json;
+pub mod shape;
 pub mod sse;
 pub mod stream_options;
 

@@ -38,11 +38,34 @@ pub fn content_bytes(data: &[u8]) -> Option<u64> {
 
 /// One event's data skimmed; `None` when it is not JSON.
 pub fn skim(data: &[u8]) -> Option<Skim> {
+    scan(data, None)
+}
+
+/// A string value of a skimmed document: the bytes between its quotes, and whether they
+/// count as content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// The first byte after the opening quote.
+    pub start: usize,
+    /// The closing quote.
+    pub end: usize,
+    pub content: bool,
+}
+
+/// [`skim`], noting where every string value sits in `slots` (emptied first; member names
+/// are not slots).
+pub fn skim_with_slots(data: &[u8], slots: &mut Vec<Slot>) -> Option<Skim> {
+    slots.clear();
+    scan(data, Some(slots))
+}
+
+fn scan(data: &[u8], slots: Option<&mut Vec<Slot>>) -> Option<Skim> {
     let mut scanner = Scanner {
         bytes: data,
         at: 0,
         depth: 0,
         skim: Skim::default(),
+        slots,
     };
     scanner.value(Part::Event)?;
     scanner.whitespace();
@@ -99,14 +122,15 @@ impl Part {
     }
 }
 
-struct Scanner<'a> {
+struct Scanner<'a, 's> {
     bytes: &'a [u8],
     at: usize,
     depth: usize,
     skim: Skim,
+    slots: Option<&'s mut Vec<Slot>>,
 }
 
-impl<'a> Scanner<'a> {
+impl<'a> Scanner<'a, '_> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
@@ -134,9 +158,19 @@ impl<'a> Scanner<'a> {
             b'{' => self.nested(|s| s.object(part)),
             b'[' => self.nested(|s| s.array(part)),
             b'"' => {
+                let start = self.at + 1;
                 let (_, decoded) = self.string()?;
-                if part == Part::Leaves {
+                let content = part == Part::Leaves;
+                if content {
                     self.skim.content = self.skim.content.saturating_add(decoded);
+                }
+                if let Some(slots) = &mut self.slots {
+                    let end = self.at - 1;
+                    slots.push(Slot {
+                        start,
+                        end,
+                        content,
+                    });
                 }
                 Some(())
             }
@@ -215,21 +249,9 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<(&'a [u8], u64)> {
         let bytes = self.bytes;
         let start = self.at + 1;
-        let mut at = start;
-        let mut decoded: u64 = 0;
-        loop {
-            let rest = bytes.get(at..)?;
-            let found = quote_or_backslash(rest)?;
-            decoded = decoded.saturating_add(found as u64);
-            at += found;
-            if bytes.get(at) == Some(&b'"') {
-                self.at = at + 1;
-                return Some((bytes.get(start..at)?, decoded));
-            }
-            let (length, width) = escape(bytes.get(at + 1..)?)?;
-            decoded = decoded.saturating_add(width);
-            at += 1 + length;
-        }
+        let (end, decoded) = string_body(bytes, start)?;
+        self.at = end + 1;
+        Some((bytes.get(start..end)?, decoded))
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -271,6 +293,24 @@ impl<'a> Scanner<'a> {
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.at += 1;
         }
+    }
+}
+
+/// A string's body from `start` (after its opening quote): where its closing quote is,
+/// and the number of bytes it decodes to; `None` if it does not end or an escape is bad.
+pub fn string_body(bytes: &[u8], start: usize) -> Option<(usize, u64)> {
+    let mut at = start;
+    let mut decoded: u64 = 0;
+    loop {
+        let found = quote_or_backslash(bytes.get(at..)?)?;
+        decoded = decoded.saturating_add(found as u64);
+        at += found;
+        if bytes.get(at) == Some(&b'"') {
+            return Some((at, decoded));
+        }
+        let (length, width) = escape(bytes.get(at + 1..)?)?;
+        decoded = decoded.saturating_add(width);
+        at += 1 + length;
     }
 }
 

@@ -14,9 +14,11 @@
 //! stream's usage never comes; an event skipped for its size, or whose data is not JSON,
 //! counts whole), and whether it holds a usage object. Once the model is known, an event
 //! is parsed into a document only when it does, so content chunks (and OpenAI's
-//! `"usage":null`) cost that one skim.
+//! `"usage":null`) cost that one skim; an event shaped like the last content event is
+//! read against it instead ([`super::shape`]: one more event's bytes held, at most
+//! [`super::shape::MAX_TEMPLATE_BYTES`]).
 
-use super::content::skim;
+use super::shape::ShapedSkimmer;
 use super::{conclude, inspect, len, Counts, Reading};
 use memchr::memchr2;
 
@@ -40,6 +42,8 @@ pub struct SseMeter {
     after_cr: bool,
     /// No line has ended yet: a UTF-8 byte order mark opening it is not part of it.
     first_line: bool,
+    /// Boxed: the meter's variants stay alike in size.
+    skimmer: Box<ShapedSkimmer>,
     tokens: Option<Counts>,
     model: Option<String>,
     done: bool,
@@ -74,6 +78,7 @@ impl SseMeter {
             skipping: false,
             after_cr: false,
             first_line: true,
+            skimmer: Box::default(),
             tokens: None,
             model: None,
             done: false,
@@ -234,7 +239,7 @@ impl SseMeter {
             self.done = true;
             return;
         }
-        let Some(skimmed) = skim(data) else {
+        let Some(skimmed) = self.skimmer.skim(data) else {
             self.malformed_events = self.malformed_events.saturating_add(1);
             self.content_bytes = self.content_bytes.saturating_add(len(data));
             return;
