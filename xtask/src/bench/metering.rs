@@ -2,9 +2,10 @@
 //!
 //! (a) wrk streams answers of `STREAM_EVENTS` SSE events (the demo's `livegate_events`)
 //! through four Envoys: no filter, the filter passing `/v1/` through, a cached key with
-//! metering off, and a cached key with metering on (the stack's Envoy); then the CPU each
-//! used per answer, and the last three again with Envoy pinned to a core of its own (the
-//! ledger, the upstream and wrk on the other).
+//! metering off, and a cached key with metering on (the stack's Envoy); then the last
+//! three again in interleaved rounds with the CPU their Envoy, the control plane and
+//! Postgres used per answer, and again with Envoy pinned to a core of its own (the ledger,
+//! the upstream and wrk on the other).
 //! (b) The drain: with Postgres frozen, `RECORDS` records are posted to
 //! `/v1/spend/records` in batches of 100 (the intake rate, every batch synced); Postgres
 //! thawed, the time from the first drained record to an empty spool (the drain rate).
@@ -31,12 +32,22 @@ const RECORDS: usize = 50_000;
 const BATCH: usize = 100;
 const PATIENCE: Duration = Duration::from_secs(600);
 
-/// CPU time per answer of one setup, in µs: its Envoy's, and the ledger's (the control
-/// plane and every Postgres process).
+/// CPU time per answer of one setup, in µs (medians over the rounds): its Envoy's, and
+/// the ledger's (the control plane; every Postgres process).
 struct Cpu {
     name: &'static str,
     envoy_us: f64,
-    ledger_us: f64,
+    /// With its database engine.
+    control_plane_us: f64,
+    postgres_us: f64,
+}
+
+/// What metering adds to Envoy's CPU per answer: each round's metered run against the
+/// unmetered run of the same round (so a slower hour of the machine cancels out).
+struct MeteringCpu {
+    median_us: f64,
+    low_us: f64,
+    high_us: f64,
 }
 
 struct Drain {
@@ -108,11 +119,11 @@ pub fn run(seconds: u64, outage_seconds: u64) -> anyhow::Result<()> {
     let plan = Plan::interleaved(seconds);
     let runs = wrk::measure(&targets, &plan)?;
     let envoys = [&passthrough, &unmetered, &stack.envoy];
-    let cpu = cpu_per_answer(&stack, &targets[1..], &envoys, &plan)?;
+    let (cpu, metering_cpu) = cpu_per_answer(&stack, &targets[1..], &envoys, &plan)?;
     let pinned = pinned(&stack, &targets[1..], &envoys, &plan)?;
     let drain = drain(&stack, &token)?;
     let outage = outage(&stack, &targets[3].url, &script, outage_seconds)?;
-    let table = table(&plan, &runs, &cpu, &pinned, &drain, &outage);
+    let table = table(&plan, &runs, (&cpu, metering_cpu), &pinned, &drain, &outage);
     eprintln!("{table}");
     super::markdown::update_benchmarks_doc("metering", &table)
 }
@@ -144,52 +155,125 @@ fn control_plane_metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
     prometheus_value(&text, name).ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))
 }
 
-fn ledger_ticks(stack: &Stack) -> u64 {
+/// CPU ticks so far of the ledger's two halves: the control plane with its database engine
+/// (its child), and Postgres (every process of it).
+fn ledger_ticks(stack: &Stack) -> (u64, u64) {
     use livegate_tests::procfs::{cpu_ticks, descendants};
-    let control_plane = stack.control_plane.as_ref().map(|c| c.pid());
-    let postgres = stack.postgres.as_ref().and_then(|p| p.pid());
-    let postgres_all = postgres
-        .into_iter()
-        .flat_map(|pid| std::iter::once(pid).chain(descendants(pid)));
-    control_plane
-        .into_iter()
-        .chain(postgres_all)
-        .filter_map(cpu_ticks)
-        .sum()
+    let tree = |root: Option<u32>| -> u64 {
+        root.into_iter()
+            .flat_map(|pid| std::iter::once(pid).chain(descendants(pid)))
+            .filter_map(cpu_ticks)
+            .sum()
+    };
+    (
+        tree(stack.control_plane.as_ref().map(|c| c.pid())),
+        tree(stack.postgres.as_ref().and_then(|p| p.pid())),
+    )
 }
 
-/// One more wrk run per setup (the plan's connections), with the CPU time its Envoy and the ledger
-/// used: where an answer's time goes when everything shares the cores.
+/// The setups again (the plan's connections and rounds, interleaved), with the CPU time
+/// their Envoy and the ledger used per answer: where an answer's time goes when
+/// everything shares the cores.
 fn cpu_per_answer(
     stack: &Stack,
     targets: &[Target],
     envoys: &[&Envoy],
     plan: &Plan,
-) -> anyhow::Result<Vec<Cpu>> {
-    let seconds = plan.seconds;
+) -> anyhow::Result<(Vec<Cpu>, Option<MeteringCpu>)> {
     use livegate_tests::procfs::{cpu_ticks, TICKS_PER_SECOND};
     let us_per_tick = 1e6 / TICKS_PER_SECOND as f64;
-    let mut out = Vec::new();
-    for (target, envoy) in targets.iter().zip(envoys) {
-        step(&format!("CPU per answer: {}", target.name));
-        settle(stack)?;
-        let envoy_before = cpu_ticks(envoy.pid()).unwrap_or(0);
-        let ledger_before = ledger_ticks(stack);
-        let run = target.saturate(plan)?;
-        // The records of the last answers reach the ledger within a tick or two.
-        settle(stack)?;
-        let answers = (run.requests_per_second * seconds as f64).max(1.0);
-        let envoy_ticks = cpu_ticks(envoy.pid())
-            .unwrap_or(0)
-            .saturating_sub(envoy_before);
-        let ledger = ledger_ticks(stack).saturating_sub(ledger_before);
-        out.push(Cpu {
-            name: target.name,
-            envoy_us: envoy_ticks as f64 * us_per_tick / answers,
-            ledger_us: ledger as f64 * us_per_tick / answers,
-        });
+    let mut samples: Vec<[Vec<f64>; 3]> = targets.iter().map(|_| Default::default()).collect();
+    for round in 1..=plan.rounds {
+        for ((target, envoy), [envoy_us, control_plane_us, postgres_us]) in
+            targets.iter().zip(envoys).zip(&mut samples)
+        {
+            step(&format!(
+                "CPU per answer, round {round}/{}: {}",
+                plan.rounds, target.name
+            ));
+            settle(stack)?;
+            let envoy_before = cpu_ticks(envoy.pid()).unwrap_or(0);
+            let ledger_before = ledger_ticks(stack);
+            let run = target.saturate(plan)?;
+            // The records of the last answers reach the ledger within a tick or two.
+            settle(stack)?;
+            let answers = (run.requests_per_second * plan.seconds as f64).max(1.0);
+            let per_answer = |ticks: u64| ticks as f64 * us_per_tick / answers;
+            let envoy_ticks = cpu_ticks(envoy.pid()).unwrap_or(0);
+            let ledger = ledger_ticks(stack);
+            envoy_us.push(per_answer(envoy_ticks.saturating_sub(envoy_before)));
+            control_plane_us.push(per_answer(ledger.0.saturating_sub(ledger_before.0)));
+            postgres_us.push(per_answer(ledger.1.saturating_sub(ledger_before.1)));
+        }
     }
-    Ok(out)
+    let paired = metering_cpu(&samples);
+    let cpu = targets
+        .iter()
+        .zip(samples)
+        .map(|(target, [envoy, control_plane, postgres])| Cpu {
+            name: target.name,
+            envoy_us: wrk::middle(envoy).unwrap_or(0.0),
+            control_plane_us: wrk::middle(control_plane).unwrap_or(0.0),
+            postgres_us: wrk::middle(postgres).unwrap_or(0.0),
+        });
+    Ok((cpu.collect(), paired))
+}
+
+/// The metered setup's Envoy CPU per answer less the unmetered one's, round by round (the
+/// last two setups); `None` without both.
+fn metering_cpu(samples: &[[Vec<f64>; 3]]) -> Option<MeteringCpu> {
+    let [.., unmetered, metered] = samples else {
+        return None;
+    };
+    let added: Vec<f64> = metered[0]
+        .iter()
+        .zip(&unmetered[0])
+        .map(|(m, u)| m - u)
+        .collect();
+    Some(MeteringCpu {
+        median_us: wrk::middle(added.clone())?,
+        low_us: added.iter().copied().fold(f64::INFINITY, f64::min),
+        high_us: added.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    })
+}
+
+/// Where the time goes: CPU per answer, and what metering adds to Envoy's.
+fn cpu_table(out: &mut String, plan: &Plan, (cpu, added): (&[Cpu], Option<MeteringCpu>)) {
+    let _ = writeln!(
+        out,
+        "\nWhere the time goes: the setups again ({} connections, {} runs of {} s each, \
+         interleaved), with the CPU time each process used, per answer (medians). The ledger is \
+         the control plane and Postgres taking the records (intake, `fdatasync`, drain, \
+         insert): on this machine it shares the cores with Envoy, so its work lowers the \
+         metered run's throughput too.\n",
+        plan.connections, plan.rounds, plan.seconds
+    );
+    let _ = writeln!(
+        out,
+        "| run | Envoy CPU per answer | control plane and its engine, per answer | Postgres CPU per answer |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for c in cpu {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} µs | {:.0} µs | {:.0} µs |",
+            c.name, c.envoy_us, c.control_plane_us, c.postgres_us
+        );
+    }
+    if let (Some(added), [.., unmetered, metered]) = (added, cpu) {
+        let ledger = |c: &Cpu| c.control_plane_us + c.postgres_us;
+        let _ = writeln!(
+            out,
+            "\nMetering adds {:.0} µs of Envoy CPU per answer (each round's metered run less the \
+             unmetered run of the same round: {:.0} to {:.0} µs), {:.1} % of the metered run's \
+             Envoy CPU; and {:.0} µs in the ledger.",
+            added.median_us,
+            added.low_us,
+            added.high_us,
+            added.median_us / metered.envoy_us.max(1e-9) * 100.0,
+            ledger(metered) - ledger(unmetered),
+        );
+    }
 }
 
 /// Answers/s of one setup with Envoy on a core of its own, and how busy that core was.
@@ -243,10 +327,7 @@ fn pinned(
         }
     }
     drop(pins);
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(0.0)
-    };
+    let median = |values: Vec<f64>| wrk::middle(values).unwrap_or(0.0);
     Ok(targets
         .iter()
         .zip(samples)
@@ -498,7 +579,7 @@ fn outage(
 fn table(
     plan: &Plan,
     runs: &[Run],
-    cpu: &[Cpu],
+    cpu: (&[Cpu], Option<MeteringCpu>),
     pinned: &[PinnedRun],
     drain: &Drain,
     outage: &Outage,
@@ -556,35 +637,7 @@ fn table(
             (pt - metered.throughput.requests_per_second) / pt * 100.0,
         );
     }
-    let _ = writeln!(
-        out,
-        "\nWhere the time goes: one more run per setup ({connections} connections, {seconds} s), \
-         with the CPU time each process used, per answer. The ledger is the control plane and \
-         Postgres taking the records (intake, `fdatasync`, drain, insert): on this machine it shares \
-         the cores with Envoy, so its work lowers the metered run's throughput too.\n"
-    );
-    let _ = writeln!(
-        out,
-        "| run | Envoy CPU per answer | ledger CPU per answer |"
-    );
-    let _ = writeln!(out, "|---|---|---|");
-    for c in cpu {
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} µs | {:.0} µs |",
-            c.name, c.envoy_us, c.ledger_us
-        );
-    }
-    if let [_, unmetered, metered] = cpu {
-        let _ = writeln!(
-            out,
-            "\nMetering adds {:.0} µs of Envoy CPU per answer ({:.1} % of the metered run's Envoy \
-             CPU) and {:.0} µs in the ledger.",
-            metered.envoy_us - unmetered.envoy_us,
-            (metered.envoy_us - unmetered.envoy_us) / metered.envoy_us.max(1e-9) * 100.0,
-            metered.ledger_us - unmetered.ledger_us,
-        );
-    }
+    cpu_table(&mut out, plan, cpu);
     pinned_table(&mut out, plan, pinned);
     let rate = drain.drained / drain.drain.as_secs_f64().max(1e-9);
     let verdict = if rate >= 5000.0 { "met" } else { "not met" };

@@ -50,17 +50,19 @@ pub fn run(
 /// The field-wise median of repeated runs of one setup (errors are summed): a single
 /// run on a shared 2-core machine can land tens of microseconds off at p50.
 pub fn median(runs: &[Throughput]) -> Option<Throughput> {
-    let mid = |field: fn(&Throughput) -> f64| {
-        let mut values: Vec<f64> = runs.iter().map(field).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
-    };
+    let mid = |field: fn(&Throughput) -> f64| middle(runs.iter().map(field).collect());
     Some(Throughput {
         requests_per_second: mid(|t| t.requests_per_second)?,
         p50_us: mid(|t| t.p50_us)?,
         p99_us: mid(|t| t.p99_us)?,
         errors: runs.iter().map(|t| t.errors).sum(),
     })
+}
+
+/// The middle of `values` (the upper one of an even count); `None` if there are none.
+pub fn middle(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// One setup to measure: a URL and the wrk script its requests are made by.
