@@ -49,6 +49,8 @@ pub struct Slot {
     pub start: usize,
     /// The closing quote.
     pub end: usize,
+    /// The bytes it decodes to.
+    pub decoded: u64,
     pub content: bool,
 }
 
@@ -169,6 +171,7 @@ impl<'a> Scanner<'a, '_> {
                     slots.push(Slot {
                         start,
                         end,
+                        decoded,
                         content,
                     });
                 }

@@ -66,7 +66,7 @@ impl ShapedSkimmer {
             if !same(data.get(at..at + fixed.len())?, fixed) {
                 return None;
             }
-            let (end, decoded) = string_body(data, at + fixed.len())?;
+            let (end, decoded) = slot_body(data, at + fixed.len(), &self.template, slot)?;
             if slot.content {
                 content = content.saturating_add(decoded);
             }
@@ -74,6 +74,18 @@ impl ShapedSkimmer {
         }
         let rest = self.template.get(from..)?;
         same(data.get(at..)?, rest).then_some(content)
+    }
+}
+
+/// The string in `slot` of `data` from `start`: its closing quote and decoded length. Most
+/// strings of a stream's events repeat (ids, names, the model): the template's own string
+/// followed by its quote is compared before the string is crossed.
+fn slot_body(data: &[u8], start: usize, template: &[u8], slot: &Slot) -> Option<(usize, u64)> {
+    let repeated = template.get(slot.start..=slot.end)?;
+    let end = start + repeated.len() - 1;
+    match data.get(start..=end) {
+        Some(here) if same(here, repeated) => Some((end, slot.decoded)),
+        _ => string_body(data, start),
     }
 }
 
@@ -89,7 +101,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
         .by_ref()
         .zip(right.by_ref())
         .all(|(x, y)| word(x) == word(y));
-    words_equal && left.remainder() == right.remainder()
+    // The tail byte by byte: a slice's `==` would call the VM's `memcmp`.
+    let tail_equal = || (left.remainder().iter()).eq(right.remainder());
+    words_equal && tail_equal()
 }
 
 #[cfg(test)]

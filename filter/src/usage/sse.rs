@@ -99,9 +99,12 @@ impl SseMeter {
                 rest = tail;
             }
         }
+        // The event's one `data` line so far, whole in this chunk and not yet copied: an
+        // event that ends on the next line is read where it is.
+        let mut pending: Option<&[u8]> = None;
         while let Some(end) = memchr2(b'\n', b'\r', rest) {
             let (line, tail) = rest.split_at(end);
-            self.complete_line(line);
+            pending = self.complete_line(line, pending);
             rest = match tail {
                 [b'\r', b'\n', after @ ..] => after,
                 [b'\r'] => {
@@ -112,6 +115,7 @@ impl SseMeter {
                 [] => &[],
             };
         }
+        self.keep(pending);
         self.push(rest);
     }
 
@@ -120,7 +124,7 @@ impl SseMeter {
         if self.line_started {
             self.end_held_line();
         }
-        self.dispatch();
+        self.dispatch(None);
         StreamEnd {
             reading: conclude(self.tokens, self.model),
             done: self.done,
@@ -143,22 +147,37 @@ impl SseMeter {
         }
     }
 
-    /// The line being read ends with `tail`.
-    fn complete_line(&mut self, tail: &[u8]) {
+    /// The line being read ends with `tail`; `pending` is the event's data line read from
+    /// this chunk and not copied yet, and so is what this returns.
+    fn complete_line<'c>(&mut self, tail: &'c [u8], pending: Option<&'c [u8]>) -> Option<&'c [u8]> {
+        if pending.is_some() && tail.is_empty() {
+            // The empty line right after the event's one data line.
+            self.dispatch(pending);
+            return None;
+        }
+        self.keep(pending);
         if self.line.is_empty() {
             // Whole in this chunk: read where it is.
             let kept = if self.admit(tail) { tail } else { &[] };
-            self.end_line(kept);
-            return;
+            return self.end_line(kept);
         }
         self.push(tail);
         self.end_held_line();
+        None
+    }
+
+    /// The event's first data line, copied after all (another line of the event follows).
+    fn keep(&mut self, pending: Option<&[u8]>) {
+        if let Some(value) = pending {
+            self.data.extend_from_slice(value);
+        }
     }
 
     /// Ends the line held so far (its buffer kept for the next).
     fn end_held_line(&mut self) {
         let line = std::mem::take(&mut self.line);
-        self.end_line(&line);
+        let first_data = self.end_line(&line);
+        self.keep(first_data);
         self.line = line;
         self.line.clear();
     }
@@ -188,23 +207,27 @@ impl SseMeter {
         true
     }
 
-    /// A line has ended: `line` is all of it (the held bytes and the chunk's).
-    fn end_line(&mut self, line: &[u8]) {
+    /// A line has ended: `line` is all of it (the held bytes and the chunk's). The value
+    /// of an event's first data line is returned, for the caller to keep (see
+    /// [`SseMeter::keep`]) or to read where it is.
+    fn end_line<'c>(&mut self, line: &'c [u8]) -> Option<&'c [u8]> {
         let first = std::mem::replace(&mut self.first_line, false);
         if !self.line_started {
-            self.dispatch();
-            return;
+            self.dispatch(None);
+            return None;
         }
         self.line_started = false;
         if self.skipping {
-            return;
+            return None;
         }
         let text = if first {
             line.strip_prefix(BOM).unwrap_or(line)
         } else {
             line
         };
-        let (field, value) = match memchr::memchr(b':', text) {
+        // A field name is a few bytes: a plain search finds its colon before `memchr`
+        // would have set up.
+        let (field, value) = match text.iter().position(|b| *b == b':') {
             Some(colon) => {
                 let (field, value) = text.split_at(colon);
                 let value = value.get(1..).unwrap_or_default();
@@ -212,20 +235,26 @@ impl SseMeter {
             }
             None => (text, &[][..]),
         };
-        if field == b"data" {
-            if self.has_data {
-                self.data.push(b'\n');
+        if let [b'd', b'a', b't', b'a'] = field {
+            if !std::mem::replace(&mut self.has_data, true) {
+                return Some(value);
             }
+            self.data.push(b'\n');
             self.data.extend_from_slice(value);
-            self.has_data = true;
         }
+        None
     }
 
-    /// An empty line: the event is complete.
-    fn dispatch(&mut self) {
+    /// An empty line: the event is complete. `pending` is its one data line, when it was
+    /// read from the chunk and not copied.
+    fn dispatch(&mut self, pending: Option<&[u8]>) {
         let skipped = std::mem::replace(&mut self.skipping, false);
         if skipped || !std::mem::replace(&mut self.has_data, false) {
             self.data.clear();
+            return;
+        }
+        if let Some(value) = pending {
+            self.read_event(value);
             return;
         }
         let data = std::mem::take(&mut self.data);

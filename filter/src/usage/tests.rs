@@ -20,7 +20,12 @@ const ANTHROPIC_CACHE_STREAM: &str = include_str!("fixtures/anthropic_stream_cac
 const RESPONSES_REASONING_STREAM: &str =
     include_str!("fixtures/openai_responses_stream_reasoning.sse");
 
-const STREAMS: [&str; 7] = [
+/// The standard's corners around content events: a comment, an event of two data lines,
+/// fields after a data line, an event with no data.
+const SSE_CORNERS: &str = ": hi\nevent: delta\ndata: {\"model\":\"m\",\ndata: \"delta\":\"ab\"}\nid: 1\n\ndata: {\"delta\":\"cd\"}\nretry: 5\n\nevent: ping\n\ndata: {\"delta\":\"ef\"}\n\ndata: {\"delta\":\"gh\"}\n\ndata: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n";
+
+const STREAMS: [&str; 8] = [
+    SSE_CORNERS,
     OPENAI_STREAM,
     OPENAI_STREAM_NO_USAGE,
     ANTHROPIC_STREAM,
