@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use crate::{answer_text, delay, encoded, forced_gzip, prompt_tokens, received, ANSWER};
+use crate::{answer_text, encoded, forced_gzip, prompt_tokens, received, wait_as_asked, ANSWER};
 use crate::{COMPLETION_TOKENS, EVENT_STREAM, JSON, MODEL};
 
 /// The request field asking for usage details.
@@ -101,7 +101,7 @@ pub async fn messages(headers: HeaderMap, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let input = prompt_tokens(&request);
     let d = details(&request);
-    tokio::time::sleep(delay(&request)).await;
+    wait_as_asked(&request).await;
     let force = forced_gzip(&request);
     if request.get("stream") == Some(&Value::Bool(true)) {
         return encoded(&headers, force, EVENT_STREAM, anthropic_events(input, d));

@@ -171,6 +171,15 @@ pub const DELAY_FIELD: &str = "livegate_delay_ms";
 /// The longest a request may ask the demo to wait.
 pub const MAX_DELAY_MS: u64 = 60_000;
 
+/// Waits the `livegate_delay_ms` a request asks for; at once without one (a zero-length
+/// sleep still waits for the timer's next tick, a millisecond under load).
+pub async fn wait_as_asked(request: &Value) {
+    let delay = delay(request);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// How long a request asks the demo to wait before it answers.
 pub fn delay(request: &Value) -> std::time::Duration {
     let ms = request
@@ -195,7 +204,7 @@ pub fn content_chunks(request: &Value) -> usize {
 async fn chat_completion(headers: HeaderMap, body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let prompt = prompt_tokens(&request);
-    tokio::time::sleep(delay(&request)).await;
+    wait_as_asked(&request).await;
     let force = forced_gzip(&request);
     if request.get("stream") == Some(&Value::Bool(true)) {
         let include_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
