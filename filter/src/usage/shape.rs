@@ -14,10 +14,14 @@
 //! content, OpenAI's `obfuscation` padding), and comparing bytes a word at a time costs a
 //! fraction of reading their structure, in V8 most of all.
 
-use super::content::{skim_with_slots, string_body, Skim, Slot};
+use super::content::{skim, skim_with_slots, string_body, Skim, Slot};
 
 /// Events longer than this are not kept as templates (the memory a stream holds for it).
 pub const MAX_TEMPLATE_BYTES: usize = 2048;
+
+/// Nor events with more strings than this: a stream holds at most two lists of slots
+/// this long (the template's and the last event's), whatever its upstream sends.
+pub const MAX_TEMPLATE_SLOTS: usize = 64;
 
 /// Skims a stream's events, reading those of the last content event's shape against it.
 #[derive(Debug, Clone, Default)]
@@ -39,19 +43,32 @@ impl ShapedSkimmer {
                 usage_object: false,
             });
         }
-        let skim = skim_with_slots(data, &mut self.scratch)?;
+        if data.len() > MAX_TEMPLATE_BYTES {
+            return skim(data);
+        }
+        let skimmed = skim_with_slots(data, &mut self.scratch);
+        if self.scratch.len() > MAX_TEMPLATE_SLOTS {
+            // Not a template: its slots are not kept either.
+            self.scratch = Vec::new();
+            return skimmed;
+        }
+        let skimmed = skimmed?;
         let carries_content = self.scratch.iter().any(|slot| slot.content);
-        if carries_content && !skim.usage_object && data.len() <= MAX_TEMPLATE_BYTES {
+        if carries_content && !skimmed.usage_object {
             self.template.clear();
             self.template.extend_from_slice(data);
             std::mem::swap(&mut self.slots, &mut self.scratch);
         }
-        Some(skim)
+        Some(skimmed)
     }
 
-    /// The bytes held for templates (bounded by [`MAX_TEMPLATE_BYTES`] and its slots).
-    pub fn held_bytes(&self) -> usize {
-        self.template.len()
+    /// What it holds between events: the template's bytes and the slots of two events
+    /// (bounded by [`MAX_TEMPLATE_BYTES`] and [`MAX_TEMPLATE_SLOTS`]).
+    pub fn held(&self) -> (usize, usize) {
+        (
+            self.template.capacity(),
+            self.slots.capacity().max(self.scratch.capacity()),
+        )
     }
 
     /// The content of `data` if it is the template with other strings in its slots.

@@ -72,8 +72,25 @@ fn only_an_event_with_content_and_no_usage_becomes_the_template() {
     assert_eq!(read(&mut skimmer, &long), (skim(long.as_bytes()), true));
     let long_other = long.replace("text_delta", "text_delta2");
     skimmer.skim(long_other.as_bytes());
-    assert!(skimmer.held_bytes() <= MAX_TEMPLATE_BYTES);
     assert!(read(&mut skimmer, &anthropic_delta("again")).1);
+}
+
+#[test]
+fn what_a_stream_holds_is_bounded_whatever_its_events() {
+    let mut skimmer = ShapedSkimmer::default();
+    // Many strings, in a small event and in a large one: neither becomes a template.
+    let many = |n: usize| format!(r#"{{"delta":[{}"x"]}}"#, r#""","#.repeat(n));
+    for data in [many(MAX_TEMPLATE_SLOTS), many(600), many(20_000)] {
+        assert_eq!(skimmer.skim(data.as_bytes()), skim(data.as_bytes()));
+        let (bytes, slots) = skimmer.held();
+        assert!(bytes <= MAX_TEMPLATE_BYTES, "{bytes}");
+        assert!(slots <= MAX_TEMPLATE_SLOTS, "{slots}");
+    }
+    let template = many(MAX_TEMPLATE_SLOTS - 1);
+    skimmer.skim(template.as_bytes());
+    assert!(skimmer.read_as_template(template.as_bytes()).is_some());
+    skimmer.skim(many(600).as_bytes());
+    assert!(skimmer.read_as_template(template.as_bytes()).is_some());
 }
 
 #[test]
