@@ -174,8 +174,8 @@ fn ledger_ticks(stack: &Stack) -> (u64, u64) {
     )
 }
 
-/// The setups again (the plan's connections and rounds, interleaved), with the CPU time
-/// their Envoy and the ledger used per answer: where an answer's time goes when
+/// The setups again ([`CPU_CONNECTIONS`], the plan's rounds, interleaved), with the CPU
+/// time their Envoy and the ledger used per answer: where an answer's time goes when
 /// everything shares the cores.
 fn cpu_per_answer(
     stack: &Stack,
