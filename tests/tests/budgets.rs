@@ -391,9 +391,11 @@ fn a_budget_crossed_on_two_envoys_and_two_control_planes_is_refused_everywhere()
     let envoys: Vec<String> = fleet.envoys.iter().map(|e| e.url()).collect();
     for (i, base) in envoys.iter().enumerate() {
         // Requests through this Envoy (and, for the second, after the first crossed it):
-        // twelve refusals in a row, so both workers learned it.
+        // refusals in a row, so both workers learned it.
         let refused = poll::until(&format!("the crossing at Envoy {i}"), PATIENCE, || {
-            let answers: Vec<Response> = (0..12).map(|_| chat_at(base, &key)).collect();
+            let answers: Vec<Response> = (0..poll::EVERY_WORKER_IN_A_ROW)
+                .map(|_| chat_at(base, &key))
+                .collect();
             answers
                 .iter()
                 .all(|r| r.status == 400)

@@ -21,10 +21,8 @@ const FILTER_CONFIG: &str = r#"{"change_poll_ms": 10000,
 const PATIENCE: Duration = Duration::from_secs(40);
 /// More than the filter's window (`livegate_filter::feed::WINDOW`, 1,024).
 const BURST: usize = 1_100;
-/// Answers in a row, each on a new connection, that show every worker's state: the kernel
-/// spreads connections between the two workers at random, so all 12 land on one worker
-/// once in 2,048.
-const IN_A_ROW: usize = 12;
+/// Answers in a row that show a change applied at every worker (see the constant's reason).
+const IN_A_ROW: usize = poll::EVERY_WORKER_IN_A_ROW;
 
 fn call(stack: &Stack, key: &str) -> Response {
     let bearer = format!("Bearer {key}");

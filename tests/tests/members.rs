@@ -632,9 +632,11 @@ fn a_members_budget_crossed_on_two_envoys_and_two_control_planes_is_refused_ever
     assert!(admitted >= 3, "spend 0, 4 and 8 are under 10: {admitted}");
     for (i, base) in envoys.iter().enumerate() {
         for key in &keys {
-            // Twelve refusals in a row at this Envoy: both its workers know it.
+            // Refusals in a row at this Envoy: both its workers know it.
             let spend = poll::until(&format!("the crossing at Envoy {i}"), PATIENCE, || {
-                let answers: Vec<Response> = (0..12).map(|_| chat_at(base, key)).collect();
+                let answers: Vec<Response> = (0..poll::EVERY_WORKER_IN_A_ROW)
+                    .map(|_| chat_at(base, key))
+                    .collect();
                 // An allow this worker cached before the crossing's change reached it
                 // (the bound docs/operations.md states): admitted, and charged.
                 admitted += answers.iter().filter(|r| reached_upstream(r)).count() as u32;

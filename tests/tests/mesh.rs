@@ -18,8 +18,8 @@ use livegate_tests::poll;
 use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(30);
-/// Answers in a row, each on a new connection, that show a change applied at both workers.
-const IN_A_ROW: usize = 12;
+/// Answers in a row that show a change applied at every worker (see the constant's reason).
+const IN_A_ROW: usize = poll::EVERY_WORKER_IN_A_ROW;
 
 /// Short cache lifetimes over the manifest's plugin configuration, so the fault phases run
 /// on stale allows and the feed, not on fresh answers.
@@ -228,7 +228,7 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
     );
     stack.admin("/key/block", &json!({"key": blocked})).unwrap();
     // Each of Envoy's two workers applies the feed on its own tick: the block holds once
-    // it is answered on many connections in a row (all on one worker: once in 2,048).
+    // it is answered on many connections in a row (see `poll::EVERY_WORKER_IN_A_ROW`).
     poll::until("the block at the mesh's Envoy", PATIENCE, || {
         (0..IN_A_ROW)
             .all(|_| chat(&stack, &blocked, "gpt-4o").status == 403)
@@ -237,7 +237,7 @@ fn the_filter_from_its_oci_image_over_ecds_behaves_as_in_its_own_envoy_through_o
     .unwrap();
     holds(&stack, &good, &restricted, &blocked, "all up");
     // Each worker has its own decision cache: the keys are asked on many connections in a
-    // row, so both workers hold their allows (all on one worker: once in 2,048) before the
+    // row, so both workers hold their allows (see `poll::EVERY_WORKER_IN_A_ROW`) before the
     // outages, which they serve from it.
     for _ in 0..IN_A_ROW {
         reached_as(&chat(&stack, &good, "anything"), "anything", "warming");

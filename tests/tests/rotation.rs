@@ -47,7 +47,7 @@ fn chat(fleet: &Fleet, envoy: usize, key: &str, model: &str) -> Response {
 fn until_everywhere(fleet: &Fleet, key: &str, model: &str, status: u16, what: &str) {
     for envoy in 0..fleet.envoys.len() {
         poll::until(&format!("{what} at Envoy {envoy}"), PATIENCE, || {
-            (0..12)
+            (0..poll::EVERY_WORKER_IN_A_ROW)
                 .all(|_| chat(fleet, envoy, key, model).status == status)
                 .then_some(())
         })
