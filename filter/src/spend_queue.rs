@@ -5,8 +5,11 @@
 //! stay at the head of the queue until the control plane acknowledges them, so a batch
 //! that failed is sent again, whole and in order, on a later tick. The control plane
 //! keeps a request id once, so a batch sent twice (an ack lost to a timeout) counts once.
+//! A record is serialized once, when it is queued, and a batch is its records' JSON
+//! joined: a record waiting through retries, or left for the next batch by the byte
+//! bound, is never serialized (or cloned) again.
 
-use livegate_contract::spend::{SpendAck, SpendBatch, SpendRecord};
+use livegate_contract::spend::{SpendAck, SpendRecord};
 use std::collections::VecDeque;
 
 /// The largest batch body sent: half the control plane's default body limit (64 KiB). A
@@ -14,11 +17,15 @@ use std::collections::VecDeque;
 /// for its size and retried for ever; one record (at most a few KiB) always fits.
 pub const MAX_BATCH_BYTES: usize = 32 * 1024;
 
+/// A batch's JSON around its records: `SpendBatch { records }` as serde writes it.
+const BATCH_OPEN: &[u8] = b"{\"records\":[";
+const BATCH_CLOSE: &[u8] = b"]}";
+
 /// Whether a record found room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     Queued,
-    /// The queue was full: the record is lost (counted).
+    /// The queue was full (or the record would not serialize): it is lost (counted).
     Dropped,
 }
 
@@ -35,7 +42,8 @@ pub enum Delivery {
 
 #[derive(Debug)]
 pub struct SpendQueue {
-    records: VecDeque<SpendRecord>,
+    /// Each record's JSON, as it will stand in a batch.
+    records: VecDeque<Box<[u8]>>,
     max_records: usize,
     batch_records: usize,
     /// How many records at the head are in the batch in flight.
@@ -69,33 +77,56 @@ impl SpendQueue {
         if self.records.len() >= self.max_records {
             return Pushed::Dropped;
         }
-        self.records.push_back(record);
-        Pushed::Queued
+        match serde_json::to_vec(&record) {
+            Ok(json) => {
+                self.records.push_back(json.into_boxed_slice());
+                Pushed::Queued
+            }
+            Err(_) => Pushed::Dropped,
+        }
     }
 
-    /// The next batch to send, as its JSON body, and marks it in flight: on a tick
-    /// (`whole_only: false`) whatever is queued; after an acknowledgement
-    /// (`whole_only: true`) only a full batch, so a busy worker drains without waiting for
+    /// The next batch to send, as its JSON body (the contract's `SpendBatch`), and marks
+    /// it in flight: on a tick (`whole_only: false`) whatever is queued; after an
+    /// acknowledgement (`whole_only: true`) only a whole batch (`batch_records` records, or
+    /// as many as fit in `MAX_BATCH_BYTES`), so a busy worker drains without waiting for
     /// ticks. `None` while a batch is in flight or when there is nothing (enough) to send.
     pub fn next_batch(&mut self, whole_only: bool) -> Option<(Vec<u8>, usize)> {
         if self.in_flight.is_some() || self.records.is_empty() {
             return None;
         }
-        let mut count = self.records.len().min(self.batch_records);
-        if whole_only && count < self.batch_records {
+        let (count, bytes) = self.batch_extent();
+        let whole = count == self.batch_records || count < self.records.len();
+        if whole_only && !whole {
             return None;
         }
-        loop {
-            let batch = SpendBatch {
-                records: self.records.iter().take(count).cloned().collect(),
-            };
-            let body = serde_json::to_vec(&batch).ok()?;
-            if body.len() <= MAX_BATCH_BYTES || count == 1 {
-                self.in_flight = Some(count);
-                return Some((body, count));
+        let mut body = Vec::with_capacity(bytes);
+        body.extend_from_slice(BATCH_OPEN);
+        for (i, record) in self.records.iter().take(count).enumerate() {
+            if i > 0 {
+                body.push(b',');
             }
-            count = count.div_ceil(2);
+            body.extend_from_slice(record);
         }
+        body.extend_from_slice(BATCH_CLOSE);
+        self.in_flight = Some(count);
+        Some((body, count))
+    }
+
+    /// How many records from the head make the next batch, and its body's length: at most
+    /// `batch_records`, within `MAX_BATCH_BYTES` (one record always goes, whatever its size).
+    fn batch_extent(&self) -> (usize, usize) {
+        let mut bytes = BATCH_OPEN.len() + BATCH_CLOSE.len();
+        let mut count = 0;
+        for record in self.records.iter().take(self.batch_records) {
+            let grown = bytes + record.len() + usize::from(count > 0);
+            if count > 0 && grown > MAX_BATCH_BYTES {
+                break;
+            }
+            bytes = grown;
+            count += 1;
+        }
+        (count, bytes)
     }
 
     /// The dispatch of the batch in flight was refused by the host: it stays, for later.

@@ -1,6 +1,7 @@
 //! The worker's spend queue: its bound, batches, one in flight, retry until acknowledged.
 
 use super::*;
+use livegate_contract::spend::SpendBatch;
 use livegate_contract::KeyHash;
 
 fn record(i: u64) -> SpendRecord {
@@ -143,4 +144,59 @@ fn records_with_long_labels_go_in_shorter_batches_that_fit_the_body_limit() {
     assert!(body.len() <= MAX_BATCH_BYTES, "{}", body.len());
     assert!(count < 100 && count > 1, "{count}");
     assert_eq!(ids(&body).len(), count);
+}
+
+#[test]
+fn a_batch_is_byte_for_byte_the_contract_batch_of_its_records() {
+    let long = "m".repeat(livegate_contract::spend::MAX_LABEL_LEN);
+    let records: Vec<SpendRecord> = (0..120)
+        .map(|i| SpendRecord {
+            key_alias: (i % 3 == 0).then(|| long.clone()),
+            team_id: (i % 5 == 0).then(|| "team \"quoted\" \u{1F600}".into()),
+            ..record(i)
+        })
+        .collect();
+    let mut queue = SpendQueue::new(1000, 100);
+    for record in &records {
+        queue.push(record.clone());
+    }
+    let mut sent = 0;
+    while let Some((body, count)) = queue.next_batch(false) {
+        let batch = SpendBatch {
+            records: records[sent..sent + count].to_vec(),
+        };
+        assert_eq!(body, serde_json::to_vec(&batch).unwrap());
+        assert!(body.len() <= MAX_BATCH_BYTES, "{}", body.len());
+        sent += count;
+        queue.on_answer(Some(b"200"), Some(&ack(count as u32, 0)));
+    }
+    assert_eq!(sent, records.len());
+}
+
+#[test]
+fn after_an_ack_a_batch_cut_by_its_bytes_is_whole() {
+    let long = "m".repeat(livegate_contract::spend::MAX_LABEL_LEN);
+    let mut queue = SpendQueue::new(1000, 100);
+    for i in 0..100 {
+        queue.push(SpendRecord {
+            key_alias: Some(long.clone()),
+            model_returned: Some(long.clone()),
+            ..record(i)
+        });
+    }
+    let (_, first) = queue.next_batch(false).unwrap();
+    assert!((34..50).contains(&first), "{first}: the bytes cut it");
+    queue.on_answer(Some(b"200"), Some(&ack(first as u32, 0)));
+    let (_, second) = queue
+        .next_batch(true)
+        .expect("as many as fit make a whole batch");
+    assert_eq!(second, first);
+    queue.on_answer(Some(b"200"), Some(&ack(second as u32, 0)));
+    assert_eq!(
+        queue.next_batch(true),
+        None,
+        "the rest fits in one batch, not a whole one"
+    );
+    let (_, rest) = queue.next_batch(false).unwrap();
+    assert_eq!(rest, 100 - first - second);
 }
