@@ -92,6 +92,14 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
+/// Whether an answer to these headers is gzipped: forced, or accepted.
+fn gzipped(headers: &HeaderMap, force: bool) -> bool {
+    let accept = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    force || accepts_gzip(accept)
+}
+
 /// An answer of `content_type`, gzipped when the request accepts it or `force`s it.
 pub(crate) fn encoded(
     headers: &HeaderMap,
@@ -99,10 +107,7 @@ pub(crate) fn encoded(
     content_type: &'static str,
     body: String,
 ) -> Response {
-    let accept = headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    let mut response = if force || accepts_gzip(accept) {
+    let mut response = if gzipped(headers, force) {
         let mut r = gzip(body.as_bytes()).into_response();
         let h = r.headers_mut();
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -182,11 +187,48 @@ pub async fn wait_as_asked(request: &Value) {
 
 /// How long a request asks the demo to wait before it answers.
 pub fn delay(request: &Value) -> std::time::Duration {
-    let ms = request
-        .get(DELAY_FIELD)
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    std::time::Duration::from_millis(ms.min(MAX_DELAY_MS))
+    millis_field(request, DELAY_FIELD, MAX_DELAY_MS)
+}
+
+/// A request's field of milliseconds, at most `max`; zero when absent or not a count.
+fn millis_field(request: &Value, field: &str, max: u64) -> std::time::Duration {
+    let ms = request.get(field).and_then(Value::as_u64).unwrap_or(0);
+    std::time::Duration::from_millis(ms.min(max))
+}
+
+/// The request field asking for a stream paced as a provider sends it: each event written
+/// on its own, this many milliseconds after the last (at most [`MAX_EVENT_GAP_MS`]); the
+/// answer is then chunked, without `content-length`. Absent or 0: the whole stream at once.
+/// An answer gzipped (asked for or forced) is never paced.
+pub const EVENT_GAP_FIELD: &str = "livegate_event_gap_ms";
+
+/// The longest gap a request may ask for between two events.
+pub const MAX_EVENT_GAP_MS: u64 = 1_000;
+
+/// The gap a request asks for between a stream's events.
+pub fn event_gap(request: &Value) -> std::time::Duration {
+    millis_field(request, EVENT_GAP_FIELD, MAX_EVENT_GAP_MS)
+}
+
+/// `sse` (whole events, each ending with its blank line) as a body written one event at a
+/// time, `gap` apart.
+fn paced(sse: String, gap: std::time::Duration) -> Response {
+    let events: Vec<String> = sse.split_inclusive("\n\n").map(str::to_owned).collect();
+    let stream = futures_util::stream::unfold(
+        (events.into_iter(), true),
+        move |(mut events, first)| async move {
+            let event = events.next()?;
+            if !first {
+                tokio::time::sleep(gap).await;
+            }
+            Some((Ok::<_, std::convert::Infallible>(event), (events, false)))
+        },
+    );
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
+    response
 }
 
 /// The content chunks a request asks for: `livegate_events` (at most [`MAX_EVENTS`]), else
@@ -210,6 +252,10 @@ async fn chat_completion(headers: HeaderMap, body: Bytes) -> Response {
         let include_usage = request.pointer("/stream_options/include_usage") == Some(&json!(true));
         let chunks = content_chunks(&request);
         let sse = stream_events_with(prompt, details::details(&request), include_usage, chunks);
+        let gap = event_gap(&request);
+        if !gap.is_zero() && !gzipped(&headers, force) {
+            return paced(sse, gap);
+        }
         return encoded(&headers, force, EVENT_STREAM, sse);
     }
     let answer = json!({
@@ -417,6 +463,37 @@ mod tests {
             delay(&json!({"livegate_delay_ms": u64::MAX})).as_millis(),
             u128::from(MAX_DELAY_MS)
         );
+    }
+
+    #[test]
+    fn a_request_may_ask_for_a_gap_between_events_within_a_bound() {
+        assert_eq!(event_gap(&json!({})), std::time::Duration::ZERO);
+        assert_eq!(
+            event_gap(&json!({"livegate_event_gap_ms": 2})).as_millis(),
+            2
+        );
+        assert_eq!(
+            event_gap(&json!({"livegate_event_gap_ms": u64::MAX})).as_millis(),
+            u128::from(MAX_EVENT_GAP_MS)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_paced_stream_is_chunked_one_event_at_a_time_and_says_the_same() {
+        use futures_util::StreamExt;
+        let sse = stream_events(3, true, 5);
+        let response = paced(sse.clone(), std::time::Duration::from_millis(1));
+        assert!(response.headers().get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(response.headers()[header::CONTENT_TYPE], EVENT_STREAM);
+        let mut frames = response.into_body().into_data_stream();
+        let mut got = Vec::new();
+        while let Some(frame) = frames.next().await {
+            got.push(String::from_utf8(frame.unwrap().to_vec()).unwrap());
+        }
+        // 5 content chunks, the stop chunk, the usage chunk, [DONE]: one frame each.
+        assert_eq!(got.len(), 8);
+        assert!(got.iter().all(|event| event.ends_with("\n\n")));
+        assert_eq!(got.concat(), sse);
     }
 
     #[test]
