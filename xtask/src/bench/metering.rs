@@ -3,14 +3,17 @@
 //! (a) wrk streams answers of `STREAM_EVENTS` SSE events (the demo's `livegate_events`)
 //! through four Envoys: no filter, the filter passing `/v1/` through, a cached key with
 //! metering off, and a cached key with metering on (the stack's Envoy); then the last
-//! three again in interleaved rounds with the CPU their Envoy, the control plane and
-//! Postgres used per answer, and again with Envoy pinned to a core of its own (the ledger,
-//! the upstream and wrk on the other).
+//! three, with the floor filter without and with copying the stream into the VM, in
+//! interleaved rounds with the CPU their Envoy, the control plane and Postgres used per
+//! answer, again with each event of a stream written on its own (`paced`), and the three
+//! again with Envoy pinned to a core of its own (the ledger, the upstream and wrk on the
+//! other).
 //! (b) The drain: with Postgres frozen, `RECORDS` records are posted to
 //! `/v1/spend/records` in batches of 100 (the intake rate, every batch synced); Postgres
 //! thawed, the time from the first drained record to an empty spool (the drain rate).
 //! (c) A database outage of `outage_seconds` under steady metered streaming: records
 //! spooled, drained after, lost.
+//! (d) The paced runs' table (`paced`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -22,8 +25,10 @@ use livegate_tests::stack::{Stack, StackOptions};
 use serde_json::{json, Value};
 
 use super::wrk::{self, Plan, Run, Target};
-use super::{envoy_beside, PASSTHROUGH_V1};
+use super::{envoy_beside, floor_beside, floor_beside_with, PASSTHROUGH_V1};
 use crate::step;
+
+mod paced;
 
 /// Content chunks per streamed answer (plus the stop and usage chunks and `[DONE]`).
 const STREAM_EVENTS: u64 = 200;
@@ -34,20 +39,29 @@ const PATIENCE: Duration = Duration::from_secs(600);
 /// Connections of the CPU-per-answer runs: few enough that no core is saturated, so a
 /// process's CPU time is its work and not its wait for a contended core.
 const CPU_CONNECTIONS: u32 = 2;
+/// Rounds of the CPU-per-answer runs: a paired difference of a few tens of µs needs more
+/// than three on a VM whose speed drifts from minute to minute.
+const CPU_ROUNDS: usize = 5;
+/// The floor filter's two setups in the CPU-per-answer runs.
+const FLOOR: &str = "(v) the least Wasm filter, bare listener";
+const FLOOR_READING: &str =
+    "(vi) the least Wasm filter copying every response chunk into the VM, bare listener";
 
 /// CPU time per answer of one setup, in µs (medians over the rounds): its Envoy's, and
 /// the ledger's (the control plane; every Postgres process).
 struct Cpu {
     name: &'static str,
     envoy_us: f64,
+    /// Envoy's CPU per answer, round by round (for differences paired by round).
+    envoy_rounds: Vec<f64>,
     /// With its database engine.
     control_plane_us: f64,
     postgres_us: f64,
 }
 
-/// What metering adds to Envoy's CPU per answer: each round's metered run against the
-/// unmetered run of the same round (so a slower hour of the machine cancels out).
-struct MeteringCpu {
+/// What one setup adds to another's Envoy CPU per answer: each round's run against the
+/// other's run of the same round (so a slower hour of the machine cancels out).
+struct AddedCpu {
     median_us: f64,
     low_us: f64,
     high_us: f64,
@@ -94,6 +108,8 @@ pub fn run(seconds: u64, outage_seconds: u64) -> anyhow::Result<()> {
     let baseline = envoy_beside(&stack, BASELINE_TEMPLATE, "{}")?;
     let passthrough = envoy_beside(&stack, TEMPLATE, PASSTHROUGH_V1)?;
     let unmetered = envoy_beside(&stack, TEMPLATE, r#"{"metering": {"enabled": false}}"#)?;
+    let floor = floor_beside(&stack)?;
+    let floor_reading = floor_beside_with(&stack, "read_response_body")?;
 
     let path = "/v1/chat/completions";
     let script = script(&stack, &key)?;
@@ -121,29 +137,70 @@ pub fn run(seconds: u64, outage_seconds: u64) -> anyhow::Result<()> {
     ];
     let plan = Plan::interleaved(seconds);
     let runs = wrk::measure(&targets, &plan)?;
-    let envoys = [&passthrough, &unmetered, &stack.envoy];
-    let (cpu, metering_cpu) = cpu_per_answer(&stack, &targets[1..], &envoys, &plan)?;
-    let pinned = pinned(&stack, &targets[1..], &envoys, &plan)?;
+    // Where the time goes: the filter's setups, and the floor filter without and with
+    // reading the stream (what any meter pays per chunk before reading a byte).
+    let floors = [
+        Target {
+            name: FLOOR,
+            url: format!("{}{path}", floor.url()),
+            script: script.clone(),
+        },
+        Target {
+            name: FLOOR_READING,
+            url: format!("{}{path}", floor_reading.url()),
+            script: script.clone(),
+        },
+    ];
+    let cpu_targets: Vec<Target> = targets[1..].iter().chain(&floors).cloned().collect();
+    let envoys = [
+        &passthrough,
+        &unmetered,
+        &stack.envoy,
+        &floor,
+        &floor_reading,
+    ];
+    let cpu_plan = Plan {
+        connections: CPU_CONNECTIONS,
+        rounds: CPU_ROUNDS,
+        ..plan
+    };
+    let cpu = cpu_per_answer(&stack, &cpu_targets, &envoys, &cpu_plan)?;
+    let paced = paced::run(&stack, &key, &cpu_targets, &envoys, &plan)?;
+    let pinned = pinned(&stack, &targets[1..], &envoys[..3], &plan)?;
     let drain = drain(&stack, &token)?;
     let outage = outage(&stack, &targets[3].url, &script, outage_seconds)?;
-    let table = table(&plan, &runs, (&cpu, metering_cpu), &pinned, &drain, &outage);
+    let mut table = table(&plan, &runs, &cpu, &pinned, &drain, &outage);
+    paced::table(&mut table, &paced);
     eprintln!("{table}");
     super::markdown::update_benchmarks_doc("metering", &table)
 }
 
 /// A wrk Lua script posting one streamed chat completion of `STREAM_EVENTS` chunks.
 fn script(stack: &Stack, key: &str) -> anyhow::Result<PathBuf> {
-    let body = json!({
+    stream_script(
+        stack,
+        key,
+        "stream.lua",
+        json!({"livegate_events": STREAM_EVENTS}),
+    )
+}
+
+/// A wrk Lua script (`name`, in the stack's scratch directory) posting one streamed chat
+/// completion with the demo's `fields` (its events, their pace).
+fn stream_script(stack: &Stack, key: &str, name: &str, fields: Value) -> anyhow::Result<PathBuf> {
+    let mut body = json!({
         "model": livegate_demo_upstream::MODEL,
         "messages": [{"role": "user", "content": "benchmark"}],
         "stream": true,
-        "livegate_events": STREAM_EVENTS,
-    })
-    .to_string();
+    });
+    if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), fields) {
+        body.extend(fields);
+    }
+    let body = body.to_string();
     let text = format!(
         "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"authorization\"] = \"Bearer {key}\"\n"
     );
-    let path = stack.scratch.path().join("stream.lua");
+    let path = stack.scratch.path().join(name);
     std::fs::write(&path, text)?;
     Ok(path)
 }
@@ -174,21 +231,17 @@ fn ledger_ticks(stack: &Stack) -> (u64, u64) {
     )
 }
 
-/// The setups again ([`CPU_CONNECTIONS`], the plan's rounds, interleaved), with the CPU
-/// time their Envoy and the ledger used per answer: where an answer's time goes when
-/// everything shares the cores.
+/// The setups again (the plan's connections and rounds, interleaved), with the CPU time
+/// their Envoy and the ledger used per answer: where an answer's time goes when everything
+/// shares the cores.
 fn cpu_per_answer(
     stack: &Stack,
     targets: &[Target],
     envoys: &[&Envoy],
     plan: &Plan,
-) -> anyhow::Result<(Vec<Cpu>, Option<MeteringCpu>)> {
+) -> anyhow::Result<Vec<Cpu>> {
     use livegate_tests::procfs::{cpu_ticks, TICKS_PER_SECOND};
     let us_per_tick = 1e6 / TICKS_PER_SECOND as f64;
-    let plan = &Plan {
-        connections: CPU_CONNECTIONS,
-        ..*plan
-    };
     let mut samples: Vec<[Vec<f64>; 3]> = targets.iter().map(|_| Default::default()).collect();
     for round in 1..=plan.rounds {
         for ((target, envoy), [envoy_us, control_plane_us, postgres_us]) in
@@ -213,31 +266,28 @@ fn cpu_per_answer(
             postgres_us.push(per_answer(ledger.1.saturating_sub(ledger_before.1)));
         }
     }
-    let paired = metering_cpu(&samples);
     let cpu = targets
         .iter()
         .zip(samples)
         .map(|(target, [envoy, control_plane, postgres])| Cpu {
             name: target.name,
-            envoy_us: wrk::middle(envoy).unwrap_or(0.0),
+            envoy_us: wrk::middle(envoy.clone()).unwrap_or(0.0),
+            envoy_rounds: envoy,
             control_plane_us: wrk::middle(control_plane).unwrap_or(0.0),
             postgres_us: wrk::middle(postgres).unwrap_or(0.0),
         });
-    Ok((cpu.collect(), paired))
+    Ok(cpu.collect())
 }
 
-/// The metered setup's Envoy CPU per answer less the unmetered one's, round by round (the
-/// last two setups); `None` without both.
-fn metering_cpu(samples: &[[Vec<f64>; 3]]) -> Option<MeteringCpu> {
-    let [.., unmetered, metered] = samples else {
-        return None;
-    };
-    let added: Vec<f64> = metered[0]
+/// What `with` adds to `base`'s Envoy CPU per answer, round by round; `None` without rounds.
+fn added(base: &Cpu, with: &Cpu) -> Option<AddedCpu> {
+    let added: Vec<f64> = with
+        .envoy_rounds
         .iter()
-        .zip(&unmetered[0])
-        .map(|(m, u)| m - u)
+        .zip(&base.envoy_rounds)
+        .map(|(w, b)| w - b)
         .collect();
-    Some(MeteringCpu {
+    Some(AddedCpu {
         median_us: wrk::middle(added.clone())?,
         low_us: added.iter().copied().fold(f64::INFINITY, f64::min),
         high_us: added.iter().copied().fold(f64::NEG_INFINITY, f64::max),
@@ -245,16 +295,17 @@ fn metering_cpu(samples: &[[Vec<f64>; 3]]) -> Option<MeteringCpu> {
 }
 
 /// Where the time goes: CPU per answer, and what metering adds to Envoy's.
-fn cpu_table(out: &mut String, plan: &Plan, (cpu, added): (&[Cpu], Option<MeteringCpu>)) {
+fn cpu_table(out: &mut String, plan: &Plan, cpu: &[Cpu]) {
     let _ = writeln!(
         out,
         "\nWhere the time goes: the setups again ({CPU_CONNECTIONS} connections, so that no core \
-         is saturated; {} runs of {} s each, interleaved), with the CPU time each process used, \
-         per answer (medians). The ledger is \
+         is saturated; {CPU_ROUNDS} runs of {} s each, interleaved), and the least Wasm filter \
+         (`xtask/floor-filter`, on the bare listener of (i)) without and with reading the \
+         stream, with the CPU time each process used, per answer (medians). The ledger is \
          the control plane and Postgres taking the records (intake, `fdatasync`, drain, \
          insert): on this machine it shares the cores with Envoy, so its work lowers the \
          metered run's throughput too.\n",
-        plan.rounds, plan.seconds
+        plan.seconds
     );
     let _ = writeln!(
         out,
@@ -268,19 +319,34 @@ fn cpu_table(out: &mut String, plan: &Plan, (cpu, added): (&[Cpu], Option<Meteri
             c.name, c.envoy_us, c.control_plane_us, c.postgres_us
         );
     }
-    if let (Some(added), [.., unmetered, metered]) = (added, cpu) {
-        let ledger = |c: &Cpu| c.control_plane_us + c.postgres_us;
-        let _ = writeln!(
-            out,
-            "\nMetering adds {:.0} µs of Envoy CPU per answer (each round's metered run less the \
-             unmetered run of the same round: {:.0} to {:.0} µs), {:.1} % of the metered run's \
-             Envoy CPU; and {:.0} µs in the ledger.",
-            added.median_us,
-            added.low_us,
-            added.high_us,
-            added.median_us / metered.envoy_us.max(1e-9) * 100.0,
-            ledger(metered) - ledger(unmetered),
-        );
+    let [_, unmetered, metered, floor, floor_reading] = cpu else {
+        return;
+    };
+    let (Some(metering), Some(reading)) = (added(unmetered, metered), added(floor, floor_reading))
+    else {
+        return;
+    };
+    let ledger = |c: &Cpu| c.control_plane_us + c.postgres_us;
+    let _ = writeln!(
+        out,
+        "\nMetering adds {} of Envoy CPU per answer, {:.1} % of the metered run's Envoy CPU; \
+         and {:.0} µs in the ledger. Reading the stream into the VM, and nothing more, adds {} \
+         to the least Wasm filter: what any meter pays through proxy-wasm before it reads a \
+         byte.",
+        metering.described(),
+        metering.median_us / metered.envoy_us.max(1e-9) * 100.0,
+        ledger(metered) - ledger(unmetered),
+        reading.described(),
+    );
+}
+
+impl AddedCpu {
+    /// "42 µs (each round's … : 40 to 45 µs)".
+    fn described(&self) -> String {
+        format!(
+            "{:.0} µs (each round's run less the other's in the same round: {:.0} to {:.0} µs)",
+            self.median_us, self.low_us, self.high_us
+        )
     }
 }
 
@@ -587,7 +653,7 @@ fn outage(
 fn table(
     plan: &Plan,
     runs: &[Run],
-    cpu: (&[Cpu], Option<MeteringCpu>),
+    cpu: &[Cpu],
     pinned: &[PinnedRun],
     drain: &Drain,
     outage: &Outage,

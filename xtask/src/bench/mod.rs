@@ -158,8 +158,18 @@ fn envoy_beside(
 fn floor_beside(
     stack: &livegate_tests::stack::Stack,
 ) -> anyhow::Result<livegate_tests::envoy::Envoy> {
+    floor_beside_with(stack, "{}")
+}
+
+/// [`floor_beside`] with the floor filter's configuration (`read_response_body`: it also
+/// copies every response body chunk into the VM).
+fn floor_beside_with(
+    stack: &livegate_tests::stack::Stack,
+    filter_config: &str,
+) -> anyhow::Result<livegate_tests::envoy::Envoy> {
     let config = livegate_tests::envoy::EnvoyConfig {
         filter_wasm: crate::build::floor_filter()?,
+        filter_config: filter_config.to_string(),
         ..config_beside(stack)?
     };
     livegate_tests::envoy::Envoy::start_from(BARE_WASM_TEMPLATE, config, stack.scratch.path())

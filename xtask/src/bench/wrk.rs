@@ -66,6 +66,7 @@ pub fn middle(mut values: Vec<f64>) -> Option<f64> {
 }
 
 /// One setup to measure: a URL and the wrk script its requests are made by.
+#[derive(Clone)]
 pub struct Target {
     pub name: &'static str,
     pub url: String,
