@@ -20,9 +20,12 @@ pub(super) struct Body {
     bytes: u64,
     /// The body's `stream` is not a JSON boolean (nor `null`): refused, naming it.
     bad_stream: bool,
-    /// The body asks for a stream: only then can it need `include_usage`, so only then is
-    /// it read from the host a second time.
+    /// The body asks for a stream: only then can it need `include_usage`.
     streams: bool,
+    /// The bytes as read, for the rewrite in the same callback (no second read from the
+    /// host); dropped when the body waits for an auth check ([`Body::unkept`]), so a
+    /// request held across a callout does not hold its body twice.
+    copy: Option<Vec<u8>>,
 }
 
 impl Body {
@@ -33,6 +36,7 @@ impl Body {
             bytes: 0,
             bad_stream: false,
             streams: false,
+            copy: None,
         }
     }
 
@@ -43,8 +47,17 @@ impl Body {
             bytes: body.as_ref().map_or(0, |b| b.len() as u64),
             bad_stream: stream.is_some_and(|s| s.is_err()),
             streams: stream == Some(Ok(true)),
-            model: body.map_or(Err(BodyError::Empty), |b| requested_model(&b)),
+            model: body
+                .as_deref()
+                .map_or(Err(BodyError::Empty), requested_model),
+            copy: body,
         }
+    }
+
+    /// What the body said, without its bytes: it waits for a later callback, which reads
+    /// them from the host again if it edits them.
+    pub(super) fn unkept(self) -> Body {
+        Body { copy: None, ..self }
     }
 }
 
@@ -65,7 +78,7 @@ impl RequestFlow {
             }
             Stage::AwaitingAuth { hash, mut request } => {
                 if request.model_route() && request.body.is_none() {
-                    request.body = Some(Body::read(host));
+                    request.body = Some(Body::read(host).unkept());
                 }
                 self.stage = Stage::AwaitingAuth { hash, request };
                 self.hold_or_pass()
@@ -181,7 +194,7 @@ impl RequestFlow {
         };
         let body_edit = requested.as_ref().zip(target);
         let asks_usage = request.usage_route && body.streams;
-        match self.rewrite_body(host, asks_usage, body_edit) {
+        match self.rewrite_body(host, body.copy, asks_usage, body_edit) {
             Ok(Some(length)) => edits.set.push(("content-length", length.to_string())),
             Ok(None) => {}
             Err(HeaderRefused) => {
@@ -204,13 +217,14 @@ impl RequestFlow {
         self.reply_holding(host, &LocalReply::model_denied(denied), Some(held))
     }
 
-    /// The body as it goes upstream: the key's alias resolved (`model`: the body's model
-    /// and what it resolved to), and, when `streamed_usage_route` (a stream on the
-    /// completions routes), the stream asked for its usage. The new length when the body
-    /// changed.
+    /// The body as it goes upstream (`copy`: as read in this callback, else read again):
+    /// the key's alias resolved (`model`: the body's model and what it resolved to), and,
+    /// when `streamed_usage_route` (a stream on the completions routes), the stream asked
+    /// for its usage. The new length when the body changed.
     fn rewrite_body(
         &self,
         host: &impl Host,
+        copy: Option<Vec<u8>>,
         streamed_usage_route: bool,
         model: Option<(&RequestedModel, &str)>,
     ) -> Result<Option<usize>, HeaderRefused> {
@@ -220,7 +234,7 @@ impl RequestFlow {
         if !aliased && !ask_usage {
             return Ok(None);
         }
-        let Some(mut body) = host.request_body() else {
+        let Some(mut body) = copy.or_else(|| host.request_body()) else {
             // No body to edit: an alias cannot reach the upstream unresolved.
             return if aliased {
                 Err(HeaderRefused)
