@@ -25,10 +25,13 @@ mod vm {
     impl Context for FloorRoot {}
 
     impl RootContext for FloorRoot {
+        /// No configuration (or `{}`, the bench's default), or `read_response_body`;
+        /// anything else is refused, so a mistyped bench does not measure the wrong floor.
         fn on_configure(&mut self, _size: usize) -> bool {
             let config = self.get_plugin_configuration().unwrap_or_default();
-            self.read_response_body = config.trim_ascii() == READ_RESPONSE_BODY;
-            true
+            let config = config.trim_ascii();
+            self.read_response_body = config == READ_RESPONSE_BODY;
+            self.read_response_body || config.is_empty() || config == b"{}"
         }
 
         fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
