@@ -15,8 +15,6 @@ const PACED_EVENTS: u64 = 50;
 /// The demo's gap between two events: far longer than Envoy takes to pass one on, so
 /// each arrives alone.
 const GAP_MS: u64 = 2;
-/// Rounds: the paced runs' paired differences spread wider than the one-chunk runs'.
-const PACED_ROUNDS: usize = 5;
 /// Connections: enough answers in flight for the CPU counters' 10 ms ticks to resolve a
 /// few µs per answer, few enough that no core is saturated.
 const PACED_CONNECTIONS: u32 = 32;
@@ -47,7 +45,8 @@ pub(super) fn run(
         .collect();
     let plan = Plan {
         connections: PACED_CONNECTIONS,
-        rounds: PACED_ROUNDS,
+        // As many rounds as the one-chunk CPU table: paired differences need them.
+        rounds: super::CPU_ROUNDS,
         seconds: plan.seconds * 2,
         ..*plan
     };
