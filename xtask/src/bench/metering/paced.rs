@@ -7,7 +7,8 @@ use livegate_tests::envoy::Envoy;
 use livegate_tests::stack::Stack;
 use serde_json::json;
 
-use super::{added, cpu_per_answer, stream_script, Cpu};
+use super::cpu::{added, cpu_per_answer, Cpu, CPU_ROUNDS};
+use super::stream_script;
 use crate::bench::wrk::{Plan, Target};
 
 /// Content chunks of a paced answer (plus the stop and usage chunks and `[DONE]`).
@@ -46,7 +47,7 @@ pub(super) fn run(
     let plan = Plan {
         connections: PACED_CONNECTIONS,
         // As many rounds as the one-chunk CPU table: paired differences need them.
-        rounds: super::CPU_ROUNDS,
+        rounds: CPU_ROUNDS,
         seconds: plan.seconds * 2,
         ..*plan
     };
