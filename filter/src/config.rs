@@ -19,6 +19,9 @@ pub struct Config {
     pub control_plane_authority: String,
     pub auth_check_path: String,
     pub auth_timeout_ms: u64,
+    /// Bytes of request bodies each worker holds while their keys are being checked; the
+    /// request whose body would go past is answered 503 (`unverified`).
+    pub max_unverified_body_bytes: u64,
     /// The control plane's change feed; polled by one worker per Envoy.
     pub changes_path: String,
     /// How often the change feed is polled; 0 turns it off (revocations then reach this
@@ -125,6 +128,7 @@ impl Default for Config {
             control_plane_authority: "livegate-control-plane".into(),
             auth_check_path: livegate_contract::AUTH_CHECK_PATH.into(),
             auth_timeout_ms: 200,
+            max_unverified_body_bytes: 32 * 1024 * 1024,
             changes_path: livegate_contract::CHANGES_PATH.into(),
             change_poll_ms: 250,
             cache: CacheConfig::default(),

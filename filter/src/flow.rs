@@ -14,6 +14,7 @@ use crate::reply::LocalReply;
 use crate::routing::{hashed_key_path, is_probe_method, Route, Routes};
 use crate::spend_queue::SpendQueue;
 use crate::time::{Clock, Millis};
+use crate::unverified::UnverifiedBodies;
 use crate::upstream_headers::{for_passthrough, HeaderEdits};
 use body::{asks_for_usage, Body};
 use livegate_contract::{KeyHash, ModelAccess, ModelLimits};
@@ -33,6 +34,8 @@ pub struct Plugin {
     local: RefCell<LocalLimits>,
     /// The worker's turn among a model's deployments (`providers::pick`).
     turn: std::cell::Cell<u64>,
+    /// The worker's budget of bodies held while their keys are checked.
+    unverified: UnverifiedBodies,
 }
 
 impl Plugin {
@@ -48,13 +51,20 @@ impl Plugin {
             config.rate_limits.outage_share,
             usize::try_from(config.cache.max_entries).unwrap_or(usize::MAX),
         ));
+        let unverified = UnverifiedBodies::new(config.max_unverified_body_bytes);
         Plugin {
             config,
             cache,
             spend,
             local,
             turn: std::cell::Cell::new(0),
+            unverified,
         }
+    }
+
+    /// Bytes of request bodies the worker holds while their keys are checked.
+    pub fn unverified_body_bytes(&self) -> u64 {
+        self.unverified.held()
     }
 
     /// The next turn among a model's deployments (one counter per worker for every model).
@@ -182,6 +192,8 @@ struct Held {
 pub struct RequestFlow {
     plugin: Rc<Plugin>,
     stage: Stage,
+    /// Bytes of this request's body counted in the worker's unverified budget.
+    unverified_bytes: u64,
 }
 
 impl RequestFlow {
@@ -189,6 +201,7 @@ impl RequestFlow {
         RequestFlow {
             plugin,
             stage: Stage::Headers,
+            unverified_bytes: 0,
         }
     }
 
@@ -216,10 +229,17 @@ impl RequestFlow {
     /// a check still in flight is dropped when it arrives. A response still being metered
     /// (the stream ended early) is recorded as seen so far.
     pub fn on_done(&mut self, host: &impl Host, clock: impl Clock) {
+        self.release_unverified();
         if let Some(held) = self.take_held() {
             self.end(host, held, clock, Ending::Early);
         }
         self.stage = Stage::Done;
+    }
+
+    /// The body is no longer held for a check (decided, shed, or the stream ended).
+    fn release_unverified(&mut self) {
+        self.plugin.unverified.release(self.unverified_bytes);
+        self.unverified_bytes = 0;
     }
 
     /// What the stage holds for an admitted request, taken out (to be ended).
@@ -367,9 +387,11 @@ impl RequestFlow {
 }
 
 /// The host ends every stream with `on_done`; should a flow be dropped without it, its
-/// slot is given back all the same, never held for the worker's life.
+/// slot and its share of the unverified budget are given back all the same, never held
+/// for the worker's life.
 impl Drop for RequestFlow {
     fn drop(&mut self) {
+        self.release_unverified();
         if let Some(request) = self.take_held().and_then(|held| held.in_flight) {
             self.plugin.with_local(|local| local.end(request));
         }
@@ -423,3 +445,5 @@ mod path_tests;
 mod rate_limit_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unverified_tests;

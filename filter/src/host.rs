@@ -68,6 +68,9 @@ pub trait Host {
     fn send_reply(&self, reply: &LocalReply);
     /// The request body buffered so far (the whole body once `end_of_stream` was seen).
     fn request_body(&self) -> Option<Vec<u8>>;
+    /// Bytes of the request body buffered so far, as the body callback reported them (no
+    /// host call).
+    fn request_body_size(&self) -> usize;
     /// Replaces the whole buffered request body.
     fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused>;
     fn dispatch_auth_check(&self, check: &AuthCheck<'_>) -> Result<(), DispatchRefused>;

@@ -32,6 +32,7 @@ pub mod root;
 pub mod routing;
 pub mod spend_queue;
 pub mod time;
+pub mod unverified;
 pub mod upstream_headers;
 pub mod usage;
 
@@ -477,6 +478,10 @@ mod wasm {
 
         fn request_body(&self) -> Option<Vec<u8>> {
             read_whole(BufferType::HttpRequestBody, self.body_size)
+        }
+
+        fn request_body_size(&self) -> usize {
+            self.body_size
         }
 
         fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused> {

@@ -47,11 +47,14 @@ pub enum Metric {
     /// A worker found changes missing between the last it applied and the shared window's
     /// oldest: it forgot its cached allows.
     ChangeFeedGap,
+    /// A request whose key was being checked, answered 503 because the worker held its
+    /// budget of such bodies (`max_unverified_body_bytes`).
+    UnverifiedBodyShed,
 }
 
 impl Metric {
     /// In definition order; `index()` is the position here.
-    pub const ALL: [Metric; 37] = [
+    pub const ALL: [Metric; 38] = [
         Metric::LivenessServed,
         Metric::Allowed,
         Metric::DeniedMissingCredential,
@@ -89,6 +92,7 @@ impl Metric {
         Metric::UsageEstimated,
         Metric::DeniedBadPath,
         Metric::ChangeFeedGap,
+        Metric::UnverifiedBodyShed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +134,7 @@ impl Metric {
             Metric::UsageEstimated => "livegate_usage_estimated_total",
             Metric::DeniedBadPath => "livegate_denied_bad_path_total",
             Metric::ChangeFeedGap => "livegate_change_feed_gaps_total",
+            Metric::UnverifiedBodyShed => "livegate_unverified_body_shed_total",
         }
     }
 

@@ -108,6 +108,18 @@ impl LocalReply {
         LocalReply::error(error).with("retry-after", &retry_after_seconds.to_string())
     }
 
+    /// 503 when the worker already holds its budget of bodies whose keys are being checked
+    /// (`crate::unverified`): shed before the key is known, with `retry-after`.
+    pub fn unverified_bodies_full(retry_after_seconds: u32) -> LocalReply {
+        let error = ErrorObject::new(
+            503,
+            ErrorType::ServiceUnavailable,
+            "the gateway holds too many request bodies whose keys are being checked; retry later",
+        )
+        .with_reason("unverified_bodies_full");
+        LocalReply::error(error).with("retry-after", &retry_after_seconds.to_string())
+    }
+
     /// 500 when the filter could not make the request safe to forward (a credential
     /// header the host would not remove): refused rather than sent on with the key.
     pub fn internal_error() -> LocalReply {

@@ -47,6 +47,7 @@ fn the_defaults_match_the_architecture_contract() {
     assert_eq!(c.control_plane_authority, "livegate-control-plane");
     assert_eq!(c.auth_check_path, "/v1/auth/check");
     assert_eq!(c.auth_timeout_ms, 200);
+    assert_eq!(c.max_unverified_body_bytes, 33_554_432);
     assert_eq!(c.changes_path, "/v1/auth/changes");
     assert_eq!(c.change_poll_ms, 250);
     assert_eq!(c.cache.max_entries, 10_000);
@@ -67,6 +68,7 @@ fn the_documented_example_parses_to_the_defaults() {
       "control_plane_authority": "livegate-control-plane",
       "auth_check_path": "/v1/auth/check",
       "auth_timeout_ms": 200,
+      "max_unverified_body_bytes": 33554432,
       "changes_path": "/v1/auth/changes",
       "change_poll_ms": 250,
       "cache": {"max_entries": 10000, "allow_ttl_ms": 60000, "deny_ttl_ms": 2000,

@@ -24,6 +24,8 @@ impl RequestFlow {
         response: CallResponse<'_>,
         now: Option<Millis>,
     ) -> Verdict {
+        // Decided (or ended): its body no longer waits for a check.
+        self.release_unverified();
         if matches!(self.stage, Stage::Done) {
             host.debug("livegate: auth check answered after its request ended; dropped");
             return Verdict::Stop;

@@ -68,6 +68,9 @@ impl RequestFlow {
     /// is read once it is whole (`end_of_stream`), and checked against the key's policy
     /// as soon as the key is admitted.
     pub fn on_request_body(&mut self, host: &impl Host, end_of_stream: bool) -> Verdict {
+        if matches!(self.stage, Stage::AwaitingAuth { .. }) && !self.count_unverified(host) {
+            return self.shed(host);
+        }
         if !end_of_stream {
             return self.hold_or_pass();
         }
@@ -88,6 +91,27 @@ impl RequestFlow {
                 self.hold_or_pass()
             }
         }
+    }
+
+    /// Counts the body held so far in the worker's budget for bodies whose keys are being
+    /// checked; false: it would go past.
+    fn count_unverified(&mut self, host: &impl Host) -> bool {
+        let size = u64::try_from(host.request_body_size()).unwrap_or(u64::MAX);
+        let counted = self.plugin.unverified.grow(self.unverified_bytes, size);
+        if counted.is_ok() {
+            self.unverified_bytes = size;
+        }
+        counted.is_ok()
+    }
+
+    /// Answers 503 before the key is known, freeing the body. The stream ends with the
+    /// reply, so the check's answer finds no one and is dropped, as when a client goes away
+    /// while its check is in flight.
+    fn shed(&mut self, host: &impl Host) -> Verdict {
+        self.release_unverified();
+        host.increment(Metric::UnverifiedBodyShed);
+        let retry_after = self.plugin.config.retry_after_seconds;
+        self.reply(host, &LocalReply::unverified_bodies_full(retry_after))
     }
 
     /// A route that names no model, for a key restricted to some models: refused unless

@@ -136,6 +136,10 @@ impl Host for MockHost {
         (!body.is_empty()).then(|| body.clone())
     }
 
+    fn request_body_size(&self) -> usize {
+        self.body.borrow().len()
+    }
+
     fn set_request_body(&self, body: &[u8]) -> Result<(), HeaderRefused> {
         self.called("set_request_body");
         if self.refuse_header_writes {
