@@ -134,7 +134,7 @@ pub fn apply(cache: &KeyCache, ring: &ChangeRing, change: KeyChange, cfg: &FeedC
         Some(record) => KeyState::Present(record),
         None => KeyState::Deleted,
     };
-    cache.put(&change.token, state, change.seq, now);
+    cache.put_change(&change.token, state, change.seq, now);
 }
 
 /// How often a replica logs the tombstones of old secrets whose grace has ended.

@@ -126,10 +126,33 @@ impl KeyCache {
     /// Records `state` as of `version`, unless the cache already holds a newer version.
     /// Returns the state that won: callers answer with it, never with an older read.
     pub fn put(&self, token: &KeyHash, state: KeyState, version: i64, now: Instant) -> KeyState {
+        self.put_unless(token, state, version, now, |held| held > version)
+    }
+
+    /// Records a state the change log brought (the key's row as written at `seq`), unless
+    /// the cache holds that version or a newer one. An entry of the same version is the
+    /// same write, held since and kept current: spend drained after the write was added to
+    /// it (`add_spend`), which the logged row lacks. The feed reads recent changes again at
+    /// every poll, so replacing it would reset the key's spend to what it was at the write
+    /// for as long as the change is recent, and let the key past its budget.
+    pub fn put_change(&self, token: &KeyHash, state: KeyState, seq: i64, now: Instant) -> KeyState {
+        self.put_unless(token, state, seq, now, |held| held >= seq)
+    }
+
+    /// Records `state` as of `version` unless the version held makes `keep_held` true;
+    /// the state that won.
+    fn put_unless(
+        &self,
+        token: &KeyHash,
+        state: KeyState,
+        version: i64,
+        now: Instant,
+        keep_held: impl Fn(i64) -> bool,
+    ) -> KeyState {
         let mut pools = self.lock();
         pools.unknown.remove(token);
         if let Some(known) = pools.known.get(token) {
-            if known.version > version {
+            if keep_held(known.version) {
                 return known.state.clone();
             }
         }

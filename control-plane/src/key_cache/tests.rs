@@ -206,3 +206,26 @@ fn drained_spend_reaches_a_rotated_keys_old_secret_held_under_its_own_hash() {
         }
     }
 }
+
+/// The feed reads recent changes again at every poll: the logged row of a write the cache
+/// already holds (spend 0 as written) must not undo the spend drained since.
+#[test]
+fn a_change_already_held_does_not_reset_the_spend_drained_since() {
+    let c = cache(10);
+    let now = Instant::now();
+    let key = record("sk-rotated");
+    c.put(&key.token, present(&key), 7, now);
+    c.add_spend(&[(key.token.clone(), 2.5)].into(), &HashMap::new());
+    let spend = || match c.get(&key.token, now) {
+        Lookup::Fresh(KeyState::Present(r)) => r.spend,
+        other => panic!("{other:?}"),
+    };
+    c.put_change(&key.token, present(&key), 7, now);
+    assert_eq!(spend(), 2.5, "the same write, logged: kept");
+    c.put_change(&key.token, present(&key), 6, now);
+    assert_eq!(spend(), 2.5, "an older write: kept");
+    let mut rewritten = key.clone();
+    rewritten.spend = 3.0;
+    c.put_change(&key.token, present(&rewritten), 8, now);
+    assert_eq!(spend(), 3.0, "a newer write: taken");
+}
