@@ -99,24 +99,27 @@ impl LocalReply {
 
     /// 503 when no decision can be made: never a 200 for a key nobody vouched for.
     pub fn unavailable(retry_after_seconds: u32) -> LocalReply {
-        let error = ErrorObject::new(
-            503,
-            ErrorType::ServiceUnavailable,
+        LocalReply::retry_later(
             "authentication is temporarily unavailable; retry later",
+            "control_plane_unavailable",
+            retry_after_seconds,
         )
-        .with_reason("control_plane_unavailable");
-        LocalReply::error(error).with("retry-after", &retry_after_seconds.to_string())
     }
 
     /// 503 when the worker already holds its budget of bodies whose keys are being checked
     /// (`crate::unverified`): shed before the key is known, with `retry-after`.
     pub fn unverified_bodies_full(retry_after_seconds: u32) -> LocalReply {
-        let error = ErrorObject::new(
-            503,
-            ErrorType::ServiceUnavailable,
+        LocalReply::retry_later(
             "the gateway holds too many request bodies whose keys are being checked; retry later",
+            "unverified_bodies_full",
+            retry_after_seconds,
         )
-        .with_reason("unverified_bodies_full");
+    }
+
+    /// A 503 `service_unavailable` with its `reason`, and `retry-after`.
+    fn retry_later(message: &str, reason: &str, retry_after_seconds: u32) -> LocalReply {
+        let error =
+            ErrorObject::new(503, ErrorType::ServiceUnavailable, message).with_reason(reason);
         LocalReply::error(error).with("retry-after", &retry_after_seconds.to_string())
     }
 
