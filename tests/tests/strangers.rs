@@ -184,21 +184,11 @@ fn key_info_for_a_bearer_nobody_issued_is_answered_from_the_key_cache_not_postgr
 }
 
 /// One worker's budget for bodies whose keys are being checked (the filter's
-/// `max_unverified_body_bytes`), with the control plane stopped (SIGSTOP) so that checks
-/// hang: the first stranger's 8 MiB body is held whole (one body alone may exceed the
-/// budget), the next is answered 503 at once and its body freed. Once the control plane
-/// is back and the first check answered, the budget is whole again: another stranger's
-/// body is held and refused by the control plane, not shed.
-#[test]
-fn a_body_past_the_workers_unverified_budget_is_shed_at_once_while_checks_hang() {
-    let stack = Stack::start(StackOptions {
-        concurrency: 1,
-        filter_config: json!({"max_unverified_body_bytes": 1048576, "auth_timeout_ms": 30000})
-            .to_string(),
-        ..StackOptions::full()
-    })
-    .unwrap();
-    let control_plane = stack.control_plane.as_ref().unwrap();
+/// `max_unverified_body_bytes`), with checks that hang: the first stranger's 8 MiB body is
+/// held whole (one body alone may exceed the budget), the next is answered 503 at once and
+/// its body freed. Once the fault ends and the first check is answered, the budget is whole
+/// again: another stranger's body is held and refused by the control plane, not shed.
+fn a_body_past_the_budget_is_shed_while(stack: &Stack, fault: impl Fn(bool)) {
     let url = stack.envoy.url();
     let stranger = |name: &str| {
         format!(
@@ -216,15 +206,16 @@ fn a_body_past_the_workers_unverified_budget_is_shed_at_once_while_checks_hang()
         )
         .unwrap()
     };
-    control_plane.signal(Signal::SIGSTOP).unwrap();
+    fault(true);
     let held = std::thread::scope(|s| {
         let held = s.spawn(|| send("held", BODY));
         poll::until("Envoy to read the first body whole", PATIENCE, || {
-            let read = livegate_counter(&stack, "envoy_http_downstream_cx_rx_bytes_total");
+            let read = livegate_counter(stack, "envoy_http_downstream_cx_rx_bytes_total");
             (read >= BODY as f64).then_some(())
         })
         .unwrap();
         let shed = send("shed", 2 * 1024 * 1024);
+        fault(false);
         assert_eq!(shed.status, 503, "{}", shed.body);
         assert!(
             shed.body.contains("unverified_bodies_full"),
@@ -232,7 +223,6 @@ fn a_body_past_the_workers_unverified_budget_is_shed_at_once_while_checks_hang()
             shed.body
         );
         assert_eq!(shed.header("retry-after"), Some("5"));
-        control_plane.signal(Signal::SIGCONT).unwrap();
         held.join().unwrap()
     });
     assert_eq!(
@@ -240,22 +230,57 @@ fn a_body_past_the_workers_unverified_budget_is_shed_at_once_while_checks_hang()
         "the held body's key, answered: {}",
         held.body
     );
-    let shed_total = stack
-        .envoy
-        .prometheus_counter("livegate_unverified_body_shed_total")
-        .unwrap();
-    assert_eq!(shed_total, 1.0);
+    let shed_total = || {
+        stack
+            .envoy
+            .prometheus_counter("livegate_unverified_body_shed_total")
+            .unwrap()
+    };
+    assert_eq!(shed_total(), 1.0);
     let after = send("after", 2 * 1024 * 1024);
     assert_eq!(
         after.status, 401,
         "held and checked, not shed: {}",
         after.body
     );
-    let shed_total = stack
-        .envoy
-        .prometheus_counter("livegate_unverified_body_shed_total")
-        .unwrap();
-    assert_eq!(shed_total, 1.0, "nothing more shed");
+    assert_eq!(shed_total(), 1.0, "nothing more shed");
+}
+
+/// A stack of one worker whose unverified budget is 1 MiB and whose checks may wait 30 s.
+fn budget_stack(control_plane_args: &[&str]) -> Stack {
+    Stack::start(StackOptions {
+        concurrency: 1,
+        filter_config: json!({"max_unverified_body_bytes": 1048576, "auth_timeout_ms": 30000})
+            .to_string(),
+        control_plane_args: control_plane_args.iter().map(|a| a.to_string()).collect(),
+        ..StackOptions::full()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_body_past_the_workers_unverified_budget_is_shed_with_the_control_plane_stopped() {
+    let stack = budget_stack(&[]);
+    let control_plane = stack.control_plane.as_ref().unwrap();
+    a_body_past_the_budget_is_shed_while(&stack, |on| {
+        let signal = if on { Signal::SIGSTOP } else { Signal::SIGCONT };
+        control_plane.signal(signal).unwrap();
+    });
+}
+
+/// Postgres frozen (its backends too): the control plane waits for it as long as the
+/// filter waits for the control plane, so the checks of keys it has not seen hang.
+#[test]
+fn a_body_past_the_workers_unverified_budget_is_shed_with_postgres_frozen() {
+    let stack = budget_stack(&["--auth-db-deadline-ms", "25000"]);
+    let postgres = stack.postgres.as_ref().unwrap();
+    a_body_past_the_budget_is_shed_while(&stack, |on| {
+        if on {
+            postgres.pause().unwrap();
+        } else {
+            postgres.resume().unwrap();
+        }
+    });
 }
 
 fn livegate_counter(stack: &Stack, name: &str) -> f64 {
