@@ -62,6 +62,16 @@ struct Known {
     state: KeyState,
     version: i64,
     at: Instant,
+    /// Whether the state may answer without the database while young: true for what this
+    /// replica read or wrote, false for a peer's write learnt from the change log.
+    answers_alone: bool,
+}
+
+/// A state offered to the cache, as `put` and `put_change` make it.
+struct Entry {
+    state: KeyState,
+    version: i64,
+    answers_alone: bool,
 }
 
 pub struct KeyCache {
@@ -97,7 +107,7 @@ impl KeyCache {
         let mut pools = self.lock();
         if let Some(known) = pools.known.get(token) {
             let age = now.saturating_duration_since(known.at);
-            if age < self.policy.fresh {
+            if age < self.policy.fresh && known.answers_alone {
                 return Lookup::Fresh(known.state.clone());
             }
             if age < self.policy.staleness {
@@ -126,7 +136,12 @@ impl KeyCache {
     /// Records `state` as of `version`, unless the cache already holds a newer version.
     /// Returns the state that won: callers answer with it, never with an older read.
     pub fn put(&self, token: &KeyHash, state: KeyState, version: i64, now: Instant) -> KeyState {
-        self.put_unless(token, state, version, now, |held| held > version)
+        let entry = Entry {
+            state,
+            version,
+            answers_alone: true,
+        };
+        self.put_unless(token, entry, now, |held| held > version)
     }
 
     /// Records a state the change log brought (the key's row as written at `seq`), unless
@@ -135,17 +150,25 @@ impl KeyCache {
     /// it (`add_spend`), which the logged row lacks. The feed reads recent changes again at
     /// every poll, so replacing it would reset the key's spend to what it was at the write
     /// for as long as the change is recent, and let the key past its budget.
+    ///
+    /// A newer write taken from the log is not fresh: the next auth check reads the key
+    /// (and the database's answer is fresh). The row lacks what this replica drained
+    /// between the write and this poll, so answering from it alone could admit the key
+    /// past its budget; while the database is away it still answers, as a stale state.
     pub fn put_change(&self, token: &KeyHash, state: KeyState, seq: i64, now: Instant) -> KeyState {
-        self.put_unless(token, state, seq, now, |held| held >= seq)
+        let entry = Entry {
+            state,
+            version: seq,
+            answers_alone: false,
+        };
+        self.put_unless(token, entry, now, |held| held >= seq)
     }
 
-    /// Records `state` as of `version` unless the version held makes `keep_held` true;
-    /// the state that won.
+    /// Records `entry` unless the version held makes `keep_held` true; the state that won.
     fn put_unless(
         &self,
         token: &KeyHash,
-        state: KeyState,
-        version: i64,
+        entry: Entry,
         now: Instant,
         keep_held: impl Fn(i64) -> bool,
     ) -> KeyState {
@@ -157,12 +180,13 @@ impl KeyCache {
             }
         }
         let known = Known {
-            state: state.clone(),
-            version,
+            state: entry.state.clone(),
+            version: entry.version,
             at: now,
+            answers_alone: entry.answers_alone,
         };
         pools.known.insert(token.clone(), known);
-        state
+        entry.state
     }
 
     /// The database found no such key. A state the cache already holds (a key written

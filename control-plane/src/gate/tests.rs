@@ -1,6 +1,7 @@
 //! The gate natively: its budget step over a real spool, its pipeline over a database that
 //! is away (the key cache answers) and a fixed clock.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -190,4 +191,29 @@ async fn the_gate_decides_from_the_cache_when_the_database_is_away() {
         gate.check(Err(CredentialError::Missing), at()).await,
         Decision::Deny(DenyReason::InvalidKey)
     );
+}
+
+/// A peer's writes learnt from the change log ask the database first (they lack what this
+/// replica drained since the write); with the database away they still decide.
+#[tokio::test]
+async fn a_peers_write_from_the_log_decides_when_the_database_is_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let renamed = crate::key_cache::tests::record("sk-renamed-key-0000000000000");
+    let mut blocked = crate::key_cache::tests::record("sk-blocked-key-00000000000000");
+    let gate = gate(dir.path(), &[renamed.clone(), blocked.clone()]).await;
+    blocked.blocked = true;
+    for (r, seq) in [(&renamed, 2), (&blocked, 3)] {
+        let state = KeyState::Present(Box::new(r.clone()));
+        gate.cache.put_change(&r.token, state, seq, Instant::now());
+    }
+    assert!(matches!(
+        gate.check(key("sk-renamed-key-0000000000000"), at()).await,
+        Decision::Allow { .. }
+    ));
+    assert_eq!(
+        gate.check(key("sk-blocked-key-00000000000000"), at()).await,
+        Decision::Deny(DenyReason::KeyBlocked)
+    );
+    let stale = gate.counters.key_cache_stale_served.load(Relaxed);
+    assert_eq!(stale, 2, "both asked the database first");
 }

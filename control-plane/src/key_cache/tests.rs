@@ -227,5 +227,42 @@ fn a_change_already_held_does_not_reset_the_spend_drained_since() {
     let mut rewritten = key.clone();
     rewritten.spend = 3.0;
     c.put_change(&key.token, present(&rewritten), 8, now);
-    assert_eq!(spend(), 3.0, "a newer write: taken");
+    assert_eq!(
+        c.get(&key.token, now),
+        Lookup::Stale(present(&rewritten)),
+        "a newer write: taken, not fresh"
+    );
+}
+
+/// A peer's write reaches this replica a poll later, as the row was written: without what
+/// this replica drained in between. It does not answer alone; the read it causes does.
+#[test]
+fn a_peers_write_from_the_log_is_read_again_before_it_answers_alone() {
+    let c = cache(10);
+    let t0 = Instant::now();
+    let key = record("sk-shared");
+    c.put(&key.token, present(&key), 1, t0);
+    c.add_spend(&[(key.token.clone(), 4.0)].into(), &HashMap::new());
+    let written_by_peer = KeyRecord {
+        key_alias: Some("renamed".into()),
+        spend: 1.0,
+        ..key.clone()
+    };
+    c.put_change(&key.token, present(&written_by_peer), 2, t0);
+    assert_eq!(
+        c.get(&key.token, t0),
+        Lookup::Stale(present(&written_by_peer))
+    );
+    let read = KeyRecord {
+        spend: 4.0,
+        ..written_by_peer.clone()
+    };
+    c.put(&key.token, present(&read), 2, t0);
+    assert_eq!(c.get(&key.token, t0), Lookup::Fresh(present(&read)));
+    c.put_change(&key.token, present(&written_by_peer), 2, t0);
+    assert_eq!(
+        c.get(&key.token, t0),
+        Lookup::Fresh(present(&read)),
+        "the same write read again from the log: the read is kept"
+    );
 }
