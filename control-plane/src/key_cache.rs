@@ -59,18 +59,17 @@ pub enum Lookup {
 
 #[derive(Debug)]
 struct Known {
-    state: KeyState,
-    version: i64,
+    entry: Entry,
     at: Instant,
-    /// Whether the state may answer without the database while young: true for what this
-    /// replica read or wrote, false for a peer's write learnt from the change log.
-    answers_alone: bool,
 }
 
-/// A state offered to the cache, as `put` and `put_change` make it.
+/// A key's state as of a version, and where it came from.
+#[derive(Debug)]
 struct Entry {
     state: KeyState,
     version: i64,
+    /// Whether the state may answer without the database while young: true for what this
+    /// replica read or wrote, false for a peer's write learnt from the change log.
     answers_alone: bool,
 }
 
@@ -107,16 +106,16 @@ impl KeyCache {
         let mut pools = self.lock();
         if let Some(known) = pools.known.get(token) {
             let age = now.saturating_duration_since(known.at);
-            if age < self.policy.fresh && known.answers_alone {
-                return Lookup::Fresh(known.state.clone());
+            if age < self.policy.fresh && known.entry.answers_alone {
+                return Lookup::Fresh(known.entry.state.clone());
             }
             if age < self.policy.staleness {
                 // Known as of its own read or of the last complete read of the log, whichever
                 // is later: a record read from Postgres needs no log read to vouch for it.
                 let confirmed = pools.heard.map_or(known.at, |heard| heard.max(known.at));
                 let vouched = now.saturating_duration_since(confirmed) <= self.policy.max_silence;
-                if vouched || refuses(&known.state) {
-                    return Lookup::Stale(known.state.clone());
+                if vouched || refuses(&known.entry.state) {
+                    return Lookup::Stale(known.entry.state.clone());
                 }
                 // Kept: the next read of the log vouches for it again.
                 return Lookup::Miss;
@@ -175,18 +174,13 @@ impl KeyCache {
         let mut pools = self.lock();
         pools.unknown.remove(token);
         if let Some(known) = pools.known.get(token) {
-            if keep_held(known.version) {
-                return known.state.clone();
+            if keep_held(known.entry.version) {
+                return known.entry.state.clone();
             }
         }
-        let known = Known {
-            state: entry.state.clone(),
-            version: entry.version,
-            at: now,
-            answers_alone: entry.answers_alone,
-        };
-        pools.known.insert(token.clone(), known);
-        entry.state
+        let state = entry.state.clone();
+        pools.known.insert(token.clone(), Known { entry, at: now });
+        state
     }
 
     /// The database found no such key. A state the cache already holds (a key written
@@ -195,7 +189,7 @@ impl KeyCache {
     pub fn put_unknown(&self, token: &KeyHash, now: Instant) -> Option<KeyState> {
         let mut pools = self.lock();
         if let Some(known) = pools.known.get(token) {
-            return Some(known.state.clone());
+            return Some(known.entry.state.clone());
         }
         pools.unknown.insert(token.clone(), now);
         None
@@ -231,7 +225,7 @@ impl KeyCache {
         // rotated key's record is also held under each old secret in its grace (by the
         // key's token, which the record carries), whose budget is the key's.
         for known in pools.known.values_mut() {
-            let KeyState::Present(record) = &mut known.state else {
+            let KeyState::Present(record) = &mut known.entry.state else {
                 continue;
             };
             if let Some(cost) = keys.get(&record.token) {
