@@ -189,14 +189,7 @@ pub fn post_sized_body(
     let address = base_url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!("POST {path} HTTP/1.1\r\nHost: livegate\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
-    ));
-    stream.write_all(head.as_bytes())?;
+    stream.write_all(sized_head(path, headers, size).as_bytes())?;
     let mut writer = stream.try_clone()?;
     let sender = std::thread::spawn(move || {
         // A JSON object naming a model, padded with spaces to exactly `size` bytes: what a
@@ -245,6 +238,55 @@ pub fn post_sized_body(
     let _ = sender.join();
     read?;
     parse_raw(&String::from_utf8_lossy(&answer))
+}
+
+/// The head of `POST path` declaring a `size`-byte JSON body.
+fn sized_head(path: &str, headers: &[(&str, &str)], size: usize) -> String {
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: livegate\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    ));
+    head
+}
+
+/// A client that will leave mid-body: `POST path` declaring `declared` bytes of body, of
+/// which only `sent` (spaces) are written. The connection stays open until [`Self::leave`].
+pub struct PartialBody {
+    stream: std::net::TcpStream,
+}
+
+impl PartialBody {
+    pub fn start(
+        base_url: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        declared: usize,
+        sent: usize,
+    ) -> anyhow::Result<PartialBody> {
+        use std::io::Write;
+        let address = base_url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address)?;
+        stream.write_all(sized_head(path, headers, declared).as_bytes())?;
+        stream.write_all(&vec![b' '; sent.min(declared)])?;
+        Ok(PartialBody { stream })
+    }
+
+    /// Leaves without finishing the body: a close, or (`reset`) a TCP reset.
+    pub fn leave(self, reset: bool) -> anyhow::Result<()> {
+        use nix::sys::socket::{setsockopt, sockopt::Linger};
+        if reset {
+            let now = nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            setsockopt(&self.stream, Linger, &now)?;
+        }
+        drop(self.stream);
+        Ok(())
+    }
 }
 
 /// A complete HTTP/1.1 response with a content-length body.

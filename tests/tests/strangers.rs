@@ -14,7 +14,6 @@ use livegate_tests::lab::prober::{ProbePlan, Probers};
 use livegate_tests::lab::recorder::{self, Summary};
 use livegate_tests::stack::{Stack, StackOptions};
 use livegate_tests::{http, poll};
-use nix::sys::signal::Signal;
 use serde_json::json;
 
 /// More clients than the 60, each with the largest body a route takes.
@@ -25,14 +24,6 @@ const BODY: usize = 8 * 1024 * 1024;
 const MAX_HEAP: u64 = 128 * 1024 * 1024;
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A sample of the gateway listener's connection manager (`stat_prefix: livegate`).
-fn livegate_value(stats: &str, name: &str) -> Option<f64> {
-    let prefix = format!("{name}{{envoy_http_conn_manager_prefix=\"livegate\"}} ");
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
-}
 
 fn start() -> Stack {
     Stack::start(StackOptions {
@@ -116,14 +107,14 @@ fn keyless_clients_sending_8_mib_bodies_are_refused_from_their_headers_within_th
     // their bodies (it answered each from its headers and closed), where holding the bodies
     // first would have read all 512 MiB. Read once the admin stats count every answer.
     let read = poll::until("Envoy's stats to count the 401s", PATIENCE, || {
-        let stats = http::get(
-            &format!("{}/stats/prometheus", stack.envoy.admin_url()),
-            &[],
-        );
-        let stats = stats.ok()?.body;
-        let answered = livegate_value(&stats, "envoy_http_downstream_rq_completed")?;
-        (answered >= CLIENTS as f64)
-            .then(|| livegate_value(&stats, "envoy_http_downstream_cx_rx_bytes_total"))?
+        let answered = stack
+            .envoy
+            .gateway_stat("envoy_http_downstream_rq_completed")?;
+        (answered >= CLIENTS as f64).then(|| {
+            stack
+                .envoy
+                .gateway_stat("envoy_http_downstream_cx_rx_bytes_total")
+        })?
     })
     .unwrap();
     eprintln!(
@@ -181,114 +172,4 @@ fn key_info_for_a_bearer_nobody_issued_is_answered_from_the_key_cache_not_postgr
         fresh, 503,
         "a new stranger needs the database, which is away"
     );
-}
-
-/// One worker's budget for bodies whose keys are being checked (the filter's
-/// `max_unverified_body_bytes`), with checks that hang: the first stranger's 8 MiB body is
-/// held whole (one body alone may exceed the budget), the next is answered 503 at once and
-/// its body freed. Once the fault ends and the first check is answered, the budget is whole
-/// again: another stranger's body is held and refused by the control plane, not shed.
-fn a_body_past_the_budget_is_shed_while(stack: &Stack, fault: impl Fn(bool)) {
-    let url = stack.envoy.url();
-    let stranger = |name: &str| {
-        format!(
-            "Bearer sk-stranger-{name}-{}-0123456789",
-            std::process::id()
-        )
-    };
-    let send = |name: &str, size: usize| {
-        let key = stranger(name);
-        http::post_sized_body(
-            &url,
-            "/v1/chat/completions",
-            &[("authorization", &key)],
-            size,
-        )
-        .unwrap()
-    };
-    fault(true);
-    let held = std::thread::scope(|s| {
-        let held = s.spawn(|| send("held", BODY));
-        poll::until("Envoy to read the first body whole", PATIENCE, || {
-            let read = livegate_counter(stack, "envoy_http_downstream_cx_rx_bytes_total");
-            (read >= BODY as f64).then_some(())
-        })
-        .unwrap();
-        let shed = send("shed", 2 * 1024 * 1024);
-        fault(false);
-        assert_eq!(shed.status, 503, "{}", shed.body);
-        assert!(
-            shed.body.contains("unverified_bodies_full"),
-            "{}",
-            shed.body
-        );
-        assert_eq!(shed.header("retry-after"), Some("5"));
-        held.join().unwrap()
-    });
-    assert_eq!(
-        held.status, 401,
-        "the held body's key, answered: {}",
-        held.body
-    );
-    let shed_total = || {
-        stack
-            .envoy
-            .prometheus_counter("livegate_unverified_body_shed_total")
-            .unwrap()
-    };
-    assert_eq!(shed_total(), 1.0);
-    let after = send("after", 2 * 1024 * 1024);
-    assert_eq!(
-        after.status, 401,
-        "held and checked, not shed: {}",
-        after.body
-    );
-    assert_eq!(shed_total(), 1.0, "nothing more shed");
-}
-
-/// A stack of one worker whose unverified budget is 1 MiB and whose checks may wait 30 s.
-fn budget_stack(control_plane_args: &[&str]) -> Stack {
-    Stack::start(StackOptions {
-        concurrency: 1,
-        filter_config: json!({"max_unverified_body_bytes": 1048576, "auth_timeout_ms": 30000})
-            .to_string(),
-        control_plane_args: control_plane_args.iter().map(|a| a.to_string()).collect(),
-        ..StackOptions::full()
-    })
-    .unwrap()
-}
-
-#[test]
-fn a_body_past_the_workers_unverified_budget_is_shed_with_the_control_plane_stopped() {
-    let stack = budget_stack(&[]);
-    let control_plane = stack.control_plane.as_ref().unwrap();
-    a_body_past_the_budget_is_shed_while(&stack, |on| {
-        let signal = if on { Signal::SIGSTOP } else { Signal::SIGCONT };
-        control_plane.signal(signal).unwrap();
-    });
-}
-
-/// Postgres frozen (its backends too): the control plane waits for it as long as the
-/// filter waits for the control plane, so the checks of keys it has not seen hang.
-#[test]
-fn a_body_past_the_workers_unverified_budget_is_shed_with_postgres_frozen() {
-    let stack = budget_stack(&["--auth-db-deadline-ms", "25000"]);
-    let postgres = stack.postgres.as_ref().unwrap();
-    a_body_past_the_budget_is_shed_while(&stack, |on| {
-        if on {
-            postgres.pause().unwrap();
-        } else {
-            postgres.resume().unwrap();
-        }
-    });
-}
-
-fn livegate_counter(stack: &Stack, name: &str) -> f64 {
-    http::get(
-        &format!("{}/stats/prometheus", stack.envoy.admin_url()),
-        &[],
-    )
-    .ok()
-    .and_then(|stats| livegate_value(&stats.body, name))
-    .unwrap_or(0.0)
 }
