@@ -4,7 +4,8 @@
 //! [`Meter`] chunk by chunk (the chunks go on to the client unchanged and unheld) and asks
 //! it at the end of the stream what the response said.
 //!
-//! - [`json`]: a non-streamed body, copied up to a bound and parsed once at its end.
+//! - [`json`]: a non-streamed body, copied up to a bound and parsed once at its end; past
+//!   the bound, walked for its top-level `usage` and `model` ([`members`]).
 //! - [`sse`]: a server-sent-event stream, parsed event by event; only the event being
 //!   read is held, and an event larger than the bound is skipped and counted.
 //! - [`stream_options`]: the request-side rewrite that asks OpenAI to report usage at
@@ -47,6 +48,7 @@ use serde_json::Value;
 
 pub mod content;
 pub mod json;
+pub mod members;
 pub mod shape;
 pub mod sse;
 pub mod stream_options;
@@ -90,7 +92,8 @@ pub struct Reading {
 /// The bounds of one response's metering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The largest non-streamed body read; a larger one is metered as usage absent.
+    /// The largest non-streamed body held and parsed whole; a larger one is walked for
+    /// its top-level `usage` and `model` only.
     pub max_json_bytes: usize,
     /// The largest event of a stream read; a larger one is skipped and counted.
     pub max_event_bytes: usize,

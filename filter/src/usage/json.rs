@@ -1,23 +1,27 @@
-//! A non-streamed JSON body: copied chunk by chunk up to a bound, parsed once at its end.
+//! A non-streamed JSON body: copied chunk by chunk up to a bound, parsed once at its end;
+//! past the bound, walked for its top-level `usage` and `model` instead of held.
 
+use super::members::{TopMembers, WalkError};
 use super::{conclude, inspect, Reading};
 
 /// Why a body yielded no reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JsonError {
-    #[error("the body is larger than {limit} bytes")]
+    /// Past the bound, and its usage could not be kept (larger than its own bound) or
+    /// the body is not an object.
+    #[error("the body is larger than {limit} bytes and its usage could not be read")]
     TooLarge { limit: usize },
     #[error("the body is not JSON")]
     Malformed,
 }
 
-/// Collects a body up to `limit` bytes; past it, forgets what it held and only remembers
-/// that the body was too large.
+/// Collects a body up to `limit` bytes; past it, forgets what it held and walks the rest
+/// (what it held first) for the members that state usage.
 #[derive(Debug, Clone)]
 pub struct JsonMeter {
     limit: usize,
     body: Vec<u8>,
-    too_large: bool,
+    walk: Option<Box<TopMembers>>,
     /// Every byte fed, past the bound too (what an estimate counts).
     seen: u64,
 }
@@ -27,7 +31,7 @@ impl JsonMeter {
         JsonMeter {
             limit,
             body: Vec::new(),
-            too_large: false,
+            walk: None,
             seen: 0,
         }
     }
@@ -39,22 +43,32 @@ impl JsonMeter {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         self.seen = self.seen.saturating_add(super::len(chunk));
-        if self.too_large {
+        if let Some(walk) = &mut self.walk {
+            walk.feed(chunk);
             return;
         }
         if self.body.len().saturating_add(chunk.len()) > self.limit {
-            self.too_large = true;
-            self.body = Vec::new();
+            let mut walk = Box::new(TopMembers::new());
+            walk.feed(&std::mem::take(&mut self.body));
+            walk.feed(chunk);
+            self.walk = Some(walk);
             return;
         }
         self.body.extend_from_slice(chunk);
     }
 
     pub fn finish(self) -> Result<Reading, JsonError> {
-        if self.too_large {
-            return Err(JsonError::TooLarge { limit: self.limit });
+        let Some(walk) = self.walk else {
+            return read(&self.body);
+        };
+        match walk.finish() {
+            Ok(members) => {
+                let found = inspect(&members);
+                Ok(conclude(found.tokens, found.model))
+            }
+            Err(WalkError::TooLarge) => Err(JsonError::TooLarge { limit: self.limit }),
+            Err(WalkError::Malformed) => Err(JsonError::Malformed),
         }
-        read(&self.body)
     }
 }
 

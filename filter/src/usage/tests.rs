@@ -263,11 +263,14 @@ fn an_unreasonable_model_name_is_not_recorded() {
 }
 
 #[test]
-fn a_body_past_the_bound_is_too_large_and_forgotten() {
+fn a_body_past_the_bound_is_walked_for_its_usage_and_forgotten() {
     let mut meter = JsonMeter::new(100);
     meter.feed(&OPENAI_CHAT.as_bytes()[..60]);
     meter.feed(&OPENAI_CHAT.as_bytes()[60..]);
-    assert_eq!(meter.finish(), Err(JsonError::TooLarge { limit: 100 }));
+    assert_eq!(meter.finish(), json::read(OPENAI_CHAT.as_bytes()));
+    let mut meter = JsonMeter::new(10);
+    meter.feed(br#"[{"usage": {"prompt_tokens": 1}}]"#);
+    assert_eq!(meter.finish(), Err(JsonError::TooLarge { limit: 10 }));
     let mut meter = JsonMeter::new(OPENAI_CHAT.len());
     for chunk in OPENAI_CHAT.as_bytes().chunks(7) {
         meter.feed(chunk);
@@ -493,12 +496,16 @@ fn a_meter_reports_streamed_and_what_it_could_not_read() {
     let mut meter = Meter::for_response(None, None, limits);
     meter.feed(OPENAI_CHAT.as_bytes());
     let report = meter.finish();
-    assert_eq!(report.oversized, 1);
+    assert_eq!(report.oversized, 0, "walked past the bound");
+    assert_eq!(report.reading, json::read(OPENAI_CHAT.as_bytes()).unwrap());
     assert_eq!(
         report.seen_bytes,
         OPENAI_CHAT.len() as u64,
         "counted past the bound"
     );
+    let mut meter = Meter::for_response(None, None, limits);
+    meter.feed(br#"[{"usage": {"prompt_tokens": 1}}]"#);
+    assert_eq!(meter.finish().oversized, 1, "not an object: passed over");
 }
 
 #[test]

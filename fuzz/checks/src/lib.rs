@@ -10,7 +10,7 @@ use livegate_filter::feed::{parse_answer, SharedFeed};
 use livegate_filter::model_body::requested_model;
 use livegate_filter::path::{decode_segment, encode_segment, normalize};
 use livegate_filter::usage::stream_options::{include_usage, stream_flag, Rewrite};
-use livegate_filter::usage::{Limits, Meter};
+use livegate_filter::usage::{json, JsonMeter, Limits, Meter};
 
 /// What a target asserts of one input (it panics if the parser broke a promise).
 pub type Check = fn(&[u8]);
@@ -40,9 +40,24 @@ fn chunked(data: &[u8]) -> Option<(usize, &[u8])> {
     Some((usize::from(cut).max(1), body))
 }
 
-/// The JSON usage meter, fed an upstream's body in arbitrary chunks.
+/// The JSON usage meter, fed an upstream's body in arbitrary chunks; and walked past its
+/// bound, it reads of a JSON object what the whole-body parser reads.
 pub fn usage_json(data: &[u8]) {
     meter(data, b"application/json", false);
+    let Some((size, body)) = chunked(data) else {
+        return;
+    };
+    if !matches!(
+        serde_json::from_slice::<serde_json::Value>(body),
+        Ok(serde_json::Value::Object(_))
+    ) {
+        return;
+    }
+    let mut walked = JsonMeter::new(0);
+    for chunk in body.chunks(size) {
+        walked.feed(chunk);
+    }
+    assert_eq!(walked.finish(), json::read(body), "walked as parsed whole");
 }
 
 /// The SSE usage meter, fed an upstream's stream in arbitrary chunks.
