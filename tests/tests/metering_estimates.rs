@@ -9,7 +9,8 @@
 //!   estimate > 0, marked `usage_known: false` with its reason in `/spend/logs`, and
 //!   counted by reason in the control plane's metrics;
 //! - a `stream` that is not a JSON boolean is refused with a 400 naming `stream`;
-//! - with the control plane stopped, then Postgres frozen, the estimates still arrive.
+//! - with the control plane stopped, then Postgres frozen, the estimates and the large
+//!   answer's exact record still arrive.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
@@ -247,15 +248,22 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
     })
     .unwrap();
 
-    // Postgres frozen: the control plane spools the estimate and drains it after.
+    // Postgres frozen: the control plane spools the records and drains them after.
     let postgres = stack.postgres.as_ref().unwrap();
     postgres.pause().unwrap();
     let forced = post_gzip_ok(&chat, &key, &chat_body(json!({"livegate_gzip": true})));
     assert_eq!(forced.encoding.as_deref(), Some("gzip"));
     expected.push("encoded");
-    poll::until("the estimate spooled", PATIENCE, || {
+    let big = post_gzip_ok(
+        &chat,
+        &key,
+        &chat_body(json!({"livegate_answer_bytes": 1_200_000})),
+    );
+    assert_eq!(big.status, 200);
+    stated += 1;
+    poll::until("the records spooled", PATIENCE, || {
         let text = control_plane_metrics(&stack);
-        (prometheus_value(&text, "livegate_spend_spool_records")? >= 1.0).then_some(())
+        (prometheus_value(&text, "livegate_spend_spool_records")? >= 2.0).then_some(())
     })
     .unwrap();
     postgres.resume().unwrap();
