@@ -1,8 +1,12 @@
 //! A non-streamed JSON body: copied chunk by chunk up to a bound, parsed once at its end;
 //! past the bound, walked for its top-level `usage` and `model` instead of held.
 
-use super::members::{TopMembers, WalkError};
+use super::members::{Members, WalkError};
 use super::{conclude, inspect, Reading};
+
+/// The most a walk past the bound keeps of a body's usage and model values: a usage
+/// object is well under 1 KiB.
+pub const MAX_KEPT_BYTES: usize = 64 * 1024;
 
 /// Why a body yielded no reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,7 +25,7 @@ pub enum JsonError {
 pub struct JsonMeter {
     limit: usize,
     body: Vec<u8>,
-    walk: Option<Box<TopMembers>>,
+    walk: Option<Box<Members>>,
     /// Every byte fed, past the bound too (what an estimate counts).
     seen: u64,
 }
@@ -48,7 +52,7 @@ impl JsonMeter {
             return;
         }
         if self.body.len().saturating_add(chunk.len()) > self.limit {
-            let mut walk = Box::new(TopMembers::new());
+            let mut walk = Box::new(Members::new(MAX_KEPT_BYTES));
             walk.feed(&std::mem::take(&mut self.body));
             walk.feed(chunk);
             self.walk = Some(walk);

@@ -3,8 +3,12 @@
 //! Lines end in LF, CR or CRLF (a CRLF may be split across chunks); an empty line ends an
 //! event; `data:` lines are joined with LF, every other field and `:` comments are
 //! ignored, and so is a byte order mark opening the stream. Only the line and the event being read are held, together at most
-//! `max_event_bytes`: an event that would grow past it is dropped at once, the rest of it
-//! passed over until its empty line, and counted in `oversized_events`. `data: [DONE]`
+//! `max_event_bytes`: an event that would grow past it is dropped at once and the rest of
+//! it passed over until its empty line. When the line that took it past is a data line
+//! (a long Responses API `response.completed`), its data is walked instead for its usage
+//! and model ([`super::members`], keeping at most `max_event_bytes` of them), as long as
+//! no other line of the event follows; an event neither read nor walked is counted in
+//! `oversized_events`. `data: [DONE]`
 //! (OpenAI's end) is noted. An event still open when the stream ends is read as if it had
 //! been closed: a truncated one fails to parse and is counted, a complete one is not lost.
 //!
@@ -18,6 +22,7 @@
 //! read against it instead ([`super::shape`]: one more event's bytes held, at most
 //! [`super::shape::MAX_TEMPLATE_BYTES`]).
 
+use super::members::Members;
 use super::shape::ShapedSkimmer;
 use super::{conclude, inspect, len, Counts, Reading};
 use memchr::memchr2;
@@ -38,6 +43,10 @@ pub struct SseMeter {
     has_data: bool,
     /// The current event outgrew the bound: the rest of it is passed over.
     skipping: bool,
+    /// The walk of the data of an event passed over (boxed: most streams never need one).
+    walk: Option<Box<Members>>,
+    /// The line being read is the data line walked.
+    walking_line: bool,
     /// The last chunk ended in CR: an LF opening the next one ends no other line.
     after_cr: bool,
     /// No line has ended yet: a UTF-8 byte order mark opening it is not part of it.
@@ -76,6 +85,8 @@ impl SseMeter {
             data: Vec::new(),
             has_data: false,
             skipping: false,
+            walk: None,
+            walking_line: false,
             after_cr: false,
             first_line: true,
             skimmer: Box::default(),
@@ -137,7 +148,8 @@ impl SseMeter {
 
     /// The bytes held for the event being read: never more than the bound.
     pub fn held_bytes(&self) -> usize {
-        self.line.len() + self.data.len()
+        let walked = self.walk.as_ref().map_or(0, |walk| walk.held_bytes());
+        self.line.len() + self.data.len() + walked
     }
 
     /// Bytes of the line being read, held until its end.
@@ -191,6 +203,12 @@ impl SseMeter {
         self.line_started = true;
         if self.skipping {
             self.content_bytes = self.content_bytes.saturating_add(len(bytes));
+            match (&mut self.walk, self.walking_line) {
+                (Some(walk), true) => walk.feed(bytes),
+                // Another line of the event: not followed.
+                (walk, false) => *walk = None,
+                (None, true) => {}
+            }
             return false;
         }
         let held = self.line.len() + self.data.len() + bytes.len();
@@ -198,13 +216,40 @@ impl SseMeter {
             let dropped = u64::try_from(held).unwrap_or(u64::MAX);
             self.content_bytes = self.content_bytes.saturating_add(dropped);
             self.skipping = true;
-            self.oversized_events = self.oversized_events.saturating_add(1);
+            self.walk = self.start_walk(bytes);
+            self.walking_line = self.walk.is_some();
             self.line = Vec::new();
             self.data = Vec::new();
             self.has_data = false;
             return false;
         }
         true
+    }
+
+    /// The walk of an event past the bound, when the line that took it past (held, then
+    /// `bytes`) is a data line: the event's data so far, then that line's as it comes.
+    fn start_walk(&self, bytes: &[u8]) -> Option<Box<Members>> {
+        let mut line = Vec::with_capacity(self.line.len() + bytes.len());
+        line.extend_from_slice(&self.line);
+        line.extend_from_slice(bytes);
+        let text = if self.first_line {
+            line.strip_prefix(BOM).unwrap_or(&line)
+        } else {
+            &line
+        };
+        let colon = text.iter().position(|b| *b == b':')?;
+        let (field, value) = text.split_at(colon);
+        if field != b"data" {
+            return None;
+        }
+        let value = value.get(1..).unwrap_or_default();
+        let mut walk = Box::new(Members::new(self.max_event_bytes));
+        if self.has_data {
+            walk.feed(&self.data);
+            walk.feed(b"\n");
+        }
+        walk.feed(value.strip_prefix(b" ").unwrap_or(value));
+        Some(walk)
     }
 
     /// A line has ended: `line` is all of it (the held bytes and the chunk's). The value
@@ -217,6 +262,7 @@ impl SseMeter {
             return None;
         }
         self.line_started = false;
+        self.walking_line = false;
         if self.skipping {
             return None;
         }
@@ -248,8 +294,13 @@ impl SseMeter {
     /// An empty line: the event is complete. `pending` is its one data line, when it was
     /// read from the chunk and not copied.
     fn dispatch(&mut self, pending: Option<&[u8]>) {
-        let skipped = std::mem::replace(&mut self.skipping, false);
-        if skipped || !std::mem::replace(&mut self.has_data, false) {
+        if std::mem::replace(&mut self.skipping, false) {
+            self.has_data = false;
+            self.data.clear();
+            self.end_walk();
+            return;
+        }
+        if !std::mem::replace(&mut self.has_data, false) {
             self.data.clear();
             return;
         }
@@ -280,7 +331,21 @@ impl SseMeter {
         let Ok(document) = serde_json::from_slice::<serde_json::Value>(data) else {
             return;
         };
-        let found = inspect(&document);
+        self.take(&document);
+    }
+
+    /// The event passed over has ended: what its walk found, or it is counted.
+    fn end_walk(&mut self) {
+        self.walking_line = false;
+        match self.walk.take().map(|walk| walk.finish()) {
+            Some(Ok(found)) => self.take(&found),
+            _ => self.oversized_events = self.oversized_events.saturating_add(1),
+        }
+    }
+
+    /// Takes what an event's document says: later counts over earlier ones, the first model.
+    fn take(&mut self, document: &serde_json::Value) {
+        let found = inspect(document);
         if let Some(later) = found.tokens {
             self.tokens
                 .get_or_insert_with(Counts::default)

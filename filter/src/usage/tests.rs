@@ -24,6 +24,9 @@ const RESPONSES_REASONING_STREAM: &str =
 /// fields after a data line, an event with no data.
 const SSE_CORNERS: &str = ": hi\nevent: delta\ndata: {\"model\":\"m\",\ndata: \"delta\":\"ab\"}\nid: 1\n\ndata: {\"delta\":\"cd\"}\nretry: 5\n\nevent: ping\n\ndata: {\"delta\":\"ef\"}\n\ndata: {\"delta\":\"gh\"}\n\ndata: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n";
 
+/// An event bound most fixtures' usage events are past (their usage and model fit in it).
+const SMALL_BOUND: usize = 256;
+
 const STREAMS: [&str; 8] = [
     SSE_CORNERS,
     OPENAI_STREAM,
@@ -387,9 +390,9 @@ fn a_stream_cut_inside_the_usage_event_is_absent_and_counted() {
 }
 
 #[test]
-fn an_oversized_event_is_skipped_counted_and_the_next_one_read() {
+fn an_oversized_event_is_walked_for_its_usage_and_model() {
     let big = format!(
-        "data: {{\"model\":\"m\",\"pad\":\"{}\"}}\n\ndata: {{\"model\":\"n\",\"usage\":{{\"prompt_tokens\":2}}}}\n\n",
+        "event: big\ndata: {{\"model\":\"m\",\"pad\":\"{}\",\"usage\":{{\"prompt_tokens\":1}}}}\n\ndata: {{\"model\":\"n\",\"usage\":{{\"completion_tokens\":2}}}}\n\n",
         "x".repeat(500)
     );
     for size in [1, 3, 64, 1000] {
@@ -399,8 +402,51 @@ fn an_oversized_event_is_skipped_counted_and_the_next_one_read() {
             assert!(meter.held_bytes() <= 200);
         }
         let end = meter.finish();
-        assert_eq!(end.reading, reading(known(Some(2), None, None), "n"));
-        assert_eq!(end.oversized_events, 1);
+        assert_eq!(end.reading, reading(known(Some(1), Some(2), Some(3)), "m"));
+        assert_eq!(end.oversized_events, 0, "walked, not passed over");
+    }
+}
+
+/// The Responses API's `response.completed` carries the whole response: a long answer
+/// takes it past the bound, and its usage is read all the same.
+#[test]
+fn a_long_response_completed_is_walked_to_its_usage() {
+    for stream in [RESPONSES_STREAM, RESPONSES_REASONING_STREAM] {
+        let longest = stream.lines().map(str::len).max().unwrap_or(0);
+        assert!(longest > SMALL_BOUND, "{longest}");
+        let mut meter = SseMeter::new(SMALL_BOUND);
+        meter.feed(stream.as_bytes());
+        let end = meter.finish();
+        assert_eq!(end.oversized_events, 0);
+        assert_eq!(end.reading, whole(stream).reading);
+        assert!(matches!(end.reading.usage, Usage::Known(_)));
+    }
+}
+
+#[test]
+fn an_oversized_event_that_cannot_be_walked_is_skipped_counted_and_the_next_one_read() {
+    let pad = "x".repeat(500);
+    let not_json = format!("data: {pad}\n\n");
+    let two_lines =
+        format!("data: {{\"usage\":{{\"prompt_tokens\":1}},\n: {pad}\ndata: \"x\":1}}\n\n");
+    let huge_usage = format!("data: {{\"usage\":{{\"prompt_tokens\":1,\"pad\":\"{pad}\"}}}}\n\n");
+    let next = "data: {\"model\":\"n\",\"usage\":{\"prompt_tokens\":2}}\n\n";
+    for big in [not_json, two_lines, huge_usage] {
+        let stream = format!("{big}{next}");
+        for size in [1, 3, 64, 1000] {
+            let mut meter = SseMeter::new(200);
+            for chunk in stream.as_bytes().chunks(size) {
+                meter.feed(chunk);
+                assert!(meter.held_bytes() <= 200);
+            }
+            let end = meter.finish();
+            assert_eq!(
+                end.reading,
+                reading(known(Some(2), None, None), "n"),
+                "{big}"
+            );
+            assert_eq!(end.oversized_events, 1, "{big}");
+        }
     }
 }
 
@@ -638,23 +684,41 @@ fn member() -> impl Strategy<Value = String> {
     ]
 }
 
+/// `bytes` cut at the points `cuts` pick (any split, empty chunks included).
+pub(super) fn chunks_at<'b>(bytes: &'b [u8], cuts: &[prop::sample::Index]) -> Vec<&'b [u8]> {
+    let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+    at.sort_unstable();
+    let mut chunks = Vec::with_capacity(at.len() + 1);
+    let mut from = 0;
+    for to in at {
+        chunks.push(&bytes[from..to]);
+        from = to;
+    }
+    chunks.push(&bytes[from..]);
+    chunks
+}
+
 proptest! {
     #[test]
     fn any_chunking_of_a_stream_reads_the_same(
         which in 0..STREAMS.len(),
         cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
     ) {
-        let bytes = STREAMS[which].as_bytes();
-        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
-        at.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut from = 0;
-        for to in at {
-            chunks.push(&bytes[from..to]);
-            from = to;
-        }
-        chunks.push(&bytes[from..]);
+        let chunks = chunks_at(STREAMS[which].as_bytes(), &cuts);
         prop_assert_eq!(stream(&chunks), whole(STREAMS[which]));
+    }
+
+    #[test]
+    fn events_past_a_small_bound_are_walked_to_what_they_say(
+        which in 0..STREAMS.len(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let mut meter = SseMeter::new(SMALL_BOUND);
+        for chunk in chunks_at(STREAMS[which].as_bytes(), &cuts) {
+            meter.feed(chunk);
+            prop_assert!(meter.held_bytes() <= SMALL_BOUND);
+        }
+        prop_assert_eq!(meter.finish().reading, whole(STREAMS[which]).reading);
     }
 
     #[test]

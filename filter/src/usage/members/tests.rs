@@ -1,6 +1,7 @@
 //! The walk past the bound reads what the whole-body parser reads, in any chunking.
 
-use super::super::json::{self, JsonError, JsonMeter};
+use super::super::json::{self, JsonError, JsonMeter, MAX_KEPT_BYTES};
+use super::super::tests::chunks_at;
 use super::super::{Reading, Usage};
 use super::*;
 use proptest::prelude::*;
@@ -35,6 +36,38 @@ fn every_shape_walked_reads_as_parsed_whole() {
         assert!(matches!(parsed.usage, Usage::Known(_)), "{body}");
         assert_eq!(walked_whole(body), Ok(parsed), "{body}");
     }
+}
+
+/// Every event of every stream fixture, walked as one document, says what it says whole:
+/// Anthropic's `message` and the Responses API's `response` included.
+#[test]
+fn every_stream_event_walked_reads_as_parsed_whole() {
+    let streams = [
+        include_str!("../fixtures/anthropic_stream.sse"),
+        include_str!("../fixtures/anthropic_stream_cache.sse"),
+        include_str!("../fixtures/openai_responses_stream.sse"),
+        include_str!("../fixtures/openai_responses_stream_reasoning.sse"),
+        include_str!("../fixtures/openai_chat_stream.sse"),
+    ];
+    let mut wrapped = 0;
+    for data in streams
+        .iter()
+        .flat_map(|s| s.lines())
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+    {
+        let whole: Value = serde_json::from_str(data).unwrap();
+        let mut walk = Members::new(MAX_KEPT_BYTES);
+        walk.feed(data.as_bytes());
+        let walked = walk.finish().unwrap();
+        let (a, b) = (
+            super::super::inspect(&walked),
+            super::super::inspect(&whole),
+        );
+        assert_eq!((a.tokens, a.model), (b.tokens, b.model), "{data}");
+        wrapped += usize::from(walked.get("response").or(walked.get("message")).is_some());
+    }
+    assert!(wrapped >= 4, "the wrappers were walked: {wrapped}");
 }
 
 #[test]
@@ -86,7 +119,7 @@ fn what_cannot_be_walked_is_too_large_or_malformed() {
     assert_eq!(walked_whole(r#""just a string""#), too_large);
     let huge_usage = format!(
         r#"{{"usage": {{"prompt_tokens": 1, "pad": "{}"}}}}"#,
-        " ".repeat(MAX_VALUE_BYTES)
+        " ".repeat(MAX_KEPT_BYTES)
     );
     assert_eq!(walked_whole(&huge_usage), too_large);
     let malformed = Err(JsonError::Malformed);
@@ -106,7 +139,7 @@ fn what_cannot_be_walked_is_too_large_or_malformed() {
 fn a_model_too_long_to_keep_is_not_recorded_and_the_usage_still_is() {
     let body = format!(
         r#"{{"model": "{}", "usage": {{"prompt_tokens": 4}}}}"#,
-        "m".repeat(MAX_VALUE_BYTES)
+        "m".repeat(MAX_KEPT_BYTES)
     );
     let reading = walked_whole(&body).unwrap();
     assert_eq!(reading.model, None);
@@ -146,23 +179,12 @@ fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("usage".to_string()),
         Just("model".to_string()),
+        Just("response".to_string()),
+        Just("message".to_string()),
         Just("prompt_tokens".to_string()),
         Just("completion_tokens".to_string()),
         "[a-z]{1,6}",
     ]
-}
-
-fn cut(bytes: &[u8], at: &[prop::sample::Index]) -> Vec<Vec<u8>> {
-    let mut cuts: Vec<usize> = at.iter().map(|i| i.index(bytes.len() + 1)).collect();
-    cuts.sort_unstable();
-    let mut chunks = Vec::new();
-    let mut from = 0;
-    for to in cuts {
-        chunks.push(bytes[from..to].to_vec());
-        from = to;
-    }
-    chunks.push(bytes[from..].to_vec());
-    chunks
 }
 
 proptest! {
@@ -186,9 +208,7 @@ proptest! {
                 .collect::<Vec<_>>()
                 .join(if pretty { ",\n " } else { "," })
         );
-        let chunks = cut(body.as_bytes(), &at);
-        let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-        prop_assert_eq!(walked(&refs), json::read(body.as_bytes()));
+        prop_assert_eq!(walked(&chunks_at(body.as_bytes(), &at)), json::read(body.as_bytes()));
     }
 
     #[test]
@@ -196,9 +216,8 @@ proptest! {
         which in 0..BODIES.len(),
         at in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
     ) {
-        let chunks = cut(BODIES[which].as_bytes(), &at);
-        let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-        prop_assert_eq!(walked(&refs), json::read(BODIES[which].as_bytes()));
+        let body = BODIES[which].as_bytes();
+        prop_assert_eq!(walked(&chunks_at(body, &at)), json::read(body));
     }
 
     #[test]
