@@ -5,7 +5,7 @@
 //! it at the end of the stream what the response said.
 //!
 //! - [`json`]: a non-streamed body, copied up to a bound and parsed once at its end; past
-//!   the bound, walked for its top-level `usage` and `model` ([`members`]).
+//!   the bound, walked for its `usage` and `model` ([`members`]); so is a stream event past its bound.
 //! - [`sse`]: a server-sent-event stream, parsed event by event; only the event being
 //!   read is held, and an event larger than the bound is skipped and counted.
 //! - [`stream_options`]: the request-side rewrite that asks OpenAI to report usage at

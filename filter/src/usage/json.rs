@@ -1,5 +1,5 @@
 //! A non-streamed JSON body: copied chunk by chunk up to a bound, parsed once at its end;
-//! past the bound, walked for its top-level `usage` and `model` instead of held.
+//! past the bound, walked for its `usage` and `model` instead of held ([`super::members`]).
 
 use super::members::{Members, WalkError};
 use super::{conclude, inspect, Reading};
