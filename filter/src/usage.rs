@@ -5,9 +5,10 @@
 //! it at the end of the stream what the response said.
 //!
 //! - [`json`]: a non-streamed body, copied up to a bound and parsed once at its end; past
-//!   the bound, walked for its `usage` and `model` ([`members`]); so is a stream event past its bound.
+//!   the bound, walked for its `usage` and `model` ([`members`]).
 //! - [`sse`]: a server-sent-event stream, parsed event by event; only the event being
-//!   read is held, and an event larger than the bound is skipped and counted.
+//!   read is held, and an event larger than the bound is walked as a large body is or,
+//!   failing that, skipped and counted.
 //! - [`stream_options`]: the request-side rewrite that asks OpenAI to report usage at
 //!   the end of a stream (`stream_options.include_usage`).
 //!
