@@ -134,6 +134,11 @@ impl KeyCache {
 
     /// Records `state` as of `version`, unless the cache already holds a newer version.
     /// Returns the state that won: callers answer with it, never with an older read.
+    ///
+    /// Of the same version, the spends kept are the larger of the held and the new: spend
+    /// only grows within a version (a reset is a write), and a read whose snapshot began
+    /// before a drain this replica has since added to the held state (`add_spend`) lacks
+    /// that drain, which is no longer pending either.
     pub fn put(&self, token: &KeyHash, state: KeyState, version: i64, now: Instant) -> KeyState {
         let entry = Entry {
             state,
@@ -173,9 +178,13 @@ impl KeyCache {
     ) -> KeyState {
         let mut pools = self.lock();
         pools.unknown.remove(token);
+        let mut entry = entry;
         if let Some(known) = pools.known.get(token) {
             if keep_held(known.entry.version) {
                 return known.entry.state.clone();
+            }
+            if known.entry.version == entry.version {
+                keep_larger_spends(&mut entry.state, &known.entry.state);
             }
         }
         let state = entry.state.clone();
@@ -236,6 +245,18 @@ impl KeyCache {
             }
         }
     }
+}
+
+/// Two states of one version: `new` takes the larger of each spend (the key's, its
+/// team's, its user's, its membership's).
+fn keep_larger_spends(new: &mut KeyState, held: &KeyState) {
+    let (KeyState::Present(new), KeyState::Present(held)) = (new, held) else {
+        return;
+    };
+    new.spend = new.spend.max(held.spend);
+    new.team.spend = new.team.spend.max(held.team.spend);
+    new.user.spend = new.user.spend.max(held.user.spend);
+    new.member.spend = new.member.spend.max(held.member.spend);
 }
 
 /// A state that refuses the key whatever happened since (a tombstone, a block): serving it

@@ -266,3 +266,34 @@ fn a_peers_write_from_the_log_is_read_again_before_it_answers_alone() {
         "the same write read again from the log: the read is kept"
     );
 }
+
+/// A check's read whose snapshot began before a drain, put after the drain added its spend
+/// to the held record: of the same version, the larger spend is kept (spend only grows
+/// within a version); a newer version is taken as it is (a reset is a write).
+#[test]
+fn a_read_from_before_a_drain_does_not_undo_the_spend_it_added() {
+    let c = cache(10);
+    let now = Instant::now();
+    let mut key = record("sk-raced");
+    key.team_id = Some("t".into());
+    key.spend = 1.0;
+    key.team.spend = 10.0;
+    c.put(&key.token, present(&key), 4, now);
+    let drained = [(key.token.clone(), 2.0)].into();
+    c.add_spend(&drained, &[("t".to_string(), 2.0)].into());
+    let spends = || match c.get(&key.token, now) {
+        Lookup::Fresh(KeyState::Present(r)) => (r.spend, r.team.spend),
+        other => panic!("{other:?}"),
+    };
+    c.put(&key.token, present(&key), 4, now);
+    assert_eq!(spends(), (3.0, 12.0), "the read from before the drain");
+    let mut later = key.clone();
+    later.spend = 5.0;
+    c.put(&key.token, present(&later), 4, now);
+    assert_eq!(spends(), (5.0, 12.0), "a read with a peer's drains too");
+    let mut reset = key.clone();
+    reset.spend = 0.0;
+    reset.team.spend = 0.0;
+    c.put(&key.token, present(&reset), 5, now);
+    assert_eq!(spends(), (0.0, 0.0), "a newer version: a reset");
+}
