@@ -421,7 +421,6 @@ impl Envoy {
         self.process.pid()
     }
 
-    /// The value of one counter in Envoy's Prometheus stats (0 when absent).
     /// A stat of the gateway listener's connection manager (`stat_prefix: livegate`) as
     /// Prometheus names it (`envoy_http_downstream_cx_rx_bytes_total`); `None` if absent.
     pub fn gateway_stat(&self, name: &str) -> Option<f64> {
@@ -434,6 +433,7 @@ impl Envoy {
             .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
     }
 
+    /// The value of one counter in Envoy's Prometheus stats (0 when absent).
     pub fn prometheus_counter(&self, name: &str) -> anyhow::Result<f64> {
         let stats = crate::http::get(&format!("{}/stats/prometheus", self.admin_url()), &[])?;
         Ok(prometheus_value(&stats.body, name).unwrap_or(0.0))
