@@ -172,13 +172,12 @@ impl KeyCache {
     fn put_unless(
         &self,
         token: &KeyHash,
-        entry: Entry,
+        mut entry: Entry,
         now: Instant,
         keep_held: impl Fn(i64) -> bool,
     ) -> KeyState {
         let mut pools = self.lock();
         pools.unknown.remove(token);
-        let mut entry = entry;
         if let Some(known) = pools.known.get(token) {
             if keep_held(known.entry.version) {
                 return known.entry.state.clone();

@@ -102,7 +102,6 @@ pub struct Members {
     kept: [[Option<Vec<u8>>; 2]; PLACES],
     /// Whether each one's last value was passed over for its size.
     too_large: [[bool; 2]; PLACES],
-    held: usize,
     malformed: bool,
 }
 
@@ -119,14 +118,14 @@ impl Members {
             value: None,
             kept: Default::default(),
             too_large: Default::default(),
-            held: 0,
             malformed: false,
         }
     }
 
     /// The bytes held: the values kept and the one being kept.
     pub fn held_bytes(&self) -> usize {
-        self.held
+        let kept: usize = self.kept.iter().flatten().flatten().map(Vec::len).sum();
+        kept + self.value.as_ref().map_or(0, |(_, _, bytes)| bytes.len())
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
@@ -290,34 +289,29 @@ impl Members {
     }
 
     fn keep(&mut self, byte: u8) {
+        let full = self.held_bytes() >= self.bound;
         let Some((at, k, bytes)) = &mut self.value else {
             return;
         };
-        if self.held >= self.bound {
+        if full {
             let (at, k) = (*at, *k);
-            self.held = self.held.saturating_sub(bytes.len());
             self.value = None;
             self.forget(at, k);
             self.too_large[at][k] = true;
             return;
         }
         bytes.push(byte);
-        self.held += 1;
     }
 
     /// Drops what was kept of member `k` at place `at`.
     fn forget(&mut self, at: usize, k: usize) {
-        if let Some(old) = self.kept[at][k].take() {
-            self.held = self.held.saturating_sub(old.len());
-        }
+        self.kept[at][k] = None;
         self.too_large[at][k] = false;
     }
 
     fn end_value(&mut self) {
         if let Some((at, k, bytes)) = self.value.take() {
-            if let Some(old) = self.kept[at][k].replace(bytes) {
-                self.held = self.held.saturating_sub(old.len());
-            }
+            self.kept[at][k] = Some(bytes);
             self.too_large[at][k] = false;
         }
     }
