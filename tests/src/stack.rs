@@ -203,6 +203,22 @@ impl Stack {
     pub fn admin_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         crate::http::admin_get(&self.envoy.url(), self.master_key(), path)
     }
+
+    /// The ledger's rows for `key` (`/spend/logs`); none while it cannot say (an outage
+    /// answers 503), for a caller that polls.
+    pub fn spend_logs(&self, key: &str) -> Option<Vec<serde_json::Value>> {
+        let rows = self.admin_get(&format!("/spend/logs?api_key={key}")).ok()?;
+        rows.as_array().cloned()
+    }
+
+    /// The control plane's Prometheus text (`GET /metrics` on its own port).
+    pub fn control_plane_metrics(&self) -> anyhow::Result<String> {
+        let control_plane = self
+            .control_plane
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this stack runs no control plane"))?;
+        Ok(crate::http::get(&control_plane.metrics_url(), &[])?.body)
+    }
 }
 
 fn start_control_plane(

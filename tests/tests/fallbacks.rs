@@ -185,14 +185,6 @@ fn answered(response: &Response, model: &str) {
     );
 }
 
-fn spend_rows(stack: &Stack, key: &str) -> Option<Vec<Value>> {
-    let bearer = format!("Bearer {}", stack.master_key());
-    let url = stack.url(&format!("/spend/logs?api_key={key}"));
-    let r = http::get(&url, &[("authorization", &bearer)]).ok()?;
-    (r.status == 200).then_some(())?;
-    r.json().ok()?.as_array().cloned()
-}
-
 #[test]
 fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_who_gave_it() {
     let scratch = tempfile::tempdir().unwrap();
@@ -341,7 +333,9 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
     // The spend records name the deployment that answered (7), priced as the model that
     // answered, exactly; one record per request.
     let rows = poll::until("three spend rows", PATIENCE, || {
-        spend_rows(&stack, &primary_only).filter(|rows| rows.len() >= 3)
+        stack
+            .spend_logs(&primary_only)
+            .filter(|rows| rows.len() >= 3)
     })
     .unwrap();
     assert_eq!(rows.len(), 3, "{rows:?}");
@@ -357,7 +351,7 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
         assert_eq!(row["prompt_tokens"], PROMPT_TOKENS, "{row}");
     }
     let gpt4o = poll::until("the gpt-4o rows", PATIENCE, || {
-        let rows = spend_rows(&stack, &key)?;
+        let rows = stack.spend_logs(&key)?;
         let of: Vec<Value> = rows
             .into_iter()
             .filter(|r| r["model_group"] == "gpt-4o")

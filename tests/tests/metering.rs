@@ -18,7 +18,7 @@ use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::stack::{Stack, StackOptions};
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// A short send timeout, so a batch to a stopped control plane fails (and is retried) fast.
 const FILTER_CONFIG: &str = r#"{"metering": {"send_timeout_ms": 500}}"#;
@@ -68,18 +68,10 @@ fn send(stack: &Stack, key: &str, range: std::ops::RangeInclusive<usize>) -> u64
     prompt
 }
 
-fn spend_rows(stack: &Stack, key: &str) -> Option<Vec<Value>> {
-    let bearer = format!("Bearer {}", stack.master_key());
-    let url = stack.url(&format!("/spend/logs?api_key={key}"));
-    let r = http::get(&url, &[("authorization", &bearer)]).ok()?;
-    (r.status == 200).then_some(())?;
-    r.json().ok()?.as_array().cloned()
-}
-
 /// Waits for `n` rows, then checks them: n distinct request ids, exact token sums.
 fn assert_ledger(stack: &Stack, key: &str, n: usize, prompt: u64) {
     let rows = poll::until(&format!("{n} spend rows"), PATIENCE, || {
-        spend_rows(stack, key).filter(|rows| rows.len() >= n)
+        stack.spend_logs(key).filter(|rows| rows.len() >= n)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.envoy.log_text()));
     assert_eq!(rows.len(), n, "no record twice");
@@ -232,7 +224,7 @@ fn assert_reads_and_metrics(stack: &Stack, key: &str, ledger: (u64, u64), draine
     assert_eq!(global.status, 200, "{}", global.body);
     let global_spend = global.json().unwrap()["spend"].as_f64().unwrap();
     assert!(close(global_spend, cost), "{global_spend} != {cost}");
-    let rows = spend_rows(stack, key).unwrap();
+    let rows = stack.spend_logs(key).unwrap();
     let row_spend: f64 = rows.iter().map(|r| r["spend"].as_f64().unwrap()).sum();
     assert!(close(row_spend, cost), "{row_spend} != {cost}");
 

@@ -167,19 +167,6 @@ fn long_answers(stack: &Stack, key: &str) -> usize {
     2
 }
 
-fn spend_rows(stack: &Stack, key: &str) -> Option<Vec<Value>> {
-    let bearer = format!("Bearer {}", stack.master_key());
-    let url = stack.url(&format!("/spend/logs?api_key={key}"));
-    let r = http::get(&url, &[("authorization", &bearer)]).ok()?;
-    (r.status == 200).then_some(())?;
-    r.json().ok()?.as_array().cloned()
-}
-
-fn control_plane_metrics(stack: &Stack) -> String {
-    let url = stack.control_plane.as_ref().unwrap().metrics_url();
-    http::get(&url, &[]).unwrap().body
-}
-
 #[test]
 fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_outages() {
     let stack = Stack::start(StackOptions {
@@ -262,7 +249,7 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
     let long = long_answers(&stack, &key);
     stated += long;
     poll::until("the records spooled", PATIENCE, || {
-        let text = control_plane_metrics(&stack);
+        let text = stack.control_plane_metrics().unwrap();
         let spooled = prometheus_value(&text, "livegate_spend_spool_records")?;
         (spooled >= (1 + long) as f64).then_some(())
     })
@@ -272,7 +259,7 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
     // Every request is one row: some stated exactly, the rest estimated, each > 0.
     let n = expected.len() + stated;
     let rows = poll::until(&format!("{n} spend rows"), PATIENCE, || {
-        spend_rows(&stack, &key).filter(|rows| rows.len() >= n)
+        stack.spend_logs(&key).filter(|rows| rows.len() >= n)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.envoy.log_text()));
     assert_eq!(rows.len(), n, "{rows:#?}");
@@ -299,7 +286,7 @@ fn every_answer_the_meter_cannot_read_is_charged_an_estimate_and_marked_through_
     assert_eq!(reasons, expected);
 
     // Counted by reason where the records were drained, and by the filter.
-    let text = control_plane_metrics(&stack);
+    let text = stack.control_plane_metrics().unwrap();
     for reason in ["client_disconnected", "encoded"] {
         let want = expected.iter().filter(|r| **r == reason).count() as f64;
         let series = format!("livegate_spend_estimated_total{{reason=\"{reason}\"}}");
@@ -338,9 +325,9 @@ fn junk_model_names_never_get_series_of_their_own(stack: &Stack) {
         assert_eq!(r.status, 200, "{}", r.body);
     }
     let text = poll::until("the junk records drained", PATIENCE, || {
-        let text = control_plane_metrics(stack);
+        let text = stack.control_plane_metrics().unwrap();
         let series = "livegate_spend_tokens_total{key_alias=\"junk\",team=\"\",model=\"other\",kind=\"prompt\"}";
-        (prometheus_value(&text, series)? > 0.0 && spend_rows(stack, &key)?.len() == 5)
+        (prometheus_value(&text, series)? > 0.0 && stack.spend_logs(&key)?.len() == 5)
             .then_some(text)
     })
     .unwrap();
@@ -403,7 +390,7 @@ fn the_openai_python_sdk_asking_for_gzip_is_metered_exactly() {
         (json!(12), json!(12))
     );
     let rows = poll::until("2 spend rows", PATIENCE, || {
-        spend_rows(&stack, &key).filter(|rows| rows.len() >= 2)
+        stack.spend_logs(&key).filter(|rows| rows.len() >= 2)
     })
     .unwrap();
     assert_eq!(rows.len(), 2);

@@ -76,19 +76,6 @@ fn responses(input: usize, stream: bool, details: Value) -> Value {
     })
 }
 
-fn spend_rows(stack: &Stack, key: &str) -> Option<Vec<Value>> {
-    let bearer = format!("Bearer {}", stack.master_key());
-    let url = stack.url(&format!("/spend/logs?api_key={key}"));
-    let r = http::get(&url, &[("authorization", &bearer)]).ok()?;
-    (r.status == 200).then_some(())?;
-    r.json().ok()?.as_array().cloned()
-}
-
-fn control_plane_metrics(stack: &Stack) -> String {
-    let url = stack.control_plane.as_ref().unwrap().metrics_url();
-    http::get(&url, &[]).unwrap().body
-}
-
 #[test]
 fn cached_reasoning_and_cache_write_tokens_are_charged_what_litellm_charges_through_outages() {
     let stack = Stack::start(StackOptions {
@@ -163,7 +150,7 @@ fn cached_reasoning_and_cache_write_tokens_are_charged_what_litellm_charges_thro
     postgres.pause().unwrap();
     post(&stack, &key, "/v1/responses", responses(43, true, short));
     poll::until("the record spooled", PATIENCE, || {
-        let text = control_plane_metrics(&stack);
+        let text = stack.control_plane_metrics().unwrap();
         (prometheus_value(&text, "livegate_spend_spool_records")? >= 1.0).then_some(())
     })
     .unwrap();
@@ -242,7 +229,9 @@ fn cached_reasoning_and_cache_write_tokens_are_charged_what_litellm_charges_thro
         },
     ];
     let rows = poll::until("a row per request", PATIENCE, || {
-        spend_rows(&stack, &key).filter(|rows| rows.len() >= expected.len())
+        stack
+            .spend_logs(&key)
+            .filter(|rows| rows.len() >= expected.len())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.envoy.log_text()));
     assert_eq!(rows.len(), expected.len(), "{rows:#?}");
@@ -303,13 +292,13 @@ fn cached_reasoning_and_cache_write_tokens_are_charged_what_litellm_charges_thro
             "livegate_spend_tokens_total{{key_alias=\"details\",team=\"\",model=\"livegate-demo\",kind=\"{kind}\"}}"
         );
         let counted = poll::until(&format!("{series} at {sum}"), PATIENCE, || {
-            let text = control_plane_metrics(&stack);
+            let text = stack.control_plane_metrics().unwrap();
             (prometheus_value(&text, &series) == Some(sum as f64)).then_some(())
         });
         assert!(
             counted.is_ok(),
             "{series}\n{}",
-            control_plane_metrics(&stack)
+            stack.control_plane_metrics().unwrap()
         );
     }
 
@@ -370,7 +359,7 @@ fn the_openai_python_sdk_reads_the_details_and_its_requests_cost_what_litellm_sa
     let seen = livegate_tests::python_client::run_json(OPENAI_SDK_SCRIPT, &[&stack.url(""), &key]);
     assert_eq!(seen, json!({"plain": [32, 16], "streamed": [32, 16]}));
     let rows = poll::until("2 spend rows", PATIENCE, || {
-        spend_rows(&stack, &key).filter(|rows| rows.len() >= 2)
+        stack.spend_logs(&key).filter(|rows| rows.len() >= 2)
     })
     .unwrap();
     assert_eq!(rows.len(), 2, "{rows:#?}");

@@ -126,13 +126,8 @@ fn names(response: &http::Response) -> Vec<String> {
 }
 
 fn spend_rows(stack: &Stack, key: &str, n: usize) -> Vec<Value> {
-    let bearer = format!("Bearer {}", stack.master_key());
-    let url = stack.url(&format!("/spend/logs?api_key={key}"));
     poll::until("the spend rows", PATIENCE, || {
-        let r = http::get(&url, &[("authorization", &bearer)]).ok()?;
-        (r.status == 200).then_some(())?;
-        let rows = r.json().ok()?.as_array().cloned()?;
-        (rows.len() >= n).then_some(rows)
+        stack.spend_logs(key).filter(|rows| rows.len() >= n)
     })
     .unwrap()
 }
