@@ -8,18 +8,10 @@ use livegate_contract::KeyHash;
 use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::postgres::Postgres;
 use livegate_tests::{http, internal_token};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn sha256_hex(s: &str) -> String {
     KeyHash::of_raw(s).to_string()
-}
-
-fn post(cp: &ControlPlane, path: &str, body: Value) -> http::Response {
-    http::post_json(&url(cp, path), ADMIN, &body).unwrap()
-}
-
-fn get(cp: &ControlPlane, path: &str) -> http::Response {
-    http::get(&url(cp, path), ADMIN).unwrap()
 }
 
 fn assert_error(r: &http::Response, status: u16, param: Option<&str>) {

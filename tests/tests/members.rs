@@ -26,27 +26,6 @@ use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn post(cp: &ControlPlane, path: &str, body: Value) -> Response {
-    http::post_json(&url(cp, path), ADMIN, &body).unwrap()
-}
-
-fn get(cp: &ControlPlane, path: &str) -> Response {
-    http::get(&url(cp, path), ADMIN).unwrap()
-}
-
-fn ok(r: Response) -> Value {
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json().unwrap()
-}
-
-/// A 400 whose `param` names the field and whose message says why.
-fn refused(r: &Response, param: &str, says: &str) {
-    assert_eq!(r.status, 400, "{}", r.body);
-    let e = &r.json().unwrap()["error"];
-    assert_eq!(e["param"], param, "{}", r.body);
-    assert!(e["message"].as_str().unwrap().contains(says), "{}", r.body);
-}
-
 /// LiteLLM's 403 for a key that may not do this.
 fn forbidden(r: &Response, says: &str) {
     assert_eq!(r.status, 403, "{}", r.body);

@@ -8,31 +8,8 @@
 mod control_plane_support;
 
 use control_plane_support::*;
-use livegate_tests::control_plane::ControlPlane;
 use livegate_tests::http;
 use serde_json::{json, Value};
-
-fn post(cp: &ControlPlane, path: &str, body: Value) -> http::Response {
-    http::post_json(&url(cp, path), ADMIN, &body).unwrap()
-}
-
-fn get(cp: &ControlPlane, path: &str) -> http::Response {
-    http::get(&url(cp, path), ADMIN).unwrap()
-}
-
-fn ok(r: http::Response) -> Value {
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json().unwrap()
-}
-
-/// A 400 whose `param` names the field and whose message says why.
-fn refused(r: &http::Response, param: &str, says: &str) {
-    assert_eq!(r.status, 400, "{}", r.body);
-    let e = &r.json().unwrap()["error"];
-    assert_eq!(e["param"], param, "{}", r.body);
-    assert_eq!(e["type"], "bad_request_error", "{}", r.body);
-    assert!(e["message"].as_str().unwrap().contains(says), "{}", r.body);
-}
 
 #[test]
 fn teams_have_litellm_shapes_and_their_policy_reaches_their_keys() {

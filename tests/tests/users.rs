@@ -24,28 +24,6 @@ use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn post(cp: &ControlPlane, path: &str, body: Value) -> Response {
-    http::post_json(&url(cp, path), ADMIN, &body).unwrap()
-}
-
-fn get(cp: &ControlPlane, path: &str) -> Response {
-    http::get(&url(cp, path), ADMIN).unwrap()
-}
-
-fn ok(r: Response) -> Value {
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json().unwrap()
-}
-
-/// A 400 whose `param` names the field and whose message says why.
-fn refused(r: &Response, param: &str, says: &str) {
-    assert_eq!(r.status, 400, "{}", r.body);
-    let e = &r.json().unwrap()["error"];
-    assert_eq!(e["param"], param, "{}", r.body);
-    assert_eq!(e["type"], "bad_request_error", "{}", r.body);
-    assert!(e["message"].as_str().unwrap().contains(says), "{}", r.body);
-}
-
 fn as_key(cp: &ControlPlane, key: &str, path: &str) -> Response {
     let bearer = format!("Bearer {key}");
     http::get(&url(cp, path), &[("authorization", &bearer)]).unwrap()

@@ -58,6 +58,31 @@ pub fn start_cp_on(url: &str, port: Option<u16>, extra: &[&str]) -> ControlPlane
     cp
 }
 
+/// An admin call (the master key) straight to the control plane.
+pub fn post(cp: &ControlPlane, path: &str, body: Value) -> Response {
+    http::post_json(&url(cp, path), ADMIN, &body).unwrap()
+}
+
+/// An admin read (the master key) straight to the control plane.
+pub fn get(cp: &ControlPlane, path: &str) -> Response {
+    http::get(&url(cp, path), ADMIN).unwrap()
+}
+
+/// The JSON of a 200.
+pub fn ok(r: Response) -> Value {
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json().unwrap()
+}
+
+/// A 400 whose `param` names the field and whose message says why.
+pub fn refused(r: &Response, param: &str, says: &str) {
+    assert_eq!(r.status, 400, "{}", r.body);
+    let e = &r.json().unwrap()["error"];
+    assert_eq!(e["param"], param, "{}", r.body);
+    assert_eq!(e["type"], "bad_request_error", "{}", r.body);
+    assert!(e["message"].as_str().unwrap().contains(says), "{}", r.body);
+}
+
 pub fn url(cp: &ControlPlane, path: &str) -> String {
     format!("{}{path}", cp.base_url())
 }
