@@ -204,6 +204,15 @@ impl Stack {
         crate::http::admin_get(&self.envoy.url(), self.master_key(), path)
     }
 
+    /// A new key (`/key/generate` with `body`, through the gateway): its secret.
+    pub fn generate_key(&self, body: &serde_json::Value) -> anyhow::Result<String> {
+        let created = self.admin("/key/generate", body)?;
+        created["key"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("/key/generate answered no key: {created}"))
+    }
+
     /// The ledger's rows for `key` (`/spend/logs`); none while it cannot say (an outage
     /// answers 503), for a caller that polls.
     pub fn spend_logs(&self, key: &str) -> Option<Vec<serde_json::Value>> {

@@ -65,11 +65,6 @@ fn chat_at(base: &str, key: &str) -> Response {
     http::demo_chat(base, key, json!({})).unwrap()
 }
 
-fn generate(stack: &Stack, body: Value) -> String {
-    let key = stack.admin("/key/generate", &body).unwrap();
-    key["key"].as_str().unwrap().to_string()
-}
-
 fn key_info(stack: &Stack, key: &str) -> Value {
     let bearer = format!("Bearer {}", stack.master_key());
     let r = http::get(
@@ -108,7 +103,7 @@ fn spend_in_refusal(r: &Response, max_budget: &str) -> f64 {
 #[test]
 fn a_key_with_a_budget_of_zero_is_refused_and_nothing_reaches_the_upstream() {
     let (stack, _dir) = stack();
-    let key = generate(&stack, json!({"max_budget": 0}));
+    let key = stack.generate_key(&json!({"max_budget": 0})).unwrap();
     assert_over_budget(
         &chat(&stack, &key),
         "ExceededTokenBudget: Current spend for token: 0; Max Budget for Token: 0",
@@ -135,7 +130,9 @@ fn a_key_with_a_budget_of_zero_is_refused_and_nothing_reaches_the_upstream() {
 #[test]
 fn priced_traffic_is_admitted_until_the_spend_crosses_the_budget_then_refused() {
     let (stack, _dir) = stack();
-    let key = generate(&stack, json!({"max_budget": 10, "soft_budget": 6}));
+    let key = stack
+        .generate_key(&json!({"max_budget": 10, "soft_budget": 6}))
+        .unwrap();
     let info = key_info(&stack, &key);
     assert_eq!(info["max_budget"], 10.0);
     assert_eq!(info["soft_budget"], 6.0);
@@ -188,7 +185,9 @@ fn a_team_budget_refuses_its_keys_until_it_is_raised() {
             &json!({"team_id": "frugal", "max_budget": 0, "soft_budget": 0}),
         )
         .unwrap();
-    let key = generate(&stack, json!({"team_id": "frugal", "max_budget": 100}));
+    let key = stack
+        .generate_key(&json!({"team_id": "frugal", "max_budget": 100}))
+        .unwrap();
     assert_over_budget(
         &chat(&stack, &key),
         "Budget has been exceeded! Team=frugal Current cost: 0, Max budget: 0",
@@ -225,7 +224,9 @@ fn a_team_budget_refuses_its_keys_until_it_is_raised() {
 #[test]
 fn a_budget_duration_resets_the_spend_and_lets_the_key_in_again() {
     let (stack, _dir) = stack();
-    let key = generate(&stack, json!({"max_budget": 4, "budget_duration": "5s"}));
+    let key = stack
+        .generate_key(&json!({"max_budget": 4, "budget_duration": "5s"}))
+        .unwrap();
     let info = key_info(&stack, &key);
     assert_eq!(info["budget_duration"], "5s");
     let first_reset = info["budget_reset_at"].as_str().unwrap().to_string();
@@ -281,9 +282,9 @@ fn at_the_spool_bound_keys_with_a_budget_are_refused_and_others_admitted() {
         &["--spend-spool-max-records", "1"],
         r#"{"metering": {"batch_records": 1}}"#,
     );
-    let plain = generate(&stack, json!({}));
-    let budgeted = generate(&stack, json!({"max_budget": 1000}));
-    let other = generate(&stack, json!({}));
+    let plain = stack.generate_key(&json!({})).unwrap();
+    let budgeted = stack.generate_key(&json!({"max_budget": 1000})).unwrap();
+    let other = stack.generate_key(&json!({})).unwrap();
     let cp_metrics = stack.control_plane.as_ref().unwrap().metrics_url();
     let refused_batches = || {
         let text = http::get(&cp_metrics, &[]).ok()?.body;
@@ -319,7 +320,7 @@ fn a_budget_crossed_while_postgres_is_frozen_is_charged_and_enforced_after() {
     // As docs/operations.md says: with Postgres away the drain stops, so the spend it knows
     // does not grow and the key is admitted from the caches; its cost waits in the spool.
     let (stack, _dir) = stack();
-    let key = generate(&stack, json!({"max_budget": 8}));
+    let key = stack.generate_key(&json!({"max_budget": 8})).unwrap();
     stack.postgres.as_ref().unwrap().pause().unwrap();
     for _ in 0..3 {
         let r = chat(&stack, &key);
@@ -349,7 +350,7 @@ fn a_budget_crossed_while_postgres_is_frozen_is_enforced_from_the_spooled_spend(
     // The filter asks on every request (no cached allow): the control plane decides each
     // one on the drained spend plus what it holds spooled, Postgres or not.
     let (stack, _dir) = stack_configured(&[], r#"{"cache": {"allow_ttl_ms": 0}}"#);
-    let key = generate(&stack, json!({"max_budget": 8}));
+    let key = stack.generate_key(&json!({"max_budget": 8})).unwrap();
     stack.postgres.as_ref().unwrap().pause().unwrap();
     for _ in 0..2 {
         let r = chat(&stack, &key);
@@ -420,7 +421,7 @@ fn parallel_requests_against_a_nearly_spent_budget_are_refused_beyond_the_reserv
         &["--budget-reservation-usd", "3"],
         r#"{"auth_timeout_ms": 5000, "cache": {"stale_if_error_ms": 0}}"#,
     );
-    let key = generate(&stack, json!({"max_budget": 9}));
+    let key = stack.generate_key(&json!({"max_budget": 9})).unwrap();
     let answers: Vec<Response> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..8).map(|_| s.spawn(|| chat(&stack, &key))).collect();
         threads.into_iter().map(|t| t.join().unwrap()).collect()

@@ -156,11 +156,6 @@ fn start(p: &Providers4, scratch: &Path) -> Stack {
     .unwrap()
 }
 
-fn generate(stack: &Stack, body: Value) -> String {
-    let created = stack.admin("/key/generate", &body).unwrap();
-    created["key"].as_str().unwrap().to_string()
-}
-
 fn chat(stack: &Stack, key: &str, model: &str, stream: bool) -> Response {
     let bearer = format!("Bearer {key}");
     let body = json!({"model": model, "stream": stream,
@@ -190,9 +185,13 @@ fn failures_are_retried_then_fall_back_and_the_client_gets_one_answer_billed_to_
     let scratch = tempfile::tempdir().unwrap();
     let p = Providers4::start(scratch.path());
     let mut stack = start(&p, scratch.path());
-    let key = generate(&stack, json!({"key_alias": "fallbacks"}));
-    let primary_only = generate(&stack, json!({"models": ["primary"]}));
-    let mini_only = generate(&stack, json!({"models": ["gpt-4o-mini"]}));
+    let key = stack
+        .generate_key(&json!({"key_alias": "fallbacks"}))
+        .unwrap();
+    let primary_only = stack.generate_key(&json!({"models": ["primary"]})).unwrap();
+    let mini_only = stack
+        .generate_key(&json!({"models": ["gpt-4o-mini"]}))
+        .unwrap();
 
     // Equal deployments take turns: both answer.
     let models: Vec<String> = (0..4)
@@ -421,7 +420,9 @@ fn a_request_ending_in_trailers_is_shaped_for_every_try() {
     let scratch = tempfile::tempdir().unwrap();
     let p = Providers4::start(scratch.path());
     let stack = start(&p, scratch.path());
-    let key = generate(&stack, json!({"key_alias": "trailers"}));
+    let key = stack
+        .generate_key(&json!({"key_alias": "trailers"}))
+        .unwrap();
     let address = stack.envoy.url().trim_start_matches("http://").to_string();
     for _ in 0..2 {
         let (status, body) = chat_with_trailers(&address, &key, "primary").unwrap();

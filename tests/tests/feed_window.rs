@@ -10,7 +10,7 @@ use std::time::Duration;
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::stack::{Stack, StackOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// A slow feed (the burst lands between two polls), allows cached far longer than the
 /// test (only the feed can revoke them), and no spend records (so that every request to
@@ -36,11 +36,6 @@ fn at_every_worker(stack: &Stack, key: &str, status: u16, what: &str) {
             .then_some(())
     })
     .unwrap();
-}
-
-fn generate(stack: &Stack, body: Value) -> String {
-    let created = stack.admin("/key/generate", &body).unwrap();
-    created["key"].as_str().unwrap().to_string()
 }
 
 /// Requests from the filter to the control plane so far (auth checks and feed polls).
@@ -69,9 +64,11 @@ fn a_revocation_followed_by_more_changes_than_the_window_holds_is_refused_at_eve
         ..StackOptions::full()
     })
     .unwrap();
-    let victim = generate(&stack, json!({"key_alias": "victim"}));
-    let good = generate(&stack, json!({"key_alias": "good"}));
-    let burst: Vec<String> = (0..BURST).map(|_| generate(&stack, json!({}))).collect();
+    let victim = stack.generate_key(&json!({"key_alias": "victim"})).unwrap();
+    let good = stack.generate_key(&json!({"key_alias": "good"})).unwrap();
+    let burst: Vec<String> = (0..BURST)
+        .map(|_| stack.generate_key(&json!({})).unwrap())
+        .collect();
     // Cached at both workers: from here on only the feed can take the victim's allow away.
     at_every_worker(&stack, &victim, 200, "the victim cached at every worker");
     at_every_worker(&stack, &good, 200, "the good key cached at every worker");

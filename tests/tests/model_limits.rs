@@ -29,11 +29,6 @@ fn stack() -> Stack {
     Stack::start(options).unwrap()
 }
 
-fn generate(stack: &Stack, body: Value) -> String {
-    let key = stack.admin("/key/generate", &body).unwrap();
-    key["key"].as_str().unwrap().to_string()
-}
-
 /// A chat completion naming `model` in its body.
 fn chat(base: &str, key: &str, model: &str) -> Response {
     http::demo_chat(base, key, json!({"model": model})).unwrap()
@@ -98,10 +93,9 @@ fn admitted(envoys: &[String], key: &str, model: &str, n: usize, limit: u64, loc
 fn a_keys_model_limit_refuses_that_model_however_it_is_spelled_and_no_other() {
     let stack = stack();
     let base = stack.envoy.url();
-    let key = generate(
-        &stack,
-        json!({"model_rpm_limit": {"gpt-4o": 2}, "aliases": {"fast": "gpt-4o"}}),
-    );
+    let key = stack
+        .generate_key(&json!({"model_rpm_limit": {"gpt-4o": 2}, "aliases": {"fast": "gpt-4o"}}))
+        .unwrap();
     let one = [base.clone()];
     assert_eq!(admitted(&one, &key, "gpt-4o", 2, 2, 2), 2);
     assert_model_limited(&chat(&base, &key, "gpt-4o"), "requests", "gpt-4o", 2);
@@ -171,8 +165,8 @@ fn a_teams_model_limit_is_shared_by_its_keys_and_names_the_team() {
             &json!({"team_id": "small", "model_rpm_limit": {"gpt-4o": 2}}),
         )
         .unwrap();
-    let a = generate(&stack, json!({"team_id": "small"}));
-    let b = generate(&stack, json!({"team_id": "small"}));
+    let a = stack.generate_key(&json!({"team_id": "small"})).unwrap();
+    let b = stack.generate_key(&json!({"team_id": "small"})).unwrap();
     let one = [base.clone()];
     let both = admitted(&one, &a, "gpt-4o", 3, 2, 2) + admitted(&one, &b, "gpt-4o", 3, 2, 2);
     assert_eq!(both, 2);
@@ -200,7 +194,9 @@ fn a_model_token_limit_refuses_once_that_models_metered_tokens_reach_it() {
     let stack = stack();
     let base = stack.envoy.url();
     // The demo upstream counts a 4-character prompt as 4 tokens and answers 8: 12 a request.
-    let key = generate(&stack, json!({"model_tpm_limit": {"gpt-4o": 20}}));
+    let key = stack
+        .generate_key(&json!({"model_tpm_limit": {"gpt-4o": 20}}))
+        .unwrap();
     assert!(reached_upstream(&chat(&base, &key, "gpt-4o")));
     let refused = poll::until("the model's tokens charged", PATIENCE, || {
         let r = chat(&base, &key, "gpt-4o");
@@ -219,7 +215,9 @@ fn the_model_limit_holds_with_postgres_frozen_and_with_the_control_plane_stopped
     let stack = stack();
     let base = stack.envoy.url();
     let one = [base.clone()];
-    let key = generate(&stack, json!({"model_rpm_limit": {"gpt-4o": 4}}));
+    let key = stack
+        .generate_key(&json!({"model_rpm_limit": {"gpt-4o": 4}}))
+        .unwrap();
     assert_eq!(admitted(&one, &key, "gpt-4o", 2, 4, 1), 2);
 
     // Postgres frozen: the control plane decides from what it knows (the rest of the
@@ -234,7 +232,9 @@ fn the_model_limit_holds_with_postgres_frozen_and_with_the_control_plane_stopped
 
     // The control plane stopped: the worker's share of the key×model, max(1, ⌊0.25 · 8⌋)
     // = 2 (the stack runs one worker), never unlimited and never none.
-    let other = generate(&stack, json!({"model_rpm_limit": {"gpt-4o": 8}}));
+    let other = stack
+        .generate_key(&json!({"model_rpm_limit": {"gpt-4o": 8}}))
+        .unwrap();
     assert_eq!(admitted(&one, &other, "gpt-4o", 1, 8, 2), 1);
     let control_plane = stack.control_plane.as_ref().unwrap();
     control_plane.signal(Signal::SIGSTOP).unwrap();
@@ -333,7 +333,9 @@ fn a_keys_model_budget_is_crossed_for_that_model_alone_and_resets_with_its_perio
     let base = stack.envoy.url();
     // Two answers (8) pass it: LiteLLM refuses once the spend is past the budget.
     let budget = json!({DEMO_MODEL: {"budget_limit": 6.0, "time_period": "1d"}});
-    let key = generate(&stack, json!({"model_max_budget": budget}));
+    let key = stack
+        .generate_key(&json!({"model_max_budget": budget}))
+        .unwrap();
     let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
     assert_eq!(info["info"]["model_max_budget"], budget, "{info}");
     // Spend is known once the answers' records reach a control plane: each request is
@@ -357,7 +359,9 @@ fn a_keys_model_budget_is_crossed_for_that_model_alone_and_resets_with_its_perio
 
     // A period of 3 s: crossed, then let in again when the next period starts.
     let short = json!({DEMO_MODEL: {"budget_limit": 6.0, "time_period": "3s"}});
-    let renewed = generate(&stack, json!({"model_max_budget": short}));
+    let renewed = stack
+        .generate_key(&json!({"model_max_budget": short}))
+        .unwrap();
     poll::until("the short budget crossed", PATIENCE, || {
         let r = chat(&base, &renewed, DEMO_MODEL);
         (r.status == 400).then_some(())
@@ -392,7 +396,9 @@ fn parallel_requests_against_a_model_budget_are_refused_beyond_the_reservations(
     let stack = Stack::start(options).unwrap();
     let base = stack.envoy.url();
     let budget = json!({DEMO_MODEL: {"budget_limit": 9.0, "time_period": "1d"}});
-    let key = generate(&stack, json!({"model_max_budget": budget}));
+    let key = stack
+        .generate_key(&json!({"model_max_budget": budget}))
+        .unwrap();
     let answers: Vec<Response> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..10)
             .map(|_| {
@@ -433,7 +439,9 @@ fn a_model_budget_is_crossed_with_postgres_frozen() {
     );
     let base = stack.envoy.url();
     let budget = json!({DEMO_MODEL: {"budget_limit": 10.0, "time_period": "1d"}});
-    let key = generate(&stack, json!({"model_max_budget": budget}));
+    let key = stack
+        .generate_key(&json!({"model_max_budget": budget}))
+        .unwrap();
     let spend = |stack: &Stack| {
         let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
         info["info"]["spend"].as_f64().unwrap_or(-1.0)

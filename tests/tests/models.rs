@@ -29,11 +29,6 @@ fn start() -> Stack {
     .unwrap()
 }
 
-fn generate(stack: &Stack, body: Value) -> String {
-    let created = stack.admin("/key/generate", &body).unwrap();
-    created["key"].as_str().unwrap().to_string()
-}
-
 fn chat(stack: &Stack, key: &str, body: &str) -> Response {
     chat_at(&stack.envoy.url(), key, body)
 }
@@ -86,12 +81,15 @@ fn models_teams_and_aliases_are_enforced_and_hold_through_outages() {
             &json!({"team_id": "research", "models": ["gpt-4o", "o1"]}),
         )
         .unwrap();
-    let key = generate(
-        &stack,
-        json!({"models": ["gpt-4o", "claude-3"], "team_id": "research",
+    let key = stack
+        .generate_key(
+            &json!({"models": ["gpt-4o", "claude-3"], "team_id": "research",
                "aliases": {"fast": "gpt-4o"}}),
-    );
-    let open = generate(&stack, json!({"key_alias": "every-model"}));
+        )
+        .unwrap();
+    let open = stack
+        .generate_key(&json!({"key_alias": "every-model"}))
+        .unwrap();
 
     let check = |stack: &Stack, phase: &str| {
         // Twice each: the first may be a miss (the check), the second a cached allow.
@@ -153,7 +151,7 @@ fn models_teams_and_aliases_are_enforced_and_hold_through_outages() {
 #[test]
 fn a_policy_change_reaches_the_filter_like_a_revocation() {
     let stack = start();
-    let key = generate(&stack, json!({"models": ["gpt-4o"]}));
+    let key = stack.generate_key(&json!({"models": ["gpt-4o"]})).unwrap();
     reached_as(&chat(&stack, &key, &with_model("gpt-4o")), "gpt-4o");
     stack
         .admin("/key/update", &json!({"key": key, "models": ["o1"]}))
@@ -273,10 +271,9 @@ fn a_teams_model_aliases_resolve_after_the_keys_own_and_hold_through_outages() {
         )
         .unwrap();
     assert_eq!(team["model_aliases"]["smart"], "o1", "{team}");
-    let key = generate(
-        &stack,
-        json!({"team_id": "aliased", "aliases": {"fast": "gpt-4o"}}),
-    );
+    let key = stack
+        .generate_key(&json!({"team_id": "aliased", "aliases": {"fast": "gpt-4o"}}))
+        .unwrap();
     let bad = stack.admin(
         "/team/update",
         &json!({"team_id": "aliased", "model_aliases": {"": "gpt-4o"}}),

@@ -45,11 +45,6 @@ fn post_to(base: &str, path: &str, key: &str, body: &str) -> Response {
     http::parse_raw(&String::from_utf8_lossy(&answer)).unwrap()
 }
 
-fn generate(stack: &Stack, body: Value) -> String {
-    let created = stack.admin("/key/generate", &body).unwrap();
-    created["key"].as_str().unwrap().to_string()
-}
-
 fn chat_body(model: &str) -> String {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string()
 }
@@ -109,8 +104,10 @@ fn every_spelling_of_a_route_is_held_to_the_key_policy_through_outages() {
         ..StackOptions::full()
     })
     .unwrap();
-    let restricted = generate(&stack, json!({"models": ["gpt-4o"]}));
-    let open = generate(&stack, json!({"key_alias": "every-model"}));
+    let restricted = stack.generate_key(&json!({"models": ["gpt-4o"]})).unwrap();
+    let open = stack
+        .generate_key(&json!({"key_alias": "every-model"}))
+        .unwrap();
 
     let check = |stack: &Stack, phase: &str| {
         // Twice each: the first may be a miss (the check), the second a cached allow.
@@ -174,7 +171,7 @@ fn every_spelling_of_a_route_is_held_to_the_key_policy_through_outages() {
 #[test]
 fn a_path_that_cannot_be_normalised_is_refused_with_a_json_400() {
     let stack = Stack::start(StackOptions::full()).unwrap();
-    let open = generate(&stack, json!({}));
+    let open = stack.generate_key(&json!({})).unwrap();
     // Envoy itself answers some of these 400 before the filter: either way, JSON naming
     // the request as bad and nothing upstream.
     for path in ["/v1/chat%00/completions", "/v1/%zz/completions"] {
@@ -191,7 +188,7 @@ fn a_path_that_cannot_be_normalised_is_refused_with_a_json_400() {
 #[test]
 fn the_policy_holds_in_an_envoy_that_does_not_normalise_paths() {
     let stack = Stack::start(StackOptions::full()).unwrap();
-    let restricted = generate(&stack, json!({"models": ["gpt-4o"]}));
+    let restricted = stack.generate_key(&json!({"models": ["gpt-4o"]})).unwrap();
     let template_path =
         livegate_tests::artifacts::workspace_root().join(livegate_tests::envoy::TEMPLATE);
     let template = std::fs::read_to_string(template_path).unwrap();

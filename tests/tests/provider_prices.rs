@@ -104,11 +104,6 @@ fn start(double: &ProviderDouble, dir: &Path) -> Stack {
     .unwrap()
 }
 
-fn generate(stack: &Stack, body: Value) -> String {
-    let created = stack.admin("/key/generate", &body).unwrap();
-    created["key"].as_str().unwrap().to_string()
-}
-
 fn model_info(stack: &Stack, path: &str, key: &str) -> http::Response {
     let bearer = format!("Bearer {key}");
     http::get(&stack.url(path), &[("authorization", &bearer)]).unwrap()
@@ -138,8 +133,8 @@ fn model_info_shows_each_caller_its_deployments_and_each_is_priced_by_its_own_pr
     let double = ProviderDouble::start(scratch.path(), PROVIDER_KEY).unwrap();
     let stack = start(&double, scratch.path());
     let master = stack.master_key().to_owned();
-    let open = generate(&stack, json!({}));
-    let claude_only = generate(&stack, json!({"models": ["claude"]}));
+    let open = stack.generate_key(&json!({})).unwrap();
+    let claude_only = stack.generate_key(&json!({"models": ["claude"]})).unwrap();
 
     // The admin: every deployment, its api_base and its prices, under both paths.
     for path in ["/model/info", "/v1/model/info"] {
@@ -302,7 +297,7 @@ fn the_anthropic_python_sdk_reaches_the_provider_and_pays_for_cache_writes_and_r
     let scratch = tempfile::tempdir().unwrap();
     let double = ProviderDouble::start(scratch.path(), PROVIDER_KEY).unwrap();
     let stack = start(&double, scratch.path());
-    let key = generate(&stack, json!({"models": ["claude"]}));
+    let key = stack.generate_key(&json!({"models": ["claude"]})).unwrap();
     let seen =
         livegate_tests::python_client::run_json(ANTHROPIC_SDK_SCRIPT, &[&stack.url(""), &key]);
     assert_eq!(seen["plain"], "hello from the double", "{seen}");

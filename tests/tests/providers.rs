@@ -86,11 +86,6 @@ fn start(double: &ProviderDouble) -> Stack {
     .unwrap()
 }
 
-fn generate(stack: &Stack, body: Value) -> String {
-    let created = stack.admin("/key/generate", &body).unwrap();
-    created["key"].as_str().unwrap().to_string()
-}
-
 fn post(stack: &Stack, path: &str, key: &str, body: &Value) -> Response {
     let bearer = format!("Bearer {key}");
     http::post_raw(
@@ -143,8 +138,10 @@ fn keys_reach_https_providers_by_model_with_the_provider_s_key_never_their_own()
     let scratch = tempfile::tempdir().unwrap();
     let double = ProviderDouble::start(scratch.path(), PROVIDER_KEY).unwrap();
     let mut stack = start(&double);
-    let key = generate(&stack, json!({"key_alias": "providers"}));
-    let restricted = generate(&stack, json!({"models": ["mini"]}));
+    let key = stack
+        .generate_key(&json!({"key_alias": "providers"}))
+        .unwrap();
+    let restricted = stack.generate_key(&json!({"models": ["mini"]})).unwrap();
 
     // OpenAI's shape, over TLS verified against the double's CA, its path under api_base.
     reached(&chat(&stack, &key, "gpt-4o"), &double, "gpt-4o-2024-08-06");
@@ -342,7 +339,7 @@ fn the_openai_python_sdk_reaches_the_https_provider_through_the_gateway() {
     let scratch = tempfile::tempdir().unwrap();
     let double = ProviderDouble::start(scratch.path(), PROVIDER_KEY).unwrap();
     let stack = start(&double);
-    let key = generate(&stack, json!({"models": ["gpt-4o"]}));
+    let key = stack.generate_key(&json!({"models": ["gpt-4o"]})).unwrap();
     let seen = livegate_tests::python_client::run_json(OPENAI_SDK_SCRIPT, &[&stack.url(""), &key]);
     assert_eq!(seen["plain"], "hello from the double", "{seen}");
     assert_eq!(seen["plain_model"], "gpt-4o-2024-08-06", "{seen}");
@@ -364,7 +361,7 @@ fn a_provider_that_offers_http2_is_spoken_to_in_http2() {
     let scratch = tempfile::tempdir().unwrap();
     let double = ProviderDouble::start_http2(scratch.path(), PROVIDER_KEY).unwrap();
     let stack = start(&double);
-    let key = generate(&stack, json!({}));
+    let key = stack.generate_key(&json!({})).unwrap();
     reached(&chat(&stack, &key, "gpt-4o"), &double, "gpt-4o-2024-08-06");
     let seen = double.seen().pop().unwrap();
     assert!(seen.http2, "{seen:?}");

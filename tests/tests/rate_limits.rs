@@ -29,11 +29,6 @@ fn stack() -> Stack {
     Stack::start(options).unwrap()
 }
 
-fn generate(stack: &Stack, body: Value) -> String {
-    let key = stack.admin("/key/generate", &body).unwrap();
-    key["key"].as_str().unwrap().to_string()
-}
-
 fn chat_at(base: &str, key: &str) -> Response {
     chat_held(base, key, 0)
 }
@@ -132,8 +127,10 @@ fn admitted_in_outage(envoys: &[String], key: &str, n: usize, limit: u64, local:
 fn a_key_uses_its_limit_at_once_then_gets_429_with_openai_headers() {
     let stack = stack();
     let base = stack.envoy.url();
-    let key = generate(&stack, json!({"rpm_limit": 3, "key_alias": "limited"}));
-    let open = generate(&stack, json!({}));
+    let key = stack
+        .generate_key(&json!({"rpm_limit": 3, "key_alias": "limited"}))
+        .unwrap();
+    let open = stack.generate_key(&json!({})).unwrap();
     assert_eq!(admitted_of(&base, &key, 10, "requests", 3), 3);
     // The 429 is cached at the filter until the window has room: still refused, and a key
     // without limits is untouched by its neighbour's.
@@ -219,7 +216,9 @@ fn parallel_round(stack: &Stack, key: &str) {
 #[test]
 fn parallel_requests_beyond_the_limit_are_refused_until_one_ends_through_outages() {
     let stack = stack();
-    let key = generate(&stack, json!({"max_parallel_requests": 2}));
+    let key = stack
+        .generate_key(&json!({"max_parallel_requests": 2}))
+        .unwrap();
     let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
     assert_eq!(info["info"]["max_parallel_requests"], 2, "{info}");
     parallel_round(&stack, &key);
@@ -272,8 +271,10 @@ fn a_teams_limit_is_shared_by_its_keys() {
     stack
         .admin("/team/new", &json!({"team_id": "small", "rpm_limit": 2}))
         .unwrap();
-    let a = generate(&stack, json!({"team_id": "small", "rpm_limit": 10}));
-    let b = generate(&stack, json!({"team_id": "small"}));
+    let a = stack
+        .generate_key(&json!({"team_id": "small", "rpm_limit": 10}))
+        .unwrap();
+    let b = stack.generate_key(&json!({"team_id": "small"})).unwrap();
     let admitted =
         admitted_of(&base, &a, 3, "requests", 2) + admitted_of(&base, &b, 3, "requests", 2);
     assert_eq!(admitted, 2);
@@ -293,7 +294,7 @@ fn a_token_limit_refuses_once_the_metered_tokens_reach_it() {
     let stack = stack();
     let base = stack.envoy.url();
     // The demo upstream counts a 4-character prompt as 4 tokens and answers 8: 12 a request.
-    let key = generate(&stack, json!({"tpm_limit": 20}));
+    let key = stack.generate_key(&json!({"tpm_limit": 20})).unwrap();
     assert!(reached_upstream(&chat_at(&base, &key)));
     // Tokens are known after the response: charged when the filter's record arrives.
     let refused = poll::until("the tokens charged", PATIENCE, || {
@@ -308,7 +309,7 @@ fn a_token_limit_refuses_once_the_metered_tokens_reach_it() {
 fn the_limit_holds_with_postgres_frozen_and_with_the_control_plane_stopped() {
     let stack = stack();
     let base = stack.envoy.url();
-    let key = generate(&stack, json!({"rpm_limit": 4}));
+    let key = stack.generate_key(&json!({"rpm_limit": 4})).unwrap();
     assert_eq!(admitted_of(&base, &key, 2, "requests", 4), 2);
 
     // Postgres frozen: the control plane decides from what it knows (one replica knows
@@ -325,7 +326,7 @@ fn the_limit_holds_with_postgres_frozen_and_with_the_control_plane_stopped() {
 
     // The control plane stopped: the filter's local share, max(1, ⌊0.25 · 8⌋) = 2 per
     // worker (the stack runs one), never unlimited and never none.
-    let other = generate(&stack, json!({"rpm_limit": 8}));
+    let other = stack.generate_key(&json!({"rpm_limit": 8})).unwrap();
     assert_eq!(admitted_of(&base, &other, 1, "requests", 8), 1);
     let control_plane = stack.control_plane.as_ref().unwrap();
     control_plane.signal(Signal::SIGSTOP).unwrap();
