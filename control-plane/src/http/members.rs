@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::access::{check_team, manager, Action};
 use super::error::ApiError;
 use super::extract::{Caller, Fields, JsonBody};
-use super::teams::{identity_field, new_team_id, required};
+use super::teams::{identity_field, new_uuid, required};
 use super::AppState;
 use crate::db::DbError;
 use crate::key_cache::KeyState;
@@ -141,7 +141,7 @@ pub(super) fn parse_members(
             Ok(NewMember {
                 who,
                 user_email: m.user_email,
-                new_user_id: new_team_id()?,
+                new_user_id: new_uuid()?,
                 role,
                 max_budget_in_team,
             })

@@ -164,8 +164,9 @@ fn not_found() -> ApiError {
     ApiError::NotFound("team not found".into())
 }
 
-/// A team id in the form LiteLLM gives them (a UUID v4), from the OS RNG.
-pub(super) fn new_team_id() -> Result<String, ApiError> {
+/// A new team or user id (a user made for a team member too), in the form LiteLLM gives
+/// them: a UUID v4, from the OS RNG.
+pub(super) fn new_uuid() -> Result<String, ApiError> {
     let mut b = [0u8; 16];
     getrandom::getrandom(&mut b).map_err(|e| ApiError::Internal(format!("OS RNG: {e}")))?;
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -191,7 +192,7 @@ pub async fn new(
             identity_field("team_id", &id)?;
             id
         }
-        None => new_team_id()?,
+        None => new_uuid()?,
     };
     let now = Utc::now().trunc_subsecs(6);
     let members = req

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::{Caller, Fields, JsonBody, MasterKey};
 use super::keys::{check_model_name, check_query, info_of, number, parse_query, query_param};
-use super::teams::{identity_field, new_team_id, required};
+use super::teams::{identity_field, new_uuid, required};
 use super::AppState;
 use crate::gate::decision::{decide, Decision};
 use crate::key_cache::KeyState;
@@ -249,7 +249,7 @@ pub async fn new(
             identity_field("user_id", &id)?;
             id
         }
-        None => new_team_id()?,
+        None => new_uuid()?,
     };
     let now = Utc::now().trunc_subsecs(6);
     if let Some(team) = &req.team_id {
