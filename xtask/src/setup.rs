@@ -93,13 +93,35 @@ const OPENAI_SDK_VERSION: &str = "3.57.0";
 /// stream events), pinned likewise.
 const ANTHROPIC_SDK_VERSION: &str = "2.16.0";
 
-/// A venv under `.livegate/clients` with the client SDKs, made when missing or outdated.
+/// LiteLLM, for its `lite` CLI (operators script the admin API with it), with what the CLI
+/// imports and the package does not require, pinned likewise.
+const LITE_CLI_PACKAGES: [(&str, &str); 4] = [
+    ("litellm", "1.110.2"),
+    ("rich", "15.0.0"),
+    ("InquirerPy", "0.3.4"),
+    ("tomlkit", "0.15.3"),
+];
+
+/// A venv under `.livegate/clients` with the client SDKs and the `lite` CLI, made when
+/// missing or outdated.
 fn clients() -> anyhow::Result<PathBuf> {
     let venv = livegate_tests::artifacts::state_dir().join("clients");
     let venv_python = venv.join("bin").join("python");
+    let pins: Vec<(&str, &str)> = [
+        ("openai", OPENAI_SDK_VERSION),
+        ("anthropic", ANTHROPIC_SDK_VERSION),
+    ]
+    .into_iter()
+    .chain(LITE_CLI_PACKAGES)
+    .collect();
+    // Versions read from the installed metadata: importing litellm takes seconds.
+    let wanted: Vec<String> = pins
+        .iter()
+        .map(|(name, version)| format!("version('{name}') != '{version}'"))
+        .collect();
     let check = format!(
-        "import anthropic, openai, sys; sys.exit(openai.__version__ != '{OPENAI_SDK_VERSION}' \
-         or anthropic.__version__ != '{ANTHROPIC_SDK_VERSION}')"
+        "import sys; from importlib.metadata import version; sys.exit({})",
+        wanted.join(" or ")
     );
     if Command::new(&venv_python)
         .args(["-c", &check])
@@ -109,8 +131,8 @@ fn clients() -> anyhow::Result<PathBuf> {
         return Ok(venv_python);
     }
     step(&format!(
-        "installing the OpenAI Python SDK {OPENAI_SDK_VERSION} and the Anthropic one \
-         {ANTHROPIC_SDK_VERSION} into {}",
+        "installing the OpenAI Python SDK {OPENAI_SDK_VERSION}, the Anthropic one \
+         {ANTHROPIC_SDK_VERSION} and LiteLLM's `lite` CLI into {}",
         venv.display()
     ));
     let _ = std::fs::remove_dir_all(&venv);
@@ -123,8 +145,10 @@ fn clients() -> anyhow::Result<PathBuf> {
             "--quiet",
             "--disable-pip-version-check",
         ])
-        .arg(format!("openai=={OPENAI_SDK_VERSION}"))
-        .arg(format!("anthropic=={ANTHROPIC_SDK_VERSION}")))?;
+        .args(
+            pins.iter()
+                .map(|(name, version)| format!("{name}=={version}")),
+        ))?;
     Ok(venv_python)
 }
 
