@@ -1,9 +1,10 @@
 //! LiteLLM's own `lite` CLI (the `litellm` package `cargo xtask setup` pins) driving the real
-//! gateway as an operator scripts it: keys and users it makes are enforced by the real Envoy
-//! and filter (their models, their expiry), keep working with Postgres frozen and with the
-//! control plane stopped, and are refused once `lite` deletes them; what livegate does not
-//! enforce is refused by name (`--spend`, `--budget-id`); a key's own credential may not
-//! list teams; an admin write while Postgres is frozen fails loudly with a 503.
+//! gateway as an operator scripts it: keys and users it makes are enforced by the real
+//! Envoy and filter (a key's models; its duration sets its expiry), keep working with
+//! Postgres frozen and with the control plane stopped, and are refused once `lite` deletes
+//! them; what livegate does not enforce is refused by name (`--spend`, `--budget-id`); a
+//! key's own credential may not list teams; an admin write while Postgres is frozen fails
+//! loudly with a 503.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
