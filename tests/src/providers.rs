@@ -42,6 +42,23 @@ pub struct Providers {
 }
 
 impl Providers {
+    /// A model list read with `keys` (variable, value) as its environment and `ca_file`
+    /// (a provider double's CA) as `SSL_CERT_FILE`: what the tests give it.
+    pub fn with_keys(
+        text: &str,
+        keys: &[(&str, &str)],
+        ca_file: &std::path::Path,
+    ) -> anyhow::Result<Providers> {
+        let ca_file = ca_file.display().to_string();
+        Providers::from_model_list(text, |name| match name {
+            "SSL_CERT_FILE" => Some(ca_file.clone()),
+            _ => keys
+                .iter()
+                .find(|(variable, _)| *variable == name)
+                .map(|(_, value)| (*value).to_owned()),
+        })
+    }
+
     /// Reads a model list (LiteLLM's `config.yaml`): refused fields and unset variables
     /// are errors naming them; the CA bundle is `SSL_CERT_FILE` or the system's.
     pub fn from_model_list(
@@ -389,12 +406,11 @@ mod tests {
         let ca = std::env::temp_dir();
         let ca_file = ca.join("livegate-providers-test-ca.pem");
         std::fs::write(&ca_file, "x").unwrap();
-        let file = ca_file.display().to_string();
-        Providers::from_model_list(LIST, |name| match name {
-            "PROVIDER_TEST_KEY" => Some("sk-provider-secret".into()),
-            "SSL_CERT_FILE" => Some(file.clone()),
-            _ => None,
-        })
+        Providers::with_keys(
+            LIST,
+            &[("PROVIDER_TEST_KEY", "sk-provider-secret")],
+            &ca_file,
+        )
         .unwrap()
     }
 
@@ -441,12 +457,11 @@ mod tests {
     fn chained() -> Providers {
         let ca_file = std::env::temp_dir().join("livegate-providers-chain-test-ca.pem");
         std::fs::write(&ca_file, "x").unwrap();
-        let file = ca_file.display().to_string();
-        Providers::from_model_list(CHAINED, |name| match name {
-            "PROVIDER_TEST_KEY" => Some("sk-provider-secret".into()),
-            "SSL_CERT_FILE" => Some(file.clone()),
-            _ => None,
-        })
+        Providers::with_keys(
+            CHAINED,
+            &[("PROVIDER_TEST_KEY", "sk-provider-secret")],
+            &ca_file,
+        )
         .unwrap()
     }
 

@@ -44,14 +44,23 @@ impl LiteOutput {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
     }
 
-    /// The command failed with HTTP `status`: `lite` says `Error: HTTP <status>` and prints
-    /// the answer's body, or (some commands, on a 404) raises with the body in its message,
-    /// LiteLLM's error whose `code` is the status.
+    /// The command failed with HTTP `status` (exited non-zero and `reported` it).
     pub fn failed_with(&self, status: u16) -> bool {
-        let code = format!("\"code\":\"{status}\"");
-        !self.success
-            && (self.stderr.contains(&format!("Error: HTTP {status}"))
-                || self.stderr.contains(&code))
+        !self.success && self.reported(status)
+    }
+
+    /// The command reported HTTP `status`, as `lite` does in three ways: `Error: HTTP
+    /// <status>` before the answer's body; LiteLLM's error (its `code` the status) in a raised
+    /// message; or requests' `<status> Client Error` in a traceback (`models list`). Some
+    /// commands (`teams available`) report an error and still exit 0.
+    pub fn reported(&self, status: u16) -> bool {
+        [
+            format!("Error: HTTP {status}"),
+            format!("\"code\":\"{status}\""),
+            format!("{status} Client Error"),
+        ]
+        .iter()
+        .any(|said| self.stderr.contains(said))
     }
 }
 

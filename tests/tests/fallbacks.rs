@@ -133,14 +133,8 @@ fn model_list(p: &Providers4) -> String {
 }
 
 fn start(p: &Providers4, scratch: &Path) -> Stack {
-    let ca = p.good.ca_file().display().to_string();
-    let providers = Providers::from_model_list(&model_list(p), |name| match name {
-        GOOD_KEY_ENV => Some(GOOD_KEY.to_owned()),
-        FAILING_KEY_ENV => Some(FAILING_KEY.to_owned()),
-        "SSL_CERT_FILE" => Some(ca.clone()),
-        _ => None,
-    })
-    .unwrap();
+    let keys = [(GOOD_KEY_ENV, GOOD_KEY), (FAILING_KEY_ENV, FAILING_KEY)];
+    let providers = Providers::with_keys(&model_list(p), &keys, p.good.ca_file()).unwrap();
     let prices = scratch.join("prices.json");
     let table = json!({
         "gpt-4o-mini": {"litellm_provider": "openai", "mode": "chat",

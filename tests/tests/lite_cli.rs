@@ -3,8 +3,11 @@
 //! Envoy and filter (a key's models; its duration sets its expiry), keep working with
 //! Postgres frozen and with the control plane stopped, and are refused once `lite` deletes
 //! them; what livegate does not enforce is refused by name (`--spend`, `--budget-id`); a
-//! key's own credential may not list teams; an admin write while Postgres is frozen fails
-//! loudly with a 503.
+//! key's own credential may not list teams or move itself into one, and lists the models
+//! it may call (answered by the gateway with Postgres frozen and the control plane
+//! stopped); `keys import` from another gateway makes new secrets, refuses a key with spend
+//! by name and makes nothing while the destination's Postgres is frozen; an admin write
+//! while Postgres is frozen fails loudly with a 503.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
@@ -13,6 +16,8 @@ use std::time::Duration;
 
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
+use livegate_tests::provider_double::ProviderDouble;
+use livegate_tests::providers::Providers;
 use livegate_tests::python_client::{lite, LiteOutput};
 use livegate_tests::stack::{Stack, StackOptions};
 use nix::sys::signal::Signal;
@@ -167,4 +172,211 @@ fn a_user_lite_creates_has_a_working_key_until_lite_deletes_the_user() {
     refused_at_the_gateway(&stack, &key);
     let gone = admin(&stack, home.path(), &["users", "get", "--id", &user_id]);
     assert!(gone.failed_with(404), "{gone:?}");
+}
+
+/// Prices whose sums are exact: a demo chat with a 2-character prompt costs 2 × 0.5 + 8 × 0.25.
+const PRICES: &str =
+    r#"{"livegate-demo": {"input_cost_per_token": 0.5, "output_cost_per_token": 0.25}}"#;
+
+/// The secrets `lite keys import` printed for the keys it generated (`Generated key: {…}`,
+/// a Python dict), in order.
+fn imported_secrets(output: &LiteOutput) -> Vec<String> {
+    output
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("Generated key: "))
+        .filter_map(|dict| dict.split("'key': '").nth(1))
+        .filter_map(|rest| rest.split('\'').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `lite keys import` ran to its summary: `imported` keys made here, `failed` refused.
+fn assert_import(output: &LiteOutput, imported: usize, failed: usize) {
+    let said = |line: String| output.stdout.lines().any(|l| l.trim() == line);
+    assert!(
+        output.success
+            && said(format!("Successfully imported: {imported}"))
+            && said(format!("Failed to import: {failed}")),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn lite_imports_keys_from_another_gateway_with_new_secrets_and_none_while_postgres_is_frozen() {
+    let prices = tempfile::tempdir().unwrap();
+    let prices_file = prices.path().join("prices.json");
+    std::fs::write(&prices_file, PRICES).unwrap();
+    let source = Stack::start(StackOptions {
+        control_plane_args: vec!["--prices-file".into(), prices_file.display().to_string()],
+        ..StackOptions::full()
+    })
+    .unwrap();
+    let carried = source
+        .generate_key(&json!({
+            "key_alias": "carried",
+            "models": ["livegate-demo"],
+            "aliases": {"demo": "livegate-demo"},
+        }))
+        .unwrap();
+    // A key that has spent: LiteLLM's import sends its `spend`, which livegate refuses by
+    // name on /key/generate (it would not be enforced as the limit lite's flag calls it).
+    let spent = source.generate_key(&json!({"key_alias": "spent"})).unwrap();
+    assert!(served(&source, &spent));
+    poll::until("the spent key's spend drained", PATIENCE, || {
+        let info = source.admin_get(&format!("/key/info?key={spent}")).ok()?;
+        (info["info"]["spend"].as_f64()? > 0.0).then_some(())
+    })
+    .unwrap();
+
+    let destination = Stack::start(StackOptions::full()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let import = || {
+        admin(
+            &destination,
+            home.path(),
+            &[
+                "keys",
+                "import",
+                "--source-base-url",
+                &source.url(""),
+                "--source-api-key",
+                source.master_key(),
+            ],
+        )
+    };
+    let keys_here = || {
+        let listed = admin(
+            &destination,
+            home.path(),
+            &["keys", "list", "--format", "json"],
+        );
+        listed.json()["keys"].as_array().unwrap().clone()
+    };
+
+    // The destination's Postgres frozen: every key fails to import, and nothing is half made.
+    let postgres = destination.postgres.as_ref().unwrap();
+    postgres.pause().unwrap();
+    let frozen = import();
+    postgres.resume().unwrap();
+    assert_import(&frozen, 0, 2);
+    assert!(keys_here().is_empty());
+
+    let imported = import();
+    assert_import(&imported, 1, 1);
+    assert!(
+        imported.stderr.contains("Failed to import key spent"),
+        "{imported:?}"
+    );
+    let here = keys_here();
+    assert_eq!(here.len(), 1, "{here:?}");
+    assert_eq!(here[0]["key_alias"], "carried");
+    assert_eq!(here[0]["models"], json!(["livegate-demo"]));
+    assert_eq!(here[0]["aliases"], json!({"demo": "livegate-demo"}));
+
+    // The import makes new secrets (LiteLLM's import copies no key's secret): the new one is
+    // served here, with its models and aliases enforced, and the source's is unknown here.
+    let secrets = imported_secrets(&imported);
+    assert_eq!(secrets.len(), 1, "{imported:?}");
+    let new = &secrets[0];
+    assert_ne!(new, &carried);
+    assert!(served(&destination, new));
+    assert_eq!(chat(&destination, new, "demo").status, 200);
+    assert_eq!(chat(&destination, new, "gpt-4o").status, 401);
+    assert_eq!(chat(&destination, &carried, "livegate-demo").status, 401);
+    assert!(served(&source, &carried));
+
+    // The imported key is the destination's own: served with its control plane stopped.
+    let control_plane = destination.control_plane.as_ref().unwrap();
+    control_plane.signal(Signal::SIGSTOP).unwrap();
+    let still_served = served(&destination, new);
+    control_plane.signal(Signal::SIGCONT).unwrap();
+    assert!(still_served);
+
+    // Imported again, the alias is taken: refused, nothing duplicated.
+    assert_import(&import(), 0, 2);
+    assert_eq!(keys_here().len(), 1);
+}
+
+const PROVIDER_KEY_ENV: &str = "LIVEGATE_TEST_PROVIDER_KEY";
+const PROVIDER_KEY: &str = "sk-provider-double-secret-lite";
+
+/// A stack whose model list has two models at an HTTPS provider double.
+fn with_providers(double: &ProviderDouble) -> Stack {
+    let base = double.base_url();
+    let model_list = format!(
+        "model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: {base}/v1
+      api_key: os.environ/{PROVIDER_KEY_ENV}
+  - model_name: mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: {base}/v1
+      api_key: os.environ/{PROVIDER_KEY_ENV}
+"
+    );
+    let keys = [(PROVIDER_KEY_ENV, PROVIDER_KEY)];
+    let providers = Providers::with_keys(&model_list, &keys, double.ca_file()).unwrap();
+    Stack::start(StackOptions {
+        providers,
+        ..StackOptions::full()
+    })
+    .unwrap()
+}
+
+/// The model ids `lite models list` printed.
+fn models_listed(output: &LiteOutput) -> Vec<String> {
+    let listed = output.json();
+    let models = listed.as_array().unwrap_or_else(|| panic!("{listed}"));
+    models
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_keys_own_credential_lists_the_models_it_may_call_and_moves_itself_into_no_team() {
+    let scratch = tempfile::tempdir().unwrap();
+    let double = ProviderDouble::start(scratch.path(), PROVIDER_KEY).unwrap();
+    let stack = with_providers(&double);
+    let home = tempfile::tempdir().unwrap();
+    let team = stack
+        .admin("/team/new", &json!({"team_alias": "t"}))
+        .unwrap();
+    let team_id = team["team_id"].as_str().unwrap().to_string();
+    let key = stack.generate_key(&json!({"models": ["mini"]})).unwrap();
+    let as_key = |args: &[&str]| lite(&stack.url(""), &key, home.path(), args);
+    let models = ["models", "list", "--format", "json"];
+
+    // The model list as the key may call it; the master key opens the admin API only.
+    assert_eq!(models_listed(&as_key(&models)), ["mini"]);
+    let master = admin(&stack, home.path(), &models);
+    assert!(master.failed_with(401), "{master:?}");
+
+    // The gateway answers the list itself, from what it knows of the key.
+    let postgres = stack.postgres.as_ref().unwrap();
+    postgres.pause().unwrap();
+    let frozen = as_key(&models);
+    postgres.resume().unwrap();
+    assert_eq!(models_listed(&frozen), ["mini"]);
+    let control_plane = stack.control_plane.as_ref().unwrap();
+    control_plane.signal(Signal::SIGSTOP).unwrap();
+    let stopped = as_key(&models);
+    control_plane.signal(Signal::SIGCONT).unwrap();
+    assert_eq!(models_listed(&stopped), ["mini"]);
+
+    // livegate offers no team to join on one's own; the list is the master key's.
+    let available = admin(&stack, home.path(), &["teams", "available"]);
+    assert!(available.success, "{available:?}");
+    assert_eq!(available.stdout.trim(), "No available teams to join.");
+    assert!(as_key(&["teams", "available"]).reported(403));
+
+    // Only the master key moves a key into a team: the key stays where it was.
+    let assigned = as_key(&["teams", "assign-key", "--team-id", &team_id]);
+    assert!(assigned.failed_with(403), "{assigned:?}");
+    let info = stack.admin_get(&format!("/key/info?key={key}")).unwrap();
+    assert_eq!(info["info"]["team_id"], Value::Null, "{info}");
 }

@@ -89,13 +89,8 @@ fn start(double: &ProviderDouble, dir: &Path) -> Stack {
     let text = model_list(double);
     let file = dir.join("config.yaml");
     std::fs::write(&file, &text).unwrap();
-    let ca = double.ca_file().display().to_string();
-    let providers = Providers::from_model_list(&text, |name| match name {
-        PROVIDER_KEY_ENV => Some(PROVIDER_KEY.to_owned()),
-        "SSL_CERT_FILE" => Some(ca.clone()),
-        _ => None,
-    })
-    .unwrap();
+    let keys = [(PROVIDER_KEY_ENV, PROVIDER_KEY)];
+    let providers = Providers::with_keys(&text, &keys, double.ca_file()).unwrap();
     Stack::start(StackOptions {
         providers,
         control_plane_args: vec!["--config".into(), file.display().to_string()],

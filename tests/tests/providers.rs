@@ -70,14 +70,11 @@ fn model_list(double: &ProviderDouble) -> String {
 }
 
 fn start(double: &ProviderDouble) -> Stack {
-    let ca = double.ca_file().display().to_string();
-    let providers = Providers::from_model_list(&model_list(double), |name| match name {
-        PROVIDER_KEY_ENV => Some(PROVIDER_KEY.to_owned()),
-        WRONG_KEY_ENV => Some("sk-not-the-provider-s".to_owned()),
-        "SSL_CERT_FILE" => Some(ca.clone()),
-        _ => None,
-    })
-    .unwrap();
+    let keys = [
+        (PROVIDER_KEY_ENV, PROVIDER_KEY),
+        (WRONG_KEY_ENV, "sk-not-the-provider-s"),
+    ];
+    let providers = Providers::with_keys(&model_list(double), &keys, double.ca_file()).unwrap();
     Stack::start(StackOptions {
         filter_config: FILTER_CONFIG.to_string(),
         providers,
