@@ -7,13 +7,15 @@
 //! it may call (answered by the gateway with Postgres frozen and the control plane
 //! stopped); `keys import` from another gateway makes new secrets, refuses a key with spend
 //! by name and makes nothing while the destination's Postgres is frozen; an admin write
-//! while Postgres is frozen fails loudly with a 503.
+//! while Postgres is frozen fails loudly with a 503; on 2 Envoys × 2 control planes what
+//! `lite` makes or deletes through one Envoy holds at both.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
 use std::path::Path;
 use std::time::Duration;
 
+use livegate_tests::fleet::{Fleet, FleetOptions};
 use livegate_tests::http::{self, Response};
 use livegate_tests::poll;
 use livegate_tests::provider_double::ProviderDouble;
@@ -30,19 +32,23 @@ fn admin(stack: &Stack, home: &Path, args: &[&str]) -> LiteOutput {
     lite(&stack.url(""), stack.master_key(), home, args)
 }
 
-fn chat(stack: &Stack, key: &str, model: &str) -> Response {
-    http::demo_chat(&stack.url(""), key, json!({"model": model})).unwrap()
+/// A demo chat through the Envoy at `gateway` (its base URL).
+fn chat(gateway: &str, key: &str, model: &str) -> Response {
+    http::demo_chat(gateway, key, json!({"model": model})).unwrap()
 }
 
-fn served(stack: &Stack, key: &str) -> bool {
-    let r = chat(stack, key, "livegate-demo");
+fn served(gateway: &str, key: &str) -> bool {
+    let r = chat(gateway, key, "livegate-demo");
     r.status == 200 && r.json().is_ok_and(|b| b.get("choices").is_some())
 }
 
-/// Waits until `key` is refused as an unknown key (401) at the gateway.
-fn refused_at_the_gateway(stack: &Stack, key: &str) {
+/// Waits until `key` is refused as an unknown key (401) at the gateway: by every worker,
+/// as 40 in a row are (each request lands on any of an Envoy's workers).
+fn refused_at_the_gateway(gateway: &str, key: &str) {
     poll::until("the key refused at the gateway", PATIENCE, || {
-        (chat(stack, key, "livegate-demo").status == 401).then_some(())
+        (0..40)
+            .all(|_| chat(gateway, key, "livegate-demo").status == 401)
+            .then_some(())
     })
     .unwrap();
 }
@@ -80,8 +86,8 @@ fn a_key_lite_generates_is_enforced_through_faults_until_lite_deletes_it() {
 
     // The key's models are the gateway's to enforce: the demo's model passes, another is
     // refused before the upstream.
-    assert!(served(&stack, &key));
-    assert_eq!(chat(&stack, &key, "gpt-4o").status, 401);
+    assert!(served(&stack.url(""), &key));
+    assert_eq!(chat(&stack.url(""), &key, "gpt-4o").status, 401);
 
     let listed = admin(&stack, home.path(), &["keys", "list", "--format", "json"]).json();
     let aliases: Vec<&Value> = listed["keys"]
@@ -107,7 +113,7 @@ fn a_key_lite_generates_is_enforced_through_faults_until_lite_deletes_it() {
     // Postgres frozen: the key keeps working; an admin write fails loudly.
     let postgres = stack.postgres.as_ref().unwrap();
     postgres.pause().unwrap();
-    assert!(served(&stack, &key));
+    assert!(served(&stack.url(""), &key));
     let frozen = admin(
         &stack,
         home.path(),
@@ -119,13 +125,13 @@ fn a_key_lite_generates_is_enforced_through_faults_until_lite_deletes_it() {
     // The control plane stopped: the filter still knows the key.
     let control_plane = stack.control_plane.as_ref().unwrap();
     control_plane.signal(Signal::SIGSTOP).unwrap();
-    let still_served = served(&stack, &key);
+    let still_served = served(&stack.url(""), &key);
     control_plane.signal(Signal::SIGCONT).unwrap();
     assert!(still_served);
 
     let deleted = admin(&stack, home.path(), &["keys", "delete", "--keys", &key]);
     assert!(deleted.success, "{deleted:?}");
-    refused_at_the_gateway(&stack, &key);
+    refused_at_the_gateway(&stack.url(""), &key);
 }
 
 #[test]
@@ -151,7 +157,7 @@ fn a_user_lite_creates_has_a_working_key_until_lite_deletes_the_user() {
     let key = created["key"].as_str().unwrap().to_string();
     assert_eq!(created["user_email"], "ada@example.com");
     assert_eq!(created["max_budget"], 5.0);
-    assert!(served(&stack, &key));
+    assert!(served(&stack.url(""), &key));
 
     let shown = admin(&stack, home.path(), &["users", "get", "--id", &user_id]).json();
     assert_eq!(shown["user_id"], user_id.as_str(), "{shown}");
@@ -163,15 +169,57 @@ fn a_user_lite_creates_has_a_working_key_until_lite_deletes_the_user() {
     // With Postgres frozen the user's key is still served from what the gateway knows.
     let postgres = stack.postgres.as_ref().unwrap();
     postgres.pause().unwrap();
-    let frozen_served = served(&stack, &key);
+    let frozen_served = served(&stack.url(""), &key);
     postgres.resume().unwrap();
     assert!(frozen_served);
 
     let deleted = admin(&stack, home.path(), &["users", "delete", &user_id]);
     assert!(deleted.success, "{deleted:?}");
-    refused_at_the_gateway(&stack, &key);
+    refused_at_the_gateway(&stack.url(""), &key);
     let gone = admin(&stack, home.path(), &["users", "get", "--id", &user_id]);
     assert!(gone.failed_with(404), "{gone:?}");
+}
+
+#[test]
+fn what_lite_makes_through_one_envoy_holds_at_every_envoy_of_two_by_two() {
+    let fleet = Fleet::start(FleetOptions::new(2, 2)).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let gateways: Vec<String> = fleet.envoys.iter().map(|e| e.url()).collect();
+    let through =
+        |i: usize, args: &[&str]| lite(&gateways[i], fleet.master_key(), home.path(), args);
+    // Each Envoy has two workers, each with its own decision cache, and a request lands on
+    // either: 40 in a row reach both but once in 2^39.
+    let everywhere = |key: &str| gateways.iter().all(|g| (0..40).all(|_| served(g, key)));
+
+    let generated = through(0, &["keys", "generate", "--models", "livegate-demo"]).json();
+    let key = generated["key"].as_str().unwrap().to_string();
+    let created = through(1, &["users", "create", "--email", "bo@example.com"]).json();
+    let user_id = created["user_id"].as_str().unwrap().to_string();
+    let user_key = created["key"].as_str().unwrap().to_string();
+    assert!(everywhere(&key) && everywhere(&user_key));
+    for gateway in &gateways {
+        assert_eq!(chat(gateway, &key, "gpt-4o").status, 401);
+    }
+
+    // Postgres frozen, then every control plane stopped: both Envoys still serve both keys.
+    fleet.postgres.pause().unwrap();
+    let frozen = everywhere(&key) && everywhere(&user_key);
+    fleet.postgres.resume().unwrap();
+    assert!(frozen);
+    fleet.signal_control_planes(Signal::SIGSTOP).unwrap();
+    let stopped = everywhere(&key) && everywhere(&user_key);
+    fleet.signal_control_planes(Signal::SIGCONT).unwrap();
+    assert!(stopped);
+
+    // Deleted through the other Envoy: refused at both.
+    assert!(through(1, &["keys", "delete", "--keys", &key]).success);
+    assert!(through(0, &["users", "delete", &user_id]).success);
+    for gateway in &gateways {
+        refused_at_the_gateway(gateway, &key);
+        refused_at_the_gateway(gateway, &user_key);
+    }
+    let listed = through(1, &["keys", "list", "--format", "json"]).json();
+    assert_eq!(listed["keys"], json!([]), "{listed}");
 }
 
 /// Prices whose sums are exact: a demo chat with a 2-character prompt costs 2 × 0.5 + 8 × 0.25.
@@ -222,7 +270,7 @@ fn lite_imports_keys_from_another_gateway_with_new_secrets_and_none_while_postgr
     // A key that has spent: LiteLLM's import sends its `spend`, which livegate refuses by
     // name on /key/generate (it would not be enforced as the limit lite's flag calls it).
     let spent = source.generate_key(&json!({"key_alias": "spent"})).unwrap();
-    assert!(served(&source, &spent));
+    assert!(served(&source.url(""), &spent));
     poll::until("the spent key's spend drained", PATIENCE, || {
         let info = source.admin_get(&format!("/key/info?key={spent}")).ok()?;
         (info["info"]["spend"].as_f64()? > 0.0).then_some(())
@@ -280,16 +328,19 @@ fn lite_imports_keys_from_another_gateway_with_new_secrets_and_none_while_postgr
     assert_eq!(secrets.len(), 1, "{imported:?}");
     let new = &secrets[0];
     assert_ne!(new, &carried);
-    assert!(served(&destination, new));
-    assert_eq!(chat(&destination, new, "demo").status, 200);
-    assert_eq!(chat(&destination, new, "gpt-4o").status, 401);
-    assert_eq!(chat(&destination, &carried, "livegate-demo").status, 401);
-    assert!(served(&source, &carried));
+    assert!(served(&destination.url(""), new));
+    assert_eq!(chat(&destination.url(""), new, "demo").status, 200);
+    assert_eq!(chat(&destination.url(""), new, "gpt-4o").status, 401);
+    assert_eq!(
+        chat(&destination.url(""), &carried, "livegate-demo").status,
+        401
+    );
+    assert!(served(&source.url(""), &carried));
 
     // The imported key is the destination's own: served with its control plane stopped.
     let control_plane = destination.control_plane.as_ref().unwrap();
     control_plane.signal(Signal::SIGSTOP).unwrap();
-    let still_served = served(&destination, new);
+    let still_served = served(&destination.url(""), new);
     control_plane.signal(Signal::SIGCONT).unwrap();
     assert!(still_served);
 
