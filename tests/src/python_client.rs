@@ -75,6 +75,8 @@ pub fn lite(base_url: &str, api_key: &str, home: &std::path::Path, args: &[&str]
         .env("LITELLM_PROXY_API_KEY", api_key)
         .env("HOME", home)
         .env("NO_COLOR", "1")
+        // Its tables wide enough that no id wraps.
+        .env("COLUMNS", "400")
         .output()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
     LiteOutput {

@@ -264,6 +264,7 @@ fn user_fields_are_validated_and_unenforced_ones_refused_by_name() {
         (json!({"user_id": "a\nb"}), "user_id", "control characters"),
         (json!({"models": [""]}), "models", "1 to 256"),
         (json!({"rpm_limt": 1}), "rpm_limt", "unknown field"),
+        (json!({"user_alias": "al"}), "user_alias", "not supported"),
         (
             json!({"auto_create_key": false, "key_alias": "k"}),
             "key_alias",
