@@ -177,15 +177,19 @@ fn a_key_reads_its_own_info_and_no_one_elses() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(as_key("/key/list").status, 403);
     assert_eq!(as_key("/team/list").status, 403);
+    // Any good key may ask which teams it could join on its own (none, in livegate).
+    assert_eq!(ok(as_key("/team/available")), json!([]));
 
     ok(post(&cp, "/key/block", json!({"key": raw})));
     let r = as_key("/key/info");
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json().unwrap()["error"]["reason"], "key_blocked");
-    let unknown = http::get(
-        &url(&cp, "/key/info"),
-        &[("authorization", "Bearer sk-unknown-0123456789abcdefghij")],
-    )
-    .unwrap();
+    assert_eq!(as_key("/team/available").status, 403);
+    let as_stranger = |path: &str| {
+        let bearer = [("authorization", "Bearer sk-unknown-0123456789abcdefghij")];
+        http::get(&url(&cp, path), &bearer).unwrap()
+    };
+    let unknown = as_stranger("/key/info");
     assert_eq!(unknown.status, 401, "{}", unknown.body);
+    assert_eq!(as_stranger("/team/available").status, 403);
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::access::{check_team, Action};
+use super::access::{check_team, manager, Action};
 use super::error::ApiError;
 use super::extract::{Caller, Fields, JsonBody, MasterKey};
 use super::keys::{check_query, number, parse_query, query_param};
@@ -275,8 +275,9 @@ pub async fn list(State(s): State<AppState>, _: MasterKey, RawQuery(raw): RawQue
 }
 
 /// Teams a user could join on its own (LiteLLM's `available_teams` setting): livegate offers
-/// none; members join through `/team/member_add`.
-pub async fn available(_: MasterKey) -> ApiResult {
+/// none; members join through `/team/member_add`. Any good key may ask, as in LiteLLM.
+pub async fn available(State(s): State<AppState>, caller: Caller) -> ApiResult {
+    manager(&s, &caller).await?;
     Ok(Json(json!([])))
 }
 
