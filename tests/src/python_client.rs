@@ -44,23 +44,18 @@ impl LiteOutput {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
     }
 
-    /// The command failed with HTTP `status` (exited non-zero and `reported` it).
+    /// The command failed with HTTP `status`, which `lite` reports in one of three ways:
+    /// `Error: HTTP <status>` before the answer's body; LiteLLM's error (its `code` the
+    /// status) in a raised message; or requests' `<status> Client Error` (`Server Error`)
+    /// in a traceback (`models list`, `users create`).
     pub fn failed_with(&self, status: u16) -> bool {
-        !self.success && self.reported(status)
-    }
-
-    /// The command reported HTTP `status`, as `lite` does in three ways: `Error: HTTP
-    /// <status>` before the answer's body; LiteLLM's error (its `code` the status) in a raised
-    /// message; or requests' `<status> Client Error` in a traceback (`models list`). Some
-    /// commands (`teams available`) report an error and still exit 0.
-    pub fn reported(&self, status: u16) -> bool {
-        [
+        let said = [
             format!("Error: HTTP {status}"),
             format!("\"code\":\"{status}\""),
             format!("{status} Client Error"),
-        ]
-        .iter()
-        .any(|said| self.stderr.contains(said))
+            format!("{status} Server Error"),
+        ];
+        !self.success && said.iter().any(|s| self.stderr.contains(s))
     }
 }
 

@@ -298,7 +298,7 @@ fn what_lite_makes_through_one_envoy_holds_at_every_envoy_of_two_by_two() {
     assert_eq!(listed["keys"], json!([]), "{listed}");
 }
 
-/// Prices whose sums are exact: a demo chat with a 2-character prompt costs 2 × 0.5 + 8 × 0.25.
+/// A price for the demo's model, so that a chat gives its key a spend.
 const PRICES: &str =
     r#"{"livegate-demo": {"input_cost_per_token": 0.5, "output_cost_per_token": 0.25}}"#;
 

@@ -73,9 +73,9 @@ pub async fn own_key(s: &AppState, token: &KeyHash) -> Result<KeyRecord, ApiErro
 
 /// The first check of a write a team admin may make (and of a read any good key may make):
 /// the master key passes; a key passes if it is good (its team's rights are checked later,
-/// against the target). A key that is
-/// unknown, blocked or expired gets the 403 of a key that is not the master key, as before
-/// team admins existed: nothing here tells a stranger whether a key exists.
+/// against the target). A key that is unknown, blocked or expired gets the 403 of a key
+/// that is not the master key, as before team admins existed: nothing here tells a
+/// stranger whether a key exists.
 pub async fn manager(s: &AppState, caller: &Caller) -> Result<(), ApiError> {
     match caller {
         Caller::Master => Ok(()),
