@@ -438,6 +438,18 @@ impl Envoy {
         let stats = crate::http::get(&format!("{}/stats/prometheus", self.admin_url()), &[])?;
         Ok(prometheus_value(&stats.body, name).unwrap_or(0.0))
     }
+
+    /// Requests Envoy has sent to `cluster` so far (`livegate_upstream`: the upstream;
+    /// `livegate_control_plane`: auth checks and feed polls).
+    pub fn cluster_requests(&self, cluster: &str) -> anyhow::Result<f64> {
+        let filter = format!("^cluster\\.{cluster}\\.upstream_rq_total$");
+        let stats = crate::http::get(&format!("{}/stats?filter={filter}", self.admin_url()), &[])?;
+        Ok(stats
+            .body
+            .lines()
+            .find_map(|line| line.split(": ").nth(1)?.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
 }
 
 /// Sums the samples of metric `name` (any labels) in Prometheus text.

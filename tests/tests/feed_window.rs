@@ -40,19 +40,10 @@ fn at_every_worker(stack: &Stack, key: &str, status: u16, what: &str) {
 
 /// Requests from the filter to the control plane so far (auth checks and feed polls).
 fn control_plane_calls(stack: &Stack) -> f64 {
-    let stats = http::get(
-        &format!(
-            "{}/stats?filter=^cluster\\.livegate_control_plane\\.upstream_rq_total$",
-            stack.envoy.admin_url()
-        ),
-        &[],
-    )
-    .unwrap();
-    stats
-        .body
-        .lines()
-        .find_map(|line| line.split(": ").nth(1)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    stack
+        .envoy
+        .cluster_requests("livegate_control_plane")
+        .unwrap()
 }
 
 #[test]
