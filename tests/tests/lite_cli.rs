@@ -139,14 +139,35 @@ fn a_key_lite_generates_is_enforced_through_faults_until_lite_deletes_it() {
     assert!(deleted.success, "{deleted:?}");
     refused_at_the_gateway(&stack.url(""), &key);
 
-    // A key deleted by its alias.
-    let second = admin(
+    // A key in a team, for a user, with a model alias, deleted by its alias.
+    let team = stack
+        .admin("/team/new", &json!({"team_alias": "ops"}))
+        .unwrap();
+    let team_id = team["team_id"].as_str().unwrap();
+    let user = json!({"user_id": "ops-user", "auto_create_key": false});
+    stack.admin("/user/new", &user).unwrap();
+    let generated = admin(
         &stack,
         home.path(),
-        &["keys", "generate", "--key-alias", "second"],
-    );
-    let second = second.json()["key"].as_str().unwrap().to_string();
-    assert!(served(&stack.url(""), &second));
+        &[
+            "keys",
+            "generate",
+            "--key-alias",
+            "second",
+            "--team-id",
+            team_id,
+            "--user-id",
+            "ops-user",
+            "--aliases",
+            r#"{"demo": "livegate-demo"}"#,
+        ],
+    )
+    .json();
+    assert_eq!(generated["team_id"], team_id, "{generated}");
+    assert_eq!(generated["user_id"], "ops-user", "{generated}");
+    let second = generated["key"].as_str().unwrap().to_string();
+    let aliased = chat(&stack.url(""), &second, "demo");
+    assert_eq!(aliased.status, 200, "{}", aliased.body);
     let by_alias = admin(
         &stack,
         home.path(),
