@@ -1,8 +1,9 @@
 //! LiteLLM's own `lite` CLI (the `litellm` package `cargo xtask setup` pins) driving the real
 //! gateway as an operator scripts it: keys and users it makes are enforced by the real
-//! Envoy and filter (a key's models; its duration sets its expiry), keep working with
-//! Postgres frozen and with the control plane stopped, and are refused once `lite` deletes
-//! them; what livegate does not enforce is refused by name (`--spend`, `--budget-id`); a
+//! Envoy and filter (a key's models and aliases; its duration sets its expiry), keep
+//! working with Postgres frozen and with the control plane stopped, and are refused once
+//! `lite` deletes them; what livegate does not enforce is refused by name (`--spend`,
+//! `--budget-id`, `--config`, a user's `--alias`); a
 //! key's own credential may not list teams or move itself into one, and lists the models
 //! it may call (answered by the gateway with Postgres frozen and the control plane
 //! stopped); `keys import` from another gateway makes new secrets, refuses a key with spend
