@@ -3,13 +3,13 @@
 //! Envoy and filter (a key's models and aliases; its duration sets its expiry), keep
 //! working with Postgres frozen and with the control plane stopped, and are refused once
 //! `lite` deletes them; what livegate does not enforce is refused by name (`--spend`,
-//! `--budget-id`, `--config`, a user's `--alias`); a
-//! key's own credential may not list teams or move itself into one, and lists the models
-//! it may call (answered by the gateway with Postgres frozen and the control plane
-//! stopped); `keys import` from another gateway makes new secrets, refuses a key with spend
-//! by name and makes nothing while the destination's Postgres is frozen; an admin write
-//! while Postgres is frozen fails loudly with a 503; on 2 Envoys × 2 control planes what
-//! `lite` makes or deletes through one Envoy holds at both.
+//! `--budget-id`, `--config`, a user's `--alias`); a key's own credential may not list
+//! teams or move itself into one, and lists the models it may call (answered by the
+//! gateway with Postgres frozen and the control plane stopped); `keys import` from another
+//! gateway makes new secrets, refuses a key with spend by name and makes nothing while the
+//! destination's Postgres is frozen; an admin write while Postgres is frozen fails loudly
+//! with a 503; on 2 Envoys × 2 control planes what `lite` makes or deletes through one
+//! Envoy holds at both.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a test file: failures are panics
 
