@@ -405,10 +405,10 @@ fn a_changed_plugin_config_pushed_over_ecds_under_load_fails_no_request() {
 
 /// A changed plugin configuration is a new plugin in each worker (in the worker's root
 /// context reconfigured, or in a fresh one): the filter's cached allows start empty
-/// (docs/operations.md, "In a service mesh"). Pushed while no
-/// control plane answers, it fails closed: a known key or one never seen is refused with
-/// 503, none let in unchecked; a revoked key stays refused (403 or 503); and the known
-/// keys are served again as soon as a control plane answers.
+/// (docs/operations.md, "In a service mesh"). Pushed while no control plane answers, it
+/// fails closed: a known key or one never seen is refused with 503, none let in
+/// unchecked; a revoked key stays refused (403 or 503); and the known keys are served
+/// again as soon as a control plane answers.
 #[test]
 fn a_plugin_config_pushed_while_the_control_plane_is_away_fails_closed_until_it_is_back() {
     let mut stack = MeshStack::start(&overrides(json!({}))).unwrap();
