@@ -14,6 +14,7 @@
 //! (c) A database outage of `outage_seconds` under steady metered streaming: records
 //! spooled, drained after, lost.
 //! (d) The paced runs' table (`paced`).
+//! (e) Envoy's own SSE extraction against no filter, in CPU per answer (`native`).
 //!
 //! This file runs them and writes (a); the CPU tables are `cpu`'s and `pinned`'s, (b) and
 //! (c) `ledger`'s.
@@ -35,6 +36,7 @@ use pinned::{pinned, pinned_table, PinnedRun};
 
 mod cpu;
 mod ledger;
+mod native;
 mod paced;
 mod pinned;
 
@@ -124,11 +126,13 @@ pub fn run(seconds: u64, outage_seconds: u64) -> anyhow::Result<()> {
     };
     let cpu = cpu_per_answer(&stack, &cpu_targets, &envoys, &cpu_plan)?;
     let paced = paced::run(&stack, &key, &cpu_targets, &envoys, &plan)?;
+    let native = native::run(&stack, &key, &baseline, &plan)?;
     let pinned = pinned(&stack, &targets[1..], &envoys[..3], &plan)?;
     let drain = drain(&stack, &token)?;
     let outage = outage(&stack, &targets[3].url, &script, outage_seconds)?;
     let mut table = table(&plan, &runs, &cpu, &pinned, &drain, &outage);
     paced::table(&mut table, &paced);
+    native::paragraph(&mut table, &native);
     eprintln!("{table}");
     super::markdown::update_benchmarks_doc("metering", &table)
 }

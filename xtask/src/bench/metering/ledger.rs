@@ -274,8 +274,8 @@ pub(super) fn outage_paragraph(out: &mut String, outage: &Outage) {
         "\n**(c) A database outage under load.** Streamed answers through (iv) with 4 connections \
          for {} s, Postgres frozen for {} s of them: {:.0} responses metered (records queued by the \
          filter), at most {:.0} records waiting in the spool, down to at most 100 (one batch) {:.1} s \
-         after the thaw. Afterwards Postgres holds {:.0} new rows: **lost {:.0}** (target 0); \
-         dropped by the filter {:.0}. The counters: drained {:.0}, duplicates {:.0} (records the drain found in \
+         after the thaw. Afterwards Postgres holds {:.0} new rows: **lost {:.0}** of the records \
+         queued (target 0); dropped by the filter {:.0}. The counters: drained {:.0}, duplicates {:.0} (records the drain found in \
          Postgres already: a statement the frozen backend committed after the thaw, its engine \
          replaced meanwhile, or a filter's retry: the drained counter does not count them).",
         outage.seconds + 20,
@@ -289,4 +289,17 @@ pub(super) fn outage_paragraph(out: &mut String, outage: &Outage) {
         outage.drained,
         outage.duplicates,
     );
+    if outage.dropped > 0.0 {
+        let _ = writeln!(
+            out,
+            "\nThe outage outlasted the spool: past its bound (`--spend-spool-max-records`) the \
+             filter's queues (`metering.max_queued_records`) filled, and {:.0} answers served \
+             were never billed, counted in `livegate_spend_records_dropped_total`. By design: \
+             the bench's key has no budget, and `--spend-spool-full`'s default \
+             (`refuse-budgeted`) keeps admitting such keys; a key with a budget (its own or its \
+             team's) is refused with 503 `spend_spool_full` instead (operations.md, \"The spend \
+             ledger\"). A shorter outage (`--outage-seconds`) that fits in the spool drops none.",
+            outage.dropped,
+        );
+    }
 }
