@@ -4,8 +4,9 @@
 //! drained spend crosses the budget, then refused at the gateway (the crossing is logged as
 //! a key change, so the filter's cached allow goes); raising a team's budget lets its keys
 //! in again; a `budget_duration` resets the spend; `/key/info` shows the budget fields and
-//! the spend; at the spool's bound budgeted keys are refused (503 `spend_spool_full`); a
-//! budget crossed while Postgres is frozen is charged and enforced once it is back, and by the
+//! the spend; at the spool's bound budgeted keys are refused (503 `spend_spool_full`), and
+//! every key that asks with `--spend-spool-full refuse-all` (none with `admit`); a budget
+//! crossed while Postgres is frozen is charged and enforced once it is back, and by the
 //! control plane that spooled it while Postgres is still away; a crossed key is refused with
 //! the control plane stopped, and at every Envoy of 2 Envoys × 2 control planes.
 
@@ -274,34 +275,52 @@ fn budget_fields_are_validated_by_name() {
     }
 }
 
-#[test]
-fn at_the_spool_bound_keys_with_a_budget_are_refused_and_others_admitted() {
-    // One record fits; with Postgres frozen nothing drains, so the second batch is refused.
-    // The filter sends one record a batch: a batch larger than the bound would never fit.
-    let (stack, _dir) = stack_configured(
-        &["--spend-spool-max-records", "1"],
+/// A stack whose spool holds one record, with `--spend-spool-full` set to `policy`. The
+/// filter sends one record a batch: a batch larger than the bound would never fit.
+fn one_record_spool(policy: &str) -> (Stack, Scratch) {
+    stack_configured(
+        &[
+            "--spend-spool-max-records",
+            "1",
+            "--spend-spool-full",
+            policy,
+        ],
         r#"{"metering": {"batch_records": 1}}"#,
-    );
-    let plain = stack.generate_key(&json!({})).unwrap();
-    let budgeted = stack.generate_key(&json!({"max_budget": 1000})).unwrap();
-    let other = stack.generate_key(&json!({})).unwrap();
+    )
+}
+
+/// Freezes Postgres and fills the spool with `key`'s answers: one record fits, nothing
+/// drains, so the second batch is refused at the bound.
+fn freeze_and_fill_the_spool(stack: &Stack, key: &str) {
     let cp_metrics = stack.control_plane.as_ref().unwrap().metrics_url();
     let refused_batches = || {
         let text = http::get(&cp_metrics, &[]).ok()?.body;
         prometheus_value(&text, "livegate_spend_spool_full_total")
     };
     stack.postgres.as_ref().unwrap().pause().unwrap();
-    assert_eq!(chat(&stack, &plain).status, 200);
-    assert_eq!(chat(&stack, &plain).status, 200);
+    assert_eq!(chat(stack, key).status, 200);
+    assert_eq!(chat(stack, key).status, 200);
     poll::until("a spend batch refused at the bound", PATIENCE, || {
         (refused_batches()? > 0.0).then_some(())
     })
     .unwrap();
-    // The budgeted key asks now (it was never cached by the filter): refused, fail-closed.
-    let r = chat(&stack, &budgeted);
+}
+
+fn assert_spool_full(r: &Response) {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json().unwrap()["error"]["type"], "spend_spool_full");
     assert!(r.header("retry-after").is_some(), "{r:?}");
+}
+
+#[test]
+fn at_the_spool_bound_keys_with_a_budget_are_refused_and_others_admitted() {
+    let (stack, _dir) = one_record_spool("refuse-budgeted");
+    let plain = stack.generate_key(&json!({})).unwrap();
+    let budgeted = stack.generate_key(&json!({"max_budget": 1000})).unwrap();
+    let other = stack.generate_key(&json!({})).unwrap();
+    freeze_and_fill_the_spool(&stack, &plain);
+    // The budgeted key asks now (it was never cached by the filter): refused, fail-closed.
+    assert_spool_full(&chat(&stack, &budgeted));
     // A key without a budget is admitted (from the control plane's cached record).
     let r = chat(&stack, &other);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -313,6 +332,40 @@ fn at_the_spool_bound_keys_with_a_budget_are_refused_and_others_admitted() {
         || (chat(&stack, &budgeted).status == 200).then_some(()),
     )
     .unwrap();
+}
+
+#[test]
+fn at_the_spool_bound_refuse_all_refuses_every_key_that_asks() {
+    // What operations.md offers an operator who would rather refuse than serve unbilled.
+    let (stack, _dir) = one_record_spool("refuse-all");
+    let plain = stack.generate_key(&json!({})).unwrap();
+    let other = stack.generate_key(&json!({})).unwrap();
+    freeze_and_fill_the_spool(&stack, &plain);
+    let upstream_before = stack.envoy.cluster_requests("livegate_upstream").unwrap();
+    // A key without a budget, never cached by the filter, asks now: refused all the same,
+    // and nothing reaches the upstream unbilled.
+    assert_spool_full(&chat(&stack, &other));
+    assert_eq!(
+        stack.envoy.cluster_requests("livegate_upstream").unwrap(),
+        upstream_before
+    );
+    // Postgres back: the drain frees room and the key is admitted again.
+    stack.postgres.as_ref().unwrap().resume().unwrap();
+    poll::until("the key admitted after the drain", PATIENCE, || {
+        (chat(&stack, &other).status == 200).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn at_the_spool_bound_admit_refuses_no_key() {
+    let (stack, _dir) = one_record_spool("admit");
+    let plain = stack.generate_key(&json!({})).unwrap();
+    let budgeted = stack.generate_key(&json!({"max_budget": 1000})).unwrap();
+    freeze_and_fill_the_spool(&stack, &plain);
+    // Even a key with a budget, never cached by the filter: admitted, its spend uncounted.
+    let r = chat(&stack, &budgeted);
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[test]
