@@ -16,8 +16,10 @@
 //! 2xx status, or no status at all when the stream ended before the response headers (the
 //! upstream had the request: providers bill a prompt they received). Not charged: a
 //! request the filter answered itself, a request that never went upstream, an upstream's
-//! refusal (4xx, 5xx: providers do not bill them), and non-model routes (`/v1/models`,
-//! files), whose bodies are not generated tokens.
+//! refusal (4xx, 5xx: providers do not bill them), and routes without a model
+//! (`/v1/models`, files), whose bodies are not generated tokens. Usage an answer states is
+//! charged whatever the route: a retrieval (`GET /v1/responses/{id}`) may be the only
+//! answer that carries a generation's usage.
 
 use crate::usage::{Report, Tokens, Usage};
 use livegate_contract::EstimateReason;

@@ -54,6 +54,32 @@ fn stated_usage_of_a_whole_answer_is_charged_as_stated() {
     );
 }
 
+/// A request without a model (a `GET`) whose answer states usage: OpenAI's retrieval of a
+/// background response or of an Assistants run, the only answer that carries their usage.
+/// Charged as stated, or a client could have its tokens generated unbilled; the cost is
+/// that a second retrieval of the same response is charged again (docs/metering.md).
+#[test]
+fn stated_usage_on_a_route_without_a_model_is_charged_as_stated() {
+    let retrieval = Context {
+        model_route: false,
+        prompt_bytes: 0,
+        ..context(200, true)
+    };
+    let r = stated(report(false), tokens(3, 5));
+    assert_eq!(charge(Some(&r), retrieval), Charge::Known(tokens(3, 5)));
+    // Stating none (a response still in progress, a file), it is not charged.
+    assert_eq!(charge(Some(&report(false)), retrieval), Charge::None);
+    // The background `POST` that queued it stated `usage: null`: charged its estimate.
+    let queued =
+        br#"{"id":"resp_1","object":"response","status":"queued","model":"gpt-4o","usage":null}"#;
+    let mut meter = Meter::for_response(Some(b"application/json"), None, Limits::default());
+    meter.feed(queued);
+    assert!(matches!(
+        charge(Some(&meter.finish()), context(200, true)),
+        Charge::Estimated(_, EstimateReason::Absent)
+    ));
+}
+
 #[test]
 fn a_stream_cut_early_is_charged_at_least_what_was_seen() {
     // No usage chunk yet: the prompt's bytes / 4 rounded up, the content seen / 4.
