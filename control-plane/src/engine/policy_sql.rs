@@ -131,16 +131,16 @@ pub(super) fn key_with_policies(team_row: &str, user_row: &str, member_row: &str
 
 /// Whether the user's policy differs between its rows `old` and `new` (SQL).
 pub(super) fn user_policy_changed(old: &str, new: &str) -> String {
-    USER_POLICY
-        .iter()
-        .map(|(c, _)| format!("{old}.{c} IS DISTINCT FROM {new}.{c}"))
-        .collect::<Vec<_>>()
-        .join(" OR ")
+    policy_changed(&USER_POLICY, old, new)
 }
 
 /// Whether the team's policy differs between its rows `old` and `new` (SQL).
 pub(super) fn team_policy_changed(old: &str, new: &str) -> String {
-    TEAM_POLICY
+    policy_changed(&TEAM_POLICY, old, new)
+}
+
+fn policy_changed(policy: &[(&str, Option<&str>)], old: &str, new: &str) -> String {
+    policy
         .iter()
         .map(|(c, _)| format!("{old}.{c} IS DISTINCT FROM {new}.{c}"))
         .collect::<Vec<_>>()
@@ -148,31 +148,45 @@ pub(super) fn team_policy_changed(old: &str, new: &str) -> String {
 }
 
 /// The `team_*` column names, as the view and `COLUMNS` list them.
-pub(super) static TEAM_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| {
-    TEAM_POLICY
-        .iter()
-        .map(|(c, _)| format!("team_{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-});
+pub(super) static TEAM_COLUMN_NAMES: LazyLock<String> =
+    LazyLock::new(|| prefixed_names(&TEAM_POLICY, "team"));
 
 /// The `user_*` column names, as the view and `COLUMNS` list them.
-pub(super) static USER_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| {
-    USER_POLICY
-        .iter()
-        .map(|(c, _)| format!("user_{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-});
+pub(super) static USER_COLUMN_NAMES: LazyLock<String> =
+    LazyLock::new(|| prefixed_names(&USER_POLICY, "user"));
 
 /// The `member_*` column names, as the view and `COLUMNS` list them.
-pub(super) static MEMBER_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| {
-    MEMBER_POLICY
+pub(super) static MEMBER_COLUMN_NAMES: LazyLock<String> =
+    LazyLock::new(|| prefixed_names(&MEMBER_POLICY, "member"));
+
+fn prefixed_names(policy: &[(&str, Option<&str>)], prefix: &str) -> String {
+    policy
         .iter()
-        .map(|(c, _)| format!("member_{c}"))
+        .map(|(c, _)| format!("{prefix}_{c}"))
         .collect::<Vec<_>>()
         .join(", ")
-});
+}
+
+/// The CTEs that give the keys of the owner just written (the CTE `written`, one row
+/// whose `owner_column` the keys carry; `o` is its row before the write) new versions
+/// when `changed` (the policy they carry changed), and log each as `p`: the keys with the
+/// policies of `policies` (the view would still show the old ones inside the statement).
+pub(super) fn relog_keys(
+    owner_column: &str,
+    written: &str,
+    changed: &str,
+    policies: &str,
+) -> String {
+    format!(
+        "
+    w AS (UPDATE livegate_keys SET version = nextval('livegate_key_changes_seq_seq')
+          WHERE {owner_column} = (SELECT {owner_column} FROM {written}) AND EXISTS (SELECT 1 FROM o, {written} WHERE {changed})
+          RETURNING *),
+    p AS ({policies}),
+    c AS (INSERT INTO livegate_key_changes (seq, token, record)
+          SELECT version, token, to_jsonb(p) - 'version' FROM p)"
+    )
+}
 
 /// The policy columns' names, comma-separated.
 pub(super) static POLICY_COLUMN_NAMES: LazyLock<String> = LazyLock::new(|| POLICY.join(", "));

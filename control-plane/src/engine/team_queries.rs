@@ -29,16 +29,11 @@ pub(super) static TEAM_COLUMNS: LazyLock<String> =
 /// (`o` is the team's row before the write); `p` is their new state with the team's new
 /// policy (the view would still show the old one inside this statement).
 static RELOG_KEYS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "
-    w AS (UPDATE livegate_keys SET version = nextval('livegate_key_changes_seq_seq')
-          WHERE team_id = (SELECT team_id FROM t) AND EXISTS (SELECT 1 FROM o, t WHERE {changed})
-          RETURNING *),
-    p AS ({policies}),
-    c AS (INSERT INTO livegate_key_changes (seq, token, record)
-          SELECT version, token, to_jsonb(p) - 'version' FROM p)",
-        changed = team_policy_changed("o", "t"),
-        policies = key_with_policies("t", "livegate_users", MEMBERS),
+    policy_sql::relog_keys(
+        "team_id",
+        "t",
+        &team_policy_changed("o", "t"),
+        &key_with_policies("t", "livegate_users", MEMBERS),
     )
 });
 

@@ -29,16 +29,11 @@ static USER_COLUMNS: LazyLock<String> =
 /// (`o` is the user's row before the write); `p` is their new state with the user's new
 /// policy (the view would still show the old one inside this statement).
 static RELOG_KEYS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "
-    w AS (UPDATE livegate_keys SET version = nextval('livegate_key_changes_seq_seq')
-          WHERE user_id = (SELECT user_id FROM u) AND EXISTS (SELECT 1 FROM o, u WHERE {changed})
-          RETURNING *),
-    p AS ({policies}),
-    c AS (INSERT INTO livegate_key_changes (seq, token, record)
-          SELECT version, token, to_jsonb(p) - 'version' FROM p)",
-        changed = user_policy_changed("o", "u"),
-        policies = key_with_policies("livegate_teams", "u", MEMBERS),
+    policy_sql::relog_keys(
+        "user_id",
+        "u",
+        &user_policy_changed("o", "u"),
+        &key_with_policies("livegate_teams", "u", MEMBERS),
     )
 });
 
