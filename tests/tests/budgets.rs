@@ -342,6 +342,7 @@ fn at_the_spool_bound_refuse_all_refuses_every_key_that_asks() {
     let other = stack.generate_key(&json!({})).unwrap();
     freeze_and_fill_the_spool(&stack, &plain);
     let upstream_before = stack.envoy.cluster_requests("livegate_upstream").unwrap();
+    assert!(upstream_before >= 2.0, "the filling answers went upstream");
     // A key without a budget, never cached by the filter, asks now: refused all the same,
     // and nothing reaches the upstream unbilled.
     assert_spool_full(&chat(&stack, &other));
@@ -363,9 +364,11 @@ fn at_the_spool_bound_admit_refuses_no_key() {
     let plain = stack.generate_key(&json!({})).unwrap();
     let budgeted = stack.generate_key(&json!({"max_budget": 1000})).unwrap();
     freeze_and_fill_the_spool(&stack, &plain);
-    // Even a key with a budget, never cached by the filter: admitted, its spend uncounted.
+    // Even a key with a budget, never cached by the filter: admitted, though its spend
+    // cannot be counted until the drain frees room.
     let r = chat(&stack, &budgeted);
     assert_eq!(r.status, 200, "{}", r.body);
+    stack.postgres.as_ref().unwrap().resume().unwrap();
 }
 
 #[test]
